@@ -1,0 +1,64 @@
+// Helpers shared by the bindings: argument checks that raise clear Python errors
+// naming the op, the argument and what was seen. Bindings validate everything
+// before releasing the GIL and calling a kernel.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <utility>
+
+namespace dlkern::bind {
+
+namespace py = pybind11;
+
+enum class DType { f32, f64 };
+
+template <typename... Args>
+std::string cat(Args&&... args) {
+  std::ostringstream os;
+  (os << ... << std::forward<Args>(args));
+  return os.str();
+}
+
+template <typename... Args>
+[[noreturn]] void type_error(Args&&... args) {
+  throw py::type_error(cat(std::forward<Args>(args)...));
+}
+
+template <typename... Args>
+[[noreturn]] void value_error(Args&&... args) {
+  throw py::value_error(cat(std::forward<Args>(args)...));
+}
+
+// "(3, 4)" for an array's shape.
+std::string shape_str(const py::array& a);
+// Python's str() of the array's dtype, e.g. "int64".
+std::string dtype_str(const py::array& a);
+
+// The object as an ndarray, or TypeError "<op>: <arg> must be a numpy.ndarray, got <type>".
+py::array require_array(const py::handle& obj, const char* op, const char* arg);
+
+// float32 or float64 in native byte order, or TypeError naming the dtype seen.
+DType float_dtype(const py::array& a, const char* op, const char* arg);
+
+// Element stride of axis `axis`; ValueError if the byte stride is not a whole
+// number of elements (possible with some record views).
+int64_t elem_stride(const py::array& a, int axis, const char* op, const char* arg);
+
+// ValueError unless the array may be written to.
+void require_writeable(const py::array& a, const char* op, const char* arg);
+
+// True when the byte ranges spanned by the two arrays intersect (conservative).
+bool may_overlap(const py::array& a, const py::array& b);
+
+// Calls f(float{}) or f(double{}) for the dtype.
+template <typename F>
+decltype(auto) dispatch_float(DType dt, F&& f) {
+  if (dt == DType::f32) return f(float{});
+  return f(double{});
+}
+
+}  // namespace dlkern::bind

@@ -1,0 +1,122 @@
+// GEMM front end: argument checks, trivial cases, thread-count choice, batching and
+// the run-time choice of ISA path.
+#include "cpu/gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "common/cpu_features.h"
+#include "common/runtime.h"
+#include "cpu/gemm_isa.h"
+
+namespace dlkern::cpu {
+namespace {
+
+// Below about this many FLOPs per thread, waking another thread costs more than it
+// saves (a 128^3 product, 4.2 MFLOP, is worth two threads; 96^3 is not).
+constexpr double kMinFlopsPerThread = 2.0e6;
+
+int threads_for(int64_t m, int64_t n, int64_t k) {
+  const double flops = 2.0 * double(m) * double(n) * double(k);
+  const int64_t useful = static_cast<int64_t>(flops / kMinFlopsPerThread);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), useful)));
+}
+
+template <typename T>
+void check_args(const GemmArgs<T>& g) {
+  if (g.m < 0 || g.n < 0 || g.k < 0)
+    throw std::invalid_argument("gemm: negative size (m=" + std::to_string(g.m) + ", n=" +
+                                std::to_string(g.n) + ", k=" + std::to_string(g.k) + ")");
+  if (g.m > 0 && g.n > 0 && g.ldc < g.n && g.m > 1)
+    throw std::invalid_argument("gemm: ldc=" + std::to_string(g.ldc) + " is smaller than n=" +
+                                std::to_string(g.n));
+}
+
+// C = beta * C (beta == 0 writes zeros, so NaNs in an uninitialised C do not survive).
+template <typename T>
+void scale_c(const GemmArgs<T>& g) {
+  for (int64_t i = 0; i < g.m; ++i) {
+    T* row = g.c + i * g.ldc;
+    if (g.beta == T(0))
+      std::fill(row, row + g.n, T(0));
+    else if (g.beta != T(1))
+      for (int64_t j = 0; j < g.n; ++j) row[j] *= g.beta;
+  }
+}
+
+template <typename T>
+void run_one(const GemmArgs<T>& g, int nthreads) {
+  if (g.m == 0 || g.n == 0) return;
+  if (g.k == 0 || g.alpha == T(0)) {
+    scale_c(g);
+    return;
+  }
+  switch (active_isa()) {
+#if defined(DLKERN_X86)
+    case Isa::avx512: avx512::gemm_run(g, nthreads); return;
+    case Isa::avx2: avx2::gemm_run(g, nthreads); return;
+#endif
+    default: generic::gemm_run(g, nthreads); return;
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(const GemmArgs<T>& args) {
+  check_args(args);
+  run_one(args, threads_for(args.m, args.n, args.k));
+}
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  GemmArgs<T> g;
+  g.m = m, g.n = n, g.k = k, g.alpha = alpha, g.beta = beta;
+  g.a = a, g.b = b, g.c = c, g.ldc = ldc;
+  g.a_rs = trans_a ? 1 : lda;
+  g.a_cs = trans_a ? lda : 1;
+  g.b_rs = trans_b ? 1 : ldb;
+  g.b_cs = trans_b ? ldb : 1;
+  gemm(g);
+}
+
+template <typename T>
+void gemm_strided_batched(const GemmArgs<T>& args, int64_t batch, int64_t stride_a,
+                          int64_t stride_b, int64_t stride_c) {
+  check_args(args);
+  if (batch < 0) throw std::invalid_argument("gemm_strided_batched: negative batch " + std::to_string(batch));
+  if (batch > 1 && stride_c == 0 && args.m > 0 && args.n > 0)
+    throw std::invalid_argument("gemm_strided_batched: stride_c is 0, so every item would write the same C");
+  auto item = [&](int64_t i) {
+    GemmArgs<T> g = args;
+    g.a += i * stride_a;
+    g.b += i * stride_b;
+    g.c += i * stride_c;
+    return g;
+  };
+  const int per_item = threads_for(args.m, args.n, args.k);
+  const int nthreads = get_num_threads();
+  if (per_item < nthreads && batch > 1 && nthreads > 1) {
+    // Items too small to share: one whole item per thread.
+    const int nt = static_cast<int>(std::min<int64_t>(nthreads, batch));
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < batch; ++i) run_one(item(i), 1);
+  } else {
+    for (int64_t i = 0; i < batch; ++i) run_one(item(i), per_item);
+  }
+}
+
+#define DLKERN_INSTANTIATE_GEMM(T)                                                          \
+  template void gemm<T>(const GemmArgs<T>&);                                                \
+  template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,        \
+                        const T*, int64_t, T, T*, int64_t);                                 \
+  template void gemm_strided_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);
+DLKERN_INSTANTIATE_GEMM(float)
+DLKERN_INSTANTIATE_GEMM(double)
+#undef DLKERN_INSTANTIATE_GEMM
+
+}  // namespace dlkern::cpu

@@ -1,0 +1,345 @@
+// The blocked GEMM algorithm, written once and compiled per ISA.
+//
+// Each ISA translation unit (gemm_avx512.cpp, gemm_avx2.cpp, gemm_generic.cpp) defines
+// a SIMD traits struct S and includes this header *inside its own namespace*, so every
+// template here is instantiated with that TU's compiler flags and no AVX-512 code can
+// leak into the generic path through a shared (ODR-merged) instantiation.
+//
+// Traits S provide: T (float/double), V (vector), L (lanes), zero(), load(p), store(p, v),
+// bcast(x), fma(a, b, c) = a*b + c, mul(a, b).
+//
+// Loop nest (BLIS order): jc over NC columns -> pc over KC depth -> pack B block
+// (shared by the threads, sized for L3) -> ic over MC rows -> pack A block (per thread,
+// sized for L2) -> jr over NR panels -> ir over MR panels -> MR x NR micro-kernel whose
+// accumulators live in registers while the B micro-panel stays in L1.
+//
+// Requires: <omp.h>, <algorithm>, <cstring>, "cpu/gemm.h", "common/runtime.h".
+
+template <class S, int MR_, int NV_>
+struct GemmKernel {
+  using T = typename S::T;
+  using V = typename S::V;
+  static constexpr int MR = MR_;
+  static constexpr int NR = NV_ * S::L;
+
+  // C[0:MR, 0:NR] = alpha * (A_panel * B_panel) + beta * C, where A_panel is packed
+  // (kc, MR) and B_panel is (kc, NR) with row stride b_rs (NR when packed).
+  static void micro(int64_t kc, const T* __restrict a, const T* __restrict b, int64_t b_rs,
+                    T* __restrict c, int64_t ldc, T alpha, T beta) {
+    V acc[MR][NV_];
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < NV_; ++j) acc[i][j] = S::zero();
+
+#pragma GCC unroll 4
+    for (int64_t p = 0; p < kc; ++p) {
+      V bv[NV_];
+#pragma GCC unroll 8
+      for (int j = 0; j < NV_; ++j) bv[j] = S::load(b + j * S::L);
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i) {
+        const V av = S::bcast(a[i]);
+#pragma GCC unroll 8
+        for (int j = 0; j < NV_; ++j) acc[i][j] = S::fma(av, bv[j], acc[i][j]);
+      }
+      a += MR;
+      b += b_rs;
+    }
+
+    const V valpha = S::bcast(alpha);
+    if (beta == T(0)) {
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < NV_; ++j) S::store(c + i * ldc + j * S::L, S::mul(valpha, acc[i][j]));
+    } else {
+      const V vbeta = S::bcast(beta);
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < NV_; ++j) {
+          T* cp = c + i * ldc + j * S::L;
+          S::store(cp, S::fma(vbeta, S::load(cp), S::mul(valpha, acc[i][j])));
+        }
+    }
+  }
+
+  // A tile that does not fill MR x NR: compute the full (zero-padded) tile into a
+  // scratch tile, then merge only the valid part into C.
+  static void micro_edge(int64_t kc, const T* a, const T* b, int64_t b_rs, T* c, int64_t ldc,
+                         T alpha, T beta, int rows, int cols) {
+    alignas(64) T tile[MR * NR];
+    micro(kc, a, b, b_rs, tile, NR, T(1), T(0));
+    for (int i = 0; i < rows; ++i) {
+      T* cr = c + i * ldc;
+      const T* tr = tile + i * NR;
+      if (beta == T(0)) {
+        for (int j = 0; j < cols; ++j) cr[j] = alpha * tr[j];
+      } else {
+        for (int j = 0; j < cols; ++j) cr[j] = alpha * tr[j] + beta * cr[j];
+      }
+    }
+  }
+
+  // Pack rows [0, mc) x depth [0, kc) of A into MR-row panels laid out (kc, MR),
+  // zero-padding the last panel.
+  static void pack_a(const T* a, int64_t a_rs, int64_t a_cs, int64_t mc, int64_t kc, T* dst) {
+    for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+      const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
+      const T* src = a + i0 * a_rs;
+      if (rows == MR && a_cs == 1) {
+        // Row-major A: MR row streams interleaved into the panel.
+        const T* r[MR];
+        for (int i = 0; i < MR; ++i) r[i] = src + i * a_rs;
+        for (int64_t p = 0; p < kc; ++p) {
+#pragma GCC unroll 32
+          for (int i = 0; i < MR; ++i) dst[p * MR + i] = r[i][p];
+        }
+      } else if (rows == MR && a_rs == 1) {
+        // Transposed A: each depth step is MR contiguous elements.
+        for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * MR, src + p * a_cs, MR * sizeof(T));
+      } else {
+        for (int64_t p = 0; p < kc; ++p)
+          for (int i = 0; i < MR; ++i) dst[p * MR + i] = i < rows ? src[i * a_rs + p * a_cs] : T(0);
+      }
+      dst += MR * kc;
+    }
+  }
+
+  // Pack NR-column panels [panel0, panel1) of a (kc, nc) block of B, laid out (kc, NR),
+  // zero-padding the last panel.
+  static void pack_b(const T* b, int64_t b_rs, int64_t b_cs, int64_t kc, int64_t nc,
+                     int64_t panel0, int64_t panel1, T* dst) {
+    for (int64_t jp = panel0; jp < panel1; ++jp) {
+      const int64_t j0 = jp * NR;
+      const int cols = static_cast<int>(std::min<int64_t>(NR, nc - j0));
+      const T* src = b + j0 * b_cs;
+      T* out = dst + jp * NR * kc;
+      if (cols == NR && b_cs == 1) {
+        for (int64_t p = 0; p < kc; ++p) std::memcpy(out + p * NR, src + p * b_rs, NR * sizeof(T));
+      } else if (b_rs == 1) {
+        // Transposed B: read each stored row (a column of op(B)) contiguously.
+        for (int j = 0; j < NR; ++j) {
+          if (j < cols) {
+            const T* col = src + j * b_cs;
+            for (int64_t p = 0; p < kc; ++p) out[p * NR + j] = col[p];
+          } else {
+            for (int64_t p = 0; p < kc; ++p) out[p * NR + j] = T(0);
+          }
+        }
+      } else {
+        for (int64_t p = 0; p < kc; ++p)
+          for (int j = 0; j < NR; ++j) out[p * NR + j] = j < cols ? src[p * b_rs + j * b_cs] : T(0);
+      }
+    }
+  }
+
+  // All MR x NR tiles of one packed (mc, kc) A block against panels [panel0, panel1)
+  // of one packed (kc, nc) B block.
+  static void macro(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp,
+                    int64_t panel0, int64_t panel1, T* c, int64_t ldc, T alpha, T beta) {
+    for (int64_t jp = panel0; jp < panel1; ++jp) {
+      const int64_t j0 = jp * NR;
+      const int cols = static_cast<int>(std::min<int64_t>(NR, nc - j0));
+      const T* bpanel = bp + jp * NR * kc;
+      for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
+        const T* apanel = ap + i0 * kc;
+        T* ct = c + i0 * ldc + j0;
+        if (rows == MR && cols == NR)
+          micro(kc, apanel, bpanel, NR, ct, ldc, alpha, beta);
+        else
+          micro_edge(kc, apanel, bpanel, NR, ct, ldc, alpha, beta, rows, cols);
+      }
+    }
+  }
+
+  struct Blocking {
+    int64_t kc, mc, nc;
+  };
+
+  // Even split of [0, total) units among `parts`, for part `idx`.
+  static void split(int64_t total, int parts, int idx, int64_t& lo, int64_t& hi) {
+    const int64_t base = total / parts, extra = total % parts;
+    lo = idx * base + std::min<int64_t>(idx, extra);
+    hi = lo + base + (idx < extra ? 1 : 0);
+  }
+
+  // Round a blocking size so the blocks come out nearly equal (no thin last block),
+  // keeping it a multiple of `unit`.
+  static int64_t balanced(int64_t total, int64_t target, int64_t unit) {
+    if (total <= target) return (total + unit - 1) / unit * unit;
+    const int64_t nblocks = (total + target - 1) / target;
+    const int64_t per = (total + nblocks - 1) / nblocks;
+    return (per + unit - 1) / unit * unit;
+  }
+
+  static void run(const dlkern::cpu::GemmArgs<T>& g, int nthreads, Blocking blk) {
+    const int64_t m = g.m, n = g.n, k = g.k;
+    const int64_t KC = balanced(k, blk.kc, 4);
+    const int64_t MC = balanced(m, blk.mc, MR);
+    const int64_t NC = balanced(n, blk.nc, NR);
+    const int64_t m_panels = (m + MR - 1) / MR;
+    // Split rows among threads when each gets at least two row panels; otherwise
+    // split the column panels (short, wide products such as a batch-1 layer).
+    const bool split_rows = m_panels >= 2 * int64_t(nthreads);
+
+    static thread_local dlkern::AlignedBuffer b_buffer;
+    T* bp = b_buffer.reserve_elements<T>(static_cast<size_t>(KC * NC));
+
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+      const int tid = omp_get_thread_num();
+      const int nt = omp_get_num_threads();
+      static thread_local dlkern::AlignedBuffer a_buffer;
+      T* ap = a_buffer.reserve_elements<T>(static_cast<size_t>(MC * KC));
+
+      int64_t row_lo = 0, row_hi = m;
+      if (split_rows) {
+        split(m_panels, nt, tid, row_lo, row_hi);
+        row_lo *= MR;
+        row_hi = std::min(row_hi * MR, m);
+      }
+
+      for (int64_t jc = 0; jc < n; jc += NC) {
+        const int64_t nc = std::min(NC, n - jc);
+        const int64_t n_panels = (nc + NR - 1) / NR;
+        for (int64_t pc = 0; pc < k; pc += KC) {
+          const int64_t kc = std::min(KC, k - pc);
+          int64_t q0, q1;  // this thread's share of the B packing
+          split(n_panels, nt, tid, q0, q1);
+          pack_b(g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, kc, nc, q0, q1, bp);
+#pragma omp barrier
+          const T beta = pc == 0 ? g.beta : T(1);
+          // Column panels this thread computes: all of them when rows are split,
+          // else the same share it packed.
+          if (split_rows) {
+            q0 = 0;
+            q1 = n_panels;
+          }
+          for (int64_t ic = row_lo; ic < row_hi; ic += MC) {
+            const int64_t mc = std::min(MC, row_hi - ic);
+            pack_a(g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, mc, kc, ap);
+            macro(mc, nc, kc, ap, bp, q0, q1, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta);
+          }
+#pragma omp barrier
+        }
+      }
+    }
+  }
+};
+
+// Matrix-vector products, memory bound: stream the matrix once, contiguously.
+template <class S>
+struct Gemv {
+  using T = typename S::T;
+  using V = typename S::V;
+  static constexpr int L = S::L;
+
+  // y[j] = alpha * sum_p x[p] * mat[p*mat_rs + j] + beta * y[j] for j in [0, n);
+  // the matrix rows are contiguous along the output.
+  static void axpy_form(int64_t n, int64_t k, const T* mat, int64_t mat_rs, const T* x,
+                        int64_t x_stride, T* y, T alpha, T beta, int nthreads) {
+    // Columns split in cache-line multiples; each thread streams its slice of every row.
+    const int64_t chunks = (n + 4 * L - 1) / (4 * L);
+    const int nt = static_cast<int>(std::min<int64_t>(nthreads, chunks));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      const int tid = omp_get_thread_num();
+      const int64_t per = (chunks + nt - 1) / nt;
+      const int64_t j_lo = std::min(n, tid * per * 4 * L), j_hi = std::min(n, (tid + 1) * per * 4 * L);
+      if (j_lo < j_hi) {
+        T* yy = y + j_lo;
+        const int64_t len = j_hi - j_lo;
+        if (beta == T(0))
+          std::fill(yy, yy + len, T(0));
+        else if (beta != T(1))
+          for (int64_t j = 0; j < len; ++j) yy[j] *= beta;
+        int64_t p = 0;
+        for (; p + 4 <= k; p += 4) {
+          const T* r0 = mat + p * mat_rs + j_lo;
+          const T* r1 = r0 + mat_rs;
+          const T* r2 = r1 + mat_rs;
+          const T* r3 = r2 + mat_rs;
+          const V x0 = S::bcast(alpha * x[p * x_stride]), x1 = S::bcast(alpha * x[(p + 1) * x_stride]);
+          const V x2 = S::bcast(alpha * x[(p + 2) * x_stride]), x3 = S::bcast(alpha * x[(p + 3) * x_stride]);
+          int64_t j = 0;
+          for (; j + L <= len; j += L) {
+            V acc = S::load(yy + j);
+            acc = S::fma(x0, S::load(r0 + j), acc);
+            acc = S::fma(x1, S::load(r1 + j), acc);
+            acc = S::fma(x2, S::load(r2 + j), acc);
+            acc = S::fma(x3, S::load(r3 + j), acc);
+            S::store(yy + j, acc);
+          }
+          const T s0 = alpha * x[p * x_stride], s1 = alpha * x[(p + 1) * x_stride];
+          const T s2 = alpha * x[(p + 2) * x_stride], s3 = alpha * x[(p + 3) * x_stride];
+          for (; j < len; ++j) yy[j] += s0 * r0[j] + s1 * r1[j] + s2 * r2[j] + s3 * r3[j];
+        }
+        for (; p < k; ++p) {
+          const T* r0 = mat + p * mat_rs + j_lo;
+          const T s0 = alpha * x[p * x_stride];
+          for (int64_t j = 0; j < len; ++j) yy[j] += s0 * r0[j];
+        }
+      }
+    }
+  }
+
+  // y[r*y_stride] = alpha * dot(mat[r*mat_rs + 0:k], x) + beta * y[r*y_stride];
+  // the matrix rows are contiguous along the reduction. x must be contiguous.
+  static void dot_form(int64_t rows, int64_t k, const T* mat, int64_t mat_rs, const T* x,
+                       T* y, int64_t y_stride, T alpha, T beta, int nthreads) {
+    const int nt = static_cast<int>(std::min<int64_t>(nthreads, (rows + 3) / 4));
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = mat + r * mat_rs;
+      V acc0 = S::zero(), acc1 = S::zero(), acc2 = S::zero(), acc3 = S::zero();
+      int64_t p = 0;
+      for (; p + 4 * L <= k; p += 4 * L) {
+        acc0 = S::fma(S::load(row + p), S::load(x + p), acc0);
+        acc1 = S::fma(S::load(row + p + L), S::load(x + p + L), acc1);
+        acc2 = S::fma(S::load(row + p + 2 * L), S::load(x + p + 2 * L), acc2);
+        acc3 = S::fma(S::load(row + p + 3 * L), S::load(x + p + 3 * L), acc3);
+      }
+      for (; p + L <= k; p += L) acc0 = S::fma(S::load(row + p), S::load(x + p), acc0);
+      alignas(64) T lanes[L];
+      S::store(lanes, S::add(S::add(acc0, acc1), S::add(acc2, acc3)));
+      T sum = 0;
+      for (int l = 0; l < L; ++l) sum += lanes[l];
+      for (; p < k; ++p) sum += row[p] * x[p];
+      T* out = y + r * y_stride;
+      *out = beta == T(0) ? alpha * sum : alpha * sum + beta * *out;
+    }
+  }
+};
+
+// Entry point of one ISA: GEMV shapes go to Gemv, everything else to the blocked kernel.
+// Trivial cases (empty, k == 0, alpha == 0) are handled by the caller.
+template <class Kernel, class S>
+void gemm_dispatch(const dlkern::cpu::GemmArgs<typename S::T>& g, int nthreads,
+              typename Kernel::Blocking blk) {
+  using T = typename S::T;
+  if (g.m == 1 && g.b_cs == 1) {
+    Gemv<S>::axpy_form(g.n, g.k, g.b, g.b_rs, g.a, g.a_cs, g.c, g.alpha, g.beta, nthreads);
+    return;
+  }
+  const bool row_gemv = g.m == 1 && g.b_rs == 1;   // C row j = dot(stored B row j, a)
+  const bool col_gemv = g.n == 1 && g.a_cs == 1;   // C row i = dot(A row i, b)
+  if (row_gemv || col_gemv) {
+    const T* x = row_gemv ? g.a : g.b;
+    const int64_t x_stride = row_gemv ? g.a_cs : g.b_rs;
+    if (x_stride != 1) {
+      static thread_local dlkern::AlignedBuffer x_buffer;
+      T* xc = x_buffer.reserve_elements<T>(static_cast<size_t>(g.k));
+      for (int64_t p = 0; p < g.k; ++p) xc[p] = x[p * x_stride];
+      x = xc;
+    }
+    if (row_gemv)
+      Gemv<S>::dot_form(g.n, g.k, g.b, g.b_cs, x, g.c, 1, g.alpha, g.beta, nthreads);
+    else
+      Gemv<S>::dot_form(g.m, g.k, g.a, g.a_rs, x, g.c, g.ldc, g.alpha, g.beta, nthreads);
+    return;
+  }
+  Kernel::run(g, nthreads, blk);
+}
