@@ -3,6 +3,8 @@
 #include <omp.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -29,6 +31,22 @@ void set_num_threads(int n) {
     throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
   }
   g_num_threads.store(n, std::memory_order_relaxed);
+}
+
+AlignedBuffer::~AlignedBuffer() { std::free(data_); }
+
+void* AlignedBuffer::reserve(std::size_t bytes) {
+  constexpr std::size_t kAlign = 64;
+  if (bytes > capacity_) {
+    std::free(data_);
+    data_ = nullptr;
+    capacity_ = 0;
+    const std::size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+    data_ = std::aligned_alloc(kAlign, rounded);
+    if (!data_) throw std::bad_alloc();
+    capacity_ = rounded;
+  }
+  return data_;
 }
 
 }  // namespace dlkern

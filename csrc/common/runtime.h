@@ -2,8 +2,6 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 
 namespace dlkern {
 
@@ -19,28 +17,18 @@ class AlignedBuffer {
   AlignedBuffer() = default;
   AlignedBuffer(const AlignedBuffer&) = delete;
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-  ~AlignedBuffer() { std::free(data_); }
+  ~AlignedBuffer();
 
   // At least `bytes` bytes; the contents are not preserved when it grows.
-  void* reserve(std::size_t bytes) {
-    if (bytes > capacity_) {
-      std::free(data_);
-      data_ = nullptr;
-      capacity_ = 0;
-      std::size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-      data_ = std::aligned_alloc(kAlign, rounded);
-      if (!data_) throw std::bad_alloc();
-      capacity_ = rounded;
-    }
-    return data_;
-  }
+  // Defined out of line (runtime.cpp, baseline flags): an inline body compiled inside
+  // an AVX-512 translation unit could be the copy the linker keeps for every caller.
+  void* reserve(std::size_t bytes);
   template <typename T>
   T* reserve_elements(std::size_t n) {
     return static_cast<T*>(reserve(n * sizeof(T)));
   }
 
  private:
-  static constexpr std::size_t kAlign = 64;
   void* data_ = nullptr;
   std::size_t capacity_ = 0;
 };

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <cstdlib>
 
 #include "common/runtime.h"
 #include "cpu/gemm_isa.h"
@@ -47,8 +48,9 @@ using KernelF64 = GemmKernel<SimdF64, 8, 2>;
 
 }  // namespace
 
+static long tune(const char* n, long d) { const char* v = getenv(n); return v ? atol(v) : d; }
 void gemm_run(const GemmArgs<float>& g, int nthreads) {
-  gemm_dispatch<KernelF32, SimdF32>(g, nthreads, {256, 256, 4096});
+  gemm_dispatch<KernelF32, SimdF32>(g, nthreads, {tune("TKC",384), tune("TMC",128), tune("TNC",4096)});
 }
 void gemm_run(const GemmArgs<double>& g, int nthreads) {
   gemm_dispatch<KernelF64, SimdF64>(g, nthreads, {256, 128, 2048});

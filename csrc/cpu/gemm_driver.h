@@ -14,6 +14,8 @@
 // accumulators live in registers while the B micro-panel stays in L1.
 //
 // Requires: <omp.h>, <algorithm>, <cstring>, "cpu/gemm.h", "common/runtime.h".
+// Only trivially inlined std helpers (std::min) are used here: an out-of-line std
+// template instantiated with AVX-512 flags could be merged into the generic path.
 
 template <class S, int MR_, int NV_>
 struct GemmKernel {
@@ -22,10 +24,12 @@ struct GemmKernel {
   static constexpr int MR = MR_;
   static constexpr int NR = NV_ * S::L;
 
-  // C[0:MR, 0:NR] = alpha * (A_panel * B_panel) + beta * C, where A_panel is packed
-  // (kc, MR) and B_panel is (kc, NR) with row stride b_rs (NR when packed).
-  static void micro(int64_t kc, const T* __restrict a, const T* __restrict b, int64_t b_rs,
-                    T* __restrict c, int64_t ldc, T alpha, T beta) {
+  // C[0:MR, 0:NR] = alpha * (A_panel * B_panel) + beta * C. B_panel is (kc, NR) with
+  // row stride b_rs (NR when packed). A_panel is packed (kc, MR) when A_PACKED, else
+  // read in place from MR rows at stride a_rs with unit column stride (small path).
+  template <bool A_PACKED = true>
+  static void micro(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b,
+                    int64_t b_rs, T* __restrict c, int64_t ldc, T alpha, T beta) {
     V acc[MR][NV_];
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i)
@@ -39,11 +43,11 @@ struct GemmKernel {
       for (int j = 0; j < NV_; ++j) bv[j] = S::load(b + j * S::L);
 #pragma GCC unroll 32
       for (int i = 0; i < MR; ++i) {
-        const V av = S::bcast(a[i]);
+        const V av = S::bcast(A_PACKED ? a[i] : a[i * a_rs]);
 #pragma GCC unroll 8
         for (int j = 0; j < NV_; ++j) acc[i][j] = S::fma(av, bv[j], acc[i][j]);
       }
-      a += MR;
+      a += A_PACKED ? MR : 1;
       b += b_rs;
     }
 
@@ -65,12 +69,22 @@ struct GemmKernel {
     }
   }
 
-  // A tile that does not fill MR x NR: compute the full (zero-padded) tile into a
-  // scratch tile, then merge only the valid part into C.
-  static void micro_edge(int64_t kc, const T* a, const T* b, int64_t b_rs, T* c, int64_t ldc,
-                         T alpha, T beta, int rows, int cols) {
+  // A tile that does not fill MR x NR (operands zero-padded to a full tile): compute
+  // the full tile into a scratch tile, then merge only the valid part into C. A tile
+  // at most half as wide runs the half-width kernel on the same B panel (it reads only
+  // the first columns of each row), so thin right edges do not cost a full tile.
+  template <bool A_PACKED = true>
+  static void micro_edge(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_rs, T* c,
+                         int64_t ldc, T alpha, T beta, int rows, int cols) {
+    using Half = GemmKernel<S, MR, (NV_ + 1) / 2>;
+    if constexpr (NV_ > 1) {
+      if (cols <= Half::NR) {
+        Half::template micro_edge<A_PACKED>(kc, a, a_rs, b, b_rs, c, ldc, alpha, beta, rows, cols);
+        return;
+      }
+    }
     alignas(64) T tile[MR * NR];
-    micro(kc, a, b, b_rs, tile, NR, T(1), T(0));
+    micro<A_PACKED>(kc, a, a_rs, b, b_rs, tile, NR, T(1), T(0));
     for (int i = 0; i < rows; ++i) {
       T* cr = c + i * ldc;
       const T* tr = tile + i * NR;
@@ -135,6 +149,12 @@ struct GemmKernel {
     }
   }
 
+  static void prefetch_tile(const T* c, int64_t ldc) {
+    constexpr int kLine = 64 / sizeof(T);
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; j += kLine) __builtin_prefetch(c + i * ldc + j, 1, 3);
+  }
+
   // All MR x NR tiles of one packed (mc, kc) A block against panels [panel0, panel1)
   // of one packed (kc, nc) B block.
   static void macro(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp,
@@ -147,10 +167,57 @@ struct GemmKernel {
         const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
         const T* apanel = ap + i0 * kc;
         T* ct = c + i0 * ldc + j0;
+        // C tiles are touched once per KC pass and usually sit in L3 or DRAM: fetch the
+        // next tile while this one computes (a micro-kernel call lasts thousands of cycles).
+        const T* next = i0 + MR < mc ? ct + MR * ldc : (jp + 1 < panel1 ? c + j0 + NR : nullptr);
+        if (next) prefetch_tile(next, ldc);
         if (rows == MR && cols == NR)
-          micro(kc, apanel, bpanel, NR, ct, ldc, alpha, beta);
+          micro(kc, apanel, 0, bpanel, NR, ct, ldc, alpha, beta);
         else
-          micro_edge(kc, apanel, bpanel, NR, ct, ldc, alpha, beta, rows, cols);
+          micro_edge(kc, apanel, 0, bpanel, NR, ct, ldc, alpha, beta, rows, cols);
+      }
+    }
+  }
+
+  // Small products, one thread: packing would cost as much as the arithmetic, so
+  // row-major operands are read in place. Only what the micro-kernel cannot read
+  // directly is packed: a transposed A, the last partial row panel of A, and B
+  // panels that are partial or not unit-stride along columns.
+  static void run_small(const dlkern::cpu::GemmArgs<T>& g) {
+    const int64_t m = g.m, n = g.n, k = g.k;
+    const int64_t full_rows = g.a_cs == 1 ? m / MR * MR : 0;  // rows read in place
+    const int64_t packed_rows = m - full_rows;
+    static thread_local dlkern::AlignedBuffer a_buffer, b_buffer;
+    T* ap = a_buffer.reserve_elements<T>(static_cast<size_t>(((packed_rows + MR - 1) / MR * MR) * k + MR));
+    T* bp = b_buffer.reserve_elements<T>(static_cast<size_t>(k * NR + NR));
+    if (packed_rows > 0) pack_a(g.a + full_rows * g.a_rs, g.a_rs, g.a_cs, packed_rows, k, ap);
+
+    for (int64_t j0 = 0; j0 < n; j0 += NR) {
+      const int cols = static_cast<int>(std::min<int64_t>(NR, n - j0));
+      const bool direct_b = cols == NR && g.b_cs == 1;
+      const T* bpanel = g.b + j0 * g.b_cs;
+      int64_t b_rs = g.b_rs;
+      if (!direct_b) {
+        pack_b(bpanel, g.b_rs, g.b_cs, k, cols, 0, 1, bp);
+        bpanel = bp;
+        b_rs = NR;
+      }
+      for (int64_t i0 = 0; i0 < m; i0 += MR) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, m - i0));
+        T* ct = g.c + i0 * g.ldc + j0;
+        if (i0 < full_rows) {
+          const T* arows = g.a + i0 * g.a_rs;
+          if (cols == NR)
+            micro<false>(k, arows, g.a_rs, bpanel, b_rs, ct, g.ldc, g.alpha, g.beta);
+          else
+            micro_edge<false>(k, arows, g.a_rs, bpanel, b_rs, ct, g.ldc, g.alpha, g.beta, rows, cols);
+        } else {
+          const T* apanel = ap + (i0 - full_rows) * k;
+          if (rows == MR && cols == NR)
+            micro(k, apanel, 0, bpanel, b_rs, ct, g.ldc, g.alpha, g.beta);
+          else
+            micro_edge(k, apanel, 0, bpanel, b_rs, ct, g.ldc, g.alpha, g.beta, rows, cols);
+        }
       }
     }
   }
@@ -253,7 +320,7 @@ struct Gemv {
         T* yy = y + j_lo;
         const int64_t len = j_hi - j_lo;
         if (beta == T(0))
-          std::fill(yy, yy + len, T(0));
+          for (int64_t j = 0; j < len; ++j) yy[j] = T(0);
         else if (beta != T(1))
           for (int64_t j = 0; j < len; ++j) yy[j] *= beta;
         int64_t p = 0;
@@ -339,6 +406,11 @@ void gemm_dispatch(const dlkern::cpu::GemmArgs<typename S::T>& g, int nthreads,
       Gemv<S>::dot_form(g.n, g.k, g.b, g.b_cs, x, g.c, 1, g.alpha, g.beta, nthreads);
     else
       Gemv<S>::dot_form(g.m, g.k, g.a, g.a_rs, x, g.c, g.ldc, g.alpha, g.beta, nthreads);
+    return;
+  }
+  // In-place operands pay off while they stay in L1/L2: bound k and the total size.
+  if (nthreads == 1 && g.k <= 512 && double(g.m) * double(g.n) * double(g.k) <= double(1 << 22)) {
+    Kernel::run_small(g);
     return;
   }
   Kernel::run(g, nthreads, blk);
