@@ -71,6 +71,9 @@ py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::objec
       value_error(op, ": c shares memory with an input; pass a separate output array");
   }
   const int64_t ldc = elem_stride(c, 0, op, "c");
+  if (m > 1 && n > 1 && (ldc < n && -ldc < n))
+    value_error(op, ": the rows of c overlap (row stride ", c.strides(0), " bytes for ", n,
+                " columns of ", c.itemsize(), " bytes)");
   void* c_data = c.mutable_data();
   {
     py::gil_scoped_release nogil;
@@ -141,7 +144,7 @@ py::array matmul(const py::object& a_obj, const py::object& b_obj, const py::obj
     if (sa != sb && sa != 1 && sb != 1)
       value_error(op, ": batch dimensions do not broadcast: a has shape ", shape_str(a),
                   ", b has shape ", shape_str(b));
-    axes[d].size = std::max(sa, sb);
+    axes[d].size = sa == 1 ? sb : sa;  // a 0-size axis broadcast against 1 stays 0
     axes[d].sa = (ia >= 0 && sa != 1) ? elem_stride(a, ia, op, "a") : 0;
     axes[d].sb = (ib >= 0 && sb != 1) ? elem_stride(b, ib, op, "b") : 0;
     out_shape.push_back(axes[d].size);

@@ -30,9 +30,10 @@ void check_args(const GemmArgs<T>& g) {
   if (g.m < 0 || g.n < 0 || g.k < 0)
     throw std::invalid_argument("gemm: negative size (m=" + std::to_string(g.m) + ", n=" +
                                 std::to_string(g.n) + ", k=" + std::to_string(g.k) + ")");
-  if (g.m > 0 && g.n > 0 && g.ldc < g.n && g.m > 1)
-    throw std::invalid_argument("gemm: ldc=" + std::to_string(g.ldc) + " is smaller than n=" +
-                                std::to_string(g.n));
+  // A negative ldc (rows stored bottom-up) is fine; rows that overlap are not.
+  if (g.m > 1 && g.n > 1 && g.ldc < g.n && -g.ldc < g.n)
+    throw std::invalid_argument("gemm: |ldc|=" + std::to_string(g.ldc) + " is smaller than n=" +
+                                std::to_string(g.n) + ", so rows of C overlap");
 }
 
 // C = beta * C (beta == 0 writes zeros, so NaNs in an uninitialised C do not survive).

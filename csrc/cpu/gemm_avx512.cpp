@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <cstdlib>
 
 #include "common/runtime.h"
 #include "cpu/gemm_isa.h"
@@ -43,14 +42,16 @@ struct SimdF64 {
 #include "cpu/gemm_driver.h"
 
 // 8 x 32 float tile: 16 accumulators + 2 B vectors + 1 broadcast in 32 registers.
+// Blocking {KC, MC, NC}: KC = 384 measured best on Zen 4 (fewer passes over C, whose
+// tiles come from L3/DRAM); the packed A block (MC x KC, 192 KiB) sits in the 1 MiB L2;
+// the packed B block (KC x NC, 6 MiB) in the ~8 MiB of L3 that behaves like L3.
 using KernelF32 = GemmKernel<SimdF32, 8, 2>;
 using KernelF64 = GemmKernel<SimdF64, 8, 2>;
 
 }  // namespace
 
-static long tune(const char* n, long d) { const char* v = getenv(n); return v ? atol(v) : d; }
 void gemm_run(const GemmArgs<float>& g, int nthreads) {
-  gemm_dispatch<KernelF32, SimdF32>(g, nthreads, {tune("TKC",384), tune("TMC",128), tune("TNC",4096)});
+  gemm_dispatch<KernelF32, SimdF32>(g, nthreads, {384, 128, 4096});
 }
 void gemm_run(const GemmArgs<double>& g, int nthreads) {
   gemm_dispatch<KernelF64, SimdF64>(g, nthreads, {256, 128, 2048});

@@ -1,0 +1,156 @@
+// dlkern._C_cuda: the CUDA extension module. Runtime queries, build facts, and a
+// host-array gemm that stages NumPy operands through device memory (until a
+// device-array type exists). Every CUDA failure becomes a RuntimeError naming the op;
+// nothing here may abort the interpreter, with or without a GPU or driver.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bind/common.h"
+#include "cuda/gemm.h"
+#include "dlkern_build_config.h"
+
+namespace dlkern::bind {
+namespace {
+
+[[noreturn]] void cuda_error(const char* op, const char* step, cudaError_t err) {
+  throw std::runtime_error(cat(op, ": CUDA failed to ", step, ": ", cuda::error_message(err)));
+}
+
+// The device path copies whole buffers, so it needs the plain row-major layout; a
+// strided view must be made contiguous by the caller (an explicit copy).
+void require_c_contiguous(const py::array& x, const char* op, const char* arg) {
+  if (!(x.flags() & py::array::c_style)) {
+    std::string strides = "(";
+    for (py::ssize_t i = 0; i < x.ndim(); ++i) strides += cat(i ? ", " : "", x.strides(i));
+    value_error(op, ": ", arg, " of shape ", shape_str(x), " is not C-contiguous (strides ",
+                strides, ") bytes); the CUDA host-array entry copies whole buffers, so pass "
+                "numpy.ascontiguousarray(", arg, ")");
+  }
+}
+
+// Same contract and error messages as dlkern._C.gemm, plus C-contiguous operands.
+py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_obj,
+               double alpha, double beta, bool trans_a, bool trans_b) {
+  const char* op = "gemm";
+  py::array a = require_array(a_obj, op, "a");
+  py::array b = require_array(b_obj, op, "b");
+  if (a.ndim() != 2) value_error(op, ": a must be 2-D, got shape ", shape_str(a));
+  if (b.ndim() != 2) value_error(op, ": b must be 2-D, got shape ", shape_str(b));
+  const DType dt = float_dtype(a, op, "a");
+  if (float_dtype(b, op, "b") != dt)
+    type_error(op, ": a has dtype ", dtype_str(a), " but b has dtype ", dtype_str(b),
+               "; both must be the same float type");
+
+  // op(A) is (m, k), op(B) is (k, n).
+  const int64_t m = a.shape(trans_a ? 1 : 0), k = a.shape(trans_a ? 0 : 1);
+  const int64_t kb = b.shape(trans_b ? 1 : 0), n = b.shape(trans_b ? 0 : 1);
+  if (k != kb)
+    value_error(op, ": inner dimensions differ: op(a) is (", m, ", ", k, ") from a of shape ",
+                shape_str(a), (trans_a ? " transposed" : ""), ", op(b) is (", kb, ", ", n,
+                ") from b of shape ", shape_str(b), (trans_b ? " transposed" : ""));
+  require_c_contiguous(a, op, "a");
+  require_c_contiguous(b, op, "b");
+
+  py::array c;
+  if (c_obj.is_none()) {
+    if (beta != 0.0) value_error(op, ": beta=", beta, " needs an input c, but c is None");
+    c = py::array(a.dtype(), std::vector<py::ssize_t>{m, n});
+  } else {
+    c = require_array(c_obj, op, "c");
+    if (c.ndim() != 2 || c.shape(0) != m || c.shape(1) != n)
+      value_error(op, ": c has shape ", shape_str(c), ", expected (", m, ", ", n, ")");
+    if (float_dtype(c, op, "c") != dt)
+      type_error(op, ": c has dtype ", dtype_str(c), " but a and b have dtype ", dtype_str(a));
+    require_writeable(c, op, "c");
+    require_c_contiguous(c, op, "c");
+    // Harmless here (the operands are copied first), but refused as on the CPU so
+    // code written against either module behaves the same on both.
+    if (may_overlap(c, a) || may_overlap(c, b))
+      value_error(op, ": c shares memory with an input; pass a separate output array");
+  }
+
+  const void* a_data = a.data();
+  const void* b_data = b.data();
+  void* c_data = c.mutable_data();
+  cuda::Status status;
+  {
+    py::gil_scoped_release nogil;
+    dispatch_float(dt, [&](auto zero) {
+      using T = decltype(zero);
+      status = cuda::gemm_host<T>(trans_a, trans_b, m, n, k, static_cast<T>(alpha),
+                                  static_cast<const T*>(a_data), static_cast<const T*>(b_data),
+                                  static_cast<T>(beta), static_cast<T*>(c_data));
+    });
+  }
+  if (!status.ok()) cuda_error(op, status.step, status.code);
+  return c;
+}
+
+bool is_available() {
+  int count = 0;
+  return cuda::query_device_count(&count) == cudaSuccess && count > 0;
+}
+
+void synchronize() {
+  cudaError_t err;
+  {
+    py::gil_scoped_release nogil;
+    err = cuda::synchronize();
+  }
+  if (err != cudaSuccess) cuda_error("synchronize", "synchronize the device", err);
+}
+
+// 13000 -> "13.0"; None when the runtime reports 0 (no driver installed).
+py::object version_string(int v) {
+  if (v <= 0) return py::none();
+  return py::str(cat(v / 1000, ".", (v % 1000) / 10));
+}
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = DLKERN_VERSION;
+  info["cuda_version"] = DLKERN_CUDA_VERSION;  // nvcc that compiled the kernels
+  py::list archs;
+  std::string arch_list = DLKERN_CUDA_ARCHS;
+  for (size_t start = 0; start < arch_list.size();) {
+    const size_t comma = std::min(arch_list.find(',', start), arch_list.size());
+    if (comma > start) archs.append(arch_list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  info["cuda_architectures"] = archs;
+  info["cuda_runtime_version"] = version_string(cuda::runtime_version());
+  info["cuda_driver_version"] = version_string(cuda::driver_version());
+  return info;
+}
+
+}  // namespace
+}  // namespace dlkern::bind
+
+PYBIND11_MODULE(_C_cuda, m) {
+  namespace py = pybind11;
+  namespace bind = dlkern::bind;
+  m.doc() = "dlkern CUDA kernels";
+
+  m.def("is_available", &bind::is_available,
+        "True when a CUDA device is present and the driver works; never raises.");
+  m.def("device_count", &dlkern::cuda::device_count,
+        "Number of visible CUDA devices; 0 when there is no device or driver.");
+  m.def("synchronize", &bind::synchronize,
+        "Wait for all work on the current device (RuntimeError if CUDA is unusable).");
+  m.def("build_info", &bind::build_info,
+        "Version, the nvcc version and architectures compiled, CUDA runtime and driver versions.");
+  m.def("gemm", &bind::gemm, py::arg("a"), py::arg("b"), py::arg("c") = py::none(),
+        py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("trans_a") = false,
+        py::arg("trans_b") = false,
+        R"doc(gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False)
+
+BLAS-style product C = alpha * op(a) @ op(b) + beta * c computed on the current CUDA
+device, where op(x) is x.T when the matching trans flag is set. Takes 2-D, C-contiguous
+float32/float64 NumPy arrays, copies them to the device, runs the tiled kernel and copies
+the result back. With c=None a new array is returned (beta must then be 0); else c
+(shape (m, n), same dtype, writeable, C-contiguous, not sharing memory with a or b) is
+updated in place and returned. beta=0 ignores c's contents. CUDA failures (no device,
+out of memory, a failed launch) raise RuntimeError.)doc");
+}
