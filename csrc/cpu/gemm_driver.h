@@ -149,15 +149,54 @@ struct GemmKernel {
     }
   }
 
+  // Where the micro-kernel reads a block's rows of A: the first `direct_rows` in place
+  // (row-major A: MR rows at stride `rs`, unit column stride), the rest from MR-row
+  // panels packed at `packed`. Reading in place saves the packing pass, which for
+  // small or short-and-wide products costs as much as a fifth of the time.
+  struct ABlock {
+    const T* direct;
+    int64_t rs;
+    int64_t direct_rows;
+    const T* packed;
+  };
+
+  // Rows [0, mc) of A (at most MR*k packed elements per panel) starting at `a`.
+  // Packs what cannot be read in place into `buf`.
+  static ABlock prepare_a(const T* a, int64_t a_rs, int64_t a_cs, int64_t mc, int64_t kc, T* buf) {
+    ABlock blk{a, a_rs, a_cs == 1 ? mc / MR * MR : 0, buf};
+    if (blk.direct_rows < mc)
+      pack_a(a + blk.direct_rows * a_rs, a_rs, a_cs, mc - blk.direct_rows, kc, buf);
+    return blk;
+  }
+
+  // One MR x NR tile of C at row i0 of the block: full tiles straight into C, edge
+  // tiles through micro_edge.
+  static void tile(int64_t kc, const ABlock& A, int64_t i0, int rows, const T* bpanel,
+                   int64_t b_rs, int cols, T* ct, int64_t ldc, T alpha, T beta) {
+    if (i0 < A.direct_rows) {
+      const T* arows = A.direct + i0 * A.rs;
+      if (cols == NR)
+        micro<false>(kc, arows, A.rs, bpanel, b_rs, ct, ldc, alpha, beta);
+      else
+        micro_edge<false>(kc, arows, A.rs, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);
+    } else {
+      const T* apanel = A.packed + (i0 - A.direct_rows) * kc;
+      if (rows == MR && cols == NR)
+        micro(kc, apanel, 0, bpanel, b_rs, ct, ldc, alpha, beta);
+      else
+        micro_edge(kc, apanel, 0, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);
+    }
+  }
+
   static void prefetch_tile(const T* c, int64_t ldc) {
     constexpr int kLine = 64 / sizeof(T);
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; j += kLine) __builtin_prefetch(c + i * ldc + j, 1, 3);
   }
 
-  // All MR x NR tiles of one packed (mc, kc) A block against panels [panel0, panel1)
-  // of one packed (kc, nc) B block.
-  static void macro(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp,
+  // All MR x NR tiles of one (mc, kc) block of A against panels [panel0, panel1) of a
+  // packed (kc, nc) block of B.
+  static void macro(int64_t mc, int64_t nc, int64_t kc, const ABlock& A, const T* bp,
                     int64_t panel0, int64_t panel1, T* c, int64_t ldc, T alpha, T beta) {
     for (int64_t jp = panel0; jp < panel1; ++jp) {
       const int64_t j0 = jp * NR;
@@ -165,59 +204,36 @@ struct GemmKernel {
       const T* bpanel = bp + jp * NR * kc;
       for (int64_t i0 = 0; i0 < mc; i0 += MR) {
         const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
-        const T* apanel = ap + i0 * kc;
         T* ct = c + i0 * ldc + j0;
         // C tiles are touched once per KC pass and usually sit in L3 or DRAM: fetch the
         // next tile while this one computes (a micro-kernel call lasts thousands of cycles).
         const T* next = i0 + MR < mc ? ct + MR * ldc : (jp + 1 < panel1 ? c + j0 + NR : nullptr);
         if (next) prefetch_tile(next, ldc);
-        if (rows == MR && cols == NR)
-          micro(kc, apanel, 0, bpanel, NR, ct, ldc, alpha, beta);
-        else
-          micro_edge(kc, apanel, 0, bpanel, NR, ct, ldc, alpha, beta, rows, cols);
+        tile(kc, A, i0, rows, bpanel, NR, cols, ct, ldc, alpha, beta);
       }
     }
   }
 
-  // Small products, one thread: packing would cost as much as the arithmetic, so
-  // row-major operands are read in place. Only what the micro-kernel cannot read
-  // directly is packed: a transposed A, the last partial row panel of A, and B
-  // panels that are partial or not unit-stride along columns.
+  // Small products, one thread: no blocking, and B too is read in place where it can
+  // be (full panels with unit column stride); other panels are packed one at a time.
   static void run_small(const dlkern::cpu::GemmArgs<T>& g) {
     const int64_t m = g.m, n = g.n, k = g.k;
-    const int64_t full_rows = g.a_cs == 1 ? m / MR * MR : 0;  // rows read in place
-    const int64_t packed_rows = m - full_rows;
     static thread_local dlkern::AlignedBuffer a_buffer, b_buffer;
-    T* ap = a_buffer.reserve_elements<T>(static_cast<size_t>(((packed_rows + MR - 1) / MR * MR) * k + MR));
-    T* bp = b_buffer.reserve_elements<T>(static_cast<size_t>(k * NR + NR));
-    if (packed_rows > 0) pack_a(g.a + full_rows * g.a_rs, g.a_rs, g.a_cs, packed_rows, k, ap);
-
+    T* ap = a_buffer.reserve_elements<T>(static_cast<size_t>((m + MR - 1) / MR * MR * k));
+    T* bp = b_buffer.reserve_elements<T>(static_cast<size_t>(k * NR));
+    const ABlock A = prepare_a(g.a, g.a_rs, g.a_cs, m, k, ap);
     for (int64_t j0 = 0; j0 < n; j0 += NR) {
       const int cols = static_cast<int>(std::min<int64_t>(NR, n - j0));
-      const bool direct_b = cols == NR && g.b_cs == 1;
       const T* bpanel = g.b + j0 * g.b_cs;
       int64_t b_rs = g.b_rs;
-      if (!direct_b) {
+      if (cols != NR || g.b_cs != 1) {
         pack_b(bpanel, g.b_rs, g.b_cs, k, cols, 0, 1, bp);
         bpanel = bp;
         b_rs = NR;
       }
       for (int64_t i0 = 0; i0 < m; i0 += MR) {
         const int rows = static_cast<int>(std::min<int64_t>(MR, m - i0));
-        T* ct = g.c + i0 * g.ldc + j0;
-        if (i0 < full_rows) {
-          const T* arows = g.a + i0 * g.a_rs;
-          if (cols == NR)
-            micro<false>(k, arows, g.a_rs, bpanel, b_rs, ct, g.ldc, g.alpha, g.beta);
-          else
-            micro_edge<false>(k, arows, g.a_rs, bpanel, b_rs, ct, g.ldc, g.alpha, g.beta, rows, cols);
-        } else {
-          const T* apanel = ap + (i0 - full_rows) * k;
-          if (rows == MR && cols == NR)
-            micro(k, apanel, 0, bpanel, b_rs, ct, g.ldc, g.alpha, g.beta);
-          else
-            micro_edge(k, apanel, 0, bpanel, b_rs, ct, g.ldc, g.alpha, g.beta, rows, cols);
-        }
+        tile(k, A, i0, rows, bpanel, b_rs, cols, g.c + i0 * g.ldc + j0, g.ldc, g.alpha, g.beta);
       }
     }
   }
@@ -287,8 +303,8 @@ struct GemmKernel {
           }
           for (int64_t ic = row_lo; ic < row_hi; ic += MC) {
             const int64_t mc = std::min(MC, row_hi - ic);
-            pack_a(g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, mc, kc, ap);
-            macro(mc, nc, kc, ap, bp, q0, q1, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta);
+            const ABlock A = prepare_a(g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, mc, kc, ap);
+            macro(mc, nc, kc, A, bp, q0, q1, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta);
           }
 #pragma omp barrier
         }
