@@ -1,7 +1,8 @@
 """dlkern.ops.matmul and dlkern.ops.gemm against a float64 NumPy reference.
 
-Register tiles (MR x NR) are 8x32 f32 / 8x16 f64 (avx512), 6x16 / 6x8 (avx2) and
-4x8 / 4x4 (generic); cache blocks are KC=256, MC=64..256, NC=2048 (f64) / 4096 (f32).
+Register tiles (MR x NR) are 6x64 f32 / 8x16 f64 (avx512), 6x16 / 6x8 (avx2) and
+4x8 / 4x4 (generic), with half-width kernels for thin right edges; cache blocks are
+KC=256..384, MC=64..192, NC=2048 (f64) / 4096 (f32), NC halved per thread on 2 threads.
 Shapes are chosen to be 1, prime, exact tile multiples and one off them, and to cross
 KC, MC and NC. A single product takes a second thread only above ~4 MFLOP, so small
 single products are run on every ISA but not on 2 threads (it would be the same run);
@@ -34,7 +35,11 @@ SHAPES_2D = [
     (24, 9, 96),     # exact multiples of every MR (4, 6, 8) and NR (4 .. 32)
     (25, 10, 97),    # one past them
     (23, 8, 95),     # one short of them
-    (5, 257, 3),     # k just past KC
+    (5, 257, 3),     # k just past KC (256)
+    (5, 385, 3),     # k just past KC (384)
+    (12, 9, 128),    # exact multiples of the 6x64 tile
+    (13, 10, 129),   # one past them
+    (11, 8, 95),     # a right edge narrower than half a 64-wide panel
     (17, 2, 130),
 ]
 
@@ -49,7 +54,7 @@ def test_matmul_2d(mkn, dtype, isa):
 
 LARGE_2D = [
     (301, 300, 290),   # crosses KC, the f64/avx2/generic MC, many tiles; rows split on 2 threads
-    (520, 40, 33),     # crosses MC on every path (f32 avx512 MC=256)
+    (520, 40, 33),     # crosses MC on every path (f32 avx512 MC=128)
     (10, 256, 1500),   # too few row panels for 2 threads: columns are split instead
     (9, 7, 4200),      # crosses NC (4096 f32, 2048 f64)
 ]

@@ -5,6 +5,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <stdexcept>
 #include <string>
 
@@ -36,14 +40,20 @@ void set_num_threads(int n) {
 AlignedBuffer::~AlignedBuffer() { std::free(data_); }
 
 void* AlignedBuffer::reserve(std::size_t bytes) {
-  constexpr std::size_t kAlign = 64;
   if (bytes > capacity_) {
     std::free(data_);
     data_ = nullptr;
     capacity_ = 0;
-    const std::size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-    data_ = std::aligned_alloc(kAlign, rounded);
+    // Big packing buffers are swept over and over: back them with 2 MiB pages where
+    // the kernel allows it (THP in "madvise" mode), so the sweeps do not miss the TLB.
+    constexpr std::size_t kHuge = std::size_t(2) << 20;
+    const std::size_t align = bytes >= kHuge ? kHuge : 64;
+    const std::size_t rounded = (bytes + align - 1) / align * align;
+    data_ = std::aligned_alloc(align, rounded);
     if (!data_) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == kHuge) madvise(data_, rounded, MADV_HUGEPAGE);
+#endif
     capacity_ = rounded;
   }
   return data_;

@@ -258,57 +258,64 @@ struct GemmKernel {
     return (per + unit - 1) / unit * unit;
   }
 
-  static void run(const dlkern::cpu::GemmArgs<T>& g, int nthreads, Blocking blk) {
+  // The blocked algorithm on one thread, with that thread's own packing buffers.
+  static void run_serial(const dlkern::cpu::GemmArgs<T>& g, Blocking blk) {
     const int64_t m = g.m, n = g.n, k = g.k;
     const int64_t KC = balanced(k, blk.kc, 4);
     const int64_t MC = balanced(m, blk.mc, MR);
     const int64_t NC = balanced(n, blk.nc, NR);
-    const int64_t m_panels = (m + MR - 1) / MR;
-    // Split rows among threads when each gets at least two row panels; otherwise
-    // split the column panels (short, wide products such as a batch-1 layer).
-    const bool split_rows = m_panels >= 2 * int64_t(nthreads);
-
-    static thread_local dlkern::AlignedBuffer b_buffer;
+    static thread_local dlkern::AlignedBuffer a_buffer, b_buffer;
+    T* ap = a_buffer.reserve_elements<T>(static_cast<size_t>(MC * KC));
     T* bp = b_buffer.reserve_elements<T>(static_cast<size_t>(KC * NC));
-
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-    {
-      const int tid = omp_get_thread_num();
-      const int nt = omp_get_num_threads();
-      static thread_local dlkern::AlignedBuffer a_buffer;
-      T* ap = a_buffer.reserve_elements<T>(static_cast<size_t>(MC * KC));
-
-      int64_t row_lo = 0, row_hi = m;
-      if (split_rows) {
-        split(m_panels, nt, tid, row_lo, row_hi);
-        row_lo *= MR;
-        row_hi = std::min(row_hi * MR, m);
-      }
-
-      for (int64_t jc = 0; jc < n; jc += NC) {
-        const int64_t nc = std::min(NC, n - jc);
-        const int64_t n_panels = (nc + NR - 1) / NR;
-        for (int64_t pc = 0; pc < k; pc += KC) {
-          const int64_t kc = std::min(KC, k - pc);
-          int64_t q0, q1;  // this thread's share of the B packing
-          split(n_panels, nt, tid, q0, q1);
-          pack_b(g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, kc, nc, q0, q1, bp);
-#pragma omp barrier
-          const T beta = pc == 0 ? g.beta : T(1);
-          // Column panels this thread computes: all of them when rows are split,
-          // else the same share it packed.
-          if (split_rows) {
-            q0 = 0;
-            q1 = n_panels;
-          }
-          for (int64_t ic = row_lo; ic < row_hi; ic += MC) {
-            const int64_t mc = std::min(MC, row_hi - ic);
-            const ABlock A = prepare_a(g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, mc, kc, ap);
-            macro(mc, nc, kc, A, bp, q0, q1, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta);
-          }
-#pragma omp barrier
+    for (int64_t jc = 0; jc < n; jc += NC) {
+      const int64_t nc = std::min(NC, n - jc);
+      const int64_t n_panels = (nc + NR - 1) / NR;
+      for (int64_t pc = 0; pc < k; pc += KC) {
+        const int64_t kc = std::min(KC, k - pc);
+        pack_b(g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, kc, nc, 0, n_panels, bp);
+        const T beta = pc == 0 ? g.beta : T(1);
+        for (int64_t ic = 0; ic < m; ic += MC) {
+          const int64_t mc = std::min(MC, m - ic);
+          const ABlock A = prepare_a(g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, mc, kc, ap);
+          macro(mc, nc, kc, A, bp, 0, n_panels, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta);
         }
       }
+    }
+  }
+
+  // Threads take disjoint blocks of C and run the serial algorithm on them, each
+  // packing what it needs: no barriers and no shared buffers. Columns are split when
+  // there are enough column panels (A, read in place or packed per thread, is shared
+  // through L3), else rows (tall, narrow products: each thread packs the small B).
+  static void run(const dlkern::cpu::GemmArgs<T>& g, int nthreads, Blocking blk) {
+    if (nthreads <= 1) {
+      run_serial(g, blk);
+      return;
+    }
+    const int64_t n_panels = (g.n + NR - 1) / NR, m_panels = (g.m + MR - 1) / MR;
+    const bool split_cols = n_panels >= 2 * int64_t(nthreads) || n_panels >= m_panels;
+    // The threads' B blocks share the L3: keep their sum near one block's budget.
+    blk.nc = std::max<int64_t>(NR, blk.nc / nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+      const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+      int64_t lo, hi;
+      split(split_cols ? n_panels : m_panels, nt, tid, lo, hi);
+      dlkern::cpu::GemmArgs<T> part = g;
+      if (split_cols) {
+        lo *= NR;
+        hi = std::min(hi * NR, g.n);
+        part.n = hi - lo;
+        part.b = g.b + lo * g.b_cs;
+        part.c = g.c + lo;
+      } else {
+        lo *= MR;
+        hi = std::min(hi * MR, g.m);
+        part.m = hi - lo;
+        part.a = g.a + lo * g.a_rs;
+        part.c = g.c + lo * g.ldc;
+      }
+      if (part.m > 0 && part.n > 0) run_serial(part, blk);
     }
   }
 };
