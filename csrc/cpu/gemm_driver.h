@@ -354,8 +354,18 @@ struct Gemv {
           const T* r3 = r2 + mat_rs;
           const V x0 = S::bcast(alpha * x[p * x_stride]), x1 = S::bcast(alpha * x[(p + 1) * x_stride]);
           const V x2 = S::bcast(alpha * x[(p + 2) * x_stride]), x3 = S::bcast(alpha * x[(p + 3) * x_stride]);
+          // The next four rows, fetched into L2 at the same column: the hardware
+          // prefetcher would otherwise restart cold at the head of every row.
+          const bool ahead = p + 8 <= k;
+          const int64_t step = 4 * mat_rs;
           int64_t j = 0;
           for (; j + L <= len; j += L) {
+            if (ahead && (j % (64 / sizeof(T))) == 0) {
+              __builtin_prefetch(r0 + step + j, 0, 2);
+              __builtin_prefetch(r1 + step + j, 0, 2);
+              __builtin_prefetch(r2 + step + j, 0, 2);
+              __builtin_prefetch(r3 + step + j, 0, 2);
+            }
             V acc = S::load(yy + j);
             acc = S::fma(x0, S::load(r0 + j), acc);
             acc = S::fma(x1, S::load(r1 + j), acc);
