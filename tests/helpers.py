@@ -99,3 +99,39 @@ def using_isa(name):
         yield
     finally:
         dlkern.set_isa(prev)
+
+
+def numeric_grad(loss, x, eps=1e-6):
+    """Central finite differences of the scalar `loss()` with respect to the float64
+    array `x`, perturbed in place one element at a time (and restored)."""
+    assert x.dtype == np.float64, "finite differences need float64 inputs"
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    assert np.shares_memory(flat, x), "x must be contiguous so it can be perturbed in place"
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + eps
+        up = loss()
+        flat[i] = saved - eps
+        down = loss()
+        flat[i] = saved
+        gflat[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def check_grads(forward, backward, inputs, rng, eps=1e-6, rtol=1e-5, atol=1e-7):
+    """Gradient check of a kernel pair in float64.
+
+    forward(*inputs) -> output array; backward(cotangent, *inputs) -> tuple of
+    gradients, one per input (None to skip an input). The scalar checked is
+    sum(forward(*inputs) * w) for a random cotangent w.
+    """
+    out = forward(*inputs)
+    w = rng.standard_normal(np.shape(out))
+    grads = backward(w, *inputs)
+    for index, (x, g) in enumerate(zip(inputs, grads)):
+        if g is None:
+            continue
+        expected = numeric_grad(lambda: float(np.sum(forward(*inputs) * w)), x, eps)
+        np.testing.assert_allclose(g, expected, rtol=rtol, atol=atol,
+                                   err_msg=f"gradient of input {index} disagrees with finite differences")

@@ -4,6 +4,21 @@
 
 namespace dlkern::bind {
 
+namespace {
+std::vector<std::pair<const char*, BindingRegistrar>>& registry() {
+  static std::vector<std::pair<const char*, BindingRegistrar>> entries;  // built at load time
+  return entries;
+}
+}  // namespace
+
+RegisterBindings::RegisterBindings(const char* family, BindingRegistrar fn) {
+  registry().emplace_back(family, fn);
+}
+
+const std::vector<std::pair<const char*, BindingRegistrar>>& registered_bindings() {
+  return registry();
+}
+
 std::string shape_str(const py::array& a) {
   std::string s = "(";
   for (py::ssize_t i = 0; i < a.ndim(); ++i) {

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace dlkern::bind {
 
@@ -53,6 +54,23 @@ void require_writeable(const py::array& a, const char* op, const char* arg);
 
 // True when the byte ranges spanned by the two arrays intersect (conservative).
 bool may_overlap(const py::array& a, const py::array& b);
+
+// Each op family's binding file registers its functions with
+//   DLKERN_REGISTER_BINDINGS(softmax) { m.def(...); }
+// and module.cpp calls every registered function when dlkern._C is imported, so an
+// op family is added without editing shared files.
+using BindingRegistrar = void (*)(py::module_&);
+struct RegisterBindings {
+  RegisterBindings(const char* family, BindingRegistrar fn);
+};
+// (family, function) pairs in registration order.
+const std::vector<std::pair<const char*, BindingRegistrar>>& registered_bindings();
+
+#define DLKERN_REGISTER_BINDINGS(family)                                                  \
+  static void dlkern_register_##family(::pybind11::module_& m);                          \
+  static const ::dlkern::bind::RegisterBindings dlkern_registrar_##family(               \
+      #family, dlkern_register_##family);                                                 \
+  static void dlkern_register_##family(::pybind11::module_& m)
 
 // Calls f(float{}) or f(double{}) for the dtype.
 template <typename F>

@@ -223,7 +223,7 @@ py::array matmul(const py::object& a_obj, const py::object& b_obj, const py::obj
 
 }  // namespace
 
-void register_gemm(py::module_& m) {
+DLKERN_REGISTER_BINDINGS(gemm) {
   m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("c") = py::none(),
         py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("trans_a") = false,
         py::arg("trans_b") = false,

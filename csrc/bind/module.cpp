@@ -1,15 +1,12 @@
 // dlkern._C: the CPU extension module. Each op family registers itself from its own
-// binding file; this file holds only the runtime controls and build facts.
+// binding file (DLKERN_REGISTER_BINDINGS); this file holds only the runtime controls
+// and build facts.
 #include <omp.h>
 
 #include "bind/common.h"
 #include "common/cpu_features.h"
 #include "common/runtime.h"
 #include "dlkern_build_config.h"
-
-namespace dlkern::bind {
-void register_gemm(py::module_& m);
-}
 
 namespace {
 
@@ -62,5 +59,8 @@ PYBIND11_MODULE(_C, m) {
     return out;
   }, "SIMD paths this CPU can run, fastest first.");
 
-  dlkern::bind::register_gemm(m);
+  for (const auto& [family, register_family] : dlkern::bind::registered_bindings()) {
+    (void)family;
+    register_family(m);
+  }
 }

@@ -2,8 +2,18 @@
 
 Arrays cross into C++ without copies; float32 is the fast path and float64 works
 everywhere. Bad arguments raise TypeError/ValueError naming the op and argument.
+One module per op family; each lists its public names in ``__all__``, which are
+re-exported here (``dlkern.ops.matmul``, ``dlkern.ops.softmax``, ...).
 """
 
-from .matmul import gemm, matmul
+import importlib as _importlib
 
-__all__ = ["gemm", "matmul"]
+_FAMILIES = ("matmul", "conv", "pool", "softmax", "norm", "loss")
+
+__all__ = []
+for _family in _FAMILIES:
+    _module = _importlib.import_module(f"{__name__}.{_family}")
+    for _name in _module.__all__:
+        globals()[_name] = getattr(_module, _name)
+    __all__ += list(_module.__all__)
+del _family, _module, _name

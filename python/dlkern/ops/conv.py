@@ -1,0 +1,3 @@
+"""Convolution: conv2d, conv1d (causal and streaming), forward and backward."""
+
+__all__ = []
