@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bind/common.h"
+#include "bind/gemm_args.h"
 #include "cuda/gemm.h"
 #include "dlkern_build_config.h"
 
@@ -34,42 +35,15 @@ void require_c_contiguous(const py::array& x, const char* op, const char* arg) {
 py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_obj,
                double alpha, double beta, bool trans_a, bool trans_b) {
   const char* op = "gemm";
-  py::array a = require_array(a_obj, op, "a");
-  py::array b = require_array(b_obj, op, "b");
-  if (a.ndim() != 2) value_error(op, ": a must be 2-D, got shape ", shape_str(a));
-  if (b.ndim() != 2) value_error(op, ": b must be 2-D, got shape ", shape_str(b));
-  const DType dt = float_dtype(a, op, "a");
-  if (float_dtype(b, op, "b") != dt)
-    type_error(op, ": a has dtype ", dtype_str(a), " but b has dtype ", dtype_str(b),
-               "; both must be the same float type");
-
-  // op(A) is (m, k), op(B) is (k, n).
-  const int64_t m = a.shape(trans_a ? 1 : 0), k = a.shape(trans_a ? 0 : 1);
-  const int64_t kb = b.shape(trans_b ? 1 : 0), n = b.shape(trans_b ? 0 : 1);
-  if (k != kb)
-    value_error(op, ": inner dimensions differ: op(a) is (", m, ", ", k, ") from a of shape ",
-                shape_str(a), (trans_a ? " transposed" : ""), ", op(b) is (", kb, ", ", n,
-                ") from b of shape ", shape_str(b), (trans_b ? " transposed" : ""));
+  GemmCall call = check_gemm_call(a_obj, b_obj, c_obj, beta, trans_a, trans_b);
+  const py::array &a = call.a, &b = call.b;
+  py::array &c = call.c;
+  const int64_t m = call.m, n = call.n, k = call.k;
+  const DType dt = call.dtype;
+  // The host-array entry copies whole buffers to the device.
   require_c_contiguous(a, op, "a");
   require_c_contiguous(b, op, "b");
-
-  py::array c;
-  if (c_obj.is_none()) {
-    if (beta != 0.0) value_error(op, ": beta=", beta, " needs an input c, but c is None");
-    c = py::array(a.dtype(), std::vector<py::ssize_t>{m, n});
-  } else {
-    c = require_array(c_obj, op, "c");
-    if (c.ndim() != 2 || c.shape(0) != m || c.shape(1) != n)
-      value_error(op, ": c has shape ", shape_str(c), ", expected (", m, ", ", n, ")");
-    if (float_dtype(c, op, "c") != dt)
-      type_error(op, ": c has dtype ", dtype_str(c), " but a and b have dtype ", dtype_str(a));
-    require_writeable(c, op, "c");
-    require_c_contiguous(c, op, "c");
-    // Harmless here (the operands are copied first), but refused as on the CPU so
-    // code written against either module behaves the same on both.
-    if (may_overlap(c, a) || may_overlap(c, b))
-      value_error(op, ": c shares memory with an input; pass a separate output array");
-  }
+  if (!c_obj.is_none()) require_c_contiguous(c, op, "c");
 
   const void* a_data = a.data();
   const void* b_data = b.data();

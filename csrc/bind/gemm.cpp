@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bind/common.h"
+#include "bind/gemm_args.h"
 #include "cpu/gemm.h"
 
 namespace dlkern::bind {
@@ -31,45 +32,17 @@ cpu::GemmArgs<T> make_args(int64_t m, int64_t n, int64_t k, double alpha, const 
 py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_obj,
                double alpha, double beta, bool trans_a, bool trans_b) {
   const char* op = "gemm";
-  py::array a = require_array(a_obj, op, "a");
-  py::array b = require_array(b_obj, op, "b");
-  if (a.ndim() != 2) value_error(op, ": a must be 2-D, got shape ", shape_str(a));
-  if (b.ndim() != 2) value_error(op, ": b must be 2-D, got shape ", shape_str(b));
-  const DType dt = float_dtype(a, op, "a");
-  if (float_dtype(b, op, "b") != dt)
-    type_error(op, ": a has dtype ", dtype_str(a), " but b has dtype ", dtype_str(b),
-               "; both must be the same float type");
-
-  // op(A) is (m, k), op(B) is (k, n); a transpose swaps the strides.
-  const int64_t m = a.shape(trans_a ? 1 : 0), k = a.shape(trans_a ? 0 : 1);
-  const int64_t kb = b.shape(trans_b ? 1 : 0), n = b.shape(trans_b ? 0 : 1);
-  if (k != kb)
-    value_error(op, ": inner dimensions differ: op(a) is (", m, ", ", k, ") from a of shape ",
-                shape_str(a), (trans_a ? " transposed" : ""), ", op(b) is (", kb, ", ", n,
-                ") from b of shape ", shape_str(b), (trans_b ? " transposed" : ""));
+  GemmCall call = check_gemm_call(a_obj, b_obj, c_obj, beta, trans_a, trans_b);
+  const py::array &a = call.a, &b = call.b;
+  py::array &c = call.c;
+  const int64_t m = call.m, n = call.n, k = call.k;
   const int64_t as0 = elem_stride(a, 0, op, "a"), as1 = elem_stride(a, 1, op, "a");
   const int64_t bs0 = elem_stride(b, 0, op, "b"), bs1 = elem_stride(b, 1, op, "b");
   const MatrixOperand A{a.data(), trans_a ? as1 : as0, trans_a ? as0 : as1};
   const MatrixOperand B{b.data(), trans_b ? bs1 : bs0, trans_b ? bs0 : bs1};
-
-  py::array c;
-  if (c_obj.is_none()) {
-    if (beta != 0.0)
-      value_error(op, ": beta=", beta, " needs an input c, but c is None");
-    c = py::array(a.dtype(), std::vector<py::ssize_t>{m, n});
-  } else {
-    c = require_array(c_obj, op, "c");
-    if (c.ndim() != 2 || c.shape(0) != m || c.shape(1) != n)
-      value_error(op, ": c has shape ", shape_str(c), ", expected (", m, ", ", n, ")");
-    if (float_dtype(c, op, "c") != dt)
-      type_error(op, ": c has dtype ", dtype_str(c), " but a and b have dtype ", dtype_str(a));
-    require_writeable(c, op, "c");
-    if (n > 1 && elem_stride(c, 1, op, "c") != 1)
-      value_error(op, ": c must have unit stride along its last axis (got ", c.strides(1),
-                  " bytes); pass a row-major c");
-    if (may_overlap(c, a) || may_overlap(c, b))
-      value_error(op, ": c shares memory with an input; pass a separate output array");
-  }
+  if (n > 1 && elem_stride(c, 1, op, "c") != 1)
+    value_error(op, ": c must have unit stride along its last axis (got ", c.strides(1),
+                " bytes); pass a row-major c");
   const int64_t ldc = elem_stride(c, 0, op, "c");
   if (m > 1 && n > 1 && (ldc < n && -ldc < n))
     value_error(op, ": the rows of c overlap (row stride ", c.strides(0), " bytes for ", n,
@@ -77,7 +50,7 @@ py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::objec
   void* c_data = c.mutable_data();
   {
     py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
+    dispatch_float(call.dtype, [&](auto zero) {
       using T = decltype(zero);
       cpu::gemm(make_args<T>(m, n, k, alpha, A, B, beta, c_data, ldc));
     });
