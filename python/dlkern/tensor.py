@@ -5,6 +5,7 @@ Function node that produced it. Operators and methods build the graph through th
 Functions in dlkern.functions, so gradients flow through everything here.
 """
 
+import builtins as _builtins
 import numbers
 
 import numpy as np
@@ -711,10 +712,10 @@ def split(t, split_size_or_sections, dim=0):
     if isinstance(split_size_or_sections, int):
         if split_size_or_sections <= 0:
             raise ValueError("split: split_size must be positive")
-        sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+        sizes = [_builtins.min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
     else:
         sizes = list(split_size_or_sections)
-        if sum(sizes) != n:
+        if _builtins.sum(sizes) != n:
             raise ValueError(f"split: sections {sizes} do not sum to the size {n} of dim {dim}")
     out, start = [], 0
     prefix = (slice(None),) * (dim % t.ndim)
