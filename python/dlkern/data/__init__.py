@@ -1,0 +1,24 @@
+"""Data sets and loading: PyTorch-shaped ``Dataset``, ``TensorDataset``, ``DataLoader``,
+plus real data sets that work offline (the 8x8 digits bundled with scikit-learn,
+MNIST-format IDX files such as Debian's ``dataset-fashion-mnist``)."""
+
+from .dataset import Dataset, Subset, TensorDataset, random_split
+from .loader import DataLoader, default_collate
+from .datasets import (
+    DEFAULT_FASHION_MNIST_DIR,
+    DatasetNotFoundError,
+    digits,
+    fashion_mnist,
+    load_digits_arrays,
+    load_idx,
+    load_mnist_dir,
+    normalize,
+    train_test_split,
+)
+
+__all__ = [
+    "Dataset", "Subset", "TensorDataset", "random_split",
+    "DataLoader", "default_collate",
+    "DEFAULT_FASHION_MNIST_DIR", "DatasetNotFoundError", "digits", "fashion_mnist",
+    "load_digits_arrays", "load_idx", "load_mnist_dir", "normalize", "train_test_split",
+]
