@@ -107,6 +107,10 @@ class CPUDevice:
     def __hash__(self):
         return hash("cpu")
 
+    def __reduce__(self):
+        # pickle/deepcopy by reference: there is one CPU namespace, compared by identity
+        return "cpu"
+
 
 cpu = CPUDevice()
 
