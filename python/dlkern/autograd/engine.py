@@ -81,14 +81,22 @@ def backward(root, grad, retain_graph=False):
             if not retain_graph:
                 n.parents = None
                 n.saved = None
-            for i, (p, gi) in enumerate(zip(parents, result)):
-                if p is None or gi is None:
+            for i in range(len(result)):
+                gi = result[i]
+                if gi is None:
+                    continue
+                p = parents[i]
+                if p is None:
                     continue
                 f = p.grad_fn
                 if f is None:
                     # Fresh: not the incoming gradient passed through, not a view, and
                     # not returned twice by this backward.
-                    fresh = gi is not g and gi.base is None and not any(gi is r for r in result[:i])
+                    fresh = gi is not g and gi.base is None
+                    if fresh and i:
+                        for r in result[:i]:
+                            if r is gi:
+                                fresh = False
                     _accumulate_leaf(p, gi, fresh)
                     continue
                 if gi.shape != p.data.shape:
