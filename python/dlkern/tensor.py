@@ -512,6 +512,33 @@ class Tensor:
     def tanh(self):
         return _F.Tanh.apply(self)
 
+    def sin(self):
+        return _F.Sin.apply(self)
+
+    def cos(self):
+        return _F.Cos.apply(self)
+
+    def maximum(self, other):
+        _check_pair("maximum", self, other)
+        return _F.Maximum.apply(self, other, False)
+
+    def minimum(self, other):
+        _check_pair("minimum", self, other)
+        return _F.Maximum.apply(self, other, True)
+
+    def masked_fill(self, mask, value):
+        """Where `mask` (bool, broadcastable) is true, `value`; elsewhere self."""
+        m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+        if m.dtype != np.bool_:
+            raise TypeError(f"masked_fill: mask must be bool, got {m.dtype}")
+        return _F.MaskedFill.apply(self, m, value)
+
+    def tril(self, diagonal=0):
+        return _F.MaskedFill.apply(self, ~np.tril(np.ones(self.shape[-2:], bool), diagonal), 0)
+
+    def triu(self, diagonal=0):
+        return _F.MaskedFill.apply(self, ~np.triu(np.ones(self.shape[-2:], bool), diagonal), 0)
+
     def sigmoid(self):
         return _F.Sigmoid.apply(self)
 
@@ -753,7 +780,8 @@ def _unary(name):
     return fn
 
 
-for _name in ("exp", "log", "sqrt", "abs", "clamp", "tanh", "sigmoid", "relu", "selu", "softplus", "silu",
+for _name in ("exp", "log", "sqrt", "abs", "clamp", "tanh", "sin", "cos", "maximum", "minimum", "masked_fill",
+              "tril", "triu", "sigmoid", "relu", "selu", "softplus", "silu",
               "sum", "mean", "max", "min", "var", "std", "logsumexp", "argmax", "argmin", "reshape",
               "transpose", "permute", "flatten", "squeeze", "unsqueeze", "softmax", "log_softmax", "amax", "amin"):
     globals()[_name] = _unary(_name)
