@@ -110,6 +110,24 @@ def test_cross_entropy_errors():
         F.cross_entropy(x, dlkern.tensor([0, 1, 2]), reduction="avg")
 
 
+@needs_log_softmax
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_probability_targets(reduction, weighted, rng):
+    x = t64(rng, 4, 5, 2, low=-3, high=3)
+    p = rng.random((4, 5, 2))
+    p /= p.sum(1, keepdims=True)
+    w = rng.uniform(0.5, 2, 5) if weighted else None
+    tgt = p * 0.9 + 0.1 / 5
+    ref = -(log_softmax_ref(x.data) * tgt * (1 if w is None else w[None, :, None])).sum(1)
+    kw = dict(weight=None if w is None else dlkern.tensor(w), reduction=reduction, label_smoothing=0.1)
+    got = F.cross_entropy(x, dlkern.tensor(p), **kw)
+    np.testing.assert_allclose(got.data, reduce_ref(ref, reduction), rtol=1e-12)
+    gradcheck(lambda x: F.cross_entropy(x, dlkern.tensor(p), **kw), [x], rng)
+    with pytest.raises(ValueError, match="probability target"):
+        F.cross_entropy(x, dlkern.tensor(p[:, :4]))
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("shape", [(6, 5), (2, 5, 3)])
 def test_nll_loss(reduction, shape, rng):
