@@ -249,6 +249,7 @@ def test_reduction_values(rng):
     np.testing.assert_allclose(x.sum(1).data, a.sum(1))
     np.testing.assert_allclose(x.mean((0, 2)).data, a.mean((0, 2)))
     v, i = x.max(2)
+    assert x.max(2).values.shape == (3, 4) and x.min(1).indices.dtype == np.int64
     np.testing.assert_array_equal(v.data, a.max(2))
     np.testing.assert_array_equal(i.data, a.argmax(2))
     np.testing.assert_allclose(x.var(1).data, a.var(1, ddof=1))

@@ -6,6 +6,7 @@ Functions in dlkern.functions, so gradients flow through everything here.
 """
 
 import builtins as _builtins
+import collections as _collections
 import numbers
 
 import numpy as np
@@ -65,9 +66,10 @@ class Tensor:
             data = data.data
         arr = np.array(data, dtype=dtype, copy=True)
         if dtype is None:
-            if arr.dtype.kind == "f" and not isinstance(data, np.ndarray):
+            native = isinstance(data, (np.ndarray, np.generic))
+            if arr.dtype.kind == "f" and not native:
                 arr = arr.astype(_DEFAULT_FLOAT)  # Python floats -> float32, as PyTorch
-            elif arr.dtype.kind in "iu" and not isinstance(data, np.ndarray):
+            elif arr.dtype.kind in "iu" and not native:
                 arr = arr.astype(np.int64)
             elif arr.dtype == object:
                 raise TypeError(f"cannot make a tensor from {type(data).__name__} (object array)")
@@ -457,7 +459,7 @@ class Tensor:
             return _F.MaxAll.apply(self, dim, keepdim, is_min)
         values = _F.MaxDim.apply(self, dim, keepdim, is_min)
         idx = (np.argmin if is_min else np.argmax)(self.data, axis=dim, keepdims=keepdim)
-        return values, Tensor._make(idx, self.device, False, None)
+        return MinMaxResult(values, Tensor._make(idx, self.device, False, None))
 
     def max(self, dim=None, keepdim=False):
         """max() -> the largest element; max(dim) -> (values, indices)."""
@@ -571,6 +573,8 @@ class Tensor:
 
 
 # ---------------------------------------------------------------------- helpers
+
+MinMaxResult = _collections.namedtuple("MinMaxResult", ["values", "indices"])
 
 def _operand(t, other):
     """The other operand of a binary op: Tensors are checked against t (dtype, device);
