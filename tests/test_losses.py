@@ -227,3 +227,12 @@ def test_loss_errors():
         nn.MSELoss(reduction="avg")
     with pytest.raises(TypeError, match="integer"):
         F.nll_loss(dlkern.ones(2, 3), dlkern.tensor([0.5, 1.0]))
+
+
+@needs_ce
+def test_cross_entropy_unbatched(rng):
+    x = t64(rng, 5)
+    ref = -log_softmax_ref(x.data[None])[0, 3]
+    np.testing.assert_allclose(F.cross_entropy(x, dlkern.tensor(3)).item(), ref, rtol=1e-12)
+    assert F.cross_entropy(x, dlkern.tensor(3), reduction="none").shape == ()
+    gradcheck(lambda x: F.cross_entropy(x, dlkern.tensor(3)), [x], rng)
