@@ -104,8 +104,10 @@ def test_cross_entropy_errors():
         F.cross_entropy(x, dlkern.tensor([0, 7, 1]))
     with pytest.raises(ValueError, match="shape"):
         F.cross_entropy(x, dlkern.tensor([0, 1]))
-    with pytest.raises(TypeError, match="integer"):
+    with pytest.raises(ValueError, match="probability target"):  # float targets are class probabilities
         F.cross_entropy(x, dlkern.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(TypeError, match="integer"):
+        F.cross_entropy(x, dlkern.tensor([True, False, True]))
     with pytest.raises(ValueError, match="reduction"):
         F.cross_entropy(x, dlkern.tensor([0, 1, 2]), reduction="avg")
 
