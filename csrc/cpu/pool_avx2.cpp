@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "common/runtime.h"
 #include "cpu/pool_isa.h"
 
 namespace dlkern::cpu::avx2 {
@@ -45,8 +46,14 @@ struct SimdF32 {
     return _mm256_or_ps(_mm256_cmp_ps(v, cur, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   }
   static V select(M m, V a, V b) { return _mm256_blendv_ps(b, a, m); }
-  static V max_nan(V v, V cur) {
-    return _mm256_blendv_ps(_mm256_max_ps(v, cur), v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  static V max_plain(V v, V cur) { return _mm256_max_ps(v, cur); }  // cur on NaN or equality
+  static M nan_lanes(V v) { return _mm256_cmp_ps(v, v, _CMP_UNORD_Q); }
+  static M mask_or(M a, M b) { return _mm256_or_ps(a, b); }
+  static M mask_none() { return _mm256_setzero_ps(); }
+  static void store_interleaved(T* p, V e, V o) {
+    const V ul = _mm256_unpacklo_ps(e, o), uh = _mm256_unpackhi_ps(e, o);
+    _mm256_storeu_ps(p, _mm256_permute2f128_ps(ul, uh, 0x20));
+    _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(ul, uh, 0x31));
   }
 };
 
@@ -82,8 +89,14 @@ struct SimdF64 {
     return _mm256_or_pd(_mm256_cmp_pd(v, cur, _CMP_GT_OQ), _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
   }
   static V select(M m, V a, V b) { return _mm256_blendv_pd(b, a, m); }
-  static V max_nan(V v, V cur) {
-    return _mm256_blendv_pd(_mm256_max_pd(v, cur), v, _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
+  static V max_plain(V v, V cur) { return _mm256_max_pd(v, cur); }
+  static M nan_lanes(V v) { return _mm256_cmp_pd(v, v, _CMP_UNORD_Q); }
+  static M mask_or(M a, M b) { return _mm256_or_pd(a, b); }
+  static M mask_none() { return _mm256_setzero_pd(); }
+  static void store_interleaved(T* p, V e, V o) {
+    const V ul = _mm256_unpacklo_pd(e, o), uh = _mm256_unpackhi_pd(e, o);
+    _mm256_storeu_pd(p, _mm256_permute2f128_pd(ul, uh, 0x20));
+    _mm256_storeu_pd(p + 4, _mm256_permute2f128_pd(ul, uh, 0x31));
   }
 };
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "common/runtime.h"
 #include "cpu/pool_isa.h"
 
 namespace dlkern::cpu::avx512 {
@@ -45,7 +46,17 @@ struct SimdF32 {
     return _mm512_cmp_ps_mask(v, cur, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   static V select(M m, V a, V b) { return _mm512_mask_blend_ps(m, b, a); }
-  static V max_nan(V v, V cur) { return _mm512_mask_mov_ps(cur, better(v, cur), v); }
+  // The masked form: GCC 12's plain max intrinsic warns under -Wall.
+  static V max_plain(V v, V cur) { return _mm512_mask_max_ps(cur, 0xFFFF, v, cur); }
+  static M nan_lanes(V v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q); }
+  static M mask_or(M a, M b) { return a | b; }
+  static M mask_none() { return 0; }
+  static void store_interleaved(T* p, V e, V o) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    _mm512_storeu_ps(p, _mm512_permutex2var_ps(e, lo, o));
+    _mm512_storeu_ps(p + 16, _mm512_permutex2var_ps(e, hi, o));
+  }
 };
 
 struct SimdF64 {
@@ -82,7 +93,16 @@ struct SimdF64 {
     return _mm512_cmp_pd_mask(v, cur, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
   }
   static V select(M m, V a, V b) { return _mm512_mask_blend_pd(m, b, a); }
-  static V max_nan(V v, V cur) { return _mm512_mask_mov_pd(cur, better(v, cur), v); }
+  static V max_plain(V v, V cur) { return _mm512_mask_max_pd(cur, 0xFF, v, cur); }
+  static M nan_lanes(V v) { return _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q); }
+  static M mask_or(M a, M b) { return a | b; }
+  static M mask_none() { return 0; }
+  static void store_interleaved(T* p, V e, V o) {
+    const __m512i lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    _mm512_storeu_pd(p, _mm512_permutex2var_pd(e, lo, o));
+    _mm512_storeu_pd(p + 8, _mm512_permutex2var_pd(e, hi, o));
+  }
 };
 
 #include "cpu/pool_driver.h"

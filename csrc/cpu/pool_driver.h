@@ -6,7 +6,9 @@
 // bcast, zero, add, div, hsum; evens(p) = {p[0], p[2], ..., p[2L-2]} reading nothing
 // past p[2L-2]; add_evens(p, g): p[2j] += g[j], touching nothing past p[2L-2];
 // better(v, cur) = lanes where v > cur or v is NaN (PyTorch's max-pool update rule);
-// select(m, a, b) = m ? a : b; max_nan(v, cur) = better(v, cur) ? v : cur.
+// select(m, a, b) = m ? a : b; max_plain(v, cur) = v > cur ? v : cur (cur on NaN);
+// nan_lanes(v), mask_or, mask_none; store_interleaved(p, e, o): p[2j] = e[j],
+// p[2j+1] = o[j].
 //
 // Layout of the work: one (n, c) plane per OpenMP iteration; within a plane, output
 // rows one at a time. Output columns whose window lies wholly inside the row (the
@@ -54,6 +56,21 @@ void for_each_plane(int64_t planes, int nthreads, F&& body) {
   for (int64_t p = 0; p < planes; ++p) body(p);
 }
 
+// Asks for the input rows that output row oh + kAhead will start using, so the
+// plane streams in from DRAM ahead of the loads that need it.
+template <typename T>
+inline void prefetch_rows_ahead(const T* plane, const Pool2dGeometry& g, int64_t oh) {
+  constexpr int64_t kAhead = 3;
+  int64_t first = (oh + kAhead) * g.stride_h - g.pad_h + (g.kernel_h - 1) * g.dilation_h;
+  int64_t last = first + g.stride_h;
+  if (first < 0) first = 0;
+  if (last > g.in_h) last = g.in_h;
+  if (first >= last) return;
+  const char* begin = reinterpret_cast<const char*>(plane + first * g.in_w);
+  const char* end = reinterpret_cast<const char*>(plane + last * g.in_w);
+  for (const char* p = begin; p < end; p += 64) __builtin_prefetch(p, 0, 3);
+}
+
 // ----------------------------------------------------------------------------- max
 
 // Calls f(IntTag<stride>) for the strides with vector paths (1, 2), else IntTag<0>.
@@ -81,6 +98,7 @@ inline void max_one(const T* plane, const Pool2dGeometry& g, WindowRows rows, in
   const int64_t w0 = ow * g.stride_w - g.pad_w;
   T best = negative_infinity<T>();
   int64_t best_at = -1;
+  bool any_nan = false;
   for (int64_t r = 0; r < rows.count; ++r) {
     const int64_t ih = rows.first + r * g.dilation_h;
     const T* row = plane + ih * g.in_w;
@@ -88,48 +106,94 @@ inline void max_one(const T* plane, const Pool2dGeometry& g, WindowRows rows, in
       const int64_t iw = w0 + kw * g.dilation_w;
       if (iw < 0 || iw >= g.in_w) continue;
       const T v = row[iw];
-      if (best_at < 0) best_at = ih * g.in_w + iw;
-      if (v > best || v != v) {
-        best = v;
-        best_at = ih * g.in_w + iw;
+      if (kIndices) {
+        const int64_t at = ih * g.in_w + iw;
+        if (best_at < 0) best_at = at;
+        if (v > best || v != v) {
+          best = v;
+          best_at = at;
+        }
+      } else {
+        // Branch-free (a max plus a NaN flag): on random data the comparison is
+        // unpredictable, and these border outputs are a large share of small planes.
+        best = v > best ? v : best;
+        any_nan |= v != v;
       }
     }
   }
-  *y = best;
-  if (kIndices) *index = best_at;
+  if (kIndices) {
+    *y = best;
+    *index = best_at;
+  } else {
+    *y = any_nan ? static_cast<T>(__builtin_nan("")) : best;
+  }
 }
 
-// L interior outputs starting at column o. The winner's offset from the window's
-// first position is tracked as a T (exact: the caller checks it stays below 2^digits).
+// Interior outputs [a, a+L) and [b, b+L) (b may equal a): two independent update
+// chains per call, so the comparison latency of one hides behind the other. The
+// winner's offset from the window's first position is tracked as a T (exact: the
+// caller checks it stays below 2^digits). Without indices, a plain max (which keeps
+// the earlier value on ties) plus a separate NaN mask gives the same values.
 template <class S, int kStride, bool kIndices>
-inline void max_block(const typename S::T* plane, const Pool2dGeometry& g, WindowRows rows,
-                      int64_t o, typename S::T* y, int64_t* index) {
+inline void max_blocks(const typename S::T* plane, const Pool2dGeometry& g, WindowRows rows,
+                       int64_t a, int64_t b, typename S::T* y, int64_t* index) {
   using T = typename S::T;
   using V = typename S::V;
-  const int64_t col0 = o * kStride - g.pad_w;
-  const T* origin = plane + rows.first * g.in_w + col0;
-  V best = S::bcast(negative_infinity<T>());
-  V offset = S::zero();
+  using M = typename S::M;
+  const int64_t col_a = a * kStride - g.pad_w, col_b = b * kStride - g.pad_w;
+  const T* origin_a = plane + rows.first * g.in_w + col_a;
+  const T* origin_b = plane + rows.first * g.in_w + col_b;
+  V best_a = S::bcast(negative_infinity<T>()), best_b = best_a;
+  V offset_a = S::zero(), offset_b = S::zero();
+  M nan_a = S::mask_none(), nan_b = S::mask_none();
   for (int64_t r = 0; r < rows.count; ++r) {
     const int64_t row_offset = r * g.dilation_h * g.in_w;
     for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
       const int64_t at = row_offset + kw * g.dilation_w;
-      const V v = kStride == 1 ? S::load(origin + at) : S::evens(origin + at);
+      const V va = kStride == 1 ? S::load(origin_a + at) : S::evens(origin_a + at);
+      const V vb = kStride == 1 ? S::load(origin_b + at) : S::evens(origin_b + at);
       if (kIndices) {
-        const typename S::M m = S::better(v, best);
-        best = S::select(m, v, best);
-        offset = S::select(m, S::bcast(static_cast<T>(at)), offset);
+        const V code = S::bcast(static_cast<T>(at));
+        const M ma = S::better(va, best_a), mb = S::better(vb, best_b);
+        best_a = S::select(ma, va, best_a);
+        best_b = S::select(mb, vb, best_b);
+        offset_a = S::select(ma, code, offset_a);
+        offset_b = S::select(mb, code, offset_b);
       } else {
-        best = S::max_nan(v, best);
+        best_a = S::max_plain(va, best_a);
+        best_b = S::max_plain(vb, best_b);
+        nan_a = S::mask_or(nan_a, S::nan_lanes(va));
+        nan_b = S::mask_or(nan_b, S::nan_lanes(vb));
       }
     }
   }
-  S::store(y + o, best);
   if (kIndices) {
-    T off[S::L];
-    S::store(off, offset);
-    const int64_t base = rows.first * g.in_w + col0;
-    for (int j = 0; j < S::L; ++j) index[o + j] = base + j * kStride + static_cast<int64_t>(off[j]);
+    S::store(y + a, best_a);
+    S::store(y + b, best_b);
+    T off[2][S::L];
+    S::store(off[0], offset_a);
+    S::store(off[1], offset_b);
+    const int64_t base_a = rows.first * g.in_w + col_a, base_b = rows.first * g.in_w + col_b;
+    for (int j = 0; j < S::L; ++j) index[a + j] = base_a + j * kStride + static_cast<int64_t>(off[0][j]);
+    for (int j = 0; j < S::L; ++j) index[b + j] = base_b + j * kStride + static_cast<int64_t>(off[1][j]);
+  } else {
+    const V nan = S::bcast(static_cast<T>(__builtin_nan("")));
+    S::store(y + a, S::select(nan_a, nan, best_a));
+    S::store(y + b, S::select(nan_b, nan, best_b));
+  }
+}
+
+// Calls blocks(a, b) over [lo, hi) (hi - lo >= L) in pairs of L-wide blocks; the last
+// block is moved back to end at hi (it recomputes a few outputs), and a lone block
+// is paired with itself.
+template <int L, typename F>
+inline void for_block_pairs(int64_t lo, int64_t hi, F&& blocks) {
+  for (int64_t o = lo; o < hi;) {
+    int64_t a = o, b = o + L;
+    if (b > hi - L) b = hi - L;
+    if (a > b) a = b;
+    blocks(a, b);
+    o = b + L;
   }
 }
 
@@ -141,16 +205,16 @@ void max_plane(const typename S::T* plane, typename S::T* y, int64_t* index,
   if (!vector_ok || hi - lo < S::L) hi = lo;
   for (int64_t oh = 0; oh < g.out_h; ++oh) {
     const WindowRows rows = window_rows(oh, g.stride_h, g.pad_h, g.kernel_h, g.dilation_h, g.in_h);
+    prefetch_rows_ahead(plane, g, oh);
     typename S::T* yr = y + oh * g.out_w;
     int64_t* ir = kIndices ? index + oh * g.out_w : nullptr;
     const int64_t vhi = rows.count > 0 ? hi : lo;
     for (int64_t ow = 0; ow < lo; ++ow)
       max_one<typename S::T, kIndices>(plane, g, rows, ow, yr + ow, kIndices ? ir + ow : nullptr);
-    // The last block is moved back to end at vhi; it recomputes a few outputs.
-    for (int64_t o = lo; o < vhi; o += S::L) {
-      if (o + S::L > vhi) o = vhi - S::L;
-      max_block<S, kStride, kIndices>(plane, g, rows, o, yr, ir);
-    }
+    if (vhi > lo)
+      for_block_pairs<S::L>(lo, vhi, [&](int64_t a, int64_t b) {
+        max_blocks<S, kStride, kIndices>(plane, g, rows, a, b, yr, ir);
+      });
     for (int64_t ow = vhi; ow < g.out_w; ++ow)
       max_one<typename S::T, kIndices>(plane, g, rows, ow, yr + ow, kIndices ? ir + ow : nullptr);
   }
@@ -242,66 +306,98 @@ void avg_plane(const typename S::T* plane, typename S::T* y, const Pool2dGeometr
   if (kStride == 0 || hi - lo < S::L) hi = lo;
   for (int64_t oh = 0; oh < g.out_h; ++oh) {
     const AvgRows rows = avg_rows(oh, g);
+    prefetch_rows_ahead(plane, g, oh);
     T* yr = y + oh * g.out_w;
     const int64_t vhi = rows.first < rows.end ? hi : lo;
     for (int64_t ow = 0; ow < lo; ++ow)
       yr[ow] = avg_one(plane, g, rows, ow, count_include_pad, divisor_override);
     const V divisor = S::bcast(static_cast<T>(interior_divisor(g, rows, count_include_pad, divisor_override)));
-    for (int64_t o = lo; o < vhi; o += S::L) {
-      if (o + S::L > vhi) o = vhi - S::L;
-      const T* origin = plane + o * kStride - g.pad_w;
-      V sum = S::zero();
-      for (int64_t ih = rows.first; ih < rows.end; ++ih) {
-        const T* row = origin + ih * g.in_w;
-        for (int64_t kw = 0; kw < g.kernel_w; ++kw)
-          sum = S::add(sum, kStride == 1 ? S::load(row + kw) : S::evens(row + kw));
-      }
-      S::store(yr + o, S::div(sum, divisor));
-    }
+    if (vhi > lo)
+      for_block_pairs<S::L>(lo, vhi, [&](int64_t a, int64_t b) {
+        const T* origin_a = plane + a * kStride - g.pad_w;
+        const T* origin_b = plane + b * kStride - g.pad_w;
+        V sum_a = S::zero(), sum_b = S::zero();
+        for (int64_t ih = rows.first; ih < rows.end; ++ih) {
+          const T* row_a = origin_a + ih * g.in_w;
+          const T* row_b = origin_b + ih * g.in_w;
+          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+            sum_a = S::add(sum_a, kStride == 1 ? S::load(row_a + kw) : S::evens(row_a + kw));
+            sum_b = S::add(sum_b, kStride == 1 ? S::load(row_b + kw) : S::evens(row_b + kw));
+          }
+        }
+        S::store(yr + a, S::div(sum_a, divisor));
+        S::store(yr + b, S::div(sum_b, divisor));
+      });
     for (int64_t ow = vhi; ow < g.out_w; ++ow)
       yr[ow] = avg_one(plane, g, rows, ow, count_include_pad, divisor_override);
   }
 }
 
+// Backward of one plane. Scalar path (any stride): each output adds its share to
+// its window. Vector path (stride 1 or 2): per output row, the shares
+// share[ow] = dy[ow] / divisor(ow) are spread into one contribution row in padded
+// coordinates, built as a gather (column i receives share[(i - kw) / stride] for each
+// kw that divides evenly), then added once to each input row of the window. Every
+// store covers fresh addresses, so no load waits on an overlapping earlier store.
 template <class S, int kStride>
 void avg_plane_backward(const typename S::T* dy, typename S::T* dx, const Pool2dGeometry& g,
                         bool count_include_pad, int64_t divisor_override) {
   using T = typename S::T;
   using V = typename S::V;
   for (int64_t i = 0; i < g.in_h * g.in_w; ++i) dx[i] = T(0);
-  int64_t lo, hi;
-  interior_columns(g, lo, hi);
-  if (kStride == 0) hi = lo;
-  for (int64_t oh = 0; oh < g.out_h; ++oh) {
-    const AvgRows rows = avg_rows(oh, g);
-    const T* gr = dy + oh * g.out_w;
-    auto scalar = [&](int64_t ow) {
-      int64_t wf, we, divisor;
-      if (!avg_window(g, rows, ow, count_include_pad, divisor_override, wf, we, divisor)) return;
-      const T share = gr[ow] / static_cast<T>(divisor);
-      for (int64_t ih = rows.first; ih < rows.end; ++ih)
-        for (int64_t iw = wf; iw < we; ++iw) dx[ih * g.in_w + iw] += share;
-    };
-    for (int64_t ow = 0; ow < lo; ++ow) scalar(ow);
-    int64_t o = lo;
-    if (rows.first < rows.end) {
-      // No overlapping last block here: it would add twice.
-      const V divisor = S::bcast(static_cast<T>(interior_divisor(g, rows, count_include_pad, divisor_override)));
-      for (; o + S::L <= hi; o += S::L) {
-        const V share = S::div(S::load(gr + o), divisor);
-        T* origin = dx + o * kStride - g.pad_w;
-        for (int64_t ih = rows.first; ih < rows.end; ++ih) {
-          T* row = origin + ih * g.in_w;
-          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-            if (kStride == 1)
-              S::store(row + kw, S::add(S::load(row + kw), share));
-            else
-              S::add_evens(row + kw, share);
-          }
-        }
+  if (kStride == 0) {
+    for (int64_t oh = 0; oh < g.out_h; ++oh) {
+      const AvgRows rows = avg_rows(oh, g);
+      for (int64_t ow = 0; ow < g.out_w; ++ow) {
+        int64_t wf, we, divisor;
+        if (!avg_window(g, rows, ow, count_include_pad, divisor_override, wf, we, divisor)) continue;
+        const T share = dy[oh * g.out_w + ow] / static_cast<T>(divisor);
+        for (int64_t ih = rows.first; ih < rows.end; ++ih)
+          for (int64_t iw = wf; iw < we; ++iw) dx[ih * g.in_w + iw] += share;
       }
     }
-    for (int64_t ow = o; ow < g.out_w; ++ow) scalar(ow);
+    return;
+  }
+  // share: kernel_w zeros, out_w shares, zeros up to a whole number of vectors past
+  // what the gather reads. contrib: padded columns [0, pad_w + in_w) rounded up.
+  const int64_t kw_pad = g.kernel_w;
+  const int64_t used = g.pad_w + g.in_w;                        // contribution columns needed
+  const int64_t blocks = (used + kStride * S::L - 1) / (kStride * S::L);
+  const int64_t share_len = kw_pad + blocks * S::L + g.kernel_w + S::L;
+  static thread_local dlkern::AlignedBuffer share_buffer, contrib_buffer;
+  T* share = share_buffer.reserve_elements<T>(share_len);
+  T* contrib = contrib_buffer.reserve_elements<T>(blocks * kStride * S::L);
+  for (int64_t i = 0; i < share_len; ++i) share[i] = T(0);
+  T* shares = share + kw_pad;
+  for (int64_t oh = 0; oh < g.out_h; ++oh) {
+    const AvgRows rows = avg_rows(oh, g);
+    if (rows.first >= rows.end) continue;
+    for (int64_t ow = 0; ow < g.out_w; ++ow) {
+      int64_t wf, we, divisor;
+      shares[ow] = avg_window(g, rows, ow, count_include_pad, divisor_override, wf, we, divisor)
+                       ? dy[oh * g.out_w + ow] / static_cast<T>(divisor)
+                       : T(0);
+    }
+    for (int64_t m = 0; m < blocks * S::L; m += S::L) {
+      if (kStride == 1) {
+        V sum = S::zero();
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw) sum = S::add(sum, S::load(shares + m - kw));
+        S::store(contrib + m, sum);
+      } else {
+        // Column 2m' takes share[m' - kw/2] for even kw; column 2m'+1 share[m' - (kw-1)/2] for odd kw.
+        V even = S::zero(), odd = S::zero();
+        for (int64_t kw = 0; kw < g.kernel_w; kw += 2) even = S::add(even, S::load(shares + m - kw / 2));
+        for (int64_t kw = 1; kw < g.kernel_w; kw += 2) odd = S::add(odd, S::load(shares + m - kw / 2));
+        S::store_interleaved(contrib + 2 * m, even, odd);
+      }
+    }
+    const T* c = contrib + g.pad_w;
+    for (int64_t ih = rows.first; ih < rows.end; ++ih) {
+      T* row = dx + ih * g.in_w;
+      int64_t i = 0;
+      for (; i + S::L <= g.in_w; i += S::L) S::store(row + i, S::add(S::load(row + i), S::load(c + i)));
+      for (; i < g.in_w; ++i) row[i] += c[i];
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "common/runtime.h"
 #include "cpu/pool_isa.h"
 
 namespace dlkern::cpu::generic {
@@ -26,7 +27,14 @@ struct SimdScalar {
   static void add_evens(T* p, V g) { *p += g; }
   static M better(V v, V cur) { return v > cur || v != v; }
   static V select(M m, V a, V b) { return m ? a : b; }
-  static V max_nan(V v, V cur) { return better(v, cur) ? v : cur; }
+  static V max_plain(V v, V cur) { return v > cur ? v : cur; }
+  static M nan_lanes(V v) { return v != v; }
+  static M mask_or(M a, M b) { return a || b; }
+  static M mask_none() { return false; }
+  static void store_interleaved(T* p, V e, V o) {
+    p[0] = e;
+    p[1] = o;
+  }
 };
 
 using SimdF32 = SimdScalar<float>;
