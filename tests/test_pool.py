@@ -158,6 +158,7 @@ MAX_CASES = [
     ("kernel_1x1", (2, 3, 6, 19), 1, None, 0, 1, False),
     ("asymmetric", (1, 2, 9, 38), (2, 3), (1, 2), (1, 1), (2, 1), False),
     ("stride3_pad1", (1, 2, 10, 23), 3, 3, 1, 1, True),
+    ("rows_skipped", (1, 2, 12, 36), 2, (3, 2), 0, 1, False),
 ]
 
 AVG_CASES = [
@@ -173,6 +174,8 @@ AVG_CASES = [
     ("kernel_1x1", (2, 3, 6, 19), 1, None, 0, False),
     ("asymmetric", (1, 2, 9, 38), (2, 3), (1, 2), (1, 1), True),
     ("stride3_pad1", (1, 2, 10, 23), 3, 3, 1, True),
+    ("rows_skipped", (1, 2, 12, 36), 2, (3, 2), 0, False),
+    ("rows_skipped_s1", (1, 2, 13, 30), (1, 3), (4, 1), 0, True),
 ]
 
 ADAPTIVE_CASES = [

@@ -344,8 +344,8 @@ void avg_plane_backward(const typename S::T* dy, typename S::T* dx, const Pool2d
                         bool count_include_pad, int64_t divisor_override) {
   using T = typename S::T;
   using V = typename S::V;
-  for (int64_t i = 0; i < g.in_h * g.in_w; ++i) dx[i] = T(0);
   if (kStride == 0) {
+    for (int64_t i = 0; i < g.in_h * g.in_w; ++i) dx[i] = T(0);
     for (int64_t oh = 0; oh < g.out_h; ++oh) {
       const AvgRows rows = avg_rows(oh, g);
       for (int64_t ow = 0; ow < g.out_w; ++ow) {
@@ -369,15 +369,30 @@ void avg_plane_backward(const typename S::T* dy, typename S::T* dx, const Pool2d
   T* contrib = contrib_buffer.reserve_elements<T>(blocks * kStride * S::L);
   for (int64_t i = 0; i < share_len; ++i) share[i] = T(0);
   T* shares = share + kw_pad;
+  int64_t lo, hi;
+  interior_columns(g, lo, hi);
+  // Input rows below `ready` hold their sum so far; a row reached for the first time is
+  // stored rather than added to, so dx needs no zeroing pass (rows no window reaches
+  // are zeroed as they are passed).
+  int64_t ready = 0;
+  auto zero_rows = [&](int64_t from, int64_t to) {
+    for (int64_t i = from * g.in_w; i < to * g.in_w; ++i) dx[i] = T(0);
+  };
   for (int64_t oh = 0; oh < g.out_h; ++oh) {
     const AvgRows rows = avg_rows(oh, g);
     if (rows.first >= rows.end) continue;
-    for (int64_t ow = 0; ow < g.out_w; ++ow) {
+    const T* gr = dy + oh * g.out_w;
+    auto share_at = [&](int64_t ow) {
       int64_t wf, we, divisor;
       shares[ow] = avg_window(g, rows, ow, count_include_pad, divisor_override, wf, we, divisor)
-                       ? dy[oh * g.out_w + ow] / static_cast<T>(divisor)
+                       ? gr[ow] / static_cast<T>(divisor)
                        : T(0);
-    }
+    };
+    for (int64_t ow = 0; ow < lo; ++ow) share_at(ow);
+    const V divisor = S::bcast(static_cast<T>(interior_divisor(g, rows, count_include_pad, divisor_override)));
+    int64_t o = lo;
+    for (; o + S::L <= hi; o += S::L) S::store(shares + o, S::div(S::load(gr + o), divisor));
+    for (; o < g.out_w; ++o) share_at(o);
     for (int64_t m = 0; m < blocks * S::L; m += S::L) {
       if (kStride == 1) {
         V sum = S::zero();
@@ -392,13 +407,24 @@ void avg_plane_backward(const typename S::T* dy, typename S::T* dx, const Pool2d
       }
     }
     const T* c = contrib + g.pad_w;
+    if (rows.first > ready) {
+      zero_rows(ready, rows.first);
+      ready = rows.first;
+    }
     for (int64_t ih = rows.first; ih < rows.end; ++ih) {
       T* row = dx + ih * g.in_w;
       int64_t i = 0;
-      for (; i + S::L <= g.in_w; i += S::L) S::store(row + i, S::add(S::load(row + i), S::load(c + i)));
-      for (; i < g.in_w; ++i) row[i] += c[i];
+      if (ih < ready) {
+        for (; i + S::L <= g.in_w; i += S::L) S::store(row + i, S::add(S::load(row + i), S::load(c + i)));
+        for (; i < g.in_w; ++i) row[i] += c[i];
+      } else {
+        for (; i + S::L <= g.in_w; i += S::L) S::store(row + i, S::load(c + i));
+        for (; i < g.in_w; ++i) row[i] = c[i];
+      }
     }
+    if (rows.end > ready) ready = rows.end;
   }
+  zero_rows(ready, g.in_h);
 }
 
 template <class S>
