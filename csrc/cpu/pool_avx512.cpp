@@ -30,6 +30,17 @@ struct SimdF32 {
     for (int i = 0; i < L; ++i) s += lanes[i];
     return s;
   }
+  // Lanes (elements) below `skip` become `fill` and are not read.
+  static __mmask16 from(int64_t skip) { return skip >= 16 ? 0 : static_cast<__mmask16>(0xFFFFu << skip); }
+  static V load_fill(const T* p, int64_t skip, T fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), from(skip), p);
+  }
+  static V evens_fill(const T* p, int64_t skip, T fill) {
+    const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const V f = _mm512_set1_ps(fill);
+    const __mmask16 hi = 0x7FFF & (skip <= 16 ? 0xFFFF : from(skip - 16));
+    return _mm512_permutex2var_ps(_mm512_mask_loadu_ps(f, from(skip), p), idx, _mm512_mask_loadu_ps(f, hi, p + 16));
+  }
   static V evens(const T* p) {
     const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     return _mm512_permutex2var_ps(_mm512_loadu_ps(p), idx, _mm512_maskz_loadu_ps(0x7FFF, p + 16));
@@ -76,6 +87,16 @@ struct SimdF64 {
     T s = 0;
     for (int i = 0; i < L; ++i) s += lanes[i];
     return s;
+  }
+  static __mmask8 from(int64_t skip) { return skip >= 8 ? 0 : static_cast<__mmask8>(0xFFu << skip); }
+  static V load_fill(const T* p, int64_t skip, T fill) {
+    return _mm512_mask_loadu_pd(_mm512_set1_pd(fill), from(skip), p);
+  }
+  static V evens_fill(const T* p, int64_t skip, T fill) {
+    const __m512i idx = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const V f = _mm512_set1_pd(fill);
+    const __mmask8 hi = 0x7F & (skip <= 8 ? 0xFF : from(skip - 8));
+    return _mm512_permutex2var_pd(_mm512_mask_loadu_pd(f, from(skip), p), idx, _mm512_mask_loadu_pd(f, hi, p + 8));
   }
   static V evens(const T* p) {
     const __m512i idx = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
