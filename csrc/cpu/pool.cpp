@@ -31,6 +31,11 @@ double window_work(const Pool2dGeometry& g) {
          double(g.out_h) * double(g.out_w) * double(g.kernel_h) * double(g.kernel_w);
 }
 
+// Dynamic chunks of about 1/8 of a thread's share (see for_each_plane in pool_driver.h).
+int64_t plane_chunk(int64_t planes, int nthreads) {
+  return std::max<int64_t>(1, planes / (8 * int64_t(nthreads)));
+}
+
 std::string pair_str(const int64_t v[2]) {
   return "(" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ")";
 }
@@ -107,7 +112,8 @@ void max_pool2d_backward(const T* dy, const int64_t* indices, T* dx, const Pool2
   const int nt = threads_for(g, double(in_plane) + 2.0 * double(out_plane));
   int64_t bad_index = 0;
   bool bad = false;
-#pragma omp parallel for num_threads(nt) schedule(static)
+  const int64_t chunk = plane_chunk(g.planes, nt);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
   for (int64_t p = 0; p < g.planes; ++p) {
     T* dxp = dx + p * in_plane;
     const T* dyp = dy + p * out_plane;
@@ -160,7 +166,8 @@ void adaptive_avg_pool2d_backward(const T* dy, T* dx, const Pool2dGeometry& g) {
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   if (g.planes == 0 || in_plane == 0) return;
   const int nt = threads_for(g, 2.0 * double(in_plane) + double(out_plane));
-#pragma omp parallel for num_threads(nt) schedule(static)
+  const int64_t chunk = plane_chunk(g.planes, nt);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
   for (int64_t p = 0; p < g.planes; ++p) {
     T* dxp = dx + p * in_plane;
     const T* dyp = dy + p * out_plane;

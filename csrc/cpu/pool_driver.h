@@ -47,13 +47,17 @@ inline void interior_columns(const Pool2dGeometry& g, int64_t& lo, int64_t& hi) 
   if (lo > hi) lo = hi;
 }
 
+// Planes are handed out in chunks (about 8 per thread) rather than split in halves up
+// front: on a shared host a thread that loses its core for a time slice would
+// otherwise hold up the whole call with its fixed half of the work.
 template <typename F>
 void for_each_plane(int64_t planes, int nthreads, F&& body) {
   if (nthreads <= 1) {
     for (int64_t p = 0; p < planes; ++p) body(p);
     return;
   }
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+  const int64_t chunk = planes / (8 * int64_t(nthreads)) > 1 ? planes / (8 * int64_t(nthreads)) : 1;
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, chunk)
   for (int64_t p = 0; p < planes; ++p) body(p);
 }
 
