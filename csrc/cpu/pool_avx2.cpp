@@ -53,13 +53,7 @@ struct SimdF32 {
     const V t = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_maskload_ps(p + 8, first7()), _MM_SHUFFLE(2, 0, 2, 0));
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
   }
-  static void add_evens(T* p, V g) {
-    const V z = _mm256_setzero_ps();
-    const V ul = _mm256_unpacklo_ps(g, z), uh = _mm256_unpackhi_ps(g, z);
-    _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), _mm256_permute2f128_ps(ul, uh, 0x20)));
-    const V h = _mm256_maskload_ps(p + 8, first7());
-    _mm256_maskstore_ps(p + 8, first7(), _mm256_add_ps(h, _mm256_permute2f128_ps(ul, uh, 0x31)));
-  }
+
   static M better(V v, V cur) {
     return _mm256_or_ps(_mm256_cmp_ps(v, cur, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   }
@@ -111,13 +105,7 @@ struct SimdF64 {
     const V t = _mm256_unpacklo_pd(_mm256_loadu_pd(p), _mm256_maskload_pd(p + 4, first3()));
     return _mm256_permute4x64_pd(t, _MM_SHUFFLE(3, 1, 2, 0));
   }
-  static void add_evens(T* p, V g) {
-    const V z = _mm256_setzero_pd();
-    const V ul = _mm256_unpacklo_pd(g, z), uh = _mm256_unpackhi_pd(g, z);
-    _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), _mm256_permute2f128_pd(ul, uh, 0x20)));
-    const V h = _mm256_maskload_pd(p + 4, first3());
-    _mm256_maskstore_pd(p + 4, first3(), _mm256_add_pd(h, _mm256_permute2f128_pd(ul, uh, 0x31)));
-  }
+
   static M better(V v, V cur) {
     return _mm256_or_pd(_mm256_cmp_pd(v, cur, _CMP_GT_OQ), _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
   }

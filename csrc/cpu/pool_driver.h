@@ -4,8 +4,7 @@
 //
 // The trait S provides: T, V (L lanes of T), M (a lane mask), load/store (unaligned),
 // bcast, zero, add, div, hsum; evens(p) = {p[0], p[2], ..., p[2L-2]} reading nothing
-// past p[2L-2]; add_evens(p, g): p[2j] += g[j], touching nothing past p[2L-2];
-// better(v, cur) = lanes where v > cur or v is NaN (PyTorch's max-pool update rule);
+// past p[2L-2]; better(v, cur) = lanes where v > cur or v is NaN (PyTorch's max-pool update rule);
 // select(m, a, b) = m ? a : b; max_plain(v, cur) = v > cur ? v : cur (cur on NaN);
 // nan_lanes(v), mask_or, mask_none; store_interleaved(p, e, o): p[2j] = e[j],
 // p[2j+1] = o[j]; load_fill / evens_fill(p, skip, fill): load / evens with the raw
@@ -14,8 +13,9 @@
 // Layout of the work: one (n, c) plane per OpenMP iteration; within a plane, output
 // rows one at a time. Output columns whose window lies wholly inside the row (the
 // interior) run L at a time, each lane one output column; for stride 2 the window's
-// column kw of L outputs is evens(row + 2*o - pad + kw*dilation). The few border
-// columns, and strides other than 1 and 2, take the scalar per-output path.
+// column kw of L outputs is evens(row + 2*o - pad + kw*dilation). Blocks go in pairs
+// (two independent dependency chains). The left border is one masked block; the few
+// right border columns, and strides other than 1 and 2, take the scalar per-output path.
 
 template <int N>
 struct IntTag {
