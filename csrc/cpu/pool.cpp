@@ -92,9 +92,19 @@ Pool2dGeometry make_pool2d_geometry(const char* op, int64_t planes, int64_t in_h
   return g;
 }
 
+// The vector paths cover whole rows of outputs L lanes wide: output rows narrower
+// than an AVX-512 vector (14 floats in LeNet's first pool) would all fall to the
+// scalar border code, so they take the AVX2 path, half as wide, instead.
+template <typename T>
+Isa pool_isa(const Pool2dGeometry& g) {
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512 && g.out_w < int64_t(64 / sizeof(T))) return Isa::avx2;
+  return isa;
+}
+
 #if defined(DLKERN_X86)
 #define DLKERN_POOL_DISPATCH(call)                 \
-  switch (active_isa()) {                          \
+  switch (pool_isa<T>(g)) {                        \
     case Isa::avx512: avx512::call; return;        \
     case Isa::avx2: avx2::call; return;            \
     default: generic::call; return;                \
