@@ -569,3 +569,41 @@ def test_empty_batch():
     assert dx.shape == (0, 5)
     np.testing.assert_array_equal(dw, 0)
     np.testing.assert_array_equal(db, 0)
+
+
+# ----------------------------------------------------------------------------- large outputs (streaming stores)
+
+
+def test_large_outputs_streaming_path(isa, threads):
+    """Outputs over 4 MiB are written with non-temporal stores; odd row lengths make
+    every row start unaligned, so the scalar peel before the aligned stores runs too."""
+    rng = np.random.default_rng(40)
+    x = _rand(rng, (1031, 1027), np.float32, offset=0.5)
+    w = _rand(rng, (1027,), np.float32, offset=1.0)
+    dy = _rand(rng, x.shape, np.float32)
+    y, mean, rstd = ops.layer_norm_forward(x, 1027, w, w)
+    ry, rmean, rrstd, xhat = ref_normalize(x, (1,), 1e-5, w, w)
+    _tol_check(y, ry, np.float32, ln_units(x, xhat, rrstd, rmean, 1027, w, w), "layer_norm y")
+    dx = ops.layer_norm_backward(dy, x, 1027, w, mean, rstd)[0]
+    rdx = ref_normalize_backward(dy, xhat, rrstd, (1,), w)
+    assert np.abs(dx - rdx).max() < 1e-4 * np.abs(rdx).max()
+    y, rstd = ops.rms_norm_forward(x, 1027, w)
+    assert np.abs(y - ref_normalize(x, (1,), float(np.finfo(np.float32).eps), w, center=False)[0]).max() < 1e-4
+
+    xc = _rand(rng, (3, 6, 245, 245), np.float32, offset=-1.0)
+    dyc = _rand(rng, xc.shape, np.float32)
+    y, mean, rstd = ops.group_norm_forward(xc, 3)
+    ry, _, rrstd, xhat, _ = gn_ref(xc, 3, None, None, 1e-5)
+    assert np.abs(y - ry).max() < 1e-4
+    dx = ops.group_norm_backward(dyc, xc, 3, None, mean, rstd)[0]
+    xh = xhat.reshape(3, 3, -1)
+    gg = _as64(dyc).reshape(3, 3, -1)
+    rdx = (rrstd[..., None] * (gg - gg.mean(2, keepdims=True) - xh * (gg * xh).mean(2, keepdims=True))).reshape(xc.shape)
+    assert np.abs(dx - rdx).max() < 1e-4 * np.abs(rdx).max()
+    y, smean, srstd = ops.batch_norm_forward(xc, None, None, training=True)
+    ry, _, rrstd, xhat, red, _ = bn_ref(xc, None, None, 1e-5, True)
+    assert np.abs(y - ry).max() < 1e-4
+    dx = ops.batch_norm_backward(dyc, xc, None, smean, srstd, True)[0]
+    g = _as64(dyc)
+    rdx = rrstd * (g - g.mean(axis=red, keepdims=True) - xhat * (g * xhat).mean(axis=red, keepdims=True))
+    assert np.abs(dx - rdx).max() < 1e-4 * np.abs(rdx).max()

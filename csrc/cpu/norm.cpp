@@ -21,6 +21,16 @@ namespace {
 // than it saves (a 64 KiB float row block is ~3 us of work).
 constexpr int64_t kMinElementsPerThread = 1 << 14;
 
+// Outputs at least this big are written with non-temporal stores: with the input as
+// big again, nothing of them would survive in the ~8 MiB of usable L3, and streaming
+// skips reading each output line before overwriting it (a third of the traffic).
+constexpr int64_t kStreamBytes = int64_t(4) << 20;
+
+template <typename T>
+bool stream_output(int64_t elements) {
+  return elements * int64_t(sizeof(T)) >= kStreamBytes;
+}
+
 int threads_for(int64_t elements, int64_t units) {
   const int64_t useful = std::max<int64_t>(1, elements / kMinElementsPerThread);
   return static_cast<int>(std::max<int64_t>(
@@ -89,6 +99,7 @@ void row_norm_backward(const T* dy, const T* x, const T* weight, const T* mean, 
   const auto& k = kernels<T>();
   const int nt = threads_for(rows * cols, rows);
   std::vector<T> partial(static_cast<size_t>(nt * slots * cols), T(0));
+  const bool stream = stream_output<T>(rows * cols);
 #pragma omp parallel num_threads(nt)
   {
     int64_t r0, r1;
@@ -108,8 +119,9 @@ void row_norm_backward(const T* dy, const T* x, const T* weight, const T* mean, 
       const double b_mean = rs * double(s2) / double(cols);           // mean(g * xhat)
       // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat = (x - m) * rstd
       k.grad_apply(dyr, xr, weight, dx + r * cols, dw_acc, db_acc, cols, m, T(rs), T(rs),
-                   T(-rs * rs * b_mean), T(-rs * a_mean));
+                   T(-rs * rs * b_mean), T(-rs * a_mean), stream);
     }
+    if (stream) k.stream_fence();
   }
   if (dweight) reduce_partials(partial, nt, cols, 0, slots, dweight);
   if (dbias) reduce_partials(partial, nt, cols, dweight ? 1 : 0, slots, dbias);
@@ -127,15 +139,20 @@ void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mea
   }
   const auto& k = kernels<T>();
   const int nt = threads_for(rows * cols, rows);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * cols;
-    double m, v;
-    segment_stats(k, xr, cols, &m, &v);
-    const double rs = inv_std(v, double(eps));
-    mean[r] = T(m);
-    rstd[r] = T(rs);
-    k.normalize_wb(xr, weight, bias, y + r * cols, cols, T(m), T(rs));
+  const bool stream = stream_output<T>(rows * cols);
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * cols;
+      double m, v;
+      segment_stats(k, xr, cols, &m, &v);
+      const double rs = inv_std(v, double(eps));
+      mean[r] = T(m);
+      rstd[r] = T(rs);
+      k.normalize_wb(xr, weight, bias, y + r * cols, cols, T(m), T(rs), stream);
+    }
+    if (stream) k.stream_fence();
   }
 }
 
@@ -154,13 +171,18 @@ void rms_norm_forward(const T* x, const T* weight, T* y, T* rstd, int64_t rows, 
   }
   const auto& k = kernels<T>();
   const int nt = threads_for(rows * cols, rows);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * cols;
-    const double ms = double(k.sum_sq(xr, cols)) / double(cols);
-    const double rs = inv_std(ms, double(eps));
-    rstd[r] = T(rs);
-    k.normalize_wb(xr, weight, nullptr, y + r * cols, cols, T(0), T(rs));
+  const bool stream = stream_output<T>(rows * cols);
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * cols;
+      const double ms = double(k.sum_sq(xr, cols)) / double(cols);
+      const double rs = inv_std(ms, double(eps));
+      rstd[r] = T(rs);
+      k.normalize_wb(xr, weight, nullptr, y + r * cols, cols, T(0), T(rs), stream);
+    }
+    if (stream) k.stream_fence();
   }
 }
 
@@ -181,21 +203,26 @@ void group_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mea
   }
   const auto& k = kernels<T>();
   const int nt = threads_for(tasks * span, tasks);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < tasks; ++i) {
-    const int64_t g = i % groups;
-    const T* xs = x + i * span;
-    double m, v;
-    segment_stats(k, xs, span, &m, &v);
-    const double rs = inv_std(v, double(eps));
-    mean[i] = T(m);
-    rstd[i] = T(rs);
-    for (int64_t j = 0; j < cpg; ++j) {
-      const int64_t c = g * cpg + j;
-      const double s = weight ? rs * double(weight[c]) : rs;
-      const T t = bias ? bias[c] : T(0);
-      k.normalize_st(xs + j * inner, y + i * span + j * inner, inner, T(m), T(s), t);
+  const bool stream = stream_output<T>(tasks * span);
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < tasks; ++i) {
+      const int64_t g = i % groups;
+      const T* xs = x + i * span;
+      double m, v;
+      segment_stats(k, xs, span, &m, &v);
+      const double rs = inv_std(v, double(eps));
+      mean[i] = T(m);
+      rstd[i] = T(rs);
+      for (int64_t j = 0; j < cpg; ++j) {
+        const int64_t c = g * cpg + j;
+        const double s = weight ? rs * double(weight[c]) : rs;
+        const T t = bias ? bias[c] : T(0);
+        k.normalize_st(xs + j * inner, y + i * span + j * inner, inner, T(m), T(s), t, stream);
+      }
     }
+    if (stream) k.stream_fence();
   }
 }
 
@@ -209,7 +236,10 @@ void group_norm_backward(const T* dy, const T* x, const T* weight, const T* mean
   if (tasks > 0 && span > 0) {
     const auto& k = kernels<T>();
     const int nt = threads_for(tasks * span, tasks);
-#pragma omp parallel for num_threads(nt) schedule(static)
+    const bool stream = stream_output<T>(tasks * span);
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static) nowait
     for (int64_t i = 0; i < tasks; ++i) {
       const int64_t b = i / groups, g = i % groups;
       const T m = mean[i];
@@ -232,8 +262,10 @@ void group_norm_backward(const T* dy, const T* x, const T* weight, const T* mean
         const double w = weight ? double(weight[c]) : 1.0;
         const int64_t off = i * span + j * inner;
         k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs),
-                     T(rs * w), T(-rs * rs * b_mean), T(-rs * a_mean));
+                     T(rs * w), T(-rs * rs * b_mean), T(-rs * a_mean), stream);
       }
+    }
+    if (stream) k.stream_fence();
     }
   }
   for (int64_t c = 0; c < channels; ++c) {
@@ -284,7 +316,10 @@ void batch_norm_forward(const T* x, const T* weight, const T* bias, T* running_m
   const auto& k = kernels<T>();
   const int nt = threads_for(count * channels, channels);
   const int64_t stride = channels * inner;
-#pragma omp parallel for num_threads(nt) schedule(static)
+  const bool stream = stream_output<T>(count * channels);
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static) nowait
   for (int64_t c = 0; c < channels; ++c) {
     double m, v;
     if (training) {
@@ -309,7 +344,10 @@ void batch_norm_forward(const T* x, const T* weight, const T* bias, T* running_m
     const double s = weight ? rs * double(weight[c]) : rs;
     const T t = bias ? bias[c] : T(0);
     for (int64_t b = 0; b < n; ++b)
-      k.normalize_st(x + b * stride + c * inner, y + b * stride + c * inner, inner, T(m), T(s), t);
+      k.normalize_st(x + b * stride + c * inner, y + b * stride + c * inner, inner, T(m), T(s), t,
+                     stream);
+  }
+  if (stream) k.stream_fence();
   }
 }
 
@@ -322,7 +360,10 @@ void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save
   const auto& k = kernels<T>();
   const int nt = threads_for(count * channels, channels);
   const int64_t stride = channels * inner;
-#pragma omp parallel for num_threads(nt) schedule(static)
+  const bool stream = stream_output<T>(count * channels);
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static) nowait
   for (int64_t c = 0; c < channels; ++c) {
     const T m = save_mean[c];
     const double rs = save_rstd[c];
@@ -346,8 +387,10 @@ void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save
     for (int64_t b = 0; b < n; ++b) {
       const int64_t off = b * stride + c * inner;
       k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs), T(a),
-                   T(bcoef), T(ccoef));
+                   T(bcoef), T(ccoef), stream);
     }
+  }
+  if (stream) k.stream_fence();
   }
 }
 

@@ -26,6 +26,8 @@ struct SimdF32 {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  static void stream(T* p, V v) { _mm256_stream_ps(p, v); }
+  static void fence() { _mm_sfence(); }
 };
 
 struct SimdF64 {
@@ -45,6 +47,8 @@ struct SimdF64 {
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
     return _mm_cvtsd_f64(s);
   }
+  static void stream(T* p, V v) { _mm256_stream_pd(p, v); }
+  static void fence() { _mm_sfence(); }
 };
 
 #include "cpu/norm_segments.h"

@@ -21,6 +21,8 @@ struct SimdF32 {
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static T hsum(V v) { return _mm512_reduce_add_ps(v); }
+  static void stream(T* p, V v) { _mm512_stream_ps(p, v); }
+  static void fence() { _mm_sfence(); }
 };
 
 struct SimdF64 {
@@ -36,6 +38,8 @@ struct SimdF64 {
   static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static T hsum(V v) { return _mm512_reduce_add_pd(v); }
+  static void stream(T* p, V v) { _mm512_stream_pd(p, v); }
+  static void fence() { _mm_sfence(); }
 };
 
 #include "cpu/norm_segments.h"

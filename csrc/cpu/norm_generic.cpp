@@ -30,6 +30,9 @@ struct SimdVecExt {
     for (int i = 0; i < L; ++i) s += v[i];
     return s;
   }
+  // No portable non-temporal store: plain stores.
+  static void stream(T* p, V v) { store(p, v); }
+  static void fence() {}
 };
 
 using SimdF32 = SimdVecExt<float, 4>;

@@ -1,7 +1,7 @@
 // Segment loops of the normalisation kernels, written once over a SIMD type S and
 // included inside each ISA's anonymous namespace (norm_<isa>.cpp), like gemm_driver.h.
 // S provides: T, V, L, zero, load, store, bcast, add, sub, mul, fma(a, b, c) = a*b + c,
-// hsum. Plain loops only (no std algorithms: see DESIGN, ODR safety of ISA code).
+// hsum, stream (a non-temporal store to a sizeof(V)-aligned address), fence. Plain loops only (no std algorithms: see DESIGN, ODR safety of ISA code).
 // Reductions keep 4 vector accumulators (4 * L independent partial sums), which both
 // hides add latency and keeps each partial sum short (smaller rounding error).
 
@@ -10,6 +10,22 @@ struct NormSegments {
   using T = typename S::T;
   using V = typename S::V;
   static constexpr int L = S::L;
+
+  // Elements to write with scalar stores before dst is aligned for S::stream (0 when
+  // not streaming or when dst is not even element-aligned, which then streams nothing).
+  static int64_t peel_for(const T* dst, int64_t n, bool stream) {
+    if (!stream) return 0;
+    const auto addr = reinterpret_cast<uintptr_t>(dst);
+    if (addr % sizeof(T) != 0) return n;
+    const int64_t p = static_cast<int64_t>(((sizeof(V) - addr % sizeof(V)) % sizeof(V)) / sizeof(T));
+    return p < n ? p : n;
+  }
+
+  template <bool Stream>
+  static void put(T* p, V v) {
+    if (Stream) S::stream(p, v);
+    else S::store(p, v);
+  }
 
   static T sum_shifted(const T* x, int64_t n, T k) {
     const V kv = S::bcast(k);
@@ -78,16 +94,22 @@ struct NormSegments {
     return s;
   }
 
-  template <bool HasW, bool HasB>
+  template <bool HasW, bool HasB, bool Stream>
   static void normalize_wb_t(const T* x, const T* w, const T* b, T* y, int64_t n, T m, T r) {
     const V mv = S::bcast(m), rv = S::bcast(r);
     auto one = [&](int64_t j) {
       V v = S::mul(S::sub(S::load(x + j), mv), rv);
       if (HasW) v = S::mul(v, S::load(w + j));
       if (HasB) v = S::add(v, S::load(b + j));
-      S::store(y + j, v);
+      put<Stream>(y + j, v);
     };
     int64_t i = 0;
+    for (const int64_t p = peel_for(y, n, Stream); i < p; ++i) {
+      T v = (x[i] - m) * r;
+      if (HasW) v *= w[i];
+      if (HasB) v += b[i];
+      y[i] = v;
+    }
     for (; i + 2 * L <= n; i += 2 * L) {
       one(i);
       one(i + L);
@@ -101,22 +123,35 @@ struct NormSegments {
     }
   }
 
-  static void normalize_wb(const T* x, const T* w, const T* b, T* y, int64_t n, T m, T r) {
-    if (w && b) normalize_wb_t<true, true>(x, w, b, y, n, m, r);
-    else if (w) normalize_wb_t<true, false>(x, w, b, y, n, m, r);
-    else if (b) normalize_wb_t<false, true>(x, w, b, y, n, m, r);
-    else normalize_wb_t<false, false>(x, w, b, y, n, m, r);
+  template <bool Stream>
+  static void normalize_wb_s(const T* x, const T* w, const T* b, T* y, int64_t n, T m, T r) {
+    if (w && b) normalize_wb_t<true, true, Stream>(x, w, b, y, n, m, r);
+    else if (w) normalize_wb_t<true, false, Stream>(x, w, b, y, n, m, r);
+    else if (b) normalize_wb_t<false, true, Stream>(x, w, b, y, n, m, r);
+    else normalize_wb_t<false, false, Stream>(x, w, b, y, n, m, r);
   }
 
-  static void normalize_st(const T* x, T* y, int64_t n, T m, T s, T t) {
+  static void normalize_wb(const T* x, const T* w, const T* b, T* y, int64_t n, T m, T r, bool stream) {
+    if (stream) normalize_wb_s<true>(x, w, b, y, n, m, r);
+    else normalize_wb_s<false>(x, w, b, y, n, m, r);
+  }
+
+  template <bool Stream>
+  static void normalize_st_t(const T* x, T* y, int64_t n, T m, T s, T t) {
     const V mv = S::bcast(m), sv = S::bcast(s), tv = S::bcast(t);
     int64_t i = 0;
+    for (const int64_t p = peel_for(y, n, Stream); i < p; ++i) y[i] = (x[i] - m) * s + t;
     for (; i + 2 * L <= n; i += 2 * L) {
-      S::store(y + i, S::fma(S::sub(S::load(x + i), mv), sv, tv));
-      S::store(y + i + L, S::fma(S::sub(S::load(x + i + L), mv), sv, tv));
+      put<Stream>(y + i, S::fma(S::sub(S::load(x + i), mv), sv, tv));
+      put<Stream>(y + i + L, S::fma(S::sub(S::load(x + i + L), mv), sv, tv));
     }
-    for (; i + L <= n; i += L) S::store(y + i, S::fma(S::sub(S::load(x + i), mv), sv, tv));
+    for (; i + L <= n; i += L) put<Stream>(y + i, S::fma(S::sub(S::load(x + i), mv), sv, tv));
     for (; i < n; ++i) y[i] = (x[i] - m) * s + t;
+  }
+
+  static void normalize_st(const T* x, T* y, int64_t n, T m, T s, T t, bool stream) {
+    if (stream) normalize_st_t<true>(x, y, n, m, s, t);
+    else normalize_st_t<false>(x, y, n, m, s, t);
   }
 
   template <bool HasW>
@@ -156,7 +191,7 @@ struct NormSegments {
     else grad_sums_t<false>(dy, x, w, n, m, s1, s2);
   }
 
-  template <bool HasW, bool HasDW, bool HasDB>
+  template <bool HasW, bool HasDW, bool HasDB, bool Stream>
   static void grad_apply_t(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, int64_t n,
                            T m, T r, T a, T b, T c) {
     const V mv = S::bcast(m), rv = S::bcast(r), av = S::bcast(a), bv = S::bcast(b), cv = S::bcast(c);
@@ -164,42 +199,54 @@ struct NormSegments {
       const V g = S::load(dy + j);
       const V d = S::sub(S::load(x + j), mv);
       const V ga = HasW ? S::mul(S::mul(g, S::load(w + j)), av) : S::mul(g, av);
-      S::store(dx + j, S::add(ga, S::fma(d, bv, cv)));
+      put<Stream>(dx + j, S::add(ga, S::fma(d, bv, cv)));
       if (HasDW) S::store(dw + j, S::fma(S::mul(g, d), rv, S::load(dw + j)));
       if (HasDB) S::store(db + j, S::add(S::load(db + j), g));
     };
+    auto scalar = [&](int64_t j) {
+      const T g = dy[j], d = x[j] - m;
+      const T ga = HasW ? g * w[j] * a : g * a;
+      dx[j] = ga + (d * b + c);
+      if (HasDW) dw[j] += g * d * r;
+      if (HasDB) db[j] += g;
+    };
     int64_t i = 0;
+    for (const int64_t p = peel_for(dx, n, Stream); i < p; ++i) scalar(i);
     for (; i + 2 * L <= n; i += 2 * L) {
       one(i);
       one(i + L);
     }
     for (; i + L <= n; i += L) one(i);
-    for (; i < n; ++i) {
-      const T g = dy[i], d = x[i] - m;
-      const T ga = HasW ? g * w[i] * a : g * a;
-      dx[i] = ga + (d * b + c);
-      if (HasDW) dw[i] += g * d * r;
-      if (HasDB) db[i] += g;
+    for (; i < n; ++i) scalar(i);
+  }
+
+  template <bool Stream>
+  static void grad_apply_s(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, int64_t n, T m,
+                           T r, T a, T b, T c) {
+    // dw is accumulated only with a weight (layer/rms norm per-column accumulators).
+    if (w) {
+      if (dw && db) grad_apply_t<true, true, true, Stream>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
+      else if (dw) grad_apply_t<true, true, false, Stream>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
+      else if (db) grad_apply_t<true, false, true, Stream>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
+      else grad_apply_t<true, false, false, Stream>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
+    } else {
+      if (db) grad_apply_t<false, false, true, Stream>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
+      else grad_apply_t<false, false, false, Stream>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
     }
   }
 
   static void grad_apply(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, int64_t n, T m,
-                         T r, T a, T b, T c) {
-    // dw/db accumulation only happens with per-column accumulators (layer/rms norm).
-    if (w) {
-      if (dw && db) grad_apply_t<true, true, true>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
-      else if (dw) grad_apply_t<true, true, false>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
-      else if (db) grad_apply_t<true, false, true>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
-      else grad_apply_t<true, false, false>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
-    } else {
-      if (db) grad_apply_t<false, false, true>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
-      else grad_apply_t<false, false, false>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
-    }
+                         T r, T a, T b, T c, bool stream) {
+    if (stream) grad_apply_s<true>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
+    else grad_apply_s<false>(dy, x, w, dx, dw, db, n, m, r, a, b, c);
   }
 
+  // Orders this thread's streaming (non-temporal) stores before what follows.
+  static void stream_fence() { S::fence(); }
+
   static const NormSegmentKernels<T>& table() {
-    static const NormSegmentKernels<T> t{&sum_shifted, &dev_stats,  &sum_sq,    &normalize_wb,
-                                         &normalize_st, &grad_sums, &grad_apply};
+    static const NormSegmentKernels<T> t{&sum_shifted,  &dev_stats, &sum_sq,     &normalize_wb,
+                                         &normalize_st, &grad_sums, &grad_apply, &stream_fence};
     return t;
   }
 };
