@@ -88,6 +88,7 @@ LN_CASES = [  # (x shape, normalized_shape)
     ((6, 3, 5), (3, 5)),
     ((2, 70), (70,)),
     ((9, 1024), (1024,)),
+    ((40, 1031), (1031,)),  # enough work for 2 threads
 ]
 AFFINE = ["wb", "w", "none"]
 
@@ -201,6 +202,7 @@ GN_CASES = [  # (x shape, groups)
     ((2, 6, 7, 3), 2),
     ((2, 8, 9, 9), 8),
     ((1, 5, 33), 1),
+    ((2, 4, 70, 70), 2),  # enough work for 2 threads
 ]
 
 
@@ -266,7 +268,8 @@ def test_group_norm_large_mean(isa, threads):
 
 # ----------------------------------------------------------------------------- batch norm
 
-BN_CASES = [(2, 1), (5, 3), (1, 4, 3), (3, 6, 5), (2, 3, 7, 5), (4, 8, 9, 9), (2, 2, 1, 1)]
+BN_CASES = [(2, 1), (5, 3), (1, 4, 3), (3, 6, 5), (2, 3, 7, 5), (4, 8, 9, 9), (2, 2, 1, 1),
+            (300, 130), (5, 6, 40, 40)]  # the last two: enough work for 2 threads
 
 
 def bn_ref(x, w, b, eps, training, rm=None, rv=None):

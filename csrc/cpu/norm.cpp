@@ -307,12 +307,119 @@ void channel_stats(const NormSegmentKernels<T>& k, const T* x, int64_t n, int64_
 
 }  // namespace
 
+namespace {
+
+// Batch norm of (N, C) input (inner == 1): a channel's values are a column, so the
+// per-channel segment loops would see one element at a time. Instead each thread
+// owns a contiguous block of channels and sweeps the rows, keeping per-channel sums
+// in arrays (column loops the compiler vectorises). Same two-pass statistics.
+template <typename T>
+void batch_norm_columns_forward(const T* x, const T* weight, const T* bias, T* running_mean,
+                                T* running_var, T* y, T* save_mean, T* save_rstd, int64_t n,
+                                int64_t channels, bool training, double momentum, double eps) {
+  std::vector<double> acc(static_cast<size_t>(channels)), acc2(acc.size()), scale(acc.size()),
+      shift(acc.size());
+  const int nt = threads_for(n * channels, channels);
+#pragma omp parallel num_threads(nt)
+  {
+    int64_t c0, c1;
+    thread_rows(channels, &c0, &c1);
+    if (training) {
+      for (int64_t c = c0; c < c1; ++c) acc[c] = 0.0;
+      for (int64_t b = 0; b < n; ++b) {
+        const T* xr = x + b * channels;
+        for (int64_t c = c0; c < c1; ++c) acc[c] += double(xr[c]) - double(x[c]);
+      }
+      for (int64_t c = c0; c < c1; ++c) {
+        save_mean[c] = T(double(x[c]) + acc[c] / double(n));
+        acc[c] = 0.0;
+        acc2[c] = 0.0;
+      }
+      for (int64_t b = 0; b < n; ++b) {
+        const T* xr = x + b * channels;
+        for (int64_t c = c0; c < c1; ++c) {
+          const double d = double(xr[c]) - double(save_mean[c]);
+          acc[c] += d * d;
+          acc2[c] += d;
+        }
+      }
+      for (int64_t c = c0; c < c1; ++c) {
+        const double var = std::max((acc[c] - acc2[c] * acc2[c] / double(n)) / double(n), 0.0);
+        if (running_mean) {
+          running_mean[c] = T((1.0 - momentum) * double(running_mean[c]) + momentum * double(save_mean[c]));
+          const double unbiased = n > 1 ? var * double(n) / double(n - 1) : NAN;
+          running_var[c] = T((1.0 - momentum) * double(running_var[c]) + momentum * unbiased);
+        }
+        save_rstd[c] = T(inv_std(var, eps));
+      }
+    } else {
+      for (int64_t c = c0; c < c1; ++c) {
+        save_mean[c] = running_mean[c];
+        save_rstd[c] = T(inv_std(double(running_var[c]), eps));
+      }
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+      scale[c] = double(save_rstd[c]) * (weight ? double(weight[c]) : 1.0);
+      shift[c] = bias ? double(bias[c]) : 0.0;
+    }
+    for (int64_t b = 0; b < n; ++b) {
+      const T* xr = x + b * channels;
+      T* yr = y + b * channels;
+      for (int64_t c = c0; c < c1; ++c)
+        yr[c] = T((double(xr[c]) - double(save_mean[c])) * scale[c] + shift[c]);
+    }
+  }
+}
+
+template <typename T>
+void batch_norm_columns_backward(const T* dy, const T* x, const T* weight, const T* save_mean,
+                                 const T* save_rstd, T* dx, T* dweight, T* dbias, int64_t n,
+                                 int64_t channels, bool training) {
+  std::vector<double> s1(static_cast<size_t>(channels)), s2(s1.size()), ca(s1.size()),
+      cb(s1.size()), cc(s1.size());
+  const int nt = threads_for(n * channels, channels);
+#pragma omp parallel num_threads(nt)
+  {
+    int64_t c0, c1;
+    thread_rows(channels, &c0, &c1);
+    for (int64_t c = c0; c < c1; ++c) s1[c] = 0.0, s2[c] = 0.0;
+    for (int64_t b = 0; b < n; ++b) {
+      const T *dyr = dy + b * channels, *xr = x + b * channels;
+      for (int64_t c = c0; c < c1; ++c) {
+        s1[c] += double(dyr[c]);
+        s2[c] += double(dyr[c]) * (double(xr[c]) - double(save_mean[c]));
+      }
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+      const double rs = save_rstd[c], w = weight ? double(weight[c]) : 1.0;
+      if (dweight) dweight[c] = T(s2[c] * rs);
+      if (dbias) dbias[c] = T(s1[c]);
+      ca[c] = w * rs;
+      cb[c] = training && n > 0 ? -w * rs * rs * rs * s2[c] / double(n) : 0.0;
+      cc[c] = training && n > 0 ? -w * rs * s1[c] / double(n) : 0.0;
+    }
+    for (int64_t b = 0; b < n; ++b) {
+      const T *dyr = dy + b * channels, *xr = x + b * channels;
+      T* dxr = dx + b * channels;
+      for (int64_t c = c0; c < c1; ++c)
+        dxr[c] = T(ca[c] * double(dyr[c]) + cb[c] * (double(xr[c]) - double(save_mean[c])) + cc[c]);
+    }
+  }
+}
+
+}  // namespace
+
 template <typename T>
 void batch_norm_forward(const T* x, const T* weight, const T* bias, T* running_mean, T* running_var,
                         T* y, T* save_mean, T* save_rstd, int64_t n, int64_t channels,
                         int64_t inner, bool training, T momentum, T eps) {
   const int64_t count = n * inner;
   if (channels == 0) return;
+  if (inner == 1 && n > 0) {
+    batch_norm_columns_forward(x, weight, bias, running_mean, running_var, y, save_mean, save_rstd,
+                               n, channels, training, double(momentum), double(eps));
+    return;
+  }
   const auto& k = kernels<T>();
   const int nt = threads_for(count * channels, channels);
   const int64_t stride = channels * inner;
@@ -357,6 +464,11 @@ void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save
                          int64_t channels, int64_t inner, bool training) {
   const int64_t count = n * inner;
   if (channels == 0) return;
+  if (inner == 1 && n > 0) {
+    batch_norm_columns_backward(dy, x, weight, save_mean, save_rstd, dx, dweight, dbias, n, channels,
+                                training);
+    return;
+  }
   const auto& k = kernels<T>();
   const int nt = threads_for(count * channels, channels);
   const int64_t stride = channels * inner;
