@@ -41,10 +41,13 @@ template <typename T>
 const NormSegmentKernels<T>& kernels() {
   switch (active_isa()) {
 #if defined(DLKERN_X86)
-    case Isa::avx512: return avx512::norm_kernels(T{});
-    case Isa::avx2: return avx2::norm_kernels(T{});
+    case Isa::avx512:
+      return avx512::norm_kernels(T{});
+    case Isa::avx2:
+      return avx2::norm_kernels(T{});
 #endif
-    default: return generic::norm_kernels(T{});
+    default:
+      return generic::norm_kernels(T{});
   }
 }
 
@@ -52,7 +55,8 @@ const NormSegmentKernels<T>& kernels() {
 // first one (no cancellation for a large mean), then squared deviations corrected by
 // the (tiny) residual sum: var = (sum d^2 - (sum d)^2 / n) / n.
 template <typename T>
-void segment_stats(const NormSegmentKernels<T>& k, const T* x, int64_t n, double* mean, double* var) {
+void segment_stats(const NormSegmentKernels<T>& k, const T* x, int64_t n, double* mean,
+                   double* var) {
   const T shift = x[0];
   const double m = double(shift) + double(k.sum_shifted(x, n, shift)) / double(n);
   T sq, s;
@@ -116,7 +120,7 @@ void row_norm_backward(const T* dy, const T* x, const T* weight, const T* mean, 
       T s1, s2;  // sum(g), sum(g * (x - m)), g = dy * weight
       k.grad_sums(dyr, xr, weight, cols, m, &s1, &s2);
       const double a_mean = mean ? double(s1) / double(cols) : 0.0;  // mean(g)
-      const double b_mean = rs * double(s2) / double(cols);           // mean(g * xhat)
+      const double b_mean = rs * double(s2) / double(cols);          // mean(g * xhat)
       // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat = (x - m) * rstd
       k.grad_apply(dyr, xr, weight, dx + r * cols, dw_acc, db_acc, cols, m, T(rs), T(rs),
                    T(-rs * rs * b_mean), T(-rs * a_mean), stream);
@@ -163,7 +167,8 @@ void layer_norm_backward(const T* dy, const T* x, const T* weight, const T* mean
 }
 
 template <typename T>
-void rms_norm_forward(const T* x, const T* weight, T* y, T* rstd, int64_t rows, int64_t cols, T eps) {
+void rms_norm_forward(const T* x, const T* weight, T* y, T* rstd, int64_t rows, int64_t cols,
+                      T eps) {
   if (rows == 0) return;
   if (cols == 0) {
     for (int64_t r = 0; r < rows; ++r) rstd[r] = T(NAN);
@@ -240,32 +245,33 @@ void group_norm_backward(const T* dy, const T* x, const T* weight, const T* mean
 #pragma omp parallel num_threads(nt)
     {
 #pragma omp for schedule(static) nowait
-    for (int64_t i = 0; i < tasks; ++i) {
-      const int64_t b = i / groups, g = i % groups;
-      const T m = mean[i];
-      const double rs = rstd[i];
-      double wa = 0, wb = 0;  // sum_c w_c * s1_c, sum_c w_c * s2_c
-      for (int64_t j = 0; j < cpg; ++j) {
-        const int64_t c = g * cpg + j;
-        T a1, a2;
-        k.grad_sums(dy + i * span + j * inner, x + i * span + j * inner, nullptr, inner, m, &a1, &a2);
-        s1[b * channels + c] = a1;
-        s2[b * channels + c] = a2;
-        const double w = weight ? double(weight[c]) : 1.0;
-        wa += w * a1;
-        wb += w * a2;
+      for (int64_t i = 0; i < tasks; ++i) {
+        const int64_t b = i / groups, g = i % groups;
+        const T m = mean[i];
+        const double rs = rstd[i];
+        double wa = 0, wb = 0;  // sum_c w_c * s1_c, sum_c w_c * s2_c
+        for (int64_t j = 0; j < cpg; ++j) {
+          const int64_t c = g * cpg + j;
+          T a1, a2;
+          k.grad_sums(dy + i * span + j * inner, x + i * span + j * inner, nullptr, inner, m, &a1,
+                      &a2);
+          s1[b * channels + c] = a1;
+          s2[b * channels + c] = a2;
+          const double w = weight ? double(weight[c]) : 1.0;
+          wa += w * a1;
+          wb += w * a2;
+        }
+        const double a_mean = wa / double(span);       // mean(g), g = dy * w
+        const double b_mean = rs * wb / double(span);  // mean(g * xhat)
+        for (int64_t j = 0; j < cpg; ++j) {
+          const int64_t c = g * cpg + j;
+          const double w = weight ? double(weight[c]) : 1.0;
+          const int64_t off = i * span + j * inner;
+          k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs),
+                       T(rs * w), T(-rs * rs * b_mean), T(-rs * a_mean), stream);
+        }
       }
-      const double a_mean = wa / double(span);       // mean(g), g = dy * w
-      const double b_mean = rs * wb / double(span);  // mean(g * xhat)
-      for (int64_t j = 0; j < cpg; ++j) {
-        const int64_t c = g * cpg + j;
-        const double w = weight ? double(weight[c]) : 1.0;
-        const int64_t off = i * span + j * inner;
-        k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs),
-                     T(rs * w), T(-rs * rs * b_mean), T(-rs * a_mean), stream);
-      }
-    }
-    if (stream) k.stream_fence();
+      if (stream) k.stream_fence();
     }
   }
   for (int64_t c = 0; c < channels; ++c) {
@@ -346,7 +352,8 @@ void batch_norm_columns_forward(const T* x, const T* weight, const T* bias, T* r
       for (int64_t c = c0; c < c1; ++c) {
         const double var = std::max((acc[c] - acc2[c] * acc2[c] / double(n)) / double(n), 0.0);
         if (running_mean) {
-          running_mean[c] = T((1.0 - momentum) * double(running_mean[c]) + momentum * double(save_mean[c]));
+          running_mean[c] =
+              T((1.0 - momentum) * double(running_mean[c]) + momentum * double(save_mean[c]));
           const double unbiased = n > 1 ? var * double(n) / double(n - 1) : NAN;
           running_var[c] = T((1.0 - momentum) * double(running_var[c]) + momentum * unbiased);
         }
@@ -427,34 +434,34 @@ void batch_norm_forward(const T* x, const T* weight, const T* bias, T* running_m
 #pragma omp parallel num_threads(nt)
   {
 #pragma omp for schedule(static) nowait
-  for (int64_t c = 0; c < channels; ++c) {
-    double m, v;
-    if (training) {
-      if (count == 0) {
-        m = NAN, v = NAN;
+    for (int64_t c = 0; c < channels; ++c) {
+      double m, v;
+      if (training) {
+        if (count == 0) {
+          m = NAN, v = NAN;
+        } else {
+          channel_stats(k, x, n, channels, inner, c, &m, &v);
+        }
+        if (running_mean) {
+          const double mom = momentum;
+          running_mean[c] = T((1.0 - mom) * double(running_mean[c]) + mom * m);
+          const double unbiased = count > 1 ? v * double(count) / double(count - 1) : NAN;
+          running_var[c] = T((1.0 - mom) * double(running_var[c]) + mom * unbiased);
+        }
       } else {
-        channel_stats(k, x, n, channels, inner, c, &m, &v);
+        m = running_mean[c];
+        v = running_var[c];
       }
-      if (running_mean) {
-        const double mom = momentum;
-        running_mean[c] = T((1.0 - mom) * double(running_mean[c]) + mom * m);
-        const double unbiased = count > 1 ? v * double(count) / double(count - 1) : NAN;
-        running_var[c] = T((1.0 - mom) * double(running_var[c]) + mom * unbiased);
-      }
-    } else {
-      m = running_mean[c];
-      v = running_var[c];
+      const double rs = inv_std(v, double(eps));
+      save_mean[c] = T(m);
+      save_rstd[c] = T(rs);
+      const double s = weight ? rs * double(weight[c]) : rs;
+      const T t = bias ? bias[c] : T(0);
+      for (int64_t b = 0; b < n; ++b)
+        k.normalize_st(x + b * stride + c * inner, y + b * stride + c * inner, inner, T(m), T(s), t,
+                       stream);
     }
-    const double rs = inv_std(v, double(eps));
-    save_mean[c] = T(m);
-    save_rstd[c] = T(rs);
-    const double s = weight ? rs * double(weight[c]) : rs;
-    const T t = bias ? bias[c] : T(0);
-    for (int64_t b = 0; b < n; ++b)
-      k.normalize_st(x + b * stride + c * inner, y + b * stride + c * inner, inner, T(m), T(s), t,
-                     stream);
-  }
-  if (stream) k.stream_fence();
+    if (stream) k.stream_fence();
   }
 }
 
@@ -465,8 +472,8 @@ void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save
   const int64_t count = n * inner;
   if (channels == 0) return;
   if (inner == 1 && n > 0) {
-    batch_norm_columns_backward(dy, x, weight, save_mean, save_rstd, dx, dweight, dbias, n, channels,
-                                training);
+    batch_norm_columns_backward(dy, x, weight, save_mean, save_rstd, dx, dweight, dbias, n,
+                                channels, training);
     return;
   }
   const auto& k = kernels<T>();
@@ -476,50 +483,50 @@ void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save
 #pragma omp parallel num_threads(nt)
   {
 #pragma omp for schedule(static) nowait
-  for (int64_t c = 0; c < channels; ++c) {
-    const T m = save_mean[c];
-    const double rs = save_rstd[c];
-    double s1 = 0, s2 = 0;  // sum(dy), sum(dy * (x - mean))
-    for (int64_t b = 0; b < n; ++b) {
-      T a1, a2;
-      const int64_t off = b * stride + c * inner;
-      k.grad_sums(dy + off, x + off, nullptr, inner, m, &a1, &a2);
-      s1 += a1;
-      s2 += a2;
+    for (int64_t c = 0; c < channels; ++c) {
+      const T m = save_mean[c];
+      const double rs = save_rstd[c];
+      double s1 = 0, s2 = 0;  // sum(dy), sum(dy * (x - mean))
+      for (int64_t b = 0; b < n; ++b) {
+        T a1, a2;
+        const int64_t off = b * stride + c * inner;
+        k.grad_sums(dy + off, x + off, nullptr, inner, m, &a1, &a2);
+        s1 += a1;
+        s2 += a2;
+      }
+      if (dweight) dweight[c] = T(s2 * rs);
+      if (dbias) dbias[c] = T(s1);
+      const double w = weight ? double(weight[c]) : 1.0;
+      double a = w * rs, bcoef = 0, ccoef = 0;
+      if (training && count > 0) {
+        // dx = w * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+        bcoef = -w * rs * rs * rs * s2 / double(count);
+        ccoef = -w * rs * s1 / double(count);
+      }
+      for (int64_t b = 0; b < n; ++b) {
+        const int64_t off = b * stride + c * inner;
+        k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs), T(a),
+                     T(bcoef), T(ccoef), stream);
+      }
     }
-    if (dweight) dweight[c] = T(s2 * rs);
-    if (dbias) dbias[c] = T(s1);
-    const double w = weight ? double(weight[c]) : 1.0;
-    double a = w * rs, bcoef = 0, ccoef = 0;
-    if (training && count > 0) {
-      // dx = w * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
-      bcoef = -w * rs * rs * rs * s2 / double(count);
-      ccoef = -w * rs * s1 / double(count);
-    }
-    for (int64_t b = 0; b < n; ++b) {
-      const int64_t off = b * stride + c * inner;
-      k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs), T(a),
-                   T(bcoef), T(ccoef), stream);
-    }
-  }
-  if (stream) k.stream_fence();
+    if (stream) k.stream_fence();
   }
 }
 
-#define DLKERN_INSTANTIATE_NORM(T)                                                               \
+#define DLKERN_INSTANTIATE_NORM(T)                                                                \
   template void layer_norm_forward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, \
-                                      T);                                                        \
+                                      T);                                                         \
   template void layer_norm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*,  \
-                                       T*, int64_t, int64_t);                                    \
-  template void rms_norm_forward<T>(const T*, const T*, T*, T*, int64_t, int64_t, T);            \
+                                       T*, int64_t, int64_t);                                     \
+  template void rms_norm_forward<T>(const T*, const T*, T*, T*, int64_t, int64_t, T);             \
   template void rms_norm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t,     \
-                                     int64_t);                                                   \
+                                     int64_t);                                                    \
   template void group_norm_forward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, \
-                                      int64_t, int64_t, T);                                      \
+                                      int64_t, int64_t, T);                                       \
   template void group_norm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*,  \
-                                       T*, int64_t, int64_t, int64_t, int64_t);                  \
+                                       T*, int64_t, int64_t, int64_t, int64_t);                   \
   template void batch_norm_forward<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, int64_t,  \
-                                      int64_t, int64_t, bool, T, T);                             \
+                                      int64_t, int64_t, bool, T, T);                              \
   template void batch_norm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*,  \
                                        T*, int64_t, int64_t, int64_t, bool);
 DLKERN_INSTANTIATE_NORM(float)
