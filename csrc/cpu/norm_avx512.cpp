@@ -20,7 +20,15 @@ struct SimdF32 {
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static T hsum(V v) { return _mm512_reduce_add_ps(v); }
+  // Butterfly over 256-, 128-, 64- and 32-bit halves. The maskz forms: GCC 12's
+  // _mm512_reduce_add_ps and 512->256 casts trip -Wuninitialized in its own headers.
+  static T hsum(V v) {
+    v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xFFFF, v, v, 0x4E));
+    v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xFFFF, v, v, 0xB1));
+    v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xFFFF, v, 0x4E));
+    v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xFFFF, v, 0xB1));
+    return _mm512_cvtss_f32(v);
+  }
   static void stream(T* p, V v) { _mm512_stream_ps(p, v); }
   static void fence() { _mm_sfence(); }
 };
@@ -37,7 +45,12 @@ struct SimdF64 {
   static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
   static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  static T hsum(V v) { return _mm512_reduce_add_pd(v); }
+  static T hsum(V v) {
+    v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0x4E));
+    v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0xB1));
+    v = _mm512_add_pd(v, _mm512_maskz_permute_pd(0xFF, v, 0x55));
+    return _mm512_cvtsd_f64(v);
+  }
   static void stream(T* p, V v) { _mm512_stream_pd(p, v); }
   static void fence() { _mm_sfence(); }
 };

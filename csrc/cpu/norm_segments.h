@@ -99,8 +99,9 @@ struct NormSegments {
     const V mv = S::bcast(m), rv = S::bcast(r);
     auto one = [&](int64_t j) {
       V v = S::mul(S::sub(S::load(x + j), mv), rv);
-      if (HasW) v = S::mul(v, S::load(w + j));
-      if (HasB) v = S::add(v, S::load(b + j));
+      if (HasW && HasB) v = S::fma(v, S::load(w + j), S::load(b + j));
+      else if (HasW) v = S::mul(v, S::load(w + j));
+      else if (HasB) v = S::add(v, S::load(b + j));
       put<Stream>(y + j, v);
     };
     int64_t i = 0;
