@@ -34,6 +34,8 @@ def _contiguous(a):
 
 def _shape_tuple(normalized_shape):
     """An int or a sequence of ints, as PyTorch accepts (torch.Size, list, tuple)."""
+    if type(normalized_shape) is int:  # the common case, without the ABC check below
+        return (normalized_shape,)
     if isinstance(normalized_shape, numbers.Integral):
         return (int(normalized_shape),)
     try:
