@@ -140,11 +140,13 @@ struct SoftmaxKernels {
         for (int q = 0; q < nv; ++q) st(yr + q * L, S::mul(ld(yr + q * L, w - q * L, T(0)), s[q]), w - q * L);
       }
     } else {
-      for (int q = 0; q < nv; ++q) s[q] = S::add(m[q], vlog(S::max(S::bcast(tiny()), s[q])));
+      // y = (x - m) - log(s): x - m is exact near the max, x - (m + log s) is not.
+      for (int q = 0; q < nv; ++q) s[q] = vlog(S::max(S::bcast(tiny()), s[q]));
       for (int64_t d = 0; d < dim; ++d) {
         const T* xr = x + d * inner + j0;
         T* yr = y + d * inner + j0;
-        for (int q = 0; q < nv; ++q) st(yr + q * L, S::sub(ld(xr + q * L, w - q * L, T(0)), s[q]), w - q * L);
+        for (int q = 0; q < nv; ++q)
+          st(yr + q * L, S::sub(S::sub(ld(xr + q * L, w - q * L, T(0)), m[q]), s[q]), w - q * L);
       }
     }
   }

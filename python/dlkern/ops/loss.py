@@ -88,7 +88,9 @@ def cross_entropy_backward(grad_loss, input, target, lse, weight=None, ignore_in
     ignore_index, reduction, label_smoothing = _options(op, ignore_index, reduction, label_smoothing)
     target = _target(op, target)
     if isinstance(grad_loss, (int, float)) and not isinstance(grad_loss, bool) and isinstance(input, np.ndarray):
-        grad_loss = np.asarray(grad_loss, dtype=input.dtype)
+        grad_loss = np.asarray(grad_loss, dtype=input.dtype)  # a Python number takes input's dtype
+    elif isinstance(grad_loss, np.generic):
+        grad_loss = np.asarray(grad_loss)  # a NumPy scalar keeps its own dtype
     unbatched = _unbatched(input, target)
     shape = None
     if unbatched:
