@@ -57,24 +57,29 @@ void forward_strided(const T* x, const int64_t* target, const T* w, T w_all, T* 
     for (int64_t k = 0; k < c; ++k)
       for (int64_t j = 0; j < s; ++j) m[j] = xi[k * s + j] > m[j] ? xi[k * s + j] : m[j];
     for (int64_t j = 0; j < s; ++j) m[j] = m[j] == ninf ? T(0) : m[j];
+    // The smoothing sum is shifted by x[i, 0, j] unless that is infinite (x - shift
+    // could then be inf - inf).
     for (int64_t k = 0; k < c; ++k) {
       const T wk = w ? w[k] : T(1);
       for (int64_t j = 0; j < s; ++j) {
+        const T shift = xi[j] - xi[j] == T(0) ? xi[j] : T(0);
         sum[j] += std::exp(xi[k * s + j] - m[j]);
-        acc[j] += wk * (xi[k * s + j] - xi[j]);
+        acc[j] += wk * (xi[k * s + j] - shift);
       }
     }
     for (int64_t j = 0; j < s; ++j) {
-      const T l = m[j] + std::log(sum[j]);
-      lse[i * s + j] = l;
+      const T log_sum = std::log(sum[j]);
+      lse[i * s + j] = m[j] + log_sum;
       const int64_t t = target[i * s + j];
       if (t == ignore_index) {
         loss[i * s + j] = 0;
         continue;
       }
+      // lse - x as (m - x) + log_sum: exact m - x keeps large logits accurate.
       const T wt = w ? w[t] : T(1);
-      T v = (T(1) - eps) * wt * (l - xi[t * s + j]);
-      if (eps != T(0)) v += eps / T(c) * (w_all * (l - xi[j]) - acc[j]);
+      T v = (T(1) - eps) * wt * ((m[j] - xi[t * s + j]) + log_sum);
+      const T shift = xi[j] - xi[j] == T(0) ? xi[j] : T(0);
+      if (eps != T(0)) v += eps / T(c) * (w_all * ((m[j] - shift) + log_sum) - acc[j]);
       loss[i * s + j] = v;
     }
   }
@@ -84,13 +89,26 @@ template <typename T>
 void backward_strided(const T* grad, int64_t grad_stride, T grad_scale, const T* x, const int64_t* target,
                       const T* lse, const T* w, T w_all, T* dx, int64_t n, int64_t c, int64_t s,
                       int64_t ignore_index, T eps, int nt) {
-  std::vector<T> scratch(size_t(nt) * 2 * size_t(s));
+  // The saved lse is rounded at its own size; like the contiguous kernel for large
+  // |lse|, this portable path recomputes the max m and log(sum) and uses
+  // exp((x - m) - log(sum)) (always: it is not the fast path).
+  std::vector<T> scratch(size_t(nt) * 4 * size_t(s));
+  const T ninf = -std::numeric_limits<T>::infinity();
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t i = 0; i < n; ++i) {
-    T* a = scratch.data() + size_t(omp_get_thread_num()) * 2 * size_t(s);
+    T* a = scratch.data() + size_t(omp_get_thread_num()) * 4 * size_t(s);
     T* b = a + s;
+    T* m = b + s;
+    T* ls = m + s;
     const T* xi = x + i * c * s;
     T* di = dx + i * c * s;
+    for (int64_t j = 0; j < s; ++j) m[j] = ninf, ls[j] = 0;
+    for (int64_t k = 0; k < c; ++k)
+      for (int64_t j = 0; j < s; ++j) m[j] = xi[k * s + j] > m[j] ? xi[k * s + j] : m[j];
+    for (int64_t j = 0; j < s; ++j) m[j] = m[j] == ninf ? T(0) : m[j];
+    for (int64_t k = 0; k < c; ++k)
+      for (int64_t j = 0; j < s; ++j) ls[j] += std::exp(xi[k * s + j] - m[j]);
+    for (int64_t j = 0; j < s; ++j) ls[j] = std::log(ls[j]);
     for (int64_t j = 0; j < s; ++j) {
       const int64_t t = target[i * s + j];
       if (t == ignore_index) {
@@ -106,7 +124,7 @@ void backward_strided(const T* grad, int64_t grad_stride, T grad_scale, const T*
       const T wk = w ? w[k] : T(1);
       for (int64_t j = 0; j < s; ++j) {
         // a == 0 marks an ignored sample (or a zero cotangent): write exact zeros.
-        di[k * s + j] = a[j] == T(0) ? b[j] * wk : a[j] * std::exp(xi[k * s + j] - lse[i * s + j]) + b[j] * wk;
+        di[k * s + j] = a[j] == T(0) ? b[j] * wk : a[j] * std::exp((xi[k * s + j] - m[j]) - ls[j]) + b[j] * wk;
       }
     }
     for (int64_t j = 0; j < s; ++j) {

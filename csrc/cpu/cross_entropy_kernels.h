@@ -10,6 +10,10 @@
 // Backward: dx_c = g_i * ((1-eps) w_t + (eps/C) W) * exp(x_c - lse) - g_i (eps/C) w_c
 //                  - [c == t] g_i (1-eps) w_t,       W = sum_c w_c,
 // one pass from the logits and the saved lse; no one-hot or softmax array.
+// Precision: lse is stored rounded at its own size, so exp(x - lse) errs by about
+// |lse| * eps / 2 relative. Up to |lse| < kRecomputeLse that is at most 16 eps; above
+// it (large logits) the row's max m and log(sum) are recomputed and exp((x - m) -
+// log(sum)) used instead, as the forward does for the loss (x - m is exact near m).
 #pragma once
 
 template <typename S>
@@ -33,13 +37,22 @@ struct CrossEntropyKernels {
     m = mn;
   }
 
-  // Returns lse; *smooth = sum_c w_c (x_c - x_0) (w_c = 1 without weights) when wanted.
+  static constexpr double kRecomputeLse = 32.0;
+
+  // lse = m + log_sum, kept apart (m = 0 and log_sum = -inf for an all -inf row).
+  struct Lse {
+    T m, log_sum;
+  };
+
+  // *smooth = sum_c w_c (x_c - shift) (w_c = 1 without weights) and *shift_out when wanted.
   template <bool Smooth, bool Weighted>
-  static T row_lse(const T* x, const T* w, int64_t c, T* smooth) {
+  static Lse row_lse(const T* x, const T* w, int64_t c, T* smooth, T* shift_out = nullptr) {
     const T ninf = neg_inf();
     V m = S::bcast(ninf), s = S::bcast(T(0));
     V acc = S::bcast(T(0));
-    const V x0 = S::bcast(x[0]);
+    // Shift of the smoothing sum: x_0 unless infinite (then x - x_0 could be inf - inf).
+    const T shift = x[0] - x[0] == T(0) ? x[0] : T(0);
+    const V x0 = S::bcast(shift);
     int64_t i = 0;
     for (; i + 4 * L <= c; i += 4 * L) {
       const V v0 = S::load(x + i), v1 = S::load(x + i + L), v2 = S::load(x + i + 2 * L), v3 = S::load(x + i + 3 * L);
@@ -56,16 +69,16 @@ struct CrossEntropyKernels {
       const V ninfv = S::bcast(ninf);
       online_block(m, s, v, ninfv, ninfv, ninfv);
       if (Smooth) {
-        // Lanes past the end: x loaded as x_0 and weight 0 contribute nothing.
-        const V d = S::sub(ld(x + i, c - i, x[0]), x0);
+        // Lanes past the end: x loaded as the shift and weight 0 contribute nothing.
+        const V d = S::sub(ld(x + i, c - i, shift), x0);
         acc = Weighted ? S::fma(ld(w + i, c - i, T(0)), d, acc) : S::add(acc, d);
       }
     }
     const T mx = S::hmax(m);
     const T msub = mx == ninf ? T(0) : mx;
     const T total = S::hsum(S::mul(s, S::exp(S::sub(m, S::bcast(msub)))));
-    if (Smooth) *smooth = S::hsum(acc);
-    return msub + std::log(total) + (mx == ninf ? ninf : T(0));
+    if (Smooth) *smooth = S::hsum(acc), *shift_out = shift;
+    return Lse{msub, std::log(total)};
   }
 
   template <bool Smooth, bool Weighted>
@@ -74,17 +87,18 @@ struct CrossEntropyKernels {
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (int64_t r = 0; r < n; ++r) {
       const T* xr = x + r * c;
-      T smooth = 0;
-      const T l = row_lse<Smooth, Weighted>(xr, w, c, &smooth);
-      lse[r] = l;
+      T smooth = 0, shift = 0;
+      const Lse l = row_lse<Smooth, Weighted>(xr, w, c, &smooth, &shift);
+      lse[r] = l.m + l.log_sum;
       const int64_t t = target[r];
       if (t == ignore_index) {
         loss[r] = 0;
         continue;
       }
       const T wt = Weighted ? w[t] : T(1);
-      T v = (T(1) - eps) * wt * (l - xr[t]);
-      if (Smooth) v += eps / T(c) * (w_all * (l - xr[0]) - smooth);
+      // lse - x as (m - x) + log_sum: exact m - x keeps large logits accurate.
+      T v = (T(1) - eps) * wt * ((l.m - xr[t]) + l.log_sum);
+      if (Smooth) v += eps / T(c) * (w_all * ((l.m - shift) + l.log_sum) - smooth);
       loss[r] = v;
     }
   }
@@ -122,23 +136,28 @@ struct CrossEntropyKernels {
       const T wt = w ? w[t] : T(1);
       const V a = S::bcast(g * ((T(1) - eps) * wt + eps / T(c) * w_all));
       const V b = S::bcast(-g * eps / T(c));
-      const V lv = S::bcast(lse[r]);
+      Lse l{lse[r], T(0)};
+      if (!(std::fabs(l.m) < T(kRecomputeLse))) {  // also NaN, harmlessly
+        T unused;
+        l = row_lse<false, false>(xr, nullptr, c, &unused);
+      }
+      const V mv = S::bcast(l.m), lv = S::bcast(l.log_sum);
       int64_t i = 0;
       if (w && eps != T(0)) {
         for (; i + L <= c; i += L)
-          S::store(dr + i, S::fma(b, S::load(w + i), S::mul(a, S::exp(S::sub(S::load(xr + i), lv)))));
+          S::store(dr + i, S::fma(b, S::load(w + i), S::mul(a, S::exp(S::sub(S::sub(S::load(xr + i), mv), lv)))));
         if (i < c)
           S::store_tail(dr + i,
-                        S::fma(b, ld(w + i, c - i, T(0)), S::mul(a, S::exp(S::sub(ld(xr + i, c - i, T(0)), lv)))),
+                        S::fma(b, ld(w + i, c - i, T(0)), S::mul(a, S::exp(S::sub(S::sub(ld(xr + i, c - i, T(0)), mv), lv)))),
                         c - i);
       } else {
         // Without weights b * w_c is the constant b (zero without smoothing).
         for (; i + 2 * L <= c; i += 2 * L) {
-          S::store(dr + i, S::fma(a, S::exp(S::sub(S::load(xr + i), lv)), b));
-          S::store(dr + i + L, S::fma(a, S::exp(S::sub(S::load(xr + i + L), lv)), b));
+          S::store(dr + i, S::fma(a, S::exp(S::sub(S::sub(S::load(xr + i), mv), lv)), b));
+          S::store(dr + i + L, S::fma(a, S::exp(S::sub(S::sub(S::load(xr + i + L), mv), lv)), b));
         }
         for (; i < c; i += L) {
-          const V d = S::fma(a, S::exp(S::sub(ld(xr + i, c - i, T(0)), lv)), b);
+          const V d = S::fma(a, S::exp(S::sub(S::sub(ld(xr + i, c - i, T(0)), mv), lv)), b);
           if (c - i >= L)
             S::store(dr + i, d);
           else
