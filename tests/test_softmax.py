@@ -260,3 +260,18 @@ def test_readonly_out_rejected():
 def test_big_endian_rejected():
     with pytest.raises(TypeError, match=r"^softmax: x has dtype >f4"):
         ops.softmax(np.ones((2, 3), ">f4"))
+
+
+def test_benchmark_smoke(tmp_path):
+    """`python -m dlkern bench softmax` validates every library and writes its report."""
+    import argparse
+
+    from dlkern.bench import softmax as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--threads", "1", "--repeats", "1", "--shapes", "64x257",
+                              "--min-sample-ms", "1", "--out", str(tmp_path / "softmax.md")])
+    assert bench.run(args) == 0
+    text = (tmp_path / "softmax.md").read_text()
+    assert "| softmax | 64x257 | 1 |" in text and "| log_softmax | 64x257 | 1 |" in text
