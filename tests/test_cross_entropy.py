@@ -252,6 +252,8 @@ ERRORS = [
      r"^cross_entropy: input must have shape \(N, C\) or \(N, C, d1, \.\.\.\), got shape \(\)$"),
     ("target_float", lambda: ops.cross_entropy(X, T.astype(F32)), TypeError,
      r"^cross_entropy: target has dtype float32; expected int64 class indices$"),
+    ("target_big_endian_direct", lambda: __import__("dlkern")._C.cross_entropy_forward(X, T.astype(">i8")), TypeError,
+     r"^cross_entropy: target has dtype >i8; expected int64 class indices$"),
     ("target_bool", lambda: ops.cross_entropy(X, T > 1), TypeError, r"^cross_entropy: target has dtype bool"),
     ("target_shape", lambda: ops.cross_entropy(X, T[:3]), ValueError,
      r"^cross_entropy: target has shape \(3,\), expected \(4,\) for input of shape \(4, 5\)$"),
