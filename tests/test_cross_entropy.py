@@ -332,3 +332,11 @@ def test_benchmark_validation_catches_a_wrong_gradient():
     grad[3, 7] += 1e-3
     with pytest.raises(common.BenchValidationError):
         bench.validate("numpy", loss, grad, x, t, np.arange(8))
+
+
+def test_all_neg_inf_row_is_nan_like_torch(isa):
+    x = np.zeros((3, 40), np.float32)
+    x[1] = -np.inf
+    loss, lse = ops.cross_entropy_forward(x, np.array([0, 1, 2]), reduction="none")
+    assert np.isneginf(lse[1]) and np.isnan(loss[1])
+    assert np.isfinite(np.delete(loss, 1)).all()
