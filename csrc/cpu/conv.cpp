@@ -1,0 +1,419 @@
+// Convolution kernels: im2col + GEMM for the general case, a direct kernel for
+// depthwise (one input channel per group). See conv.h for the contracts.
+#include "cpu/conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/runtime.h"
+#include "cpu/gemm.h"
+
+namespace dlkern::cpu {
+namespace {
+
+// Column buffer per thread (one for x's columns, one for the gradient's in the
+// backward). Measured on the ResNet shapes: small enough that the GEMM packs its B
+// blocks from L2, large enough that each GEMM has a few hundred columns.
+constexpr int64_t kColumnBytes = 1 << 20;
+// Below about this many multiply-adds per thread, another thread costs more than it saves.
+constexpr double kMinMacsPerThread = 1.0e6;
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }  // b > 0
+int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// Output positions o in [0, out) whose input position o*stride + start lies in [0, size),
+// as [lo, hi) (empty when hi <= lo).
+void valid_range(int64_t out, int64_t size, int64_t stride, int64_t start, int64_t& lo, int64_t& hi) {
+  lo = std::max<int64_t>(0, ceil_div(-start, stride));
+  hi = std::min<int64_t>(out, floor_div(size - 1 - start, stride) + 1);
+  if (hi < lo) hi = lo;
+}
+
+struct Plan {
+  Conv2dShape s;
+  int64_t cg, og, kg;        // channels in / out per group; GEMM depth cg*kh*kw
+  int64_t hw_in, hw_out;
+  bool pointwise;            // 1x1, stride 1, no padding: x itself is the column matrix
+  int64_t rows_per_chunk;    // output rows per im2col chunk
+  double macs;               // multiply-adds of the whole convolution
+
+  Plan(const Conv2dShape& shape, int64_t elem_bytes) : s(shape) {
+    cg = s.c / s.groups;
+    og = s.o / s.groups;
+    kg = cg * s.kh * s.kw;
+    hw_in = s.h * s.w;
+    hw_out = s.out_h * s.out_w;
+    pointwise = s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
+                s.pad_w == 0 && s.out_h == s.h && s.out_w == s.w;
+    const int64_t per_row = std::max<int64_t>(1, kg * s.out_w * elem_bytes);
+    rows_per_chunk = pointwise ? s.out_h : std::clamp<int64_t>(kColumnBytes / per_row, 1, s.out_h);
+    macs = double(s.n) * double(s.o) * double(hw_out) * double(cg * s.kh * s.kw);
+  }
+
+  bool depthwise() const { return cg == 1 && s.groups > 1; }
+
+  // Threads for work split over `items`: capped by the items and by the work size.
+  int threads(int64_t items) const {
+    const int64_t useful = static_cast<int64_t>(macs / kMinMacsPerThread);
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(get_num_threads()), items, useful})));
+  }
+};
+
+// Columns of output rows [r0, r1) for one group of one image: row (c, i, j) of `col`
+// (length (r1 - r0) * out_w) holds x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], zero
+// outside the input. xg points at the group's first channel.
+template <typename T>
+void im2col(const Plan& p, const T* xg, int64_t r0, int64_t r1, T* col) {
+  const Conv2dShape& s = p.s;
+  const int64_t ncols = (r1 - r0) * s.out_w;
+  for (int64_t c = 0; c < p.cg; ++c)
+    for (int64_t i = 0; i < s.kh; ++i)
+      for (int64_t j = 0; j < s.kw; ++j) {
+        T* dst = col + ((c * s.kh + i) * s.kw + j) * ncols;
+        const int64_t start = j * s.dil_w - s.pad_w;
+        int64_t lo, hi;
+        valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+        for (int64_t oh = r0; oh < r1; ++oh, dst += s.out_w) {
+          const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+          if (ih < 0 || ih >= s.h) {
+            std::memset(dst, 0, sizeof(T) * s.out_w);
+            continue;
+          }
+          const T* src = xg + (c * s.h + ih) * s.w;
+          for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
+          if (s.stride_w == 1) {
+            if (hi > lo) std::memcpy(dst + lo, src + lo + start, sizeof(T) * (hi - lo));
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * s.stride_w + start];
+          }
+          for (int64_t ow = hi; ow < s.out_w; ++ow) dst[ow] = T(0);
+        }
+      }
+}
+
+// The adjoint of im2col: adds each column entry back into dxg (same indexing).
+template <typename T>
+void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg) {
+  const Conv2dShape& s = p.s;
+  const int64_t ncols = (r1 - r0) * s.out_w;
+  for (int64_t c = 0; c < p.cg; ++c)
+    for (int64_t i = 0; i < s.kh; ++i)
+      for (int64_t j = 0; j < s.kw; ++j) {
+        const T* src = col + ((c * s.kh + i) * s.kw + j) * ncols;
+        const int64_t start = j * s.dil_w - s.pad_w;
+        int64_t lo, hi;
+        valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+        for (int64_t oh = r0; oh < r1; ++oh, src += s.out_w) {
+          const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+          if (ih < 0 || ih >= s.h) continue;
+          T* dst = dxg + (c * s.h + ih) * s.w + start;
+          if (s.stride_w == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * s.stride_w] += src[ow];
+          }
+        }
+      }
+}
+
+// C (m, n; row stride ldc) = alpha * A B + beta * C with A (m, k) at (a_rs, a_cs) and
+// B (k, n) at (b_rs, b_cs).
+template <typename T>
+void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs,
+               const T* b, int64_t b_rs, int64_t b_cs, T beta, T* c, int64_t ldc) {
+  GemmArgs<T> g;
+  g.m = m, g.n = n, g.k = k;
+  g.a = a, g.a_rs = a_rs, g.a_cs = a_cs;
+  g.b = b, g.b_rs = b_rs, g.b_cs = b_cs;
+  g.beta = beta, g.c = c, g.ldc = ldc;
+  gemm(g);
+}
+
+// Images are split among threads (each runs its im2col and single-threaded GEMMs on
+// its own buffers) when there are at least two; a single image runs its GEMMs threaded.
+template <typename T>
+void forward_gemm(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
+  const Conv2dShape& s = p.s;
+  auto run_image = [&](int64_t n) {
+    static thread_local AlignedBuffer col_buffer;
+    T* col = p.pointwise ? nullptr
+                         : col_buffer.reserve_elements<T>(static_cast<size_t>(p.kg * p.rows_per_chunk * s.out_w));
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const T* xg = x + (n * s.c + g * p.cg) * p.hw_in;
+      const T* wg = w + g * p.og * p.kg;
+      T* yg = y + (n * s.o + g * p.og) * p.hw_out;
+      for (int64_t r0 = 0; r0 < s.out_h; r0 += p.rows_per_chunk) {
+        const int64_t r1 = std::min(s.out_h, r0 + p.rows_per_chunk);
+        const int64_t ncols = (r1 - r0) * s.out_w;
+        const T* b = xg + r0 * s.out_w;
+        int64_t ldb = p.hw_in;
+        if (!p.pointwise) {
+          im2col(p, xg, r0, r1, col);
+          b = col, ldb = ncols;
+        }
+        T* yc = yg + r0 * s.out_w;
+        gemm_into<T>(p.og, ncols, p.kg, wg, p.kg, 1, b, ldb, 1, T(0), yc, p.hw_out);
+        if (bias) {
+          // Fused here while the chunk of y is still in cache.
+          for (int64_t o = 0; o < p.og; ++o) {
+            const T bo = bias[g * p.og + o];
+            T* row = yc + o * p.hw_out;
+            for (int64_t q = 0; q < ncols; ++q) row[q] += bo;
+          }
+        }
+      }
+    }
+  };
+  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  if (nt > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < s.n; ++n) run_image(n);
+  } else {
+    for (int64_t n = 0; n < s.n; ++n) run_image(n);
+  }
+}
+
+template <typename T>
+void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T* dw, T* db) {
+  const Conv2dShape& s = p.s;
+  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  // Each thread sums its images' dweight/dbias into its own slot; the slots are added
+  // in thread order afterwards.
+  const int64_t wsize = s.o * p.kg;
+  const int64_t slot = (wsize + s.o + 15) / 16 * 16;
+  static thread_local AlignedBuffer acc_buffer;
+  T* acc = nullptr;
+  if (dw || db) {
+    acc = acc_buffer.reserve_elements<T>(static_cast<size_t>(slot * nt));
+    std::memset(acc, 0, sizeof(T) * slot * nt);
+  }
+  const int64_t chunk_elems = p.kg * p.rows_per_chunk * s.out_w;
+
+  auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
+    static thread_local AlignedBuffer col_buffer, grad_buffer;
+    T* col = (dw && !p.pointwise) ? col_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
+    T* gcol = (dx && !p.pointwise) ? grad_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
+    if (dx && !p.pointwise) std::memset(dx + n * s.c * p.hw_in, 0, sizeof(T) * s.c * p.hw_in);
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const T* xg = x + (n * s.c + g * p.cg) * p.hw_in;
+      const T* wg = w + g * p.og * p.kg;
+      const T* dyg = dy + (n * s.o + g * p.og) * p.hw_out;
+      T* dxg = dx ? dx + (n * s.c + g * p.cg) * p.hw_in : nullptr;
+      for (int64_t r0 = 0; r0 < s.out_h; r0 += p.rows_per_chunk) {
+        const int64_t r1 = std::min(s.out_h, r0 + p.rows_per_chunk);
+        const int64_t ncols = (r1 - r0) * s.out_w;
+        const T* dyc = dyg + r0 * s.out_w;
+        if (dw) {
+          // dW_g (og, kg) += dY_g (og, ncols) @ cols^T (ncols, kg); the transpose is a stride.
+          const T* b = xg + r0 * s.out_w;
+          int64_t ldb = p.hw_in;
+          if (!p.pointwise) {
+            im2col(p, xg, r0, r1, col);
+            b = col, ldb = ncols;
+          }
+          gemm_into<T>(p.og, p.kg, ncols, dyc, p.hw_out, 1, b, 1, ldb, T(1), acc_w + g * p.og * p.kg, p.kg);
+        }
+        if (dx) {
+          // cols_grad (kg, ncols) = W_g^T (kg, og) @ dY_g (og, ncols), then scattered into dx.
+          if (p.pointwise) {
+            gemm_into<T>(p.kg, ncols, p.og, wg, 1, p.kg, dyc, p.hw_out, 1, T(0), dxg + r0 * s.out_w, p.hw_in);
+          } else {
+            gemm_into<T>(p.kg, ncols, p.og, wg, 1, p.kg, dyc, p.hw_out, 1, T(0), gcol, ncols);
+            col2im_add(p, gcol, r0, r1, dxg);
+          }
+        }
+      }
+    }
+    if (db) {
+      for (int64_t o = 0; o < s.o; ++o) {
+        const T* row = dy + (n * s.o + o) * p.hw_out;
+        T sum = 0;
+        for (int64_t q = 0; q < p.hw_out; ++q) sum += row[q];
+        acc_b[o] += sum;
+      }
+    }
+  };
+
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    {
+      const int tid = omp_get_thread_num();
+      T* acc_w = acc ? acc + tid * slot : nullptr;
+#pragma omp for schedule(static)
+      for (int64_t n = 0; n < s.n; ++n) run_image(n, acc_w, acc_w ? acc_w + wsize : nullptr);
+    }
+  } else {
+    for (int64_t n = 0; n < s.n; ++n) run_image(n, acc, acc ? acc + wsize : nullptr);
+  }
+  for (int64_t i = 0; i < wsize && dw; ++i) {
+    T sum = acc[i];
+    for (int t = 1; t < nt; ++t) sum += acc[t * slot + i];
+    dw[i] = sum;
+  }
+  for (int64_t o = 0; o < s.o && db; ++o) {
+    T sum = acc[wsize + o];
+    for (int t = 1; t < nt; ++t) sum += acc[t * slot + wsize + o];
+    db[o] = sum;
+  }
+}
+
+// ---------------------------------------------------------------- depthwise (cg == 1)
+// Output channel oc reads input channel oc / og. Loops run along output rows so the
+// compiler vectorises the unit-stride case.
+
+template <typename T>
+void forward_depthwise(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
+  const Conv2dShape& s = p.s;
+  const int64_t planes = s.n * s.o;
+  const int nt = p.threads(planes);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t plane = 0; plane < planes; ++plane) {
+    const int64_t n = plane / s.o, oc = plane % s.o;
+    const T* xp = x + (n * s.c + oc / p.og) * p.hw_in;
+    const T* wk = w + oc * s.kh * s.kw;
+    T* yp = y + plane * p.hw_out;
+    const T b = bias ? bias[oc] : T(0);
+    for (int64_t oh = 0; oh < s.out_h; ++oh) {
+      T* yr = yp + oh * s.out_w;
+      for (int64_t ow = 0; ow < s.out_w; ++ow) yr[ow] = b;
+      for (int64_t i = 0; i < s.kh; ++i) {
+        const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+        if (ih < 0 || ih >= s.h) continue;
+        const T* xr = xp + ih * s.w;
+        for (int64_t j = 0; j < s.kw; ++j) {
+          const int64_t start = j * s.dil_w - s.pad_w;
+          int64_t lo, hi;
+          valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+          const T wv = wk[i * s.kw + j];
+          const T* xs = xr + start;
+          if (s.stride_w == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow * s.stride_w];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T* dw, T* db) {
+  const Conv2dShape& s = p.s;
+  if (dx) {
+    const int64_t planes = s.n * s.c;
+    const int nt = p.threads(planes);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t n = plane / s.c, c = plane % s.c;
+      T* dxp = dx + plane * p.hw_in;
+      for (int64_t q = 0; q < p.hw_in; ++q) dxp[q] = T(0);
+      for (int64_t oc = c * p.og; oc < (c + 1) * p.og; ++oc) {
+        const T* dyp = dy + (n * s.o + oc) * p.hw_out;
+        const T* wk = w + oc * s.kh * s.kw;
+        for (int64_t oh = 0; oh < s.out_h; ++oh) {
+          const T* dyr = dyp + oh * s.out_w;
+          for (int64_t i = 0; i < s.kh; ++i) {
+            const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+            if (ih < 0 || ih >= s.h) continue;
+            for (int64_t j = 0; j < s.kw; ++j) {
+              const int64_t start = j * s.dil_w - s.pad_w;
+              int64_t lo, hi;
+              valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+              const T wv = wk[i * s.kw + j];
+              T* dxs = dxp + ih * s.w + start;
+              if (s.stride_w == 1) {
+                for (int64_t ow = lo; ow < hi; ++ow) dxs[ow] += wv * dyr[ow];
+              } else {
+                for (int64_t ow = lo; ow < hi; ++ow) dxs[ow * s.stride_w] += wv * dyr[ow];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  if (dw || db) {
+    // One thread owns each output channel: no reduction across threads.
+    const int nt = p.threads(s.o);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t oc = 0; oc < s.o; ++oc) {
+      if (db) {
+        T sum = 0;
+        for (int64_t n = 0; n < s.n; ++n) {
+          const T* dyp = dy + (n * s.o + oc) * p.hw_out;
+          T part = 0;
+          for (int64_t q = 0; q < p.hw_out; ++q) part += dyp[q];
+          sum += part;
+        }
+        db[oc] = sum;
+      }
+      if (!dw) continue;
+      for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j) {
+          const int64_t start = j * s.dil_w - s.pad_w;
+          int64_t lo, hi;
+          valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+          T sum = 0;
+          for (int64_t n = 0; n < s.n; ++n) {
+            const T* dyp = dy + (n * s.o + oc) * p.hw_out;
+            const T* xp = x + (n * s.c + oc / p.og) * p.hw_in;
+            for (int64_t oh = 0; oh < s.out_h; ++oh) {
+              const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+              if (ih < 0 || ih >= s.h) continue;
+              const T* dyr = dyp + oh * s.out_w;
+              const T* xs = xp + ih * s.w + start;
+              T part = 0;
+              if (s.stride_w == 1) {
+                for (int64_t ow = lo; ow < hi; ++ow) part += dyr[ow] * xs[ow];
+              } else {
+                for (int64_t ow = lo; ow < hi; ++ow) part += dyr[ow] * xs[ow * s.stride_w];
+              }
+              sum += part;
+            }
+          }
+          dw[oc * s.kh * s.kw + i * s.kw + j] = sum;
+        }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
+  if (s.n == 0 || s.o == 0 || s.out_h == 0 || s.out_w == 0) return;
+  const Plan p(s, sizeof(T));
+  if (p.depthwise())
+    forward_depthwise(p, x, weight, bias, y);
+  else
+    forward_gemm(p, x, weight, bias, y);
+}
+
+template <typename T>
+void conv2d_backward(const Conv2dShape& s, const T* dy, const T* x, const T* weight, T* dx,
+                     T* dweight, T* dbias) {
+  const Plan p(s, sizeof(T));
+  if (s.n == 0 || p.hw_out == 0 || s.o == 0) {
+    // Nothing flows back: every gradient is zero.
+    if (dx) std::memset(dx, 0, sizeof(T) * s.n * s.c * p.hw_in);
+    if (dweight) std::memset(dweight, 0, sizeof(T) * s.o * p.kg);
+    if (dbias) std::memset(dbias, 0, sizeof(T) * s.o);
+    return;
+  }
+  if (p.depthwise())
+    backward_depthwise(p, dy, x, weight, dx, dweight, dbias);
+  else
+    backward_gemm(p, dy, x, weight, dx, dweight, dbias);
+}
+
+template void conv2d_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
+template void conv2d_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
+template void conv2d_backward<float>(const Conv2dShape&, const float*, const float*, const float*, float*,
+                                     float*, float*);
+template void conv2d_backward<double>(const Conv2dShape&, const double*, const double*, const double*,
+                                      double*, double*, double*);
+
+}  // namespace dlkern::cpu
