@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/cpu_features.h"
 #include "common/runtime.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -30,6 +32,37 @@ void valid_range(int64_t out, int64_t size, int64_t stride, int64_t start, int64
   hi = std::min<int64_t>(out, floor_div(size - 1 - start, stride) + 1);
   if (hi < lo) hi = lo;
 }
+
+// Sums and dot products with 16 independent partial sums: vectorised without
+// reassociation flags, and not bound by the latency of one add chain.
+template <typename T>
+T sum_of(const T* a, int64_t n) {
+  T acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j];
+  T total = 0;
+  for (; i < n; ++i) total += a[i];
+  for (int j = 0; j < 16; ++j) total += acc[j];
+  return total;
+}
+
+template <typename T>
+T dot_of(const T* a, const T* b, int64_t n) {
+  T acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+  T total = 0;
+  for (; i < n; ++i) total += a[i] * b[i];
+  for (int j = 0; j < 16; ++j) total += acc[j];
+  return total;
+}
+
+// Output channels per group at or above which dY^T is handed to the GEMM as strides;
+// narrower ones are transposed into a small buffer first (the GEMM packs a transposed
+// B column by column, which costs a full 64-wide panel per column for narrow B).
+constexpr int64_t kMinStridedGradChannels = 32;
 
 struct Plan {
   Conv2dShape s;
@@ -118,8 +151,11 @@ void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg) {
       }
 }
 
-// C (m, n; row stride ldc) = alpha * A B + beta * C with A (m, k) at (a_rs, a_cs) and
-// B (k, n) at (b_rs, b_cs).
+// C (m, n; row stride ldc) = A B + beta * C with A (m, k) at (a_rs, a_cs) and
+// B (k, n) at (b_rs, b_cs). Inside this file's parallel regions (one image per thread)
+// the product runs on the calling thread: gemm() would size its thread count from
+// get_num_threads() and so pick its multi-threaded blocking (and a nested region that
+// OpenMP serialises) over its faster single-thread path for small products.
 template <typename T>
 void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs,
                const T* b, int64_t b_rs, int64_t b_cs, T beta, T* c, int64_t ldc) {
@@ -128,7 +164,17 @@ void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_
   g.a = a, g.a_rs = a_rs, g.a_cs = a_cs;
   g.b = b, g.b_rs = b_rs, g.b_cs = b_cs;
   g.beta = beta, g.c = c, g.ldc = ldc;
-  gemm(g);
+  if (!omp_in_parallel() || m == 0 || n == 0 || k == 0) {
+    gemm(g);
+    return;
+  }
+  switch (active_isa()) {
+#if defined(DLKERN_X86)
+    case Isa::avx512: avx512::gemm_run(g, 1); return;
+    case Isa::avx2: avx2::gemm_run(g, 1); return;
+#endif
+    default: generic::gemm_run(g, 1); return;
+  }
 }
 
 // Images are split among threads (each runs its im2col and single-threaded GEMMs on
@@ -179,8 +225,8 @@ template <typename T>
 void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T* dw, T* db) {
   const Conv2dShape& s = p.s;
   const int nt = s.n > 1 ? p.threads(s.n) : 1;
-  // Each thread sums its images' dweight/dbias into its own slot; the slots are added
-  // in thread order afterwards.
+  // Each thread sums its images' dweight (transposed: per group (kg, og)) and dbias
+  // into its own slot; the slots are added in thread order afterwards.
   const int64_t wsize = s.o * p.kg;
   const int64_t slot = (wsize + s.o + 15) / 16 * 16;
   static thread_local AlignedBuffer acc_buffer;
@@ -189,12 +235,15 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
     acc = acc_buffer.reserve_elements<T>(static_cast<size_t>(slot * nt));
     std::memset(acc, 0, sizeof(T) * slot * nt);
   }
-  const int64_t chunk_elems = p.kg * p.rows_per_chunk * s.out_w;
+  const int64_t chunk_cols = p.rows_per_chunk * s.out_w;
+  const int64_t chunk_elems = p.kg * chunk_cols;
+  const bool strided_grad = p.og >= kMinStridedGradChannels;
 
   auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
-    static thread_local AlignedBuffer col_buffer, grad_buffer;
+    static thread_local AlignedBuffer col_buffer, grad_buffer, dyt_buffer;
     T* col = (dw && !p.pointwise) ? col_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
     T* gcol = (dx && !p.pointwise) ? grad_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
+    T* dyt = (dw && !strided_grad) ? dyt_buffer.reserve_elements<T>(static_cast<size_t>(chunk_cols * p.og)) : nullptr;
     if (dx && !p.pointwise) std::memset(dx + n * s.c * p.hw_in, 0, sizeof(T) * s.c * p.hw_in);
     for (int64_t g = 0; g < s.groups; ++g) {
       const T* xg = x + (n * s.c + g * p.cg) * p.hw_in;
@@ -206,14 +255,22 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
         const int64_t ncols = (r1 - r0) * s.out_w;
         const T* dyc = dyg + r0 * s.out_w;
         if (dw) {
-          // dW_g (og, kg) += dY_g (og, ncols) @ cols^T (ncols, kg); the transpose is a stride.
-          const T* b = xg + r0 * s.out_w;
-          int64_t ldb = p.hw_in;
+          // dW_g^T (kg, og) += cols (kg, ncols) @ dY_g^T (ncols, og): the columns are read
+          // in place (row-major A) and only the small dY chunk is packed.
+          const T* a = xg + r0 * s.out_w;
+          int64_t lda = p.hw_in;
           if (!p.pointwise) {
             im2col(p, xg, r0, r1, col);
-            b = col, ldb = ncols;
+            a = col, lda = ncols;
           }
-          gemm_into<T>(p.og, p.kg, ncols, dyc, p.hw_out, 1, b, 1, ldb, T(1), acc_w + g * p.og * p.kg, p.kg);
+          const T* b = dyc;
+          int64_t b_rs = 1, b_cs = p.hw_out;
+          if (!strided_grad) {
+            for (int64_t q = 0; q < ncols; ++q)
+              for (int64_t o = 0; o < p.og; ++o) dyt[q * p.og + o] = dyc[o * p.hw_out + q];
+            b = dyt, b_rs = p.og, b_cs = 1;
+          }
+          gemm_into<T>(p.kg, p.og, ncols, a, lda, 1, b, b_rs, b_cs, T(1), acc_w + g * p.og * p.kg, p.og);
         }
         if (dx) {
           // cols_grad (kg, ncols) = W_g^T (kg, og) @ dY_g (og, ncols), then scattered into dx.
@@ -226,14 +283,8 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
         }
       }
     }
-    if (db) {
-      for (int64_t o = 0; o < s.o; ++o) {
-        const T* row = dy + (n * s.o + o) * p.hw_out;
-        T sum = 0;
-        for (int64_t q = 0; q < p.hw_out; ++q) sum += row[q];
-        acc_b[o] += sum;
-      }
-    }
+    if (db)
+      for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
   };
 
   if (nt > 1) {
@@ -247,10 +298,16 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
   } else {
     for (int64_t n = 0; n < s.n; ++n) run_image(n, acc, acc ? acc + wsize : nullptr);
   }
-  for (int64_t i = 0; i < wsize && dw; ++i) {
-    T sum = acc[i];
-    for (int t = 1; t < nt; ++t) sum += acc[t * slot + i];
-    dw[i] = sum;
+  if (dw) {
+    // Slot layout per group: (kg, og); dweight per group: (og, kg).
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t k = 0; k < p.kg; ++k)
+        for (int64_t o = 0; o < p.og; ++o) {
+          const int64_t i = g * p.og * p.kg + k * p.og + o;
+          T sum = acc[i];
+          for (int t = 1; t < nt; ++t) sum += acc[t * slot + i];
+          dw[(g * p.og + o) * p.kg + k] = sum;
+        }
   }
   for (int64_t o = 0; o < s.o && db; ++o) {
     T sum = acc[wsize + o];
@@ -344,9 +401,7 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
         T sum = 0;
         for (int64_t n = 0; n < s.n; ++n) {
           const T* dyp = dy + (n * s.o + oc) * p.hw_out;
-          T part = 0;
-          for (int64_t q = 0; q < p.hw_out; ++q) part += dyp[q];
-          sum += part;
+          sum += sum_of(dyp, p.hw_out);
         }
         db[oc] = sum;
       }
@@ -365,13 +420,13 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
               if (ih < 0 || ih >= s.h) continue;
               const T* dyr = dyp + oh * s.out_w;
               const T* xs = xp + ih * s.w + start;
-              T part = 0;
               if (s.stride_w == 1) {
-                for (int64_t ow = lo; ow < hi; ++ow) part += dyr[ow] * xs[ow];
+                sum += dot_of(dyr + lo, xs + lo, hi - lo);
               } else {
+                T part = 0;
                 for (int64_t ow = lo; ow < hi; ++ow) part += dyr[ow] * xs[ow * s.stride_w];
+                sum += part;
               }
-              sum += part;
             }
           }
           dw[oc * s.kh * s.kw + i * s.kw + j] = sum;
