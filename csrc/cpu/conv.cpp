@@ -318,20 +318,22 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
 
 // ---------------------------------------------------------------- stride 1, no im2col
 // For stride 1, tap (i, j) of the kernel reads the zero-padded input (Hp, Wp) at a
-// fixed shift: if output columns are numbered q = oh*Wp + ow (ow < Wp, the last
-// Wp - out_w "garbage" columns of each row discarded), then
-//   y_g[:, q] = sum over taps  W_g[:, :, i, j] (og, cg) @ xpad_g[:, q + i*dh*Wp + j*dw]
-// and xpad_g[:, shift : shift + nq] is a matrix with row stride Hp*Wp and unit column
-// stride that the GEMM reads in place. So no column matrix is built: one padded copy of
-// the image replaces the kh*kw-times larger im2col buffer, at the cost of computing
-// the garbage columns ((kw - 1) * dw of every Wp).
+// fixed shift. Number output pixels q = oh*Wp + ow (ow < Wp; the last Wp - out_w
+// "garbage" pixels of each row are computed and discarded) and keep the padded image
+// channels-last, xpad[(pixel), c]; then for each tap
+//   yT_g (pixels, og) += xpad[q + i*dh*Wp + j*dw, g's channels] (pixels, cg) @ W_tap^T (cg, og)
+// where the first operand is a row-major window of xpad that the GEMM reads in place.
+// So no column matrix is built: one padded channels-last copy of the image replaces
+// the kh*kw-times larger im2col buffer. Pixels as GEMM rows keep the 64-wide register
+// tile full (n = og) and the weights, read in place, small; measured ~12% faster than
+// the channels-first orientation on the ResNet shapes.
 
 struct Shifted {
   int64_t hp, wp;          // padded input; hp = out_h + dh*(kh-1), wp = out_w + dw*(kw-1)
   int64_t taps;            // kh * kw
   int64_t fwd_rows, bwd_rows;  // output rows per chunk
 
-  // Rows per chunk so a chunk has about `cols` columns (at least one row).
+  // Rows per chunk so a chunk has about `cols` pixels (at least one row).
   static int64_t rows_for(const Plan& p, int64_t wp, int64_t cols) {
     return std::clamp<int64_t>((cols + wp - p.s.out_w) / wp, 1, p.s.out_h);
   }
@@ -341,14 +343,14 @@ struct Shifted {
     hp = s.out_h + s.dil_h * (s.kh - 1);
     wp = s.out_w + s.dil_w * (s.kw - 1);
     taps = s.kh * s.kw;
-    // The GEMM's single-thread small path (operands read in place) needs
-    // m*n*k <= 2^22 and, for the dweight product whose depth is the chunk, k <= 512.
-    const int64_t per_col = std::max<int64_t>(1, p.og * p.cg);
-    fwd_rows = rows_for(p, wp, std::min<int64_t>(768, (int64_t(1) << 22) / per_col));
-    bwd_rows = rows_for(p, wp, std::min<int64_t>(512, (int64_t(1) << 22) / per_col));
+    // The GEMM's single-thread small path (operands read in place) needs m*n*k <= 2^22
+    // and k <= 512; in the dweight product the depth is the chunk's pixels.
+    const int64_t per_pixel = std::max<int64_t>(1, p.og * p.cg);
+    fwd_rows = rows_for(p, wp, std::min<int64_t>(768, (int64_t(1) << 22) / per_pixel));
+    bwd_rows = rows_for(p, wp, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
   }
 
-  // Worth it when the garbage columns are at most an eighth of the work.
+  // Worth it when the garbage pixels are at most an eighth of the work.
   static bool applies(const Plan& p) {
     const Conv2dShape& s = p.s;
     if (p.pointwise || p.depthwise() || s.stride_h != 1 || s.stride_w != 1 || p.cg == 0) return false;
@@ -356,32 +358,29 @@ struct Shifted {
     return extra * 8 <= s.out_w + extra;
   }
 
-  // Zero-padded copy of all channels of one image: (c, hp, wp).
+  // Zero-padded channels-last copy of one image: (hp, wp, c).
   template <typename T>
   void pad_image(const Plan& p, const T* xn, T* xpad) const {
     const Conv2dShape& s = p.s;
-    for (int64_t c = 0; c < s.c; ++c)
-      for (int64_t r = 0; r < hp; ++r) {
-        T* row = xpad + (c * hp + r) * wp;
-        const int64_t ih = r - s.pad_h;
-        if (ih < 0 || ih >= s.h) {
-          std::memset(row, 0, sizeof(T) * wp);
-          continue;
-        }
-        const int64_t right = std::max<int64_t>(0, std::min<int64_t>(s.w, wp - s.pad_w));
-        for (int64_t q = 0; q < s.pad_w && q < wp; ++q) row[q] = T(0);
-        std::memcpy(row + s.pad_w, xn + (c * s.h + ih) * s.w, sizeof(T) * right);
-        for (int64_t q = s.pad_w + right; q < wp; ++q) row[q] = T(0);
+    std::memset(xpad, 0, sizeof(T) * hp * wp * s.c);
+    const int64_t cols = std::max<int64_t>(0, std::min<int64_t>(s.w, wp - s.pad_w));
+    for (int64_t ih = 0; ih < s.h && ih + s.pad_h < hp; ++ih) {
+      T* row = xpad + ((ih + s.pad_h) * wp + s.pad_w) * s.c;
+      for (int64_t c = 0; c < s.c; ++c) {
+        const T* src = xn + (c * s.h + ih) * s.w;
+        for (int64_t iw = 0; iw < cols; ++iw) row[iw * s.c + c] = src[iw];
       }
+    }
   }
 
+  // Offset of tap `tap` in pixels.
   int64_t tap_offset(const Plan& p, int64_t tap) const {
     return (tap / p.s.kw) * p.s.dil_h * wp + (tap % p.s.kw) * p.s.dil_w;
   }
 };
 
-// Weight taps as row-major (og, cg) matrices, [g][tap][o][c]; with `transpose`,
-// (cg, og) matrices [g][tap][c][o]. Small (the weight's size); built once per call.
+// Weight taps as row-major matrices, [g][tap][o][c] (og, cg) or, with `transpose`,
+// [g][tap][c][o] (cg, og). Small (the weight's size); built once per call.
 template <typename T>
 void gather_taps(const Plan& p, const Shifted& sh, const T* w, T* out, bool transpose) {
   for (int64_t g = 0; g < p.s.groups; ++g)
@@ -404,31 +403,29 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
   const Shifted sh(p);
   static thread_local AlignedBuffer taps_buffer;
   T* wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
-  gather_taps(p, sh, w, wt, false);
-  const int64_t plane = sh.hp * sh.wp;
-  const int64_t max_cols = sh.fwd_rows * sh.wp;
+  gather_taps(p, sh, w, wt, true);
+  const int64_t max_pixels = sh.fwd_rows * sh.wp;
 
   auto run_image = [&](int64_t n) {
     static thread_local AlignedBuffer pad_buffer, out_buffer;
-    T* xpad = pad_buffer.reserve_elements<T>(static_cast<size_t>(s.c * plane));
-    T* tmp = out_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_cols));
+    T* xpad = pad_buffer.reserve_elements<T>(static_cast<size_t>(s.c * sh.hp * sh.wp));
+    T* tmp = out_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels));
     sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     for (int64_t g = 0; g < s.groups; ++g) {
-      const T* xg = xpad + g * p.cg * plane;
       for (int64_t r0 = 0; r0 < s.out_h; r0 += sh.fwd_rows) {
         const int64_t r1 = std::min(s.out_h, r0 + sh.fwd_rows);
         const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
         for (int64_t tap = 0; tap < sh.taps; ++tap)
-          gemm_into<T>(p.og, nq, p.cg, wt + (g * sh.taps + tap) * p.og * p.cg, p.cg, 1,
-                       xg + r0 * sh.wp + sh.tap_offset(p, tap), plane, 1, tap ? T(1) : T(0), tmp, nq);
-        // Drop the garbage columns and add the bias while the chunk is in cache.
-        for (int64_t o = 0; o < p.og; ++o) {
-          const T bo = bias ? bias[g * p.og + o] : T(0);
-          T* yo = y + (n * s.o + g * p.og + o) * p.hw_out;
-          for (int64_t oh = r0; oh < r1; ++oh) {
-            const T* src = tmp + o * nq + (oh - r0) * sh.wp;
-            T* dst = yo + oh * s.out_w;
-            for (int64_t ow = 0; ow < s.out_w; ++ow) dst[ow] = src[ow] + bo;
+          gemm_into<T>(nq, p.og, p.cg, xpad + (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg, s.c, 1,
+                       wt + (g * sh.taps + tap) * p.og * p.cg, p.og, 1, tap ? T(1) : T(0), tmp, p.og);
+        // Back to channels-first without the garbage pixels, plus the bias, while the
+        // chunk is in cache.
+        for (int64_t oh = r0; oh < r1; ++oh) {
+          const T* src = tmp + (oh - r0) * sh.wp * p.og;
+          for (int64_t o = 0; o < p.og; ++o) {
+            const T bo = bias ? bias[g * p.og + o] : T(0);
+            T* dst = y + ((n * s.o + g * p.og + o) * s.out_h + oh) * s.out_w;
+            for (int64_t ow = 0; ow < s.out_w; ++ow) dst[ow] = src[ow * p.og + o] + bo;
           }
         }
       }
@@ -452,9 +449,9 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
   T* wt = nullptr;
   if (dx) {
     wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
-    gather_taps(p, sh, w, wt, true);
+    gather_taps(p, sh, w, wt, false);
   }
-  // Per-thread dweight ([g][tap][c][o]) and dbias, added in thread order afterwards.
+  // Per-thread dweight ([g][tap][o][c]) and dbias, added in thread order afterwards.
   const int64_t wsize = s.o * p.kg;
   const int64_t slot = (wsize + s.o + 15) / 16 * 16;
   T* acc = nullptr;
@@ -462,24 +459,24 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
     acc = acc_buffer.reserve_elements<T>(static_cast<size_t>(slot * nt));
     std::memset(acc, 0, sizeof(T) * slot * nt);
   }
-  const int64_t plane = sh.hp * sh.wp;
-  const int64_t max_cols = sh.bwd_rows * sh.wp;
+  const int64_t image = s.c * sh.hp * sh.wp;
+  const int64_t max_pixels = sh.bwd_rows * sh.wp;
 
   auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
     static thread_local AlignedBuffer pad_buffer, dpad_buffer, dyv_buffer, dyt_buffer;
-    T* xpad = dw ? pad_buffer.reserve_elements<T>(static_cast<size_t>(s.c * plane)) : nullptr;
-    T* dxpad = dx ? dpad_buffer.reserve_elements<T>(static_cast<size_t>(s.c * plane)) : nullptr;
-    T* dyv = dx ? dyv_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_cols)) : nullptr;
-    T* dyt = dw ? dyt_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_cols)) : nullptr;
+    T* xpad = dw ? pad_buffer.reserve_elements<T>(static_cast<size_t>(image)) : nullptr;
+    T* dxpad = dx ? dpad_buffer.reserve_elements<T>(static_cast<size_t>(image)) : nullptr;
+    T* dyv = dw ? dyv_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels)) : nullptr;
+    T* dyt = dx ? dyt_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels)) : nullptr;
     if (dw) sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
-    if (dx) std::memset(dxpad, 0, sizeof(T) * s.c * plane);
+    if (dx) std::memset(dxpad, 0, sizeof(T) * image);
     for (int64_t g = 0; g < s.groups; ++g) {
       const T* dyg = dy + (n * s.o + g * p.og) * p.hw_out;
       for (int64_t r0 = 0; r0 < s.out_h && (dx || dw); r0 += sh.bwd_rows) {
         const int64_t r1 = std::min(s.out_h, r0 + sh.bwd_rows);
         const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
-        // dY chunk on the padded column grid, garbage columns zero: (og, nq) for the
-        // dx products and transposed (nq, og) for the dweight products.
+        // dY chunk on the padded pixel grid, garbage pixels zero: (og, nq) for the
+        // dweight products and channels-last (nq, og) for the dx products.
         for (int64_t o = 0; o < p.og; ++o)
           for (int64_t oh = r0; oh < r1; ++oh) {
             const T* src = dyg + o * p.hw_out + oh * s.out_w;
@@ -496,24 +493,27 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
             }
           }
         for (int64_t tap = 0; tap < sh.taps; ++tap) {
-          const int64_t shift = g * p.cg * plane + r0 * sh.wp + sh.tap_offset(p, tap);
-          // dW_tap^T (cg, og) += xpad window (cg, nq) @ dY^T (nq, og)
+          const int64_t shift = (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg;
+          // dW_tap (og, cg) += dY (og, nq) @ xpad window (nq, cg)
           if (dw)
-            gemm_into<T>(p.cg, p.og, nq, xpad + shift, plane, 1, dyt, p.og, 1, T(1),
-                         acc_w + (g * sh.taps + tap) * p.cg * p.og, p.og);
-          // dxpad window (cg, nq) += W_tap^T (cg, og) @ dY (og, nq)
+            gemm_into<T>(p.og, p.cg, nq, dyv, nq, 1, xpad + shift, s.c, 1, T(1),
+                         acc_w + (g * sh.taps + tap) * p.og * p.cg, p.cg);
+          // dxpad window (nq, cg) += dY^T (nq, og) @ W_tap (og, cg)
           if (dx)
-            gemm_into<T>(p.cg, nq, p.og, wt + (g * sh.taps + tap) * p.cg * p.og, p.og, 1, dyv, nq, 1, T(1),
-                         dxpad + shift, plane);
+            gemm_into<T>(nq, p.cg, p.og, dyt, p.og, 1, wt + (g * sh.taps + tap) * p.og * p.cg, p.cg, 1, T(1),
+                         dxpad + shift, s.c);
         }
       }
     }
     if (dx) {
       T* dxn = dx + n * s.c * p.hw_in;
-      for (int64_t c = 0; c < s.c; ++c)
-        for (int64_t ih = 0; ih < s.h; ++ih)
-          std::memcpy(dxn + (c * s.h + ih) * s.w, dxpad + c * plane + (ih + s.pad_h) * sh.wp + s.pad_w,
-                      sizeof(T) * s.w);
+      for (int64_t ih = 0; ih < s.h; ++ih) {
+        const T* row = dxpad + ((ih + s.pad_h) * sh.wp + s.pad_w) * s.c;
+        for (int64_t c = 0; c < s.c; ++c) {
+          T* dst = dxn + (c * s.h + ih) * s.w;
+          for (int64_t iw = 0; iw < s.w; ++iw) dst[iw] = row[iw * s.c + c];
+        }
+      }
     }
     if (db)
       for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
@@ -533,9 +533,9 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
   if (dw) {
     for (int64_t g = 0; g < s.groups; ++g)
       for (int64_t tap = 0; tap < sh.taps; ++tap)
-        for (int64_t c = 0; c < p.cg; ++c)
-          for (int64_t o = 0; o < p.og; ++o) {
-            const int64_t i = ((g * sh.taps + tap) * p.cg + c) * p.og + o;
+        for (int64_t o = 0; o < p.og; ++o)
+          for (int64_t c = 0; c < p.cg; ++c) {
+            const int64_t i = ((g * sh.taps + tap) * p.og + o) * p.cg + c;
             T sum = acc[i];
             for (int t = 1; t < nt; ++t) sum += acc[t * slot + i];
             dw[(g * p.og + o) * p.kg + c * sh.taps + tap] = sum;
