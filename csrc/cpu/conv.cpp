@@ -118,6 +118,10 @@ void im2col(const Plan& p, const T* xg, int64_t r0, int64_t r1, T* col) {
           for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
           if (s.stride_w == 1) {
             if (hi > lo) std::memcpy(dst + lo, src + lo + start, sizeof(T) * (hi - lo));
+          } else if (s.stride_w == 2) {
+            // A constant stride lets the compiler vectorise the gather with shuffles.
+            const T* from = src + start;
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = from[2 * ow];
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * s.stride_w + start];
           }
@@ -144,6 +148,8 @@ void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg) {
           T* dst = dxg + (c * s.h + ih) * s.w + start;
           if (s.stride_w == 1) {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+          } else if (s.stride_w == 2) {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[2 * ow] += src[ow];
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow * s.stride_w] += src[ow];
           }
