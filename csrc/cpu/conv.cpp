@@ -16,8 +16,8 @@ namespace dlkern::cpu {
 namespace {
 
 // Column buffer per thread (one for x's columns, one for the gradient's in the
-// backward). Measured on the ResNet shapes: small enough that the GEMM packs its B
-// blocks from L2, large enough that each GEMM has a few hundred columns.
+// backward): small enough that the GEMM packs its B blocks from L2, large enough that
+// each GEMM has a few hundred columns. A batch of any size needs only this much.
 constexpr int64_t kColumnBytes = 1 << 20;
 // Below about this many multiply-adds per thread, another thread costs more than it saves.
 constexpr double kMinMacsPerThread = 1.0e6;
@@ -63,6 +63,26 @@ T dot_of(const T* a, const T* b, int64_t n) {
 // narrower ones are transposed into a small buffer first (the GEMM packs a transposed
 // B column by column, which costs a full 64-wide panel per column for narrow B).
 constexpr int64_t kMinStridedGradChannels = 32;
+
+// Per-thread scratch carved from one buffer of the calling thread, reserved before
+// any parallel region: a failed allocation then raises in the caller rather than
+// aborting inside OpenMP. Sizes are rounded to 16 elements (64-byte aligned slices).
+int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+template <typename T>
+T* reserve_scratch(int nt, int64_t per_thread) {
+  static thread_local AlignedBuffer scratch;
+  return per_thread > 0 ? scratch.reserve_elements<T>(static_cast<size_t>(nt * per_thread)) : nullptr;
+}
+
+// Takes `n` elements (or none when !want) from the thread's slice.
+template <typename T>
+T* carve(T*& cursor, int64_t n, bool want = true) {
+  if (!want) return nullptr;
+  T* out = cursor;
+  cursor += round16(n);
+  return out;
+}
 
 struct Plan {
   Conv2dShape s;
@@ -188,10 +208,11 @@ void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_
 template <typename T>
 void forward_gemm(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
   const Conv2dShape& s = p.s;
+  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  const int64_t per_thread = p.pointwise ? 0 : round16(p.kg * p.rows_per_chunk * s.out_w);
+  T* scratch = reserve_scratch<T>(nt, per_thread);
   auto run_image = [&](int64_t n) {
-    static thread_local AlignedBuffer col_buffer;
-    T* col = p.pointwise ? nullptr
-                         : col_buffer.reserve_elements<T>(static_cast<size_t>(p.kg * p.rows_per_chunk * s.out_w));
+    T* col = scratch ? scratch + omp_get_thread_num() * per_thread : nullptr;
     for (int64_t g = 0; g < s.groups; ++g) {
       const T* xg = x + (n * s.c + g * p.cg) * p.hw_in;
       const T* wg = w + g * p.og * p.kg;
@@ -218,7 +239,6 @@ void forward_gemm(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
       }
     }
   };
-  const int nt = s.n > 1 ? p.threads(s.n) : 1;
   if (nt > 1) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < s.n; ++n) run_image(n);
@@ -245,11 +265,16 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
   const int64_t chunk_elems = p.kg * chunk_cols;
   const bool strided_grad = p.og >= kMinStridedGradChannels;
 
+  const bool want_col = dw && !p.pointwise, want_gcol = dx && !p.pointwise, want_dyt = dw && !strided_grad;
+  const int64_t per_thread = (want_col ? round16(chunk_elems) : 0) + (want_gcol ? round16(chunk_elems) : 0) +
+                             (want_dyt ? round16(chunk_cols * p.og) : 0);
+  T* scratch = reserve_scratch<T>(nt, per_thread);
+
   auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
-    static thread_local AlignedBuffer col_buffer, grad_buffer, dyt_buffer;
-    T* col = (dw && !p.pointwise) ? col_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
-    T* gcol = (dx && !p.pointwise) ? grad_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
-    T* dyt = (dw && !strided_grad) ? dyt_buffer.reserve_elements<T>(static_cast<size_t>(chunk_cols * p.og)) : nullptr;
+    T* cursor = scratch ? scratch + omp_get_thread_num() * per_thread : nullptr;
+    T* col = carve(cursor, chunk_elems, want_col);
+    T* gcol = carve(cursor, chunk_elems, want_gcol);
+    T* dyt = carve(cursor, chunk_cols * p.og, want_dyt);
     if (dx && !p.pointwise) std::memset(dx + n * s.c * p.hw_in, 0, sizeof(T) * s.c * p.hw_in);
     for (int64_t g = 0; g < s.groups; ++g) {
       const T* xg = x + (n * s.c + g * p.cg) * p.hw_in;
@@ -426,11 +451,14 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
   T* wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
   gather_taps(p, sh, w, wt, true);
   const int64_t max_pixels = sh.fwd_rows * sh.wp;
+  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  const int64_t per_thread = round16(s.c * sh.hp * sh.wp) + round16(p.og * max_pixels);
+  T* scratch = reserve_scratch<T>(nt, per_thread);
 
   auto run_image = [&](int64_t n) {
-    static thread_local AlignedBuffer pad_buffer, out_buffer;
-    T* xpad = pad_buffer.reserve_elements<T>(static_cast<size_t>(s.c * sh.hp * sh.wp));
-    T* tmp = out_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels));
+    T* cursor = scratch + omp_get_thread_num() * per_thread;
+    T* xpad = carve(cursor, s.c * sh.hp * sh.wp);
+    T* tmp = carve(cursor, p.og * max_pixels);
     sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     for (int64_t g = 0; g < s.groups; ++g) {
       for (int64_t r0 = 0; r0 < s.out_h; r0 += sh.fwd_rows) {
@@ -448,7 +476,6 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
       }
     }
   };
-  const int nt = s.n > 1 ? p.threads(s.n) : 1;
   if (nt > 1) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < s.n; ++n) run_image(n);
@@ -479,12 +506,16 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
   const int64_t image = s.c * sh.hp * sh.wp;
   const int64_t max_pixels = sh.bwd_rows * sh.wp;
 
+  const int64_t per_thread = (dw ? round16(image) + round16(p.og * max_pixels) : 0) +
+                             (dx ? round16(image) + round16(p.og * max_pixels) : 0);
+  T* scratch = reserve_scratch<T>(nt, per_thread);
+
   auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
-    static thread_local AlignedBuffer pad_buffer, dpad_buffer, dyv_buffer, dyt_buffer;
-    T* xpad = dw ? pad_buffer.reserve_elements<T>(static_cast<size_t>(image)) : nullptr;
-    T* dxpad = dx ? dpad_buffer.reserve_elements<T>(static_cast<size_t>(image)) : nullptr;
-    T* dyv = dw ? dyv_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels)) : nullptr;
-    T* dyt = dx ? dyt_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels)) : nullptr;
+    T* cursor = scratch ? scratch + omp_get_thread_num() * per_thread : nullptr;
+    T* xpad = carve(cursor, image, dw != nullptr);
+    T* dxpad = carve(cursor, image, dx != nullptr);
+    T* dyv = carve(cursor, p.og * max_pixels, dw != nullptr);
+    T* dyt = carve(cursor, p.og * max_pixels, dx != nullptr);
     if (dw) sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     if (dx) std::memset(dxpad, 0, sizeof(T) * image);
     for (int64_t g = 0; g < s.groups; ++g) {
