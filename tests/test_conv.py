@@ -124,6 +124,12 @@ CASES = [
     ("wide_shifted_groups_dil", (2, 4, 7, 45), (6, 2, 3, 2), dict(padding=(1, 2), dilation=(2, 3), groups=2),
      (1, 1, 2, 2)),
     ("wide_shifted_1x3", (1, 5, 3, 33), (3, 5, 1, 3), dict(padding=(0, 1)), (0, 0, 1, 1)),
+    # Strides other than 1 on wide rows: the polyphase split of the same path.
+    ("wide_stride2", (2, 3, 7, 66), (4, 3, 3, 3), dict(stride=2, padding=1), (1, 1, 1, 1)),
+    ("wide_stride_2x3_dil2", (2, 4, 11, 80), (5, 4, 3, 2), dict(stride=(2, 3), padding=(2, 1), dilation=2),
+     (2, 2, 1, 1)),
+    ("wide_1x1_stride2", (2, 6, 5, 40), (3, 6, 1, 1), dict(stride=2), (0, 0, 0, 0)),
+    ("wide_stride3_k2_groups", (1, 4, 8, 50), (4, 2, 2, 2), dict(stride=3, groups=2), (0, 0, 0, 0)),
     # Big enough that 2 threads split the images; several im2col chunks per image.
     ("threaded_chunks", (4, 16, 20, 20), (8, 16, 3, 3), dict(padding=1, stride=(1, 2)), (1, 1, 1, 1)),
     ("threaded_shifted", (4, 8, 24, 64), (8, 8, 3, 3), dict(padding=1), (1, 1, 1, 1)),
@@ -195,6 +201,7 @@ GRAD_CASES = [
     ("depthwise_dil2", (2, 3, 6, 6), (3, 1, 3, 3), dict(padding=2, dilation=2, groups=3)),
     ("pointwise", (2, 3, 3, 4), (2, 3, 1, 1), {}),
     ("shifted", (1, 2, 3, 18), (2, 2, 3, 3), dict(padding=1)),
+    ("shifted_stride2", (1, 2, 5, 34), (2, 2, 3, 3), dict(padding=1, stride=2)),
 ]
 
 
