@@ -359,12 +359,12 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
 // tile full (n = og) and the weights, read in place, small; measured ~12% faster than
 // the channels-first orientation on the ResNet shapes.
 
-// dst[i*di + j*dj] = src[i*si + j*sj] (+ add[j] when given) for i < rows, j < cols,
+// dst[j*ld_dst + i] = src[i*ld_src + j] (+ add[j] when given) for i < rows, j < cols,
 // in 16 x 16 tiles so both sides stay in L1 (an element-by-element strided copy runs
 // several times slower: every store starts a new cache line).
 template <typename T>
-void transpose_copy(const T* src, int64_t si, int64_t sj, int64_t rows, int64_t cols, T* dst, int64_t di,
-                    int64_t dj, const T* add = nullptr) {
+void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, int64_t ld_dst,
+                    const T* add = nullptr) {
   constexpr int64_t B = 16;
   for (int64_t i0 = 0; i0 < rows; i0 += B) {
     const int64_t i1 = std::min(rows, i0 + B);
@@ -372,105 +372,56 @@ void transpose_copy(const T* src, int64_t si, int64_t sj, int64_t rows, int64_t 
       const int64_t j1 = std::min(cols, j0 + B);
       for (int64_t j = j0; j < j1; ++j) {
         const T a = add ? add[j] : T(0);
-        T* d = dst + j * dj;
-        const T* sp = src + j * sj;
-        for (int64_t i = i0; i < i1; ++i) d[i * di] = sp[i * si] + a;
+        T* d = dst + j * ld_dst;
+        for (int64_t i = i0; i < i1; ++i) d[i] = src[i * ld_src + j] + a;
       }
     }
   }
 }
 
-// Strides other than 1 use the same scheme on the polyphase split of the padded image:
-// phase (a, b) holds xpad[r*sh + a, q*sw + b] at (r, q), and tap (i, j) reads phase
-// ((i*dh) % sh, (j*dw) % sw) at the fixed shift ((i*dh) / sh, (j*dw) / sw) -- again a
-// stride-1 window. The phases together are the size of the padded image.
 struct Shifted {
-  int64_t sh_, sw_;        // strides
-  int64_t hq, wq;          // rows and columns of one phase (those the taps reach)
-  int64_t plane;           // elements of one phase: hq * wq * c
-  int64_t image;           // elements of all phases
+  int64_t hp, wp;          // padded input; hp = out_h + dh*(kh-1), wp = out_w + dw*(kw-1)
   int64_t taps;            // kh * kw
   int64_t fwd_rows, bwd_rows;  // output rows per chunk
 
   // Rows per chunk so a chunk has about `cols` pixels (at least one row).
-  static int64_t rows_for(const Plan& p, int64_t wq, int64_t cols) {
-    return std::clamp<int64_t>((cols + wq - p.s.out_w) / wq, 1, p.s.out_h);
+  static int64_t rows_for(const Plan& p, int64_t wp, int64_t cols) {
+    return std::clamp<int64_t>((cols + wp - p.s.out_w) / wp, 1, p.s.out_h);
   }
 
   explicit Shifted(const Plan& p) {
     const Conv2dShape& s = p.s;
-    sh_ = s.stride_h, sw_ = s.stride_w;
-    hq = s.out_h + s.dil_h * (s.kh - 1) / sh_;
-    wq = s.out_w + s.dil_w * (s.kw - 1) / sw_;
-    plane = hq * wq * s.c;
-    image = sh_ * sw_ * plane;
+    hp = s.out_h + s.dil_h * (s.kh - 1);
+    wp = s.out_w + s.dil_w * (s.kw - 1);
     taps = s.kh * s.kw;
     // The GEMM's single-thread small path (operands read in place) needs m*n*k <= 2^22
     // and k <= 512; in the dweight product the depth is the chunk's pixels.
     const int64_t per_pixel = std::max<int64_t>(1, p.og * p.cg);
-    fwd_rows = rows_for(p, wq, std::min<int64_t>(768, (int64_t(1) << 22) / per_pixel));
-    bwd_rows = rows_for(p, wq, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
+    fwd_rows = rows_for(p, wp, std::min<int64_t>(768, (int64_t(1) << 22) / per_pixel));
+    bwd_rows = rows_for(p, wp, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
   }
 
-  // Worth it when the garbage pixels are at most an eighth of the work and the phases
-  // are few (a stride beyond the kernel leaves most of them unread).
+  // Worth it when the garbage pixels are at most an eighth of the work.
   static bool applies(const Plan& p) {
     const Conv2dShape& s = p.s;
-    if (p.pointwise || p.depthwise() || p.cg == 0 || s.stride_h > 4 || s.stride_w > 4) return false;
-    const int64_t extra = s.dil_w * (s.kw - 1) / s.stride_w;
+    if (p.pointwise || p.depthwise() || s.stride_h != 1 || s.stride_w != 1 || p.cg == 0) return false;
+    const int64_t extra = s.dil_w * (s.kw - 1);
     return extra * 8 <= s.out_w + extra;
   }
 
-  // Zero-padded, channels-last, phase-split copy of one image.
+  // Zero-padded channels-last copy of one image: (hp, wp, c).
   template <typename T>
   void pad_image(const Plan& p, const T* xn, T* xpad) const {
     const Conv2dShape& s = p.s;
-    std::memset(xpad, 0, sizeof(T) * image);
-    for (int64_t a = 0; a < sh_; ++a)
-      for (int64_t b = 0; b < sw_; ++b) {
-        T* base = xpad + (a * sw_ + b) * plane;
-        int64_t lo, hi;
-        valid_range(wq, s.w, sw_, b - s.pad_w, lo, hi);
-        if (hi <= lo) continue;
-        for (int64_t r = 0; r < hq; ++r) {
-          const int64_t ih = r * sh_ + a - s.pad_h;
-          if (ih < 0 || ih >= s.h) continue;
-          // pixel q (lo <= q < hi) of this row, channel c <- x[c, ih, q*sw + b - pad_w]
-          transpose_copy(xn + ih * s.w + lo * sw_ + b - s.pad_w, p.hw_in, sw_, s.c, hi - lo,
-                         base + (r * wq + lo) * s.c, 1, s.c);
-        }
-      }
+    std::memset(xpad, 0, sizeof(T) * hp * wp * s.c);
+    const int64_t cols = std::max<int64_t>(0, std::min<int64_t>(s.w, wp - s.pad_w));
+    for (int64_t ih = 0; ih < s.h && ih + s.pad_h < hp; ++ih)
+      transpose_copy(xn + ih * s.w, p.hw_in, s.c, cols, xpad + ((ih + s.pad_h) * wp + s.pad_w) * s.c, s.c);
   }
 
-  // The inverse for gradients: dx[c, ih, iw] from the phase-split dxpad (zero where no
-  // tap reaches).
-  template <typename T>
-  void unpad_image(const Plan& p, const T* dxpad, T* dxn) const {
-    const Conv2dShape& s = p.s;
-    for (int64_t ih = 0; ih < s.h; ++ih) {
-      const int64_t a = (ih + s.pad_h) % sh_, r = (ih + s.pad_h) / sh_;
-      for (int64_t b = 0; b < sw_; ++b) {
-        // Input columns iw = iw0 + k*sw, reading phase column q0 + k.
-        const int64_t iw0 = ((b - s.pad_w) % sw_ + sw_) % sw_;
-        if (iw0 >= s.w) continue;
-        const int64_t q0 = (iw0 + s.pad_w) / sw_;
-        const int64_t count = (s.w - iw0 + sw_ - 1) / sw_;
-        const int64_t inside = r < hq ? std::clamp<int64_t>(wq - q0, 0, count) : 0;
-        T* dst = dxn + ih * s.w + iw0;
-        if (inside > 0)
-          transpose_copy(dxpad + (a * sw_ + b) * plane + (r * wq + q0) * s.c, s.c, 1, inside, s.c, dst, sw_,
-                         p.hw_in);
-        for (int64_t c = 0; c < s.c; ++c)
-          for (int64_t k = inside; k < count; ++k) dst[c * p.hw_in + k * sw_] = T(0);
-      }
-    }
-  }
-
-  // Where tap `tap` reads, in elements of the phase-split image (before the chunk's
-  // row offset and the group's channel offset).
+  // Offset of tap `tap` in pixels.
   int64_t tap_offset(const Plan& p, int64_t tap) const {
-    const int64_t i = (tap / p.s.kw) * p.s.dil_h, j = (tap % p.s.kw) * p.s.dil_w;
-    return ((i % sh_) * sw_ + j % sw_) * plane + ((i / sh_) * wq + j / sw_) * p.s.c;
+    return (tap / p.s.kw) * p.s.dil_h * wp + (tap % p.s.kw) * p.s.dil_w;
   }
 };
 
@@ -499,28 +450,28 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
   static thread_local AlignedBuffer taps_buffer;
   T* wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
   gather_taps(p, sh, w, wt, true);
-  const int64_t max_pixels = sh.fwd_rows * sh.wq;
+  const int64_t max_pixels = sh.fwd_rows * sh.wp;
   const int nt = s.n > 1 ? p.threads(s.n) : 1;
-  const int64_t per_thread = round16(sh.image) + round16(p.og * max_pixels);
+  const int64_t per_thread = round16(s.c * sh.hp * sh.wp) + round16(p.og * max_pixels);
   T* scratch = reserve_scratch<T>(nt, per_thread);
 
   auto run_image = [&](int64_t n) {
     T* cursor = scratch + omp_get_thread_num() * per_thread;
-    T* xpad = carve(cursor, sh.image);
+    T* xpad = carve(cursor, s.c * sh.hp * sh.wp);
     T* tmp = carve(cursor, p.og * max_pixels);
     sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     for (int64_t g = 0; g < s.groups; ++g) {
       for (int64_t r0 = 0; r0 < s.out_h; r0 += sh.fwd_rows) {
         const int64_t r1 = std::min(s.out_h, r0 + sh.fwd_rows);
-        const int64_t nq = (r1 - r0 - 1) * sh.wq + s.out_w;
+        const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
         for (int64_t tap = 0; tap < sh.taps; ++tap)
-          gemm_into<T>(nq, p.og, p.cg, xpad + sh.tap_offset(p, tap) + r0 * sh.wq * s.c + g * p.cg, s.c, 1,
+          gemm_into<T>(nq, p.og, p.cg, xpad + (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg, s.c, 1,
                        wt + (g * sh.taps + tap) * p.og * p.cg, p.og, 1, tap ? T(1) : T(0), tmp, p.og);
         // Back to channels-first without the garbage pixels, plus the bias, while the
         // chunk is in cache.
         for (int64_t oh = r0; oh < r1; ++oh)
-          transpose_copy(tmp + (oh - r0) * sh.wq * p.og, p.og, 1, s.out_w, p.og,
-                         y + ((n * s.o + g * p.og) * s.out_h + oh) * s.out_w, 1, p.hw_out,
+          transpose_copy(tmp + (oh - r0) * sh.wp * p.og, p.og, s.out_w, p.og,
+                         y + ((n * s.o + g * p.og) * s.out_h + oh) * s.out_w, p.hw_out,
                          bias ? bias + g * p.og : nullptr);
       }
     }
@@ -552,8 +503,8 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
     acc = acc_buffer.reserve_elements<T>(static_cast<size_t>(slot * nt));
     std::memset(acc, 0, sizeof(T) * slot * nt);
   }
-  const int64_t image = sh.image;
-  const int64_t max_pixels = sh.bwd_rows * sh.wq;
+  const int64_t image = s.c * sh.hp * sh.wp;
+  const int64_t max_pixels = sh.bwd_rows * sh.wp;
 
   const int64_t per_thread = (dw ? round16(image) + round16(p.og * max_pixels) : 0) +
                              (dx ? round16(image) + round16(p.og * max_pixels) : 0);
@@ -571,14 +522,14 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
       const T* dyg = dy + (n * s.o + g * p.og) * p.hw_out;
       for (int64_t r0 = 0; r0 < s.out_h && (dx || dw); r0 += sh.bwd_rows) {
         const int64_t r1 = std::min(s.out_h, r0 + sh.bwd_rows);
-        const int64_t nq = (r1 - r0 - 1) * sh.wq + s.out_w;
+        const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
         // dY chunk on the padded pixel grid, garbage pixels zero: (og, nq) for the
         // dweight products and channels-last (nq, og) for the dx products.
         for (int64_t o = 0; o < p.og; ++o)
           for (int64_t oh = r0; oh < r1; ++oh) {
             const T* src = dyg + o * p.hw_out + oh * s.out_w;
-            const int64_t q0 = (oh - r0) * sh.wq;
-            const int64_t width = oh + 1 < r1 ? sh.wq : s.out_w;
+            const int64_t q0 = (oh - r0) * sh.wp;
+            const int64_t width = oh + 1 < r1 ? sh.wp : s.out_w;
             if (dyv) {
               T* dst = dyv + o * nq + q0;
               for (int64_t ow = 0; ow < s.out_w; ++ow) dst[ow] = src[ow];
@@ -587,13 +538,13 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
           }
         if (dyt)
           for (int64_t oh = r0; oh < r1; ++oh) {
-            const int64_t q0 = (oh - r0) * sh.wq;
-            const int64_t width = oh + 1 < r1 ? sh.wq : s.out_w;
-            transpose_copy(dyg + oh * s.out_w, p.hw_out, 1, p.og, s.out_w, dyt + q0 * p.og, 1, p.og);
+            const int64_t q0 = (oh - r0) * sh.wp;
+            const int64_t width = oh + 1 < r1 ? sh.wp : s.out_w;
+            transpose_copy(dyg + oh * s.out_w, p.hw_out, p.og, s.out_w, dyt + q0 * p.og, p.og);
             std::memset(dyt + (q0 + s.out_w) * p.og, 0, sizeof(T) * (width - s.out_w) * p.og);
           }
         for (int64_t tap = 0; tap < sh.taps; ++tap) {
-          const int64_t shift = sh.tap_offset(p, tap) + r0 * sh.wq * s.c + g * p.cg;
+          const int64_t shift = (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg;
           // dW_tap (og, cg) += dY (og, nq) @ xpad window (nq, cg)
           if (dw)
             gemm_into<T>(p.og, p.cg, nq, dyv, nq, 1, xpad + shift, s.c, 1, T(1),
@@ -605,7 +556,11 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
         }
       }
     }
-    if (dx) sh.unpad_image(p, dxpad, dx + n * s.c * p.hw_in);
+    if (dx) {
+      T* dxn = dx + n * s.c * p.hw_in;
+      for (int64_t ih = 0; ih < s.h; ++ih)
+        transpose_copy(dxpad + ((ih + s.pad_h) * sh.wp + s.pad_w) * s.c, s.c, s.w, s.c, dxn + ih * s.w, p.hw_in);
+    }
     if (db)
       for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
   };
