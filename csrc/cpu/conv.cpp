@@ -1,5 +1,6 @@
-// Convolution kernels: im2col + GEMM for the general case, a direct kernel for
-// depthwise (one input channel per group). See conv.h for the contracts.
+// Convolution kernels: shifted windows of a padded channels-last image for stride 1,
+// im2col + GEMM otherwise, a direct kernel for depthwise (one input channel per group).
+// See conv.h for the contracts and when each path runs.
 #include "cpu/conv.h"
 
 #include <omp.h>
