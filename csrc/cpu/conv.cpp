@@ -214,7 +214,9 @@ void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_
 
 // Images (or groups of small images) are split among threads, each running its
 // im2col and single-threaded GEMMs on its own buffers; a single image runs its GEMMs
-// threaded instead.
+// threaded instead. Forward images are independent, so they are handed out
+// dynamically: a thread whose core the host takes away does not hold up the others
+// (the backward keeps a static split, so its per-thread sums are reproducible).
 template <typename T>
 void forward_gemm(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
   const Conv2dShape& s = p.s;
@@ -267,7 +269,7 @@ void forward_gemm(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
     }
   };
   if (nt > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t blk = 0; blk < blocks; ++blk) run_block(blk);
   } else {
     for (int64_t blk = 0; blk < blocks; ++blk) run_block(blk);
@@ -518,7 +520,7 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
     }
   };
   if (nt > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t n = 0; n < s.n; ++n) run_image(n);
   } else {
     for (int64_t n = 0; n < s.n; ++n) run_image(n);
