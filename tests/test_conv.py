@@ -124,6 +124,8 @@ CASES = [
     ("wide_shifted_groups_dil", (2, 4, 7, 45), (6, 2, 3, 2), dict(padding=(1, 2), dilation=(2, 3), groups=2),
      (1, 1, 2, 2)),
     ("wide_shifted_1x3", (1, 5, 3, 33), (3, 5, 1, 3), dict(padding=(0, 1)), (0, 0, 1, 1)),
+    ("wide_shifted_same_even", (2, 2, 5, 40), (3, 2, 4, 2), dict(padding="same"), (1, 2, 0, 1)),
+    ("wide_shifted_unpadded", (2, 3, 6, 41), (2, 3, 2, 3), {}, (0, 0, 0, 0)),
     # Strides other than 1 on wide rows: the polyphase split of the same path.
     ("wide_stride2", (2, 3, 7, 66), (4, 3, 3, 3), dict(stride=2, padding=1), (1, 1, 1, 1)),
     ("wide_stride_2x3_dil2", (2, 4, 11, 80), (5, 4, 3, 2), dict(stride=(2, 3), padding=(2, 1), dilation=2),

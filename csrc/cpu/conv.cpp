@@ -456,8 +456,17 @@ struct Shifted {
   template <typename T>
   void pad_image(const Plan& p, const T* xn, T* xpad) const {
     const Conv2dShape& s = p.s;
-    std::memset(xpad, 0, sizeof(T) * hp * wp * s.c);
     const int64_t cols = std::max<int64_t>(0, std::min<int64_t>(s.w, wp - s.pad_w));
+    // Zero only the padding: rows outside the input, then the left and right margins.
+    for (int64_t r = 0; r < hp; ++r) {
+      T* row = xpad + r * wp * s.c;
+      if (r < s.pad_h || r >= s.pad_h + s.h) {
+        std::memset(row, 0, sizeof(T) * wp * s.c);
+      } else {
+        std::memset(row, 0, sizeof(T) * std::min(s.pad_w, wp) * s.c);
+        if (s.pad_w + cols < wp) std::memset(row + (s.pad_w + cols) * s.c, 0, sizeof(T) * (wp - s.pad_w - cols) * s.c);
+      }
+    }
     for (int64_t ih = 0; ih < s.h && ih + s.pad_h < hp; ++ih)
       transpose_copy(xn + ih * s.w, p.hw_in, s.c, cols, xpad + ((ih + s.pad_h) * wp + s.pad_w) * s.c, s.c);
   }
