@@ -2,11 +2,13 @@
 // im2col + GEMM otherwise, a direct kernel for depthwise (one input channel per group).
 // See conv.h for the contracts and when each path runs.
 #include "cpu/conv.h"
+#include "cpu/conv_isa.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
@@ -408,6 +410,14 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
 template <typename T>
 void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, int64_t ld_dst,
                     const T* add = nullptr) {
+#if defined(DLKERN_X86)
+  if constexpr (std::is_same_v<T, float>) {
+    if (active_isa() != Isa::generic) {
+      avx2::conv_transpose_f32(src, ld_src, rows, cols, dst, ld_dst, add);
+      return;
+    }
+  }
+#endif
   constexpr int64_t B = 16;
   for (int64_t i0 = 0; i0 < rows; i0 += B) {
     const int64_t i1 = std::min(rows, i0 + B);
