@@ -13,7 +13,6 @@
 #include "common/cpu_features.h"
 #include "common/runtime.h"
 #include "cpu/gemm.h"
-#include "cpu/gemm_isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -190,9 +189,7 @@ void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg, int
 
 // C (m, n; row stride ldc) = A B + beta * C with A (m, k) at (a_rs, a_cs) and
 // B (k, n) at (b_rs, b_cs). Inside this file's parallel regions (one image per thread)
-// the product runs on the calling thread: gemm() would size its thread count from
-// get_num_threads() and so pick its multi-threaded blocking (and a nested region that
-// OpenMP serialises) over its faster single-thread path for small products.
+// gemm() runs on the calling thread, with its single-thread paths.
 template <typename T>
 void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs,
                const T* b, int64_t b_rs, int64_t b_cs, T beta, T* c, int64_t ldc) {
@@ -201,17 +198,7 @@ void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_
   g.a = a, g.a_rs = a_rs, g.a_cs = a_cs;
   g.b = b, g.b_rs = b_rs, g.b_cs = b_cs;
   g.beta = beta, g.c = c, g.ldc = ldc;
-  if (!omp_in_parallel() || m == 0 || n == 0 || k == 0) {
-    gemm(g);
-    return;
-  }
-  switch (active_isa()) {
-#if defined(DLKERN_X86)
-    case Isa::avx512: avx512::gemm_run(g, 1); return;
-    case Isa::avx2: avx2::gemm_run(g, 1); return;
-#endif
-    default: generic::gemm_run(g, 1); return;
-  }
+  gemm(g);  // single-threaded when called inside this file's parallel regions
 }
 
 // Images (or groups of small images) are split among threads, each running its
@@ -454,10 +441,14 @@ struct Shifted {
     bwd_rows = rows_for(p, wp, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
   }
 
-  // Worth it when the garbage pixels are at most an eighth of the work.
+  // Worth it when the garbage pixels are at most an eighth of the work and each tap's
+  // GEMM has a real depth: its k is the channels per group, and with a handful of
+  // channels (LeNet's first layer has one) im2col's single deep GEMM is far faster.
+  static constexpr int64_t kMinChannels = 16;
   static bool applies(const Plan& p) {
     const Conv2dShape& s = p.s;
-    if (p.pointwise || p.depthwise() || s.stride_h != 1 || s.stride_w != 1 || p.cg == 0) return false;
+    if (p.pointwise || p.depthwise() || s.stride_h != 1 || s.stride_w != 1 || p.cg < kMinChannels)
+      return false;
     const int64_t extra = s.dil_w * (s.kw - 1);
     return extra * 8 <= s.out_w + extra;
   }
