@@ -49,8 +49,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     with np.errstate(invalid="ignore", divide="ignore"):
         coef = max_norm / (total + 1e-6)
     coef = min(coef, 1.0) if not np.isnan(coef) else coef
-    for g in grads:
-        np.multiply(g, coef, out=g, casting="unsafe")
+    with np.errstate(invalid="ignore"):  # inf * 0 -> nan, as PyTorch
+        for g in grads:
+            np.multiply(g, coef, out=g, casting="unsafe")
     return Tensor(np.asarray(total, dtype=dtype))
 
 
