@@ -394,3 +394,16 @@ def test_clip_grad_norm():
     total = nn.utils.clip_grad_norm_([p], 1.0)
     assert abs(total - 6.0) < 1e-6
     np.testing.assert_allclose(np.linalg.norm(p.grad.data), 1.0, rtol=1e-5)
+
+
+def test_deepcopy_and_pickle_keep_working():
+    import copy
+    import pickle
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = dlkern.randn(2, 3)
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert clone[0].weight.device is dlkern.cpu
+        assert not np.shares_memory(clone[0].weight.data, net[0].weight.data)
+        np.testing.assert_array_equal(clone(x).data, net(x).data)
+        clone(x).sum().backward()
+        assert clone[0].weight.grad is not None and net[0].weight.grad is None

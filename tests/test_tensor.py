@@ -191,3 +191,17 @@ def test_package_does_not_import_torch():
     code = "import sys, dlkern, dlkern.nn; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 5e-16), (np.float32, 1.5e-7)])
+def test_erf_matches_math_erf(dtype, tol):
+    import math
+    x = np.concatenate([np.linspace(-8, 8, 40001), [0.0, 2.0, -2.0, 6.5, np.inf, -np.inf]]).astype(dtype)
+    got = dlkern.device("cpu").erf(x)
+    assert got.dtype == dtype
+    want = np.array([math.erf(float(v)) for v in x])
+    err = np.abs(got.astype(np.float64) - want)
+    assert err.max() <= tol * 4, err.max()
+    small = np.abs(x) < 1
+    assert (err[small] <= tol * 4 * np.abs(want[small]) + 1e-300).all()  # relative accuracy near 0
+    assert np.isnan(dlkern.device("cpu").erf(np.array([np.nan], dtype))).all()
