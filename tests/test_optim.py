@@ -692,3 +692,35 @@ def test_l2_penalty_gradient_equals_weight_decay():
     np.testing.assert_allclose(p.data, q.data, rtol=1e-12)
     with pytest.raises(TypeError, match="Tensors"):
         optim.l1_penalty([PlainParam(np.ones(2))])
+
+
+def test_optimizer_benchmark_smoke(tmp_path, capsys):
+    import argparse
+
+    from dlkern.bench import BENCHMARKS, load_benchmark
+
+    assert "optim" in BENCHMARKS
+    bench = load_benchmark("optim")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = tmp_path / "optim.md"
+    args = parser.parse_args(["--optimizers", "Adam", "--repeats", "1", "--out", str(out)])
+    assert bench.run(args) == 0
+    assert "Adam" in capsys.readouterr().out and "dlkern ms/step" in out.read_text()
+    assert bench.run(parser.parse_args(["--optimizers", "Nadam"])) == 2
+
+
+def test_workspace_is_shared_and_strided_parameters_update_in_place():
+    big = Parameter(np.ones((50, 40)))
+    small = Parameter(np.ones(7))
+    base = np.arange(24.0).reshape(4, 6)
+    strided = PlainParam(base.T)  # a non-contiguous view: its owner must see the update
+    opt = optim.Adam([big, small, strided], lr=0.1, amsgrad=True)
+    big.grad, small.grad = dlkern.Tensor(np.ones((50, 40))), dlkern.Tensor(np.ones(7))
+    g = np.linspace(-1, 1, 24).reshape(6, 4)
+    strided.grad = g
+    opt.step()
+    workspace = sum(b.nbytes for bufs in opt._scratch.values() for b in bufs)
+    assert workspace <= 2 * big.data.nbytes
+    np.testing.assert_allclose(base.T, ref_adam(np.arange(24.0).reshape(4, 6).T, [g], lr=0.1, amsgrad=True)[-1],
+                               rtol=1e-12)

@@ -65,7 +65,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state = {}
         self.param_groups = []
-        self._scratch = {}  # id(param) -> [ndarray, ...]; never part of state_dict
+        self._scratch = {}  # dtype -> [flat work array, ...]; never part of state_dict
         if _is_param_like(params):
             raise TypeError(
                 f"params argument given to the optimizer should be an iterable of parameters or dicts, "
@@ -145,13 +145,19 @@ class Optimizer:
             return closure()
 
     def _scratch_buffers(self, p, count):
-        """`count` arrays shaped like p (reused every step)."""
-        bufs = self._scratch.get(id(p))
-        if bufs is None or bufs[0].shape != p.data.shape or bufs[0].dtype != p.data.dtype:
-            bufs = self._scratch[id(p)] = []
+        """`count` work arrays shaped like p: views into flat buffers shared by all
+        parameters of a dtype and grown to the largest one, so a step allocates no
+        array data and the workspace costs `count` copies of the largest parameter."""
+        data = p.data
+        bufs = self._scratch.setdefault(data.dtype, [])
         while len(bufs) < count:
-            bufs.append(np.empty_like(p.data))
-        return bufs
+            bufs.append(np.empty(0, data.dtype))
+        views = []
+        for i in range(count):
+            if bufs[i].size < data.size:
+                bufs[i] = np.empty(data.size, data.dtype)
+            views.append(bufs[i][:data.size].reshape(data.shape))
+        return views
 
     # ------------------------------------------------------------------ state dict
     def state_dict(self):
