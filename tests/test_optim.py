@@ -724,3 +724,15 @@ def test_workspace_is_shared_and_strided_parameters_update_in_place():
     assert workspace <= 2 * big.data.nbytes
     np.testing.assert_allclose(base.T, ref_adam(np.arange(24.0).reshape(4, 6).T, [g], lr=0.1, amsgrad=True)[-1],
                                rtol=1e-12)
+
+
+def test_named_parameters():
+    model = dlkern.nn.Linear(3, 2)
+    opt = optim.SGD(model.named_parameters(), lr=0.1, momentum=0.9)
+    assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
+    assert opt.param_groups[0]["params"] == [model.weight, model.bias]
+    assert opt.state_dict()["param_groups"][0]["param_names"] == ["weight", "bias"]
+    with pytest.raises(ValueError, match="names"):
+        optim.SGD([("w", Parameter(np.ones(2))), Parameter(np.ones(2))], lr=0.1)
+    with pytest.raises(ValueError, match="names"):
+        opt.add_param_group({"params": [Parameter(np.ones(2))]})

@@ -101,11 +101,20 @@ class Optimizer:
                             "ordering of a set changes between runs; use a list")
         else:
             params = list(params)
+        # named parameters, e.g. model.named_parameters(): keep the names beside the params
+        names = [p[0] for p in params if isinstance(p, tuple)]
+        if names:
+            if len(names) != len(params) or not all(len(p) == 2 for p in params):
+                raise ValueError("all optimizer params should be with/without names; some param names are missing")
+            params = [p[1] for p in params]
+            group["param_names"] = names
+        if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
+            raise ValueError("all optimizer param groups should be with/without names")
         for p in params:
             if not _is_param_like(p) or not isinstance(p.data, np.ndarray):
                 raise TypeError(f"optimizer can only optimize objects whose .data is an ndarray, "
                                 f"but one of the params is {type(p).__name__}")
-            if p.data.dtype.kind not in "fc":
+            if p.data.dtype.kind != "f":
                 raise TypeError(f"optimizer can only optimize floating-point parameters, got dtype {p.data.dtype}")
             if not getattr(p, "is_leaf", True):
                 raise ValueError("can't optimize a non-leaf Tensor")
@@ -218,6 +227,8 @@ class Optimizer:
         for g, s in zip(self.param_groups, saved_groups):
             group = {k: copy.deepcopy(v) for k, v in s.items() if k != "params"}
             group["params"] = g["params"]
+            if "param_names" in g and "param_names" not in group:
+                group["param_names"] = g["param_names"]
             new_groups.append(group)
         for group in new_groups:
             self._check_group(group)
