@@ -187,13 +187,16 @@ def test_conv2d(cfg, rng):
     gradcheck(lambda x, w, b: F.conv2d(x, w, b, **cfg), [x, conv.weight, conv.bias], rng)
 
 
-@needs("conv2d")
-def test_conv2d_errors():
+def test_conv2d_errors():  # checked before any kernel runs
     conv = nn.Conv2d(3, 4, 3)
     with pytest.raises(ValueError, match=r"Conv2d: input has shape \(1, 2, 8, 8\)"):
         conv(dlkern.ones(1, 2, 8, 8))
     with pytest.raises(ValueError, match="4-D|shape"):
         conv(dlkern.ones(2, 8, 8))
+    with pytest.raises(TypeError, match="dtype"):
+        F.conv2d(dlkern.ones(1, 3, 8, 8, dtype=dlkern.float64), conv.weight)
+    with pytest.raises(ValueError, match="groups"):
+        nn.Conv2d(3, 4, 3, groups=2)
 
 
 @needs("conv1d", "conv1d_backward")

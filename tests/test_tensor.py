@@ -205,3 +205,18 @@ def test_erf_matches_math_erf(dtype, tol):
     small = np.abs(x) < 1
     assert (err[small] <= tol * 4 * np.abs(want[small]) + 1e-300).all()  # relative accuracy near 0
     assert np.isnan(dlkern.device("cpu").erf(np.array([np.nan], dtype))).all()
+
+
+def test_mismatched_devices_are_a_clear_error():
+    from dlkern.device import CPUDevice
+
+    class OtherDevice(CPUDevice):  # a second namespace stands in for another device
+        def __str__(self):
+            return "other"
+
+    a = dlkern.ones(3)
+    b = dlkern.Tensor._make(np.ones(3, np.float32), OtherDevice(), False, None)
+    with pytest.raises(RuntimeError, match="same device"):
+        a + b
+    with pytest.raises(RuntimeError, match="different devices"):
+        dlkern.ones(2, 3) @ dlkern.Tensor._make(np.ones((3, 2), np.float32), OtherDevice(), False, None)

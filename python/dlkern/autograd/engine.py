@@ -36,6 +36,8 @@ def _accumulate_leaf(tensor, grad, fresh=False):
         dtype = tensor.data.dtype
         if not fresh or grad.dtype != dtype or grad.base is not None or not grad.flags.writeable:
             grad = grad.astype(dtype, copy=True)
+            if grad.__class__ is not tensor.device.array_type:
+                grad = tensor.device.asarray(grad)
         tensor.grad = tensor._wrap_grad(grad)
     else:
         existing.data += grad

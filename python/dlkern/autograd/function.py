@@ -44,12 +44,14 @@ class Function:
             parents.append(None)
             needs.append(False)
         ctx.device = device
+        ctx.needs_input_grad = needs
+        out = cls.forward(ctx, *arrays)
+        if out.__class__ is not device.array_type:
+            out = device.asarray(out)  # NumPy returns scalars from 0-d math; keep arrays
         if need and GradMode.enabled:
             ctx.parents = parents
-            ctx.needs_input_grad = needs
-            return Tensor._make(cls.forward(ctx, *arrays), device, True, ctx)
-        ctx.needs_input_grad = needs
-        return Tensor._make(cls.forward(ctx, *arrays), device, False, None)
+            return Tensor._make(out, device, True, ctx)
+        return Tensor._make(out, device, False, None)
 
     @staticmethod
     def forward(ctx, *args):
