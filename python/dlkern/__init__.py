@@ -7,6 +7,16 @@ The performance-critical ops live in the compiled module ``dlkern._C`` (and
 from . import _C
 from ._C import get_num_threads, set_num_threads, get_isa, set_isa, supported_isas
 from . import ops
+from . import device as _device_module
+from .device import device, cpu
+from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled, Function
+from .tensor import (Tensor, tensor, from_numpy, zeros, ones, empty, full, randn, rand, randint, arange,
+                     zeros_like, ones_like, empty_like, full_like, randn_like, rand_like, manual_seed,
+                     cat, concatenate, stack, split, chunk, where, matmul, gelu, exp, log, sqrt, abs, clamp,
+                     tanh, sigmoid, relu, selu, softplus, silu, sum, mean, max, min, amax, amin, var, std,
+                     logsumexp, argmax, argmin, reshape, transpose, permute, flatten, squeeze, unsqueeze,
+                     softmax, log_softmax, float32, float64, float16, int32, int64, long, bool_)
+from . import nn
 
 __version__ = _C.build_info()["version"]
 
@@ -44,4 +54,12 @@ __all__ = [
     "set_isa",
     "supported_isas",
     "ops",
+    "device", "cpu", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "Function",
+    "Tensor", "tensor", "from_numpy", "zeros", "ones", "empty", "full", "randn", "rand", "randint", "arange",
+    "zeros_like", "ones_like", "empty_like", "full_like", "randn_like", "rand_like", "manual_seed",
+    "cat", "concatenate", "stack", "split", "chunk", "where", "matmul", "gelu", "exp", "log", "sqrt", "abs",
+    "clamp", "tanh", "sigmoid", "relu", "selu", "softplus", "silu", "sum", "mean", "max", "min", "amax",
+    "amin", "var", "std", "logsumexp", "argmax", "argmin", "reshape", "transpose", "permute", "flatten",
+    "squeeze", "unsqueeze", "softmax", "log_softmax", "float32", "float64", "float16", "int32", "int64",
+    "long", "bool_", "nn",
 ]

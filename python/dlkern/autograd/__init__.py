@@ -1,0 +1,14 @@
+"""Autograd: grad mode, the Function base class and the backward engine.
+
+A differentiable op is one ``Function`` subclass with ``forward(ctx, *arrays)`` and
+``backward(ctx, grad)`` side by side. ``Function.apply`` unwraps Tensors to arrays, runs
+the forward and, when any input requires grad and grad mode is on, records the ctx as
+the output's ``grad_fn`` (the ctx *is* the graph node). ``backward`` walks the graph
+without recursion.
+"""
+
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .function import Function
+from .engine import backward
+
+__all__ = ["Function", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]

@@ -1,0 +1,97 @@
+"""The backward engine: an iterative topological walk (no recursion, so a graph
+10,000 ops deep works), gradient accumulation into reused nodes, broadcast gradients
+summed back to each input's shape, and graph freeing unless retain_graph."""
+
+from .grad_mode import GradMode
+
+_FREED = ("Trying to backward through the graph a second time (or to read saved "
+          "arrays after they were freed). Saved arrays are freed after .backward(); "
+          "pass retain_graph=True to the first backward if you need to call it twice.")
+
+
+def sum_to_shape(grad, shape):
+    """Sum a broadcast gradient back to `shape` (leading axes, then axes of size 1)."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    if lead > 0:
+        grad = grad.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    if grad.shape != shape:
+        grad = grad.reshape(shape)
+    return grad
+
+
+def _accumulate_leaf(tensor, grad):
+    if grad.shape != tensor.data.shape:
+        grad = sum_to_shape(grad, tensor.data.shape)
+    existing = tensor.grad
+    if existing is None:
+        # A copy: the same gradient array may be handed to several inputs, and the
+        # leaf's .grad is later accumulated into in place.
+        tensor.grad = tensor._wrap_grad(grad.astype(tensor.data.dtype, copy=True))
+    else:
+        existing.data += grad
+
+
+def backward(root, grad, retain_graph=False):
+    """Backpropagate `grad` (an array shaped like root) from Tensor `root`."""
+    node = root.grad_fn
+    if node is None:
+        if root.requires_grad:
+            _accumulate_leaf(root, grad)
+        return
+    # Count, for every node, how many edges lead into it from the part of the graph
+    # reachable from root; a node runs once all of those have delivered.
+    pending = {node: 0}
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        parents = n.parents
+        if parents is None:
+            raise RuntimeError(_FREED)
+        for p in parents:
+            if p is not None:
+                f = p.grad_fn
+                if f is not None:
+                    if f in pending:
+                        pending[f] += 1
+                    else:
+                        pending[f] = 1
+                        stack.append(f)
+    grads = {node: grad}
+    ready = [node]
+    prev_mode = GradMode.enabled
+    GradMode.enabled = False
+    try:
+        while ready:
+            n = ready.pop()
+            g = grads.pop(n)
+            result = n.backward(n, g)
+            if type(result) is not tuple:
+                result = (result,)
+            parents = n.parents
+            if not retain_graph:
+                n.parents = None
+                n.saved = None
+            for p, gi in zip(parents, result):
+                if p is None or gi is None:
+                    continue
+                f = p.grad_fn
+                if f is None:
+                    _accumulate_leaf(p, gi)
+                    continue
+                if gi.shape != p.data.shape:
+                    gi = sum_to_shape(gi, p.data.shape)
+                if f in grads:
+                    grads[f] = grads[f] + gi
+                else:
+                    grads[f] = gi
+                left = pending[f] - 1
+                pending[f] = left
+                if left == 0:
+                    ready.append(f)
+    finally:
+        GradMode.enabled = prev_mode

@@ -1,0 +1,60 @@
+"""The Function base class: one differentiable op, forward and backward side by side."""
+
+from .grad_mode import GradMode
+
+Tensor = None  # set by dlkern.tensor once the class exists (avoids an import cycle)
+
+
+class Function:
+    """Subclass with static ``forward(ctx, *args)`` (arrays in, one array out) and
+    ``backward(ctx, grad)`` (one gradient array in; a tuple with one entry per forward
+    argument out: an array or None). ``ctx.save_for_backward(...)`` keeps arrays for the
+    backward (``ctx.saved``); ``ctx.device`` is the device namespace to compute with;
+    ``ctx.needs_input_grad[i]`` says whether input i wants a gradient."""
+
+    __slots__ = ("parents", "saved", "device", "needs_input_grad", "__dict__")
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+    @classmethod
+    def apply(cls, *args):
+        ctx = object.__new__(cls)
+        device = None
+        need = False
+        arrays = []
+        append = arrays.append
+        for a in args:
+            if isinstance(a, Tensor):
+                if device is None:
+                    device = a.device
+                elif a.device is not device:
+                    raise RuntimeError(
+                        f"{cls.__name__}: expected all tensors on the same device, got {device} and {a.device}")
+                if a.requires_grad:
+                    need = True
+                append(a.data)
+            else:
+                append(a)
+        ctx.device = device
+        out = cls.forward(ctx, *arrays)
+        if need and GradMode.enabled:
+            ctx.parents = tuple(a if isinstance(a, Tensor) and a.requires_grad else None for a in args)
+            ctx.needs_input_grad = tuple(p is not None for p in ctx.parents)
+            return Tensor._make(out, device, True, ctx)
+        return Tensor._make(out, device, False, None)
+
+    @staticmethod
+    def forward(ctx, *args):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<{type(self).__name__}Backward>"
+
+    @property
+    def name(self):
+        return type(self).__name__ + "Backward"

@@ -1,0 +1,147 @@
+"""Device namespaces: one object per device with the same function names
+(``dev.matmul``, ``dev.exp``, ``dev.softmax_forward``, ``dev.conv2d_backward``, ...), so
+autograd and nn code call ``ctx.device.<name>`` and never branch on the device.
+
+The CPU namespace maps names to NumPy functions and to the ``dlkern.ops`` kernels
+(looked up on first use, so kernels merged later are picked up); a name with no kernel
+raises NotImplementedError naming the op and the device.
+"""
+
+import math
+
+import numpy as np
+
+
+def _sigmoid(x):
+    # 0.5 * tanh(x / 2) + 0.5: one transcendental, no overflow for large |x|.
+    y = np.tanh(x * 0.5)
+    y *= 0.5
+    y += 0.5
+    return y
+
+
+_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x):
+    # NumPy has no erf; math.erf is exact to double rounding (slow, but only GELU uses it).
+    return _erf_scalar(x).astype(x.dtype if isinstance(x, np.ndarray) else np.float64)
+
+
+class CPUDevice:
+    """The CPU: arrays are numpy.ndarray."""
+
+    type = "cpu"
+    index = None
+    array_type = np.ndarray
+
+    # elementwise and array primitives from NumPy
+    add = staticmethod(np.add)
+    subtract = staticmethod(np.subtract)
+    multiply = staticmethod(np.multiply)
+    divide = staticmethod(np.divide)
+    negative = staticmethod(np.negative)
+    power = staticmethod(np.power)
+    exp = staticmethod(np.exp)
+    expm1 = staticmethod(np.expm1)
+    log = staticmethod(np.log)
+    log1p = staticmethod(np.log1p)
+    sqrt = staticmethod(np.sqrt)
+    abs = staticmethod(np.abs)
+    sign = staticmethod(np.sign)
+    tanh = staticmethod(np.tanh)
+    maximum = staticmethod(np.maximum)
+    minimum = staticmethod(np.minimum)
+    clip = staticmethod(np.clip)
+    where = staticmethod(np.where)
+    logaddexp = staticmethod(np.logaddexp)
+    sigmoid = staticmethod(_sigmoid)
+    erf = staticmethod(_erf)
+    sum = staticmethod(np.sum)
+    mean = staticmethod(np.mean)
+    amax = staticmethod(np.amax)
+    amin = staticmethod(np.amin)
+    argmax = staticmethod(np.argmax)
+    argmin = staticmethod(np.argmin)
+    var = staticmethod(np.var)
+    concatenate = staticmethod(np.concatenate)
+    stack = staticmethod(np.stack)
+    broadcast_to = staticmethod(np.broadcast_to)
+    expand_dims = staticmethod(np.expand_dims)
+    take_along_axis = staticmethod(np.take_along_axis)
+    put_along_axis = staticmethod(np.put_along_axis)
+    add_at = staticmethod(np.add.at)
+    zeros = staticmethod(np.zeros)
+    ones = staticmethod(np.ones)
+    empty = staticmethod(np.empty)
+    full = staticmethod(np.full)
+    zeros_like = staticmethod(np.zeros_like)
+    ones_like = staticmethod(np.ones_like)
+    asarray = staticmethod(np.asarray)
+    contiguous = staticmethod(np.ascontiguousarray)
+    arange = staticmethod(np.arange)
+
+    def __getattr__(self, name):
+        # Kernels: dlkern.ops.<name>, looked up lazily and cached on the instance.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        from . import ops
+        fn = getattr(ops, name, None)
+        if fn is None:
+            raise NotImplementedError(
+                f"op '{name}' is not implemented on device 'cpu' (no kernel dlkern.ops.{name})")
+        setattr(self, name, fn)
+        return fn
+
+    def __repr__(self):
+        return "device(type='cpu')"
+
+    def __str__(self):
+        return "cpu"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            return other == "cpu"
+        return other is self
+
+    def __hash__(self):
+        return hash("cpu")
+
+
+cpu = CPUDevice()
+
+
+def _cuda_unavailable_reason():
+    try:
+        from . import _C_cuda
+    except ImportError:
+        return "dlkern was built without CUDA support (dlkern._C_cuda is missing; rebuild with DLKERN_CUDA=ON)"
+    try:
+        if not _C_cuda.is_available():
+            return "dlkern._C_cuda is built but no CUDA device is available"
+    except Exception as exc:
+        return f"dlkern._C_cuda cannot query devices: {exc}"
+    return None
+
+
+def device(spec="cpu"):
+    """The device namespace for "cpu" (or a device object); "cuda" raises a clear error
+    until the CUDA namespace exists."""
+    if isinstance(spec, CPUDevice):
+        return spec
+    if spec is None:
+        return cpu
+    if not isinstance(spec, str):
+        spec_type = getattr(spec, "type", None)
+        if spec_type is None:
+            raise TypeError(f"device must be a string like 'cpu' or a device, got {type(spec).__name__}")
+        spec = str(spec)
+    kind = spec.split(":")[0].strip().lower()
+    if kind == "cpu":
+        return cpu
+    if kind == "cuda":
+        reason = _cuda_unavailable_reason()
+        if reason:
+            raise RuntimeError(f"device '{spec}' requested but {reason}")
+        raise NotImplementedError(f"device '{spec}': the CUDA device namespace is not implemented yet")
+    raise ValueError(f"unknown device {spec!r}; expected 'cpu' or 'cuda'")

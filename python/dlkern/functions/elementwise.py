@@ -1,0 +1,167 @@
+"""Arithmetic: + - * / ** and unary math (exp, log, sqrt, abs, clamp)."""
+
+from ..autograd import Function
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a - b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, (-g if ctx.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.saved = (a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved
+        need = ctx.needs_input_grad
+        return (g * b if need[0] else None), (g * a if need[1] else None)
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.saved = (a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved
+        need = ctx.needs_input_grad
+        ga = g / b if need[0] else None
+        gb = -g * a / (b * b) if need[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class Pow(Function):
+    """a ** b, either operand a tensor or a scalar."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        y = ctx.device.power(a, b)
+        ctx.saved = (a, b, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, y = ctx.saved
+        dev = ctx.device
+        need = ctx.needs_input_grad
+        ga = gb = None
+        if need[0]:
+            ga = g * b * dev.power(a, b - 1)
+        if need[1]:
+            # d(a^b)/db = a^b log a; taken as 0 where a <= 0 (log undefined there).
+            gb = g * y * dev.log(dev.where(a > 0, a, 1))
+        return ga, gb
+
+
+class Exp(Function):
+    @staticmethod
+    def forward(ctx, a):
+        y = ctx.device.exp(a)
+        ctx.saved = y
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.saved
+
+
+class Log(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.saved = a
+        return ctx.device.log(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / ctx.saved
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, a):
+        y = ctx.device.sqrt(a)
+        ctx.saved = y
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / (2 * ctx.saved)
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.saved = a
+        return ctx.device.abs(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.device.sign(ctx.saved)
+
+
+class Clamp(Function):
+    """Gradient passes where min <= x <= max (boundaries included, as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a, lo, hi):
+        ctx.saved = a
+        ctx.lo, ctx.hi = lo, hi
+        return ctx.device.clip(a, lo, hi)
+
+    @staticmethod
+    def backward(ctx, g):
+        a = ctx.saved
+        mask = True
+        if ctx.lo is not None:
+            mask = a >= ctx.lo
+        if ctx.hi is not None:
+            mask = mask & (a <= ctx.hi)
+        return ctx.device.where(mask, g, 0).astype(g.dtype, copy=False), None, None
+
+
+class Where(Function):
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        ctx.saved = cond
+        return ctx.device.where(cond, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        cond = ctx.saved
+        need = ctx.needs_input_grad
+        dev = ctx.device
+        zero = g.dtype.type(0)
+        ga = dev.where(cond, g, zero) if need[1] else None
+        gb = dev.where(cond, zero, g) if need[2] else None
+        return None, ga, gb

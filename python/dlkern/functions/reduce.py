@@ -1,0 +1,146 @@
+"""Reductions with dim/keepdim: sum, mean, max, min, var, logsumexp."""
+
+from ..autograd import Function
+
+
+def _axes(dim, ndim):
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, int):
+        dim = (dim,)
+    out = []
+    for d in dim:
+        if not -ndim <= d < max(ndim, 1):
+            raise IndexError(f"dimension {d} is out of range for a tensor with {ndim} dimensions")
+        out.append(d % ndim if ndim else 0)
+    return tuple(out)
+
+
+def _expand_back(dev, g, shape, axes, keepdim):
+    """Broadcast a reduced gradient back to the input's shape."""
+    if not keepdim and axes:
+        g = dev.expand_dims(g, axes)
+    return dev.broadcast_to(g, shape)
+
+
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, a, dim, keepdim):
+        axes = _axes(dim, a.ndim)
+        ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
+        return ctx.device.asarray(a.sum(axis=axes, keepdims=keepdim))
+
+    @staticmethod
+    def backward(ctx, g):
+        return _expand_back(ctx.device, g, ctx.shape, ctx.axes, ctx.keepdim), None, None
+
+
+class Mean(Function):
+    @staticmethod
+    def forward(ctx, a, dim, keepdim):
+        axes = _axes(dim, a.ndim)
+        ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
+        count = 1
+        for ax in axes:
+            count *= a.shape[ax]
+        ctx.count = count
+        return ctx.device.asarray(a.mean(axis=axes, keepdims=keepdim))
+
+    @staticmethod
+    def backward(ctx, g):
+        return _expand_back(ctx.device, g / ctx.count, ctx.shape, ctx.axes, ctx.keepdim), None, None
+
+
+class MaxAll(Function):
+    """max/min over all elements (or a tuple of dims); ties share the gradient equally."""
+
+    @staticmethod
+    def forward(ctx, a, dim, keepdim, is_min):
+        dev = ctx.device
+        axes = _axes(dim, a.ndim)
+        if a.size == 0:
+            raise RuntimeError("max()/min() of an empty tensor")
+        y = (dev.amin if is_min else dev.amax)(a, axis=axes, keepdims=True)
+        ctx.saved = (a, y)
+        ctx.axes, ctx.keepdim = axes, keepdim
+        return dev.asarray(y if keepdim else y.reshape([n for i, n in enumerate(a.shape) if i not in axes]))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, y = ctx.saved
+        dev = ctx.device
+        mask = (a == y)
+        count = mask.sum(axis=ctx.axes, keepdims=True)
+        if not ctx.keepdim:
+            g = dev.expand_dims(g, ctx.axes)
+        return mask * (g / count), None, None, None
+
+
+class MaxDim(Function):
+    """max/min along one dim; the gradient goes to the index returned (as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a, dim, keepdim, is_min):
+        dev = ctx.device
+        (axis,) = _axes(dim, a.ndim)
+        if a.shape[axis] == 0:
+            raise IndexError(f"max()/min() along dim {dim} of size 0")
+        idx = (dev.argmin if is_min else dev.argmax)(a, axis=axis, keepdims=True)
+        y = dev.take_along_axis(a, idx, axis=axis)
+        ctx.saved = idx
+        ctx.shape, ctx.axis, ctx.keepdim = a.shape, axis, keepdim
+        ctx.indices = idx if keepdim else idx.squeeze(axis)
+        return y if keepdim else y.squeeze(axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        dev = ctx.device
+        idx = ctx.saved
+        if not ctx.keepdim:
+            g = dev.expand_dims(g, ctx.axis)
+        out = dev.zeros(ctx.shape, dtype=g.dtype)
+        dev.put_along_axis(out, idx, g, axis=ctx.axis)
+        return out, None, None, None
+
+
+class Var(Function):
+    @staticmethod
+    def forward(ctx, a, dim, correction, keepdim):
+        dev = ctx.device
+        axes = _axes(dim, a.ndim)
+        count = 1
+        for ax in axes:
+            count *= a.shape[ax]
+        mean = a.mean(axis=axes, keepdims=True)
+        ctx.saved = (a, mean)
+        ctx.axes, ctx.keepdim, ctx.denom = axes, keepdim, max(count - correction, 0)
+        return dev.asarray(dev.var(a, axis=axes, ddof=correction, keepdims=keepdim))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, mean = ctx.saved
+        dev = ctx.device
+        if not ctx.keepdim and ctx.axes:
+            g = dev.expand_dims(g, ctx.axes)
+        return g * (2.0 / ctx.denom) * (a - mean), None, None, None
+
+
+class LogSumExp(Function):
+    @staticmethod
+    def forward(ctx, a, dim, keepdim):
+        dev = ctx.device
+        axes = _axes(dim, a.ndim)
+        m = dev.amax(a, axis=axes, keepdims=True)
+        m = dev.where(dev.abs(m) == float("inf"), 0, m).astype(a.dtype, copy=False)
+        lse = dev.log(dev.exp(a - m).sum(axis=axes, keepdims=True)) + m
+        ctx.saved = (a, lse)
+        ctx.axes, ctx.keepdim = axes, keepdim
+        return lse if keepdim else lse.reshape([n for i, n in enumerate(a.shape) if i not in axes])
+
+    @staticmethod
+    def backward(ctx, g):
+        a, lse = ctx.saved
+        dev = ctx.device
+        if not ctx.keepdim and ctx.axes:
+            g = dev.expand_dims(g, ctx.axes)
+        return g * dev.exp(a - lse), None, None

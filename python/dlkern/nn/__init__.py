@@ -1,0 +1,17 @@
+"""dlkern.nn: modules, layers, losses, functional forms and initialisers (PyTorch names)."""
+
+from .parameter import Parameter
+from .module import Module, Sequential, ModuleList, ModuleDict
+from .layers import (Identity, Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten,
+                     BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm, GroupNorm, Dropout, AlphaDropout, Embedding,
+                     ReLU, Sigmoid, Tanh, SELU, SiLU, GELU, Softplus, LeakyReLU, ELU, Softmax, LogSoftmax,
+                     MSELoss, L1Loss, CrossEntropyLoss, NLLLoss, BCELoss, BCEWithLogitsLoss, SigmoidFocalLoss,
+                     FocalLoss)
+from . import functional, init, utils
+
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
+           "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
+           "LayerNorm", "RMSNorm", "GroupNorm", "Dropout", "AlphaDropout", "Embedding", "ReLU", "Sigmoid", "Tanh",
+           "SELU", "SiLU", "GELU", "Softplus", "LeakyReLU", "ELU", "Softmax", "LogSoftmax", "MSELoss", "L1Loss",
+           "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "SigmoidFocalLoss", "FocalLoss",
+           "functional", "init", "utils"]

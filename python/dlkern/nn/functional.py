@@ -1,0 +1,330 @@
+"""Stateless forms of the layers, activations and losses (dlkern.nn.functional)."""
+
+import math
+
+import numpy as np
+
+from ..tensor import Tensor, _F, _RNG, tensor as _tensor, gelu as _gelu
+from ..functions.activation import SELU_ALPHA, SELU_SCALE
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _pair(v, name, op):
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(v)
+    if len(v) != 2:
+        raise ValueError(f"{op}: {name} must be an int or a pair, got {v}")
+    return v
+
+
+def _check_reduction(reduction, op):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _same_dtype(op, *tensors):
+    ts = [t for t in tensors if isinstance(t, Tensor)]
+    for t in ts[1:]:
+        if t.dtype != ts[0].dtype:
+            raise TypeError(f"{op}: dtype mismatch: {ts[0].dtype} and {t.dtype}")
+
+
+# ---------------------------------------------------------------------- layers
+
+def linear(input, weight, bias=None):
+    if input.shape[-1:] != weight.shape[1:]:
+        raise ValueError(f"linear: input has shape {tuple(input.shape)} but weight has shape "
+                         f"{tuple(weight.shape)} (expected input (..., {weight.shape[1]}))")
+    _same_dtype("linear", input, weight, bias)
+    return _F.Linear.apply(input, weight, bias)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    if input.ndim != 4:
+        raise ValueError(f"conv2d: expected a 4-D (N, C, H, W) input, got shape {tuple(input.shape)}")
+    if input.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"conv2d: input has {input.shape[1]} channels (shape {tuple(input.shape)}) but weight "
+                         f"{tuple(weight.shape)} with groups={groups} expects {weight.shape[1] * groups}")
+    _same_dtype("conv2d", input, weight, bias)
+    return _F.Conv2d.apply(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    if input.ndim != 3:
+        raise ValueError(f"conv1d: expected a 3-D (N, C, L) input, got shape {tuple(input.shape)}")
+    if input.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"conv1d: input has {input.shape[1]} channels (shape {tuple(input.shape)}) but weight "
+                         f"{tuple(weight.shape)} with groups={groups} expects {weight.shape[1] * groups}")
+    _same_dtype("conv1d", input, weight, bias)
+    return _F.Conv1d.apply(input, weight, bias, stride, padding, dilation, groups)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    if return_indices:
+        raise NotImplementedError("max_pool2d: return_indices=True is not supported with autograd")
+    return _F.MaxPool2d.apply(input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    return _F.AvgPool2d.apply(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    return _F.AdaptiveAvgPool2d.apply(input, output_size)
+
+
+def _norm_shape(normalized_shape):
+    return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    normalized_shape = _norm_shape(normalized_shape)
+    if tuple(input.shape[-len(normalized_shape):]) != normalized_shape:
+        raise ValueError(f"layer_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
+    return _F.LayerNorm.apply(input, normalized_shape, weight, bias, eps)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    normalized_shape = _norm_shape(normalized_shape)
+    if tuple(input.shape[-len(normalized_shape):]) != normalized_shape:
+        raise ValueError(f"rms_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
+    return _F.RMSNorm.apply(input, normalized_shape, weight, eps)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    if input.ndim < 2 or input.shape[1] % num_groups:
+        raise ValueError(f"group_norm: {num_groups} groups do not divide the channels of input {tuple(input.shape)}")
+    return _F.GroupNorm.apply(input, num_groups, weight, bias, eps)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+    rv = running_var.data if isinstance(running_var, Tensor) else running_var
+    if training and input.shape[0] * int(np.prod(input.shape[2:])) <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input {tuple(input.shape)}")
+    return _F.BatchNorm.apply(input, rm, rv, weight, bias, training, momentum, eps)
+
+
+def embedding(input, weight, padding_idx=None):
+    idx = input.data if isinstance(input, Tensor) else np.asarray(input)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
+    n = weight.shape[0]
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"embedding: index out of range for {n} embeddings (min {idx.min()}, max {idx.max()})")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += n
+    return _F.Embedding.apply(weight, idx, padding_idx)
+
+
+def dropout(input, p=0.5, training=True):
+    """Inverted dropout: zero with probability p, scale survivors by 1/(1-p); identity in eval."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        return input * 0.0
+    keep = _RNG.generator.random(input.shape) >= p
+    mask = keep.astype(input.dtype) * input.dtype.type(1.0 / (1.0 - p))
+    return _F.Mul.apply(input, mask)
+
+
+def alpha_dropout(input, p=0.5, training=False):
+    """Dropout for SELU networks: keeps mean and variance of a standard-normal input."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"alpha_dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        return input * 0.0
+    alpha_p = -SELU_ALPHA * SELU_SCALE
+    a = ((1 - p) * (1 + p * alpha_p ** 2)) ** -0.5
+    b = -a * alpha_p * p
+    keep = _RNG.generator.random(input.shape) >= p
+    scale = (keep * a).astype(input.dtype)
+    shift = ((~keep) * (a * alpha_p) + b).astype(input.dtype)
+    return _F.Add.apply(_F.Mul.apply(input, scale), shift)
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    return input.flatten(start_dim, end_dim)
+
+
+# ---------------------------------------------------------------------- activations
+
+def relu(input):
+    return _F.Relu.apply(input)
+
+
+def leaky_relu(input, negative_slope=0.01):
+    return _F.LeakyRelu.apply(input, negative_slope)
+
+
+def elu(input, alpha=1.0):
+    return _F.Elu.apply(input, alpha)
+
+
+def gelu(input, approximate="none"):
+    return _gelu(input, approximate)
+
+
+def selu(input):
+    return _F.Selu.apply(input)
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    return _F.Softplus.apply(input, beta, threshold)
+
+
+def silu(input):
+    return _F.Silu.apply(input)
+
+
+def sigmoid(input):
+    return _F.Sigmoid.apply(input)
+
+
+def tanh(input):
+    return _F.Tanh.apply(input)
+
+
+def softmax(input, dim=-1):
+    return _F.Softmax.apply(input, dim)
+
+
+def log_softmax(input, dim=-1):
+    return _F.LogSoftmax.apply(input, dim)
+
+
+# ---------------------------------------------------------------------- losses
+
+def _check_same_shape(op, input, target):
+    if tuple(input.shape) != tuple(target.shape):
+        raise ValueError(f"{op}: input has shape {tuple(input.shape)} but target has shape {tuple(target.shape)}")
+
+
+def mse_loss(input, target, reduction="mean"):
+    _check_reduction(reduction, "mse_loss")
+    _check_same_shape("mse_loss", input, target)
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    _check_reduction(reduction, "l1_loss")
+    _check_same_shape("l1_loss", input, target)
+    return _reduce((input - target).abs(), reduction)
+
+
+def _target_array(target, op):
+    t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {t.dtype}")
+    return t.astype(np.int64, copy=False)
+
+
+def _weight_array(weight):
+    if weight is None:
+        return None
+    return weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """The fused log-softmax + NLL kernel. input (N, C) or (N, C, d1, ...), target
+    integer classes (N,) or (N, d1, ...)."""
+    _check_reduction(reduction, "cross_entropy")
+    t = _target_array(target, "cross_entropy")
+    if input.ndim < 1 or (input.ndim >= 2 and (t.shape[0] != input.shape[0] or t.shape[1:] != input.shape[2:])) \
+            or (input.ndim == 1 and t.ndim != 0):
+        raise ValueError(f"cross_entropy: input has shape {tuple(input.shape)} but target has shape {tuple(t.shape)}")
+    if input.ndim == 1:  # unbatched (C,) with a 0-d target
+        return cross_entropy(input.unsqueeze(0), t.reshape(1), weight, ignore_index, reduction,
+                             label_smoothing).reshape(()) if reduction == "none" else \
+            cross_entropy(input.unsqueeze(0), t.reshape(1), weight, ignore_index, reduction, label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    return _F.CrossEntropy.apply(input, t, _weight_array(weight), ignore_index, reduction, float(label_smoothing))
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    _check_reduction(reduction, "nll_loss")
+    t = _target_array(target, "nll_loss")
+    return _F.NLLLoss.apply(input, t, _weight_array(weight), ignore_index, reduction)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    _check_reduction(reduction, "binary_cross_entropy")
+    _check_same_shape("binary_cross_entropy", input, target)
+    return _reduce(_F.BinaryCrossEntropy.apply(input, target, _weight_array(weight)), reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """(1 - y) x + (1 + (pw - 1) y) softplus(-x): stable for any logit."""
+    _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    _check_same_shape("binary_cross_entropy_with_logits", input, target)
+    sp = _F.Softplus.apply(-input, 1.0, float("inf"))
+    if pos_weight is not None:
+        log_weight = (pos_weight - 1) * target + 1
+        loss = (1 - target) * input + log_weight * sp
+    else:
+        loss = (1 - target) * input + sp
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none"):
+    """Focal loss on logits for binary/multi-label targets (Lin et al.; torchvision's
+    definition): bce_with_logits * (1 - p_t)^gamma, weighted by alpha_t if alpha >= 0."""
+    _check_reduction(reduction, "sigmoid_focal_loss")
+    p = input.sigmoid()
+    ce = binary_cross_entropy_with_logits(input, target, reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha is not None and alpha >= 0:
+        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return _reduce(loss, reduction)
+
+
+def focal_loss(input, target, gamma=2.0, alpha=None, ignore_index=-100, reduction="mean"):
+    """Multi-class focal loss: -alpha[t] (1 - p_t)^gamma log p_t over the softmax of
+    input (N, C) or (N, C, d1, ...). alpha: None, a scalar, or per-class weights (C,).
+    mean divides by the number of non-ignored targets."""
+    _check_reduction(reduction, "focal_loss")
+    t = _target_array(target, "focal_loss")
+    if input.ndim > 2:
+        c = input.shape[1]
+        perm = (0,) + tuple(range(2, input.ndim)) + (1,)
+        input = input.permute(*perm).reshape(-1, c)
+        t = t.reshape(-1)
+    n, c = input.shape
+    valid = t != ignore_index
+    if ((t[valid] < 0) | (t[valid] >= c)).any():
+        raise ValueError(f"focal_loss: target value out of range for {c} classes")
+    safe = np.where(valid, t, 0)
+    logp = log_softmax(input, dim=1)
+    logpt = logp[np.arange(n), safe]
+    pt = logpt.exp()
+    loss = -((1 - pt) ** gamma) * logpt
+    scale = valid.astype(input.dtype)
+    if alpha is not None:
+        a = np.asarray(alpha.data if isinstance(alpha, Tensor) else alpha, dtype=input.dtype)
+        scale = scale * (a[safe] if a.ndim else a)
+    loss = loss * scale
+    if reduction == "none":
+        return loss.reshape(target.shape) if hasattr(target, "shape") else loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / max(int(valid.sum()), 1)

@@ -1,0 +1,354 @@
+"""Module and the containers Sequential, ModuleList, ModuleDict."""
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ..tensor import Tensor
+from .parameter import Parameter
+
+
+class Module:
+    """Base class of layers. Parameters, submodules and buffers assigned as attributes
+    are registered (in order) and live as plain attributes too, so reading
+    ``self.weight`` costs a normal attribute lookup."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        params = self.__dict__.get("_parameters")
+        if params is None:
+            if isinstance(value, (Parameter, Module)):
+                raise AttributeError("call Module.__init__() before assigning parameters or submodules")
+            object.__setattr__(self, name, value)
+            return
+        if isinstance(value, Parameter):
+            self._modules.pop(name, None)
+            self._buffers.pop(name, None)
+            params[name] = value
+        elif isinstance(value, Module):
+            params.pop(name, None)
+            self._buffers.pop(name, None)
+            self._modules[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} as parameter '{name}' (Parameter or None expected)")
+            params[name] = None
+        elif name in self._modules:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} as child module '{name}' (Module or None expected)")
+            self._modules[name] = None
+        elif name in self._buffers:
+            self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        for d in (self._parameters, self._modules, self._buffers):
+            d.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name, value, persistent=True):
+        """A non-learnable Tensor (running statistics) saved in the state_dict."""
+        self._buffers[name] = value
+        if not persistent:
+            self.__dict__.setdefault("_non_persistent", set()).add(name)
+        object.__setattr__(self, name, value)
+
+    def register_parameter(self, name, param):
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter: '{name}' must be a Parameter or None")
+        self._parameters[name] = param
+        object.__setattr__(self, name, param)
+
+    def add_module(self, name, module):
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module: {type(module).__name__} is not a Module")
+        self._modules[name] = module
+        object.__setattr__(self, name, module)
+
+    register_module = add_module
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # -------------------------------------------------------------- traversal
+    def named_modules(self, memo=None, prefix=""):
+        memo = set() if memo is None else memo
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if module is None or id(module) in memo:
+                continue
+            memo.add(id(module))
+            yield name, module
+            children = [(f"{name}.{k}" if name else k, m) for k, m in module._modules.items()]
+            stack.extend(reversed(children))
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_children(self):
+        for name, m in self._modules.items():
+            if m is not None:
+                yield name, m
+
+    def children(self):
+        for _, m in self.named_children():
+            yield m
+
+    def named_parameters(self, prefix="", recurse=True):
+        seen = set()
+        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        for mod_name, module in modules:
+            for name, p in module._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self, recurse=True):
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix="", recurse=True):
+        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        for mod_name, module in modules:
+            for name, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{mod_name}.{name}" if mod_name else name), b
+
+    def buffers(self, recurse=True):
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    # -------------------------------------------------------------- modes and conversion
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad=True):
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.parameters():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.data[...] = 0
+
+    def apply(self, fn):
+        for m in list(self.modules())[::-1]:
+            fn(m)
+        return self
+
+    def to(self, *args, **kwargs):
+        """to(dtype) converts floating parameters and buffers in place (the Parameter
+        objects stay the same, so an optimizer built earlier still holds them);
+        to(device) checks the device (only CPU exists now)."""
+        from ..device import device as get_device, CPUDevice
+        dtype = kwargs.get("dtype")
+        dev = kwargs.get("device")
+        for a in args:
+            if isinstance(a, (str, CPUDevice)):
+                dev = a
+            else:
+                dtype = a
+        if dev is not None:
+            target = get_device(dev)
+            for p in self.parameters():
+                if p.device is not target:
+                    raise NotImplementedError(f"moving parameters to {target} is not implemented")
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype.kind != "f":
+                raise TypeError(f"Module.to: only floating dtypes are allowed, got {dtype}")
+            for p in self.parameters():
+                p.data = p.data.astype(dtype, copy=False)
+                if p.grad is not None:
+                    p.grad.data = p.grad.data.astype(dtype, copy=False)
+            for _, b in self.named_buffers():
+                if b.data.dtype.kind == "f":
+                    b.data = b.data.astype(dtype, copy=False)
+        return self
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
+
+    # -------------------------------------------------------------- state
+    def state_dict(self, prefix=""):
+        """Parameters and persistent buffers by dotted name, as detached Tensors sharing memory."""
+        out = OrderedDict()
+        for mod_name, module in self.named_modules(prefix=prefix.rstrip(".")):
+            skip = module.__dict__.get("_non_persistent", ())
+            for group in (module._parameters, module._buffers):
+                for name, t in group.items():
+                    if t is None or name in skip:
+                        continue
+                    out[f"{mod_name}.{name}" if mod_name else name] = t.detach()
+        return out
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy values into the parameters and buffers in place. strict: the keys must
+        match exactly. Shapes must always match. Errors list every problem found."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        problems = []
+        if strict and (missing or unexpected):
+            if missing:
+                problems.append("missing keys: " + ", ".join(missing))
+            if unexpected:
+                problems.append("unexpected keys: " + ", ".join(unexpected))
+        for key, target in own.items():
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            array = value.data if isinstance(value, Tensor) else np.asarray(value)
+            if array.shape != target.data.shape:
+                problems.append(f"size mismatch for {key}: checkpoint has shape {tuple(array.shape)}, "
+                                f"the model has shape {tuple(target.data.shape)}")
+        if problems:
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n  " + "\n  ".join(problems))
+        for key, target in own.items():
+            if key in state_dict:
+                value = state_dict[key]
+                array = value.data if isinstance(value, Tensor) else np.asarray(value)
+                np.copyto(target.data, array, casting="unsafe")
+        return {"missing_keys": missing, "unexpected_keys": unexpected}
+
+    # -------------------------------------------------------------- repr
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = []
+        extra = self.extra_repr()
+        if extra:
+            lines = extra.split("\n")
+        for name, m in self._modules.items():
+            child = repr(m).replace("\n", "\n  ")
+            lines.append(f"({name}): {child}")
+        if not self._modules:
+            return f"{type(self).__name__}({extra})"
+        return type(self).__name__ + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, m in modules[0].items():
+                self.add_module(name, m)
+        else:
+            for i, m in enumerate(modules):
+                self.add_module(str(i), m)
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def __getitem__(self, index):
+        mods = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*mods[index])
+        return mods[index]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class ModuleList(Module):
+    def __init__(self, modules=()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def __getitem__(self, index):
+        mods = list(self._modules.values())
+        if isinstance(index, slice):
+            return ModuleList(mods[index])
+        return mods[index]
+
+    def __setitem__(self, index, module):
+        key = list(self._modules)[index]
+        self.add_module(key, module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class ModuleDict(Module):
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules:
+            self.update(modules)
+
+    def update(self, modules):
+        items = modules.items() if hasattr(modules, "items") else modules
+        for k, m in items:
+            self[k] = m
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+        object.__delattr__(self, key)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
