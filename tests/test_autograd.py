@@ -329,3 +329,24 @@ def test_float32_grads_stay_float32(rng):
     w = dlkern.randn(4, 2, requires_grad=True)
     ((x @ w).tanh() * 0.5 + 1).sum().backward()
     assert x.grad.dtype == np.float32 and w.grad.dtype == np.float32
+
+
+def test_zero_dim_results_stay_arrays(rng):
+    w = dlkern.tensor(0.5, dtype=np.float64, requires_grad=True)
+    y = (w * 2).exp().log().tanh()
+    assert isinstance(y.data, np.ndarray) and y.shape == ()
+    y.backward()
+    assert isinstance(w.grad.data, np.ndarray) and w.grad.shape == ()
+    np.testing.assert_allclose(w.grad.item(), 2 * (1 - np.tanh(1.0) ** 2))
+
+
+def test_inplace_on_graph_tensor_refused(rng):
+    x = t64(rng, 3)
+    y = x * 2
+    with pytest.raises(RuntimeError, match="in-place"):
+        y[0] = 1.0
+    with pytest.raises(RuntimeError, match="in-place"):
+        x.add_(1.0)
+    with dlkern.no_grad():
+        y[0] = 1.0
+    assert y.data[0] == 1.0

@@ -187,13 +187,16 @@ def test_conv2d(cfg, rng):
     gradcheck(lambda x, w, b: F.conv2d(x, w, b, **cfg), [x, conv.weight, conv.bias], rng)
 
 
-@needs("conv2d")
-def test_conv2d_errors():
+def test_conv2d_errors():  # checked before any kernel runs
     conv = nn.Conv2d(3, 4, 3)
     with pytest.raises(ValueError, match=r"Conv2d: input has shape \(1, 2, 8, 8\)"):
         conv(dlkern.ones(1, 2, 8, 8))
     with pytest.raises(ValueError, match="4-D|shape"):
         conv(dlkern.ones(2, 8, 8))
+    with pytest.raises(TypeError, match="dtype"):
+        F.conv2d(dlkern.ones(1, 3, 8, 8, dtype=dlkern.float64), conv.weight)
+    with pytest.raises(ValueError, match="groups"):
+        nn.Conv2d(3, 4, 3, groups=2)
 
 
 @needs("conv1d", "conv1d_backward")
@@ -394,3 +397,16 @@ def test_clip_grad_norm():
     total = nn.utils.clip_grad_norm_([p], 1.0)
     assert abs(total - 6.0) < 1e-6
     np.testing.assert_allclose(np.linalg.norm(p.grad.data), 1.0, rtol=1e-5)
+
+
+def test_deepcopy_and_pickle_keep_working():
+    import copy
+    import pickle
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = dlkern.randn(2, 3)
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert clone[0].weight.device is dlkern.cpu
+        assert not np.shares_memory(clone[0].weight.data, net[0].weight.data)
+        np.testing.assert_array_equal(clone(x).data, net(x).data)
+        clone(x).sum().backward()
+        assert clone[0].weight.grad is not None and net[0].weight.grad is None

@@ -191,3 +191,32 @@ def test_package_does_not_import_torch():
     code = "import sys, dlkern, dlkern.nn; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 5e-16), (np.float32, 1.5e-7)])
+def test_erf_matches_math_erf(dtype, tol):
+    import math
+    x = np.concatenate([np.linspace(-8, 8, 40001), [0.0, 2.0, -2.0, 6.5, np.inf, -np.inf]]).astype(dtype)
+    got = dlkern.device("cpu").erf(x)
+    assert got.dtype == dtype
+    want = np.array([math.erf(float(v)) for v in x])
+    err = np.abs(got.astype(np.float64) - want)
+    assert err.max() <= tol * 4, err.max()
+    small = np.abs(x) < 1
+    assert (err[small] <= tol * 4 * np.abs(want[small]) + 1e-300).all()  # relative accuracy near 0
+    assert np.isnan(dlkern.device("cpu").erf(np.array([np.nan], dtype))).all()
+
+
+def test_mismatched_devices_are_a_clear_error():
+    from dlkern.device import CPUDevice
+
+    class OtherDevice(CPUDevice):  # a second namespace stands in for another device
+        def __str__(self):
+            return "other"
+
+    a = dlkern.ones(3)
+    b = dlkern.Tensor._make(np.ones(3, np.float32), OtherDevice(), False, None)
+    with pytest.raises(RuntimeError, match="same device"):
+        a + b
+    with pytest.raises(RuntimeError, match="different devices"):
+        dlkern.ones(2, 3) @ dlkern.Tensor._make(np.ones((3, 2), np.float32), OtherDevice(), False, None)

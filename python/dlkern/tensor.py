@@ -325,15 +325,21 @@ class Tensor:
 
     # ------------------------------------------------------------------ in place (no grad)
     def _inplace_ok(self):
-        if GradMode.enabled and self.requires_grad and self.grad_fn is None:
-            raise RuntimeError("a leaf tensor that requires grad is used in an in-place operation; "
-                               "wrap it in dlkern.no_grad()")
+        # No version counters here: an in-place change to a tensor the graph may have
+        # saved would silently corrupt gradients, so it is refused while recording.
+        if GradMode.enabled and self.requires_grad:
+            if self.grad_fn is None:
+                raise RuntimeError("a leaf tensor that requires grad is used in an in-place operation; "
+                                   "wrap it in dlkern.no_grad()")
+            raise RuntimeError("in-place operations on a tensor that is part of the autograd graph are not "
+                               "supported; use the out-of-place op (or .detach() first)")
 
     def __setitem__(self, index, value):
         self._inplace_ok()
         self.data[_index(index)] = value.data if isinstance(value, Tensor) else value
 
     def zero_(self):
+        self._inplace_ok()
         self.data[...] = 0
         return self
 

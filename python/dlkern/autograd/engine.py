@@ -24,14 +24,21 @@ def sum_to_shape(grad, shape):
     return grad
 
 
-def _accumulate_leaf(tensor, grad):
+def _accumulate_leaf(tensor, grad, fresh=False):
+    """Add `grad` into tensor.grad. A leaf's .grad is later accumulated into in place
+    (and by optimizers), so it must own its array: `grad` is stored as is only when the
+    caller knows it is `fresh` (a new array nobody else holds); otherwise it is copied."""
     if grad.shape != tensor.data.shape:
         grad = sum_to_shape(grad, tensor.data.shape)
+        fresh = fresh or grad.base is None
     existing = tensor.grad
     if existing is None:
-        # A copy: the same gradient array may be handed to several inputs, and the
-        # leaf's .grad is later accumulated into in place.
-        tensor.grad = tensor._wrap_grad(grad.astype(tensor.data.dtype, copy=True))
+        dtype = tensor.data.dtype
+        if not fresh or grad.dtype != dtype or grad.base is not None or not grad.flags.writeable:
+            grad = grad.astype(dtype, copy=True)
+            if grad.__class__ is not tensor.device.array_type:
+                grad = tensor.device.asarray(grad)
+        tensor.grad = tensor._wrap_grad(grad)
     else:
         existing.data += grad
 
@@ -76,12 +83,23 @@ def backward(root, grad, retain_graph=False):
             if not retain_graph:
                 n.parents = None
                 n.saved = None
-            for p, gi in zip(parents, result):
-                if p is None or gi is None:
+            for i in range(len(result)):
+                gi = result[i]
+                if gi is None:
+                    continue
+                p = parents[i]
+                if p is None:
                     continue
                 f = p.grad_fn
                 if f is None:
-                    _accumulate_leaf(p, gi)
+                    # Fresh: not the incoming gradient passed through, not a view, and
+                    # not returned twice by this backward.
+                    fresh = gi is not g and gi.base is None
+                    if fresh and i:
+                        for r in result[:i]:
+                            if r is gi:
+                                fresh = False
+                    _accumulate_leaf(p, gi, fresh)
                     continue
                 if gi.shape != p.data.shape:
                     gi = sum_to_shape(gi, p.data.shape)

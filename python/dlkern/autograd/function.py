@@ -19,11 +19,13 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
+        # The hot path of every op: one pass over the arguments, no generators.
         ctx = object.__new__(cls)
         device = None
         need = False
         arrays = []
-        append = arrays.append
+        parents = []
+        needs = []
         for a in args:
             if isinstance(a, Tensor):
                 if device is None:
@@ -31,16 +33,23 @@ class Function:
                 elif a.device is not device:
                     raise RuntimeError(
                         f"{cls.__name__}: expected all tensors on the same device, got {device} and {a.device}")
+                arrays.append(a.data)
                 if a.requires_grad:
                     need = True
-                append(a.data)
+                    parents.append(a)
+                    needs.append(True)
+                    continue
             else:
-                append(a)
+                arrays.append(a)
+            parents.append(None)
+            needs.append(False)
         ctx.device = device
+        ctx.needs_input_grad = needs
         out = cls.forward(ctx, *arrays)
+        if out.__class__ is not device.array_type:
+            out = device.asarray(out)  # NumPy returns scalars from 0-d math; keep arrays
         if need and GradMode.enabled:
-            ctx.parents = tuple(a if isinstance(a, Tensor) and a.requires_grad else None for a in args)
-            ctx.needs_input_grad = tuple(p is not None for p in ctx.parents)
+            ctx.parents = parents
             return Tensor._make(out, device, True, ctx)
         return Tensor._make(out, device, False, None)
 

@@ -1,6 +1,8 @@
 """Losses that need their own backward: cross_entropy (the fused kernel), nll_loss and
 binary_cross_entropy. The others are compositions in dlkern.nn.functional."""
 
+import numpy as np
+
 from ..autograd import Function
 
 
@@ -90,8 +92,9 @@ class BinaryCrossEntropy(Function):
         dev = ctx.device
         if ((p < 0) | (p > 1)).any():
             raise ValueError("binary_cross_entropy: input values must lie in [0, 1]")
-        logp = dev.maximum(dev.log(p), -100)
-        log1mp = dev.maximum(dev.log1p(-p), -100)
+        with np.errstate(divide="ignore"):  # log(0) = -inf, clamped to -100 as PyTorch
+            logp = dev.maximum(dev.log(p), -100)
+            log1mp = dev.maximum(dev.log1p(-p), -100)
         loss = -(y * logp + (1 - y) * log1mp)
         if weight is not None:
             loss = loss * weight
@@ -109,7 +112,8 @@ class BinaryCrossEntropy(Function):
         need = ctx.needs_input_grad
         dy = None
         if need[1]:
-            dy = g * (ctx.device.maximum(ctx.device.log1p(-p), -100) - ctx.device.maximum(ctx.device.log(p), -100))
+            with np.errstate(divide="ignore"):
+                dy = g * (ctx.device.maximum(ctx.device.log1p(-p), -100) - ctx.device.maximum(ctx.device.log(p), -100))
             if weight is not None:
                 dy = dy * weight
         return dp, dy, None

@@ -115,8 +115,25 @@ class Module:
                 yield (f"{mod_name}.{name}" if mod_name else name), p
 
     def parameters(self, recurse=True):
-        for _, p in self.named_parameters(recurse=recurse):
-            yield p
+        if not recurse:
+            return [p for p in self._parameters.values() if p is not None].__iter__()
+        return iter(self._parameter_list())
+
+    def _parameter_list(self):
+        # Same order as named_parameters, without building names (zero_grad runs every step).
+        out, seen_p, seen_m = [], set(), set()
+        stack = [self]
+        while stack:
+            module = stack.pop()
+            if module is None or id(module) in seen_m:
+                continue
+            seen_m.add(id(module))
+            for p in module._parameters.values():
+                if p is not None and id(p) not in seen_p:
+                    seen_p.add(id(p))
+                    out.append(p)
+            stack.extend(reversed(module._modules.values()))
+        return out
 
     def named_buffers(self, prefix="", recurse=True):
         modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
@@ -144,7 +161,7 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none=True):
-        for p in self.parameters():
+        for p in self._parameter_list():
             if set_to_none:
                 p.grad = None
             elif p.grad is not None:

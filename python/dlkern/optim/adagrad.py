@@ -1,0 +1,61 @@
+"""Adagrad (PyTorch's rule, with lr_decay and an initial accumulator value)."""
+
+import numpy as np
+
+from .optimizer import Optimizer, check_nonnegative, effective_grad, grad_array
+
+
+def _adagrad_update(param, grad, state_sum, *, step, lr, lr_decay, weight_decay, eps, maximize, work):
+    """One Adagrad step on arrays, in place; `step` counts from 1."""
+    w0, w1 = work
+    g = effective_grad(param, grad, weight_decay, maximize, w0)
+    clr = lr / (1.0 + (step - 1) * lr_decay)
+    np.multiply(g, g, out=w1)
+    np.add(state_sum, w1, out=state_sum)
+    np.sqrt(state_sum, out=w1)
+    np.add(w1, eps, out=w1)
+    np.divide(g, w1, out=w1)
+    np.multiply(w1, -clr, out=w1)
+    np.add(param, w1, out=param)
+
+
+class Adagrad(Optimizer):
+    """sum <- sum + g^2;  p <- p - lr / (1 + (t - 1) * lr_decay) * g / (sqrt(sum) + eps)."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-10, *, maximize=False):
+        defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        check_nonnegative("learning rate", group["lr"])
+        check_nonnegative("lr_decay", group["lr_decay"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
+        check_nonnegative("epsilon", group["eps"])
+
+    def add_param_group(self, param_group):
+        # Like PyTorch, the accumulators exist from construction (so state_dict shows them).
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for p in group["params"]:
+            self.state.setdefault(p, {"step": 0, "sum": np.full_like(p.data, group["initial_accumulator_value"])})
+
+    def step(self, closure=None):
+        loss = self._call_closure(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = grad_array(p)
+                if grad is None:
+                    continue
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state["step"] = 0
+                    state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
+                state["step"] += 1
+                _adagrad_update(p.data, grad, state["sum"], step=state["step"], lr=group["lr"],
+                                lr_decay=group["lr_decay"], weight_decay=group["weight_decay"], eps=group["eps"],
+                                maximize=group["maximize"], work=self._scratch_buffers(p, 2))
+        return loss

@@ -1,0 +1,94 @@
+"""Adam (L2 weight decay, or decoupled as in AdamW; amsgrad) with PyTorch's rule and defaults."""
+
+import math
+
+import numpy as np
+
+from .optimizer import Optimizer, check_betas, check_nonnegative, effective_grad, grad_array
+
+
+def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps,
+                 weight_decay, decoupled_weight_decay, amsgrad, maximize, work):
+    """One Adam/AdamW step on arrays, in place; `step` counts from 1.
+    max_exp_avg_sq is used only with amsgrad."""
+    w0, w1 = work
+    if weight_decay != 0 and decoupled_weight_decay:
+        np.multiply(param, 1.0 - lr * weight_decay, out=param)
+        g = effective_grad(param, grad, 0.0, maximize, w0)
+    else:
+        g = effective_grad(param, grad, weight_decay, maximize, w0)
+    np.multiply(exp_avg, beta1, out=exp_avg)
+    np.multiply(g, 1.0 - beta1, out=w1)
+    np.add(exp_avg, w1, out=exp_avg)
+    np.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
+    np.multiply(g, g, out=w1)
+    np.multiply(w1, 1.0 - beta2, out=w1)
+    np.add(exp_avg_sq, w1, out=exp_avg_sq)
+    bias_correction1 = 1.0 - beta1 ** step
+    bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    if amsgrad:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        np.sqrt(max_exp_avg_sq, out=w1)
+    else:
+        np.sqrt(exp_avg_sq, out=w1)
+    np.divide(w1, bias_correction2_sqrt, out=w1)
+    np.add(w1, eps, out=w1)
+    np.divide(exp_avg, w1, out=w1)
+    np.multiply(w1, -lr / bias_correction1, out=w1)
+    np.add(param, w1, out=param)
+
+
+class Adam(Optimizer):
+    """m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2 (amsgrad: v_max <- max(v_max, v));
+    p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    weight_decay adds weight_decay * p to g (L2), or with decoupled_weight_decay=True
+    scales p by (1 - lr * weight_decay) first (AdamW)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 *, maximize=False, decoupled_weight_decay=False):
+        defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
+                        weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                        decoupled_weight_decay=decoupled_weight_decay)
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        check_nonnegative("learning rate", group["lr"])
+        check_nonnegative("epsilon", group["eps"])
+        check_betas(group["betas"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+
+    def step(self, closure=None):
+        loss = self._call_closure(closure)
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                grad = grad_array(p)
+                if grad is None:
+                    continue
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = np.zeros_like(p.data)
+                    state["exp_avg_sq"] = np.zeros_like(p.data)
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                if group["amsgrad"] and "max_exp_avg_sq" not in state:
+                    state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                state["step"] += 1
+                _adam_update(p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                             step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                             weight_decay=group["weight_decay"],
+                             decoupled_weight_decay=group["decoupled_weight_decay"], amsgrad=group["amsgrad"],
+                             maximize=group["maximize"], work=self._scratch_buffers(p, 2))
+        return loss
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p <- p * (1 - lr * weight_decay) before the
+    Adam step (default weight_decay 1e-2)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 *, maximize=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize, decoupled_weight_decay=True)

@@ -1,0 +1,62 @@
+"""Gradient clipping with torch.nn.utils semantics (re-exported by dlkern.nn.utils)."""
+
+import numpy as np
+
+from .optimizer import grad_array
+
+
+def _grads(parameters):
+    if hasattr(parameters, "data") and not isinstance(parameters, np.ndarray):
+        parameters = [parameters]
+    return [g for g in (grad_array(p) for p in parameters) if g is not None]
+
+
+def _vector_norm(x, norm_type):
+    """The norm of order norm_type of x flattened (inf, -inf and 0 as torch.linalg.vector_norm)."""
+    a = np.abs(x.astype(np.float64, copy=False)).ravel()
+    if norm_type == float("inf"):
+        return float(a.max()) if a.size else 0.0
+    if norm_type == float("-inf"):
+        return float(a.min()) if a.size else float("inf")
+    if norm_type == 0:
+        return float(np.count_nonzero(a))
+    if norm_type == 2:
+        return float(np.sqrt(np.dot(a, a)))
+    if norm_type == 1:
+        return float(a.sum())
+    return float(np.sum(a ** norm_type) ** (1.0 / norm_type))
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale every gradient in place by min(1, max_norm / (total_norm + 1e-6)), where
+    total_norm is the norm of order norm_type of all gradients together (the norm of
+    the per-parameter norms, as PyTorch). Returns total_norm as a 0-d dlkern Tensor.
+    Parameters without a gradient are skipped."""
+    from ..tensor import Tensor
+
+    grads = _grads(parameters)
+    max_norm = float(max_norm)
+    norm_type = float(norm_type)
+    if not grads:
+        return Tensor(np.float32(0.0))
+    dtype = np.result_type(*grads)
+    total = _vector_norm(np.array([_vector_norm(g, norm_type) for g in grads]), norm_type)
+    if error_if_nonfinite and not np.isfinite(total):
+        raise RuntimeError(
+            f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot "
+            f"be clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
+            f"`error_if_nonfinite=False`")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coef = max_norm / (total + 1e-6)
+    coef = min(coef, 1.0) if not np.isnan(coef) else coef
+    with np.errstate(invalid="ignore"):  # inf * 0 -> nan, as PyTorch
+        for g in grads:
+            np.multiply(g, coef, out=g, casting="unsafe")
+    return Tensor(np.asarray(total, dtype=dtype))
+
+
+def clip_grad_value_(parameters, clip_value):
+    """Clamp every gradient in place to [-clip_value, clip_value]."""
+    clip_value = float(clip_value)
+    for g in _grads(parameters):
+        np.clip(g, -clip_value, clip_value, out=g)

@@ -1,0 +1,260 @@
+"""Optimizer: the base class of dlkern.optim, shaped like torch.optim.Optimizer.
+
+A parameter is any object with ``.data`` (a floating-point ndarray, updated in
+place) and ``.grad`` (None, an ndarray, or an object whose ``.data`` is one).
+Per-parameter state lives in ``opt.state[param]``; ``state_dict()`` flattens it to
+PyTorch's layout ``{"state": {index: {...}}, "param_groups": [{..., "params": [index]}]}``
+with the arrays copied.
+
+Each subclass keeps its update math in one function on arrays (``_sgd_update``,
+``_adam_update``, ...), written with ``out=`` ufuncs on the parameter, its state
+buffers and preallocated scratch buffers, so a step allocates nothing per parameter
+after the first and a device namespace can later replace ``numpy`` there.
+"""
+
+import copy
+import numbers
+
+import numpy as np
+
+from .. import autograd as _autograd
+
+
+class _Required:
+    """Marks a hyper-parameter without a default (every group must give it)."""
+
+    def __repr__(self):
+        return "<required parameter>"
+
+
+required = _Required()
+
+
+def grad_array(param):
+    """The gradient of `param` as an ndarray, or None."""
+    g = param.grad
+    if g is None or isinstance(g, np.ndarray):
+        return g
+    return g.data
+
+
+def _is_param_like(obj):
+    return hasattr(obj, "data") and not isinstance(obj, (dict, np.ndarray))
+
+
+def check_nonnegative(name, value):
+    if not isinstance(value, numbers.Real) or not value >= 0.0:
+        raise ValueError(f"Invalid {name} value: {value!r} (must be a number >= 0)")
+
+
+def check_betas(betas):
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))") from None
+    for i, b in enumerate((b1, b2)):
+        if not isinstance(b, numbers.Real) or not 0.0 <= b < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (betas must lie in [0, 1))")
+
+
+class Optimizer:
+    """Base class. Subclasses set ``defaults`` through ``__init__``, check a group's
+    options in ``_check_group`` and implement ``step``."""
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.state = {}
+        self.param_groups = []
+        self._scratch = {}  # dtype -> [flat work array, ...]; never part of state_dict
+        if _is_param_like(params):
+            raise TypeError(
+                f"params argument given to the optimizer should be an iterable of parameters or dicts, "
+                f"but got {type(params).__name__}")
+        if isinstance(params, (set, frozenset)):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
+                            "ordering of a set changes between runs; use a list")
+        param_groups = list(params)
+        if not param_groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for group in param_groups:
+            self.add_param_group(group)
+
+    # ------------------------------------------------------------------ groups
+    def _check_group(self, group):
+        """Raise ValueError naming any invalid option of `group` (subclass hook)."""
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters (a dict with "params" and optional per-group
+        options; missing options take the optimizer's defaults)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        group = dict(param_group)
+        if "params" not in group:
+            raise ValueError("a parameter group needs a 'params' entry")
+        params = group["params"]
+        if _is_param_like(params):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
+                            "ordering of a set changes between runs; use a list")
+        else:
+            params = list(params)
+        # named parameters, e.g. model.named_parameters(): keep the names beside the params
+        names = [p[0] for p in params if isinstance(p, tuple)]
+        if names:
+            if len(names) != len(params) or not all(len(p) == 2 for p in params):
+                raise ValueError("all optimizer params should be with/without names; some param names are missing")
+            params = [p[1] for p in params]
+            group["param_names"] = names
+        if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
+            raise ValueError("all optimizer param groups should be with/without names")
+        for p in params:
+            if not _is_param_like(p) or not isinstance(p.data, np.ndarray):
+                raise TypeError(f"optimizer can only optimize objects whose .data is an ndarray, "
+                                f"but one of the params is {type(p).__name__}")
+            if p.data.dtype.kind != "f":
+                raise TypeError(f"optimizer can only optimize floating-point parameters, got dtype {p.data.dtype}")
+            if not getattr(p, "is_leaf", True):
+                raise ValueError("can't optimize a non-leaf Tensor")
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("a parameter group contains duplicate parameters")
+        group["params"] = params
+        for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError(f"parameter group didn't specify a value of required optimization "
+                                 f"parameter {name}")
+            group.setdefault(name, default)
+        existing = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in existing for p in params):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self._check_group(group)
+        self.param_groups.append(group)
+
+    # ------------------------------------------------------------------ grads
+    def zero_grad(self, set_to_none=True):
+        """Reset gradients: to None (default) or to zeros in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    grad_array(p).fill(0)
+
+    def step(self, closure=None):
+        raise NotImplementedError
+
+    def _call_closure(self, closure):
+        if closure is None:
+            return None
+        with _autograd.enable_grad():
+            return closure()
+
+    def _scratch_buffers(self, p, count):
+        """`count` work arrays shaped like p: views into flat buffers shared by all
+        parameters of a dtype and grown to the largest one, so a step allocates no
+        array data and the workspace costs `count` copies of the largest parameter."""
+        data = p.data
+        bufs = self._scratch.setdefault(data.dtype, [])
+        while len(bufs) < count:
+            bufs.append(np.empty(0, data.dtype))
+        views = []
+        for i in range(count):
+            if bufs[i].size < data.size:
+                bufs[i] = np.empty(data.size, data.dtype)
+            views.append(bufs[i][:data.size].reshape(data.shape))
+        return views
+
+    # ------------------------------------------------------------------ state dict
+    def state_dict(self):
+        """PyTorch layout; arrays are copies, so later steps don't change it."""
+        index_of = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            packed["params"] = []
+            for p in group["params"]:
+                index_of.setdefault(id(p), len(index_of))
+                packed["params"].append(index_of[id(p)])
+            groups.append(packed)
+        state = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p in self.state:
+                    state[index_of[id(p)]] = {k: (v.copy() if isinstance(v, np.ndarray) else copy.deepcopy(v))
+                                              for k, v in self.state[p].items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore options and state saved by ``state_dict()`` (arrays are copied and
+        cast to each parameter's dtype)."""
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("optimizer state_dict must be a dict with 'state' and 'param_groups'")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has a different number of parameter groups "
+                             f"({len(saved_groups)}) than the optimizer ({len(self.param_groups)})")
+        for i, (g, s) in enumerate(zip(self.param_groups, saved_groups)):
+            if len(g["params"]) != len(s["params"]):
+                raise ValueError(f"loaded state dict contains a parameter group {i} with {len(s['params'])} "
+                                 f"parameters, but the optimizer's group has {len(g['params'])}")
+        param_of = {}
+        for g, s in zip(self.param_groups, saved_groups):
+            for p, idx in zip(g["params"], s["params"]):
+                param_of[int(idx)] = p
+        new_state = {}
+        for key, values in state_dict["state"].items():
+            idx = int(key)
+            if idx not in param_of:
+                raise ValueError(f"loaded state dict has state for parameter index {idx}, "
+                                 f"which no parameter group lists")
+            p = param_of[idx]
+            restored = {}
+            for name, value in values.items():
+                if isinstance(value, np.ndarray):
+                    if value.ndim and value.shape != p.data.shape:
+                        raise ValueError(f"loaded state '{name}' for parameter {idx} has shape {value.shape}, "
+                                         f"but the parameter has shape {p.data.shape}")
+                    value = value.astype(p.data.dtype if value.dtype.kind == "f" else value.dtype, copy=True)
+                else:
+                    value = copy.deepcopy(value)
+                restored[name] = value
+            new_state[p] = restored
+        new_groups = []
+        for g, s in zip(self.param_groups, saved_groups):
+            group = {k: copy.deepcopy(v) for k, v in s.items() if k != "params"}
+            group["params"] = g["params"]
+            if "param_names" in g and "param_names" not in group:
+                group["param_names"] = g["param_names"]
+            new_groups.append(group)
+        for group in new_groups:
+            self._check_group(group)
+        self.state = new_state
+        self.param_groups = new_groups
+
+    def __repr__(self):
+        lines = [type(self).__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for k in sorted(group):
+                if k != "params":
+                    lines.append(f"    {k}: {group[k]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def effective_grad(param, grad, weight_decay, maximize, out):
+    """The gradient the update uses: -grad if maximizing, plus weight_decay*param
+    (L2 coupled into the gradient). Returns `grad` itself when neither applies,
+    otherwise `out` holding the result; `grad` is never modified."""
+    if weight_decay != 0:
+        np.multiply(param, weight_decay, out=out)
+        (np.subtract if maximize else np.add)(out, grad, out=out)
+        return out
+    if maximize:
+        np.negative(grad, out=out)
+        return out
+    return grad

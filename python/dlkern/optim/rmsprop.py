@@ -1,0 +1,83 @@
+"""RMSprop (PyTorch's rule: optional momentum and centered variant)."""
+
+import numpy as np
+
+from .optimizer import Optimizer, check_nonnegative, effective_grad, grad_array
+
+
+def _rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, *, lr, alpha, eps, weight_decay,
+                    momentum, centered, maximize, work):
+    """One RMSprop step on arrays, in place. grad_avg is used when centered,
+    momentum_buffer when momentum > 0 (otherwise they may be None)."""
+    w0, w1 = work
+    g = effective_grad(param, grad, weight_decay, maximize, w0)
+    np.multiply(square_avg, alpha, out=square_avg)
+    np.multiply(g, g, out=w1)
+    np.multiply(w1, 1.0 - alpha, out=w1)
+    np.add(square_avg, w1, out=square_avg)
+    if centered:
+        np.multiply(grad_avg, alpha, out=grad_avg)
+        np.multiply(g, 1.0 - alpha, out=w1)
+        np.add(grad_avg, w1, out=grad_avg)
+        np.multiply(grad_avg, grad_avg, out=w1)
+        np.subtract(square_avg, w1, out=w1)
+        np.sqrt(w1, out=w1)
+    else:
+        np.sqrt(square_avg, out=w1)
+    np.add(w1, eps, out=w1)
+    np.divide(g, w1, out=w1)
+    if momentum > 0:
+        np.multiply(momentum_buffer, momentum, out=momentum_buffer)
+        np.add(momentum_buffer, w1, out=momentum_buffer)
+        np.multiply(momentum_buffer, -lr, out=w1)
+    else:
+        np.multiply(w1, -lr, out=w1)
+    np.add(param, w1, out=param)
+
+
+class RMSprop(Optimizer):
+    """v <- alpha * v + (1 - alpha) * g^2; centered: a <- alpha * a + (1 - alpha) * g and
+    v~ = v - a^2; d = g / (sqrt(v~) + eps); momentum: b <- momentum * b + d, p <- p - lr * b,
+    else p <- p - lr * d."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                 *, maximize=False):
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                        centered=centered, maximize=maximize)
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        check_nonnegative("learning rate", group["lr"])
+        check_nonnegative("epsilon", group["eps"])
+        check_nonnegative("momentum", group["momentum"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        check_nonnegative("alpha", group["alpha"])
+
+    def step(self, closure=None):
+        loss = self._call_closure(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = grad_array(p)
+                if grad is None:
+                    continue
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state["step"] = 0
+                    state["square_avg"] = np.zeros_like(p.data)
+                    if group["momentum"] > 0:
+                        state["momentum_buffer"] = np.zeros_like(p.data)
+                    if group["centered"]:
+                        state["grad_avg"] = np.zeros_like(p.data)
+                # options changed after the first step (e.g. by a scheduler) get fresh buffers
+                if group["momentum"] > 0 and "momentum_buffer" not in state:
+                    state["momentum_buffer"] = np.zeros_like(p.data)
+                if group["centered"] and "grad_avg" not in state:
+                    state["grad_avg"] = np.zeros_like(p.data)
+                state["step"] += 1
+                _rmsprop_update(p.data, grad, state["square_avg"], state.get("grad_avg"),
+                                state.get("momentum_buffer"), lr=group["lr"], alpha=group["alpha"],
+                                eps=group["eps"], weight_decay=group["weight_decay"], momentum=group["momentum"],
+                                centered=group["centered"], maximize=group["maximize"],
+                                work=self._scratch_buffers(p, 2))
+        return loss

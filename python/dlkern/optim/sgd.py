@@ -1,0 +1,65 @@
+"""SGD with momentum, dampening, Nesterov momentum and L2 weight decay (PyTorch's rule)."""
+
+import numpy as np
+
+from .optimizer import Optimizer, check_nonnegative, effective_grad, grad_array
+
+
+def _sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize, work):
+    """One SGD step on arrays, in place. Returns the momentum buffer (created from
+    the first gradient, as PyTorch does; None without momentum)."""
+    w0, w1 = work
+    g = effective_grad(param, grad, weight_decay, maximize, w0)
+    if momentum != 0:
+        if momentum_buffer is None:
+            momentum_buffer = np.array(g, copy=True)
+        else:
+            np.multiply(momentum_buffer, momentum, out=momentum_buffer)
+            np.multiply(g, 1.0 - dampening, out=w1)
+            np.add(momentum_buffer, w1, out=momentum_buffer)
+        if nesterov:
+            np.multiply(momentum_buffer, momentum, out=w1)
+            np.add(g, w1, out=w1)
+            g = w1
+        else:
+            g = momentum_buffer
+    np.multiply(g, -lr, out=w1)
+    np.add(param, w1, out=param)
+    return momentum_buffer
+
+
+class SGD(Optimizer):
+    """p <- p - lr * d, where d is the gradient (+ weight_decay * p), or with
+    momentum the buffer b <- momentum * b + (1 - dampening) * g (b = g on the first
+    step), and with Nesterov d = g + momentum * b."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                 *, maximize=False):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize)
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        check_nonnegative("learning rate", group["lr"])
+        check_nonnegative("momentum", group["momentum"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening "
+                             f"(got momentum={group['momentum']}, dampening={group['dampening']})")
+
+    def step(self, closure=None):
+        loss = self._call_closure(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = grad_array(p)
+                if grad is None:
+                    continue
+                state = self.state.setdefault(p, {}) if group["momentum"] != 0 else None
+                buf = _sgd_update(p.data, grad, state.get("momentum_buffer") if state is not None else None,
+                                  lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
+                                  weight_decay=group["weight_decay"], nesterov=group["nesterov"],
+                                  maximize=group["maximize"], work=self._scratch_buffers(p, 2))
+                if state is not None:
+                    state["momentum_buffer"] = buf
+        return loss
