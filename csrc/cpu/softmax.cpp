@@ -1,0 +1,54 @@
+// softmax front end: thread-count choice and the run-time choice of ISA path.
+#include "cpu/softmax.h"
+
+#include <algorithm>
+
+#include "common/cpu_features.h"
+#include "common/runtime.h"
+#include "cpu/softmax_isa.h"
+
+namespace dlkern::cpu {
+namespace {
+
+// Below about this many elements per thread, waking another thread costs more than
+// it saves (a (64, 1024) softmax takes ~10 us on one core).
+constexpr int64_t kMinElemsPerThread = 1 << 15;
+
+int threads_for(int64_t elems) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), elems / kMinElemsPerThread)));
+}
+
+}  // namespace
+
+template <typename T>
+void softmax_forward(const T* x, T* y, int64_t outer, int64_t dim, int64_t inner, bool log) {
+  if (outer <= 0 || dim <= 0 || inner <= 0) return;
+  const int nt = threads_for(outer * dim * inner);
+  switch (active_isa()) {
+#if defined(DLKERN_X86)
+    case Isa::avx512: avx512::softmax_fwd(x, y, outer, dim, inner, log, nt); return;
+    case Isa::avx2: avx2::softmax_fwd(x, y, outer, dim, inner, log, nt); return;
+#endif
+    default: generic::softmax_fwd(x, y, outer, dim, inner, log, nt); return;
+  }
+}
+
+template <typename T>
+void softmax_backward(const T* dy, const T* y, T* dx, int64_t outer, int64_t dim, int64_t inner, bool log) {
+  if (outer <= 0 || dim <= 0 || inner <= 0) return;
+  const int nt = threads_for(outer * dim * inner);
+  switch (active_isa()) {
+#if defined(DLKERN_X86)
+    case Isa::avx512: avx512::softmax_bwd(dy, y, dx, outer, dim, inner, log, nt); return;
+    case Isa::avx2: avx2::softmax_bwd(dy, y, dx, outer, dim, inner, log, nt); return;
+#endif
+    default: generic::softmax_bwd(dy, y, dx, outer, dim, inner, log, nt); return;
+  }
+}
+
+template void softmax_forward<float>(const float*, float*, int64_t, int64_t, int64_t, bool);
+template void softmax_forward<double>(const double*, double*, int64_t, int64_t, int64_t, bool);
+template void softmax_backward<float>(const float*, const float*, float*, int64_t, int64_t, int64_t, bool);
+template void softmax_backward<double>(const double*, const double*, double*, int64_t, int64_t, int64_t, bool);
+
+}  // namespace dlkern::cpu

@@ -1,0 +1,304 @@
+// SIMD vector types and a vectorised exp for the softmax / cross-entropy kernels.
+// Included, inside an anonymous namespace, by each ISA translation unit after it
+// defines one of DLKERN_SOFTMAX_AVX512 / DLKERN_SOFTMAX_AVX2 (else the portable
+// GCC-vector-extension path). Plain loops only: no std templates (see gemm_isa.h).
+//
+// Every type provides: T, V, L, load, store, bcast, add, sub, mul, fma, max, min,
+// exp, hmax, hsum, load_tail (first n lanes, the rest filled), store_tail.
+// max(a, b)/min(a, b) return b when either is NaN (x86 semantics), so clamping
+// x as min(hi, x) keeps a NaN in x.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(DLKERN_SOFTMAX_AVX512) || defined(DLKERN_SOFTMAX_AVX2)
+#include <immintrin.h>
+#endif
+
+// exp for float lanes, written once over a vector type: x = n*ln2 + r with
+// |r| <= ln2/2, e^r by a degree-7 Taylor polynomial (truncation < 5e-9, well under
+// an ulp), then p * 2^n by V::ldexp, which handles overflow (-> inf) and gradual
+// underflow (-> subnormal, 0). Clamping x to [-104, 88.8] keeps n in [-150, 128];
+// -inf gives exactly 0, +inf gives inf, NaN stays NaN.
+template <typename S>
+inline typename S::V exp_f32_poly(typename S::V x) {
+  using V = typename S::V;
+  x = S::min(S::bcast(88.8f), x);
+  x = S::max(S::bcast(-104.0f), x);
+  const V n = S::round(S::mul(x, S::bcast(1.44269504088896341f)));
+  V r = S::fma(n, S::bcast(-0.693359375f), x);       // ln2 high part: n*hi is exact
+  r = S::fma(n, S::bcast(2.12194440e-4f), r);        // -(ln2 low part)
+  V p = S::bcast(1.0f / 5040.0f);
+  p = S::fma(p, r, S::bcast(1.0f / 720.0f));
+  p = S::fma(p, r, S::bcast(1.0f / 120.0f));
+  p = S::fma(p, r, S::bcast(1.0f / 24.0f));
+  p = S::fma(p, r, S::bcast(1.0f / 6.0f));
+  p = S::fma(p, r, S::bcast(0.5f));
+  p = S::fma(p, r, S::bcast(1.0f));
+  p = S::fma(p, r, S::bcast(1.0f));
+  return S::ldexp(p, n);
+}
+
+#if defined(DLKERN_SOFTMAX_AVX512)
+
+struct VecF32 {
+  using T = float;
+  using V = __m512;
+  static constexpr int L = 16;
+  static V load(const T* p) { return _mm512_loadu_ps(p); }
+  static void store(T* p, V v) { _mm512_storeu_ps(p, v); }
+  static V load_tail(const T* p, int64_t n, T fill) {
+    const __mmask16 k = static_cast<__mmask16>((1u << n) - 1u);
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), k, p);
+  }
+  static void store_tail(T* p, V v, int64_t n) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
+  }
+  static V bcast(T x) { return _mm512_set1_ps(x); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // scalef computes p * 2^floor(n) with IEEE overflow/underflow.
+  static V ldexp(V p, V n) { return _mm512_scalef_ps(p, n); }
+  static V exp(V x) { return exp_f32_poly<VecF32>(x); }
+  // A stored loop: once per row, as fast as _mm512_reduce_*.
+  static T hmax(V v) {
+    alignas(64) T t[L];
+    _mm512_store_ps(t, v);
+    T m = t[0];
+    for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
+    return m;
+  }
+  static T hsum(V v) {
+    alignas(64) T t[L];
+    _mm512_store_ps(t, v);
+    T s = 0;
+    for (int i = 0; i < L; ++i) s += t[i];
+    return s;
+  }
+};
+
+struct VecF64 {
+  using T = double;
+  using V = __m512d;
+  static constexpr int L = 8;
+  static V load(const T* p) { return _mm512_loadu_pd(p); }
+  static void store(T* p, V v) { _mm512_storeu_pd(p, v); }
+  static V load_tail(const T* p, int64_t n, T fill) {
+    const __mmask8 k = static_cast<__mmask8>((1u << n) - 1u);
+    return _mm512_mask_loadu_pd(_mm512_set1_pd(fill), k, p);
+  }
+  static void store_tail(T* p, V v, int64_t n) {
+    _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), v);
+  }
+  static V bcast(T x) { return _mm512_set1_pd(x); }
+  static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static V max(V a, V b) { return _mm512_max_pd(a, b); }
+  static V min(V a, V b) { return _mm512_min_pd(a, b); }
+  // float64 uses the C library's exp lane by lane (accuracy over speed).
+  static V exp(V x) {
+    alignas(64) double t[L];
+    _mm512_store_pd(t, x);
+    for (int i = 0; i < L; ++i) t[i] = std::exp(t[i]);
+    return _mm512_load_pd(t);
+  }
+  // A stored loop: once per row, as fast as _mm512_reduce_*.
+  static T hmax(V v) {
+    alignas(64) T t[L];
+    _mm512_store_pd(t, v);
+    T m = t[0];
+    for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
+    return m;
+  }
+  static T hsum(V v) {
+    alignas(64) T t[L];
+    _mm512_store_pd(t, v);
+    T s = 0;
+    for (int i = 0; i < L; ++i) s += t[i];
+    return s;
+  }
+};
+
+#elif defined(DLKERN_SOFTMAX_AVX2)
+
+struct VecF32 {
+  using T = float;
+  using V = __m256;
+  static constexpr int L = 8;
+  static V load(const T* p) { return _mm256_loadu_ps(p); }
+  static void store(T* p, V v) { _mm256_storeu_ps(p, v); }
+  static __m256i tail_mask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static V load_tail(const T* p, int64_t n, T fill) {
+    const __m256i k = tail_mask(n);
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, k), _mm256_castsi256_ps(k));
+  }
+  static void store_tail(T* p, V v, int64_t n) { _mm256_maskstore_ps(p, tail_mask(n), v); }
+  static V bcast(T x) { return _mm256_set1_ps(x); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // p * 2^n in two steps (2^(n>>1) * 2^(n - (n>>1))), each a normal power of two for
+  // n in [-150, 128], so the product overflows or underflows as IEEE says.
+  static V ldexp(V p, V n) {
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i n1 = _mm256_srai_epi32(ni, 1);
+    const __m256i n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const V s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const V s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+  }
+  static V exp(V x) { return exp_f32_poly<VecF32>(x); }
+  static T hmax(V v) {
+    alignas(32) float t[L];
+    _mm256_store_ps(t, v);
+    float m = t[0];
+    for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
+    return m;
+  }
+  static T hsum(V v) {
+    alignas(32) float t[L];
+    _mm256_store_ps(t, v);
+    float s = 0;
+    for (int i = 0; i < L; ++i) s += t[i];
+    return s;
+  }
+};
+
+struct VecF64 {
+  using T = double;
+  using V = __m256d;
+  static constexpr int L = 4;
+  static V load(const T* p) { return _mm256_loadu_pd(p); }
+  static void store(T* p, V v) { _mm256_storeu_pd(p, v); }
+  static __m256i tail_mask(int64_t n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static V load_tail(const T* p, int64_t n, T fill) {
+    const __m256i k = tail_mask(n);
+    return _mm256_blendv_pd(_mm256_set1_pd(fill), _mm256_maskload_pd(p, k), _mm256_castsi256_pd(k));
+  }
+  static void store_tail(T* p, V v, int64_t n) { _mm256_maskstore_pd(p, tail_mask(n), v); }
+  static V bcast(T x) { return _mm256_set1_pd(x); }
+  static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static V max(V a, V b) { return _mm256_max_pd(a, b); }
+  static V min(V a, V b) { return _mm256_min_pd(a, b); }
+  static V exp(V x) {
+    alignas(32) double t[L];
+    _mm256_store_pd(t, x);
+    for (int i = 0; i < L; ++i) t[i] = std::exp(t[i]);
+    return _mm256_load_pd(t);
+  }
+  static T hmax(V v) {
+    alignas(32) double t[L];
+    _mm256_store_pd(t, v);
+    double m = t[0];
+    for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
+    return m;
+  }
+  static T hsum(V v) {
+    alignas(32) double t[L];
+    _mm256_store_pd(t, v);
+    double s = 0;
+    for (int i = 0; i < L; ++i) s += t[i];
+    return s;
+  }
+};
+
+#else  // portable: GCC/Clang vector extensions (SSE2 on x86-64)
+
+template <typename Scalar, typename Int, int Lanes>
+struct VecExt {
+  using T = Scalar;
+  typedef Scalar V __attribute__((vector_size(sizeof(Scalar) * Lanes)));
+  typedef Int VI __attribute__((vector_size(sizeof(Int) * Lanes)));
+  static constexpr int L = Lanes;
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  static V load_tail(const T* p, int64_t n, T fill) {
+    T t[L];
+    for (int i = 0; i < L; ++i) t[i] = i < n ? p[i] : fill;
+    return load(t);
+  }
+  static void store_tail(T* p, V v, int64_t n) {
+    T t[L];
+    store(t, v);
+    for (int64_t i = 0; i < n; ++i) p[i] = t[i];
+  }
+  static V bcast(T x) { return V{} + x; }
+  static V add(V a, V b) { return a + b; }
+  static V sub(V a, V b) { return a - b; }
+  static V mul(V a, V b) { return a * b; }
+  static V fma(V a, V b, V c) { return a * b + c; }
+  static V select(VI mask, V a, V b) {
+    VI ai, bi;
+    std::memcpy(&ai, &a, sizeof(V));
+    std::memcpy(&bi, &b, sizeof(V));
+    const VI r = (mask & ai) | (~mask & bi);
+    V out;
+    std::memcpy(&out, &r, sizeof(V));
+    return out;
+  }
+  static V max(V a, V b) { return select(a > b, a, b); }
+  static V min(V a, V b) { return select(a < b, a, b); }
+  static T hmax(V v) {
+    T m = v[0];
+    for (int i = 1; i < L; ++i) m = v[i] > m ? v[i] : m;
+    return m;
+  }
+  static T hsum(V v) {
+    T s = 0;
+    for (int i = 0; i < L; ++i) s += v[i];
+    return s;
+  }
+};
+
+struct VecF32 : VecExt<float, int32_t, 4> {
+  // Round to nearest by the 1.5 * 2^23 trick (valid for |a| < 2^22).
+  static V round(V a) {
+    const V magic = bcast(12582912.0f);
+    return (a + magic) - magic;
+  }
+  static V ldexp(V p, V n) {
+    const VI ni = __builtin_convertvector(n, VI);
+    const VI n1 = ni >> 1;
+    const VI n2 = ni - n1;
+    const VI b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    V s1, s2;
+    std::memcpy(&s1, &b1, sizeof(V));
+    std::memcpy(&s2, &b2, sizeof(V));
+    return p * s1 * s2;
+  }
+  static V exp(V x) { return exp_f32_poly<VecF32>(x); }
+};
+
+struct VecF64 : VecExt<double, int64_t, 2> {
+  static V exp(V x) {
+    V r;
+    for (int i = 0; i < L; ++i) r[i] = std::exp(x[i]);
+    return r;
+  }
+};
+
+#endif
