@@ -1,0 +1,719 @@
+// Convolution kernels: im2col + GEMM for the general case, a direct kernel for
+// depthwise (one input channel per group). See conv.h for the contracts.
+#include "cpu/conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/cpu_features.h"
+#include "common/runtime.h"
+#include "cpu/gemm.h"
+#include "cpu/gemm_isa.h"
+
+namespace dlkern::cpu {
+namespace {
+
+// Column buffer per thread (one for x's columns, one for the gradient's in the
+// backward). Measured on the ResNet shapes: small enough that the GEMM packs its B
+// blocks from L2, large enough that each GEMM has a few hundred columns.
+constexpr int64_t kColumnBytes = 1 << 20;
+// Below about this many multiply-adds per thread, another thread costs more than it saves.
+constexpr double kMinMacsPerThread = 1.0e6;
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }  // b > 0
+int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// Output positions o in [0, out) whose input position o*stride + start lies in [0, size),
+// as [lo, hi) (empty when hi <= lo).
+void valid_range(int64_t out, int64_t size, int64_t stride, int64_t start, int64_t& lo, int64_t& hi) {
+  lo = std::max<int64_t>(0, ceil_div(-start, stride));
+  hi = std::min<int64_t>(out, floor_div(size - 1 - start, stride) + 1);
+  if (hi < lo) hi = lo;
+}
+
+// Sums and dot products with 16 independent partial sums: vectorised without
+// reassociation flags, and not bound by the latency of one add chain.
+template <typename T>
+T sum_of(const T* a, int64_t n) {
+  T acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j];
+  T total = 0;
+  for (; i < n; ++i) total += a[i];
+  for (int j = 0; j < 16; ++j) total += acc[j];
+  return total;
+}
+
+template <typename T>
+T dot_of(const T* a, const T* b, int64_t n) {
+  T acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+  T total = 0;
+  for (; i < n; ++i) total += a[i] * b[i];
+  for (int j = 0; j < 16; ++j) total += acc[j];
+  return total;
+}
+
+// Output channels per group at or above which dY^T is handed to the GEMM as strides;
+// narrower ones are transposed into a small buffer first (the GEMM packs a transposed
+// B column by column, which costs a full 64-wide panel per column for narrow B).
+constexpr int64_t kMinStridedGradChannels = 32;
+
+struct Plan {
+  Conv2dShape s;
+  int64_t cg, og, kg;        // channels in / out per group; GEMM depth cg*kh*kw
+  int64_t hw_in, hw_out;
+  bool pointwise;            // 1x1, stride 1, no padding: x itself is the column matrix
+  int64_t rows_per_chunk;    // output rows per im2col chunk
+  double macs;               // multiply-adds of the whole convolution
+
+  Plan(const Conv2dShape& shape, int64_t elem_bytes) : s(shape) {
+    cg = s.c / s.groups;
+    og = s.o / s.groups;
+    kg = cg * s.kh * s.kw;
+    hw_in = s.h * s.w;
+    hw_out = s.out_h * s.out_w;
+    pointwise = s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
+                s.pad_w == 0 && s.out_h == s.h && s.out_w == s.w;
+    const int64_t per_row = std::max<int64_t>(1, kg * s.out_w * elem_bytes);
+    rows_per_chunk = pointwise ? s.out_h : std::clamp<int64_t>(kColumnBytes / per_row, 1, s.out_h);
+    macs = double(s.n) * double(s.o) * double(hw_out) * double(cg * s.kh * s.kw);
+  }
+
+  bool depthwise() const { return cg == 1 && s.groups > 1; }
+
+  // Threads for work split over `items`: capped by the items and by the work size.
+  int threads(int64_t items) const {
+    const int64_t useful = static_cast<int64_t>(macs / kMinMacsPerThread);
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(get_num_threads()), items, useful})));
+  }
+};
+
+// Columns of output rows [r0, r1) for one group of one image: row (c, i, j) of `col`
+// (length (r1 - r0) * out_w) holds x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], zero
+// outside the input. xg points at the group's first channel.
+template <typename T>
+void im2col(const Plan& p, const T* xg, int64_t r0, int64_t r1, T* col) {
+  const Conv2dShape& s = p.s;
+  const int64_t ncols = (r1 - r0) * s.out_w;
+  for (int64_t c = 0; c < p.cg; ++c)
+    for (int64_t i = 0; i < s.kh; ++i)
+      for (int64_t j = 0; j < s.kw; ++j) {
+        T* dst = col + ((c * s.kh + i) * s.kw + j) * ncols;
+        const int64_t start = j * s.dil_w - s.pad_w;
+        int64_t lo, hi;
+        valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+        for (int64_t oh = r0; oh < r1; ++oh, dst += s.out_w) {
+          const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+          if (ih < 0 || ih >= s.h) {
+            std::memset(dst, 0, sizeof(T) * s.out_w);
+            continue;
+          }
+          const T* src = xg + (c * s.h + ih) * s.w;
+          for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
+          if (s.stride_w == 1) {
+            if (hi > lo) std::memcpy(dst + lo, src + lo + start, sizeof(T) * (hi - lo));
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * s.stride_w + start];
+          }
+          for (int64_t ow = hi; ow < s.out_w; ++ow) dst[ow] = T(0);
+        }
+      }
+}
+
+// The adjoint of im2col: adds each column entry back into dxg (same indexing).
+template <typename T>
+void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg) {
+  const Conv2dShape& s = p.s;
+  const int64_t ncols = (r1 - r0) * s.out_w;
+  for (int64_t c = 0; c < p.cg; ++c)
+    for (int64_t i = 0; i < s.kh; ++i)
+      for (int64_t j = 0; j < s.kw; ++j) {
+        const T* src = col + ((c * s.kh + i) * s.kw + j) * ncols;
+        const int64_t start = j * s.dil_w - s.pad_w;
+        int64_t lo, hi;
+        valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+        for (int64_t oh = r0; oh < r1; ++oh, src += s.out_w) {
+          const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+          if (ih < 0 || ih >= s.h) continue;
+          T* dst = dxg + (c * s.h + ih) * s.w + start;
+          if (s.stride_w == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * s.stride_w] += src[ow];
+          }
+        }
+      }
+}
+
+// C (m, n; row stride ldc) = A B + beta * C with A (m, k) at (a_rs, a_cs) and
+// B (k, n) at (b_rs, b_cs). Inside this file's parallel regions (one image per thread)
+// the product runs on the calling thread: gemm() would size its thread count from
+// get_num_threads() and so pick its multi-threaded blocking (and a nested region that
+// OpenMP serialises) over its faster single-thread path for small products.
+template <typename T>
+void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs,
+               const T* b, int64_t b_rs, int64_t b_cs, T beta, T* c, int64_t ldc) {
+  GemmArgs<T> g;
+  g.m = m, g.n = n, g.k = k;
+  g.a = a, g.a_rs = a_rs, g.a_cs = a_cs;
+  g.b = b, g.b_rs = b_rs, g.b_cs = b_cs;
+  g.beta = beta, g.c = c, g.ldc = ldc;
+  if (!omp_in_parallel() || m == 0 || n == 0 || k == 0) {
+    gemm(g);
+    return;
+  }
+  switch (active_isa()) {
+#if defined(DLKERN_X86)
+    case Isa::avx512: avx512::gemm_run(g, 1); return;
+    case Isa::avx2: avx2::gemm_run(g, 1); return;
+#endif
+    default: generic::gemm_run(g, 1); return;
+  }
+}
+
+// Images are split among threads (each runs its im2col and single-threaded GEMMs on
+// its own buffers) when there are at least two; a single image runs its GEMMs threaded.
+template <typename T>
+void forward_gemm(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
+  const Conv2dShape& s = p.s;
+  auto run_image = [&](int64_t n) {
+    static thread_local AlignedBuffer col_buffer;
+    T* col = p.pointwise ? nullptr
+                         : col_buffer.reserve_elements<T>(static_cast<size_t>(p.kg * p.rows_per_chunk * s.out_w));
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const T* xg = x + (n * s.c + g * p.cg) * p.hw_in;
+      const T* wg = w + g * p.og * p.kg;
+      T* yg = y + (n * s.o + g * p.og) * p.hw_out;
+      for (int64_t r0 = 0; r0 < s.out_h; r0 += p.rows_per_chunk) {
+        const int64_t r1 = std::min(s.out_h, r0 + p.rows_per_chunk);
+        const int64_t ncols = (r1 - r0) * s.out_w;
+        const T* b = xg + r0 * s.out_w;
+        int64_t ldb = p.hw_in;
+        if (!p.pointwise) {
+          im2col(p, xg, r0, r1, col);
+          b = col, ldb = ncols;
+        }
+        T* yc = yg + r0 * s.out_w;
+        gemm_into<T>(p.og, ncols, p.kg, wg, p.kg, 1, b, ldb, 1, T(0), yc, p.hw_out);
+        if (bias) {
+          // Fused here while the chunk of y is still in cache.
+          for (int64_t o = 0; o < p.og; ++o) {
+            const T bo = bias[g * p.og + o];
+            T* row = yc + o * p.hw_out;
+            for (int64_t q = 0; q < ncols; ++q) row[q] += bo;
+          }
+        }
+      }
+    }
+  };
+  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  if (nt > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < s.n; ++n) run_image(n);
+  } else {
+    for (int64_t n = 0; n < s.n; ++n) run_image(n);
+  }
+}
+
+template <typename T>
+void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T* dw, T* db) {
+  const Conv2dShape& s = p.s;
+  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  // Each thread sums its images' dweight (transposed: per group (kg, og)) and dbias
+  // into its own slot; the slots are added in thread order afterwards.
+  const int64_t wsize = s.o * p.kg;
+  const int64_t slot = (wsize + s.o + 15) / 16 * 16;
+  static thread_local AlignedBuffer acc_buffer;
+  T* acc = nullptr;
+  if (dw || db) {
+    acc = acc_buffer.reserve_elements<T>(static_cast<size_t>(slot * nt));
+    std::memset(acc, 0, sizeof(T) * slot * nt);
+  }
+  const int64_t chunk_cols = p.rows_per_chunk * s.out_w;
+  const int64_t chunk_elems = p.kg * chunk_cols;
+  const bool strided_grad = p.og >= kMinStridedGradChannels;
+
+  auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
+    static thread_local AlignedBuffer col_buffer, grad_buffer, dyt_buffer;
+    T* col = (dw && !p.pointwise) ? col_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
+    T* gcol = (dx && !p.pointwise) ? grad_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
+    T* dyt = (dw && !strided_grad) ? dyt_buffer.reserve_elements<T>(static_cast<size_t>(chunk_cols * p.og)) : nullptr;
+    if (dx && !p.pointwise) std::memset(dx + n * s.c * p.hw_in, 0, sizeof(T) * s.c * p.hw_in);
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const T* xg = x + (n * s.c + g * p.cg) * p.hw_in;
+      const T* wg = w + g * p.og * p.kg;
+      const T* dyg = dy + (n * s.o + g * p.og) * p.hw_out;
+      T* dxg = dx ? dx + (n * s.c + g * p.cg) * p.hw_in : nullptr;
+      for (int64_t r0 = 0; r0 < s.out_h; r0 += p.rows_per_chunk) {
+        const int64_t r1 = std::min(s.out_h, r0 + p.rows_per_chunk);
+        const int64_t ncols = (r1 - r0) * s.out_w;
+        const T* dyc = dyg + r0 * s.out_w;
+        if (dw) {
+          // dW_g^T (kg, og) += cols (kg, ncols) @ dY_g^T (ncols, og): the columns are read
+          // in place (row-major A) and only the small dY chunk is packed.
+          const T* a = xg + r0 * s.out_w;
+          int64_t lda = p.hw_in;
+          if (!p.pointwise) {
+            im2col(p, xg, r0, r1, col);
+            a = col, lda = ncols;
+          }
+          const T* b = dyc;
+          int64_t b_rs = 1, b_cs = p.hw_out;
+          if (!strided_grad) {
+            for (int64_t q = 0; q < ncols; ++q)
+              for (int64_t o = 0; o < p.og; ++o) dyt[q * p.og + o] = dyc[o * p.hw_out + q];
+            b = dyt, b_rs = p.og, b_cs = 1;
+          }
+          gemm_into<T>(p.kg, p.og, ncols, a, lda, 1, b, b_rs, b_cs, T(1), acc_w + g * p.og * p.kg, p.og);
+        }
+        if (dx) {
+          // cols_grad (kg, ncols) = W_g^T (kg, og) @ dY_g (og, ncols), then scattered into dx.
+          if (p.pointwise) {
+            gemm_into<T>(p.kg, ncols, p.og, wg, 1, p.kg, dyc, p.hw_out, 1, T(0), dxg + r0 * s.out_w, p.hw_in);
+          } else {
+            gemm_into<T>(p.kg, ncols, p.og, wg, 1, p.kg, dyc, p.hw_out, 1, T(0), gcol, ncols);
+            col2im_add(p, gcol, r0, r1, dxg);
+          }
+        }
+      }
+    }
+    if (db)
+      for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
+  };
+
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    {
+      const int tid = omp_get_thread_num();
+      T* acc_w = acc ? acc + tid * slot : nullptr;
+#pragma omp for schedule(static)
+      for (int64_t n = 0; n < s.n; ++n) run_image(n, acc_w, acc_w ? acc_w + wsize : nullptr);
+    }
+  } else {
+    for (int64_t n = 0; n < s.n; ++n) run_image(n, acc, acc ? acc + wsize : nullptr);
+  }
+  if (dw) {
+    // Slot layout per group: (kg, og); dweight per group: (og, kg).
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t k = 0; k < p.kg; ++k)
+        for (int64_t o = 0; o < p.og; ++o) {
+          const int64_t i = g * p.og * p.kg + k * p.og + o;
+          T sum = acc[i];
+          for (int t = 1; t < nt; ++t) sum += acc[t * slot + i];
+          dw[(g * p.og + o) * p.kg + k] = sum;
+        }
+  }
+  for (int64_t o = 0; o < s.o && db; ++o) {
+    T sum = acc[wsize + o];
+    for (int t = 1; t < nt; ++t) sum += acc[t * slot + wsize + o];
+    db[o] = sum;
+  }
+}
+
+// ---------------------------------------------------------------- stride 1, no im2col
+// For stride 1, tap (i, j) of the kernel reads the zero-padded input (Hp, Wp) at a
+// fixed shift. Number output pixels q = oh*Wp + ow (ow < Wp; the last Wp - out_w
+// "garbage" pixels of each row are computed and discarded) and keep the padded image
+// channels-last, xpad[(pixel), c]; then for each tap
+//   yT_g (pixels, og) += xpad[q + i*dh*Wp + j*dw, g's channels] (pixels, cg) @ W_tap^T (cg, og)
+// where the first operand is a row-major window of xpad that the GEMM reads in place.
+// So no column matrix is built: one padded channels-last copy of the image replaces
+// the kh*kw-times larger im2col buffer. Pixels as GEMM rows keep the 64-wide register
+// tile full (n = og) and the weights, read in place, small; measured ~12% faster than
+// the channels-first orientation on the ResNet shapes.
+
+// dst[j*ld_dst + i] = src[i*ld_src + j] (+ add[j] when given) for i < rows, j < cols,
+// in 16 x 16 tiles so both sides stay in L1 (an element-by-element strided copy runs
+// several times slower: every store starts a new cache line).
+template <typename T>
+void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, int64_t ld_dst,
+                    const T* add = nullptr) {
+  constexpr int64_t B = 16;
+  for (int64_t i0 = 0; i0 < rows; i0 += B) {
+    const int64_t i1 = std::min(rows, i0 + B);
+    for (int64_t j0 = 0; j0 < cols; j0 += B) {
+      const int64_t j1 = std::min(cols, j0 + B);
+      for (int64_t j = j0; j < j1; ++j) {
+        const T a = add ? add[j] : T(0);
+        T* d = dst + j * ld_dst;
+        for (int64_t i = i0; i < i1; ++i) d[i] = src[i * ld_src + j] + a;
+      }
+    }
+  }
+}
+
+struct Shifted {
+  int64_t hp, wp;          // padded input; hp = out_h + dh*(kh-1), wp = out_w + dw*(kw-1)
+  int64_t taps;            // kh * kw
+  int64_t fwd_rows, bwd_rows;  // output rows per chunk
+
+  // Rows per chunk so a chunk has about `cols` pixels (at least one row).
+  static int64_t rows_for(const Plan& p, int64_t wp, int64_t cols) {
+    return std::clamp<int64_t>((cols + wp - p.s.out_w) / wp, 1, p.s.out_h);
+  }
+
+  explicit Shifted(const Plan& p) {
+    const Conv2dShape& s = p.s;
+    hp = s.out_h + s.dil_h * (s.kh - 1);
+    wp = s.out_w + s.dil_w * (s.kw - 1);
+    taps = s.kh * s.kw;
+    // The GEMM's single-thread small path (operands read in place) needs m*n*k <= 2^22
+    // and k <= 512; in the dweight product the depth is the chunk's pixels.
+    const int64_t per_pixel = std::max<int64_t>(1, p.og * p.cg);
+    fwd_rows = rows_for(p, wp, std::min<int64_t>(768, (int64_t(1) << 22) / per_pixel));
+    bwd_rows = rows_for(p, wp, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
+  }
+
+  // Worth it when the garbage pixels are at most an eighth of the work.
+  static bool applies(const Plan& p) {
+    const Conv2dShape& s = p.s;
+    if (p.pointwise || p.depthwise() || s.stride_h != 1 || s.stride_w != 1 || p.cg == 0) return false;
+    const int64_t extra = s.dil_w * (s.kw - 1);
+    return extra * 8 <= s.out_w + extra;
+  }
+
+  // Zero-padded channels-last copy of one image: (hp, wp, c).
+  template <typename T>
+  void pad_image(const Plan& p, const T* xn, T* xpad) const {
+    const Conv2dShape& s = p.s;
+    std::memset(xpad, 0, sizeof(T) * hp * wp * s.c);
+    const int64_t cols = std::max<int64_t>(0, std::min<int64_t>(s.w, wp - s.pad_w));
+    for (int64_t ih = 0; ih < s.h && ih + s.pad_h < hp; ++ih)
+      transpose_copy(xn + ih * s.w, p.hw_in, s.c, cols, xpad + ((ih + s.pad_h) * wp + s.pad_w) * s.c, s.c);
+  }
+
+  // Offset of tap `tap` in pixels.
+  int64_t tap_offset(const Plan& p, int64_t tap) const {
+    return (tap / p.s.kw) * p.s.dil_h * wp + (tap % p.s.kw) * p.s.dil_w;
+  }
+};
+
+// Weight taps as row-major matrices, [g][tap][o][c] (og, cg) or, with `transpose`,
+// [g][tap][c][o] (cg, og). Small (the weight's size); built once per call.
+template <typename T>
+void gather_taps(const Plan& p, const Shifted& sh, const T* w, T* out, bool transpose) {
+  for (int64_t g = 0; g < p.s.groups; ++g)
+    for (int64_t tap = 0; tap < sh.taps; ++tap) {
+      T* dst = out + (g * sh.taps + tap) * p.og * p.cg;
+      for (int64_t o = 0; o < p.og; ++o)
+        for (int64_t c = 0; c < p.cg; ++c) {
+          const T v = w[(g * p.og + o) * p.kg + c * sh.taps + tap];
+          if (transpose)
+            dst[c * p.og + o] = v;
+          else
+            dst[o * p.cg + c] = v;
+        }
+    }
+}
+
+template <typename T>
+void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
+  const Conv2dShape& s = p.s;
+  const Shifted sh(p);
+  static thread_local AlignedBuffer taps_buffer;
+  T* wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
+  gather_taps(p, sh, w, wt, true);
+  const int64_t max_pixels = sh.fwd_rows * sh.wp;
+
+  auto run_image = [&](int64_t n) {
+    static thread_local AlignedBuffer pad_buffer, out_buffer;
+    T* xpad = pad_buffer.reserve_elements<T>(static_cast<size_t>(s.c * sh.hp * sh.wp));
+    T* tmp = out_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels));
+    sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
+    for (int64_t g = 0; g < s.groups; ++g) {
+      for (int64_t r0 = 0; r0 < s.out_h; r0 += sh.fwd_rows) {
+        const int64_t r1 = std::min(s.out_h, r0 + sh.fwd_rows);
+        const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
+        for (int64_t tap = 0; tap < sh.taps; ++tap)
+          gemm_into<T>(nq, p.og, p.cg, xpad + (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg, s.c, 1,
+                       wt + (g * sh.taps + tap) * p.og * p.cg, p.og, 1, tap ? T(1) : T(0), tmp, p.og);
+        // Back to channels-first without the garbage pixels, plus the bias, while the
+        // chunk is in cache.
+        for (int64_t oh = r0; oh < r1; ++oh)
+          transpose_copy(tmp + (oh - r0) * sh.wp * p.og, p.og, s.out_w, p.og,
+                         y + ((n * s.o + g * p.og) * s.out_h + oh) * s.out_w, p.hw_out,
+                         bias ? bias + g * p.og : nullptr);
+      }
+    }
+  };
+  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  if (nt > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < s.n; ++n) run_image(n);
+  } else {
+    for (int64_t n = 0; n < s.n; ++n) run_image(n);
+  }
+}
+
+template <typename T>
+void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T* dw, T* db) {
+  const Conv2dShape& s = p.s;
+  const Shifted sh(p);
+  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  static thread_local AlignedBuffer taps_buffer, acc_buffer;
+  T* wt = nullptr;
+  if (dx) {
+    wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
+    gather_taps(p, sh, w, wt, false);
+  }
+  // Per-thread dweight ([g][tap][o][c]) and dbias, added in thread order afterwards.
+  const int64_t wsize = s.o * p.kg;
+  const int64_t slot = (wsize + s.o + 15) / 16 * 16;
+  T* acc = nullptr;
+  if (dw || db) {
+    acc = acc_buffer.reserve_elements<T>(static_cast<size_t>(slot * nt));
+    std::memset(acc, 0, sizeof(T) * slot * nt);
+  }
+  const int64_t image = s.c * sh.hp * sh.wp;
+  const int64_t max_pixels = sh.bwd_rows * sh.wp;
+
+  auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
+    static thread_local AlignedBuffer pad_buffer, dpad_buffer, dyv_buffer, dyt_buffer;
+    T* xpad = dw ? pad_buffer.reserve_elements<T>(static_cast<size_t>(image)) : nullptr;
+    T* dxpad = dx ? dpad_buffer.reserve_elements<T>(static_cast<size_t>(image)) : nullptr;
+    T* dyv = dw ? dyv_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels)) : nullptr;
+    T* dyt = dx ? dyt_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels)) : nullptr;
+    if (dw) sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
+    if (dx) std::memset(dxpad, 0, sizeof(T) * image);
+    for (int64_t g = 0; g < s.groups; ++g) {
+      const T* dyg = dy + (n * s.o + g * p.og) * p.hw_out;
+      for (int64_t r0 = 0; r0 < s.out_h && (dx || dw); r0 += sh.bwd_rows) {
+        const int64_t r1 = std::min(s.out_h, r0 + sh.bwd_rows);
+        const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
+        // dY chunk on the padded pixel grid, garbage pixels zero: (og, nq) for the
+        // dweight products and channels-last (nq, og) for the dx products.
+        for (int64_t o = 0; o < p.og; ++o)
+          for (int64_t oh = r0; oh < r1; ++oh) {
+            const T* src = dyg + o * p.hw_out + oh * s.out_w;
+            const int64_t q0 = (oh - r0) * sh.wp;
+            const int64_t width = oh + 1 < r1 ? sh.wp : s.out_w;
+            if (dyv) {
+              T* dst = dyv + o * nq + q0;
+              for (int64_t ow = 0; ow < s.out_w; ++ow) dst[ow] = src[ow];
+              for (int64_t ow = s.out_w; ow < width; ++ow) dst[ow] = T(0);
+            }
+          }
+        if (dyt)
+          for (int64_t oh = r0; oh < r1; ++oh) {
+            const int64_t q0 = (oh - r0) * sh.wp;
+            const int64_t width = oh + 1 < r1 ? sh.wp : s.out_w;
+            transpose_copy(dyg + oh * s.out_w, p.hw_out, p.og, s.out_w, dyt + q0 * p.og, p.og);
+            std::memset(dyt + (q0 + s.out_w) * p.og, 0, sizeof(T) * (width - s.out_w) * p.og);
+          }
+        for (int64_t tap = 0; tap < sh.taps; ++tap) {
+          const int64_t shift = (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg;
+          // dW_tap (og, cg) += dY (og, nq) @ xpad window (nq, cg)
+          if (dw)
+            gemm_into<T>(p.og, p.cg, nq, dyv, nq, 1, xpad + shift, s.c, 1, T(1),
+                         acc_w + (g * sh.taps + tap) * p.og * p.cg, p.cg);
+          // dxpad window (nq, cg) += dY^T (nq, og) @ W_tap (og, cg)
+          if (dx)
+            gemm_into<T>(nq, p.cg, p.og, dyt, p.og, 1, wt + (g * sh.taps + tap) * p.og * p.cg, p.cg, 1, T(1),
+                         dxpad + shift, s.c);
+        }
+      }
+    }
+    if (dx) {
+      T* dxn = dx + n * s.c * p.hw_in;
+      for (int64_t ih = 0; ih < s.h; ++ih)
+        transpose_copy(dxpad + ((ih + s.pad_h) * sh.wp + s.pad_w) * s.c, s.c, s.w, s.c, dxn + ih * s.w, p.hw_in);
+    }
+    if (db)
+      for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
+  };
+
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    {
+      const int tid = omp_get_thread_num();
+      T* acc_w = acc ? acc + tid * slot : nullptr;
+#pragma omp for schedule(static)
+      for (int64_t n = 0; n < s.n; ++n) run_image(n, acc_w, acc_w ? acc_w + wsize : nullptr);
+    }
+  } else {
+    for (int64_t n = 0; n < s.n; ++n) run_image(n, acc, acc ? acc + wsize : nullptr);
+  }
+  if (dw) {
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t tap = 0; tap < sh.taps; ++tap)
+        for (int64_t o = 0; o < p.og; ++o)
+          for (int64_t c = 0; c < p.cg; ++c) {
+            const int64_t i = ((g * sh.taps + tap) * p.og + o) * p.cg + c;
+            T sum = acc[i];
+            for (int t = 1; t < nt; ++t) sum += acc[t * slot + i];
+            dw[(g * p.og + o) * p.kg + c * sh.taps + tap] = sum;
+          }
+  }
+  for (int64_t o = 0; o < s.o && db; ++o) {
+    T sum = acc[wsize + o];
+    for (int t = 1; t < nt; ++t) sum += acc[t * slot + wsize + o];
+    db[o] = sum;
+  }
+}
+
+// ---------------------------------------------------------------- depthwise (cg == 1)
+// Output channel oc reads input channel oc / og. Loops run along output rows so the
+// compiler vectorises the unit-stride case.
+
+template <typename T>
+void forward_depthwise(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
+  const Conv2dShape& s = p.s;
+  const int64_t planes = s.n * s.o;
+  const int nt = p.threads(planes);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t plane = 0; plane < planes; ++plane) {
+    const int64_t n = plane / s.o, oc = plane % s.o;
+    const T* xp = x + (n * s.c + oc / p.og) * p.hw_in;
+    const T* wk = w + oc * s.kh * s.kw;
+    T* yp = y + plane * p.hw_out;
+    const T b = bias ? bias[oc] : T(0);
+    for (int64_t oh = 0; oh < s.out_h; ++oh) {
+      T* yr = yp + oh * s.out_w;
+      for (int64_t ow = 0; ow < s.out_w; ++ow) yr[ow] = b;
+      for (int64_t i = 0; i < s.kh; ++i) {
+        const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+        if (ih < 0 || ih >= s.h) continue;
+        const T* xr = xp + ih * s.w;
+        for (int64_t j = 0; j < s.kw; ++j) {
+          const int64_t start = j * s.dil_w - s.pad_w;
+          int64_t lo, hi;
+          valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+          const T wv = wk[i * s.kw + j];
+          const T* xs = xr + start;
+          if (s.stride_w == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow * s.stride_w];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T* dw, T* db) {
+  const Conv2dShape& s = p.s;
+  if (dx) {
+    const int64_t planes = s.n * s.c;
+    const int nt = p.threads(planes);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t n = plane / s.c, c = plane % s.c;
+      T* dxp = dx + plane * p.hw_in;
+      for (int64_t q = 0; q < p.hw_in; ++q) dxp[q] = T(0);
+      for (int64_t oc = c * p.og; oc < (c + 1) * p.og; ++oc) {
+        const T* dyp = dy + (n * s.o + oc) * p.hw_out;
+        const T* wk = w + oc * s.kh * s.kw;
+        for (int64_t oh = 0; oh < s.out_h; ++oh) {
+          const T* dyr = dyp + oh * s.out_w;
+          for (int64_t i = 0; i < s.kh; ++i) {
+            const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+            if (ih < 0 || ih >= s.h) continue;
+            for (int64_t j = 0; j < s.kw; ++j) {
+              const int64_t start = j * s.dil_w - s.pad_w;
+              int64_t lo, hi;
+              valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+              const T wv = wk[i * s.kw + j];
+              T* dxs = dxp + ih * s.w + start;
+              if (s.stride_w == 1) {
+                for (int64_t ow = lo; ow < hi; ++ow) dxs[ow] += wv * dyr[ow];
+              } else {
+                for (int64_t ow = lo; ow < hi; ++ow) dxs[ow * s.stride_w] += wv * dyr[ow];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  if (dw || db) {
+    // One thread owns each output channel: no reduction across threads.
+    const int nt = p.threads(s.o);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t oc = 0; oc < s.o; ++oc) {
+      if (db) {
+        T sum = 0;
+        for (int64_t n = 0; n < s.n; ++n) {
+          const T* dyp = dy + (n * s.o + oc) * p.hw_out;
+          sum += sum_of(dyp, p.hw_out);
+        }
+        db[oc] = sum;
+      }
+      if (!dw) continue;
+      for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j) {
+          const int64_t start = j * s.dil_w - s.pad_w;
+          int64_t lo, hi;
+          valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+          T sum = 0;
+          for (int64_t n = 0; n < s.n; ++n) {
+            const T* dyp = dy + (n * s.o + oc) * p.hw_out;
+            const T* xp = x + (n * s.c + oc / p.og) * p.hw_in;
+            for (int64_t oh = 0; oh < s.out_h; ++oh) {
+              const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
+              if (ih < 0 || ih >= s.h) continue;
+              const T* dyr = dyp + oh * s.out_w;
+              const T* xs = xp + ih * s.w + start;
+              if (s.stride_w == 1) {
+                sum += dot_of(dyr + lo, xs + lo, hi - lo);
+              } else {
+                T part = 0;
+                for (int64_t ow = lo; ow < hi; ++ow) part += dyr[ow] * xs[ow * s.stride_w];
+                sum += part;
+              }
+            }
+          }
+          dw[oc * s.kh * s.kw + i * s.kw + j] = sum;
+        }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* weight, const T* bias, T* y) {
+  if (s.n == 0 || s.o == 0 || s.out_h == 0 || s.out_w == 0) return;
+  const Plan p(s, sizeof(T));
+  if (p.depthwise())
+    forward_depthwise(p, x, weight, bias, y);
+  else if (Shifted::applies(p))
+    forward_shifted(p, x, weight, bias, y);
+  else
+    forward_gemm(p, x, weight, bias, y);
+}
+
+template <typename T>
+void conv2d_backward(const Conv2dShape& s, const T* dy, const T* x, const T* weight, T* dx,
+                     T* dweight, T* dbias) {
+  const Plan p(s, sizeof(T));
+  if (s.n == 0 || p.hw_out == 0 || s.o == 0) {
+    // Nothing flows back: every gradient is zero.
+    if (dx) std::memset(dx, 0, sizeof(T) * s.n * s.c * p.hw_in);
+    if (dweight) std::memset(dweight, 0, sizeof(T) * s.o * p.kg);
+    if (dbias) std::memset(dbias, 0, sizeof(T) * s.o);
+    return;
+  }
+  if (p.depthwise())
+    backward_depthwise(p, dy, x, weight, dx, dweight, dbias);
+  else if (Shifted::applies(p))
+    backward_shifted(p, dy, x, weight, dx, dweight, dbias);
+  else
+    backward_gemm(p, dy, x, weight, dx, dweight, dbias);
+}
+
+template void conv2d_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
+template void conv2d_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
+template void conv2d_backward<float>(const Conv2dShape&, const float*, const float*, const float*, float*,
+                                     float*, float*);
+template void conv2d_backward<double>(const Conv2dShape&, const double*, const double*, const double*,
+                                      double*, double*, double*);
+
+}  // namespace dlkern::cpu
