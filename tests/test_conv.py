@@ -124,6 +124,14 @@ CASES = [
     ("wide_shifted_groups_dil", (2, 4, 7, 45), (6, 2, 3, 2), dict(padding=(1, 2), dilation=(2, 3), groups=2),
      (1, 1, 2, 2)),
     ("wide_shifted_1x3", (1, 5, 3, 33), (3, 5, 1, 3), dict(padding=(0, 1)), (0, 0, 1, 1)),
+    ("wide_shifted_same_even", (2, 2, 5, 40), (3, 2, 4, 2), dict(padding="same"), (1, 2, 0, 1)),
+    ("wide_shifted_unpadded", (2, 3, 6, 41), (2, 3, 2, 3), {}, (0, 0, 0, 0)),
+    # Strides other than 1 on wide rows: the polyphase split of the same path.
+    ("wide_stride2", (2, 3, 7, 66), (4, 3, 3, 3), dict(stride=2, padding=1), (1, 1, 1, 1)),
+    ("wide_stride_2x3_dil2", (2, 4, 11, 80), (5, 4, 3, 2), dict(stride=(2, 3), padding=(2, 1), dilation=2),
+     (2, 2, 1, 1)),
+    ("wide_1x1_stride2", (2, 6, 5, 40), (3, 6, 1, 1), dict(stride=2), (0, 0, 0, 0)),
+    ("wide_stride3_k2_groups", (1, 4, 8, 50), (4, 2, 2, 2), dict(stride=3, groups=2), (0, 0, 0, 0)),
     # Big enough that 2 threads split the images; several im2col chunks per image.
     ("threaded_chunks", (4, 16, 20, 20), (8, 16, 3, 3), dict(padding=1, stride=(1, 2)), (1, 1, 1, 1)),
     ("threaded_shifted", (4, 8, 24, 64), (8, 8, 3, 3), dict(padding=1), (1, 1, 1, 1)),
@@ -195,6 +203,7 @@ GRAD_CASES = [
     ("depthwise_dil2", (2, 3, 6, 6), (3, 1, 3, 3), dict(padding=2, dilation=2, groups=3)),
     ("pointwise", (2, 3, 3, 4), (2, 3, 1, 1), {}),
     ("shifted", (1, 2, 3, 18), (2, 2, 3, 3), dict(padding=1)),
+    ("shifted_stride2", (1, 2, 5, 34), (2, 2, 3, 3), dict(padding=1, stride=2)),
 ]
 
 
@@ -356,3 +365,32 @@ ERRORS = [
 def test_errors(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_bench_validation_catches_a_wrong_result():
+    from dlkern.bench import common, conv as bench_conv
+    shape = bench_conv.ConvShape("tiny", 2, 3, 9, 4, 3, 2, 1)
+    inputs = bench_conv.make_inputs(shape)
+    reference = bench_conv.float64_reference(shape, inputs, with_backward=True)
+    x, w, b, gy = inputs
+    good = (dlkern.ops.conv2d(x, w, b, 2, 1),) + tuple(dlkern.ops.conv2d_backward(gy, x, w, 2, 1))
+    bench_conv.validate("dlkern", shape, good, reference, 1)
+    bad_dw = good[2].copy()
+    bad_dw[1, 2, 0, 1] += 1e-3 * np.abs(bad_dw).max()
+    with pytest.raises(common.BenchValidationError, match="dweight is WRONG"):
+        bench_conv.validate("dlkern", shape, good[:2] + (bad_dw,) + good[3:], reference, 1)
+
+
+def test_bench_cli_quick(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "conv.md"
+    result = subprocess.run([sys.executable, "-m", "dlkern", "bench", "conv", "--quick", "--threads", "1",
+                             "--repeats", "1", "--min-sample-ms", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert "LeNet conv1" in text and "forward+backward" in text

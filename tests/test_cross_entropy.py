@@ -252,6 +252,8 @@ ERRORS = [
      r"^cross_entropy: input must have shape \(N, C\) or \(N, C, d1, \.\.\.\), got shape \(\)$"),
     ("target_float", lambda: ops.cross_entropy(X, T.astype(F32)), TypeError,
      r"^cross_entropy: target has dtype float32; expected int64 class indices$"),
+    ("target_big_endian_direct", lambda: __import__("dlkern")._C.cross_entropy_forward(X, T.astype(">i8")), TypeError,
+     r"^cross_entropy: target has dtype >i8; expected int64 class indices$"),
     ("target_bool", lambda: ops.cross_entropy(X, T > 1), TypeError, r"^cross_entropy: target has dtype bool"),
     ("target_shape", lambda: ops.cross_entropy(X, T[:3]), ValueError,
      r"^cross_entropy: target has shape \(3,\), expected \(4,\) for input of shape \(4, 5\)$"),
@@ -302,3 +304,39 @@ def test_out_argument():
     dx = ops.cross_entropy_backward(np.float32(2), x, target, lse, weight, label_smoothing=0.1, out=out)
     assert dx is out
     np.testing.assert_array_equal(out, ops.cross_entropy_backward(2.0, x, target, lse, weight, label_smoothing=0.1))
+
+
+def test_benchmark_smoke(tmp_path):
+    """`python -m dlkern bench cross_entropy` validates every library and writes its report."""
+    import argparse
+
+    from dlkern.bench import cross_entropy as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--threads", "1", "--repeats", "1", "--shapes", "33x1003", "--min-sample-ms", "1",
+                              "--out", str(tmp_path / "ce.md")])
+    assert bench.run(args) == 0
+    assert "| 33x1003 | 1 |" in (tmp_path / "ce.md").read_text()
+
+
+def test_benchmark_validation_catches_a_wrong_gradient():
+    from dlkern.bench import common
+    from dlkern.bench import cross_entropy as bench
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((8, 50)).astype(np.float32)
+    t = rng.integers(0, 50, 8)
+    loss, grad = bench.numpy_step(x, t)
+    bench.validate("numpy", loss, grad, x, t, np.arange(8))
+    grad[3, 7] += 1e-3
+    with pytest.raises(common.BenchValidationError):
+        bench.validate("numpy", loss, grad, x, t, np.arange(8))
+
+
+def test_all_neg_inf_row_is_nan_like_torch(isa):
+    x = np.zeros((3, 40), np.float32)
+    x[1] = -np.inf
+    loss, lse = ops.cross_entropy_forward(x, np.array([0, 1, 2]), reduction="none")
+    assert np.isneginf(lse[1]) and np.isnan(loss[1])
+    assert np.isfinite(np.delete(loss, 1)).all()

@@ -9,7 +9,7 @@ import pytest
 
 import dlkern
 from dlkern import ops
-from helpers import assert_close, check_grads, rand
+from helpers import assert_close, check_grads, num_threads, rand
 
 # ----------------------------------------------------------------------------- references
 
@@ -388,12 +388,12 @@ def test_results_identical_across_thread_counts(isa):
     x = rand(rng, (3, 5, 23, 50), np.float32)
     outs = []
     for n in (1, 2):
-        dlkern.set_num_threads(n)
-        y, idx = ops.max_pool2d(x, 3, 2, 1, return_indices=True)
-        a = ops.avg_pool2d(x, 3, 2, 1)
-        da = ops.avg_pool2d_backward(a, x.shape, 3, 2, 1)
-        outs.append((y, idx, a, da, ops.adaptive_avg_pool2d(x, 1)))
-    dlkern.set_num_threads(1)
+        with num_threads(n):
+            y, idx = ops.max_pool2d(x, 3, 2, 1, return_indices=True)
+            a = ops.avg_pool2d(x, 3, 2, 1)
+            da = ops.avg_pool2d_backward(a, x.shape, 3, 2, 1)
+            dm = ops.max_pool2d_backward(y, idx, x.shape)
+            outs.append((y, idx, a, da, dm, ops.adaptive_avg_pool2d(x, 1)))
     for first, second in zip(*outs):
         np.testing.assert_array_equal(first, second)
 
@@ -428,6 +428,8 @@ X = np.zeros((1, 2, 6, 6), np.float32)
     (lambda: ops.adaptive_avg_pool2d(X, (2, 0)), ValueError, "output_size"),
     (lambda: ops.avg_pool2d(X, 2, divisor_override=0), ValueError, "divisor_override"),
     (lambda: ops.max_pool2d(np.zeros((1, 1, 0, 6), np.float32), 1), ValueError, "H and W"),
+    (lambda: ops.max_pool2d(X, 2, dilation=2**40), ValueError, "too large"),
+    (lambda: ops.max_pool2d(X, 2, stride=2**70), TypeError, "incompatible function arguments"),
 ], ids=lambda v: None if callable(v) or isinstance(v, type) else str(v)[:30])
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -493,3 +495,21 @@ def test_matches_pytorch_when_installed():
                 ya = ops.avg_pool2d(xf, k, s, p, cm, cip)
                 np.testing.assert_allclose(ya, F.avg_pool2d(torch.from_numpy(xf), k, s, p, cm, cip).numpy(),
                                            rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- benchmark smoke
+
+
+def test_quick_pool_bench_validates_and_writes_report(tmp_path):
+    import argparse
+
+    from dlkern.bench import pool as pool_bench
+
+    parser = argparse.ArgumentParser()
+    pool_bench.add_arguments(parser)
+    report = tmp_path / "pool.md"
+    args = parser.parse_args(["--quick", "--threads", "1", "--peers", "numpy", "--out", str(report)])
+    assert pool_bench.run(args) == 0
+    text = report.read_text()
+    assert "| max 3x3 s2 p1 | fwd+bwd | 1 |" in text
+    assert "dlkern/NumPy" in text

@@ -260,3 +260,39 @@ def test_readonly_out_rejected():
 def test_big_endian_rejected():
     with pytest.raises(TypeError, match=r"^softmax: x has dtype >f4"):
         ops.softmax(np.ones((2, 3), ">f4"))
+
+
+def test_benchmark_smoke(tmp_path):
+    """`python -m dlkern bench softmax` validates every library and writes its report."""
+    import argparse
+
+    from dlkern.bench import softmax as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--threads", "1", "--repeats", "1", "--shapes", "64x257",
+                              "--min-sample-ms", "1", "--out", str(tmp_path / "softmax.md")])
+    assert bench.run(args) == 0
+    text = (tmp_path / "softmax.md").read_text()
+    assert "| softmax | 64x257 | 1 |" in text and "| log_softmax | 64x257 | 1 |" in text
+
+
+def test_vectorised_exp_accuracy(isa):
+    """The float32 exp inside the kernels, read out through log_softmax_backward: with
+    rows y = (a, 0) and grad_out = (0, -1), dx[:, 0] = exp(a) exactly as computed."""
+    a = np.concatenate([np.linspace(-110.0, 90.0, 400_001),
+                        [-np.inf, np.inf, np.nan, 88.72, 88.7228, 88.73, -87.3, -103.2, -0.0]]).astype(np.float32)
+    y = np.stack([a, np.zeros_like(a)], 1)
+    g = np.stack([np.zeros_like(a), -np.ones_like(a)], 1)
+    e = ops.log_softmax_backward(g, y)[:, 0]
+    with np.errstate(over="ignore"):
+        ref = np.exp(a.astype(np.float64))
+        ref32 = ref.astype(np.float32)
+    assert np.array_equal(np.isnan(e), np.isnan(a))
+    assert np.array_equal(np.isposinf(e), np.isposinf(ref32))  # overflow exactly where float32 overflows
+    assert np.array_equal(e == 0, ref32 == 0)  # underflow (and -inf) to exactly 0
+    normal = np.isfinite(ref32) & (ref32 >= np.finfo(np.float32).tiny)
+    ulps = np.abs(e[normal] - ref[normal]) / np.spacing(ref32[normal]).astype(np.float64)
+    assert ulps.max() <= 2.0, f"exp errs by {ulps.max():.2f} ulp"
+    sub = np.isfinite(ref32) & (ref32 > 0) & ~normal  # subnormal results: within one subnormal step
+    assert np.abs(e[sub] - ref[sub]).max() <= np.finfo(np.float32).smallest_subnormal

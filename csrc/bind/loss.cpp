@@ -10,6 +10,12 @@
 namespace dlkern::bind {
 namespace {
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+constexpr char kNativeOrder = '>';
+#else
+constexpr char kNativeOrder = '<';
+#endif
+
 struct CeShape {
   int64_t n = 0, c = 0, s = 1;
   std::vector<py::ssize_t> sample_shape;  // (N, d1, ...)
@@ -61,7 +67,9 @@ CeArgs check_common(const py::object& input_obj, const py::object& target_obj, c
   }
   a.target = require_array(target_obj, op, "target");
   const py::dtype td = a.target.dtype();
-  if (!(td.kind() == 'i' && td.itemsize() == 8))
+  const char order = td.byteorder();
+  const bool native = order == '=' || order == '|' || order == kNativeOrder;
+  if (!(td.kind() == 'i' && td.itemsize() == 8 && native))
     type_error(op, ": target has dtype ", dtype_str(a.target), "; expected int64 class indices");
   const std::vector<py::ssize_t> ts(a.target.shape(), a.target.shape() + a.target.ndim());
   if (ts != a.shape.sample_shape)

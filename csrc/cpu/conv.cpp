@@ -1,23 +1,25 @@
-// Convolution kernels: im2col + GEMM for the general case, a direct kernel for
-// depthwise (one input channel per group). See conv.h for the contracts.
+// Convolution kernels: shifted windows of a padded channels-last image for stride 1,
+// im2col + GEMM otherwise, a direct kernel for depthwise (one input channel per group).
+// See conv.h for the contracts and when each path runs.
 #include "cpu/conv.h"
+#include "cpu/conv_isa.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
 #include "cpu/gemm.h"
-#include "cpu/gemm_isa.h"
 
 namespace dlkern::cpu {
 namespace {
 
 // Column buffer per thread (one for x's columns, one for the gradient's in the
-// backward). Measured on the ResNet shapes: small enough that the GEMM packs its B
-// blocks from L2, large enough that each GEMM has a few hundred columns.
+// backward): small enough that the GEMM packs its B blocks from L2, large enough that
+// each GEMM has a few hundred columns. A batch of any size needs only this much.
 constexpr int64_t kColumnBytes = 1 << 20;
 // Below about this many multiply-adds per thread, another thread costs more than it saves.
 constexpr double kMinMacsPerThread = 1.0e6;
@@ -64,12 +66,33 @@ T dot_of(const T* a, const T* b, int64_t n) {
 // B column by column, which costs a full 64-wide panel per column for narrow B).
 constexpr int64_t kMinStridedGradChannels = 32;
 
+// Per-thread scratch carved from one buffer of the calling thread, reserved before
+// any parallel region: a failed allocation then raises in the caller rather than
+// aborting inside OpenMP. Sizes are rounded to 16 elements (64-byte aligned slices).
+int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+template <typename T>
+T* reserve_scratch(int nt, int64_t per_thread) {
+  static thread_local AlignedBuffer scratch;
+  return per_thread > 0 ? scratch.reserve_elements<T>(static_cast<size_t>(nt * per_thread)) : nullptr;
+}
+
+// Takes `n` elements (or none when !want) from the thread's slice.
+template <typename T>
+T* carve(T*& cursor, int64_t n, bool want = true) {
+  if (!want) return nullptr;
+  T* out = cursor;
+  cursor += round16(n);
+  return out;
+}
+
 struct Plan {
   Conv2dShape s;
   int64_t cg, og, kg;        // channels in / out per group; GEMM depth cg*kh*kw
   int64_t hw_in, hw_out;
   bool pointwise;            // 1x1, stride 1, no padding: x itself is the column matrix
   int64_t rows_per_chunk;    // output rows per im2col chunk
+  int64_t group;             // images per GEMM (small images: whole images side by side)
   double macs;               // multiply-adds of the whole convolution
 
   Plan(const Conv2dShape& shape, int64_t elem_bytes) : s(shape) {
@@ -83,6 +106,15 @@ struct Plan {
     const int64_t per_row = std::max<int64_t>(1, kg * s.out_w * elem_bytes);
     rows_per_chunk = pointwise ? s.out_h : std::clamp<int64_t>(kColumnBytes / per_row, 1, s.out_h);
     macs = double(s.n) * double(s.o) * double(hw_out) * double(cg * s.kh * s.kw);
+    // A small image gives a narrow GEMM (few column panels, a ragged last one): put
+    // several images' columns side by side, within twice the column budget and leaving
+    // every thread images to work on.
+    group = 1;
+    if (!pointwise && rows_per_chunk == s.out_h && hw_out < 1024 && s.n > 1) {
+      const int64_t per_image = std::max<int64_t>(1, kg * hw_out * elem_bytes);
+      const int64_t per_thread = std::max<int64_t>(1, s.n / get_num_threads());
+      group = std::clamp<int64_t>(2 * kColumnBytes / per_image, 1, std::min<int64_t>(4, per_thread));
+    }
   }
 
   bool depthwise() const { return cg == 1 && s.groups > 1; }
@@ -95,16 +127,15 @@ struct Plan {
 };
 
 // Columns of output rows [r0, r1) for one group of one image: row (c, i, j) of `col`
-// (length (r1 - r0) * out_w) holds x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], zero
+// (row stride ld, (r1 - r0) * out_w entries) holds x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], zero
 // outside the input. xg points at the group's first channel.
 template <typename T>
-void im2col(const Plan& p, const T* xg, int64_t r0, int64_t r1, T* col) {
+void im2col(const Plan& p, const T* xg, int64_t r0, int64_t r1, T* col, int64_t ld) {
   const Conv2dShape& s = p.s;
-  const int64_t ncols = (r1 - r0) * s.out_w;
   for (int64_t c = 0; c < p.cg; ++c)
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j) {
-        T* dst = col + ((c * s.kh + i) * s.kw + j) * ncols;
+        T* dst = col + ((c * s.kh + i) * s.kw + j) * ld;
         const int64_t start = j * s.dil_w - s.pad_w;
         int64_t lo, hi;
         valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
@@ -118,6 +149,10 @@ void im2col(const Plan& p, const T* xg, int64_t r0, int64_t r1, T* col) {
           for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
           if (s.stride_w == 1) {
             if (hi > lo) std::memcpy(dst + lo, src + lo + start, sizeof(T) * (hi - lo));
+          } else if (s.stride_w == 2) {
+            // A constant stride lets the compiler vectorise the gather with shuffles.
+            const T* from = src + start;
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = from[2 * ow];
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * s.stride_w + start];
           }
@@ -128,13 +163,12 @@ void im2col(const Plan& p, const T* xg, int64_t r0, int64_t r1, T* col) {
 
 // The adjoint of im2col: adds each column entry back into dxg (same indexing).
 template <typename T>
-void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg) {
+void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg, int64_t ld) {
   const Conv2dShape& s = p.s;
-  const int64_t ncols = (r1 - r0) * s.out_w;
   for (int64_t c = 0; c < p.cg; ++c)
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j) {
-        const T* src = col + ((c * s.kh + i) * s.kw + j) * ncols;
+        const T* src = col + ((c * s.kh + i) * s.kw + j) * ld;
         const int64_t start = j * s.dil_w - s.pad_w;
         int64_t lo, hi;
         valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
@@ -144,6 +178,8 @@ void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg) {
           T* dst = dxg + (c * s.h + ih) * s.w + start;
           if (s.stride_w == 1) {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+          } else if (s.stride_w == 2) {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[2 * ow] += src[ow];
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow * s.stride_w] += src[ow];
           }
@@ -153,9 +189,7 @@ void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg) {
 
 // C (m, n; row stride ldc) = A B + beta * C with A (m, k) at (a_rs, a_cs) and
 // B (k, n) at (b_rs, b_cs). Inside this file's parallel regions (one image per thread)
-// the product runs on the calling thread: gemm() would size its thread count from
-// get_num_threads() and so pick its multi-threaded blocking (and a nested region that
-// OpenMP serialises) over its faster single-thread path for small products.
+// gemm() runs on the calling thread, with its single-thread paths.
 template <typename T>
 void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_t a_cs,
                const T* b, int64_t b_rs, int64_t b_cs, T beta, T* c, int64_t ldc) {
@@ -164,67 +198,78 @@ void gemm_into(int64_t m, int64_t n, int64_t k, const T* a, int64_t a_rs, int64_
   g.a = a, g.a_rs = a_rs, g.a_cs = a_cs;
   g.b = b, g.b_rs = b_rs, g.b_cs = b_cs;
   g.beta = beta, g.c = c, g.ldc = ldc;
-  if (!omp_in_parallel() || m == 0 || n == 0 || k == 0) {
-    gemm(g);
-    return;
-  }
-  switch (active_isa()) {
-#if defined(DLKERN_X86)
-    case Isa::avx512: avx512::gemm_run(g, 1); return;
-    case Isa::avx2: avx2::gemm_run(g, 1); return;
-#endif
-    default: generic::gemm_run(g, 1); return;
-  }
+  gemm(g);  // single-threaded when called inside this file's parallel regions
 }
 
-// Images are split among threads (each runs its im2col and single-threaded GEMMs on
-// its own buffers) when there are at least two; a single image runs its GEMMs threaded.
+// Images (or groups of small images) are split among threads, each running its
+// im2col and single-threaded GEMMs on its own buffers; a single image runs its GEMMs
+// threaded instead. Forward images are independent, so they are handed out
+// dynamically: a thread whose core the host takes away does not hold up the others
+// (the backward keeps a static split, so its per-thread sums are reproducible).
 template <typename T>
 void forward_gemm(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
   const Conv2dShape& s = p.s;
-  auto run_image = [&](int64_t n) {
-    static thread_local AlignedBuffer col_buffer;
-    T* col = p.pointwise ? nullptr
-                         : col_buffer.reserve_elements<T>(static_cast<size_t>(p.kg * p.rows_per_chunk * s.out_w));
+  const int64_t blocks = (s.n + p.group - 1) / p.group;
+  const int nt = blocks > 1 ? p.threads(blocks) : 1;
+  const int64_t max_cols = p.group * p.rows_per_chunk * s.out_w;
+  const int64_t col_elems = p.pointwise ? 0 : round16(p.kg * max_cols);
+  const int64_t per_thread = col_elems + (p.group > 1 ? round16(p.og * max_cols) : 0);
+  T* scratch = reserve_scratch<T>(nt, per_thread);
+  auto run_block = [&](int64_t blk) {
+    T* cursor = scratch ? scratch + omp_get_thread_num() * per_thread : nullptr;
+    T* col = carve(cursor, p.kg * max_cols, !p.pointwise);
+    T* tmp = carve(cursor, p.og * max_cols, p.group > 1);
+    const int64_t n0 = blk * p.group, gb = std::min(p.group, s.n - n0);
     for (int64_t g = 0; g < s.groups; ++g) {
-      const T* xg = x + (n * s.c + g * p.cg) * p.hw_in;
       const T* wg = w + g * p.og * p.kg;
-      T* yg = y + (n * s.o + g * p.og) * p.hw_out;
       for (int64_t r0 = 0; r0 < s.out_h; r0 += p.rows_per_chunk) {
         const int64_t r1 = std::min(s.out_h, r0 + p.rows_per_chunk);
-        const int64_t ncols = (r1 - r0) * s.out_w;
-        const T* b = xg + r0 * s.out_w;
+        const int64_t ncols = (r1 - r0) * s.out_w, ld = gb * ncols;
+        const T* b = x + (n0 * s.c + g * p.cg) * p.hw_in + r0 * s.out_w;
         int64_t ldb = p.hw_in;
         if (!p.pointwise) {
-          im2col(p, xg, r0, r1, col);
-          b = col, ldb = ncols;
+          for (int64_t i = 0; i < gb; ++i)
+            im2col(p, x + ((n0 + i) * s.c + g * p.cg) * p.hw_in, r0, r1, col + i * ncols, ld);
+          b = col, ldb = ld;
         }
-        T* yc = yg + r0 * s.out_w;
-        gemm_into<T>(p.og, ncols, p.kg, wg, p.kg, 1, b, ldb, 1, T(0), yc, p.hw_out);
-        if (bias) {
-          // Fused here while the chunk of y is still in cache.
-          for (int64_t o = 0; o < p.og; ++o) {
-            const T bo = bias[g * p.og + o];
-            T* row = yc + o * p.hw_out;
-            for (int64_t q = 0; q < ncols; ++q) row[q] += bo;
+        T* yc = y + (n0 * s.o + g * p.og) * p.hw_out + r0 * s.out_w;
+        if (gb == 1) {
+          gemm_into<T>(p.og, ncols, p.kg, wg, p.kg, 1, b, ldb, 1, T(0), yc, p.hw_out);
+          if (bias) {
+            // Fused here while the chunk of y is still in cache.
+            for (int64_t o = 0; o < p.og; ++o) {
+              const T bo = bias[g * p.og + o];
+              T* row = yc + o * p.hw_out;
+              for (int64_t q = 0; q < ncols; ++q) row[q] += bo;
+            }
           }
+        } else {
+          // Whole images side by side: compute into tmp, then each image's part (+ bias).
+          gemm_into<T>(p.og, ld, p.kg, wg, p.kg, 1, b, ldb, 1, T(0), tmp, ld);
+          for (int64_t i = 0; i < gb; ++i)
+            for (int64_t o = 0; o < p.og; ++o) {
+              const T bo = bias ? bias[g * p.og + o] : T(0);
+              const T* src = tmp + o * ld + i * ncols;
+              T* row = y + ((n0 + i) * s.o + g * p.og + o) * p.hw_out;
+              for (int64_t q = 0; q < ncols; ++q) row[q] = src[q] + bo;
+            }
         }
       }
     }
   };
-  const int nt = s.n > 1 ? p.threads(s.n) : 1;
   if (nt > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < s.n; ++n) run_image(n);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < blocks; ++blk) run_block(blk);
   } else {
-    for (int64_t n = 0; n < s.n; ++n) run_image(n);
+    for (int64_t blk = 0; blk < blocks; ++blk) run_block(blk);
   }
 }
 
 template <typename T>
 void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T* dw, T* db) {
   const Conv2dShape& s = p.s;
-  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  const int64_t blocks = (s.n + p.group - 1) / p.group;
+  const int nt = blocks > 1 ? p.threads(blocks) : 1;
   // Each thread sums its images' dweight (transposed: per group (kg, og)) and dbias
   // into its own slot; the slots are added in thread order afterwards.
   const int64_t wsize = s.o * p.kg;
@@ -235,56 +280,74 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
     acc = acc_buffer.reserve_elements<T>(static_cast<size_t>(slot * nt));
     std::memset(acc, 0, sizeof(T) * slot * nt);
   }
-  const int64_t chunk_cols = p.rows_per_chunk * s.out_w;
-  const int64_t chunk_elems = p.kg * chunk_cols;
+  const int64_t max_cols = p.group * p.rows_per_chunk * s.out_w;
+  const int64_t chunk_elems = p.kg * max_cols;
   const bool strided_grad = p.og >= kMinStridedGradChannels;
 
-  auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
-    static thread_local AlignedBuffer col_buffer, grad_buffer, dyt_buffer;
-    T* col = (dw && !p.pointwise) ? col_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
-    T* gcol = (dx && !p.pointwise) ? grad_buffer.reserve_elements<T>(static_cast<size_t>(chunk_elems)) : nullptr;
-    T* dyt = (dw && !strided_grad) ? dyt_buffer.reserve_elements<T>(static_cast<size_t>(chunk_cols * p.og)) : nullptr;
-    if (dx && !p.pointwise) std::memset(dx + n * s.c * p.hw_in, 0, sizeof(T) * s.c * p.hw_in);
+  const bool want_col = dw && !p.pointwise, want_gcol = dx && !p.pointwise, want_dyt = dw && !strided_grad;
+  const bool want_dyb = p.group > 1 && (dx || dw);
+  const int64_t per_thread = (want_col ? round16(chunk_elems) : 0) + (want_gcol ? round16(chunk_elems) : 0) +
+                             (want_dyt ? round16(max_cols * p.og) : 0) + (want_dyb ? round16(max_cols * p.og) : 0);
+  T* scratch = reserve_scratch<T>(nt, per_thread);
+
+  auto run_block = [&](int64_t blk, T* acc_w, T* acc_b) {
+    T* cursor = scratch ? scratch + omp_get_thread_num() * per_thread : nullptr;
+    T* col = carve(cursor, chunk_elems, want_col);
+    T* gcol = carve(cursor, chunk_elems, want_gcol);
+    T* dyt = carve(cursor, max_cols * p.og, want_dyt);
+    T* dyb = carve(cursor, max_cols * p.og, want_dyb);
+    const int64_t n0 = blk * p.group, gb = std::min(p.group, s.n - n0);
+    if (dx && !p.pointwise) std::memset(dx + n0 * s.c * p.hw_in, 0, sizeof(T) * gb * s.c * p.hw_in);
     for (int64_t g = 0; g < s.groups; ++g) {
-      const T* xg = x + (n * s.c + g * p.cg) * p.hw_in;
       const T* wg = w + g * p.og * p.kg;
-      const T* dyg = dy + (n * s.o + g * p.og) * p.hw_out;
-      T* dxg = dx ? dx + (n * s.c + g * p.cg) * p.hw_in : nullptr;
-      for (int64_t r0 = 0; r0 < s.out_h; r0 += p.rows_per_chunk) {
+      for (int64_t r0 = 0; r0 < s.out_h && (dx || dw); r0 += p.rows_per_chunk) {
         const int64_t r1 = std::min(s.out_h, r0 + p.rows_per_chunk);
-        const int64_t ncols = (r1 - r0) * s.out_w;
-        const T* dyc = dyg + r0 * s.out_w;
+        const int64_t ncols = (r1 - r0) * s.out_w, ld = gb * ncols;
+        // dY of the block as an (og, ld) matrix: in place for one image, else gathered.
+        const T* dyc = dy + (n0 * s.o + g * p.og) * p.hw_out + r0 * s.out_w;
+        int64_t lddy = p.hw_out;
+        if (gb > 1) {
+          for (int64_t o = 0; o < p.og; ++o)
+            for (int64_t i = 0; i < gb; ++i)
+              std::memcpy(dyb + o * ld + i * ncols, dy + ((n0 + i) * s.o + g * p.og + o) * p.hw_out + r0 * s.out_w,
+                          sizeof(T) * ncols);
+          dyc = dyb, lddy = ld;
+        }
         if (dw) {
-          // dW_g^T (kg, og) += cols (kg, ncols) @ dY_g^T (ncols, og): the columns are read
-          // in place (row-major A) and only the small dY chunk is packed.
-          const T* a = xg + r0 * s.out_w;
+          // dW_g^T (kg, og) += cols (kg, ld) @ dY_g^T (ld, og): the columns are read in
+          // place (row-major A) and only the small dY block is packed.
+          const T* a = x + (n0 * s.c + g * p.cg) * p.hw_in + r0 * s.out_w;
           int64_t lda = p.hw_in;
           if (!p.pointwise) {
-            im2col(p, xg, r0, r1, col);
-            a = col, lda = ncols;
+            for (int64_t i = 0; i < gb; ++i)
+              im2col(p, x + ((n0 + i) * s.c + g * p.cg) * p.hw_in, r0, r1, col + i * ncols, ld);
+            a = col, lda = ld;
           }
           const T* b = dyc;
-          int64_t b_rs = 1, b_cs = p.hw_out;
+          int64_t b_rs = 1, b_cs = lddy;
           if (!strided_grad) {
-            for (int64_t q = 0; q < ncols; ++q)
-              for (int64_t o = 0; o < p.og; ++o) dyt[q * p.og + o] = dyc[o * p.hw_out + q];
+            for (int64_t q = 0; q < ld; ++q)
+              for (int64_t o = 0; o < p.og; ++o) dyt[q * p.og + o] = dyc[o * lddy + q];
             b = dyt, b_rs = p.og, b_cs = 1;
           }
-          gemm_into<T>(p.kg, p.og, ncols, a, lda, 1, b, b_rs, b_cs, T(1), acc_w + g * p.og * p.kg, p.og);
+          gemm_into<T>(p.kg, p.og, ld, a, lda, 1, b, b_rs, b_cs, T(1), acc_w + g * p.og * p.kg, p.og);
         }
         if (dx) {
-          // cols_grad (kg, ncols) = W_g^T (kg, og) @ dY_g (og, ncols), then scattered into dx.
+          // cols_grad (kg, ld) = W_g^T (kg, og) @ dY_g (og, ld), then scattered into dx.
+          T* dxg = dx + (n0 * s.c + g * p.cg) * p.hw_in;
           if (p.pointwise) {
-            gemm_into<T>(p.kg, ncols, p.og, wg, 1, p.kg, dyc, p.hw_out, 1, T(0), dxg + r0 * s.out_w, p.hw_in);
+            gemm_into<T>(p.kg, ncols, p.og, wg, 1, p.kg, dyc, lddy, 1, T(0), dxg + r0 * s.out_w, p.hw_in);
           } else {
-            gemm_into<T>(p.kg, ncols, p.og, wg, 1, p.kg, dyc, p.hw_out, 1, T(0), gcol, ncols);
-            col2im_add(p, gcol, r0, r1, dxg);
+            gemm_into<T>(p.kg, ld, p.og, wg, 1, p.kg, dyc, lddy, 1, T(0), gcol, ld);
+            for (int64_t i = 0; i < gb; ++i)
+              col2im_add(p, gcol + i * ncols, r0, r1, dx + ((n0 + i) * s.c + g * p.cg) * p.hw_in, ld);
           }
         }
       }
     }
     if (db)
-      for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
+      for (int64_t n = n0; n < n0 + gb; ++n)
+        for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
   };
 
   if (nt > 1) {
@@ -293,10 +356,10 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
       const int tid = omp_get_thread_num();
       T* acc_w = acc ? acc + tid * slot : nullptr;
 #pragma omp for schedule(static)
-      for (int64_t n = 0; n < s.n; ++n) run_image(n, acc_w, acc_w ? acc_w + wsize : nullptr);
+      for (int64_t blk = 0; blk < blocks; ++blk) run_block(blk, acc_w, acc_w ? acc_w + wsize : nullptr);
     }
   } else {
-    for (int64_t n = 0; n < s.n; ++n) run_image(n, acc, acc ? acc + wsize : nullptr);
+    for (int64_t blk = 0; blk < blocks; ++blk) run_block(blk, acc, acc ? acc + wsize : nullptr);
   }
   if (dw) {
     // Slot layout per group: (kg, og); dweight per group: (og, kg).
@@ -334,6 +397,14 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
 template <typename T>
 void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, int64_t ld_dst,
                     const T* add = nullptr) {
+#if defined(DLKERN_X86)
+  if constexpr (std::is_same_v<T, float>) {
+    if (active_isa() != Isa::generic) {
+      avx2::conv_transpose_f32(src, ld_src, rows, cols, dst, ld_dst, add);
+      return;
+    }
+  }
+#endif
   constexpr int64_t B = 16;
   for (int64_t i0 = 0; i0 < rows; i0 += B) {
     const int64_t i1 = std::min(rows, i0 + B);
@@ -382,8 +453,17 @@ struct Shifted {
   template <typename T>
   void pad_image(const Plan& p, const T* xn, T* xpad) const {
     const Conv2dShape& s = p.s;
-    std::memset(xpad, 0, sizeof(T) * hp * wp * s.c);
     const int64_t cols = std::max<int64_t>(0, std::min<int64_t>(s.w, wp - s.pad_w));
+    // Zero only the padding: rows outside the input, then the left and right margins.
+    for (int64_t r = 0; r < hp; ++r) {
+      T* row = xpad + r * wp * s.c;
+      if (r < s.pad_h || r >= s.pad_h + s.h) {
+        std::memset(row, 0, sizeof(T) * wp * s.c);
+      } else {
+        std::memset(row, 0, sizeof(T) * std::min(s.pad_w, wp) * s.c);
+        if (s.pad_w + cols < wp) std::memset(row + (s.pad_w + cols) * s.c, 0, sizeof(T) * (wp - s.pad_w - cols) * s.c);
+      }
+    }
     for (int64_t ih = 0; ih < s.h && ih + s.pad_h < hp; ++ih)
       transpose_copy(xn + ih * s.w, p.hw_in, s.c, cols, xpad + ((ih + s.pad_h) * wp + s.pad_w) * s.c, s.c);
   }
@@ -420,11 +500,14 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
   T* wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
   gather_taps(p, sh, w, wt, true);
   const int64_t max_pixels = sh.fwd_rows * sh.wp;
+  const int nt = s.n > 1 ? p.threads(s.n) : 1;
+  const int64_t per_thread = round16(s.c * sh.hp * sh.wp) + round16(p.og * max_pixels);
+  T* scratch = reserve_scratch<T>(nt, per_thread);
 
   auto run_image = [&](int64_t n) {
-    static thread_local AlignedBuffer pad_buffer, out_buffer;
-    T* xpad = pad_buffer.reserve_elements<T>(static_cast<size_t>(s.c * sh.hp * sh.wp));
-    T* tmp = out_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels));
+    T* cursor = scratch + omp_get_thread_num() * per_thread;
+    T* xpad = carve(cursor, s.c * sh.hp * sh.wp);
+    T* tmp = carve(cursor, p.og * max_pixels);
     sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     for (int64_t g = 0; g < s.groups; ++g) {
       for (int64_t r0 = 0; r0 < s.out_h; r0 += sh.fwd_rows) {
@@ -442,9 +525,8 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
       }
     }
   };
-  const int nt = s.n > 1 ? p.threads(s.n) : 1;
   if (nt > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t n = 0; n < s.n; ++n) run_image(n);
   } else {
     for (int64_t n = 0; n < s.n; ++n) run_image(n);
@@ -473,12 +555,16 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
   const int64_t image = s.c * sh.hp * sh.wp;
   const int64_t max_pixels = sh.bwd_rows * sh.wp;
 
+  const int64_t per_thread = (dw ? round16(image) + round16(p.og * max_pixels) : 0) +
+                             (dx ? round16(image) + round16(p.og * max_pixels) : 0);
+  T* scratch = reserve_scratch<T>(nt, per_thread);
+
   auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
-    static thread_local AlignedBuffer pad_buffer, dpad_buffer, dyv_buffer, dyt_buffer;
-    T* xpad = dw ? pad_buffer.reserve_elements<T>(static_cast<size_t>(image)) : nullptr;
-    T* dxpad = dx ? dpad_buffer.reserve_elements<T>(static_cast<size_t>(image)) : nullptr;
-    T* dyv = dw ? dyv_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels)) : nullptr;
-    T* dyt = dx ? dyt_buffer.reserve_elements<T>(static_cast<size_t>(p.og * max_pixels)) : nullptr;
+    T* cursor = scratch ? scratch + omp_get_thread_num() * per_thread : nullptr;
+    T* xpad = carve(cursor, image, dw != nullptr);
+    T* dxpad = carve(cursor, image, dx != nullptr);
+    T* dyv = carve(cursor, p.og * max_pixels, dw != nullptr);
+    T* dyt = carve(cursor, p.og * max_pixels, dx != nullptr);
     if (dw) sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     if (dx) std::memset(dxpad, 0, sizeof(T) * image);
     for (int64_t g = 0; g < s.groups; ++g) {

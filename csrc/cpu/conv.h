@@ -1,11 +1,17 @@
 // 2-D convolution (cross-correlation, as PyTorch) on NCHW arrays, forward and backward.
 // conv1d is the H = 1 case of this kernel (the Python layer reshapes).
 //
-// General path: im2col + GEMM (dlkern::cpu::gemm), per image and per group, over
-// chunks of output rows so the column buffer stays small (kColumnBytes) and is
-// reused. 1x1 stride-1 unpadded convolutions use the input as the GEMM operand
-// directly. Convolutions with one input channel per group and groups > 1 (depthwise)
-// use a direct kernel instead, since their GEMMs would have a single row.
+// Paths, chosen per call from the geometry:
+// - stride 1 with at most 1/8 "garbage" columns (wide rows): the zero-padded image is
+//   copied channels-last once per image and each kernel tap is one GEMM that reads a
+//   shifted window of it in place (no im2col buffer at all);
+// - otherwise im2col + GEMM (dlkern::cpu::gemm) per image and group, over chunks of
+//   output rows so the column buffer stays bounded (kColumnBytes per thread, whatever
+//   the batch); 1x1 stride-1 unpadded convolutions use the input as the GEMM operand;
+// - one input channel per group with groups > 1 (depthwise): a direct kernel, since
+//   its GEMMs would have a single row.
+// Threads split the images (per-thread scratch and dweight/dbias partial sums, added in
+// thread order); a single image runs its GEMMs multi-threaded instead.
 #pragma once
 #include <cstdint>
 

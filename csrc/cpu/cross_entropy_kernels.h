@@ -6,7 +6,8 @@
 //   loss_i = (1-eps) w_t (lse - x_t) + (eps/C) sum_c w_c (lse - x_c)   (0 if ignored)
 // Forward: one pass over the logits with a per-lane online max and sum (blocks of 4
 // vectors share one rescale), plus sum_c w_c (x_c - x_0) for the smoothing term
-// (shifted by x_0 so large logits do not cancel catastrophically).
+// (shifted by x_0, or by 0 if x_0 is infinite, so large logits do not cancel
+// catastrophically in W lse - sum_c w_c x_c).
 // Backward: dx_c = g_i * ((1-eps) w_t + (eps/C) W) * exp(x_c - lse) - g_i (eps/C) w_c
 //                  - [c == t] g_i (1-eps) w_t,       W = sum_c w_c,
 // one pass from the logits and the saved lse; no one-hot or softmax array.

@@ -20,6 +20,9 @@ namespace {
 constexpr double kMinFlopsPerThread = 2.0e6;
 
 int threads_for(int64_t m, int64_t n, int64_t k) {
+  // Called from inside a parallel region (a kernel that splits its own work among
+  // threads, such as convolution over images): run on the calling thread alone.
+  if (omp_in_parallel()) return 1;
   const double flops = 2.0 * double(m) * double(n) * double(k);
   const int64_t useful = static_cast<int64_t>(flops / kMinFlopsPerThread);
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), useful)));

@@ -23,7 +23,8 @@ struct GemmArgs {
   int64_t ldc = 0;
 };
 
-// Single product, using up to get_num_threads() threads.
+// Single product, using up to get_num_threads() threads; called from inside an
+// OpenMP parallel region it runs on the calling thread only.
 template <typename T>
 void gemm(const GemmArgs<T>& args);
 

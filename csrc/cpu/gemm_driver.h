@@ -133,14 +133,19 @@ struct GemmKernel {
       if (cols == NR && b_cs == 1) {
         for (int64_t p = 0; p < kc; ++p) std::memcpy(out + p * NR, src + p * b_rs, NR * sizeof(T));
       } else if (b_rs == 1) {
-        // Transposed B: read each stored row (a column of op(B)) contiguously.
-        for (int j = 0; j < NR; ++j) {
-          if (j < cols) {
+        // Transposed B: each stored row is a column of op(B), read contiguously. The
+        // panel is filled 16 depth steps at a time so the panel rows being written stay
+        // in L1 while every column passes through them; padding columns are zeroed
+        // along the rows.
+        constexpr int64_t kDepthBlock = 16;
+        for (int64_t p0 = 0; p0 < kc; p0 += kDepthBlock) {
+          const int64_t p1 = std::min(kc, p0 + kDepthBlock);
+          for (int j = 0; j < cols; ++j) {
             const T* col = src + j * b_cs;
-            for (int64_t p = 0; p < kc; ++p) out[p * NR + j] = col[p];
-          } else {
-            for (int64_t p = 0; p < kc; ++p) out[p * NR + j] = T(0);
+            for (int64_t p = p0; p < p1; ++p) out[p * NR + j] = col[p];
           }
+          for (int64_t p = p0; p < p1; ++p)
+            for (int j = cols; j < NR; ++j) out[p * NR + j] = T(0);
         }
       } else {
         for (int64_t p = 0; p < kc; ++p)

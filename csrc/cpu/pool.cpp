@@ -31,6 +31,11 @@ double window_work(const Pool2dGeometry& g) {
          double(g.out_h) * double(g.out_w) * double(g.kernel_h) * double(g.kernel_w);
 }
 
+// Dynamic chunks of about 1/8 of a thread's share (see for_each_plane in pool_driver.h).
+int64_t plane_chunk(int64_t planes, int nthreads) {
+  return std::max<int64_t>(1, planes / (8 * int64_t(nthreads)));
+}
+
 std::string pair_str(const int64_t v[2]) {
   return "(" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ")";
 }
@@ -53,6 +58,11 @@ Pool2dGeometry make_pool2d_geometry(const char* op, int64_t planes, int64_t in_h
                                     const int64_t pad[2], const int64_t dilation[2],
                                     bool ceil_mode) {
   const std::string name(op);
+  // Bounded so the size arithmetic below cannot overflow int64.
+  constexpr int64_t kMaxArg = int64_t(1) << 31;
+  for (const int64_t* v : {kernel, stride, pad, dilation})
+    if (v[0] > kMaxArg || v[1] > kMaxArg)
+      invalid(name + ": pooling argument " + pair_str(v) + " is too large (limit 2^31)");
   if (kernel[0] < 1 || kernel[1] < 1)
     invalid(name + ": kernel_size must be positive, got " + pair_str(kernel));
   if (stride[0] < 1 || stride[1] < 1)
@@ -82,9 +92,19 @@ Pool2dGeometry make_pool2d_geometry(const char* op, int64_t planes, int64_t in_h
   return g;
 }
 
+// The vector paths cover whole rows of outputs L lanes wide: output rows narrower
+// than an AVX-512 vector (14 floats in LeNet's first pool) would all fall to the
+// scalar border code, so they take the AVX2 path, half as wide, instead.
+template <typename T>
+Isa pool_isa(const Pool2dGeometry& g) {
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512 && g.out_w < int64_t(64 / sizeof(T))) return Isa::avx2;
+  return isa;
+}
+
 #if defined(DLKERN_X86)
 #define DLKERN_POOL_DISPATCH(call)                 \
-  switch (active_isa()) {                          \
+  switch (pool_isa<T>(g)) {                        \
     case Isa::avx512: avx512::call; return;        \
     case Isa::avx2: avx2::call; return;            \
     default: generic::call; return;                \
@@ -107,7 +127,8 @@ void max_pool2d_backward(const T* dy, const int64_t* indices, T* dx, const Pool2
   const int nt = threads_for(g, double(in_plane) + 2.0 * double(out_plane));
   int64_t bad_index = 0;
   bool bad = false;
-#pragma omp parallel for num_threads(nt) schedule(static)
+  const int64_t chunk = plane_chunk(g.planes, nt);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
   for (int64_t p = 0; p < g.planes; ++p) {
     T* dxp = dx + p * in_plane;
     const T* dyp = dy + p * out_plane;
@@ -160,7 +181,8 @@ void adaptive_avg_pool2d_backward(const T* dy, T* dx, const Pool2dGeometry& g) {
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   if (g.planes == 0 || in_plane == 0) return;
   const int nt = threads_for(g, 2.0 * double(in_plane) + double(out_plane));
-#pragma omp parallel for num_threads(nt) schedule(static)
+  const int64_t chunk = plane_chunk(g.planes, nt);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
   for (int64_t p = 0; p < g.planes; ++p) {
     T* dxp = dx + p * in_plane;
     const T* dyp = dy + p * out_plane;

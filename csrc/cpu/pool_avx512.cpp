@@ -30,18 +30,22 @@ struct SimdF32 {
     for (int i = 0; i < L; ++i) s += lanes[i];
     return s;
   }
+  // Lanes (elements) below `skip` become `fill` and are not read.
+  static __mmask16 from(int64_t skip) { return skip >= 16 ? 0 : static_cast<__mmask16>(0xFFFFu << skip); }
+  static V load_fill(const T* p, int64_t skip, T fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), from(skip), p);
+  }
+  static V evens_fill(const T* p, int64_t skip, T fill) {
+    const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const V f = _mm512_set1_ps(fill);
+    const __mmask16 hi = 0x7FFF & (skip <= 16 ? 0xFFFF : from(skip - 16));
+    return _mm512_permutex2var_ps(_mm512_mask_loadu_ps(f, from(skip), p), idx, _mm512_mask_loadu_ps(f, hi, p + 16));
+  }
   static V evens(const T* p) {
     const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     return _mm512_permutex2var_ps(_mm512_loadu_ps(p), idx, _mm512_maskz_loadu_ps(0x7FFF, p + 16));
   }
-  static void add_evens(T* p, V g) {
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16);
-    const __m512i hi = _mm512_setr_epi32(8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16);
-    const V z = _mm512_setzero_ps();
-    _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), _mm512_permutex2var_ps(g, lo, z)));
-    const V h = _mm512_maskz_loadu_ps(0x7FFF, p + 16);
-    _mm512_mask_storeu_ps(p + 16, 0x7FFF, _mm512_add_ps(h, _mm512_permutex2var_ps(g, hi, z)));
-  }
+
   static M better(V v, V cur) {
     return _mm512_cmp_ps_mask(v, cur, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
@@ -77,18 +81,21 @@ struct SimdF64 {
     for (int i = 0; i < L; ++i) s += lanes[i];
     return s;
   }
+  static __mmask8 from(int64_t skip) { return skip >= 8 ? 0 : static_cast<__mmask8>(0xFFu << skip); }
+  static V load_fill(const T* p, int64_t skip, T fill) {
+    return _mm512_mask_loadu_pd(_mm512_set1_pd(fill), from(skip), p);
+  }
+  static V evens_fill(const T* p, int64_t skip, T fill) {
+    const __m512i idx = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const V f = _mm512_set1_pd(fill);
+    const __mmask8 hi = 0x7F & (skip <= 8 ? 0xFF : from(skip - 8));
+    return _mm512_permutex2var_pd(_mm512_mask_loadu_pd(f, from(skip), p), idx, _mm512_mask_loadu_pd(f, hi, p + 8));
+  }
   static V evens(const T* p) {
     const __m512i idx = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
     return _mm512_permutex2var_pd(_mm512_loadu_pd(p), idx, _mm512_maskz_loadu_pd(0x7F, p + 8));
   }
-  static void add_evens(T* p, V g) {
-    const __m512i lo = _mm512_setr_epi64(0, 8, 1, 8, 2, 8, 3, 8);
-    const __m512i hi = _mm512_setr_epi64(4, 8, 5, 8, 6, 8, 7, 8);
-    const V z = _mm512_setzero_pd();
-    _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), _mm512_permutex2var_pd(g, lo, z)));
-    const V h = _mm512_maskz_loadu_pd(0x7F, p + 8);
-    _mm512_mask_storeu_pd(p + 8, 0x7F, _mm512_add_pd(h, _mm512_permutex2var_pd(g, hi, z)));
-  }
+
   static M better(V v, V cur) {
     return _mm512_cmp_pd_mask(v, cur, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
   }

@@ -4,17 +4,18 @@
 //
 // The trait S provides: T, V (L lanes of T), M (a lane mask), load/store (unaligned),
 // bcast, zero, add, div, hsum; evens(p) = {p[0], p[2], ..., p[2L-2]} reading nothing
-// past p[2L-2]; add_evens(p, g): p[2j] += g[j], touching nothing past p[2L-2];
-// better(v, cur) = lanes where v > cur or v is NaN (PyTorch's max-pool update rule);
+// past p[2L-2]; better(v, cur) = lanes where v > cur or v is NaN (PyTorch's max-pool update rule);
 // select(m, a, b) = m ? a : b; max_plain(v, cur) = v > cur ? v : cur (cur on NaN);
 // nan_lanes(v), mask_or, mask_none; store_interleaved(p, e, o): p[2j] = e[j],
-// p[2j+1] = o[j].
+// p[2j+1] = o[j]; load_fill / evens_fill(p, skip, fill): load / evens with the raw
+// elements p[i], i < skip, replaced by `fill` and never read (masked loads).
 //
 // Layout of the work: one (n, c) plane per OpenMP iteration; within a plane, output
 // rows one at a time. Output columns whose window lies wholly inside the row (the
 // interior) run L at a time, each lane one output column; for stride 2 the window's
-// column kw of L outputs is evens(row + 2*o - pad + kw*dilation). The few border
-// columns, and strides other than 1 and 2, take the scalar per-output path.
+// column kw of L outputs is evens(row + 2*o - pad + kw*dilation). Blocks go in pairs
+// (two independent dependency chains). The left border is one masked block; the few
+// right border columns, and strides other than 1 and 2, take the scalar per-output path.
 
 template <int N>
 struct IntTag {
@@ -46,13 +47,17 @@ inline void interior_columns(const Pool2dGeometry& g, int64_t& lo, int64_t& hi) 
   if (lo > hi) lo = hi;
 }
 
+// Planes are handed out in chunks (about 8 per thread) rather than split in halves up
+// front: on a shared host a thread that loses its core for a time slice would
+// otherwise hold up the whole call with its fixed half of the work.
 template <typename F>
 void for_each_plane(int64_t planes, int nthreads, F&& body) {
   if (nthreads <= 1) {
     for (int64_t p = 0; p < planes; ++p) body(p);
     return;
   }
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+  const int64_t chunk = planes / (8 * int64_t(nthreads)) > 1 ? planes / (8 * int64_t(nthreads)) : 1;
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, chunk)
   for (int64_t p = 0; p < planes; ++p) body(p);
 }
 
@@ -107,12 +112,12 @@ inline void max_one(const T* plane, const Pool2dGeometry& g, WindowRows rows, in
       if (iw < 0 || iw >= g.in_w) continue;
       const T v = row[iw];
       if (kIndices) {
+        // Branch-free: the first valid position starts the scan, then PyTorch's rule.
         const int64_t at = ih * g.in_w + iw;
-        if (best_at < 0) best_at = at;
-        if (v > best || v != v) {
-          best = v;
-          best_at = at;
-        }
+        const bool take = (best_at < 0) | (v > best) | (v != v);
+        const int64_t keep = static_cast<int64_t>(take) - 1;  // 0 to take, all ones to keep
+        best_at = (best_at & keep) | (at & ~keep);
+        best = take ? v : best;
       } else {
         // Branch-free (a max plus a NaN flag): on random data the comparison is
         // unpredictable, and these border outputs are a large share of small planes.
@@ -134,23 +139,36 @@ inline void max_one(const T* plane, const Pool2dGeometry& g, WindowRows rows, in
 // winner's offset from the window's first position is tracked as a T (exact: the
 // caller checks it stays below 2^digits). Without indices, a plain max (which keeps
 // the earlier value on ties) plus a separate NaN mask gives the same values.
-template <class S, int kStride, bool kIndices>
+//
+// kLeft: block a is outputs [0, L) whose first windows start in the left padding
+// (dilation 1): padding columns load as -inf through masks, and each lane's offset
+// starts at its first real column, so the index of a window of -inf is still right.
+template <class S, int kStride, bool kIndices, bool kLeft = false>
 inline void max_blocks(const typename S::T* plane, const Pool2dGeometry& g, WindowRows rows,
                        int64_t a, int64_t b, typename S::T* y, int64_t* index) {
   using T = typename S::T;
   using V = typename S::V;
   using M = typename S::M;
+  const T lowest = negative_infinity<T>();
   const int64_t col_a = a * kStride - g.pad_w, col_b = b * kStride - g.pad_w;
   const T* origin_a = plane + rows.first * g.in_w + col_a;
   const T* origin_b = plane + rows.first * g.in_w + col_b;
-  V best_a = S::bcast(negative_infinity<T>()), best_b = best_a;
+  V best_a = S::bcast(lowest), best_b = best_a;
   V offset_a = S::zero(), offset_b = S::zero();
+  if (kLeft && kIndices) {
+    T first[S::L];
+    for (int j = 0; j < S::L; ++j) first[j] = static_cast<T>(g.pad_w > j * kStride ? g.pad_w - j * kStride : 0);
+    offset_a = S::load(first);
+  }
   M nan_a = S::mask_none(), nan_b = S::mask_none();
   for (int64_t r = 0; r < rows.count; ++r) {
     const int64_t row_offset = r * g.dilation_h * g.in_w;
     for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
       const int64_t at = row_offset + kw * g.dilation_w;
-      const V va = kStride == 1 ? S::load(origin_a + at) : S::evens(origin_a + at);
+      const int64_t skip = kLeft && g.pad_w > kw ? g.pad_w - kw : 0;
+      const V va = kLeft ? (kStride == 1 ? S::load_fill(origin_a + at, skip, lowest)
+                                         : S::evens_fill(origin_a + at, skip, lowest))
+                         : (kStride == 1 ? S::load(origin_a + at) : S::evens(origin_a + at));
       const V vb = kStride == 1 ? S::load(origin_b + at) : S::evens(origin_b + at);
       if (kIndices) {
         const V code = S::bcast(static_cast<T>(at));
@@ -209,10 +227,18 @@ void max_plane(const typename S::T* plane, typename S::T* y, int64_t* index,
     typename S::T* yr = y + oh * g.out_w;
     int64_t* ir = kIndices ? index + oh * g.out_w : nullptr;
     const int64_t vhi = rows.count > 0 ? hi : lo;
-    for (int64_t ow = 0; ow < lo; ++ow)
-      max_one<typename S::T, kIndices>(plane, g, rows, ow, yr + ow, kIndices ? ir + ow : nullptr);
-    if (vhi > lo)
-      for_block_pairs<S::L>(lo, vhi, [&](int64_t a, int64_t b) {
+    int64_t from = lo;
+    if (vhi > lo && lo > 0 && lo <= S::L && g.dilation_w == 1) {
+      // Outputs [0, L) as a masked block, paired with the next interior block.
+      const int64_t b = S::L < vhi - S::L ? S::L : vhi - S::L;
+      max_blocks<S, kStride, kIndices, true>(plane, g, rows, 0, b, yr, ir);
+      from = b + S::L;
+    } else {
+      for (int64_t ow = 0; ow < lo; ++ow)
+        max_one<typename S::T, kIndices>(plane, g, rows, ow, yr + ow, kIndices ? ir + ow : nullptr);
+    }
+    if (vhi > from)
+      for_block_pairs<S::L>(from, vhi, [&](int64_t a, int64_t b) {
         max_blocks<S, kStride, kIndices>(plane, g, rows, a, b, yr, ir);
       });
     for (int64_t ow = vhi; ow < g.out_w; ++ow)
@@ -309,25 +335,51 @@ void avg_plane(const typename S::T* plane, typename S::T* y, const Pool2dGeometr
     prefetch_rows_ahead(plane, g, oh);
     T* yr = y + oh * g.out_w;
     const int64_t vhi = rows.first < rows.end ? hi : lo;
-    for (int64_t ow = 0; ow < lo; ++ow)
-      yr[ow] = avg_one(plane, g, rows, ow, count_include_pad, divisor_override);
-    const V divisor = S::bcast(static_cast<T>(interior_divisor(g, rows, count_include_pad, divisor_override)));
-    if (vhi > lo)
-      for_block_pairs<S::L>(lo, vhi, [&](int64_t a, int64_t b) {
-        const T* origin_a = plane + a * kStride - g.pad_w;
-        const T* origin_b = plane + b * kStride - g.pad_w;
-        V sum_a = S::zero(), sum_b = S::zero();
-        for (int64_t ih = rows.first; ih < rows.end; ++ih) {
-          const T* row_a = origin_a + ih * g.in_w;
-          const T* row_b = origin_b + ih * g.in_w;
-          for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-            sum_a = S::add(sum_a, kStride == 1 ? S::load(row_a + kw) : S::evens(row_a + kw));
-            sum_b = S::add(sum_b, kStride == 1 ? S::load(row_b + kw) : S::evens(row_b + kw));
-          }
+    const T inner = static_cast<T>(interior_divisor(g, rows, count_include_pad, divisor_override));
+    const V divisor = S::bcast(inner);
+    // Sums of blocks a and b; with kLeft, block a is outputs [0, L), whose padding
+    // columns load as 0 through masks and whose first lanes have their own divisors.
+    auto blocks = [&](int64_t a, int64_t b, auto left_tag) {
+      constexpr bool kLeft = decltype(left_tag)::value != 0;
+      const T* origin_a = plane + a * kStride - g.pad_w;
+      const T* origin_b = plane + b * kStride - g.pad_w;
+      V sum_a = S::zero(), sum_b = S::zero();
+      for (int64_t ih = rows.first; ih < rows.end; ++ih) {
+        const T* row_a = origin_a + ih * g.in_w;
+        const T* row_b = origin_b + ih * g.in_w;
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+          const int64_t skip = kLeft && g.pad_w > kw ? g.pad_w - kw : 0;
+          sum_a = S::add(sum_a, kLeft ? (kStride == 1 ? S::load_fill(row_a + kw, skip, T(0))
+                                                      : S::evens_fill(row_a + kw, skip, T(0)))
+                                      : (kStride == 1 ? S::load(row_a + kw) : S::evens(row_a + kw)));
+          sum_b = S::add(sum_b, kStride == 1 ? S::load(row_b + kw) : S::evens(row_b + kw));
         }
-        S::store(yr + a, S::div(sum_a, divisor));
-        S::store(yr + b, S::div(sum_b, divisor));
-      });
+      }
+      V divisor_a = divisor;
+      if (kLeft) {
+        T divisors[S::L];
+        for (int j = 0; j < S::L; ++j) {
+          int64_t wf, we, d = 1;
+          if (j < lo) avg_window(g, rows, j, count_include_pad, divisor_override, wf, we, d);
+          divisors[j] = j < lo ? static_cast<T>(d) : inner;
+        }
+        divisor_a = S::load(divisors);
+      }
+      S::store(yr + a, S::div(sum_a, divisor_a));
+      S::store(yr + b, S::div(sum_b, divisor));
+    };
+    int64_t from = lo;
+    if (vhi > lo && lo > 0 && lo <= S::L) {
+      // Outputs [0, L) as a masked block, paired with the next interior block.
+      const int64_t b = S::L < vhi - S::L ? S::L : vhi - S::L;
+      blocks(0, b, IntTag<1>{});
+      from = b + S::L;
+    } else {
+      for (int64_t ow = 0; ow < lo; ++ow)
+        yr[ow] = avg_one(plane, g, rows, ow, count_include_pad, divisor_override);
+    }
+    if (vhi > from)
+      for_block_pairs<S::L>(from, vhi, [&](int64_t a, int64_t b) { blocks(a, b, IntTag<0>{}); });
     for (int64_t ow = vhi; ow < g.out_w; ++ow)
       yr[ow] = avg_one(plane, g, rows, ow, count_include_pad, divisor_override);
   }

@@ -24,7 +24,8 @@ struct SimdScalar {
   static V div(V a, V b) { return a / b; }
   static T hsum(V v) { return v; }
   static V evens(const T* p) { return *p; }
-  static void add_evens(T* p, V g) { *p += g; }
+  static V load_fill(const T* p, int64_t skip, T fill) { return skip > 0 ? fill : *p; }
+  static V evens_fill(const T* p, int64_t skip, T fill) { return skip > 0 ? fill : *p; }
   static M better(V v, V cur) { return v > cur || v != v; }
   static V select(M m, V a, V b) { return m ? a : b; }
   static V max_plain(V v, V cur) { return v > cur ? v : cur; }

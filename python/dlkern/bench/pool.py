@@ -9,7 +9,7 @@ Cases are the CNN ones: 2x2 stride 2 and 3x3 stride 2 pad 1 (ResNet's stem) on
 - ``fwd+bwd``: forward (max: with indices) then the input gradient for a fixed
   grad_out. PyTorch runs autograd on NCHW (target: dlkern >= 3x) and channels_last.
 
-Every result is checked against the NumPy float64-free reference before timing.
+Every result is checked against the NumPy reference (run in float64) before timing.
 GB/s counts the minimum traffic: forward reads x and writes y; the backward reads
 grad_out and writes dx; max adds writing and reading the int64 indices.
 Speedup = peer time / dlkern time (> 1: dlkern faster).
