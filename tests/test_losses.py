@@ -104,10 +104,30 @@ def test_cross_entropy_errors():
         F.cross_entropy(x, dlkern.tensor([0, 7, 1]))
     with pytest.raises(ValueError, match="shape"):
         F.cross_entropy(x, dlkern.tensor([0, 1]))
-    with pytest.raises(TypeError, match="integer"):
+    with pytest.raises(ValueError, match="probability target"):  # float targets are class probabilities
         F.cross_entropy(x, dlkern.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(TypeError, match="integer"):
+        F.cross_entropy(x, dlkern.tensor([True, False, True]))
     with pytest.raises(ValueError, match="reduction"):
         F.cross_entropy(x, dlkern.tensor([0, 1, 2]), reduction="avg")
+
+
+@needs_log_softmax
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_probability_targets(reduction, weighted, rng):
+    x = t64(rng, 4, 5, 2, low=-3, high=3)
+    p = rng.random((4, 5, 2))
+    p /= p.sum(1, keepdims=True)
+    w = rng.uniform(0.5, 2, 5) if weighted else None
+    tgt = p * 0.9 + 0.1 / 5
+    ref = -(log_softmax_ref(x.data) * tgt * (1 if w is None else w[None, :, None])).sum(1)
+    kw = dict(weight=None if w is None else dlkern.tensor(w), reduction=reduction, label_smoothing=0.1)
+    got = F.cross_entropy(x, dlkern.tensor(p), **kw)
+    np.testing.assert_allclose(got.data, reduce_ref(ref, reduction), rtol=1e-12)
+    gradcheck(lambda x: F.cross_entropy(x, dlkern.tensor(p), **kw), [x], rng)
+    with pytest.raises(ValueError, match="probability target"):
+        F.cross_entropy(x, dlkern.tensor(p[:, :4]))
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -209,3 +229,12 @@ def test_loss_errors():
         nn.MSELoss(reduction="avg")
     with pytest.raises(TypeError, match="integer"):
         F.nll_loss(dlkern.ones(2, 3), dlkern.tensor([0.5, 1.0]))
+
+
+@needs_ce
+def test_cross_entropy_unbatched(rng):
+    x = t64(rng, 5)
+    ref = -log_softmax_ref(x.data[None])[0, 3]
+    np.testing.assert_allclose(F.cross_entropy(x, dlkern.tensor(3)).item(), ref, rtol=1e-12)
+    assert F.cross_entropy(x, dlkern.tensor(3), reduction="none").shape == ()
+    gradcheck(lambda x: F.cross_entropy(x, dlkern.tensor(3)), [x], rng)

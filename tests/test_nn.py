@@ -410,3 +410,20 @@ def test_deepcopy_and_pickle_keep_working():
         np.testing.assert_array_equal(clone(x).data, net(x).data)
         clone(x).sum().backward()
         assert clone[0].weight.grad is not None and net[0].weight.grad is None
+
+
+def seeded(fn, seed=5):
+    """fn with the same random mask on every call, so finite differences see one function."""
+    def run(*args):
+        dlkern.manual_seed(seed)
+        return fn(*args)
+    return run
+
+
+def test_dropout_embedding_finite_differences(rng):
+    x = t64(rng, 4, 6)
+    gradcheck(seeded(lambda x: F.dropout(x, 0.4, True)), [x], rng)
+    gradcheck(seeded(lambda x: F.alpha_dropout(x, 0.3, True)), [x], rng)
+    w = t64(rng, 7, 3)
+    idx = dlkern.tensor([[0, 3, 3], [6, 1, 0]])
+    gradcheck(lambda w: F.embedding(idx, w), [w], rng)  # padding_idx zeroes a grad by design: tested above

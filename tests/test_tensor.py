@@ -13,6 +13,7 @@ def test_tensor_dtypes():
     assert dlkern.tensor(np.zeros(3)).dtype == np.float64  # NumPy arrays keep their dtype
     assert dlkern.tensor([1, 2], dtype=dlkern.float64).dtype == np.float64
     assert dlkern.tensor(3.5).shape == ()
+    assert dlkern.tensor(np.float64(2.0)).dtype == np.float64
     a = np.arange(3.0)
     t = dlkern.tensor(a)
     a[0] = 7

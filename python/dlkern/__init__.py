@@ -15,7 +15,7 @@ from .tensor import (Tensor, tensor, from_numpy, zeros, ones, empty, full, randn
                      cat, concatenate, stack, split, chunk, where, matmul, gelu, exp, log, sqrt, abs, clamp,
                      tanh, sigmoid, relu, selu, softplus, silu, sum, mean, max, min, amax, amin, var, std,
                      logsumexp, argmax, argmin, reshape, transpose, permute, flatten, squeeze, unsqueeze,
-                     softmax, log_softmax, float32, float64, float16, int32, int64, long, bool_)
+                     softmax, log_softmax, sin, cos, maximum, minimum, masked_fill, tril, triu, float32, float64, float16, int32, int64, long, bool_)
 from . import nn
 
 __version__ = _C.build_info()["version"]
@@ -60,6 +60,6 @@ __all__ = [
     "cat", "concatenate", "stack", "split", "chunk", "where", "matmul", "gelu", "exp", "log", "sqrt", "abs",
     "clamp", "tanh", "sigmoid", "relu", "selu", "softplus", "silu", "sum", "mean", "max", "min", "amax",
     "amin", "var", "std", "logsumexp", "argmax", "argmin", "reshape", "transpose", "permute", "flatten",
-    "squeeze", "unsqueeze", "softmax", "log_softmax", "float32", "float64", "float16", "int32", "int64",
+    "squeeze", "unsqueeze", "softmax", "log_softmax", "sin", "cos", "maximum", "minimum", "masked_fill", "tril", "triu", "float32", "float64", "float16", "int32", "int64",
     "long", "bool_", "nn",
 ]

@@ -6,6 +6,7 @@ Functions in dlkern.functions, so gradients flow through everything here.
 """
 
 import builtins as _builtins
+import collections as _collections
 import numbers
 
 import numpy as np
@@ -65,9 +66,10 @@ class Tensor:
             data = data.data
         arr = np.array(data, dtype=dtype, copy=True)
         if dtype is None:
-            if arr.dtype.kind == "f" and not isinstance(data, np.ndarray):
+            native = isinstance(data, (np.ndarray, np.generic))
+            if arr.dtype.kind == "f" and not native:
                 arr = arr.astype(_DEFAULT_FLOAT)  # Python floats -> float32, as PyTorch
-            elif arr.dtype.kind in "iu" and not isinstance(data, np.ndarray):
+            elif arr.dtype.kind in "iu" and not native:
                 arr = arr.astype(np.int64)
             elif arr.dtype == object:
                 raise TypeError(f"cannot make a tensor from {type(data).__name__} (object array)")
@@ -457,7 +459,7 @@ class Tensor:
             return _F.MaxAll.apply(self, dim, keepdim, is_min)
         values = _F.MaxDim.apply(self, dim, keepdim, is_min)
         idx = (np.argmin if is_min else np.argmax)(self.data, axis=dim, keepdims=keepdim)
-        return values, Tensor._make(idx, self.device, False, None)
+        return MinMaxResult(values, Tensor._make(idx, self.device, False, None))
 
     def max(self, dim=None, keepdim=False):
         """max() -> the largest element; max(dim) -> (values, indices)."""
@@ -512,6 +514,33 @@ class Tensor:
     def tanh(self):
         return _F.Tanh.apply(self)
 
+    def sin(self):
+        return _F.Sin.apply(self)
+
+    def cos(self):
+        return _F.Cos.apply(self)
+
+    def maximum(self, other):
+        _check_pair("maximum", self, other)
+        return _F.Maximum.apply(self, other, False)
+
+    def minimum(self, other):
+        _check_pair("minimum", self, other)
+        return _F.Maximum.apply(self, other, True)
+
+    def masked_fill(self, mask, value):
+        """Where `mask` (bool, broadcastable) is true, `value`; elsewhere self."""
+        m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+        if m.dtype != np.bool_:
+            raise TypeError(f"masked_fill: mask must be bool, got {m.dtype}")
+        return _F.MaskedFill.apply(self, m, value)
+
+    def tril(self, diagonal=0):
+        return _F.MaskedFill.apply(self, ~np.tril(np.ones(self.shape[-2:], bool), diagonal), 0)
+
+    def triu(self, diagonal=0):
+        return _F.MaskedFill.apply(self, ~np.triu(np.ones(self.shape[-2:], bool), diagonal), 0)
+
     def sigmoid(self):
         return _F.Sigmoid.apply(self)
 
@@ -544,6 +573,8 @@ class Tensor:
 
 
 # ---------------------------------------------------------------------- helpers
+
+MinMaxResult = _collections.namedtuple("MinMaxResult", ["values", "indices"])
 
 def _operand(t, other):
     """The other operand of a binary op: Tensors are checked against t (dtype, device);
@@ -753,7 +784,8 @@ def _unary(name):
     return fn
 
 
-for _name in ("exp", "log", "sqrt", "abs", "clamp", "tanh", "sigmoid", "relu", "selu", "softplus", "silu",
+for _name in ("exp", "log", "sqrt", "abs", "clamp", "tanh", "sin", "cos", "maximum", "minimum", "masked_fill",
+              "tril", "triu", "sigmoid", "relu", "selu", "softplus", "silu",
               "sum", "mean", "max", "min", "var", "std", "logsumexp", "argmax", "argmin", "reshape",
               "transpose", "permute", "flatten", "squeeze", "unsqueeze", "softmax", "log_softmax", "amax", "amin"):
     globals()[_name] = _unary(_name)

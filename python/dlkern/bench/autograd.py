@@ -7,6 +7,7 @@ forward/backward (no autograd: the floor a framework adds its overhead to):
 - ``linear8``: Linear(8, 8) at batch 1 -- almost pure per-op overhead;
 - ``mlp8``: Linear-ReLU-Linear-ReLU-Linear, width 8, batch 1 -- per-op overhead over
   a 5-op graph;
+- ``mlp784b1``: the MLP 784-256-256-10 at batch 1 -- small GEMV-shaped work plus overhead;
 - ``mlp784``: the MLP 784-256-256-10 at batch 128 -- GEMM-bound.
 
 The same float32 weights go to every library; before timing, each library's output and
@@ -53,6 +54,7 @@ class Case:
 CASES = {
     "linear8": Case("linear8", (8, 8), 1, (1,), "per-call overhead"),
     "mlp8": Case("mlp8", (8, 8, 8, 8), 1, (1,), "per-call overhead, 3-layer MLP"),
+    "mlp784b1": Case("mlp784b1", (784, 256, 256, 10), 1, (1,), "batch 1: matrix-vector work plus overhead"),
     "mlp784": Case("mlp784", (784, 256, 256, 10), 128, (1, 2), "GEMM-bound"),
 }
 

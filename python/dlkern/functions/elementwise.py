@@ -165,3 +165,60 @@ class Where(Function):
         ga = dev.where(cond, g, zero) if need[1] else None
         gb = dev.where(cond, zero, g) if need[2] else None
         return None, ga, gb
+
+
+class Sin(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.saved = a
+        return ctx.device.sin(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.device.cos(ctx.saved)
+
+
+class Cos(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.saved = a
+        return ctx.device.cos(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g * ctx.device.sin(ctx.saved)
+
+
+class Maximum(Function):
+    """Elementwise max/min of two tensors; ties send the gradient half to each (as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a, b, is_min):
+        dev = ctx.device
+        ctx.saved = (a, b)
+        ctx.is_min = is_min
+        return dev.minimum(a, b) if is_min else dev.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved
+        dev = ctx.device
+        first = (a < b) if ctx.is_min else (a > b)
+        tie = a == b
+        wa = first + 0.5 * tie
+        need = ctx.needs_input_grad
+        ga = g * wa if need[0] else None
+        gb = g * (1 - wa) if need[1] else None
+        return (ga.astype(g.dtype, copy=False) if ga is not None else None,
+                gb.astype(g.dtype, copy=False) if gb is not None else None, None)
+
+
+class MaskedFill(Function):
+    @staticmethod
+    def forward(ctx, a, mask, value):
+        ctx.saved = mask
+        return ctx.device.where(mask, a.dtype.type(value), a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.device.where(ctx.saved, g.dtype.type(0), g), None, None

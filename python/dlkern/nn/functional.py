@@ -245,17 +245,39 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     """The fused log-softmax + NLL kernel. input (N, C) or (N, C, d1, ...), target
     integer classes (N,) or (N, d1, ...)."""
     _check_reduction(reduction, "cross_entropy")
+    t_raw = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if t_raw.dtype.kind == "f":
+        return _cross_entropy_probs(input, target, weight, reduction, label_smoothing)
     t = _target_array(target, "cross_entropy")
-    if input.ndim < 1 or (input.ndim >= 2 and (t.shape[0] != input.shape[0] or t.shape[1:] != input.shape[2:])) \
-            or (input.ndim == 1 and t.ndim != 0):
-        raise ValueError(f"cross_entropy: input has shape {tuple(input.shape)} but target has shape {tuple(t.shape)}")
-    if input.ndim == 1:  # unbatched (C,) with a 0-d target
-        return cross_entropy(input.unsqueeze(0), t.reshape(1), weight, ignore_index, reduction,
-                             label_smoothing).reshape(()) if reduction == "none" else \
-            cross_entropy(input.unsqueeze(0), t.reshape(1), weight, ignore_index, reduction, label_smoothing)
+    if input.ndim == 1:  # one unbatched sample (C,) with a 0-d target
+        if t.ndim != 0:
+            raise ValueError(f"cross_entropy: input has shape {tuple(input.shape)} but target has shape {t.shape}")
+        out = cross_entropy(input.unsqueeze(0), t.reshape(1), weight, ignore_index, reduction, label_smoothing)
+        return out.reshape(()) if reduction == "none" else out
+    if input.ndim < 2 or t.shape != (input.shape[0],) + tuple(input.shape[2:]):
+        raise ValueError(f"cross_entropy: input has shape {tuple(input.shape)} but target has shape {t.shape} "
+                         f"(expected {(input.shape[0],) + tuple(input.shape[2:]) if input.ndim >= 2 else ()})")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     return _F.CrossEntropy.apply(input, t, _weight_array(weight), ignore_index, reduction, float(label_smoothing))
+
+
+def _cross_entropy_probs(input, target, weight, reduction, label_smoothing):
+    """Class-probability targets (same shape as input): -sum_c w_c t_c log_softmax(x)_c,
+    mean over samples (as PyTorch; weights do not renormalise here)."""
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"cross_entropy: probability target has shape {tuple(target.shape)} but input has "
+                         f"shape {tuple(input.shape)}")
+    if not isinstance(target, Tensor):
+        target = _tensor(target, dtype=input.dtype)
+    c = input.shape[1]
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / c
+    prod = log_softmax(input, dim=1) * target
+    if weight is not None:
+        w = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+        prod = prod * w.astype(input.dtype).reshape((1, c) + (1,) * (input.ndim - 2))
+    return _reduce(-prod.sum(1), reduction)
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
