@@ -119,7 +119,13 @@ CASES = [
      (1, 1, 0, 0)),
     ("same_even_kernel", (2, 2, 6, 7), (3, 2, 4, 2), dict(padding="same"), (1, 2, 0, 1)),
     ("lenet_c1", (3, 1, 12, 12), (6, 1, 5, 5), {}, (0, 0, 0, 0)),
-    # Wide rows take the stride-1 shifted-window path (no im2col).
+    # Wide rows with 16+ channels per group take the stride-1 shifted-window path
+    # (no im2col); with fewer channels the same geometry goes through im2col.
+    ("wide_shifted_c16", (2, 16, 6, 40), (4, 16, 3, 3), dict(padding=1), (1, 1, 1, 1)),
+    ("wide_shifted_groups_dil_c16", (2, 32, 7, 45), (6, 16, 3, 2), dict(padding=(1, 2), dilation=(2, 3), groups=2),
+     (1, 1, 2, 2)),
+    ("wide_shifted_same_even_c16", (2, 16, 5, 40), (3, 16, 4, 2), dict(padding="same"), (1, 2, 0, 1)),
+    ("lenet_c1_padded_wide", (2, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), (2, 2, 2, 2)),
     ("wide_shifted", (2, 3, 6, 40), (4, 3, 3, 3), dict(padding=1), (1, 1, 1, 1)),
     ("wide_shifted_groups_dil", (2, 4, 7, 45), (6, 2, 3, 2), dict(padding=(1, 2), dilation=(2, 3), groups=2),
      (1, 1, 2, 2)),
@@ -135,6 +141,7 @@ CASES = [
     # Big enough that 2 threads split the images; several im2col chunks per image.
     ("threaded_chunks", (4, 16, 20, 20), (8, 16, 3, 3), dict(padding=1, stride=(1, 2)), (1, 1, 1, 1)),
     ("threaded_shifted", (4, 8, 24, 64), (8, 8, 3, 3), dict(padding=1), (1, 1, 1, 1)),
+    ("threaded_shifted_c16", (4, 16, 24, 64), (8, 16, 3, 3), dict(padding=1), (1, 1, 1, 1)),
 ]
 
 
@@ -203,6 +210,7 @@ GRAD_CASES = [
     ("depthwise_dil2", (2, 3, 6, 6), (3, 1, 3, 3), dict(padding=2, dilation=2, groups=3)),
     ("pointwise", (2, 3, 3, 4), (2, 3, 1, 1), {}),
     ("shifted", (1, 2, 3, 18), (2, 2, 3, 3), dict(padding=1)),
+    ("shifted_c16", (1, 16, 3, 18), (2, 16, 3, 3), dict(padding=1)),
     ("shifted_stride2", (1, 2, 5, 34), (2, 2, 3, 3), dict(padding=1, stride=2)),
 ]
 

@@ -441,10 +441,14 @@ struct Shifted {
     bwd_rows = rows_for(p, wp, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
   }
 
-  // Worth it when the garbage pixels are at most an eighth of the work.
+  // Worth it when the garbage pixels are at most an eighth of the work and each tap's
+  // GEMM has a real depth: its k is the channels per group, and with a handful of
+  // channels (LeNet's first layer has one) im2col's single deep GEMM is far faster.
+  static constexpr int64_t kMinChannels = 16;
   static bool applies(const Plan& p) {
     const Conv2dShape& s = p.s;
-    if (p.pointwise || p.depthwise() || s.stride_h != 1 || s.stride_w != 1 || p.cg == 0) return false;
+    if (p.pointwise || p.depthwise() || s.stride_h != 1 || s.stride_w != 1 || p.cg < kMinChannels)
+      return false;
     const int64_t extra = s.dil_w * (s.kw - 1);
     return extra * 8 <= s.out_w + extra;
   }
