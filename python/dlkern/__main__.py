@@ -2,6 +2,7 @@
 
 Commands:
   info            what was built and what runs here (dlkern.build_info())
+  train           train a model on a real data set (default: an MLP on the 8x8 digits)
   bench <what>    benchmarks against NumPy/PyTorch; ``bench --help`` lists them
 """
 
@@ -64,11 +65,18 @@ def add_bench_command(commands) -> None:
         sub.set_defaults(handler=module.run)
 
 
+def add_train_command(commands) -> None:
+    from .train.cli import add_train_command as add
+
+    add(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dlkern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
     add_info_command(commands)
+    add_train_command(commands)
     add_bench_command(commands)
     return parser
 
@@ -76,11 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from .bench.common import BenchValidationError
+    from .train.checkpoint import CheckpointError
 
     try:
         return args.handler(args)
     except BenchValidationError as exc:
         # A wrong result must stop the run loudly, but as a message, not a traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, CheckpointError) as exc:
+        # Missing data sets, missing or damaged checkpoints: say what, not where.
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -10,12 +10,10 @@ from .dataset import Dataset, Subset, TensorDataset
 
 
 def _to_batch(array: np.ndarray):
-    """How a collated array is handed to the caller: a dlkern Tensor where the
-    package has one (wrapping, not copying), else the array itself."""
-    import dlkern
+    """A collated array as a dlkern Tensor (wrapping the fresh batch array, no copy)."""
+    from ..tensor import from_numpy
 
-    tensor = getattr(dlkern, "tensor", None)
-    return tensor(array) if tensor is not None else array
+    return from_numpy(np.ascontiguousarray(array))
 
 
 def default_collate(items):

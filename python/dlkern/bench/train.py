@@ -1,0 +1,197 @@
+"""Training steps per second, dlkern beside PyTorch on the same model, batch and optimizer.
+
+Models (float32, random inputs of the data sets' shapes):
+  mlp    MLP 784-256-256-10, batch 128, Adam lr 1e-3
+  lenet  LeNet-5 on 1x28x28, batch 64, SGD lr 0.01 momentum 0.9
+
+Before timing, both libraries start from the same weights and one step is checked:
+the losses and every parameter after the update must agree. A profile of dlkern's
+step then splits its time between the compiled kernels (dlkern._C calls) and Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from typing import Dict, List
+
+import numpy as np
+
+import dlkern
+from dlkern import nn, optim
+from dlkern.models import LeNet5, MLP
+
+from . import common
+
+DESCRIPTION = "training steps/s of MLP and LeNet-5 vs PyTorch"
+MODELS = ("mlp", "lenet")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default="mlp,lenet", help="comma list of: " + ", ".join(MODELS))
+    parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default="bench/results/train.md")
+    parser.add_argument("--no-torch", action="store_true", help="benchmark dlkern alone")
+
+
+# ----------------------------------------------------------------------------- models
+
+def build_dlkern(name: str):
+    dlkern.manual_seed(0)
+    if name == "mlp":
+        model = MLP(784, (256, 256), 10)
+        return model, optim.Adam(model.parameters(), lr=1e-3), (128, 784)
+    model = LeNet5(1, 10, input_size=28)
+    return model, optim.SGD(model.parameters(), lr=0.01, momentum=0.9), (64, 1, 28, 28)
+
+
+def build_torch(torch, name: str, dl_model):
+    tnn = torch.nn
+    if name == "mlp":
+        model = tnn.Sequential(tnn.Flatten(), tnn.Linear(784, 256), tnn.ReLU(), tnn.Linear(256, 256),
+                               tnn.ReLU(), tnn.Linear(256, 10))
+    else:
+        model = tnn.Sequential(
+            tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
+            tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2),
+            tnn.Flatten(), tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(),
+            tnn.Linear(84, 10))
+    # Same weights, in parameter order (both models list weight, bias per layer in order).
+    with torch.no_grad():
+        for tp, dp in zip(model.parameters(), dl_model.parameters()):
+            tp.copy_(torch.from_numpy(dp.data.copy()))
+    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if name == "mlp"
+           else torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    return model, opt
+
+
+def make_batch(shape, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape).astype(np.float32), rng.integers(0, 10, shape[0]).astype(np.int64)
+
+
+def dlkern_step(model, opt, x, y):
+    def step():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def torch_step(torch, model, opt, x, y):
+    def step():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+# ----------------------------------------------------------------------------- checks
+
+def validate(name, torch, dl, tc, x_np, y_np) -> float:
+    """One step of each from identical weights: losses and updated weights must agree."""
+    (dl_model, dl_opt), (t_model, t_opt) = dl, tc
+    dl_loss = float(dlkern_step(dl_model, dl_opt, dlkern.from_numpy(x_np), dlkern.from_numpy(y_np))().item())
+    t_loss = float(torch_step(torch, t_model, t_opt, torch.from_numpy(x_np), torch.from_numpy(y_np))().item())
+    worst = abs(dl_loss - t_loss) / max(abs(t_loss), 1e-6)
+    for dp, tp in zip(dl_model.parameters(), t_model.parameters()):
+        scale = max(float(np.abs(tp.detach().numpy()).max()), 1e-6)
+        worst = max(worst, float(np.abs(dp.data - tp.detach().numpy()).max()) / scale)
+    if not worst < 1e-3:
+        raise common.BenchValidationError(f"{name}: dlkern and PyTorch disagree after one step "
+                                          f"(worst relative difference {worst:.2e})")
+    return worst
+
+
+def kernel_share(step, calls: int = 50) -> float:
+    """Fraction of a step's time spent inside dlkern._C (compiled kernels)."""
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(calls):
+        step()
+    profile.disable()
+    stats = pstats.Stats(profile)
+    total = kernel = 0.0
+    for (filename, _line, func), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+        total += tottime
+        if filename == "~" and "dlkern._C" in func:
+            kernel += tottime
+    return kernel / total if total > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------- run
+
+def bench_model(name, n_threads, args, torch) -> Dict:
+    x_np, y_np = make_batch(build_dlkern(name)[2])
+    dl_model, dl_opt, _ = build_dlkern(name)
+    row = {"model": name, "threads": n_threads}
+    contenders: List[common.Contender] = []
+    if torch is not None:
+        t_model, t_opt = build_torch(torch, name, dl_model)
+        row["max_rel_diff"] = validate(name, torch, (dl_model, dl_opt), (t_model, t_opt), x_np, y_np)
+        contenders.append(common.Contender("PyTorch", torch_step(torch, t_model, t_opt, torch.from_numpy(x_np),
+                                                                 torch.from_numpy(y_np))))
+    step = dlkern_step(dl_model, dl_opt, dlkern.from_numpy(x_np), dlkern.from_numpy(y_np))
+    contenders.insert(0, common.Contender("dlkern", step))
+    with common.pinned_threads(n_threads, torch):
+        timings = common.measure_interleaved(contenders, args.repeats, n_threads)
+        row["kernel_share"] = kernel_share(step)
+    for contender in contenders:
+        row[contender.name] = 1.0 / timings[contender.name].median
+    return row
+
+
+def run(args) -> int:
+    torch, why = (None, "--no-torch") if args.no_torch else common.optional_import("torch")
+    if torch is None:
+        print(f"PyTorch not available, benchmarking dlkern alone ({why})")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"error: unknown model(s) {unknown}; choose from {list(MODELS)}")
+    threads = [int(t) for t in args.threads.split(",")]
+    notes, rows = [], []
+    started = time.perf_counter()
+    for n_threads in threads:
+        if n_threads > 1:
+            probe = dlkern_step(*build_dlkern("mlp")[:2], *map(dlkern.from_numpy, make_batch((128, 784))))
+            notes.append(common.check_thread_scaling(probe, n_threads).describe())
+            print(notes[-1])
+        for name in models:
+            row = bench_model(name, n_threads, args, torch)
+            rows.append(row)
+            ratio = f"{row['dlkern'] / row['PyTorch']:.2f}x" if "PyTorch" in row else "-"
+            print(f"[{n_threads}T] {name}: dlkern {row['dlkern']:.1f} steps/s"
+                  + (f" | PyTorch {row['PyTorch']:.1f} steps/s | dlkern/PyTorch {ratio}" if "PyTorch" in row else "")
+                  + f" | kernels {100 * row['kernel_share']:.0f}% of dlkern's step", flush=True)
+    headers = ["model", "threads", "dlkern steps/s", "PyTorch steps/s", "dlkern/PyTorch",
+               "dlkern time in kernels", "check (max rel. diff)"]
+    table = [[r["model"], str(r["threads"]), f"{r['dlkern']:.1f}",
+              f"{r['PyTorch']:.1f}" if "PyTorch" in r else "-",
+              f"{r['dlkern'] / r['PyTorch']:.2f}x" if "PyTorch" in r else "-",
+              f"{100 * r['kernel_share']:.0f}%",
+              f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else "-"] for r in rows]
+    out = common.resolve_output_path(args.out)
+    machine = common.describe_machine(torch, why)
+    lines = ["# dlkern training-step benchmark", "",
+             f"- **date**: {common.timestamp()}", f"- **command**: `{common.command_line()}`",
+             "- **models**: MLP 784-256-256-10 batch 128 Adam lr 1e-3; LeNet-5 1x28x28 batch 64 SGD lr 0.01 "
+             "momentum 0.9; float32; one step = zero_grad, forward, cross-entropy, backward, optimizer step",
+             "- **method**: same initial weights in both libraries, one step checked (loss and updated weights) "
+             "before timing; medians of interleaved samples; ratio = dlkern steps/s / PyTorch steps/s",
+             "- **kernel share**: fraction of dlkern's step (cProfile) spent inside compiled dlkern._C calls; "
+             "the rest is Python (autograd, modules, optimizer) and NumPy", ""]
+    lines += [f"> {note}" for note in notes] + [""]
+    lines += common.markdown_table(headers, table) + ["", "## Machine", ""] + common.machine_markdown(machine)
+    out.write_text("\n".join(lines) + "\n")
+    print()
+    print(common.text_table(headers, table))
+    print(f"\n{time.perf_counter() - started:.1f} s; wrote {out}")
+    return 0

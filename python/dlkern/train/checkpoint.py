@@ -1,0 +1,97 @@
+"""Checkpoints as .npz files: every array stored as itself, everything else (numbers,
+strings, nesting, dict key types) in one JSON document beside them.
+
+Saving writes a temporary file in the same directory, flushes it to disk and renames
+it over the target, so an interrupted save never leaves a broken checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+_META_KEY = "__meta__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read back (damaged, truncated, not a checkpoint)."""
+
+
+def _encode(value, arrays):
+    """JSON-able form of `value`; arrays move to `arrays` and leave a reference."""
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a Tensor
+        value = value.numpy()
+    if isinstance(value, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = np.ascontiguousarray(value)
+        return {"__array__": key}
+    if isinstance(value, dict):
+        return {"__dict__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {"__tuple__" if isinstance(value, tuple) else "__list__": [_encode(v, arrays) for v in value]}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"save_checkpoint: cannot store a {type(value).__name__}")
+
+
+def _decode(value, arrays):
+    if isinstance(value, dict):
+        if "__array__" in value:
+            return arrays[value["__array__"]]
+        if "__dict__" in value:
+            return {_decode(k, arrays): _decode(v, arrays) for k, v in value["__dict__"]}
+        if "__list__" in value:
+            return [_decode(v, arrays) for v in value["__list__"]]
+        if "__tuple__" in value:
+            return tuple(_decode(v, arrays) for v in value["__tuple__"])
+    return value
+
+
+def save_checkpoint(path, state: dict) -> Path:
+    """Write `state` (nested dicts/lists of arrays, Tensors and plain values) to `path`."""
+    path = Path(path)
+    arrays = {}
+    meta = json.dumps(_encode(state, arrays))
+    arrays[_META_KEY] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
+    directory = path.parent if str(path.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path) -> dict:
+    """The state saved by save_checkpoint. FileNotFoundError if missing;
+    CheckpointError if the file is damaged, truncated or not a dlkern checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} is damaged or truncated ({exc})") from exc
+    if _META_KEY not in arrays:
+        raise CheckpointError(f"checkpoint {path} is not a dlkern checkpoint (no {_META_KEY} entry)")
+    try:
+        meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} has an unreadable header ({exc})") from exc
+    return _decode(meta, arrays)
+

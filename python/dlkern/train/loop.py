@@ -1,0 +1,143 @@
+"""``fit``: the training loop (train, evaluate, checkpoint, resume) with progress."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from .. import nn, no_grad
+from ..tensor import default_generator
+from .checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a fit() run (lists indexed by epoch, resumed epochs included
+    only from the resume point on)."""
+
+    epochs: List[int] = field(default_factory=list)
+    train_loss: List[float] = field(default_factory=list)
+    train_accuracy: List[float] = field(default_factory=list)
+    test_accuracy: List[float] = field(default_factory=list)
+    seconds: float = 0.0        # wall time of the run, evaluation and checkpoints included
+    train_seconds: float = 0.0  # time spent in training steps
+    samples: int = 0
+
+    @property
+    def samples_per_second(self) -> float:
+        """Training throughput: samples per second of training-step time."""
+        return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+def evaluate(model, loader) -> float:
+    """Classification accuracy of `model` over `loader` (eval mode, no graph)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with no_grad():
+        for xb, yb in loader:
+            pred = model(xb).data.argmax(axis=1)
+            labels = yb.data if hasattr(yb, "data") else np.asarray(yb)
+            correct += int((pred == labels).sum())
+            total += labels.shape[0]
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def _progress(iterable, total, desc, enabled):
+    """tqdm over `iterable` when it is installed and stderr is a terminal."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if enabled:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            enabled = False
+        else:
+            return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return iterable
+
+
+def _rng_state(loader):
+    gen = getattr(loader, "generator", None)
+    return {"dlkern": default_generator().bit_generator.state,
+            "loader": gen.bit_generator.state if gen is not None else None}
+
+
+def _set_rng_state(loader, state):
+    default_generator().bit_generator.state = state["dlkern"]
+    gen = getattr(loader, "generator", None)
+    if gen is not None and state.get("loader") is not None:
+        gen.bit_generator.state = state["loader"]
+
+
+def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None, test_loader=None,
+        scheduler=None, scheduler_per_batch: bool = False, checkpoint=None, resume: bool = False,
+        progress: Optional[bool] = None, log: Callable[[str], None] = print) -> History:
+    """Train `model` for `epochs` epochs and return a History.
+
+    Each epoch: train on every batch of `train_loader` (zero_grad, forward, loss,
+    backward, step), step the scheduler (per batch with `scheduler_per_batch`, else
+    per epoch), measure test accuracy on `test_loader`, and save a checkpoint to
+    `checkpoint` (model, optimizer, scheduler, RNG states, epoch). With `resume`,
+    training continues from that checkpoint and ends with the same weights as an
+    uninterrupted run. `progress`: tqdm bars (None: only on a terminal).
+    """
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    history = History()
+    start_epoch = 0
+    if resume:
+        if checkpoint is None:
+            raise ValueError("fit: resume=True needs a checkpoint path")
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(train_loader, state["rng"])
+        start_epoch = int(state["epoch"])
+        log(f"resumed from {checkpoint} at epoch {start_epoch}")
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = _progress(train_loader, len(train_loader), f"epoch {epoch + 1}/{epochs}", progress)
+        epoch_started = time.perf_counter()
+        for xb, yb in batches:
+            optimizer.zero_grad()
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None and scheduler_per_batch:
+                scheduler.step()
+            n = yb.shape[0]
+            loss_sum += float(loss.item()) * n
+            correct += int((out.data.argmax(axis=1) == yb.data).sum())
+            seen += n
+        history.train_seconds += time.perf_counter() - epoch_started
+        if scheduler is not None and not scheduler_per_batch:
+            scheduler.step()
+        history.epochs.append(epoch + 1)
+        history.train_loss.append(loss_sum / max(seen, 1))
+        history.train_accuracy.append(correct / max(seen, 1))
+        history.samples += seen
+        test_acc = evaluate(model, test_loader) if test_loader is not None else float("nan")
+        history.test_accuracy.append(test_acc)
+        log(f"epoch {epoch + 1:3d}/{epochs}  train loss {history.train_loss[-1]:.4f}  "
+            f"train acc {history.train_accuracy[-1]:.4f}  test acc {test_acc:.4f}")
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": _rng_state(train_loader),
+            })
+    history.seconds = time.perf_counter() - started
+    return history
