@@ -17,6 +17,7 @@ from .tensor import (Tensor, tensor, from_numpy, zeros, ones, empty, full, randn
                      logsumexp, argmax, argmin, reshape, transpose, permute, flatten, squeeze, unsqueeze,
                      softmax, log_softmax, sin, cos, maximum, minimum, masked_fill, tril, triu, float32, float64, float16, int32, int64, long, bool_)
 from . import nn
+from . import optim, data
 
 __version__ = _C.build_info()["version"]
 

@@ -291,6 +291,9 @@ class Tensor:
     def __neg__(self):
         return _F.Neg.apply(self)
 
+    def __abs__(self):
+        return self.abs()
+
     def __pos__(self):
         return self
 
