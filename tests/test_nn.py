@@ -147,7 +147,7 @@ def test_module_to_dtype_keeps_parameter_objects():
     assert out.dtype == np.float64
     net.to(dlkern.float32)
     assert net.fc1.weight.dtype == np.float32
-    with pytest.raises(RuntimeError, match="without CUDA"):
+    with pytest.raises(RuntimeError, match=r"device 'cuda' requested but"):
         net.to("cuda")
 
 
