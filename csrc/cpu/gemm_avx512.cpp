@@ -13,31 +13,10 @@
 namespace dlkern::cpu::avx512 {
 namespace {
 
-struct SimdF32 {
-  using T = float;
-  using V = __m512;
-  static constexpr int L = 16;
-  static V zero() { return _mm512_setzero_ps(); }
-  static V load(const T* p) { return _mm512_loadu_ps(p); }
-  static void store(T* p, V v) { _mm512_storeu_ps(p, v); }
-  static V bcast(T x) { return _mm512_set1_ps(x); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-};
+#include "cpu/simd_avx512.h"
 
-struct SimdF64 {
-  using T = double;
-  using V = __m512d;
-  static constexpr int L = 8;
-  static V zero() { return _mm512_setzero_pd(); }
-  static V load(const T* p) { return _mm512_loadu_pd(p); }
-  static void store(T* p, V v) { _mm512_storeu_pd(p, v); }
-  static V bcast(T x) { return _mm512_set1_pd(x); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-  static V add(V a, V b) { return _mm512_add_pd(a, b); }
-};
+using SimdF32 = VecF32;
+using SimdF64 = VecF64;
 
 #include "cpu/gemm_driver.h"
 

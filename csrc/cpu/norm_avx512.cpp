@@ -8,18 +8,9 @@
 namespace dlkern::cpu::avx512 {
 namespace {
 
-struct SimdF32 {
-  using T = float;
-  using V = __m512;
-  static constexpr int L = 16;
-  static V zero() { return _mm512_setzero_ps(); }
-  static V load(const T* p) { return _mm512_loadu_ps(p); }
-  static void store(T* p, V v) { _mm512_storeu_ps(p, v); }
-  static V bcast(T x) { return _mm512_set1_ps(x); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+#include "cpu/simd_avx512.h"
+
+struct SimdF32 : VecF32 {
   // Butterfly over 256-, 128-, 64- and 32-bit halves. The maskz forms: GCC 12's
   // _mm512_reduce_add_ps and 512->256 casts trip -Wuninitialized in its own headers.
   static T hsum(V v) {
@@ -33,18 +24,7 @@ struct SimdF32 {
   static void fence() { _mm_sfence(); }
 };
 
-struct SimdF64 {
-  using T = double;
-  using V = __m512d;
-  static constexpr int L = 8;
-  static V zero() { return _mm512_setzero_pd(); }
-  static V load(const T* p) { return _mm512_loadu_pd(p); }
-  static void store(T* p, V v) { _mm512_storeu_pd(p, v); }
-  static V bcast(T x) { return _mm512_set1_pd(x); }
-  static V add(V a, V b) { return _mm512_add_pd(a, b); }
-  static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
-  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+struct SimdF64 : VecF64 {
   static T hsum(V v) {
     v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0x4E));
     v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0xB1));
