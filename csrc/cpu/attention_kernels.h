@@ -1,0 +1,387 @@
+// Attention kernels written once over a vector type S (softmax_simd.h), compiled per
+// ISA by attention_<isa>.cpp inside its anonymous namespace. Plain loops only (no std
+// templates in ISA code).
+//
+// Layout. A tile's scores are kept transposed, S^T (keys x query rows), with query rows
+// along the vector lanes. Every product of the forward and backward is then one shape,
+// C[m, lanes] += sum_k A[m, k] * B[k, lanes] with A read as broadcast scalars through
+// any strides: K and V are used in place (never packed or repeated), the row max / sum /
+// exp of the online softmax are lane-wise (no horizontal reductions), and one tile can
+// hold the rows of all query heads sharing a kv head, so each K/V row is read once per
+// tile (GQA, and the memory-bound decode step).
+//
+// Rows. For batch b and kv head hk, the g = Hq/Hkv query heads give R = g*Tq rows,
+// ordered r = i*g + (h - hk*g) so that a tile of consecutive rows spans few query
+// positions (causal tiles stay triangular) and all heads of the group.
+#pragma once
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+
+// splitmix64's finaliser: the counter hash behind attention dropout.
+inline uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+inline uint64_t dropout_row_key(uint64_t seed, int64_t b, int64_t h, int64_t i) {
+  uint64_t x = mix64(seed + 0x9e3779b97f4a7c15ULL);
+  x = mix64(x ^ static_cast<uint64_t>(b));
+  x = mix64(x ^ static_cast<uint64_t>(h));
+  return mix64(x ^ static_cast<uint64_t>(i));
+}
+// Uniform in [0, 1) for key j of the row: 53 bits of splitmix64's next value.
+inline double dropout_uniform(uint64_t row_key, int64_t j) {
+  return static_cast<double>(mix64(row_key + static_cast<uint64_t>(j) * 0x9e3779b97f4a7c15ULL) >> 11) *
+         1.1102230246251565e-16;
+}
+
+template <typename S>
+struct AttentionKernels {
+  using T = typename S::T;
+  using V = typename S::V;
+  using Problem = dlkern::cpu::AttentionProblem<T>;
+  using View = dlkern::cpu::HeadView<T>;
+  static constexpr int L = S::L;
+  static constexpr int kMR = 4;               // micro-tile rows (broadcast scalars)
+  static constexpr int kNV = L == 16 ? 4 : 2;  // micro-tile vectors: 16 (AVX-512) or 8 accumulators
+  static constexpr int64_t kBr = 64;          // query rows per tile (a multiple of every L)
+  static constexpr int64_t kBc = 64;          // keys per tile
+
+  static T neg_inf() { return -__builtin_inf(); }
+  static T big() { return sizeof(T) == 4 ? T(3.4028234663852886e38) : T(1.7976931348623157e308); }
+
+  // C[m, 0:MR lanes...]: C[m*ldc + v*L + lane] (+)= sum_k A[m*am + k*ak] * B[k*ldb + v*L + lane].
+  template <int MR, int NV>
+  static void micro(int64_t K, const T* A, int64_t am, int64_t ak, const T* B, int64_t ldb, T* C, int64_t ldc,
+                    bool accumulate) {
+    V c[MR][NV];
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[m][v] = accumulate ? S::load(C + m * ldc + v * L) : S::bcast(T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      V b[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) b[v] = S::load(B + k * ldb + v * L);
+#pragma GCC unroll 4
+      for (int m = 0; m < MR; ++m) {
+        const V a = S::bcast(A[m * am + k * ak]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) c[m][v] = S::fma(a, b[v], c[m][v]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) S::store(C + m * ldc + v * L, c[m][v]);
+  }
+
+  // C (M x nvec*L, row stride ldc) (+)= A (M x K, strides am, ak) * B (K x nvec*L, row stride ldb).
+  static void gemm(int64_t M, int64_t nvec, int64_t K, const T* A, int64_t am, int64_t ak, const T* B, int64_t ldb,
+                   T* C, int64_t ldc, bool accumulate) {
+    int64_t n = 0;
+    for (; n + kNV <= nvec; n += kNV) {
+      int64_t m = 0;
+      for (; m + kMR <= M; m += kMR)
+        micro<kMR, kNV>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
+      for (; m < M; ++m) micro<1, kNV>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
+    }
+    for (; n < nvec; ++n) {
+      int64_t m = 0;
+      for (; m + kMR <= M; m += kMR)
+        micro<kMR, 1>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
+      for (; m < M; ++m) micro<1, 1>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
+    }
+  }
+
+  // The rows r0 .. r0+nr-1 of the (b, hk) group: position, head and what masks them.
+  struct Rows {
+    int64_t nr = 0, padded = 0;  // padded: nr rounded up to whole vectors
+    int64_t i[kBr], head[kBr], kend[kBr], moff[kBr];
+    uint64_t dkey[kBr];
+    int64_t kend_min = 0, kend_max = 0;  // keys j < kend[r] may take part in row r
+
+    Rows(const Problem& pr, int64_t b, int64_t hk, int64_t r0, int64_t n) : nr(n), padded(round_up(n, L)) {
+      const int64_t g = pr.Hq / pr.Hkv;
+      kend_min = pr.Tk;
+      kend_max = 0;
+      for (int64_t rr = 0; rr < nr; ++rr) {
+        const int64_t r = r0 + rr;
+        i[rr] = r / g;
+        head[rr] = hk * g + r % g;
+        kend[rr] = pr.causal ? imax(0, imin(pr.Tk, i[rr] + pr.causal_offset + 1)) : pr.Tk;
+        moff[rr] = b * pr.m_sb + head[rr] * pr.m_sh + i[rr] * pr.m_sq;
+        dkey[rr] = pr.dropout_p > 0 ? dropout_row_key(pr.seed, b, head[rr], i[rr]) : 0;
+        kend_min = imin(kend_min, kend[rr]);
+        kend_max = imax(kend_max, kend[rr]);
+      }
+    }
+  };
+
+  // Causal limit and attn_mask on the tile ST (n keys from j0, row stride ld).
+  static void apply_masks(const Problem& pr, const Rows& rw, T* ST, int64_t ld, int64_t j0, int64_t n) {
+    if (pr.causal && j0 + n > rw.kend_min) {
+      for (int64_t rr = 0; rr < rw.nr; ++rr)
+        for (int64_t j = imax(rw.kend[rr] - j0, 0); j < n; ++j) ST[j * ld + rr] = neg_inf();
+    }
+    if (pr.mask_kind == dlkern::cpu::MaskKind::boolean) {
+      const unsigned char* mb = static_cast<const unsigned char*>(pr.mask);
+      for (int64_t rr = 0; rr < rw.nr; ++rr) {
+        const unsigned char* m = mb + rw.moff[rr] + j0 * pr.m_sk;
+        for (int64_t j = 0; j < n; ++j)
+          if (!m[j * pr.m_sk]) ST[j * ld + rr] = neg_inf();
+      }
+    } else if (pr.mask_kind == dlkern::cpu::MaskKind::additive) {
+      const T* mf = static_cast<const T*>(pr.mask);
+      for (int64_t rr = 0; rr < rw.nr; ++rr) {
+        const T* m = mf + rw.moff[rr] + j0 * pr.m_sk;
+        for (int64_t j = 0; j < n; ++j) ST[j * ld + rr] += m[j * pr.m_sk];
+      }
+    }
+  }
+
+  // X[j, rr] *= keep(j0 + j, rr) / (1 - p) (0 when dropped); Y, when given, gets P * that.
+  static void apply_dropout(const Problem& pr, const Rows& rw, T* X, T* Y, const T* P, int64_t ld, int64_t j0,
+                            int64_t n) {
+    const T inv_keep = T(1.0 / (1.0 - pr.dropout_p));
+    for (int64_t rr = 0; rr < rw.nr; ++rr)
+      for (int64_t j = 0; j < n; ++j) {
+        const T z = dropout_uniform(rw.dkey[rr], j0 + j) >= pr.dropout_p ? inv_keep : T(0);
+        X[j * ld + rr] *= z;
+        if (Y) Y[j * ld + rr] = P[j * ld + rr] * z;
+      }
+  }
+
+  // ---- forward ----
+
+  // Online softmax over keys [k_lo, k_hi) for the rows rw of group (b, hk): OT (Dv x
+  // padded) gets the unnormalised sum of p * v, m the row max, l the row sum of p.
+  static void forward_tile(const Problem& pr, const Rows& rw, int64_t b, int64_t hk, int64_t k_lo, int64_t k_hi,
+                           T* OT, T* m, T* l, T* ws) {
+    const int64_t ld = rw.padded, nv = ld / L;
+    T* QT = ws;                // D x ld, scaled queries, transposed
+    T* ST = QT + pr.D * ld;    // kBc x ld
+    T* alpha = ST + kBc * ld;  // ld
+    for (int64_t rr = 0; rr < ld; ++rr) {
+      if (rr < rw.nr) {
+        const T* qr = pr.q.row(b, rw.head[rr], rw.i[rr]);
+        for (int64_t d = 0; d < pr.D; ++d) QT[d * ld + rr] = qr[d] * pr.scale;
+      } else {
+        for (int64_t d = 0; d < pr.D; ++d) QT[d * ld + rr] = T(0);
+      }
+      m[rr] = neg_inf();
+      l[rr] = T(0);
+    }
+    for (int64_t x = 0; x < pr.Dv * ld; ++x) OT[x] = T(0);
+    k_hi = imin(k_hi, rw.kend_max);
+    const V vbig = S::bcast(-big());
+    for (int64_t j0 = k_lo; j0 < k_hi; j0 += kBc) {
+      const int64_t n = imin(kBc, k_hi - j0);
+      gemm(n, nv, pr.D, pr.k.row(b, hk, j0), pr.k.st, 1, QT, ld, ST, ld, false);
+      apply_masks(pr, rw, ST, ld, j0, n);
+      for (int64_t c = 0; c < ld; c += L) {
+        V mx = S::bcast(neg_inf());
+        for (int64_t j = 0; j < n; ++j) mx = S::max(mx, S::load(ST + j * ld + c));
+        const V mold = S::load(m + c);
+        const V mnew = S::max(mold, mx);
+        const V muse = S::max(mnew, vbig);  // a row still all -inf subtracts a finite value
+        V sum = S::bcast(T(0));
+        for (int64_t j = 0; j < n; ++j) {
+          const V e = S::exp(S::sub(S::load(ST + j * ld + c), muse));
+          S::store(ST + j * ld + c, e);
+          sum = S::add(sum, e);
+        }
+        const V a = S::exp(S::sub(mold, muse));
+        S::store(alpha + c, a);
+        S::store(l + c, S::fma(S::load(l + c), a, sum));
+        S::store(m + c, mnew);
+      }
+      if (pr.dropout_p > 0) apply_dropout(pr, rw, ST, nullptr, nullptr, ld, j0, n);
+      for (int64_t e = 0; e < pr.Dv; ++e)
+        for (int64_t c = 0; c < ld; c += L) S::store(OT + e * ld + c, S::mul(S::load(OT + e * ld + c), S::load(alpha + c)));
+      gemm(pr.Dv, nv, n, pr.v.row(b, hk, j0), 1, pr.v.st, ST, ld, OT, ld, true);
+    }
+  }
+
+  // Merges nsplit partial tiles (OT, m, l, each part `part` elements apart) of rows rw
+  // into out and lse.
+  static void finish_rows(const Problem& pr, const Rows& rw, int64_t b, const T* parts, int64_t part, int64_t nsplit,
+                          T* out, T* lse) {
+    const int64_t ld = rw.padded;
+    for (int64_t rr = 0; rr < rw.nr; ++rr) {
+      T mx = neg_inf();
+      for (int64_t s = 0; s < nsplit; ++s) {
+        const T ms = parts[s * part + pr.Dv * ld + rr];
+        mx = ms > mx ? ms : mx;
+      }
+      T* o = out + ((b * pr.Hq + rw.head[rr]) * pr.Tq + rw.i[rr]) * pr.Dv;
+      T* ls = lse + (b * pr.Hq + rw.head[rr]) * pr.Tq + rw.i[rr];
+      T w[64];
+      T tot = T(0);
+      for (int64_t s = 0; s < nsplit; ++s) {
+        const T* p = parts + s * part;
+        w[s] = mx == neg_inf() ? T(0) : std::exp(p[pr.Dv * ld + rr] - mx);
+        tot += w[s] * p[pr.Dv * ld + ld + rr];
+      }
+      if (!(tot > T(0))) {
+        for (int64_t e = 0; e < pr.Dv; ++e) o[e] = T(0);
+        *ls = neg_inf();
+        continue;
+      }
+      for (int64_t s = 0; s < nsplit; ++s) w[s] /= tot;
+      for (int64_t e = 0; e < pr.Dv; ++e) {
+        T acc = T(0);
+        for (int64_t s = 0; s < nsplit; ++s) acc += w[s] * parts[s * part + e * ld + rr];
+        o[e] = acc;
+      }
+      *ls = mx + std::log(tot);
+    }
+  }
+
+  static T* thread_workspace(int64_t elems) {
+    static thread_local dlkern::AlignedBuffer buf;
+    return buf.reserve_elements<T>(static_cast<size_t>(elems));
+  }
+
+  static void forward(const Problem& pr, T* out, T* lse, int nthreads) {
+    const int64_t g = pr.Hq / pr.Hkv, R = g * pr.Tq;
+    const int64_t nqb = (R + kBr - 1) / kBr, groups = pr.B * pr.Hkv, tasks = groups * nqb;
+    const int64_t nkb = (pr.Tk + kBc - 1) / kBc;
+    // Too few tiles for the threads (a decode step): split the keys too and merge the
+    // partial max / sum / output afterwards (flash-decoding).
+    int64_t nsplit = 1;
+    if (tasks < nthreads && nkb > 1) nsplit = imin(imin(nkb, nthreads / tasks), 64);
+    const int64_t kb_per_split = (nkb + nsplit - 1) / nsplit;
+    const int64_t part = (pr.Dv + 2) * kBr;  // OT, m, l of one tile
+    const int64_t ws_elems = (pr.D + kBc + 1) * kBr;
+    dlkern::AlignedBuffer split_buf;
+    T* parts = nsplit > 1 ? split_buf.reserve_elements<T>(static_cast<size_t>(tasks * nsplit * part)) : nullptr;
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic) if (nthreads > 1)
+    for (int64_t t = 0; t < tasks * nsplit; ++t) {
+      const int64_t s = t % nsplit, task = t / nsplit, qb = task % nqb, grp = task / nqb;
+      const int64_t b = grp / pr.Hkv, hk = grp % pr.Hkv, r0 = qb * kBr;
+      const Rows rw(pr, b, hk, r0, imin(kBr, R - r0));
+      T* ws = thread_workspace(ws_elems + (nsplit > 1 ? 0 : part));
+      T* tile = nsplit > 1 ? parts + t * part : ws + ws_elems;
+      const int64_t ld = rw.padded;
+      forward_tile(pr, rw, b, hk, s * kb_per_split * kBc, imin(pr.Tk, (s + 1) * kb_per_split * kBc), tile,
+                   tile + pr.Dv * ld, tile + pr.Dv * ld + ld, ws);
+      if (nsplit == 1) finish_rows(pr, rw, b, tile, part, 1, out, lse);
+    }
+    if (nsplit == 1) return;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t qb = task % nqb, grp = task / nqb, b = grp / pr.Hkv, hk = grp % pr.Hkv, r0 = qb * kBr;
+      const Rows rw(pr, b, hk, r0, imin(kBr, R - r0));
+      finish_rows(pr, rw, b, parts + task * nsplit * part, part, nsplit, out, lse);
+    }
+  }
+
+  // ---- backward (FlashAttention-2 style) ----
+
+  // One task per (b, kv head): it owns dK/dV of its keys and dQ of its g*Tq rows, so no
+  // two threads write the same gradient. Keys in tiles (outer), query rows inner.
+  static void backward_group(const Problem& pr, const View& dout, const View& o, const T* lse, int64_t b, int64_t hk,
+                             T* dq, T* dk, T* dv) {
+    const int64_t g = pr.Hq / pr.Hkv, R = g * pr.Tq, Rp = round_up(R, L);
+    const int64_t D = pr.D, Dv = pr.Dv, Dp = round_up(D, L), Dvp = round_up(Dv, L);
+    T* QT = thread_workspace(D * Rp * 2 + Dv * Rp + Rp * Dp + Rp * Dvp + 2 * Rp + 3 * kBc * kBr + kBc * (Dp + Dvp));
+    T* dQT = QT + D * Rp;     // D x Rp
+    T* dOT = dQT + D * Rp;    // Dv x Rp
+    T* Qr = dOT + Dv * Rp;    // Rp x Dp
+    T* dOr = Qr + Rp * Dp;    // Rp x Dvp
+    T* lse_r = dOr + Rp * Dvp;
+    T* delta = lse_r + Rp;
+    T* ST = delta + Rp;       // kBc x kBr each
+    T* dPT = ST + kBc * kBr;
+    T* PdT = dPT + kBc * kBr;
+    T* dKb = PdT + kBc * kBr; // kBc x Dp
+    T* dVb = dKb + kBc * Dp;  // kBc x Dvp
+    for (int64_t r = 0; r < Rp; ++r) {
+      const bool real = r < R;
+      const int64_t i = r / g, h = hk * g + r % g;
+      const T* qr = real ? pr.q.row(b, h, i) : nullptr;
+      const T* gr = real ? dout.row(b, h, i) : nullptr;
+      const T* orow = real ? o.row(b, h, i) : nullptr;
+      for (int64_t d = 0; d < Dp; ++d) {
+        const T x = real && d < D ? qr[d] : T(0);
+        Qr[r * Dp + d] = x;
+        if (d < D) {
+          QT[d * Rp + r] = x * pr.scale;
+          dQT[d * Rp + r] = T(0);
+        }
+      }
+      double dot = 0;
+      for (int64_t e = 0; e < Dvp; ++e) {
+        const T x = real && e < Dv ? gr[e] : T(0);
+        dOr[r * Dvp + e] = x;
+        if (e < Dv) {
+          dOT[e * Rp + r] = x;
+          if (real) dot += static_cast<double>(x) * orow[e];
+        }
+      }
+      delta[r] = T(dot);
+      // Padding lanes get lse = +inf (p = 0); a fully masked row's -inf becomes finite,
+      // its scores are all -inf so p = 0 too.
+      const T ls = real ? lse[(b * pr.Hq + h) * pr.Tq + i] : __builtin_inf();
+      lse_r[r] = ls > -big() ? ls : -big();
+    }
+    const V vscale = S::bcast(pr.scale);
+    for (int64_t j0 = 0; j0 < pr.Tk; j0 += kBc) {
+      const int64_t n = imin(kBc, pr.Tk - j0);
+      const T* Kb = pr.k.row(b, hk, j0);
+      const T* Vb = pr.v.row(b, hk, j0);
+      for (int64_t x = 0; x < n * Dp; ++x) dKb[x] = T(0);
+      for (int64_t x = 0; x < n * Dvp; ++x) dVb[x] = T(0);
+      for (int64_t r0 = 0; r0 < R; r0 += kBr) {
+        const Rows rw(pr, b, hk, r0, imin(kBr, R - r0));
+        if (rw.kend_max <= j0) continue;  // every row of the tile ends before these keys
+        const int64_t ld = rw.padded, nv = ld / L;
+        gemm(n, nv, D, Kb, pr.k.st, 1, QT + r0, Rp, ST, ld, false);
+        apply_masks(pr, rw, ST, ld, j0, n);
+        for (int64_t c = 0; c < ld; c += L) {
+          const V ls = S::load(lse_r + r0 + c);
+          for (int64_t j = 0; j < n; ++j) S::store(ST + j * ld + c, S::exp(S::sub(S::load(ST + j * ld + c), ls)));
+        }
+        gemm(n, nv, Dv, Vb, pr.v.st, 1, dOT + r0, Rp, dPT, ld, false);
+        const T* Pd = ST;
+        if (pr.dropout_p > 0) {
+          apply_dropout(pr, rw, dPT, PdT, ST, ld, j0, n);
+          Pd = PdT;
+        }
+        gemm(n, Dvp / L, rw.nr, Pd, ld, 1, dOr + r0 * Dvp, Dvp, dVb, Dvp, true);
+        for (int64_t c = 0; c < ld; c += L) {
+          const V dl = S::load(delta + r0 + c);
+          for (int64_t j = 0; j < n; ++j) {
+            const V ds = S::mul(S::load(ST + j * ld + c), S::sub(S::load(dPT + j * ld + c), dl));
+            S::store(dPT + j * ld + c, S::mul(ds, vscale));
+          }
+        }
+        gemm(n, Dp / L, rw.nr, dPT, ld, 1, Qr + r0 * Dp, Dp, dKb, Dp, true);
+        gemm(D, nv, n, Kb, 1, pr.k.st, dPT, ld, dQT + r0, Rp, true);
+      }
+      T* dkr = dk + ((b * pr.Hkv + hk) * pr.Tk + j0) * D;
+      T* dvr = dv + ((b * pr.Hkv + hk) * pr.Tk + j0) * Dv;
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t d = 0; d < D; ++d) dkr[j * D + d] = dKb[j * Dp + d];
+        for (int64_t e = 0; e < Dv; ++e) dvr[j * Dv + e] = dVb[j * Dvp + e];
+      }
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t i = r / g, h = hk * g + r % g;
+      T* dqr = dq + ((b * pr.Hq + h) * pr.Tq + i) * D;
+      for (int64_t d = 0; d < D; ++d) dqr[d] = dQT[d * Rp + r];
+    }
+  }
+
+  static void backward(const Problem& pr, View dout, View o, const T* lse, T* dq, T* dk, T* dv, int nthreads) {
+    const int64_t groups = pr.B * pr.Hkv;
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic) if (nthreads > 1)
+    for (int64_t grp = 0; grp < groups; ++grp)
+      backward_group(pr, dout, o, lse, grp / pr.Hkv, grp % pr.Hkv, dq, dk, dv);
+  }
+};
