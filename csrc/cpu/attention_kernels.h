@@ -39,6 +39,27 @@ inline double dropout_uniform(uint64_t row_key, int64_t j) {
          1.1102230246251565e-16;
 }
 
+// Sum of a vector's lanes; a shuffle tree where the ISA has one (the row tiles reduce
+// one dot product per key and row).
+template <typename S>
+inline typename S::T lane_sum(typename S::V v) {
+#if defined(DLKERN_SOFTMAX_AVX512)
+  if constexpr (S::L == 16) return _mm512_reduce_add_ps(v);
+  else return _mm512_reduce_add_pd(v);
+#elif defined(DLKERN_SOFTMAX_AVX2)
+  if constexpr (S::L == 8) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_shuffle_ps(x, x, 1)));
+  } else {
+    const __m128d x = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(x, _mm_unpackhi_pd(x, x)));
+  }
+#else
+  return S::hsum(v);
+#endif
+}
+
 template <typename S>
 struct AttentionKernels {
   using T = typename S::T;
@@ -122,37 +143,39 @@ struct AttentionKernels {
     }
   };
 
-  // Causal limit and attn_mask on the tile ST (n keys from j0, row stride ld).
-  static void apply_masks(const Problem& pr, const Rows& rw, T* ST, int64_t ld, int64_t j0, int64_t n) {
+  // Causal limit and attn_mask on a tile of scores: key j0 + j of row rr at
+  // ST[j * sj + rr * sr] (transposed tiles: sj = ld, sr = 1; row tiles: sj = 1, sr = ld).
+  static void apply_masks(const Problem& pr, const Rows& rw, T* ST, int64_t sj, int64_t sr, int64_t j0, int64_t n) {
     if (pr.causal && j0 + n > rw.kend_min) {
       for (int64_t rr = 0; rr < rw.nr; ++rr)
-        for (int64_t j = imax(rw.kend[rr] - j0, 0); j < n; ++j) ST[j * ld + rr] = neg_inf();
+        for (int64_t j = imax(rw.kend[rr] - j0, 0); j < n; ++j) ST[j * sj + rr * sr] = neg_inf();
     }
     if (pr.mask_kind == dlkern::cpu::MaskKind::boolean) {
       const unsigned char* mb = static_cast<const unsigned char*>(pr.mask);
       for (int64_t rr = 0; rr < rw.nr; ++rr) {
         const unsigned char* m = mb + rw.moff[rr] + j0 * pr.m_sk;
         for (int64_t j = 0; j < n; ++j)
-          if (!m[j * pr.m_sk]) ST[j * ld + rr] = neg_inf();
+          if (!m[j * pr.m_sk]) ST[j * sj + rr * sr] = neg_inf();
       }
     } else if (pr.mask_kind == dlkern::cpu::MaskKind::additive) {
       const T* mf = static_cast<const T*>(pr.mask);
       for (int64_t rr = 0; rr < rw.nr; ++rr) {
         const T* m = mf + rw.moff[rr] + j0 * pr.m_sk;
-        for (int64_t j = 0; j < n; ++j) ST[j * ld + rr] += m[j * pr.m_sk];
+        for (int64_t j = 0; j < n; ++j) ST[j * sj + rr * sr] += m[j * pr.m_sk];
       }
     }
   }
 
   // X[j, rr] *= keep(j0 + j, rr) / (1 - p) (0 when dropped); Y, when given, gets P * that.
-  static void apply_dropout(const Problem& pr, const Rows& rw, T* X, T* Y, const T* P, int64_t ld, int64_t j0,
-                            int64_t n) {
+  // (Strides as apply_masks.)
+  static void apply_dropout(const Problem& pr, const Rows& rw, T* X, T* Y, const T* P, int64_t sj, int64_t sr,
+                            int64_t j0, int64_t n) {
     const T inv_keep = T(1.0 / (1.0 - pr.dropout_p));
     for (int64_t rr = 0; rr < rw.nr; ++rr)
       for (int64_t j = 0; j < n; ++j) {
         const T z = dropout_uniform(rw.dkey[rr], j0 + j) >= pr.dropout_p ? inv_keep : T(0);
-        X[j * ld + rr] *= z;
-        if (Y) Y[j * ld + rr] = P[j * ld + rr] * z;
+        X[j * sj + rr * sr] *= z;
+        if (Y) Y[j * sj + rr * sr] = P[j * sj + rr * sr] * z;
       }
   }
 
@@ -182,7 +205,7 @@ struct AttentionKernels {
     for (int64_t j0 = k_lo; j0 < k_hi; j0 += kBc) {
       const int64_t n = imin(kBc, k_hi - j0);
       gemm(n, nv, pr.D, pr.k.row(b, hk, j0), pr.k.st, 1, QT, ld, ST, ld, false);
-      apply_masks(pr, rw, ST, ld, j0, n);
+      apply_masks(pr, rw, ST, ld, 1, j0, n);
       for (int64_t c = 0; c < ld; c += L) {
         V mx = S::bcast(neg_inf());
         for (int64_t j = 0; j < n; ++j) mx = S::max(mx, S::load(ST + j * ld + c));
@@ -200,11 +223,88 @@ struct AttentionKernels {
         S::store(l + c, S::fma(S::load(l + c), a, sum));
         S::store(m + c, mnew);
       }
-      if (pr.dropout_p > 0) apply_dropout(pr, rw, ST, nullptr, nullptr, ld, j0, n);
+      if (pr.dropout_p > 0) apply_dropout(pr, rw, ST, nullptr, nullptr, ld, 1, j0, n);
       for (int64_t e = 0; e < pr.Dv; ++e)
         for (int64_t c = 0; c < ld; c += L) S::store(OT + e * ld + c, S::mul(S::load(OT + e * ld + c), S::load(alpha + c)));
       gemm(pr.Dv, nv, n, pr.v.row(b, hk, j0), 1, pr.v.st, ST, ld, OT, ld, true);
     }
+  }
+
+  static V ldv(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
+  static void stv(T* p, V v, int64_t n) {
+    if (n >= L) S::store(p, v);
+    else S::store_tail(p, v, n);
+  }
+
+  // Tiles of few rows (a decode step) use rows x keys layout with lanes along D instead,
+  // so no lane is spent on absent rows: each K row is dotted with every query row of the
+  // tile and each V row added to every output row, both read once per tile.
+  static constexpr int64_t kMaxRowTile = L > 8 ? L / 2 : 4;
+  static int64_t row_tile_ws(const Problem& pr) {
+    return kMaxRowTile * (round_up(pr.D, L) + kBc + round_up(pr.Dv, L));
+  }
+
+  // Same contract as forward_tile (OT, m, l in the transposed layout finish_rows reads).
+  static void forward_tile_rows(const Problem& pr, const Rows& rw, int64_t b, int64_t hk, int64_t k_lo,
+                                int64_t k_hi, T* OT, T* m, T* l, T* ws) {
+    const int64_t nr = rw.nr, ld = rw.padded, D = pr.D, Dv = pr.Dv;
+    const int64_t Dp = round_up(D, L), Dvp = round_up(Dv, L), dfull = D / L * L, vfull = Dv / L;
+    T* Qs = ws;               // nr x Dp, scaled queries
+    T* Sr = Qs + nr * Dp;     // nr x kBc, scores then weights
+    T* O = Sr + nr * kBc;     // nr x Dvp
+    for (int64_t r = 0; r < nr; ++r) {
+      const T* qr = pr.q.row(b, rw.head[r], rw.i[r]);
+      for (int64_t d = 0; d < Dp; ++d) Qs[r * Dp + d] = d < D ? qr[d] * pr.scale : T(0);
+      for (int64_t e = 0; e < Dvp; ++e) O[r * Dvp + e] = T(0);
+      m[r] = neg_inf();
+      l[r] = T(0);
+    }
+    k_hi = imin(k_hi, rw.kend_max);
+    for (int64_t j0 = k_lo; j0 < k_hi; j0 += kBc) {
+      const int64_t n = imin(kBc, k_hi - j0);
+      const T* Kb = pr.k.row(b, hk, j0);
+      const T* Vb = pr.v.row(b, hk, j0);
+      for (int64_t j = 0; j < n; ++j) {
+        const T* kr = Kb + j * pr.k.st;
+        V acc[kMaxRowTile];
+        for (int64_t r = 0; r < nr; ++r) acc[r] = S::bcast(T(0));
+        for (int64_t d = 0; d < Dp; d += L) {
+          const V kv = d < dfull ? S::load(kr + d) : S::load_tail(kr + d, D - d, T(0));
+          for (int64_t r = 0; r < nr; ++r) acc[r] = S::fma(S::load(Qs + r * Dp + d), kv, acc[r]);
+        }
+        for (int64_t r = 0; r < nr; ++r) Sr[r * kBc + j] = lane_sum<S>(acc[r]);
+      }
+      apply_masks(pr, rw, Sr, 1, kBc, j0, n);
+      for (int64_t r = 0; r < nr; ++r) {
+        T* sr = Sr + r * kBc;
+        V mx = S::bcast(neg_inf());
+        for (int64_t j = 0; j < n; j += L) mx = S::max(mx, ldv(sr + j, n - j, neg_inf()));
+        const T mb = S::hmax(mx), mold = m[r], mnew = mb > mold ? mb : mold;
+        const T muse = mnew > -big() ? mnew : -big();
+        const V mu = S::bcast(muse);
+        V sum = S::bcast(T(0));
+        for (int64_t j = 0; j < n; j += L) {
+          const V e = S::exp(S::sub(ldv(sr + j, n - j, neg_inf()), mu));
+          stv(sr + j, e, n - j);
+          sum = S::add(sum, e);
+        }
+        const T alpha = std::exp(mold - muse);
+        l[r] = l[r] * alpha + lane_sum<S>(sum);
+        m[r] = mnew;
+        const V av = S::bcast(alpha);
+        for (int64_t e = 0; e < Dvp; e += L) S::store(O + r * Dvp + e, S::mul(S::load(O + r * Dvp + e), av));
+      }
+      if (pr.dropout_p > 0) apply_dropout(pr, rw, Sr, nullptr, nullptr, 1, kBc, j0, n);
+      if (vfull > 0) gemm(nr, vfull, n, Sr, kBc, 1, Vb, pr.v.st, O, Dvp, true);
+      for (int64_t e = vfull * L; e < Dv; ++e)
+        for (int64_t r = 0; r < nr; ++r) {
+          T acc = T(0);
+          for (int64_t j = 0; j < n; ++j) acc += Sr[r * kBc + j] * Vb[j * pr.v.st + e];
+          O[r * Dvp + e] += acc;
+        }
+    }
+    for (int64_t e = 0; e < Dv; ++e)
+      for (int64_t r = 0; r < nr; ++r) OT[e * ld + r] = O[r * Dvp + e];
   }
 
   // Merges nsplit partial tiles (OT, m, l, each part `part` elements apart) of rows rw
@@ -257,7 +357,7 @@ struct AttentionKernels {
     if (tasks < nthreads && nkb > 1) nsplit = imin(imin(nkb, nthreads / tasks), 64);
     const int64_t kb_per_split = (nkb + nsplit - 1) / nsplit;
     const int64_t part = (pr.Dv + 2) * kBr;  // OT, m, l of one tile
-    const int64_t ws_elems = (pr.D + kBc + 1) * kBr;
+    const int64_t ws_elems = imax((pr.D + kBc + 1) * kBr, row_tile_ws(pr));
     dlkern::AlignedBuffer split_buf;
     T* parts = nsplit > 1 ? split_buf.reserve_elements<T>(static_cast<size_t>(tasks * nsplit * part)) : nullptr;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic) if (nthreads > 1)
@@ -268,8 +368,11 @@ struct AttentionKernels {
       T* ws = thread_workspace(ws_elems + (nsplit > 1 ? 0 : part));
       T* tile = nsplit > 1 ? parts + t * part : ws + ws_elems;
       const int64_t ld = rw.padded;
-      forward_tile(pr, rw, b, hk, s * kb_per_split * kBc, imin(pr.Tk, (s + 1) * kb_per_split * kBc), tile,
-                   tile + pr.Dv * ld, tile + pr.Dv * ld + ld, ws);
+      const int64_t k_lo = s * kb_per_split * kBc, k_hi = imin(pr.Tk, (s + 1) * kb_per_split * kBc);
+      if (rw.nr <= kMaxRowTile)
+        forward_tile_rows(pr, rw, b, hk, k_lo, k_hi, tile, tile + pr.Dv * ld, tile + pr.Dv * ld + ld, ws);
+      else
+        forward_tile(pr, rw, b, hk, k_lo, k_hi, tile, tile + pr.Dv * ld, tile + pr.Dv * ld + ld, ws);
       if (nsplit == 1) finish_rows(pr, rw, b, tile, part, 1, out, lse);
     }
     if (nsplit == 1) return;
@@ -342,7 +445,7 @@ struct AttentionKernels {
         if (rw.kend_max <= j0) continue;  // every row of the tile ends before these keys
         const int64_t ld = rw.padded, nv = ld / L;
         gemm(n, nv, D, Kb, pr.k.st, 1, QT + r0, Rp, ST, ld, false);
-        apply_masks(pr, rw, ST, ld, j0, n);
+        apply_masks(pr, rw, ST, ld, 1, j0, n);
         for (int64_t c = 0; c < ld; c += L) {
           const V ls = S::load(lse_r + r0 + c);
           for (int64_t j = 0; j < n; ++j) S::store(ST + j * ld + c, S::exp(S::sub(S::load(ST + j * ld + c), ls)));
@@ -350,7 +453,7 @@ struct AttentionKernels {
         gemm(n, nv, Dv, Vb, pr.v.st, 1, dOT + r0, Rp, dPT, ld, false);
         const T* Pd = ST;
         if (pr.dropout_p > 0) {
-          apply_dropout(pr, rw, dPT, PdT, ST, ld, j0, n);
+          apply_dropout(pr, rw, dPT, PdT, ST, ld, 1, j0, n);
           Pd = PdT;
         }
         gemm(n, Dvp / L, rw.nr, Pd, ld, 1, dOr + r0 * Dvp, Dvp, dVb, Dvp, true);
