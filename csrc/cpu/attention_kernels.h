@@ -244,11 +244,37 @@ struct AttentionKernels {
     return kMaxRowTile * (round_up(pr.D, L) + kBc + round_up(pr.Dv, L));
   }
 
+  // out[r * kBc + j] = dot(qs[r * ldq ...], K row j) for NR query rows (zero-padded to whole
+  // vectors) and n keys; the K row's tail is loaded masked.
+  template <int NR>
+  static void dots(const T* K, int64_t kst, int64_t n, int64_t D, const T* qs, int64_t ldq, T* out) {
+    const int64_t dfull = D / L * L;
+    for (int64_t j = 0; j < n; ++j) {
+      const T* kr = K + j * kst;
+      V acc[NR];
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) acc[r] = S::bcast(T(0));
+      int64_t d = 0;
+      for (; d < dfull; d += L) {
+        const V kv = S::load(kr + d);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) acc[r] = S::fma(S::load(qs + r * ldq + d), kv, acc[r]);
+      }
+      if (d < D) {
+        const V kv = S::load_tail(kr + d, D - d, T(0));
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) acc[r] = S::fma(S::load(qs + r * ldq + d), kv, acc[r]);
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) out[r * kBc + j] = lane_sum<S>(acc[r]);
+    }
+  }
+
   // Same contract as forward_tile (OT, m, l in the transposed layout finish_rows reads).
   static void forward_tile_rows(const Problem& pr, const Rows& rw, int64_t b, int64_t hk, int64_t k_lo,
                                 int64_t k_hi, T* OT, T* m, T* l, T* ws) {
     const int64_t nr = rw.nr, ld = rw.padded, D = pr.D, Dv = pr.Dv;
-    const int64_t Dp = round_up(D, L), Dvp = round_up(Dv, L), dfull = D / L * L, vfull = Dv / L;
+    const int64_t Dp = round_up(D, L), Dvp = round_up(Dv, L), vfull = Dv / L;
     T* Qs = ws;               // nr x Dp, scaled queries
     T* Sr = Qs + nr * Dp;     // nr x kBc, scores then weights
     T* O = Sr + nr * kBc;     // nr x Dvp
@@ -264,15 +290,15 @@ struct AttentionKernels {
       const int64_t n = imin(kBc, k_hi - j0);
       const T* Kb = pr.k.row(b, hk, j0);
       const T* Vb = pr.v.row(b, hk, j0);
-      for (int64_t j = 0; j < n; ++j) {
-        const T* kr = Kb + j * pr.k.st;
-        V acc[kMaxRowTile];
-        for (int64_t r = 0; r < nr; ++r) acc[r] = S::bcast(T(0));
-        for (int64_t d = 0; d < Dp; d += L) {
-          const V kv = d < dfull ? S::load(kr + d) : S::load_tail(kr + d, D - d, T(0));
-          for (int64_t r = 0; r < nr; ++r) acc[r] = S::fma(S::load(Qs + r * Dp + d), kv, acc[r]);
+      for (int64_t r = 0; r < nr; r += 4) {
+        T* out = Sr + r * kBc;
+        const T* qs = Qs + r * Dp;
+        switch (imin(4, nr - r)) {
+          case 1: dots<1>(Kb, pr.k.st, n, D, qs, Dp, out); break;
+          case 2: dots<2>(Kb, pr.k.st, n, D, qs, Dp, out); break;
+          case 3: dots<3>(Kb, pr.k.st, n, D, qs, Dp, out); break;
+          default: dots<4>(Kb, pr.k.st, n, D, qs, Dp, out); break;
         }
-        for (int64_t r = 0; r < nr; ++r) Sr[r * kBc + j] = lane_sum<S>(acc[r]);
       }
       apply_masks(pr, rw, Sr, 1, kBc, j0, n);
       for (int64_t r = 0; r < nr; ++r) {
