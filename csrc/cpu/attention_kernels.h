@@ -243,6 +243,7 @@ struct AttentionKernels {
       const int64_t n = imin(kBc, k_hi - j0);
       gemm(n, nv, pr.D, pr.k.row(b, hk, j0), pr.k.st, 1, QT, ld, ST, ld, false);
       apply_masks(pr, rw, ST, ld, 1, j0, n);
+      bool max_moved = false;  // alpha == 1 everywhere otherwise: skip rescaling OT
       for (int64_t c = 0; c < ld; c += L) {
         V mx = S::bcast(neg_inf());
         for (int64_t j = 0; j < n; ++j) mx = S::max(mx, S::load(ST + j * ld + c));
@@ -257,12 +258,15 @@ struct AttentionKernels {
         }
         const V a = exp_flush<S>(S::sub(mold, muse));
         S::store(alpha + c, a);
+        if (S::hmax(S::sub(mnew, mold)) != T(0)) max_moved = true;
         S::store(l + c, S::fma(S::load(l + c), a, sum));
         S::store(m + c, mnew);
       }
       if (pr.dropout_p > 0) apply_dropout(pr, rw, ST, nullptr, nullptr, ld, 1, j0, n);
-      for (int64_t e = 0; e < pr.Dv; ++e)
-        for (int64_t c = 0; c < ld; c += L) S::store(OT + e * ld + c, S::mul(S::load(OT + e * ld + c), S::load(alpha + c)));
+      if (max_moved)
+        for (int64_t e = 0; e < pr.Dv; ++e)
+          for (int64_t c = 0; c < ld; c += L)
+            S::store(OT + e * ld + c, S::mul(S::load(OT + e * ld + c), S::load(alpha + c)));
       gemm(pr.Dv, nv, n, pr.v.row(b, hk, j0), 1, pr.v.st, ST, ld, OT, ld, true);
     }
   }
@@ -467,35 +471,34 @@ struct AttentionKernels {
     T* PdT = dPT + kBc * kBr;
     T* dKb = PdT + kBc * kBr; // kBc x Dp
     T* dVb = dKb + kBc * Dp;  // kBc x Dvp
+    // Rows padded to whole vectors (and columns to whole vectors in Qr / dOr) are zero;
+    // padding lanes get lse = +inf so their p is 0. A fully masked row's lse = -inf is
+    // made finite: its scores are all -inf, so its p is 0 too.
+    for (int64_t x = 0; x < Rp * Dp; ++x) Qr[x] = T(0);
+    for (int64_t x = 0; x < Rp * Dvp; ++x) dOr[x] = T(0);
+    for (int64_t x = 0; x < D * Rp; ++x) QT[x] = dQT[x] = T(0);
+    for (int64_t x = 0; x < Dv * Rp; ++x) dOT[x] = T(0);
     for (int64_t r = 0; r < Rp; ++r) {
-      const bool real = r < R;
+      delta[r] = T(0);
+      lse_r[r] = __builtin_inf();
+    }
+    for (int64_t r = 0; r < R; ++r) {
       const int64_t i = r / g, h = hk * g + r % g;
-      const T* qr = real ? pr.q.row(b, h, i) : nullptr;
-      const T* gr = real ? dout.row(b, h, i) : nullptr;
-      const T* orow = real ? o.row(b, h, i) : nullptr;
-      for (int64_t d = 0; d < Dp; ++d) {
-        const T x = real && d < D ? qr[d] : T(0);
-        Qr[r * Dp + d] = x;
-        if (d < D) {
-          QT[d * Rp + r] = x * pr.scale;
-          dQT[d * Rp + r] = T(0);
-        }
-      }
+      const T* qr = pr.q.row(b, h, i);
+      const T* gr = dout.row(b, h, i);
+      const T* orow = o.row(b, h, i);
+      T* qd = Qr + r * Dp;
+      T* gd = dOr + r * Dvp;
+      for (int64_t d = 0; d < D; ++d) qd[d] = qr[d];
+      for (int64_t e = 0; e < Dv; ++e) gd[e] = gr[e];
       double dot = 0;
-      for (int64_t e = 0; e < Dvp; ++e) {
-        const T x = real && e < Dv ? gr[e] : T(0);
-        dOr[r * Dvp + e] = x;
-        if (e < Dv) {
-          dOT[e * Rp + r] = x;
-          if (real) dot += static_cast<double>(x) * orow[e];
-        }
-      }
+      for (int64_t e = 0; e < Dv; ++e) dot += static_cast<double>(gr[e]) * orow[e];
       delta[r] = T(dot);
-      // Padding lanes get lse = +inf (p = 0); a fully masked row's -inf becomes finite,
-      // its scores are all -inf so p = 0 too.
-      const T ls = real ? lse[(b * pr.Hq + h) * pr.Tq + i] : __builtin_inf();
+      const T ls = lse[(b * pr.Hq + h) * pr.Tq + i];
       lse_r[r] = ls > -big() ? ls : -big();
     }
+    transpose(Qr, Dp, R, D, pr.scale, QT, Rp);
+    transpose(dOr, Dvp, R, Dv, T(1), dOT, Rp);
     const V vscale = S::bcast(pr.scale);
     for (int64_t j0 = 0; j0 < pr.Tk; j0 += kBc) {
       const int64_t n = imin(kBc, pr.Tk - j0);
@@ -542,6 +545,15 @@ struct AttentionKernels {
       T* dqr = dq + ((b * pr.Hq + h) * pr.Tq + i) * D;
       for (int64_t d = 0; d < D; ++d) dqr[d] = dQT[d * Rp + r];
     }
+  }
+
+  // dst[c * ldd + r] = src[r * lds + c] * mul for r < rows, c < cols, in 8 x 8 blocks
+  // (each source line and destination line touched once per block).
+  static void transpose(const T* src, int64_t lds, int64_t rows, int64_t cols, T mul, T* dst, int64_t ldd) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 8)
+      for (int64_t c0 = 0; c0 < cols; c0 += 8)
+        for (int64_t c = c0; c < imin(c0 + 8, cols); ++c)
+          for (int64_t r = r0; r < imin(r0 + 8, rows); ++r) dst[c * ldd + r] = src[r * lds + c] * mul;
   }
 
   static void backward(const Problem& pr, View dout, View o, const T* lse, T* dq, T* dk, T* dv, int nthreads) {
