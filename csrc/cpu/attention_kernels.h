@@ -226,15 +226,17 @@ struct AttentionKernels {
     T* QT = ws;                // D x ld, scaled queries, transposed
     T* ST = QT + pr.D * ld;    // kBc x ld
     T* alpha = ST + kBc * ld;  // ld
+    const T* qrow[kBr];
     for (int64_t rr = 0; rr < ld; ++rr) {
-      if (rr < rw.nr) {
-        const T* qr = pr.q.row(b, rw.head[rr], rw.i[rr]);
-        for (int64_t d = 0; d < pr.D; ++d) QT[d * ld + rr] = qr[d] * pr.scale;
-      } else {
-        for (int64_t d = 0; d < pr.D; ++d) QT[d * ld + rr] = T(0);
-      }
+      qrow[rr] = rr < rw.nr ? pr.q.row(b, rw.head[rr], rw.i[rr]) : nullptr;
       m[rr] = neg_inf();
       l[rr] = T(0);
+    }
+    // Transposed in blocks of 8 columns, so each QT line is written in one burst.
+    for (int64_t d0 = 0; d0 < pr.D; d0 += 8) {
+      const int64_t d1 = imin(d0 + 8, pr.D);
+      for (int64_t rr = 0; rr < ld; ++rr)
+        for (int64_t d = d0; d < d1; ++d) QT[d * ld + rr] = rr < rw.nr ? qrow[rr][d] * pr.scale : T(0);
     }
     for (int64_t x = 0; x < pr.Dv * ld; ++x) OT[x] = T(0);
     k_hi = imin(k_hi, rw.kend_max);
