@@ -190,6 +190,18 @@ def test_threads_and_isas_agree(dtype):
 
 # ---- gradients ----
 
+def check_attention_grads(q, k, v, rng, **kw):
+    """attention_backward against float64 central differences of attention_forward."""
+    def fwd(q, k, v):
+        return ops.attention_forward(q, k, v, **kw)[0]
+
+    def bwd(w, q, k, v):
+        out, lse = ops.attention_forward(q, k, v, **kw)
+        return ops.attention_backward(w, q, k, v, out, lse, **kw)
+
+    check_grads(fwd, bwd, [q, k, v], rng, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("case", [
     dict(shape=(1, 2, 1, 3, 5, 4), causal=False, mask=None),
     dict(shape=(1, 2, 2, 4, 3, 3), causal=True, mask=None),
@@ -199,16 +211,7 @@ def test_finite_differences(case, isa):
     rng = np.random.default_rng(13)
     q, k, v = make(rng, *case["shape"])
     mask = rng.standard_normal((case["shape"][3], case["shape"][4])) if case["mask"] else None
-    kw = dict(attn_mask=mask, is_causal=case["causal"], scale=0.7)
-
-    def fwd(q, k, v):
-        return ops.attention_forward(q, k, v, **kw)[0]
-
-    def bwd(w, q, k, v):
-        out, lse = ops.attention_forward(q, k, v, **kw)
-        return ops.attention_backward(w, q, k, v, out, lse, **kw)
-
-    check_grads(fwd, bwd, [q, k, v], rng, rtol=1e-6, atol=1e-8)
+    check_attention_grads(q, k, v, rng, attn_mask=mask, is_causal=case["causal"], scale=0.7)
 
 
 # ---- dropout ----
@@ -253,16 +256,7 @@ def test_dropout_same_mask_for_any_thread_count_and_isa():
 def test_dropout_gradient_finite_differences(isa):
     rng = np.random.default_rng(17)
     q, k, v = make(rng, 1, 2, 1, 4, 5, 3)
-    kw = dict(dropout_p=0.3, seed=11, is_causal=True)
-
-    def fwd(q, k, v):
-        return ops.attention_forward(q, k, v, **kw)[0]
-
-    def bwd(w, q, k, v):
-        out, lse = ops.attention_forward(q, k, v, **kw)
-        return ops.attention_backward(w, q, k, v, out, lse, **kw)
-
-    check_grads(fwd, bwd, [q, k, v], rng, rtol=1e-6, atol=1e-8)
+    check_attention_grads(q, k, v, rng, dropout_p=0.3, seed=11, is_causal=True)
 
 
 # ---- KV cache and decode ----

@@ -75,11 +75,22 @@ Shape check_qkv(const py::array& q, const py::array& k, const py::array& v, cons
   return s;
 }
 
+struct Options {
+  bool causal = false;
+  int64_t causal_offset = 0;
+  double dropout_p = 0.0;
+  uint64_t seed = 0;
+};
+
 template <typename T>
 AttentionProblem<T> make_problem(const py::array& q, const py::array& k, const py::array& v, const Shape& s,
-                                 const py::object& mask_obj, const py::object& scale, const char* op,
-                                 const char* kname, const char* vname) {
+                                 const py::object& mask_obj, const py::object& scale, const Options& opt,
+                                 const char* op, const char* kname, const char* vname) {
   AttentionProblem<T> pr;
+  pr.causal = opt.causal;
+  pr.causal_offset = opt.causal_offset;
+  pr.dropout_p = opt.dropout_p;
+  pr.seed = opt.seed;
   pr.B = s.B, pr.Hq = s.Hq, pr.Hkv = s.Hkv, pr.Tq = s.Tq, pr.Tk = s.Tk, pr.D = s.D, pr.Dv = s.Dv;
   pr.q = head_view<T>(q, op, "q");
   pr.k = head_view<T>(k, op, kname);
@@ -132,10 +143,8 @@ py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::ob
   check_dropout(dropout_p, op);
   return dispatch_float(float_dtype(q, op, "q"), [&](auto zero) -> py::tuple {
     using T = decltype(zero);
-    AttentionProblem<T> pr = make_problem<T>(q, k, v, s, mask, scale, op, "k", "v");
-    pr.causal = is_causal;
-    pr.dropout_p = dropout_p;
-    pr.seed = seed;
+    const AttentionProblem<T> pr =
+        make_problem<T>(q, k, v, s, mask, scale, {is_causal, 0, dropout_p, seed}, op, "k", "v");
     auto out = new_array<T>({s.B, s.Hq, s.Tq, s.Dv});
     auto lse = new_array<T>({s.B, s.Hq, s.Tq});
     T* op_ = out.mutable_data();
@@ -171,10 +180,8 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
   check_dropout(dropout_p, op);
   return dispatch_float(float_dtype(q, op, "q"), [&](auto zero) -> py::tuple {
     using T = decltype(zero);
-    AttentionProblem<T> pr = make_problem<T>(q, k, v, s, mask, scale, op, "k", "v");
-    pr.causal = is_causal;
-    pr.dropout_p = dropout_p;
-    pr.seed = seed;
+    const AttentionProblem<T> pr =
+        make_problem<T>(q, k, v, s, mask, scale, {is_causal, 0, dropout_p, seed}, op, "k", "v");
     const HeadView<T> gv = head_view<T>(g, op, "grad_out"), ov = head_view<T>(o, op, "out");
     const T* lp = static_cast<const T*>(lse.data());
     auto dq = new_array<T>({s.B, s.Hq, s.Tq, s.D});
@@ -203,9 +210,9 @@ py::array decode(const py::object& q_obj, const py::object& k_obj, const py::obj
   s.Tk = length;
   return dispatch_float(float_dtype(q, op, "q"), [&](auto zero) -> py::array {
     using T = decltype(zero);
-    AttentionProblem<T> pr = make_problem<T>(q, k, v, s, mask, scale, op, "k_cache", "v_cache");
-    pr.causal = true;  // bottom-right aligned: query i sits at position length - Tq + i
-    pr.causal_offset = length - s.Tq;
+    // Causal, bottom-right aligned: query i sits at position length - Tq + i.
+    const AttentionProblem<T> pr =
+        make_problem<T>(q, k, v, s, mask, scale, {true, length - s.Tq, 0.0, 0}, op, "k_cache", "v_cache");
     auto out = new_array<T>({s.B, s.Hq, s.Tq, s.Dv});
     std::vector<T> lse(static_cast<size_t>(s.B * s.Hq * s.Tq));
     T* op_ = out.mutable_data();

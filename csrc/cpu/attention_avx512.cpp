@@ -1,4 +1,4 @@
-// Attention kernels, AVX-512 path: 16 float lanes (vector types and exp from softmax_simd.h).
+// Attention kernels, AVX-512 path: 16 float lanes; vector types and exp from softmax_simd.h.
 // gcc 12's AVX-512 intrinsics use _mm512_undefined_*(), which -Wmaybe-uninitialized
 // reports falsely at every use.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -20,16 +20,7 @@ namespace {
 #include "cpu/attention_kernels.h"
 }  // namespace
 
-#define DLKERN_ATTENTION_ENTRY(S)                                                                            \
-  void attention_fwd(const AttentionProblem<S::T>& pr, S::T* out, S::T* lse, int nthreads) {                 \
-    AttentionKernels<S>::forward(pr, out, lse, nthreads);                                                     \
-  }                                                                                                           \
-  void attention_bwd(const AttentionProblem<S::T>& pr, HeadView<S::T> dout, HeadView<S::T> o, const S::T* lse, \
-                     S::T* dq, S::T* dk, S::T* dv, int nthreads) {                                            \
-    AttentionKernels<S>::backward(pr, dout, o, lse, dq, dk, dv, nthreads);                                    \
-  }
-DLKERN_ATTENTION_ENTRY(VecF32)
-DLKERN_ATTENTION_ENTRY(VecF64)
-#undef DLKERN_ATTENTION_ENTRY
+DLKERN_DEFINE_ATTENTION_ISA(VecF32)
+DLKERN_DEFINE_ATTENTION_ISA(VecF64)
 
 }  // namespace dlkern::cpu::avx512

@@ -1,6 +1,5 @@
-// Attention kernels, portable path: GCC/Clang vector extensions (SSE2 on any x86-64) (vector types and exp from softmax_simd.h).
-
-
+// Attention kernels, portable path: GCC/Clang vector extensions (SSE2 on any x86-64);
+// vector types and exp from softmax_simd.h.
 #include <omp.h>
 
 #include <cmath>
@@ -10,23 +9,13 @@
 #include "common/runtime.h"
 #include "cpu/attention_isa.h"
 
-
 namespace dlkern::cpu::generic {
 namespace {
 #include "cpu/softmax_simd.h"
 #include "cpu/attention_kernels.h"
 }  // namespace
 
-#define DLKERN_ATTENTION_ENTRY(S)                                                                            \
-  void attention_fwd(const AttentionProblem<S::T>& pr, S::T* out, S::T* lse, int nthreads) {                 \
-    AttentionKernels<S>::forward(pr, out, lse, nthreads);                                                     \
-  }                                                                                                           \
-  void attention_bwd(const AttentionProblem<S::T>& pr, HeadView<S::T> dout, HeadView<S::T> o, const S::T* lse, \
-                     S::T* dq, S::T* dk, S::T* dv, int nthreads) {                                            \
-    AttentionKernels<S>::backward(pr, dout, o, lse, dq, dk, dv, nthreads);                                    \
-  }
-DLKERN_ATTENTION_ENTRY(VecF32)
-DLKERN_ATTENTION_ENTRY(VecF64)
-#undef DLKERN_ATTENTION_ENTRY
+DLKERN_DEFINE_ATTENTION_ISA(VecF32)
+DLKERN_DEFINE_ATTENTION_ISA(VecF64)
 
 }  // namespace dlkern::cpu::generic

@@ -23,3 +23,14 @@ DLKERN_DECLARE_ATTENTION_ISA_BOTH(avx512)
 #endif
 #undef DLKERN_DECLARE_ATTENTION_ISA_BOTH
 #undef DLKERN_DECLARE_ATTENTION_ISA
+
+// Defines the entry points above for vector type S, inside an ISA translation unit's
+// namespace after attention_kernels.h has defined AttentionKernels there.
+#define DLKERN_DEFINE_ATTENTION_ISA(S)                                                                        \
+  void attention_fwd(const AttentionProblem<S::T>& pr, S::T* out, S::T* lse, int nthreads) {                 \
+    AttentionKernels<S>::forward(pr, out, lse, nthreads);                                                     \
+  }                                                                                                           \
+  void attention_bwd(const AttentionProblem<S::T>& pr, HeadView<S::T> dout, HeadView<S::T> o, const S::T* lse, \
+                     S::T* dq, S::T* dk, S::T* dv, int nthreads) {                                            \
+    AttentionKernels<S>::backward(pr, dout, o, lse, dq, dk, dv, nthreads);                                    \
+  }
