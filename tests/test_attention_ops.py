@@ -104,6 +104,7 @@ SHAPES = [  # B, Hq, Hkv, Tq, Tk, D, Dv
     (2, 4, 1, 70, 33, 16, 24),     # MQA, Tq > Tk, Dv != D
     (1, 2, 2, 9, 200, 1, 1),       # D = 1
     (1, 2, 1, 31, 31, 80, 80),
+    (1, 2, 1, 3, 200, 16, 16),     # one tile for two threads: keys split and merged
 ]
 
 
@@ -262,7 +263,8 @@ def test_dropout_gradient_finite_differences(isa):
 # ---- KV cache and decode ----
 
 @pytest.mark.parametrize("B,Hq,Hkv,Tq,length", [(1, 1, 1, 1, 1), (2, 4, 2, 1, 70), (1, 12, 4, 1, 300),
-                                                 (3, 6, 1, 5, 129), (2, 2, 2, 3, 3)])
+                                                 (3, 6, 1, 5, 129), (2, 2, 2, 3, 3),
+                                                 (1, 4, 1, 1, 300), (1, 3, 1, 2, 129)])  # split keys
 def test_decode_matches_full_attention(B, Hq, Hkv, Tq, length, isa, threads, dtype):
     rng = np.random.default_rng(18)
     S = length + 7
@@ -418,6 +420,8 @@ ERRORS = [
      r"kv_cache_append: offset must be >= 0, got -1"),
     ("decode_length", lambda: ops.decode_attention(f32(1, 2, 1, 4), f32(1, 2, 8, 4), f32(1, 2, 8, 4), 9), ValueError,
      r"decode_attention: length 9 exceeds the cache capacity 8"),
+    ("decode_negative", lambda: ops.decode_attention(f32(1, 2, 0, 4), f32(1, 2, 8, 4), f32(1, 2, 8, 4), -1),
+     ValueError, r"decode_attention: length must be >= 0, got -1"),
     ("decode_short", lambda: ops.decode_attention(f32(1, 2, 3, 4), f32(1, 2, 8, 4), f32(1, 2, 8, 4), 2), ValueError,
      r"decode_attention: length 2 is less than the 3 query positions"),
     ("decode_groups", lambda: ops.decode_attention(f32(1, 3, 1, 4), f32(1, 2, 8, 4), f32(1, 2, 8, 4), 2),

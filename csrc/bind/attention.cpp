@@ -202,6 +202,7 @@ py::array decode(const py::object& q_obj, const py::object& k_obj, const py::obj
   py::array q = require_array(q_obj, op, "q"), k = require_array(k_obj, op, "k_cache");
   py::array v = require_array(v_obj, op, "v_cache");
   Shape s = check_qkv(q, k, v, op, "k_cache", "v_cache");
+  if (length < 0) value_error(op, ": length must be >= 0, got ", length);
   if (length > s.Tk)
     value_error(op, ": length ", length, " exceeds the cache capacity ", s.Tk, " (k_cache shape ", shape_str(k), ")");
   if (length < s.Tq)

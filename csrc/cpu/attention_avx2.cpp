@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
 
 #include "common/runtime.h"
 #include "cpu/attention_isa.h"

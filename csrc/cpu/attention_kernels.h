@@ -411,9 +411,17 @@ struct AttentionKernels {
     }
   }
 
-  static T* thread_workspace(int64_t elems) {
+  // This thread's scratch, or nullptr (and `failed` set) when it cannot be allocated: an
+  // exception may not leave an OpenMP region, so callers throw after it.
+  static T* thread_workspace(int64_t elems, bool& failed) {
     static thread_local dlkern::AlignedBuffer buf;
-    return buf.reserve_elements<T>(static_cast<size_t>(elems));
+    try {
+      return buf.reserve_elements<T>(static_cast<size_t>(elems));
+    } catch (...) {
+#pragma omp atomic write
+      failed = true;
+      return nullptr;
+    }
   }
 
   static void forward(const Problem& pr, T* out, T* lse, int nthreads) {
@@ -429,12 +437,14 @@ struct AttentionKernels {
     const int64_t ws_elems = imax((pr.D + kBc + 1) * kBr, row_tile_ws(pr));
     dlkern::AlignedBuffer split_buf;
     T* parts = nsplit > 1 ? split_buf.reserve_elements<T>(static_cast<size_t>(tasks * nsplit * part)) : nullptr;
+    bool out_of_memory = false;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic) if (nthreads > 1)
     for (int64_t t = 0; t < tasks * nsplit; ++t) {
       const int64_t s = t % nsplit, task = t / nsplit, qb = task % nqb, grp = task / nqb;
       const int64_t b = grp / pr.Hkv, hk = grp % pr.Hkv, r0 = qb * kBr;
       const Rows rw(pr, b, hk, r0, imin(kBr, R - r0));
-      T* ws = thread_workspace(ws_elems + (nsplit > 1 ? 0 : part));
+      T* ws = thread_workspace(ws_elems + (nsplit > 1 ? 0 : part), out_of_memory);
+      if (!ws) continue;
       T* tile = nsplit > 1 ? parts + t * part : ws + ws_elems;
       const int64_t ld = rw.padded;
       const int64_t k_lo = s * kb_per_split * kBc, k_hi = imin(pr.Tk, (s + 1) * kb_per_split * kBc);
@@ -444,6 +454,7 @@ struct AttentionKernels {
         forward_tile(pr, rw, b, hk, k_lo, k_hi, tile, tile + pr.Dv * ld, tile + pr.Dv * ld + ld, ws);
       if (nsplit == 1) finish_rows(pr, rw, b, tile, part, 1, out, lse);
     }
+    if (out_of_memory) throw std::bad_alloc();
     if (nsplit == 1) return;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (int64_t task = 0; task < tasks; ++task) {
@@ -458,10 +469,12 @@ struct AttentionKernels {
   // One task per (b, kv head): it owns dK/dV of its keys and dQ of its g*Tq rows, so no
   // two threads write the same gradient. Keys in tiles (outer), query rows inner.
   static void backward_group(const Problem& pr, const View& dout, const View& o, const T* lse, int64_t b, int64_t hk,
-                             T* dq, T* dk, T* dv) {
+                             T* dq, T* dk, T* dv, bool& out_of_memory) {
     const int64_t g = pr.Hq / pr.Hkv, R = g * pr.Tq, Rp = round_up(R, L);
     const int64_t D = pr.D, Dv = pr.Dv, Dp = round_up(D, L), Dvp = round_up(Dv, L);
-    T* QT = thread_workspace(D * Rp * 2 + Dv * Rp + Rp * Dp + Rp * Dvp + 2 * Rp + 3 * kBc * kBr + kBc * (Dp + Dvp));
+    T* QT = thread_workspace(D * Rp * 2 + Dv * Rp + Rp * Dp + Rp * Dvp + 2 * Rp + 3 * kBc * kBr + kBc * (Dp + Dvp),
+                             out_of_memory);
+    if (!QT) return;
     T* dQT = QT + D * Rp;     // D x Rp
     T* dOT = dQT + D * Rp;    // Dv x Rp
     T* Qr = dOT + Dv * Rp;    // Rp x Dp
@@ -560,8 +573,10 @@ struct AttentionKernels {
 
   static void backward(const Problem& pr, View dout, View o, const T* lse, T* dq, T* dk, T* dv, int nthreads) {
     const int64_t groups = pr.B * pr.Hkv;
+    bool out_of_memory = false;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic) if (nthreads > 1)
     for (int64_t grp = 0; grp < groups; ++grp)
-      backward_group(pr, dout, o, lse, grp / pr.Hkv, grp % pr.Hkv, dq, dk, dv);
+      backward_group(pr, dout, o, lse, grp / pr.Hkv, grp % pr.Hkv, dq, dk, dv, out_of_memory);
+    if (out_of_memory) throw std::bad_alloc();
   }
 };

@@ -58,14 +58,18 @@ def _seed(seed):
     return int(seed) & 0xFFFFFFFFFFFFFFFF
 
 
+def _scale(scale):
+    return None if scale is None else float(scale)
+
+
 def attention_forward(q, k, v, attn_mask=None, is_causal=False, scale=None, dropout_p=0.0, seed=0):
     """Returns (out (B, Hq, Tq, Dv), lse (B, Hq, Tq)): softmax(q k^T * scale + mask) v.
 
     ``scale`` defaults to 1/sqrt(D). lse is the log-sum-exp of each row's scaled, masked
     scores (-inf for a row with no key left, whose out is 0).
     """
-    return _C.attention_forward(_unit_last(q), _unit_last(k), _unit_last(v), attn_mask, bool(is_causal), scale,
-                                float(dropout_p), _seed(seed))
+    return _C.attention_forward(_unit_last(q), _unit_last(k), _unit_last(v), attn_mask, bool(is_causal),
+                                _scale(scale), float(dropout_p), _seed(seed))
 
 
 def attention_backward(grad_out, q, k, v, out, lse, attn_mask=None, is_causal=False, scale=None, dropout_p=0.0,
@@ -75,7 +79,7 @@ def attention_backward(grad_out, q, k, v, out, lse, attn_mask=None, is_causal=Fa
     Pass the same attn_mask, is_causal, scale, dropout_p and seed as the forward.
     """
     return _C.attention_backward(_unit_last(grad_out), _unit_last(q), _unit_last(k), _unit_last(v),
-                                 _unit_last(out), _contiguous(lse), attn_mask, bool(is_causal), scale,
+                                 _unit_last(out), _contiguous(lse), attn_mask, bool(is_causal), _scale(scale),
                                  float(dropout_p), _seed(seed))
 
 
@@ -90,7 +94,7 @@ def decode_attention(q, k_cache, v_cache, length, attn_mask=None, scale=None):
     themselves, bottom-right aligned) against the first ``length`` cache positions of
     k_cache/v_cache (B, Hkv, S, D); attn_mask broadcastable to (B, Hq, Tq, length).
     Reads the cache in place (no copy or slice). Returns out (B, Hq, Tq, Dv)."""
-    return _C.decode_attention(_unit_last(q), k_cache, v_cache, length, attn_mask, scale)
+    return _C.decode_attention(_unit_last(q), k_cache, v_cache, length, attn_mask, _scale(scale))
 
 
 def rope(x, offset=0, base=10000.0):
