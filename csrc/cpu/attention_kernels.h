@@ -8,7 +8,15 @@
 // any strides: K and V are used in place (never packed or repeated), the row max / sum /
 // exp of the online softmax are lane-wise (no horizontal reductions), and one tile can
 // hold the rows of all query heads sharing a kv head, so each K/V row is read once per
-// tile (GQA, and the memory-bound decode step).
+// tile (GQA). A forward tile of few rows (a decode step: g query heads x a few positions)
+// would leave most lanes empty; it uses rows x keys with lanes along D instead
+// (forward_tile_rows), still reading each K/V row once for the whole group.
+//
+// Forward: one task per (b, kv head, tile of rows), online softmax over key tiles; when
+// there are fewer tasks than threads the keys are split too and the partial (max, sum,
+// output) merged (flash-decoding). Backward (FlashAttention-2): one task per (b, kv head),
+// key tiles outer and row tiles inner, recomputing P from the saved lse; the task owns
+// that group's dQ, dK and dV, so threads never write the same gradient.
 //
 // Rows. For batch b and kv head hk, the g = Hq/Hkv query heads give R = g*Tq rows,
 // ordered r = i*g + (h - hk*g) so that a tile of consecutive rows spans few query
