@@ -159,6 +159,18 @@ def test_fully_masked_rows(isa, threads, dtype):
     assert (dq == 0).all() and dk.shape == (1, 1, 0, 16)
 
 
+@pytest.mark.parametrize("shape", [(0, 2, 1, 3, 4), (1, 0, 1, 3, 4), (1, 2, 1, 0, 4), (2, 2, 2, 3, 0)])
+def test_empty_shapes(shape, threads):
+    B, Hq, Hkv, Tq, Tk = shape
+    rng = np.random.default_rng(25)
+    q, k, v = make(rng, B, Hq, Hkv, Tq, Tk, 8)
+    out, lse = ops.attention_forward(q, k, v, is_causal=True)
+    assert out.shape == (B, Hq, Tq, 8) and lse.shape == (B, Hq, Tq)
+    dq, dk, dv = ops.attention_backward(np.ones_like(out), q, k, v, out, lse, is_causal=True)
+    assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+    assert not dk.any() and not dv.any() and not dq.any()
+
+
 def test_scale_and_large_logits(isa, dtype):
     rng = np.random.default_rng(10)
     q, k, v = make(rng, 1, 2, 2, 20, 40, 16, dtype=dtype)

@@ -25,7 +25,7 @@ void require_ndim(const py::array& a, int ndim, const char* op, const char* arg,
 
 void require_unit_last(const py::array& a, const char* op, const char* arg) {
   const int last = static_cast<int>(a.ndim()) - 1;
-  if (a.shape(last) > 1 && a.strides(last) != a.itemsize())
+  if (a.size() > 0 && a.shape(last) > 1 && a.strides(last) != a.itemsize())
     value_error(op, ": ", arg, " (shape ", shape_str(a), ") must have a unit-stride last axis");
 }
 
@@ -41,6 +41,7 @@ HeadView<T> head_view(const py::array& a, const char* op, const char* arg) {
   require_unit_last(a, op, arg);
   HeadView<T> h;
   h.p = static_cast<const T*>(a.data());
+  if (a.size() == 0) return h;  // nothing is read; an empty array's strides may be anything
   h.sb = elem_stride(a, 0, op, arg);
   h.sh = elem_stride(a, 1, op, arg);
   h.st = elem_stride(a, 2, op, arg);
