@@ -476,15 +476,17 @@ struct AttentionKernels {
 
   // One task per (b, kv head): it owns dK/dV of its keys and dQ of its g*Tq rows, so no
   // two threads write the same gradient. Keys in tiles (outer), query rows inner.
+  // Key tiles kb0, kb0 + step, ... of group (b, hk): writes their dK / dV rows, and dQ^T
+  // (D x Rp, summed over these keys only) into dQT_part when given, else dQ itself.
   static void backward_group(const Problem& pr, const View& dout, const View& o, const T* lse, int64_t b, int64_t hk,
-                             T* dq, T* dk, T* dv, bool& out_of_memory) {
+                             int64_t kb0, int64_t step, T* dq, T* dk, T* dv, T* dQT_part, bool& out_of_memory) {
     const int64_t g = pr.Hq / pr.Hkv, R = g * pr.Tq, Rp = round_up(R, L);
     const int64_t D = pr.D, Dv = pr.Dv, Dp = round_up(D, L), Dvp = round_up(Dv, L);
     T* QT = thread_workspace(D * Rp * 2 + Dv * Rp + Rp * Dp + Rp * Dvp + 2 * Rp + 3 * kBc * kBr + kBc * (Dp + Dvp),
                              out_of_memory);
     if (!QT) return;
-    T* dQT = QT + D * Rp;     // D x Rp
-    T* dOT = dQT + D * Rp;    // Dv x Rp
+    T* dQT = dQT_part ? dQT_part : QT + D * Rp;  // D x Rp
+    T* dOT = QT + 2 * D * Rp;  // Dv x Rp
     T* Qr = dOT + Dv * Rp;    // Rp x Dp
     T* dOr = Qr + Rp * Dp;    // Rp x Dvp
     T* lse_r = dOr + Rp * Dvp;
@@ -523,7 +525,7 @@ struct AttentionKernels {
     transpose(Qr, Dp, R, D, pr.scale, QT, Rp);
     transpose(dOr, Dvp, R, Dv, T(1), dOT, Rp);
     const V vscale = S::bcast(pr.scale);
-    for (int64_t j0 = 0; j0 < pr.Tk; j0 += kBc) {
+    for (int64_t j0 = kb0 * kBc; j0 < pr.Tk; j0 += step * kBc) {
       const int64_t n = imin(kBc, pr.Tk - j0);
       const T* Kb = pr.k.row(b, hk, j0);
       const T* Vb = pr.v.row(b, hk, j0);
@@ -563,10 +565,20 @@ struct AttentionKernels {
         for (int64_t e = 0; e < Dv; ++e) dvr[j * Dv + e] = dVb[j * Dvp + e];
       }
     }
+    if (!dQT_part) write_dq(pr, b, hk, &dQT, 1, dq);
+  }
+
+  // dq rows of group (b, hk) = the sum of the nparts dQ^T blocks (D x Rp) parts[s].
+  static void write_dq(const Problem& pr, int64_t b, int64_t hk, T* const* parts, int64_t nparts, T* dq) {
+    const int64_t g = pr.Hq / pr.Hkv, R = g * pr.Tq, Rp = round_up(R, L), D = pr.D;
     for (int64_t r = 0; r < R; ++r) {
       const int64_t i = r / g, h = hk * g + r % g;
       T* dqr = dq + ((b * pr.Hq + h) * pr.Tq + i) * D;
-      for (int64_t d = 0; d < D; ++d) dqr[d] = dQT[d * Rp + r];
+      for (int64_t d = 0; d < D; ++d) {
+        T acc = parts[0][d * Rp + r];
+        for (int64_t s = 1; s < nparts; ++s) acc += parts[s][d * Rp + r];
+        dqr[d] = acc;
+      }
     }
   }
 
@@ -580,11 +592,27 @@ struct AttentionKernels {
   }
 
   static void backward(const Problem& pr, View dout, View o, const T* lse, T* dq, T* dk, T* dv, int nthreads) {
-    const int64_t groups = pr.B * pr.Hkv;
+    const int64_t groups = pr.B * pr.Hkv, nkb = (pr.Tk + kBc - 1) / kBc;
+    // Fewer groups than threads (batch 1 with few kv heads): split the key tiles too,
+    // round robin (causal work shrinks along the keys); each split owns its dK/dV rows and
+    // leaves a partial dQ^T, summed afterwards.
+    const int64_t nsplit = groups < nthreads && nkb > 1 ? imin(imin(nkb, nthreads / groups), 64) : 1;
+    const int64_t part = pr.D * round_up((pr.Hq / pr.Hkv) * pr.Tq, L);
+    dlkern::AlignedBuffer split_buf;
+    T* parts = nsplit > 1 ? split_buf.reserve_elements<T>(static_cast<size_t>(groups * nsplit * part)) : nullptr;
     bool out_of_memory = false;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic) if (nthreads > 1)
-    for (int64_t grp = 0; grp < groups; ++grp)
-      backward_group(pr, dout, o, lse, grp / pr.Hkv, grp % pr.Hkv, dq, dk, dv, out_of_memory);
+    for (int64_t t = 0; t < groups * nsplit; ++t) {
+      const int64_t grp = t / nsplit, s = t % nsplit;
+      backward_group(pr, dout, o, lse, grp / pr.Hkv, grp % pr.Hkv, s, nsplit, dq, dk, dv,
+                     parts ? parts + t * part : nullptr, out_of_memory);
+    }
     if (out_of_memory) throw std::bad_alloc();
+    if (nsplit == 1) return;
+    T* split_parts[64];
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      for (int64_t s = 0; s < nsplit; ++s) split_parts[s] = parts + (grp * nsplit + s) * part;
+      write_dq(pr, grp / pr.Hkv, grp % pr.Hkv, split_parts, nsplit, dq);
+    }
   }
 };
