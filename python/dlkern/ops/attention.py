@@ -23,7 +23,14 @@ softmax and never materialised as a (Tq, Tk) matrix; the forward saves the log-s
 and the backward recomputes the tiles. q, k, v, grad_out and out may be strided views
 (e.g. (B, T, H, D) transposed to (B, H, T, D)) and are read in place; only an array whose
 last axis is not unit-stride is copied once, here. Masks are read through broadcast
-strides, never expanded.
+strides, never expanded. A float mask must have q's dtype. float32 attention weights
+below the smallest normal float (~1.2e-38 relative to the row's largest) are flushed to
+0, as are those of masked positions.
+
+Threads: the forward runs (batch, kv head, tile of 64 query rows) tasks, splitting the
+keys too when there are fewer tasks than threads (flash-decoding); the backward runs one
+task per (batch, kv head), each owning its dQ/dK/dV, and splits the keys round robin when
+there are fewer of those than threads. Results agree across thread counts to rounding.
 """
 
 import numpy as np
