@@ -4,6 +4,7 @@
 // Masks are read through broadcast strides (0 on size-1 axes), never expanded.
 #include <cmath>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "bind/common.h"
@@ -171,10 +172,9 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
   require_same_dtype(o, "out", q, "q", op);
   require_same_dtype(lse, "lse", q, "q", op);
   const std::vector<py::ssize_t> out_shape{s.B, s.Hq, s.Tq, s.Dv}, lse_shape{s.B, s.Hq, s.Tq};
-  if (dims(g) != out_shape)
-    value_error(op, ": grad_out has shape ", shape_str(g), ", expected (", s.B, ", ", s.Hq, ", ", s.Tq, ", ", s.Dv, ")");
-  if (dims(o) != out_shape)
-    value_error(op, ": out has shape ", shape_str(o), ", expected (", s.B, ", ", s.Hq, ", ", s.Tq, ", ", s.Dv, ")");
+  const std::string want = cat("(", s.B, ", ", s.Hq, ", ", s.Tq, ", ", s.Dv, ")");
+  if (dims(g) != out_shape) value_error(op, ": grad_out has shape ", shape_str(g), ", expected ", want);
+  if (dims(o) != out_shape) value_error(op, ": out has shape ", shape_str(o), ", expected ", want);
   if (dims(lse) != lse_shape)
     value_error(op, ": lse has shape ", shape_str(lse), ", expected (", s.B, ", ", s.Hq, ", ", s.Tq, ")");
   if (!(lse.flags() & py::array::c_style)) value_error(op, ": lse must be C-contiguous");

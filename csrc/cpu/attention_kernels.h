@@ -105,7 +105,8 @@ struct AttentionKernels {
   static T neg_inf() { return -__builtin_inf(); }
   static T big() { return sizeof(T) == 4 ? T(3.4028234663852886e38) : T(1.7976931348623157e308); }
 
-  // C[m, 0:MR lanes...]: C[m*ldc + v*L + lane] (+)= sum_k A[m*am + k*ak] * B[k*ldb + v*L + lane].
+  // An MR x NV-vector register tile:
+  // C[m*ldc + v*L + lane] (+)= sum_k A[m*am + k*ak] * B[k*ldb + v*L + lane].
   template <int MR, int NV>
   static void micro(int64_t K, const T* A, int64_t am, int64_t ak, const T* B, int64_t ldb, T* C, int64_t ldc,
                     bool accumulate) {
@@ -273,7 +274,7 @@ struct AttentionKernels {
         S::store(m + c, mnew);
       }
       if (pr.dropout_p > 0) apply_dropout(pr, rw, ST, nullptr, nullptr, ld, 1, j0, n);
-      if (max_moved)
+      if (max_moved && j0 != k_lo)  // (the first tile's OT is still 0)
         for (int64_t e = 0; e < pr.Dv; ++e)
           for (int64_t c = 0; c < ld; c += L)
             S::store(OT + e * ld + c, S::mul(S::load(OT + e * ld + c), S::load(alpha + c)));
