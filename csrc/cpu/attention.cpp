@@ -1,0 +1,108 @@
+// attention front end: thread-count choice and the run-time choice of ISA path for the
+// tiled attention kernels; KV-cache append and RoPE (memory-bound, plain loops).
+#include "cpu/attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "common/cpu_features.h"
+#include "common/runtime.h"
+#include "cpu/attention_isa.h"
+
+namespace dlkern::cpu {
+namespace {
+
+// Inside a parallel region (a caller splitting its own work): the calling thread alone.
+int threads() { return omp_in_parallel() ? 1 : get_num_threads(); }
+
+bool empty(int64_t a, int64_t b, int64_t c) { return a <= 0 || b <= 0 || c <= 0; }
+
+}  // namespace
+
+template <typename T>
+void attention_forward(const AttentionProblem<T>& pr, T* out, T* lse) {
+  if (empty(pr.B, pr.Hq, pr.Tq)) return;
+  const int nt = threads();
+  switch (active_isa()) {
+#if defined(DLKERN_X86)
+    case Isa::avx512: avx512::attention_fwd(pr, out, lse, nt); return;
+    case Isa::avx2: avx2::attention_fwd(pr, out, lse, nt); return;
+#endif
+    default: generic::attention_fwd(pr, out, lse, nt); return;
+  }
+}
+
+template <typename T>
+void attention_backward(const AttentionProblem<T>& pr, HeadView<T> dout, HeadView<T> o, const T* lse, T* dq, T* dk,
+                        T* dv) {
+  if (empty(pr.B, pr.Hkv, 1)) return;
+  if (pr.Tq <= 0) {  // no queries: no gradient reaches k or v
+    std::fill(dk, dk + pr.B * pr.Hkv * pr.Tk * pr.D, T(0));
+    std::fill(dv, dv + pr.B * pr.Hkv * pr.Tk * pr.Dv, T(0));
+    return;
+  }
+  const int nt = threads();
+  switch (active_isa()) {
+#if defined(DLKERN_X86)
+    case Isa::avx512: avx512::attention_bwd(pr, dout, o, lse, dq, dk, dv, nt); return;
+    case Isa::avx2: avx2::attention_bwd(pr, dout, o, lse, dq, dk, dv, nt); return;
+#endif
+    default: generic::attention_bwd(pr, dout, o, lse, dq, dk, dv, nt); return;
+  }
+}
+
+template <typename T>
+void kv_cache_append(HeadView<T> src, T* cache, int64_t c_sb, int64_t c_sh, int64_t c_st, int64_t B, int64_t H,
+                     int64_t T_new, int64_t D, int64_t offset) {
+  const int64_t rows = B * H * T_new;
+  const int nt = rows * D >= (1 << 16) ? threads() : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = r % T_new, h = (r / T_new) % H, b = r / (T_new * H);
+    std::memcpy(cache + b * c_sb + h * c_sh + (offset + t) * c_st, src.row(b, h, t), sizeof(T) * D);
+  }
+}
+
+template <typename T>
+void rope(const T* x, T* y, int64_t n, int64_t T_len, int64_t D, int64_t offset, double base, bool inverse) {
+  const int64_t half = D / 2;
+  if (n <= 0 || T_len <= 0 || half <= 0) return;
+  // cos/sin per (position, pair), in double, rounded once to T.
+  std::vector<T> cs(static_cast<size_t>(T_len * half)), sn(cs.size());
+  for (int64_t t = 0; t < T_len; ++t)
+    for (int64_t d = 0; d < half; ++d) {
+      const double ang = double(offset + t) * std::pow(base, -2.0 * double(d) / double(D));
+      cs[t * half + d] = T(std::cos(ang));
+      sn[t * half + d] = T(inverse ? -std::sin(ang) : std::sin(ang));
+    }
+  const int64_t rows = n * T_len;
+  const int nt = rows * D >= (1 << 16) ? threads() : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* c = cs.data() + (r % T_len) * half;
+    const T* s = sn.data() + (r % T_len) * half;
+    const T* a = x + r * D;
+    T* o = y + r * D;
+    for (int64_t d = 0; d < half; ++d) {
+      const T lo = a[d], hi = a[d + half];
+      o[d] = lo * c[d] - hi * s[d];
+      o[d + half] = hi * c[d] + lo * s[d];
+    }
+  }
+}
+
+#define DLKERN_ATTENTION_INSTANTIATE(T)                                                                          \
+  template void attention_forward<T>(const AttentionProblem<T>&, T*, T*);                                        \
+  template void attention_backward<T>(const AttentionProblem<T>&, HeadView<T>, HeadView<T>, const T*, T*, T*, T*); \
+  template void kv_cache_append<T>(HeadView<T>, T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                   int64_t);                                                                      \
+  template void rope<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, double, bool);
+DLKERN_ATTENTION_INSTANTIATE(float)
+DLKERN_ATTENTION_INSTANTIATE(double)
+#undef DLKERN_ATTENTION_INSTANTIATE
+
+}  // namespace dlkern::cpu
