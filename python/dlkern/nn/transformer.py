@@ -96,30 +96,37 @@ class TransformerDecoderLayer(_Layer):
         return self.norm3(x + self._ff_block(x, self.dropout3))
 
 
-class TransformerEncoder(Module):
+class _Stack(Module):
+    """num_layers deep copies of one layer (as PyTorch), then the optional final norm."""
+
+    def __init__(self, layer, num_layers, norm):
+        super().__init__()
+        self.layers = ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.num_layers = num_layers
+        self.norm = norm
+
+    def _final(self, x):
+        return x if self.norm is None else self.norm(x)
+
+
+class TransformerEncoder(_Stack):
     """num_layers deep copies of encoder_layer, then the optional final norm."""
 
     def __init__(self, encoder_layer, num_layers, norm=None):
-        super().__init__()
-        self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
-        self.num_layers = num_layers
-        self.norm = norm
+        super().__init__(encoder_layer, num_layers, norm)
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
         for layer in self.layers:
             x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
-        return x if self.norm is None else self.norm(x)
+        return self._final(x)
 
 
-class TransformerDecoder(Module):
+class TransformerDecoder(_Stack):
     """num_layers deep copies of decoder_layer, then the optional final norm."""
 
     def __init__(self, decoder_layer, num_layers, norm=None):
-        super().__init__()
-        self.layers = ModuleList(copy.deepcopy(decoder_layer) for _ in range(num_layers))
-        self.num_layers = num_layers
-        self.norm = norm
+        super().__init__(decoder_layer, num_layers, norm)
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False):
@@ -128,4 +135,4 @@ class TransformerDecoder(Module):
             x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
                       tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
                       tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal)
-        return x if self.norm is None else self.norm(x)
+        return self._final(x)
