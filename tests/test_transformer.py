@@ -519,3 +519,13 @@ def test_mha_and_encoder_layer_match_torch(rng):
         tout = tl(torch.from_numpy(x), src_mask=mask)
         out = lay(dlkern.tensor(x), src_mask=mask.numpy())
         np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-9, atol=1e-10)
+    tdec = torch.nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, norm_first=True).double()
+    dec = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, norm_first=True, dtype=np.float64)
+    dec.load_state_dict({k: v.detach().numpy() for k, v in tdec.state_dict().items()})
+    tgt, mem = rng.standard_normal((4, 2, 8)), rng.standard_normal((6, 2, 8))
+    mkpm = np.array([[False] * 6, [False] * 4 + [True] * 2])
+    tmask = torch.nn.Transformer.generate_square_subsequent_mask(4, dtype=torch.float64)
+    tout = tdec(torch.from_numpy(tgt), torch.from_numpy(mem), tgt_mask=tmask,
+                memory_key_padding_mask=torch.from_numpy(mkpm))
+    out = dec(dlkern.tensor(tgt), dlkern.tensor(mem), tgt_mask=tmask.numpy(), memory_key_padding_mask=mkpm)
+    np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-9, atol=1e-10)
