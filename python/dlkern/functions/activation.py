@@ -103,16 +103,16 @@ class Gelu(Function):
         dev = ctx.device
         a = ctx.saved
         if ctx.approximate == "tanh":
-            # d/da = 0.5 (1 + t) + a (1 - t^2) * 0.5 sqrt(2/pi) (1 + 3k a^2)
+            # d/da = 0.5 (1 + t) + a (1 - t^2) * 0.5 sqrt(2/pi) (1 + 3k a^2), in two buffers
             t = ctx.t
-            u = a * a
-            u *= 1.5 * _GELU_K * _SQRT_2_OVER_PI
-            u += 0.5 * _SQRT_2_OVER_PI
             s = t * t
             s -= 1
             s *= a
-            s *= u                               # -a (1 - t^2) u
-            d = t * 0.5
+            d = a * a
+            d *= 1.5 * _GELU_K * _SQRT_2_OVER_PI
+            d += 0.5 * _SQRT_2_OVER_PI
+            s *= d                               # -a (1 - t^2) * 0.5 sqrt(2/pi) (1 + 3k a^2)
+            dev.multiply(t, 0.5, out=d)
             d += 0.5
             d -= s
             d *= g

@@ -8,13 +8,12 @@ from ..autograd import Function
 
 class ScaledDotProductAttention(Function):
     """q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv) -> (B, Hq, Tq, Dv). The mask
-    and the dropout seed are constants (no gradient through the mask)."""
+    and the dropout seed are constants (no gradient through the mask). The kernels read
+    strided views (heads split off a (B, T, H * D) projection) in place, so none is copied."""
 
     @staticmethod
     def forward(ctx, q, k, v, attn_mask, is_causal, scale, dropout_p, seed):
-        dev = ctx.device
-        q, k, v = dev.contiguous(q), dev.contiguous(k), dev.contiguous(v)
-        out, lse = dev.attention_forward(q, k, v, attn_mask, is_causal, scale, dropout_p, seed)
+        out, lse = ctx.device.attention_forward(q, k, v, attn_mask, is_causal, scale, dropout_p, seed)
         ctx.saved = (q, k, v, out, lse)
         ctx.args = (attn_mask, is_causal, scale, dropout_p, seed)
         return out
@@ -22,7 +21,7 @@ class ScaledDotProductAttention(Function):
     @staticmethod
     def backward(ctx, g):
         q, k, v, out, lse = ctx.saved
-        dq, dk, dv = ctx.device.attention_backward(ctx.device.contiguous(g), q, k, v, out, lse, *ctx.args)
+        dq, dk, dv = ctx.device.attention_backward(g, q, k, v, out, lse, *ctx.args)
         return dq, dk, dv, None, None, None, None, None
 
 
