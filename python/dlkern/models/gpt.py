@@ -184,7 +184,7 @@ class GPT(nn.Module):
             else:
                 x += table[np.maximum(np.arange(offset, length)[None, :] - shift[:, None], 0)]
         x = x.reshape(b * t, d)
-        mask = None if key_valid is None else np.ascontiguousarray(key_valid[:, None, None, :length])
+        mask = None if key_valid is None else key_valid[:, None, None, :length]
         bias = self._alibi(t, length, x.dtype)
         if bias is not None:
             mask = bias if mask is None else np.where(mask, bias, -np.inf).astype(x.dtype)
@@ -200,9 +200,9 @@ class GPT(nn.Module):
             q, k, v = qkv[:, :h], qkv[:, h:h + kv], qkv[:, h + kv:]
             if rope:
                 q, k = _rope_rows(q, offset, shift), _rope_rows(k, offset, shift)
-            ops.kv_cache_append(cache.k, np.ascontiguousarray(k), offset)
-            cache.offset = ops.kv_cache_append(cache.v, np.ascontiguousarray(v), offset)
-            o = ops.decode_attention(np.ascontiguousarray(q), cache.k, cache.v, length, mask)
+            ops.kv_cache_append(cache.k, k, offset)                # strided head views are read in place
+            cache.offset = ops.kv_cache_append(cache.v, v, offset)
+            o = ops.decode_attention(q, cache.k, cache.v, length, mask)
             o = o.reshape(b, d) if t == 1 else o.transpose(0, 2, 1, 3).reshape(b * t, d)
             if bo is not None:
                 x += bo
