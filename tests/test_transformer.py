@@ -380,6 +380,13 @@ def test_mha_cache_decoding_matches_full(rng):
         first = m(x[:, :4], x[:, :4], x[:, :4], cache=cache)[0].data
         rest = [m(x[:, i:i + 1], x[:, i:i + 1], x[:, i:i + 1], cache=cache)[0].data for i in (4, 5)]
     np.testing.assert_allclose(np.concatenate([first] + rest, 1), full, rtol=1e-5, atol=1e-6)
+    # key is query but value differs: the cache path keeps them apart
+    v = dlkern.randn(2, 6, 8)
+    full = m(x, x, v, is_causal=True)[0].data
+    cache.reset()
+    with dlkern.no_grad():
+        got = m(x, x, v, cache=cache)[0].data
+    np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)
     xg = dlkern.randn(2, 1, 8, requires_grad=True)
     with pytest.raises(RuntimeError, match="inference-only"):
         m(xg, xg, xg, cache=cache)[0].sum().backward()

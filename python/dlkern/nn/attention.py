@@ -230,7 +230,7 @@ class MultiheadAttention(Module):
     def _cached(self, q_in, k_in, v_in, packed, cache, key_padding_mask, attn_mask):
         if not isinstance(cache, KVCache):
             raise TypeError(f"MultiheadAttention: cache must be a KVCache, got {type(cache).__name__}")
-        if packed or k_in is q_in:
+        if packed:
             k_in = v_in = q_in
         (wq, wk, wv), (bq, bk, bv) = self._weights()
         offset = cache.offset
