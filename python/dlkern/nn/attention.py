@@ -234,12 +234,12 @@ class MultiheadAttention(Module):
             k_in = v_in = q_in
         (wq, wk, wv), (bq, bk, bv) = self._weights()
         offset = cache.offset
+        n, tgt_len = q_in.shape[0], q_in.shape[1]
+        mask = merge_masks(attn_mask, key_padding_mask, n, self.num_heads, tgt_len, offset + tgt_len, q_in.dtype)
         q = self._heads(q_in, wq, bq, self.num_heads, offset)
         k = self._heads(k_in, wk, bk, self.num_kv_heads, offset)
         v = self._heads(v_in, wv, bv, self.num_kv_heads, None)
         cache.append(k.data, v.data)
-        n, tgt_len = q_in.shape[0], q_in.shape[1]
-        mask = merge_masks(attn_mask, key_padding_mask, n, self.num_heads, tgt_len, cache.offset, q.dtype)
         out = _FA.DecodeAttention.apply(q, cache.k, cache.v, cache.offset, mask, None)
         return out.transpose(1, 2).reshape(n, tgt_len, self.embed_dim)
 
