@@ -380,6 +380,19 @@ def test_mha_cache_decoding_matches_full(rng):
         first = m(x[:, :4], x[:, :4], x[:, :4], cache=cache)[0].data
         rest = [m(x[:, i:i + 1], x[:, i:i + 1], x[:, i:i + 1], cache=cache)[0].data for i in (4, 5)]
     np.testing.assert_allclose(np.concatenate([first] + rest, 1), full, rtol=1e-5, atol=1e-6)
+    # a key padding mask covers the whole cache
+    kpm = np.zeros((2, 6), bool)
+    kpm[1, [0, 4]] = True
+    full_kpm = m(x, x, x, is_causal=True, key_padding_mask=kpm)[0].data
+    cache.reset()
+    with dlkern.no_grad():
+        parts = [m(x[:, :4], x[:, :4], x[:, :4], cache=cache, key_padding_mask=kpm[:, :4])[0].data]
+        parts += [m(x[:, i:i + 1], x[:, i:i + 1], x[:, i:i + 1], cache=cache, key_padding_mask=kpm[:, :i + 1])[0].data
+                  for i in (4, 5)]
+        with pytest.raises(ValueError, match="key_padding_mask"):
+            m(x[:, :1], x[:, :1], x[:, :1], cache=cache, key_padding_mask=kpm)
+    assert cache.offset == 6
+    np.testing.assert_allclose(np.concatenate(parts, 1), full_kpm, rtol=1e-5, atol=1e-6)
     # key is query but value differs: the cache path keeps them apart
     v = dlkern.randn(2, 6, 8)
     full = m(x, x, v, is_causal=True)[0].data
