@@ -24,7 +24,6 @@ from ..nn import functional as F
 __all__ = ["GPT"]
 
 _POS_ENCODINGS = ("learned", "rope", "sinusoidal", "alibi")
-_GELU_C = math.sqrt(2.0 / math.pi)
 
 
 class Block(nn.Module):
@@ -212,7 +211,7 @@ class GPT(nn.Module):
                 y += bfc
             if bpr is not None:
                 x += bpr
-            ops.gemm(_gelu_tanh_(y), wpr, x, 1.0, 1.0, trans_b=True)
+            ops.gemm(ops.gelu_tanh(y), wpr, x, 1.0, 1.0, trans_b=True)
         x = x.reshape(b, t, d)
         if last_only:
             x = np.ascontiguousarray(x[:, -1])
@@ -285,19 +284,6 @@ class GPT(nn.Module):
                 if step + 1 < max_new_tokens:
                     logits = self._forward_arrays(nxt[:, None], caches, shift, key_valid, params=params)
         return out
-
-
-def _gelu_tanh_(x):
-    """GELU (tanh approximation) of x, in place: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    t = x * x
-    t *= 0.044715 * _GELU_C
-    t += _GELU_C
-    t *= x
-    np.tanh(t, out=t)
-    t += 1.0
-    x *= t
-    x *= 0.5
-    return x
 
 
 def _rope_rows(x, offset, shift):
