@@ -7,7 +7,6 @@ from ..autograd import Function
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -78,25 +77,23 @@ class Elu(Function):
 
 
 class Gelu(Function):
+    """approximate="tanh" is the fused kernel pair (dlkern.ops.gelu_tanh: one pass each
+    way, the backward recomputes from the input); "none" is exact, via erf."""
+
     @staticmethod
     def forward(ctx, a, approximate):
-        dev = ctx.device
         ctx.saved = a
         ctx.approximate = approximate
         if approximate == "tanh":
-            t = dev.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
-            ctx.t = t
-            return 0.5 * a * (1 + t)
-        return 0.5 * a * (1 + dev.erf(a * _INV_SQRT_2))
+            return ctx.device.gelu_tanh(a)
+        return 0.5 * a * (1 + ctx.device.erf(a * _INV_SQRT_2))
 
     @staticmethod
     def backward(ctx, g):
         dev = ctx.device
         a = ctx.saved
         if ctx.approximate == "tanh":
-            t = ctx.t
-            inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
-            return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * inner), None
+            return dev.gelu_tanh_backward(g, a), None
         cdf = 0.5 * (1 + dev.erf(a * _INV_SQRT_2))
         pdf = _INV_SQRT_2PI * dev.exp(-0.5 * a * a)
         return g * (cdf + a * pdf), None

@@ -1,6 +1,7 @@
-"""Ready-made models: MLP and LeNet-5 (and, with the attention work, a GPT)."""
+"""Ready-made models: MLP, LeNet-5 and a GPT language model."""
 
 from .mlp import MLP
 from .lenet import LeNet5
+from .gpt import GPT
 
-__all__ = ["MLP", "LeNet5"]
+__all__ = ["MLP", "LeNet5", "GPT"]

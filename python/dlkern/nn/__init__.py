@@ -7,6 +7,11 @@ from .layers import (Identity, Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Ada
                      ReLU, Sigmoid, Tanh, SELU, SiLU, GELU, Softplus, LeakyReLU, ELU, Softmax, LogSoftmax,
                      MSELoss, L1Loss, CrossEntropyLoss, NLLLoss, BCELoss, BCEWithLogitsLoss, SigmoidFocalLoss,
                      FocalLoss)
+from .kv_cache import KVCache
+from .positional import (SinusoidalPositionalEncoding, LearnedPositionalEmbedding, RotaryEmbedding, ALiBi,
+                         alibi_slopes, alibi_bias, sinusoidal_table)
+from .attention import MultiheadAttention
+from .transformer import TransformerEncoderLayer, TransformerDecoderLayer, TransformerEncoder, TransformerDecoder
 from . import functional, init, utils
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
@@ -14,4 +19,6 @@ __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Ide
            "LayerNorm", "RMSNorm", "GroupNorm", "Dropout", "AlphaDropout", "Embedding", "ReLU", "Sigmoid", "Tanh",
            "SELU", "SiLU", "GELU", "Softplus", "LeakyReLU", "ELU", "Softmax", "LogSoftmax", "MSELoss", "L1Loss",
            "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "SigmoidFocalLoss", "FocalLoss",
-           "functional", "init", "utils"]
+           "KVCache", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "RotaryEmbedding", "ALiBi",
+           "alibi_slopes", "alibi_bias", "sinusoidal_table", "MultiheadAttention", "TransformerEncoderLayer",
+           "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "functional", "init", "utils"]

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..tensor import Tensor, _F, _RNG, tensor as _tensor, gelu as _gelu
 from ..functions.activation import SELU_ALPHA, SELU_SCALE
+from ..functions import attention as _FA
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -350,3 +351,100 @@ def focal_loss(input, target, gamma=2.0, alpha=None, ignore_index=-100, reductio
     if reduction == "sum":
         return loss.sum()
     return loss.sum() / max(int(valid.sum()), 1)
+
+
+# ---------------------------------------------------------------------- attention
+
+def _attention_mask(mask, dtype, shape, op, name="attn_mask"):
+    """`mask` (Tensor or array, bool or float) checked against the score shape `shape`
+    (..., Tq, Tk) it must broadcast to, as an array with len(shape) dims: bool stays bool
+    (True = take part), float is cast to `dtype`."""
+    if mask is None:
+        return None
+    m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+    if m.dtype != np.bool_ and m.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be bool or floating point, got dtype {m.dtype}")
+    try:
+        ok = m.ndim <= len(shape) and np.broadcast_shapes(m.shape, shape) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{op}: {name} has shape {tuple(m.shape)}, which does not broadcast to the attention "
+                         f"scores' shape {tuple(shape)} (batch, heads, target length, source length)")
+    if m.dtype != np.bool_:
+        m = m.astype(dtype, copy=False)
+    return np.ascontiguousarray(m.reshape((1,) * (len(shape) - m.ndim) + m.shape))
+
+
+def _attention_seed(dropout_p):
+    # The kernels regenerate the dropout mask from an integer seed; drawing it from
+    # dlkern's generator makes dropout follow dlkern.manual_seed.
+    return int(_RNG.generator.integers(0, 2 ** 31 - 1)) if dropout_p > 0 else 0
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    """softmax(query key^T * scale + mask) value, as torch.nn.functional.scaled_dot_product_attention.
+
+    query (..., Hq, Tq, D), key (..., Hkv, Tk, D), value (..., Hkv, Tk, Dv) with the same
+    leading (batch) dims; 3-D (heads, seq, dim) inputs work too. Hq != Hkv needs
+    enable_gqa=True and Hq divisible by Hkv (query head h reads KV head h // (Hq // Hkv),
+    without copying K and V). attn_mask (Tensor or array) broadcasts to (..., Hq, Tq, Tk):
+    bool True = attend, float = added to the scores; no gradient flows into it. is_causal
+    masks key j > query i (top-left aligned); unlike PyTorch it may be combined with
+    attn_mask. A query row with every key masked gives 0 (PyTorch gives NaN). dropout_p
+    applies whenever it is > 0 (as PyTorch: pass 0.0 in eval); its randomness follows
+    dlkern.manual_seed.
+    """
+    op = "scaled_dot_product_attention"
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+        if t.ndim < 3:
+            raise ValueError(f"{op}: {name} must have at least 3 dims (..., heads, seq, head_dim), "
+                             f"got shape {tuple(t.shape)}")
+        if t.dtype != query.dtype:
+            raise TypeError(f"{op}: dtype mismatch: query is {query.dtype} but {name} is {t.dtype}")
+    qs, ks, vs = tuple(query.shape), tuple(key.shape), tuple(value.shape)
+    if not (len(qs) == len(ks) == len(vs)) or not (qs[:-3] == ks[:-3] == vs[:-3]):
+        raise ValueError(f"{op}: query {qs}, key {ks} and value {vs} must have the same batch dims")
+    if qs[-1] != ks[-1]:
+        raise ValueError(f"{op}: head_dim mismatch: query has head_dim {qs[-1]} but key has {ks[-1]} "
+                         f"(query {qs}, key {ks})")
+    if ks[-3:-1] != vs[-3:-1]:
+        raise ValueError(f"{op}: key {ks} and value {vs} must have the same number of heads and sequence length")
+    hq, hkv = qs[-3], ks[-3]
+    if hq != hkv:
+        if not enable_gqa:
+            raise ValueError(f"{op}: query has {hq} heads but key/value have {hkv}; pass enable_gqa=True for "
+                             f"grouped-query attention")
+        if hq % hkv:
+            raise ValueError(f"{op}: query heads ({hq}) must be divisible by key/value heads ({hkv})")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"{op}: dropout_p must be in [0, 1), got {dropout_p}")
+    lead = qs[:-3]
+    batch = int(np.prod(lead)) if lead else 1
+    scores = (batch, hq, qs[-2], ks[-2])
+    if attn_mask is not None:
+        m = _attention_mask(attn_mask, query.dtype, lead + scores[1:], op)
+        attn_mask = np.ascontiguousarray(np.broadcast_to(m, lead + m.shape[-3:]).reshape(
+            (batch,) + m.shape[-3:])) if len(lead) != 1 else m
+    if len(lead) != 1:
+        query, key, value = (t.reshape((batch,) + tuple(t.shape[-3:])) for t in (query, key, value))
+    out = _FA.ScaledDotProductAttention.apply(query, key, value, attn_mask, bool(is_causal),
+                                             None if scale is None else float(scale), float(dropout_p),
+                                             _attention_seed(dropout_p))
+    return out if len(lead) == 1 else out.reshape(lead + tuple(out.shape[-3:]))
+
+
+def rope(input, offset=0, base=10000.0):
+    """Rotary position embedding of input (..., T, D), D even, at positions
+    offset..offset+T-1; pairs are (i, i + D/2) ("rotate half", as GPT-NeoX/LLaMA)."""
+    if input.shape[-1] % 2:
+        raise ValueError(f"rope: the last dim (head_dim) must be even, got shape {tuple(input.shape)}")
+    if offset < 0:
+        raise ValueError(f"rope: offset must be >= 0, got {offset}")
+    return _FA.Rope.apply(input, int(offset), float(base))
+
+
+apply_rotary_emb = rope

@@ -8,7 +8,7 @@ re-exported here (``dlkern.ops.matmul``, ``dlkern.ops.softmax``, ...).
 
 import importlib as _importlib
 
-_FAMILIES = ("matmul", "conv", "pool", "softmax", "norm", "loss", "attention")
+_FAMILIES = ("matmul", "conv", "pool", "softmax", "norm", "loss", "attention", "activation")
 
 __all__ = []
 for _family in _FAMILIES:

@@ -1,0 +1,315 @@
+"""A GPT (decoder-only transformer language model) in the style of GPT-2, with a KV
+cache for generation.
+
+Token embeddings plus learned (default), sinusoidal, rotary (RoPE) or ALiBi positions;
+n_layer pre-LN blocks of causal self-attention (grouped-query with n_kv_head) and a GELU
+MLP (4 * d_model, tanh GELU as GPT-2); a final LayerNorm; an output head whose weight is
+the token embedding's (tie_weights). Initialised as GPT-2: normal(0, 0.02) weights, zero
+biases, residual output projections scaled by 1/sqrt(2 * n_layer).
+
+``generate`` prefills the prompt in one forward and then decodes one token per step
+against the per-layer KVCaches, on NumPy arrays and the dlkern kernels directly (no
+autograd graph, no Tensor objects); its logits equal the Tensor forward's (tested).
+"""
+
+import math
+
+import numpy as np
+
+from .. import _C, nn, ops
+from ..autograd import no_grad
+from ..tensor import Tensor, _RNG, _as_dtype
+from ..nn import functional as F
+
+__all__ = ["GPT"]
+
+_POS_ENCODINGS = ("learned", "rope", "sinusoidal", "alibi")
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, d_model, n_head, n_kv_head, dropout, bias, rope, dtype):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d_model, bias=bias, dtype=dtype)
+        self.attn = nn.MultiheadAttention(d_model, n_head, dropout=dropout, bias=bias, batch_first=True,
+                                          num_kv_heads=n_kv_head, rope=rope, dtype=dtype)
+        self.ln_2 = nn.LayerNorm(d_model, bias=bias, dtype=dtype)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model, bias=bias, dtype=dtype),
+                                 nn.GELU(approximate="tanh"),
+                                 nn.Linear(4 * d_model, d_model, bias=bias, dtype=dtype))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, cache=None, attn_mask=None):
+        h = self.ln_1(x)
+        a = self.attn(h, h, h, attn_mask=attn_mask, is_causal=cache is None, cache=cache)[0]
+        x = x + self.dropout(a)
+        return x + self.dropout(self.mlp(self.ln_2(x)))
+
+
+class GPT(nn.Module):
+    """GPT(vocab_size, block_size=128, n_layer=6, n_head=6, d_model=192, n_kv_head=None,
+    pos_encoding="learned"|"rope"|"sinusoidal"|"alibi", dropout=0.0, bias=True,
+    tie_weights=True, dtype=np.float32).
+
+    ``gpt(idx)``: logits (B, T, vocab) for int tokens idx (B, T), T <= block_size.
+    ``gpt(idx, cache=caches)``: logits of the new positions, appended to the caches
+    (``make_cache``), inference only. ``GPT(**gpt.config)`` rebuilds the architecture.
+    """
+
+    def __init__(self, vocab_size, block_size=128, n_layer=6, n_head=6, d_model=192, n_kv_head=None,
+                 pos_encoding="learned", dropout=0.0, bias=True, tie_weights=True, dtype=np.float32):
+        super().__init__()
+        if pos_encoding not in _POS_ENCODINGS:
+            raise ValueError(f"GPT: pos_encoding must be one of {_POS_ENCODINGS}, got {pos_encoding!r}")
+        if d_model % n_head:
+            raise ValueError(f"GPT: d_model ({d_model}) must be divisible by n_head ({n_head})")
+        n_kv_head = n_head if n_kv_head is None else n_kv_head
+        if n_kv_head < 1 or n_head % n_kv_head:
+            raise ValueError(f"GPT: n_head ({n_head}) must be divisible by n_kv_head ({n_kv_head})")
+        dt = _as_dtype(dtype) or np.dtype(np.float32)
+        self.config = dict(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
+                           d_model=d_model, n_kv_head=None if n_kv_head == n_head else n_kv_head,
+                           pos_encoding=pos_encoding, dropout=dropout, bias=bias, tie_weights=tie_weights,
+                           dtype=dt.name)
+        self.vocab_size, self.block_size, self.n_layer = vocab_size, block_size, n_layer
+        self.n_head, self.n_kv_head, self.d_model = n_head, n_kv_head, d_model
+        self.head_dim = d_model // n_head
+        self.pos_encoding = pos_encoding
+        self.wte = nn.Embedding(vocab_size, d_model, dtype=dt)
+        if pos_encoding == "learned":
+            self.wpe = nn.LearnedPositionalEmbedding(block_size, d_model, dtype=dt)
+        elif pos_encoding == "sinusoidal":
+            self.wpe = nn.SinusoidalPositionalEncoding(d_model, block_size, dtype=dt)
+        else:
+            self.wpe = None
+        self.alibi_slopes = nn.alibi_slopes(n_head) if pos_encoding == "alibi" else None
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d_model, n_head, n_kv_head, dropout, bias, pos_encoding == "rope", dt)
+                                    for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(d_model, bias=bias, dtype=dt)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False, dtype=dt)
+        if tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self._init_weights()
+
+    def _init_weights(self):
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.MultiheadAttention):
+                nn.init.normal_(m.in_proj_weight, 0.0, 0.02)
+                if m.in_proj_bias is not None:
+                    nn.init.zeros_(m.in_proj_bias)
+        residual_std = 0.02 / math.sqrt(2 * self.n_layer)
+        for blk in self.blocks:
+            nn.init.normal_(blk.attn.out_proj.weight, 0.0, residual_std)
+            nn.init.normal_(blk.mlp[2].weight, 0.0, residual_std)
+
+    # ------------------------------------------------------------------ Tensor forward
+    def _tokens(self, idx):
+        a = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
+        if a.ndim != 2 or a.dtype.kind not in "iu":
+            raise ValueError(f"GPT: idx must be an int array (batch, seq), got shape {a.shape} dtype {a.dtype}")
+        if a.size and (a.min() < 0 or a.max() >= self.vocab_size):
+            raise ValueError(f"GPT: token ids must be in [0, {self.vocab_size}), got min {a.min()} max {a.max()}")
+        return a
+
+    def _check_positions(self, t, offset):
+        if t > self.block_size:
+            raise ValueError(f"GPT: sequence length {t} exceeds block_size={self.block_size}")
+        if self.wpe is not None and offset + t > self.block_size:
+            raise ValueError(f"GPT: positions {offset}..{offset + t - 1} exceed block_size={self.block_size} "
+                             f"({self.pos_encoding} positions)")
+
+    def _alibi(self, t, length, dtype):
+        if self.alibi_slopes is None:
+            return None
+        return nn.alibi_bias(self.n_head, t, length, slopes=self.alibi_slopes, dtype=dtype)[None]
+
+    def forward(self, idx, cache=None):
+        idx = self._tokens(idx)
+        t = idx.shape[1]
+        if cache is not None and len(cache) != self.n_layer:
+            raise ValueError(f"GPT: cache must be a list of {self.n_layer} KVCache (one per layer), got {len(cache)}")
+        offset = 0 if cache is None else cache[0].offset
+        self._check_positions(t, offset)
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = self.wpe(x, offset)
+        x = self.drop(x)
+        mask = self._alibi(t, offset + t, x.dtype)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, None if cache is None else cache[i], mask)
+        return F.linear(self.ln_f(x), self.lm_head.weight)
+
+    def make_cache(self, batch_size, max_seq_len=None):
+        """One KVCache per layer, (batch_size, n_kv_head, max_seq_len or block_size, head_dim)."""
+        size = self.block_size if max_seq_len is None else max_seq_len
+        return [nn.KVCache(batch_size, self.n_kv_head, size, self.head_dim, self.wte.weight.dtype)
+                for _ in range(self.n_layer)]
+
+    # ------------------------------------------------------------------ inference on arrays
+    def _arrays(self):
+        """The parameters as arrays (no copies), per layer, for the inference path."""
+        def d(p):
+            return None if p is None else p.data
+
+        layers = []
+        for blk in self.blocks:
+            a, fc, proj = blk.attn, blk.mlp[0], blk.mlp[2]
+            layers.append((d(blk.ln_1.weight), d(blk.ln_1.bias), blk.ln_1.eps, d(a.in_proj_weight),
+                           d(a.in_proj_bias), d(a.out_proj.weight), d(a.out_proj.bias), d(blk.ln_2.weight),
+                           d(blk.ln_2.bias), blk.ln_2.eps, d(fc.weight), d(fc.bias), d(proj.weight), d(proj.bias)))
+        return layers
+
+    def _forward_arrays(self, idx, caches, shift=None, key_valid=None, last_only=True, params=None):
+        """Inference forward on arrays: idx (B, T) int tokens in cache slots offset..offset+T-1;
+        row b's token at slot s has position s - shift[b] (shift None: position = slot);
+        key_valid (B, max_seq) bool marks the slots that may be attended. Appends to the
+        caches; returns float logits (B, vocab) of the last slot, or (B, T, vocab)."""
+        params = self._arrays() if params is None else params
+        b, t = idx.shape
+        d, h, kv, hd = self.d_model, self.n_head, self.n_kv_head, self.head_dim
+        offset = caches[0].offset
+        length = offset + t
+        x = self.wte.weight.data[idx]
+        if self.wpe is not None:
+            table = self.wpe.weight.data if self.pos_encoding == "learned" else self.wpe.pe.data
+            if shift is None:
+                x += table[offset:length]
+            else:
+                x += table[np.maximum(np.arange(offset, length)[None, :] - shift[:, None], 0)]
+        x = x.reshape(b * t, d)
+        mask = None if key_valid is None else key_valid[:, None, None, :length]
+        bias = self._alibi(t, length, x.dtype)
+        if bias is not None:
+            mask = bias if mask is None else np.where(mask, bias, -np.inf).astype(x.dtype)
+        rope = self.pos_encoding == "rope"
+        shape = (d,)
+        for cache, (w1, b1, eps1, wqkv, bqkv, wo, bo, w2, b2, eps2, wfc, bfc, wpr, bpr) in zip(caches, params):
+            # The layer norm binding is called directly: the decode step is a few microseconds
+            # per op, and the ops wrapper's argument normalisation would be a tenth of it.
+            qkv = ops.gemm(_C.layer_norm_forward(x, shape, w1, b1, eps1)[0], wqkv, trans_b=True)
+            if bqkv is not None:
+                qkv += bqkv
+            qkv = qkv.reshape(b, t, h + 2 * kv, hd).transpose(0, 2, 1, 3)
+            q, k, v = qkv[:, :h], qkv[:, h:h + kv], qkv[:, h + kv:]
+            if rope:
+                q, k = _rope_rows(q, offset, shift), _rope_rows(k, offset, shift)
+            ops.kv_cache_append(cache.k, k, offset)                # strided head views are read in place
+            cache.offset = ops.kv_cache_append(cache.v, v, offset)
+            o = ops.decode_attention(q, cache.k, cache.v, length, mask)
+            o = o.reshape(b, d) if t == 1 else o.transpose(0, 2, 1, 3).reshape(b * t, d)
+            if bo is not None:
+                x += bo
+            ops.gemm(o, wo, x, 1.0, 1.0, trans_b=True)            # x += o @ wo.T
+            y = ops.gemm(_C.layer_norm_forward(x, shape, w2, b2, eps2)[0], wfc, trans_b=True)
+            if bfc is not None:
+                y += bfc
+            if bpr is not None:
+                x += bpr
+            ops.gemm(ops.gelu_tanh(y), wpr, x, 1.0, 1.0, trans_b=True)
+        x = x.reshape(b, t, d)
+        if last_only:
+            x = np.ascontiguousarray(x[:, -1])
+        y = ops.layer_norm(x, (d,), self.ln_f.weight.data, None if self.ln_f.bias is None else self.ln_f.bias.data,
+                           self.ln_f.eps)
+        return ops.matmul(y, self.lm_head.weight.data.T)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, rng=None, prompt_lengths=None):
+        """Continue each prompt by max_new_tokens tokens -> int64 array (B, T0 + max_new_tokens).
+
+        idx (B, T0) int tokens. prompt_lengths (B,) (optional): row b's prompt is
+        idx[b, :prompt_lengths[b]] (right padding); its result is out[b, :len_b + max_new_tokens]
+        (the same tokens as generating that prompt alone), the rest of the row is 0.
+        temperature 0 is greedy (argmax); otherwise logits / temperature are sampled, from
+        the top_k most likely tokens if top_k is given. rng: a numpy Generator or seed
+        (default: dlkern's generator, so dlkern.manual_seed makes it reproducible).
+
+        Prefills every prompt in one forward, then one forward per new token against the
+        KV caches (on arrays, under no_grad). With learned or sinusoidal positions the
+        total T0 + max_new_tokens must fit in block_size (ValueError; no cropping); RoPE
+        and ALiBi models may run past it.
+        """
+        prompts = self._tokens(idx)
+        b, t0 = prompts.shape
+        if max_new_tokens < 0:
+            raise ValueError(f"GPT.generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        if t0 < 1:
+            raise ValueError("GPT.generate: the prompt must hold at least one token")
+        if temperature < 0:
+            raise ValueError(f"GPT.generate: temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"GPT.generate: top_k must be >= 1, got {top_k}")
+        total = t0 + max_new_tokens
+        if self.wpe is not None and total > self.block_size:
+            raise ValueError(f"GPT.generate: prompt length {t0} + max_new_tokens {max_new_tokens} = {total} exceeds "
+                             f"block_size={self.block_size} ({self.pos_encoding} positions); shorten the prompt")
+        if t0 > self.block_size:
+            raise ValueError(f"GPT.generate: prompt length {t0} exceeds block_size={self.block_size}")
+        if rng is None:
+            rng = _RNG.generator
+        elif not isinstance(rng, np.random.Generator):
+            rng = np.random.default_rng(rng)
+        shift = key_valid = None
+        lengths = np.full(b, t0)
+        tokens = prompts
+        if prompt_lengths is not None:
+            lengths = np.asarray(prompt_lengths, dtype=np.int64).reshape(-1)
+            if lengths.shape != (b,) or lengths.min() < 1 or lengths.max() > t0:
+                raise ValueError(f"GPT.generate: prompt_lengths must hold {b} values in [1, {t0}], got "
+                                 f"{np.asarray(prompt_lengths).tolist()}")
+            if (lengths != t0).any():
+                # Right-align the prompts in the cache slots; the pad slots are never attended.
+                shift = t0 - lengths
+                cols = np.arange(t0)[None, :] - shift[:, None]
+                tokens = np.where(cols >= 0, np.take_along_axis(prompts, np.maximum(cols, 0), 1), 0)
+                key_valid = np.ones((b, total), bool)
+                key_valid[:, :t0] = cols >= 0
+        out = np.zeros((b, total), np.int64)
+        out[:, :t0] = prompts
+        if max_new_tokens == 0:
+            return out
+        caches = self.make_cache(b, total)
+        params = self._arrays()
+        with no_grad():
+            logits = self._forward_arrays(tokens, caches, shift, key_valid, params=params)
+            for step in range(max_new_tokens):
+                nxt = _sample(logits, temperature, top_k, rng)
+                out[np.arange(b), lengths + step] = nxt
+                if step + 1 < max_new_tokens:
+                    logits = self._forward_arrays(nxt[:, None], caches, shift, key_valid, params=params)
+        return out
+
+
+def _rope_rows(x, offset, shift):
+    """RoPE of x (B, H, T, D) in cache slots offset..offset+T-1, where row b's slot s holds
+    position s - shift[b]; slots before a row's prompt (padding) are left as they are."""
+    x = np.ascontiguousarray(x)
+    if shift is None:
+        return ops.rope(x, offset)
+    x = x.copy() if x.base is not None else x
+    for i, s in enumerate(shift):
+        j0 = max(int(s) - offset, 0)
+        if j0 < x.shape[2]:
+            x[i:i + 1, :, j0:] = ops.rope(np.ascontiguousarray(x[i:i + 1, :, j0:]), offset + j0 - int(s))
+    return x
+
+
+def _sample(logits, temperature, top_k, rng):
+    """Next token per row of logits (B, vocab): argmax at temperature 0, else a draw."""
+    if temperature == 0:
+        return np.argmax(logits, axis=-1)
+    z = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    z -= z.max(-1, keepdims=True)
+    p = np.exp(z)
+    cdf = np.cumsum(p, axis=-1)
+    u = rng.random(z.shape[0])[:, None] * cdf[:, -1:]
+    return np.minimum((cdf < u).sum(-1), z.shape[-1] - 1)
