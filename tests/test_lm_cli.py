@@ -50,7 +50,8 @@ def test_train_gpt_then_generate(corpus, tmp_path, capsys):
                "--temperature", "0", "--threads", "1"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert captured.out.startswith("All:\n") and len(captured.out.rstrip("\n")) >= len("All:\n")
+    assert captured.out.startswith("All:\n")
+    assert len(captured.out) == len("All:\n") + 12 + 1     # prompt, 12 new characters, print's newline
     assert set(captured.out) <= set(TEXT) | {"\n"}
     assert "tokens/s" in captured.err
 
@@ -91,3 +92,16 @@ def test_train_gpt_rejects_a_text_shorter_than_the_block(tmp_path, capsys):
     assert main(["train", "--model", "gpt", "--text", str(path), "--checkpoint", str(tmp_path / "c.npz")]
                 + SMALL) == 2
     assert "too short" in capsys.readouterr().err
+
+
+def test_generate_past_the_block_slides_the_window(corpus, tmp_path, capsys):
+    # Learned positions stop at block_size (16 here): 40 new tokens need a sliding window.
+    ckpt = tmp_path / "gpt.npz"
+    assert main(["train", "--model", "gpt", "--text", str(corpus), "--steps", "2",
+                 "--checkpoint", str(ckpt)] + SMALL) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompt", "All:\nSpeak, speak.\n\nFirst",
+                 "--max-new-tokens", "40", "--temperature", "0.8", "--top-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("All:\nSpeak, speak.\n\nFirst")
+    assert len(out) == len("All:\nSpeak, speak.\n\nFirst") + 40 + 1   # + print's newline

@@ -179,12 +179,30 @@ def run_train_gpt(args) -> int:
 
 
 def _generate(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed):
-    idx = tokenizer.encode(prompt)[None, :]
+    """(prompt + continuation as text, seconds). Models with absolute positions (learned,
+    sinusoidal) see at most block_size tokens: past that, the context is cropped to its
+    last block_size // 2 tokens and the KV cache is rebuilt from them (a sliding window)."""
+    ids = tokenizer.encode(prompt)
+    if len(ids) == 0:
+        raise ValueError("the prompt is empty")
+    block = model.config["block_size"]
+    windowed = model.config.get("pos_encoding", "learned") in ("learned", "sinusoidal")
+    rng = np.random.default_rng(seed)
+    pieces, remaining = [ids], max_new_tokens
+    context = ids
     started = time.perf_counter()
-    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                         rng=np.random.default_rng(seed))
+    while remaining > 0:
+        if windowed and len(context) >= block:
+            context = context[-(block // 2):]
+        room = block - len(context) if windowed else remaining
+        n = min(remaining, room)
+        out = model.generate(context[None, :], n, temperature=temperature, top_k=top_k, rng=rng)[0]
+        new = out[len(context):]
+        pieces.append(new)
+        context = np.concatenate([context, new])
+        remaining -= n
     seconds = time.perf_counter() - started
-    return tokenizer.decode(out[0]), seconds
+    return tokenizer.decode(np.concatenate(pieces)), seconds
 
 
 def load_gpt(path):
