@@ -383,3 +383,20 @@ def format_ratio(peer_seconds: Optional[float], dlkern_seconds: float) -> str:
     if peer_seconds is None:
         return "-"
     return f"{peer_seconds / dlkern_seconds:.2f}x"
+
+
+def write_table_report(path, title: str, header_lines: Sequence[str], notes: Sequence[str],
+                       headers: Sequence[str], table: Sequence[Sequence[str]], machine: Dict[str, object],
+                       started: float) -> None:
+    """Write a one-table benchmark report (title, date, command, header bullets, notes as
+    quotes, the table, the machine) to `path`, print the table and where it went."""
+    out = resolve_output_path(path)
+    lines = [f"# {title}", "", f"- **date**: {timestamp()}", f"- **command**: `{command_line()}`"]
+    lines += list(header_lines) + [""]
+    if notes:
+        lines += [f"> {note}" for note in notes] + [""]
+    lines += markdown_table(headers, table) + ["", "## Machine", ""] + machine_markdown(machine)
+    out.write_text("\n".join(lines) + "\n")
+    print()
+    print(text_table(headers, table))
+    print(f"\n{time.perf_counter() - started:.1f} s; wrote {out}")

@@ -262,23 +262,16 @@ def run(args) -> int:
     table = [[r["what"], str(r["threads"]), f"{r['dlkern']:.1f} {r['unit']}",
               f"{r['PyTorch']:.1f} {r['unit']}" if "PyTorch" in r else "-",
               f"{r['dlkern'] / r['PyTorch']:.2f}x" if "PyTorch" in r else "-", targets[r["what"]]] for r in rows]
-    out = common.resolve_output_path(args.out)
     machine = common.describe_machine(torch, why)
-    lines = ["# dlkern tiny-GPT benchmark", "",
-             f"- **date**: {common.timestamp()}", f"- **command**: `{common.command_line()}`",
-             "- **model**: GPT 6 layers, d_model 192, 6 heads, block 128, vocab 65, learned positions, tied head, "
-             "tanh-GELU MLP, no dropout, float32",
-             f"- **train**: batch {BATCH} x 128, AdamW lr {LR} wd {WEIGHT_DECAY}; one step = zero_grad, forward, "
-             "cross-entropy, backward, step",
-             f"- **generate**: batch 1, 1-token prompt, {NEW_TOKENS} new tokens, greedy, KV cache (PyTorch: "
-             "preallocated K/V, SDPA over the filled prefix, inference_mode)",
-             "- **method**: same initial weights; logits, loss, gradients and greedy tokens checked before "
-             f"timing ({', '.join(f'{k} {v:.1e}' for k, v in checks.items()) or 'dlkern alone'}); medians of "
-             "interleaved samples; ratio = dlkern rate / PyTorch rate", ""]
-    lines += [f"> {note}" for note in notes] + [""]
-    lines += common.markdown_table(headers, table) + ["", "## Machine", ""] + common.machine_markdown(machine)
-    out.write_text("\n".join(lines) + "\n")
-    print()
-    print(common.text_table(headers, table))
-    print(f"\n{time.perf_counter() - started:.1f} s; wrote {out}")
+    common.write_table_report(args.out, "dlkern tiny-GPT benchmark", [
+        "- **model**: GPT 6 layers, d_model 192, 6 heads, block 128, vocab 65, learned positions, tied head, "
+        "tanh-GELU MLP, no dropout, float32",
+        f"- **train**: batch {BATCH} x 128, AdamW lr {LR} wd {WEIGHT_DECAY}; one step = zero_grad, forward, "
+        "cross-entropy, backward, step",
+        f"- **generate**: batch 1, 1-token prompt, {NEW_TOKENS} new tokens, greedy, KV cache (PyTorch: "
+        "preallocated K/V, SDPA over the filled prefix, inference_mode)",
+        "- **method**: same initial weights; logits, loss, gradients and greedy tokens checked before "
+        f"timing ({', '.join(f'{k} {v:.1e}' for k, v in checks.items()) or 'dlkern alone'}); medians of "
+        "interleaved samples; ratio = dlkern rate / PyTorch rate"],
+        notes, headers, table, machine, started)
     return 0

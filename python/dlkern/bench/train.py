@@ -182,20 +182,13 @@ def run(args) -> int:
               f"{r['dlkern'] / r['PyTorch']:.2f}x" if "PyTorch" in r else "-",
               f"{100 * r['kernel_share']:.0f}%",
               f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else "-"] for r in rows]
-    out = common.resolve_output_path(args.out)
     machine = common.describe_machine(torch, why)
-    lines = ["# dlkern training-step benchmark", "",
-             f"- **date**: {common.timestamp()}", f"- **command**: `{common.command_line()}`",
-             "- **models**: MLP 784-256-256-10 batch 128 Adam lr 1e-3; LeNet-5 1x28x28 batch 64 SGD lr 0.01 "
-             "momentum 0.9; float32; one step = zero_grad, forward, cross-entropy, backward, optimizer step",
-             "- **method**: same initial weights in both libraries, one step checked (loss and updated weights) "
-             "before timing; medians of interleaved samples; ratio = dlkern steps/s / PyTorch steps/s",
-             "- **kernel share**: fraction of dlkern's step (cProfile) spent inside compiled dlkern._C calls; "
-             "the rest is Python (autograd, modules, optimizer) and NumPy", ""]
-    lines += [f"> {note}" for note in notes] + [""]
-    lines += common.markdown_table(headers, table) + ["", "## Machine", ""] + common.machine_markdown(machine)
-    out.write_text("\n".join(lines) + "\n")
-    print()
-    print(common.text_table(headers, table))
-    print(f"\n{time.perf_counter() - started:.1f} s; wrote {out}")
+    common.write_table_report(args.out, "dlkern training-step benchmark", [
+        "- **models**: MLP 784-256-256-10 batch 128 Adam lr 1e-3; LeNet-5 1x28x28 batch 64 SGD lr 0.01 "
+        "momentum 0.9; float32; one step = zero_grad, forward, cross-entropy, backward, optimizer step",
+        "- **method**: same initial weights in both libraries, one step checked (loss and updated weights) "
+        "before timing; medians of interleaved samples; ratio = dlkern steps/s / PyTorch steps/s",
+        "- **kernel share**: fraction of dlkern's step (cProfile) spent inside compiled dlkern._C calls; "
+        "the rest is Python (autograd, modules, optimizer) and NumPy"],
+        notes, headers, table, machine, started)
     return 0
