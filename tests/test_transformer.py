@@ -549,3 +549,17 @@ def test_mha_and_encoder_layer_match_torch(rng):
                 memory_key_padding_mask=torch.from_numpy(mkpm))
     out = dec(dlkern.tensor(tgt), dlkern.tensor(mem), tgt_mask=tmask.numpy(), memory_key_padding_mask=mkpm)
     np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-9, atol=1e-10)
+
+
+def test_mha_attention_dropout_only_in_training():
+    m = nn.MultiheadAttention(8, 2, dropout=0.5, batch_first=True)
+    x = dlkern.randn(2, 5, 8)
+    m.eval()
+    a, b = m(x, x, x)[0].data, m(x, x, x)[0].data
+    np.testing.assert_array_equal(a, b)
+    m.train()
+    dlkern.manual_seed(1)
+    c = m(x, x, x)[0].data
+    dlkern.manual_seed(1)
+    np.testing.assert_array_equal(m(x, x, x)[0].data, c)
+    assert not np.allclose(a, c)
