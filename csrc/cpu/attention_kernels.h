@@ -68,6 +68,28 @@ inline typename S::T lane_sum(typename S::V v) {
 #endif
 }
 
+// out[k] = lane_sum(a[k]) for NK vectors; four float vectors share one shuffle tree.
+template <typename S, int NK>
+inline void lane_sums(const typename S::V* a, typename S::T* out) {
+#if defined(DLKERN_SOFTMAX_AVX512) || defined(DLKERN_SOFTMAX_AVX2)
+  if constexpr (NK == 4 && sizeof(typename S::T) == 4) {
+    __m256 b[4];
+    for (int k = 0; k < 4; ++k) {
+#if defined(DLKERN_SOFTMAX_AVX512)
+      b[k] = _mm256_add_ps(_mm512_castps512_ps256(a[k]), _mm512_extractf32x8_ps(a[k], 1));
+#else
+      b[k] = a[k];
+#endif
+    }
+    // hadd(hadd(b0, b1), hadd(b2, b3)): each 128-bit half holds the four partial sums.
+    const __m256 u = _mm256_hadd_ps(_mm256_hadd_ps(b[0], b[1]), _mm256_hadd_ps(b[2], b[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1)));
+    return;
+  }
+#endif
+  for (int k = 0; k < NK; ++k) out[k] = lane_sum<S>(a[k]);
+}
+
 // exp(x) with results below the smallest normal float flushed to exactly 0 (float lanes),
 // so masked scores (-inf) never take the microcode assist an underflowing scalef or
 // multiply costs on x86 (it made causal tiles 2-3x slower). float64 lanes: plain exp.
@@ -136,17 +158,22 @@ struct AttentionKernels {
   static void gemm(int64_t M, int64_t nvec, int64_t K, const T* A, int64_t am, int64_t ak, const T* B, int64_t ldb,
                    T* C, int64_t ldc, bool accumulate) {
     int64_t n = 0;
-    for (; n + kNV <= nvec; n += kNV) {
-      int64_t m = 0;
-      for (; m + kMR <= M; m += kMR)
-        micro<kMR, kNV>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
-      for (; m < M; ++m) micro<1, kNV>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
-    }
-    for (; n < nvec; ++n) {
-      int64_t m = 0;
-      for (; m + kMR <= M; m += kMR)
-        micro<kMR, 1>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
-      for (; m < M; ++m) micro<1, 1>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
+    for (; n + kNV <= nvec; n += kNV) gemm_columns<kNV>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
+    for (; n < nvec; ++n) gemm_columns<1>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
+  }
+
+  // All M rows of NV vector columns: whole kMR-row tiles, then the 1-3 leftover rows as
+  // one tile (a decode step's few rows keep independent accumulator chains).
+  template <int NV>
+  static void gemm_columns(int64_t M, int64_t K, const T* A, int64_t am, int64_t ak, const T* B, int64_t ldb, T* C,
+                           int64_t ldc, bool accumulate) {
+    int64_t m = 0;
+    for (; m + kMR <= M; m += kMR) micro<kMR, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate);
+    switch (M - m) {
+      case 3: micro<3, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate); break;
+      case 2: micro<2, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate); break;
+      case 1: micro<1, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate); break;
+      default: break;
     }
   }
 
@@ -296,30 +323,41 @@ struct AttentionKernels {
     return kMaxRowTile * (round_up(pr.D, L) + kBc + round_up(pr.Dv, L));
   }
 
-  // out[r * kBc + j] = dot(qs[r * ldq ...], K row j) for NR query rows (zero-padded to whole
-  // vectors) and n keys; the K row's tail is loaded masked.
+  // out[r * kBc + k] = dot(row r of qs, K row k) for NR query rows (zero-padded to whole
+  // vectors) and NK keys; the K rows' tails are loaded masked.
+  template <int NR, int NK>
+  static void dots_block(const T* K, int64_t kst, int64_t D, const T* qs, int64_t ldq, T* out) {
+    const int64_t dfull = D / L * L;
+    V acc[NR][NK];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 4
+      for (int k = 0; k < NK; ++k) acc[r][k] = S::bcast(T(0));
+    for (int64_t d = 0; d < D; d += L) {
+      V kv[NK];
+#pragma GCC unroll 4
+      for (int k = 0; k < NK; ++k)
+        kv[k] = d < dfull ? S::load(K + k * kst + d) : S::load_tail(K + k * kst + d, D - d, T(0));
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) {
+        const V q = S::load(qs + r * ldq + d);
+#pragma GCC unroll 4
+        for (int k = 0; k < NK; ++k) acc[r][k] = S::fma(q, kv[k], acc[r][k]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) lane_sums<S, NK>(acc[r], out + r * kBc);
+  }
+
+  // Scores of NR query rows against n keys: 4 keys at a time where the registers allow
+  // (their four horizontal sums share one shuffle tree), then one at a time.
   template <int NR>
   static void dots(const T* K, int64_t kst, int64_t n, int64_t D, const T* qs, int64_t ldq, T* out) {
-    const int64_t dfull = D / L * L;
-    for (int64_t j = 0; j < n; ++j) {
-      const T* kr = K + j * kst;
-      V acc[NR];
-#pragma GCC unroll 4
-      for (int r = 0; r < NR; ++r) acc[r] = S::bcast(T(0));
-      int64_t d = 0;
-      for (; d < dfull; d += L) {
-        const V kv = S::load(kr + d);
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) acc[r] = S::fma(S::load(qs + r * ldq + d), kv, acc[r]);
-      }
-      if (d < D) {
-        const V kv = S::load_tail(kr + d, D - d, T(0));
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) acc[r] = S::fma(S::load(qs + r * ldq + d), kv, acc[r]);
-      }
-#pragma GCC unroll 4
-      for (int r = 0; r < NR; ++r) out[r * kBc + j] = lane_sum<S>(acc[r]);
-    }
+    constexpr int NK = (L == 16 && sizeof(T) == 4) || NR <= 2 ? 4 : 1;
+    int64_t j = 0;
+    if constexpr (NK > 1)
+      for (; j + NK <= n; j += NK) dots_block<NR, NK>(K + j * kst, kst, D, qs, ldq, out + j);
+    for (; j < n; ++j) dots_block<NR, 1>(K + j * kst, kst, D, qs, ldq, out + j);
   }
 
   // Same contract as forward_tile (OT, m, l in the transposed layout finish_rows reads).
