@@ -171,6 +171,18 @@ def test_empty_shapes(shape, threads):
     assert not dk.any() and not dv.any() and not dq.any()
 
 
+def test_nan_propagates(isa, dtype):
+    rng = np.random.default_rng(26)
+    q, k, v = make(rng, 1, 2, 1, 6, 70, 16, dtype=dtype)
+    q[0, 1, 2, 3] = np.nan
+    out, lse = ops.attention_forward(q, k, v)
+    assert np.isnan(out[0, 1, 2]).all() and np.isnan(lse[0, 1, 2])
+    out[0, 1, 2] = 0
+    assert np.isfinite(out).all()
+    out = ops.decode_attention(q[:, :, 2:3], k, v, 70)
+    assert np.isnan(out[0, 1]).all() and np.isfinite(out[0, 0]).all()
+
+
 def test_scale_and_large_logits(isa, dtype):
     rng = np.random.default_rng(10)
     q, k, v = make(rng, 1, 2, 2, 20, 40, 16, dtype=dtype)

@@ -92,7 +92,8 @@ inline void lane_sums(const typename S::V* a, typename S::T* out) {
 
 // exp(x) with results below the smallest normal float flushed to exactly 0 (float lanes),
 // so masked scores (-inf) never take the microcode assist an underflowing scalef or
-// multiply costs on x86 (it made causal tiles 2-3x slower). float64 lanes: plain exp.
+// multiply costs on x86 (it made causal tiles 2-3x slower). Such x are clamped before
+// the exp and their results zeroed after; NaN passes through. float64 lanes: plain exp.
 template <typename S>
 inline typename S::V exp_flush(typename S::V x) {
   if constexpr (sizeof(typename S::T) == 8) {
@@ -100,14 +101,16 @@ inline typename S::V exp_flush(typename S::V x) {
   } else {
     constexpr float kLow = -87.33f;  // exp(kLow) ~ FLT_MIN
 #if defined(DLKERN_SOFTMAX_AVX512)
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kLow), _CMP_GE_OQ);
-    return _mm512_maskz_mov_ps(keep, S::exp(_mm512_max_ps(x, _mm512_set1_ps(kLow))));
+    const __m512 low = _mm512_set1_ps(kLow);
+    const __mmask16 tiny = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);
+    return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), S::exp(_mm512_mask_blend_ps(tiny, x, low)));
 #elif defined(DLKERN_SOFTMAX_AVX2)
-    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(kLow), _CMP_GE_OQ);
-    return _mm256_and_ps(keep, S::exp(_mm256_max_ps(x, _mm256_set1_ps(kLow))));
+    const __m256 low = _mm256_set1_ps(kLow);
+    const __m256 tiny = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
+    return _mm256_andnot_ps(tiny, S::exp(_mm256_blendv_ps(x, low, tiny)));
 #else
-    const auto keep = x >= S::bcast(kLow);
-    return S::select(keep, S::exp(S::max(x, S::bcast(kLow))), S::bcast(0.0f));
+    const auto tiny = x < S::bcast(kLow);
+    return S::select(tiny, S::bcast(0.0f), S::exp(S::select(tiny, S::bcast(kLow), x)));
 #endif
   }
 }
@@ -443,7 +446,7 @@ struct AttentionKernels {
         w[s] = mx == neg_inf() ? T(0) : std::exp(p[pr.Dv * ld + rr] - mx);
         tot += w[s] * p[pr.Dv * ld + ld + rr];
       }
-      if (!(tot > T(0))) {
+      if (tot == T(0)) {  // no key left (a NaN total falls through and propagates)
         for (int64_t e = 0; e < pr.Dv; ++e) o[e] = T(0);
         *ls = neg_inf();
         continue;
