@@ -160,8 +160,13 @@ struct AttentionKernels {
   // C (M x nvec*L, row stride ldc) (+)= A (M x K, strides am, ak) * B (K x nvec*L, row stride ldb).
   static void gemm(int64_t M, int64_t nvec, int64_t K, const T* A, int64_t am, int64_t ak, const T* B, int64_t ldb,
                    T* C, int64_t ldc, bool accumulate) {
+    if (M <= 0) return;
     int64_t n = 0;
     for (; n + kNV <= nvec; n += kNV) gemm_columns<kNV>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
+    if constexpr (kNV == 4) {
+      if (nvec - n == 3) return gemm_columns<3>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
+      if (nvec - n == 2) return gemm_columns<2>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
+    }
     for (; n < nvec; ++n) gemm_columns<1>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
   }
 
@@ -282,7 +287,19 @@ struct AttentionKernels {
     const V vbig = S::bcast(-big());
     for (int64_t j0 = k_lo; j0 < k_hi; j0 += kBc) {
       const int64_t n = imin(kBc, k_hi - j0);
-      gemm(n, nv, pr.D, pr.k.row(b, hk, j0), pr.k.st, 1, QT, ld, ST, ld, false);
+      // Lane vector c needs keys [0, lim[c]) of this tile; below the causal diagonal
+      // that is all n, on it the products stop at each vector's last row (lim rises with c).
+      int64_t lim[kBr / L];
+      const bool diagonal = causal_limits(rw, j0, n, lim);
+      if (!diagonal) {
+        gemm(n, nv, pr.D, pr.k.row(b, hk, j0), pr.k.st, 1, QT, ld, ST, ld, false);
+      } else {
+        for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++]) {
+          gemm(lim[c] - lo, nv - c, pr.D, pr.k.row(b, hk, j0 + lo), pr.k.st, 1, QT + c * L, ld, ST + lo * ld + c * L,
+               ld, false);
+          for (int64_t j = lim[c]; j < n; ++j) S::store(ST + j * ld + c * L, S::bcast(neg_inf()));
+        }
+      }
       apply_masks(pr, rw, ST, ld, 1, j0, n);
       bool max_moved = false;  // alpha == 1 everywhere otherwise: skip rescaling OT
       for (int64_t c = 0; c < ld; c += L) {
@@ -308,8 +325,27 @@ struct AttentionKernels {
         for (int64_t e = 0; e < pr.Dv; ++e)
           for (int64_t c = 0; c < ld; c += L)
             S::store(OT + e * ld + c, S::mul(S::load(OT + e * ld + c), S::load(alpha + c)));
-      gemm(pr.Dv, nv, n, pr.v.row(b, hk, j0), 1, pr.v.st, ST, ld, OT, ld, true);
+      if (!diagonal) {
+        gemm(pr.Dv, nv, n, pr.v.row(b, hk, j0), 1, pr.v.st, ST, ld, OT, ld, true);
+      } else {
+        for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++])
+          gemm(pr.Dv, nv - c, lim[c] - lo, pr.v.row(b, hk, j0 + lo), 1, pr.v.st, ST + lo * ld + c * L, ld,
+               OT + c * L, ld, true);
+      }
     }
+  }
+
+  // For a causal tile that crosses the diagonal: lim[c] = keys of the tile (from j0, at
+  // most n) that lane vector c's rows may see; false when every row sees all n.
+  static bool causal_limits(const Rows& rw, int64_t j0, int64_t n, int64_t* lim) {
+    if (j0 + n <= rw.kend_min) return false;
+    const int64_t nv = rw.padded / L;
+    for (int64_t c = 0; c < nv; ++c) {
+      int64_t hi = 0;
+      for (int64_t rr = c * L; rr < imin((c + 1) * L, rw.nr); ++rr) hi = imax(hi, rw.kend[rr] - j0);
+      lim[c] = imax(imin(hi, n), c > 0 ? lim[c - 1] : 0);  // rows are in position order: lim never falls
+    }
+    return true;
   }
 
   static V ldv(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
