@@ -613,19 +613,35 @@ struct AttentionKernels {
         const Rows rw(pr, b, hk, r0, imin(kBr, R - r0));
         if (rw.kend_max <= j0) continue;  // every row of the tile ends before these keys
         const int64_t ld = rw.padded, nv = ld / L;
-        gemm(n, nv, D, Kb, pr.k.st, 1, QT + r0, Rp, ST, ld, false);
+        // On the causal diagonal, lane vector c only pairs with keys [0, lim[c]) (as in
+        // the forward): products skip the rest, whose P is 0.
+        int64_t lim[kBr / L];
+        const bool diagonal = causal_limits(rw, j0, n, lim);
+        if (!diagonal) {
+          gemm(n, nv, D, Kb, pr.k.st, 1, QT + r0, Rp, ST, ld, false);
+          gemm(n, nv, Dv, Vb, pr.v.st, 1, dOT + r0, Rp, dPT, ld, false);
+        } else {
+          for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++]) {
+            gemm(lim[c] - lo, nv - c, D, Kb + lo * pr.k.st, pr.k.st, 1, QT + r0 + c * L, Rp, ST + lo * ld + c * L, ld,
+                 false);
+            gemm(lim[c] - lo, nv - c, Dv, Vb + lo * pr.v.st, pr.v.st, 1, dOT + r0 + c * L, Rp, dPT + lo * ld + c * L,
+                 ld, false);
+            for (int64_t j = lim[c]; j < n; ++j) {
+              S::store(ST + j * ld + c * L, S::bcast(neg_inf()));
+              S::store(dPT + j * ld + c * L, S::bcast(T(0)));
+            }
+          }
+        }
         apply_masks(pr, rw, ST, ld, 1, j0, n);
         for (int64_t c = 0; c < ld; c += L) {
           const V ls = S::load(lse_r + r0 + c);
           for (int64_t j = 0; j < n; ++j) S::store(ST + j * ld + c, exp_flush<S>(S::sub(S::load(ST + j * ld + c), ls)));
         }
-        gemm(n, nv, Dv, Vb, pr.v.st, 1, dOT + r0, Rp, dPT, ld, false);
         const T* Pd = ST;
         if (pr.dropout_p > 0) {
           apply_dropout(pr, rw, dPT, PdT, ST, ld, 1, j0, n);
           Pd = PdT;
         }
-        gemm(n, Dvp / L, rw.nr, Pd, ld, 1, dOr + r0 * Dvp, Dvp, dVb, Dvp, true);
         for (int64_t c = 0; c < ld; c += L) {
           const V dl = S::load(delta + r0 + c);
           for (int64_t j = 0; j < n; ++j) {
@@ -633,8 +649,20 @@ struct AttentionKernels {
             S::store(dPT + j * ld + c, S::mul(ds, vscale));
           }
         }
-        gemm(n, Dp / L, rw.nr, dPT, ld, 1, Qr + r0 * Dp, Dp, dKb, Dp, true);
-        gemm(D, nv, n, Kb, 1, pr.k.st, dPT, ld, dQT + r0, Rp, true);
+        if (!diagonal) {
+          gemm(n, Dvp / L, rw.nr, Pd, ld, 1, dOr + r0 * Dvp, Dvp, dVb, Dvp, true);
+          gemm(n, Dp / L, rw.nr, dPT, ld, 1, Qr + r0 * Dp, Dp, dKb, Dp, true);
+          gemm(D, nv, n, Kb, 1, pr.k.st, dPT, ld, dQT + r0, Rp, true);
+        } else {
+          for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++]) {
+            // keys [lo, lim[c]) pair with the rows of vectors c.. only
+            const int64_t m = lim[c] - lo, rows = rw.nr - c * L, x = c * L;
+            if (m <= 0) continue;
+            gemm(m, Dvp / L, rows, Pd + lo * ld + x, ld, 1, dOr + (r0 + x) * Dvp, Dvp, dVb + lo * Dvp, Dvp, true);
+            gemm(m, Dp / L, rows, dPT + lo * ld + x, ld, 1, Qr + (r0 + x) * Dp, Dp, dKb + lo * Dp, Dp, true);
+            gemm(D, nv - c, m, Kb + lo * pr.k.st, 1, pr.k.st, dPT + lo * ld + x, ld, dQT + r0 + x, Rp, true);
+          }
+        }
       }
       T* dkr = dk + ((b * pr.Hkv + hk) * pr.Tk + j0) * D;
       T* dvr = dv + ((b * pr.Hkv + hk) * pr.Tk + j0) * Dv;
