@@ -171,6 +171,18 @@ def test_empty_shapes(shape, threads):
     assert not dk.any() and not dv.any() and not dq.any()
 
 
+def test_nan_propagates(isa, dtype):
+    rng = np.random.default_rng(26)
+    q, k, v = make(rng, 1, 2, 1, 6, 70, 16, dtype=dtype)
+    q[0, 1, 2, 3] = np.nan
+    out, lse = ops.attention_forward(q, k, v)
+    assert np.isnan(out[0, 1, 2]).all() and np.isnan(lse[0, 1, 2])
+    out[0, 1, 2] = 0
+    assert np.isfinite(out).all()
+    out = ops.decode_attention(q[:, :, 2:3], k, v, 70)
+    assert np.isnan(out[0, 1]).all() and np.isfinite(out[0, 0]).all()
+
+
 def test_scale_and_large_logits(isa, dtype):
     rng = np.random.default_rng(10)
     q, k, v = make(rng, 1, 2, 2, 20, 40, 16, dtype=dtype)
@@ -280,16 +292,21 @@ def test_dropout_zero_is_identity(dtype):
                                   ops.attention_forward(q, k, v)[0])
 
 
-def test_dropout_same_mask_for_any_thread_count_and_isa():
+@pytest.mark.parametrize("shape", [(2, 4, 2, 70, 130), (1, 2, 1, 5, 300)], ids=["groups", "split-keys"])
+def test_dropout_same_mask_for_any_thread_count_and_isa(shape):
     rng = np.random.default_rng(16)
-    q, k, v = make(rng, 2, 4, 2, 70, 130, 16)
-    outs = []
+    q, k, v = make(rng, *shape, 16)
+    go = rng.standard_normal((shape[0], shape[1], shape[3], 16))
+    results = []
     for isa in dlkern.supported_isas():
         for n in (1, 2):
             with using_isa(isa), num_threads(n):
-                outs.append(ops.attention_forward(q, k, v, dropout_p=0.4, seed=9, is_causal=True)[0])
-    for o in outs[1:]:
-        np.testing.assert_allclose(o, outs[0], rtol=1e-12, atol=1e-14)
+                out, lse = ops.attention_forward(q, k, v, dropout_p=0.4, seed=9, is_causal=True)
+                grads = ops.attention_backward(go, q, k, v, out, lse, dropout_p=0.4, seed=9, is_causal=True)
+                results.append((out, *grads))
+    for r in results[1:]:
+        for got, want in zip(r, results[0]):
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13)
 
 
 def test_dropout_gradient_finite_differences(isa):

@@ -68,9 +68,32 @@ inline typename S::T lane_sum(typename S::V v) {
 #endif
 }
 
+// out[k] = lane_sum(a[k]) for NK vectors; four float vectors share one shuffle tree.
+template <typename S, int NK>
+inline void lane_sums(const typename S::V* a, typename S::T* out) {
+#if defined(DLKERN_SOFTMAX_AVX512) || defined(DLKERN_SOFTMAX_AVX2)
+  if constexpr (NK == 4 && sizeof(typename S::T) == 4) {
+    __m256 b[4];
+    for (int k = 0; k < 4; ++k) {
+#if defined(DLKERN_SOFTMAX_AVX512)
+      b[k] = _mm256_add_ps(_mm512_castps512_ps256(a[k]), _mm512_extractf32x8_ps(a[k], 1));
+#else
+      b[k] = a[k];
+#endif
+    }
+    // hadd(hadd(b0, b1), hadd(b2, b3)): each 128-bit half holds the four partial sums.
+    const __m256 u = _mm256_hadd_ps(_mm256_hadd_ps(b[0], b[1]), _mm256_hadd_ps(b[2], b[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1)));
+    return;
+  }
+#endif
+  for (int k = 0; k < NK; ++k) out[k] = lane_sum<S>(a[k]);
+}
+
 // exp(x) with results below the smallest normal float flushed to exactly 0 (float lanes),
 // so masked scores (-inf) never take the microcode assist an underflowing scalef or
-// multiply costs on x86 (it made causal tiles 2-3x slower). float64 lanes: plain exp.
+// multiply costs on x86 (it made causal tiles 2-3x slower). Such x are clamped before
+// the exp and their results zeroed after; NaN passes through. float64 lanes: plain exp.
 template <typename S>
 inline typename S::V exp_flush(typename S::V x) {
   if constexpr (sizeof(typename S::T) == 8) {
@@ -78,14 +101,16 @@ inline typename S::V exp_flush(typename S::V x) {
   } else {
     constexpr float kLow = -87.33f;  // exp(kLow) ~ FLT_MIN
 #if defined(DLKERN_SOFTMAX_AVX512)
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kLow), _CMP_GE_OQ);
-    return _mm512_maskz_mov_ps(keep, S::exp(_mm512_max_ps(x, _mm512_set1_ps(kLow))));
+    const __m512 low = _mm512_set1_ps(kLow);
+    const __mmask16 tiny = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);
+    return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), S::exp(_mm512_mask_blend_ps(tiny, x, low)));
 #elif defined(DLKERN_SOFTMAX_AVX2)
-    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(kLow), _CMP_GE_OQ);
-    return _mm256_and_ps(keep, S::exp(_mm256_max_ps(x, _mm256_set1_ps(kLow))));
+    const __m256 low = _mm256_set1_ps(kLow);
+    const __m256 tiny = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
+    return _mm256_andnot_ps(tiny, S::exp(_mm256_blendv_ps(x, low, tiny)));
 #else
-    const auto keep = x >= S::bcast(kLow);
-    return S::select(keep, S::exp(S::max(x, S::bcast(kLow))), S::bcast(0.0f));
+    const auto tiny = x < S::bcast(kLow);
+    return S::select(tiny, S::bcast(0.0f), S::exp(S::select(tiny, S::bcast(kLow), x)));
 #endif
   }
 }
@@ -135,18 +160,28 @@ struct AttentionKernels {
   // C (M x nvec*L, row stride ldc) (+)= A (M x K, strides am, ak) * B (K x nvec*L, row stride ldb).
   static void gemm(int64_t M, int64_t nvec, int64_t K, const T* A, int64_t am, int64_t ak, const T* B, int64_t ldb,
                    T* C, int64_t ldc, bool accumulate) {
+    if (M <= 0) return;
     int64_t n = 0;
-    for (; n + kNV <= nvec; n += kNV) {
-      int64_t m = 0;
-      for (; m + kMR <= M; m += kMR)
-        micro<kMR, kNV>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
-      for (; m < M; ++m) micro<1, kNV>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
+    for (; n + kNV <= nvec; n += kNV) gemm_columns<kNV>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
+    if constexpr (kNV == 4) {
+      if (nvec - n == 3) return gemm_columns<3>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
+      if (nvec - n == 2) return gemm_columns<2>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
     }
-    for (; n < nvec; ++n) {
-      int64_t m = 0;
-      for (; m + kMR <= M; m += kMR)
-        micro<kMR, 1>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
-      for (; m < M; ++m) micro<1, 1>(K, A + m * am, am, ak, B + n * L, ldb, C + m * ldc + n * L, ldc, accumulate);
+    for (; n < nvec; ++n) gemm_columns<1>(M, K, A, am, ak, B + n * L, ldb, C + n * L, ldc, accumulate);
+  }
+
+  // All M rows of NV vector columns: whole kMR-row tiles, then the 1-3 leftover rows as
+  // one tile (a decode step's few rows keep independent accumulator chains).
+  template <int NV>
+  static void gemm_columns(int64_t M, int64_t K, const T* A, int64_t am, int64_t ak, const T* B, int64_t ldb, T* C,
+                           int64_t ldc, bool accumulate) {
+    int64_t m = 0;
+    for (; m + kMR <= M; m += kMR) micro<kMR, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate);
+    switch (M - m) {
+      case 3: micro<3, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate); break;
+      case 2: micro<2, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate); break;
+      case 1: micro<1, NV>(K, A + m * am, am, ak, B, ldb, C + m * ldc, ldc, accumulate); break;
+      default: break;
     }
   }
 
@@ -252,7 +287,19 @@ struct AttentionKernels {
     const V vbig = S::bcast(-big());
     for (int64_t j0 = k_lo; j0 < k_hi; j0 += kBc) {
       const int64_t n = imin(kBc, k_hi - j0);
-      gemm(n, nv, pr.D, pr.k.row(b, hk, j0), pr.k.st, 1, QT, ld, ST, ld, false);
+      // Lane vector c needs keys [0, lim[c]) of this tile; below the causal diagonal
+      // that is all n, on it the products stop at each vector's last row (lim rises with c).
+      int64_t lim[kBr / L];
+      const bool diagonal = causal_limits(rw, j0, n, lim);
+      if (!diagonal) {
+        gemm(n, nv, pr.D, pr.k.row(b, hk, j0), pr.k.st, 1, QT, ld, ST, ld, false);
+      } else {
+        for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++]) {
+          gemm(lim[c] - lo, nv - c, pr.D, pr.k.row(b, hk, j0 + lo), pr.k.st, 1, QT + c * L, ld, ST + lo * ld + c * L,
+               ld, false);
+          for (int64_t j = lim[c]; j < n; ++j) S::store(ST + j * ld + c * L, S::bcast(neg_inf()));
+        }
+      }
       apply_masks(pr, rw, ST, ld, 1, j0, n);
       bool max_moved = false;  // alpha == 1 everywhere otherwise: skip rescaling OT
       for (int64_t c = 0; c < ld; c += L) {
@@ -278,8 +325,27 @@ struct AttentionKernels {
         for (int64_t e = 0; e < pr.Dv; ++e)
           for (int64_t c = 0; c < ld; c += L)
             S::store(OT + e * ld + c, S::mul(S::load(OT + e * ld + c), S::load(alpha + c)));
-      gemm(pr.Dv, nv, n, pr.v.row(b, hk, j0), 1, pr.v.st, ST, ld, OT, ld, true);
+      if (!diagonal) {
+        gemm(pr.Dv, nv, n, pr.v.row(b, hk, j0), 1, pr.v.st, ST, ld, OT, ld, true);
+      } else {
+        for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++])
+          gemm(pr.Dv, nv - c, lim[c] - lo, pr.v.row(b, hk, j0 + lo), 1, pr.v.st, ST + lo * ld + c * L, ld,
+               OT + c * L, ld, true);
+      }
     }
+  }
+
+  // For a causal tile that crosses the diagonal: lim[c] = keys of the tile (from j0, at
+  // most n) that lane vector c's rows may see; false when every row sees all n.
+  static bool causal_limits(const Rows& rw, int64_t j0, int64_t n, int64_t* lim) {
+    if (j0 + n <= rw.kend_min) return false;
+    const int64_t nv = rw.padded / L;
+    for (int64_t c = 0; c < nv; ++c) {
+      int64_t hi = 0;
+      for (int64_t rr = c * L; rr < imin((c + 1) * L, rw.nr); ++rr) hi = imax(hi, rw.kend[rr] - j0);
+      lim[c] = imax(imin(hi, n), c > 0 ? lim[c - 1] : 0);  // rows are in position order: lim never falls
+    }
+    return true;
   }
 
   static V ldv(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
@@ -296,30 +362,41 @@ struct AttentionKernels {
     return kMaxRowTile * (round_up(pr.D, L) + kBc + round_up(pr.Dv, L));
   }
 
-  // out[r * kBc + j] = dot(qs[r * ldq ...], K row j) for NR query rows (zero-padded to whole
-  // vectors) and n keys; the K row's tail is loaded masked.
+  // out[r * kBc + k] = dot(row r of qs, K row k) for NR query rows (zero-padded to whole
+  // vectors) and NK keys; the K rows' tails are loaded masked.
+  template <int NR, int NK>
+  static void dots_block(const T* K, int64_t kst, int64_t D, const T* qs, int64_t ldq, T* out) {
+    const int64_t dfull = D / L * L;
+    V acc[NR][NK];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 4
+      for (int k = 0; k < NK; ++k) acc[r][k] = S::bcast(T(0));
+    for (int64_t d = 0; d < D; d += L) {
+      V kv[NK];
+#pragma GCC unroll 4
+      for (int k = 0; k < NK; ++k)
+        kv[k] = d < dfull ? S::load(K + k * kst + d) : S::load_tail(K + k * kst + d, D - d, T(0));
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) {
+        const V q = S::load(qs + r * ldq + d);
+#pragma GCC unroll 4
+        for (int k = 0; k < NK; ++k) acc[r][k] = S::fma(q, kv[k], acc[r][k]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) lane_sums<S, NK>(acc[r], out + r * kBc);
+  }
+
+  // Scores of NR query rows against n keys: 4 keys at a time where the registers allow
+  // (their four horizontal sums share one shuffle tree), then one at a time.
   template <int NR>
   static void dots(const T* K, int64_t kst, int64_t n, int64_t D, const T* qs, int64_t ldq, T* out) {
-    const int64_t dfull = D / L * L;
-    for (int64_t j = 0; j < n; ++j) {
-      const T* kr = K + j * kst;
-      V acc[NR];
-#pragma GCC unroll 4
-      for (int r = 0; r < NR; ++r) acc[r] = S::bcast(T(0));
-      int64_t d = 0;
-      for (; d < dfull; d += L) {
-        const V kv = S::load(kr + d);
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) acc[r] = S::fma(S::load(qs + r * ldq + d), kv, acc[r]);
-      }
-      if (d < D) {
-        const V kv = S::load_tail(kr + d, D - d, T(0));
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) acc[r] = S::fma(S::load(qs + r * ldq + d), kv, acc[r]);
-      }
-#pragma GCC unroll 4
-      for (int r = 0; r < NR; ++r) out[r * kBc + j] = lane_sum<S>(acc[r]);
-    }
+    constexpr int NK = (L == 16 && sizeof(T) == 4) || NR <= 2 ? 4 : 1;
+    int64_t j = 0;
+    if constexpr (NK > 1)
+      for (; j + NK <= n; j += NK) dots_block<NR, NK>(K + j * kst, kst, D, qs, ldq, out + j);
+    for (; j < n; ++j) dots_block<NR, 1>(K + j * kst, kst, D, qs, ldq, out + j);
   }
 
   // Same contract as forward_tile (OT, m, l in the transposed layout finish_rows reads).
@@ -405,7 +482,7 @@ struct AttentionKernels {
         w[s] = mx == neg_inf() ? T(0) : std::exp(p[pr.Dv * ld + rr] - mx);
         tot += w[s] * p[pr.Dv * ld + ld + rr];
       }
-      if (!(tot > T(0))) {
+      if (tot == T(0)) {  // no key left (a NaN total falls through and propagates)
         for (int64_t e = 0; e < pr.Dv; ++e) o[e] = T(0);
         *ls = neg_inf();
         continue;
@@ -536,19 +613,35 @@ struct AttentionKernels {
         const Rows rw(pr, b, hk, r0, imin(kBr, R - r0));
         if (rw.kend_max <= j0) continue;  // every row of the tile ends before these keys
         const int64_t ld = rw.padded, nv = ld / L;
-        gemm(n, nv, D, Kb, pr.k.st, 1, QT + r0, Rp, ST, ld, false);
+        // On the causal diagonal, lane vector c only pairs with keys [0, lim[c]) (as in
+        // the forward): products skip the rest, whose P is 0.
+        int64_t lim[kBr / L];
+        const bool diagonal = causal_limits(rw, j0, n, lim);
+        if (!diagonal) {
+          gemm(n, nv, D, Kb, pr.k.st, 1, QT + r0, Rp, ST, ld, false);
+          gemm(n, nv, Dv, Vb, pr.v.st, 1, dOT + r0, Rp, dPT, ld, false);
+        } else {
+          for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++]) {
+            gemm(lim[c] - lo, nv - c, D, Kb + lo * pr.k.st, pr.k.st, 1, QT + r0 + c * L, Rp, ST + lo * ld + c * L, ld,
+                 false);
+            gemm(lim[c] - lo, nv - c, Dv, Vb + lo * pr.v.st, pr.v.st, 1, dOT + r0 + c * L, Rp, dPT + lo * ld + c * L,
+                 ld, false);
+            for (int64_t j = lim[c]; j < n; ++j) {
+              S::store(ST + j * ld + c * L, S::bcast(neg_inf()));
+              S::store(dPT + j * ld + c * L, S::bcast(T(0)));
+            }
+          }
+        }
         apply_masks(pr, rw, ST, ld, 1, j0, n);
         for (int64_t c = 0; c < ld; c += L) {
           const V ls = S::load(lse_r + r0 + c);
           for (int64_t j = 0; j < n; ++j) S::store(ST + j * ld + c, exp_flush<S>(S::sub(S::load(ST + j * ld + c), ls)));
         }
-        gemm(n, nv, Dv, Vb, pr.v.st, 1, dOT + r0, Rp, dPT, ld, false);
         const T* Pd = ST;
         if (pr.dropout_p > 0) {
           apply_dropout(pr, rw, dPT, PdT, ST, ld, 1, j0, n);
           Pd = PdT;
         }
-        gemm(n, Dvp / L, rw.nr, Pd, ld, 1, dOr + r0 * Dvp, Dvp, dVb, Dvp, true);
         for (int64_t c = 0; c < ld; c += L) {
           const V dl = S::load(delta + r0 + c);
           for (int64_t j = 0; j < n; ++j) {
@@ -556,8 +649,20 @@ struct AttentionKernels {
             S::store(dPT + j * ld + c, S::mul(ds, vscale));
           }
         }
-        gemm(n, Dp / L, rw.nr, dPT, ld, 1, Qr + r0 * Dp, Dp, dKb, Dp, true);
-        gemm(D, nv, n, Kb, 1, pr.k.st, dPT, ld, dQT + r0, Rp, true);
+        if (!diagonal) {
+          gemm(n, Dvp / L, rw.nr, Pd, ld, 1, dOr + r0 * Dvp, Dvp, dVb, Dvp, true);
+          gemm(n, Dp / L, rw.nr, dPT, ld, 1, Qr + r0 * Dp, Dp, dKb, Dp, true);
+          gemm(D, nv, n, Kb, 1, pr.k.st, dPT, ld, dQT + r0, Rp, true);
+        } else {
+          for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++]) {
+            // keys [lo, lim[c]) pair with the rows of vectors c.. only
+            const int64_t m = lim[c] - lo, rows = rw.nr - c * L, x = c * L;
+            if (m <= 0) continue;
+            gemm(m, Dvp / L, rows, Pd + lo * ld + x, ld, 1, dOr + (r0 + x) * Dvp, Dvp, dVb + lo * Dvp, Dvp, true);
+            gemm(m, Dp / L, rows, dPT + lo * ld + x, ld, 1, Qr + (r0 + x) * Dp, Dp, dKb + lo * Dp, Dp, true);
+            gemm(D, nv - c, m, Kb + lo * pr.k.st, 1, pr.k.st, dPT + lo * ld + x, ld, dQT + r0 + x, Rp, true);
+          }
+        }
       }
       T* dkr = dk + ((b * pr.Hkv + hk) * pr.Tk + j0) * D;
       T* dvr = dv + ((b * pr.Hkv + hk) * pr.Tk + j0) * Dv;
