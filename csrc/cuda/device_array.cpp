@@ -123,7 +123,13 @@ void copy_into(DeviceArray& dst, const DeviceArray& src, const char* op) {
     throw std::invalid_argument(std::string(op) + ": arrays are on devices " +
                                 std::to_string(src.device) + " and " + std::to_string(dst.device) +
                                 "; cross-device copies are not supported");
-  if (broadcast_shapes(dst.shape, src.shape) != dst.shape)
+  bool fits = true;
+  try {
+    fits = broadcast_shapes(dst.shape, src.shape) == dst.shape;
+  } catch (const std::invalid_argument&) {
+    fits = false;
+  }
+  if (!fits)
     throw std::invalid_argument(std::string(op) + ": source of shape " + shape_str(src.shape) +
                                 " cannot be broadcast to " + shape_str(dst.shape));
   if (dst.numel() == 0) return;
