@@ -260,7 +260,7 @@ def strided_input(shape, dtype, kind, seed=0, low=-2.0, high=2.0):
     permuted view) or sliced (every other element of a larger array)."""
     rng = rng_for("input", shape, kind, seed)
     if kind == "contiguous":
-        host = rng.uniform(low, high, size=shape).astype(dtype)
+        host = np.asarray(rng.uniform(low, high, size=shape), dtype=dtype)
         return host, C.from_numpy(host)
     if kind == "transposed":
         base = rng.uniform(low, high, size=shape[::-1]).astype(dtype)
@@ -319,6 +319,7 @@ def test_views_contiguous_copy_(dtype):
     dst = C.zeros((3, 4), dtype)
     dst.copy_(C.from_numpy(np.arange(4, dtype=dtype)))
     np.testing.assert_array_equal(dst.numpy(), np.broadcast_to(np.arange(4, dtype=dtype), (3, 4)))
+    assert dst.copy_(dst) is dst
     dst.T.copy_(C.from_numpy(np.ones((4, 3), dtype) * 5))
     np.testing.assert_array_equal(dst.numpy(), np.full((3, 4), 5, dtype))
     dst.copy_(dst.T.T)  # overlapping source: goes through a temporary

@@ -329,15 +329,17 @@ DeviceArray from_dlpack(const py::object& obj) {
   return a;
 }
 
-py::dict memory_stats(const py::object& device) {
-  const int dev = device.is_none() ? 0 : device.cast<int>();
-  const cuda::AllocatorStats st = cuda::CachingAllocator::device_allocator().stats(dev);
+py::dict stats_dict(const cuda::AllocatorStats& st) {
   py::dict d;
   d["allocated_bytes"] = st.allocated;
   d["reserved_bytes"] = st.reserved;
   d["cached_blocks"] = st.cached_blocks;
   d["device_allocations"] = st.backend_allocs;
   return d;
+}
+
+py::dict memory_stats(const py::object& device) {
+  return stats_dict(cuda::CachingAllocator::device_allocator().stats(device.is_none() ? 0 : device.cast<int>()));
 }
 
 // The allocator's bookkeeping over malloc, so tests run it without a GPU. limit_bytes
@@ -369,12 +371,7 @@ class HostCachingAllocator {
   void release(uintptr_t ptr) { alloc_.release(reinterpret_cast<void*>(ptr)); }
   void empty_cache() { alloc_.empty_cache(); }
   py::dict stats() const {
-    const cuda::AllocatorStats st = alloc_.stats(0);
-    py::dict d;
-    d["allocated_bytes"] = st.allocated;
-    d["reserved_bytes"] = st.reserved;
-    d["cached_blocks"] = st.cached_blocks;
-    d["device_allocations"] = st.backend_allocs;
+    py::dict d = stats_dict(alloc_.stats(0));
     d["held_bytes"] = held_;
     return d;
   }
@@ -454,11 +451,14 @@ DLKERN_REGISTER_BINDINGS(cuda_array) {
              cuda::copy_into(out, x, "clone");
              return out;
            }, "A contiguous copy.")
-      .def("copy_", [](DeviceArray& self, const py::object& src_obj) -> DeviceArray& {
+      .def("copy_", [](const py::object& self_obj, const py::object& src_obj) {
+             DeviceArray& self = self_obj.cast<DeviceArray&>();
              const DeviceArray& src = require_device_array(src_obj, "copy_", "src");
-             py::gil_scoped_release nogil;
-             cuda::copy_into(self, src, "copy_");
-             return self;
+             {
+               py::gil_scoped_release nogil;
+               cuda::copy_into(self, src, "copy_");
+             }
+             return self_obj;
            }, py::arg("src"), "Copy src (same dtype and device, broadcast to self's shape) into self.")
       .def("as_strided", &as_strided, py::arg("shape"), py::arg("strides"), py::arg("offset") = py::none(),
            "A view with the given shape, strides and offset (in elements) over the same storage.")
@@ -489,22 +489,21 @@ DLKERN_REGISTER_BINDINGS(cuda_array) {
            "stream is ordered after this array's stream.")
       .def("__dlpack_device__", [](const DeviceArray& x) { return py::make_tuple(int(kDLCUDA), x.device); });
 
-  m.def("empty", [](const py::object& shape, const py::object& dtype, const py::object& device, const py::object& stream) {
-          const Shape s = to_shape(shape, "empty", "shape");
-          const cuda::DType dt = parse_dtype(dtype, "empty");
-          const cudaStream_t st = parse_stream(stream, "empty");
+  // empty() and zeros(): same arguments, checked before any device work.
+  using Factory = DeviceArray (*)(const Shape&, cuda::DType, int, cudaStream_t, const char*);
+  const std::pair<const char*, Factory> factories[] = {{"empty", &cuda::empty}, {"zeros", &cuda::zeros}};
+  for (const auto& [name, make] : factories) {
+    m.def(name, [name = name, make = make](const py::object& shape, const py::object& dtype,
+                                           const py::object& device, const py::object& stream) {
+          const Shape s = to_shape(shape, name, "shape");
+          const cuda::DType dt = parse_dtype(dtype, name);
+          const cudaStream_t st = parse_stream(stream, name);
           py::gil_scoped_release nogil;
-          return cuda::empty(s, dt, device_arg(device), st, "empty");
+          return make(s, dt, device_arg(device), st, name);
         }, py::arg("shape"), py::arg("dtype") = "float32", py::arg("device") = py::none(),
-        py::arg("stream") = py::none(), "Uninitialised contiguous device array.");
-  m.def("zeros", [](const py::object& shape, const py::object& dtype, const py::object& device, const py::object& stream) {
-          const Shape s = to_shape(shape, "zeros", "shape");
-          const cuda::DType dt = parse_dtype(dtype, "zeros");
-          const cudaStream_t st = parse_stream(stream, "zeros");
-          py::gil_scoped_release nogil;
-          return cuda::zeros(s, dt, device_arg(device), st, "zeros");
-        }, py::arg("shape"), py::arg("dtype") = "float32", py::arg("device") = py::none(),
-        py::arg("stream") = py::none(), "Zero-filled contiguous device array.");
+        py::arg("stream") = py::none(),
+        std::string(name) == "empty" ? "Uninitialised contiguous device array." : "Zero-filled contiguous device array.");
+  }
   m.def("from_numpy", &from_numpy, py::arg("array"), py::arg("device") = py::none(),
         py::arg("stream") = py::none(),
         "Copy a float32/float64/int64 numpy.ndarray to a new contiguous device array "

@@ -118,27 +118,17 @@ DeviceArray reduce_op(cuda::ReduceOp f, const char* op, const py::object& x_obj,
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(cuda_ops) {
-  struct UnaryEntry {
-    const char* name;
-    cuda::UnaryOp f;
-  };
-  static constexpr UnaryEntry kUnary[] = {
+  const std::pair<const char*, cuda::UnaryOp> unary[] = {
       {"negative", cuda::UnaryOp::neg}, {"neg", cuda::UnaryOp::neg},   {"exp", cuda::UnaryOp::exp},
       {"log", cuda::UnaryOp::log},      {"sqrt", cuda::UnaryOp::sqrt}, {"abs", cuda::UnaryOp::abs},
       {"tanh", cuda::UnaryOp::tanh},    {"sigmoid", cuda::UnaryOp::sigmoid},
       {"relu", cuda::UnaryOp::relu},
   };
-  for (const UnaryEntry& e : kUnary) {
-    const char* name = e.name;
-    const cuda::UnaryOp f = e.f;
-    m.def(name, [name, f](const py::object& x) { return unary_op(f, name, x); }, py::arg("x"),
+  for (const auto& [name, f] : unary)
+    m.def(name, [name = name, f = f](const py::object& x) { return unary_op(f, name, x); }, py::arg("x"),
           cat(name, "(x): elementwise on a DeviceArray; a new contiguous array.").c_str());
-  }
-  struct BinaryEntry {
-    const char* name;
-    cuda::BinaryOp f;
-  };
-  static constexpr BinaryEntry kBinary[] = {
+
+  const std::pair<const char*, cuda::BinaryOp> binary[] = {
       {"add", cuda::BinaryOp::add},         {"subtract", cuda::BinaryOp::sub},
       {"sub", cuda::BinaryOp::sub},         {"multiply", cuda::BinaryOp::mul},
       {"mul", cuda::BinaryOp::mul},         {"divide", cuda::BinaryOp::div},
@@ -146,30 +136,21 @@ DLKERN_REGISTER_BINDINGS(cuda_ops) {
       {"minimum", cuda::BinaryOp::minimum}, {"power", cuda::BinaryOp::pow},
       {"pow", cuda::BinaryOp::pow},
   };
-  for (const BinaryEntry& e : kBinary) {
-    const char* name = e.name;
-    const cuda::BinaryOp f = e.f;
-    m.def(name, [name, f](const py::object& a, const py::object& b) { return binary_op(f, name, a, b); },
+  for (const auto& [name, f] : binary)
+    m.def(name, [name = name, f = f](const py::object& a, const py::object& b) { return binary_op(f, name, a, b); },
           py::arg("a"), py::arg("b"),
           cat(name, "(a, b): elementwise with NumPy broadcasting; either side may be a Python "
                     "number. A new contiguous array.").c_str());
-  }
-  struct ReduceEntry {
-    const char* name;
-    cuda::ReduceOp f;
-  };
-  static constexpr ReduceEntry kReduce[] = {
+
+  const std::pair<const char*, cuda::ReduceOp> reductions[] = {
       {"sum", cuda::ReduceOp::sum}, {"mean", cuda::ReduceOp::mean},
       {"amax", cuda::ReduceOp::amax}, {"amin", cuda::ReduceOp::amin},
   };
-  for (const ReduceEntry& e : kReduce) {
-    const char* name = e.name;
-    const cuda::ReduceOp f = e.f;
-    m.def(name, [name, f](const py::object& x, const py::object& axis, bool keepdims) {
+  for (const auto& [name, f] : reductions)
+    m.def(name, [name = name, f = f](const py::object& x, const py::object& axis, bool keepdims) {
             return reduce_op(f, name, x, axis, keepdims);
           }, py::arg("x"), py::arg("axis") = py::none(), py::arg("keepdims") = false,
           cat(name, "(x, axis=None, keepdims=False): over one axis or all; a new array.").c_str());
-  }
 
   // Host-side layout helpers, bound so tests check them without a GPU.
   m.def("_broadcast_shapes", [](const py::object& a, const py::object& b) {
