@@ -507,3 +507,117 @@ def test_cuda_device_namespace():
     np.testing.assert_array_equal(dev.sum(dev.exp(a), axis=1).numpy(), np.exp(np.arange(6.0).reshape(2, 3)).sum(1))
     with pytest.raises(NotImplementedError, match=r"op 'softmax_forward' is not implemented on device 'cuda'"):
         dev.softmax_forward
+
+
+# ---------------------------------------------------------------------------
+# softmax / log_softmax, layer_norm (on a device)
+# ---------------------------------------------------------------------------
+
+def softmax_ref(x, dim, log):
+    x = x.astype(np.float64)
+    m = np.max(x, axis=dim, keepdims=True)
+    z = x - m
+    lse = np.log(np.sum(np.exp(z), axis=dim, keepdims=True))
+    return z - lse if log else np.exp(z - lse)
+
+
+SOFTMAX_SHAPES = [((1, 1), -1), ((3, 7), -1), ((5, 128), -1), ((4, 1000), 1), ((2, 3, 33), 0),
+                  ((6, 4, 5), 1), ((257,), 0)]
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape, dim", SOFTMAX_SHAPES, ids=str)
+def test_softmax_forward_backward_match_numpy(shape, dim, log, dtype):
+    rng = rng_for("softmax", shape, dim)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    name = "log_softmax" if log else "softmax"
+    y = getattr(C, name)(C.from_numpy(x), dim)
+    want = softmax_ref(x, dim, log)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-6 if dtype == np.float32 else 1e-13)
+    dx = getattr(C, name + "_backward")(C.from_numpy(g), y, dim)
+    g64 = g.astype(np.float64)
+    if log:
+        want_dx = g64 - np.exp(want) * g64.sum(axis=dim, keepdims=True)
+    else:
+        want_dx = want * (g64 - (g64 * want).sum(axis=dim, keepdims=True))
+    np.testing.assert_allclose(dx.numpy(), want_dx, rtol=1e-4 if dtype == np.float32 else 1e-11,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@requires_gpu
+def test_softmax_edges_and_out():
+    x = C.from_numpy(np.array([[-np.inf, -np.inf], [0.0, -np.inf], [np.nan, 1.0]]))
+    np.testing.assert_array_equal(C.softmax(x).numpy(), [[0, 0], [1, 0], [np.nan, np.nan]])
+    np.testing.assert_array_equal(C.log_softmax(x).numpy()[:2], [[-np.inf, -np.inf], [0, -np.inf]])
+    host = rng_for("out").standard_normal((4, 6)).astype(np.float32)
+    out = C.zeros((4, 6), np.float32)
+    assert C.softmax(C.from_numpy(host).T, 0, out=out.T) is not None
+    np.testing.assert_allclose(out.numpy(), softmax_ref(host, 1, False), rtol=1e-5, atol=1e-7)
+    with pytest.raises(IndexError, match=r"softmax: axis 2 is out of range"):
+        C.softmax(x, 2)
+    with pytest.raises(ValueError, match=r"softmax_backward: y has shape \(2, 3\), expected \(3, 2\)"):
+        C.softmax_backward(x, C.zeros((2, 3), np.float64))
+
+
+def layer_norm_ref(x, k, w, b, eps):
+    axes = tuple(range(x.ndim - k, x.ndim))
+    x = x.astype(np.float64)
+    mean = x.mean(axis=axes, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    y = (x - mean) * rstd
+    if w is not None:
+        y = y * w
+    if b is not None:
+        y = y + b
+    return y, mean.reshape(x.shape[:x.ndim - k]), rstd.reshape(x.shape[:x.ndim - k])
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("shape, k", [((1, 1), 1), ((3, 8), 1), ((7, 33), 1), ((2, 5, 64), 1), ((4, 3, 6), 2),
+                                      ((300, 17), 1)], ids=str)
+def test_layer_norm_matches_numpy(shape, k, affine, dtype):
+    rng = rng_for("ln", shape, k)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    ns = shape[len(shape) - k:]
+    w = rng.standard_normal(ns).astype(dtype) if affine else None
+    b = rng.standard_normal(ns).astype(dtype) if affine else None
+    dev = lambda a: None if a is None else C.from_numpy(a)  # noqa: E731
+    y, mean, rstd = C.layer_norm_forward(dev(x), ns, dev(w), dev(b), 1e-5)
+    want_y, want_mean, want_rstd = layer_norm_ref(x, k, w, b, 1e-5)
+    t = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(y.numpy(), want_y, **t)
+    np.testing.assert_allclose(mean.numpy(), want_mean, **t)
+    np.testing.assert_allclose(rstd.numpy(), want_rstd, **t)
+    dx, dw, db = C.layer_norm_backward(dev(g), dev(x), ns, dev(w), mean, rstd)
+    # reference gradients in float64
+    axes = tuple(range(x.ndim - k, x.ndim))
+    n = int(np.prod(ns))
+    m64, r64 = want_mean.reshape(shape[:x.ndim - k] + (1,) * k), want_rstd.reshape(shape[:x.ndim - k] + (1,) * k)
+    xhat = (x.astype(np.float64) - m64) * r64
+    gw = g.astype(np.float64) * (w if affine else 1.0)
+    want_dx = r64 * (gw - gw.sum(axis=axes, keepdims=True) / n - xhat * (gw * xhat).sum(axis=axes, keepdims=True) / n)
+    lead = tuple(range(x.ndim - k))
+    np.testing.assert_allclose(dx.numpy(), want_dx, **t)
+    np.testing.assert_allclose(db.numpy(), g.astype(np.float64).sum(axis=lead), **t)
+    if affine:
+        np.testing.assert_allclose(dw.numpy(), (g * xhat).sum(axis=lead), **t)
+    else:
+        assert dw is None
+
+
+@requires_gpu
+def test_layer_norm_argument_errors():
+    x = C.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"layer_norm_forward: normalized_shape \(4,\) must match the trailing"):
+        C.layer_norm_forward(x, (4,))
+    with pytest.raises(ValueError, match=r"layer_norm_forward: weight has shape \(2,\), expected \(3,\)"):
+        C.layer_norm_forward(x, (3,), C.zeros(2, np.float32))
+    with pytest.raises(TypeError, match=r"layer_norm_forward: weight has dtype float64 but x has dtype float32"):
+        C.layer_norm_forward(x, (3,), C.zeros(3, np.float64))

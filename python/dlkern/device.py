@@ -202,6 +202,9 @@ class CUDADevice:
         "exp": "exp", "log": "log", "sqrt": "sqrt", "abs": "abs", "tanh": "tanh",
         "sigmoid": "sigmoid", "relu": "relu",
         "sum": "sum", "mean": "mean", "amax": "amax", "amin": "amin",
+        "softmax": "softmax", "log_softmax": "log_softmax", "softmax_backward": "softmax_backward",
+        "log_softmax_backward": "log_softmax_backward",
+        "layer_norm_forward": "layer_norm_forward", "layer_norm_backward": "layer_norm_backward",
     }
 
     def __init__(self, index=0):
