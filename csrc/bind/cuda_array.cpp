@@ -85,7 +85,7 @@ int device_arg(const py::object& device) { return device.is_none() ? -1 : device
 // NumPy
 // ---------------------------------------------------------------------------
 
-DeviceArray from_numpy(const py::object& obj, const py::object& device, const py::object& stream) {
+DeviceArray from_numpy(const py::object& obj, const py::object& stream, const py::object& device) {
   const char* op = "from_numpy";
   py::array a = require_array(obj, op, "array");
   const cuda::DType dt = parse_dtype(a.dtype(), op);
@@ -504,8 +504,8 @@ DLKERN_REGISTER_BINDINGS(cuda_array) {
         py::arg("stream") = py::none(),
         std::string(name) == "empty" ? "Uninitialised contiguous device array." : "Zero-filled contiguous device array.");
   }
-  m.def("from_numpy", &from_numpy, py::arg("array"), py::arg("device") = py::none(),
-        py::arg("stream") = py::none(),
+  m.def("from_numpy", &from_numpy, py::arg("array"), py::arg("stream") = py::none(),
+        py::arg("device") = py::none(),
         "Copy a float32/float64/int64 numpy.ndarray to a new contiguous device array "
         "(waits for the copy, so the host array may change afterwards).");
   m.def("from_dlpack", &from_dlpack, py::arg("obj"),
