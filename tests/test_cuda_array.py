@@ -96,6 +96,23 @@ def test_make_loop_rejects_too_many_dimensions():
 
 
 @requires_module
+@pytest.mark.parametrize("shape, strides, axis, keepdims, want", [
+    # everything, contiguous: one flat reduce loop, one output
+    ((2, 3, 4), (12, 4, 1), None, False, ((), ((1,), [(0,), (0,)]), ((24,), [(1,)]))),
+    ((2, 3, 4), (12, 4, 1), None, True, ((1, 1, 1), ((1,), [(0,), (0,)]), ((24,), [(1,)]))),
+    # the middle axis: outputs walk (2, 4), each reduces 3 elements 4 apart
+    ((2, 3, 4), (12, 4, 1), 1, False, ((2, 4), ((2, 4), [(4, 1), (12, 1)]), ((3,), [(4,)]))),
+    ((2, 3, 4), (12, 4, 1), -2, True, ((2, 1, 4), ((2, 4), [(4, 1), (12, 1)]), ((3,), [(4,)]))),
+    # the last axis of a transposed (column-major) array
+    ((3, 5), (1, 3), 1, False, ((3,), ((3,), [(1,), (1,)]), ((5,), [(3,)]))),
+    # an empty reduced axis: no reduce elements, outputs still there
+    ((0, 4), (4, 1), 0, False, ((4,), ((4,), [(1,), (1,)]), ((0,), [(4,)]))),
+], ids=lambda v: str(v))
+def test_reduce_layout(shape, strides, axis, keepdims, want):
+    assert C._reduce_layout(shape, strides, axis, keepdims) == want
+
+
+@requires_module
 @pytest.mark.parametrize("shape, strides, offset, n", [
     ((2, 3), (3, 1), 0, 6), ((3,), (-1,), 2, 3), ((0, 5), (100, 100), 0, 0), ((4,), (0,), 5, 6),
 ])
@@ -402,6 +419,8 @@ def test_binary_errors_and_nan():
         C.add(a, C.zeros(3, np.float32))
     with pytest.raises(TypeError, match=r"exp: x has dtype int64"):
         C.exp(C.zeros(3, np.int64))
+    with pytest.raises(TypeError, match=r"cannot be converted to a NumPy array implicitly.*call \.numpy\(\)"):
+        np.asarray(a)
 
 
 @requires_gpu

@@ -440,6 +440,10 @@ DLKERN_REGISTER_BINDINGS(cuda_array) {
         return x.shape[0];
       })
       .def("__repr__", &repr)
+      .def("__array__", [](const DeviceArray& x, const py::args&, const py::kwargs&) -> py::object {
+             type_error("DeviceArray on cuda:", x.device, " cannot be converted to a NumPy array "
+                        "implicitly (that would be a hidden device-to-host copy); call .numpy()");
+           })
       .def("numpy", &to_numpy, "Copy to a new C-contiguous numpy.ndarray (waits for the copy).")
       .def("contiguous", [](const DeviceArray& x) {
              py::gil_scoped_release nogil;

@@ -115,6 +115,13 @@ DeviceArray reduce_op(cuda::ReduceOp f, const char* op, const py::object& x_obj,
   return out;
 }
 
+// (sizes, [strides per operand]) of a loop, for the testing aids below.
+py::tuple loop_tuple(const cuda::StridedLoop& l) {
+  py::list per_operand;
+  for (int k = 0; k < l.operands; ++k) per_operand.append(to_tuple(cuda::Shape(l.strides[k], l.strides[k] + l.ndim)));
+  return py::make_tuple(to_tuple(cuda::Shape(l.sizes, l.sizes + l.ndim)), per_operand);
+}
+
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(cuda_ops) {
@@ -163,13 +170,18 @@ DLKERN_REGISTER_BINDINGS(cuda_ops) {
   m.def("_make_loop", [](const py::object& shape, const py::list& strides) {
     std::vector<cuda::Shape> s;
     for (const py::handle& st : strides) s.push_back(to_shape(st, "_make_loop", "strides"));
-    const cuda::StridedLoop loop = cuda::make_loop(to_shape(shape, "_make_loop", "shape"), s);
-    py::list per_operand;
-    for (int k = 0; k < loop.operands; ++k)
-      per_operand.append(to_tuple(cuda::Shape(loop.strides[k], loop.strides[k] + loop.ndim)));
-    return py::make_tuple(to_tuple(cuda::Shape(loop.sizes, loop.sizes + loop.ndim)), per_operand);
+    return loop_tuple(cuda::make_loop(to_shape(shape, "_make_loop", "shape"), s));
   }, py::arg("shape"), py::arg("strides"),
   "Testing aid: (sizes, [strides per operand]) of the coalesced loop the kernels run.");
+  m.def("_reduce_layout", [](const py::object& shape, const py::object& strides, const py::object& axis,
+                             bool keepdims) {
+    const cuda::Shape sh = to_shape(shape, "_reduce_layout", "shape");
+    const int ax = axis.is_none() ? -1 : cuda::normalize_axis(axis.cast<int64_t>(), static_cast<int>(sh.size()), "_reduce_layout");
+    const cuda::ReduceLayout r = cuda::make_reduce_layout(sh, to_shape(strides, "_reduce_layout", "strides"),
+                                                          axis.is_none(), ax, keepdims);
+    return py::make_tuple(to_tuple(r.out_shape), loop_tuple(r.out_loop), loop_tuple(r.reduce_loop));
+  }, py::arg("shape"), py::arg("strides"), py::arg("axis"), py::arg("keepdims"),
+  "Testing aid: (out_shape, (sizes, strides) of the output loop, of the reduce loop).");
   m.def("_check_view", [](const py::object& shape, const py::object& strides, int64_t offset, int64_t n) {
     cuda::check_view(to_shape(shape, "as_strided", "shape"), to_shape(strides, "as_strided", "strides"), offset, n);
   }, py::arg("shape"), py::arg("strides"), py::arg("offset"), py::arg("storage_numel"));
