@@ -640,3 +640,34 @@ def test_layer_norm_argument_errors():
         C.layer_norm_forward(x, (3,), C.zeros(2, np.float32))
     with pytest.raises(TypeError, match=r"layer_norm_forward: weight has dtype float64 but x has dtype float32"):
         C.layer_norm_forward(x, (3,), C.zeros(3, np.float64))
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("shape, k", [((1, 1), 1), ((7, 33), 1), ((2, 5, 64), 1), ((4, 3, 6), 2)], ids=str)
+def test_rms_norm_matches_numpy(shape, k, affine, dtype):
+    rng = rng_for("rms", shape, k)
+    x = (rng.standard_normal(shape) + 0.5).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    ns = shape[len(shape) - k:]
+    w = rng.standard_normal(ns).astype(dtype) if affine else None
+    axes = tuple(range(x.ndim - k, x.ndim))
+    lead = tuple(range(x.ndim - k))
+    eps = float(np.finfo(dtype).eps)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    r64 = 1 / np.sqrt((x64 ** 2).mean(axis=axes, keepdims=True) + eps)
+    xhat = x64 * r64
+    want_y = xhat * (w if affine else 1.0)
+    y, rstd = C.rms_norm_forward(C.from_numpy(x), ns, C.from_numpy(w) if affine else None)
+    t = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(y.numpy(), want_y, **t)
+    np.testing.assert_allclose(rstd.numpy(), r64.reshape(rstd.shape), **t)
+    dx, dw = C.rms_norm_backward(C.from_numpy(g), C.from_numpy(x), ns, C.from_numpy(w) if affine else None, rstd)
+    gw = g64 * (w if affine else 1.0)
+    n = int(np.prod(ns))
+    np.testing.assert_allclose(dx.numpy(), r64 * (gw - xhat * (gw * xhat).sum(axis=axes, keepdims=True) / n), **t)
+    if affine:
+        np.testing.assert_allclose(dw.numpy(), (g64 * xhat).sum(axis=lead), **t)
+    else:
+        assert dw is None

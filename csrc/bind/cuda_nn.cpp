@@ -1,8 +1,9 @@
-// dlkern._C_cuda softmax / log_softmax and layer_norm, forward and backward, with the
+// dlkern._C_cuda softmax / log_softmax, layer_norm and rms_norm, forward and backward, with the
 // CPU module's names and call shapes. The kernels work on contiguous rows over the last
 // axis; another softmax axis is brought last with a strided copy (and the result put
 // back), strided inputs are made contiguous. Arguments are checked before device work.
 #include <algorithm>
+#include <limits>
 
 #include "bind/cuda_common.h"
 #include "cuda/check.h"
@@ -106,19 +107,29 @@ const DeviceArray* optional_param(const py::object& obj, const DeviceArray& x, c
   return &p;
 }
 
+// Data pointer of an optional array (one default-constructed, without storage, is absent).
 template <typename T>
 const T* ptr_or_null(const DeviceArray& a) {
   return a.storage ? static_cast<const T*>(a.data()) : nullptr;
 }
+template <typename T>
+T* mut_or_null(DeviceArray& a) {
+  return a.storage ? static_cast<T*>(a.data()) : nullptr;
+}
 
-py::tuple layer_norm_forward(const py::object& x_obj, const py::object& shape_obj, const py::object& w_obj,
-                             const py::object& b_obj, double eps) {
-  const char* op = "layer_norm_forward";
+// layer_norm_forward -> (y, mean, rstd), or rms_norm_forward (rms: no bias, no mean) -> (y, rstd).
+py::tuple norm_forward(bool rms, const py::object& x_obj, const py::object& shape_obj, const py::object& w_obj,
+                       const py::object& b_obj, const py::object& eps_obj) {
+  const char* op = rms ? "rms_norm_forward" : "layer_norm_forward";
   const DeviceArray& x = float_array(x_obj, op, "x");
   const Shape normalized = to_shape(shape_obj, op, "normalized_shape");
   const auto [rows, cols] = norm_rows_cols(x, normalized, op);
   const DeviceArray* w = optional_param(w_obj, x, normalized, op, "weight");
   const DeviceArray* b = optional_param(b_obj, x, normalized, op, "bias");
+  // RMS norm's default eps is the dtype's machine epsilon, as in PyTorch.
+  const double eps = !eps_obj.is_none()          ? eps_obj.cast<double>()
+                     : x.dtype == cuda::DType::f32 ? double(std::numeric_limits<float>::epsilon())
+                                                   : std::numeric_limits<double>::epsilon();
   const Shape stat_shape(x.shape.begin(), x.shape.end() - static_cast<std::ptrdiff_t>(normalized.size()));
   DeviceArray y, mean, rstd;
   {
@@ -128,24 +139,27 @@ py::tuple layer_norm_forward(const py::object& x_obj, const py::object& shape_ob
     const DeviceArray wc = w ? cuda::contiguous(*w, op) : DeviceArray{};
     const DeviceArray bc = b ? cuda::contiguous(*b, op) : DeviceArray{};
     y = cuda::empty(x.shape, x.dtype, x.device, x.stream, op);
-    mean = cuda::empty(stat_shape, x.dtype, x.device, x.stream, op);
+    if (!rms) mean = cuda::empty(stat_shape, x.dtype, x.device, x.stream, op);
     rstd = cuda::empty(stat_shape, x.dtype, x.device, x.stream, op);
     if (w) cuda::stream_wait(y.stream, w->stream, op);
     if (b) cuda::stream_wait(y.stream, b->stream, op);
     dispatch_cuda_float(x.dtype, [&](auto zero) {
       using T = decltype(zero);
       cuda::layer_norm_forward<T>(static_cast<const T*>(xc.data()), ptr_or_null<T>(wc), ptr_or_null<T>(bc),
-                                  static_cast<T*>(y.data()), static_cast<T*>(mean.data()),
-                                  static_cast<T*>(rstd.data()), rows, cols, static_cast<T>(eps), y.stream, op);
+                                  static_cast<T*>(y.data()), mut_or_null<T>(mean), static_cast<T*>(rstd.data()),
+                                  rows, cols, static_cast<T>(eps), y.stream, op);
     });
   }
+  if (rms) return py::make_tuple(std::move(y), std::move(rstd));
   return py::make_tuple(std::move(y), std::move(mean), std::move(rstd));
 }
 
-py::tuple layer_norm_backward(const py::object& dy_obj, const py::object& x_obj, const py::object& shape_obj,
-                              const py::object& w_obj, const py::object& mean_obj, const py::object& rstd_obj,
-                              bool need_bias) {
-  const char* op = "layer_norm_backward";
+// layer_norm_backward -> (dx, dweight or None, dbias or None), or rms_norm_backward
+// (mean_obj None, need_bias false) -> (dx, dweight or None).
+py::tuple norm_backward(bool rms, const py::object& dy_obj, const py::object& x_obj, const py::object& shape_obj,
+                        const py::object& w_obj, const py::object& mean_obj, const py::object& rstd_obj,
+                        bool need_bias) {
+  const char* op = rms ? "rms_norm_backward" : "layer_norm_backward";
   const DeviceArray& dy = float_array(dy_obj, op, "grad_out");
   const DeviceArray& x = float_array(x_obj, op, "x");
   require_like(dy, x, op, "grad_out", "x", &x.shape);
@@ -153,20 +167,21 @@ py::tuple layer_norm_backward(const py::object& dy_obj, const py::object& x_obj,
   const auto [rows, cols] = norm_rows_cols(x, normalized, op);
   const DeviceArray* w = optional_param(w_obj, x, normalized, op, "weight");
   const Shape stat_shape(x.shape.begin(), x.shape.end() - static_cast<std::ptrdiff_t>(normalized.size()));
-  const DeviceArray& mean = float_array(mean_obj, op, "mean");
+  const DeviceArray* mean = rms ? nullptr : &float_array(mean_obj, op, "mean");
   const DeviceArray& rstd = float_array(rstd_obj, op, "rstd");
-  require_like(mean, x, op, "mean", "x", &stat_shape);
+  if (mean) require_like(*mean, x, op, "mean", "x", &stat_shape);
   require_like(rstd, x, op, "rstd", "x", &stat_shape);
   DeviceArray dx, dw, db;
   {
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(x.device, op);
     const DeviceArray dyc = cuda::contiguous(dy, op), xc = cuda::contiguous(x, op);
-    const DeviceArray mc = cuda::contiguous(mean, op), rc = cuda::contiguous(rstd, op);
+    const DeviceArray mc = mean ? cuda::contiguous(*mean, op) : DeviceArray{};
+    const DeviceArray rc = cuda::contiguous(rstd, op);
     const DeviceArray wc = w ? cuda::contiguous(*w, op) : DeviceArray{};
     const cudaStream_t s = xc.stream;
-    for (const DeviceArray* other : {&dyc, &mc, &rc}) cuda::stream_wait(s, other->stream, op);
-    if (w) cuda::stream_wait(s, wc.stream, op);
+    for (const DeviceArray* other : {&dyc, &mc, &rc, &wc})
+      if (other->storage) cuda::stream_wait(s, other->stream, op);
     dx = cuda::empty(x.shape, x.dtype, x.device, s, op);
     if (w) dw = cuda::empty(normalized, x.dtype, x.device, s, op);
     if (need_bias) db = cuda::empty(normalized, x.dtype, x.device, s, op);
@@ -174,15 +189,15 @@ py::tuple layer_norm_backward(const py::object& dy_obj, const py::object& x_obj,
     if (w || need_bias) scratch = cuda::empty({cuda::param_grad_scratch(rows, cols)}, x.dtype, x.device, s, op);
     dispatch_cuda_float(x.dtype, [&](auto zero) {
       using T = decltype(zero);
-      auto mut = [](DeviceArray& a) { return a.storage ? static_cast<T*>(a.data()) : nullptr; };
       cuda::layer_norm_backward<T>(static_cast<const T*>(dyc.data()), static_cast<const T*>(xc.data()),
-                                   ptr_or_null<T>(wc), static_cast<const T*>(mc.data()),
-                                   static_cast<const T*>(rc.data()), mut(dx), mut(dw), mut(db), mut(scratch),
-                                   rows, cols, s, op);
+                                   ptr_or_null<T>(wc), ptr_or_null<T>(mc), static_cast<const T*>(rc.data()),
+                                   mut_or_null<T>(dx), mut_or_null<T>(dw), mut_or_null<T>(db),
+                                   mut_or_null<T>(scratch), rows, cols, s, op);
     });
   }
-  return py::make_tuple(std::move(dx), w ? py::cast(std::move(dw)) : py::none(),
-                        need_bias ? py::cast(std::move(db)) : py::none());
+  py::object dw_obj = w ? py::cast(std::move(dw)) : py::none();
+  if (rms) return py::make_tuple(std::move(dx), dw_obj);
+  return py::make_tuple(std::move(dx), dw_obj, need_bias ? py::cast(std::move(db)) : py::none());
 }
 
 }  // namespace
@@ -210,14 +225,30 @@ DLKERN_REGISTER_BINDINGS(cuda_nn) {
             cat(name, "(x, dim=-1, out=None) over one axis; a row of all -inf gives ",
                 is_log ? "-inf" : "0", ".").c_str());
   }
-  m.def("layer_norm_forward", &layer_norm_forward, py::arg("x"), py::arg("normalized_shape"),
-        py::arg("weight") = py::none(), py::arg("bias") = py::none(), py::arg("eps") = 1e-5,
+  m.def("layer_norm_forward",
+        [](const py::object& x, const py::object& ns, const py::object& w, const py::object& b, double eps) {
+          return norm_forward(false, x, ns, w, b, py::float_(eps));
+        }, py::arg("x"), py::arg("normalized_shape"), py::arg("weight") = py::none(),
+        py::arg("bias") = py::none(), py::arg("eps") = 1e-5,
         "Layer norm over the trailing normalized_shape dims -> (y, mean, rstd), mean/rstd of shape "
         "x.shape[:-len(normalized_shape)].");
-  m.def("layer_norm_backward", &layer_norm_backward, py::arg("grad_out"), py::arg("x"),
-        py::arg("normalized_shape"), py::arg("weight"), py::arg("mean"), py::arg("rstd"),
-        py::arg("need_bias") = true,
+  m.def("layer_norm_backward",
+        [](const py::object& g, const py::object& x, const py::object& ns, const py::object& w,
+           const py::object& mean, const py::object& rstd, bool need_bias) {
+          return norm_backward(false, g, x, ns, w, mean, rstd, need_bias);
+        }, py::arg("grad_out"), py::arg("x"), py::arg("normalized_shape"), py::arg("weight"), py::arg("mean"),
+        py::arg("rstd"), py::arg("need_bias") = true,
         "-> (dx, dweight or None (weight None), dbias or None (need_bias False)).");
+  m.def("rms_norm_forward",
+        [](const py::object& x, const py::object& ns, const py::object& w, const py::object& eps) {
+          return norm_forward(true, x, ns, w, py::none(), eps);
+        }, py::arg("x"), py::arg("normalized_shape"), py::arg("weight") = py::none(), py::arg("eps") = py::none(),
+        "RMS norm -> (y, rstd); eps=None uses the dtype's machine epsilon (as PyTorch).");
+  m.def("rms_norm_backward",
+        [](const py::object& g, const py::object& x, const py::object& ns, const py::object& w,
+           const py::object& rstd) { return norm_backward(true, g, x, ns, w, py::none(), rstd, false); },
+        py::arg("grad_out"), py::arg("x"), py::arg("normalized_shape"), py::arg("weight"), py::arg("rstd"),
+        "-> (dx, dweight or None).");
 }
 
 }  // namespace dlkern::bind

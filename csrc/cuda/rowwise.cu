@@ -73,10 +73,14 @@ __global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(
   for (int64_t r = w.first; r < rows; r += w.step) {
     const T* xr = x + r * cols;
     T* yr = y + r * cols;
-    T s = 0;
-    for_lane(xr, cols, vec, w.lane, [&](int64_t, T v) { s += v; });
-    const T mu = warp_sum(s) / T(cols);
-    // Two passes (mean, then squared deviations): no cancellation for large means.
+    // Layer norm: two passes (mean, then squared deviations), no cancellation for large
+    // means. RMS norm (no mean buffer): not centred.
+    T mu = 0;
+    if (mean) {
+      T s = 0;
+      for_lane(xr, cols, vec, w.lane, [&](int64_t, T v) { s += v; });
+      mu = warp_sum(s) / T(cols);
+    }
     T ss = 0;
     for_lane(xr, cols, vec, w.lane, [&](int64_t, T v) { ss += (v - mu) * (v - mu); });
     const T inv = T(1) / sqrt(warp_sum(ss) / T(cols) + eps);
@@ -87,7 +91,7 @@ __global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(
       yr[i] = out;
     });
     if (w.lane == 0) {
-      mean[r] = mu;
+      if (mean) mean[r] = mu;
       rstd[r] = inv;
     }
   }
@@ -102,15 +106,16 @@ __global__ void __launch_bounds__(kThreads) layer_norm_backward_kernel(
   for (int64_t r = w.first; r < rows; r += w.step) {
     const T *dyr = dy + r * cols, *xr = x + r * cols;
     T* dxr = dx + r * cols;
-    const T mu = mean[r], inv = rstd[r];
-    // g = dy * weight; dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+    const T mu = mean ? mean[r] : T(0), inv = rstd[r];
+    // g = dy * weight; dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); RMS norm (no
+    // mean buffer) has no mean(g) term.
     T sg = 0, sgx = 0;
     for_lane(dyr, cols, vec, w.lane, [&](int64_t i, T d) {
       const T g = weight ? d * weight[i] : d;
       sg += g;
       sgx += g * (xr[i] - mu) * inv;
     });
-    const T mg = warp_sum(sg) / T(cols), mgx = warp_sum(sgx) / T(cols);
+    const T mg = mean ? warp_sum(sg) / T(cols) : T(0), mgx = warp_sum(sgx) / T(cols);
     for_lane(dyr, cols, vec, w.lane, [&](int64_t i, T d) {
       const T g = weight ? d * weight[i] : d;
       dxr[i] = inv * (g - mg - (xr[i] - mu) * inv * mgx);
@@ -141,7 +146,7 @@ __global__ void __launch_bounds__(kColTile * kRowLanes) layer_norm_param_partial
   if (c < cols)
     for (int64_t r = r0 + ty; r < r1; r += kRowLanes) {
       const T d = dy[r * cols + c];
-      aw += d * (x[r * cols + c] - mean[r]) * rstd[r];
+      aw += d * (x[r * cols + c] - (mean ? mean[r] : T(0))) * rstd[r];
       ab += d;
     }
   sw[ty][tx] = aw;

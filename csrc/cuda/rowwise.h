@@ -23,11 +23,13 @@ void softmax_backward(const T* dy, const T* y, T* dx, int64_t rows, int64_t cols
 
 // y = (x - mean) * rstd * weight + bias; mean, rstd: (rows), written here
 // (rstd = 1 / sqrt(var + eps), biased variance). weight, bias: (cols) or nullptr.
+// mean == nullptr gives RMS norm: y = x * rstd * weight (+ bias), rstd = 1 / sqrt(mean(x^2) + eps).
 template <typename T>
 void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd,
                         int64_t rows, int64_t cols, T eps, cudaStream_t stream, const char* op);
 
-// dx: (rows, cols); dweight, dbias: (cols), overwritten, or nullptr to skip. `scratch`
+// dx: (rows, cols); dweight, dbias: (cols), overwritten, or nullptr to skip; mean ==
+// nullptr: the RMS-norm gradient (from the forward without centring). `scratch`
 // holds param_grad_scratch(rows, cols) elements when dweight or dbias is wanted.
 template <typename T>
 void layer_norm_backward(const T* dy, const T* x, const T* weight, const T* mean, const T* rstd,

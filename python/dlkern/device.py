@@ -205,6 +205,7 @@ class CUDADevice:
         "softmax": "softmax", "log_softmax": "log_softmax", "softmax_backward": "softmax_backward",
         "log_softmax_backward": "log_softmax_backward",
         "layer_norm_forward": "layer_norm_forward", "layer_norm_backward": "layer_norm_backward",
+        "rms_norm_forward": "rms_norm_forward", "rms_norm_backward": "rms_norm_backward",
     }
 
     def __init__(self, index=0):
