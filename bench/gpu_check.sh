@@ -33,6 +33,13 @@ rm -rf "$pkg" && mkdir -p "$pkg"
 cp -r "$root/python/dlkern" "$pkg/"
 cp "$build"/_C.*.so "$build"/_C_cuda.*.so "$pkg/dlkern/"
 export PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}"
+# An installed dlkern (an editable install's import hook, say) would shadow the staged one.
+found=$("$py" -c "import dlkern._C_cuda as m; print(m.__file__)")
+case "$found" in
+  "$pkg"/*) ;;
+  *) echo "import dlkern._C_cuda finds $found, not the build staged in $pkg:" \
+          "run this where dlkern is not installed (or uninstall it)" >&2; exit 1 ;;
+esac
 
 echo "== CUDA tests"
 status=0
