@@ -109,7 +109,28 @@ def test_make_loop_rejects_too_many_dimensions():
     ((0, 4), (4, 1), 0, False, ((4,), ((4,), [(1,), (1,)]), ((0,), [(4,)]))),
 ], ids=lambda v: str(v))
 def test_reduce_layout(shape, strides, axis, keepdims, want):
-    assert C._reduce_layout(shape, strides, axis, keepdims) == want
+    assert C._reduce_layout(shape, strides, axis, keepdims)[:3] == want
+
+
+@requires_module
+@pytest.mark.parametrize("shape, strides, axis, plan", [
+    # rows (contiguous elements): a block per output
+    ((4096, 1000), (1000, 1), 1, dict(threads_per_output=False, splits=1, chunk=1000, scratch=0)),
+    # a leading axis with many adjacent outputs: a thread per output
+    ((8192, 1024), (1024, 1), 0, dict(threads_per_output=True, splits=1, chunk=8192, scratch=0)),
+    # ... but not with too few outputs to fill the device
+    ((8192, 64), (64, 1), 0, dict(threads_per_output=False, splits=1, chunk=8192, scratch=0)),
+    # everything of a large array: split into parts of about 16K elements, combined after
+    ((1 << 20,), (1,), None, dict(threads_per_output=False, splits=64, chunk=16384, scratch=64)),
+    ((3, 100_001), (100_001, 1), 1, dict(threads_per_output=False, splits=7, chunk=14286, scratch=21)),
+    # at most 1024 parts
+    ((1 << 26,), (1,), None, dict(threads_per_output=False, splits=1024, chunk=65536, scratch=1024)),
+    # not worth splitting
+    ((32767,), (1,), None, dict(threads_per_output=False, splits=1, chunk=32767, scratch=0)),
+    ((0, 5), (5, 1), 0, dict(threads_per_output=False, splits=1, chunk=0, scratch=0)),
+], ids=lambda v: str(v))
+def test_reduce_plan(shape, strides, axis, plan):
+    assert C._reduce_layout(shape, strides, axis, False)[3] == plan
 
 
 @requires_module
@@ -441,7 +462,16 @@ def test_reductions_match_numpy(name, keepdims, axis, kind, dtype):
 @requires_gpu
 def test_reduction_edges():
     big = rng_for("big").standard_normal(300_001)
-    np.testing.assert_allclose(C.sum(C.from_numpy(big)).numpy(), big.sum(), rtol=1e-10)
+    np.testing.assert_allclose(C.sum(C.from_numpy(big)).numpy(), big.sum(), rtol=1e-10)  # split in parts
+    np.testing.assert_allclose(C.mean(C.from_numpy(big)).numpy(), big.mean(), rtol=1e-10)
+    np.testing.assert_array_equal(C.amax(C.from_numpy(big)).numpy(), big.max())
+    rows = big[:300_000].reshape(3, 100_000)
+    np.testing.assert_allclose(C.mean(C.from_numpy(rows).T, axis=0, keepdims=True).numpy(),
+                               rows.mean(axis=1)[None], rtol=1e-10)
+    cols = rng_for("cols").standard_normal((300, 2048))  # a thread per output
+    for name in ("sum", "mean", "amax", "amin"):
+        np.testing.assert_allclose(getattr(C, name)(C.from_numpy(cols), axis=0).numpy(),
+                                   getattr(np, name)(cols, axis=0), rtol=1e-12)
     empty = C.zeros((0, 4), np.float64)
     np.testing.assert_array_equal(C.sum(empty, axis=0).numpy(), np.zeros(4))
     assert np.isnan(C.mean(empty, axis=0).numpy()).all()

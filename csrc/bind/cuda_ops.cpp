@@ -108,9 +108,15 @@ DeviceArray reduce_op(cuda::ReduceOp f, const char* op, const py::object& x_obj,
   py::gil_scoped_release nogil;
   cuda::DeviceGuard guard(x.device, op);
   DeviceArray out = cuda::empty(layout.out_shape, x.dtype, x.device, x.stream, op);
+  // Partial results of a split reduction; back to the cache on return, which is safe
+  // because later users of the block are ordered after this work on the same stream.
+  const int64_t scratch_numel = cuda::plan_reduce(layout).scratch;
+  const DeviceArray scratch =
+      scratch_numel ? cuda::empty({scratch_numel}, x.dtype, x.device, out.stream, op) : DeviceArray{};
   dispatch_cuda_float(x.dtype, [&](auto zero) {
     using T = decltype(zero);
-    cuda::reduce<T>(f, layout, static_cast<T*>(out.data()), static_cast<const T*>(x.data()), out.stream, op);
+    cuda::reduce<T>(f, layout, static_cast<T*>(out.data()), static_cast<const T*>(x.data()),
+                    scratch_numel ? static_cast<T*>(scratch.data()) : nullptr, out.stream, op);
   });
   return out;
 }
@@ -179,9 +185,15 @@ DLKERN_REGISTER_BINDINGS(cuda_ops) {
     const int ax = axis.is_none() ? -1 : cuda::normalize_axis(axis.cast<int64_t>(), static_cast<int>(sh.size()), "_reduce_layout");
     const cuda::ReduceLayout r = cuda::make_reduce_layout(sh, to_shape(strides, "_reduce_layout", "strides"),
                                                           axis.is_none(), ax, keepdims);
-    return py::make_tuple(to_tuple(r.out_shape), loop_tuple(r.out_loop), loop_tuple(r.reduce_loop));
+    const cuda::ReducePlan plan = cuda::plan_reduce(r);
+    py::dict p;
+    p["threads_per_output"] = plan.threads_per_output;
+    p["splits"] = plan.splits;
+    p["chunk"] = plan.chunk;
+    p["scratch"] = plan.scratch;
+    return py::make_tuple(to_tuple(r.out_shape), loop_tuple(r.out_loop), loop_tuple(r.reduce_loop), p);
   }, py::arg("shape"), py::arg("strides"), py::arg("axis"), py::arg("keepdims"),
-  "Testing aid: (out_shape, (sizes, strides) of the output loop, of the reduce loop).");
+  "Testing aid: (out_shape, (sizes, strides) of the output loop, of the reduce loop, launch plan).");
   m.def("_check_view", [](const py::object& shape, const py::object& strides, int64_t offset, int64_t n) {
     cuda::check_view(to_shape(shape, "as_strided", "shape"), to_shape(strides, "as_strided", "strides"), offset, n);
   }, py::arg("shape"), py::arg("strides"), py::arg("offset"), py::arg("storage_numel"));
