@@ -4,7 +4,9 @@ autograd and nn code call ``ctx.device.<name>`` and never branch on the device.
 
 The CPU namespace maps names to NumPy functions and to the ``dlkern.ops`` kernels
 (looked up on first use, so kernels merged later are picked up); a name with no kernel
-raises NotImplementedError naming the op and the device.
+raises NotImplementedError naming the op and the device. The CUDA namespace
+(``device("cuda")``, only when a GPU is present) maps the names that have CUDA kernels
+to ``dlkern._C_cuda``, whose arrays are ``DeviceArray``; the rest raise the same way.
 """
 
 import math
