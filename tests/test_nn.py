@@ -147,8 +147,12 @@ def test_module_to_dtype_keeps_parameter_objects():
     assert out.dtype == np.float64
     net.to(dlkern.float32)
     assert net.fc1.weight.dtype == np.float32
-    with pytest.raises(RuntimeError, match=r"device 'cuda' requested but"):
-        net.to("cuda")
+    if dlkern.cuda.is_available():
+        with pytest.raises(NotImplementedError, match=r"moving parameters to cuda:0 is not implemented"):
+            net.to("cuda")
+    else:
+        with pytest.raises(RuntimeError, match=r"device 'cuda' requested but"):
+            net.to("cuda")
 
 
 # ------------------------------------------------------------------ layers

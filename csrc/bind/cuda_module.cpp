@@ -1,7 +1,8 @@
-// dlkern._C_cuda: the CUDA extension module. Runtime queries, build facts, and a
-// host-array gemm that stages NumPy operands through device memory (until a
-// device-array type exists). Every CUDA failure becomes a RuntimeError naming the op;
-// nothing here may abort the interpreter, with or without a GPU or driver.
+// dlkern._C_cuda: the CUDA extension module. Runtime queries, build facts, a
+// host-array gemm that stages NumPy operands through device memory, and every binding
+// family registered by csrc/bind/cuda_*.cpp (device arrays, elementwise ops, ...).
+// Every CUDA failure becomes a RuntimeError naming the op (MemoryError when the device
+// is out of memory); nothing here may abort the interpreter, with or without a GPU.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "bind/common.h"
 #include "bind/gemm_args.h"
+#include "cuda/check.h"
 #include "cuda/gemm.h"
 #include "dlkern_build_config.h"
 
@@ -107,6 +109,14 @@ PYBIND11_MODULE(_C_cuda, m) {
   namespace bind = dlkern::bind;
   m.doc() = "dlkern CUDA kernels";
 
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const dlkern::cuda::Error& e) {
+      PyErr_SetString(e.out_of_memory() ? PyExc_MemoryError : PyExc_RuntimeError, e.what());
+    }
+  });
+
   m.def("is_available", &bind::is_available,
         "True when a CUDA device is present and the driver works; never raises.");
   m.def("device_count", &dlkern::cuda::device_count,
@@ -127,4 +137,11 @@ the result back. With c=None a new array is returned (beta must then be 0); else
 (shape (m, n), same dtype, writeable, C-contiguous, not sharing memory with a or b) is
 updated in place and returned. beta=0 ignores c's contents. CUDA failures (no device,
 out of memory, a failed launch) raise RuntimeError.)doc");
+
+  // cuda_array defines the types (DeviceArray, Stream) the other families take and
+  // return; registering it first makes their signatures name the Python types.
+  const auto& families = bind::registered_bindings();
+  for (bool types_pass : {true, false})
+    for (const auto& [family, register_family] : families)
+      if ((std::string(family) == "cuda_array") == types_pass) register_family(m);
 }

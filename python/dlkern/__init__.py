@@ -18,6 +18,7 @@ from .tensor import (Tensor, tensor, from_numpy, zeros, ones, empty, full, randn
                      softmax, log_softmax, sin, cos, maximum, minimum, masked_fill, tril, triu, float32, float64, float16, int32, int64, long, bool_)
 from . import nn
 from . import optim, data
+from . import cuda
 
 __version__ = _C.build_info()["version"]
 

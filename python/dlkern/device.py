@@ -4,7 +4,9 @@ autograd and nn code call ``ctx.device.<name>`` and never branch on the device.
 
 The CPU namespace maps names to NumPy functions and to the ``dlkern.ops`` kernels
 (looked up on first use, so kernels merged later are picked up); a name with no kernel
-raises NotImplementedError naming the op and the device.
+raises NotImplementedError naming the op and the device. The CUDA namespace
+(``device("cuda")``, only when a GPU is present) maps the names that have CUDA kernels
+to ``dlkern._C_cuda``, whose arrays are ``DeviceArray``; the rest raise the same way.
 """
 
 import math
@@ -167,23 +169,138 @@ class CPUDevice:
 cpu = CPUDevice()
 
 
-def _cuda_unavailable_reason():
+def _cuda_module():
+    """dlkern._C_cuda, or None when dlkern was built without CUDA."""
     try:
         from . import _C_cuda
     except ImportError:
+        return None
+    return _C_cuda
+
+
+def _cuda_unavailable_reason():
+    module = _cuda_module()
+    if module is None:
         return "dlkern was built without CUDA support (dlkern._C_cuda is missing; rebuild with DLKERN_CUDA=ON)"
     try:
-        if not _C_cuda.is_available():
+        if not module.is_available():
             return "dlkern._C_cuda is built but no CUDA device is available"
     except Exception as exc:
         return f"dlkern._C_cuda cannot query devices: {exc}"
     return None
 
 
+class CUDADevice:
+    """A CUDA device: arrays are dlkern._C_cuda.DeviceArray, and the names below map to
+    the _C_cuda kernels. A name with no CUDA kernel yet raises NotImplementedError
+    naming the op and 'cuda'. Inputs must already live on this device."""
+
+    type = "cuda"
+
+    # namespace name -> dlkern._C_cuda function taking and returning DeviceArrays
+    _KERNELS = {
+        "add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide",
+        "negative": "negative", "power": "power", "maximum": "maximum", "minimum": "minimum",
+        "exp": "exp", "log": "log", "sqrt": "sqrt", "abs": "abs", "tanh": "tanh",
+        "sigmoid": "sigmoid", "relu": "relu",
+        "sum": "sum", "mean": "mean", "amax": "amax", "amin": "amin",
+        "softmax": "softmax", "log_softmax": "log_softmax", "softmax_backward": "softmax_backward",
+        "log_softmax_backward": "log_softmax_backward",
+        "layer_norm_forward": "layer_norm_forward", "layer_norm_backward": "layer_norm_backward",
+        "rms_norm_forward": "rms_norm_forward", "rms_norm_backward": "rms_norm_backward",
+    }
+
+    def __init__(self, index=0):
+        self.index = int(index)
+
+    @property
+    def array_type(self):
+        return _cuda_module().DeviceArray
+
+    def _check_same_device(self, name, args):
+        for a in args:
+            dev = getattr(a, "device", None)
+            if isinstance(a, np.ndarray):
+                raise TypeError(f"{name} on {self}: got a numpy.ndarray (cpu); devices cannot be "
+                                f"mixed in one op, move it with .to('{self}') first")
+            if isinstance(dev, int) and dev != self.index:
+                raise ValueError(f"{name} on {self}: an operand is on cuda:{dev}; devices cannot be "
+                                 "mixed in one op")
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        kernel = self._KERNELS.get(name)
+        module = _cuda_module()
+        fn = getattr(module, kernel, None) if kernel and module is not None else None
+        if fn is None:
+            raise NotImplementedError(
+                f"op '{name}' is not implemented on device 'cuda' (no kernel dlkern._C_cuda.{name})")
+
+        def op(*args, **kwargs):
+            self._check_same_device(name, args)
+            return fn(*args, **kwargs)
+
+        op.__name__ = name
+        setattr(self, name, op)
+        return op
+
+    def zeros(self, shape, dtype=np.float32):
+        return _cuda_module().zeros(shape, dtype, device=self.index)
+
+    def empty(self, shape, dtype=np.float32):
+        return _cuda_module().empty(shape, dtype, device=self.index)
+
+    def asarray(self, x):
+        """A DeviceArray on this device from a DeviceArray (as is) or anything NumPy takes."""
+        module = _cuda_module()
+        if isinstance(x, module.DeviceArray):
+            self._check_same_device("asarray", (x,))
+            return x
+        return module.from_numpy(np.asarray(x), device=self.index)
+
+    def contiguous(self, x):
+        self._check_same_device("contiguous", (x,))
+        return x.contiguous()
+
+    def __repr__(self):
+        return f"device(type='cuda', index={self.index})"
+
+    def __str__(self):
+        return f"cuda:{self.index}"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            return other in (str(self), "cuda") if self.index == 0 else other == str(self)
+        return isinstance(other, CUDADevice) and other.index == self.index
+
+    def __hash__(self):
+        return hash(("cuda", self.index))
+
+    def __reduce__(self):
+        return (device, (str(self),))
+
+
+_cuda_devices = {}
+
+
+def _cuda_index(spec):
+    _, _, index = spec.partition(":")
+    if not index.strip():
+        return 0
+    try:
+        value = int(index)
+    except ValueError:
+        raise ValueError(f"bad CUDA device {spec!r}; expected 'cuda' or 'cuda:<index>'") from None
+    if value < 0:
+        raise ValueError(f"bad CUDA device {spec!r}: negative index")
+    return value
+
+
 def device(spec="cpu"):
-    """The device namespace for "cpu" (or a device object); "cuda" raises a clear error
-    until the CUDA namespace exists."""
-    if isinstance(spec, CPUDevice):
+    """The device namespace for "cpu", "cuda" or "cuda:<index>" (or a device object).
+    "cuda" raises RuntimeError saying why when CUDA is not built or no GPU is present."""
+    if isinstance(spec, (CPUDevice, CUDADevice)):
         return spec
     if spec is None:
         return cpu
@@ -196,8 +313,15 @@ def device(spec="cpu"):
     if kind == "cpu":
         return cpu
     if kind == "cuda":
+        index = _cuda_index(spec)
         reason = _cuda_unavailable_reason()
         if reason:
             raise RuntimeError(f"device '{spec}' requested but {reason}")
-        raise NotImplementedError(f"device '{spec}': the CUDA device namespace is not implemented yet")
+        count = _cuda_module().device_count()
+        if index >= count:
+            raise RuntimeError(f"device '{spec}' requested but only {count} CUDA device(s) are visible")
+        dev = _cuda_devices.get(index)
+        if dev is None:
+            dev = _cuda_devices[index] = CUDADevice(index)
+        return dev
     raise ValueError(f"unknown device {spec!r}; expected 'cpu' or 'cuda'")

@@ -15,7 +15,7 @@ from . import autograd as _autograd
 from .autograd import function as _function_module
 from .autograd.engine import backward as _run_backward
 from .autograd.grad_mode import GradMode
-from .device import CPUDevice, cpu as _cpu, device as _get_device
+from .device import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
 
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
@@ -60,7 +60,7 @@ class Tensor:
     __array_ufunc__ = None  # ndarray OP Tensor defers to the Tensor's reflected operator
 
     def __init__(self, data, dtype=None, device="cpu", requires_grad=False):
-        dev = _get_device(device)
+        dev = _host_device(device)
         dtype = _as_dtype(dtype)
         if isinstance(data, Tensor):
             data = data.data
@@ -184,7 +184,7 @@ class Tensor:
         if "device" in kwargs:
             target_device = _get_device(kwargs["device"])
         for a in args:
-            if isinstance(a, (str, CPUDevice)):
+            if isinstance(a, (str, CPUDevice, CUDADevice)):
                 target_device = _get_device(a)
             else:
                 target_dtype = a
@@ -631,8 +631,18 @@ def from_numpy(array):
     return Tensor._make(np.asarray(array), _cpu, False, None)
 
 
+def _host_device(spec):
+    """The device of a new tensor made from host data. Only the CPU until Tensor can
+    hold CUDA device arrays: refusing here keeps a NumPy array from being labelled 'cuda'."""
+    dev = _get_device(spec)
+    if dev is not _cpu:
+        raise NotImplementedError(f"tensors on {dev} are not implemented yet (dlkern._C_cuda has device "
+                                  "arrays and kernels, but Tensor does not hold them yet)")
+    return dev
+
+
 def _factory(array, device, requires_grad):
-    t = Tensor._make(array, _get_device(device), False, None)
+    t = Tensor._make(array, _host_device(device), False, None)
     if requires_grad:
         t.requires_grad_(True)
     return t

@@ -176,11 +176,11 @@ class Module:
         """to(dtype) converts floating parameters and buffers in place (the Parameter
         objects stay the same, so an optimizer built earlier still holds them);
         to(device) checks the device (only CPU exists now)."""
-        from ..device import device as get_device, CPUDevice
+        from ..device import device as get_device, CPUDevice, CUDADevice
         dtype = kwargs.get("dtype")
         dev = kwargs.get("device")
         for a in args:
-            if isinstance(a, (str, CPUDevice)):
+            if isinstance(a, (str, CPUDevice, CUDADevice)):
                 dev = a
             else:
                 dtype = a

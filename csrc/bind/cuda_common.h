@@ -1,0 +1,39 @@
+// Helpers shared by the _C_cuda binding files (cuda_*.cpp): dtype and stream
+// arguments, and the Stream handle type. pybind11 only; the device logic is in csrc/cuda.
+#pragma once
+#include "bind/common.h"
+#include "cuda/device_array.h"
+
+namespace dlkern::bind {
+
+// A CUDA stream as Python sees it. handle 0 is the legacy default stream. Streams made
+// by Stream() live until the process exits (the allocator keys cached blocks by stream
+// handle, so a handle must never be reused by a different stream).
+struct CudaStream {
+  cudaStream_t handle = nullptr;
+  int device = 0;
+};
+
+// float32, float64 or int64 (anything numpy.dtype() accepts, native byte order);
+// TypeError naming op and the dtype otherwise.
+cuda::DType parse_dtype(const py::handle& obj, const char* op);
+py::dtype numpy_dtype(cuda::DType dt);
+
+// None -> the legacy default stream; else a Stream.
+cudaStream_t parse_stream(const py::handle& obj, const char* op);
+
+// The object as a DeviceArray, or TypeError naming op, arg and what was passed (a
+// numpy.ndarray gets a hint about from_numpy: devices are never mixed silently).
+cuda::DeviceArray& require_device_array(const py::handle& obj, const char* op, const char* arg);
+
+// Python tuple of a shape/strides vector and back.
+py::tuple to_tuple(const cuda::Shape& v);
+cuda::Shape to_shape(const py::handle& obj, const char* op, const char* arg);
+
+// Calls f(float{}) or f(double{}) for a float32/float64 array dtype.
+template <typename F>
+decltype(auto) dispatch_cuda_float(cuda::DType dt, F&& f) {
+  return dispatch_float(dt == cuda::DType::f32 ? DType::f32 : DType::f64, std::forward<F>(f));
+}
+
+}  // namespace dlkern::bind
