@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
@@ -419,26 +420,48 @@ void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T*
   }
 }
 
+// Strides other than 1 use the same scheme on the polyphase split of the padded image:
+// phase (a, b) holds xpad[r*sh + a, q*sw + b] at (r, q), and tap (i, j) reads phase
+// ((i*dh) % sh, (j*dw) % sw) at the fixed shift ((i*dh) / sh, (j*dw) / sw) -- again a
+// stride-1 window, so a stride-2 3x3 is four stride-1 convolutions (2x2, 2x1, 1x2, 1x1
+// sub-kernels) summed into one output, with no extra FLOPs. Only the phases some tap
+// reads are stored (a 1x1 stride-2 conv keeps one); together they are at most the size
+// of the padded image. Stride 1 is the one-phase case.
 struct Shifted {
-  int64_t hp, wp;          // padded input; hp = out_h + dh*(kh-1), wp = out_w + dw*(kw-1)
-  int64_t taps;            // kh * kw
+  int64_t sh_, sw_;            // strides
+  int64_t hq, wq;              // rows and columns of one phase (those the taps reach)
+  int64_t plane;               // elements of one phase: hq * wq * c
+  int64_t image;               // elements of all stored phases
+  int64_t taps;                // kh * kw
   int64_t fwd_rows, bwd_rows;  // output rows per chunk
+  // Index of row phase a (column phase b) among the stored ones, -1 when no tap reads it.
+  std::vector<int64_t> phase_h, phase_w;
+  int64_t phases_w = 0;        // stored column phases
 
   // Rows per chunk so a chunk has about `cols` pixels (at least one row).
-  static int64_t rows_for(const Plan& p, int64_t wp, int64_t cols) {
-    return std::clamp<int64_t>((cols + wp - p.s.out_w) / wp, 1, p.s.out_h);
+  static int64_t rows_for(const Plan& p, int64_t wq, int64_t cols) {
+    return std::clamp<int64_t>((cols + wq - p.s.out_w) / wq, 1, p.s.out_h);
   }
 
   explicit Shifted(const Plan& p) {
     const Conv2dShape& s = p.s;
-    hp = s.out_h + s.dil_h * (s.kh - 1);
-    wp = s.out_w + s.dil_w * (s.kw - 1);
+    sh_ = s.stride_h, sw_ = s.stride_w;
+    hq = s.out_h + s.dil_h * (s.kh - 1) / sh_;
+    wq = s.out_w + s.dil_w * (s.kw - 1) / sw_;
+    phase_h.assign(sh_, -1), phase_w.assign(sw_, -1);
+    for (int64_t i = 0; i < s.kh; ++i) phase_h[(i * s.dil_h) % sh_] = 0;
+    for (int64_t j = 0; j < s.kw; ++j) phase_w[(j * s.dil_w) % sw_] = 0;
+    int64_t phases_h = 0;
+    for (auto& v : phase_h) v = v < 0 ? -1 : phases_h++;
+    for (auto& v : phase_w) v = v < 0 ? -1 : phases_w++;
+    plane = hq * wq * s.c;
+    image = phases_h * phases_w * plane;
     taps = s.kh * s.kw;
     // The GEMM's single-thread small path (operands read in place) needs m*n*k <= 2^22
     // and k <= 512; in the dweight product the depth is the chunk's pixels.
     const int64_t per_pixel = std::max<int64_t>(1, p.og * p.cg);
-    fwd_rows = rows_for(p, wp, std::min<int64_t>(768, (int64_t(1) << 22) / per_pixel));
-    bwd_rows = rows_for(p, wp, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
+    fwd_rows = rows_for(p, wq, std::min<int64_t>(768, (int64_t(1) << 22) / per_pixel));
+    bwd_rows = rows_for(p, wq, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
   }
 
   // Worth it when the garbage pixels are at most an eighth of the work and each tap's
@@ -447,34 +470,88 @@ struct Shifted {
   static constexpr int64_t kMinChannels = 16;
   static bool applies(const Plan& p) {
     const Conv2dShape& s = p.s;
-    if (p.pointwise || p.depthwise() || s.stride_h != 1 || s.stride_w != 1 || p.cg < kMinChannels)
-      return false;
-    const int64_t extra = s.dil_w * (s.kw - 1);
+    if (p.pointwise || p.depthwise() || p.cg < kMinChannels) return false;
+    const int64_t extra = s.dil_w * (s.kw - 1) / s.stride_w;
     return extra * 8 <= s.out_w + extra;
   }
 
-  // Zero-padded channels-last copy of one image: (hp, wp, c).
+  // First element of stored phase (a, b); both must be stored.
+  int64_t phase_offset(int64_t a, int64_t b) const { return (phase_h[a] * phases_w + phase_w[b]) * plane; }
+
+  // Elements of the row buffer pad_image / unpad_image need (strided columns only).
+  int64_t row_elems(const Plan& p) const { return sw_ > 1 ? p.s.w * p.s.c : 0; }
+
+  // Zero-padded, channels-last, phase-split copy of one image. Strided columns go
+  // through `row` (w, c): one fast transpose of the input row, then a copy of c
+  // contiguous values per pixel into its phase.
   template <typename T>
-  void pad_image(const Plan& p, const T* xn, T* xpad) const {
+  void pad_image(const Plan& p, const T* xn, T* xpad, T* row) const {
     const Conv2dShape& s = p.s;
-    const int64_t cols = std::max<int64_t>(0, std::min<int64_t>(s.w, wp - s.pad_w));
-    // Zero only the padding: rows outside the input, then the left and right margins.
-    for (int64_t r = 0; r < hp; ++r) {
-      T* row = xpad + r * wp * s.c;
-      if (r < s.pad_h || r >= s.pad_h + s.h) {
-        std::memset(row, 0, sizeof(T) * wp * s.c);
-      } else {
-        std::memset(row, 0, sizeof(T) * std::min(s.pad_w, wp) * s.c);
-        if (s.pad_w + cols < wp) std::memset(row + (s.pad_w + cols) * s.c, 0, sizeof(T) * (wp - s.pad_w - cols) * s.c);
+    for (int64_t a = 0; a < sh_; ++a) {
+      if (phase_h[a] < 0) continue;
+      for (int64_t r = 0; r < hq; ++r) {
+        const int64_t ih = r * sh_ + a - s.pad_h;
+        const bool inside = ih >= 0 && ih < s.h;
+        if (inside && sw_ > 1) transpose_copy(xn + ih * s.w, p.hw_in, s.c, s.w, row, s.c);
+        for (int64_t b = 0; b < sw_; ++b) {
+          if (phase_w[b] < 0) continue;
+          T* dst = xpad + phase_offset(a, b) + r * wq * s.c;
+          if (!inside) {
+            std::memset(dst, 0, sizeof(T) * wq * s.c);
+            continue;
+          }
+          // Phase columns [lo, hi) hold input columns q*sw + b - pad_w; the rest is padding.
+          int64_t lo, hi;
+          valid_range(wq, s.w, sw_, b - s.pad_w, lo, hi);
+          std::memset(dst, 0, sizeof(T) * lo * s.c);
+          std::memset(dst + hi * s.c, 0, sizeof(T) * (wq - hi) * s.c);
+          if (sw_ == 1) {
+            if (hi > lo) transpose_copy(xn + ih * s.w + lo + b - s.pad_w, p.hw_in, s.c, hi - lo, dst + lo * s.c, s.c);
+          } else {
+            for (int64_t q = lo; q < hi; ++q)
+              std::memcpy(dst + q * s.c, row + (q * sw_ + b - s.pad_w) * s.c, sizeof(T) * s.c);
+          }
+        }
       }
     }
-    for (int64_t ih = 0; ih < s.h && ih + s.pad_h < hp; ++ih)
-      transpose_copy(xn + ih * s.w, p.hw_in, s.c, cols, xpad + ((ih + s.pad_h) * wp + s.pad_w) * s.c, s.c);
   }
 
-  // Offset of tap `tap` in pixels.
+  // The inverse for gradients: dx[c, ih, iw] from the phase-split dxpad (zero where no
+  // tap reaches).
+  template <typename T>
+  void unpad_image(const Plan& p, const T* dxpad, T* dxn, T* row) const {
+    const Conv2dShape& s = p.s;
+    for (int64_t ih = 0; ih < s.h; ++ih) {
+      const int64_t a = (ih + s.pad_h) % sh_, r = (ih + s.pad_h) / sh_;
+      T* dst = dxn + ih * s.w;
+      if (phase_h[a] < 0 || r >= hq) {
+        for (int64_t c = 0; c < s.c; ++c) std::memset(dst + c * p.hw_in, 0, sizeof(T) * s.w);
+        continue;
+      }
+      if (sw_ == 1) {
+        // Input column iw is phase column iw + pad_w.
+        const int64_t count = std::clamp<int64_t>(wq - s.pad_w, 0, s.w);
+        transpose_copy(dxpad + phase_offset(a, 0) + (r * wq + s.pad_w) * s.c, s.c, count, s.c, dst, p.hw_in);
+        if (count < s.w)
+          for (int64_t c = 0; c < s.c; ++c) std::memset(dst + c * p.hw_in + count, 0, sizeof(T) * (s.w - count));
+        continue;
+      }
+      for (int64_t iw = 0; iw < s.w; ++iw) {
+        const int64_t b = (iw + s.pad_w) % sw_, q = (iw + s.pad_w) / sw_;
+        if (phase_w[b] < 0 || q >= wq)
+          std::memset(row + iw * s.c, 0, sizeof(T) * s.c);
+        else
+          std::memcpy(row + iw * s.c, dxpad + phase_offset(a, b) + (r * wq + q) * s.c, sizeof(T) * s.c);
+      }
+      transpose_copy(row, s.c, s.w, s.c, dst, p.hw_in);
+    }
+  }
+
+  // Where tap `tap` reads, in elements of the phase-split image (before the chunk's
+  // row offset and the group's channel offset).
   int64_t tap_offset(const Plan& p, int64_t tap) const {
-    return (tap / p.s.kw) * p.s.dil_h * wp + (tap % p.s.kw) * p.s.dil_w;
+    const int64_t i = (tap / p.s.kw) * p.s.dil_h, j = (tap % p.s.kw) * p.s.dil_w;
+    return phase_offset(i % sh_, j % sw_) + ((i / sh_) * wq + j / sw_) * p.s.c;
   }
 };
 
@@ -503,27 +580,28 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
   static thread_local AlignedBuffer taps_buffer;
   T* wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
   gather_taps(p, sh, w, wt, true);
-  const int64_t max_pixels = sh.fwd_rows * sh.wp;
+  const int64_t max_pixels = sh.fwd_rows * sh.wq;
   const int nt = s.n > 1 ? p.threads(s.n) : 1;
-  const int64_t per_thread = round16(s.c * sh.hp * sh.wp) + round16(p.og * max_pixels);
+  const int64_t per_thread = round16(sh.image) + round16(p.og * max_pixels) + round16(sh.row_elems(p));
   T* scratch = reserve_scratch<T>(nt, per_thread);
 
   auto run_image = [&](int64_t n) {
     T* cursor = scratch + omp_get_thread_num() * per_thread;
-    T* xpad = carve(cursor, s.c * sh.hp * sh.wp);
+    T* xpad = carve(cursor, sh.image);
     T* tmp = carve(cursor, p.og * max_pixels);
-    sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
+    T* row = carve(cursor, sh.row_elems(p));
+    sh.pad_image(p, x + n * s.c * p.hw_in, xpad, row);
     for (int64_t g = 0; g < s.groups; ++g) {
       for (int64_t r0 = 0; r0 < s.out_h; r0 += sh.fwd_rows) {
         const int64_t r1 = std::min(s.out_h, r0 + sh.fwd_rows);
-        const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
+        const int64_t nq = (r1 - r0 - 1) * sh.wq + s.out_w;
         for (int64_t tap = 0; tap < sh.taps; ++tap)
-          gemm_into<T>(nq, p.og, p.cg, xpad + (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg, s.c, 1,
+          gemm_into<T>(nq, p.og, p.cg, xpad + sh.tap_offset(p, tap) + r0 * sh.wq * s.c + g * p.cg, s.c, 1,
                        wt + (g * sh.taps + tap) * p.og * p.cg, p.og, 1, tap ? T(1) : T(0), tmp, p.og);
         // Back to channels-first without the garbage pixels, plus the bias, while the
         // chunk is in cache.
         for (int64_t oh = r0; oh < r1; ++oh)
-          transpose_copy(tmp + (oh - r0) * sh.wp * p.og, p.og, s.out_w, p.og,
+          transpose_copy(tmp + (oh - r0) * sh.wq * p.og, p.og, s.out_w, p.og,
                          y + ((n * s.o + g * p.og) * s.out_h + oh) * s.out_w, p.hw_out,
                          bias ? bias + g * p.og : nullptr);
       }
@@ -556,11 +634,11 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
     acc = acc_buffer.reserve_elements<T>(static_cast<size_t>(slot * nt));
     std::memset(acc, 0, sizeof(T) * slot * nt);
   }
-  const int64_t image = s.c * sh.hp * sh.wp;
-  const int64_t max_pixels = sh.bwd_rows * sh.wp;
+  const int64_t image = sh.image;
+  const int64_t max_pixels = sh.bwd_rows * sh.wq;
 
   const int64_t per_thread = (dw ? round16(image) + round16(p.og * max_pixels) : 0) +
-                             (dx ? round16(image) + round16(p.og * max_pixels) : 0);
+                             (dx ? round16(image) + round16(p.og * max_pixels) : 0) + round16(sh.row_elems(p));
   T* scratch = reserve_scratch<T>(nt, per_thread);
 
   auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
@@ -569,20 +647,21 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
     T* dxpad = carve(cursor, image, dx != nullptr);
     T* dyv = carve(cursor, p.og * max_pixels, dw != nullptr);
     T* dyt = carve(cursor, p.og * max_pixels, dx != nullptr);
-    if (dw) sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
+    T* row = carve(cursor, sh.row_elems(p));
+    if (dw) sh.pad_image(p, x + n * s.c * p.hw_in, xpad, row);
     if (dx) std::memset(dxpad, 0, sizeof(T) * image);
     for (int64_t g = 0; g < s.groups; ++g) {
       const T* dyg = dy + (n * s.o + g * p.og) * p.hw_out;
       for (int64_t r0 = 0; r0 < s.out_h && (dx || dw); r0 += sh.bwd_rows) {
         const int64_t r1 = std::min(s.out_h, r0 + sh.bwd_rows);
-        const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
+        const int64_t nq = (r1 - r0 - 1) * sh.wq + s.out_w;
         // dY chunk on the padded pixel grid, garbage pixels zero: (og, nq) for the
         // dweight products and channels-last (nq, og) for the dx products.
         for (int64_t o = 0; o < p.og; ++o)
           for (int64_t oh = r0; oh < r1; ++oh) {
             const T* src = dyg + o * p.hw_out + oh * s.out_w;
-            const int64_t q0 = (oh - r0) * sh.wp;
-            const int64_t width = oh + 1 < r1 ? sh.wp : s.out_w;
+            const int64_t q0 = (oh - r0) * sh.wq;
+            const int64_t width = oh + 1 < r1 ? sh.wq : s.out_w;
             if (dyv) {
               T* dst = dyv + o * nq + q0;
               for (int64_t ow = 0; ow < s.out_w; ++ow) dst[ow] = src[ow];
@@ -591,13 +670,13 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
           }
         if (dyt)
           for (int64_t oh = r0; oh < r1; ++oh) {
-            const int64_t q0 = (oh - r0) * sh.wp;
-            const int64_t width = oh + 1 < r1 ? sh.wp : s.out_w;
+            const int64_t q0 = (oh - r0) * sh.wq;
+            const int64_t width = oh + 1 < r1 ? sh.wq : s.out_w;
             transpose_copy(dyg + oh * s.out_w, p.hw_out, p.og, s.out_w, dyt + q0 * p.og, p.og);
             std::memset(dyt + (q0 + s.out_w) * p.og, 0, sizeof(T) * (width - s.out_w) * p.og);
           }
         for (int64_t tap = 0; tap < sh.taps; ++tap) {
-          const int64_t shift = (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg;
+          const int64_t shift = sh.tap_offset(p, tap) + r0 * sh.wq * s.c + g * p.cg;
           // dW_tap (og, cg) += dY (og, nq) @ xpad window (nq, cg)
           if (dw)
             gemm_into<T>(p.og, p.cg, nq, dyv, nq, 1, xpad + shift, s.c, 1, T(1),
@@ -609,11 +688,7 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
         }
       }
     }
-    if (dx) {
-      T* dxn = dx + n * s.c * p.hw_in;
-      for (int64_t ih = 0; ih < s.h; ++ih)
-        transpose_copy(dxpad + ((ih + s.pad_h) * sh.wp + s.pad_w) * s.c, s.c, s.w, s.c, dxn + ih * s.w, p.hw_in);
-    }
+    if (dx) sh.unpad_image(p, dxpad, dx + n * s.c * p.hw_in, row);
     if (db)
       for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
   };
