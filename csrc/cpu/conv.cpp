@@ -420,6 +420,39 @@ void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T*
   }
 }
 
+// dst[col_off[j] + i] = src[i*ld_src + j] for i < rows, j < cols, skipping columns with
+// col_off[j] < 0: channels-first rows into channels-last pixels at arbitrary places (the
+// polyphase split sends each input column to its phase).
+template <typename T>
+void scatter_rows(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, const int64_t* col_off) {
+#if defined(DLKERN_X86)
+  if constexpr (std::is_same_v<T, float>) {
+    if (active_isa() != Isa::generic) {
+      avx2::conv_scatter_rows_f32(src, ld_src, rows, cols, dst, col_off);
+      return;
+    }
+  }
+#endif
+  for (int64_t j = 0; j < cols; ++j)
+    if (col_off[j] >= 0)
+      for (int64_t i = 0; i < rows; ++i) dst[col_off[j] + i] = src[i * ld_src + j];
+}
+
+// The reverse: dst[i*ld_dst + j] = src[col_off[j] + i], or 0 where col_off[j] < 0.
+template <typename T>
+void gather_rows(const T* src, const int64_t* col_off, int64_t rows, int64_t cols, T* dst, int64_t ld_dst) {
+#if defined(DLKERN_X86)
+  if constexpr (std::is_same_v<T, float>) {
+    if (active_isa() != Isa::generic) {
+      avx2::conv_gather_rows_f32(src, col_off, rows, cols, dst, ld_dst);
+      return;
+    }
+  }
+#endif
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[i * ld_dst + j] = col_off[j] >= 0 ? src[col_off[j] + i] : T(0);
+}
+
 // Strides other than 1 use the same scheme on the polyphase split of the padded image:
 // phase (a, b) holds xpad[r*sh + a, q*sw + b] at (r, q), and tap (i, j) reads phase
 // ((i*dh) % sh, (j*dw) % sw) at the fixed shift ((i*dh) / sh, (j*dw) / sw) -- again a
@@ -437,6 +470,9 @@ struct Shifted {
   // Index of row phase a (column phase b) among the stored ones, -1 when no tap reads it.
   std::vector<int64_t> phase_h, phase_w;
   int64_t phases_w = 0;        // stored column phases
+  // Input column iw lands at col_off[iw] within a phase row block (phase column and
+  // pixel, in elements), -1 when no tap reads it.
+  std::vector<int64_t> col_off;
 
   // Rows per chunk so a chunk has about `cols` pixels (at least one row).
   static int64_t rows_for(const Plan& p, int64_t wq, int64_t cols) {
@@ -456,6 +492,11 @@ struct Shifted {
     for (auto& v : phase_w) v = v < 0 ? -1 : phases_w++;
     plane = hq * wq * s.c;
     image = phases_h * phases_w * plane;
+    col_off.assign(s.w, -1);
+    for (int64_t iw = 0; iw < s.w; ++iw) {
+      const int64_t b = (iw + s.pad_w) % sw_, q = (iw + s.pad_w) / sw_;
+      if (phase_w[b] >= 0 && q < wq) col_off[iw] = phase_w[b] * plane + q * s.c;
+    }
     taps = s.kh * s.kw;
     // The GEMM's single-thread small path (operands read in place) needs m*n*k <= 2^22
     // and k <= 512; in the dweight product the depth is the chunk's pixels.
@@ -478,40 +519,43 @@ struct Shifted {
   // First element of stored phase (a, b); both must be stored.
   int64_t phase_offset(int64_t a, int64_t b) const { return (phase_h[a] * phases_w + phase_w[b]) * plane; }
 
-  // Elements of the row buffer pad_image / unpad_image need (strided columns only).
-  int64_t row_elems(const Plan& p) const { return sw_ > 1 ? p.s.w * p.s.c : 0; }
+  // Where input row ih lands (phase row block and row, in elements), -1 when no tap reads it.
+  int64_t row_offset(const Plan& p, int64_t ih) const {
+    const int64_t a = (ih + p.s.pad_h) % sh_, r = (ih + p.s.pad_h) / sh_;
+    return phase_h[a] >= 0 && r < hq ? phase_h[a] * phases_w * plane + r * wq * p.s.c : -1;
+  }
 
-  // Zero-padded, channels-last, phase-split copy of one image. Strided columns go
-  // through `row` (w, c): one fast transpose of the input row, then a copy of c
-  // contiguous values per pixel into its phase.
+  // Blocks of 16 channels (the last one overlapping the previous, so every transposed
+  // tile is full) and the input rows within each: 16 sequential streams through x.
+  static constexpr int64_t kChannelBlock = 16;
+
+  // Zero-padded, channels-last, phase-split copy of one image.
   template <typename T>
-  void pad_image(const Plan& p, const T* xn, T* xpad, T* row) const {
+  void pad_image(const Plan& p, const T* xn, T* xpad) const {
     const Conv2dShape& s = p.s;
-    for (int64_t a = 0; a < sh_; ++a) {
-      if (phase_h[a] < 0) continue;
-      for (int64_t r = 0; r < hq; ++r) {
-        const int64_t ih = r * sh_ + a - s.pad_h;
-        const bool inside = ih >= 0 && ih < s.h;
-        if (inside && sw_ > 1) transpose_copy(xn + ih * s.w, p.hw_in, s.c, s.w, row, s.c);
-        for (int64_t b = 0; b < sw_; ++b) {
-          if (phase_w[b] < 0) continue;
+    // Zero only the padding: phase rows outside the input, then each row's margins.
+    for (int64_t a = 0; a < sh_; ++a)
+      for (int64_t b = 0; b < sw_ && phase_h[a] >= 0; ++b) {
+        if (phase_w[b] < 0) continue;
+        int64_t lo, hi;
+        valid_range(wq, s.w, sw_, b - s.pad_w, lo, hi);
+        for (int64_t r = 0; r < hq; ++r) {
           T* dst = xpad + phase_offset(a, b) + r * wq * s.c;
-          if (!inside) {
+          const int64_t ih = r * sh_ + a - s.pad_h;
+          if (ih < 0 || ih >= s.h) {
             std::memset(dst, 0, sizeof(T) * wq * s.c);
-            continue;
-          }
-          // Phase columns [lo, hi) hold input columns q*sw + b - pad_w; the rest is padding.
-          int64_t lo, hi;
-          valid_range(wq, s.w, sw_, b - s.pad_w, lo, hi);
-          std::memset(dst, 0, sizeof(T) * lo * s.c);
-          std::memset(dst + hi * s.c, 0, sizeof(T) * (wq - hi) * s.c);
-          if (sw_ == 1) {
-            if (hi > lo) transpose_copy(xn + ih * s.w + lo + b - s.pad_w, p.hw_in, s.c, hi - lo, dst + lo * s.c, s.c);
           } else {
-            for (int64_t q = lo; q < hi; ++q)
-              std::memcpy(dst + q * s.c, row + (q * sw_ + b - s.pad_w) * s.c, sizeof(T) * s.c);
+            std::memset(dst, 0, sizeof(T) * lo * s.c);
+            std::memset(dst + hi * s.c, 0, sizeof(T) * (wq - hi) * s.c);
           }
         }
+      }
+    const int64_t cb = std::min(kChannelBlock, s.c);
+    for (int64_t c0 = 0; c0 < s.c; c0 += cb) {
+      const int64_t c = std::min(c0, s.c - cb);
+      for (int64_t ih = 0; ih < s.h; ++ih) {
+        const int64_t off = row_offset(p, ih);
+        if (off >= 0) scatter_rows(xn + c * p.hw_in + ih * s.w, p.hw_in, cb, s.w, xpad + off + c, col_off.data());
       }
     }
   }
@@ -519,31 +563,20 @@ struct Shifted {
   // The inverse for gradients: dx[c, ih, iw] from the phase-split dxpad (zero where no
   // tap reaches).
   template <typename T>
-  void unpad_image(const Plan& p, const T* dxpad, T* dxn, T* row) const {
+  void unpad_image(const Plan& p, const T* dxpad, T* dxn) const {
     const Conv2dShape& s = p.s;
-    for (int64_t ih = 0; ih < s.h; ++ih) {
-      const int64_t a = (ih + s.pad_h) % sh_, r = (ih + s.pad_h) / sh_;
-      T* dst = dxn + ih * s.w;
-      if (phase_h[a] < 0 || r >= hq) {
-        for (int64_t c = 0; c < s.c; ++c) std::memset(dst + c * p.hw_in, 0, sizeof(T) * s.w);
-        continue;
+    const int64_t cb = std::min(kChannelBlock, s.c);
+    for (int64_t c0 = 0; c0 < s.c; c0 += cb) {
+      const int64_t c = std::min(c0, s.c - cb);
+      for (int64_t ih = 0; ih < s.h; ++ih) {
+        const int64_t off = row_offset(p, ih);
+        T* dst = dxn + c * p.hw_in + ih * s.w;
+        if (off >= 0) {
+          gather_rows(dxpad + off + c, col_off.data(), cb, s.w, dst, p.hw_in);
+        } else {
+          for (int64_t k = 0; k < cb; ++k) std::memset(dst + k * p.hw_in, 0, sizeof(T) * s.w);
+        }
       }
-      if (sw_ == 1) {
-        // Input column iw is phase column iw + pad_w.
-        const int64_t count = std::clamp<int64_t>(wq - s.pad_w, 0, s.w);
-        transpose_copy(dxpad + phase_offset(a, 0) + (r * wq + s.pad_w) * s.c, s.c, count, s.c, dst, p.hw_in);
-        if (count < s.w)
-          for (int64_t c = 0; c < s.c; ++c) std::memset(dst + c * p.hw_in + count, 0, sizeof(T) * (s.w - count));
-        continue;
-      }
-      for (int64_t iw = 0; iw < s.w; ++iw) {
-        const int64_t b = (iw + s.pad_w) % sw_, q = (iw + s.pad_w) / sw_;
-        if (phase_w[b] < 0 || q >= wq)
-          std::memset(row + iw * s.c, 0, sizeof(T) * s.c);
-        else
-          std::memcpy(row + iw * s.c, dxpad + phase_offset(a, b) + (r * wq + q) * s.c, sizeof(T) * s.c);
-      }
-      transpose_copy(row, s.c, s.w, s.c, dst, p.hw_in);
     }
   }
 
@@ -559,16 +592,23 @@ struct Shifted {
 // [g][tap][c][o] (cg, og). Small (the weight's size); built once per call.
 template <typename T>
 void gather_taps(const Plan& p, const Shifted& sh, const T* w, T* out, bool transpose) {
+  // Output channels in blocks of 16: the transposed writes then fill whole cache lines
+  // and the block's weight rows stay in cache (o innermost alone wrote one element per
+  // line, ~0.3 ms of a ResNet stride-2 forward call).
+  constexpr int64_t B = 16;
   for (int64_t g = 0; g < p.s.groups; ++g)
-    for (int64_t tap = 0; tap < sh.taps; ++tap) {
-      T* dst = out + (g * sh.taps + tap) * p.og * p.cg;
-      for (int64_t o = 0; o < p.og; ++o)
-        for (int64_t c = 0; c < p.cg; ++c) {
-          const T v = w[(g * p.og + o) * p.kg + c * sh.taps + tap];
-          if (transpose)
-            dst[c * p.og + o] = v;
-          else
-            dst[o * p.cg + c] = v;
+    for (int64_t o0 = 0; o0 < p.og; o0 += B) {
+      const int64_t o1 = std::min(p.og, o0 + B);
+      for (int64_t c = 0; c < p.cg; ++c)
+        for (int64_t tap = 0; tap < sh.taps; ++tap) {
+          T* dst = out + (g * sh.taps + tap) * p.og * p.cg;
+          const T* src = w + (g * p.og) * p.kg + c * sh.taps + tap;
+          for (int64_t o = o0; o < o1; ++o) {
+            if (transpose)
+              dst[c * p.og + o] = src[o * p.kg];
+            else
+              dst[o * p.cg + c] = src[o * p.kg];
+          }
         }
     }
 }
@@ -582,15 +622,14 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
   gather_taps(p, sh, w, wt, true);
   const int64_t max_pixels = sh.fwd_rows * sh.wq;
   const int nt = s.n > 1 ? p.threads(s.n) : 1;
-  const int64_t per_thread = round16(sh.image) + round16(p.og * max_pixels) + round16(sh.row_elems(p));
+  const int64_t per_thread = round16(sh.image) + round16(p.og * max_pixels);
   T* scratch = reserve_scratch<T>(nt, per_thread);
 
   auto run_image = [&](int64_t n) {
     T* cursor = scratch + omp_get_thread_num() * per_thread;
     T* xpad = carve(cursor, sh.image);
     T* tmp = carve(cursor, p.og * max_pixels);
-    T* row = carve(cursor, sh.row_elems(p));
-    sh.pad_image(p, x + n * s.c * p.hw_in, xpad, row);
+    sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     for (int64_t g = 0; g < s.groups; ++g) {
       for (int64_t r0 = 0; r0 < s.out_h; r0 += sh.fwd_rows) {
         const int64_t r1 = std::min(s.out_h, r0 + sh.fwd_rows);
@@ -638,7 +677,7 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
   const int64_t max_pixels = sh.bwd_rows * sh.wq;
 
   const int64_t per_thread = (dw ? round16(image) + round16(p.og * max_pixels) : 0) +
-                             (dx ? round16(image) + round16(p.og * max_pixels) : 0) + round16(sh.row_elems(p));
+                             (dx ? round16(image) + round16(p.og * max_pixels) : 0);
   T* scratch = reserve_scratch<T>(nt, per_thread);
 
   auto run_image = [&](int64_t n, T* acc_w, T* acc_b) {
@@ -647,8 +686,7 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
     T* dxpad = carve(cursor, image, dx != nullptr);
     T* dyv = carve(cursor, p.og * max_pixels, dw != nullptr);
     T* dyt = carve(cursor, p.og * max_pixels, dx != nullptr);
-    T* row = carve(cursor, sh.row_elems(p));
-    if (dw) sh.pad_image(p, x + n * s.c * p.hw_in, xpad, row);
+    if (dw) sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     if (dx) std::memset(dxpad, 0, sizeof(T) * image);
     for (int64_t g = 0; g < s.groups; ++g) {
       const T* dyg = dy + (n * s.o + g * p.og) * p.hw_out;
@@ -688,7 +726,7 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
         }
       }
     }
-    if (dx) sh.unpad_image(p, dxpad, dx + n * s.c * p.hw_in, row);
+    if (dx) sh.unpad_image(p, dxpad, dx + n * s.c * p.hw_in);
     if (db)
       for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
   };
@@ -705,10 +743,11 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
     for (int64_t n = 0; n < s.n; ++n) run_image(n, acc, acc ? acc + wsize : nullptr);
   }
   if (dw) {
+    // In dweight's order (taps innermost), so the writes are sequential.
     for (int64_t g = 0; g < s.groups; ++g)
-      for (int64_t tap = 0; tap < sh.taps; ++tap)
-        for (int64_t o = 0; o < p.og; ++o)
-          for (int64_t c = 0; c < p.cg; ++c) {
+      for (int64_t o = 0; o < p.og; ++o)
+        for (int64_t c = 0; c < p.cg; ++c)
+          for (int64_t tap = 0; tap < sh.taps; ++tap) {
             const int64_t i = ((g * sh.taps + tap) * p.og + o) * p.cg + c;
             T sum = acc[i];
             for (int t = 1; t < nt; ++t) sum += acc[t * slot + i];
