@@ -505,15 +505,20 @@ struct Shifted {
     bwd_rows = rows_for(p, wq, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
   }
 
-  // Worth it when the garbage pixels are at most an eighth of the work and each tap's
-  // GEMM has a real depth: its k is the channels per group, and with a handful of
-  // channels (LeNet's first layer has one) im2col's single deep GEMM is far faster.
+  // Worth it when the garbage pixels are a small part of the work and each tap's GEMM
+  // has a real depth: its k is the channels per group, and with a handful of channels
+  // (LeNet's first layer has one) im2col's single deep GEMM is far faster. Garbage up to
+  // an eighth pays at stride 1; strided layers have 4x fewer output pixels per input
+  // pixel to spread the copies over, and at 1/8 (a stride-2 3x3 with a 7x7 output,
+  // 55-pixel GEMMs) measured 2-7% slower than im2col, so they get 1/12 (a 14x14 output,
+  // 1/15, is 20% faster).
   static constexpr int64_t kMinChannels = 16;
   static bool applies(const Plan& p) {
     const Conv2dShape& s = p.s;
     if (p.pointwise || p.depthwise() || p.cg < kMinChannels) return false;
     const int64_t extra = s.dil_w * (s.kw - 1) / s.stride_w;
-    return extra * 8 <= s.out_w + extra;
+    const int64_t max_share = s.stride_h == 1 && s.stride_w == 1 ? 8 : 12;
+    return extra * max_share <= s.out_w + extra;
   }
 
   // First element of stored phase (a, b); both must be stored.
