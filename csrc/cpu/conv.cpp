@@ -1,5 +1,5 @@
-// Convolution kernels: shifted windows of a padded channels-last image for stride 1,
-// im2col + GEMM otherwise, a direct kernel for depthwise (one input channel per group).
+// Convolution kernels: shifted windows of a padded channels-last image (split into its
+// stride phases for strides > 1), im2col + GEMM otherwise, a direct kernel for depthwise (one input channel per group).
 // See conv.h for the contracts and when each path runs.
 #include "cpu/conv.h"
 #include "cpu/conv_isa.h"
@@ -380,7 +380,7 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
   }
 }
 
-// ---------------------------------------------------------------- stride 1, no im2col
+// ---------------------------------------------------------------- shifted windows, no im2col
 // For stride 1, tap (i, j) of the kernel reads the zero-padded input (Hp, Wp) at a
 // fixed shift. Number output pixels q = oh*Wp + ow (ow < Wp; the last Wp - out_w
 // "garbage" pixels of each row are computed and discarded) and keep the padded image
