@@ -46,34 +46,35 @@ inline void block8x8(const float* src, int64_t ld_src, float* dst, int64_t ld_ds
   }
 }
 
-}  // namespace
-
-void conv_transpose_f32(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,
-                        int64_t ld_dst, const float* add) {
-  // A ragged edge of 8 or more is covered by one more block that overlaps the previous
-  // one (rewriting the same values) rather than element by element: a 14-pixel row of a
-  // stride-2 layer would otherwise go 6/14 scalar.
-  const auto block = [&](int64_t i0, int64_t j0) {
-    block8x8(src + i0 * ld_src + j0, ld_src, dst + j0 * ld_dst + i0, ld_dst, add ? add + j0 : nullptr);
-  };
-  const auto scalar = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      const float a = add ? add[j] : 0.0f;
-      for (int64_t i = i0; i < i1; ++i) dst[j * ld_dst + i] = src[i * ld_src + j] + a;
-    }
-  };
-  if (rows < 8 || cols < 8) {
-    scalar(0, rows, 0, cols);
-    return;
-  }
+// Calls tile(i, j) for the 8 x 8 tiles covering rows x cols (both >= 8). A ragged edge is
+// covered by one more tile that overlaps the previous one (its values are written twice,
+// identically) rather than element by element: a 14-pixel row of a stride-2 layer would
+// otherwise go 6/14 scalar.
+template <typename Tile>
+void for_each_tile(int64_t rows, int64_t cols, Tile tile) {
   for (int64_t i0 = 0;; i0 += 8) {
-    const int64_t i = std::min(i0, rows - 8);
     for (int64_t j0 = 0;; j0 += 8) {
-      block(i, std::min(j0, cols - 8));
+      tile(std::min(i0, rows - 8), std::min(j0, cols - 8));
       if (j0 + 8 >= cols) break;
     }
     if (i0 + 8 >= rows) break;
   }
+}
+
+}  // namespace
+
+void conv_transpose_f32(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,
+                        int64_t ld_dst, const float* add) {
+  if (rows < 8 || cols < 8) {
+    for (int64_t j = 0; j < cols; ++j) {
+      const float a = add ? add[j] : 0.0f;
+      for (int64_t i = 0; i < rows; ++i) dst[j * ld_dst + i] = src[i * ld_src + j] + a;
+    }
+    return;
+  }
+  for_each_tile(rows, cols, [&](int64_t i, int64_t j) {
+    block8x8(src + i * ld_src + j, ld_src, dst + j * ld_dst + i, ld_dst, add ? add + j : nullptr);
+  });
 }
 
 void conv_scatter_rows_f32(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,
@@ -84,20 +85,13 @@ void conv_scatter_rows_f32(const float* src, int64_t ld_src, int64_t rows, int64
         for (int64_t i = 0; i < rows; ++i) dst[col_off[j] + i] = src[i * ld_src + j];
     return;
   }
-  // Ragged edges: one more block overlapping the previous one, as above.
-  for (int64_t i0 = 0;; i0 += 8) {
-    const int64_t i = std::min(i0, rows - 8);
-    for (int64_t j0 = 0;; j0 += 8) {
-      const int64_t j = std::min(j0, cols - 8);
-      __m256 r[8], c[8];
-      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * ld_src + j);
-      transpose8(r, c);
-      for (int k = 0; k < 8; ++k)
-        if (col_off[j + k] >= 0) _mm256_storeu_ps(dst + col_off[j + k] + i, c[k]);
-      if (j0 + 8 >= cols) break;
-    }
-    if (i0 + 8 >= rows) break;
-  }
+  for_each_tile(rows, cols, [&](int64_t i, int64_t j) {
+    __m256 r[8], c[8];
+    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * ld_src + j);
+    transpose8(r, c);
+    for (int k = 0; k < 8; ++k)
+      if (col_off[j + k] >= 0) _mm256_storeu_ps(dst + col_off[j + k] + i, c[k]);
+  });
 }
 
 void conv_gather_rows_f32(const float* src, const int64_t* col_off, int64_t rows, int64_t cols, float* dst,
@@ -107,19 +101,13 @@ void conv_gather_rows_f32(const float* src, const int64_t* col_off, int64_t rows
       for (int64_t i = 0; i < rows; ++i) dst[i * ld_dst + j] = col_off[j] >= 0 ? src[col_off[j] + i] : 0.0f;
     return;
   }
-  for (int64_t i0 = 0;; i0 += 8) {
-    const int64_t i = std::min(i0, rows - 8);
-    for (int64_t j0 = 0;; j0 += 8) {
-      const int64_t j = std::min(j0, cols - 8);
-      __m256 r[8], c[8];
-      for (int k = 0; k < 8; ++k)
-        r[k] = col_off[j + k] >= 0 ? _mm256_loadu_ps(src + col_off[j + k] + i) : _mm256_setzero_ps();
-      transpose8(r, c);
-      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (i + k) * ld_dst + j, c[k]);
-      if (j0 + 8 >= cols) break;
-    }
-    if (i0 + 8 >= rows) break;
-  }
+  for_each_tile(rows, cols, [&](int64_t i, int64_t j) {
+    __m256 r[8], c[8];
+    for (int k = 0; k < 8; ++k)
+      r[k] = col_off[j + k] >= 0 ? _mm256_loadu_ps(src + col_off[j + k] + i) : _mm256_setzero_ps();
+    transpose8(r, c);
+    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (i + k) * ld_dst + j, c[k]);
+  });
 }
 
 }  // namespace dlkern::cpu::avx2
