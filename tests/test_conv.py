@@ -132,6 +132,9 @@ CASES = [
     ("wide_shifted_1x3", (1, 5, 3, 33), (3, 5, 1, 3), dict(padding=(0, 1)), (0, 0, 1, 1)),
     ("wide_shifted_same_even", (2, 2, 5, 40), (3, 2, 4, 2), dict(padding="same"), (1, 2, 0, 1)),
     ("wide_shifted_unpadded", (2, 3, 6, 41), (2, 3, 2, 3), {}, (0, 0, 0, 0)),
+    # One group: the taps of a kernel row run as one deeper GEMM, split where the depth
+    # would pass 512 (200 channels: two taps, then one).
+    ("wide_shifted_c200_split_runs", (1, 200, 3, 20), (4, 200, 3, 3), dict(padding=1), (1, 1, 1, 1)),
     # Strides other than 1 on wide rows: the polyphase split of the same path.
     ("wide_stride2", (2, 3, 7, 66), (4, 3, 3, 3), dict(stride=2, padding=1), (1, 1, 1, 1)),
     ("wide_stride_2x3_dil2", (2, 4, 11, 80), (5, 4, 3, 2), dict(stride=(2, 3), padding=(2, 1), dilation=2),

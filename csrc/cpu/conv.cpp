@@ -466,7 +466,7 @@ struct Shifted {
   int64_t plane;               // elements of one phase: hq * wq * c
   int64_t image;               // elements of all stored phases
   int64_t taps;                // kh * kw
-  int64_t fwd_rows, bwd_rows;  // output rows per chunk
+  int64_t bwd_rows;            // output rows per backward chunk
   // Index of row phase a (column phase b) among the stored ones, -1 when no tap reads it.
   std::vector<int64_t> phase_h, phase_w;
   int64_t phases_w = 0;        // stored column phases
@@ -501,7 +501,6 @@ struct Shifted {
     // The GEMM's single-thread small path (operands read in place) needs m*n*k <= 2^22
     // and k <= 512; in the dweight product the depth is the chunk's pixels.
     const int64_t per_pixel = std::max<int64_t>(1, p.og * p.cg);
-    fwd_rows = rows_for(p, wq, std::min<int64_t>(768, (int64_t(1) << 22) / per_pixel));
     bwd_rows = rows_for(p, wq, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
   }
 
@@ -596,7 +595,8 @@ struct Shifted {
 // Weight taps as row-major matrices, [g][tap][o][c] (og, cg) or, with `transpose`,
 // [g][tap][c][o] (cg, og). Small (the weight's size); built once per call.
 template <typename T>
-void gather_taps(const Plan& p, const Shifted& sh, const T* w, T* out, bool transpose) {
+void gather_taps(const Plan& p, const Shifted& sh, const T* w, T* out, bool transpose,
+                 const int64_t* slot = nullptr) {
   // Output channels in blocks of 16: the transposed writes then fill whole cache lines
   // and the block's weight rows stay in cache (o innermost alone wrote one element per
   // line, ~0.3 ms of a ResNet stride-2 forward call).
@@ -606,7 +606,7 @@ void gather_taps(const Plan& p, const Shifted& sh, const T* w, T* out, bool tran
       const int64_t o1 = std::min(p.og, o0 + B);
       for (int64_t c = 0; c < p.cg; ++c)
         for (int64_t tap = 0; tap < sh.taps; ++tap) {
-          T* dst = out + (g * sh.taps + tap) * p.og * p.cg;
+          T* dst = out + (g * sh.taps + (slot ? slot[tap] : tap)) * p.og * p.cg;
           const T* src = w + (g * p.og) * p.kg + c * sh.taps + tap;
           for (int64_t o = o0; o < o1; ++o) {
             if (transpose)
@@ -622,10 +622,34 @@ template <typename T>
 void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
   const Conv2dShape& s = p.s;
   const Shifted sh(p);
+  // Taps of one kernel row that read the same phase at consecutive column shifts read
+  // consecutive pixels, so (one group) their windows side by side are one window of
+  // depth count*c: one GEMM instead of count, with their weights stacked (a stride-2 3x3
+  // runs 6 GEMMs, a stride-1 3x3 3). Runs: (first tap, count), weights in run order.
+  std::vector<int64_t> run_first, run_count, slot(sh.taps);
+  int64_t max_count = 1;
+  for (int64_t i = 0, next = 0; i < s.kh; ++i)
+    for (int64_t b = 0; b < sh.sw_; ++b)
+      for (int64_t j = b; j < s.kw; j += sh.sw_) {
+        const bool extend = s.groups == 1 && s.dil_w == 1 && j != b && (run_count.back() + 1) * p.cg <= 512;
+        if (extend) {
+          ++run_count.back();
+        } else {
+          run_first.push_back(i * s.kw + j);
+          run_count.push_back(1);
+        }
+        max_count = std::max(max_count, run_count.back());
+        slot[i * s.kw + j] = next++;
+      }
+  // Each slot's weights and each run's first slot, in the order above.
+  std::vector<int64_t> run_slot(run_first.size());
+  for (size_t r = 0; r < run_first.size(); ++r) run_slot[r] = slot[run_first[r]];
   static thread_local AlignedBuffer taps_buffer;
   T* wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
-  gather_taps(p, sh, w, wt, true);
-  const int64_t max_pixels = sh.fwd_rows * sh.wq;
+  gather_taps(p, sh, w, wt, true, slot.data());
+  const int64_t fwd_rows = Shifted::rows_for(
+      p, sh.wq, std::min<int64_t>(768, (int64_t(1) << 22) / std::max<int64_t>(1, p.og * p.cg * max_count)));
+  const int64_t max_pixels = fwd_rows * sh.wq;
   const int nt = s.n > 1 ? p.threads(s.n) : 1;
   const int64_t per_thread = round16(sh.image) + round16(p.og * max_pixels);
   T* scratch = reserve_scratch<T>(nt, per_thread);
@@ -636,12 +660,13 @@ void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y)
     T* tmp = carve(cursor, p.og * max_pixels);
     sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     for (int64_t g = 0; g < s.groups; ++g) {
-      for (int64_t r0 = 0; r0 < s.out_h; r0 += sh.fwd_rows) {
-        const int64_t r1 = std::min(s.out_h, r0 + sh.fwd_rows);
+      for (int64_t r0 = 0; r0 < s.out_h; r0 += fwd_rows) {
+        const int64_t r1 = std::min(s.out_h, r0 + fwd_rows);
         const int64_t nq = (r1 - r0 - 1) * sh.wq + s.out_w;
-        for (int64_t tap = 0; tap < sh.taps; ++tap)
-          gemm_into<T>(nq, p.og, p.cg, xpad + sh.tap_offset(p, tap) + r0 * sh.wq * s.c + g * p.cg, s.c, 1,
-                       wt + (g * sh.taps + tap) * p.og * p.cg, p.og, 1, tap ? T(1) : T(0), tmp, p.og);
+        for (size_t r = 0; r < run_first.size(); ++r)
+          gemm_into<T>(nq, p.og, run_count[r] * p.cg,
+                       xpad + sh.tap_offset(p, run_first[r]) + r0 * sh.wq * s.c + g * p.cg, s.c, 1,
+                       wt + (g * sh.taps + run_slot[r]) * p.og * p.cg, p.og, 1, r ? T(1) : T(0), tmp, p.og);
         // Back to channels-first without the garbage pixels, plus the bias, while the
         // chunk is in cache.
         for (int64_t oh = r0; oh < r1; ++oh)
