@@ -1,5 +1,6 @@
 // Convolution kernels: shifted windows of a padded channels-last image (split into its
-// stride phases for strides > 1), im2col + GEMM otherwise, a direct kernel for depthwise (one input channel per group).
+// stride phases for strides > 1), im2col + GEMM otherwise, a direct kernel for depthwise
+// (one input channel per group).
 // See conv.h for the contracts and when each path runs.
 #include "cpu/conv.h"
 #include "cpu/conv_isa.h"
