@@ -132,12 +132,33 @@ CASES = [
     ("wide_shifted_1x3", (1, 5, 3, 33), (3, 5, 1, 3), dict(padding=(0, 1)), (0, 0, 1, 1)),
     ("wide_shifted_same_even", (2, 2, 5, 40), (3, 2, 4, 2), dict(padding="same"), (1, 2, 0, 1)),
     ("wide_shifted_unpadded", (2, 3, 6, 41), (2, 3, 2, 3), {}, (0, 0, 0, 0)),
+    # One group: the taps of a kernel row run as one deeper GEMM, split where the depth
+    # would pass 512 (200 channels: two taps, then one).
+    ("wide_shifted_c200_split_runs", (1, 200, 3, 20), (4, 200, 3, 3), dict(padding=1), (1, 1, 1, 1)),
     # Strides other than 1 on wide rows: the polyphase split of the same path.
     ("wide_stride2", (2, 3, 7, 66), (4, 3, 3, 3), dict(stride=2, padding=1), (1, 1, 1, 1)),
     ("wide_stride_2x3_dil2", (2, 4, 11, 80), (5, 4, 3, 2), dict(stride=(2, 3), padding=(2, 1), dilation=2),
      (2, 2, 1, 1)),
     ("wide_1x1_stride2", (2, 6, 5, 40), (3, 6, 1, 1), dict(stride=2), (0, 0, 0, 0)),
     ("wide_stride3_k2_groups", (1, 4, 8, 50), (4, 2, 2, 2), dict(stride=3, groups=2), (0, 0, 0, 0)),
+    # ... and with 16+ channels per group and rows wide enough (garbage <= 1/12) the
+    # polyphase split runs: odd and even sizes, padding 0/1/2, stride 3, 1x1 stride 2 (one
+    # phase), kernel 5, groups, dilation (only even phases read), a stride along H only,
+    # batch 1; 8 channels, or a 7-wide stride-2 output, stay on im2col.
+    ("stride2_c16_odd", (2, 16, 9, 23), (5, 16, 3, 3), dict(stride=2, padding=1), (1, 1, 1, 1)),
+    ("stride2_c16_even_unpadded_batch1", (1, 16, 10, 24), (4, 16, 3, 3), dict(stride=2), (0, 0, 0, 0)),
+    ("stride2_k5_pad2_c16", (2, 16, 11, 44), (3, 16, 5, 5), dict(stride=2, padding=2), (2, 2, 2, 2)),
+    ("stride3_c16", (2, 16, 13, 40), (4, 16, 3, 3), dict(stride=3, padding=1), (1, 1, 1, 1)),
+    ("stride3_k5_c16", (1, 17, 14, 50), (3, 17, 5, 4), dict(stride=3, padding=(2, 1)), (2, 2, 1, 1)),
+    ("1x1_stride2_c16", (2, 16, 7, 12), (5, 16, 1, 1), dict(stride=2), (0, 0, 0, 0)),
+    ("1x1_stride2_pad1_c16", (2, 16, 6, 9), (3, 16, 1, 1), dict(stride=2, padding=1), (1, 1, 1, 1)),
+    ("stride2_groups2_c16", (2, 32, 8, 22), (6, 16, 3, 3), dict(stride=2, padding=1, groups=2), (1, 1, 1, 1)),
+    ("stride2_dil2_c16", (2, 16, 11, 44), (3, 16, 3, 3), dict(stride=2, padding=2, dilation=2), (2, 2, 2, 2)),
+    ("stride_2x1_c16", (2, 16, 9, 26), (4, 16, 3, 3), dict(stride=(2, 1), padding=1), (1, 1, 1, 1)),
+    ("stride_1x2_c16", (2, 16, 5, 21), (4, 16, 2, 3), dict(stride=(1, 2), padding=(0, 1)), (0, 0, 1, 1)),
+    ("stride2_c8_im2col", (2, 8, 9, 20), (4, 8, 3, 3), dict(stride=2, padding=1), (1, 1, 1, 1)),
+    ("stride2_narrow_c16_im2col", (2, 16, 14, 14), (4, 16, 3, 3), dict(stride=2, padding=1), (1, 1, 1, 1)),
+    ("threaded_stride2_c16", (4, 16, 17, 30), (8, 16, 3, 3), dict(stride=2, padding=1), (1, 1, 1, 1)),
     # Big enough that 2 threads split the images; several im2col chunks per image.
     ("threaded_chunks", (4, 16, 20, 20), (8, 16, 3, 3), dict(padding=1, stride=(1, 2)), (1, 1, 1, 1)),
     ("threaded_shifted", (4, 8, 24, 64), (8, 8, 3, 3), dict(padding=1), (1, 1, 1, 1)),
@@ -212,6 +233,8 @@ GRAD_CASES = [
     ("shifted", (1, 2, 3, 18), (2, 2, 3, 3), dict(padding=1)),
     ("shifted_c16", (1, 16, 3, 18), (2, 16, 3, 3), dict(padding=1)),
     ("shifted_stride2", (1, 2, 5, 34), (2, 2, 3, 3), dict(padding=1, stride=2)),
+    ("shifted_stride2_c16", (1, 16, 5, 22), (2, 16, 3, 3), dict(padding=1, stride=2)),
+    ("shifted_1x1_stride2_c16", (2, 16, 5, 6), (2, 16, 1, 1), dict(stride=2)),
 ]
 
 

@@ -1,5 +1,6 @@
-// Convolution kernels: shifted windows of a padded channels-last image for stride 1,
-// im2col + GEMM otherwise, a direct kernel for depthwise (one input channel per group).
+// Convolution kernels: shifted windows of a padded channels-last image (split into its
+// stride phases for strides > 1), im2col + GEMM otherwise, a direct kernel for depthwise
+// (one input channel per group).
 // See conv.h for the contracts and when each path runs.
 #include "cpu/conv.h"
 #include "cpu/conv_isa.h"
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
@@ -379,7 +381,7 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
   }
 }
 
-// ---------------------------------------------------------------- stride 1, no im2col
+// ---------------------------------------------------------------- shifted windows, no im2col
 // For stride 1, tap (i, j) of the kernel reads the zero-padded input (Hp, Wp) at a
 // fixed shift. Number output pixels q = oh*Wp + ow (ow < Wp; the last Wp - out_w
 // "garbage" pixels of each row are computed and discarded) and keep the padded image
@@ -419,79 +421,200 @@ void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T*
   }
 }
 
+// dst[col_off[j] + i] = src[i*ld_src + j] for i < rows, j < cols, skipping columns with
+// col_off[j] < 0: channels-first rows into channels-last pixels at arbitrary places (the
+// polyphase split sends each input column to its phase).
+template <typename T>
+void scatter_rows(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, const int64_t* col_off) {
+#if defined(DLKERN_X86)
+  if constexpr (std::is_same_v<T, float>) {
+    if (active_isa() != Isa::generic) {
+      avx2::conv_scatter_rows_f32(src, ld_src, rows, cols, dst, col_off);
+      return;
+    }
+  }
+#endif
+  for (int64_t j = 0; j < cols; ++j)
+    if (col_off[j] >= 0)
+      for (int64_t i = 0; i < rows; ++i) dst[col_off[j] + i] = src[i * ld_src + j];
+}
+
+// The reverse: dst[i*ld_dst + j] = src[col_off[j] + i], or 0 where col_off[j] < 0.
+template <typename T>
+void gather_rows(const T* src, const int64_t* col_off, int64_t rows, int64_t cols, T* dst, int64_t ld_dst) {
+#if defined(DLKERN_X86)
+  if constexpr (std::is_same_v<T, float>) {
+    if (active_isa() != Isa::generic) {
+      avx2::conv_gather_rows_f32(src, col_off, rows, cols, dst, ld_dst);
+      return;
+    }
+  }
+#endif
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[i * ld_dst + j] = col_off[j] >= 0 ? src[col_off[j] + i] : T(0);
+}
+
+// Strides other than 1 use the same scheme on the polyphase split of the padded image:
+// phase (a, b) holds xpad[r*sh + a, q*sw + b] at (r, q), and tap (i, j) reads phase
+// ((i*dh) % sh, (j*dw) % sw) at the fixed shift ((i*dh) / sh, (j*dw) / sw) -- again a
+// stride-1 window, so a stride-2 3x3 is four stride-1 convolutions (2x2, 2x1, 1x2, 1x1
+// sub-kernels) summed into one output, with no extra FLOPs. Only the phases some tap
+// reads are stored (a 1x1 stride-2 conv keeps one); together they are at most the size
+// of the padded image. Stride 1 is the one-phase case.
 struct Shifted {
-  int64_t hp, wp;          // padded input; hp = out_h + dh*(kh-1), wp = out_w + dw*(kw-1)
-  int64_t taps;            // kh * kw
-  int64_t fwd_rows, bwd_rows;  // output rows per chunk
+  int64_t sh_, sw_;            // strides
+  int64_t hq, wq;              // rows and columns of one phase (those the taps reach)
+  int64_t plane;               // elements of one phase: hq * wq * c
+  int64_t image;               // elements of all stored phases
+  int64_t taps;                // kh * kw
+  int64_t bwd_rows;            // output rows per backward chunk
+  // Index of row phase a (column phase b) among the stored ones, -1 when no tap reads it.
+  std::vector<int64_t> phase_h, phase_w;
+  int64_t phases_w = 0;        // stored column phases
+  // Input column iw lands at col_off[iw] within a phase row block (phase column and
+  // pixel, in elements), -1 when no tap reads it.
+  std::vector<int64_t> col_off;
 
   // Rows per chunk so a chunk has about `cols` pixels (at least one row).
-  static int64_t rows_for(const Plan& p, int64_t wp, int64_t cols) {
-    return std::clamp<int64_t>((cols + wp - p.s.out_w) / wp, 1, p.s.out_h);
+  static int64_t rows_for(const Plan& p, int64_t wq, int64_t cols) {
+    return std::clamp<int64_t>((cols + wq - p.s.out_w) / wq, 1, p.s.out_h);
   }
 
   explicit Shifted(const Plan& p) {
     const Conv2dShape& s = p.s;
-    hp = s.out_h + s.dil_h * (s.kh - 1);
-    wp = s.out_w + s.dil_w * (s.kw - 1);
+    sh_ = s.stride_h, sw_ = s.stride_w;
+    hq = s.out_h + s.dil_h * (s.kh - 1) / sh_;
+    wq = s.out_w + s.dil_w * (s.kw - 1) / sw_;
+    phase_h.assign(sh_, -1), phase_w.assign(sw_, -1);
+    for (int64_t i = 0; i < s.kh; ++i) phase_h[(i * s.dil_h) % sh_] = 0;
+    for (int64_t j = 0; j < s.kw; ++j) phase_w[(j * s.dil_w) % sw_] = 0;
+    int64_t phases_h = 0;
+    for (auto& v : phase_h) v = v < 0 ? -1 : phases_h++;
+    for (auto& v : phase_w) v = v < 0 ? -1 : phases_w++;
+    plane = hq * wq * s.c;
+    image = phases_h * phases_w * plane;
+    col_off.assign(s.w, -1);
+    for (int64_t iw = 0; iw < s.w; ++iw) {
+      const int64_t b = (iw + s.pad_w) % sw_, q = (iw + s.pad_w) / sw_;
+      if (phase_w[b] >= 0 && q < wq) col_off[iw] = phase_w[b] * plane + q * s.c;
+    }
     taps = s.kh * s.kw;
     // The GEMM's single-thread small path (operands read in place) needs m*n*k <= 2^22
     // and k <= 512; in the dweight product the depth is the chunk's pixels.
     const int64_t per_pixel = std::max<int64_t>(1, p.og * p.cg);
-    fwd_rows = rows_for(p, wp, std::min<int64_t>(768, (int64_t(1) << 22) / per_pixel));
-    bwd_rows = rows_for(p, wp, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
+    bwd_rows = rows_for(p, wq, std::min<int64_t>(512, (int64_t(1) << 22) / per_pixel));
   }
 
-  // Worth it when the garbage pixels are at most an eighth of the work and each tap's
-  // GEMM has a real depth: its k is the channels per group, and with a handful of
-  // channels (LeNet's first layer has one) im2col's single deep GEMM is far faster.
+  // Worth it when the garbage pixels are a small part of the work and each tap's GEMM
+  // has a real depth: its k is the channels per group, and with a handful of channels
+  // (LeNet's first layer has one) im2col's single deep GEMM is far faster. Garbage up to
+  // an eighth pays at stride 1; strided layers have 4x fewer output pixels per input
+  // pixel to spread the copies over, and at 1/8 (a stride-2 3x3 with a 7x7 output,
+  // 55-pixel GEMMs) measured 2-7% slower than im2col, so they get 1/12 (a 14x14 output,
+  // 1/15, is 20% faster).
   static constexpr int64_t kMinChannels = 16;
   static bool applies(const Plan& p) {
     const Conv2dShape& s = p.s;
-    if (p.pointwise || p.depthwise() || s.stride_h != 1 || s.stride_w != 1 || p.cg < kMinChannels)
-      return false;
-    const int64_t extra = s.dil_w * (s.kw - 1);
-    return extra * 8 <= s.out_w + extra;
+    if (p.pointwise || p.depthwise() || p.cg < kMinChannels) return false;
+    const int64_t extra = s.dil_w * (s.kw - 1) / s.stride_w;
+    const int64_t max_share = s.stride_h == 1 && s.stride_w == 1 ? 8 : 12;
+    return extra * max_share <= s.out_w + extra;
   }
 
-  // Zero-padded channels-last copy of one image: (hp, wp, c).
+  // First element of stored phase (a, b); both must be stored.
+  int64_t phase_offset(int64_t a, int64_t b) const { return (phase_h[a] * phases_w + phase_w[b]) * plane; }
+
+  // Where input row ih lands (phase row block and row, in elements), -1 when no tap reads it.
+  int64_t row_offset(const Plan& p, int64_t ih) const {
+    const int64_t a = (ih + p.s.pad_h) % sh_, r = (ih + p.s.pad_h) / sh_;
+    return phase_h[a] >= 0 && r < hq ? phase_h[a] * phases_w * plane + r * wq * p.s.c : -1;
+  }
+
+  // Blocks of 16 channels (the last one overlapping the previous, so every transposed
+  // tile is full) and the input rows within each: 16 sequential streams through x.
+  static constexpr int64_t kChannelBlock = 16;
+
+  // Zero-padded, channels-last, phase-split copy of one image.
   template <typename T>
   void pad_image(const Plan& p, const T* xn, T* xpad) const {
     const Conv2dShape& s = p.s;
-    const int64_t cols = std::max<int64_t>(0, std::min<int64_t>(s.w, wp - s.pad_w));
-    // Zero only the padding: rows outside the input, then the left and right margins.
-    for (int64_t r = 0; r < hp; ++r) {
-      T* row = xpad + r * wp * s.c;
-      if (r < s.pad_h || r >= s.pad_h + s.h) {
-        std::memset(row, 0, sizeof(T) * wp * s.c);
-      } else {
-        std::memset(row, 0, sizeof(T) * std::min(s.pad_w, wp) * s.c);
-        if (s.pad_w + cols < wp) std::memset(row + (s.pad_w + cols) * s.c, 0, sizeof(T) * (wp - s.pad_w - cols) * s.c);
+    // Zero only the padding: phase rows outside the input, then each row's margins.
+    for (int64_t a = 0; a < sh_; ++a)
+      for (int64_t b = 0; b < sw_ && phase_h[a] >= 0; ++b) {
+        if (phase_w[b] < 0) continue;
+        int64_t lo, hi;
+        valid_range(wq, s.w, sw_, b - s.pad_w, lo, hi);
+        for (int64_t r = 0; r < hq; ++r) {
+          T* dst = xpad + phase_offset(a, b) + r * wq * s.c;
+          const int64_t ih = r * sh_ + a - s.pad_h;
+          if (ih < 0 || ih >= s.h) {
+            std::memset(dst, 0, sizeof(T) * wq * s.c);
+          } else {
+            std::memset(dst, 0, sizeof(T) * lo * s.c);
+            std::memset(dst + hi * s.c, 0, sizeof(T) * (wq - hi) * s.c);
+          }
+        }
+      }
+    const int64_t cb = std::min(kChannelBlock, s.c);
+    for (int64_t c0 = 0; c0 < s.c; c0 += cb) {
+      const int64_t c = std::min(c0, s.c - cb);
+      for (int64_t ih = 0; ih < s.h; ++ih) {
+        const int64_t off = row_offset(p, ih);
+        if (off >= 0) scatter_rows(xn + c * p.hw_in + ih * s.w, p.hw_in, cb, s.w, xpad + off + c, col_off.data());
       }
     }
-    for (int64_t ih = 0; ih < s.h && ih + s.pad_h < hp; ++ih)
-      transpose_copy(xn + ih * s.w, p.hw_in, s.c, cols, xpad + ((ih + s.pad_h) * wp + s.pad_w) * s.c, s.c);
   }
 
-  // Offset of tap `tap` in pixels.
+  // The inverse for gradients: dx[c, ih, iw] from the phase-split dxpad (zero where no
+  // tap reaches).
+  template <typename T>
+  void unpad_image(const Plan& p, const T* dxpad, T* dxn) const {
+    const Conv2dShape& s = p.s;
+    const int64_t cb = std::min(kChannelBlock, s.c);
+    for (int64_t c0 = 0; c0 < s.c; c0 += cb) {
+      const int64_t c = std::min(c0, s.c - cb);
+      for (int64_t ih = 0; ih < s.h; ++ih) {
+        const int64_t off = row_offset(p, ih);
+        T* dst = dxn + c * p.hw_in + ih * s.w;
+        if (off >= 0) {
+          gather_rows(dxpad + off + c, col_off.data(), cb, s.w, dst, p.hw_in);
+        } else {
+          for (int64_t k = 0; k < cb; ++k) std::memset(dst + k * p.hw_in, 0, sizeof(T) * s.w);
+        }
+      }
+    }
+  }
+
+  // Where tap `tap` reads, in elements of the phase-split image (before the chunk's
+  // row offset and the group's channel offset).
   int64_t tap_offset(const Plan& p, int64_t tap) const {
-    return (tap / p.s.kw) * p.s.dil_h * wp + (tap % p.s.kw) * p.s.dil_w;
+    const int64_t i = (tap / p.s.kw) * p.s.dil_h, j = (tap % p.s.kw) * p.s.dil_w;
+    return phase_offset(i % sh_, j % sw_) + ((i / sh_) * wq + j / sw_) * p.s.c;
   }
 };
 
 // Weight taps as row-major matrices, [g][tap][o][c] (og, cg) or, with `transpose`,
 // [g][tap][c][o] (cg, og). Small (the weight's size); built once per call.
 template <typename T>
-void gather_taps(const Plan& p, const Shifted& sh, const T* w, T* out, bool transpose) {
+void gather_taps(const Plan& p, const Shifted& sh, const T* w, T* out, bool transpose,
+                 const int64_t* slot = nullptr) {
+  // Output channels in blocks of 16: the transposed writes then fill whole cache lines
+  // and the block's weight rows stay in cache (o innermost alone wrote one element per
+  // line, ~0.3 ms of a ResNet stride-2 forward call).
+  constexpr int64_t B = 16;
   for (int64_t g = 0; g < p.s.groups; ++g)
-    for (int64_t tap = 0; tap < sh.taps; ++tap) {
-      T* dst = out + (g * sh.taps + tap) * p.og * p.cg;
-      for (int64_t o = 0; o < p.og; ++o)
-        for (int64_t c = 0; c < p.cg; ++c) {
-          const T v = w[(g * p.og + o) * p.kg + c * sh.taps + tap];
-          if (transpose)
-            dst[c * p.og + o] = v;
-          else
-            dst[o * p.cg + c] = v;
+    for (int64_t o0 = 0; o0 < p.og; o0 += B) {
+      const int64_t o1 = std::min(p.og, o0 + B);
+      for (int64_t c = 0; c < p.cg; ++c)
+        for (int64_t tap = 0; tap < sh.taps; ++tap) {
+          T* dst = out + (g * sh.taps + (slot ? slot[tap] : tap)) * p.og * p.cg;
+          const T* src = w + (g * p.og) * p.kg + c * sh.taps + tap;
+          for (int64_t o = o0; o < o1; ++o) {
+            if (transpose)
+              dst[c * p.og + o] = src[o * p.kg];
+            else
+              dst[o * p.cg + c] = src[o * p.kg];
+          }
         }
     }
 }
@@ -500,30 +623,55 @@ template <typename T>
 void forward_shifted(const Plan& p, const T* x, const T* w, const T* bias, T* y) {
   const Conv2dShape& s = p.s;
   const Shifted sh(p);
+  // Taps of one kernel row that read the same phase at consecutive column shifts read
+  // consecutive pixels, so (one group) their windows side by side are one window of
+  // depth count*c: one GEMM instead of count, with their weights stacked (a stride-2 3x3
+  // runs 6 GEMMs, a stride-1 3x3 3). Runs: (first tap, count), weights in run order.
+  std::vector<int64_t> run_first, run_count, slot(sh.taps);
+  int64_t max_count = 1;
+  for (int64_t i = 0, next = 0; i < s.kh; ++i)
+    for (int64_t b = 0; b < sh.sw_; ++b)
+      for (int64_t j = b; j < s.kw; j += sh.sw_) {
+        const bool extend = s.groups == 1 && s.dil_w == 1 && j != b && (run_count.back() + 1) * p.cg <= 512;
+        if (extend) {
+          ++run_count.back();
+        } else {
+          run_first.push_back(i * s.kw + j);
+          run_count.push_back(1);
+        }
+        max_count = std::max(max_count, run_count.back());
+        slot[i * s.kw + j] = next++;
+      }
+  // Each slot's weights and each run's first slot, in the order above.
+  std::vector<int64_t> run_slot(run_first.size());
+  for (size_t r = 0; r < run_first.size(); ++r) run_slot[r] = slot[run_first[r]];
   static thread_local AlignedBuffer taps_buffer;
   T* wt = taps_buffer.reserve_elements<T>(static_cast<size_t>(s.o * p.kg));
-  gather_taps(p, sh, w, wt, true);
-  const int64_t max_pixels = sh.fwd_rows * sh.wp;
+  gather_taps(p, sh, w, wt, true, slot.data());
+  const int64_t fwd_rows = Shifted::rows_for(
+      p, sh.wq, std::min<int64_t>(768, (int64_t(1) << 22) / std::max<int64_t>(1, p.og * p.cg * max_count)));
+  const int64_t max_pixels = fwd_rows * sh.wq;
   const int nt = s.n > 1 ? p.threads(s.n) : 1;
-  const int64_t per_thread = round16(s.c * sh.hp * sh.wp) + round16(p.og * max_pixels);
+  const int64_t per_thread = round16(sh.image) + round16(p.og * max_pixels);
   T* scratch = reserve_scratch<T>(nt, per_thread);
 
   auto run_image = [&](int64_t n) {
     T* cursor = scratch + omp_get_thread_num() * per_thread;
-    T* xpad = carve(cursor, s.c * sh.hp * sh.wp);
+    T* xpad = carve(cursor, sh.image);
     T* tmp = carve(cursor, p.og * max_pixels);
     sh.pad_image(p, x + n * s.c * p.hw_in, xpad);
     for (int64_t g = 0; g < s.groups; ++g) {
-      for (int64_t r0 = 0; r0 < s.out_h; r0 += sh.fwd_rows) {
-        const int64_t r1 = std::min(s.out_h, r0 + sh.fwd_rows);
-        const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
-        for (int64_t tap = 0; tap < sh.taps; ++tap)
-          gemm_into<T>(nq, p.og, p.cg, xpad + (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg, s.c, 1,
-                       wt + (g * sh.taps + tap) * p.og * p.cg, p.og, 1, tap ? T(1) : T(0), tmp, p.og);
+      for (int64_t r0 = 0; r0 < s.out_h; r0 += fwd_rows) {
+        const int64_t r1 = std::min(s.out_h, r0 + fwd_rows);
+        const int64_t nq = (r1 - r0 - 1) * sh.wq + s.out_w;
+        for (size_t r = 0; r < run_first.size(); ++r)
+          gemm_into<T>(nq, p.og, run_count[r] * p.cg,
+                       xpad + sh.tap_offset(p, run_first[r]) + r0 * sh.wq * s.c + g * p.cg, s.c, 1,
+                       wt + (g * sh.taps + run_slot[r]) * p.og * p.cg, p.og, 1, r ? T(1) : T(0), tmp, p.og);
         // Back to channels-first without the garbage pixels, plus the bias, while the
         // chunk is in cache.
         for (int64_t oh = r0; oh < r1; ++oh)
-          transpose_copy(tmp + (oh - r0) * sh.wp * p.og, p.og, s.out_w, p.og,
+          transpose_copy(tmp + (oh - r0) * sh.wq * p.og, p.og, s.out_w, p.og,
                          y + ((n * s.o + g * p.og) * s.out_h + oh) * s.out_w, p.hw_out,
                          bias ? bias + g * p.og : nullptr);
       }
@@ -556,8 +704,8 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
     acc = acc_buffer.reserve_elements<T>(static_cast<size_t>(slot * nt));
     std::memset(acc, 0, sizeof(T) * slot * nt);
   }
-  const int64_t image = s.c * sh.hp * sh.wp;
-  const int64_t max_pixels = sh.bwd_rows * sh.wp;
+  const int64_t image = sh.image;
+  const int64_t max_pixels = sh.bwd_rows * sh.wq;
 
   const int64_t per_thread = (dw ? round16(image) + round16(p.og * max_pixels) : 0) +
                              (dx ? round16(image) + round16(p.og * max_pixels) : 0);
@@ -575,14 +723,14 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
       const T* dyg = dy + (n * s.o + g * p.og) * p.hw_out;
       for (int64_t r0 = 0; r0 < s.out_h && (dx || dw); r0 += sh.bwd_rows) {
         const int64_t r1 = std::min(s.out_h, r0 + sh.bwd_rows);
-        const int64_t nq = (r1 - r0 - 1) * sh.wp + s.out_w;
+        const int64_t nq = (r1 - r0 - 1) * sh.wq + s.out_w;
         // dY chunk on the padded pixel grid, garbage pixels zero: (og, nq) for the
         // dweight products and channels-last (nq, og) for the dx products.
         for (int64_t o = 0; o < p.og; ++o)
           for (int64_t oh = r0; oh < r1; ++oh) {
             const T* src = dyg + o * p.hw_out + oh * s.out_w;
-            const int64_t q0 = (oh - r0) * sh.wp;
-            const int64_t width = oh + 1 < r1 ? sh.wp : s.out_w;
+            const int64_t q0 = (oh - r0) * sh.wq;
+            const int64_t width = oh + 1 < r1 ? sh.wq : s.out_w;
             if (dyv) {
               T* dst = dyv + o * nq + q0;
               for (int64_t ow = 0; ow < s.out_w; ++ow) dst[ow] = src[ow];
@@ -591,13 +739,13 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
           }
         if (dyt)
           for (int64_t oh = r0; oh < r1; ++oh) {
-            const int64_t q0 = (oh - r0) * sh.wp;
-            const int64_t width = oh + 1 < r1 ? sh.wp : s.out_w;
+            const int64_t q0 = (oh - r0) * sh.wq;
+            const int64_t width = oh + 1 < r1 ? sh.wq : s.out_w;
             transpose_copy(dyg + oh * s.out_w, p.hw_out, p.og, s.out_w, dyt + q0 * p.og, p.og);
             std::memset(dyt + (q0 + s.out_w) * p.og, 0, sizeof(T) * (width - s.out_w) * p.og);
           }
         for (int64_t tap = 0; tap < sh.taps; ++tap) {
-          const int64_t shift = (r0 * sh.wp + sh.tap_offset(p, tap)) * s.c + g * p.cg;
+          const int64_t shift = sh.tap_offset(p, tap) + r0 * sh.wq * s.c + g * p.cg;
           // dW_tap (og, cg) += dY (og, nq) @ xpad window (nq, cg)
           if (dw)
             gemm_into<T>(p.og, p.cg, nq, dyv, nq, 1, xpad + shift, s.c, 1, T(1),
@@ -609,11 +757,7 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
         }
       }
     }
-    if (dx) {
-      T* dxn = dx + n * s.c * p.hw_in;
-      for (int64_t ih = 0; ih < s.h; ++ih)
-        transpose_copy(dxpad + ((ih + s.pad_h) * sh.wp + s.pad_w) * s.c, s.c, s.w, s.c, dxn + ih * s.w, p.hw_in);
-    }
+    if (dx) sh.unpad_image(p, dxpad, dx + n * s.c * p.hw_in);
     if (db)
       for (int64_t o = 0; o < s.o; ++o) acc_b[o] += sum_of(dy + (n * s.o + o) * p.hw_out, p.hw_out);
   };
@@ -630,10 +774,11 @@ void backward_shifted(const Plan& p, const T* dy, const T* x, const T* w, T* dx,
     for (int64_t n = 0; n < s.n; ++n) run_image(n, acc, acc ? acc + wsize : nullptr);
   }
   if (dw) {
+    // In dweight's order (taps innermost), so the writes are sequential.
     for (int64_t g = 0; g < s.groups; ++g)
-      for (int64_t tap = 0; tap < sh.taps; ++tap)
-        for (int64_t o = 0; o < p.og; ++o)
-          for (int64_t c = 0; c < p.cg; ++c) {
+      for (int64_t o = 0; o < p.og; ++o)
+        for (int64_t c = 0; c < p.cg; ++c)
+          for (int64_t tap = 0; tap < sh.taps; ++tap) {
             const int64_t i = ((g * sh.taps + tap) * p.og + o) * p.cg + c;
             T sum = acc[i];
             for (int t = 1; t < nt; ++t) sum += acc[t * slot + i];

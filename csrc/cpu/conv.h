@@ -2,9 +2,11 @@
 // conv1d is the H = 1 case of this kernel (the Python layer reshapes).
 //
 // Paths, chosen per call from the geometry:
-// - stride 1 with at most 1/8 "garbage" columns (wide rows): the zero-padded image is
-//   copied channels-last once per image and each kernel tap is one GEMM that reads a
-//   shifted window of it in place (no im2col buffer at all);
+// - 16+ channels per group and wide rows (at most 1/8 "garbage" columns at stride 1,
+//   1/12 otherwise): the zero-padded image is copied channels-last once per image and
+//   each kernel tap is one GEMM that reads a shifted window of it in place (no im2col
+//   buffer at all); a stride s > 1 first splits the padded image into its s*s phases
+//   (every s-th row and column), on which each tap is again a stride-1 window;
 // - otherwise im2col + GEMM (dlkern::cpu::gemm) per image and group, over chunks of
 //   output rows so the column buffer stays bounded (kColumnBytes per thread, whatever
 //   the batch); 1x1 stride-1 unpadded convolutions use the input as the GEMM operand;

@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed samples per library")
     parser.add_argument("--quick", action="store_true", help="only the LeNet shape, 2 repeats: a smoke test")
     parser.add_argument("--no-numpy", action="store_true", help="leave out the (slow) NumPy reference")
+    parser.add_argument("--shapes", default="",
+                        help="only shapes whose name contains one of these comma-separated strings "
+                             "(case-insensitive), e.g. 's2' or 'ResNet 3x3 s2,LeNet'")
     parser.add_argument("--min-sample-ms", type=float, default=common.DEFAULT_MIN_SAMPLE_S * 1e3)
     parser.add_argument("--settle-ms", type=float, default=common.DEFAULT_SETTLE_S * 1e3)
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"markdown report (default {DEFAULT_OUT})")
@@ -279,6 +282,11 @@ def write_markdown(path, rows, notes, machine, args) -> None:
 def run(args) -> int:
     thread_counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
     shapes = SHAPES[:1] if args.quick else SHAPES
+    wanted = [w.strip().lower() for w in str(getattr(args, "shapes", "") or "").split(",") if w.strip()]
+    if wanted:
+        shapes = [sh for sh in shapes if any(w in sh.name.lower() for w in wanted)]
+        if not shapes:
+            raise SystemExit(f"--shapes {args.shapes!r} matches none of: " + ", ".join(sh.name for sh in SHAPES))
     if args.quick:
         args.repeats = min(args.repeats, 2)
     torch_module, torch_missing = common.optional_import("torch")
