@@ -20,7 +20,7 @@ DEFAULT_GPT_CHECKPOINT = "dlkern-gpt.npz"
 
 # A model that learns words and speaker turns from Shakespeare in a few minutes on two
 # cores; the benchmark model is --n-layer 6 --d-model 192 --n-head 6.
-GPT_DEFAULTS = {"steps": 600, "optimizer": "adamw", "lr": 2e-3, "batch_size": 16, "weight_decay": 0.01,
+GPT_DEFAULTS = {"steps": 1500, "optimizer": "adamw", "lr": 2e-3, "batch_size": 16, "weight_decay": 0.01,
                 "scheduler": "warmup-cosine"}
 
 
