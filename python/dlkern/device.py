@@ -208,6 +208,7 @@ class CUDADevice:
         "log_softmax_backward": "log_softmax_backward",
         "layer_norm_forward": "layer_norm_forward", "layer_norm_backward": "layer_norm_backward",
         "rms_norm_forward": "rms_norm_forward", "rms_norm_backward": "rms_norm_backward",
+        "matmul": "matmul", "gemm": "gemm",
     }
 
     def __init__(self, index=0):

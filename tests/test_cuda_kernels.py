@@ -1,0 +1,292 @@
+"""dlkern._C_cuda kernels on DeviceArrays beyond the elementwise/row-wise foundation:
+matmul / gemm (FP32 tiles and the TF32 tensor-core path).
+
+Host-side logic (how matmul addresses strided operands and broadcasts batch axes, the
+TF32 flag, argument errors raised before device work) runs on every machine with the
+CUDA module built. Everything that needs a GPU is marked requires_gpu and compares
+with NumPy references written here.
+"""
+import zlib
+
+import numpy as np
+import pytest
+
+import dlkern
+import dlkern.cuda
+from dlkern.device import CUDADevice
+
+try:
+    import dlkern._C_cuda as C
+except ModuleNotFoundError as exc:
+    if exc.name != "dlkern._C_cuda":
+        raise
+    C = None
+
+requires_module = pytest.mark.skipif(
+    C is None, reason="dlkern._C_cuda is not built (CUDA was off or nvcc was not found); "
+    "rebuild with DLKERN_CUDA=ON to test it")
+HAS_GPU = C is not None and C.is_available()
+requires_gpu = pytest.mark.skipif(
+    not HAS_GPU, reason="needs a CUDA device: dlkern._C_cuda is missing or no usable "
+    "CUDA device/driver is present")
+
+DTYPES = [np.float32, np.float64]
+
+
+def rng_for(*key):
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def fp_tol(dtype, k):
+    # Summation error grows with the inner dimension k.
+    eps = np.finfo(dtype).eps
+    return dict(rtol=8 * eps * max(k, 1) ** 0.5 + 4 * eps, atol=4 * eps * max(k, 1))
+
+
+# ---------------------------------------------------------------------------
+# Host side: runs without a GPU
+# ---------------------------------------------------------------------------
+
+def elem_strides(x):
+    return tuple(s // x.itemsize for s in x.strides)
+
+
+def plan_of(a, b):
+    return C._matmul_plan(a.shape, elem_strides(a), b.shape, elem_strides(b))
+
+
+MATMUL_SHAPES = [
+    ((3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (4, 5)),
+    ((3, 4), (2, 4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((1, 3, 4), (7, 4, 2)), ((0, 3, 4), (4, 2)),
+    ((3, 0), (0, 2)), ((6, 1, 2, 3), (1, 5, 3, 1)), ((1, 1), (1, 1)), ((2, 5, 1), (2, 1, 3)),
+]
+
+
+@requires_module
+@pytest.mark.parametrize("a_shape, b_shape", MATMUL_SHAPES, ids=str)
+def test_matmul_plan_shapes_match_numpy(a_shape, b_shape):
+    a, b = np.zeros(a_shape, np.float32), np.zeros(b_shape, np.float32)
+    p = plan_of(a, b)
+    want = np.matmul(a, b).shape
+    assert p["out_shape"] == want
+    m = 1 if a.ndim == 1 else a_shape[-2]
+    n = 1 if b.ndim == 1 else b_shape[-1]
+    assert p["mnk"] == (m, n, a_shape[-1])
+    # Contiguous operands are addressed in place, never copied.
+    assert p["a"] != "copy" and p["b"] != "copy"
+    # The merged batch covers every output matrix exactly once.
+    assert int(np.prod([ax[0] for ax in p["batch"]], dtype=np.int64)) * m * n == int(np.prod(want, dtype=np.int64))
+
+
+@requires_module
+def test_matmul_plan_layouts():
+    a = np.zeros((6, 4), np.float32)
+    b = np.zeros((8, 5), np.float32)
+    # plain row-major, transposed view (unit stride along rows), padded rows, sliced
+    assert plan_of(a, np.zeros((4, 5), np.float32))["a"] == (False, 4)
+    assert plan_of(a.T, np.zeros((6, 2), np.float32))["a"] == (True, 4)
+    assert plan_of(a[:, :3], np.zeros((3, 2), np.float32))["a"] == (False, 4)
+    assert plan_of(a[:3, :3].T, np.zeros((3, 2), np.float32))["a"] == (True, 4)
+    assert plan_of(a[:, ::2], np.zeros((2, 2), np.float32))["a"] == "copy"
+    assert plan_of(np.zeros((3, 4), np.float32), b[::2])["b"] == (False, 10)  # every other row
+    assert plan_of(np.zeros((3, 4), np.float32), np.zeros((4, 10), np.float32)[:, ::2])["b"] == "copy"
+    assert plan_of(np.zeros((3, 5), np.float32), b.T)["b"] == (True, 5)
+    # broadcast rows (stride 0) cannot be addressed: the rows would overlap
+    assert plan_of(np.broadcast_to(np.zeros(4, np.float32), (3, 4)), np.zeros((4, 2), np.float32))["a"] == "copy"
+
+
+@requires_module
+def test_matmul_plan_batch_merging_and_broadcast():
+    # contiguous batches merge into one strided batch
+    p = plan_of(np.zeros((2, 3, 4, 5), np.float32), np.zeros((2, 3, 5, 6), np.float32))
+    assert p["batch"] == [(6, 20, 30, 24)]
+    # b broadcast over the batch: stride 0
+    p = plan_of(np.zeros((2, 3, 4, 5), np.float32), np.zeros((5, 6), np.float32))
+    assert p["batch"] == [(6, 20, 0, 24)]
+    # a broadcast on the outer axis, b on the inner: two axes that cannot merge
+    p = plan_of(np.zeros((3, 4, 5), np.float32), np.zeros((2, 1, 5, 6), np.float32))
+    assert p["batch"] == [(2, 0, 30, 72), (3, 20, 0, 24)]
+    # an operand that is copied gets the strides of its contiguous copy
+    a = np.zeros((2, 4, 10), np.float32)[:, :, ::2]
+    p = plan_of(a, np.zeros((5, 6), np.float32))
+    assert p["a"] == "copy" and p["batch"] == [(2, 20, 0, 24)]
+
+
+@requires_module
+@pytest.mark.parametrize("a_shape, b_shape, pattern", [
+    ((), (3,), r"^matmul: a is 0-d"),
+    ((3,), (), r"^matmul: b is 0-d"),
+    ((2, 3), (4, 5), r"^matmul: inner dimensions differ: a has shape \(2, 3\) \(k=3\) and b has shape \(4, 5\) \(k=4\)"),
+    ((2, 2, 3), (3, 3, 4), r"^matmul: batch dimensions do not broadcast"),
+])
+def test_matmul_plan_errors(a_shape, b_shape, pattern):
+    a, b = np.zeros(a_shape, np.float32), np.zeros(b_shape, np.float32)
+    with pytest.raises(ValueError, match=pattern):
+        plan_of(a, b)
+
+
+@requires_module
+@pytest.mark.parametrize("call, exc, pattern", [
+    (lambda: C.matmul(np.ones((2, 2)), np.ones((2, 2))), TypeError, r"^matmul: a is a numpy.ndarray \(host memory\)"),
+    (lambda: C.matmul([1.0], [1.0]), TypeError, r"^matmul: a must be a dlkern._C_cuda.DeviceArray, got list"),
+    (lambda: C.gemm([[1.0]], np.ones((1, 1))), TypeError, r"^gemm: a must be a numpy.ndarray, got list"),
+])
+def test_matmul_argument_errors_before_device_work(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+def test_matmul_allow_tf32_flag():
+    assert dlkern.cuda.matmul_allow_tf32 is False  # PyTorch's default
+    try:
+        dlkern.cuda.matmul_allow_tf32 = True
+        assert dlkern.cuda.matmul_allow_tf32 is True
+        if C is not None:
+            assert C.get_matmul_allow_tf32() is True
+    finally:
+        dlkern.cuda.matmul_allow_tf32 = False
+    assert dlkern.cuda.matmul_allow_tf32 is False
+    if C is not None:
+        assert C.get_matmul_allow_tf32() is False
+
+
+@requires_module
+def test_cuda_namespace_has_matmul_and_gemm():
+    dev = CUDADevice(0)
+    assert dev.matmul.__name__ == "matmul" and dev.gemm.__name__ == "gemm"
+    with pytest.raises(TypeError, match=r"matmul on cuda:0: got a numpy.ndarray"):
+        dev.matmul(np.ones((2, 2)), np.ones((2, 2)))
+
+
+# ---------------------------------------------------------------------------
+# On a device
+# ---------------------------------------------------------------------------
+
+def device_operand(host_shape, dtype, kind, key):
+    """(host array, DeviceArray) with equal values: contiguous, transposed (last two axes
+    swapped, a view) or sliced (every other row, a view)."""
+    rng = rng_for("op", host_shape, kind, key)
+    if kind == "contiguous":
+        host = rng.uniform(-1, 1, host_shape).astype(dtype)
+        return host, C.from_numpy(host)
+    if kind == "transposed":
+        swapped = host_shape[:-2] + (host_shape[-1], host_shape[-2]) if len(host_shape) >= 2 else host_shape
+        base = rng.uniform(-1, 1, swapped).astype(dtype)
+        if len(host_shape) < 2:
+            return base, C.from_numpy(base)
+        nd = len(host_shape)
+        return np.swapaxes(base, -1, -2), C.from_numpy(base).transpose(nd - 2, nd - 1)
+    big_shape = host_shape[:-1] + (2 * host_shape[-1],)
+    big = rng.uniform(-1, 1, big_shape).astype(dtype)
+    dev = C.from_numpy(big)
+    strides = dev.strides[:-1] + (2 * dev.strides[-1],)
+    return big[..., ::2], dev.as_strided(host_shape, strides, 0)
+
+
+def ref_matmul(a, b):
+    return np.matmul(a.astype(np.float64), b.astype(np.float64))
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("a_kind", ["contiguous", "transposed", "sliced"])
+@pytest.mark.parametrize("a_shape, b_shape", MATMUL_SHAPES + [((67, 129), (129, 131)), ((3, 130, 257), (257, 65))], ids=str)
+def test_matmul_matches_numpy(a_shape, b_shape, a_kind, dtype):
+    a, da = device_operand(a_shape, dtype, a_kind, "a")
+    b, db = device_operand(b_shape, dtype, "contiguous", "b")
+    got = C.matmul(da, db, allow_tf32=False)
+    want = ref_matmul(a, b)
+    assert got.shape == want.shape and got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got.numpy(), want, **fp_tol(dtype, a_shape[-1]))
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_matmul_out_and_transposed_b(dtype):
+    a, da = device_operand((2, 33, 17), dtype, "contiguous", "a")
+    b, db = device_operand((17, 40), dtype, "transposed", "b")
+    out = C.zeros((2, 33, 40), dtype)
+    assert C.matmul(da, db, out=out) is out
+    np.testing.assert_allclose(out.numpy(), ref_matmul(a, b), **fp_tol(dtype, 17))
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (7, 13, 5), (65, 129, 67), (128, 64, 0)], ids=str)
+def test_gemm_device_arrays(m, n, k, trans_a, trans_b, dtype):
+    rng = rng_for("gemm", m, n, k, trans_a, trans_b)
+    a = rng.uniform(-1, 1, (k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.uniform(-1, 1, (n, k) if trans_b else (k, n)).astype(dtype)
+    c0 = rng.uniform(-1, 1, (m, n)).astype(dtype)
+    opa, opb = (a.T if trans_a else a), (b.T if trans_b else b)
+    dc = C.from_numpy(c0)
+    got = C.gemm(C.from_numpy(a), C.from_numpy(b), dc, alpha=0.5, beta=-2.0, trans_a=trans_a, trans_b=trans_b,
+                 allow_tf32=False)
+    assert got is dc
+    want = 0.5 * ref_matmul(opa, opb) - 2.0 * c0
+    np.testing.assert_allclose(dc.numpy(), want, **fp_tol(dtype, k))
+    fresh = C.gemm(C.from_numpy(a), C.from_numpy(b), trans_a=trans_a, trans_b=trans_b)
+    np.testing.assert_allclose(fresh.numpy(), ref_matmul(opa, opb), **fp_tol(dtype, k))
+
+
+@requires_gpu
+def test_gemm_device_argument_errors():
+    a = C.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^gemm: inner dimensions differ"):
+        C.gemm(a, C.zeros((4, 5), np.float32))
+    with pytest.raises(TypeError, match=r"^gemm: a has dtype float32 but b has dtype float64"):
+        C.gemm(a, C.zeros((3, 5), np.float64))
+    with pytest.raises(ValueError, match=r"^gemm: beta=1 needs an input c"):
+        C.gemm(a, C.zeros((3, 5), np.float32), beta=1.0)
+    with pytest.raises(ValueError, match=r"^gemm: c has shape \(5, 2\), expected \(2, 5\)"):
+        C.gemm(a, C.zeros((3, 5), np.float32), C.zeros((5, 2), np.float32))
+    with pytest.raises(ValueError, match=r"^gemm: c must have unit stride"):
+        C.gemm(a, C.zeros((3, 5), np.float32), C.zeros((5, 2), np.float32).transpose(0, 1))
+    with pytest.raises(ValueError, match=r"^gemm: c shares memory with an input"):
+        sq = C.zeros((3, 3), np.float32)
+        C.gemm(sq, sq, sq)
+
+
+def tf32_tol(a, b):
+    """|error| bound for TF32 operands (relative rounding 2^-11 each) summed in float32:
+    per element, (2 * 2^-11 + k * 2^-24) * (|a| @ |b|), with a margin."""
+    k = a.shape[-1]
+    mag = np.matmul(np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64)))
+    return 1.5 * (2 * 2.0 ** -11 + k * 2.0 ** -24) * mag + 1e-30
+
+
+@requires_gpu
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (17, 33, 9), (64, 64, 16), (129, 65, 257), (300, 200, 1000)], ids=str)
+def test_gemm_tf32_matches_numpy_within_tf32_rounding(m, n, k, trans_a, trans_b):
+    rng = rng_for("tf32", m, n, k, trans_a, trans_b)
+    a = rng.uniform(-1, 1, (k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.uniform(-1, 1, (n, k) if trans_b else (k, n)).astype(np.float32)
+    c0 = rng.uniform(-1, 1, (m, n)).astype(np.float32)
+    opa, opb = (a.T if trans_a else a), (b.T if trans_b else b)
+    dc = C.from_numpy(c0)
+    C.gemm(C.from_numpy(a), C.from_numpy(b), dc, alpha=1.5, beta=0.5, trans_a=trans_a, trans_b=trans_b,
+           allow_tf32=True)
+    want = 1.5 * ref_matmul(opa, opb) + 0.5 * c0
+    err = np.abs(dc.numpy() - want)
+    assert np.all(err <= 1.5 * tf32_tol(opa, opb) + 1e-6), float(err.max())
+
+
+@requires_gpu
+def test_matmul_tf32_flag_selects_tensor_cores():
+    a, da = device_operand((4, 96, 512), np.float32, "contiguous", "a")
+    b, db = device_operand((512, 80), np.float32, "transposed", "b")
+    want = ref_matmul(a, b)
+    exact = np.abs(C.matmul(da, db).numpy() - want).max()  # flag off by default
+    try:
+        dlkern.cuda.matmul_allow_tf32 = True
+        got = C.matmul(da, db).numpy()
+    finally:
+        dlkern.cuda.matmul_allow_tf32 = False
+    err = np.abs(got - want)
+    assert np.all(err <= tf32_tol(a, b) + 1e-6)
+    if C._tf32_supported(0):
+        # TF32 keeps 10 mantissa bits: its error is far above float32's on sm_80+.
+        assert err.max() > 4 * exact, (err.max(), exact)
