@@ -54,6 +54,53 @@ def cases():
            (logits, w, b))
 
 
+def gemm_cases():
+    """(name, flops, a shape, b shape): square, batched (broadcast-free) and skinny products."""
+    yield ("matmul 4096x4096x4096", 2 * 4096 ** 3, (4096, 4096), (4096, 4096))
+    yield ("matmul 16x(512x512x512)", 16 * 2 * 512 ** 3, (16, 512, 512), (16, 512, 512))
+    yield ("matmul 8192x1024 @ 1024x4096", 2 * 8192 * 1024 * 4096, (8192, 1024), (1024, 4096))
+
+
+def gemm_rows(repeats):
+    """GEMM with TF32 off and on, beside torch.matmul with allow_tf32 False/True. Each
+    result is checked first against a float64 reference: relative Frobenius error under
+    1e-5 in float32, 5e-3 with TF32."""
+    rows = ["| product | tf32 | dlkern ms | dlkern TFLOP/s | torch ms | torch TFLOP/s |",
+            "|---|---|---|---|---|---|"]
+    failures = 0
+    rng = np.random.default_rng(1)
+    for name, flops, a_shape, b_shape in gemm_cases():
+        a = rng.uniform(-1, 1, a_shape).astype(np.float32)
+        b = rng.uniform(-1, 1, b_shape).astype(np.float32)
+        da, db = C.from_numpy(a), C.from_numpy(b)
+        if torch is not None:
+            ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+            want = torch.matmul(ta.double(), tb.double()).cpu().numpy()
+        else:
+            want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+        for tf32 in (False, True):
+            got = C.matmul(da, db, allow_tf32=tf32).numpy()
+            err = np.linalg.norm(got - want) / np.linalg.norm(want)
+            if err > (5e-3 if tf32 else 1e-5):
+                print(f"MISMATCH {name} tf32={tf32}: relative error {err:.3g}")
+                failures += 1
+                continue
+            t = median_seconds(lambda: C.matmul(da, db, allow_tf32=tf32), C.synchronize, repeats, inner=3)
+            cells = [f"{t * 1e3:.3f}", f"{flops / t / 1e12:.1f}"]
+            if torch is not None:
+                old = torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                try:
+                    tt = median_seconds(lambda: torch.matmul(ta, tb), torch.cuda.synchronize, repeats, inner=3)
+                finally:
+                    torch.backends.cuda.matmul.allow_tf32 = old
+                cells += [f"{tt * 1e3:.3f}", f"{flops / tt / 1e12:.1f}"]
+            else:
+                cells += ["-", "-"]
+            rows.append(f"| {name} | {'on' if tf32 else 'off'} | " + " | ".join(cells) + " |")
+    return rows, failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -86,6 +133,9 @@ def main():
         else:
             cells += ["-", "-"]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    g_rows, g_failures = gemm_rows(args.repeats)
+    failures += g_failures
+    rows += ["", "## GEMM (float32)", ""] + g_rows
     note = "" if torch is not None else "\ntorch with CUDA is not importable here: dlkern only.\n"
     with open(args.out, "w") as f:
         f.write("# dlkern CUDA kernels\n\n" + "\n".join(rows) + "\n" + note)
