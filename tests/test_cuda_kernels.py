@@ -290,3 +290,127 @@ def test_matmul_tf32_flag_selects_tensor_cores():
     if C._tf32_supported(0):
         # TF32 keeps 10 mantissa bits: its error is far above float32's on sm_80+.
         assert err.max() > 4 * exact, (err.max(), exact)
+
+
+# ---------------------------------------------------------------------------
+# Cross-entropy
+# ---------------------------------------------------------------------------
+
+def ce_ref(x, t, w, ignore_index, reduction, eps):
+    """NumPy float64 reference of PyTorch's cross_entropy with class-index targets and
+    its gradient for a unit cotangent: (loss, lse, dx). x (N, C, ...) or (C,)."""
+    x = x.astype(np.float64)
+    unbatched = x.ndim == 1
+    if unbatched:
+        x, t = x[None], np.asarray(t).reshape(1)
+    xm = np.moveaxis(x, 1, -1)                     # (N, ..., C)
+    c = xm.shape[-1]
+    wv = np.ones(c) if w is None else w.astype(np.float64)
+    m = xm.max(-1, keepdims=True)
+    lse = (m + np.log(np.exp(xm - m).sum(-1, keepdims=True)))[..., 0]
+    logp = xm - lse[..., None]
+    valid = t != ignore_index
+    tt = np.where(valid, t, 0)
+    nll = -np.take_along_axis(logp, tt[..., None], -1)[..., 0] * wv[tt]
+    smooth = -(logp * wv).sum(-1)
+    per = np.where(valid, (1 - eps) * nll + eps / c * smooth, 0.0)
+    div = np.where(valid, wv[tt], 0.0).sum()
+    # gradient of sum(per) (then scaled for mean)
+    p = np.exp(logp)
+    onehot = np.eye(c)[tt]
+    target_dist = (1 - eps) * onehot * wv[tt][..., None] + eps / c * wv
+    dxm = p * target_dist.sum(-1, keepdims=True) - target_dist
+    dxm = np.where(valid[..., None], dxm, 0.0)
+    if reduction == "none":
+        loss = per
+    elif reduction == "sum":
+        loss = per.sum()
+    else:
+        loss = per.sum() / div
+        dxm = dxm / div
+    dx = np.moveaxis(dxm, -1, 1)
+    if unbatched:
+        return np.asarray(loss).reshape(()) if reduction != "none" else per.reshape(()), lse.reshape(()), dx[0]
+    return loss, lse, dx
+
+
+@requires_module
+@pytest.mark.parametrize("call, exc, pattern", [
+    (lambda: C.cross_entropy_forward(np.ones((2, 3)), np.zeros(2, np.int64)), TypeError,
+     r"^cross_entropy: input is a numpy.ndarray \(host memory\)"),
+    (lambda: C.cross_entropy_backward(1.0, [1.0], None, None), TypeError,
+     r"^cross_entropy_backward: input must be a dlkern._C_cuda.DeviceArray, got list"),
+])
+def test_cross_entropy_argument_errors_before_device_work(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+@requires_module
+def test_cuda_namespace_has_cross_entropy():
+    dev = CUDADevice(0)
+    assert dev.cross_entropy_forward.__name__ == "cross_entropy_forward"
+    assert dev.cross_entropy_backward.__name__ == "cross_entropy_backward"
+
+
+CE_CASES = [
+    # (input shape, weighted, ignore some, reduction, label_smoothing)
+    ((4, 7), False, False, "mean", 0.0),
+    ((1, 1), False, False, "sum", 0.0),
+    ((5, 3), True, True, "mean", 0.1),
+    ((6, 1000), True, False, "none", 0.0),
+    ((3, 513), False, True, "sum", 0.25),
+    ((2, 5, 3, 4), True, True, "mean", 0.05),
+    ((2, 4, 7), False, False, "none", 0.3),
+    ((11,), True, False, "mean", 0.1),
+    ((0, 4), False, False, "sum", 0.0),
+]
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape, weighted, ignore, reduction, eps", CE_CASES, ids=str)
+def test_cross_entropy_matches_numpy(shape, weighted, ignore, reduction, eps, dtype):
+    rng = rng_for("ce", shape, weighted, ignore, reduction, eps)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    c = shape[0] if len(shape) == 1 else shape[1]
+    sample = () if len(shape) == 1 else (shape[0],) + shape[2:]
+    t = rng.integers(0, c, sample).astype(np.int64)
+    if ignore and t.size > 1:
+        t.reshape(-1)[::3] = -100
+    w = rng.uniform(0.5, 2.0, c).astype(dtype) if weighted else None
+    want_loss, want_lse, want_dx = ce_ref(x, t, w, -100, reduction, eps)
+    dx_, dt_ = C.from_numpy(x), C.from_numpy(t)
+    dw = C.from_numpy(w) if weighted else None
+    loss, lse = C.cross_entropy_forward(dx_, dt_, dw, -100, reduction, eps)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    assert loss.shape == np.shape(want_loss) and lse.shape == np.shape(want_lse)
+    np.testing.assert_allclose(loss.numpy(), want_loss, **tol)
+    np.testing.assert_allclose(lse.numpy(), want_lse, **tol)
+    grad = C.from_numpy(np.ones(np.shape(want_loss), dtype)) if reduction == "none" else 1.0
+    dx = C.cross_entropy_backward(grad, dx_, dt_, lse, dw, -100, reduction, eps)
+    assert dx.shape == x.shape
+    np.testing.assert_allclose(dx.numpy(), want_dx, **tol)
+    if reduction != "none":  # a one-element DeviceArray cotangent, scaled
+        dx2 = C.cross_entropy_backward(C.from_numpy(np.array(2.0, dtype)), dx_, dt_, lse, dw, -100, reduction, eps)
+        np.testing.assert_allclose(dx2.numpy(), 2 * want_dx, **tol)
+
+
+@requires_gpu
+def test_cross_entropy_errors_and_edges():
+    x = C.from_numpy(np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"^cross_entropy: target at flat index 1 is out of range for 4 classes"):
+        C.cross_entropy_forward(x, C.from_numpy(np.array([0, 4, -1], np.int64)))
+    with pytest.raises(TypeError, match=r"^cross_entropy: target has dtype float32"):
+        C.cross_entropy_forward(x, C.from_numpy(np.zeros(3, np.float32)))
+    with pytest.raises(ValueError, match=r"^cross_entropy: target has shape \(4,\), expected \(3,\)"):
+        C.cross_entropy_forward(x, C.from_numpy(np.zeros(4, np.int64)))
+    with pytest.raises(ValueError, match=r"^cross_entropy: reduction must be"):
+        C.cross_entropy_forward(x, C.from_numpy(np.zeros(3, np.int64)), reduction="avg")
+    # every target ignored: mean is NaN, as PyTorch
+    loss, _ = C.cross_entropy_forward(x, C.from_numpy(np.full(3, -100, np.int64)))
+    assert np.isnan(loss.numpy())
+    # large logits stay accurate (shifted by the max)
+    big = np.array([[1e4, 0.0, -1e4]], np.float32)
+    loss, _ = C.cross_entropy_forward(C.from_numpy(big), C.from_numpy(np.array([1], np.int64)), reduction="sum")
+    np.testing.assert_allclose(loss.numpy(), 1e4, rtol=1e-6)

@@ -209,6 +209,7 @@ class CUDADevice:
         "layer_norm_forward": "layer_norm_forward", "layer_norm_backward": "layer_norm_backward",
         "rms_norm_forward": "rms_norm_forward", "rms_norm_backward": "rms_norm_backward",
         "matmul": "matmul", "gemm": "gemm",
+        "cross_entropy_forward": "cross_entropy_forward", "cross_entropy_backward": "cross_entropy_backward",
     }
 
     def __init__(self, index=0):
