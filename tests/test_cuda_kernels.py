@@ -414,3 +414,184 @@ def test_cross_entropy_errors_and_edges():
     big = np.array([[1e4, 0.0, -1e4]], np.float32)
     loss, _ = C.cross_entropy_forward(C.from_numpy(big), C.from_numpy(np.array([1], np.int64)), reduction="sum")
     np.testing.assert_allclose(loss.numpy(), 1e4, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# RoPE, KV cache, decode attention
+# ---------------------------------------------------------------------------
+
+def rope_ref(x, offset, base, inverse=False):
+    x = x.astype(np.float64)
+    t_len, d = x.shape[-2], x.shape[-1]
+    half = d // 2
+    pos = offset + np.arange(t_len)[:, None]
+    ang = pos * base ** (-2.0 * np.arange(half) / d)
+    c, s = np.cos(ang), np.sin(ang) * (-1 if inverse else 1)
+    lo, hi = x[..., :half], x[..., half:]
+    return np.concatenate([lo * c - hi * s, hi * c + lo * s], axis=-1)
+
+
+def decode_ref(q, k, v, length, mask=None, scale=None):
+    """float64 NumPy: q (B, Hq, Tq, D) at positions length-Tq.. against k/v[:, :, :length]."""
+    q, k, v = (a.astype(np.float64) for a in (q, k, v))
+    B, Hq, Tq, D = q.shape
+    g = Hq // k.shape[1]
+    k = np.repeat(k[:, :, :length], g, axis=1)
+    v = np.repeat(v[:, :, :length], g, axis=1)
+    scale = 1 / np.sqrt(D) if scale is None else scale
+    s = q @ np.swapaxes(k, -1, -2) * scale
+    if mask is not None:
+        s = s + mask
+    i = np.arange(Tq)[:, None] + length - Tq
+    s = np.where(np.arange(length)[None, :] <= i, s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    p = np.exp(s - m)
+    den = p.sum(-1, keepdims=True)
+    out = (p @ v) / np.where(den > 0, den, 1)
+    return np.where(den > 0, out, 0)
+
+
+@requires_module
+@pytest.mark.parametrize("B, Hkv, rows, length, D, Dv, nbytes, sms", [
+    (1, 1, 8, 4096, 128, 128, 4, 132), (32, 8, 4, 4096, 128, 128, 4, 132), (1, 1, 1, 1, 256, 256, 8, 132),
+    (2, 2, 20, 100, 64, 64, 4, 132), (1, 4, 1, 7, 3, 5, 8, 1), (64, 32, 1, 10000, 64, 64, 2, 108),
+])
+def test_decode_plan_covers_the_keys(B, Hkv, rows, length, D, Dv, nbytes, sms):
+    p = C._decode_plan(B, Hkv, rows, length, D, Dv, nbytes, sms)
+    assert p["row_groups"] * 8 >= rows > (p["row_groups"] - 1) * 8
+    assert p["smem_bytes"] == p["tile_keys"] * (D + Dv) * nbytes <= 48 * 1024
+    assert p["chunk"] % p["tile_keys"] == 0
+    # every key in exactly one split, no empty split
+    assert p["splits"] * p["chunk"] >= length > (p["splits"] - 1) * p["chunk"]
+    if B * Hkv * p["row_groups"] >= 2 * sms:
+        assert p["splits"] == 1  # enough blocks without splitting
+    if B * Hkv == 1 and length >= 4 * 2 * sms * p["tile_keys"]:
+        assert p["splits"] >= 2 * sms  # flash-decoding fills the GPU
+
+
+@requires_module
+def test_attention_argument_errors_before_device_work():
+    with pytest.raises(TypeError, match=r"^rope: x is a numpy.ndarray"):
+        C.rope(np.ones((2, 4)))
+    with pytest.raises(TypeError, match=r"^decode_attention: q must be a dlkern._C_cuda.DeviceArray, got list"):
+        C.decode_attention([1.0], None, None, 1)
+    with pytest.raises(TypeError, match=r"^kv_cache_append: cache must be a dlkern._C_cuda.DeviceArray, got NoneType"):
+        C.kv_cache_append(None, None, 0)
+
+
+@requires_module
+def test_cuda_namespace_has_attention_ops():
+    dev = CUDADevice(0)
+    for name in ("rope", "rope_backward", "kv_cache_append", "decode_attention"):
+        assert getattr(dev, name).__name__ == name
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape, offset", [((5, 8), 0), ((2, 3, 7, 6), 11), ((1, 2), 3), ((2, 0, 4), 0)], ids=str)
+def test_rope_matches_numpy(shape, offset, dtype):
+    x = rng_for("rope", shape).standard_normal(shape).astype(dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    y = C.rope(C.from_numpy(x), offset, 500.0)
+    np.testing.assert_allclose(y.numpy(), rope_ref(x, offset, 500.0), **tol)
+    back = C.rope_backward(y, offset, 500.0)
+    np.testing.assert_allclose(back.numpy(), x, **tol)
+    # a transposed view is read correctly
+    xt = C.from_numpy(np.ascontiguousarray(np.swapaxes(x, -1, -2)))
+    nd = len(shape)
+    np.testing.assert_allclose(C.rope(xt.transpose(nd - 2, nd - 1), offset, 500.0).numpy(),
+                               rope_ref(x, offset, 500.0), **tol)
+
+
+@requires_gpu
+def test_rope_errors():
+    with pytest.raises(ValueError, match=r"^rope: the last dim of x must be even"):
+        C.rope(C.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"^rope_backward: base must be > 0"):
+        C.rope_backward(C.zeros((2, 4), np.float32), 0, 0.0)
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_kv_cache_append(dtype):
+    rng = rng_for("kv")
+    cache_h = np.zeros((2, 3, 10, 4), dtype)
+    cache = C.from_numpy(cache_h)
+    new = rng.standard_normal((2, 3, 4, 4)).astype(dtype)
+    assert C.kv_cache_append(cache, C.from_numpy(new), 5) == 9
+    cache_h[:, :, 5:9] = new
+    # a strided (transposed-layout) new is copied correctly too
+    new2 = rng.standard_normal((2, 1, 3, 4)).astype(dtype)
+    nt = C.from_numpy(np.ascontiguousarray(new2.transpose(0, 2, 1, 3))).permute(0, 2, 1, 3)
+    assert C.kv_cache_append(cache, nt, 0) == 1
+    cache_h[:, :, 0:1] = new2
+    np.testing.assert_array_equal(cache.numpy(), cache_h)
+    with pytest.raises(ValueError, match=r"^kv_cache_append: cache overflow: offset 8 \+ 4 new > capacity 10"):
+        C.kv_cache_append(cache, C.from_numpy(new), 8)
+    with pytest.raises(ValueError, match=r"^kv_cache_append: new has shape"):
+        C.kv_cache_append(cache, C.zeros((2, 2, 1, 4), dtype), 0)
+
+
+DECODE_CASES = [
+    # (B, Hq, Hkv, Tq, S, length, D, Dv)
+    (1, 1, 1, 1, 8, 5, 4, 4),
+    (2, 8, 2, 1, 40, 33, 64, 64),
+    (1, 4, 1, 3, 300, 257, 32, 48),     # MQA, a few query positions, causal among them
+    (1, 2, 2, 1, 5000, 4099, 128, 128),  # long cache, few (b, kv head) pairs: split keys
+    (3, 12, 4, 2, 17, 17, 7, 9),         # odd head dims
+    (1, 16, 1, 1, 70, 64, 256, 256),     # 16 query rows: two row groups; largest head dim
+]
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("B, Hq, Hkv, Tq, S, length, D, Dv", DECODE_CASES, ids=str)
+def test_decode_attention_matches_numpy(B, Hq, Hkv, Tq, S, length, D, Dv, dtype):
+    rng = rng_for("decode", B, Hq, Hkv, Tq, S, length, D, Dv)
+    q = rng.standard_normal((B, Hq, Tq, D)).astype(dtype)
+    k = rng.standard_normal((B, Hkv, S, D)).astype(dtype)
+    v = rng.standard_normal((B, Hkv, S, Dv)).astype(dtype)
+    # garbage beyond `length` must never be read into the result
+    k[:, :, length:] = np.nan
+    v[:, :, length:] = np.nan
+    got = C.decode_attention(C.from_numpy(q), C.from_numpy(k), C.from_numpy(v), length)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    assert got.shape == (B, Hq, Tq, Dv)
+    np.testing.assert_allclose(got.numpy(), decode_ref(q, k, v, length), **tol)
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_decode_attention_mask_scale_and_strided_q(dtype):
+    rng = rng_for("decode-mask")
+    B, Hq, Hkv, Tq, S, length, D = 2, 4, 2, 2, 30, 21, 16
+    q = rng.standard_normal((B, Tq, Hq, D)).astype(dtype)     # (B, T, H, D) layout, viewed as (B, H, T, D)
+    k = rng.standard_normal((B, Hkv, S, D)).astype(dtype)
+    v = rng.standard_normal((B, Hkv, S, D)).astype(dtype)
+    mask = np.where(rng.uniform(size=(1, Hq, 1, length)) < 0.3, -np.inf, rng.standard_normal((1, Hq, 1, length)))
+    mask = mask.astype(dtype)
+    mask[0, 0, 0, :] = -np.inf  # head 0 sees no key: out 0
+    dq = C.from_numpy(q).permute(0, 2, 1, 3)
+    got = C.decode_attention(dq, C.from_numpy(k), C.from_numpy(v), length, C.from_numpy(mask), 0.3)
+    want = decode_ref(q.transpose(0, 2, 1, 3), k, v, length, mask, 0.3)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(got.numpy(), want, **tol)
+    assert not got.numpy()[:, 0].any()
+
+
+@requires_gpu
+def test_decode_attention_errors():
+    q = C.zeros((1, 3, 1, 4), np.float32)
+    kv = C.zeros((1, 2, 8, 4), np.float32)
+    with pytest.raises(ValueError, match=r"^decode_attention: q has 3 heads .* not a multiple of the 2 kv heads"):
+        C.decode_attention(q, kv, kv, 4)
+    q = C.zeros((1, 2, 2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"^decode_attention: length 9 exceeds the cache capacity 8"):
+        C.decode_attention(q, kv, kv, 9)
+    with pytest.raises(ValueError, match=r"^decode_attention: length 1 is less than the 2 query positions"):
+        C.decode_attention(q, kv, kv, 1)
+    with pytest.raises(TypeError, match=r"^decode_attention: attn_mask has dtype int64"):
+        C.decode_attention(q, kv, kv, 4, C.zeros((1, 1, 1, 4), np.int64))
+    with pytest.raises(ValueError, match=r"^decode_attention: attn_mask of shape \(1, 1, 1, 5\) does not broadcast"):
+        C.decode_attention(q, kv, kv, 4, C.zeros((1, 1, 1, 5), np.float32))
