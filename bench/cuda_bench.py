@@ -52,6 +52,35 @@ def cases():
            lambda x, w, b: C.layer_norm_forward(x, (1024,), w, b, 1e-5)[0],
            torch and (lambda x, w, b: torch.nn.functional.layer_norm(x, (1024,), w, b, 1e-5)), None,
            (logits, w, b))
+    # fused cross-entropy over a vocabulary-sized row
+    vocab = rng.standard_normal((2048, 32000)).astype(np.float32)
+    labels = rng.integers(0, 32000, 2048).astype(np.int64)
+    yield ("cross_entropy fwd (2048x32000)", vocab.size * f, lambda x, t: C.cross_entropy_forward(x, t)[0],
+           torch and (lambda x, t: torch.nn.functional.cross_entropy(x, t)), None, (vocab, labels))
+    yield ("cross_entropy fwd+bwd (2048x32000)", 2 * vocab.size * f,
+           lambda x, t: C.cross_entropy_backward(1.0, x, t, C.cross_entropy_forward(x, t)[1]),
+           torch and (lambda x, t: torch.func.grad(lambda y: torch.nn.functional.cross_entropy(y, t))(x)), None,
+           (vocab, labels))
+    # rotary embedding of (heads, T, D)
+    qk = rng.standard_normal((32, 4096, 128)).astype(np.float32)
+    yield ("rope (32x4096x128)", 2 * qk.size * f, lambda x: C.rope(x, 0, 10000.0), None, rope_numpy, (qk,))
+    # one decode step: 32 query heads sharing 8 KV heads, 8192 cached positions
+    q = rng.standard_normal((1, 32, 1, 128)).astype(np.float32)
+    kc = rng.standard_normal((1, 8, 8192, 128)).astype(np.float32)
+    vc = rng.standard_normal((1, 8, 8192, 128)).astype(np.float32)
+    yield ("decode_attention GQA 32/8 heads, 8192 keys (torch: SDPA on K/V repeated per call)",
+           (kc.size + vc.size) * f, lambda q, k, v: C.decode_attention(q, k, v, 8192),
+           torch and (lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
+               q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1))), None, (q, kc, vc))
+
+
+def rope_numpy(x, offset=0, base=10000.0):
+    t_len, d = x.shape[-2], x.shape[-1]
+    half = d // 2
+    ang = (offset + np.arange(t_len)[:, None]) * base ** (-2.0 * np.arange(half) / d)
+    c, s = np.cos(ang), np.sin(ang)
+    lo, hi = x[..., :half].astype(np.float64), x[..., half:].astype(np.float64)
+    return np.concatenate([lo * c - hi * s, hi * c + lo * s], axis=-1)
 
 
 def gemm_cases():
