@@ -20,15 +20,6 @@ using cuda::DeviceArray;
 using cuda::DType;
 using cuda::Shape;
 
-DeviceArray move_axis(const DeviceArray& x, int from, int to) {
-  DeviceArray v = x;
-  v.shape.erase(v.shape.begin() + from);
-  v.strides.erase(v.strides.begin() + from);
-  v.shape.insert(v.shape.begin() + to, x.shape[from]);
-  v.strides.insert(v.strides.begin() + to, x.strides[from]);
-  return v;
-}
-
 DeviceArray reshaped(DeviceArray a, const Shape& shape) {  // a must be contiguous
   a.shape = shape;
   a.strides = cuda::contiguous_strides(shape);
@@ -100,7 +91,7 @@ CeArgs check_common(const py::object& input_obj, const py::object& target_obj, c
 DeviceArray rows_of(const CeArgs& a, const char* op) {
   const DeviceArray& x = *a.input;
   if (a.unbatched) return cuda::contiguous(x, op);
-  return cuda::contiguous(move_axis(x, 1, x.ndim() - 1), op);
+  return cuda::contiguous(cuda::move_axis(x, 1, x.ndim() - 1), op);
 }
 
 py::tuple ce_forward(const py::object& input, const py::object& target, const py::object& weight,
@@ -211,7 +202,7 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
                                       static_cast<T*>(dx.data()), static_cast<double*>(scratch.data()), a.rows, a.c,
                                       ignore_index, a.reduction, static_cast<T>(label_smoothing), s, op);
     });
-    const DeviceArray back = a.unbatched ? dx : move_axis(dx, x.ndim() - 1, 1);
+    const DeviceArray back = a.unbatched ? dx : cuda::move_axis(dx, x.ndim() - 1, 1);
     if (out)
       cuda::copy_into(*out, back, op);
     else

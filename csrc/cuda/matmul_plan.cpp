@@ -26,23 +26,6 @@ MatrixLayout matrix_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
   return l;
 }
 
-std::vector<BatchAxis> merge_batch_axes(const std::vector<BatchAxis>& axes) {
-  std::vector<BatchAxis> out;
-  for (const BatchAxis& ax : axes) {
-    if (ax.size == 1) continue;
-    if (!out.empty()) {
-      BatchAxis& last = out.back();
-      if (last.sa == ax.sa * ax.size && last.sb == ax.sb * ax.size && last.sc == ax.sc * ax.size) {
-        last.size *= ax.size;
-        last.sa = ax.sa, last.sb = ax.sb, last.sc = ax.sc;
-        continue;
-      }
-    }
-    out.push_back(ax);
-  }
-  return out;
-}
-
 MatmulPlan plan_matmul(const Shape& a_shape, const Shape& a_strides, const Shape& b_shape,
                        const Shape& b_strides) {
   const int an = static_cast<int>(a_shape.size()), bn = static_cast<int>(b_shape.size());

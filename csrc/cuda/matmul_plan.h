@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/batch_axes.h"
 #include "cuda/layout.h"
 
 namespace dlkern::cuda {
@@ -23,11 +24,7 @@ struct MatrixLayout {
 };
 MatrixLayout matrix_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs);
 
-// One batch axis after broadcasting: size and the element strides of a, b and the
-// (contiguous) output; 0 broadcasts.
-struct BatchAxis {
-  int64_t size, sa, sb, sc;
-};
+using dlkern::BatchAxis;  // common/batch_axes.h
 
 // numpy.matmul of a (shape, strides) and b: 1-D operands promoted (and the added axis
 // dropped from out_shape), batch axes broadcast right-aligned, then merged where they
@@ -42,9 +39,5 @@ struct MatmulPlan {
 };
 MatmulPlan plan_matmul(const Shape& a_shape, const Shape& a_strides, const Shape& b_shape,
                        const Shape& b_strides);
-
-// Merges neighbouring batch axes that step uniformly in all three operands and drops
-// size-1 axes, so contiguous or broadcast batches become one strided batch.
-std::vector<BatchAxis> merge_batch_axes(const std::vector<BatchAxis>& axes);
 
 }  // namespace dlkern::cuda
