@@ -244,6 +244,8 @@ def test_gemm_device_argument_errors():
         C.gemm(a, C.zeros((3, 5), np.float32), C.zeros((5, 2), np.float32))
     with pytest.raises(ValueError, match=r"^gemm: c must have unit stride"):
         C.gemm(a, C.zeros((3, 5), np.float32), C.zeros((5, 2), np.float32).transpose(0, 1))
+    with pytest.raises(ValueError, match=r"^gemm: the rows of c overlap"):
+        C.gemm(C.zeros((2, 3), np.float32), C.zeros((3, 1), np.float32), C.zeros((1, 1), np.float32).as_strided((2, 1), (0, 1), 0))
     with pytest.raises(ValueError, match=r"^gemm: c shares memory with an input"):
         sq = C.zeros((3, 3), np.float32)
         C.gemm(sq, sq, sq)

@@ -5,6 +5,7 @@
 // contiguous array first. float32 products use TF32 tensor cores when allowed
 // (allow_tf32 argument, else the module-wide flag behind dlkern.cuda.matmul_allow_tf32)
 // and the device is sm_80 or newer. Arguments are checked before any device work.
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <vector>
@@ -202,7 +203,7 @@ py::object gemm_device_arrays(const py::object& a_obj, const py::object& b_obj, 
     if (c->device != a.device) value_error(op, ": c is on cuda:", c->device, " but a is on cuda:", a.device);
     if (n > 1 && c->strides[1] != 1)
       value_error(op, ": c must have unit stride along its last axis (got ", c->strides[1], " elements)");
-    if (m > 1 && n > 1 && c->strides[0] < n)
+    if (m > 1 && c->strides[0] < std::max<int64_t>(n, 1))
       value_error(op, ": the rows of c overlap or run backwards (row stride ", c->strides[0], " for ", n, " columns)");
     if ((a.storage && c->storage == a.storage) || (b.storage && c->storage == b.storage))
       value_error(op, ": c shares memory with an input; pass a separate output array");
