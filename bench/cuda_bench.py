@@ -52,6 +52,82 @@ def cases():
            lambda x, w, b: C.layer_norm_forward(x, (1024,), w, b, 1e-5)[0],
            torch and (lambda x, w, b: torch.nn.functional.layer_norm(x, (1024,), w, b, 1e-5)), None,
            (logits, w, b))
+    # fused cross-entropy over a vocabulary-sized row
+    vocab = rng.standard_normal((2048, 32000)).astype(np.float32)
+    labels = rng.integers(0, 32000, 2048).astype(np.int64)
+    yield ("cross_entropy fwd (2048x32000)", vocab.size * f, lambda x, t: C.cross_entropy_forward(x, t)[0],
+           torch and (lambda x, t: torch.nn.functional.cross_entropy(x, t)), None, (vocab, labels))
+    yield ("cross_entropy fwd+bwd (2048x32000)", 2 * vocab.size * f,
+           lambda x, t: C.cross_entropy_backward(1.0, x, t, C.cross_entropy_forward(x, t)[1]),
+           torch and (lambda x, t: torch.func.grad(lambda y: torch.nn.functional.cross_entropy(y, t))(x)), None,
+           (vocab, labels))
+    # rotary embedding of (heads, T, D)
+    qk = rng.standard_normal((32, 4096, 128)).astype(np.float32)
+    yield ("rope (32x4096x128)", 2 * qk.size * f, lambda x: C.rope(x, 0, 10000.0), None, rope_numpy, (qk,))
+    # one decode step: 32 query heads sharing 8 KV heads, 8192 cached positions
+    q = rng.standard_normal((1, 32, 1, 128)).astype(np.float32)
+    kc = rng.standard_normal((1, 8, 8192, 128)).astype(np.float32)
+    vc = rng.standard_normal((1, 8, 8192, 128)).astype(np.float32)
+    yield ("decode_attention GQA 32/8 heads, 8192 keys (torch: SDPA on K/V repeated per call)",
+           (kc.size + vc.size) * f, lambda q, k, v: C.decode_attention(q, k, v, 8192),
+           torch and (lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
+               q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1))), None, (q, kc, vc))
+
+
+def rope_numpy(x, offset=0, base=10000.0):
+    t_len, d = x.shape[-2], x.shape[-1]
+    half = d // 2
+    ang = (offset + np.arange(t_len)[:, None]) * base ** (-2.0 * np.arange(half) / d)
+    c, s = np.cos(ang), np.sin(ang)
+    lo, hi = x[..., :half].astype(np.float64), x[..., half:].astype(np.float64)
+    return np.concatenate([lo * c - hi * s, hi * c + lo * s], axis=-1)
+
+
+def gemm_cases():
+    """(name, flops, a shape, b shape): square, batched (broadcast-free) and skinny products."""
+    yield ("matmul 4096x4096x4096", 2 * 4096 ** 3, (4096, 4096), (4096, 4096))
+    yield ("matmul 16x(512x512x512)", 16 * 2 * 512 ** 3, (16, 512, 512), (16, 512, 512))
+    yield ("matmul 8192x1024 @ 1024x4096", 2 * 8192 * 1024 * 4096, (8192, 1024), (1024, 4096))
+
+
+def gemm_rows(repeats):
+    """GEMM with TF32 off and on, beside torch.matmul with allow_tf32 False/True. Each
+    result is checked first against a float64 reference: relative Frobenius error under
+    1e-5 in float32, 5e-3 with TF32."""
+    rows = ["| product | tf32 | dlkern ms | dlkern TFLOP/s | torch ms | torch TFLOP/s |",
+            "|---|---|---|---|---|---|"]
+    failures = 0
+    rng = np.random.default_rng(1)
+    for name, flops, a_shape, b_shape in gemm_cases():
+        a = rng.uniform(-1, 1, a_shape).astype(np.float32)
+        b = rng.uniform(-1, 1, b_shape).astype(np.float32)
+        da, db = C.from_numpy(a), C.from_numpy(b)
+        if torch is not None:
+            ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+            want = torch.matmul(ta.double(), tb.double()).cpu().numpy()
+        else:
+            want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+        for tf32 in (False, True):
+            got = C.matmul(da, db, allow_tf32=tf32).numpy()
+            err = np.linalg.norm(got - want) / np.linalg.norm(want)
+            if err > (5e-3 if tf32 else 1e-5):
+                print(f"MISMATCH {name} tf32={tf32}: relative error {err:.3g}")
+                failures += 1
+                continue
+            t = median_seconds(lambda: C.matmul(da, db, allow_tf32=tf32), C.synchronize, repeats, inner=3)
+            cells = [f"{t * 1e3:.3f}", f"{flops / t / 1e12:.1f}"]
+            if torch is not None:
+                old = torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                try:
+                    tt = median_seconds(lambda: torch.matmul(ta, tb), torch.cuda.synchronize, repeats, inner=3)
+                finally:
+                    torch.backends.cuda.matmul.allow_tf32 = old
+                cells += [f"{tt * 1e3:.3f}", f"{flops / tt / 1e12:.1f}"]
+            else:
+                cells += ["-", "-"]
+            rows.append(f"| {name} | {'on' if tf32 else 'off'} | " + " | ".join(cells) + " |")
+    return rows, failures
 
 
 def main():
@@ -86,6 +162,9 @@ def main():
         else:
             cells += ["-", "-"]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    g_rows, g_failures = gemm_rows(args.repeats)
+    failures += g_failures
+    rows += ["", "## GEMM (float32)", ""] + g_rows
     note = "" if torch is not None else "\ntorch with CUDA is not importable here: dlkern only.\n"
     with open(args.out, "w") as f:
         f.write("# dlkern CUDA kernels\n\n" + "\n".join(rows) + "\n" + note)

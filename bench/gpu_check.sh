@@ -43,7 +43,7 @@ esac
 
 echo "== CUDA tests"
 status=0
-( cd "$root" && "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py tests/test_cuda_array.py ) \
+( cd "$root" && "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py tests/test_cuda_array.py tests/test_cuda_kernels.py ) \
   > "$out/tests.log" 2>&1 || status=$?
 tail -n 5 "$out/tests.log"
 

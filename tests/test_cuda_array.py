@@ -278,8 +278,8 @@ def test_cuda_namespace_names_missing_op_and_device():
     assert dev == CUDADevice(0) and dev != CUDADevice(1) and hash(dev) == hash(CUDADevice(0))
     with pytest.raises(NotImplementedError, match=r"op 'conv2d_forward' is not implemented on device 'cuda'"):
         dev.conv2d_forward
-    with pytest.raises(NotImplementedError, match=r"op 'gemm' is not implemented on device 'cuda'"):
-        dev.gemm  # the host-array gemm is not a device-array kernel
+    with pytest.raises(NotImplementedError, match=r"op 'max_pool2d_forward' is not implemented on device 'cuda'"):
+        dev.max_pool2d_forward
 
 
 @requires_module

@@ -36,4 +36,10 @@ decltype(auto) dispatch_cuda_float(cuda::DType dt, F&& f) {
   return dispatch_float(dt == cuda::DType::f32 ? DType::f32 : DType::f64, std::forward<F>(f));
 }
 
+// gemm(a, b, c, alpha, beta, trans_a, trans_b) on DeviceArrays (cuda_matmul.cpp);
+// dlkern._C_cuda.gemm sends DeviceArray operands here. allow_tf32 None follows the
+// module-wide flag.
+py::object gemm_device_arrays(const py::object& a, const py::object& b, const py::object& c, double alpha,
+                              double beta, bool trans_a, bool trans_b, const py::object& allow_tf32);
+
 }  // namespace dlkern::bind

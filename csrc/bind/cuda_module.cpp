@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bind/common.h"
+#include "bind/cuda_common.h"
 #include "bind/gemm_args.h"
 #include "cuda/check.h"
 #include "cuda/gemm.h"
@@ -34,9 +35,12 @@ void require_c_contiguous(const py::array& x, const char* op, const char* arg) {
 }
 
 // Same contract and error messages as dlkern._C.gemm, plus C-contiguous operands.
-py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_obj,
-               double alpha, double beta, bool trans_a, bool trans_b) {
+// DeviceArray operands go to the device-array gemm (cuda_matmul.cpp).
+py::object gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_obj,
+                double alpha, double beta, bool trans_a, bool trans_b, const py::object& allow_tf32) {
   const char* op = "gemm";
+  if (py::isinstance<cuda::DeviceArray>(a_obj) || py::isinstance<cuda::DeviceArray>(b_obj))
+    return gemm_device_arrays(a_obj, b_obj, c_obj, alpha, beta, trans_a, trans_b, allow_tf32);
   GemmCall call = check_gemm_call(a_obj, b_obj, c_obj, beta, trans_a, trans_b);
   const py::array &a = call.a, &b = call.b;
   py::array &c = call.c;
@@ -127,8 +131,15 @@ PYBIND11_MODULE(_C_cuda, m) {
         "Version, the nvcc version and architectures compiled, CUDA runtime and driver versions.");
   m.def("gemm", &bind::gemm, py::arg("a"), py::arg("b"), py::arg("c") = py::none(),
         py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("trans_a") = false,
-        py::arg("trans_b") = false,
-        R"doc(gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False)
+        py::arg("trans_b") = false, py::arg("allow_tf32") = py::none(),
+        R"doc(gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, allow_tf32=None)
+
+DeviceArray operands: the product runs on their device, without copies for views with
+unit stride along either axis; c (if given) is a (m, n) DeviceArray with unit last-axis
+stride, updated in place and returned. float32 uses TF32 tensor cores when allow_tf32
+(None: the set_matmul_allow_tf32 flag) and the device is sm_80+.
+
+NumPy operands:
 
 BLAS-style product C = alpha * op(a) @ op(b) + beta * c computed on the current CUDA
 device, where op(x) is x.T when the matching trans flag is set. Takes 2-D, C-contiguous

@@ -34,16 +34,6 @@ void require_like(const DeviceArray& a, const DeviceArray& ref, const char* op, 
     value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), ", expected ", cuda::shape_str(*shape));
 }
 
-// A view of x with axis d moved last (perm), or back (inverse).
-DeviceArray move_axis(const DeviceArray& x, int from, int to) {
-  DeviceArray v = x;
-  v.shape.erase(v.shape.begin() + from);
-  v.strides.erase(v.strides.begin() + from);
-  v.shape.insert(v.shape.begin() + to, x.shape[from]);
-  v.strides.insert(v.strides.begin() + to, x.strides[from]);
-  return v;
-}
-
 py::object softmax_call(bool is_log, bool backward, const char* op, const py::object& a_obj,
                         const py::object& b_obj, int64_t dim, const py::object& out_obj) {
   // forward: a = x; backward: a = grad_out, b = y (the forward's output)
@@ -62,10 +52,10 @@ py::object softmax_call(bool is_log, bool backward, const char* op, const py::ob
   {
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(a.device, op);
-    const DeviceArray ac = cuda::contiguous(move_axis(a, d, last), op);
+    const DeviceArray ac = cuda::contiguous(cuda::move_axis(a, d, last), op);
     DeviceArray bc;
     if (b) {
-      bc = cuda::contiguous(move_axis(*b, d, last), op);
+      bc = cuda::contiguous(cuda::move_axis(*b, d, last), op);
       cuda::stream_wait(ac.stream, bc.stream, op);
     }
     DeviceArray res = cuda::empty(ac.shape, ac.dtype, ac.device, ac.stream, op);
@@ -79,7 +69,7 @@ py::object softmax_call(bool is_log, bool backward, const char* op, const py::ob
         cuda::softmax_forward<T>(static_cast<const T*>(ac.data()), static_cast<T*>(res.data()), rows, cols,
                                  is_log, res.stream, op);
     });
-    const DeviceArray back = move_axis(res, last, d);
+    const DeviceArray back = cuda::move_axis(res, last, d);
     if (out)
       cuda::copy_into(*out, back, op);
     else

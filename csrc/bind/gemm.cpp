@@ -7,6 +7,7 @@
 
 #include "bind/common.h"
 #include "bind/gemm_args.h"
+#include "common/batch_axes.h"
 #include "cpu/gemm.h"
 
 namespace dlkern::bind {
@@ -56,30 +57,6 @@ py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::objec
     });
   }
   return c;
-}
-
-// One batch axis as seen by the three operands (element strides; 0 broadcasts).
-struct BatchAxis {
-  int64_t size, sa, sb, sc;
-};
-
-// Merge neighbouring batch axes that step uniformly in all three operands, so the
-// common cases (contiguous or broadcast batches) become one strided-batched call.
-std::vector<BatchAxis> merge_batch_axes(const std::vector<BatchAxis>& axes) {
-  std::vector<BatchAxis> out;
-  for (const BatchAxis& ax : axes) {
-    if (ax.size == 1) continue;
-    if (!out.empty()) {
-      BatchAxis& last = out.back();
-      if (last.sa == ax.sa * ax.size && last.sb == ax.sb * ax.size && last.sc == ax.sc * ax.size) {
-        last.size *= ax.size;
-        last.sa = ax.sa, last.sb = ax.sb, last.sc = ax.sc;
-        continue;
-      }
-    }
-    out.push_back(ax);
-  }
-  return out;
 }
 
 py::array matmul(const py::object& a_obj, const py::object& b_obj, const py::object& out_obj) {

@@ -154,4 +154,13 @@ DeviceArray contiguous(const DeviceArray& src, const char* op) {
   return out;
 }
 
+DeviceArray move_axis(const DeviceArray& x, int from, int to) {
+  DeviceArray v = x;
+  v.shape.erase(v.shape.begin() + from);
+  v.strides.erase(v.strides.begin() + from);
+  v.shape.insert(v.shape.begin() + to, x.shape[from]);
+  v.strides.insert(v.strides.begin() + to, x.strides[from]);
+  return v;
+}
+
 }  // namespace dlkern::cuda

@@ -84,6 +84,9 @@ void copy_into(DeviceArray& dst, const DeviceArray& src, const char* op);
 // src itself when contiguous, else a contiguous copy.
 DeviceArray contiguous(const DeviceArray& src, const char* op);
 
+// A view of x with axis `from` moved to position `to` (the others keep their order).
+DeviceArray move_axis(const DeviceArray& x, int from, int to);
+
 // Makes `consumer` wait for the work queued on `producer` so far (no-op if equal).
 void stream_wait(cudaStream_t consumer, cudaStream_t producer, const char* op);
 

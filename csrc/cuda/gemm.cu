@@ -335,6 +335,12 @@ class DeviceBuffer {
 
 }  // namespace
 
+void check_gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, bool reads_ab,
+                     const void* a, int64_t lda, const void* b, int64_t ldb, const void* c,
+                     int64_t ldc, int64_t stride_c, int64_t batch) {
+  check_args(trans_a, trans_b, m, n, k, reads_ab, a, lda, b, ldb, c, ldc, stride_c, batch);
+}
+
 template <typename T>
 cudaError_t gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
                  const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc,

@@ -38,6 +38,27 @@ cudaError_t gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t 
                                  int64_t ldc, int64_t stride_c, int64_t batch,
                                  cudaStream_t stream = nullptr);
 
+// The same product for float on TF32 tensor cores (sm_80 and newer): A and B are
+// rounded to TF32 (10-bit mantissa, as PyTorch's allow_tf32), products are summed in
+// float. Same arguments, checks and contract as gemm_strided_batched<float>; on a device
+// older than sm_80 it returns cudaErrorNotSupported without launching (callers check
+// tf32_supported first). Lives in gemm_tf32.cu.
+cudaError_t gemm_tf32_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                                      float alpha, const float* a, int64_t lda, int64_t stride_a,
+                                      const float* b, int64_t ldb, int64_t stride_b, float beta,
+                                      float* c, int64_t ldc, int64_t stride_c, int64_t batch,
+                                      cudaStream_t stream = nullptr);
+
+// The argument checks every gemm entry runs first (std::invalid_argument naming the
+// op); reads_ab says whether A and B are read (k > 0 and alpha != 0).
+void check_gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, bool reads_ab,
+                     const void* a, int64_t lda, const void* b, int64_t ldb, const void* c,
+                     int64_t ldc, int64_t stride_c, int64_t batch);
+
+// True when `device` has TF32 tensor cores (compute capability 8.0 or newer); false on
+// any runtime failure. Never throws.
+bool tf32_supported(int device) noexcept;
+
 // ---------------------------------------------------------------------------
 // Host-array entry: copies contiguous host operands to the current device, runs
 // gemm, copies C back and waits. A is (m, k) or (k, m) when trans_a, B is (k, n) or

@@ -5,6 +5,9 @@ GPU, ``is_available()`` is False and ``device_count()`` 0; calls that need a dev
 raise RuntimeError saying which of the two is missing.
 """
 
+import sys
+import types
+
 from .device import _cuda_module, _cuda_unavailable_reason
 
 
@@ -61,3 +64,32 @@ def _index(device):
     if text.startswith("cuda"):
         return int(text.split(":")[1]) if ":" in text else None
     raise ValueError(f"expected a CUDA device, got {device!r}")
+
+
+class _CudaModule(types.ModuleType):
+    """Adds ``dlkern.cuda.matmul_allow_tf32`` (PyTorch's
+    ``torch.backends.cuda.matmul.allow_tf32``): when True, float32 ``matmul``/``gemm`` on
+    CUDA arrays may round their operands to TF32 and use tensor cores (sm_80+). Default
+    False. The flag lives in dlkern._C_cuda, so it also governs direct _C_cuda calls;
+    without CUDA support it is stored here and has no effect."""
+
+    _allow_tf32_fallback = False
+
+    @property
+    def matmul_allow_tf32(self):
+        module = _cuda_module()
+        if module is None:
+            return _CudaModule._allow_tf32_fallback
+        return bool(module.get_matmul_allow_tf32())
+
+    @matmul_allow_tf32.setter
+    def matmul_allow_tf32(self, value):
+        value = bool(value)
+        module = _cuda_module()
+        if module is None:
+            _CudaModule._allow_tf32_fallback = value
+        else:
+            module.set_matmul_allow_tf32(value)
+
+
+sys.modules[__name__].__class__ = _CudaModule

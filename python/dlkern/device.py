@@ -208,6 +208,10 @@ class CUDADevice:
         "log_softmax_backward": "log_softmax_backward",
         "layer_norm_forward": "layer_norm_forward", "layer_norm_backward": "layer_norm_backward",
         "rms_norm_forward": "rms_norm_forward", "rms_norm_backward": "rms_norm_backward",
+        "matmul": "matmul", "gemm": "gemm",
+        "cross_entropy_forward": "cross_entropy_forward", "cross_entropy_backward": "cross_entropy_backward",
+        "rope": "rope", "rope_backward": "rope_backward", "kv_cache_append": "kv_cache_append",
+        "decode_attention": "decode_attention",
     }
 
     def __init__(self, index=0):

@@ -1,0 +1,222 @@
+// dlkern._C_cuda rope / rope_backward, kv_cache_append and decode_attention on
+// DeviceArrays, with the CPU ops' names, call shapes and semantics
+// (dlkern.ops.attention). On CUDA, attn_mask must be a float array of q's dtype (device
+// arrays have no bool dtype) and head dims are limited to 256. Arguments are checked
+// before any device work.
+#include <cmath>
+#include <vector>
+
+#include "bind/cuda_common.h"
+#include "cuda/attention.h"
+#include "cuda/check.h"
+
+namespace dlkern::bind {
+namespace {
+
+using cuda::DeviceArray;
+using cuda::DType;
+using cuda::Shape;
+
+const DeviceArray& float_array(const py::handle& obj, const char* op, const char* arg) {
+  const DeviceArray& a = require_device_array(obj, op, arg);
+  if (a.dtype == DType::i64) type_error(op, ": ", arg, " has dtype int64; CUDA ", op, " supports float32 and float64");
+  return a;
+}
+
+void require_same(const DeviceArray& a, const char* arg, const DeviceArray& ref, const char* ref_arg, const char* op) {
+  if (a.dtype != ref.dtype)
+    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), " but ", ref_arg, " has dtype ",
+               cuda::dtype_name(ref.dtype));
+  if (a.device != ref.device) value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref_arg, " is on cuda:", ref.device);
+}
+
+void require_4d(const DeviceArray& a, const char* op, const char* arg, const char* layout) {
+  if (a.ndim() != 4) value_error(op, ": ", arg, " must be 4-D ", layout, ", got shape ", cuda::shape_str(a.shape));
+}
+
+// a itself when its last axis has unit stride (or at most one element), else a contiguous copy.
+DeviceArray unit_last(const DeviceArray& a, const char* op) {
+  if (a.ndim() == 0 || a.shape.back() <= 1 || a.strides.back() == 1) return a;
+  return cuda::contiguous(a, op);
+}
+
+DeviceArray rope_call(const py::object& x_obj, int64_t offset, double base, bool inverse) {
+  const char* op = inverse ? "rope_backward" : "rope";
+  const char* arg = inverse ? "grad_out" : "x";
+  const DeviceArray& x = float_array(x_obj, op, arg);
+  if (x.ndim() < 2) value_error(op, ": ", arg, " must be (..., T, D) with at least 2 dims, got shape ", cuda::shape_str(x.shape));
+  const int64_t T_len = x.shape[x.ndim() - 2], D = x.shape[x.ndim() - 1];
+  if (D % 2 != 0) value_error(op, ": the last dim of ", arg, " must be even, got shape ", cuda::shape_str(x.shape));
+  if (!(base > 0.0)) value_error(op, ": base must be > 0, got ", base);
+  const int64_t half = D / 2;
+  const int64_t rows = T_len * D == 0 ? 0 : x.numel() / D;
+  // (cos, sin) per position and pair, in double as on the CPU, rounded once.
+  std::vector<double> table(static_cast<size_t>(T_len * half * 2));
+  for (int64_t t = 0; t < T_len; ++t)
+    for (int64_t d = 0; d < half; ++d) {
+      const double ang = double(offset + t) * std::pow(base, -2.0 * double(d) / double(D));
+      table[(t * half + d) * 2] = std::cos(ang);
+      table[(t * half + d) * 2 + 1] = inverse ? -std::sin(ang) : std::sin(ang);
+    }
+  DeviceArray y;
+  {
+    py::gil_scoped_release nogil;
+    cuda::DeviceGuard guard(x.device, op);
+    const DeviceArray xc = cuda::contiguous(x, op);
+    y = cuda::empty(x.shape, x.dtype, x.device, xc.stream, op);
+    if (rows == 0 || half == 0) return y;
+    dispatch_cuda_float(x.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      const std::vector<T> tab(table.begin(), table.end());
+      const DeviceArray cs = cuda::from_host(tab.data(), {T_len, half, 2}, x.dtype, x.device, y.stream, op);
+      cuda::rope<T>(static_cast<const T*>(xc.data()), static_cast<T*>(y.data()), static_cast<const T*>(cs.data()),
+                    rows, T_len, D, y.stream, op);
+    });
+  }
+  return y;
+}
+
+int64_t append(const py::object& cache_obj, const py::object& new_obj, int64_t offset) {
+  const char* op = "kv_cache_append";
+  DeviceArray& c = require_device_array(cache_obj, op, "cache");
+  const DeviceArray& n = float_array(new_obj, op, "new");
+  if (c.dtype == DType::i64) type_error(op, ": cache has dtype int64; CUDA ", op, " supports float32 and float64");
+  require_same(n, "new", c, "cache", op);
+  require_4d(c, op, "cache", "(B, H, max_seq, D)");
+  require_4d(n, op, "new", "(B, H, T, D)");
+  if (n.shape[0] != c.shape[0] || n.shape[1] != c.shape[1] || n.shape[3] != c.shape[3])
+    value_error(op, ": new has shape ", cuda::shape_str(n.shape), " but cache has shape ", cuda::shape_str(c.shape),
+                "; they must agree on (B, H, D)");
+  if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
+  if (offset + n.shape[2] > c.shape[2])
+    value_error(op, ": cache overflow: offset ", offset, " + ", n.shape[2], " new > capacity ", c.shape[2],
+                " (cache shape ", cuda::shape_str(c.shape), ")");
+  if (n.storage && n.storage == c.storage) value_error(op, ": new shares memory with cache; pass a separate array");
+  if (n.numel() > 0) {
+    py::gil_scoped_release nogil;
+    cuda::DeviceGuard guard(c.device, op);
+    DeviceArray view = c;  // positions offset .. offset + T - 1 of the cache
+    view.offset += offset * c.strides[2];
+    view.shape[2] = n.shape[2];
+    cuda::copy_into(view, n, op);
+  }
+  return offset + n.shape[2];
+}
+
+DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj, int64_t length,
+                   const py::object& mask_obj, const py::object& scale_obj) {
+  const char* op = "decode_attention";
+  const DeviceArray& q = float_array(q_obj, op, "q");
+  const DeviceArray& k = float_array(k_obj, op, "k_cache");
+  const DeviceArray& v = float_array(v_obj, op, "v_cache");
+  require_same(k, "k_cache", q, "q", op);
+  require_same(v, "v_cache", q, "q", op);
+  require_4d(q, op, "q", "(B, Hq, Tq, D)");
+  require_4d(k, op, "k_cache", "(B, Hkv, S, D)");
+  require_4d(v, op, "v_cache", "(B, Hkv, S, Dv)");
+  const int64_t B = q.shape[0], Hq = q.shape[1], Tq = q.shape[2], D = q.shape[3];
+  const int64_t Hkv = k.shape[1], S = k.shape[2], Dv = v.shape[3];
+  if (k.shape[3] != D)
+    value_error(op, ": head_dim mismatch: q has shape ", cuda::shape_str(q.shape), " but k_cache has shape ",
+                cuda::shape_str(k.shape));
+  if (v.shape[0] != k.shape[0] || v.shape[1] != Hkv || v.shape[2] != S)
+    value_error(op, ": k_cache has shape ", cuda::shape_str(k.shape), " but v_cache has shape ", cuda::shape_str(v.shape),
+                "; they must agree on (B, Hkv, T)");
+  if (k.shape[0] != B)
+    value_error(op, ": batch mismatch: q has shape ", cuda::shape_str(q.shape), " but k_cache has shape ",
+                cuda::shape_str(k.shape));
+  if (Hkv < 1 || Hq % Hkv != 0)
+    value_error(op, ": q has ", Hq, " heads (shape ", cuda::shape_str(q.shape), "), not a multiple of the ", Hkv,
+                " kv heads of k_cache (shape ", cuda::shape_str(k.shape), ")");
+  if (D < 1) value_error(op, ": head_dim must be >= 1, got q of shape ", cuda::shape_str(q.shape));
+  if (D > cuda::kDecodeMaxHeadDim || Dv > cuda::kDecodeMaxHeadDim)
+    value_error(op, ": CUDA decode_attention supports head dims up to ", cuda::kDecodeMaxHeadDim, " (got D=", D,
+                ", Dv=", Dv, ")");
+  if (length < 0) value_error(op, ": length must be >= 0, got ", length);
+  if (length > S)
+    value_error(op, ": length ", length, " exceeds the cache capacity ", S, " (k_cache shape ", cuda::shape_str(k.shape), ")");
+  if (length < Tq)
+    value_error(op, ": length ", length, " is less than the ", Tq, " query positions of q (shape ",
+                cuda::shape_str(q.shape), ")");
+  const DeviceArray* mask = nullptr;
+  Shape mask_strides(4, 0);
+  const Shape scores{B, Hq, Tq, length};
+  if (!mask_obj.is_none()) {
+    mask = &require_device_array(mask_obj, op, "attn_mask");
+    if (mask->dtype != q.dtype)
+      type_error(op, ": attn_mask has dtype ", cuda::dtype_name(mask->dtype), "; on CUDA it must be a float mask of q's "
+                 "dtype ", cuda::dtype_name(q.dtype), " (0 to attend, -inf to mask out)");
+    if (mask->device != q.device) value_error(op, ": attn_mask is on cuda:", mask->device, " but q is on cuda:", q.device);
+    bool ok = mask->ndim() <= 4;
+    try {
+      ok = ok && cuda::broadcast_shapes(mask->shape, scores) == scores;
+    } catch (const std::invalid_argument&) {
+      ok = false;
+    }
+    if (!ok)
+      value_error(op, ": attn_mask of shape ", cuda::shape_str(mask->shape), " does not broadcast to ",
+                  cuda::shape_str(scores));
+    mask_strides = cuda::broadcast_strides(mask->shape, mask->strides, scores);
+  }
+  const double scale = scale_obj.is_none() ? 1.0 / std::sqrt(double(D)) : scale_obj.cast<double>();
+  DeviceArray out;
+  {
+    py::gil_scoped_release nogil;
+    cuda::DeviceGuard guard(q.device, op);
+    const DeviceArray qc = unit_last(q, op), kc = unit_last(k, op), vc = unit_last(v, op);
+    const cudaStream_t s = qc.stream;
+    cuda::stream_wait(s, kc.stream, op);
+    cuda::stream_wait(s, vc.stream, op);
+    if (mask) cuda::stream_wait(s, mask->stream, op);
+    out = cuda::empty({B, Hq, Tq, Dv}, q.dtype, q.device, s, op);
+    if (out.numel() == 0) return out;
+    int sm_count = 0;
+    cuda::check(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, q.device), op, "query the SM count");
+    const cuda::DecodePlan plan = cuda::plan_decode(B, Hkv, (Hq / Hkv) * Tq, length, D, Dv,
+                                                    static_cast<int64_t>(cuda::itemsize(q.dtype)), sm_count);
+    const DeviceArray scratch = cuda::empty({plan.splits * B * Hq * Tq * (Dv + 2)}, q.dtype, q.device, s, op);
+    dispatch_cuda_float(q.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      auto head = [](const DeviceArray& a) {
+        return cuda::HeadArray<T>{static_cast<const T*>(a.data()), a.strides[0], a.strides[1], a.strides[2]};
+      };
+      cuda::decode_attention<T>(head(qc), head(kc), head(vc), mask ? static_cast<const T*>(mask->data()) : nullptr,
+                                mask_strides.data(), static_cast<T*>(out.data()), static_cast<T*>(scratch.data()), B, Hq,
+                                Hkv, Tq, length, D, Dv, static_cast<T>(scale), plan, s, op);
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+DLKERN_REGISTER_BINDINGS(cuda_attention) {
+  m.def("rope", [](const py::object& x, int64_t offset, double base) { return rope_call(x, offset, base, false); },
+        py::arg("x"), py::arg("offset") = 0, py::arg("base") = 10000.0,
+        "rope(x, offset=0, base=10000.0): rotary embedding of a DeviceArray (..., T, D), rotate-half pairs.");
+  m.def("rope_backward",
+        [](const py::object& g, int64_t offset, double base) { return rope_call(g, offset, base, true); },
+        py::arg("grad_out"), py::arg("offset") = 0, py::arg("base") = 10000.0,
+        "rope_backward(grad_out, offset=0, base=10000.0): the inverse rotation.");
+  m.def("kv_cache_append", &append, py::arg("cache"), py::arg("new"), py::arg("offset"),
+        "kv_cache_append(cache, new, offset) -> offset + T: writes new (B, H, T, D) into the cache DeviceArray in place.");
+  m.def("decode_attention", &decode, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("length"),
+        py::arg("attn_mask") = py::none(), py::arg("scale") = py::none(),
+        "decode_attention(q, k_cache, v_cache, length, attn_mask=None, scale=None) -> out (B, Hq, Tq, Dv): q against "
+        "the first length cache positions (causal, bottom-right aligned; GQA); attn_mask: float, q's dtype.");
+  m.def("_decode_plan", [](int64_t B, int64_t Hkv, int64_t rows, int64_t length, int64_t D, int64_t Dv,
+                           int64_t elem_bytes, int sm_count) {
+    const cuda::DecodePlan p = cuda::plan_decode(B, Hkv, rows, length, D, Dv, elem_bytes, sm_count);
+    py::dict d;
+    d["row_groups"] = p.row_groups;
+    d["splits"] = p.splits;
+    d["chunk"] = p.chunk;
+    d["tile_keys"] = p.tile_keys;
+    d["smem_bytes"] = p.smem_bytes;
+    return d;
+  }, py::arg("B"), py::arg("Hkv"), py::arg("rows_per_kv_head"), py::arg("length"), py::arg("D"), py::arg("Dv"),
+  py::arg("elem_bytes"), py::arg("sm_count"),
+  "Testing aid: the decode-attention launch plan (row groups, key splits, chunk, tile, shared memory).");
+}
+
+}  // namespace dlkern::bind
