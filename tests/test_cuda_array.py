@@ -14,22 +14,7 @@ import pytest
 import dlkern
 from dlkern.device import CUDADevice
 
-try:
-    import dlkern._C_cuda as C
-except ModuleNotFoundError as exc:
-    if exc.name != "dlkern._C_cuda":
-        raise
-    C = None
-
-requires_module = pytest.mark.skipif(
-    C is None, reason="dlkern._C_cuda is not built (CUDA was off or nvcc was not found); "
-    "rebuild with DLKERN_CUDA=ON to test it")
-HAS_GPU = C is not None and C.is_available()
-requires_gpu = pytest.mark.skipif(
-    not HAS_GPU, reason="needs a CUDA device: dlkern._C_cuda is missing or no usable "
-    "CUDA device/driver is present")
-no_gpu_only = pytest.mark.skipif(
-    C is None or HAS_GPU, reason="checks the failure path of a build with CUDA on a machine without a GPU")
+from cuda_support import C, HAS_GPU, no_gpu_only, requires_gpu, requires_module  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 

@@ -400,3 +400,17 @@ def write_table_report(path, title: str, header_lines: Sequence[str], notes: Seq
     print()
     print(text_table(headers, table))
     print(f"\n{time.perf_counter() - started:.1f} s; wrote {out}")
+
+
+def add_rowwise_arguments(parser, shapes_help: str, default_out: str, default_repeats: int,
+                          quick_repeats: int) -> None:
+    """The options every row-wise op benchmark (softmax, cross_entropy, gelu) takes."""
+    parser.add_argument("--threads", default="1,2", help="thread counts, comma separated (default 1,2)")
+    parser.add_argument("--shapes", default=None, help=shapes_help)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"timed samples per library (default {default_repeats}, {quick_repeats} with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a small shape and few repeats: a smoke test")
+    parser.add_argument("--peers", default="numpy,torch", help="peer libraries (default numpy,torch)")
+    parser.add_argument("--min-sample-ms", type=float, default=DEFAULT_MIN_SAMPLE_S * 1e3)
+    parser.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_S * 1e3)
+    parser.add_argument("--out", default=default_out, help=f"markdown report (default {default_out})")

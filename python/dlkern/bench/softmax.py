@@ -41,15 +41,8 @@ def parse_shape(text: str):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--threads", default="1,2", help="thread counts, comma separated (default 1,2)")
-    parser.add_argument("--shapes", default=None, help="ROWSxCOLS, comma separated (default 4096x1024,32768x768)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help=f"timed samples per library (default {DEFAULT_REPEATS}, {QUICK_REPEATS} with --quick)")
-    parser.add_argument("--quick", action="store_true", help="a small shape and few repeats: a smoke test")
-    parser.add_argument("--peers", default="numpy,torch", help="peer libraries (default numpy,torch)")
-    parser.add_argument("--min-sample-ms", type=float, default=common.DEFAULT_MIN_SAMPLE_S * 1e3)
-    parser.add_argument("--settle-ms", type=float, default=common.DEFAULT_SETTLE_S * 1e3)
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"markdown report (default {DEFAULT_OUT})")
+    common.add_rowwise_arguments(parser, "ROWSxCOLS, comma separated (default 4096x1024,32768x768)",
+                                 DEFAULT_OUT, DEFAULT_REPEATS, QUICK_REPEATS)
 
 
 # ----------------------------------------------------------------------------- references
