@@ -11,8 +11,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/gemm_launch.cuh"
+
 namespace dlkern::cuda {
 namespace {
+
+using gemm_detail::ceil_div;
+using gemm_detail::GemmParams;
 
 // Block tile BM x BN x BK, per-thread register tile TM x TN, and the resident blocks
 // per SM the register allocation must allow (__launch_bounds__).
@@ -34,21 +39,6 @@ using LargeTile = TileConfig<128, 128, 8, 8, 8, 2>;
 // 64x64 tiles, 4x4 per thread: four times as many blocks for small or skinny products,
 // and few enough registers for double accumulators.
 using SmallTile = TileConfig<64, 64, 16, 4, 4, 1>;
-
-template <typename T>
-struct GemmParams {
-  int64_t m, n, k;
-  T alpha, beta;
-  const T* a;
-  int64_t lda, stride_a;
-  const T* b;
-  int64_t ldb, stride_b;
-  T* c;
-  int64_t ldc, stride_c;
-  // Grid y and z are limited to 65535, so a huge product or batch is covered by several
-  // launches; these say where this launch starts.
-  int64_t first_tile_row, first_item;
-};
 
 // Moves one operand's BK-deep slice between global memory, registers and shared
 // memory. The slice covers EXTENT positions along m (for op(A)) or n (for op(B)) and BK
@@ -195,11 +185,6 @@ __global__ void scale_kernel(int64_t m, int64_t n, T beta, T* c, int64_t ldc, in
 // Host side: argument checks, tile choice, launches.
 // ---------------------------------------------------------------------------
 
-constexpr int64_t kMaxGridYZ = 65535;
-constexpr int64_t kMaxGridX = 2147483647;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Returns err after clearing the runtime's last-error slot, so a failure reported here
 // is not reported again by the next, unrelated cudaGetLastError().
 cudaError_t clear_and_return(cudaError_t err) {
@@ -237,21 +222,10 @@ void check_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, boo
 }
 
 template <typename T, class Cfg, bool TransA, bool TransB>
-cudaError_t launch_tiled(GemmParams<T> p, int64_t batch, cudaStream_t stream) {
-  const int64_t tiles_m = ceil_div(p.m, Cfg::BM), tiles_n = ceil_div(p.n, Cfg::BN);
-  if (tiles_n > kMaxGridX) return cudaErrorInvalidConfiguration;
-  for (int64_t z0 = 0; z0 < batch; z0 += kMaxGridYZ) {
-    for (int64_t y0 = 0; y0 < tiles_m; y0 += kMaxGridYZ) {
-      p.first_item = z0;
-      p.first_tile_row = y0;
-      const dim3 grid(static_cast<unsigned>(tiles_n),
-                      static_cast<unsigned>(std::min(kMaxGridYZ, tiles_m - y0)),
-                      static_cast<unsigned>(std::min(kMaxGridYZ, batch - z0)));
-      gemm_tiled_kernel<T, Cfg, TransA, TransB><<<grid, Cfg::kThreads, 0, stream>>>(p);
-      if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
-    }
-  }
-  return cudaSuccess;
+cudaError_t launch_tiled(const GemmParams<T>& p, int64_t batch, cudaStream_t stream) {
+  return gemm_detail::launch_tile_grid(p, Cfg::BM, Cfg::BN, batch, [&](dim3 grid, const GemmParams<T>& q) {
+    gemm_tiled_kernel<T, Cfg, TransA, TransB><<<grid, Cfg::kThreads, 0, stream>>>(q);
+  });
 }
 
 template <typename T, class Cfg>
@@ -301,12 +275,8 @@ cudaError_t run_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
     return clear_and_return(cudaGetLastError());
   }
 
-  GemmParams<T> p{};
-  p.m = m, p.n = n, p.k = k;
-  p.alpha = alpha, p.beta = beta;
-  p.a = a, p.lda = lda, p.stride_a = stride_a;
-  p.b = b, p.ldb = ldb, p.stride_b = stride_b;
-  p.c = c, p.ldc = ldc, p.stride_c = stride_c;
+  const GemmParams<T> p =
+      gemm_detail::make_params(m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c);
   // double always uses small tiles: 64 double accumulators would exhaust the registers.
   if constexpr (sizeof(T) == sizeof(float)) {
     if (use_large_tiles(m, n, batch, sm_count))

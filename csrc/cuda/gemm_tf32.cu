@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "cuda/gemm.h"
+#include "cuda/gemm_launch.cuh"
 
 namespace dlkern::cuda {
 namespace {
@@ -21,19 +22,7 @@ constexpr int kThreads = 128;  // 4 warps as 2 x 2, each 32 x 32 of the tile
 constexpr int kPadA = kBK + 4, kPadB = kBN + 4, kPadC = kBN + 4;
 constexpr int kLoadsA = kBM * kBK / kThreads;  // 8 elements of each operand per thread
 constexpr int kLoadsB = kBK * kBN / kThreads;
-constexpr int64_t kMaxGridYZ = 65535;
-
-struct Tf32Params {
-  int64_t m, n, k;
-  float alpha, beta;
-  const float* a;
-  int64_t lda, stride_a;
-  const float* b;
-  int64_t ldb, stride_b;
-  float* c;
-  int64_t ldc, stride_c;
-  int64_t first_tile_row, first_item;  // where this launch starts (grid y/z limits)
-};
+using Tf32Params = gemm_detail::GemmParams<float>;
 
 // Element (i, kk) of op(A) and (kk, j) of op(B) in their stored layouts.
 template <bool Trans>
@@ -161,23 +150,11 @@ __global__ void __launch_bounds__(kThreads) gemm_tf32_kernel(const Tf32Params p)
 #endif
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 template <bool TransA, bool TransB>
-cudaError_t launch(Tf32Params p, int64_t batch, cudaStream_t stream) {
-  const int64_t tiles_m = ceil_div(p.m, kBM), tiles_n = ceil_div(p.n, kBN);
-  if (tiles_n > 2147483647LL) return cudaErrorInvalidConfiguration;
-  for (int64_t z0 = 0; z0 < batch; z0 += kMaxGridYZ) {
-    for (int64_t y0 = 0; y0 < tiles_m; y0 += kMaxGridYZ) {
-      p.first_item = z0;
-      p.first_tile_row = y0;
-      const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(std::min(kMaxGridYZ, tiles_m - y0)),
-                      static_cast<unsigned>(std::min(kMaxGridYZ, batch - z0)));
-      gemm_tf32_kernel<TransA, TransB><<<grid, kThreads, 0, stream>>>(p);
-      if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
-    }
-  }
-  return cudaSuccess;
+cudaError_t launch(const Tf32Params& p, int64_t batch, cudaStream_t stream) {
+  return gemm_detail::launch_tile_grid(p, kBM, kBN, batch, [&](dim3 grid, const Tf32Params& q) {
+    gemm_tf32_kernel<TransA, TransB><<<grid, kThreads, 0, stream>>>(q);
+  });
 }
 
 }  // namespace
@@ -210,12 +187,8 @@ cudaError_t gemm_tf32_strided_batched(bool trans_a, bool trans_b, int64_t m, int
     return err;
   }
   if (!tf32_supported(device)) return cudaErrorNotSupported;
-  Tf32Params p{};
-  p.m = m, p.n = n, p.k = k;
-  p.alpha = alpha, p.beta = beta;
-  p.a = a, p.lda = lda, p.stride_a = stride_a;
-  p.b = b, p.ldb = ldb, p.stride_b = stride_b;
-  p.c = c, p.ldc = ldc, p.stride_c = stride_c;
+  const Tf32Params p =
+      gemm_detail::make_params(m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c);
   cudaError_t err = trans_a ? (trans_b ? launch<true, true>(p, batch, stream) : launch<true, false>(p, batch, stream))
                             : (trans_b ? launch<false, true>(p, batch, stream) : launch<false, false>(p, batch, stream));
   if (err != cudaSuccess) cudaGetLastError();
