@@ -15,7 +15,7 @@ import dlkern
 import dlkern.cuda
 from dlkern.device import CUDADevice
 
-from cuda_support import C, HAS_GPU, requires_gpu, requires_module  # noqa: E402
+from cuda_support import C, requires_gpu, requires_module  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 

@@ -19,7 +19,7 @@ kv-head group before timing. Speedup = PyTorch's time / dlkern's time.
 from __future__ import annotations
 
 import time
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 

@@ -414,3 +414,28 @@ def add_rowwise_arguments(parser, shapes_help: str, default_out: str, default_re
     parser.add_argument("--min-sample-ms", type=float, default=DEFAULT_MIN_SAMPLE_S * 1e3)
     parser.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_S * 1e3)
     parser.add_argument("--out", default=default_out, help=f"markdown report (default {default_out})")
+
+
+def parse_2d_shape(text: str, label: str = "ROWSxCOLS") -> Tuple[int, int]:
+    """"4096x1024" -> (4096, 1024); a clear exit for anything else."""
+    try:
+        rows, cols = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"error: shape {text!r}: expected {label}") from None
+    return rows, cols
+
+
+def rowwise_setup(args, default_shapes, quick_shapes, default_repeats: int, quick_repeats: int,
+                  shape_label: str = "ROWSxCOLS"):
+    """Resolve a row-wise benchmark's options (add_rowwise_arguments): sets args.repeats and
+    args.peers (a list) in place, imports PyTorch when it is a requested peer, and returns
+    (threads, shapes, torch module or None, why it is missing)."""
+    threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    shapes = ([parse_2d_shape(s, shape_label) for s in args.shapes.split(",")] if args.shapes
+              else (quick_shapes if args.quick else default_shapes))
+    args.repeats = args.repeats or (quick_repeats if args.quick else default_repeats)
+    args.peers = [p.strip() for p in str(args.peers).split(",") if p.strip()]
+    torch_module, torch_missing = optional_import("torch") if "torch" in args.peers else (None, "not requested")
+    if "torch" in args.peers and torch_module is None:
+        print(f"PyTorch not available ({torch_missing})")
+    return threads, shapes, torch_module, torch_missing

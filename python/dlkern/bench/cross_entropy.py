@@ -32,14 +32,6 @@ TARGET_VS_TORCH = 1.2
 CHECKED_ROWS = 32
 
 
-def parse_shape(text: str):
-    try:
-        rows, cols = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"error: shape {text!r}: expected NxC")
-    return rows, cols
-
-
 def add_arguments(parser) -> None:
     common.add_rowwise_arguments(parser, "NxC logits, comma separated (default 4096x32000)",
                                  DEFAULT_OUT, DEFAULT_REPEATS, QUICK_REPEATS)
@@ -145,12 +137,8 @@ def summary(results):
 
 
 def run(args) -> int:
-    threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
-    shapes = [parse_shape(s) for s in args.shapes.split(",")] if args.shapes else (
-        QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
-    args.repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
-    args.peers = [p.strip() for p in str(args.peers).split(",") if p.strip()]
-    torch_module, torch_missing = common.optional_import("torch") if "torch" in args.peers else (None, "not requested")
+    threads, shapes, torch_module, torch_missing = common.rowwise_setup(
+        args, DEFAULT_SHAPES, QUICK_SHAPES, DEFAULT_REPEATS, QUICK_REPEATS, "NxC")
     notes, results = [], []
     started = time.perf_counter()
     for n in threads:

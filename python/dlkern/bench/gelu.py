@@ -112,14 +112,8 @@ def bench_one(op, shape, n_threads, args, torch_module):
 
 
 def run(args) -> int:
-    threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
-    shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")] if args.shapes else (
-        QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
-    args.repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
-    args.peers = [p.strip() for p in str(args.peers).split(",") if p.strip()]
-    torch_module, torch_missing = common.optional_import("torch") if "torch" in args.peers else (None, "not requested")
-    if "torch" in args.peers and torch_module is None:
-        print(f"PyTorch not available ({torch_missing})")
+    threads, shapes, torch_module, torch_missing = common.rowwise_setup(
+        args, DEFAULT_SHAPES, QUICK_SHAPES, DEFAULT_REPEATS, QUICK_REPEATS)
     rows, started = [], time.perf_counter()
     names = ["dlkern"] + [p for p in ("torch", "numpy") if p in args.peers and (p != "torch" or torch_module)]
     for n in threads:
