@@ -50,7 +50,7 @@ class KVCache:
             raise ValueError(f"KVCache.append: {name} has shape {tuple(a.shape)}, expected ({b}, {h}, T, {d})")
         if a.dtype != self.k.dtype:
             raise TypeError(f"KVCache.append: {name} has dtype {a.dtype}, the cache holds {self.k.dtype}")
-        return np.ascontiguousarray(a)
+        return a  # the append kernel reads strided views in place
 
     def append(self, k_new, v_new):
         """Write k_new, v_new (batch, kv_heads, T, head_dim) at positions offset..offset+T-1;
