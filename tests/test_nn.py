@@ -148,8 +148,9 @@ def test_module_to_dtype_keeps_parameter_objects():
     net.to(dlkern.float32)
     assert net.fc1.weight.dtype == np.float32
     if dlkern.cuda.is_available():
-        with pytest.raises(NotImplementedError, match=r"moving parameters to cuda:0 is not implemented"):
-            net.to("cuda")
+        net.to("cuda")
+        assert all(p.device == "cuda:0" for p in net.parameters())
+        assert all(p is q for p, q in zip(params, net.parameters()))
     else:
         with pytest.raises(RuntimeError, match=r"device 'cuda' requested but"):
             net.to("cuda")

@@ -135,6 +135,14 @@ class CPUDevice:
     contiguous = staticmethod(np.ascontiguousarray)
     arange = staticmethod(np.arange)
 
+    def uniform(self, shape):
+        """Uniform [0, 1) samples (float64) from dlkern's generator (dlkern.manual_seed)."""
+        from .tensor import _RNG
+        return _RNG.generator.random(shape)
+
+    def from_host(self, array):
+        return np.asarray(array)
+
     def __getattr__(self, name):
         # Kernels: dlkern.ops.<name>, looked up lazily and cached on the instance.
         if name.startswith("__"):
@@ -191,42 +199,55 @@ def _cuda_unavailable_reason():
 
 
 class CUDADevice:
-    """A CUDA device: arrays are dlkern._C_cuda.DeviceArray, and the names below map to
-    the _C_cuda kernels. A name with no CUDA kernel yet raises NotImplementedError
-    naming the op and 'cuda'. Inputs must already live on this device."""
+    """A CUDA device: arrays are ``DeviceArray`` of ``module`` (dlkern._C_cuda, or a
+    stand-in with the same functions in tests), with NumPy's array methods installed by
+    dlkern.device_array. Kernel names map 1:1 to the module's functions; the array
+    helpers below (broadcast_to, concatenate, tril, ...) are views and copies built on
+    them. A name with no CUDA kernel raises NotImplementedError naming the op and
+    'cuda'. Every operand must already live on this device."""
 
     type = "cuda"
 
-    # namespace name -> dlkern._C_cuda function taking and returning DeviceArrays
-    _KERNELS = {
-        "add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide",
-        "negative": "negative", "power": "power", "maximum": "maximum", "minimum": "minimum",
-        "exp": "exp", "log": "log", "sqrt": "sqrt", "abs": "abs", "tanh": "tanh",
-        "sigmoid": "sigmoid", "relu": "relu",
-        "sum": "sum", "mean": "mean", "amax": "amax", "amin": "amin",
-        "softmax": "softmax", "log_softmax": "log_softmax", "softmax_backward": "softmax_backward",
-        "log_softmax_backward": "log_softmax_backward",
-        "layer_norm_forward": "layer_norm_forward", "layer_norm_backward": "layer_norm_backward",
-        "rms_norm_forward": "rms_norm_forward", "rms_norm_backward": "rms_norm_backward",
-        "matmul": "matmul", "gemm": "gemm",
-        "cross_entropy_forward": "cross_entropy_forward", "cross_entropy_backward": "cross_entropy_backward",
-        "rope": "rope", "rope_backward": "rope_backward", "kv_cache_append": "kv_cache_append",
-        "decode_attention": "decode_attention",
-    }
+    # Names that are the module's functions under the same name (checked for mixing).
+    _KERNELS = frozenset((
+        "add", "subtract", "multiply", "divide", "negative", "power", "maximum", "minimum", "logaddexp",
+        "exp", "expm1", "log", "log1p", "sqrt", "abs", "sign", "tanh", "sin", "cos", "erf", "sigmoid", "relu",
+        "square", "reciprocal", "greater", "greater_equal", "less", "less_equal", "equal", "not_equal",
+        "logical_not", "logical_and", "logical_or", "clip",
+        "argmax", "argmin",
+        "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+        "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
+        "matmul", "gemm", "cross_entropy_forward", "cross_entropy_backward",
+        "rope", "rope_backward", "kv_cache_append", "decode_attention", "attention_forward", "attention_backward",
+        "conv2d", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
+        "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+        "gelu_tanh", "gelu_tanh_backward", "take_along_axis", "put_along_axis",
+    ))
 
-    def __init__(self, index=0):
+    # Binary elementwise names whose operands are promoted to one dtype as NumPy does.
+    _PROMOTING = frozenset(("add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "logaddexp",
+                            "greater", "greater_equal", "less", "less_equal", "equal", "not_equal"))
+
+    def __init__(self, index=0, module=None):
         self.index = int(index)
+        self.module = module if module is not None else _cuda_module()
+        from .device_array import install
+        install(self.module)
+        _namespace_of_array[(self.module.DeviceArray, self.index)] = self
 
     @property
     def array_type(self):
-        return _cuda_module().DeviceArray
+        return self.module.DeviceArray
 
     def _check_same_device(self, name, args):
         for a in args:
-            dev = getattr(a, "device", None)
             if isinstance(a, np.ndarray):
                 raise TypeError(f"{name} on {self}: got a numpy.ndarray (cpu); devices cannot be "
                                 f"mixed in one op, move it with .to('{self}') first")
+            if isinstance(a, (tuple, list)):
+                self._check_same_device(name, a)
+                continue
+            dev = getattr(a, "device", None)
             if isinstance(dev, int) and dev != self.index:
                 raise ValueError(f"{name} on {self}: an operand is on cuda:{dev}; devices cannot be "
                                  "mixed in one op")
@@ -234,38 +255,175 @@ class CUDADevice:
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
-        kernel = self._KERNELS.get(name)
-        module = _cuda_module()
-        fn = getattr(module, kernel, None) if kernel and module is not None else None
+        fn = getattr(self.module, name, None) if name in self._KERNELS else None
         if fn is None:
             raise NotImplementedError(
                 f"op '{name}' is not implemented on device 'cuda' (no kernel dlkern._C_cuda.{name})")
 
+        promote = name in self._PROMOTING
+
         def op(*args, **kwargs):
             self._check_same_device(name, args)
+            args = tuple(a.item() if isinstance(a, np.generic) else a for a in args)
+            if promote and len(args) == 2:
+                args = self.module.DeviceArray._promote(*args)
             return fn(*args, **kwargs)
 
         op.__name__ = name
         setattr(self, name, op)
         return op
 
-    def zeros(self, shape, dtype=np.float32):
-        return _cuda_module().zeros(shape, dtype, device=self.index)
+    # ---- creation
+    def _dtype(self, dtype, default=np.float32):
+        return np.dtype(default if dtype is None else dtype)
 
-    def empty(self, shape, dtype=np.float32):
-        return _cuda_module().empty(shape, dtype, device=self.index)
+    def zeros(self, shape, dtype=None):
+        return self.module.zeros(_shape_tuple(shape), self._dtype(dtype), device=self.index)
 
-    def asarray(self, x):
-        """A DeviceArray on this device from a DeviceArray (as is) or anything NumPy takes."""
-        module = _cuda_module()
+    def empty(self, shape, dtype=None):
+        return self.module.empty(_shape_tuple(shape), self._dtype(dtype), device=self.index)
+
+    def full(self, shape, value, dtype=None):
+        return self.module.full(_shape_tuple(shape), value, self._dtype(dtype), device=self.index)
+
+    def ones(self, shape, dtype=None):
+        return self.full(shape, 1, dtype)
+
+    def zeros_like(self, x, dtype=None):
+        return self.zeros(x.shape, dtype or x.dtype)
+
+    def ones_like(self, x, dtype=None):
+        return self.full(x.shape, 1, dtype or x.dtype)
+
+    def arange(self, start, stop=None, step=1, dtype=None):
+        return self.module.arange(start, stop, step, dtype=dtype, device=self.index)
+
+    def asarray(self, x, dtype=None):
+        """A DeviceArray on this device from a DeviceArray (as is), a Python number or a
+        0-d NumPy scalar (results of host-side math). A NumPy array is refused: moving
+        data between devices is Tensor.to's job, never an implicit side effect."""
+        module = self.module
         if isinstance(x, module.DeviceArray):
             self._check_same_device("asarray", (x,))
-            return x
-        return module.from_numpy(np.asarray(x), device=self.index)
+        elif isinstance(x, (int, float, bool, np.generic)):
+            x = self.full((), x.item() if isinstance(x, np.generic) else x,
+                          dtype or (x.dtype if isinstance(x, np.generic) else np.float32))
+        else:
+            self._check_same_device("asarray", (x,))
+            raise TypeError(f"asarray on {self}: cannot make a device array from {type(x).__name__}")
+        if dtype is not None and np.dtype(dtype) != x.dtype:
+            x = module.astype(x, dtype)
+        return x
+
+    def uniform(self, shape, dtype=np.float32):
+        """Uniform [0, 1) samples made on the device from a counter-based generator whose
+        seed is drawn from dlkern's generator, so dlkern.manual_seed governs them too."""
+        from .tensor import _RNG
+        seed = int(_RNG.generator.integers(0, 2 ** 63 - 1))
+        return self.module.rand(_shape_tuple(shape), seed, dtype, device=self.index)
+
+    def from_host(self, array):
+        """Copy a NumPy array to this device (the one explicit host-to-device path)."""
+        return self.module.from_numpy(np.ascontiguousarray(array), device=self.index)
 
     def contiguous(self, x):
         self._check_same_device("contiguous", (x,))
         return x.contiguous()
+
+    # ---- views and copies built on the module's primitives
+    def broadcast_to(self, x, shape):
+        shape = _shape_tuple(shape)
+        lead = len(shape) - x.ndim
+        if lead < 0:
+            raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}")
+        strides = [0] * lead
+        for n, m, s in zip(x.shape, shape[lead:], x.strides):
+            if n != m and n != 1:
+                raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}")
+            strides.append(s if n == m else 0)
+        return x.as_strided(shape, tuple(strides))
+
+    def expand_dims(self, x, axis):
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        ndim = x.ndim + len(axes)
+        axes = sorted(a % ndim for a in axes)
+        shape, strides = list(x.shape), list(x.strides)
+        for a in axes:
+            shape.insert(a, 1)
+            strides.insert(a, 0)
+        return x.as_strided(tuple(shape), tuple(strides))
+
+    def concatenate(self, arrays, axis=0):
+        arrays = list(arrays)
+        self._check_same_device("concatenate", arrays)
+        first = arrays[0]
+        axis = axis % first.ndim
+        shape = list(first.shape)
+        shape[axis] = sum(a.shape[axis] for a in arrays)
+        out = self.empty(shape, first.dtype)
+        start = 0
+        index = [slice(None)] * first.ndim
+        for a in arrays:
+            index[axis] = slice(start, start + a.shape[axis])
+            out[tuple(index)] = a
+            start += a.shape[axis]
+        return out
+
+    def stack(self, arrays, axis=0):
+        arrays = list(arrays)
+        return self.concatenate([self.expand_dims(a, axis) for a in arrays], axis=axis % (arrays[0].ndim + 1))
+
+    def where(self, cond, a, b):
+        self._check_same_device("where", (cond, a, b))
+        scalar = lambda v: v.item() if isinstance(v, np.generic) else v  # noqa: E731
+        if isinstance(cond, self.module.DeviceArray) and cond.dtype != np.bool_:
+            cond = self.module.not_equal(cond, 0)
+        return self.module.where(cond, scalar(a), scalar(b))
+
+    def var(self, x, axis=None, ddof=0, keepdims=False):
+        return x.var(axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def sum(self, x, axis=None, keepdims=False):
+        return x.sum(axis=axis, keepdims=keepdims)
+
+    def mean(self, x, axis=None, keepdims=False):
+        return x.mean(axis=axis, keepdims=keepdims)
+
+    def amax(self, x, axis=None, keepdims=False):
+        return x.max(axis=axis, keepdims=keepdims)
+
+    def amin(self, x, axis=None, keepdims=False):
+        return x.min(axis=axis, keepdims=keepdims)
+
+    def _triangle(self, x, k, lower):
+        rows, cols = x.shape[-2], x.shape[-1]
+        i = self.arange(rows).reshape(rows, 1)
+        j = self.arange(cols)
+        keep = self.module.greater_equal(i + k, j) if lower else self.module.less_equal(i + k, j)
+        return self.module.where(keep, x, 0)
+
+    def tril(self, x, k=0):
+        return self._triangle(x, k, True)
+
+    def triu(self, x, k=0):
+        return self._triangle(x, k, False)
+
+    def add_at(self, x, index, values):
+        """numpy.add.at(x, index, values) for basic indices (no repeats: a view +=) or one
+        integer array over axis 0 (repeats accumulate)."""
+        from .device_array import basic_view
+        self._check_same_device("add_at", (x, values))
+        view = basic_view(x, index)
+        if view is not None:
+            view += values
+            return
+        if isinstance(index, tuple) and len(index) == 1:
+            index = index[0]
+        if isinstance(index, tuple):
+            raise NotImplementedError("add_at on cuda: only basic indices or one integer index array are supported")
+        if not isinstance(index, self.module.DeviceArray):
+            index = self.from_host(np.asarray(index, dtype=np.int64))
+        self.module.add_at(x, index, values)
 
     def __repr__(self):
         return f"device(type='cuda', index={self.index})"
@@ -276,13 +434,32 @@ class CUDADevice:
     def __eq__(self, other):
         if isinstance(other, str):
             return other in (str(self), "cuda") if self.index == 0 else other == str(self)
-        return isinstance(other, CUDADevice) and other.index == self.index
+        return isinstance(other, CUDADevice) and other.index == self.index and other.module is self.module
 
     def __hash__(self):
         return hash(("cuda", self.index))
 
     def __reduce__(self):
         return (device, (str(self),))
+
+
+_namespace_of_array = {}
+
+
+def array_namespace(x):
+    """The device namespace that computes on array x (cpu for NumPy arrays)."""
+    if isinstance(x, np.ndarray):
+        return cpu
+    dev = _namespace_of_array.get((type(x), getattr(x, "device", None)))
+    if dev is None:
+        dev = device(f"cuda:{x.device}")
+    return dev
+
+
+def _shape_tuple(shape):
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    return tuple(int(n) for n in shape)
 
 
 _cuda_devices = {}

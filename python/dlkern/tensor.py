@@ -8,6 +8,7 @@ Functions in dlkern.functions, so gradients flow through everything here.
 import builtins as _builtins
 import collections as _collections
 import numbers
+import operator as _operator
 
 import numpy as np
 
@@ -60,9 +61,17 @@ class Tensor:
     __array_ufunc__ = None  # ndarray OP Tensor defers to the Tensor's reflected operator
 
     def __init__(self, data, dtype=None, device="cpu", requires_grad=False):
-        dev = _host_device(device)
+        dev = _get_device(device)
         dtype = _as_dtype(dtype)
         if isinstance(data, Tensor):
+            if data.device is not _cpu:  # a device copy, moved where asked
+                src = data.data.astype(dtype) if dtype is not None else data.data.clone()
+                data = Tensor._make(src, data.device, False, None)._moved(dev)
+                self.data, self.grad, self.grad_fn, self.device = data.data, None, None, dev
+                self.requires_grad = False
+                if requires_grad:
+                    self.requires_grad_(True)
+                return
             data = data.data
         arr = np.array(data, dtype=dtype, copy=True)
         if dtype is None:
@@ -73,7 +82,7 @@ class Tensor:
                 arr = arr.astype(np.int64)
             elif arr.dtype == object:
                 raise TypeError(f"cannot make a tensor from {type(data).__name__} (object array)")
-        self.data = arr
+        self.data = arr if dev is _cpu else dev.from_host(arr)
         self.grad = None
         self.grad_fn = None
         self.device = dev
@@ -143,9 +152,16 @@ class Tensor:
                 raise RuntimeError(
                     f"grad can be implicitly created only for scalar outputs; this tensor has shape "
                     f"{tuple(self.shape)}: pass gradient= (a tensor of that shape)")
-            grad = np.ones_like(self.data)
+            grad = self.device.ones_like(self.data)
         else:
-            grad = gradient.data if isinstance(gradient, Tensor) else np.asarray(gradient, dtype=self.dtype)
+            if isinstance(gradient, Tensor):
+                if gradient.device != self.device:
+                    raise RuntimeError(f"backward: gradient is on {gradient.device} but the tensor is on {self.device}")
+                grad = gradient.data
+            else:
+                grad = np.asarray(gradient, dtype=self.dtype)
+                if self.device is not _cpu:
+                    grad = self.device.from_host(grad)
             if grad.shape != self.data.shape:
                 raise RuntimeError(f"gradient has shape {tuple(grad.shape)} but the tensor has shape {tuple(self.shape)}")
         _run_backward(self, grad, retain_graph)
@@ -163,6 +179,8 @@ class Tensor:
 
     # ------------------------------------------------------------------ conversion
     def numpy(self):
+        if self.device is not _cpu:
+            raise TypeError(f"can't convert a {self.device} tensor to numpy; use .cpu() to copy it to the host first")
         if self.requires_grad:
             raise RuntimeError("can't call numpy() on a tensor that requires grad; use .detach().numpy()")
         return self.data
@@ -170,13 +188,31 @@ class Tensor:
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"only one-element tensors can be converted to Python scalars (shape {tuple(self.shape)})")
-        return self.data.reshape(-1)[0].item()
+        return self.data.reshape(-1)[0].item() if self.device is _cpu else self.data.item()
 
     def tolist(self):
         return self.data.tolist()
 
     def __array__(self, dtype=None, copy=None):
+        if self.device is not _cpu:
+            raise TypeError(f"can't convert a {self.device} tensor to a NumPy array implicitly; use .cpu() first")
         return self.data if dtype is None else self.data.astype(dtype)
+
+    @property
+    def is_cuda(self):
+        return self.device.type == "cuda"
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else (f"cuda:{device}" if isinstance(device, int) else device))
+
+    def _moved(self, target):
+        """self on `target` (a device namespace), differentiable; self when already there."""
+        if target is self.device or target == self.device and type(target) is type(self.device):
+            return self
+        return _ToDevice.apply_to(self, target)
 
     def to(self, *args, **kwargs):
         """to(device), to(dtype) or to(device, dtype); gradients flow through a dtype cast."""
@@ -191,8 +227,8 @@ class Tensor:
         out = self
         if target_dtype is not None and _as_dtype(target_dtype) != self.dtype:
             out = _F.Cast.apply(out, _as_dtype(target_dtype))
-        if target_device is not None and target_device is not self.device:
-            raise NotImplementedError(f"moving tensors to {target_device} is not implemented")
+        if target_device is not None:
+            out = out._moved(target_device)
         return out
 
     def float(self):
@@ -214,8 +250,9 @@ class Tensor:
         return self
 
     def __repr__(self):
-        body = np.array2string(self.data, separator=", ", prefix="tensor(")
-        extra = ""
+        host = self.data if self.device is _cpu else self.data.numpy()
+        body = np.array2string(host, separator=", ", prefix="tensor(")
+        extra = "" if self.device is _cpu else f", device='{self.device}'"
         if self.data.dtype != float32 and self.data.dtype != int64:
             extra += f", dtype={self.data.dtype}"
         if self.grad_fn is not None:
@@ -298,35 +335,38 @@ class Tensor:
         return self
 
     def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
+        if isinstance(other, Tensor):
+            if other.device != self.device:
+                raise RuntimeError(f"comparison of tensors on different devices: {self.device} and {other.device}")
+            other = other.data
         return Tensor._make(op(self.data, other), self.device, False, None)
 
     def __eq__(self, other):
-        return self._compare(other, np.equal)
+        return self._compare(other, _operator.eq)
 
     def __ne__(self, other):
-        return self._compare(other, np.not_equal)
+        return self._compare(other, _operator.ne)
 
     def __lt__(self, other):
-        return self._compare(other, np.less)
+        return self._compare(other, _operator.lt)
 
     def __le__(self, other):
-        return self._compare(other, np.less_equal)
+        return self._compare(other, _operator.le)
 
     def __gt__(self, other):
-        return self._compare(other, np.greater)
+        return self._compare(other, _operator.gt)
 
     def __ge__(self, other):
-        return self._compare(other, np.greater_equal)
+        return self._compare(other, _operator.ge)
 
     def __invert__(self):
         return Tensor._make(~self.data, self.device, False, None)
 
     def __and__(self, other):
-        return self._compare(other, np.logical_and)
+        return self._compare(other, _operator.and_)
 
     def __or__(self, other):
-        return self._compare(other, np.logical_or)
+        return self._compare(other, _operator.or_)
 
     # ------------------------------------------------------------------ in place (no grad)
     def _inplace_ok(self):
@@ -355,6 +395,12 @@ class Tensor:
 
     def copy_(self, src):
         self._inplace_ok()
+        if self.device is not _cpu:
+            src = src._moved(self.device).data if isinstance(src, Tensor) else self.device.from_host(np.asarray(src))
+            self.data.copy_(src if src.dtype == self.dtype else src.astype(self.dtype))
+            return self
+        if isinstance(src, Tensor) and src.device is not _cpu:
+            src = src.cpu()
         np.copyto(self.data, src.data if isinstance(src, Tensor) else src, casting="same_kind")
         return self
 
@@ -461,7 +507,7 @@ class Tensor:
         if dim is None or isinstance(dim, tuple):
             return _F.MaxAll.apply(self, dim, keepdim, is_min)
         values = _F.MaxDim.apply(self, dim, keepdim, is_min)
-        idx = (np.argmin if is_min else np.argmax)(self.data, axis=dim, keepdims=keepdim)
+        idx = (self.data.argmin if is_min else self.data.argmax)(axis=dim, keepdims=keepdim)
         return MinMaxResult(values, Tensor._make(idx, self.device, False, None))
 
     def max(self, dim=None, keepdim=False):
@@ -489,10 +535,10 @@ class Tensor:
         return _F.LogSumExp.apply(self, dim, keepdim)
 
     def argmax(self, dim=None, keepdim=False):
-        return Tensor._make(np.asarray(np.argmax(self.data, axis=dim, keepdims=keepdim)), self.device, False, None)
+        return Tensor._make(self.device.asarray(self.data.argmax(axis=dim, keepdims=keepdim)), self.device, False, None)
 
     def argmin(self, dim=None, keepdim=False):
-        return Tensor._make(np.asarray(np.argmin(self.data, axis=dim, keepdims=keepdim)), self.device, False, None)
+        return Tensor._make(self.device.asarray(self.data.argmin(axis=dim, keepdims=keepdim)), self.device, False, None)
 
     # ------------------------------------------------------------------ math
     def exp(self):
@@ -534,15 +580,24 @@ class Tensor:
     def masked_fill(self, mask, value):
         """Where `mask` (bool, broadcastable) is true, `value`; elsewhere self."""
         m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+        if isinstance(m, np.ndarray) and self.device is not _cpu:
+            m = self.device.from_host(m)
         if m.dtype != np.bool_:
             raise TypeError(f"masked_fill: mask must be bool, got {m.dtype}")
         return _F.MaskedFill.apply(self, m, value)
 
     def tril(self, diagonal=0):
-        return _F.MaskedFill.apply(self, ~np.tril(np.ones(self.shape[-2:], bool), diagonal), 0)
+        return _F.MaskedFill.apply(self, self._triangle_mask(diagonal + 1, lower=False), 0)
 
     def triu(self, diagonal=0):
-        return _F.MaskedFill.apply(self, ~np.triu(np.ones(self.shape[-2:], bool), diagonal), 0)
+        return _F.MaskedFill.apply(self, self._triangle_mask(diagonal - 1, lower=True), 0)
+
+    def _triangle_mask(self, diagonal, lower):
+        """The bool (rows, cols) mask of the elements on or below (lower) / above the diagonal."""
+        rows, cols = self.shape[-2:]
+        ones = np.ones((rows, cols), bool)
+        mask = np.tril(ones, diagonal) if lower else np.triu(ones, diagonal)
+        return mask if self.device is _cpu else self.device.from_host(mask)
 
     def sigmoid(self):
         return _F.Sigmoid.apply(self)
@@ -589,6 +644,9 @@ def _operand(t, other):
     if isinstance(other, numbers.Number):
         return other
     if isinstance(other, np.ndarray):
+        if t.device is not _cpu:
+            raise TypeError(f"cannot combine a numpy.ndarray (cpu) with a tensor on {t.device}; "
+                            f"make it a tensor on {t.device} first")
         return Tensor._make(other, t.device, False, None)
     raise TypeError(f"unsupported operand type {type(other).__name__} for a Tensor op")
 
@@ -631,18 +689,10 @@ def from_numpy(array):
     return Tensor._make(np.asarray(array), _cpu, False, None)
 
 
-def _host_device(spec):
-    """The device of a new tensor made from host data. Only the CPU until Tensor can
-    hold CUDA device arrays: refusing here keeps a NumPy array from being labelled 'cuda'."""
-    dev = _get_device(spec)
-    if dev is not _cpu:
-        raise NotImplementedError(f"tensors on {dev} are not implemented yet (dlkern._C_cuda has device "
-                                  "arrays and kernels, but Tensor does not hold them yet)")
-    return dev
-
-
 def _factory(array, device, requires_grad):
-    t = Tensor._make(array, _host_device(device), False, None)
+    """A tensor on `device` from a host array made by a factory (copied to a GPU)."""
+    dev = _get_device(device)
+    t = Tensor._make(array if dev is _cpu else dev.from_host(array), dev, False, None)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -782,11 +832,22 @@ def chunk(t, chunks, dim=0):
 
 
 def where(condition, a, b):
-    cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
     ref = a if isinstance(a, Tensor) else b
     if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype != b.dtype:
         raise TypeError(f"where: dtype mismatch: {a.dtype} and {b.dtype}")
-    return _F.Where.apply(cond, a, b) if isinstance(ref, Tensor) else tensor(np.where(cond, a, b))
+    if isinstance(condition, Tensor):
+        if isinstance(ref, Tensor) and condition.device != ref.device:
+            raise RuntimeError(f"where: condition is on {condition.device} but the values are on {ref.device}")
+        cond = condition.data
+    else:
+        cond = np.asarray(condition)
+        if isinstance(ref, Tensor) and ref.device is not _cpu:
+            cond = ref.device.from_host(cond)
+    if isinstance(ref, Tensor):
+        return _F.Where.apply(cond, a, b)
+    if not isinstance(cond, np.ndarray):
+        raise TypeError("where: with a device condition, a or b must be a Tensor")
+    return tensor(np.where(cond, a, b))
 
 
 def _unary(name):
@@ -846,4 +907,31 @@ for _mod in (_fe, _fr, _fs, _fl, _fa, _fn, _floss):
         if isinstance(_val, type) and issubclass(_val, _Function) and _val is not _Function:
             setattr(_F, _key, _val)
 _F.Cast = Cast
+
+
+class _ToDevice(_Function):
+    """A copy to another device; the gradient is copied back. Function.apply makes the
+    output on the input's device, so apply_to builds the node itself."""
+
+    @classmethod
+    def apply_to(cls, t, target):
+        if t.device is _cpu:
+            if target is not _cpu:
+                data = target.from_host(t.data)
+        elif target is _cpu:
+            data = t.data.numpy()
+        else:  # between two GPUs: through the host (no peer copies yet)
+            data = target.from_host(t.data.numpy())
+        if t.requires_grad and GradMode.enabled:
+            ctx = object.__new__(cls)
+            ctx.device, ctx.needs_input_grad, ctx.parents = target, [True], [t]
+            ctx.source = t.device
+            return Tensor._make(data, target, True, ctx)
+        return Tensor._make(data, target, False, None)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.source is _cpu:
+            return g.numpy()
+        return ctx.source.from_host(g if isinstance(g, np.ndarray) else g.numpy())
 del _mod, _key, _val

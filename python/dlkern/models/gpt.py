@@ -113,7 +113,8 @@ class GPT(nn.Module):
         a = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
         if a.ndim != 2 or a.dtype.kind not in "iu":
             raise ValueError(f"GPT: idx must be an int array (batch, seq), got shape {a.shape} dtype {a.dtype}")
-        if a.size and (a.min() < 0 or a.max() >= self.vocab_size):
+        # (device tokens are bounds-checked by the embedding's gather kernel instead)
+        if isinstance(a, np.ndarray) and a.size and (a.min() < 0 or a.max() >= self.vocab_size):
             raise ValueError(f"GPT: token ids must be in [0, {self.vocab_size}), got min {a.min()} max {a.max()}")
         return a
 

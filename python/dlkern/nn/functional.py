@@ -118,12 +118,23 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 def embedding(input, weight, padding_idx=None):
-    idx = input.data if isinstance(input, Tensor) else np.asarray(input)
+    if isinstance(input, Tensor):
+        idx = input.data
+    elif weight.device.type != "cpu" and isinstance(input, weight.device.array_type):
+        idx = input
+    else:
+        idx = np.asarray(input)
+    if isinstance(input, Tensor) and input.device != weight.device:
+        raise RuntimeError(f"embedding: indices are on {input.device} but the weight is on {weight.device}")
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
     n = weight.shape[0]
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        raise IndexError(f"embedding: index out of range for {n} embeddings (min {idx.min()}, max {idx.max()})")
+    if isinstance(idx, np.ndarray):
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"embedding: index out of range for {n} embeddings (min {idx.min()}, max {idx.max()})")
+        if weight.device.type != "cpu":
+            idx = weight.device.from_host(idx.astype(np.int64))
+    # (device indices are bounds-checked by the gather kernel, which raises IndexError)
     if padding_idx is not None and padding_idx < 0:
         padding_idx += n
     return _F.Embedding.apply(weight, idx, padding_idx)
@@ -137,7 +148,7 @@ def dropout(input, p=0.5, training=True):
         return input
     if p == 1.0:
         return input * 0.0
-    keep = _RNG.generator.random(input.shape) >= p
+    keep = input.device.uniform(input.shape) >= p
     mask = keep.astype(input.dtype) * input.dtype.type(1.0 / (1.0 - p))
     return _F.Mul.apply(input, mask)
 
@@ -153,7 +164,7 @@ def alpha_dropout(input, p=0.5, training=False):
     alpha_p = -SELU_ALPHA * SELU_SCALE
     a = ((1 - p) * (1 + p * alpha_p ** 2)) ** -0.5
     b = -a * alpha_p * p
-    keep = _RNG.generator.random(input.shape) >= p
+    keep = input.device.uniform(input.shape) >= p
     scale = (keep * a).astype(input.dtype)
     shift = ((~keep) * (a * alpha_p) + b).astype(input.dtype)
     return _F.Add.apply(_F.Mul.apply(input, scale), shift)

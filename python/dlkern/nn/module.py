@@ -175,7 +175,8 @@ class Module:
     def to(self, *args, **kwargs):
         """to(dtype) converts floating parameters and buffers in place (the Parameter
         objects stay the same, so an optimizer built earlier still holds them);
-        to(device) checks the device (only CPU exists now)."""
+        to(device) moves them (and their gradients) to that device in place too; an
+        optimizer built before keeps working and its state follows on its next step."""
         from ..device import device as get_device, CPUDevice, CUDADevice
         dtype = kwargs.get("dtype")
         dev = kwargs.get("device")
@@ -187,8 +188,11 @@ class Module:
         if dev is not None:
             target = get_device(dev)
             for p in self.parameters():
-                if p.device is not target:
-                    raise NotImplementedError(f"moving parameters to {target} is not implemented")
+                _move_in_place(p, target)
+                if p.grad is not None:
+                    _move_in_place(p.grad, target)
+            for _, b in self.named_buffers():
+                _move_in_place(b, target)
         if dtype is not None:
             dtype = np.dtype(dtype)
             if dtype.kind != "f":
@@ -201,6 +205,12 @@ class Module:
                 if b.data.dtype.kind == "f":
                     b.data = b.data.astype(dtype, copy=False)
         return self
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else (f"cuda:{device}" if isinstance(device, int) else device))
+
+    def cpu(self):
+        return self.to("cpu")
 
     def float(self):
         return self.to(np.float32)
@@ -237,7 +247,7 @@ class Module:
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            array = value.data if isinstance(value, Tensor) else np.asarray(value)
+            array = value if isinstance(value, Tensor) else np.asarray(value)
             if array.shape != target.data.shape:
                 problems.append(f"size mismatch for {key}: checkpoint has shape {tuple(array.shape)}, "
                                 f"the model has shape {tuple(target.data.shape)}")
@@ -246,6 +256,11 @@ class Module:
         for key, target in own.items():
             if key in state_dict:
                 value = state_dict[key]
+                if target.device.type != "cpu":
+                    target.copy_(value.detach() if isinstance(value, Tensor) else np.asarray(value))
+                    continue
+                if isinstance(value, Tensor) and value.device.type != "cpu":
+                    value = value.detach().cpu()
                 array = value.data if isinstance(value, Tensor) else np.asarray(value)
                 np.copyto(target.data, array, casting="unsafe")
         return {"missing_keys": missing, "unexpected_keys": unexpected}
@@ -369,3 +384,11 @@ class ModuleDict(Module):
 
     def items(self):
         return self._modules.items()
+
+
+def _move_in_place(t, target):
+    """Point tensor t (a parameter, buffer or gradient) at a copy of its data on `target`."""
+    if t.device is target:
+        return
+    moved = t.detach().to(target)
+    t.data, t.device = moved.data, moved.device

@@ -59,7 +59,8 @@ class LearnedPositionalEmbedding(Embedding):
     def forward(self, x, offset=0):
         t = x.shape[-2]
         _check_span(type(self).__name__, offset, t, self.num_embeddings)
-        return x + F.embedding(np.arange(offset, offset + t), self.weight)
+        return x + F.embedding(Tensor._make(self.weight.device.arange(offset, offset + t), self.weight.device,
+                                            False, None), self.weight)
 
 
 class RotaryEmbedding(Module):

@@ -1,22 +1,22 @@
 """Adagrad (PyTorch's rule, with lr_decay and an initial accumulator value)."""
 
-import numpy as np
-
+from ..device import array_namespace
 from .optimizer import Optimizer, check_nonnegative, effective_grad, grad_array
 
 
 def _adagrad_update(param, grad, state_sum, *, step, lr, lr_decay, weight_decay, eps, maximize, work):
     """One Adagrad step on arrays, in place; `step` counts from 1."""
+    xp = array_namespace(param)
     w0, w1 = work
     g = effective_grad(param, grad, weight_decay, maximize, w0)
     clr = lr / (1.0 + (step - 1) * lr_decay)
-    np.multiply(g, g, out=w1)
-    np.add(state_sum, w1, out=state_sum)
-    np.sqrt(state_sum, out=w1)
-    np.add(w1, eps, out=w1)
-    np.divide(g, w1, out=w1)
-    np.multiply(w1, -clr, out=w1)
-    np.add(param, w1, out=param)
+    xp.multiply(g, g, out=w1)
+    xp.add(state_sum, w1, out=state_sum)
+    xp.sqrt(state_sum, out=w1)
+    xp.add(w1, eps, out=w1)
+    xp.divide(g, w1, out=w1)
+    xp.multiply(w1, -clr, out=w1)
+    xp.add(param, w1, out=param)
 
 
 class Adagrad(Optimizer):
@@ -41,7 +41,7 @@ class Adagrad(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for p in group["params"]:
-            self.state.setdefault(p, {"step": 0, "sum": np.full_like(p.data, group["initial_accumulator_value"])})
+            self.state.setdefault(p, {"step": 0, "sum": array_namespace(p.data).full(p.data.shape, group["initial_accumulator_value"], p.data.dtype)})
 
     def step(self, closure=None):
         loss = self._call_closure(closure)
@@ -53,7 +53,7 @@ class Adagrad(Optimizer):
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
-                    state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
+                    state["sum"] = array_namespace(p.data).full(p.data.shape, group["initial_accumulator_value"], p.data.dtype)
                 state["step"] += 1
                 _adagrad_update(p.data, grad, state["sum"], step=state["step"], lr=group["lr"],
                                 lr_decay=group["lr_decay"], weight_decay=group["weight_decay"], eps=group["eps"],

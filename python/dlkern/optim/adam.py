@@ -2,8 +2,7 @@
 
 import math
 
-import numpy as np
-
+from ..device import array_namespace
 from .optimizer import Optimizer, check_betas, check_nonnegative, effective_grad, grad_array
 
 
@@ -11,31 +10,32 @@ def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, 
                  weight_decay, decoupled_weight_decay, amsgrad, maximize, work):
     """One Adam/AdamW step on arrays, in place; `step` counts from 1.
     max_exp_avg_sq is used only with amsgrad."""
+    xp = array_namespace(param)
     w0, w1 = work
     if weight_decay != 0 and decoupled_weight_decay:
-        np.multiply(param, 1.0 - lr * weight_decay, out=param)
+        xp.multiply(param, 1.0 - lr * weight_decay, out=param)
         g = effective_grad(param, grad, 0.0, maximize, w0)
     else:
         g = effective_grad(param, grad, weight_decay, maximize, w0)
-    np.multiply(exp_avg, beta1, out=exp_avg)
-    np.multiply(g, 1.0 - beta1, out=w1)
-    np.add(exp_avg, w1, out=exp_avg)
-    np.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
-    np.multiply(g, g, out=w1)
-    np.multiply(w1, 1.0 - beta2, out=w1)
-    np.add(exp_avg_sq, w1, out=exp_avg_sq)
+    xp.multiply(exp_avg, beta1, out=exp_avg)
+    xp.multiply(g, 1.0 - beta1, out=w1)
+    xp.add(exp_avg, w1, out=exp_avg)
+    xp.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
+    xp.multiply(g, g, out=w1)
+    xp.multiply(w1, 1.0 - beta2, out=w1)
+    xp.add(exp_avg_sq, w1, out=exp_avg_sq)
     bias_correction1 = 1.0 - beta1 ** step
     bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
     if amsgrad:
-        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        np.sqrt(max_exp_avg_sq, out=w1)
+        xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        xp.sqrt(max_exp_avg_sq, out=w1)
     else:
-        np.sqrt(exp_avg_sq, out=w1)
-    np.divide(w1, bias_correction2_sqrt, out=w1)
-    np.add(w1, eps, out=w1)
-    np.divide(exp_avg, w1, out=w1)
-    np.multiply(w1, -lr / bias_correction1, out=w1)
-    np.add(param, w1, out=param)
+        xp.sqrt(exp_avg_sq, out=w1)
+    xp.divide(w1, bias_correction2_sqrt, out=w1)
+    xp.add(w1, eps, out=w1)
+    xp.divide(exp_avg, w1, out=w1)
+    xp.multiply(w1, -lr / bias_correction1, out=w1)
+    xp.add(param, w1, out=param)
 
 
 class Adam(Optimizer):
@@ -69,12 +69,12 @@ class Adam(Optimizer):
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
-                    state["exp_avg"] = np.zeros_like(p.data)
-                    state["exp_avg_sq"] = np.zeros_like(p.data)
+                    state["exp_avg"] = array_namespace(p.data).zeros_like(p.data)
+                    state["exp_avg_sq"] = array_namespace(p.data).zeros_like(p.data)
                     if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                        state["max_exp_avg_sq"] = array_namespace(p.data).zeros_like(p.data)
                 if group["amsgrad"] and "max_exp_avg_sq" not in state:
-                    state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                    state["max_exp_avg_sq"] = array_namespace(p.data).zeros_like(p.data)
                 state["step"] += 1
                 _adam_update(p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
                              step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],

@@ -27,6 +27,44 @@ def _vector_norm(x, norm_type):
     return float(np.sum(a ** norm_type) ** (1.0 / norm_type))
 
 
+def _device_norms(grads, norm_type):
+    """The norm of each device gradient: reduced on the device (in float64, as the host
+    path), then brought to the host in one copy."""
+    from ..device import array_namespace
+    dev = array_namespace(grads[0])
+    parts, empty = [], []
+    for g in grads:
+        if g.size == 0:
+            empty.append(True)
+            continue
+        empty.append(False)
+        a = abs(g.astype(np.float64))
+        if norm_type == float("inf"):
+            r = a.max()
+        elif norm_type == float("-inf"):
+            r = a.min()
+        elif norm_type == 0:
+            r = (a != 0).astype(np.float64).sum()
+        elif norm_type == 1:
+            r = a.sum()
+        elif norm_type == 2:
+            r = (a * a).sum()
+        else:
+            r = (a ** norm_type).sum()
+        parts.append(r.reshape(1))
+    host = iter(dev.concatenate(parts).numpy().tolist() if parts else [])
+    norms = []
+    for is_empty in empty:
+        if is_empty:
+            norms.append(_vector_norm(np.zeros(0), norm_type))
+            continue
+        r = next(host)
+        if norm_type not in (float("inf"), float("-inf"), 0, 1):
+            r = float(r ** (1.0 / norm_type))
+        norms.append(r)
+    return norms
+
+
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale every gradient in place by min(1, max_norm / (total_norm + 1e-6)), where
     total_norm is the norm of order norm_type of all gradients together (the norm of
@@ -39,8 +77,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     norm_type = float(norm_type)
     if not grads:
         return Tensor(np.float32(0.0))
-    dtype = np.result_type(*grads)
-    total = _vector_norm(np.array([_vector_norm(g, norm_type) for g in grads]), norm_type)
+    dtype = np.result_type(*(g.dtype for g in grads))
+    on_host = isinstance(grads[0], np.ndarray)
+    norms = [_vector_norm(g, norm_type) for g in grads] if on_host else _device_norms(grads, norm_type)
+    total = _vector_norm(np.array(norms), norm_type)
     if error_if_nonfinite and not np.isfinite(total):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot "
@@ -51,12 +91,21 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coef = min(coef, 1.0) if not np.isnan(coef) else coef
     with np.errstate(invalid="ignore"):  # inf * 0 -> nan, as PyTorch
         for g in grads:
-            np.multiply(g, coef, out=g, casting="unsafe")
-    return Tensor(np.asarray(total, dtype=dtype))
+            if on_host:
+                np.multiply(g, coef, out=g, casting="unsafe")
+            else:
+                g *= float(coef)
+    return Tensor(np.asarray(total, dtype=dtype), device="cpu" if on_host else _device_of(grads[0]))
+
+
+def _device_of(array):
+    from ..device import array_namespace
+    return array_namespace(array)
 
 
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient in place to [-clip_value, clip_value]."""
     clip_value = float(clip_value)
+    from ..device import array_namespace
     for g in _grads(parameters):
-        np.clip(g, -clip_value, clip_value, out=g)
+        array_namespace(g).clip(g, -clip_value, clip_value, out=g)

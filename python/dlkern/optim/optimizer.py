@@ -18,6 +18,7 @@ import numbers
 import numpy as np
 
 from .. import autograd as _autograd
+from ..device import array_namespace
 
 
 class _Required:
@@ -33,7 +34,7 @@ required = _Required()
 def grad_array(param):
     """The gradient of `param` as an ndarray, or None."""
     g = param.grad
-    if g is None or isinstance(g, np.ndarray):
+    if g is None or not hasattr(g, "data") or isinstance(g, np.ndarray):
         return g
     return g.data
 
@@ -111,8 +112,8 @@ class Optimizer:
         if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
             raise ValueError("all optimizer param groups should be with/without names")
         for p in params:
-            if not _is_param_like(p) or not isinstance(p.data, np.ndarray):
-                raise TypeError(f"optimizer can only optimize objects whose .data is an ndarray, "
+            if not _is_param_like(p) or not hasattr(p.data, "dtype"):
+                raise TypeError(f"optimizer can only optimize objects whose .data is an array, "
                                 f"but one of the params is {type(p).__name__}")
             if p.data.dtype.kind != "f":
                 raise TypeError(f"optimizer can only optimize floating-point parameters, got dtype {p.data.dtype}")
@@ -158,13 +159,14 @@ class Optimizer:
         parameters of a dtype and grown to the largest one, so a step allocates no
         array data and the workspace costs `count` copies of the largest parameter."""
         data = p.data
-        bufs = self._scratch.setdefault(data.dtype, [])
+        dev = array_namespace(data)
+        bufs = self._scratch.setdefault((data.dtype, dev), [])
         while len(bufs) < count:
-            bufs.append(np.empty(0, data.dtype))
+            bufs.append(dev.empty((0,), data.dtype))
         views = []
         for i in range(count):
             if bufs[i].size < data.size:
-                bufs[i] = np.empty(data.size, data.dtype)
+                bufs[i] = dev.empty((data.size,), data.dtype)
             views.append(bufs[i][:data.size].reshape(data.shape))
         return views
 
@@ -184,8 +186,7 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if p in self.state:
-                    state[index_of[id(p)]] = {k: (v.copy() if isinstance(v, np.ndarray) else copy.deepcopy(v))
-                                              for k, v in self.state[p].items()}
+                    state[index_of[id(p)]] = {k: _host_copy(v) for k, v in self.state[p].items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
@@ -219,6 +220,8 @@ class Optimizer:
                         raise ValueError(f"loaded state '{name}' for parameter {idx} has shape {value.shape}, "
                                          f"but the parameter has shape {p.data.shape}")
                     value = value.astype(p.data.dtype if value.dtype.kind == "f" else value.dtype, copy=True)
+                    if array_namespace(p.data).type != "cpu":
+                        value = array_namespace(p.data).from_host(value)
                 else:
                     value = copy.deepcopy(value)
                 restored[name] = value
@@ -246,15 +249,26 @@ class Optimizer:
         return "\n".join(lines)
 
 
+def _host_copy(value):
+    """A state value for state_dict: arrays as NumPy copies (device arrays copied to
+    the host, so a checkpoint loads anywhere), the rest deep-copied."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if hasattr(value, "numpy") and hasattr(value, "shape"):
+        return value.numpy()
+    return copy.deepcopy(value)
+
+
 def effective_grad(param, grad, weight_decay, maximize, out):
     """The gradient the update uses: -grad if maximizing, plus weight_decay*param
     (L2 coupled into the gradient). Returns `grad` itself when neither applies,
     otherwise `out` holding the result; `grad` is never modified."""
+    xp = array_namespace(param)
     if weight_decay != 0:
-        np.multiply(param, weight_decay, out=out)
-        (np.subtract if maximize else np.add)(out, grad, out=out)
+        xp.multiply(param, weight_decay, out=out)
+        (xp.subtract if maximize else xp.add)(out, grad, out=out)
         return out
     if maximize:
-        np.negative(grad, out=out)
+        xp.negative(grad, out=out)
         return out
     return grad

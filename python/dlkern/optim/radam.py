@@ -2,27 +2,27 @@
 
 import math
 
-import numpy as np
-
+from ..device import array_namespace
 from .optimizer import Optimizer, check_betas, check_nonnegative, effective_grad, grad_array
 
 
 def _radam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
                   decoupled_weight_decay, maximize, work):
     """One RAdam step on arrays, in place; `step` counts from 1."""
+    xp = array_namespace(param)
     w0, w1 = work
     if weight_decay != 0 and decoupled_weight_decay:
-        np.multiply(param, 1.0 - lr * weight_decay, out=param)
+        xp.multiply(param, 1.0 - lr * weight_decay, out=param)
         g = effective_grad(param, grad, 0.0, maximize, w0)
     else:
         g = effective_grad(param, grad, weight_decay, maximize, w0)
-    np.multiply(exp_avg, beta1, out=exp_avg)
-    np.multiply(g, 1.0 - beta1, out=w1)
-    np.add(exp_avg, w1, out=exp_avg)
-    np.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
-    np.multiply(g, g, out=w1)
-    np.multiply(w1, 1.0 - beta2, out=w1)
-    np.add(exp_avg_sq, w1, out=exp_avg_sq)
+    xp.multiply(exp_avg, beta1, out=exp_avg)
+    xp.multiply(g, 1.0 - beta1, out=w1)
+    xp.add(exp_avg, w1, out=exp_avg)
+    xp.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
+    xp.multiply(g, g, out=w1)
+    xp.multiply(w1, 1.0 - beta2, out=w1)
+    xp.add(exp_avg_sq, w1, out=exp_avg_sq)
     bias_correction1 = 1.0 - beta1 ** step
     bias_correction2 = 1.0 - beta2 ** step
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
@@ -30,14 +30,14 @@ def _radam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, e
     if rho_t > 5.0:
         # variance is tractable: rectified adaptive step
         rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
-        np.sqrt(exp_avg_sq, out=w1)
-        np.add(w1, eps, out=w1)
-        np.divide(exp_avg, w1, out=w1)
-        np.multiply(w1, -lr * rect * math.sqrt(bias_correction2) / bias_correction1, out=w1)
+        xp.sqrt(exp_avg_sq, out=w1)
+        xp.add(w1, eps, out=w1)
+        xp.divide(exp_avg, w1, out=w1)
+        xp.multiply(w1, -lr * rect * math.sqrt(bias_correction2) / bias_correction1, out=w1)
     else:
         # early steps: un-adapted momentum SGD on the bias-corrected first moment
-        np.multiply(exp_avg, -lr / bias_correction1, out=w1)
-    np.add(param, w1, out=param)
+        xp.multiply(exp_avg, -lr / bias_correction1, out=w1)
+    xp.add(param, w1, out=param)
 
 
 class RAdam(Optimizer):
@@ -72,8 +72,8 @@ class RAdam(Optimizer):
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
-                    state["exp_avg"] = np.zeros_like(p.data)
-                    state["exp_avg_sq"] = np.zeros_like(p.data)
+                    state["exp_avg"] = array_namespace(p.data).zeros_like(p.data)
+                    state["exp_avg_sq"] = array_namespace(p.data).zeros_like(p.data)
                 state["step"] += 1
                 _radam_update(p.data, grad, state["exp_avg"], state["exp_avg_sq"], step=state["step"],
                               lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],

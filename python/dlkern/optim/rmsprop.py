@@ -1,7 +1,6 @@
 """RMSprop (PyTorch's rule: optional momentum and centered variant)."""
 
-import numpy as np
-
+from ..device import array_namespace
 from .optimizer import Optimizer, check_nonnegative, effective_grad, grad_array
 
 
@@ -9,30 +8,31 @@ def _rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, *, lr, a
                     momentum, centered, maximize, work):
     """One RMSprop step on arrays, in place. grad_avg is used when centered,
     momentum_buffer when momentum > 0 (otherwise they may be None)."""
+    xp = array_namespace(param)
     w0, w1 = work
     g = effective_grad(param, grad, weight_decay, maximize, w0)
-    np.multiply(square_avg, alpha, out=square_avg)
-    np.multiply(g, g, out=w1)
-    np.multiply(w1, 1.0 - alpha, out=w1)
-    np.add(square_avg, w1, out=square_avg)
+    xp.multiply(square_avg, alpha, out=square_avg)
+    xp.multiply(g, g, out=w1)
+    xp.multiply(w1, 1.0 - alpha, out=w1)
+    xp.add(square_avg, w1, out=square_avg)
     if centered:
-        np.multiply(grad_avg, alpha, out=grad_avg)
-        np.multiply(g, 1.0 - alpha, out=w1)
-        np.add(grad_avg, w1, out=grad_avg)
-        np.multiply(grad_avg, grad_avg, out=w1)
-        np.subtract(square_avg, w1, out=w1)
-        np.sqrt(w1, out=w1)
+        xp.multiply(grad_avg, alpha, out=grad_avg)
+        xp.multiply(g, 1.0 - alpha, out=w1)
+        xp.add(grad_avg, w1, out=grad_avg)
+        xp.multiply(grad_avg, grad_avg, out=w1)
+        xp.subtract(square_avg, w1, out=w1)
+        xp.sqrt(w1, out=w1)
     else:
-        np.sqrt(square_avg, out=w1)
-    np.add(w1, eps, out=w1)
-    np.divide(g, w1, out=w1)
+        xp.sqrt(square_avg, out=w1)
+    xp.add(w1, eps, out=w1)
+    xp.divide(g, w1, out=w1)
     if momentum > 0:
-        np.multiply(momentum_buffer, momentum, out=momentum_buffer)
-        np.add(momentum_buffer, w1, out=momentum_buffer)
-        np.multiply(momentum_buffer, -lr, out=w1)
+        xp.multiply(momentum_buffer, momentum, out=momentum_buffer)
+        xp.add(momentum_buffer, w1, out=momentum_buffer)
+        xp.multiply(momentum_buffer, -lr, out=w1)
     else:
-        np.multiply(w1, -lr, out=w1)
-    np.add(param, w1, out=param)
+        xp.multiply(w1, -lr, out=w1)
+    xp.add(param, w1, out=param)
 
 
 class RMSprop(Optimizer):
@@ -64,16 +64,16 @@ class RMSprop(Optimizer):
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
-                    state["square_avg"] = np.zeros_like(p.data)
+                    state["square_avg"] = array_namespace(p.data).zeros_like(p.data)
                     if group["momentum"] > 0:
-                        state["momentum_buffer"] = np.zeros_like(p.data)
+                        state["momentum_buffer"] = array_namespace(p.data).zeros_like(p.data)
                     if group["centered"]:
-                        state["grad_avg"] = np.zeros_like(p.data)
+                        state["grad_avg"] = array_namespace(p.data).zeros_like(p.data)
                 # options changed after the first step (e.g. by a scheduler) get fresh buffers
                 if group["momentum"] > 0 and "momentum_buffer" not in state:
-                    state["momentum_buffer"] = np.zeros_like(p.data)
+                    state["momentum_buffer"] = array_namespace(p.data).zeros_like(p.data)
                 if group["centered"] and "grad_avg" not in state:
-                    state["grad_avg"] = np.zeros_like(p.data)
+                    state["grad_avg"] = array_namespace(p.data).zeros_like(p.data)
                 state["step"] += 1
                 _rmsprop_update(p.data, grad, state["square_avg"], state.get("grad_avg"),
                                 state.get("momentum_buffer"), lr=group["lr"], alpha=group["alpha"],

@@ -1,30 +1,30 @@
 """SGD with momentum, dampening, Nesterov momentum and L2 weight decay (PyTorch's rule)."""
 
-import numpy as np
-
+from ..device import array_namespace
 from .optimizer import Optimizer, check_nonnegative, effective_grad, grad_array
 
 
 def _sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize, work):
     """One SGD step on arrays, in place. Returns the momentum buffer (created from
     the first gradient, as PyTorch does; None without momentum)."""
+    xp = array_namespace(param)
     w0, w1 = work
     g = effective_grad(param, grad, weight_decay, maximize, w0)
     if momentum != 0:
         if momentum_buffer is None:
-            momentum_buffer = np.array(g, copy=True)
+            momentum_buffer = g.copy()
         else:
-            np.multiply(momentum_buffer, momentum, out=momentum_buffer)
-            np.multiply(g, 1.0 - dampening, out=w1)
-            np.add(momentum_buffer, w1, out=momentum_buffer)
+            xp.multiply(momentum_buffer, momentum, out=momentum_buffer)
+            xp.multiply(g, 1.0 - dampening, out=w1)
+            xp.add(momentum_buffer, w1, out=momentum_buffer)
         if nesterov:
-            np.multiply(momentum_buffer, momentum, out=w1)
-            np.add(g, w1, out=w1)
+            xp.multiply(momentum_buffer, momentum, out=w1)
+            xp.add(g, w1, out=w1)
             g = w1
         else:
             g = momentum_buffer
-    np.multiply(g, -lr, out=w1)
-    np.add(param, w1, out=param)
+    xp.multiply(g, -lr, out=w1)
+    xp.add(param, w1, out=param)
     return momentum_buffer
 
 
