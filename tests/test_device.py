@@ -358,3 +358,34 @@ def test_dropout_on_device_keeps_the_expected_fraction_and_scales(dev):
     np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
     dlkern.manual_seed(0)
     np.testing.assert_array_equal(host(F.dropout(x, p=0.25)), y)  # follows dlkern.manual_seed
+
+
+LOSSES = {
+    "mse": lambda x, t, c: F.mse_loss(x, t),
+    "l1_sum": lambda x, t, c: F.l1_loss(x, t, reduction="sum"),
+    "bce": lambda x, t, c: F.binary_cross_entropy(x.sigmoid(), (t > 0).double()),
+    "bce_logits": lambda x, t, c: F.binary_cross_entropy_with_logits(x, (t > 0).double(),
+                                                                     pos_weight=dlkern.ones(4, dtype=np.float64,
+                                                                                            device=x.device) * 2),
+    "cross_entropy_weighted": lambda x, t, c: F.cross_entropy(x, c, weight=dlkern.arange(1.0, 5.0, dtype=np.float64,
+                                                                                         device=x.device)),
+    "cross_entropy_probs": lambda x, t, c: F.cross_entropy(x, t.softmax(-1), label_smoothing=0.2),
+    "nll": lambda x, t, c: F.nll_loss(x.log_softmax(-1), c, reduction="sum"),
+    "focal": lambda x, t, c: F.focal_loss(x, c, gamma=2.0, alpha=[0.1, 0.2, 0.3, 0.4]),
+    "sigmoid_focal": lambda x, t, c: F.sigmoid_focal_loss(x, (t > 0).double(), reduction="mean"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_loss_functions_match_cpu(dev, name):
+    r = rng(7)
+    x_np, t_np = r.standard_normal((5, 4)), r.standard_normal((5, 4))
+    c_np = r.integers(0, 4, 5)
+    out = []
+    for d in ("cpu", dev):
+        x = dlkern.tensor(x_np, dtype=np.float64).to(d).requires_grad_()
+        loss = LOSSES[name](x, dlkern.tensor(t_np, dtype=np.float64).to(d), dlkern.tensor(c_np).to(d))
+        loss.backward()
+        out.append((host(loss), host(x.grad)))
+    for got, want in zip(out[1], out[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

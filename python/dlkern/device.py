@@ -420,7 +420,13 @@ class CUDADevice:
         if isinstance(index, tuple) and len(index) == 1:
             index = index[0]
         if isinstance(index, tuple):
-            raise NotImplementedError("add_at on cuda: only basic indices or one integer index array are supported")
+            pairs = x._leading_arrays(x, index) if x.is_contiguous() else None
+            if pairs is None:
+                raise NotImplementedError("add_at on cuda: only basic indices, one integer index array, or integer "
+                                          "arrays over the leading axes of a contiguous array are supported")
+            flat, lin = pairs
+            self.module.add_at(flat, lin, values)
+            return
         if not isinstance(index, self.module.DeviceArray):
             index = self.from_host(np.asarray(index, dtype=np.int64))
         self.module.add_at(x, index, values)

@@ -289,6 +289,29 @@ def install(module):
             raise NotImplementedError("DeviceArray indexing: boolean masks are not supported on CUDA; use where()")
         return idx if idx.dtype == np.int64 else M.astype(idx, np.int64)
 
+    def leading_arrays(x, index):
+        """(x viewed as (n0*...*nk-1, rest...), linear int64 index) for an index of k
+        integer arrays of one shape over the leading k axes (NumPy's x[i, j] pairing), or
+        None for any other index. Negative indices wrap, as in NumPy."""
+        if not isinstance(index, tuple) or len(index) < 2:
+            return None
+        arrays = [i for i in index if not (isinstance(i, slice) and i == slice(None))]
+        k = len(arrays)
+        if k < 2 or any(isinstance(i, slice) for i in index[:k]) or k > x.ndim:
+            return None
+        idx = [to_device_index(i, x) for i in index[:k]]
+        if any(i.shape != idx[0].shape for i in idx):
+            raise NotImplementedError("DeviceArray indexing: integer index arrays must share one shape on CUDA")
+        lin = None
+        for d, i in enumerate(idx):
+            i = M.where(M.less(i, 0), M.add(i, x.shape[d]), i)
+            lin = i if lin is None else M.add(M.multiply(lin, x.shape[d]), i)
+        rest = x.shape[k:]
+        flat = reshape(x, (int(np.prod(x.shape[:k])),) + tuple(rest))
+        return flat, lin
+
+    cls._leading_arrays = staticmethod(leading_arrays)
+
     def advanced(x, index):
         """(axis, int64 index array) for an index with one integer array and full slices."""
         items = index if isinstance(index, tuple) else (index,)
@@ -307,13 +330,25 @@ def install(module):
         view = basic_view(self, index)
         if view is not None:
             return view
+        pairs = leading_arrays(self, index)
+        if pairs is not None:
+            flat, lin = pairs
+            return M.take(flat, lin, 0)
         axis, idx = advanced(self, index)
         return M.take(self, idx, axis)
 
     def setitem(self, index, value):
         view = basic_view(self, index)
         if view is None:
-            raise NotImplementedError("DeviceArray assignment: only basic indices are supported on CUDA")
+            pairs = leading_arrays(self, index) if self.is_contiguous() else None
+            if pairs is None or pairs[0].ndim != 1:
+                raise NotImplementedError("DeviceArray assignment: only basic indices, or integer arrays over "
+                                          "every axis of a contiguous array, are supported on CUDA")
+            flat, lin = pairs
+            if not isinstance(value, cls):
+                value = M.full(lin.shape, device_operand(value, self, "setitem"), self.dtype, device=self.device)
+            M.put_along_axis(flat, lin, value if value.dtype == self.dtype else M.astype(value, self.dtype), 0)
+            return
         if isinstance(value, cls):
             view.copy_(value)
         else:

@@ -648,6 +648,8 @@ def _operand(t, other):
             raise TypeError(f"cannot combine a numpy.ndarray (cpu) with a tensor on {t.device}; "
                             f"make it a tensor on {t.device} first")
         return Tensor._make(other, t.device, False, None)
+    if t.device is not _cpu and isinstance(other, t.device.array_type):
+        return Tensor._make(other, t.device, False, None)
     raise TypeError(f"unsupported operand type {type(other).__name__} for a Tensor op")
 
 

@@ -344,17 +344,20 @@ def focal_loss(input, target, gamma=2.0, alpha=None, ignore_index=-100, reductio
         input = input.permute(*perm).reshape(-1, c)
         t = t.reshape(-1)
     n, c = input.shape
+    dev = input.device
     valid = t != ignore_index
-    if ((t[valid] < 0) | (t[valid] >= c)).any():
+    if (valid & ((t < 0) | (t >= c))).any():
         raise ValueError(f"focal_loss: target value out of range for {c} classes")
-    safe = np.where(valid, t, 0)
+    safe = dev.where(valid, t, 0)
     logp = log_softmax(input, dim=1)
-    logpt = logp[np.arange(n), safe]
+    logpt = logp[dev.arange(n), safe]
     pt = logpt.exp()
     loss = -((1 - pt) ** gamma) * logpt
     scale = valid.astype(input.dtype)
     if alpha is not None:
-        a = np.asarray(alpha.data if isinstance(alpha, Tensor) else alpha, dtype=input.dtype)
+        a = alpha.data if isinstance(alpha, Tensor) else np.asarray(alpha, dtype=input.dtype)
+        if isinstance(a, np.ndarray) and dev.type != "cpu":
+            a = dev.from_host(a)
         scale = scale * (a[safe] if a.ndim else a)
     loss = loss * scale
     if reduction == "none":
