@@ -389,3 +389,29 @@ def test_loss_functions_match_cpu(dev, name):
         out.append((host(loss), host(x.grad)))
     for got, want in zip(out[1], out[0]):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float", "causal"])
+def test_attention_and_multihead_attention_match_cpu(dev, mask_kind):
+    r = rng(8)
+    q_np, k_np, v_np = r.standard_normal((2, 4, 5, 8)), r.standard_normal((2, 2, 6, 8)), r.standard_normal((2, 2, 6, 8))
+    mask_np = {"none": None, "bool": r.random((5, 6)) > 0.3, "float": r.standard_normal((2, 1, 5, 6)),
+               "causal": None}[mask_kind]
+    x_np = r.standard_normal((2, 6, 16))
+    pad = np.zeros((2, 6), bool)
+    pad[1, 4:] = True
+    results = []
+    for d in ("cpu", dev):
+        q, k, v = (dlkern.tensor(a, dtype=np.float64).to(d).requires_grad_() for a in (q_np, k_np, v_np))
+        mask = None if mask_np is None else dlkern.tensor(mask_np).to(d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask_kind == "causal",
+                                             enable_gqa=True)
+        dlkern.manual_seed(1)
+        mha = nn.MultiheadAttention(16, 4, batch_first=True, num_kv_heads=2, dtype=np.float64).to(d)
+        x = dlkern.tensor(x_np, dtype=np.float64).to(d).requires_grad_()
+        y = mha(x, x, x, key_padding_mask=dlkern.tensor(pad).to(d), need_weights=False)[0]
+        ((out * out).sum() + (y ** 2).mean()).backward()
+        results.append([host(out), host(y), host(q.grad), host(k.grad), host(v.grad), host(x.grad),
+                        host(mha.in_proj_weight.grad)])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)

@@ -218,7 +218,7 @@ class CUDADevice:
         "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
         "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
         "matmul", "gemm", "cross_entropy_forward", "cross_entropy_backward",
-        "rope", "rope_backward", "kv_cache_append", "decode_attention", "attention_forward", "attention_backward",
+        "rope", "rope_backward", "kv_cache_append", "decode_attention",
         "conv2d", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
         "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
         "gelu_tanh", "gelu_tanh_backward", "take_along_axis", "put_along_axis",
@@ -388,6 +388,22 @@ class CUDADevice:
 
     def mean(self, x, axis=None, keepdims=False):
         return x.mean(axis=axis, keepdims=keepdims)
+
+    # ---- attention: the CUDA kernels take additive float masks; a bool mask (True =
+    # attend) becomes 0 / -inf here, so nn code passes either kind on every device.
+    def _float_mask(self, mask, dtype):
+        if mask is None or mask.dtype != np.bool_:
+            return mask
+        return self.module.where(mask, self.full((), 0.0, dtype), -np.inf)
+
+    def attention_forward(self, q, k, v, attn_mask=None, *args, **kwargs):
+        self._check_same_device("attention_forward", (q, k, v, attn_mask))
+        return self.module.attention_forward(q, k, v, self._float_mask(attn_mask, q.dtype), *args, **kwargs)
+
+    def attention_backward(self, grad_out, q, k, v, out, lse, attn_mask=None, *args, **kwargs):
+        self._check_same_device("attention_backward", (grad_out, q, k, v, out, lse, attn_mask))
+        return self.module.attention_backward(grad_out, q, k, v, out, lse, self._float_mask(attn_mask, q.dtype),
+                                              *args, **kwargs)
 
     def amax(self, x, axis=None, keepdims=False):
         return x.max(axis=axis, keepdims=keepdims)

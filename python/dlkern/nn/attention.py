@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from .. import ops
-from ..device import device as _get_device
+from ..device import array_namespace, device as _get_device
 from ..functions import attention as _FA
 from ..tensor import Tensor, _as_dtype
 from . import functional as F
@@ -20,7 +20,7 @@ __all__ = ["MultiheadAttention", "merge_masks"]
 
 
 def _array(x):
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
+    return x.data if isinstance(x, Tensor) else x if hasattr(x, "__dlpack_device__") else np.asarray(x)
 
 
 def merge_masks(attn_mask, key_padding_mask, batch, heads, tgt_len, src_len, dtype, op="MultiheadAttention"):
@@ -45,24 +45,28 @@ def merge_masks(attn_mask, key_padding_mask, batch, heads, tgt_len, src_len, dty
             raise ValueError(f"{op}: attn_mask has shape {tuple(m.shape)}, expected ({tgt_len}, {src_len}) or "
                              f"({batch * heads}, {tgt_len}, {src_len}) (batch * num_heads, target length, source "
                              f"length)")
-        masks.append(F._attention_mask(m, dtype, full, op, "attn_mask"))
+        masks.append(F._attention_mask(m, dtype, full, op, "attn_mask", device=array_namespace(m)))
     if key_padding_mask is not None:
         m = _array(key_padding_mask)
         if m.shape != (batch, src_len):
             raise ValueError(f"{op}: key_padding_mask has shape {tuple(m.shape)}, expected ({batch}, {src_len}) "
                              f"(batch, source length)")
-        masks.append(F._attention_mask(m[:, None, None, :], dtype, full, op, "key_padding_mask"))
+        masks.append(F._attention_mask(m[:, None, None, :], dtype, full, op, "key_padding_mask",
+                                       device=array_namespace(m)))
     if not masks:
         return None
+    dev = array_namespace(masks[0])
+    if any(array_namespace(m) is not dev for m in masks):
+        raise RuntimeError(f"{op}: attn_mask and key_padding_mask are on different devices")
     if all(m.dtype == np.bool_ for m in masks):
         out = ~masks[0]
         for m in masks[1:]:
             out = out & ~m
-        return np.ascontiguousarray(out)
+        return dev.contiguous(out)
     out = 0
     for m in masks:
-        out = out + (np.where(m, -np.inf, 0).astype(dtype) if m.dtype == np.bool_ else m)
-    return np.ascontiguousarray(out)
+        out = out + (dev.where(m, dev.full((), -np.inf, dtype), 0) if m.dtype == np.bool_ else m)
+    return dev.contiguous(out)
 
 
 class MultiheadAttention(Module):

@@ -369,13 +369,22 @@ def focal_loss(input, target, gamma=2.0, alpha=None, ignore_index=-100, reductio
 
 # ---------------------------------------------------------------------- attention
 
-def _attention_mask(mask, dtype, shape, op, name="attn_mask"):
+def _attention_mask(mask, dtype, shape, op, name="attn_mask", device=None):
     """`mask` (Tensor or array, bool or float) checked against the score shape `shape`
-    (..., Tq, Tk) it must broadcast to, as an array with len(shape) dims: bool stays bool
-    (True = take part), float is cast to `dtype`."""
+    (..., Tq, Tk) it must broadcast to, as an array with len(shape) dims on `device` (a
+    host mask is copied to a GPU device): bool stays bool (True = take part), float is
+    cast to `dtype`."""
     if mask is None:
         return None
-    m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+    on_gpu = device is not None and device.type != "cpu"
+    if isinstance(mask, Tensor):
+        if device is not None and mask.device != device:
+            raise RuntimeError(f"{op}: {name} is on {mask.device} but the attention inputs are on {device}")
+        m = mask.data
+    elif on_gpu and isinstance(mask, device.array_type):
+        m = mask
+    else:
+        m = np.asarray(mask)
     if m.dtype != np.bool_ and m.dtype.kind != "f":
         raise TypeError(f"{op}: {name} must be bool or floating point, got dtype {m.dtype}")
     try:
@@ -387,7 +396,11 @@ def _attention_mask(mask, dtype, shape, op, name="attn_mask"):
                          f"scores' shape {tuple(shape)} (batch, heads, target length, source length)")
     if m.dtype != np.bool_:
         m = m.astype(dtype, copy=False)
-    return np.ascontiguousarray(m.reshape((1,) * (len(shape) - m.ndim) + m.shape))
+    m = m.reshape((1,) * (len(shape) - m.ndim) + tuple(m.shape))
+    if isinstance(m, np.ndarray):
+        m = np.ascontiguousarray(m)
+        return device.from_host(m) if on_gpu else m
+    return m.contiguous()
 
 
 def _attention_seed(dropout_p):
@@ -440,9 +453,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     batch = int(np.prod(lead)) if lead else 1
     scores = (batch, hq, qs[-2], ks[-2])
     if attn_mask is not None:
-        m = _attention_mask(attn_mask, query.dtype, lead + scores[1:], op)
-        attn_mask = np.ascontiguousarray(np.broadcast_to(m, lead + m.shape[-3:]).reshape(
-            (batch,) + m.shape[-3:])) if len(lead) != 1 else m
+        dev = query.device
+        m = _attention_mask(attn_mask, query.dtype, lead + scores[1:], op, device=dev)
+        if len(lead) != 1:
+            m = dev.contiguous(dev.broadcast_to(m, lead + tuple(m.shape[-3:]))).reshape((batch,) + tuple(m.shape[-3:]))
+        attn_mask = m
     if len(lead) != 1:
         query, key, value = (t.reshape((batch,) + tuple(t.shape[-3:])) for t in (query, key, value))
     out = _FA.ScaledDotProductAttention.apply(query, key, value, attn_mask, bool(is_causal),
