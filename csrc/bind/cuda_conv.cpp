@@ -176,7 +176,7 @@ py::object conv_forward(const char* op, int nd, bool causal, const py::object& x
   const DeviceArray* b = nullptr;
   if (!b_obj.is_none()) {
     if (!py::isinstance<DeviceArray>(b_obj)) {
-      require_device_array(b_obj, op, "bias");  // numpy.ndarray: the host-memory hint
+      if (py::isinstance<py::array>(b_obj)) require_device_array(b_obj, op, "bias");  // the host-memory hint
       type_error(op, ": bias must be a dlkern._C_cuda.DeviceArray or None, got ",
                  py::str(py::type::of(b_obj).attr("__name__")).cast<std::string>());
     }
