@@ -413,7 +413,8 @@ for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backwar
               "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
               "cross_entropy_forward", "cross_entropy_backward", "rope", "rope_backward",
               "kv_cache_append", "decode_attention", "attention_forward", "attention_backward",
-              "conv2d", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
+              "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "causal_conv1d", "causal_conv1d_backward",
+              "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
               "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
               "gelu_tanh", "gelu_tanh_backward", "gemm"):
     globals()[_name] = _host_kernel(_name)

@@ -130,6 +130,12 @@ OPS = {
     "layer_norm_rms_norm": (lambda a, w: (F.layer_norm(a, (6,), w, w * 0.5) * a).sum()
                             + (F.rms_norm(a, (6,), w) * a).sum(), [(3, 6), (6,)]),
     "linear": (lambda x, w, b: (F.linear(x, w, b) ** 2).sum(), [(4, 3), (5, 3), (5,)]),
+    "conv2d_groups_stride": (lambda x, w, b: (F.conv2d(x, w, b, stride=2, padding=1, groups=2) ** 2).sum(),
+                             [(2, 4, 7, 7), (6, 2, 3, 3), (6,)]),
+    "conv1d_dilated": (lambda x, w: (F.conv1d(x, w, padding=2, dilation=2) ** 2).sum(), [(2, 3, 9), (4, 3, 3)]),
+    "pooling": (lambda x: (F.max_pool2d(x, 3, stride=2, padding=1) ** 2).sum()
+                + F.avg_pool2d(x, 2, ceil_mode=True, count_include_pad=False).sum()
+                + (F.adaptive_avg_pool2d(x, (2, 3)) ** 2).sum(), [(2, 3, 7, 8)]),
     "logsumexp_expand": (lambda a: a.logsumexp(dim=1).sum() + a[:, :1].expand(4, 3).sum(), [(4, 3)]),
 }
 

@@ -219,7 +219,8 @@ class CUDADevice:
         "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
         "matmul", "gemm", "cross_entropy_forward", "cross_entropy_backward",
         "rope", "rope_backward", "kv_cache_append", "decode_attention",
-        "conv2d", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
+        "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "causal_conv1d", "causal_conv1d_backward",
+        "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
         "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
         "gelu_tanh", "gelu_tanh_backward", "take_along_axis", "put_along_axis",
     ))
