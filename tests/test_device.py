@@ -421,3 +421,42 @@ def test_attention_and_multihead_attention_match_cpu(dev, mask_kind):
                         host(mha.in_proj_weight.grad)])
     for got, want in zip(results[1], results[0]):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- the training CLI
+
+@pytest.fixture
+def cuda_is_twin(monkeypatch):
+    """dlkern.device("cuda") answers with the host twin (the CLI asks for it by name)."""
+    import importlib
+    device_module = importlib.import_module("dlkern.device")
+    tensor_module = importlib.import_module("dlkern.tensor")
+    twin = CUDADevice(0, module=host_cuda)
+    real = device_module.device
+
+    def fake(spec="cpu"):
+        if isinstance(spec, str) and spec.split(":")[0] == "cuda":
+            return twin
+        return real(spec)
+    for target in (device_module, tensor_module, dlkern):
+        monkeypatch.setattr(target, "device" if target is not tensor_module else "_get_device", fake)
+    return twin
+
+
+def test_train_cli_runs_on_the_device(cuda_is_twin, tmp_path, capsys):
+    from dlkern.__main__ import main
+    ckpt = tmp_path / "mlp.npz"
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--device", "cuda", "--no-progress",
+                 "--checkpoint", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "on cuda:0" in out and "test accuracy" in out
+    accuracy = float(out.split("test accuracy ")[1].split()[0])
+    assert accuracy > 0.8  # digits after one epoch of Adam
+    text = tmp_path / "corpus.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 60)
+    assert main(["train", "--model", "gpt", "--text", str(text), "--steps", "4", "--device", "cuda",
+                 "--n-layer", "1", "--n-head", "2", "--d-model", "16", "--block-size", "16", "--batch-size", "4",
+                 "--eval-interval", "2", "--eval-batches", "1", "--sample-tokens", "5",
+                 "--checkpoint", str(tmp_path / "gpt.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "on cuda:0" in out and "--- sample" in out

@@ -236,6 +236,9 @@ class GPT(nn.Module):
         total T0 + max_new_tokens must fit in block_size (ValueError; no cropping); RoPE
         and ALiBi models may run past it.
         """
+        if self.wte.weight.device.type != "cpu":
+            raise NotImplementedError(f"GPT.generate runs on the CPU (its KV-cache decoding works on host arrays), "
+                                      f"but the model is on {self.wte.weight.device}; call model.cpu() first")
         prompts = self._tokens(idx)
         b, t0 = prompts.shape
         if max_new_tokens < 0:

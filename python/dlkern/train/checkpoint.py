@@ -24,7 +24,9 @@ class CheckpointError(ValueError):
 
 def _encode(value, arrays):
     """JSON-able form of `value`; arrays move to `arrays` and leave a reference."""
-    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a Tensor
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a Tensor or a device array
+        if hasattr(value, "detach"):
+            value = value.detach().cpu()
         value = value.numpy()
     if isinstance(value, np.ndarray):
         key = f"a{len(arrays)}"

@@ -42,6 +42,7 @@ def add_train_command(commands) -> None:
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="(default cosine; gpt: warmup-cosine over the steps)")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (needs a CUDA build and a GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="save a checkpoint here after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -124,17 +125,23 @@ def run_train(args) -> int:
     (train_set, test_set), side = _datasets(args, flatten=False)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=args.seed)
     test_loader = DataLoader(test_set, batch_size=512)
-    model = _model(args.model, side)
+    try:
+        device = dlkern.device(args.device)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: train: --device {args.device}: {exc}", file=sys.stderr)
+        return 2
+    model = _model(args.model, side).to(device)
     opt = _optimizer(args, model.parameters())
     scheduler, per_batch = _scheduler(args, opt, len(train_loader))
 
     print(f"training {args.model} on {args.dataset}: {len(train_set)} train / {len(test_set)} test samples, "
           f"{args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}, "
-          f"scheduler {args.scheduler}, {dlkern.get_num_threads()} thread(s), ISA {dlkern.get_isa()}")
+          f"scheduler {args.scheduler}, "
+          + (f"{dlkern.get_num_threads()} thread(s), ISA {dlkern.get_isa()}" if device.type == "cpu" else f"on {device}"))
     started = time.perf_counter()
     history = fit(model, opt, train_loader, args.epochs, test_loader=test_loader, scheduler=scheduler,
                   scheduler_per_batch=per_batch, checkpoint=args.checkpoint, resume=args.resume,
-                  progress=False if args.no_progress else None)
+                  progress=False if args.no_progress else None, device=device)
     wall = time.perf_counter() - started
     final = history.test_accuracy[-1] if history.test_accuracy else float("nan")
     print(f"done: test accuracy {final:.4f} | wall time {wall:.1f} s | "

@@ -52,8 +52,13 @@ def sample_batch(ids: np.ndarray, batch_size: int, block_size: int, rng: np.rand
 
 
 def lm_loss(model, x, y):
+    """Mean next-token cross-entropy; host batches x, y go to the model's device."""
     from .. import nn
+    from ..tensor import Tensor
 
+    device = model.wte.weight.device
+    if device.type != "cpu":
+        x, y = Tensor(x).to(device), Tensor(y).to(device)
     logits = model(x)
     b, t, v = logits.shape
     return nn.functional.cross_entropy(logits.reshape(b * t, v), y.reshape(b * t))
@@ -125,6 +130,12 @@ def run_train_gpt(args) -> int:
         model = GPT(tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
                     d_model=args.d_model, n_kv_head=args.n_kv_head, pos_encoding=args.pos_encoding,
                     dropout=args.dropout)
+    try:
+        device = dlkern.device(args.device)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: train: --device {args.device}: {exc}", file=sys.stderr)
+        return 2
+    model.to(device)
     opt = _optimizer(args, model.parameters())
     sched_args = argparse.Namespace(**{**vars(args), "epochs": args.steps})
     scheduler, _ = _scheduler(sched_args, opt, 1)
@@ -143,8 +154,9 @@ def run_train_gpt(args) -> int:
     block = model.config["block_size"]
     print(f"training gpt on {corpus}: {len(train_ids)} train / {len(val_ids)} validation characters, "
           f"vocab {tokenizer.vocab_size}, {n_params / 1e6:.2f}M parameters, {args.steps} steps of batch "
-          f"{args.batch_size} x {block}, {args.optimizer} lr {args.lr}, {dlkern.get_num_threads()} thread(s), "
-          f"ISA {dlkern.get_isa()}")
+          f"{args.batch_size} x {block}, {args.optimizer} lr {args.lr}, "
+          + (f"{dlkern.get_num_threads()} thread(s), ISA {dlkern.get_isa()}" if device.type == "cpu"
+             else f"on {device}"))
     model.train()
     started, trained_steps, train_loss = time.perf_counter(), 0, float("nan")
     while step < args.steps:
@@ -171,6 +183,7 @@ def run_train_gpt(args) -> int:
     print(f"done: {trained_steps} steps in {wall:.1f} s ({trained_steps / max(wall, 1e-9):.2f} steps/s), "
           f"final train loss {train_loss:.4f} | checkpoint {checkpoint}")
     if args.sample_tokens > 0:
+        model.cpu()  # generation (KV cache, sampling) runs on the CPU
         prompt = "\n"
         out, seconds = _generate(model, tokenizer, prompt, args.sample_tokens, 0.8, 20, args.seed)
         print(f"--- sample ({args.sample_tokens} characters, {args.sample_tokens / seconds:.0f} tokens/s) ---")

@@ -33,13 +33,16 @@ class History:
         return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
-def evaluate(model, loader) -> float:
-    """Classification accuracy of `model` over `loader` (eval mode, no graph)."""
+def evaluate(model, loader, device=None) -> float:
+    """Classification accuracy of `model` over `loader` (eval mode, no graph); batches
+    are moved to `device` (default: where they are)."""
     was_training = model.training
     model.eval()
     correct = total = 0
     with no_grad():
         for xb, yb in loader:
+            if device is not None:
+                xb, yb = xb.to(device), yb.to(device)
             pred = model(xb).data.argmax(axis=1)
             labels = yb.data if hasattr(yb, "data") else np.asarray(yb)
             correct += int((pred == labels).sum())
@@ -77,7 +80,7 @@ def _set_rng_state(loader, state):
 
 def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None, test_loader=None,
         scheduler=None, scheduler_per_batch: bool = False, checkpoint=None, resume: bool = False,
-        progress: Optional[bool] = None, log: Callable[[str], None] = print) -> History:
+        progress: Optional[bool] = None, log: Callable[[str], None] = print, device=None) -> History:
     """Train `model` for `epochs` epochs and return a History.
 
     Each epoch: train on every batch of `train_loader` (zero_grad, forward, loss,
@@ -85,7 +88,8 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     per epoch), measure test accuracy on `test_loader`, and save a checkpoint to
     `checkpoint` (model, optimizer, scheduler, RNG states, epoch). With `resume`,
     training continues from that checkpoint and ends with the same weights as an
-    uninterrupted run. `progress`: tqdm bars (None: only on a terminal).
+    uninterrupted run. `progress`: tqdm bars (None: only on a terminal). `device`:
+    where each batch is moved before the step (the model must already be there).
     """
     loss_fn = loss_fn or nn.functional.cross_entropy
     history = History()
@@ -109,6 +113,8 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         batches = _progress(train_loader, len(train_loader), f"epoch {epoch + 1}/{epochs}", progress)
         epoch_started = time.perf_counter()
         for xb, yb in batches:
+            if device is not None:
+                xb, yb = xb.to(device), yb.to(device)
             optimizer.zero_grad()
             out = model(xb)
             loss = loss_fn(out, yb)
@@ -127,7 +133,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         history.train_loss.append(loss_sum / max(seen, 1))
         history.train_accuracy.append(correct / max(seen, 1))
         history.samples += seen
-        test_acc = evaluate(model, test_loader) if test_loader is not None else float("nan")
+        test_acc = evaluate(model, test_loader, device) if test_loader is not None else float("nan")
         history.test_accuracy.append(test_acc)
         log(f"epoch {epoch + 1:3d}/{epochs}  train loss {history.train_loss[-1]:.4f}  "
             f"train acc {history.train_accuracy[-1]:.4f}  test acc {test_acc:.4f}")
