@@ -276,6 +276,9 @@ def test_argreduce_plan_choice_and_errors():
     with pytest.raises(ValueError, match=r"^argmax: attempt to get argmax of an empty sequence"):
         C._argreduce_plan((0,), (1,), None)
     assert C._argreduce_plan((), (), None)["out_shape"] == ()
+    assert C._argreduce_plan((3, 4), (4, 1), np.int64(-1), True)["out_shape"] == (3, 1)  # __index__ axes
+    with pytest.raises(TypeError, match=r"^argmax: axis must be an int, got bool"):
+        C._argreduce_plan((3, 4), (4, 1), True)
 
 
 # ---------------------------------------------------------------------------

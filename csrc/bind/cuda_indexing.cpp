@@ -29,10 +29,14 @@ const DeviceArray& require_index(const py::handle& obj, const DeviceArray& x, co
   return idx;
 }
 
+// An int (or anything with __index__, e.g. numpy.int64; not bool) normalised against
+// ndim; out of range raises IndexError, as the reductions of cuda_ops.cpp do.
 int int_axis(const py::handle& axis, int ndim, const char* op) {
-  if (!py::isinstance<py::int_>(axis) || py::isinstance<py::bool_>(axis))
+  if (py::isinstance<py::bool_>(axis) || !PyIndex_Check(axis.ptr()))
     type_error(op, ": axis must be an int, got ", py::str(py::type::of(axis).attr("__name__")).cast<std::string>());
-  return cuda::normalize_axis(axis.cast<int64_t>(), ndim, op);
+  PyObject* index = PyNumber_Index(axis.ptr());
+  if (!index) throw py::error_already_set();
+  return cuda::normalize_axis(py::reinterpret_steal<py::int_>(index).cast<int64_t>(), ndim, op);
 }
 
 // Shape errors of the planners as ValueError naming the op.
