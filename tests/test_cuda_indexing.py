@@ -271,6 +271,7 @@ def test_argreduce_plan_choice_and_errors():
     assert C._argreduce_plan((100, 4096), (4096, 1), 0)["threads_per_output"] is True
     assert C._argreduce_plan((4096, 100), (100, 1), 1)["threads_per_output"] is False
     assert C._argreduce_plan((10, 50), (50, 1), 0)["threads_per_output"] is False  # too few outputs
+    assert C._argreduce_plan((5000, 7), (7, 1), 1)["threads_per_output"] is True  # short rows
     with pytest.raises(ValueError, match=r"^argmax: attempt to get argmax of an empty sequence \(shape \(3, 0\)\)"):
         C._argreduce_plan((3, 0), (1, 1), 1)
     with pytest.raises(ValueError, match=r"^argmax: attempt to get argmax of an empty sequence"):
@@ -597,6 +598,7 @@ def test_add_at_strided_x_and_errors():
     ((100003,), "contiguous", None, False),        # one block strides through many elements
     ((50, 4099), "contiguous", 0, False),          # thread per output
     ((4099, 50), "contiguous", 1, True), ((257, 3, 129), "transposed", 1, False),
+    ((3001, 7), "contiguous", 1, False), ((7, 3001), "transposed", 0, True),  # thread per short row
 ], ids=str)
 def test_argmax_argmin_match_numpy(name, dtype, shape, kind, axis, keepdims):
     # small integers: many ties, so "first occurrence" is exercised everywhere

@@ -156,21 +156,22 @@ DeviceArray take(const py::object& x_obj, const py::object& idx_obj, const py::o
   const char* op = "take";
   DeviceArray x = require_device_array(x_obj, op, "x");
   const DeviceArray& idx = require_index(idx_obj, x, op);
-  int axis = 0;
-  if (axis_obj.is_none()) {
-    // numpy.take(axis=None) indexes the flattened array; a strided x is packed first.
+  // numpy.take(axis=None) indexes the flattened array: plan for x as (numel,) with unit
+  // stride, which holds once a strided x is packed (after the checks).
+  const bool flat = axis_obj.is_none();
+  const int axis = flat ? 0 : int_axis(axis_obj, x.ndim(), op);
+  const Shape x_shape = flat ? Shape{x.numel()} : x.shape, x_strides = flat ? Shape{1} : x.strides;
+  const cuda::IndexPlan plan = cuda::plan_take(x_shape, x_strides, idx.shape, idx.strides, axis);
+  check_loop(plan, cuda::contiguous_strides(plan.out_shape), op);
+  if (flat) {
     if (!x.is_contiguous()) {
       py::gil_scoped_release nogil;
       cuda::DeviceGuard guard(x.device, op);
       x = cuda::contiguous(x, op);
     }
-    x.shape = {x.numel()};
-    x.strides = {1};
-  } else {
-    axis = int_axis(axis_obj, x.ndim(), op);
+    x.shape = x_shape;
+    x.strides = x_strides;
   }
-  const cuda::IndexPlan plan = cuda::plan_take(x.shape, x.strides, idx.shape, idx.strides, axis);
-  check_loop(plan, cuda::contiguous_strides(plan.out_shape), op);
   return run_gather(x, idx, plan, axis, op);
 }
 

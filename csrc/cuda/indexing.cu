@@ -270,10 +270,12 @@ void scatter(const StridedLoop& loop, int64_t axis_size, int64_t axis_stride, T*
 }
 
 bool arg_reduce_threads_per_output(const ReduceLayout& layout) {
-  // As plan_reduce: a thread per output pays off when a warp's outputs are adjacent in
-  // memory (coalesced loads) and there are enough of them to fill the device.
+  // A thread per output pays off when there are enough outputs to fill the device and
+  // either a warp's outputs are adjacent in memory (coalesced loads, as plan_reduce) or
+  // each output has so few elements that a block would leave most threads idle.
   const StridedLoop &out = layout.out_loop, &red = layout.reduce_loop;
   if (out.numel < 1024 || red.numel == 0) return false;
+  if (red.numel <= 16) return true;
   const bool outputs_adjacent = out.strides[1][out.ndim - 1] == 1 && out.sizes[out.ndim - 1] > 1;
   const bool elements_adjacent = red.strides[0][red.ndim - 1] == 1;
   return outputs_adjacent && !elements_adjacent;

@@ -69,8 +69,9 @@ void scatter(const StridedLoop& loop, int64_t axis_size, int64_t axis_stride, T*
 // argmax / argmin over a ReduceLayout (layout.h): the int64 position, within the reduced
 // elements in C order, of the first maximum (minimum); a NaN counts as the extreme (the
 // first NaN wins), as NumPy. One block per output, or one thread per output when
-// threads_per_output (outputs adjacent in memory, reduced elements not). The layout
-// must reduce at least one element.
+// arg_reduce_threads_per_output (many outputs, and either outputs adjacent in memory
+// with the reduced elements not, or at most 16 elements each). The layout must reduce
+// at least one element.
 enum class ArgOp { argmax, argmin };
 bool arg_reduce_threads_per_output(const ReduceLayout& layout);
 template <typename T>
