@@ -358,15 +358,21 @@ def add_at(x, indices, values):
     np.add.at(x._a, _indices(indices, "add_at"), _host(values))
 
 
-def _counter_uniform(shape, seed):
-    return np.random.default_rng(int(seed)).random(_shape(shape))
+try:  # the GPU generator's own host twin, when the CUDA module is built: bit-exact with the device
+    from dlkern._C_cuda import _rand_host, _randn_host
+except ImportError:
+    _rand_host = _randn_host = None
 
 
-def rand(shape, seed, dtype=np.float32, device=None):
-    return DeviceArray._fresh(_counter_uniform(shape, seed).astype(_dtype(dtype, "rand")))
+def rand(shape, seed, dtype=np.float32, device=None, stream=None):
+    if _rand_host is not None:
+        return DeviceArray._fresh(_rand_host(_shape(shape), seed, np.dtype(dtype).name))
+    return DeviceArray._fresh(np.random.default_rng(int(seed)).random(_shape(shape)).astype(_dtype(dtype, "rand")))
 
 
-def randn(shape, seed, dtype=np.float32, device=None):
+def randn(shape, seed, dtype=np.float32, device=None, stream=None):
+    if _randn_host is not None:
+        return DeviceArray._fresh(_randn_host(_shape(shape), seed, np.dtype(dtype).name))
     return DeviceArray._fresh(np.random.default_rng(int(seed)).standard_normal(_shape(shape)).astype(_dtype(dtype)))
 
 

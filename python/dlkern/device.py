@@ -222,7 +222,7 @@ class CUDADevice:
         "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "causal_conv1d", "causal_conv1d_backward",
         "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
         "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
-        "gelu_tanh", "gelu_tanh_backward", "take_along_axis", "put_along_axis",
+        "gelu_tanh", "gelu_tanh_backward", "take", "take_along_axis", "put_along_axis",
     ))
 
     # Binary elementwise names whose operands are promoted to one dtype as NumPy does.
