@@ -460,3 +460,23 @@ def test_train_cli_runs_on_the_device(cuda_is_twin, tmp_path, capsys):
                  "--checkpoint", str(tmp_path / "gpt.npz")]) == 0
     out = capsys.readouterr().out
     assert "on cuda:0" in out and "--- sample" in out
+
+
+def test_cached_decoding_on_device_matches_cpu(dev):
+    """A GPT's forward over a prompt, then token by token against KV caches on the device,
+    equals the same on the CPU (and the cache lives on the device)."""
+    from dlkern.models import GPT
+    tokens = rng(12).integers(0, 11, (2, 7))
+    outs = []
+    for d in ("cpu", dev):
+        dlkern.manual_seed(9)
+        model = GPT(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_kv_head=2, d_model=16,
+                    pos_encoding="rope", dtype=np.float64).to(d)
+        caches = model.make_cache(2)
+        assert caches[0].device == d and isinstance(caches[0].k, d.array_type if d != "cpu" else np.ndarray)
+        with dlkern.no_grad():
+            logits = [host(model(dlkern.tensor(tokens[:, :4]).to(d), cache=caches))]
+            for t in range(4, 7):
+                logits.append(host(model(dlkern.tensor(tokens[:, t:t + 1]).to(d), cache=caches)))
+        outs.append(np.concatenate(logits, axis=1))
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-9, atol=1e-12)

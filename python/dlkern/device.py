@@ -218,7 +218,7 @@ class CUDADevice:
         "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
         "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
         "matmul", "gemm", "cross_entropy_forward", "cross_entropy_backward",
-        "rope", "rope_backward", "kv_cache_append", "decode_attention",
+        "rope", "rope_backward", "kv_cache_append",
         "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "causal_conv1d", "causal_conv1d_backward",
         "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
         "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
@@ -405,6 +405,10 @@ class CUDADevice:
         self._check_same_device("attention_backward", (grad_out, q, k, v, out, lse, attn_mask))
         return self.module.attention_backward(grad_out, q, k, v, out, lse, self._float_mask(attn_mask, q.dtype),
                                               *args, **kwargs)
+
+    def decode_attention(self, q, k_cache, v_cache, length, attn_mask=None, scale=None):
+        self._check_same_device("decode_attention", (q, k_cache, v_cache, attn_mask))
+        return self.module.decode_attention(q, k_cache, v_cache, length, self._float_mask(attn_mask, q.dtype), scale)
 
     def amax(self, x, axis=None, keepdims=False):
         return x.max(axis=axis, keepdims=keepdims)

@@ -149,8 +149,8 @@ class GPT(nn.Module):
     def make_cache(self, batch_size, max_seq_len=None):
         """One KVCache per layer, (batch_size, n_kv_head, max_seq_len or block_size, head_dim)."""
         size = self.block_size if max_seq_len is None else max_seq_len
-        return [nn.KVCache(batch_size, self.n_kv_head, size, self.head_dim, self.wte.weight.dtype)
-                for _ in range(self.n_layer)]
+        return [nn.KVCache(batch_size, self.n_kv_head, size, self.head_dim, self.wte.weight.dtype,
+                           device=self.wte.weight.device) for _ in range(self.n_layer)]
 
     # ------------------------------------------------------------------ inference on arrays
     def _arrays(self):

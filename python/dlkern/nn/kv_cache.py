@@ -2,20 +2,20 @@
 
 import numpy as np
 
-from .. import ops
+from ..device import device as _get_device
 from ..tensor import Tensor, _as_dtype
 
 
 class KVCache:
-    """Preallocated key/value storage of one layer: ``k`` and ``v`` are NumPy arrays
+    """Preallocated key/value storage of one layer: ``k`` and ``v`` are arrays on `device`
     (batch_size, num_kv_heads, max_seq_len, head_dim); positions 0..offset-1 hold data.
 
-    ``append`` writes new keys/values at ``offset`` (``ops.kv_cache_append``) and
-    advances it; ``attend`` runs ``ops.decode_attention`` on the storage in place (no
-    copy or slice). Not a Module: it holds no parameters and is never saved.
+    ``append`` writes new keys/values at ``offset`` (the device's ``kv_cache_append``)
+    and advances it; ``attend`` runs the device's ``decode_attention`` on the storage in
+    place (no copy or slice). Not a Module: it holds no parameters and is never saved.
     """
 
-    def __init__(self, batch_size, num_kv_heads, max_seq_len, head_dim, dtype=np.float32):
+    def __init__(self, batch_size, num_kv_heads, max_seq_len, head_dim, dtype=np.float32, device="cpu"):
         for name, n in (("batch_size", batch_size), ("num_kv_heads", num_kv_heads),
                         ("max_seq_len", max_seq_len), ("head_dim", head_dim)):
             if int(n) != n or n < 1:
@@ -24,8 +24,9 @@ class KVCache:
         if dtype.kind != "f":
             raise TypeError(f"KVCache: dtype must be floating point, got {dtype}")
         shape = (int(batch_size), int(num_kv_heads), int(max_seq_len), int(head_dim))
-        self.k = np.zeros(shape, dtype)
-        self.v = np.zeros(shape, dtype)
+        self.device = _get_device(device)
+        self.k = self.device.zeros(shape, dtype)
+        self.v = self.device.zeros(shape, dtype)
         self.offset = 0
 
     @property
@@ -44,7 +45,16 @@ class KVCache:
         return self.offset
 
     def _check(self, name, x):
-        a = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if isinstance(x, Tensor):
+            if x.device != self.device:
+                raise RuntimeError(f"KVCache.append: {name} is on {x.device} but the cache is on {self.device}")
+            a = x.data
+        elif self.device.type != "cpu" and isinstance(x, self.device.array_type):
+            a = x
+        else:
+            a = np.asarray(x)
+            if self.device.type != "cpu":
+                raise TypeError(f"KVCache.append: {name} is a host array but the cache is on {self.device}")
         b, h, _, d = self.k.shape
         if a.ndim != 4 or a.shape[0] != b or a.shape[1] != h or a.shape[3] != d:
             raise ValueError(f"KVCache.append: {name} has shape {tuple(a.shape)}, expected ({b}, {h}, T, {d})")
@@ -62,15 +72,15 @@ class KVCache:
         if self.offset + t > self.max_seq_len:
             raise ValueError(f"KVCache overflow: cannot append {t} positions at offset {self.offset} to a cache of "
                              f"max_seq_len={self.max_seq_len}; make the cache larger or trim it")
-        ops.kv_cache_append(self.k, k_new, self.offset)
-        self.offset = ops.kv_cache_append(self.v, v_new, self.offset)
+        self.device.kv_cache_append(self.k, k_new, self.offset)
+        self.offset = int(self.device.kv_cache_append(self.v, v_new, self.offset))
         return self.offset
 
     def attend(self, q, attn_mask=None, scale=None):
-        """ops.decode_attention of q (batch, heads, Tq, head_dim), the queries of the last Tq
+        """decode_attention of q (batch, heads, Tq, head_dim), the queries of the last Tq
         cached positions, against the cache (causal); attn_mask broadcasts to
         (batch, heads, Tq, offset)."""
-        return ops.decode_attention(q, self.k, self.v, self.offset, attn_mask, scale)
+        return self.device.decode_attention(q, self.k, self.v, self.offset, attn_mask, scale)
 
     def reset(self):
         """Forget every position (the storage is kept and overwritten later)."""
@@ -91,5 +101,6 @@ class KVCache:
 
     def __repr__(self):
         b, h, s, d = self.k.shape
+        where = "" if self.device.type == "cpu" else f", device='{self.device}'"
         return (f"KVCache(batch_size={b}, num_kv_heads={h}, max_seq_len={s}, head_dim={d}, "
-                f"dtype={self.k.dtype}, offset={self.offset})")
+                f"dtype={self.k.dtype}, offset={self.offset}{where})")
