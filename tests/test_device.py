@@ -263,6 +263,9 @@ def test_module_state_dict_moves_between_devices(dev):
     for p, q in zip(b.parameters(), c.parameters()):
         assert q.device == dev
         np.testing.assert_array_equal(host(q), host(p))
+    vector = nn.utils.parameters_to_vector(a.parameters())
+    assert isinstance(vector, dev.array_type)
+    np.testing.assert_array_equal(vector.numpy(), np.concatenate([host(p).ravel() for p in a.parameters()]))
     a.cpu()
     assert all(p.device == "cpu" for p in a.parameters())
 
