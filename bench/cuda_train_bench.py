@@ -9,8 +9,6 @@ two device synchronisations; the table reports medians.
     python bench/cuda_train_bench.py --out train.md [--models mlp,lenet,gpt] [--repeats 7]
 """
 import argparse
-import statistics
-import time
 
 import numpy as np
 
@@ -18,6 +16,8 @@ import dlkern
 from dlkern import optim
 from dlkern.bench import gpt as gpt_bench
 from dlkern.bench import train as train_bench
+
+from cuda_bench import median_seconds  # this folder's kernel benchmark: the same timing
 
 try:
     import torch
@@ -67,20 +67,6 @@ def classes(name):
     return gpt_bench.CONFIG["vocab_size"] if name == "gpt" else 10
 
 
-def time_steps(step, sync, steps, repeats):
-    for _ in range(3):
-        step()
-    sync()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        samples.append((time.perf_counter() - t0) / steps)
-    return statistics.median(samples)
-
-
 def bench(name, args):
     model, make_dl, twin, make_t, x, y = build(name)
     c = classes(name)
@@ -100,8 +86,8 @@ def bench(name, args):
         row["check"] = worst
         if not worst < 1e-3:
             raise SystemExit(f"{name}: dlkern and PyTorch losses disagree on CUDA: {dl_losses} vs {t_losses}")
-        row["PyTorch"] = 1.0 / time_steps(t_step, torch.cuda.synchronize, args.steps, args.repeats)
-    row["dlkern"] = 1.0 / time_steps(dl_step, dlkern.cuda.synchronize, args.steps, args.repeats)
+        row["PyTorch"] = 1.0 / median_seconds(t_step, torch.cuda.synchronize, args.repeats, args.steps)
+    row["dlkern"] = 1.0 / median_seconds(dl_step, dlkern.cuda.synchronize, args.repeats, args.steps)
     return row
 
 

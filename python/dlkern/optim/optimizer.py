@@ -259,6 +259,18 @@ def _host_copy(value):
     return copy.deepcopy(value)
 
 
+def update_moments(xp, g, exp_avg, exp_avg_sq, beta1, beta2, work):
+    """Adam's moment estimates in place: m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2
+    (`work`: a scratch array shaped like g; xp: the arrays' device namespace)."""
+    xp.multiply(exp_avg, beta1, out=exp_avg)
+    xp.multiply(g, 1.0 - beta1, out=work)
+    xp.add(exp_avg, work, out=exp_avg)
+    xp.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
+    xp.multiply(g, g, out=work)
+    xp.multiply(work, 1.0 - beta2, out=work)
+    xp.add(exp_avg_sq, work, out=exp_avg_sq)
+
+
 def effective_grad(param, grad, weight_decay, maximize, out):
     """The gradient the update uses: -grad if maximizing, plus weight_decay*param
     (L2 coupled into the gradient). Returns `grad` itself when neither applies,

@@ -3,7 +3,7 @@
 import math
 
 from ..device import array_namespace
-from .optimizer import Optimizer, check_betas, check_nonnegative, effective_grad, grad_array
+from .optimizer import Optimizer, update_moments, check_betas, check_nonnegative, effective_grad, grad_array
 
 
 def _radam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
@@ -16,13 +16,7 @@ def _radam_update(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, e
         g = effective_grad(param, grad, 0.0, maximize, w0)
     else:
         g = effective_grad(param, grad, weight_decay, maximize, w0)
-    xp.multiply(exp_avg, beta1, out=exp_avg)
-    xp.multiply(g, 1.0 - beta1, out=w1)
-    xp.add(exp_avg, w1, out=exp_avg)
-    xp.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
-    xp.multiply(g, g, out=w1)
-    xp.multiply(w1, 1.0 - beta2, out=w1)
-    xp.add(exp_avg_sq, w1, out=exp_avg_sq)
+    update_moments(xp, g, exp_avg, exp_avg_sq, beta1, beta2, w1)
     bias_correction1 = 1.0 - beta1 ** step
     bias_correction2 = 1.0 - beta2 ** step
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
