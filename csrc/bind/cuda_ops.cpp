@@ -305,7 +305,8 @@ DLKERN_REGISTER_BINDINGS(cuda_ops) {
                     "any strides, may be an input) written in place and returned.").c_str());
 
   m.def("clip", &clip_op, py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("out") = py::none(),
-        "clip(x, lo, hi, out=None): max(min(x, hi), lo) as numpy.clip; lo/hi Python numbers or None; "
+        "clip(x, lo, hi, out=None): min(max(x, lo), hi) as numpy.clip (hi wins if lo > hi); lo/hi Python "
+        "numbers or None; "
         "float32/float64/int64 (int bounds for int64).");
 
   const std::pair<const char*, cuda::ReduceOp> reductions[] = {
@@ -347,6 +348,16 @@ DLKERN_REGISTER_BINDINGS(cuda_ops) {
     return py::make_tuple(to_tuple(r.out_shape), loop_tuple(r.out_loop), loop_tuple(r.reduce_loop), p);
   }, py::arg("shape"), py::arg("strides"), py::arg("axis"), py::arg("keepdims"),
   "Testing aid: (out_shape, (sizes, strides) of the output loop, of the reduce loop, launch plan).");
+  m.def("_alias", [](const py::object& shape, uintptr_t out_addr, const py::object& out_strides, int64_t out_item,
+                     uintptr_t in_addr, const py::object& in_strides, int64_t in_item) {
+    const cuda::Alias a = cuda::classify_alias(to_shape(shape, "_alias", "shape"), out_addr,
+                                               to_shape(out_strides, "_alias", "out_strides"), out_item, in_addr,
+                                               to_shape(in_strides, "_alias", "in_strides"), in_item);
+    return a == cuda::Alias::none ? "none" : a == cuda::Alias::same ? "same" : "partial";
+  }, py::arg("shape"), py::arg("out_addr"), py::arg("out_strides"), py::arg("out_item"), py::arg("in_addr"),
+  py::arg("in_strides"), py::arg("in_item"),
+  "Testing aid: how out= and an input (byte addresses, element strides broadcast to shape, item sizes) share "
+  "memory: 'none', 'same' (computed in place) or 'partial' (through a temporary).");
   m.def("_check_view", [](const py::object& shape, const py::object& strides, int64_t offset, int64_t n) {
     cuda::check_view(to_shape(shape, "as_strided", "shape"), to_shape(strides, "as_strided", "strides"), offset, n);
   }, py::arg("shape"), py::arg("strides"), py::arg("offset"), py::arg("storage_numel"));

@@ -199,9 +199,10 @@ struct ClipFn {
   T lo, hi;
   __device__ void operator()(const int64_t (&off)[2]) const {
     T y = in[off[1]];
-    // minimum, then maximum, with NumPy's NaN propagation (a NaN bound gives NaN).
-    if (has_hi) y = apply(BinaryOp::minimum, y, hi);
+    // min(max(x, lo), hi) as numpy.clip (so hi wins when lo > hi), with NumPy's NaN
+    // propagation (a NaN bound gives NaN).
     if (has_lo) y = apply(BinaryOp::maximum, y, lo);
+    if (has_hi) y = apply(BinaryOp::minimum, y, hi);
     out[off[0]] = y;
   }
 };

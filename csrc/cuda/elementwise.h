@@ -54,7 +54,7 @@ template <typename T>
 void where(const StridedLoop& loop, T* out, const uint8_t* cond, const T* a, T a_scalar, const T* b,
            T b_scalar, cudaStream_t stream, const char* op);
 
-// out = max(min(in, hi), lo) as numpy.clip (NaN stays NaN); a bound is skipped when its
+// out = min(max(in, lo), hi) as numpy.clip (NaN stays NaN); a bound is skipped when its
 // has_ flag is false. loop has operands (out, in). T: float, double or int64_t.
 template <typename T>
 void clip(const StridedLoop& loop, T* out, const T* in, bool has_lo, T lo, bool has_hi, T hi,
