@@ -208,8 +208,8 @@ def test_unary_special_values(dtype):
         np.testing.assert_array_equal(C.reciprocal(d).numpy(), (1 / x).astype(dtype))
         np.testing.assert_allclose(C.log1p(d).numpy(), np.log1p(x), rtol=4e-6)
         np.testing.assert_allclose(C.expm1(d).numpy(), np.expm1(x), rtol=4e-6)
+        np.testing.assert_array_equal(np.isnan(C.sin(d).numpy()), np.isnan(np.sin(x)))
     np.testing.assert_allclose(C.erf(d).numpy(), np_erf(x.astype(np.float64)), rtol=4e-6, atol=0)
-    np.testing.assert_array_equal(np.isnan(C.sin(d).numpy()), np.isnan(np.sin(x)))
 
 
 @requires_gpu
@@ -320,10 +320,11 @@ def test_logaddexp_is_stable(dtype):
     big = 80.0 if dtype == np.float32 else 700.0  # exp overflows well before 2 * big
     a = np.array([big * 2, -big * 2, 0.0, np.inf, -np.inf, np.inf, -np.inf, np.nan, 1.0, 3.0], dtype)
     b = np.array([big * 2, -big * 2, -big * 3, np.inf, -np.inf, -np.inf, 5.0, 1.0, np.nan, -1e4], dtype)
-    got = C.logaddexp(C.from_numpy(a), C.from_numpy(b)).numpy()
-    np.testing.assert_allclose(got, np.logaddexp(a.astype(np.float64), b.astype(np.float64)), **tol(dtype))
-    np.testing.assert_allclose(C.logaddexp(C.from_numpy(a), 0.0).numpy(), np.logaddexp(a.astype(np.float64), 0.0),
-                               **tol(dtype))
+    with np.errstate(invalid="ignore"):  # NaN inputs in the reference
+        want = np.logaddexp(a.astype(np.float64), b.astype(np.float64))
+        want0 = np.logaddexp(a.astype(np.float64), 0.0)
+    np.testing.assert_allclose(C.logaddexp(C.from_numpy(a), C.from_numpy(b)).numpy(), want, **tol(dtype))
+    np.testing.assert_allclose(C.logaddexp(C.from_numpy(a), 0.0).numpy(), want0, **tol(dtype))
 
 
 I64_OPS = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "maximum": np.maximum,
