@@ -79,6 +79,17 @@ def test_out_alias_classification(shape, out, inp, want):
 
 
 @requires_module
+def test_loops_take_four_operands_for_where():
+    # (out, cond, a, b): a contiguous where collapses to one flat dimension ...
+    assert C._make_loop((2, 3, 4), [(12, 4, 1)] * 4) == ((24,), [(1,)] * 4)
+    # ... and broadcast operands keep the dimensions they do not step through
+    assert C._make_loop((2, 3, 4), [(12, 4, 1), (0, 1, 0), (12, 4, 1), (0, 0, 1)]) == \
+        ((2, 3, 4), [(12, 4, 1), (0, 1, 0), (12, 4, 1), (0, 0, 1)])
+    with pytest.raises(ValueError, match=r"make_loop: too many operands"):
+        C._make_loop((2, 3), [(3, 1)] * 5)
+
+
+@requires_module
 @pytest.mark.parametrize("args", [
     (0, 10, 1), (0, 10, 3), (10, 0, -3), (-1, 0, 3), (0, -1, 3), (5, 5, 1), (5, 5, -1), (3, 7, -1),
     (-7, 7, 7), (-7, 8, 7), (7, -7, -2), (1, 2, 100), (-(2 ** 62), 2 ** 62, 2 ** 61 + 1),
