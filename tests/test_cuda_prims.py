@@ -157,6 +157,9 @@ HOST_ARRAY = np.ones(3)
     (lambda: C.arange(0, float("inf")), ValueError, r"^arange: the length of arange\(0, inf, 1\) is not finite"),
     (lambda: C.arange(0.0, 1e300, 1.0), ValueError, r"^arange: arange\(0, 1e\+300, 1\) is too long"),
     (lambda: C.arange("a"), TypeError, r"^arange: stop must be a Python number, got str"),
+    (lambda: C.full((2,), object()), TypeError, r"^full: value must be a Python number, got object"),
+    # NumPy scalars count as numbers: the call gets as far as the dtype
+    (lambda: C.arange(np.int64(3), np.float32(5.0), dtype="float16"), TypeError, r"^arange: dtype float16"),
     (lambda: C.arange(0, 2 ** 70), ValueError, r"^arange: stop does not fit in int64"),
     (lambda: C.arange(0, 3, stream=1), TypeError, r"^arange: stream must be a dlkern._C_cuda.Stream or None"),
     (lambda: C.zeros(3, "int8"), TypeError, r"^zeros: dtype int8 is not supported on CUDA \(float32, float64, int64 or bool\)"),

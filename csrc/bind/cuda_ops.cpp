@@ -15,11 +15,20 @@
 
 namespace dlkern::bind {
 
+namespace {
+
+// numpy.generic: NumPy scalars (numpy.float32(2), numpy.int64(3), numpy.bool_(True)) count
+// as numbers. Looked up once and kept for the life of the process.
+bool is_numpy_scalar(const py::handle& obj) {
+  static const py::handle generic = py::object(py::module_::import("numpy").attr("generic")).release();
+  return py::isinstance(obj, generic);
+}
+
+}  // namespace
+
 Operand parse_operand(const py::handle& obj_in, const char* op, const char* arg) {
   py::object obj = py::reinterpret_borrow<py::object>(obj_in);
-  // NumPy scalars (numpy.float32(2), numpy.int64(3), numpy.bool_(True)) as their Python value.
-  static const py::handle numpy_generic = py::object(py::module_::import("numpy").attr("generic")).release();
-  if (py::isinstance(obj, numpy_generic)) obj = obj.attr("item")();
+  if (is_numpy_scalar(obj)) obj = obj.attr("item")();  // as its Python value
   Operand o;
   o.arg = arg;
   if (py::isinstance<py::bool_>(obj)) {
@@ -45,10 +54,7 @@ Operand parse_operand(const py::handle& obj_in, const char* op, const char* arg)
 }
 
 Operand parse_number(const py::handle& obj, const char* op, const char* arg) {
-  const bool number = py::isinstance<py::int_>(obj) || py::isinstance<py::float_>(obj) ||
-                      (!py::isinstance<cuda::DeviceArray>(obj) && !py::isinstance<py::array>(obj) &&
-                       py::hasattr(obj, "dtype") && py::hasattr(obj, "item"));  // NumPy scalars
-  if (!number)
+  if (!py::isinstance<py::int_>(obj) && !py::isinstance<py::float_>(obj) && !is_numpy_scalar(obj))
     type_error(op, ": ", arg, " must be a Python number, got ",
                py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
   return parse_operand(obj, op, arg);
@@ -114,8 +120,8 @@ cuda::Shape broadcast_operands(const char* op, const std::vector<Operand>& in) {
   return shape;
 }
 
-cuda::DeviceArray* parse_out(const py::object& out_obj, const char* op, const cuda::Shape& shape, cuda::DType dtype,
-                       int device) {
+cuda::DeviceArray* parse_out(const py::object& out_obj, const char* op, const cuda::Shape& shape,
+                             cuda::DType dtype, int device) {
   if (out_obj.is_none()) return nullptr;
   if (!py::isinstance<cuda::DeviceArray>(out_obj))
     type_error(op, ": out must be a dlkern._C_cuda.DeviceArray or None, got ",
