@@ -141,6 +141,9 @@ HOST_ARRAY = np.ones(3)
     (lambda: C.where(HOST_ARRAY > 0, 1.0, 2.0), TypeError, r"^where: cond is a numpy.ndarray"),
     (lambda: C.clip(1.0, 0, 1), TypeError, r"^clip: x must be a dlkern._C_cuda.DeviceArray, got a Python number"),
     (lambda: C.clip(HOST_ARRAY, 0, 1), TypeError, r"^clip: x is a numpy.ndarray"),
+    (lambda: C.zeros_like(HOST_ARRAY), TypeError, r"^zeros_like: x is a numpy.ndarray"),
+    (lambda: C.full_like(1.0, 2.0), TypeError, r"^full_like: x must be a dlkern._C_cuda.DeviceArray, got float"),
+    (lambda: C.ones((2,), "int16"), TypeError, r"^ones: dtype int16 is not supported"),
     (lambda: C.astype([1.0], "float32"), TypeError, r"^astype: x must be a dlkern._C_cuda.DeviceArray, got list"),
     (lambda: C.fill_(HOST_ARRAY, 1.0), TypeError, r"^fill_: x is a numpy.ndarray"),
     (lambda: C.full((2,), "x"), TypeError, r"^full: value must be a Python number, got str"),
@@ -584,6 +587,21 @@ def test_full(dtype, value, want):
     np.testing.assert_array_equal(x.numpy(), np.full((3, 4), want, dtype))
     assert C.full((), value, dtype).numpy() == np.asarray(want, dtype)
     assert C.full((0, 2), value, dtype).shape == (0, 2)
+
+
+@requires_gpu
+def test_ones_and_like_constructors():
+    s = C.Stream()
+    x = C.full((2, 3), 1.0, np.float64, stream=s).permute(1, 0)
+    np.testing.assert_array_equal(C.ones((2, 2)).numpy(), np.ones((2, 2), np.float32))
+    assert C.ones(3, np.int64).dtype == np.int64
+    for name, want in [("zeros_like", 0.0), ("ones_like", 1.0)]:
+        y = getattr(C, name)(x)
+        assert y.shape == (3, 2) and y.dtype == np.float64 and y.is_contiguous() and y.stream == s
+        np.testing.assert_array_equal(y.numpy(), np.full((3, 2), want))
+        assert getattr(C, name)(x, bool).dtype == np.bool_
+    np.testing.assert_array_equal(C.full_like(x, -2.5).numpy(), np.full((3, 2), -2.5))
+    np.testing.assert_array_equal(C.full_like(x, 7.9, dtype="int64").numpy(), np.full((3, 2), 7))
 
 
 @requires_gpu

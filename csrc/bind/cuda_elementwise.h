@@ -5,6 +5,7 @@
 // any device work.
 #pragma once
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 

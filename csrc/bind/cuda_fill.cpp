@@ -1,5 +1,5 @@
-// dlkern._C_cuda creation and conversion: full, arange, fill_ (in place on any view) and
-// astype. Arguments are checked before any device work.
+// dlkern._C_cuda creation and conversion: full (and ones, full_like, zeros_like,
+// ones_like), arange, fill_ (in place on any view) and astype. Arguments are checked before any device work.
 #include <cmath>
 #include <limits>
 
@@ -43,9 +43,9 @@ void fill_array(DeviceArray& x, const Operand& v, const char* op) {
   });
 }
 
-DeviceArray full(const py::object& shape_obj, const py::object& value, const py::object& dtype,
+// full(shape, value, ...) and ones(shape, ...), which is full with 1 under its own name.
+DeviceArray full(const char* op, const py::object& shape_obj, const py::object& value, const py::object& dtype,
                  const py::object& device, const py::object& stream) {
-  const char* op = "full";
   const Shape shape = to_shape(shape_obj, op, "shape");
   const DType dt = parse_dtype(dtype, op);
   const Operand v = fill_value(value, dt, op);
@@ -54,6 +54,17 @@ DeviceArray full(const py::object& shape_obj, const py::object& value, const py:
   DeviceArray x = cuda::empty(shape, dt, device_arg(device), st, op);
   fill_array(x, v, op);
   return x;
+}
+
+// zeros_like / ones_like / full_like: x's shape, device and stream; x's dtype unless given.
+DeviceArray full_like(const char* op, const py::object& x_obj, const py::object& value, const py::object& dtype) {
+  const DeviceArray& x = require_device_array(x_obj, op, "x");
+  const DType dt = dtype.is_none() ? x.dtype : parse_dtype(dtype, op);
+  const Operand v = fill_value(value, dt, op);
+  py::gil_scoped_release nogil;
+  DeviceArray out = cuda::empty(x.shape, dt, x.device, x.stream, op);
+  fill_array(out, v, op);
+  return out;
 }
 
 py::object fill_(const py::object& x_obj, const py::object& value) {
@@ -134,10 +145,27 @@ DeviceArray astype(const py::object& x_obj, const py::object& dtype) {
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(cuda_fill) {
-  m.def("full", &full, py::arg("shape"), py::arg("value"), py::arg("dtype") = "float32",
+  m.def("full", [](const py::object& shape, const py::object& value, const py::object& dtype,
+                   const py::object& device, const py::object& stream) {
+          return full("full", shape, value, dtype, device, stream);
+        }, py::arg("shape"), py::arg("value"), py::arg("dtype") = "float32",
         py::arg("device") = py::none(), py::arg("stream") = py::none(),
         "full(shape, value, dtype='float32', device=None, stream=None): a contiguous array filled "
         "with value (converted as numpy's astype: float to int64 truncates, to bool is != 0).");
+  m.def("ones", [](const py::object& shape, const py::object& dtype, const py::object& device,
+                   const py::object& stream) { return full("ones", shape, py::int_(1), dtype, device, stream); },
+        py::arg("shape"), py::arg("dtype") = "float32", py::arg("device") = py::none(),
+        py::arg("stream") = py::none(), "ones(shape, dtype='float32', device=None, stream=None).");
+  m.def("full_like", [](const py::object& x, const py::object& value, const py::object& dtype) {
+          return full_like("full_like", x, value, dtype);
+        }, py::arg("x"), py::arg("value"), py::arg("dtype") = py::none(),
+        "full_like(x, value, dtype=None): a new contiguous array of x's shape, device and stream.");
+  m.def("zeros_like", [](const py::object& x, const py::object& dtype) {
+          return full_like("zeros_like", x, py::int_(0), dtype);
+        }, py::arg("x"), py::arg("dtype") = py::none(), "zeros_like(x, dtype=None).");
+  m.def("ones_like", [](const py::object& x, const py::object& dtype) {
+          return full_like("ones_like", x, py::int_(1), dtype);
+        }, py::arg("x"), py::arg("dtype") = py::none(), "ones_like(x, dtype=None).");
   m.def("fill_", &fill_, py::arg("x"), py::arg("value"),
         "fill_(x, value): writes value into every element of x (any strided view) in place; returns x.");
   m.def("arange", &arange, py::arg("start"), py::arg("stop") = py::none(), py::arg("step") = 1,
