@@ -78,6 +78,26 @@ def test_out_alias_classification(shape, out, inp, want):
     assert C._alias(shape, out[0], out[1], out[2], inp[0], inp[1], inp[2]) == want
 
 
+INT_CMP = {"greater": lambda x, s: x > s, "greater_equal": lambda x, s: x >= s, "less": lambda x, s: x < s,
+           "less_equal": lambda x, s: x <= s, "equal": lambda x, s: x == s, "not_equal": lambda x, s: x != s}
+
+
+@requires_module
+@pytest.mark.parametrize("name", sorted(INT_CMP))
+@pytest.mark.parametrize("s", [2.5, -2.5, 3.0, -0.0, 0.5, float("nan"), float("inf"), -float("inf"), 1e19, -1e19,
+                               2.0 ** 63, -(2.0 ** 63), 2.0 ** 62 + 0.0, 9007199254740993.0, -1e-300], ids=repr)
+@pytest.mark.parametrize("scalar_on_left", [False, True])
+def test_int64_compare_with_float_is_exact(name, s, scalar_on_left):
+    # Python compares int and float exactly: the reference, even past 2**53 where NumPy
+    # would round the int to float64 first.
+    op, k = C._int_compare(name, s, scalar_on_left)
+    xs = [-(2 ** 63), -(2 ** 63) + 1, -3, -2, -1, 0, 1, 2, 3, 2 ** 53 + 1, 2 ** 62 - 1, 2 ** 62, 2 ** 62 + 1,
+          2 ** 63 - 1]
+    for x in xs:
+        want = INT_CMP[name](s, x) if scalar_on_left else INT_CMP[name](x, s)
+        assert INT_CMP[op](x, k) == want, (x, op, k)
+
+
 @requires_module
 def test_loops_take_four_operands_for_where():
     # (out, cond, a, b): a contiguous where collapses to one flat dimension ...
@@ -444,9 +464,13 @@ def test_comparisons_with_nan_and_int_scalars(dtype):
         np.testing.assert_array_equal(getattr(C, name)(d, d).numpy(), fn(x, x), err_msg=name)
         np.testing.assert_array_equal(getattr(C, name)(d, 0).numpy(), fn(x, 0), err_msg=name)
         np.testing.assert_array_equal(getattr(C, name)(d, float("nan")).numpy(), fn(x, np.nan), err_msg=name)
-    i = C.from_numpy(np.array([1, 2, 3], np.int64))
-    with pytest.raises(TypeError, match=r"^less: b is a Python float but a has dtype int64"):
-        C.less(i, 2.5)
+    # int64 arrays compare exactly with Python floats (rewritten to int comparisons)
+    hi = np.array([-3, -2, 0, 1, 2, 3, 2 ** 62], np.int64)
+    i = C.from_numpy(hi)
+    for s in [2.5, -2.5, 2.0, 0.0, float("nan"), float("inf"), -float("inf"), 1e30]:
+        for name, fn in CMP_REF.items():
+            np.testing.assert_array_equal(getattr(C, name)(i, s).numpy(), fn(hi, s), err_msg=f"{name} {s}")
+            np.testing.assert_array_equal(getattr(C, name)(s, i).numpy(), fn(s, hi), err_msg=f"{s} {name}")
     b = C.from_numpy(np.array([True, False]))
     with pytest.raises(TypeError, match=r"^equal: b is a Python number but a has dtype bool; pass True or False"):
         C.equal(b, 1)

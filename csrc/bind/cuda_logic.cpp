@@ -1,5 +1,8 @@
 // dlkern._C_cuda comparisons (bool results), logical ops on bool arrays, and where.
 // Same operand rules, broadcasting and out= as the arithmetic ops (cuda_elementwise.h).
+#include <cmath>
+#include <limits>
+
 #include "bind/cuda_elementwise.h"
 #include "cuda/elementwise.h"
 
@@ -9,11 +12,74 @@ namespace {
 using cuda::DeviceArray;
 using cuda::DType;
 
+// x <f> s for int64 x and a double s, exactly (no rounding of x to double), as the
+// int64 comparison x <result.f> result.k. A NaN or out-of-range s gives a comparison
+// that is constant over all int64 x (against INT64_MIN).
+struct IntCompare {
+  cuda::CompareOp f;
+  int64_t k;
+};
+
+IntCompare int_compare(cuda::CompareOp f, double s) {
+  using Op = cuda::CompareOp;
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  const IntCompare always{Op::greater_equal, kMin}, never{Op::less, kMin};
+  constexpr double kTwo63 = 9223372036854775808.0;
+  if (std::isnan(s)) return f == Op::not_equal ? always : never;
+  if (s >= kTwo63 || s < -kTwo63) {  // above or below every int64
+    const bool above = s > 0;
+    switch (f) {
+      case Op::greater: case Op::greater_equal: return above ? never : always;
+      case Op::less: case Op::less_equal: return above ? always : never;
+      case Op::equal: return never;
+      case Op::not_equal: return always;
+    }
+  }
+  // Here floor(s) and ceil(s) are int64 values (doubles this large are integers).
+  const int64_t lo = static_cast<int64_t>(std::floor(s)), hi = static_cast<int64_t>(std::ceil(s));
+  const bool whole = lo == hi;
+  switch (f) {
+    case Op::greater: return {Op::greater, lo};
+    case Op::greater_equal: return {Op::greater_equal, hi};
+    case Op::less: return {Op::less, hi};
+    case Op::less_equal: return {Op::less_equal, lo};
+    case Op::equal: return whole ? IntCompare{Op::equal, lo} : never;
+    case Op::not_equal: return whole ? IntCompare{Op::not_equal, lo} : always;
+  }
+  return never;
+}
+
+// s <f> x is x <mirror(f)> s.
+cuda::CompareOp mirror(cuda::CompareOp f) {
+  using Op = cuda::CompareOp;
+  switch (f) {
+    case Op::greater: return Op::less;
+    case Op::greater_equal: return Op::less_equal;
+    case Op::less: return Op::greater;
+    case Op::less_equal: return Op::greater_equal;
+    default: return f;
+  }
+}
+
 // a <op> b -> bool. Arrays of one dtype (float32, float64, int64 or bool); numbers as
-// common_dtype allows (so an int64 array compares with ints, not floats).
+// common_dtype allows, except that an int64 array also compares exactly with a Python
+// float (rewritten by int_compare into an int64 comparison).
 py::object compare_op(cuda::CompareOp f, const char* op, const py::object& a_obj, const py::object& b_obj,
                       const py::object& out_obj) {
-  const std::vector<Operand> in{parse_operand(a_obj, op, "a"), parse_operand(b_obj, op, "b")};
+  std::vector<Operand> in{parse_operand(a_obj, op, "a"), parse_operand(b_obj, op, "b")};
+  for (int side = 0; side < 2; ++side) {
+    const Operand &arr = in[1 - side], &num = in[side];
+    if (arr.array && arr.array->dtype == DType::i64 && num.kind == Operand::Kind::real) {
+      const IntCompare c = int_compare(side == 1 ? f : mirror(f), num.real);
+      Operand k = num;
+      k.kind = Operand::Kind::integer;
+      k.integer = c.k;
+      k.fits_int64 = true;
+      f = c.f;
+      in = {arr, k};  // array on the left from here on
+      break;
+    }
+  }
   const DType dt = common_dtype(op, in);
   const cuda::Shape shape = broadcast_operands(op, in);
   DeviceArray* out = parse_out(out_obj, op, shape, DType::b8, first_array(in).device);
@@ -97,7 +163,19 @@ DLKERN_REGISTER_BINDINGS(cuda_logic) {
           }, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
           cat(name, "(a, b, out=None): elementwise comparison with NumPy broadcasting -> a bool array. "
                     "Arrays of one dtype (float32, float64, int64 or bool); either side may be a Python "
-                    "number (an int for int64 arrays, True/False for bool arrays).").c_str());
+                    "number (True/False for bool arrays; an int64 array compares exactly with ints and floats).").c_str());
+
+  m.def("_int_compare", [](const std::string& name, double s, bool scalar_on_left) {
+          const char* names[] = {"greater", "greater_equal", "less", "less_equal", "equal", "not_equal"};
+          int i = 0;
+          while (i < 6 && name != names[i]) ++i;
+          if (i == 6) value_error("_int_compare: unknown comparison ", name);
+          const auto f = static_cast<cuda::CompareOp>(i);
+          const IntCompare c = int_compare(scalar_on_left ? mirror(f) : f, s);
+          return py::make_tuple(names[static_cast<int>(c.f)], c.k);
+        }, py::arg("name"), py::arg("s"), py::arg("scalar_on_left"),
+        "Testing aid: (comparison, int) that an int64 array compared with the float s becomes "
+        "(the array on the left).");
 
   m.def("logical_not", [](const py::object& x, const py::object& out) {
           return logical_op(cuda::LogicalOp::logical_not, "logical_not", {parse_operand(x, "logical_not", "x")}, out);
