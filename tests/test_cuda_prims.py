@@ -735,6 +735,28 @@ def test_bool_strided_copy():
 
 
 @requires_gpu
+def test_bool_arrays_never_reach_float_kernels():
+    # Other op families check for int64 only; a shared guard stops bool at the dispatch.
+    b = C.zeros((2, 4, 4, 8), bool)
+    for call in [lambda: C.matmul(b, b), lambda: C.softmax(b), lambda: C.layer_norm_forward(b, (8,)),
+                 lambda: C.rope(b), lambda: C.mean(b)]:
+        with pytest.raises(TypeError, match=r"bool"):
+            call()
+
+
+@requires_gpu
+def test_out_on_another_stream():
+    s1, s2 = C.Stream(), C.Stream()
+    host = rng_for("streams").uniform(-1, 1, size=(64, 33)).astype(np.float32)
+    x = C.from_numpy(host, stream=s1)
+    y = C.exp(x)                      # queued on x's stream
+    out = C.zeros((64, 33), np.float32, stream=s2)
+    assert C.add(y, x, out=out) is out  # runs on out's stream, after s1's work
+    assert out.stream == s2
+    np.testing.assert_allclose(out.numpy(), np.exp(host) + host, **tol(np.float32))
+
+
+@requires_gpu
 def test_bool_dlpack():
     host = np.array([[True, False, True], [False, False, True]])
     x = C.from_numpy(host)
