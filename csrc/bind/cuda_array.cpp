@@ -22,8 +22,9 @@ cuda::DType parse_dtype(const py::handle& obj, const char* op) {
   if (native && kind == 'f' && dt.itemsize() == 4) return cuda::DType::f32;
   if (native && kind == 'f' && dt.itemsize() == 8) return cuda::DType::f64;
   if (native && kind == 'i' && dt.itemsize() == 8) return cuda::DType::i64;
+  if (kind == 'b' && dt.itemsize() == 1) return cuda::DType::b8;
   type_error(op, ": dtype ", py::str(dt).cast<std::string>(),
-             " is not supported on CUDA (float32, float64 or int64)");
+             " is not supported on CUDA (float32, float64, int64 or bool)");
 }
 
 py::dtype numpy_dtype(cuda::DType dt) {
@@ -31,6 +32,7 @@ py::dtype numpy_dtype(cuda::DType dt) {
     case cuda::DType::f32: return py::dtype::of<float>();
     case cuda::DType::f64: return py::dtype::of<double>();
     case cuda::DType::i64: return py::dtype::of<int64_t>();
+    case cuda::DType::b8: return py::dtype::of<bool>();
   }
   return py::dtype::of<float>();
 }
@@ -204,6 +206,8 @@ DLDataType dl_dtype(cuda::DType dt) {
     case cuda::DType::f32: return {kDLFloat, 32, 1};
     case cuda::DType::f64: return {kDLFloat, 64, 1};
     case cuda::DType::i64: return {kDLInt, 64, 1};
+    // DLPack's bool code (PyTorch >= 2.0 reads it as torch.bool; kDLUInt 8 would be uint8).
+    case cuda::DType::b8: return {kDLBool, 8, 1};
   }
   return {kDLFloat, 32, 1};
 }
@@ -266,8 +270,9 @@ cuda::DType from_dl_dtype(const DLDataType& d) {
   if (d.lanes == 1 && d.code == kDLFloat && d.bits == 32) return cuda::DType::f32;
   if (d.lanes == 1 && d.code == kDLFloat && d.bits == 64) return cuda::DType::f64;
   if (d.lanes == 1 && d.code == kDLInt && d.bits == 64) return cuda::DType::i64;
+  if (d.lanes == 1 && d.code == kDLBool && d.bits == 8) return cuda::DType::b8;
   type_error("from_dlpack: DLPack dtype (code ", int(d.code), ", bits ", int(d.bits), ", lanes ",
-             d.lanes, ") is not supported on CUDA (float32, float64 or int64)");
+             d.lanes, ") is not supported on CUDA (float32, float64, int64 or bool)");
 }
 
 DeviceArray from_dlpack(const py::object& obj) {
@@ -420,7 +425,7 @@ DLKERN_REGISTER_BINDINGS(cuda_array) {
         }, py::arg("device") = py::none(), "The legacy default stream (handle 0).");
 
   py::class_<DeviceArray>(m, "DeviceArray",
-                          "A strided float32/float64/int64 array in CUDA device memory. Make one "
+                          "A strided float32/float64/int64/bool array in CUDA device memory. Make one "
                           "with empty(), zeros(), from_numpy() or from_dlpack().")
       .def_property_readonly("shape", [](const DeviceArray& x) { return to_tuple(x.shape); })
       .def_property_readonly("strides", [](const DeviceArray& x) { return to_tuple(x.strides); },
@@ -510,7 +515,7 @@ DLKERN_REGISTER_BINDINGS(cuda_array) {
   }
   m.def("from_numpy", &from_numpy, py::arg("array"), py::arg("stream") = py::none(),
         py::arg("device") = py::none(),
-        "Copy a float32/float64/int64 numpy.ndarray to a new contiguous device array "
+        "Copy a float32/float64/int64/bool numpy.ndarray to a new contiguous device array "
         "(waits for the copy, so the host array may change afterwards).");
   m.def("from_dlpack", &from_dlpack, py::arg("obj"),
         "A DeviceArray sharing memory with a CUDA tensor from another library (any object "

@@ -14,7 +14,7 @@ struct CudaStream {
   int device = 0;
 };
 
-// float32, float64 or int64 (anything numpy.dtype() accepts, native byte order);
+// float32, float64, int64 or bool (anything numpy.dtype() accepts, native byte order);
 // TypeError naming op and the dtype otherwise.
 cuda::DType parse_dtype(const py::handle& obj, const char* op);
 py::dtype numpy_dtype(cuda::DType dt);
@@ -30,9 +30,13 @@ cuda::DeviceArray& require_device_array(const py::handle& obj, const char* op, c
 py::tuple to_tuple(const cuda::Shape& v);
 cuda::Shape to_shape(const py::handle& obj, const char* op, const char* arg);
 
-// Calls f(float{}) or f(double{}) for a float32/float64 array dtype.
+// Calls f(float{}) or f(double{}) for a float32/float64 array dtype. Any other dtype
+// (int64, bool) is a TypeError: a safety net behind the bindings' own dtype checks, so
+// a bool or int64 array never reaches a float kernel as if it held doubles.
 template <typename F>
 decltype(auto) dispatch_cuda_float(cuda::DType dt, F&& f) {
+  if (!cuda::is_float(dt))
+    throw py::type_error(cat("dtype ", cuda::dtype_name(dt), " reached a float32/float64-only CUDA kernel"));
   return dispatch_float(dt == cuda::DType::f32 ? DType::f32 : DType::f64, std::forward<F>(f));
 }
 

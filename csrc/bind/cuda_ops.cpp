@@ -1,91 +1,238 @@
 // dlkern._C_cuda elementwise ops (NumPy broadcasting, any strides, Python scalars on
-// either side) and reductions (one axis or all, keepdims), under the CPU namespace's
-// names. Results are new contiguous arrays on the first array operand's device and
-// stream. Shape and dtype errors are raised before any device work.
+// either side, numpy's out=) and reductions (one axis or all, keepdims), under the CPU
+// namespace's names. Results are new contiguous arrays on the first array operand's
+// device and stream, or out= written in place. Shape and dtype errors are raised before
+// any device work. The operand/out= machinery shared with cuda_logic.cpp and
+// cuda_fill.cpp is defined here (declared in cuda_elementwise.h).
+#include <Python.h>
+
 #include <cmath>
 
-#include "bind/cuda_common.h"
+#include "bind/cuda_elementwise.h"
 #include "cuda/check.h"
 #include "cuda/elementwise.h"
 #include "cuda/reduce.h"
 
 namespace dlkern::bind {
+
+namespace {
+
+// numpy.generic: NumPy scalars (numpy.float32(2), numpy.int64(3), numpy.bool_(True)) count
+// as numbers. Looked up once and kept for the life of the process.
+bool is_numpy_scalar(const py::handle& obj) {
+  static const py::handle generic = py::object(py::module_::import("numpy").attr("generic")).release();
+  return py::isinstance(obj, generic);
+}
+
+}  // namespace
+
+Operand parse_operand(const py::handle& obj_in, const char* op, const char* arg) {
+  py::object obj = py::reinterpret_borrow<py::object>(obj_in);
+  if (is_numpy_scalar(obj)) obj = obj.attr("item")();  // as its Python value
+  Operand o;
+  o.arg = arg;
+  if (py::isinstance<py::bool_>(obj)) {
+    o.kind = Operand::Kind::boolean;
+    o.integer = obj.cast<bool>();
+    o.real = static_cast<double>(o.integer);
+    o.fits_int64 = true;
+  } else if (py::isinstance<py::int_>(obj)) {
+    o.kind = Operand::Kind::integer;
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
+    o.fits_int64 = overflow == 0;
+    o.integer = o.fits_int64 ? v : 0;
+    o.real = PyLong_AsDouble(obj.ptr());  // inf-free only up to ~1e308; huge ints raise
+    if (PyErr_Occurred()) throw py::error_already_set();
+  } else if (py::isinstance<py::float_>(obj)) {
+    o.kind = Operand::Kind::real;
+    o.real = obj.cast<double>();
+  } else {
+    o.array = &require_device_array(obj, op, arg);
+  }
+  return o;
+}
+
+Operand parse_number(const py::handle& obj, const char* op, const char* arg) {
+  if (!py::isinstance<py::int_>(obj) && !py::isinstance<py::float_>(obj) && !is_numpy_scalar(obj))
+    type_error(op, ": ", arg, " must be a Python number, got ",
+               py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  return parse_operand(obj, op, arg);
+}
+
+const cuda::DeviceArray& first_array(const std::vector<Operand>& in) {
+  for (const Operand& o : in)
+    if (o.array) return *o.array;
+  throw std::logic_error("first_array: no array operand");
+}
+
+cuda::DType common_dtype(const char* op, const std::vector<Operand>& in) {
+  const Operand* first = nullptr;
+  for (const Operand& o : in) {
+    if (!o.array) continue;
+    if (!first) {
+      first = &o;
+    } else if (o.array->dtype != first->array->dtype) {
+      type_error(op, ": ", first->arg, " has dtype ", cuda::dtype_name(first->array->dtype), " but ", o.arg,
+                 " has dtype ", cuda::dtype_name(o.array->dtype), "; cast one first (dlkern._C_cuda.astype)");
+    }
+  }
+  if (!first) {
+    std::string args;
+    for (const Operand& o : in) args += cat(args.empty() ? "" : ", ", o.arg);
+    type_error(op, ": at least one operand must be a dlkern._C_cuda.DeviceArray (", args,
+               in.size() == 1 ? " is a Python number)" : " are Python numbers)");
+  }
+  const cuda::DType dt = first->array->dtype;
+  for (const Operand& o : in) {
+    if (o.array) continue;
+    if (dt == cuda::DType::i64 && o.kind == Operand::Kind::real)
+      type_error(op, ": ", o.arg, " is a Python float but ", first->arg, " has dtype int64; cast the array "
+                 "to a float dtype first (dlkern._C_cuda.astype) or pass an int");
+    if (dt == cuda::DType::i64 && !o.fits_int64)
+      value_error(op, ": ", o.arg, " = ", o.real, " does not fit in int64");
+    if (dt == cuda::DType::b8 && o.kind != Operand::Kind::boolean)
+      type_error(op, ": ", o.arg, " is a Python number but ", first->arg, " has dtype bool; pass True or False");
+  }
+  return dt;
+}
+
+cuda::Shape broadcast_operands(const char* op, const std::vector<Operand>& in) {
+  cuda::Shape shape;
+  const cuda::DeviceArray* first = nullptr;
+  for (const Operand& o : in) {
+    if (!o.array) continue;
+    if (first && o.array->device != first->device)
+      value_error(op, ": operands are on different devices (cuda:", first->device, " and cuda:",
+                  o.array->device, ")");
+    if (!first) first = o.array;
+    try {
+      shape = cuda::broadcast_shapes(shape, o.array->shape);
+    } catch (const std::invalid_argument& e) {
+      // With more than two operands the shapes in e.what() may be partial results: list them.
+      std::string shapes;
+      for (const Operand& p : in)
+        shapes += cat(shapes.empty() ? "" : ", ", p.arg, " ", p.array ? cuda::shape_str(p.array->shape) : "()");
+      if (in.size() > 2) value_error(op, ": ", e.what(), " (operands: ", shapes, ")");
+      value_error(op, ": ", e.what());
+    }
+  }
+  return shape;
+}
+
+cuda::DeviceArray* parse_out(const py::object& out_obj, const char* op, const cuda::Shape& shape,
+                             cuda::DType dtype, int device) {
+  if (out_obj.is_none()) return nullptr;
+  if (!py::isinstance<cuda::DeviceArray>(out_obj))
+    type_error(op, ": out must be a dlkern._C_cuda.DeviceArray or None, got ",
+               py::str(py::type::of(out_obj).attr("__name__")).cast<std::string>());
+  cuda::DeviceArray& out = out_obj.cast<cuda::DeviceArray&>();
+  if (out.dtype != dtype)
+    type_error(op, ": out has dtype ", cuda::dtype_name(out.dtype), " but the result has dtype ",
+               cuda::dtype_name(dtype));
+  if (out.shape != shape)
+    value_error(op, ": out has shape ", cuda::shape_str(out.shape), " but the result has shape ",
+                cuda::shape_str(shape));
+  if (out.device != device)
+    value_error(op, ": out is on cuda:", out.device, " but the operands are on cuda:", device);
+  return &out;
+}
+
 namespace {
 
 using cuda::DeviceArray;
 using cuda::DType;
 
-// float32/float64 only: the elementwise and reduction kernels are not built for int64.
+// float32/float64 only.
 void require_float(const DeviceArray& x, const char* op, const char* arg) {
-  if (x.dtype == DType::i64)
-    type_error(op, ": ", arg, " has dtype int64; CUDA ", op, " supports float32 and float64");
+  if (!cuda::is_float(x.dtype))
+    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(x.dtype), "; CUDA ", op,
+               " supports float32 and float64");
 }
 
-// An operand: a DeviceArray, or a Python number standing for a scalar.
-struct Operand {
-  const DeviceArray* array = nullptr;
-  double scalar = 0;
-};
-
-Operand parse_operand(const py::handle& obj, const char* op, const char* arg) {
-  if (py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) return {nullptr, obj.cast<double>()};
-  return {&require_device_array(obj, op, arg), 0};
-}
-
-DeviceArray unary_op(cuda::UnaryOp f, const char* op, const py::object& x_obj) {
-  const DeviceArray& x = require_device_array(x_obj, op, "x");
+py::object unary_op(cuda::UnaryOp f, const char* op, const py::object& x_obj, const py::object& out_obj) {
+  const std::vector<Operand> in{parse_operand(x_obj, op, "x")};
+  if (!in[0].array)
+    type_error(op, ": x must be a dlkern._C_cuda.DeviceArray, got a Python number");
+  const DeviceArray& x = *in[0].array;
   require_float(x, op, "x");
-  py::gil_scoped_release nogil;
-  cuda::DeviceGuard guard(x.device, op);
-  DeviceArray out = cuda::empty(x.shape, x.dtype, x.device, x.stream, op);
-  const cuda::StridedLoop loop = cuda::make_loop(x.shape, {out.strides, x.strides});
-  dispatch_cuda_float(x.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    cuda::unary<T>(f, loop, static_cast<T*>(out.data()), static_cast<const T*>(x.data()), out.stream, op);
-  });
-  return out;
+  DeviceArray* out = parse_out(out_obj, op, x.shape, x.dtype, x.device);
+  DeviceArray result;
+  {
+    py::gil_scoped_release nogil;
+    result = run_elementwise(op, in, x.shape, x.dtype, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
+      dispatch_cuda_float(x.dtype, [&](auto zero) {
+        using T = decltype(zero);
+        cuda::unary<T>(f, loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), r.stream, op);
+      });
+    });
+  }
+  return result_object(std::move(result), out_obj);
 }
 
-DeviceArray binary_op(cuda::BinaryOp f, const char* op, const py::object& a_obj, const py::object& b_obj) {
-  const Operand a = parse_operand(a_obj, op, "a"), b = parse_operand(b_obj, op, "b");
-  if (!a.array && !b.array)
-    type_error(op, ": at least one operand must be a dlkern._C_cuda.DeviceArray (both are Python numbers)");
-  const DeviceArray& first = a.array ? *a.array : *b.array;
-  if (a.array) require_float(*a.array, op, "a");
-  if (b.array) require_float(*b.array, op, "b");
-  if (a.array && b.array) {
-    if (a.array->dtype != b.array->dtype)
-      type_error(op, ": a has dtype ", cuda::dtype_name(a.array->dtype), " but b has dtype ",
-                 cuda::dtype_name(b.array->dtype), "; cast one first");
-    if (a.array->device != b.array->device)
-      value_error(op, ": operands are on different devices (cuda:", a.array->device, " and cuda:",
-                  b.array->device, ")");
+// The binary ops that also run on int64 (NumPy would turn int64 / and ** into floats
+// or raise; here they ask for an explicit cast).
+bool int64_ok(cuda::BinaryOp f) {
+  return f == cuda::BinaryOp::add || f == cuda::BinaryOp::sub || f == cuda::BinaryOp::mul ||
+         f == cuda::BinaryOp::maximum || f == cuda::BinaryOp::minimum;
+}
+
+py::object binary_op(cuda::BinaryOp f, const char* op, const py::object& a_obj, const py::object& b_obj,
+                     const py::object& out_obj) {
+  const std::vector<Operand> in{parse_operand(a_obj, op, "a"), parse_operand(b_obj, op, "b")};
+  const DType dt = common_dtype(op, in);
+  if (dt == DType::b8 || (dt == DType::i64 && !int64_ok(f)))
+    type_error(op, ": operands have dtype ", cuda::dtype_name(dt), "; CUDA ", op, " supports float32 and float64",
+               dt == DType::i64 ? " (int64 only for add, subtract, multiply, maximum, minimum)" : "",
+               "; cast with dlkern._C_cuda.astype first");
+  const cuda::Shape shape = broadcast_operands(op, in);
+  DeviceArray* out = parse_out(out_obj, op, shape, dt, first_array(in).device);
+  DeviceArray result;
+  {
+    py::gil_scoped_release nogil;
+    result = run_elementwise(op, in, shape, dt, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
+      dispatch_cuda_any(dt, [&](auto zero) {
+        using T = decltype(zero);
+        if constexpr (!std::is_same_v<T, uint8_t>)
+          cuda::binary<T>(f, loop, static_cast<T*>(r.data()), data_as<T>(in[0]), scalar_as<T>(in[0]),
+                          data_as<T>(in[1]), scalar_as<T>(in[1]), r.stream, op);
+      });
+    });
   }
-  static const cuda::Shape kScalar;
-  const cuda::Shape& a_shape = a.array ? a.array->shape : kScalar;
-  const cuda::Shape& b_shape = b.array ? b.array->shape : kScalar;
-  cuda::Shape shape;
-  try {
-    shape = cuda::broadcast_shapes(a_shape, b_shape);
-  } catch (const std::invalid_argument& e) {
-    value_error(op, ": ", e.what());
+  return result_object(std::move(result), out_obj);
+}
+
+// clip(x, lo, hi): lo/hi Python numbers or None, as numpy.clip.
+py::object clip_op(const py::object& x_obj, const py::object& lo_obj, const py::object& hi_obj,
+                   const py::object& out_obj) {
+  const char* op = "clip";
+  std::vector<Operand> in{parse_operand(x_obj, op, "x")};
+  if (!in[0].array) type_error(op, ": x must be a dlkern._C_cuda.DeviceArray, got a Python number");
+  const DeviceArray& x = *in[0].array;
+  if (x.dtype == DType::b8)
+    type_error(op, ": x has dtype bool; CUDA clip supports float32, float64 and int64");
+  // The bounds are checked against x's dtype as the other operand would be.
+  auto bound = [&](const py::object& obj, const char* arg) {
+    if (obj.is_none()) return Operand{};
+    Operand b = parse_number(obj, op, arg);
+    common_dtype(op, {in[0], b});
+    return b;
+  };
+  const Operand lo = bound(lo_obj, "lo"), hi = bound(hi_obj, "hi");
+  DeviceArray* out = parse_out(out_obj, op, x.shape, x.dtype, x.device);
+  DeviceArray result;
+  {
+    py::gil_scoped_release nogil;
+    result = run_elementwise(op, in, x.shape, x.dtype, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
+      dispatch_cuda_any(x.dtype, [&](auto zero) {
+        using T = decltype(zero);
+        if constexpr (!std::is_same_v<T, uint8_t>)
+          cuda::clip<T>(loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), !lo_obj.is_none(),
+                        scalar_as<T>(lo), !hi_obj.is_none(), scalar_as<T>(hi), r.stream, op);
+      });
+    });
   }
-  py::gil_scoped_release nogil;
-  cuda::DeviceGuard guard(first.device, op);
-  DeviceArray out = cuda::empty(shape, first.dtype, first.device, first.stream, op);
-  // The second array may have been produced on another stream.
-  if (a.array && b.array) cuda::stream_wait(out.stream, (a.array == &first ? b.array : a.array)->stream, op);
-  const cuda::Shape zeros(shape.size(), 0);
-  const cuda::StridedLoop loop = cuda::make_loop(
-      shape, {out.strides, a.array ? cuda::broadcast_strides(a_shape, a.array->strides, shape) : zeros,
-              b.array ? cuda::broadcast_strides(b_shape, b.array->strides, shape) : zeros});
-  dispatch_cuda_float(first.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    auto ptr = [](const Operand& o) { return o.array ? static_cast<const T*>(o.array->data()) : nullptr; };
-    cuda::binary<T>(f, loop, static_cast<T*>(out.data()), ptr(a), static_cast<T>(a.scalar), ptr(b),
-                    static_cast<T>(b.scalar), out.stream, op);
-  });
-  return out;
+  return result_object(std::move(result), out_obj);
 }
 
 DeviceArray reduce_op(cuda::ReduceOp f, const char* op, const py::object& x_obj, const py::object& axis_obj,
@@ -132,14 +279,19 @@ py::tuple loop_tuple(const cuda::StridedLoop& l) {
 
 DLKERN_REGISTER_BINDINGS(cuda_ops) {
   const std::pair<const char*, cuda::UnaryOp> unary[] = {
-      {"negative", cuda::UnaryOp::neg}, {"neg", cuda::UnaryOp::neg},   {"exp", cuda::UnaryOp::exp},
-      {"log", cuda::UnaryOp::log},      {"sqrt", cuda::UnaryOp::sqrt}, {"abs", cuda::UnaryOp::abs},
+      {"negative", cuda::UnaryOp::neg}, {"neg", cuda::UnaryOp::neg},     {"exp", cuda::UnaryOp::exp},
+      {"log", cuda::UnaryOp::log},      {"sqrt", cuda::UnaryOp::sqrt},   {"abs", cuda::UnaryOp::abs},
       {"tanh", cuda::UnaryOp::tanh},    {"sigmoid", cuda::UnaryOp::sigmoid},
-      {"relu", cuda::UnaryOp::relu},
+      {"relu", cuda::UnaryOp::relu},    {"sin", cuda::UnaryOp::sin},     {"cos", cuda::UnaryOp::cos},
+      {"sign", cuda::UnaryOp::sign},    {"log1p", cuda::UnaryOp::log1p}, {"expm1", cuda::UnaryOp::expm1},
+      {"erf", cuda::UnaryOp::erf},      {"square", cuda::UnaryOp::square},
+      {"reciprocal", cuda::UnaryOp::reciprocal},
   };
   for (const auto& [name, f] : unary)
-    m.def(name, [name = name, f = f](const py::object& x) { return unary_op(f, name, x); }, py::arg("x"),
-          cat(name, "(x): elementwise on a DeviceArray; a new contiguous array.").c_str());
+    m.def(name, [name = name, f = f](const py::object& x, const py::object& out) { return unary_op(f, name, x, out); },
+          py::arg("x"), py::arg("out") = py::none(),
+          cat(name, "(x, out=None): elementwise on a float32/float64 DeviceArray; a new contiguous array, "
+                    "or out (same shape and dtype, any strides, may be x itself) written in place and returned.").c_str());
 
   const std::pair<const char*, cuda::BinaryOp> binary[] = {
       {"add", cuda::BinaryOp::add},         {"subtract", cuda::BinaryOp::sub},
@@ -147,13 +299,21 @@ DLKERN_REGISTER_BINDINGS(cuda_ops) {
       {"mul", cuda::BinaryOp::mul},         {"divide", cuda::BinaryOp::div},
       {"div", cuda::BinaryOp::div},         {"maximum", cuda::BinaryOp::maximum},
       {"minimum", cuda::BinaryOp::minimum}, {"power", cuda::BinaryOp::pow},
-      {"pow", cuda::BinaryOp::pow},
+      {"pow", cuda::BinaryOp::pow},         {"logaddexp", cuda::BinaryOp::logaddexp},
   };
   for (const auto& [name, f] : binary)
-    m.def(name, [name = name, f = f](const py::object& a, const py::object& b) { return binary_op(f, name, a, b); },
-          py::arg("a"), py::arg("b"),
-          cat(name, "(a, b): elementwise with NumPy broadcasting; either side may be a Python "
-                    "number. A new contiguous array.").c_str());
+    m.def(name, [name = name, f = f](const py::object& a, const py::object& b, const py::object& out) {
+            return binary_op(f, name, a, b, out);
+          }, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
+          cat(name, "(a, b, out=None): elementwise with NumPy broadcasting; either side may be a Python "
+                    "number. float32/float64 (add, subtract, multiply, maximum, minimum also int64, with "
+                    "int numbers only). A new contiguous array, or out (the broadcast shape and the dtype, "
+                    "any strides, may be an input) written in place and returned.").c_str());
+
+  m.def("clip", &clip_op, py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("out") = py::none(),
+        "clip(x, lo, hi, out=None): min(max(x, lo), hi) as numpy.clip (hi wins if lo > hi); lo/hi Python "
+        "numbers or None; "
+        "float32/float64/int64 (int bounds for int64).");
 
   const std::pair<const char*, cuda::ReduceOp> reductions[] = {
       {"sum", cuda::ReduceOp::sum}, {"mean", cuda::ReduceOp::mean},
@@ -194,6 +354,16 @@ DLKERN_REGISTER_BINDINGS(cuda_ops) {
     return py::make_tuple(to_tuple(r.out_shape), loop_tuple(r.out_loop), loop_tuple(r.reduce_loop), p);
   }, py::arg("shape"), py::arg("strides"), py::arg("axis"), py::arg("keepdims"),
   "Testing aid: (out_shape, (sizes, strides) of the output loop, of the reduce loop, launch plan).");
+  m.def("_alias", [](const py::object& shape, uintptr_t out_addr, const py::object& out_strides, int64_t out_item,
+                     uintptr_t in_addr, const py::object& in_strides, int64_t in_item) {
+    const cuda::Alias a = cuda::classify_alias(to_shape(shape, "_alias", "shape"), out_addr,
+                                               to_shape(out_strides, "_alias", "out_strides"), out_item, in_addr,
+                                               to_shape(in_strides, "_alias", "in_strides"), in_item);
+    return a == cuda::Alias::none ? "none" : a == cuda::Alias::same ? "same" : "partial";
+  }, py::arg("shape"), py::arg("out_addr"), py::arg("out_strides"), py::arg("out_item"), py::arg("in_addr"),
+  py::arg("in_strides"), py::arg("in_item"),
+  "Testing aid: how out= and an input (byte addresses, element strides broadcast to shape, item sizes) share "
+  "memory: 'none', 'same' (computed in place) or 'partial' (through a temporary).");
   m.def("_check_view", [](const py::object& shape, const py::object& strides, int64_t offset, int64_t n) {
     cuda::check_view(to_shape(shape, "as_strided", "shape"), to_shape(strides, "as_strided", "strides"), offset, n);
   }, py::arg("shape"), py::arg("strides"), py::arg("offset"), py::arg("storage_numel"));

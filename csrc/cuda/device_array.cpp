@@ -9,13 +9,20 @@
 
 namespace dlkern::cuda {
 
-size_t itemsize(DType dt) { return dt == DType::f32 ? 4 : 8; }
+size_t itemsize(DType dt) {
+  switch (dt) {
+    case DType::f32: return 4;
+    case DType::b8: return 1;
+    default: return 8;
+  }
+}
 
 const char* dtype_name(DType dt) {
   switch (dt) {
     case DType::f32: return "float32";
     case DType::f64: return "float64";
     case DType::i64: return "int64";
+    case DType::b8: return "bool";
   }
   return "?";
 }

@@ -1,7 +1,8 @@
 // A strided array in device memory: shared storage (from the caching allocator, or
 // borrowed from another library through DLPack), an element offset, shape, strides in
-// elements, dtype, device index and the stream its producer ran on. Views share the
-// storage. Plain C++ (no CUDA syntax); errors throw cuda::Error or std exceptions.
+// elements, dtype (float32, float64, int64 or bool), device index and the stream its
+// producer ran on. Views share the storage. Plain C++ (no CUDA syntax); errors throw
+// cuda::Error or std exceptions.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -14,10 +15,12 @@
 
 namespace dlkern::cuda {
 
-enum class DType { f32, f64, i64 };
+// b8 is numpy's bool_: one byte holding 0 or 1 (kernels read any nonzero byte as true).
+enum class DType { f32, f64, i64, b8 };
 
 size_t itemsize(DType dt);
-const char* dtype_name(DType dt);  // "float32", "float64", "int64"
+const char* dtype_name(DType dt);  // "float32", "float64", "int64", "bool"
+inline bool is_float(DType dt) { return dt == DType::f32 || dt == DType::f64; }
 
 // Owns (or borrows) one device allocation; `release` returns it when the last
 // array using it goes away.

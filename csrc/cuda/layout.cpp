@@ -2,6 +2,7 @@
 #include "cuda/layout.h"
 
 #include <stdexcept>
+#include <utility>
 
 namespace dlkern::cuda {
 
@@ -89,6 +90,35 @@ void check_view(const Shape& shape, const Shape& strides, int64_t offset, int64_
                             " reach elements [" + std::to_string(lo) + ", " + std::to_string(hi) +
                             "] outside the storage of " + std::to_string(storage_numel) +
                             " elements");
+}
+
+namespace {
+
+// Bytes [lo, hi) a view reaches; empty when it has no elements.
+std::pair<uintptr_t, uintptr_t> byte_span(const Shape& shape, uintptr_t addr, const Shape& strides,
+                                          int64_t item) {
+  if (numel(shape) == 0) return {addr, addr};
+  int64_t lo = 0, hi = 0;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    const int64_t reach = (shape[i] - 1) * strides[i];
+    (reach < 0 ? lo : hi) += reach;
+  }
+  return {addr + lo * item, addr + (hi + 1) * item};
+}
+
+}  // namespace
+
+Alias classify_alias(const Shape& shape, uintptr_t out_addr, const Shape& out_strides, int64_t out_item,
+                     uintptr_t in_addr, const Shape& in_strides, int64_t in_item) {
+  if (numel(shape) == 0) return Alias::none;
+  if (out_addr == in_addr && out_item == in_item) {
+    bool same = true;
+    for (size_t i = 0; same && i < shape.size(); ++i) same = shape[i] == 1 || out_strides[i] == in_strides[i];
+    if (same) return Alias::same;
+  }
+  const auto o = byte_span(shape, out_addr, out_strides, out_item);
+  const auto n = byte_span(shape, in_addr, in_strides, in_item);
+  return o.first < n.second && n.first < o.second ? Alias::partial : Alias::none;
 }
 
 StridedLoop make_loop(const Shape& shape, const std::vector<Shape>& operand_strides) {

@@ -12,8 +12,8 @@ using Shape = std::vector<int64_t>;
 
 // Kernels index at most this many dimensions after coalescing (see make_loop).
 constexpr int kMaxDims = 8;
-// Operands of one strided loop: the output and up to two inputs.
-constexpr int kMaxOperands = 3;
+// Operands of one strided loop: the output and up to three inputs (where's cond, a, b).
+constexpr int kMaxOperands = 4;
 
 // "(2, 3)"; "()" for a scalar.
 std::string shape_str(const Shape& shape);
@@ -35,6 +35,16 @@ int normalize_axis(int64_t axis, int ndim, const char* op);
 // elements; std::invalid_argument / std::out_of_range otherwise. Negative strides are
 // allowed as long as every element is inside.
 void check_view(const Shape& shape, const Shape& strides, int64_t offset, int64_t storage_numel);
+
+// How an input and an output of one elementwise launch share memory, both read with
+// strides broadcast to `shape` and starting at byte addresses out_addr / in_addr:
+// disjoint; the same bytes at every position (each thread reads its element before
+// writing it, so computing in place is safe: numpy's `add(p, w, out=p)`); or any other
+// overlap, which needs a temporary. Pure arithmetic on addresses, so it also sees
+// aliasing between arrays that came through DLPack with separate Storage objects.
+enum class Alias { none, same, partial };
+Alias classify_alias(const Shape& shape, uintptr_t out_addr, const Shape& out_strides, int64_t out_item,
+                     uintptr_t in_addr, const Shape& in_strides, int64_t in_item);
 
 // A loop over `numel` elements of a shape, with each operand's element strides:
 // dimensions of size 1 are dropped and neighbours that are contiguous for every
