@@ -439,6 +439,12 @@ DLKERN_REGISTER_BINDINGS(cuda_array) {
       .def_property_readonly("nbytes", [](const DeviceArray& x) { return x.numel() * int64_t(cuda::itemsize(x.dtype)); })
       .def_property_readonly("data_ptr", [](const DeviceArray& x) { return reinterpret_cast<uintptr_t>(x.data()); })
       .def_property_readonly("stream", [](const DeviceArray& x) { return CudaStream{x.stream, x.device}; })
+      .def_property_readonly("base", [](const py::object& self) -> py::object {
+             // Autograd keeps an array as a gradient without copying it only when no other
+             // array can see its memory, so any sharing (views, DLPack exports) says "shared".
+             const DeviceArray& x = self.cast<const DeviceArray&>();
+             return !x.storage || x.storage.use_count() == 1 ? py::none() : self;
+           }, "None when no other array shares this one's memory; otherwise the array itself.")
       .def("is_contiguous", &DeviceArray::is_contiguous)
       .def("__len__", [](const DeviceArray& x) {
         if (x.shape.empty()) throw py::type_error("len() of a 0-d DeviceArray");

@@ -1,5 +1,6 @@
 // Fused GELU (tanh) kernels: one grid-stride pass reading x (and dy) and writing the
 // result, where the composed form would take about ten elementwise launches.
+#include "cuda/launch.cuh"
 #include "cuda/activation.h"
 
 #include <cuda_runtime.h>
@@ -14,10 +15,6 @@ constexpr int kThreads = 256;
 constexpr double kC = 0.7978845608028654;  // sqrt(2/pi)
 constexpr double kK = 0.044715;
 
-unsigned blocks_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
-}
 
 // sigmoid(2 z) = 1 / (1 + exp(-2 z)): exp saturates to inf / 0 for large |z|, giving
 // exactly 0 / 1 (no tanh cancellation), and NaN stays NaN, as on the CPU.
@@ -57,7 +54,7 @@ __global__ void gelu_backward_kernel(const StridedLoop loop, T* __restrict__ dx,
 template <typename T>
 void gelu_tanh_forward(const StridedLoop& loop, T* y, const T* x, cudaStream_t stream, const char* op) {
   if (loop.numel == 0) return;
-  gelu_forward_kernel<T><<<blocks_for(loop.numel), kThreads, 0, stream>>>(loop, y, x);
+  gelu_forward_kernel<T><<<grid_stride_blocks(loop.numel, kThreads), kThreads, 0, stream>>>(loop, y, x);
   check_launch(op);
 }
 
@@ -65,7 +62,7 @@ template <typename T>
 void gelu_tanh_backward(const StridedLoop& loop, T* dx, const T* dy, const T* x, cudaStream_t stream,
                         const char* op) {
   if (loop.numel == 0) return;
-  gelu_backward_kernel<T><<<blocks_for(loop.numel), kThreads, 0, stream>>>(loop, dx, dy, x);
+  gelu_backward_kernel<T><<<grid_stride_blocks(loop.numel, kThreads), kThreads, 0, stream>>>(loop, dx, dy, x);
   check_launch(op);
 }
 

@@ -1,5 +1,6 @@
 // CUDA conv2d: im2col / col2im kernels around the project's tiled GEMM, a per-channel
 // bias kernel and a per-channel reduction for dbias (see conv.h for the scheme).
+#include "cuda/launch.cuh"
 #include "cuda/conv.h"
 
 #include <cuda_runtime.h>
@@ -13,12 +14,7 @@ namespace dlkern::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-// Grid-stride loops: enough blocks to fill an H200 several times, no more.
-constexpr int64_t kMaxBlocks = 65535;
 
-unsigned blocks_for(int64_t n) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)));
-}
 
 // cols[i, c, r, q, oh, ow] = x[n0 + i, c, oh*sh - pt + r*dh, ow*sw - pl + q*dw] (0 outside x),
 // for `images` images; one thread per column element, ow fastest so writes coalesce.
@@ -123,7 +119,7 @@ void im2col(const Conv2dShape& s, const T* x, T* cols, int64_t images, cudaStrea
   const int64_t total = images * s.c * s.kh * s.kw * s.out_h * s.out_w;
   if (total == 0) return;
   cudaGetLastError();
-  im2col_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(x, cols, s, images);
+  im2col_kernel<T><<<grid_stride_blocks(total, kThreads), kThreads, 0, stream>>>(x, cols, s, images);
   check_launch(op);
 }
 
@@ -192,7 +188,7 @@ void conv2d_forward(const Conv2dShape& s, const Conv2dPlan& plan, const T* x, co
   }
   if (bias) {
     cudaGetLastError();
-    add_bias_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(y, bias, total, s.o, p);
+    add_bias_kernel<T><<<grid_stride_blocks(total, kThreads), kThreads, 0, stream>>>(y, bias, total, s.o, p);
     check_launch(op);
   }
 }
@@ -207,7 +203,7 @@ void conv2d_backward(const Conv2dShape& s, const Conv2dPlan& plan, const T* dy, 
       check(cudaMemsetAsync(dbias, 0, sizeof(T) * s.o, stream), op, "clear dbias");
     } else {
       cudaGetLastError();
-      bias_grad_kernel<T><<<static_cast<unsigned>(std::min<int64_t>(s.o, kMaxBlocks)), kThreads, 0, stream>>>(
+      bias_grad_kernel<T><<<static_cast<unsigned>(std::min<int64_t>(s.o, kMaxGridBlocks)), kThreads, 0, stream>>>(
           dy, dbias, s.n, s.o, p);
       check_launch(op);
     }
@@ -242,7 +238,7 @@ void conv2d_backward(const Conv2dShape& s, const Conv2dPlan& plan, const T* dy, 
       grouped_products<T>(s, plan, true, weight, dyc, dcols, nb, stream, op);
       if (!plan.direct) {
         cudaGetLastError();
-        col2im_kernel<T><<<blocks_for(nb * x_image), kThreads, 0, stream>>>(dcols, dxc, s, nb);
+        col2im_kernel<T><<<grid_stride_blocks(nb * x_image, kThreads), kThreads, 0, stream>>>(dcols, dxc, s, nb);
         check_launch(op);
       }
     }

@@ -3,6 +3,7 @@
 // functor. The op inside a family is a switch on a kernel argument (uniform across the
 // grid, so it costs no divergence and keeps one instantiation per dtype rather than
 // one per op). Pointers carry no __restrict__: the output may alias an input in place.
+#include "cuda/launch.cuh"
 #include "cuda/elementwise.h"
 
 #include <cuda_runtime.h>
@@ -35,15 +36,11 @@ __global__ void __launch_bounds__(kThreads) map_kernel(const StridedLoop loop, c
 }
 
 // Enough blocks to cover the elements, capped: the grid-stride loop does the rest.
-unsigned blocks_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
-}
 
 template <int N, typename F>
 void launch(const StridedLoop& loop, const F& fn, cudaStream_t stream, const char* op) {
   if (loop.numel == 0) return;
-  map_kernel<N, F><<<blocks_for(loop.numel), kThreads, 0, stream>>>(loop, fn);
+  map_kernel<N, F><<<grid_stride_blocks(loop.numel, kThreads), kThreads, 0, stream>>>(loop, fn);
   check_launch(op);
 }
 

@@ -3,6 +3,7 @@
 // a single scatter kernel serve take, take_along_axis, put_along_axis and add_at, on
 // any strides and without copies. Out-of-range indices are reported through one
 // device word instead of a trap, so the context stays usable after the error.
+#include "cuda/launch.cuh"
 #include "cuda/indexing.h"
 
 #include <cuda_runtime.h>
@@ -93,10 +94,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned blocks_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
-}
 
 // The wrapped index, or -1 (and the position recorded) when it is out of range.
 __device__ __forceinline__ int64_t checked_index(int64_t j, int64_t size, int64_t pos,
@@ -255,8 +252,8 @@ template <typename T>
 void gather(const StridedLoop& loop, int64_t axis_size, int64_t axis_stride, T* out, const T* x,
             const int64_t* index, unsigned long long* bad, cudaStream_t stream, const char* op) {
   if (loop.numel == 0) return;
-  gather_kernel<T><<<blocks_for(loop.numel), kThreads, 0, stream>>>(loop, axis_size, axis_stride, out, x, index,
-                                                                   bad);
+  gather_kernel<T><<<grid_stride_blocks(loop.numel, kThreads), kThreads, 0, stream>>>(loop, axis_size, axis_stride,
+                                                                                      out, x, index, bad);
   check_launch(op);
 }
 
@@ -264,8 +261,8 @@ template <typename T>
 void scatter(const StridedLoop& loop, int64_t axis_size, int64_t axis_stride, T* x, const T* values, T scalar,
              const int64_t* index, bool accumulate, unsigned long long* bad, cudaStream_t stream, const char* op) {
   if (loop.numel == 0) return;
-  scatter_kernel<T><<<blocks_for(loop.numel), kThreads, 0, stream>>>(loop, axis_size, axis_stride, x, values,
-                                                                    scalar, index, accumulate, bad);
+  scatter_kernel<T><<<grid_stride_blocks(loop.numel, kThreads), kThreads, 0, stream>>>(
+      loop, axis_size, axis_stride, x, values, scalar, index, accumulate, bad);
   check_launch(op);
 }
 
@@ -287,8 +284,8 @@ void arg_reduce(ArgOp f, const ReduceLayout& layout, int64_t* out, const T* in, 
   const int64_t outputs = layout.out_loop.numel;
   if (outputs == 0) return;
   if (arg_reduce_threads_per_output(layout)) {
-    arg_threads_kernel<T><<<blocks_for(outputs), kThreads, 0, stream>>>(f, layout.out_loop, layout.reduce_loop,
-                                                                        out, in);
+    arg_threads_kernel<T><<<grid_stride_blocks(outputs, kThreads), kThreads, 0, stream>>>(
+        f, layout.out_loop, layout.reduce_loop, out, in);
   } else {
     const unsigned grid = static_cast<unsigned>(outputs < 65536 ? outputs : 65536);
     arg_blocks_kernel<T><<<grid, kThreads, 0, stream>>>(f, layout.out_loop, layout.reduce_loop, out, in);

@@ -2,6 +2,7 @@
 // pixel (a gather over the windows that cover it) for the avg / adaptive backwards, so
 // those write each dx element once, without atomics or a zero-fill. max_pool2d_backward
 // scatters through the saved indices with atomicAdd (see pool.h for why).
+#include "cuda/launch.cuh"
 #include "cuda/pool.h"
 
 #include <cuda_runtime.h>
@@ -14,11 +15,7 @@ namespace dlkern::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535;
 
-unsigned blocks_for(int64_t n) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)));
-}
 
 #define DLKERN_GRID_LOOP(idx, total)                                                    \
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < (total); \
@@ -199,7 +196,7 @@ template <typename Kernel, typename... Args>
 void launch(int64_t total, cudaStream_t stream, const char* op, Kernel kernel, Args... args) {
   if (total <= 0) return;
   cudaGetLastError();
-  kernel<<<blocks_for(total), kThreads, 0, stream>>>(args...);
+  kernel<<<grid_stride_blocks(total, kThreads), kThreads, 0, stream>>>(args...);
   check_launch(op);
 }
 

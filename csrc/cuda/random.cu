@@ -1,6 +1,7 @@
 // Counter-based rand / randn (the hash is in random.h, shared with the host twin).
 // A grid-stride loop: each element (each pair for randn, which yields two per
 // Box-Muller step) depends only on its index, so the grid size is free.
+#include "cuda/launch.cuh"
 #include "cuda/random.h"
 
 #include <cuda_runtime.h>
@@ -12,10 +13,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned blocks_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
-}
 
 template <typename T>
 __global__ void uniform_kernel(T* __restrict__ out, int64_t n, uint64_t key) {
@@ -42,14 +39,16 @@ __global__ void normal_kernel(T* __restrict__ out, int64_t n, uint64_t key) {
 template <typename T>
 void rand_uniform(T* out, int64_t n, uint64_t seed, cudaStream_t stream, const char* op) {
   if (n == 0) return;
-  uniform_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(out, n, rng::key(seed, rng::kUniformStream));
+  uniform_kernel<T><<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(out, n,
+                                                                             rng::key(seed, rng::kUniformStream));
   check_launch(op);
 }
 
 template <typename T>
 void rand_normal(T* out, int64_t n, uint64_t seed, cudaStream_t stream, const char* op) {
   if (n == 0) return;
-  normal_kernel<T><<<blocks_for((n + 1) / 2), kThreads, 0, stream>>>(out, n, rng::key(seed, rng::kNormalStream));
+  normal_kernel<T><<<grid_stride_blocks((n + 1) / 2, kThreads), kThreads, 0, stream>>>(
+      out, n, rng::key(seed, rng::kNormalStream));
   check_launch(op);
 }
 

@@ -267,10 +267,6 @@ def install(module):
     cls.ravel = lambda self: reshape(self, -1)
     cls.flatten = lambda self: reshape(self.clone(), -1)
     cls.T = property(lambda self: transpose(self))
-    if not hasattr(cls, "base"):
-        # Whether an array shares its memory decides if autograd may keep it as a
-        # gradient without a copy; without that fact, say "shared" (a copy, always safe).
-        cls.base = property(lambda self: self)
     cls.flags = property(lambda self: types.SimpleNamespace(writeable=True, c_contiguous=self.is_contiguous()))
 
     # ---- indexing
