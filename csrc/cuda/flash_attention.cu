@@ -2,9 +2,9 @@
 //
 // Every kernel runs 256 threads as a 16 x 16 grid over one square tile of TILE query
 // rows x TILE keys: thread (ty, tx) owns rows ty*RM .. ty*RM+RM-1 (RM = TILE/16) and
-// score columns tx, tx+16, ... (the strided columns make the K reads of 16 lanes hit 16
-// banks, rows padded to an odd length), and output columns tx, tx+16, ... (D, Dv <= 128:
-// at most 8 per thread). A row's 16 threads sit in one half-warp, so row max and sum are
+// score columns tx, tx+16, ... (strided, so the 16-byte K reads of a half-warp touch 16
+// different rows, padded to spread over the banks), and output columns tx, tx+16, ...
+// (D, Dv <= 128: at most 8 per thread). A row's 16 threads sit in one half-warp, so row max and sum are
 // 4 xor-shuffles. Q (scaled by `scale` once, as on the CPU), K, V, dO tiles are staged in
 // shared memory; scores, online-softmax state and output accumulators stay in registers;
 // the probabilities go through shared memory once to be multiplied with V.
@@ -38,18 +38,45 @@ constexpr int kSide = 16;   // threads per tile side
 constexpr int kMaxCols = 8;  // output columns per thread: kFlashMaxHeadDim / kSide
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t odd_ld(int64_t n) { return n | 1; }  // odd row length: 16 rows start in 16 different banks
+// Row length (elements) of a staged Q/K/V/dO tile: whole 16-byte vectors (vn elements),
+// an odd number of them, so the 8 lanes of one 16-byte load phase, reading 8 different
+// rows at the same column, hit 8 different groups of 4 banks.
+__host__ __device__ constexpr int64_t vec_ld(int64_t n, int64_t vn) { return (((n + vn - 1) / vn) | 1) * vn; }
 
 // Shared-memory bytes of each kernel for a tile (see the kernels' layouts).
+// (P and dS tiles keep rows of t + 1 elements: they are read as broadcast scalars.)
 int64_t fwd_smem(int64_t t, int64_t D, int64_t Dv, int64_t eb) {
-  return (2 * t * odd_ld(D) + t * odd_ld(Dv) + t * (t + 1)) * eb;
+  const int64_t vn = 16 / eb;
+  return (2 * t * vec_ld(D, vn) + t * vec_ld(Dv, vn) + t * (t + 1)) * eb;
 }
 int64_t dkdv_smem(int64_t t, int64_t D, int64_t Dv, int64_t eb) {
-  return (2 * t * odd_ld(D) + 2 * t * odd_ld(Dv) + 2 * t * (t + 1) + 2 * t) * eb;
+  const int64_t vn = 16 / eb;
+  return (2 * t * vec_ld(D, vn) + 2 * t * vec_ld(Dv, vn) + 2 * t * (t + 1) + 2 * t) * eb;
 }
 int64_t dq_smem(int64_t t, int64_t D, int64_t Dv, int64_t eb) {
-  return (2 * t * odd_ld(D) + 2 * t * odd_ld(Dv) + t * (t + 1) + 2 * t) * eb;
+  const int64_t vn = 16 / eb;
+  return (2 * t * vec_ld(D, vn) + 2 * t * vec_ld(Dv, vn) + t * (t + 1) + 2 * t) * eb;
 }
+
+// 16-byte vectors of the staged tiles.
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  using type = float4;
+  static constexpr int n = 4;
+  __device__ static float dot(const float4& a, const float4& b, float acc) {
+    return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
+  }
+};
+template <>
+struct Vec<double> {
+  using type = double2;
+  static constexpr int n = 2;
+  __device__ static double dot(const double2& a, const double2& b, double acc) {
+    return fma(a.y, b.y, fma(a.x, b.x, acc));
+  }
+};
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -75,38 +102,43 @@ __device__ __forceinline__ T row_sum16(T v) {
   return v;
 }
 
-// dst[r*ld + d] = src_row(r)[d] * mul for r < n (row r at base + r*st), 0 for n <= r < TILE.
+// dst[r*ld + d] = src_row(r)[d] * mul for r < n (row r at base + r*st), 0 for n <= r < TILE
+// and for the columns cols .. (whole vectors) that dot_tile reads past the end of a row.
 template <typename T, int TILE>
 __device__ __forceinline__ void load_rows(T* __restrict__ dst, int ld, const T* __restrict__ base, int64_t st, int n,
                                           int cols, T mul) {
-  for (int idx = threadIdx.x; idx < TILE * cols; idx += kFlashThreads) {
-    const int r = idx / cols, d = idx - r * cols;
-    dst[r * ld + d] = r < n ? base[r * st + d] * mul : T(0);
+  const int padded = (cols + Vec<T>::n - 1) / Vec<T>::n * Vec<T>::n;
+  for (int idx = threadIdx.x; idx < TILE * padded; idx += kFlashThreads) {
+    const int r = idx / padded, d = idx - r * padded;
+    dst[r * ld + d] = r < n && d < cols ? base[r * st + d] * mul : T(0);
   }
 }
 
 // acc[r][c] = sum_{k<K} A[(ty*RM + r)*lda + k] * B[(tx + 16c)*ldb + k]: rows of A dotted
-// with rows of B (S = Q K^T and dP = dO V^T, or their transposes).
+// with rows of B (S = Q K^T and dP = dO V^T, or their transposes). Read in 16-byte
+// vectors (rows are zero-padded to whole vectors by load_rows): a quarter of the
+// shared-memory instructions of scalar loads, which would otherwise bound this loop.
 template <typename T, int RM>
 __device__ __forceinline__ void dot_tile(const T* __restrict__ A, int lda, const T* __restrict__ B, int ldb, int K,
                                          int ty, int tx, T (&acc)[RM][RM]) {
+  using V = typename Vec<T>::type;
 #pragma unroll
   for (int r = 0; r < RM; ++r)
 #pragma unroll
     for (int c = 0; c < RM; ++c) acc[r][c] = T(0);
   const T* a0 = A + ty * RM * lda;
   const T* b0 = B + tx * ldb;
-#pragma unroll 4
-  for (int k = 0; k < K; ++k) {
-    T a[RM], b[RM];
+#pragma unroll 1
+  for (int k = 0; k < K; k += Vec<T>::n) {
+    V a[RM], b[RM];
 #pragma unroll
-    for (int r = 0; r < RM; ++r) a[r] = a0[r * lda + k];
+    for (int r = 0; r < RM; ++r) a[r] = *reinterpret_cast<const V*>(a0 + r * lda + k);
 #pragma unroll
-    for (int c = 0; c < RM; ++c) b[c] = b0[c * kSide * ldb + k];
+    for (int c = 0; c < RM; ++c) b[c] = *reinterpret_cast<const V*>(b0 + c * kSide * ldb + k);
 #pragma unroll
     for (int r = 0; r < RM; ++r)
 #pragma unroll
-      for (int c = 0; c < RM; ++c) acc[r][c] = fma(a[r], b[c], acc[r][c]);
+      for (int c = 0; c < RM; ++c) acc[r][c] = Vec<T>::dot(a[r], b[c], acc[r][c]);
   }
 }
 
@@ -156,14 +188,17 @@ struct DropoutArgs {
 
 // ---- forward ----
 
+// (Two blocks per SM: 128 registers hold the 4 x 8 output accumulators and the 4 x 4
+// scores without spilling, and the second block hides the barrier stalls.)
 template <typename T, int TILE>
-__global__ void __launch_bounds__(kFlashThreads)
+__global__ void __launch_bounds__(kFlashThreads, 2)
     flash_fwd_kernel(const FlashProblem<T> pr, T* __restrict__ out, T* __restrict__ lse, const int64_t q_tiles,
                      const DropoutArgs drop, const T inv_keep) {
   constexpr int RM = TILE / kSide;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int D = static_cast<int>(pr.D), Dv = static_cast<int>(pr.Dv);
-  const int ldq = D | 1, ldv = Dv | 1, ldp = TILE + 1;
+  const int ldq = static_cast<int>(vec_ld(D, Vec<T>::n)), ldv = static_cast<int>(vec_ld(Dv, Vec<T>::n));
+  const int ldp = TILE + 1;
   T* Qs = reinterpret_cast<T*>(smem_raw);  // [TILE][ldq] q * scale
   T* Ks = Qs + TILE * ldq;                 // [TILE][ldq]
   T* Vs = Ks + TILE * ldq;                 // [TILE][ldv]
@@ -296,7 +331,8 @@ __global__ void __launch_bounds__(kFlashThreads)
   constexpr int RM = TILE / kSide;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int D = static_cast<int>(pr.D), Dv = static_cast<int>(pr.Dv);
-  const int ldq = D | 1, ldv = Dv | 1, ldp = TILE + 1;
+  const int ldq = static_cast<int>(vec_ld(D, Vec<T>::n)), ldv = static_cast<int>(vec_ld(Dv, Vec<T>::n));
+  const int ldp = TILE + 1;
   T* Ks = reinterpret_cast<T*>(smem_raw);  // [TILE][ldq]
   T* Qs = Ks + TILE * ldq;                 // [TILE][ldq] q * scale
   T* Vs = Qs + TILE * ldq;                 // [TILE][ldv]
@@ -386,7 +422,8 @@ __global__ void __launch_bounds__(kFlashThreads)
   constexpr int RM = TILE / kSide;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int D = static_cast<int>(pr.D), Dv = static_cast<int>(pr.Dv);
-  const int ldq = D | 1, ldv = Dv | 1, ldp = TILE + 1;
+  const int ldq = static_cast<int>(vec_ld(D, Vec<T>::n)), ldv = static_cast<int>(vec_ld(Dv, Vec<T>::n));
+  const int ldp = TILE + 1;
   T* Qs = reinterpret_cast<T*>(smem_raw);  // [TILE][ldq] q * scale
   T* Ks = Qs + TILE * ldq;                 // [TILE][ldq]
   T* dOs = Ks + TILE * ldq;                // [TILE][ldv]
