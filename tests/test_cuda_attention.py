@@ -115,16 +115,26 @@ def dev(*arrays):
     (3, 6, 1, 65, 129, 3, 5, 4, 48 * 1024, 64),
     (1, 2, 1, 0, 5, 16, 16, 4, H200_SMEM, 64),
     (1, 2, 1, 5, 0, 16, 0, 4, H200_SMEM, 64),
+    (1, 32, 1, 512, 512, 64, 64, 4, H200_SMEM, 64),  # MQA: dK/dV heads split over blocks
+    (2, 6, 2, 300, 300, 32, 32, 8, H200_SMEM, 32),
 ])
 def test_attention_plan(B, Hq, Hkv, Tq, Tk, D, Dv, nbytes, smem, tile):
-    p = C._attention_plan(B, Hq, Hkv, Tq, Tk, D, Dv, nbytes, smem)
+    sms = 132
+    p = C._attention_plan(B, Hq, Hkv, Tq, Tk, D, Dv, nbytes, smem, sms)
     assert p["tile"] == tile
     assert p["threads"] == 256 and (tile // 16) * 16 == tile  # 16 x 16 threads, tile/16 rows each
     t = tile
     assert p["q_tiles"] * t >= Tq > (p["q_tiles"] - 1) * t or Tq == p["q_tiles"] == 0
     assert p["k_tiles"] * t >= Tk > (p["k_tiles"] - 1) * t or Tk == p["k_tiles"] == 0
     assert p["fwd_blocks"] == p["dq_blocks"] == B * Hq * p["q_tiles"]
-    assert p["dkdv_blocks"] == B * Hkv * p["k_tiles"]  # K/V tiles per kv head: never repeated for GQA
+    # K/V tiles per kv head (never repeated for GQA), times the head splits of a group
+    g, splits, heads = Hq // Hkv, p["dkdv_splits"], p["dkdv_heads"]
+    assert p["dkdv_blocks"] == B * Hkv * p["k_tiles"] * splits
+    assert 1 <= splits <= g and splits * heads >= g > (splits - 1) * heads  # no empty split
+    if B * Hkv * p["k_tiles"] >= 2 * sms or Tq == 0:
+        assert splits == 1
+    elif g > 1 and Tk > 0:
+        assert splits > 1 and (splits == g or B * Hkv * p["k_tiles"] * splits >= 2 * sms)
     for kind in ("fwd_smem", "dkdv_smem", "dq_smem"):
         assert p[kind] <= smem, kind
     # at least the staged tiles: forward Q, K (D) and V (Dv) rows plus the probabilities
@@ -133,7 +143,7 @@ def test_attention_plan(B, Hq, Hkv, Tq, Tk, D, Dv, nbytes, smem, tile):
     assert p["dkdv_smem"] >= t * (2 * D + 2 * Dv + 2 * t) * nbytes
     assert p["dq_smem"] >= t * (2 * D + 2 * Dv + t) * nbytes
     if t < (32 if nbytes == 8 else 64):  # a smaller tile only when the larger does not fit
-        bigger = C._attention_plan(B, Hq, Hkv, Tq, Tk, D, Dv, nbytes, 10 ** 9)
+        bigger = C._attention_plan(B, Hq, Hkv, Tq, Tk, D, Dv, nbytes, 10 ** 9, sms)
         assert max(bigger["fwd_smem"], bigger["dkdv_smem"], bigger["dq_smem"]) > smem
 
 
@@ -141,11 +151,11 @@ def test_attention_plan(B, Hq, Hkv, Tq, Tk, D, Dv, nbytes, smem, tile):
 def test_attention_plan_errors():
     with pytest.raises(ValueError, match=r"^_attention_plan: CUDA flash attention supports head dims 1..128 "
                                          r"\(got D=129, Dv=64\)"):
-        C._attention_plan(1, 1, 1, 4, 4, 129, 64, 4, H200_SMEM)
+        C._attention_plan(1, 1, 1, 4, 4, 129, 64, 4, H200_SMEM, 132)
     with pytest.raises(ValueError, match=r"Dv=200"):
-        C._attention_plan(1, 1, 1, 4, 4, 64, 200, 4, H200_SMEM)
+        C._attention_plan(1, 1, 1, 4, 4, 64, 200, 4, H200_SMEM, 132)
     with pytest.raises(ValueError, match=r"need more shared memory than the device's 49152 bytes"):
-        C._attention_plan(1, 1, 1, 4, 4, 128, 128, 8, 48 * 1024)
+        C._attention_plan(1, 1, 1, 4, 4, 128, 128, 8, 48 * 1024, 132)
 
 
 @requires_module
@@ -206,6 +216,7 @@ SHAPES = [  # B, Hq, Hkv, Tq, Tk, D, Dv
     (1, 8, 2, 65, 65, 128, 128),     # largest head dim, T = tile + 1
     (1, 2, 1, 129, 131, 3, 5),       # odd head dims, several partial tiles
     (1, 1, 1, 200, 200, 64, 32),     # several causal tiles (skipping)
+    (20, 4, 2, 450, 450, 16, 16),    # GQA with enough blocks that dK/dV heads are not split
 ]
 
 

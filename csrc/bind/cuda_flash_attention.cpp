@@ -100,11 +100,13 @@ void check_dropout(double p, const char* op) {
   if (!(p >= 0.0 && p < 1.0)) value_error(op, ": dropout_p must be in [0, 1), got ", p);
 }
 
-int64_t max_smem(int device, const char* op) {
-  int bytes = 0;
-  cuda::check(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), op,
+cuda::FlashPlan device_plan(const Dims& s, DType dt, int device, const char* op) {
+  int smem = 0, sms = 0;
+  cuda::check(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), op,
               "query the shared memory per block");
-  return bytes;
+  cuda::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), op, "query the SM count");
+  return cuda::plan_flash(s.B, s.Hq, s.Hkv, s.Tq, s.Tk, s.D, s.Dv, static_cast<int64_t>(cuda::itemsize(dt)), smem, sms,
+                          op);
 }
 
 template <typename T>
@@ -157,9 +159,7 @@ py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::ob
     out = cuda::empty({s.B, s.Hq, s.Tq, s.Dv}, q.dtype, q.device, st, op);
     lse = cuda::empty({s.B, s.Hq, s.Tq}, q.dtype, q.device, st, op);
     if (lse.numel() > 0) {
-      const cuda::FlashPlan plan = cuda::plan_flash(s.B, s.Hq, s.Hkv, s.Tq, s.Tk, s.D, s.Dv,
-                                                    static_cast<int64_t>(cuda::itemsize(q.dtype)),
-                                                    max_smem(q.device, op), op);
+      const cuda::FlashPlan plan = device_plan(s, q.dtype, q.device, op);
       dispatch_cuda_float(q.dtype, [&](auto zero) {
         using T = decltype(zero);
         cuda::flash_attention_forward<T>(problem<T>(s, qc, kc, vc, mask, ms, is_causal, scale, dropout_p, seed), plan,
@@ -209,15 +209,16 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
     dk = cuda::empty({s.B, s.Hkv, s.Tk, s.D}, q.dtype, q.device, st, op);
     dv = cuda::empty({s.B, s.Hkv, s.Tk, s.Dv}, q.dtype, q.device, st, op);
     if (s.B > 0 && (s.Tq > 0 || s.Tk > 0)) {  // (Hq, Hkv >= 1 here)
-      const cuda::FlashPlan plan = cuda::plan_flash(s.B, s.Hq, s.Hkv, s.Tq, s.Tk, s.D, s.Dv,
-                                                    static_cast<int64_t>(cuda::itemsize(q.dtype)),
-                                                    max_smem(q.device, op), op);
+      const cuda::FlashPlan plan = device_plan(s, q.dtype, q.device, op);
       const DeviceArray delta = cuda::empty({std::max<int64_t>(s.B * s.Hq * s.Tq, 1)}, q.dtype, q.device, st, op);
+      const int64_t part = plan.dkdv_splits > 1 ? plan.dkdv_splits * s.B * s.Hkv * s.Tk * (s.D + s.Dv) : 0;
+      const DeviceArray dkdv_part = cuda::empty({part}, q.dtype, q.device, st, op);
       dispatch_cuda_float(q.dtype, [&](auto zero) {
         using T = decltype(zero);
         cuda::flash_attention_backward<T>(problem<T>(s, qc, kc, vc, mask, ms, is_causal, scale, dropout_p, seed),
                                           plan, head<T>(gc), head<T>(oc), static_cast<const T*>(lc.data()),
-                                          static_cast<T*>(delta.data()), static_cast<T*>(dq.data()),
+                                          static_cast<T*>(delta.data()), static_cast<T*>(dkdv_part.data()),
+                                          static_cast<T*>(dq.data()),
                                           static_cast<T*>(dk.data()), static_cast<T*>(dv.data()), st, op);
       });
     }
@@ -226,8 +227,9 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
 }
 
 py::dict plan_dict(int64_t B, int64_t Hq, int64_t Hkv, int64_t Tq, int64_t Tk, int64_t D, int64_t Dv,
-                   int64_t elem_bytes, int64_t max_smem_bytes) {
-  const cuda::FlashPlan p = cuda::plan_flash(B, Hq, Hkv, Tq, Tk, D, Dv, elem_bytes, max_smem_bytes, "_attention_plan");
+                   int64_t elem_bytes, int64_t max_smem_bytes, int64_t sm_count) {
+  const cuda::FlashPlan p =
+      cuda::plan_flash(B, Hq, Hkv, Tq, Tk, D, Dv, elem_bytes, max_smem_bytes, sm_count, "_attention_plan");
   py::dict d;
   d["tile"] = p.tile;
   d["threads"] = p.threads;
@@ -235,6 +237,8 @@ py::dict plan_dict(int64_t B, int64_t Hq, int64_t Hkv, int64_t Tq, int64_t Tk, i
   d["k_tiles"] = p.k_tiles;
   d["fwd_blocks"] = p.fwd_blocks;
   d["fwd_smem"] = p.fwd_smem;
+  d["dkdv_splits"] = p.dkdv_splits;
+  d["dkdv_heads"] = p.dkdv_heads;
   d["dkdv_blocks"] = p.dkdv_blocks;
   d["dkdv_smem"] = p.dkdv_smem;
   d["dq_blocks"] = p.dq_blocks;
@@ -257,9 +261,9 @@ DLKERN_REGISTER_BINDINGS(cuda_flash_attention) {
         "attention_backward(grad_out, q, k, v, out, lse, attn_mask=None, is_causal=False, scale=None, "
         "dropout_p=0.0, seed=0) -> (dq, dk, dv): score tiles recomputed from lse; head dims D, Dv <= 128.");
   m.def("_attention_plan", &plan_dict, py::arg("B"), py::arg("Hq"), py::arg("Hkv"), py::arg("Tq"), py::arg("Tk"),
-        py::arg("D"), py::arg("Dv"), py::arg("elem_bytes"), py::arg("max_smem"),
+        py::arg("D"), py::arg("Dv"), py::arg("elem_bytes"), py::arg("max_smem"), py::arg("sm_count"),
         "Testing aid: the flash-attention launch plan (tile, grids, shared memory of the forward, dK/dV and dQ "
-        "kernels) for a device with max_smem bytes of shared memory per block.");
+        "kernels, dK/dV head splits) for a device with max_smem bytes of shared memory per block and sm_count SMs.");
   m.def("_dropout_keep",
         [](uint64_t seed, int64_t b, int64_t h, int64_t i, int64_t j, double p) {
           return cuda::flash_dropout_keep(cuda::flash_dropout_row_key(seed, b, h, i), j,

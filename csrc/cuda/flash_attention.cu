@@ -14,8 +14,9 @@
 // GQA reads the kv head h / (Hq / Hkv) in place; blocks of one group share it through L2.
 //
 // Backward: delta = rowsum(dO * O) first; then a dK/dV kernel, one block per (b, kv head,
-// key tile), looping over the group's query heads and the query tiles that see its keys,
-// accumulating dK and dV in registers; then a dQ kernel, one block per (b, q head, query
+// key tile), looping over the group's query heads (or a split of them, partial sums added
+// by a second pass, when there are too few blocks for the SMs) and the query tiles that
+// see its keys, accumulating dK and dV in registers; then a dQ kernel, one block per (b, q head, query
 // tile), looping over key tiles. Why two kernels rather than atomics for dQ: every
 // gradient element then has exactly one writer, so results are deterministic (run to run
 // and CPU-comparable), need no zeroed buffer and no float64 atomics; the price is
@@ -27,6 +28,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 
 #include "cuda/check.h"
 #include "cuda/warp.cuh"
@@ -321,13 +323,14 @@ __device__ __forceinline__ T prob(T s, bool ok, const T* mask_at, T row_lse) {
   return s > neg_inf<T>() || s != s ? exp(s - row_lse) : T(0);
 }
 
-// dK/dV of one key tile of (b, kv head): rows of the register tile are keys (ty), columns
-// query rows (tx + 16c).
+// dK/dV of one key tile of (b, kv head) over the query heads of one split of the group:
+// rows of the register tile are keys (ty), columns query rows (tx + 16c). With splits > 1,
+// split s writes its partial sums to dk/dv + s * part (summed by flash_sum_parts_kernel).
 template <typename T, int TILE>
 __global__ void __launch_bounds__(kFlashThreads)
     flash_dkdv_kernel(const FlashProblem<T> pr, const HeadArray<T> dout, const T* __restrict__ lse,
                       const T* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv, const int64_t q_tiles,
-                      const DropoutArgs drop, const T inv_keep) {
+                      const int64_t splits, const int64_t split_heads, const DropoutArgs drop, const T inv_keep) {
   constexpr int RM = TILE / kSide;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int D = static_cast<int>(pr.D), Dv = static_cast<int>(pr.Dv);
@@ -343,10 +346,12 @@ __global__ void __launch_bounds__(kFlashThreads)
   T* dl = ls + TILE;                       // [TILE] delta of the query rows
   const int tx = threadIdx.x % kSide, ty = threadIdx.x / kSide;
 
-  const int64_t groups = pr.B * pr.Hkv;
-  const int64_t kt = static_cast<int64_t>(blockIdx.x) / groups;  // early key tiles (most causal work) first
-  const int64_t bk = static_cast<int64_t>(blockIdx.x) % groups, b = bk / pr.Hkv, hk = bk % pr.Hkv;
+  const int64_t per_tile = pr.B * pr.Hkv * splits;
+  const int64_t kt = static_cast<int64_t>(blockIdx.x) / per_tile;  // early key tiles (most causal work) first
+  const int64_t rem = static_cast<int64_t>(blockIdx.x) % per_tile, split = rem % splits, bk = rem / splits;
+  const int64_t b = bk / pr.Hkv, hk = bk % pr.Hkv;
   const int64_t g = pr.Hq / pr.Hkv;
+  const int64_t hh_begin = split * split_heads, hh_end = min64(g, hh_begin + split_heads);
   const int64_t j0 = kt * TILE;
   const int nk = static_cast<int>(min64(TILE, pr.Tk - j0));
   load_rows<T, TILE>(Ks, ldq, pr.k.data + b * pr.k.sb + hk * pr.k.sh + j0 * pr.k.st, pr.k.st, nk, D, T(1));
@@ -359,7 +364,7 @@ __global__ void __launch_bounds__(kFlashThreads)
     for (int c = 0; c < kMaxCols; ++c) adk[r][c] = adv[r][c] = T(0);
   // Causal: only rows i >= j0 see these keys.
   const int64_t qt_first = pr.causal ? j0 / TILE : 0;
-  for (int64_t hh = 0; hh < g; ++hh) {
+  for (int64_t hh = hh_begin; hh < hh_end; ++hh) {
     const int64_t h = hk * g + hh;
     for (int64_t qt = qt_first; qt < q_tiles; ++qt) {
       const int64_t i0 = qt * TILE;
@@ -404,12 +409,26 @@ __global__ void __launch_bounds__(kFlashThreads)
     const int kr = ty * RM + r;
     if (kr >= nk) continue;
     const int64_t flat = (b * pr.Hkv + hk) * pr.Tk + j0 + kr;
+    const int64_t rows = pr.B * pr.Hkv * pr.Tk;  // one split's part: rows x D, then rows x Dv
+    T* dkp = dk + split * rows * D;
+    T* dvp = dv + split * rows * Dv;
 #pragma unroll
     for (int c = 0; c < kMaxCols; ++c) {
       const int col = tx + kSide * c;
-      if (col < D) dk[flat * D + col] = adk[r][c];
-      if (col < Dv) dv[flat * Dv + col] = adv[r][c];
+      if (col < D) dkp[flat * D + col] = adk[r][c];
+      if (col < Dv) dvp[flat * Dv + col] = adv[r][c];
     }
+  }
+}
+
+// out[i] = sum over s < splits of part[s * n + i] (the head splits' partial dK or dV).
+template <typename T>
+__global__ void flash_sum_parts_kernel(const T* __restrict__ part, T* __restrict__ out, int64_t n, int64_t splits) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    T acc = part[i];
+    for (int64_t s = 1; s < splits; ++s) acc += part[s * n + i];
+    out[i] = acc;
   }
 }
 
@@ -527,7 +546,7 @@ void forward_tile(const FlashProblem<T>& pr, const FlashPlan& plan, T* out, T* l
 
 template <typename T, int TILE>
 void backward_tile(const FlashProblem<T>& pr, const FlashPlan& plan, HeadArray<T> dout, const T* lse, const T* delta,
-                   T* dq, T* dk, T* dv, cudaStream_t stream, const char* op) {
+                   T* dkdv_part, T* dq, T* dk, T* dv, cudaStream_t stream, const char* op) {
   const DropoutArgs drop = dropout_args(pr.dropout_p);
   const T inv_keep = T(1.0 / (1.0 - pr.dropout_p));
   auto dkdv = flash_dkdv_kernel<T, TILE>;
@@ -536,9 +555,21 @@ void backward_tile(const FlashProblem<T>& pr, const FlashPlan& plan, HeadArray<T
   set_smem(dqk, plan.dq_smem, op);
   cudaGetLastError();
   if (plan.dkdv_blocks > 0) {
+    const bool split = plan.dkdv_splits > 1;
+    const int64_t nk = pr.B * pr.Hkv * pr.Tk * pr.D, nv = pr.B * pr.Hkv * pr.Tk * pr.Dv;
+    T* dk_out = split ? dkdv_part : dk;
+    T* dv_out = split ? dkdv_part + plan.dkdv_splits * nk : dv;
     dkdv<<<static_cast<unsigned>(plan.dkdv_blocks), kFlashThreads, static_cast<size_t>(plan.dkdv_smem), stream>>>(
-        pr, dout, lse, delta, dk, dv, plan.q_tiles, drop, inv_keep);
+        pr, dout, lse, delta, dk_out, dv_out, plan.q_tiles, plan.dkdv_splits, plan.dkdv_heads, drop, inv_keep);
     check_launch(op);
+    if (split) {
+      for (const auto& [part, out, n] : {std::tuple<const T*, T*, int64_t>{dk_out, dk, nk}, {dv_out, dv, nv}}) {
+        if (n == 0) continue;
+        const int64_t blocks = std::min<int64_t>(ceil_div(n, 256), 4096);
+        flash_sum_parts_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(part, out, n, plan.dkdv_splits);
+        check_launch(op);
+      }
+    }
   }
   if (plan.dq_blocks > 0) {
     dqk<<<static_cast<unsigned>(plan.dq_blocks), kFlashThreads, static_cast<size_t>(plan.dq_smem), stream>>>(
@@ -550,7 +581,7 @@ void backward_tile(const FlashProblem<T>& pr, const FlashPlan& plan, HeadArray<T
 }  // namespace
 
 FlashPlan plan_flash(int64_t B, int64_t Hq, int64_t Hkv, int64_t Tq, int64_t Tk, int64_t D, int64_t Dv,
-                     int64_t elem_bytes, int64_t max_smem, const char* op) {
+                     int64_t elem_bytes, int64_t max_smem, int64_t sm_count, const char* op) {
   if (D < 1 || D > kFlashMaxHeadDim || Dv < 0 || Dv > kFlashMaxHeadDim)
     throw std::invalid_argument(std::string(op) + ": CUDA flash attention supports head dims 1.." +
                                 std::to_string(kFlashMaxHeadDim) + " (got D=" + std::to_string(D) +
@@ -574,7 +605,14 @@ FlashPlan plan_flash(int64_t B, int64_t Hq, int64_t Hkv, int64_t Tq, int64_t Tk,
   p.k_tiles = ceil_div(std::max<int64_t>(Tk, 0), p.tile);
   p.fwd_blocks = B * Hq * p.q_tiles;
   p.dq_blocks = p.fwd_blocks;
-  p.dkdv_blocks = B * Hkv * p.k_tiles;
+  // dK/dV: split the g query heads of a group over blocks when the plain grid would leave
+  // SMs idle (fewer than two blocks each; GQA/MQA at small batch), as evenly as possible.
+  const int64_t g = Hkv > 0 ? Hq / Hkv : 1, base = B * Hkv * p.k_tiles;
+  const int64_t want = base > 0 ? ceil_div(2 * std::max<int64_t>(sm_count, 1), base) : 1;
+  p.dkdv_heads = ceil_div(std::max<int64_t>(g, 1), std::max<int64_t>(1, std::min(g, want)));
+  p.dkdv_splits = ceil_div(std::max<int64_t>(g, 1), p.dkdv_heads);  // no empty split
+  if (Tq == 0) p.dkdv_splits = 1, p.dkdv_heads = std::max<int64_t>(g, 1);  // nothing to sum: zeros directly
+  p.dkdv_blocks = base * p.dkdv_splits;
   p.fwd_smem = fwd_smem(p.tile, D, Dv, elem_bytes);
   p.dkdv_smem = dkdv_smem(p.tile, D, Dv, elem_bytes);
   p.dq_smem = dq_smem(p.tile, D, Dv, elem_bytes);
@@ -597,7 +635,8 @@ void flash_attention_forward(const FlashProblem<T>& pr, const FlashPlan& plan, T
 
 template <typename T>
 void flash_attention_backward(const FlashProblem<T>& pr, const FlashPlan& plan, HeadArray<T> dout, HeadArray<T> o,
-                              const T* lse, T* delta, T* dq, T* dk, T* dv, cudaStream_t stream, const char* op) {
+                              const T* lse, T* delta, T* dkdv_part, T* dq, T* dk, T* dv, cudaStream_t stream,
+                              const char* op) {
   check_blocks(std::max(plan.dkdv_blocks, plan.dq_blocks), op);
   const int64_t rows = pr.B * pr.Hq * pr.Tq;
   if (rows > 0) {
@@ -609,10 +648,10 @@ void flash_attention_backward(const FlashProblem<T>& pr, const FlashPlan& plan, 
     check_launch(op);
   }
   switch (plan.tile) {
-    case 16: return backward_tile<T, 16>(pr, plan, dout, lse, delta, dq, dk, dv, stream, op);
-    case 32: return backward_tile<T, 32>(pr, plan, dout, lse, delta, dq, dk, dv, stream, op);
+    case 16: return backward_tile<T, 16>(pr, plan, dout, lse, delta, dkdv_part, dq, dk, dv, stream, op);
+    case 32: return backward_tile<T, 32>(pr, plan, dout, lse, delta, dkdv_part, dq, dk, dv, stream, op);
     default:
-      if constexpr (sizeof(T) == 4) return backward_tile<T, 64>(pr, plan, dout, lse, delta, dq, dk, dv, stream, op);
+      if constexpr (sizeof(T) == 4) return backward_tile<T, 64>(pr, plan, dout, lse, delta, dkdv_part, dq, dk, dv, stream, op);
       throw Error(op, "launch flash attention (tile 64 is float32 only)", cudaErrorInvalidConfiguration);
   }
 }
@@ -621,7 +660,7 @@ void flash_attention_backward(const FlashProblem<T>& pr, const FlashPlan& plan, 
   template void flash_attention_forward<T>(const FlashProblem<T>&, const FlashPlan&, T*, T*, cudaStream_t,         \
                                            const char*);                                                          \
   template void flash_attention_backward<T>(const FlashProblem<T>&, const FlashPlan&, HeadArray<T>, HeadArray<T>,  \
-                                            const T*, T*, T*, T*, T*, cudaStream_t, const char*);
+                                            const T*, T*, T*, T*, T*, T*, cudaStream_t, const char*);
 DLKERN_INSTANTIATE_FLASH(float)
 DLKERN_INSTANTIATE_FLASH(double)
 #undef DLKERN_INSTANTIATE_FLASH

@@ -54,22 +54,29 @@ constexpr int64_t kFlashMaxHeadDim = 128;  // D and Dv: at most 8 columns per th
 constexpr int kFlashThreads = 256;         // 16 x 16 threads per block
 
 // Launch plan, chosen on the host (testable without a GPU). The forward runs one block per
-// (b, q head, tile of `tile` query rows); dK/dV one block per (b, kv head, tile of keys);
-// dQ one block per (b, q head, query tile). Tiles are square (tile rows x tile keys).
+// (b, q head, tile of `tile` query rows); dK/dV one block per (b, kv head, tile of keys,
+// head split); dQ one block per (b, q head, query tile). Tiles are square (tile rows x
+// tile keys). With few (b, kv head, key tile) blocks for the SMs (GQA/MQA at small batch),
+// the query heads of a group are split over dkdv_splits blocks that write partial dK/dV,
+// summed by a second pass.
 struct FlashPlan {
   int64_t tile;           // 64, 32 or 16: rows and keys per tile (each thread owns tile/16 of each)
   int64_t threads;        // kFlashThreads
   int64_t q_tiles;        // ceil(Tq / tile)
   int64_t k_tiles;        // ceil(Tk / tile)
   int64_t fwd_blocks, fwd_smem;    // B * Hq * q_tiles, dynamic shared memory in bytes
-  int64_t dkdv_blocks, dkdv_smem;  // B * Hkv * k_tiles
+  int64_t dkdv_splits;             // query-head splits per (b, kv head, key tile); 1 .. Hq / Hkv
+  int64_t dkdv_heads;              // query heads per split (the last may have fewer)
+  int64_t dkdv_blocks, dkdv_smem;  // B * Hkv * k_tiles * dkdv_splits
   int64_t dq_blocks, dq_smem;      // B * Hq * q_tiles
 };
-// max_smem: the device's opt-in shared memory per block. Picks the largest tile (64 for
-// float, 32 for double, whose accumulators take twice the registers) whose three kernels
-// fit; throws std::invalid_argument naming `op` when even 16 does not or D/Dv > 128.
+// max_smem: the device's opt-in shared memory per block; sm_count: its SMs. Picks the
+// largest tile (64 for float, 32 for double, whose accumulators take twice the registers)
+// whose three kernels fit; throws std::invalid_argument naming `op` when even 16 does not
+// or D/Dv > 128. Splits the heads of a group for dK/dV when the unsplit grid has fewer
+// than two blocks per SM.
 FlashPlan plan_flash(int64_t B, int64_t Hq, int64_t Hkv, int64_t Tq, int64_t Tk, int64_t D, int64_t Dv,
-                     int64_t elem_bytes, int64_t max_smem, const char* op);
+                     int64_t elem_bytes, int64_t max_smem, int64_t sm_count, const char* op);
 
 template <typename T>
 struct FlashProblem {
@@ -89,10 +96,12 @@ void flash_attention_forward(const FlashProblem<T>& pr, const FlashPlan& plan, T
                              const char* op);
 
 // dout, o: (B, Hq, Tq, Dv) views; lse from the forward (contiguous). delta: scratch of
-// B * Hq * Tq elements (rowsum(dout * o)). dq (B, Hq, Tq, D), dk (B, Hkv, Tk, D),
+// B * Hq * Tq elements (rowsum(dout * o)). dkdv_part: scratch of dkdv_splits * B * Hkv *
+// Tk * (D + Dv) elements when plan.dkdv_splits > 1, else unused (may be null). dq (B, Hq, Tq, D), dk (B, Hkv, Tk, D),
 // dv (B, Hkv, Tk, Dv): contiguous, overwritten; dk/dv sum over the heads of a group.
 template <typename T>
 void flash_attention_backward(const FlashProblem<T>& pr, const FlashPlan& plan, HeadArray<T> dout, HeadArray<T> o,
-                              const T* lse, T* delta, T* dq, T* dk, T* dv, cudaStream_t stream, const char* op);
+                              const T* lse, T* delta, T* dkdv_part, T* dq, T* dk, T* dv, cudaStream_t stream,
+                              const char* op);
 
 }  // namespace dlkern::cuda
