@@ -81,7 +81,8 @@ const DeviceArray* check_mask(const py::object& mask_obj, const DeviceArray& q, 
   if (mask->dtype != q.dtype)
     type_error(op, ": attn_mask has dtype ", cuda::dtype_name(mask->dtype), "; on CUDA it must be a float mask of q's "
                "dtype ", cuda::dtype_name(q.dtype), " (0 to attend, -inf to mask out)");
-  if (mask->device != q.device) value_error(op, ": attn_mask is on cuda:", mask->device, " but q is on cuda:", q.device);
+  if (mask->device != q.device)
+    value_error(op, ": attn_mask is on cuda:", mask->device, " but q is on cuda:", q.device);
   const Shape scores{s.B, s.Hq, s.Tq, s.Tk};
   bool ok = mask->ndim() <= 4;
   try {
@@ -90,8 +91,8 @@ const DeviceArray* check_mask(const py::object& mask_obj, const DeviceArray& q, 
     ok = false;
   }
   if (!ok)
-    value_error(op, ": attn_mask of shape ", cuda::shape_str(mask->shape), " is not broadcastable to (B, Hq, Tq, Tk) = ",
-                cuda::shape_str(scores));
+    value_error(op, ": attn_mask of shape ", cuda::shape_str(mask->shape),
+                " is not broadcastable to (B, Hq, Tq, Tk) = ", cuda::shape_str(scores));
   strides = cuda::broadcast_strides(mask->shape, mask->strides, scores);
   return mask;
 }

@@ -1,26 +1,27 @@
 // Flash attention kernels (FlashAttention-2 schedule, FP32/FP64 SIMT math).
 //
 // Every kernel runs 256 threads as a 16 x 16 grid over one square tile of TILE query
-// rows x TILE keys: thread (ty, tx) owns rows ty*RM .. ty*RM+RM-1 (RM = TILE/16) and
-// score columns tx, tx+16, ... (strided, so the 16-byte K reads of a half-warp touch 16
-// different rows, padded to spread over the banks), and output columns tx, tx+16, ...
-// (D, Dv <= 128: at most 8 per thread). A row's 16 threads sit in one half-warp, so row max and sum are
-// 4 xor-shuffles. Q (scaled by `scale` once, as on the CPU), K, V, dO tiles are staged in
-// shared memory; scores, online-softmax state and output accumulators stay in registers;
-// the probabilities go through shared memory once to be multiplied with V.
+// rows x TILE keys: thread (ty, tx) owns rows ty*RM .. ty*RM+RM-1 (RM = TILE/16), score
+// columns tx, tx+16, ... (strided, so the 16-byte K reads of a half-warp touch 16
+// different rows, padded to spread over the banks) and output columns tx, tx+16, ...
+// (D, Dv <= 128: at most 8 per thread). A row's 16 threads sit in one half-warp, so row
+// max and sum are 4 xor-shuffles. Q (scaled by `scale` once, as on the CPU), K, V, dO
+// tiles are staged in shared memory; scores, online-softmax state and output
+// accumulators stay in registers; the probabilities go through shared memory once to be
+// multiplied with V.
 //
 // Forward: one block per (b, q head, query tile), keys tile by tile; a causal block
 // stops at its last row's diagonal, and blocks are launched heaviest (last) tile first.
 // GQA reads the kv head h / (Hq / Hkv) in place; blocks of one group share it through L2.
 //
 // Backward: delta = rowsum(dO * O) first; then a dK/dV kernel, one block per (b, kv head,
-// key tile), looping over the group's query heads (or a split of them, partial sums added
-// by a second pass, when there are too few blocks for the SMs) and the query tiles that
-// see its keys, accumulating dK and dV in registers; then a dQ kernel, one block per (b, q head, query
-// tile), looping over key tiles. Why two kernels rather than atomics for dQ: every
-// gradient element then has exactly one writer, so results are deterministic (run to run
-// and CPU-comparable), need no zeroed buffer and no float64 atomics; the price is
-// recomputing Q K^T and dO V^T once more (7 tile products instead of 5).
+// key tile), looping over the group's query heads (or a split of them, partial sums
+// added by a second pass, when there are too few blocks for the SMs) and the query tiles
+// that see its keys, accumulating dK and dV in registers; then a dQ kernel, one block per
+// (b, q head, query tile), looping over key tiles. Why two kernels rather than atomics
+// for dQ: every gradient element then has exactly one writer, so results are
+// deterministic (run to run and CPU-comparable), need no zeroed buffer and no float64
+// atomics; the price is recomputing Q K^T and dO V^T once more (7 tile products, not 5).
 #include "cuda/flash_attention.h"
 
 #include <cuda_runtime.h>
@@ -651,7 +652,8 @@ void flash_attention_backward(const FlashProblem<T>& pr, const FlashPlan& plan, 
     case 16: return backward_tile<T, 16>(pr, plan, dout, lse, delta, dkdv_part, dq, dk, dv, stream, op);
     case 32: return backward_tile<T, 32>(pr, plan, dout, lse, delta, dkdv_part, dq, dk, dv, stream, op);
     default:
-      if constexpr (sizeof(T) == 4) return backward_tile<T, 64>(pr, plan, dout, lse, delta, dkdv_part, dq, dk, dv, stream, op);
+      if constexpr (sizeof(T) == 4)
+        return backward_tile<T, 64>(pr, plan, dout, lse, delta, dkdv_part, dq, dk, dv, stream, op);
       throw Error(op, "launch flash attention (tile 64 is float32 only)", cudaErrorInvalidConfiguration);
   }
 }
