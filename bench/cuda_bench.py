@@ -130,6 +130,72 @@ def gemm_rows(repeats):
     return rows, failures
 
 
+def attention_cases(repeats, rows):
+    """Flash attention forward and forward+backward, float32, causal and full, beside
+    torch's scaled_dot_product_attention on CUDA (TF32 off, so both run FP32 math). Each
+    result (out; dq, dk, dv) is checked against torch first. Appends a section to rows;
+    returns the number of mismatches."""
+    rows += ["", "## Attention (float32; TFLOP/s counts the causal half only)", "",
+             "| op | dlkern ms | dlkern TFLOP/s | torch ms | torch TFLOP/s |", "|---|---|---|---|---|"]
+    failures = 0
+    rng = np.random.default_rng(2)
+    for (B, H, T, D) in ((8, 12, 512, 64), (1, 12, 2048, 64)):
+        q, k, v, g = (rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4))
+        dq_, dk_, dv_, dg = (C.from_numpy(a) for a in (q, k, v, g))
+        if torch is not None:
+            tq, tk, tv, tg = (torch.from_numpy(a).cuda() for a in (q, k, v, g))
+        for causal in (False, True):
+            fwd_flops = 4 * B * H * T * T * D * (0.5 if causal else 1.0)
+            # forward + backward: 2 + 5 tile products of the same size (FlashAttention-2 count)
+            for label, flops in (("fwd", fwd_flops), ("fwd+bwd", 3.5 * fwd_flops)):
+                name = f"attention {label} (B,H,T,D)=({B},{H},{T},{D}) {'causal' if causal else 'full'}"
+
+                def ours():
+                    out, lse = C.attention_forward(dq_, dk_, dv_, is_causal=causal)
+                    if label == "fwd":
+                        return (out,)
+                    return (out,) + tuple(C.attention_backward(dg, dq_, dk_, dv_, out, lse, is_causal=causal))
+
+                def torch_fn():
+                    with torch.enable_grad():
+                        xs = [t.detach().requires_grad_(label != "fwd") for t in (tq, tk, tv)]
+                        out = torch.nn.functional.scaled_dot_product_attention(*xs, is_causal=causal)
+                        if label == "fwd":
+                            return (out,)
+                        return (out,) + torch.autograd.grad(out, xs, tg)
+                theirs = torch_fn if torch is not None else None
+                old = torch.backends.cuda.matmul.allow_tf32 if torch is not None else None
+                if torch is not None:
+                    torch.backends.cuda.matmul.allow_tf32 = False
+                try:
+                    got = [a.numpy() for a in ours()]
+                    if theirs is not None:
+                        want = [t.detach().cpu().numpy() for t in theirs()]
+                    else:  # without torch: the CPU op as the reference
+                        import dlkern.ops as ops
+                        o, l = ops.attention_forward(q, k, v, is_causal=causal)
+                        want = [o] if label == "fwd" else [o] + list(ops.attention_backward(g, q, k, v, o, l,
+                                                                                              is_causal=causal))
+                    bad = [i for i, (a, b) in enumerate(zip(got, want)) if not np.allclose(a, b, rtol=1e-3, atol=1e-3)]
+                    if bad:
+                        err = max(np.abs(got[i] - want[i]).max() for i in bad)
+                        print(f"MISMATCH {name}: max error {err:.3g}")
+                        failures += 1
+                        continue
+                    t = median_seconds(ours, C.synchronize, repeats, inner=3)
+                    cells = [f"{t * 1e3:.3f}", f"{flops / t / 1e12:.1f}"]
+                    if theirs is not None:
+                        tt = median_seconds(theirs, torch.cuda.synchronize, repeats, inner=3)
+                        cells += [f"{tt * 1e3:.3f}", f"{flops / tt / 1e12:.1f}"]
+                    else:
+                        cells += ["-", "-"]
+                finally:
+                    if torch is not None:
+                        torch.backends.cuda.matmul.allow_tf32 = old
+                rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -165,6 +231,7 @@ def main():
     g_rows, g_failures = gemm_rows(args.repeats)
     failures += g_failures
     rows += ["", "## GEMM (float32)", ""] + g_rows
+    failures += attention_cases(args.repeats, rows)
     note = "" if torch is not None else "\ntorch with CUDA is not importable here: dlkern only.\n"
     with open(args.out, "w") as f:
         f.write("# dlkern CUDA kernels\n\n" + "\n".join(rows) + "\n" + note)
