@@ -12,12 +12,6 @@ namespace {
 using cuda::DeviceArray;
 using cuda::DType;
 
-const DeviceArray& require_float_array(const py::handle& obj, const char* op, const char* arg) {
-  const DeviceArray& a = require_device_array(obj, op, arg);
-  if (a.dtype == DType::i64) type_error(op, ": ", arg, " has dtype int64; expected float32 or float64");
-  return a;
-}
-
 cuda::StridedLoop loop_or_value_error(const cuda::Shape& shape, const std::vector<cuda::Shape>& strides,
                                       const char* op) {
   try {
@@ -29,7 +23,7 @@ cuda::StridedLoop loop_or_value_error(const cuda::Shape& shape, const std::vecto
 
 DeviceArray gelu_tanh(const py::object& x_obj) {
   const char* op = "gelu_tanh";
-  const DeviceArray& x = require_float_array(x_obj, op, "x");
+  const DeviceArray& x = require_float_device_array(x_obj, op, "x");
   const cuda::Shape out_strides = cuda::contiguous_strides(x.shape);
   const cuda::StridedLoop loop = loop_or_value_error(x.shape, {out_strides, x.strides}, op);
   py::gil_scoped_release nogil;
@@ -44,8 +38,8 @@ DeviceArray gelu_tanh(const py::object& x_obj) {
 
 DeviceArray gelu_tanh_backward(const py::object& g_obj, const py::object& x_obj) {
   const char* op = "gelu_tanh_backward";
-  const DeviceArray& g = require_float_array(g_obj, op, "grad_out");
-  const DeviceArray& x = require_float_array(x_obj, op, "x");
+  const DeviceArray& g = require_float_device_array(g_obj, op, "grad_out");
+  const DeviceArray& x = require_float_device_array(x_obj, op, "x");
   if (g.dtype != x.dtype)
     type_error(op, ": grad_out has dtype ", cuda::dtype_name(g.dtype), " but x has dtype ", cuda::dtype_name(x.dtype),
                "; both must be the same float type");

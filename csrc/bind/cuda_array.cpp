@@ -54,6 +54,13 @@ cuda::DeviceArray& require_device_array(const py::handle& obj, const char* op, c
              py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
 }
 
+const cuda::DeviceArray& require_float_device_array(const py::handle& obj, const char* op, const char* arg) {
+  const cuda::DeviceArray& a = require_device_array(obj, op, arg);
+  if (!cuda::is_float(a.dtype))
+    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), "; expected float32 or float64");
+  return a;
+}
+
 py::tuple to_tuple(const Shape& v) {
   py::tuple t(v.size());
   for (size_t i = 0; i < v.size(); ++i) t[i] = py::int_(v[i]);

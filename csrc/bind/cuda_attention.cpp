@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "bind/cuda_attention_args.h"
 #include "bind/cuda_common.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
@@ -17,33 +18,10 @@ using cuda::DeviceArray;
 using cuda::DType;
 using cuda::Shape;
 
-const DeviceArray& float_array(const py::handle& obj, const char* op, const char* arg) {
-  const DeviceArray& a = require_device_array(obj, op, arg);
-  if (a.dtype == DType::i64) type_error(op, ": ", arg, " has dtype int64; CUDA ", op, " supports float32 and float64");
-  return a;
-}
-
-void require_same(const DeviceArray& a, const char* arg, const DeviceArray& ref, const char* ref_arg, const char* op) {
-  if (a.dtype != ref.dtype)
-    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), " but ", ref_arg, " has dtype ",
-               cuda::dtype_name(ref.dtype));
-  if (a.device != ref.device) value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref_arg, " is on cuda:", ref.device);
-}
-
-void require_4d(const DeviceArray& a, const char* op, const char* arg, const char* layout) {
-  if (a.ndim() != 4) value_error(op, ": ", arg, " must be 4-D ", layout, ", got shape ", cuda::shape_str(a.shape));
-}
-
-// a itself when its last axis has unit stride (or at most one element), else a contiguous copy.
-DeviceArray unit_last(const DeviceArray& a, const char* op) {
-  if (a.ndim() == 0 || a.shape.back() <= 1 || a.strides.back() == 1) return a;
-  return cuda::contiguous(a, op);
-}
-
 DeviceArray rope_call(const py::object& x_obj, int64_t offset, double base, bool inverse) {
   const char* op = inverse ? "rope_backward" : "rope";
   const char* arg = inverse ? "grad_out" : "x";
-  const DeviceArray& x = float_array(x_obj, op, arg);
+  const DeviceArray& x = require_float_device_array(x_obj, op, arg);
   if (x.ndim() < 2) value_error(op, ": ", arg, " must be (..., T, D) with at least 2 dims, got shape ", cuda::shape_str(x.shape));
   const int64_t T_len = x.shape[x.ndim() - 2], D = x.shape[x.ndim() - 1];
   if (D % 2 != 0) value_error(op, ": the last dim of ", arg, " must be even, got shape ", cuda::shape_str(x.shape));
@@ -79,8 +57,8 @@ DeviceArray rope_call(const py::object& x_obj, int64_t offset, double base, bool
 int64_t append(const py::object& cache_obj, const py::object& new_obj, int64_t offset) {
   const char* op = "kv_cache_append";
   DeviceArray& c = require_device_array(cache_obj, op, "cache");
-  const DeviceArray& n = float_array(new_obj, op, "new");
-  if (c.dtype == DType::i64) type_error(op, ": cache has dtype int64; CUDA ", op, " supports float32 and float64");
+  const DeviceArray& n = require_float_device_array(new_obj, op, "new");
+  require_float_device_array(cache_obj, op, "cache");
   require_same(n, "new", c, "cache", op);
   require_4d(c, op, "cache", "(B, H, max_seq, D)");
   require_4d(n, op, "new", "(B, H, T, D)");
@@ -106,9 +84,9 @@ int64_t append(const py::object& cache_obj, const py::object& new_obj, int64_t o
 DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj, int64_t length,
                    const py::object& mask_obj, const py::object& scale_obj) {
   const char* op = "decode_attention";
-  const DeviceArray& q = float_array(q_obj, op, "q");
-  const DeviceArray& k = float_array(k_obj, op, "k_cache");
-  const DeviceArray& v = float_array(v_obj, op, "v_cache");
+  const DeviceArray& q = require_float_device_array(q_obj, op, "q");
+  const DeviceArray& k = require_float_device_array(k_obj, op, "k_cache");
+  const DeviceArray& v = require_float_device_array(v_obj, op, "v_cache");
   require_same(k, "k_cache", q, "q", op);
   require_same(v, "v_cache", q, "q", op);
   require_4d(q, op, "q", "(B, Hq, Tq, D)");

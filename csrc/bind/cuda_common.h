@@ -26,6 +26,10 @@ cudaStream_t parse_stream(const py::handle& obj, const char* op);
 // numpy.ndarray gets a hint about from_numpy: devices are never mixed silently).
 cuda::DeviceArray& require_device_array(const py::handle& obj, const char* op, const char* arg);
 
+// require_device_array, and a float32/float64 dtype: otherwise a TypeError "<op>: <arg>
+// has dtype <d>; expected float32 or float64" (the CPU ops' wording).
+const cuda::DeviceArray& require_float_device_array(const py::handle& obj, const char* op, const char* arg);
+
 // Python tuple of a shape/strides vector and back.
 py::tuple to_tuple(const cuda::Shape& v);
 cuda::Shape to_shape(const py::handle& obj, const char* op, const char* arg);

@@ -143,7 +143,8 @@ ConvGeometry conv_geometry(const char* op, int nd, const Shape& x, const Shape& 
 
 const DeviceArray& conv_array(const py::handle& obj, const char* op, const char* arg) {
   const DeviceArray& a = require_device_array(obj, op, arg);
-  if (a.dtype == cuda::DType::i64) type_error(op, ": ", arg, " has dtype int64; expected float32 or float64");
+  if (!cuda::is_float(a.dtype))
+    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), "; expected float32 or float64");
   return a;
 }
 

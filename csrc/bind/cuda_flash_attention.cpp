@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 
+#include "bind/cuda_attention_args.h"
 #include "bind/cuda_common.h"
 #include "cuda/check.h"
 #include "cuda/flash_attention.h"
@@ -16,30 +17,6 @@ namespace {
 using cuda::DeviceArray;
 using cuda::DType;
 using cuda::Shape;
-
-const DeviceArray& float_array(const py::handle& obj, const char* op, const char* arg) {
-  const DeviceArray& a = require_device_array(obj, op, arg);
-  if (a.dtype == DType::i64) type_error(op, ": ", arg, " has dtype int64; CUDA ", op, " supports float32 and float64");
-  return a;
-}
-
-void require_same(const DeviceArray& a, const char* arg, const DeviceArray& ref, const char* ref_arg, const char* op) {
-  if (a.dtype != ref.dtype)
-    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), " but ", ref_arg, " has dtype ",
-               cuda::dtype_name(ref.dtype), "; all must be the same float type");
-  if (a.device != ref.device)
-    value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref_arg, " is on cuda:", ref.device);
-}
-
-void require_4d(const DeviceArray& a, const char* op, const char* arg, const char* layout) {
-  if (a.ndim() != 4) value_error(op, ": ", arg, " must be 4-D ", layout, ", got shape ", cuda::shape_str(a.shape));
-}
-
-// a itself when its last axis has unit stride (or at most one element), else a contiguous copy.
-DeviceArray unit_last(const DeviceArray& a, const char* op) {
-  if (a.ndim() == 0 || a.numel() == 0 || a.shape.back() <= 1 || a.strides.back() == 1) return a;
-  return cuda::contiguous(a, op);
-}
 
 struct Dims {
   int64_t B, Hq, Hkv, Tq, Tk, D, Dv;
@@ -140,9 +117,9 @@ py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::ob
                   const py::object& mask_obj, bool is_causal, const py::object& scale_obj, double dropout_p,
                   uint64_t seed) {
   const char* op = "attention_forward";
-  const DeviceArray& q = float_array(q_obj, op, "q");
-  const DeviceArray& k = float_array(k_obj, op, "k");
-  const DeviceArray& v = float_array(v_obj, op, "v");
+  const DeviceArray& q = require_float_device_array(q_obj, op, "q");
+  const DeviceArray& k = require_float_device_array(k_obj, op, "k");
+  const DeviceArray& v = require_float_device_array(v_obj, op, "v");
   const Dims s = check_qkv(q, k, v, op);
   Shape ms;
   const DeviceArray* mask = check_mask(mask_obj, q, s, ms, op);
@@ -176,12 +153,12 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
                    const py::object& mask_obj, bool is_causal, const py::object& scale_obj, double dropout_p,
                    uint64_t seed) {
   const char* op = "attention_backward";
-  const DeviceArray& g = float_array(g_obj, op, "grad_out");
-  const DeviceArray& q = float_array(q_obj, op, "q");
-  const DeviceArray& k = float_array(k_obj, op, "k");
-  const DeviceArray& v = float_array(v_obj, op, "v");
-  const DeviceArray& o = float_array(o_obj, op, "out");
-  const DeviceArray& lse = float_array(lse_obj, op, "lse");
+  const DeviceArray& g = require_float_device_array(g_obj, op, "grad_out");
+  const DeviceArray& q = require_float_device_array(q_obj, op, "q");
+  const DeviceArray& k = require_float_device_array(k_obj, op, "k");
+  const DeviceArray& v = require_float_device_array(v_obj, op, "v");
+  const DeviceArray& o = require_float_device_array(o_obj, op, "out");
+  const DeviceArray& lse = require_float_device_array(lse_obj, op, "lse");
   const Dims s = check_qkv(q, k, v, op);
   require_same(g, "grad_out", q, "q", op);
   require_same(o, "out", q, "q", op);

@@ -48,7 +48,8 @@ CeArgs check_common(const py::object& input_obj, const py::object& target_obj, c
   CeArgs a;
   a.input = &require_device_array(input_obj, op, "input");
   const DeviceArray& x = *a.input;
-  if (x.dtype == DType::i64) type_error(op, ": input has dtype int64; expected float32 or float64 logits");
+  if (!cuda::is_float(x.dtype))
+    type_error(op, ": input has dtype ", cuda::dtype_name(x.dtype), "; expected float32 or float64 logits");
   a.target = &require_device_array(target_obj, op, "target");
   const DeviceArray& t = *a.target;
   if (t.dtype != DType::i64)

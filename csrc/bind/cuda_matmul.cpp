@@ -26,8 +26,8 @@ std::atomic<bool> g_allow_tf32{false};  // PyTorch's default: full float32 produ
 
 const DeviceArray& float_operand(const py::handle& obj, const char* op, const char* arg) {
   const DeviceArray& a = require_device_array(obj, op, arg);
-  if (a.dtype == DType::i64)
-    type_error(op, ": ", arg, " has dtype int64; CUDA ", op, " supports float32 and float64");
+  if (!cuda::is_float(a.dtype))
+    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), "; CUDA ", op, " supports float32 and float64");
   return a;
 }
 

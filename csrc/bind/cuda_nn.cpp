@@ -15,13 +15,6 @@ namespace {
 using cuda::DeviceArray;
 using cuda::Shape;
 
-const DeviceArray& float_array(const py::handle& obj, const char* op, const char* arg) {
-  const DeviceArray& a = require_device_array(obj, op, arg);
-  if (a.dtype == cuda::DType::i64)
-    type_error(op, ": ", arg, " has dtype int64; CUDA ", op, " supports float32 and float64");
-  return a;
-}
-
 // Same dtype, device and (when shape is given) shape as the reference array.
 void require_like(const DeviceArray& a, const DeviceArray& ref, const char* op, const char* arg,
                   const char* ref_arg, const Shape* shape) {
@@ -37,8 +30,8 @@ void require_like(const DeviceArray& a, const DeviceArray& ref, const char* op, 
 py::object softmax_call(bool is_log, bool backward, const char* op, const py::object& a_obj,
                         const py::object& b_obj, int64_t dim, const py::object& out_obj) {
   // forward: a = x; backward: a = grad_out, b = y (the forward's output)
-  const DeviceArray& a = float_array(a_obj, op, backward ? "grad_out" : "x");
-  const DeviceArray* b = backward ? &float_array(b_obj, op, "y") : nullptr;
+  const DeviceArray& a = require_float_device_array(a_obj, op, backward ? "grad_out" : "x");
+  const DeviceArray* b = backward ? &require_float_device_array(b_obj, op, "y") : nullptr;
   if (b) require_like(*b, a, op, "y", "grad_out", &a.shape);
   if (a.ndim() == 0) value_error(op, ": expected an array with at least one dimension, got a 0-d array");
   const int d = cuda::normalize_axis(dim, a.ndim(), op);
@@ -92,7 +85,7 @@ std::pair<int64_t, int64_t> norm_rows_cols(const DeviceArray& x, const Shape& no
 const DeviceArray* optional_param(const py::object& obj, const DeviceArray& x, const Shape& shape,
                                   const char* op, const char* arg) {
   if (obj.is_none()) return nullptr;
-  const DeviceArray& p = float_array(obj, op, arg);
+  const DeviceArray& p = require_float_device_array(obj, op, arg);
   require_like(p, x, op, arg, "x", &shape);
   return &p;
 }
@@ -111,7 +104,7 @@ T* mut_or_null(DeviceArray& a) {
 py::tuple norm_forward(bool rms, const py::object& x_obj, const py::object& shape_obj, const py::object& w_obj,
                        const py::object& b_obj, const py::object& eps_obj) {
   const char* op = rms ? "rms_norm_forward" : "layer_norm_forward";
-  const DeviceArray& x = float_array(x_obj, op, "x");
+  const DeviceArray& x = require_float_device_array(x_obj, op, "x");
   const Shape normalized = to_shape(shape_obj, op, "normalized_shape");
   const auto [rows, cols] = norm_rows_cols(x, normalized, op);
   const DeviceArray* w = optional_param(w_obj, x, normalized, op, "weight");
@@ -150,15 +143,15 @@ py::tuple norm_backward(bool rms, const py::object& dy_obj, const py::object& x_
                         const py::object& w_obj, const py::object& mean_obj, const py::object& rstd_obj,
                         bool need_bias) {
   const char* op = rms ? "rms_norm_backward" : "layer_norm_backward";
-  const DeviceArray& dy = float_array(dy_obj, op, "grad_out");
-  const DeviceArray& x = float_array(x_obj, op, "x");
+  const DeviceArray& dy = require_float_device_array(dy_obj, op, "grad_out");
+  const DeviceArray& x = require_float_device_array(x_obj, op, "x");
   require_like(dy, x, op, "grad_out", "x", &x.shape);
   const Shape normalized = to_shape(shape_obj, op, "normalized_shape");
   const auto [rows, cols] = norm_rows_cols(x, normalized, op);
   const DeviceArray* w = optional_param(w_obj, x, normalized, op, "weight");
   const Shape stat_shape(x.shape.begin(), x.shape.end() - static_cast<std::ptrdiff_t>(normalized.size()));
-  const DeviceArray* mean = rms ? nullptr : &float_array(mean_obj, op, "mean");
-  const DeviceArray& rstd = float_array(rstd_obj, op, "rstd");
+  const DeviceArray* mean = rms ? nullptr : &require_float_device_array(mean_obj, op, "mean");
+  const DeviceArray& rstd = require_float_device_array(rstd_obj, op, "rstd");
   if (mean) require_like(*mean, x, op, "mean", "x", &stat_shape);
   require_like(rstd, x, op, "rstd", "x", &stat_shape);
   DeviceArray dx, dw, db;
