@@ -425,3 +425,39 @@ for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backwar
               "gelu_tanh", "gelu_tanh_backward", "gemm"):
     globals()[_name] = _host_kernel(_name)
 del _name
+
+
+# Fused optimizer steps: the kernels' arithmetic (csrc/cuda/optim.cu), element by element
+# in T with the factors rounded to T once.
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
+              decoupled_weight_decay, amsgrad, maximize):
+    T = param.dtype.type
+    p, g = param._a, grad._a
+    if decoupled_weight_decay and weight_decay != 0:
+        p *= T(1.0 - lr * weight_decay)
+    g = -g if maximize else g.copy()
+    if not decoupled_weight_decay and weight_decay != 0:
+        g = p * T(weight_decay) + g
+    m = exp_avg._a * T(beta1) + g * T(1.0 - beta1)
+    v = exp_avg_sq._a * T(beta2) + (g * g) * T(1.0 - beta2)
+    exp_avg._a[...] = m
+    exp_avg_sq._a[...] = v
+    if amsgrad:
+        v = np.maximum(max_exp_avg_sq._a, v)
+        max_exp_avg_sq._a[...] = v
+    denom = np.sqrt(v) / T(math.sqrt(1.0 - beta2 ** step)) + T(eps)
+    p += (m / denom) * T(-lr / (1.0 - beta1 ** step))
+
+
+def sgd_step(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first):
+    T = param.dtype.type
+    p = param._a
+    g = -grad._a if maximize else grad._a.copy()
+    if weight_decay != 0:
+        g = p * T(weight_decay) + g
+    if momentum != 0:
+        b = g.copy() if first else momentum_buffer._a * T(momentum) + g * T(1.0 - dampening)
+        momentum_buffer._a[...] = b
+        g = g + b * T(momentum) if nesterov else b
+    p += g * T(-lr)
+

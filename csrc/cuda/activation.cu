@@ -1,12 +1,12 @@
 // Fused GELU (tanh) kernels: one grid-stride pass reading x (and dy) and writing the
 // result, where the composed form would take about ten elementwise launches.
-#include "cuda/launch.cuh"
 #include "cuda/activation.h"
 
 #include <cuda_runtime.h>
 
 #include "cuda/check.h"
 #include "cuda/strided_loop.cuh"
+#include "cuda/launch.cuh"
 
 namespace dlkern::cuda {
 namespace {

@@ -1,6 +1,5 @@
 // CUDA conv2d: im2col / col2im kernels around the project's tiled GEMM, a per-channel
 // bias kernel and a per-channel reduction for dbias (see conv.h for the scheme).
-#include "cuda/launch.cuh"
 #include "cuda/conv.h"
 
 #include <cuda_runtime.h>
@@ -9,6 +8,7 @@
 
 #include "cuda/check.h"
 #include "cuda/gemm.h"
+#include "cuda/launch.cuh"
 
 namespace dlkern::cuda {
 namespace {

@@ -3,7 +3,6 @@
 // functor. The op inside a family is a switch on a kernel argument (uniform across the
 // grid, so it costs no divergence and keeps one instantiation per dtype rather than
 // one per op). Pointers carry no __restrict__: the output may alias an input in place.
-#include "cuda/launch.cuh"
 #include "cuda/elementwise.h"
 
 #include <cuda_runtime.h>
@@ -12,6 +11,7 @@
 
 #include "cuda/check.h"
 #include "cuda/strided_loop.cuh"
+#include "cuda/launch.cuh"
 
 namespace dlkern::cuda {
 namespace {

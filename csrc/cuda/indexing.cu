@@ -3,7 +3,6 @@
 // a single scatter kernel serve take, take_along_axis, put_along_axis and add_at, on
 // any strides and without copies. Out-of-range indices are reported through one
 // device word instead of a trap, so the context stays usable after the error.
-#include "cuda/launch.cuh"
 #include "cuda/indexing.h"
 
 #include <cuda_runtime.h>
@@ -12,6 +11,7 @@
 
 #include "cuda/check.h"
 #include "cuda/strided_loop.cuh"
+#include "cuda/launch.cuh"
 
 namespace dlkern::cuda {
 

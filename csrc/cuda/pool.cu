@@ -2,7 +2,6 @@
 // pixel (a gather over the windows that cover it) for the avg / adaptive backwards, so
 // those write each dx element once, without atomics or a zero-fill. max_pool2d_backward
 // scatters through the saved indices with atomicAdd (see pool.h for why).
-#include "cuda/launch.cuh"
 #include "cuda/pool.h"
 
 #include <cuda_runtime.h>
@@ -10,6 +9,7 @@
 #include <algorithm>
 
 #include "cuda/check.h"
+#include "cuda/launch.cuh"
 
 namespace dlkern::cuda {
 namespace {

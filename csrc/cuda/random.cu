@@ -1,12 +1,12 @@
 // Counter-based rand / randn (the hash is in random.h, shared with the host twin).
 // A grid-stride loop: each element (each pair for randn, which yields two per
 // Box-Muller step) depends only on its index, so the grid size is free.
-#include "cuda/launch.cuh"
 #include "cuda/random.h"
 
 #include <cuda_runtime.h>
 
 #include "cuda/check.h"
+#include "cuda/launch.cuh"
 
 namespace dlkern::cuda {
 namespace {

@@ -135,6 +135,11 @@ class CPUDevice:
     contiguous = staticmethod(np.ascontiguousarray)
     arange = staticmethod(np.arange)
 
+    def fused(self, name):
+        """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy
+        updates run in place already."""
+        return None
+
     def uniform(self, shape):
         """Uniform [0, 1) samples (float64) from dlkern's generator (dlkern.manual_seed)."""
         from .tensor import _RNG
@@ -315,6 +320,10 @@ class CUDADevice:
         if dtype is not None and np.dtype(dtype) != x.dtype:
             x = module.astype(x, dtype)
         return x
+
+    def fused(self, name):
+        """The module's fused optimizer kernel `name` (adam_step, sgd_step), or None."""
+        return getattr(self.module, name, None)
 
     def uniform(self, shape, dtype=np.float32):
         """Uniform [0, 1) samples made on the device from a counter-based generator whose

@@ -3,7 +3,8 @@
 import math
 
 from ..device import array_namespace
-from .optimizer import Optimizer, update_moments, check_betas, check_nonnegative, effective_grad, grad_array
+from .optimizer import (Optimizer, check_betas, check_nonnegative, effective_grad, fused_step, grad_array,
+                        update_moments)
 
 
 def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps,
@@ -11,6 +12,12 @@ def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, 
     """One Adam/AdamW step on arrays, in place; `step` counts from 1.
     max_exp_avg_sq is used only with amsgrad."""
     xp = array_namespace(param)
+    fused = fused_step(xp, "adam_step", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None)
+    if fused is not None:
+        fused(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, step=step, lr=lr, beta1=beta1,
+              beta2=beta2, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+              amsgrad=amsgrad, maximize=maximize)
+        return
     w0, w1 = work
     if weight_decay != 0 and decoupled_weight_decay:
         xp.multiply(param, 1.0 - lr * weight_decay, out=param)

@@ -259,6 +259,16 @@ def _host_copy(value):
     return copy.deepcopy(value)
 
 
+def fused_step(xp, name, *arrays):
+    """The device's fused optimizer kernel `name` (one pass per parameter instead of a
+    dozen elementwise launches), when it has one and every array given is contiguous;
+    else None and the caller composes elementwise ops."""
+    fn = xp.fused(name)
+    if fn is None or any(a is not None and not a.flags.c_contiguous for a in arrays):
+        return None
+    return fn
+
+
 def update_moments(xp, g, exp_avg, exp_avg_sq, beta1, beta2, work):
     """Adam's moment estimates in place: m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2
     (`work`: a scratch array shaped like g; xp: the arrays' device namespace)."""

@@ -1,13 +1,21 @@
 """SGD with momentum, dampening, Nesterov momentum and L2 weight decay (PyTorch's rule)."""
 
 from ..device import array_namespace
-from .optimizer import Optimizer, check_nonnegative, effective_grad, grad_array
+from .optimizer import Optimizer, check_nonnegative, effective_grad, fused_step, grad_array
 
 
 def _sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize, work):
     """One SGD step on arrays, in place. Returns the momentum buffer (created from
     the first gradient, as PyTorch does; None without momentum)."""
     xp = array_namespace(param)
+    fused = fused_step(xp, "sgd_step", param, grad, momentum_buffer)
+    if fused is not None:
+        first = momentum != 0 and momentum_buffer is None
+        if first:
+            momentum_buffer = xp.empty(param.shape, param.dtype)
+        fused(param, grad, momentum_buffer, lr=lr, momentum=momentum, dampening=dampening,
+              weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, first=first)
+        return momentum_buffer
     w0, w1 = work
     g = effective_grad(param, grad, weight_decay, maximize, w0)
     if momentum != 0:
