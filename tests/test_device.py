@@ -232,16 +232,29 @@ def test_training_steps_on_device_match_cpu(dev, name):
     assert all(isinstance(v, np.ndarray) for s in state.values() for v in s.values() if hasattr(v, "shape"))
 
 
-def test_a_training_step_never_copies_to_the_host():
+@pytest.mark.parametrize("name", ["mlp", "lenet", "gpt"])
+def test_a_training_step_copies_nothing_between_host_and_device(name):
+    """Once the batch is on the device, forward, backward and the optimizer step make no
+    host<->device copies (each would be a synchronisation on a GPU)."""
+    from dlkern.models import GPT, LeNet5
     dev = CUDADevice(0, module=host_cuda)
-    model = _mlp(1).to(dev)
+    dlkern.manual_seed(1)
+    r = rng(2)
+    if name == "mlp":
+        model, x, y = _mlp(1), r.standard_normal((16, 6)), r.integers(0, 3, 16)
+    elif name == "lenet":
+        model, x, y = LeNet5(), r.standard_normal((4, 1, 28, 28)).astype(np.float32), r.integers(0, 10, 4)
+    else:
+        model = GPT(vocab_size=11, block_size=8, n_layer=2, n_head=4, n_kv_head=2, d_model=16, dropout=0.1)
+        x, y = r.integers(0, 11, (3, 8)), r.integers(0, 11, (3, 8))
+    model.to(dev)
     opt = optim.AdamW(model.parameters(), lr=1e-3)
-    x = dlkern.randn(16, 6, dtype=np.float64).to(dev)
-    y = dlkern.tensor(rng().integers(0, 3, 16)).to(dev)
+    x, y = dlkern.tensor(x).to(dev), dlkern.tensor(y).to(dev)
 
     def step():
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        out = model(x)
+        F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)).backward()
         opt.step()
 
     step()
