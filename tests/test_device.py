@@ -496,3 +496,20 @@ def test_cached_decoding_on_device_matches_cpu(dev):
                 logits.append(host(model(dlkern.tensor(tokens[:, t:t + 1]).to(d), cache=caches)))
         outs.append(np.concatenate(logits, axis=1))
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-9, atol=1e-12)
+
+
+def test_initialisers_fill_device_parameters_like_cpu_ones(dev):
+    layers = []
+    for d in ("cpu", dev):
+        layer = nn.Linear(5, 4).to(d)
+        dlkern.manual_seed(3)
+        nn.init.xavier_uniform_(layer.weight)
+        nn.init.normal_(layer.bias, std=0.5)
+        nn.init.orthogonal_(layer.weight)
+        layers.append(layer)
+    for p, q in zip(layers[0].parameters(), layers[1].parameters()):
+        assert q.device == dev
+        np.testing.assert_array_equal(host(q), host(p))
+    nn.init.zeros_(layers[1].bias)
+    assert not host(layers[1].bias).any()
+
