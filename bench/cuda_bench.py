@@ -206,37 +206,65 @@ def main():
         return 1
     rows = ["| op | dlkern ms | dlkern GB/s | torch ms | torch GB/s |", "|---|---|---|---|---|"]
     failures = 0
+    print("\n".join(rows), flush=True)
     for name, nbytes, ours, theirs, ref_fn, host in cases():
-        dev = [C.from_numpy(h) for h in host]
-        got = ours(*dev).numpy()
-        if theirs is not None:
-            want = theirs(*[torch.from_numpy(h).cuda() for h in host]).cpu().numpy()
-        elif ref_fn is not None:
-            want = ref_fn(*host)
-        else:
-            want = None
-        if want is not None and not np.allclose(got, want, rtol=1e-4, atol=1e-4):
-            print(f"MISMATCH {name}: max error {np.abs(got - want).max():.3g}")
+        try:
+            row = case_row(name, nbytes, ours, theirs, ref_fn, host, args.repeats)
+        except Exception as exc:  # a failing kernel must not hide the other measurements
+            row = f"| {name} | ERROR: {type(exc).__name__}: {exc} | | | |"
+            failures += 1
+        if row is None:
             failures += 1
             continue
-        t_ours = median_seconds(lambda: ours(*dev), C.synchronize, args.repeats)
-        cells = [f"{t_ours * 1e3:.3f}", f"{nbytes / t_ours / 1e9:.0f}"]
-        if theirs is not None:
-            tdev = [torch.from_numpy(h).cuda() for h in host]
-            t_theirs = median_seconds(lambda: theirs(*tdev), torch.cuda.synchronize, args.repeats)
-            cells += [f"{t_theirs * 1e3:.3f}", f"{nbytes / t_theirs / 1e9:.0f}"]
-        else:
-            cells += ["-", "-"]
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    g_rows, g_failures = gemm_rows(args.repeats)
-    failures += g_failures
-    rows += ["", "## GEMM (float32)", ""] + g_rows
-    failures += attention_cases(args.repeats, rows)
+        rows.append(row)
+        print(row, flush=True)
+    for section in (lambda: gemm_section(args.repeats), lambda: attention_rows(args.repeats)):
+        try:
+            s_rows, s_failures = section()
+        except Exception as exc:
+            s_rows, s_failures = [f"ERROR: {type(exc).__name__}: {exc}"], 1
+        failures += s_failures
+        rows += [""] + s_rows
+        print("\n".join(s_rows), flush=True)
     note = "" if torch is not None else "\ntorch with CUDA is not importable here: dlkern only.\n"
     with open(args.out, "w") as f:
         f.write("# dlkern CUDA kernels\n\n" + "\n".join(rows) + "\n" + note)
-    print("\n".join(rows) + note)
     return 1 if failures else 0
+
+
+def attention_rows(repeats):
+    rows = []
+    failures = attention_cases(repeats, rows)
+    return rows, failures
+
+
+def gemm_section(repeats):
+    rows, failures = gemm_rows(repeats)
+    return ["## GEMM (float32)", ""] + rows, failures
+
+
+def case_row(name, nbytes, ours, theirs, ref_fn, host, repeats):
+    """One bandwidth row, or None (printed as a mismatch) when the result is wrong."""
+    dev = [C.from_numpy(h) for h in host]
+    got = ours(*dev).numpy()
+    if theirs is not None:
+        want = theirs(*[torch.from_numpy(h).cuda() for h in host]).cpu().numpy()
+    elif ref_fn is not None:
+        want = ref_fn(*host)
+    else:
+        want = None
+    if want is not None and not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+        print(f"MISMATCH {name}: max error {np.abs(got - want).max():.3g}")
+        return None
+    t_ours = median_seconds(lambda: ours(*dev), C.synchronize, repeats)
+    cells = [f"{t_ours * 1e3:.3f}", f"{nbytes / t_ours / 1e9:.0f}"]
+    if theirs is not None:
+        tdev = [torch.from_numpy(h).cuda() for h in host]
+        t_theirs = median_seconds(lambda: theirs(*tdev), torch.cuda.synchronize, repeats)
+        cells += [f"{t_theirs * 1e3:.3f}", f"{nbytes / t_theirs / 1e9:.0f}"]
+    else:
+        cells += ["-", "-"]
+    return f"| {name} | " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":

@@ -115,8 +115,8 @@ def main():
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         try:
             r = bench(name, args)
-        except NotImplementedError as exc:  # a kernel this build lacks: say which, go on
-            lines.append(f"| {name} | not run: {exc} | | | |")
+        except Exception as exc:  # a missing or failing kernel: say which, go on to the next model
+            lines.append(f"| {name} | not run: {type(exc).__name__}: {exc} | | | |")
             print(lines[-1], flush=True)
             continue
         ratio = f"{r['dlkern'] / r['PyTorch']:.2f}x" if "PyTorch" in r else "-"

@@ -2,7 +2,7 @@
 # One-command GPU check: build dlkern with CUDA for this machine's GPU (sm_90 unless
 # DLKERN_CUDA_ARCHITECTURES says otherwise), run the CUDA tests, then time the CUDA
 # kernels beside PyTorch CUDA (when torch is importable). Everything it reports goes
-# under OUTDIR: nvidia-smi.txt, build.log, tests.log, bench.md, train.md. Build files go to a
+# under OUTDIR: nvidia-smi.txt, build.log, tests.log, bench.md/.log, train.md/.log. Build files go to a
 # scratch directory (DLKERN_GPU_BUILD_DIR to keep them). Sized for ~8 minutes.
 #   usage: bench/gpu_check.sh OUTDIR
 set -euo pipefail
@@ -45,12 +45,18 @@ echo "== CUDA tests"
 status=0
 # Every CUDA kernel suite, and the device-parity suite (tensors, modules, optimizers,
 # LeNet and GPT training on the GPU against the same work on the CPU).
-( cd "$root" && "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda*.py tests/test_device.py ) \
+# Time limits keep a hung kernel from eating the whole device budget; pytest dumps the
+# stacks of any test still running after 60 s (faulthandler) before the limit kills it.
+( cd "$root" && timeout "${DLKERN_GPU_TEST_LIMIT:-300}" "$py" -m pytest -q -rs -p no:cacheprovider \
+    -o faulthandler_timeout=60 tests/test_cuda*.py tests/test_device*.py ) \
   > "$out/tests.log" 2>&1 || status=$?
 tail -n 5 "$out/tests.log"
 
 echo "== CUDA benchmarks"
-"$py" "$root/bench/cuda_bench.py" --out "$out/bench.md" || status=$?
+# Rows are printed as they are measured (bench.log), so a run cut short still reports.
+timeout "${DLKERN_GPU_BENCH_LIMIT:-150}" "$py" "$root/bench/cuda_bench.py" --out "$out/bench.md" 2>&1 \
+  | tee "$out/bench.log" || status=$?
 echo "== CUDA training steps/s (MLP, LeNet-5, tiny GPT)"
-"$py" "$root/bench/cuda_train_bench.py" --out "$out/train.md" || status=$?
+timeout "${DLKERN_GPU_BENCH_LIMIT:-150}" "$py" "$root/bench/cuda_train_bench.py" --out "$out/train.md" 2>&1 \
+  | tee "$out/train.log" || status=$?
 exit $status
