@@ -18,7 +18,7 @@ def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, 
               beta2=beta2, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
               amsgrad=amsgrad, maximize=maximize)
         return
-    w0, w1 = work
+    w0, w1 = work() if callable(work) else work  # made only when the fused kernel is not used
     if weight_decay != 0 and decoupled_weight_decay:
         xp.multiply(param, 1.0 - lr * weight_decay, out=param)
         g = effective_grad(param, grad, 0.0, maximize, w0)
@@ -81,7 +81,7 @@ class Adam(Optimizer):
                              step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                              weight_decay=group["weight_decay"],
                              decoupled_weight_decay=group["decoupled_weight_decay"], amsgrad=group["amsgrad"],
-                             maximize=group["maximize"], work=self._scratch_buffers(p, 2))
+                             maximize=group["maximize"], work=lambda: self._scratch_buffers(p, 2))
         return loss
 
 

@@ -264,7 +264,7 @@ def fused_step(xp, name, *arrays):
     dozen elementwise launches), when it has one and every array given is contiguous;
     else None and the caller composes elementwise ops."""
     fn = xp.fused(name)
-    if fn is None or any(a is not None and not a.flags.c_contiguous for a in arrays):
+    if fn is None or any(a is not None and not a.is_contiguous() for a in arrays):  # device arrays
         return None
     return fn
 

@@ -16,7 +16,7 @@ def _sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight
         fused(param, grad, momentum_buffer, lr=lr, momentum=momentum, dampening=dampening,
               weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, first=first)
         return momentum_buffer
-    w0, w1 = work
+    w0, w1 = work() if callable(work) else work  # made only when the fused kernel is not used
     g = effective_grad(param, grad, weight_decay, maximize, w0)
     if momentum != 0:
         if momentum_buffer is None:
@@ -67,7 +67,7 @@ class SGD(Optimizer):
                 buf = _sgd_update(p.data, grad, state.get("momentum_buffer") if state is not None else None,
                                   lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
                                   weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                                  maximize=group["maximize"], work=self._scratch_buffers(p, 2))
+                                  maximize=group["maximize"], work=lambda: self._scratch_buffers(p, 2))
                 if state is not None:
                     state["momentum_buffer"] = buf
         return loss
