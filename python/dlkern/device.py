@@ -239,7 +239,9 @@ class CUDADevice:
         self.module = module if module is not None else _cuda_module()
         from .device_array import install
         install(self.module)
-        _namespace_of_array[(self.module.DeviceArray, self.index)] = self
+        # Arrays of a stand-in module (tests) find their namespace here; the real
+        # module's arrays map to the cached dlkern.device("cuda:N") instead.
+        _namespace_of_array.setdefault((self.module.DeviceArray, self.index), self)
 
     @property
     def array_type(self):
@@ -483,12 +485,16 @@ _namespace_of_array = {}
 
 
 def array_namespace(x):
-    """The device namespace that computes on array x (cpu for NumPy arrays)."""
+    """The device namespace that computes on array x (cpu for NumPy arrays; for a
+    dlkern._C_cuda array the same object dlkern.device("cuda:N") returns)."""
     if isinstance(x, np.ndarray):
         return cpu
+    module = _cuda_module()
+    if module is not None and type(x) is module.DeviceArray:
+        return device(f"cuda:{x.device}")
     dev = _namespace_of_array.get((type(x), getattr(x, "device", None)))
     if dev is None:
-        dev = device(f"cuda:{x.device}")
+        raise TypeError(f"no device namespace computes on {type(x).__name__} arrays")
     return dev
 
 
