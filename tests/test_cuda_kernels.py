@@ -284,6 +284,23 @@ def test_matmul_copied_operand_on_another_stream_is_not_reused_early():
 
 
 @requires_gpu
+def test_matmul_out_on_another_stream():
+    # The product goes to a temporary on a's stream (s1), then is copied into out on s2;
+    # the temporary's block must not be reused on s1 before that copy has read it.
+    s1, s2 = C.Stream(), C.Stream()
+    rng = rng_for("out on another stream")
+    a = rng.uniform(-1, 1, (1024, 1024))
+    b = rng.uniform(-1, 1, (1024, 1024))
+    da, db = C.from_numpy(a, stream=s1), C.from_numpy(b, stream=s1)
+    want = ref_matmul(a, b)
+    for _ in range(3):
+        out = C.empty((1024, 1024), np.float64, stream=s2)
+        assert C.matmul(da, db, out=out) is out
+        clobber = C.zeros((1024, 1024), np.float64, stream=s1)  # noqa: F841
+        np.testing.assert_allclose(out.numpy(), want, **fp_tol(np.float64, 1024))
+
+
+@requires_gpu
 def test_matmul_tf32_flag_selects_tensor_cores():
     a, da = device_operand((4, 96, 512), np.float32, "contiguous", "a")
     b, db = device_operand((512, 80), np.float32, "transposed", "b")

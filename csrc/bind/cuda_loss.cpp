@@ -206,10 +206,14 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
                                       ignore_index, a.reduction, static_cast<T>(label_smoothing), s, op);
     });
     const DeviceArray back = a.unbatched ? dx : cuda::move_axis(dx, x.ndim() - 1, 1);
-    if (out)
+    if (out) {
       cuda::copy_into(*out, back, op);
-    else
+      // The temporary is freed when this returns, back to its own stream's free list, while
+      // the copy into out may still be queued on out's stream: order its stream after that copy.
+      cuda::stream_wait(back.stream, out->stream, op);
+    } else {
       result = cuda::contiguous(back, op);
+    }
   }
   return out ? out_obj : py::cast(std::move(result));
 }

@@ -152,7 +152,12 @@ py::object matmul(const py::object& a_obj, const py::object& b_obj, const py::ob
     p.a = {ac.data(), plan.a.addressable ? plan.a.trans : false, plan.a.addressable ? plan.a.ld : plan.k};
     p.b = {bc.data(), plan.b.addressable ? plan.b.trans : false, plan.b.addressable ? plan.b.ld : plan.n};
     dispatch_product(a.dtype, p, use_tf32(a.dtype, allowed, a.device), result.stream, op);
-    if (out) cuda::copy_into(*out, result, op);
+    if (out) {
+      cuda::copy_into(*out, result, op);
+      // The temporary is freed when this returns, back to its own stream's free list, while
+      // the copy into out may still be queued on out's stream: order its stream after that copy.
+      cuda::stream_wait(result.stream, out->stream, op);
+    }
   }
   return out ? out_obj : py::cast(std::move(result));
 }

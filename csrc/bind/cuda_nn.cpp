@@ -64,10 +64,14 @@ py::object softmax_call(bool is_log, bool backward, const char* op, const py::ob
                                  is_log, res.stream, op);
     });
     const DeviceArray back = cuda::move_axis(res, last, d);
-    if (out)
+    if (out) {
       cuda::copy_into(*out, back, op);
-    else
+      // The temporary is freed when this returns, back to its own stream's free list, while
+      // the copy into out may still be queued on out's stream: order its stream after that copy.
+      cuda::stream_wait(back.stream, out->stream, op);
+    } else {
       result = cuda::contiguous(back, op);
+    }
   }
   return out ? out_obj : py::cast(std::move(result));
 }
