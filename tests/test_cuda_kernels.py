@@ -264,6 +264,43 @@ def test_gemm_tf32_matches_numpy_within_tf32_rounding(m, n, k, trans_a, trans_b)
 
 
 @requires_gpu
+def test_matmul_copied_operand_on_another_stream_is_not_reused_early():
+    # b (a strided view, so matmul copies it) lives on s2, a on s1: the GEMM runs on s1.
+    # The copy used to be made on s2 and returned to s2's free list when matmul returned,
+    # so a zeros() of the same size on s2 could reuse and clear it while the GEMM still
+    # read it. Now the copy is made on s1 (contiguous_on in bind/cuda_common.h).
+    s1, s2 = C.Stream(), C.Stream()
+    rng = rng_for("two streams")
+    a = rng.uniform(-1, 1, (1536, 1024))
+    big = rng.uniform(-1, 1, (1024, 2048))
+    da = C.from_numpy(a, stream=s1)
+    dbig = C.from_numpy(big, stream=s2)
+    db = dbig.as_strided((1024, 1024), (dbig.strides[0], 2 * dbig.strides[1]), 0)
+    want = ref_matmul(a, big[:, ::2])
+    for _ in range(3):
+        got = C.matmul(da, db)
+        clobber = C.zeros((1024, 1024), np.float64, stream=s2)  # noqa: F841
+        np.testing.assert_allclose(got.numpy(), want, **fp_tol(np.float64, 1024))
+
+
+@requires_gpu
+def test_matmul_out_on_another_stream():
+    # The product goes to a temporary on a's stream (s1), then is copied into out on s2;
+    # the temporary's block must not be reused on s1 before that copy has read it.
+    s1, s2 = C.Stream(), C.Stream()
+    rng = rng_for("out on another stream")
+    a = rng.uniform(-1, 1, (1024, 1024))
+    b = rng.uniform(-1, 1, (1024, 1024))
+    da, db = C.from_numpy(a, stream=s1), C.from_numpy(b, stream=s1)
+    want = ref_matmul(a, b)
+    for _ in range(3):
+        out = C.empty((1024, 1024), np.float64, stream=s2)
+        assert C.matmul(da, db, out=out) is out
+        clobber = C.zeros((1024, 1024), np.float64, stream=s1)  # noqa: F841
+        np.testing.assert_allclose(out.numpy(), want, **fp_tol(np.float64, 1024))
+
+
+@requires_gpu
 def test_matmul_tf32_flag_selects_tensor_cores():
     a, da = device_operand((4, 96, 512), np.float32, "contiguous", "a")
     b, db = device_operand((512, 80), np.float32, "transposed", "b")

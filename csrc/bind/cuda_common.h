@@ -44,6 +44,19 @@ decltype(auto) dispatch_cuda_float(cuda::DType dt, F&& f) {
   return dispatch_float(dt == cuda::DType::f32 ? DType::f32 : DType::f64, std::forward<F>(f));
 }
 
+// cuda::contiguous(src), but a copy (when one is needed) is made on `consumer`, the stream
+// of the kernel that reads it. Why: cuda::contiguous allocates the copy on src.stream, and
+// when that temporary is dropped at the end of the binding its block goes back to
+// src.stream's free list, where the next allocation on src.stream can reuse it while the
+// kernel on `consumer` is still reading it (the caching allocator only orders reuse within
+// one stream). copy_into makes the copy wait for src.stream's work first.
+inline cuda::DeviceArray contiguous_on(const cuda::DeviceArray& src, cudaStream_t consumer, const char* op) {
+  if (src.is_contiguous()) return src;
+  cuda::DeviceArray out = cuda::empty(src.shape, src.dtype, src.device, consumer, op);
+  cuda::copy_into(out, src, op);
+  return out;
+}
+
 // gemm(a, b, c, alpha, beta, trans_a, trans_b) on DeviceArrays (cuda_matmul.cpp);
 // dlkern._C_cuda.gemm sends DeviceArray operands here. allow_tf32 None follows the
 // module-wide flag.

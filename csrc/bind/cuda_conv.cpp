@@ -193,9 +193,11 @@ py::object conv_forward(const char* op, int nd, bool causal, const py::object& x
   {
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(x->device, op);
-    const DeviceArray xc = cuda::contiguous(*x, op), wc = cuda::contiguous(*w, op);
-    const DeviceArray bc = b ? cuda::contiguous(*b, op) : DeviceArray{};
+    const DeviceArray xc = cuda::contiguous(*x, op);
     const cudaStream_t s = xc.stream;
+    // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
+    const DeviceArray wc = contiguous_on(*w, s, op);
+    const DeviceArray bc = b ? contiguous_on(*b, s, op) : DeviceArray{};
     cuda::stream_wait(s, wc.stream, op);
     if (b) cuda::stream_wait(s, bc.stream, op);
     y = cuda::empty(g.out_shape, x->dtype, x->device, s, op);
@@ -240,9 +242,11 @@ py::tuple conv_backward(const char* op, int nd, bool causal, const py::object& d
   if (need[0] || need[1] || need[2]) {
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(x->device, op);
-    const DeviceArray xc = cuda::contiguous(*x, op), wc = cuda::contiguous(*w, op);
-    const DeviceArray dyc = cuda::contiguous(dy, op);
+    const DeviceArray xc = cuda::contiguous(*x, op);
     const cudaStream_t s = xc.stream;
+    // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
+    const DeviceArray wc = contiguous_on(*w, s, op);
+    const DeviceArray dyc = contiguous_on(dy, s, op);
     cuda::stream_wait(s, wc.stream, op);
     cuda::stream_wait(s, dyc.stream, op);
     if (need[0]) dx = cuda::empty(x->shape, x->dtype, x->device, s, op);

@@ -107,9 +107,10 @@ py::tuple ce_forward(const py::object& input, const py::object& target, const py
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(x.device, op);
     const DeviceArray xc = rows_of(a, op);
-    const DeviceArray tc = cuda::contiguous(*a.target, op);
-    const DeviceArray wc = a.weight ? cuda::contiguous(*a.weight, op) : DeviceArray{};
     const cudaStream_t s = xc.stream;
+    // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
+    const DeviceArray tc = contiguous_on(*a.target, s, op);
+    const DeviceArray wc = a.weight ? contiguous_on(*a.weight, s, op) : DeviceArray{};
     cuda::stream_wait(s, tc.stream, op);
     if (a.weight) cuda::stream_wait(s, wc.stream, op);
     DeviceArray per_row = cuda::empty({a.rows}, x.dtype, x.device, s, op);
@@ -186,10 +187,11 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(x.device, op);
     const DeviceArray xc = rows_of(a, op);
-    const DeviceArray tc = cuda::contiguous(*a.target, op);
-    const DeviceArray wc = a.weight ? cuda::contiguous(*a.weight, op) : DeviceArray{};
-    const DeviceArray gc = grad ? cuda::contiguous(*grad, op) : DeviceArray{};
     const cudaStream_t s = xc.stream;
+    // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
+    const DeviceArray tc = contiguous_on(*a.target, s, op);
+    const DeviceArray wc = a.weight ? contiguous_on(*a.weight, s, op) : DeviceArray{};
+    const DeviceArray gc = grad ? contiguous_on(*grad, s, op) : DeviceArray{};
     cuda::stream_wait(s, tc.stream, op);
     if (a.weight) cuda::stream_wait(s, wc.stream, op);
     if (grad) cuda::stream_wait(s, gc.stream, op);
@@ -204,10 +206,14 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
                                       ignore_index, a.reduction, static_cast<T>(label_smoothing), s, op);
     });
     const DeviceArray back = a.unbatched ? dx : cuda::move_axis(dx, x.ndim() - 1, 1);
-    if (out)
+    if (out) {
       cuda::copy_into(*out, back, op);
-    else
+      // The temporary is freed when this returns, back to its own stream's free list, while
+      // the copy into out may still be queued on out's stream: order its stream after that copy.
+      cuda::stream_wait(back.stream, out->stream, op);
+    } else {
       result = cuda::contiguous(back, op);
+    }
   }
   return out ? out_obj : py::cast(std::move(result));
 }

@@ -142,7 +142,8 @@ py::object matmul(const py::object& a_obj, const py::object& b_obj, const py::ob
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(a.device, op);
     const DeviceArray ac = plan.a.addressable ? a : cuda::contiguous(a, op);
-    const DeviceArray bc = plan.b.addressable ? b : cuda::contiguous(b, op);
+    // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
+    const DeviceArray bc = plan.b.addressable ? b : contiguous_on(b, ac.stream, op);
     // Written into a fresh contiguous array, copied into `out` afterwards: out may alias
     // an input or have any strides.
     result = cuda::empty(plan.out_shape, a.dtype, a.device, ac.stream, op);
@@ -151,14 +152,19 @@ py::object matmul(const py::object& a_obj, const py::object& b_obj, const py::ob
     p.a = {ac.data(), plan.a.addressable ? plan.a.trans : false, plan.a.addressable ? plan.a.ld : plan.k};
     p.b = {bc.data(), plan.b.addressable ? plan.b.trans : false, plan.b.addressable ? plan.b.ld : plan.n};
     dispatch_product(a.dtype, p, use_tf32(a.dtype, allowed, a.device), result.stream, op);
-    if (out) cuda::copy_into(*out, result, op);
+    if (out) {
+      cuda::copy_into(*out, result, op);
+      // The temporary is freed when this returns, back to its own stream's free list, while
+      // the copy into out may still be queued on out's stream: order its stream after that copy.
+      cuda::stream_wait(result.stream, out->stream, op);
+    }
   }
   return out ? out_obj : py::cast(std::move(result));
 }
 
 // op(X) of a 2-D array as the kernels address it; `copy` receives a contiguous copy
 // when X's layout cannot be addressed (it must outlive the launch).
-Operand gemm_operand(const DeviceArray& x, bool trans, DeviceArray& copy, const char* op) {
+Operand gemm_operand(const DeviceArray& x, bool trans, DeviceArray& copy, cudaStream_t consumer, const char* op) {
   auto layout_of = [&](const DeviceArray& v) {
     const int64_t rows = v.shape[trans ? 1 : 0], cols = v.shape[trans ? 0 : 1];
     const int64_t rs = v.strides[trans ? 1 : 0], cs = v.strides[trans ? 0 : 1];
@@ -166,7 +172,7 @@ Operand gemm_operand(const DeviceArray& x, bool trans, DeviceArray& copy, const 
   };
   cuda::MatrixLayout l = layout_of(x);
   if (l.addressable) return {x.data(), l.trans, l.ld};
-  copy = cuda::contiguous(x, op);
+  copy = contiguous_on(x, consumer, op);  // made on the GEMM's stream (see cuda_common.h)
   l = layout_of(copy);
   return {copy.data(), l.trans, l.ld};
 }
@@ -214,9 +220,9 @@ py::object gemm_device_arrays(const py::object& a_obj, const py::object& b_obj, 
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(a.device, op);
     DeviceArray a_copy, b_copy;
-    const Operand A = gemm_operand(a, trans_a, a_copy, op);
-    const Operand B = gemm_operand(b, trans_b, b_copy, op);
     cudaStream_t s = c ? c->stream : a.stream;
+    const Operand A = gemm_operand(a, trans_a, a_copy, s, op);
+    const Operand B = gemm_operand(b, trans_b, b_copy, s, op);
     if (!c) fresh = cuda::empty({m, n}, a.dtype, a.device, s, op);
     DeviceArray& target = c ? *c : fresh;
     cuda::stream_wait(s, a.stream, op);

@@ -48,7 +48,8 @@ py::object softmax_call(bool is_log, bool backward, const char* op, const py::ob
     const DeviceArray ac = cuda::contiguous(cuda::move_axis(a, d, last), op);
     DeviceArray bc;
     if (b) {
-      bc = cuda::contiguous(cuda::move_axis(*b, d, last), op);
+      // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
+      bc = contiguous_on(cuda::move_axis(*b, d, last), ac.stream, op);
       cuda::stream_wait(ac.stream, bc.stream, op);
     }
     DeviceArray res = cuda::empty(ac.shape, ac.dtype, ac.device, ac.stream, op);
@@ -63,10 +64,14 @@ py::object softmax_call(bool is_log, bool backward, const char* op, const py::ob
                                  is_log, res.stream, op);
     });
     const DeviceArray back = cuda::move_axis(res, last, d);
-    if (out)
+    if (out) {
       cuda::copy_into(*out, back, op);
-    else
+      // The temporary is freed when this returns, back to its own stream's free list, while
+      // the copy into out may still be queued on out's stream: order its stream after that copy.
+      cuda::stream_wait(back.stream, out->stream, op);
+    } else {
       result = cuda::contiguous(back, op);
+    }
   }
   return out ? out_obj : py::cast(std::move(result));
 }
@@ -119,8 +124,9 @@ py::tuple norm_forward(bool rms, const py::object& x_obj, const py::object& shap
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(x.device, op);
     const DeviceArray xc = cuda::contiguous(x, op);
-    const DeviceArray wc = w ? cuda::contiguous(*w, op) : DeviceArray{};
-    const DeviceArray bc = b ? cuda::contiguous(*b, op) : DeviceArray{};
+    // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
+    const DeviceArray wc = w ? contiguous_on(*w, xc.stream, op) : DeviceArray{};
+    const DeviceArray bc = b ? contiguous_on(*b, xc.stream, op) : DeviceArray{};
     y = cuda::empty(x.shape, x.dtype, x.device, x.stream, op);
     if (!rms) mean = cuda::empty(stat_shape, x.dtype, x.device, x.stream, op);
     rstd = cuda::empty(stat_shape, x.dtype, x.device, x.stream, op);
@@ -158,11 +164,13 @@ py::tuple norm_backward(bool rms, const py::object& dy_obj, const py::object& x_
   {
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(x.device, op);
-    const DeviceArray dyc = cuda::contiguous(dy, op), xc = cuda::contiguous(x, op);
-    const DeviceArray mc = mean ? cuda::contiguous(*mean, op) : DeviceArray{};
-    const DeviceArray rc = cuda::contiguous(rstd, op);
-    const DeviceArray wc = w ? cuda::contiguous(*w, op) : DeviceArray{};
+    const DeviceArray xc = cuda::contiguous(x, op);
     const cudaStream_t s = xc.stream;
+    // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
+    const DeviceArray dyc = contiguous_on(dy, s, op);
+    const DeviceArray mc = mean ? contiguous_on(*mean, s, op) : DeviceArray{};
+    const DeviceArray rc = contiguous_on(rstd, s, op);
+    const DeviceArray wc = w ? contiguous_on(*w, s, op) : DeviceArray{};
     for (const DeviceArray* other : {&dyc, &mc, &rc, &wc})
       if (other->storage) cuda::stream_wait(s, other->stream, op);
     dx = cuda::empty(x.shape, x.dtype, x.device, s, op);

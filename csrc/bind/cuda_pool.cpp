@@ -186,7 +186,8 @@ py::object max_backward(const py::object& grad_obj, const py::object& idx_obj, c
   int64_t bad_value = 0;
   on_device(*gr.array, op, [&](auto zero, const DeviceArray& gc, cudaStream_t s) {
     using T = decltype(zero);
-    const DeviceArray ic = cuda::contiguous(idx, op);
+    // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
+    const DeviceArray ic = contiguous_on(idx, s, op);
     cuda::stream_wait(s, ic.stream, op);
     dx = cuda::empty(result_shape(in4, gr.added), gc.dtype, gc.device, s, op);
     DeviceArray flag = cuda::empty({1}, cuda::DType::i64, gc.device, s, op);
