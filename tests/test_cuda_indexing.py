@@ -631,6 +631,32 @@ def test_argmax_nan_inf_and_errors(dtype):
         C.argmax(dx, 2)
 
 
+@requires_gpu
+def test_bool_take_put_add_at_and_argmax_refused():
+    # The bindings' dtype switches had no bool case: take returned uninitialised memory,
+    # put_along_axis/add_at wrote nothing, argmax returned garbage.
+    x = np.array([[True, False, True], [False, False, True]])
+    idx = np.array([2, 0, 1, 1], np.int64)
+    dx, di = C.from_numpy(x), C.from_numpy(idx)
+    np.testing.assert_array_equal(C.take(dx, di, 1).numpy(), np.take(x, idx, 1))
+    np.testing.assert_array_equal(C.take(dx, di, None).numpy(), np.take(x, idx))
+    y = np.zeros((2, 3), bool)
+    dy = C.from_numpy(y)
+    ia = np.array([[1], [2]], np.int64)
+    C.put_along_axis(dy, C.from_numpy(ia), True, 1)
+    np.put_along_axis(y, ia, True, 1)
+    np.testing.assert_array_equal(dy.numpy(), y)
+    z = np.zeros(4, bool)
+    dz = C.from_numpy(z)
+    ai = np.array([1, 1, 3], np.int64)
+    av = np.array([True, False, False])
+    C.add_at(dz, C.from_numpy(ai), C.from_numpy(av))
+    np.add.at(z, ai, av)
+    np.testing.assert_array_equal(dz.numpy(), z)
+    with pytest.raises(TypeError, match=r"^argmax: x has dtype bool"):
+        C.argmax(dx)
+
+
 # ---------------------------------------------------------------------------
 # On a device: rand / randn
 # ---------------------------------------------------------------------------

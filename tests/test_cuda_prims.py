@@ -241,6 +241,8 @@ def test_unary_special_values(dtype):
     d = C.from_numpy(x)
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(C.sign(d).numpy(), np.sign(x))
+        # assert_array_equal takes -0.0 == 0.0: compare the sign bits too (np.sign(-0.0) is +0.0).
+        np.testing.assert_array_equal(np.signbit(C.sign(d).numpy()), np.signbit(np.sign(x)))
         np.testing.assert_array_equal(C.square(d).numpy(), np.square(x))
         np.testing.assert_array_equal(C.reciprocal(d).numpy(), (1 / x).astype(dtype))
         np.testing.assert_allclose(C.log1p(d).numpy(), np.log1p(x), rtol=4e-6)

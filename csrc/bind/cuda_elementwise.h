@@ -106,8 +106,15 @@ cuda::DeviceArray run_elementwise(const char* op, const std::vector<Operand>& in
       out && !through_temp ? *out : cuda::empty(shape, dtype, first.device, stream, op);
   strides[0] = result.strides;
   launch(result, cuda::make_loop(shape, strides));
-  if (!out) return result;
   if (through_temp) cuda::copy_into(*out, result, op);
+  // An input produced on another stream is read by work queued on `stream`. When it is
+  // freed, the caching allocator hands its block out again on the input's own stream
+  // (allocator.h), with nothing ordering that reuse after this kernel: a later
+  // allocation there could overwrite it while the kernel still reads. Ordering the
+  // input's stream after this work closes that (no-op when the streams are equal).
+  for (const Operand& o : in)
+    if (o.array) cuda::stream_wait(o.array->stream, stream, op);
+  if (!out) return result;
   return *out;
 }
 

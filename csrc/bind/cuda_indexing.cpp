@@ -7,6 +7,7 @@
 // IndexError naming the op, the index, the axis and its size, as NumPy words it.
 #include <limits>
 #include <optional>
+#include <type_traits>
 
 #include "bind/cuda_common.h"
 #include "cuda/check.h"
@@ -139,6 +140,10 @@ DeviceArray run_gather(const DeviceArray& x, const DeviceArray& idx, const cuda:
           cuda::gather<int64_t>(loop, plan.axis_size, plan.axis_stride, static_cast<int64_t*>(out.data()),
                                 static_cast<const int64_t*>(x.data()), ip, flag, out.stream, op);
           break;
+        case DType::b8:  // was missing: a bool x returned uninitialised memory
+          cuda::gather<uint8_t>(loop, plan.axis_size, plan.axis_stride, static_cast<uint8_t*>(out.data()),
+                                static_cast<const uint8_t*>(x.data()), ip, flag, out.stream, op);
+          break;
       }
     });
   }
@@ -208,13 +213,15 @@ void run_scatter(const DeviceArray& x, const DeviceArray& idx, const Values& v, 
       auto go = [&](auto zero) {
         using T = decltype(zero);
         cuda::scatter<T>(loop, plan.axis_size, plan.axis_stride, static_cast<T*>(x.data()),
-                         v.array ? static_cast<const T*>(v.array->data()) : nullptr, static_cast<T>(v.scalar), ip,
+                         v.array ? static_cast<const T*>(v.array->data()) : nullptr,
+                         std::is_same_v<T, uint8_t> ? T(v.scalar != 0) : static_cast<T>(v.scalar), ip,
                          accumulate, flag, s, op);
       };
       switch (x.dtype) {
         case DType::f32: go(float{}); break;
         case DType::f64: go(double{}); break;
         case DType::i64: go(int64_t{}); break;
+        case DType::b8: go(uint8_t{}); break;  // was missing: a bool x was silently not written
       }
     });
   }
@@ -264,6 +271,10 @@ cuda::ReduceLayout arg_layout(const Shape& shape, const Shape& strides, const py
 DeviceArray arg_reduce(cuda::ArgOp f, const char* op, const py::object& x_obj, const py::object& axis_obj,
                        bool keepdims) {
   const DeviceArray& x = require_device_array(x_obj, op, "x");
+  // The dtype switch below has no bool kernel: without this a bool x returned an
+  // uninitialised int64 array.
+  if (x.dtype == DType::b8)
+    type_error(op, ": x has dtype bool; CUDA ", op, " supports float32, float64 and int64 (astype first)");
   const cuda::ReduceLayout layout = arg_layout(x.shape, x.strides, axis_obj, keepdims, op);
   py::gil_scoped_release nogil;
   cuda::DeviceGuard guard(x.device, op);

@@ -83,6 +83,11 @@ void adam_step(const py::object& param_obj, const py::object& grad_obj, const py
                        static_cast<T*>(v.data()), vmax ? static_cast<T*>(vmax->data()) : nullptr, p.numel(), f,
                        p.stream, op);
   });
+  // Arrays from other streams were used on p.stream: order their streams after this
+  // step, so the caching allocator cannot reuse their blocks there while it still runs.
+  for (const DeviceArray* a : {&g, static_cast<const DeviceArray*>(&m), static_cast<const DeviceArray*>(&v)})
+    cuda::stream_wait(a->stream, p.stream, op);
+  if (vmax) cuda::stream_wait(vmax->stream, p.stream, op);
 }
 
 void sgd_step(const py::object& param_obj, const py::object& grad_obj, const py::object& buf_obj, double lr,
@@ -115,6 +120,9 @@ void sgd_step(const py::object& param_obj, const py::object& grad_obj, const py:
     cuda::sgd_step<T>(static_cast<T*>(p.data()), static_cast<const T*>(g.data()),
                       buf ? static_cast<T*>(buf->data()) : nullptr, p.numel(), f, p.stream, op);
   });
+  // As in adam_step: order the other arrays' streams after this step.
+  cuda::stream_wait(g.stream, p.stream, op);
+  if (buf) cuda::stream_wait(buf->stream, p.stream, op);
 }
 
 }  // namespace

@@ -152,6 +152,9 @@ void copy_into(DeviceArray& dst, const DeviceArray& src, const char* op) {
   const StridedLoop loop =
       make_loop(dst.shape, {dst.strides, broadcast_strides(src.shape, src.strides, dst.shape)});
   copy_strided(loop, dst.data(), src.data(), static_cast<int>(itemsize(dst.dtype)), dst.stream, op);
+  // src's block goes back to src.stream's free list when src is freed: order that stream
+  // after this copy so a reuse there cannot overwrite src while the copy still reads it.
+  stream_wait(src.stream, dst.stream, op);
 }
 
 DeviceArray contiguous(const DeviceArray& src, const char* op) {

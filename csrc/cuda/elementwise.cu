@@ -72,8 +72,9 @@ __device__ __forceinline__ T apply(UnaryOp f, T x) {
     case UnaryOp::relu: return x < T(0) ? T(0) : x;
     case UnaryOp::sin: return sin(x);
     case UnaryOp::cos: return cos(x);
-    // 0 and NaN come back as themselves, as in NumPy.
-    case UnaryOp::sign: return x > T(0) ? T(1) : x < T(0) ? T(-1) : x;
+    // NaN comes back as itself and both zeros as +0, as in NumPy (np.sign(-0.0) is 0.0;
+    // returning x gave -0.0, so 1 / sign(x) differed in sign from the CPU op).
+    case UnaryOp::sign: return x > T(0) ? T(1) : x < T(0) ? T(-1) : x == T(0) ? T(0) : x;
     case UnaryOp::log1p: return log1p(x);
     case UnaryOp::expm1: return expm1(x);
     case UnaryOp::erf: return erf(x);

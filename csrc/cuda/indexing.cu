@@ -126,6 +126,11 @@ __device__ __forceinline__ void atomic_add(double* p, double v) { atomicAdd(p, v
 __device__ __forceinline__ void atomic_add(int64_t* p, int64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
 }
+// bool (a byte): numpy.add.at on bool is a logical or, so every writer stores the same 1
+// and no atomic is needed (a byte atomicAdd does not exist; bool x used to be skipped).
+__device__ __forceinline__ void atomic_add(uint8_t* p, uint8_t v) {
+  if (v) *p = 1;
+}
 
 template <typename T>
 __global__ void scatter_kernel(const StridedLoop loop, int64_t axis_size, int64_t axis_stride, T* x,
@@ -303,5 +308,11 @@ DLKERN_INDEXING_INSTANTIATE(float)
 DLKERN_INDEXING_INSTANTIATE(double)
 DLKERN_INDEXING_INSTANTIATE(int64_t)
 #undef DLKERN_INDEXING_INSTANTIATE
+// bool arrays (bytes) for the gather and the scatter: the bindings' dtype switches had no
+// bool case, so take/put_along_axis on a bool array silently left the output unwritten.
+template void gather<uint8_t>(const StridedLoop&, int64_t, int64_t, uint8_t*, const uint8_t*, const int64_t*,
+                              unsigned long long*, cudaStream_t, const char*);
+template void scatter<uint8_t>(const StridedLoop&, int64_t, int64_t, uint8_t*, const uint8_t*, uint8_t,
+                               const int64_t*, bool, unsigned long long*, cudaStream_t, const char*);
 
 }  // namespace dlkern::cuda
