@@ -607,6 +607,37 @@ def test_decode_attention_mask_scale_and_strided_q(dtype):
 
 
 @requires_gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_decode_attention_nan_propagates_as_on_the_cpu(dtype):
+    # A NaN score (here a NaN mask entry / a NaN query) gives a NaN row on the CPU; the
+    # kernel used to skip it like a masked key and return a finite (or zero) row.
+    from dlkern.ops import attention as cpu_attention
+    rng = rng_for("decode-nan")
+    B, Hq, Hkv, Tq, S, length, D = 1, 2, 1, 1, 600, 600, 8  # long enough to split the keys
+    q = rng.standard_normal((B, Hq, Tq, D)).astype(dtype)
+    k = rng.standard_normal((B, Hkv, S, D)).astype(dtype)
+    v = rng.standard_normal((B, Hkv, S, D)).astype(dtype)
+    q[0, 1, 0, 3] = np.nan
+    mask = np.zeros((1, Hq, 1, length), dtype)
+    mask[0, 0, 0, 7] = np.nan
+    got = C.decode_attention(C.from_numpy(q), C.from_numpy(k), C.from_numpy(v), length, C.from_numpy(mask)).numpy()
+    want = cpu_attention.decode_attention(q, k, v, length, attn_mask=mask)
+    assert np.isnan(want).all() and np.isnan(got).all()
+
+
+@requires_gpu
+def test_decode_attention_more_row_blocks_than_grid_y_allows():
+    # B * Hkv * row_groups > 65535 blocks: they now go on grid.x (grid.y holds the splits).
+    rng = rng_for("decode-wide")
+    B, Hq, Hkv, Tq, S, length, D = 65537, 1, 1, 1, 2, 2, 2
+    q = rng.standard_normal((B, Hq, Tq, D)).astype(np.float32)
+    k = rng.standard_normal((B, Hkv, S, D)).astype(np.float32)
+    v = rng.standard_normal((B, Hkv, S, D)).astype(np.float32)
+    got = C.decode_attention(C.from_numpy(q), C.from_numpy(k), C.from_numpy(v), length)
+    np.testing.assert_allclose(got.numpy(), decode_ref(q, k, v, length), rtol=2e-5, atol=2e-5)
+
+
+@requires_gpu
 def test_decode_attention_errors():
     q = C.zeros((1, 3, 1, 4), np.float32)
     kv = C.zeros((1, 2, 8, 4), np.float32)

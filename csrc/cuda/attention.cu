@@ -1,6 +1,6 @@
 // RoPE and decode attention kernels.
 //
-// Decode attention: grid (splits, B * Hkv * row_groups). A block stages tile_keys keys
+// Decode attention: grid (B * Hkv * row_groups, splits). A block stages tile_keys keys
 // and values of its (batch, kv head) in shared memory, and each of its 8 warps runs an
 // online softmax for one query row (a query head of the group at one query position)
 // against them, so the heads of a GQA group share every K/V read. Each block writes
@@ -56,9 +56,11 @@ __global__ void __launch_bounds__(kDecodeThreads)
   T* v_tile = k_tile + a.tile_keys * a.D;         // [tile_keys][Dv]
 
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int64_t split = blockIdx.x;
-  const int64_t rg = blockIdx.y % a.row_groups;
-  const int64_t bk = blockIdx.y / a.row_groups;  // b * Hkv + kv head
+  // (The many (b, kv head, row group) blocks go on grid.x, limit 2^31 - 1; the few splits,
+  // at most ~2 per SM, on grid.y, limit 65535: a prefill-sized Tq overflowed grid.y.)
+  const int64_t split = blockIdx.y;
+  const int64_t rg = blockIdx.x % a.row_groups;
+  const int64_t bk = blockIdx.x / a.row_groups;  // b * Hkv + kv head
   const int64_t b = bk / a.Hkv, kvh = bk % a.Hkv;
   const int64_t rows = a.group * a.Tq;
   const int64_t row = rg * kWarps + warp;  // within the (b, kv head) group: head-major, then query
@@ -105,8 +107,10 @@ __global__ void __launch_bounds__(kDecodeThreads)
       }
       s = warp_sum(s);
       if (mask) s += mask[b * a.ms[0] + hq * a.ms[1] + qi * a.ms[2] + j * a.ms[3]];
-      if (!(s > T(-INFINITY))) continue;  // masked out (-inf) or NaN: no weight
-      const T m_new = s > m ? s : m;
+      // Masked out (-inf): no weight. A NaN score (NaN in q, k or the mask) must poison the
+      // row as on the CPU (which returns NaN there), so it is not skipped: NaN wins the max.
+      if (s == T(-INFINITY)) continue;
+      const T m_new = (s > m || s != s) ? s : m;
       const T corr = exp(m - m_new);  // m = -inf at first: exp(-inf) = 0
       const T p = exp(s - m_new);
       l = l * corr + p;
@@ -142,23 +146,23 @@ __global__ void decode_combine_kernel(const T* __restrict__ part, T* __restrict_
     T M = -INFINITY;
     for (int64_t s = 0; s < splits; ++s) {
       const T ms = part[(s * out_rows + r) * (Dv + 2) + Dv];
-      M = ms > M ? ms : M;
+      M = (ms > M || ms != ms) ? ms : M;  // NaN wins: a split's NaN row stays NaN after the merge
     }
     T L = 0;
     for (int64_t s = 0; s < splits; ++s) {
       const T* p = part + (s * out_rows + r) * (Dv + 2);
-      if (p[Dv] > T(-INFINITY)) L += p[Dv + 1] * exp(p[Dv] - M);
+      if (p[Dv] != T(-INFINITY)) L += p[Dv + 1] * exp(p[Dv] - M);  // (a NaN m or M makes L NaN)
     }
     T* o = out + r * Dv;
     for (int64_t d = w.lane; d < Dv; d += kWarpSize) {
-      if (!(L > T(0))) {  // no visible key: 0, as on the CPU
+      if (L == T(0)) {  // no visible key: 0, as on the CPU (a NaN L falls through to NaN)
         o[d] = T(0);
         continue;
       }
       T v = 0;
       for (int64_t s = 0; s < splits; ++s) {
         const T* p = part + (s * out_rows + r) * (Dv + 2);
-        if (p[Dv] > T(-INFINITY)) v += p[d] * exp(p[Dv] - M);
+        if (p[Dv] != T(-INFINITY)) v += p[d] * exp(p[Dv] - M);
       }
       o[d] = v / L;
     }
@@ -210,12 +214,12 @@ void decode_attention(HeadArray<T> q, HeadArray<T> k, HeadArray<T> v, const T* m
   a.group = Hq / Hkv;
   a.row_groups = plan.row_groups, a.chunk = plan.chunk, a.tile_keys = plan.tile_keys;
   for (int i = 0; i < 4; ++i) a.ms[i] = mask ? mask_strides[i] : 0;
-  const int64_t grid_y = B * Hkv * plan.row_groups;
-  if (grid_y > 65535 || plan.splits > 2147483647LL)
-    throw Error(op, "launch the decode kernel (more than 65535 (batch, kv head, row group) blocks)",
-                cudaErrorInvalidConfiguration);
+  const int64_t grid_x = B * Hkv * plan.row_groups;
+  if (grid_x > 2147483647LL || plan.splits > 65535)
+    throw Error(op, "launch the decode kernel (more than 2^31 - 1 (batch, kv head, row group) blocks or 65535 "
+                "key splits)", cudaErrorInvalidConfiguration);
   cudaGetLastError();
-  decode_split_kernel<T><<<dim3(static_cast<unsigned>(plan.splits), static_cast<unsigned>(grid_y)), kDecodeThreads,
+  decode_split_kernel<T><<<dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(plan.splits)), kDecodeThreads,
                            static_cast<size_t>(plan.smem_bytes), stream>>>(q, k, v, mask, scratch, a, scale);
   check_launch(op);
   const int64_t blocks = std::min<int64_t>(ceil_div(out_rows, kDecodeThreads / kWarpSize), 65535);
