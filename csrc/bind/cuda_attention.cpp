@@ -141,8 +141,8 @@ DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::o
   {
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(q.device, op);
-    const DeviceArray qc = unit_last(q, op), kc = unit_last(k, op), vc = unit_last(v, op);
-    const cudaStream_t s = qc.stream;
+    const cudaStream_t s = q.stream;
+    const DeviceArray qc = unit_last(q, s, op), kc = unit_last(k, s, op), vc = unit_last(v, s, op);
     cuda::stream_wait(s, kc.stream, op);
     cuda::stream_wait(s, vc.stream, op);
     if (mask) cuda::stream_wait(s, mask->stream, op);
@@ -162,6 +162,7 @@ DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::o
                                 mask_strides.data(), static_cast<T*>(out.data()), static_cast<T*>(scratch.data()), B, Hq,
                                 Hkv, Tq, length, D, Dv, static_cast<T>(scale), plan, s, op);
     });
+    release_after(s, {&k, &v, mask}, op);
   }
   return out;
 }

@@ -2,6 +2,8 @@
 // cache, decode attention; cuda_flash_attention.cpp: flash attention forward/backward).
 // Header-only; each raises TypeError/ValueError naming the op and the argument.
 #pragma once
+#include <initializer_list>
+
 #include "bind/cuda_common.h"
 #include "cuda/device_array.h"
 
@@ -22,10 +24,20 @@ inline void require_4d(const cuda::DeviceArray& a, const char* op, const char* a
 }
 
 // a itself when its last axis has unit stride (or at most one element, or a is empty),
-// else a contiguous copy: the kernels read rows of the last axis as vectors.
-inline cuda::DeviceArray unit_last(const cuda::DeviceArray& a, const char* op) {
+// else a contiguous copy made on `consumer`, the stream of the kernel that reads it (so
+// the copy's memory returns to that stream's free list when it is dropped): the kernels
+// read rows of the last axis as vectors.
+inline cuda::DeviceArray unit_last(const cuda::DeviceArray& a, cudaStream_t consumer, const char* op) {
   if (a.ndim() == 0 || a.numel() == 0 || a.shape.back() <= 1 || a.strides.back() == 1) return a;
-  return cuda::contiguous(a, op);
+  return contiguous_on(a, consumer, op);
+}
+
+// After a kernel on `consumer` read `inputs` in place: their own streams wait for it, so
+// a block freed later on an input's stream is not reused while the kernel still reads it.
+inline void release_after(cudaStream_t consumer, std::initializer_list<const cuda::DeviceArray*> inputs,
+                          const char* op) {
+  for (const cuda::DeviceArray* a : inputs)
+    if (a != nullptr) cuda::stream_wait(a->stream, consumer, op);
 }
 
 }  // namespace dlkern::bind

@@ -129,8 +129,8 @@ py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::ob
   {
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(q.device, op);
-    const DeviceArray qc = unit_last(q, op), kc = unit_last(k, op), vc = unit_last(v, op);
-    const cudaStream_t st = qc.stream;
+    const cudaStream_t st = q.stream;
+    const DeviceArray qc = unit_last(q, st, op), kc = unit_last(k, st, op), vc = unit_last(v, st, op);
     cuda::stream_wait(st, kc.stream, op);
     cuda::stream_wait(st, vc.stream, op);
     if (mask) cuda::stream_wait(st, mask->stream, op);
@@ -143,6 +143,7 @@ py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::ob
         cuda::flash_attention_forward<T>(problem<T>(s, qc, kc, vc, mask, ms, is_causal, scale, dropout_p, seed), plan,
                                          static_cast<T*>(out.data()), static_cast<T*>(lse.data()), st, op);
       });
+      release_after(st, {&k, &v, mask}, op);
     }
   }
   return py::make_tuple(py::cast(std::move(out)), py::cast(std::move(lse)));
@@ -178,9 +179,9 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
   {
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(q.device, op);
-    const DeviceArray qc = unit_last(q, op), kc = unit_last(k, op), vc = unit_last(v, op);
-    const DeviceArray gc = unit_last(g, op), oc = unit_last(o, op), lc = cuda::contiguous(lse, op);
-    const cudaStream_t st = qc.stream;
+    const cudaStream_t st = q.stream;
+    const DeviceArray qc = unit_last(q, st, op), kc = unit_last(k, st, op), vc = unit_last(v, st, op);
+    const DeviceArray gc = unit_last(g, st, op), oc = unit_last(o, st, op), lc = contiguous_on(lse, st, op);
     for (const DeviceArray* a : {&kc, &vc, &gc, &oc, &lc}) cuda::stream_wait(st, a->stream, op);
     if (mask) cuda::stream_wait(st, mask->stream, op);
     dq = cuda::empty({s.B, s.Hq, s.Tq, s.D}, q.dtype, q.device, st, op);
@@ -199,6 +200,7 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
                                           static_cast<T*>(dq.data()),
                                           static_cast<T*>(dk.data()), static_cast<T*>(dv.data()), st, op);
       });
+      release_after(st, {&k, &v, &g, &o, &lse, mask}, op);
     }
   }
   return py::make_tuple(py::cast(std::move(dq)), py::cast(std::move(dk)), py::cast(std::move(dv)));
