@@ -256,11 +256,16 @@ def _scalar_operand(name, a, b):
     return dtype, conv(a), conv(b)
 
 
+_INT64_ARITHMETIC = ("add", "subtract", "multiply", "maximum", "minimum")  # as the CUDA kernels
+
+
 def _binary(name, fn, result_bool=False):
     def op(a, b, out=None):
         dtype, ha, hb = _scalar_operand(name, a, b)
-        if dtype == np.bool_ and not result_bool:
+        if dtype == np.bool_ and not result_bool and name not in ("logical_and", "logical_or"):
             raise TypeError(f"{name}: bool arrays do not support arithmetic")
+        if dtype == np.int64 and not result_bool and name not in _INT64_ARITHMETIC:
+            raise TypeError(f"{name}: int64 arrays are not supported; cast to a float dtype first")
         with np.errstate(all="ignore"):
             r = fn(ha, hb)
         return _finish(name, r, out, np.dtype(np.bool_) if result_bool else dtype)
@@ -312,6 +317,8 @@ def clip(x, lo=None, hi=None, out=None):
 def _reduction(name, fn):
     def op(x, axis=None, keepdims=False):
         _require(x, name, "x")
+        if x.dtype not in _FLOATS:  # as the CUDA reduction kernels
+            raise TypeError(f"{name}: x has dtype {x.dtype}; supported: float32, float64")
         if axis is not None and not isinstance(axis, (int, np.integer)):
             raise TypeError(f"{name}: axis must be an int or None")
         if x.size == 0 and name in ("amax", "amin"):
@@ -327,12 +334,18 @@ amax = _reduction("amax", np.amax)
 amin = _reduction("amin", np.amin)
 
 
-def argmax(x, axis=None, keepdims=False):
-    return DeviceArray._fresh(np.argmax(x._a, axis=axis, keepdims=keepdims), np.int64)
+def _arg(name, fn):
+    def op(x, axis=None, keepdims=False):
+        _require(x, name, "x")
+        if x.dtype == np.bool_:
+            raise TypeError(f"{name}: x has dtype bool")
+        return DeviceArray._fresh(fn(x._a, axis=axis, keepdims=keepdims), np.int64)
+    op.__name__ = name
+    return op
 
 
-def argmin(x, axis=None, keepdims=False):
-    return DeviceArray._fresh(np.argmin(x._a, axis=axis, keepdims=keepdims), np.int64)
+argmax = _arg("argmax", np.argmax)
+argmin = _arg("argmin", np.argmin)
 
 
 def _indices(indices, op):

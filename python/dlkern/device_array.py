@@ -173,17 +173,20 @@ def install(module):
     cls.__invert__ = lambda self: M.logical_not(self)
     cls.__matmul__ = lambda self, other: M.matmul(self, other)
 
-    # ---- reductions over any set of axes (the kernels reduce one axis or all)
+    # ---- reductions over any set of axes (the kernels reduce one axis or all, in float)
     def reduce(name, x, axis, keepdims):
         fn = getattr(M, name)
+        integral = x.dtype.kind in "biu"
+        if integral:  # counts and int maxima through float64: exact up to 2^53
+            x = M.astype(x, np.float64)
         if axis is None:
             out = fn(x, None, False)
-            return out.reshape((1,) * x.ndim) if keepdims else out
-        axes = _axes(axis, x.ndim, name)
-        out = x
-        for a in reversed(axes):
-            out = fn(out, a, keepdims)
-        return out
+            out = out.reshape((1,) * x.ndim) if keepdims else out
+        else:
+            out = x
+            for a in reversed(_axes(axis, x.ndim, name)):
+                out = fn(out, a, keepdims)
+        return M.astype(out, np.int64) if integral and name != "mean" else out
 
     def sum_(self, axis=None, dtype=None, keepdims=False):
         if dtype is None and self.dtype.kind == "b":
@@ -213,10 +216,8 @@ def install(module):
     cls.var = var
     cls.max = lambda self, axis=None, keepdims=False: reduce("amax", self, axis, keepdims)
     cls.min = lambda self, axis=None, keepdims=False: reduce("amin", self, axis, keepdims)
-    cls.any = lambda self, axis=None, keepdims=False: reduce("amax", M.astype(M.not_equal(self, 0), np.int64),
-                                                             axis, keepdims) > 0
-    cls.all = lambda self, axis=None, keepdims=False: reduce("amin", M.astype(M.not_equal(self, 0), np.int64),
-                                                             axis, keepdims) > 0
+    cls.any = lambda self, axis=None, keepdims=False: reduce("amax", M.not_equal(self, 0), axis, keepdims) > 0
+    cls.all = lambda self, axis=None, keepdims=False: reduce("amin", M.not_equal(self, 0), axis, keepdims) > 0
     cls.argmax = lambda self, axis=None, keepdims=False: M.argmax(self, axis, keepdims)
     cls.argmin = lambda self, axis=None, keepdims=False: M.argmin(self, axis, keepdims)
 
