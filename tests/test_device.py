@@ -354,7 +354,7 @@ def test_lenet_trains_on_device_like_on_cpu(dev):
     _check_model_on_device(dev, make_model, make_batch)
 
 
-@pytest.mark.parametrize("pos", ["learned", "rope"])
+@pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
 def test_gpt_trains_on_device_like_on_cpu(dev, pos):
     from dlkern.models import GPT
 
@@ -512,4 +512,19 @@ def test_initialisers_fill_device_parameters_like_cpu_ones(dev):
         np.testing.assert_array_equal(host(q), host(p))
     nn.init.zeros_(layers[1].bias)
     assert not host(layers[1].bias).any()
+
+
+@pytest.mark.parametrize("pos", ["learned", "alibi"])
+def test_gpt_generate_on_device_matches_cpu(dev, pos):
+    from dlkern.models import GPT
+    prompt = rng(13).integers(0, 11, (2, 3))
+    outs = []
+    for d in ("cpu", dev):
+        dlkern.manual_seed(4)
+        model = GPT(vocab_size=11, block_size=16, n_layer=2, n_head=4, n_kv_head=2, d_model=16, pos_encoding=pos,
+                    dtype=np.float64).to(d)
+        outs.append([model.generate(prompt, 8, temperature=0),
+                     model.generate(dlkern.tensor(prompt).to(d), 6, temperature=0.9, top_k=4, rng=5)])
+    for got, want in zip(outs[1], outs[0]):
+        np.testing.assert_array_equal(got, want)
 

@@ -146,6 +146,22 @@ class GPT(nn.Module):
             x = blk(x, None if cache is None else cache[i], mask)
         return F.linear(self.ln_f(x), self.lm_head.weight)
 
+    def _generate_on_device(self, tokens, out, max_new_tokens, temperature, top_k, rng):
+        """generate() for a model on a GPU: the Tensor forward against KV caches on the
+        device, one token per step; only each step's last logits (B, vocab) come to the
+        host to be sampled, and the chosen tokens go back."""
+        device = self.wte.weight.device
+        b, t0 = tokens.shape
+        caches = self.make_cache(b, t0 + max_new_tokens)
+        with no_grad():
+            logits = self(Tensor(tokens).to(device), cache=caches)
+            for step in range(max_new_tokens):
+                nxt = _sample(logits.data[:, -1].numpy(), temperature, top_k, rng)
+                out[:, t0 + step] = nxt
+                if step + 1 < max_new_tokens:
+                    logits = self(Tensor(nxt[:, None].astype(np.int64)).to(device), cache=caches)
+        return out
+
     def make_cache(self, batch_size, max_seq_len=None):
         """One KVCache per layer, (batch_size, n_kv_head, max_seq_len or block_size, head_dim)."""
         size = self.block_size if max_seq_len is None else max_seq_len
@@ -232,13 +248,14 @@ class GPT(nn.Module):
         (default: dlkern's generator, so dlkern.manual_seed makes it reproducible).
 
         Prefills every prompt in one forward, then one forward per new token against the
-        KV caches (on arrays, under no_grad). With learned or sinusoidal positions the
+        KV caches (on arrays, under no_grad; on a GPU through the Tensor forward, with
+        only the last logits sampled on the host). With learned or sinusoidal positions the
         total T0 + max_new_tokens must fit in block_size (ValueError; no cropping); RoPE
         and ALiBi models may run past it.
         """
-        if self.wte.weight.device.type != "cpu":
-            raise NotImplementedError(f"GPT.generate runs on the CPU (its KV-cache decoding works on host arrays), "
-                                      f"but the model is on {self.wte.weight.device}; call model.cpu() first")
+        device = self.wte.weight.device
+        if isinstance(idx, Tensor) and idx.device.type != "cpu":
+            idx = idx.cpu()
         prompts = self._tokens(idx)
         b, t0 = prompts.shape
         if max_new_tokens < 0:
@@ -278,6 +295,11 @@ class GPT(nn.Module):
         out[:, :t0] = prompts
         if max_new_tokens == 0:
             return out
+        if device.type != "cpu":
+            if shift is not None:
+                raise NotImplementedError("GPT.generate: prompt_lengths of different lengths are supported on the "
+                                          "CPU only; call model.cpu() first")
+            return self._generate_on_device(tokens, out, max_new_tokens, temperature, top_k, rng)
         caches = self.make_cache(b, total)
         params = self._arrays()
         with no_grad():

@@ -23,7 +23,8 @@ def _array(x):
     return x.data if isinstance(x, Tensor) else x if hasattr(x, "__dlpack_device__") else np.asarray(x)
 
 
-def merge_masks(attn_mask, key_padding_mask, batch, heads, tgt_len, src_len, dtype, op="MultiheadAttention"):
+def merge_masks(attn_mask, key_padding_mask, batch, heads, tgt_len, src_len, dtype, op="MultiheadAttention",
+                device=None):
     """PyTorch's MultiheadAttention masks -> one scaled_dot_product_attention mask
     broadcastable to (batch, heads, tgt_len, src_len), or None.
 
@@ -31,7 +32,8 @@ def merge_masks(attn_mask, key_padding_mask, batch, heads, tgt_len, src_len, dty
     broadcasts to (batch, heads, tgt_len, src_len); key_padding_mask: (batch, src_len).
     Bool True means "do not attend" (PyTorch's convention, the opposite of SDPA's); float
     is added to the scores. Two bool masks stay bool; otherwise the result is float with
-    -inf where a bool mask was True.
+    -inf where a bool mask was True. device: where the result goes (host masks are copied
+    to a GPU device); default: where the masks are.
     """
     full = (batch, heads, tgt_len, src_len)
     masks = []
@@ -45,14 +47,14 @@ def merge_masks(attn_mask, key_padding_mask, batch, heads, tgt_len, src_len, dty
             raise ValueError(f"{op}: attn_mask has shape {tuple(m.shape)}, expected ({tgt_len}, {src_len}) or "
                              f"({batch * heads}, {tgt_len}, {src_len}) (batch * num_heads, target length, source "
                              f"length)")
-        masks.append(F._attention_mask(m, dtype, full, op, "attn_mask", device=array_namespace(m)))
+        masks.append(F._attention_mask(m, dtype, full, op, "attn_mask", device=device or array_namespace(m)))
     if key_padding_mask is not None:
         m = _array(key_padding_mask)
         if m.shape != (batch, src_len):
             raise ValueError(f"{op}: key_padding_mask has shape {tuple(m.shape)}, expected ({batch}, {src_len}) "
                              f"(batch, source length)")
         masks.append(F._attention_mask(m[:, None, None, :], dtype, full, op, "key_padding_mask",
-                                       device=array_namespace(m)))
+                                       device=device or array_namespace(m)))
     if not masks:
         return None
     dev = array_namespace(masks[0])
@@ -200,7 +202,8 @@ class MultiheadAttention(Module):
             out = self._cached(q_in, k_in, v_in, packed, cache, key_padding_mask, attn_mask)
         else:
             src_len = tgt_len if packed else k_in.shape[1]
-            mask = merge_masks(attn_mask, key_padding_mask, n, self.num_heads, tgt_len, src_len, query.dtype)
+            mask = merge_masks(attn_mask, key_padding_mask, n, self.num_heads, tgt_len, src_len, query.dtype,
+                               device=query.device)
             dropout_p = self.dropout if self.training else 0.0
             if packed:
                 proj = (F.linear(q_in, self.in_proj_weight, self.in_proj_bias), None, None)
@@ -239,7 +242,8 @@ class MultiheadAttention(Module):
         (wq, wk, wv), (bq, bk, bv) = self._weights()
         offset = cache.offset
         n, tgt_len = q_in.shape[0], q_in.shape[1]
-        mask = merge_masks(attn_mask, key_padding_mask, n, self.num_heads, tgt_len, offset + tgt_len, q_in.dtype)
+        mask = merge_masks(attn_mask, key_padding_mask, n, self.num_heads, tgt_len, offset + tgt_len, q_in.dtype,
+                           device=q_in.device)
         q = self._heads(q_in, wq, bq, self.num_heads, offset)
         k = self._heads(k_in, wk, bk, self.num_kv_heads, offset)
         v = self._heads(v_in, wv, bv, self.num_kv_heads, None)

@@ -183,7 +183,6 @@ def run_train_gpt(args) -> int:
     print(f"done: {trained_steps} steps in {wall:.1f} s ({trained_steps / max(wall, 1e-9):.2f} steps/s), "
           f"final train loss {train_loss:.4f} | checkpoint {checkpoint}")
     if args.sample_tokens > 0:
-        model.cpu()  # generation (KV cache, sampling) runs on the CPU
         prompt = "\n"
         out, seconds = _generate(model, tokenizer, prompt, args.sample_tokens, 0.8, 20, args.seed)
         print(f"--- sample ({args.sample_tokens} characters, {args.sample_tokens / seconds:.0f} tokens/s) ---")
