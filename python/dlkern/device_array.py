@@ -216,8 +216,11 @@ def install(module):
     cls.var = var
     cls.max = lambda self, axis=None, keepdims=False: reduce("amax", self, axis, keepdims)
     cls.min = lambda self, axis=None, keepdims=False: reduce("amin", self, axis, keepdims)
-    cls.any = lambda self, axis=None, keepdims=False: reduce("amax", M.not_equal(self, 0), axis, keepdims) > 0
-    cls.all = lambda self, axis=None, keepdims=False: reduce("amin", M.not_equal(self, 0), axis, keepdims) > 0
+    # not_equal(x, 0) on a bool array is refused by _C_cuda (a bool array compares with
+    # Python bools only), and x != False is x itself.
+    nonzero = lambda x: x if x.dtype == np.bool_ else M.not_equal(x, 0)  # noqa: E731
+    cls.any = lambda self, axis=None, keepdims=False: reduce("amax", nonzero(self), axis, keepdims) > 0
+    cls.all = lambda self, axis=None, keepdims=False: reduce("amin", nonzero(self), axis, keepdims) > 0
     cls.argmax = lambda self, axis=None, keepdims=False: M.argmax(self, axis, keepdims)
     cls.argmin = lambda self, axis=None, keepdims=False: M.argmin(self, axis, keepdims)
 
