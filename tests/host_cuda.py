@@ -608,6 +608,14 @@ def _cuda_checks(name, bound):
     for arg, v in bound.items():
         if isinstance(v, DeviceArray) and v.dtype not in _FLOATS and arg not in _INT64_ARGS.get(name, ()):
             raise TypeError(f"{name}: {arg} has dtype {v.dtype}; expected float32 or float64")
+    floats = [(arg, v) for arg, v in bound.items() if isinstance(v, DeviceArray) and v.dtype in _FLOATS
+              and arg != "attn_mask"]
+    for arg, v in floats[1:]:  # require_like / same-dtype checks of every binding
+        if v.dtype != floats[0][1].dtype:
+            raise TypeError(f"{name}: {arg} has dtype {v.dtype} but {floats[0][0]} has dtype {floats[0][1].dtype}")
+    if "normalized_shape" in bound:  # to_shape (Python ints), and at least one dimension
+        if not _shape(bound["normalized_shape"], name, "normalized_shape"):
+            raise ValueError(f"{name}: normalized_shape () must match the trailing dimensions of x")
     if name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward"):
         a = bound.get("x", bound.get("grad_out"))
         if isinstance(a, DeviceArray) and a.ndim == 0:
@@ -680,10 +688,43 @@ for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backwar
 del _name
 
 
+def _optim_args(op, param, named, scalars, step=None):
+    """csrc/bind/cuda_optim.cpp: float param and state of param's dtype and shape, all
+    contiguous; finite rates; step an int >= 1."""
+    _require(param, op, "param")
+    if param.dtype not in _FLOATS:
+        raise TypeError(f"{op}: param has dtype {param.dtype}; expected float32 or float64")
+    if not param.is_contiguous():
+        raise ValueError(f"{op}: param must be contiguous")
+    for arg, a in named:
+        _require(a, op, arg)
+        if a.dtype not in _FLOATS:
+            raise TypeError(f"{op}: {arg} has dtype {a.dtype}; expected float32 or float64")
+        if a.dtype != param.dtype:
+            raise TypeError(f"{op}: {arg} has dtype {a.dtype} but param has dtype {param.dtype}")
+        if a.shape != param.shape:
+            raise ValueError(f"{op}: {arg} has shape {a.shape} but param has shape {param.shape}")
+        if not a.is_contiguous():
+            raise ValueError(f"{op}: {arg} must be contiguous")
+    if step is not None:
+        if isinstance(step, float) or not hasattr(type(step), "__index__"):
+            raise TypeError(f"{op}: step must be an int, got {type(step).__name__}")
+        if step < 1:
+            raise ValueError(f"{op}: step counts from 1, got {step}")
+    for k, v in scalars.items():
+        if not math.isfinite(v):
+            raise ValueError(f"{op}: {k} must be finite, got {v}")
+
+
 # Fused optimizer steps: the kernels' arithmetic (csrc/cuda/optim.cu), element by element
 # in T with the factors rounded to T once.
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
               decoupled_weight_decay, amsgrad, maximize):
+    if amsgrad and max_exp_avg_sq is None:
+        raise ValueError("adam_step: amsgrad=True needs max_exp_avg_sq")
+    _optim_args("adam_step", param, [("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)]
+                + ([("max_exp_avg_sq", max_exp_avg_sq)] if amsgrad else []),
+                dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay), step)
     T = param.dtype.type
     p, g = param._a, grad._a
     if decoupled_weight_decay and weight_decay != 0:
@@ -703,6 +744,10 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, bet
 
 
 def sgd_step(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first):
+    if momentum != 0 and momentum_buffer is None:
+        raise ValueError("sgd_step: momentum != 0 needs momentum_buffer")
+    _optim_args("sgd_step", param, [("grad", grad)] + ([("momentum_buffer", momentum_buffer)] if momentum != 0 else []),
+                dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay))
     T = param.dtype.type
     p = param._a
     g = -grad._a if maximize else grad._a.copy()
