@@ -177,8 +177,13 @@ def synchronize(device=None):
 
 
 def from_numpy(array, stream=None, device=None):
+    if not isinstance(array, np.ndarray):  # require_array: lists and NumPy scalars are refused
+        raise TypeError(f"from_numpy: array must be a numpy.ndarray, got {type(array).__name__}")
+    if not array.dtype.isnative:
+        raise TypeError(f"from_numpy: unsupported dtype {array.dtype} (not native byte order)")
+    _dtype(array.dtype, "from_numpy")
     transfers["to_device"] += 1
-    return DeviceArray._fresh(np.asarray(array))
+    return DeviceArray._fresh(array)
 
 
 def _host(x):
@@ -563,22 +568,87 @@ except ImportError:
     _rand_host = _randn_host = None
 
 
+def _random_args(op, shape, seed, dtype):
+    shape = _shape(shape, op)
+    if builtins.any(n < 0 for n in shape):
+        raise ValueError(f"{op}: negative dimension in shape {shape}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"{op}: seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{op}: seed must be in [0, 2**64), got {seed}")
+    if _dtype(dtype, op) == np.int64:
+        raise TypeError(f"{op}: dtype int64 is not supported (float32 or float64)")
+
+
 def rand(shape, seed, dtype=np.float32, device=None, stream=None):
+    _random_args("rand", shape, seed, dtype)
     if _rand_host is not None:
         return DeviceArray._fresh(_rand_host(_shape(shape), seed, np.dtype(dtype).name))
     return DeviceArray._fresh(np.random.default_rng(int(seed)).random(_shape(shape)).astype(_dtype(dtype, "rand")))
 
 
 def randn(shape, seed, dtype=np.float32, device=None, stream=None):
+    _random_args("randn", shape, seed, dtype)
     if _randn_host is not None:
         return DeviceArray._fresh(_randn_host(_shape(shape), seed, np.dtype(dtype).name))
     return DeviceArray._fresh(np.random.default_rng(int(seed)).standard_normal(_shape(shape)).astype(_dtype(dtype)))
 
 
-def matmul(a, b, out=None):
-    _require(a, "matmul", "a")
-    _require(b, "matmul", "b")
-    return _finish("matmul", _ops.matmul(a._a, b._a), out, a.dtype)
+def _float_pair(op, a, b):
+    for v, arg in ((a, "a"), (b, "b")):
+        _require(v, op, arg)
+        if v.dtype not in _FLOATS:
+            raise TypeError(f"{op}: {arg} has dtype {v.dtype}; CUDA {op} supports float32 and float64")
+    if a.dtype != b.dtype:
+        raise TypeError(f"{op}: a has dtype {a.dtype} but b has dtype {b.dtype}; both must be the same float type")
+
+
+def matmul(a, b, out=None, allow_tf32=None):
+    _float_pair("matmul", a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError("matmul: 0-d operand; matmul needs at least 1 dimension (use * for scalars)")
+    try:
+        r = np.matmul(a._a, b._a)
+    except ValueError as e:
+        raise ValueError(f"matmul: {e}") from None
+    return _finish("matmul", r, out, a.dtype)
+
+
+def gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, allow_tf32=None):
+    """csrc/bind/cuda_matmul.cpp gemm_device_arrays: c = alpha op(a) op(b) + beta c; returns
+    c's own object when given, else a new array."""
+    op = "gemm"
+    _float_pair(op, a, b)
+    for v, arg in ((a, "a"), (b, "b")):
+        if v.ndim != 2:
+            raise ValueError(f"{op}: {arg} must be 2-D, got shape {v.shape}")
+    A = a._a.T if trans_a else a._a
+    B = b._a.T if trans_b else b._a
+    m, k = A.shape
+    kb, n = B.shape
+    if k != kb:
+        raise ValueError(f"{op}: inner dimensions differ: op(a) is ({m}, {k}), op(b) is ({kb}, {n})")
+    if c is None:
+        if beta != 0.0:
+            raise ValueError(f"{op}: beta={beta} needs an input c, but c is None")
+    else:
+        _require(c, op, "c")
+        if c.shape != (m, n):
+            raise ValueError(f"{op}: c has shape {c.shape}, expected ({m}, {n})")
+        if c.dtype != a.dtype:
+            raise TypeError(f"{op}: c has dtype {c.dtype} but a and b have dtype {a.dtype}")
+        if n > 1 and c.strides[1] != 1:
+            raise ValueError(f"{op}: c must have unit stride along its last axis (got {c.strides[1]} elements)")
+        if m > 1 and c.strides[0] < max(n, 1):
+            raise ValueError(f"{op}: the rows of c overlap or run backwards (row stride {c.strides[0]})")
+        if c._storage is a._storage or c._storage is b._storage:
+            raise ValueError(f"{op}: c shares memory with an input; pass a separate output array")
+    T = a.dtype.type
+    r = (A @ B) * T(alpha)
+    if c is None:
+        return DeviceArray._fresh(r, a.dtype)
+    c._a[...] = r + c._a * T(beta) if beta != 0.0 else r
+    return c
 
 
 def _wrap(value):
@@ -683,7 +753,7 @@ for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backwar
               "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "causal_conv1d", "causal_conv1d_backward",
               "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
               "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
-              "gelu_tanh", "gelu_tanh_backward", "gemm"):
+              "gelu_tanh", "gelu_tanh_backward"):
     globals()[_name] = _host_kernel(_name)
 del _name
 
