@@ -25,6 +25,13 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dt
 _FLOATS = _DTYPES[:2]
 
 
+def _normalize_axis(axis, ndim, op):
+    """cuda::normalize_axis: std::out_of_range, i.e. IndexError (not NumPy's AxisError)."""
+    if not -ndim <= axis < ndim:
+        raise IndexError(f"{op}: axis {axis} is out of range for an array of {ndim} dimensions")
+    return axis % ndim
+
+
 def _dtype(dtype, op="dtype"):
     try:
         dt = np.dtype(dtype)
@@ -144,10 +151,17 @@ class DeviceArray:
         dims = _shape(dims, "permute", "dims")
         if len(dims) != self.ndim:
             raise ValueError(f"permute: got {len(dims)} dimensions for an array of {self.ndim}")
+        dims = tuple(_normalize_axis(d, self.ndim, "permute") for d in dims)
+        if len(set(dims)) != len(dims):
+            raise ValueError(f"permute: a dimension is repeated in {dims}")
         return self._view(np.transpose(self._a, dims))
 
     def transpose(self, dim0, dim1):
-        return self._view(np.swapaxes(self._a, dim0, dim1))
+        for d in (dim0, dim1):  # int64_t arguments: pybind11 takes ints and __index__ objects, not floats
+            if isinstance(d, float) or not hasattr(type(d), "__index__"):
+                raise TypeError(f"transpose: dims must be ints, got {type(d).__name__}")
+        a, b = (_normalize_axis(int(d), self.ndim, "transpose") for d in (dim0, dim1))
+        return self._view(np.swapaxes(self._a, a, b))
 
     @property
     def T(self):
@@ -459,6 +473,8 @@ def _reduction(name, fn):
             raise TypeError(f"{name}: axis must be an int or None, got {type(axis).__name__}")
         if axis is not None and x.ndim == 0:
             raise ValueError(f"{name}: axis {axis} given for a 0-d array")
+        if axis is not None:
+            axis = _normalize_axis(axis, x.ndim, name)
         if x.size == 0 and name in ("amax", "amin"):
             raise ValueError(f"{name}: zero-size reduction has no identity")
         return DeviceArray._fresh(fn(x._a, axis=axis, keepdims=keepdims), x.dtype)
