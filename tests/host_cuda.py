@@ -117,9 +117,13 @@ class DeviceArray:
     def copy_(self, src):
         if not isinstance(src, DeviceArray):
             raise TypeError("copy_: src must be a DeviceArray")
-        if src.dtype != self.dtype:
-            raise TypeError(f"copy_: src has dtype {src.dtype} but self has dtype {self.dtype}")
-        self._a[...] = np.broadcast_to(src._a, self.shape)
+        if src.dtype != self.dtype:  # std::invalid_argument in cuda::copy_into: ValueError
+            raise ValueError(f"copy_: dtype {src.dtype} cannot be copied into {self.dtype}")
+        try:
+            np.broadcast_to(src._a, self.shape)
+        except ValueError:
+            raise ValueError(f"copy_: source of shape {src.shape} cannot be broadcast to {self.shape}") from None
+        self._a[...] = np.broadcast_to(src._a, self.shape).copy()  # overlapping storage: via a temporary
         return self
 
     def _view(self, view):
