@@ -390,7 +390,12 @@ class CUDADevice:
         scalar = lambda v: v.item() if isinstance(v, np.generic) else v  # noqa: E731
         if isinstance(cond, self.module.DeviceArray) and cond.dtype != np.bool_:
             cond = self.module.not_equal(cond, 0)
-        return self.module.where(cond, scalar(a), scalar(b))
+        a, b = scalar(a), scalar(b)
+        if isinstance(a, self.module.DeviceArray) or isinstance(b, self.module.DeviceArray):
+            # one dtype for both branches, as NumPy's result type (the kernel refuses mixed
+            # dtypes, a float with an int64 array and a non-bool number with a bool array)
+            a, b = self.module.DeviceArray._promote(a, b)
+        return self.module.where(cond, a, b)
 
     def var(self, x, axis=None, ddof=0, keepdims=False):
         return x.var(axis=axis, ddof=ddof, keepdims=keepdims)
@@ -432,7 +437,7 @@ class CUDADevice:
         i = self.arange(rows).reshape(rows, 1)
         j = self.arange(cols)
         keep = self.module.greater_equal(i + k, j) if lower else self.module.less_equal(i + k, j)
-        return self.module.where(keep, x, 0)
+        return self.module.where(keep, x, False if x.dtype == np.bool_ else 0)  # bool x: a bool zero
 
     def tril(self, x, k=0):
         return self._triangle(x, k, True)

@@ -138,13 +138,20 @@ def install(module):
             arr = M.astype(arr, np.float64)
         return (arr, scalar) if isinstance(a, cls) else (scalar, arr)
 
+    def true_divide_operands(a, b):
+        """NumPy's true division of bool/int64 gives float64; the CUDA divide kernel is
+        float-only, so such operands go through float64 first."""
+        return tuple(M.astype(v, np.float64) if isinstance(v, cls) and v.dtype.kind in "bi" else v
+                     for v in (a, b))
+
     def binary(name, reflected=False):
+        fix = true_divide_operands if name == "divide" else (lambda a, b: (a, b))
         if reflected:
             def method(self, other):
-                return getattr(M, name)(*promote(device_operand(other, self, name), self))
+                return getattr(M, name)(*fix(*promote(device_operand(other, self, name), self)))
         else:
             def method(self, other):
-                return getattr(M, name)(*promote(self, device_operand(other, self, name)))
+                return getattr(M, name)(*fix(*promote(self, device_operand(other, self, name))))
         return method
 
     cls._promote = staticmethod(promote)
@@ -166,6 +173,9 @@ def install(module):
     for dunder, name in (("gt", "greater"), ("ge", "greater_equal"), ("lt", "less"), ("le", "less_equal"),
                          ("eq", "equal"), ("ne", "not_equal"), ("and", "logical_and"), ("or", "logical_or")):
         setattr(cls, f"__{dunder}__", binary(name))
+    # `True & a` / `False | a` (NumPy takes them; Clamp.backward starts from mask = True)
+    cls.__rand__ = binary("logical_and", reflected=True)
+    cls.__ror__ = binary("logical_or", reflected=True)
     cls.__hash__ = None  # == is elementwise, as for ndarray
     cls.__neg__ = lambda self: M.negative(self)
     cls.__pos__ = lambda self: self
@@ -216,8 +226,11 @@ def install(module):
     cls.var = var
     cls.max = lambda self, axis=None, keepdims=False: reduce("amax", self, axis, keepdims)
     cls.min = lambda self, axis=None, keepdims=False: reduce("amin", self, axis, keepdims)
-    cls.any = lambda self, axis=None, keepdims=False: reduce("amax", M.not_equal(self, 0), axis, keepdims) > 0
-    cls.all = lambda self, axis=None, keepdims=False: reduce("amin", M.not_equal(self, 0), axis, keepdims) > 0
+    # not_equal(x, 0) on a bool array is refused by _C_cuda (a bool array compares with
+    # Python bools only), and x != False is x itself.
+    nonzero = lambda x: x if x.dtype == np.bool_ else M.not_equal(x, 0)  # noqa: E731
+    cls.any = lambda self, axis=None, keepdims=False: reduce("amax", nonzero(self), axis, keepdims) > 0
+    cls.all = lambda self, axis=None, keepdims=False: reduce("amin", nonzero(self), axis, keepdims) > 0
     cls.argmax = lambda self, axis=None, keepdims=False: M.argmax(self, axis, keepdims)
     cls.argmin = lambda self, axis=None, keepdims=False: M.argmin(self, axis, keepdims)
 
@@ -242,11 +255,12 @@ def install(module):
             axes = tuple(reversed(range(self.ndim)))
         elif len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
             axes = tuple(axes[0])
-        return self.permute(*axes)
+        # the native permute takes Python ints only (a numpy.int64 is refused by pybind11)
+        return self.permute(*(operator.index(a) for a in axes))
 
     def swapaxes(self, a, b):
         dims = list(range(self.ndim))
-        a, b = a % self.ndim, b % self.ndim
+        a, b = operator.index(a) % self.ndim, operator.index(b) % self.ndim
         dims[a], dims[b] = dims[b], dims[a]
         return self.permute(*dims)
 
