@@ -116,26 +116,8 @@ DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::o
   if (length < Tq)
     value_error(op, ": length ", length, " is less than the ", Tq, " query positions of q (shape ",
                 cuda::shape_str(q.shape), ")");
-  const DeviceArray* mask = nullptr;
-  Shape mask_strides(4, 0);
-  const Shape scores{B, Hq, Tq, length};
-  if (!mask_obj.is_none()) {
-    mask = &require_device_array(mask_obj, op, "attn_mask");
-    if (mask->dtype != q.dtype)
-      type_error(op, ": attn_mask has dtype ", cuda::dtype_name(mask->dtype), "; on CUDA it must be a float mask of q's "
-                 "dtype ", cuda::dtype_name(q.dtype), " (0 to attend, -inf to mask out)");
-    if (mask->device != q.device) value_error(op, ": attn_mask is on cuda:", mask->device, " but q is on cuda:", q.device);
-    bool ok = mask->ndim() <= 4;
-    try {
-      ok = ok && cuda::broadcast_shapes(mask->shape, scores) == scores;
-    } catch (const std::invalid_argument&) {
-      ok = false;
-    }
-    if (!ok)
-      value_error(op, ": attn_mask of shape ", cuda::shape_str(mask->shape), " does not broadcast to ",
-                  cuda::shape_str(scores));
-    mask_strides = cuda::broadcast_strides(mask->shape, mask->strides, scores);
-  }
+  Shape mask_strides;
+  const DeviceArray* mask = float_mask(mask_obj, q, Shape{B, Hq, Tq, length}, mask_strides, op);
   const double scale = scale_obj.is_none() ? 1.0 / std::sqrt(double(D)) : scale_obj.cast<double>();
   DeviceArray out;
   {

@@ -52,26 +52,7 @@ Dims check_qkv(const DeviceArray& q, const DeviceArray& k, const DeviceArray& v,
 // The float mask (or nullptr) and its broadcast element strides over (B, Hq, Tq, Tk).
 const DeviceArray* check_mask(const py::object& mask_obj, const DeviceArray& q, const Dims& s, Shape& strides,
                               const char* op) {
-  strides.assign(4, 0);
-  if (mask_obj.is_none()) return nullptr;
-  const DeviceArray* mask = &require_device_array(mask_obj, op, "attn_mask");
-  if (mask->dtype != q.dtype)
-    type_error(op, ": attn_mask has dtype ", cuda::dtype_name(mask->dtype), "; on CUDA it must be a float mask of q's "
-               "dtype ", cuda::dtype_name(q.dtype), " (0 to attend, -inf to mask out)");
-  if (mask->device != q.device)
-    value_error(op, ": attn_mask is on cuda:", mask->device, " but q is on cuda:", q.device);
-  const Shape scores{s.B, s.Hq, s.Tq, s.Tk};
-  bool ok = mask->ndim() <= 4;
-  try {
-    ok = ok && cuda::broadcast_shapes(mask->shape, scores) == scores;
-  } catch (const std::invalid_argument&) {
-    ok = false;
-  }
-  if (!ok)
-    value_error(op, ": attn_mask of shape ", cuda::shape_str(mask->shape),
-                " is not broadcastable to (B, Hq, Tq, Tk) = ", cuda::shape_str(scores));
-  strides = cuda::broadcast_strides(mask->shape, mask->strides, scores);
-  return mask;
+  return float_mask(mask_obj, q, Shape{s.B, s.Hq, s.Tq, s.Tk}, strides, op);
 }
 
 void check_dropout(double p, const char* op) {
