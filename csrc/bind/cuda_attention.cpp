@@ -125,9 +125,7 @@ DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::o
     cuda::DeviceGuard guard(q.device, op);
     const cudaStream_t s = q.stream;
     const DeviceArray qc = unit_last(q, s, op), kc = unit_last(k, s, op), vc = unit_last(v, s, op);
-    cuda::stream_wait(s, kc.stream, op);
-    cuda::stream_wait(s, vc.stream, op);
-    if (mask) cuda::stream_wait(s, mask->stream, op);
+    wait_for_inputs(s, {&kc, &vc, mask}, op);
     out = cuda::empty({B, Hq, Tq, Dv}, q.dtype, q.device, s, op);
     if (out.numel() == 0) return out;
     int sm_count = 0;

@@ -2,7 +2,6 @@
 // cache, decode attention; cuda_flash_attention.cpp: flash attention forward/backward).
 // Header-only; each raises TypeError/ValueError naming the op and the argument.
 #pragma once
-#include <initializer_list>
 #include <stdexcept>
 
 #include "bind/cuda_common.h"
@@ -57,12 +56,5 @@ inline const cuda::DeviceArray* float_mask(const py::object& mask_obj, const cud
   return mask;
 }
 
-// After a kernel on `consumer` read `inputs` in place: their own streams wait for it, so
-// a block freed later on an input's stream is not reused while the kernel still reads it.
-inline void release_after(cudaStream_t consumer, std::initializer_list<const cuda::DeviceArray*> inputs,
-                          const char* op) {
-  for (const cuda::DeviceArray* a : inputs)
-    if (a != nullptr) cuda::stream_wait(a->stream, consumer, op);
-}
 
 }  // namespace dlkern::bind

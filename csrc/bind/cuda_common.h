@@ -1,6 +1,8 @@
 // Helpers shared by the _C_cuda binding files (cuda_*.cpp): dtype and stream
 // arguments, and the Stream handle type. pybind11 only; the device logic is in csrc/cuda.
 #pragma once
+#include <initializer_list>
+
 #include "bind/common.h"
 #include "cuda/device_array.h"
 
@@ -55,6 +57,22 @@ inline cuda::DeviceArray contiguous_on(const cuda::DeviceArray& src, cudaStream_
   cuda::DeviceArray out = cuda::empty(src.shape, src.dtype, src.device, consumer, op);
   cuda::copy_into(out, src, op);
   return out;
+}
+
+// Before a kernel on `consumer` reads `inputs` in place (nullptr entries skipped): wait
+// for the streams that produced them.
+inline void wait_for_inputs(cudaStream_t consumer, std::initializer_list<const cuda::DeviceArray*> inputs,
+                            const char* op) {
+  for (const cuda::DeviceArray* a : inputs)
+    if (a != nullptr) cuda::stream_wait(consumer, a->stream, op);
+}
+
+// After a kernel on `consumer` read `inputs` in place: their own streams wait for it, so
+// a block freed later on an input's stream is not reused while the kernel still reads it.
+inline void release_after(cudaStream_t consumer, std::initializer_list<const cuda::DeviceArray*> inputs,
+                          const char* op) {
+  for (const cuda::DeviceArray* a : inputs)
+    if (a != nullptr) cuda::stream_wait(a->stream, consumer, op);
 }
 
 // gemm(a, b, c, alpha, beta, trans_a, trans_b) on DeviceArrays (cuda_matmul.cpp);

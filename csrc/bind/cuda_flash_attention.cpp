@@ -112,9 +112,7 @@ py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::ob
     cuda::DeviceGuard guard(q.device, op);
     const cudaStream_t st = q.stream;
     const DeviceArray qc = unit_last(q, st, op), kc = unit_last(k, st, op), vc = unit_last(v, st, op);
-    cuda::stream_wait(st, kc.stream, op);
-    cuda::stream_wait(st, vc.stream, op);
-    if (mask) cuda::stream_wait(st, mask->stream, op);
+    wait_for_inputs(st, {&kc, &vc, mask}, op);
     out = cuda::empty({s.B, s.Hq, s.Tq, s.Dv}, q.dtype, q.device, st, op);
     lse = cuda::empty({s.B, s.Hq, s.Tq}, q.dtype, q.device, st, op);
     if (lse.numel() > 0) {
@@ -163,8 +161,7 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
     const cudaStream_t st = q.stream;
     const DeviceArray qc = unit_last(q, st, op), kc = unit_last(k, st, op), vc = unit_last(v, st, op);
     const DeviceArray gc = unit_last(g, st, op), oc = unit_last(o, st, op), lc = contiguous_on(lse, st, op);
-    for (const DeviceArray* a : {&kc, &vc, &gc, &oc, &lc}) cuda::stream_wait(st, a->stream, op);
-    if (mask) cuda::stream_wait(st, mask->stream, op);
+    wait_for_inputs(st, {&kc, &vc, &gc, &oc, &lc, mask}, op);
     dq = cuda::empty({s.B, s.Hq, s.Tq, s.D}, q.dtype, q.device, st, op);
     dk = cuda::empty({s.B, s.Hkv, s.Tk, s.D}, q.dtype, q.device, st, op);
     dv = cuda::empty({s.B, s.Hkv, s.Tk, s.Dv}, q.dtype, q.device, st, op);

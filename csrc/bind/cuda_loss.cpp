@@ -208,9 +208,6 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
     const DeviceArray back = a.unbatched ? dx : cuda::move_axis(dx, x.ndim() - 1, 1);
     if (out) {
       cuda::copy_into(*out, back, op);
-      // The temporary is freed when this returns, back to its own stream's free list, while
-      // the copy into out may still be queued on out's stream: order its stream after that copy.
-      cuda::stream_wait(back.stream, out->stream, op);
     } else {
       result = cuda::contiguous(back, op);
     }

@@ -154,9 +154,6 @@ py::object matmul(const py::object& a_obj, const py::object& b_obj, const py::ob
     dispatch_product(a.dtype, p, use_tf32(a.dtype, allowed, a.device), result.stream, op);
     if (out) {
       cuda::copy_into(*out, result, op);
-      // The temporary is freed when this returns, back to its own stream's free list, while
-      // the copy into out may still be queued on out's stream: order its stream after that copy.
-      cuda::stream_wait(result.stream, out->stream, op);
     }
   }
   return out ? out_obj : py::cast(std::move(result));

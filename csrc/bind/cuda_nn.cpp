@@ -66,9 +66,6 @@ py::object softmax_call(bool is_log, bool backward, const char* op, const py::ob
     const DeviceArray back = cuda::move_axis(res, last, d);
     if (out) {
       cuda::copy_into(*out, back, op);
-      // The temporary is freed when this returns, back to its own stream's free list, while
-      // the copy into out may still be queued on out's stream: order its stream after that copy.
-      cuda::stream_wait(back.stream, out->stream, op);
     } else {
       result = cuda::contiguous(back, op);
     }

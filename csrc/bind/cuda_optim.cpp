@@ -74,9 +74,7 @@ void adam_step(const py::object& param_obj, const py::object& grad_obj, const py
   f.maximize = maximize;
   py::gil_scoped_release nogil;
   cuda::DeviceGuard guard(p.device, op);
-  for (const DeviceArray* a : {&g, static_cast<const DeviceArray*>(&m), static_cast<const DeviceArray*>(&v)})
-    cuda::stream_wait(p.stream, a->stream, op);
-  if (vmax) cuda::stream_wait(p.stream, vmax->stream, op);
+  wait_for_inputs(p.stream, {&g, &m, &v, vmax}, op);
   dispatch_cuda_float(p.dtype, [&](auto zero) {
     using T = decltype(zero);
     cuda::adam_step<T>(static_cast<T*>(p.data()), static_cast<const T*>(g.data()), static_cast<T*>(m.data()),
@@ -85,9 +83,7 @@ void adam_step(const py::object& param_obj, const py::object& grad_obj, const py
   });
   // Arrays from other streams were used on p.stream: order their streams after this
   // step, so the caching allocator cannot reuse their blocks there while it still runs.
-  for (const DeviceArray* a : {&g, static_cast<const DeviceArray*>(&m), static_cast<const DeviceArray*>(&v)})
-    cuda::stream_wait(a->stream, p.stream, op);
-  if (vmax) cuda::stream_wait(vmax->stream, p.stream, op);
+  release_after(p.stream, {&g, &m, &v, vmax}, op);
 }
 
 void sgd_step(const py::object& param_obj, const py::object& grad_obj, const py::object& buf_obj, double lr,
@@ -113,16 +109,13 @@ void sgd_step(const py::object& param_obj, const py::object& grad_obj, const py:
   f.first = first;
   py::gil_scoped_release nogil;
   cuda::DeviceGuard guard(p.device, op);
-  cuda::stream_wait(p.stream, g.stream, op);
-  if (buf) cuda::stream_wait(p.stream, buf->stream, op);
+  wait_for_inputs(p.stream, {&g, buf}, op);
   dispatch_cuda_float(p.dtype, [&](auto zero) {
     using T = decltype(zero);
     cuda::sgd_step<T>(static_cast<T*>(p.data()), static_cast<const T*>(g.data()),
                       buf ? static_cast<T*>(buf->data()) : nullptr, p.numel(), f, p.stream, op);
   });
-  // As in adam_step: order the other arrays' streams after this step.
-  cuda::stream_wait(g.stream, p.stream, op);
-  if (buf) cuda::stream_wait(buf->stream, p.stream, op);
+  release_after(p.stream, {&g, buf}, op);  // as in adam_step
 }
 
 }  // namespace
