@@ -111,8 +111,7 @@ py::tuple ce_forward(const py::object& input, const py::object& target, const py
     // contiguous_on: a copy is made on the consuming stream (see cuda_common.h).
     const DeviceArray tc = contiguous_on(*a.target, s, op);
     const DeviceArray wc = a.weight ? contiguous_on(*a.weight, s, op) : DeviceArray{};
-    cuda::stream_wait(s, tc.stream, op);
-    if (a.weight) cuda::stream_wait(s, wc.stream, op);
+    wait_for_inputs(s, {&tc, a.weight ? &wc : nullptr}, op);
     DeviceArray per_row = cuda::empty({a.rows}, x.dtype, x.device, s, op);
     lse = cuda::empty(out_sample, x.dtype, x.device, s, op);
     const DeviceArray row_weight = cuda::empty({a.rows}, x.dtype, x.device, s, op);
@@ -192,9 +191,7 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
     const DeviceArray tc = contiguous_on(*a.target, s, op);
     const DeviceArray wc = a.weight ? contiguous_on(*a.weight, s, op) : DeviceArray{};
     const DeviceArray gc = grad ? contiguous_on(*grad, s, op) : DeviceArray{};
-    cuda::stream_wait(s, tc.stream, op);
-    if (a.weight) cuda::stream_wait(s, wc.stream, op);
-    if (grad) cuda::stream_wait(s, gc.stream, op);
+    wait_for_inputs(s, {&tc, a.weight ? &wc : nullptr, grad ? &gc : nullptr}, op);
     DeviceArray dx = cuda::empty(xc.shape, x.dtype, x.device, s, op);
     const DeviceArray scratch = cuda::empty({1}, DType::f64, x.device, s, op);
     dispatch_cuda_float(x.dtype, [&](auto zero) {

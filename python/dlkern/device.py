@@ -146,6 +146,7 @@ class CPUDevice:
         return _RNG.generator.random(shape)
 
     def from_host(self, array):
+        """The host array itself (no copy): the CPU's arrays already live on the host."""
         return np.asarray(array)
 
     def __getattr__(self, name):

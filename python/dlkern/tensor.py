@@ -82,7 +82,7 @@ class Tensor:
                 arr = arr.astype(np.int64)
             elif arr.dtype == object:
                 raise TypeError(f"cannot make a tensor from {type(data).__name__} (object array)")
-        self.data = arr if dev is _cpu else dev.from_host(arr)
+        self.data = dev.from_host(arr)  # the array itself on the CPU
         self.grad = None
         self.grad_fn = None
         self.device = dev
@@ -159,9 +159,7 @@ class Tensor:
                     raise RuntimeError(f"backward: gradient is on {gradient.device} but the tensor is on {self.device}")
                 grad = gradient.data
             else:
-                grad = np.asarray(gradient, dtype=self.dtype)
-                if self.device is not _cpu:
-                    grad = self.device.from_host(grad)
+                grad = self.device.from_host(np.asarray(gradient, dtype=self.dtype))
             if grad.shape != self.data.shape:
                 raise RuntimeError(f"gradient has shape {tuple(grad.shape)} but the tensor has shape {tuple(self.shape)}")
         _run_backward(self, grad, retain_graph)
@@ -188,7 +186,7 @@ class Tensor:
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"only one-element tensors can be converted to Python scalars (shape {tuple(self.shape)})")
-        return self.data.reshape(-1)[0].item() if self.device is _cpu else self.data.item()
+        return self.data.item()
 
     def tolist(self):
         return self.data.tolist()
@@ -580,7 +578,7 @@ class Tensor:
     def masked_fill(self, mask, value):
         """Where `mask` (bool, broadcastable) is true, `value`; elsewhere self."""
         m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
-        if isinstance(m, np.ndarray) and self.device is not _cpu:
+        if isinstance(m, np.ndarray):
             m = self.device.from_host(m)
         if m.dtype != np.bool_:
             raise TypeError(f"masked_fill: mask must be bool, got {m.dtype}")
@@ -597,7 +595,7 @@ class Tensor:
         rows, cols = self.shape[-2:]
         ones = np.ones((rows, cols), bool)
         mask = np.tril(ones, diagonal) if lower else np.triu(ones, diagonal)
-        return mask if self.device is _cpu else self.device.from_host(mask)
+        return self.device.from_host(mask)
 
     def sigmoid(self):
         return _F.Sigmoid.apply(self)
@@ -694,7 +692,7 @@ def from_numpy(array):
 def _factory(array, device, requires_grad):
     """A tensor on `device` from a host array made by a factory (copied to a GPU)."""
     dev = _get_device(device)
-    t = Tensor._make(array if dev is _cpu else dev.from_host(array), dev, False, None)
+    t = Tensor._make(dev.from_host(array), dev, False, None)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -843,7 +841,7 @@ def where(condition, a, b):
         cond = condition.data
     else:
         cond = np.asarray(condition)
-        if isinstance(ref, Tensor) and ref.device is not _cpu:
+        if isinstance(ref, Tensor):
             cond = ref.device.from_host(cond)
     if isinstance(ref, Tensor):
         return _F.Where.apply(cond, a, b)
@@ -917,13 +915,8 @@ class _ToDevice(_Function):
 
     @classmethod
     def apply_to(cls, t, target):
-        if t.device is _cpu:
-            if target is not _cpu:
-                data = target.from_host(t.data)
-        elif target is _cpu:
-            data = t.data.numpy()
-        else:  # between two GPUs: through the host (no peer copies yet)
-            data = target.from_host(t.data.numpy())
+        # Through the host (GPU to GPU too: no peer copies yet); from_host is free on the CPU.
+        data = target.from_host(_host_array(t.data))
         if t.requires_grad and GradMode.enabled:
             ctx = object.__new__(cls)
             ctx.device, ctx.needs_input_grad, ctx.parents = target, [True], [t]
@@ -933,7 +926,10 @@ class _ToDevice(_Function):
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.source is _cpu:
-            return g.numpy()
-        return ctx.source.from_host(g if isinstance(g, np.ndarray) else g.numpy())
+        return ctx.source.from_host(_host_array(g))
+
+
+def _host_array(a):
+    """a itself when it is a NumPy array, else a host copy of a device array."""
+    return a if isinstance(a, np.ndarray) else a.numpy()
 del _mod, _key, _val

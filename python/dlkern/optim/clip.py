@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ..device import array_namespace
 from .optimizer import grad_array
 
 
@@ -30,7 +31,6 @@ def _vector_norm(x, norm_type):
 def _device_norms(grads, norm_type):
     """The norm of each device gradient: reduced on the device (in float64, as the host
     path), then brought to the host in one copy."""
-    from ..device import array_namespace
     dev = array_namespace(grads[0])
     parts, empty = [], []
     for g in grads:
@@ -95,17 +95,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                 np.multiply(g, coef, out=g, casting="unsafe")
             else:
                 g *= float(coef)
-    return Tensor(np.asarray(total, dtype=dtype), device="cpu" if on_host else _device_of(grads[0]))
-
-
-def _device_of(array):
-    from ..device import array_namespace
-    return array_namespace(array)
+    return Tensor(np.asarray(total, dtype=dtype), device=array_namespace(grads[0]))
 
 
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient in place to [-clip_value, clip_value]."""
     clip_value = float(clip_value)
-    from ..device import array_namespace
     for g in _grads(parameters):
         array_namespace(g).clip(g, -clip_value, clip_value, out=g)
