@@ -64,15 +64,7 @@ class Tensor:
         dev = _get_device(device)
         dtype = _as_dtype(dtype)
         if isinstance(data, Tensor):
-            if data.device is not _cpu:  # a device copy, moved where asked
-                src = data.data.astype(dtype) if dtype is not None else data.data.clone()
-                data = Tensor._make(src, data.device, False, None)._moved(dev)
-                self.data, self.grad, self.grad_fn, self.device = data.data, None, None, dev
-                self.requires_grad = False
-                if requires_grad:
-                    self.requires_grad_(True)
-                return
-            data = data.data
+            data = _host_array(data.data)  # a device tensor is copied through the host
         arr = np.array(data, dtype=dtype, copy=True)
         if dtype is None:
             native = isinstance(data, (np.ndarray, np.generic))
