@@ -243,7 +243,11 @@ def install(module):
 
     cls.astype = astype
     cls.copy = lambda self: self.clone()
-    cls.fill = lambda self, value: (M.fill_(self, value), None)[1]
+
+    def fill(self, value):  # ndarray.fill: in place, returns None
+        M.fill_(self, value)
+
+    cls.fill = fill
 
     # ---- shape: NumPy semantics (a copy when a view is impossible)
     def reshape(self, *shape):
