@@ -19,6 +19,7 @@ py::dict build_info() {
   info["compiler"] = DLKERN_CXX_COMPILER;
   info["build_type"] = DLKERN_BUILD_TYPE;
   info["cxx_flags"] = DLKERN_CXX_FLAGS;
+  info["sanitizers"] = DLKERN_SANITIZERS;  // "" unless built with -DDLKERN_SANITIZE=...
   py::list compiled, supported;
   for (Isa isa : {Isa::avx512, Isa::avx2, Isa::generic}) {
     if (dlkern::isa_compiled(isa)) compiled.append(dlkern::isa_name(isa));
