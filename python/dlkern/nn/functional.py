@@ -293,8 +293,15 @@ def _cross_entropy_probs(input, target, weight, reduction, label_smoothing):
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """input (N, C) or (N, C, d1, ...) of log-probabilities (or (C,) with a 0-d target),
+    target integer classes (N,) or (N, d1, ...); mean divides by the summed weights of the
+    non-ignored targets (as PyTorch)."""
     _check_reduction(reduction, "nll_loss")
     t = _target_array(target, "nll_loss")
+    expected = () if input.ndim == 1 else (input.shape[0],) + tuple(input.shape[2:]) if input.ndim >= 2 else None
+    if expected is None or tuple(t.shape) != expected:
+        raise ValueError(f"nll_loss: input has shape {tuple(input.shape)} but target has shape {tuple(t.shape)} "
+                         f"(expected {expected if expected is not None else 'an input with >= 1 dims'})")
     return _F.NLLLoss.apply(input, t, _weight_array(weight), ignore_index, reduction)
 
 
