@@ -77,3 +77,63 @@ def test_nll_loss_target_shape_is_checked(rng):
     # Same number of elements, wrong layout: (N, d2, d1) instead of (N, d1, d2).
     with pytest.raises(ValueError, match=r"nll_loss: input has shape \(2, 3, 4, 5\) but target has shape"):
         F.nll_loss(x, dlkern.tensor(rng.integers(0, 3, size=(2, 5, 4))))
+
+
+# ---------------------------------------------------------------------------- clamp
+
+def test_clamp_tensor_bounds_values_and_gradients(rng):
+    # Values kept at least 0.05 away from the bounds so finite differences are exact.
+    x = rng.uniform(-1, 1, size=(4, 5))
+    lo = rng.uniform(-0.6, -0.1, size=(5,))
+    hi = rng.uniform(0.1, 0.6, size=(4, 1))
+    near = (np.abs(x - lo) < 0.05) | (np.abs(x - hi) < 0.05)
+    while near.any():
+        x[near] = rng.uniform(-1, 1, size=int(near.sum()))
+        near = (np.abs(x - lo) < 0.05) | (np.abs(x - hi) < 0.05)
+    assert (x < lo).any() and (x > hi).any() and ((x > lo) & (x < hi)).any()
+    xt = dlkern.tensor(x, dtype=np.float64, requires_grad=True)
+    lot = dlkern.tensor(lo, dtype=np.float64, requires_grad=True)
+    hit = dlkern.tensor(hi, dtype=np.float64, requires_grad=True)
+    y = xt.clamp(lot, hit)
+    np.testing.assert_array_equal(y.data, np.minimum(np.maximum(x, lo), hi))
+    gradcheck(lambda a, b, c: a.clamp(b, c), [xt, lot, hit], rng)
+    assert lot.grad.shape == (5,) and hit.grad.shape == (4, 1)
+    # Explicit: with a unit cotangent, each bound's gradient counts the elements it clamps.
+    for t in (xt, lot, hit):
+        t.grad = None
+    xt.clamp(lot, hit).sum().backward()
+    np.testing.assert_array_equal(xt.grad.data, ((x >= lo) & (x <= hi)).astype(float))
+    np.testing.assert_array_equal(lot.grad.data, (x < lo).sum(0))
+    np.testing.assert_array_equal(hit.grad.data, (x > hi).sum(1, keepdims=True))
+
+
+def test_clamp_single_tensor_bound_and_ties(rng):
+    x = dlkern.tensor([-2.0, -1.0, 0.0, 1.0, 2.0], dtype=np.float64, requires_grad=True)
+    lo = dlkern.tensor([-1.0, -1.0, -1.0, -1.0, 3.0], dtype=np.float64, requires_grad=True)
+    x.clamp(min=lo).sum().backward()
+    # PyTorch: x gets the gradient where x >= min (ties included), min where x < min.
+    np.testing.assert_array_equal(x.grad.data, [0, 1, 1, 1, 0])
+    np.testing.assert_array_equal(lo.grad.data, [1, 0, 0, 0, 1])
+    x.grad = None
+    hi = dlkern.tensor([1.0, 1.0, 1.0, 1.0, 1.0], dtype=np.float64, requires_grad=True)
+    x.clamp(max=hi).sum().backward()
+    np.testing.assert_array_equal(x.grad.data, [1, 1, 1, 1, 0])
+    np.testing.assert_array_equal(hi.grad.data, [0, 0, 0, 0, 1])
+
+
+def test_clamp_min_greater_than_max_gives_max(rng):
+    x = dlkern.tensor([-3.0, 0.0, 3.0], dtype=np.float64, requires_grad=True)
+    lo = dlkern.tensor([1.0, 1.0, 1.0], dtype=np.float64, requires_grad=True)
+    hi = dlkern.tensor([-1.0, -1.0, -1.0], dtype=np.float64, requires_grad=True)
+    y = x.clamp(lo, hi)
+    np.testing.assert_array_equal(y.data, [-1.0, -1.0, -1.0])  # the result is max everywhere
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.data, [0, 0, 0])
+    np.testing.assert_array_equal(lo.grad.data, [0, 0, 0])
+    np.testing.assert_array_equal(hi.grad.data, [1, 1, 1])
+
+
+def test_clamp_tensor_bound_dtype_mismatch_is_an_error():
+    x = dlkern.zeros(3)
+    with pytest.raises(TypeError, match="clamp: min has dtype float64"):
+        x.clamp(dlkern.zeros(3, dtype=np.float64))

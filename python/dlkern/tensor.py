@@ -546,6 +546,13 @@ class Tensor:
     def clamp(self, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
+        for name, bound in (("min", min), ("max", max)):
+            if isinstance(bound, Tensor):
+                if bound.device != self.device:
+                    raise RuntimeError(f"clamp: {name} is on {bound.device} but the tensor is on {self.device}")
+                if bound.dtype != self.dtype:
+                    raise TypeError(f"clamp: {name} has dtype {bound.dtype} but the tensor has dtype "
+                                    f"{self.dtype}; convert one with .to(dtype)")
         return _F.Clamp.apply(self, min, max)
 
     clip = clamp
