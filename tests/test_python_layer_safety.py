@@ -137,3 +137,89 @@ def test_clamp_tensor_bound_dtype_mismatch_is_an_error():
     x = dlkern.zeros(3)
     with pytest.raises(TypeError, match="clamp: min has dtype float64"):
         x.clamp(dlkern.zeros(3, dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------- in-place operators
+
+def test_inplace_operators_update_the_same_object():
+    t = dlkern.tensor([1.0, 2.0, 3.0])
+    alias = t
+    t += 1
+    t -= dlkern.tensor([0.5, 0.5, 0.5])
+    t *= 2
+    t /= dlkern.tensor(4.0)
+    assert t is alias and t.dtype == np.float32
+    np.testing.assert_allclose(alias.data, [0.75, 1.25, 1.75])
+    data = t.data
+    t += np.ones(3, np.float64)  # a float64 right side keeps the left's dtype
+    assert t.data is data and t.dtype == np.float32
+
+
+def test_inplace_broadcast_must_not_change_the_shape():
+    t = dlkern.zeros(3)
+    t += dlkern.ones(1)          # broadcasts into (3,): fine
+    t += dlkern.ones(2, 3)[0]
+    np.testing.assert_array_equal(t.data, [2, 2, 2])
+    with pytest.raises(RuntimeError, match=r"\+=: output with shape \(3,\) doesn't match the broadcast shape"):
+        t += dlkern.ones(2, 3)
+    with pytest.raises(RuntimeError, match=r"-=: output with shape \(3,\)"):
+        t -= dlkern.ones(4)
+    np.testing.assert_array_equal(t.data, [2, 2, 2])
+
+
+def test_inplace_integer_tensor_cannot_take_a_float_result():
+    t = dlkern.tensor([1, 2, 3])
+    t += 1
+    assert t.data.tolist() == [2, 3, 4]
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        t /= 2
+
+
+def test_inplace_on_leaf_requiring_grad():
+    w = dlkern.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
+        w -= 0.1
+    with dlkern.no_grad():
+        w -= 0.5
+    np.testing.assert_allclose(w.data, [0.5, 0.5, 0.5])
+    assert w.requires_grad and w.is_leaf
+
+
+def test_inplace_on_graph_tensor_and_with_grad_operand_refused():
+    w = dlkern.ones(3, requires_grad=True)
+    y = w * 2
+    with pytest.raises(RuntimeError, match="in-place"):
+        y += 1
+    acc = dlkern.zeros(3)
+    with pytest.raises(RuntimeError, match="requires grad"):
+        acc += w  # the gradient to w would be silently lost
+
+
+def test_manual_sgd_loop_trains(rng):
+    x = rng.standard_normal((64, 3)).astype(np.float32)
+    true_w = np.array([[1.5], [-2.0], [0.5]], np.float32)
+    y = x @ true_w + 0.3
+    model = nn.Linear(3, 1)
+    params = list(model.parameters())
+    ids = [id(p) for p in params]
+    before = [p.data.copy() for p in params]
+    xt, yt = dlkern.tensor(x), dlkern.tensor(y)
+    losses = []
+    for _ in range(60):
+        loss = F.mse_loss(model(xt), yt)
+        for p in params:
+            p.grad = None
+        loss.backward()
+        with dlkern.no_grad():
+            for p in params:
+                p -= 0.1 * p.grad
+        losses.append(float(loss.item()))
+    assert [id(p) for p in model.parameters()] == ids      # the same objects
+    assert all(p is q for p, q in zip(params, model.parameters()))
+    assert all(not np.array_equal(b, p.data) for b, p in zip(before, params))
+    assert losses[-1] < 0.01 * losses[0]
+    # An optimizer holding the parameters sees the in-place updates.
+    opt = optim.SGD(model.parameters(), lr=0.0)
+    with dlkern.no_grad():
+        model.weight *= 0
+    assert np.all(opt.param_groups[0]["params"][0].data == 0)

@@ -3,6 +3,13 @@
 ``t.data`` is the array itself; ``t.grad`` a Tensor (or None); ``t.grad_fn`` the
 Function node that produced it. Operators and methods build the graph through the
 Functions in dlkern.functions, so gradients flow through everything here.
+
+In-place updates (``+=``, ``-=``, ``*=``, ``/=``, ``add_``, ``t[i] = v``, ...) change
+``t.data`` itself, so every reference to ``t`` sees them (``p -= lr * p.grad`` under
+``dlkern.no_grad()`` is the manual SGD step). There are no version counters, so while
+grad mode is on they are refused (RuntimeError) on a tensor that requires grad (a leaf,
+as PyTorch, or a graph node whose saved values they could corrupt) and with a right side
+that requires grad.
 """
 
 import builtins as _builtins
@@ -364,8 +371,8 @@ class Tensor:
         # saved would silently corrupt gradients, so it is refused while recording.
         if GradMode.enabled and self.requires_grad:
             if self.grad_fn is None:
-                raise RuntimeError("a leaf tensor that requires grad is used in an in-place operation; "
-                                   "wrap it in dlkern.no_grad()")
+                raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation; "
+                                   "wrap the update in dlkern.no_grad()")
             raise RuntimeError("in-place operations on a tensor that is part of the autograd graph are not "
                                "supported; use the out-of-place op (or .detach() first)")
 
@@ -412,6 +419,57 @@ class Tensor:
         self._inplace_ok()
         self.data /= other.data if isinstance(other, Tensor) else other
         return self
+
+    # In-place operators (p -= lr * g). They change self.data itself, so every other
+    # reference (an optimizer's parameter list, a module attribute) sees the update.
+    # Allowed only when nothing is recorded (under no_grad, or on a tensor that does not
+    # require grad), like the other in-place methods: see _inplace_ok. The right side
+    # broadcasts to self's shape but never changes it; self keeps its dtype.
+    def _inplace_binary(self, other, op, symbol):
+        self._inplace_ok()
+        if isinstance(other, Tensor):
+            if other.device != self.device:
+                raise RuntimeError(f"{symbol}: tensors on different devices: {self.device} and {other.device}")
+            if other.requires_grad and GradMode.enabled:
+                # self would have to join the graph; without recording, other's gradient would be lost.
+                raise RuntimeError(f"{symbol}: in-place operation with a right side that requires grad is not "
+                                   f"supported while grad mode is on; write `x = x {symbol[0]} y` (out of place) "
+                                   f"or wrap it in dlkern.no_grad()")
+            value = other.data
+        elif isinstance(other, (numbers.Number, np.ndarray, np.generic)):
+            if isinstance(other, np.ndarray) and self.device is not _cpu:
+                raise TypeError(f"{symbol}: cannot combine a numpy.ndarray (cpu) with a tensor on {self.device}")
+            value = other
+        else:
+            return NotImplemented
+        shape = tuple(self.data.shape)
+        other_shape = tuple(np.shape(value))
+        try:
+            result_shape = np.broadcast_shapes(shape, other_shape)
+        except ValueError:
+            result_shape = None
+        if result_shape != shape:
+            raise RuntimeError(f"{symbol}: output with shape {shape} doesn't match the broadcast shape "
+                               f"{result_shape if result_shape is not None else 'of ' + str(other_shape)} "
+                               f"(the right side has shape {other_shape})")
+        try:
+            op(self.data, value)
+        except TypeError as exc:  # numpy's UFuncTypeError: e.g. a float result into an int tensor
+            raise RuntimeError(f"{symbol}: result of dtype {np.result_type(self.data, value)} can't be cast "
+                               f"to the tensor's dtype {self.data.dtype} in place ({exc})") from None
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace_binary(other, _operator.iadd, "+=")
+
+    def __isub__(self, other):
+        return self._inplace_binary(other, _operator.isub, "-=")
+
+    def __imul__(self, other):
+        return self._inplace_binary(other, _operator.imul, "*=")
+
+    def __itruediv__(self, other):
+        return self._inplace_binary(other, _operator.itruediv, "/=")
 
     # ------------------------------------------------------------------ indexing and shape
     def __getitem__(self, index):
