@@ -223,3 +223,22 @@ def test_manual_sgd_loop_trains(rng):
     with dlkern.no_grad():
         model.weight *= 0
     assert np.all(opt.param_groups[0]["params"][0].data == 0)
+
+
+# ---------------------------------------------------------------------------- __array__
+
+def test_array_copy_semantics():
+    t = dlkern.tensor([1.0, 2.0, 3.0])
+    copied = np.array(t, copy=True)
+    assert not np.shares_memory(copied, t.data)
+    copied[0] = 99
+    assert t.data[0] == 1.0
+    alias = np.asarray(t)
+    assert np.shares_memory(alias, t.data)
+    assert np.shares_memory(np.array(t, copy=False), t.data)
+    assert np.shares_memory(np.array(t, copy=None), t.data)
+    with pytest.raises(ValueError, match="copy"):
+        np.array(t, dtype=np.float64, copy=False)
+    converted = np.asarray(t, dtype=np.float64)
+    assert converted.dtype == np.float64 and not np.shares_memory(converted, t.data)
+    assert t.__array__(copy=True) is not t.data

@@ -191,9 +191,16 @@ class Tensor:
         return self.data.tolist()
 
     def __array__(self, dtype=None, copy=None):
+        """NumPy 2's protocol: copy=True always copies; copy=False shares memory or raises
+        ValueError when it cannot (a dtype change); None shares memory when it can."""
         if self.device is not _cpu:
             raise TypeError(f"can't convert a {self.device} tensor to a NumPy array implicitly; use .cpu() first")
-        return self.data if dtype is None else self.data.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            if copy is False:
+                raise ValueError(f"Tensor.__array__: converting dtype {self.data.dtype} to {np.dtype(dtype)} needs "
+                                 f"a copy, but copy=False was requested")
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
 
     @property
     def is_cuda(self):
