@@ -242,3 +242,40 @@ def test_array_copy_semantics():
     converted = np.asarray(t, dtype=np.float64)
     assert converted.dtype == np.float64 and not np.shares_memory(converted, t.data)
     assert t.__array__(copy=True) is not t.data
+
+
+# ---------------------------------------------------------------------------- int-only arguments
+
+@pytest.mark.parametrize("groups", [2.9, 2.0, True, "2", None])
+def test_group_norm_num_groups_must_be_int(groups, rng):
+    x = t64(rng, 2, 4, 3, requires_grad=False)
+    with pytest.raises(TypeError, match="group_norm: num_groups must be an int"):
+        F.group_norm(x, groups)
+    with pytest.raises(TypeError, match="group_norm_forward: num_groups must be an int"):
+        dlkern.ops.group_norm(x.data, groups)
+    with pytest.raises(TypeError, match="GroupNorm: num_groups must be an int"):
+        nn.GroupNorm(groups, 4)
+
+
+def test_group_norm_num_groups_values(rng):
+    x = t64(rng, 2, 4, 3, requires_grad=False)
+    want = F.group_norm(x, 2).data
+    np.testing.assert_array_equal(F.group_norm(x, np.int64(2)).data, want)  # NumPy integers are fine
+    np.testing.assert_array_equal(nn.GroupNorm(np.int32(2), 4, dtype=np.float64)(x).data, want)
+    for bad in (0, -2, 3):
+        with pytest.raises(ValueError, match="group_norm"):
+            F.group_norm(x, bad)
+        with pytest.raises(ValueError, match="GroupNorm"):
+            nn.GroupNorm(bad, 4)
+    with pytest.raises(ValueError, match="num_groups"):
+        dlkern.ops.group_norm(x.data, 0)
+
+
+def test_sizes_and_offsets_must_be_int(rng):
+    with pytest.raises(TypeError, match="sizes must be ints"):
+        dlkern.zeros(2.7)
+    with pytest.raises(TypeError, match="sizes must be ints"):
+        dlkern.zeros(6).reshape(2, 3.0)
+    assert dlkern.zeros(np.int64(2), 3).shape == (2, 3)
+    with pytest.raises(TypeError, match="rope: offset must be an int"):
+        F.rope(t64(rng, 1, 2, 4, requires_grad=False), offset=1.5)

@@ -737,7 +737,12 @@ def _index(index):
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
-    return tuple(int(n) for n in shape)
+    try:
+        # operator.index, not int(): a float size (2.7) is an error, not silently 2.
+        return tuple(_operator.index(n) for n in shape)
+    except TypeError:
+        raise TypeError(f"sizes must be ints, got {tuple(shape)!r} "
+                        f"({', '.join(sorted({type(n).__name__ for n in shape}))})") from None
 
 
 # ---------------------------------------------------------------------- factories

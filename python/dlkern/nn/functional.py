@@ -1,6 +1,7 @@
 """Stateless forms of the layers, activations and losses (dlkern.nn.functional)."""
 
 import math
+import numbers
 
 import numpy as np
 
@@ -103,7 +104,18 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     return _F.RMSNorm.apply(input, normalized_shape, weight, eps)
 
 
+def _int_arg(value, op, name):
+    """`value` as an int: ints and NumPy integers pass; bools and floats are a TypeError
+    (as PyTorch), never silently truncated."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    num_groups = _int_arg(num_groups, "group_norm", "num_groups")
+    if num_groups <= 0:
+        raise ValueError(f"group_norm: num_groups must be positive, got {num_groups}")
     if input.ndim < 2 or input.shape[1] % num_groups:
         raise ValueError(f"group_norm: {num_groups} groups do not divide the channels of input {tuple(input.shape)}")
     return _F.GroupNorm.apply(input, num_groups, weight, bias, eps)
@@ -478,9 +490,10 @@ def rope(input, offset=0, base=10000.0):
     offset..offset+T-1; pairs are (i, i + D/2) ("rotate half", as GPT-NeoX/LLaMA)."""
     if input.shape[-1] % 2:
         raise ValueError(f"rope: the last dim (head_dim) must be even, got shape {tuple(input.shape)}")
+    offset = _int_arg(offset, "rope", "offset")
     if offset < 0:
         raise ValueError(f"rope: offset must be >= 0, got {offset}")
-    return _FA.Rope.apply(input, int(offset), float(base))
+    return _FA.Rope.apply(input, offset, float(base))
 
 
 apply_rotary_emb = rope
