@@ -279,3 +279,55 @@ def test_sizes_and_offsets_must_be_int(rng):
     assert dlkern.zeros(np.int64(2), 3).shape == (2, 3)
     with pytest.raises(TypeError, match="rope: offset must be an int"):
         F.rope(t64(rng, 1, 2, 4, requires_grad=False), offset=1.5)
+
+
+# ---------------------------------------------------------------------------- load_state_dict
+
+class Small(nn.Module):
+    def __init__(self, hidden=4):
+        super().__init__()
+        self.fc1 = nn.Linear(3, hidden)
+        self.fc2 = nn.Linear(hidden, 2)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x).relu())
+
+
+def test_load_state_dict_errors_list_every_problem():
+    a, b = Small(), Small()
+    sd = a.state_dict()
+    del sd["fc2.bias"]
+    sd["fc3.weight"] = dlkern.zeros(2)
+    sd["fc1.weight"] = dlkern.zeros(5, 3)
+    before = b.fc2.weight.data.copy()
+    with pytest.raises(RuntimeError) as info:
+        b.load_state_dict(sd)
+    msg = str(info.value)
+    assert msg.startswith("Error(s) in loading state_dict for Small")
+    assert "missing keys: fc2.bias" in msg and "unexpected keys: fc3.weight" in msg
+    assert "size mismatch for fc1.weight" in msg and "(5, 3)" in msg and "(4, 3)" in msg
+    np.testing.assert_array_equal(b.fc2.weight.data, before)  # nothing copied
+
+
+def test_load_state_dict_non_strict_returns_named_keys():
+    a, b = Small(), Small()
+    sd = a.state_dict()
+    del sd["fc2.bias"]
+    sd["extra"] = dlkern.zeros(1)
+    result = b.load_state_dict(sd, strict=False)
+    missing, unexpected = result
+    assert result.missing_keys == missing == ["fc2.bias"]
+    assert result.unexpected_keys == unexpected == ["extra"]
+    assert result["missing_keys"] == ["fc2.bias"]
+    np.testing.assert_array_equal(b.fc1.weight.data, a.fc1.weight.data)
+    assert repr(b.load_state_dict(a.state_dict())) == "<All keys matched successfully>"
+
+
+def test_load_state_dict_bad_values():
+    b = Small()
+    with pytest.raises(TypeError, match="load_state_dict: expected a dict"):
+        b.load_state_dict([1, 2, 3])
+    sd = Small().state_dict()
+    sd["fc1.bias"] = {"nested": 1}
+    with pytest.raises(RuntimeError, match="fc1.bias is not numeric"):
+        b.load_state_dict(sd)
