@@ -331,3 +331,27 @@ def test_load_state_dict_bad_values():
     sd["fc1.bias"] = {"nested": 1}
     with pytest.raises(RuntimeError, match="fc1.bias is not numeric"):
         b.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------------------- stale temporaries
+
+def test_save_removes_stale_temporaries_of_the_same_checkpoint(tmp_path):
+    path = tmp_path / "ck.npz"
+    old = time.time() - 3600
+    stale = [tmp_path / "ck.npz.abcd1234.tmp", tmp_path / "ck.npz.x_9y8z7w.tmp"]
+    keep = [tmp_path / "other.npz.abcd1234.tmp",     # another checkpoint's
+            tmp_path / "ck.npz.abc.tmp",             # not mkstemp's pattern
+            tmp_path / "ck.npz.abcd1234.tmp.keep",
+            tmp_path / "xck.npz.abcd1234.tmp",
+            tmp_path / "ck.npz.ABCD1234.tmp"]
+    for p in stale + keep:
+        p.write_bytes(b"partial")
+        os.utime(p, (old, old))
+    fresh = tmp_path / "ck.npz.zzzz9999.tmp"  # a save that started after ours: left alone
+    save_checkpoint(path, {"w": np.ones(3)})
+    fresh.write_bytes(b"in progress")
+    os.utime(fresh, (time.time() + 60, time.time() + 60))
+    save_checkpoint(path, {"w": np.arange(3.0)})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["ck.npz", fresh.name] + [p.name for p in keep])
+    np.testing.assert_array_equal(load_checkpoint(path)["w"], np.arange(3.0))
