@@ -333,6 +333,133 @@ def test_load_state_dict_bad_values():
         b.load_state_dict(sd)
 
 
+# ---------------------------------------------------------------------------- CLI
+
+DIGITS = ["--epochs", "1", "--batch-size", "256", "--no-progress", "--threads", "1", "--scheduler", "none"]
+
+GPT_TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+            "All:\nSpeak, speak.\n\n") * 40
+GPT_SMALL = ["--n-layer", "1", "--n-head", "2", "--d-model", "16", "--block-size", "16", "--batch-size", "4",
+             "--eval-interval", "2", "--eval-batches", "1", "--sample-tokens", "0", "--threads", "1"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(GPT_TEXT)
+    return path
+
+
+def _one_line_error(err, *needles):
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], err
+
+
+def test_cli_resume_with_another_models_checkpoint(tmp_path, capsys):
+    ck = tmp_path / "mlp.npz"
+    assert main(["train", "--checkpoint", str(ck)] + DIGITS) == 0
+    capsys.readouterr()
+    rc = main(["train", "--model", "lenet", "--checkpoint", str(ck), "--resume"] + DIGITS)
+    err = capsys.readouterr().err
+    assert rc == 2
+    _one_line_error(err, "error: train:", str(ck), "does not fit", "missing keys")
+
+
+def test_cli_resume_with_a_checkpoint_missing_entries(tmp_path, capsys):
+    ck = tmp_path / "partial.npz"
+    save_checkpoint(ck, {"model": {}, "epoch": 1})
+    rc = main(["train", "--checkpoint", str(ck), "--resume"] + DIGITS)
+    assert rc == 2
+    _one_line_error(capsys.readouterr().err, "error: train:", "does not fit")
+
+
+def test_cli_gpt_checkpoint_mismatches(tmp_path, corpus, capsys):
+    mlp_ck = tmp_path / "mlp.npz"
+    save_checkpoint(mlp_ck, {"model": Small().state_dict(), "epoch": 1})
+    # generate with a non-GPT checkpoint
+    assert main(["generate", "--checkpoint", str(mlp_ck), "--max-new-tokens", "2"]) == 2
+    _one_line_error(capsys.readouterr().err, "error: generate:", "not a GPT checkpoint")
+    # generate with a GPT checkpoint whose weights do not fit its config
+    gpt_ck = tmp_path / "gpt.npz"
+    assert main(["train", "--model", "gpt", "--text", str(corpus), "--steps", "2",
+                 "--checkpoint", str(gpt_ck)] + GPT_SMALL) == 0
+    capsys.readouterr()
+    state = load_checkpoint(gpt_ck)
+    state["config"]["d_model"] = 32
+    broken = tmp_path / "broken.npz"
+    save_checkpoint(broken, state)
+    assert main(["generate", "--checkpoint", str(broken), "--max-new-tokens", "2"]) == 2
+    _one_line_error(capsys.readouterr().err, "error: generate:", "does not fit", "size mismatch")
+    # train --model gpt --resume from the classifier checkpoint, or the broken one
+    for ck in (mlp_ck, broken):
+        rc = main(["train", "--model", "gpt", "--text", str(corpus), "--steps", "4", "--resume",
+                   "--checkpoint", str(ck)] + GPT_SMALL)
+        assert rc == 2
+        _one_line_error(capsys.readouterr().err, "error: train:", str(ck))
+    # resume on a text with characters the checkpoint's vocabulary lacks
+    other = tmp_path / "other.txt"
+    other.write_text(GPT_TEXT.replace("a", "\u00e9"))
+    rc = main(["train", "--model", "gpt", "--text", str(other), "--steps", "4", "--resume",
+               "--checkpoint", str(gpt_ck)] + GPT_SMALL)
+    assert rc == 2
+    _one_line_error(capsys.readouterr().err, "error: train:", "not in the vocabulary")
+    # a classifier resume from the GPT checkpoint
+    assert main(["train", "--checkpoint", str(gpt_ck), "--resume"] + DIGITS) == 2
+    _one_line_error(capsys.readouterr().err, "error: train:", "'gpt' checkpoint")
+
+
+def test_cli_missing_checkpoint_exits_2_for_train_and_generate(tmp_path, capsys):
+    missing = tmp_path / "nope.npz"
+    assert main(["train", "--checkpoint", str(missing), "--resume"] + DIGITS) == 2
+    _one_line_error(capsys.readouterr().err, "does not exist")
+    assert main(["generate", "--checkpoint", str(missing)]) == 2
+    _one_line_error(capsys.readouterr().err, "does not exist")
+
+
+def test_cli_resume_past_the_last_epoch(tmp_path, capsys):
+    ck = tmp_path / "done.npz"
+    assert main(["train", "--checkpoint", str(ck)] + DIGITS) == 0
+    out = capsys.readouterr().out
+    trained = [line for line in out.splitlines() if line.startswith("done: test accuracy")][0]
+    mtime = ck.stat().st_mtime_ns
+    rc = main(["train", "--checkpoint", str(ck), "--resume"] + DIGITS)
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "checkpoint already trained for 1 epochs (--epochs 1): nothing to do" in out
+    assert "nan" not in out and "samples/s" not in out
+    # the real test accuracy of the checkpoint: the same number the training run printed
+    assert trained.split("|")[0].strip() in out
+    assert ck.stat().st_mtime_ns == mtime  # not rewritten
+
+
+def test_cli_gpt_resume_past_the_last_step(tmp_path, corpus, capsys):
+    ck = tmp_path / "gpt.npz"
+    assert main(["train", "--model", "gpt", "--text", str(corpus), "--steps", "2",
+                 "--checkpoint", str(ck)] + GPT_SMALL) == 0
+    capsys.readouterr()
+    rc = main(["train", "--model", "gpt", "--text", str(corpus), "--steps", "2", "--resume",
+               "--checkpoint", str(ck)] + GPT_SMALL)
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "checkpoint already trained for 2 steps (--steps 2): nothing to do" in out
+    assert "nan" not in out and "steps/s" not in out
+    assert "val loss" in out
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "x"])
+@pytest.mark.parametrize("command", [["train"], ["generate"]])
+def test_cli_threads_must_be_positive(command, value, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(command + ["--threads", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--threads" in err and "Traceback" not in err
+    assert ("must be >= 1" in err) if value != "x" else ("positive integer" in err)
+
+
 # ---------------------------------------------------------------------------- stale temporaries
 
 def test_save_removes_stale_temporaries_of_the_same_checkpoint(tmp_path):

@@ -23,7 +23,12 @@ _META_KEY = "__meta__"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read back (damaged, truncated, not a checkpoint)."""
+    """A checkpoint that cannot be used: damaged, truncated, not a checkpoint, or one
+    whose contents do not fit what it is loaded into (another model, missing entries)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist (a FileNotFoundError too)."""
 
 
 # tempfile.mkstemp's names: prefix + 8 characters of this alphabet + suffix.
@@ -48,6 +53,18 @@ def _remove_stale_temporaries(path: Path, own_started: float) -> None:
                 os.unlink(entry.path)
         except OSError:  # gone already, or not ours to remove: leave it
             pass
+
+
+def mismatch_error(path, what, exc) -> CheckpointError:
+    """A one-line CheckpointError saying that checkpoint `path` does not fit `what`
+    (e.g. "the mlp model"), from the exception raised while applying it."""
+    if isinstance(exc, KeyError):
+        detail = f"it has no {exc.args[0]!r} entry" if exc.args else "an entry is missing"
+    else:
+        detail = " ".join(str(exc).split())  # load_state_dict lists its problems on several lines
+    if len(detail) > 400:
+        detail = detail[:400] + " ..."
+    return CheckpointError(f"checkpoint {path} does not fit {what}: {detail}")
 
 
 def _encode(value, arrays):
@@ -113,7 +130,7 @@ def load_checkpoint(path) -> dict:
     CheckpointError if the file is damaged, truncated or not a dlkern checkpoint."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointNotFoundError(f"checkpoint {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
