@@ -133,6 +133,31 @@ def test_clamp_min_greater_than_max_gives_max(rng):
     np.testing.assert_array_equal(hi.grad.data, [1, 1, 1])
 
 
+def test_clamp_tensor_bounds_and_inplace_on_the_device_twin():
+    """The device-neutral path (tests/host_cuda.py stands in for dlkern._C_cuda): the
+    CUDA clip kernel takes numbers only, so tensor bounds must not reach it."""
+    import host_cuda
+    from dlkern.device import CUDADevice
+
+    dev = CUDADevice(0, module=host_cuda)
+    x = dlkern.tensor([-2.0, 0.0, 2.0], dtype=np.float64).to(dev).requires_grad_()
+    lo = dlkern.tensor([-1.0, -1.0, 3.0], dtype=np.float64).to(dev).requires_grad_()
+    hi = dlkern.tensor([1.0, 1.0, 1.0], dtype=np.float64).to(dev).requires_grad_()
+    y = x.clamp(lo, hi)
+    np.testing.assert_array_equal(y.data.numpy(), [-1.0, 0.0, 1.0])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.data.numpy(), [0, 1, 0])
+    np.testing.assert_array_equal(lo.grad.data.numpy(), [1, 0, 0])
+    np.testing.assert_array_equal(hi.grad.data.numpy(), [0, 0, 1])
+    p = dlkern.ones(3).to(dev).requires_grad_()
+    data = p.data
+    with dlkern.no_grad():
+        p -= 0.25 * dlkern.ones(3).to(dev)
+        p *= 2
+    assert p.data is data
+    np.testing.assert_array_equal(p.data.numpy(), [1.5, 1.5, 1.5])
+
+
 def test_clamp_tensor_bound_dtype_mismatch_is_an_error():
     x = dlkern.zeros(3)
     with pytest.raises(TypeError, match="clamp: min has dtype float64"):

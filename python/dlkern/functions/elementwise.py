@@ -1,5 +1,7 @@
 """Arithmetic: + - * / ** and unary math (exp, log, sqrt, abs, clamp)."""
 
+import numbers
+
 from ..autograd import Function
 
 
@@ -139,7 +141,12 @@ class Clamp(Function):
     @staticmethod
     def forward(ctx, a, lo, hi):
         ctx.saved = (a, lo, hi)
-        return ctx.device.clip(a, lo, hi)
+        dev = ctx.device
+        if isinstance(lo, (numbers.Number, type(None))) and isinstance(hi, (numbers.Number, type(None))):
+            return dev.clip(a, lo, hi)
+        # Array bounds (the CUDA clip kernel takes numbers only): max with lo, then min with hi.
+        y = a if lo is None else dev.maximum(a, lo)
+        return y if hi is None else dev.minimum(y, hi)
 
     @staticmethod
     def backward(ctx, g):
