@@ -101,8 +101,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         # A wrong result must stop the run loudly, but as a message, not a traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, CheckpointError) as exc:
-        # Missing data sets, missing or damaged checkpoints: say what, not where.
+    except CheckpointError as exc:
+        # A missing, damaged or mismatched checkpoint is a bad argument: one line, exit 2
+        # as argparse's errors (the same for train and generate).
+        print(f"error: {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        # Missing data sets: say what, not where.
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

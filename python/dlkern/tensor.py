@@ -3,6 +3,13 @@
 ``t.data`` is the array itself; ``t.grad`` a Tensor (or None); ``t.grad_fn`` the
 Function node that produced it. Operators and methods build the graph through the
 Functions in dlkern.functions, so gradients flow through everything here.
+
+In-place updates (``+=``, ``-=``, ``*=``, ``/=``, ``add_``, ``t[i] = v``, ...) change
+``t.data`` itself, so every reference to ``t`` sees them (``p -= lr * p.grad`` under
+``dlkern.no_grad()`` is the manual SGD step). There are no version counters, so while
+grad mode is on they are refused (RuntimeError) on a tensor that requires grad (a leaf,
+as PyTorch, or a graph node whose saved values they could corrupt) and with a right side
+that requires grad.
 """
 
 import builtins as _builtins
@@ -184,9 +191,16 @@ class Tensor:
         return self.data.tolist()
 
     def __array__(self, dtype=None, copy=None):
+        """NumPy 2's protocol: copy=True always copies; copy=False shares memory or raises
+        ValueError when it cannot (a dtype change); None shares memory when it can."""
         if self.device is not _cpu:
             raise TypeError(f"can't convert a {self.device} tensor to a NumPy array implicitly; use .cpu() first")
-        return self.data if dtype is None else self.data.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            if copy is False:
+                raise ValueError(f"Tensor.__array__: converting dtype {self.data.dtype} to {np.dtype(dtype)} needs "
+                                 f"a copy, but copy=False was requested")
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
 
     @property
     def is_cuda(self):
@@ -364,8 +378,8 @@ class Tensor:
         # saved would silently corrupt gradients, so it is refused while recording.
         if GradMode.enabled and self.requires_grad:
             if self.grad_fn is None:
-                raise RuntimeError("a leaf tensor that requires grad is used in an in-place operation; "
-                                   "wrap it in dlkern.no_grad()")
+                raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation; "
+                                   "wrap the update in dlkern.no_grad()")
             raise RuntimeError("in-place operations on a tensor that is part of the autograd graph are not "
                                "supported; use the out-of-place op (or .detach() first)")
 
@@ -412,6 +426,57 @@ class Tensor:
         self._inplace_ok()
         self.data /= other.data if isinstance(other, Tensor) else other
         return self
+
+    # In-place operators (p -= lr * g). They change self.data itself, so every other
+    # reference (an optimizer's parameter list, a module attribute) sees the update.
+    # Allowed only when nothing is recorded (under no_grad, or on a tensor that does not
+    # require grad), like the other in-place methods: see _inplace_ok. The right side
+    # broadcasts to self's shape but never changes it; self keeps its dtype.
+    def _inplace_binary(self, other, op, symbol):
+        self._inplace_ok()
+        if isinstance(other, Tensor):
+            if other.device != self.device:
+                raise RuntimeError(f"{symbol}: tensors on different devices: {self.device} and {other.device}")
+            if other.requires_grad and GradMode.enabled:
+                # self would have to join the graph; without recording, other's gradient would be lost.
+                raise RuntimeError(f"{symbol}: in-place operation with a right side that requires grad is not "
+                                   f"supported while grad mode is on; write `x = x {symbol[0]} y` (out of place) "
+                                   f"or wrap it in dlkern.no_grad()")
+            value = other.data
+        elif isinstance(other, (numbers.Number, np.ndarray, np.generic)):
+            if isinstance(other, np.ndarray) and self.device is not _cpu:
+                raise TypeError(f"{symbol}: cannot combine a numpy.ndarray (cpu) with a tensor on {self.device}")
+            value = other
+        else:
+            return NotImplemented
+        shape = tuple(self.data.shape)
+        other_shape = tuple(np.shape(value))
+        try:
+            result_shape = np.broadcast_shapes(shape, other_shape)
+        except ValueError:
+            result_shape = None
+        if result_shape != shape:
+            raise RuntimeError(f"{symbol}: output with shape {shape} doesn't match the broadcast shape "
+                               f"{result_shape if result_shape is not None else 'of ' + str(other_shape)} "
+                               f"(the right side has shape {other_shape})")
+        try:
+            op(self.data, value)
+        except TypeError as exc:  # numpy's UFuncTypeError: e.g. a float result into an int tensor
+            raise RuntimeError(f"{symbol}: result of dtype {np.result_type(self.data, value)} can't be cast "
+                               f"to the tensor's dtype {self.data.dtype} in place ({exc})") from None
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace_binary(other, _operator.iadd, "+=")
+
+    def __isub__(self, other):
+        return self._inplace_binary(other, _operator.isub, "-=")
+
+    def __imul__(self, other):
+        return self._inplace_binary(other, _operator.imul, "*=")
+
+    def __itruediv__(self, other):
+        return self._inplace_binary(other, _operator.itruediv, "/=")
 
     # ------------------------------------------------------------------ indexing and shape
     def __getitem__(self, index):
@@ -546,6 +611,13 @@ class Tensor:
     def clamp(self, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
+        for name, bound in (("min", min), ("max", max)):
+            if isinstance(bound, Tensor):
+                if bound.device != self.device:
+                    raise RuntimeError(f"clamp: {name} is on {bound.device} but the tensor is on {self.device}")
+                if bound.dtype != self.dtype:
+                    raise TypeError(f"clamp: {name} has dtype {bound.dtype} but the tensor has dtype "
+                                    f"{self.dtype}; convert one with .to(dtype)")
         return _F.Clamp.apply(self, min, max)
 
     clip = clamp
@@ -665,7 +737,12 @@ def _index(index):
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
-    return tuple(int(n) for n in shape)
+    try:
+        # operator.index, not int(): a float size (2.7) is an error, not silently 2.
+        return tuple(_operator.index(n) for n in shape)
+    except TypeError:
+        raise TypeError(f"sizes must be ints, got {tuple(shape)!r} "
+                        f"({', '.join(sorted({type(n).__name__ for n in shape}))})") from None
 
 
 # ---------------------------------------------------------------------- factories

@@ -1,5 +1,7 @@
 """Arithmetic: + - * / ** and unary math (exp, log, sqrt, abs, clamp)."""
 
+import numbers
+
 from ..autograd import Function
 
 
@@ -131,23 +133,45 @@ class Abs(Function):
 
 
 class Clamp(Function):
-    """Gradient passes where min <= x <= max (boundaries included, as PyTorch)."""
+    """min(max(x, lo), hi); lo and hi are scalars, arrays or None (from Tensors: then they
+    get gradients too). PyTorch's subgradients: x gets the gradient where lo <= x <= hi
+    (boundaries included); lo where x < lo (and lo < hi when both are given); hi where
+    x > hi, or everywhere lo > hi (the result is hi there)."""
 
     @staticmethod
     def forward(ctx, a, lo, hi):
-        ctx.saved = a
-        ctx.lo, ctx.hi = lo, hi
-        return ctx.device.clip(a, lo, hi)
+        ctx.saved = (a, lo, hi)
+        dev = ctx.device
+        if isinstance(lo, (numbers.Number, type(None))) and isinstance(hi, (numbers.Number, type(None))):
+            return dev.clip(a, lo, hi)
+        # Array bounds (the CUDA clip kernel takes numbers only): max with lo, then min with hi.
+        y = a if lo is None else dev.maximum(a, lo)
+        return y if hi is None else dev.minimum(y, hi)
 
     @staticmethod
     def backward(ctx, g):
-        a = ctx.saved
+        a, lo, hi = ctx.saved
+        dev = ctx.device
+        need = ctx.needs_input_grad
+        zero = g.dtype.type(0)
         mask = True
-        if ctx.lo is not None:
-            mask = a >= ctx.lo
-        if ctx.hi is not None:
-            mask = mask & (a <= ctx.hi)
-        return ctx.device.where(mask, g, 0).astype(g.dtype, copy=False), None, None
+        if lo is not None:
+            mask = a >= lo
+        if hi is not None:
+            mask = mask & (a <= hi)
+        ga = dev.where(mask, g, zero).astype(g.dtype, copy=False)
+        glo = ghi = None
+        if need[1]:
+            pick = a < lo
+            if hi is not None:
+                pick = pick & (lo < hi)
+            glo = dev.where(pick, g, zero).astype(g.dtype, copy=False)
+        if need[2]:
+            pick = a > hi
+            if lo is not None:
+                pick = pick | (hi < lo)
+            ghi = dev.where(pick, g, zero).astype(g.dtype, copy=False)
+        return ga, glo, ghi
 
 
 class Where(Function):

@@ -22,12 +22,15 @@ class CrossEntropy(Function):
 
 
 def _class_axis_last(dev, a):
-    """(N, C, d1, ...) -> (N*d1*..., C) view/copy; (N, C) unchanged; (C,) -> (1, C)."""
+    """(N, C, d1, ..., dk) -> (N*d1*...*dk, C), rows in the order of target.reshape(-1)
+    (N, d1, ..., dk); (N, C) unchanged; (C,) -> (1, C). The class axis moves to the end
+    with the others kept in order: a swap of axes 1 and -1 would reverse d1..dk."""
     if a.ndim == 1:
         return a[None, :]
     if a.ndim == 2:
         return a
-    return dev.contiguous(dev.asarray(a).swapaxes(1, -1)).reshape(-1, a.shape[1])
+    order = (0,) + tuple(range(2, a.ndim)) + (1,)
+    return dev.contiguous(dev.asarray(a).transpose(order)).reshape(-1, a.shape[1])
 
 
 class NLLLoss(Function):
@@ -80,7 +83,8 @@ class NLLLoss(Function):
             dx = dx2
         else:
             moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
-            dx = dx2.reshape(moved).swapaxes(1, -1)
+            inverse = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))  # (N, d.., C) -> (N, C, d..)
+            dx = dx2.reshape(moved).transpose(inverse)
         return dx, None, None, None, None
 
 

@@ -1,6 +1,7 @@
 """Stateless forms of the layers, activations and losses (dlkern.nn.functional)."""
 
 import math
+import numbers
 
 import numpy as np
 
@@ -103,7 +104,18 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     return _F.RMSNorm.apply(input, normalized_shape, weight, eps)
 
 
+def _int_arg(value, op, name):
+    """`value` as an int: ints and NumPy integers pass; bools and floats are a TypeError
+    (as PyTorch), never silently truncated."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    num_groups = _int_arg(num_groups, "group_norm", "num_groups")
+    if num_groups <= 0:
+        raise ValueError(f"group_norm: num_groups must be positive, got {num_groups}")
     if input.ndim < 2 or input.shape[1] % num_groups:
         raise ValueError(f"group_norm: {num_groups} groups do not divide the channels of input {tuple(input.shape)}")
     return _F.GroupNorm.apply(input, num_groups, weight, bias, eps)
@@ -293,8 +305,15 @@ def _cross_entropy_probs(input, target, weight, reduction, label_smoothing):
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """input (N, C) or (N, C, d1, ...) of log-probabilities (or (C,) with a 0-d target),
+    target integer classes (N,) or (N, d1, ...); mean divides by the summed weights of the
+    non-ignored targets (as PyTorch)."""
     _check_reduction(reduction, "nll_loss")
     t = _target_array(target, "nll_loss")
+    expected = () if input.ndim == 1 else (input.shape[0],) + tuple(input.shape[2:]) if input.ndim >= 2 else None
+    if expected is None or tuple(t.shape) != expected:
+        raise ValueError(f"nll_loss: input has shape {tuple(input.shape)} but target has shape {tuple(t.shape)} "
+                         f"(expected {expected if expected is not None else 'an input with >= 1 dims'})")
     return _F.NLLLoss.apply(input, t, _weight_array(weight), ignore_index, reduction)
 
 
@@ -471,9 +490,10 @@ def rope(input, offset=0, base=10000.0):
     offset..offset+T-1; pairs are (i, i + D/2) ("rotate half", as GPT-NeoX/LLaMA)."""
     if input.shape[-1] % 2:
         raise ValueError(f"rope: the last dim (head_dim) must be even, got shape {tuple(input.shape)}")
+    offset = _int_arg(offset, "rope", "offset")
     if offset < 0:
         raise ValueError(f"rope: offset must be >= 0, got {offset}")
-    return _FA.Rope.apply(input, int(offset), float(base))
+    return _FA.Rope.apply(input, offset, float(base))
 
 
 apply_rotary_emb = rope

@@ -267,8 +267,11 @@ class RMSNorm(Module):
 class GroupNorm(Module):
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=None):
         super().__init__()
-        if num_channels % num_groups:
-            raise ValueError(f"GroupNorm: num_groups={num_groups} must divide num_channels={num_channels}")
+        num_groups = F._int_arg(num_groups, "GroupNorm", "num_groups")
+        num_channels = F._int_arg(num_channels, "GroupNorm", "num_channels")
+        if num_groups <= 0 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_groups={num_groups} must be positive and divide "
+                             f"num_channels={num_channels}")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         dt = _as_dtype(dtype) or np.float32
         if affine:

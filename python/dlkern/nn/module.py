@@ -1,11 +1,28 @@
 """Module and the containers Sequential, ModuleList, ModuleDict."""
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from ..tensor import Tensor
 from .parameter import Parameter
+
+
+class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    """What load_state_dict(strict=False) skipped, as PyTorch's named tuple;
+    result["missing_keys"] works too (the earlier dict form)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return getattr(self, key)
+        return super().__getitem__(key)
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return super().__repr__()
 
 
 class Module:
@@ -233,7 +250,12 @@ class Module:
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy values into the parameters and buffers in place. strict: the keys must
-        match exactly. Shapes must always match. Errors list every problem found."""
+        match exactly. Shapes must always match. Errors (RuntimeError, nothing copied)
+        list every problem found. Returns IncompatibleKeys(missing_keys, unexpected_keys),
+        as PyTorch (both empty when strict)."""
+        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+            raise TypeError(f"load_state_dict: expected a dict of name -> tensor/array for "
+                            f"{type(self).__name__}, got {type(state_dict).__name__}")
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -242,13 +264,16 @@ class Module:
             if missing:
                 problems.append("missing keys: " + ", ".join(missing))
             if unexpected:
-                problems.append("unexpected keys: " + ", ".join(unexpected))
+                problems.append("unexpected keys: " + ", ".join(str(k) for k in unexpected))
         for key, target in own.items():
             if key not in state_dict:
                 continue
             value = state_dict[key]
             array = value if isinstance(value, Tensor) else np.asarray(value)
-            if array.shape != target.data.shape:
+            if array.dtype.kind not in "biuf":
+                problems.append(f"value for {key} is not numeric (dtype {array.dtype}, "
+                                f"{type(value).__name__})")
+            elif array.shape != target.data.shape:
                 problems.append(f"size mismatch for {key}: checkpoint has shape {tuple(array.shape)}, "
                                 f"the model has shape {tuple(target.data.shape)}")
         if problems:
@@ -263,7 +288,7 @@ class Module:
                     value = value.detach().cpu()
                 array = value.data if isinstance(value, Tensor) else np.asarray(value)
                 np.copyto(target.data, array, casting="unsafe")
-        return {"missing_keys": missing, "unexpected_keys": unexpected}
+        return IncompatibleKeys(missing, unexpected)
 
     # -------------------------------------------------------------- repr
     def extra_repr(self):

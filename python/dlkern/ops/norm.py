@@ -90,9 +90,18 @@ def rms_norm_backward(grad_out, x, normalized_shape, weight, rstd):
 # ----------------------------------------------------------------------------- group norm
 
 
+def _num_groups(num_groups, op):
+    """num_groups as a Python int: an int or a NumPy integer, never a bool or a float
+    (int(2.9) would silently be 2). Positivity and divisibility are checked in C++."""
+    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
+        raise TypeError(f"{op}: num_groups must be an int, got {type(num_groups).__name__} {num_groups!r}")
+    return int(num_groups)
+
+
+
 def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
     """Group norm of x (N, C, *) -> (y, mean, rstd) with mean/rstd (N, num_groups)."""
-    return _C.group_norm_forward(_contiguous(x), int(num_groups), _contiguous(weight),
+    return _C.group_norm_forward(_contiguous(x), _num_groups(num_groups, "group_norm_forward"), _contiguous(weight),
                                  _contiguous(bias), float(eps))
 
 
@@ -103,7 +112,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
 
 def group_norm_backward(grad_out, x, num_groups, weight, mean, rstd, need_bias=True):
     """-> (dx, dweight or None, dbias or None)."""
-    return _C.group_norm_backward(_contiguous(grad_out), _contiguous(x), int(num_groups),
+    return _C.group_norm_backward(_contiguous(grad_out), _contiguous(x),
+                                  _num_groups(num_groups, "group_norm_backward"),
                                   _contiguous(weight), _contiguous(mean), _contiguous(rstd),
                                   need_bias=bool(need_bias))
 

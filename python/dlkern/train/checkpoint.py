@@ -1,14 +1,18 @@
 """Checkpoints as .npz files: every array stored as itself, everything else (numbers,
 strings, nesting, dict key types) in one JSON document beside them.
 
-Saving writes a temporary file in the same directory, flushes it to disk and renames
-it over the target, so an interrupted save never leaves a broken checkpoint behind.
+Saving writes a temporary file (``<name>.XXXXXXXX.tmp``) in the same directory, flushes
+it to disk and renames it over the target, so an interrupted save never leaves a broken
+checkpoint behind. A save killed before the rename leaves its temporary file; the next
+successful save of the same path removes such leftovers (only files of exactly that
+pattern, and only ones older than its own temporary file).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -19,7 +23,48 @@ _META_KEY = "__meta__"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read back (damaged, truncated, not a checkpoint)."""
+    """A checkpoint that cannot be used: damaged, truncated, not a checkpoint, or one
+    whose contents do not fit what it is loaded into (another model, missing entries)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist (a FileNotFoundError too)."""
+
+
+# tempfile.mkstemp's names: prefix + 8 characters of this alphabet + suffix.
+_TMP_RANDOM = r"[a-z0-9_]{8}"
+
+
+def _remove_stale_temporaries(path: Path, own_started: float) -> None:
+    """Delete `<name>.XXXXXXXX.tmp` siblings of `path` left by interrupted saves: exactly
+    mkstemp's pattern for this checkpoint name, last written before `own_started` (a save
+    running beside this one keeps writing its file, so it stays newer)."""
+    pattern = re.compile(re.escape(path.name) + r"\." + _TMP_RANDOM + r"\.tmp")
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < own_started:
+                os.unlink(entry.path)
+        except OSError:  # gone already, or not ours to remove: leave it
+            pass
+
+
+def mismatch_error(path, what, exc) -> CheckpointError:
+    """A one-line CheckpointError saying that checkpoint `path` does not fit `what`
+    (e.g. "the mlp model"), from the exception raised while applying it."""
+    if isinstance(exc, KeyError):
+        detail = f"it has no {exc.args[0]!r} entry" if exc.args else "an entry is missing"
+    else:
+        detail = " ".join(str(exc).split())  # load_state_dict lists its problems on several lines
+    if len(detail) > 400:
+        detail = detail[:400] + " ..."
+    return CheckpointError(f"checkpoint {path} does not fit {what}: {detail}")
 
 
 def _encode(value, arrays):
@@ -65,6 +110,7 @@ def save_checkpoint(path, state: dict) -> Path:
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=directory)
+    own_started = os.fstat(fd).st_mtime
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -75,6 +121,7 @@ def save_checkpoint(path, state: dict) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _remove_stale_temporaries(path, own_started)
     return path
 
 
@@ -83,7 +130,7 @@ def load_checkpoint(path) -> dict:
     CheckpointError if the file is damaged, truncated or not a dlkern checkpoint."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointNotFoundError(f"checkpoint {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}

@@ -21,6 +21,19 @@ DEFAULTS = {
 }
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (else an argparse error, exit 2)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_train_command(commands) -> None:
     p = commands.add_parser(
         "train", help="train a model on a real data set (default: an MLP on the 8x8 digits)",
@@ -41,7 +54,7 @@ def add_train_command(commands) -> None:
     p.add_argument("--weight-decay", type=float, default=None, help="(default 0; gpt: 0.01)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="(default cosine; gpt: warmup-cosine over the steps)")
-    p.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, default=None, help="kernel threads (default: all cores)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (needs a CUDA build and a GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="save a checkpoint here after every epoch")
@@ -143,6 +156,16 @@ def run_train(args) -> int:
                   scheduler_per_batch=per_batch, checkpoint=args.checkpoint, resume=args.resume,
                   progress=False if args.no_progress else None, device=device)
     wall = time.perf_counter() - started
+    if not history.epochs:
+        # Resumed from a checkpoint that has done every requested epoch: say so, and report
+        # the checkpoint's real test accuracy (one pass over the test set), not a NaN.
+        from .loop import evaluate
+
+        accuracy = evaluate(model, test_loader, device)
+        print(f"checkpoint already trained for {history.start_epoch} epochs (--epochs {args.epochs}): "
+              f"nothing to do")
+        print(f"done: test accuracy {accuracy:.4f} | checkpoint {args.checkpoint}")
+        return 0
     final = history.test_accuracy[-1] if history.test_accuracy else float("nan")
     print(f"done: test accuracy {final:.4f} | wall time {wall:.1f} s | "
           f"{history.samples_per_second:.0f} train samples/s"

@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from .checkpoint import mismatch_error
+
 DEFAULT_GPT_CHECKPOINT = "dlkern-gpt.npz"
 
 # A model that learns words and speaker turns from Shakespeare in a few minutes on two
@@ -115,8 +117,13 @@ def run_train_gpt(args) -> int:
 
     corpus, text = _corpus(args)
     resume_state = load_checkpoint(checkpoint) if args.resume else None
+    if resume_state is not None:
+        _check_gpt_state(checkpoint, resume_state, resume=True)
     tokenizer = CharTokenizer(resume_state["vocab"]) if resume_state else CharTokenizer.from_text(text)
-    ids = tokenizer.encode(text)
+    try:
+        ids = tokenizer.encode(text)
+    except ValueError as exc:  # resuming on a text with characters the checkpoint never saw
+        raise mismatch_error(checkpoint, f"the text {corpus}", exc) from exc
     split = int(len(ids) * 0.9)
     train_ids, val_ids = ids[:split], ids[split:]
     if len(val_ids) <= args.block_size + 1:
@@ -125,7 +132,7 @@ def run_train_gpt(args) -> int:
         return 2
 
     if resume_state:
-        model = GPT(**resume_state["config"])
+        model = _gpt_from_config(checkpoint, resume_state["config"])
     else:
         model = GPT(tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
                     d_model=args.d_model, n_kv_head=args.n_kv_head, pos_encoding=args.pos_encoding,
@@ -142,13 +149,24 @@ def run_train_gpt(args) -> int:
     rng = np.random.default_rng(args.seed)
     step = 0
     if resume_state:
-        model.load_state_dict(resume_state["model"])
-        opt.load_state_dict(resume_state["optimizer"])
-        if scheduler is not None and resume_state.get("scheduler") is not None:
-            scheduler.load_state_dict(resume_state["scheduler"])
-        rng.bit_generator.state = resume_state["rng"]
-        step = int(resume_state["step"])
+        try:
+            model.load_state_dict(resume_state["model"])
+            opt.load_state_dict(resume_state["optimizer"])
+            if scheduler is not None and resume_state.get("scheduler") is not None:
+                scheduler.load_state_dict(resume_state["scheduler"])
+            rng.bit_generator.state = resume_state["rng"]
+            step = int(resume_state["step"])
+        except _MISMATCH_ERRORS as exc:
+            raise mismatch_error(checkpoint, "this GPT and optimizer", exc) from exc
         print(f"resumed from {checkpoint} at step {step}")
+        if step >= args.steps:
+            # Every requested step is done: say so and report the real validation loss
+            # instead of a run of 0 steps with a NaN loss.
+            val = estimate_loss(model, val_ids, args.batch_size, model.config["block_size"], args.eval_batches,
+                                seed=1)
+            print(f"checkpoint already trained for {step} steps (--steps {args.steps}): nothing to do")
+            print(f"done: val loss {val:.4f} | checkpoint {checkpoint}")
+            return 0
 
     n_params = sum(p.data.size for p in model.parameters())
     block = model.config["block_size"]
@@ -217,22 +235,57 @@ def _generate(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed
     return tokenizer.decode(np.concatenate(pieces)), seconds
 
 
-def load_gpt(path):
-    """(model in eval mode, CharTokenizer) from a `train --model gpt` checkpoint."""
-    from ..data.text import CharTokenizer
+# What applying a checkpoint of the wrong structure raises (another model's weights,
+# missing entries, a config GPT does not take): turned into one CheckpointError.
+_MISMATCH_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError)
+
+
+def _check_gpt_state(path, state, resume=False):
+    """CheckpointError unless `state` is a `train --model gpt` checkpoint with the entries
+    generation (and, with resume, training) reads."""
+    from .checkpoint import CheckpointError
+
+    if not isinstance(state, dict) or state.get("kind") != "gpt":
+        raise CheckpointError(f"checkpoint {path} is not a GPT checkpoint (made by 'train --model gpt')")
+    needed = ("config", "vocab", "model") + (("optimizer", "step", "rng") if resume else ())
+    missing = [key for key in needed if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: no {', '.join(repr(k) for k in missing)} entry")
+    if not isinstance(state["config"], dict) or not isinstance(state["vocab"], str) or not state["vocab"]:
+        raise CheckpointError(f"checkpoint {path} has an unreadable 'config' or 'vocab' entry")
+
+
+def _gpt_from_config(path, config):
     from ..models import GPT
-    from .checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return GPT(**config)
+    except _MISMATCH_ERRORS as exc:
+        raise mismatch_error(path, "GPT(**config)", exc) from exc
+
+
+def load_gpt(path):
+    """(model in eval mode, CharTokenizer) from a `train --model gpt` checkpoint;
+    CheckpointError (one line) when the file is not such a checkpoint or its weights do
+    not fit its own config."""
+    from ..data.text import CharTokenizer
+    from .checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
-    if state.get("kind") != "gpt":
-        raise CheckpointError(f"checkpoint {path} is not a GPT checkpoint (made by 'train --model gpt')")
-    model = GPT(**state["config"])
-    model.load_state_dict(state["model"])
+    _check_gpt_state(path, state)
+    model = _gpt_from_config(path, state["config"])
+    try:
+        model.load_state_dict(state["model"])
+        tokenizer = CharTokenizer(state["vocab"])
+    except _MISMATCH_ERRORS as exc:
+        raise mismatch_error(path, "the GPT its config describes", exc) from exc
     model.eval()
-    return model, CharTokenizer(state["vocab"])
+    return model, tokenizer
 
 
 def add_generate_command(commands) -> None:
+    from .cli import positive_int
+
     p = commands.add_parser(
         "generate", help="sample text from a GPT checkpoint with the KV cache",
         description="Load a checkpoint written by 'train --model gpt' and continue a prompt, one character "
@@ -244,7 +297,7 @@ def add_generate_command(commands) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely token")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None, help="kernel threads (default: all cores)")
     p.set_defaults(handler=run_generate)
 
 

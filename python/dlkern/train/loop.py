@@ -11,7 +11,11 @@ import numpy as np
 
 from .. import nn, no_grad
 from ..tensor import default_generator
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, mismatch_error, save_checkpoint
+
+# What applying a checkpoint of the wrong structure raises (another model's weights,
+# missing entries, wrong types): turned into one CheckpointError.
+_MISMATCH_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError)
 
 
 @dataclass
@@ -26,6 +30,7 @@ class History:
     seconds: float = 0.0        # wall time of the run, evaluation and checkpoints included
     train_seconds: float = 0.0  # time spent in training steps
     samples: int = 0
+    start_epoch: int = 0        # epochs already done by the checkpoint resumed from (0: none)
 
     @property
     def samples_per_second(self) -> float:
@@ -90,6 +95,9 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     training continues from that checkpoint and ends with the same weights as an
     uninterrupted run. `progress`: tqdm bars (None: only on a terminal). `device`:
     where each batch is moved before the step (the model must already be there).
+    A checkpoint that does not fit the model, optimizer or scheduler raises
+    CheckpointError; one that has already done `epochs` epochs trains nothing (the
+    History is empty and its start_epoch says how many the checkpoint holds).
     """
     loss_fn = loss_fn or nn.functional.cross_entropy
     history = History()
@@ -98,12 +106,20 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         if checkpoint is None:
             raise ValueError("fit: resume=True needs a checkpoint path")
         state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(train_loader, state["rng"])
-        start_epoch = int(state["epoch"])
+        try:
+            if not isinstance(state, dict):
+                raise ValueError(f"it holds a {type(state).__name__}, not a dict")
+            if state.get("kind") is not None:  # fit() writes no kind; train --model gpt writes "gpt"
+                raise ValueError(f"it is a {state['kind']!r} checkpoint, not one written by fit()")
+            start_epoch = int(state["epoch"])
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(train_loader, state["rng"])
+        except _MISMATCH_ERRORS as exc:
+            raise mismatch_error(checkpoint, f"this {type(model).__name__} model and optimizer", exc) from exc
+        history.start_epoch = start_epoch
         log(f"resumed from {checkpoint} at epoch {start_epoch}")
 
     started = time.perf_counter()
