@@ -85,7 +85,8 @@ def test_small_ops_do_not_fork():
         for op in small:
             op()
         assert _C.parallel_decisions() == before, "a small op chose 2 threads"
-        ops.gelu_tanh(randn(rng, 1 << 20))  # ~10 ms of work: worth a second thread
+        # ~500 MFLOP: worth a second thread even when other processes hold the CPUs.
+        ops.matmul(randn(rng, 640, 640), randn(rng, 640, 640))
         assert _C.parallel_decisions() > before
 
 
@@ -96,6 +97,14 @@ def test_one_thread_never_forks():
         ops.matmul(randn(rng, 256, 256), randn(rng, 256, 256))
         ops.gelu_tanh(randn(rng, 1 << 20))
         assert _C.parallel_decisions() == before
+
+
+def test_contention_info():
+    info = _C.contention_info()
+    assert set(info) == {"adaptive", "contended", "others_busy_cpus"}
+    assert info["adaptive"] is True and isinstance(info["contended"], bool)
+    proc = run_python("import dlkern; print(dlkern.threading_info()['adaptive'])", DLKERN_ADAPTIVE_THREADS="0")
+    assert proc.stdout.strip() == "False"
 
 
 def test_min_work_scale_rejects_negative():

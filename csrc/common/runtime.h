@@ -18,6 +18,18 @@ void set_num_threads(int n);
 // cost a scheduler time slice when another process holds a core.
 int threads_for(int64_t work, int64_t min_per_thread, int64_t max_parts = INT64_MAX);
 
+// When the CPUs this process may use are contended (other processes, or the host's
+// steal time, leave fewer idle CPUs than get_num_threads()), a woken thread can wait a
+// scheduler time slice before it runs, so threads_for then asks 64x the work per
+// thread. Measured from /proc/stat at most every 100 ms, only when a fork is being
+// considered; DLKERN_ADAPTIVE_THREADS=0 turns it off (Linux only).
+struct ContentionInfo {
+  bool enabled;
+  bool contended;
+  double others_busy_cpus;  // CPUs' worth used by other processes at the last check; -1: none yet
+};
+ContentionInfo contention_info();
+
 // Chunk for schedule(dynamic, chunk) over `tasks` independent iterations on `nthreads`
 // threads: about 8 chunks per thread, so a thread that loses its core for a while
 // leaves its share to the others instead of holding up the whole call.

@@ -56,11 +56,14 @@ def build_info():
 def threading_info():
     """How the CPU kernels thread: the thread count, the OpenMP wait policy in effect and
     where it came from (dlkern's passive default, or OMP_WAIT_POLICY / GOMP_SPINCOUNT set
-    by the user), the OpenMP runtimes loaded, and how many kernel calls so far chose more
-    than one thread (small ops run on one thread, without a fork)."""
+    by the user), the OpenMP runtimes loaded, how many kernel calls so far chose more
+    than one thread (small ops run on one thread, without a fork), and whether the thread
+    choice adapts to CPUs held by other processes (DLKERN_ADAPTIVE_THREADS=0 turns that
+    off) with what it last measured."""
     info = {"num_threads": get_num_threads()}
     info.update(_openmp_env.info())
     info["parallel_decisions"] = _C.parallel_decisions()
+    info.update(_C.contention_info())
     return info
 
 
