@@ -14,7 +14,10 @@ median times and
 Each op's result is checked once against NumPy before timing. Samples of 1 and 2
 threads are interleaved and the medians reported. It uses only dlkern APIs that older
 builds have (optional ones through getattr), so it can time any installed dlkern for a
-before/after comparison: run it once per build, on the same host.
+before/after comparison: run it once per build, on the same host. Variants of one build:
+OMP_WAIT_POLICY=active or GOMP_SPINCOUNT=N (spinning instead of dlkern's passive
+default), DLKERN_ADAPTIVE_THREADS=0 (no contention-adaptive thresholds),
+--min-work-scale X (per-thread work thresholds scaled by X).
 """
 
 from __future__ import annotations
@@ -283,15 +286,23 @@ def fmt_t(s):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results/busy_core.md", help="markdown report ('' for none)")
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved samples per thread count")
+    parser.add_argument("--repeats", type=int, default=11, help="interleaved samples per thread count")
     parser.add_argument("--sample-ms", type=float, default=20.0, help="minimum length of one sample")
     parser.add_argument("--busy-cpu", type=int, default=None, help="CPU the competing process holds "
                         "(default: the highest one this process may use)")
     parser.add_argument("--only", default="", help="comma list of substrings: run only matching rows")
     parser.add_argument("--no-train", action="store_true", help="ops only")
+    parser.add_argument("--min-work-scale", type=float, default=None,
+                        help="scale dlkern's per-thread work thresholds (builds with _C.set_min_work_scale)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    if args.min_work_scale is not None:
+        setter = getattr(dlkern._C, "set_min_work_scale", None)
+        if setter is None:
+            raise SystemExit("--min-work-scale: this dlkern build has no _C.set_min_work_scale")
+        setter(args.min_work_scale)
+    contention = getattr(dlkern._C, "contention_info", None)
     cpus = sorted(os.sched_getaffinity(0))
     busy_cpu = cpus[-1] if args.busy_cpu is None else args.busy_cpu
     if len(cpus) < 2:
@@ -316,6 +327,10 @@ def main(argv=None):
             f"{threading.get('omp_wait_policy')} ({threading.get('wait_policy_source')}), "
             f"GOMP_SPINCOUNT {threading.get('gomp_spincount')}; runtimes {threading.get('openmp_libraries')}"
             if threading else "not reported by this build"),
+        f"- **adaptive thread choice**: " + (
+            f"{'on' if threading.get('adaptive') else 'off (DLKERN_ADAPTIVE_THREADS=0)'}"
+            if "adaptive" in threading else "not in this build")
+        + (f"; work thresholds scaled x{args.min_work_scale:g}" if args.min_work_scale is not None else ""),
     ]
     for line in header:
         print(line)
@@ -341,6 +356,8 @@ def main(argv=None):
         t = results[name]["idle"]
         print(f"idle  {name:45s} 1T {fmt_t(t[1]):>10s}  2T {fmt_t(t[2]):>10s}  2T/1T {t[2] / t[1]:.2f}", flush=True)
     probe_after = scaling_probe()
+    if contention:
+        notes.append(f"- **dlkern's contention measurement after the idle rows**: {contention()}")
 
     with Spinner(busy_cpu, seconds=600):
         for name, run, _ in cases:
@@ -349,6 +366,8 @@ def main(argv=None):
             flag = "" if t[2] / t[1] <= TARGET else "  > target"
             print(f"busy  {name:45s} 1T {fmt_t(t[1]):>10s}  2T {fmt_t(t[2]):>10s}  2T/1T {t[2] / t[1]:.2f}{flag}",
                   flush=True)
+        if contention:
+            notes.append(f"- **dlkern's contention measurement during the busy rows**: {contention()}")
     notes.append(f"- **scaling probe after the idle rows**: {probe_after:.2f}x")
 
     headers = ["row", "idle 1T", "idle 2T", "busy 1T", "busy 2T", f"busy 2T/1T (target <= {TARGET})", "idle 2T/1T"]
