@@ -240,11 +240,12 @@ def idle_spin_probe(rounds=20, gap_s=0.02):
     """CPU time the process burns while idle right after a 2-thread op, as a share of
     the idle time: ~0 when OpenMP threads sleep (passive waiting), up to 1 (a whole
     core) while they spin."""
-    x = np.random.default_rng(4).standard_normal(1 << 21).astype(np.float32)
+    a = np.random.default_rng(4).standard_normal((1024, 1024)).astype(np.float32)
+    c = np.empty_like(a)
     dlkern.set_num_threads(2)
     burnt = 0.0
     for _ in range(rounds):
-        ops.gelu_tanh(x)  # large enough to fork at 2 threads in any build
+        ops.matmul(a, a, out=c)  # ~10 ms: forks at 2 threads in any build, busy host or not
         c0 = time.process_time()
         time.sleep(gap_s)
         burnt += time.process_time() - c0
