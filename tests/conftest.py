@@ -25,11 +25,14 @@ def isa(request):
 
 @pytest.fixture(params=[1, 2], ids=lambda n: f"{n}thr")
 def threads(request):
-    """1 and 2 kernel threads; the previous count is restored afterwards."""
-    prev = dlkern.get_num_threads()
+    """1 and 2 kernel threads; the previous count is restored afterwards. At 2 threads
+    the per-thread work thresholds are off, so small test inputs take the parallel paths."""
+    prev, prev_scale = dlkern.get_num_threads(), dlkern._C.get_min_work_scale()
     dlkern.set_num_threads(request.param)
+    dlkern._C.set_min_work_scale(0.0 if request.param > 1 else prev_scale)
     yield request.param
     dlkern.set_num_threads(prev)
+    dlkern._C.set_min_work_scale(prev_scale)
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])

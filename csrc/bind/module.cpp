@@ -47,6 +47,19 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &dlkern::get_num_threads, "Threads the kernels use.");
   m.def("set_num_threads", &dlkern::set_num_threads, py::arg("n"),
         "Set the threads the kernels use (n >= 1).");
+  m.def("parallel_decisions", &dlkern::parallel_decisions,
+        "How many kernel calls so far chose more than one thread (a test hook).");
+  m.def("set_min_work_scale", &dlkern::set_min_work_scale, py::arg("scale"),
+        "Scale the per-thread work thresholds (tests: 0 splits even tiny inputs).");
+  m.def("get_min_work_scale", &dlkern::get_min_work_scale);
+  m.def("contention_info", [] {
+    const dlkern::ContentionInfo c = dlkern::contention_info();
+    py::dict d;
+    d["adaptive"] = c.enabled;
+    d["contended"] = c.contended;
+    d["others_busy_cpus"] = c.others_busy_cpus;
+    return d;
+  }, "Whether threads_for adapts to CPUs held by other processes, and what it last measured.");
   m.def("get_isa", [] { return std::string(dlkern::isa_name(dlkern::active_isa())); },
         "The SIMD path in use: 'avx512', 'avx2' or 'generic'.");
   m.def("set_isa", [](const std::string& name) { dlkern::set_active_isa(dlkern::parse_isa(name)); },

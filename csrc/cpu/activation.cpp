@@ -13,19 +13,20 @@
 namespace dlkern::cpu {
 namespace {
 
-// A block per thread step: 64 KiB of floats, about 10 us of GELU; below two blocks
-// a second thread costs more than it saves.
+// A block per task: 64 KiB of floats, about 10 us of GELU. A thread gets at least two
+// blocks (~20 us); blocks are handed out as threads come free, so a thread that loses
+// its core on a busy host leaves its share to the others.
 constexpr int64_t kBlock = 1 << 14;
 
 template <typename F>
 void over_blocks(int64_t n, F&& body) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), blocks / 2)));
+  const int nt = threads_for(n, 2 * kBlock, blocks);
   if (nt == 1) {
     body(int64_t(0), n);
     return;
   }
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
   for (int64_t b = 0; b < blocks; ++b) body(b * kBlock, std::min(kBlock, n - b * kBlock));
 }
 

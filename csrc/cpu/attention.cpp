@@ -16,8 +16,19 @@
 namespace dlkern::cpu {
 namespace {
 
-// Inside a parallel region (a caller splitting its own work): the calling thread alone.
-int threads() { return omp_in_parallel() ? 1 : get_num_threads(); }
+// A thread gets at least this much work, in FLOPs (scores and outputs) plus 8 per
+// K/V element read (a decode step is memory bound): about 20-40 us.
+constexpr int64_t kMinWorkPerThread = 2'000'000;
+// Copies (KV-cache append) and RoPE: elements per thread, about 20 us.
+constexpr int64_t kMinElemsPerThread = 1 << 17;
+
+template <typename T>
+int attention_threads(const AttentionProblem<T>& pr, double flops_factor) {
+  const double scores = double(pr.B) * double(pr.Hq) * double(pr.Tq) * double(pr.Tk);
+  const double kv = double(pr.B) * double(pr.Hkv) * double(pr.Tk) * double(pr.D + pr.Dv);
+  const double work = flops_factor * 2.0 * scores * double(pr.D + pr.Dv) + 8.0 * kv;
+  return threads_for(static_cast<int64_t>(std::min(work, 9.0e18)), kMinWorkPerThread);
+}
 
 bool empty(int64_t a, int64_t b, int64_t c) { return a <= 0 || b <= 0 || c <= 0; }
 
@@ -26,7 +37,7 @@ bool empty(int64_t a, int64_t b, int64_t c) { return a <= 0 || b <= 0 || c <= 0;
 template <typename T>
 void attention_forward(const AttentionProblem<T>& pr, T* out, T* lse) {
   if (empty(pr.B, pr.Hq, pr.Tq)) return;
-  const int nt = threads();
+  const int nt = attention_threads(pr, 1.0);
   switch (active_isa()) {
 #if defined(DLKERN_X86)
     case Isa::avx512: avx512::attention_fwd(pr, out, lse, nt); return;
@@ -45,7 +56,7 @@ void attention_backward(const AttentionProblem<T>& pr, HeadView<T> dout, HeadVie
     std::fill(dv, dv + pr.B * pr.Hkv * pr.Tk * pr.Dv, T(0));
     return;
   }
-  const int nt = threads();
+  const int nt = attention_threads(pr, 2.5);  // dQ, dK, dV, dP and P again
   switch (active_isa()) {
 #if defined(DLKERN_X86)
     case Isa::avx512: avx512::attention_bwd(pr, dout, o, lse, dq, dk, dv, nt); return;
@@ -59,7 +70,7 @@ template <typename T>
 void kv_cache_append(HeadView<T> src, T* cache, int64_t c_sb, int64_t c_sh, int64_t c_st, int64_t B, int64_t H,
                      int64_t T_new, int64_t D, int64_t offset) {
   const int64_t rows = B * H * T_new;
-  const int nt = rows * D >= (1 << 16) ? threads() : 1;
+  const int nt = threads_for(rows * D, kMinElemsPerThread, rows);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t t = r % T_new, h = (r / T_new) % H, b = r / (T_new * H);
@@ -80,7 +91,7 @@ void rope(const T* x, T* y, int64_t n, int64_t T_len, int64_t D, int64_t offset,
       sn[t * half + d] = T(inverse ? -std::sin(ang) : std::sin(ang));
     }
   const int64_t rows = n * T_len;
-  const int nt = rows * D >= (1 << 16) ? threads() : 1;
+  const int nt = threads_for(rows * D, kMinElemsPerThread, rows);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const T* c = cs.data() + (r % T_len) * half;

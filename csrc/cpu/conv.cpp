@@ -23,8 +23,8 @@ namespace {
 // backward): small enough that the GEMM packs its B blocks from L2, large enough that
 // each GEMM has a few hundred columns. A batch of any size needs only this much.
 constexpr int64_t kColumnBytes = 1 << 20;
-// Below about this many multiply-adds per thread, another thread costs more than it saves.
-constexpr double kMinMacsPerThread = 1.0e6;
+// A thread gets at least this many multiply-adds: about 20-40 us of work.
+constexpr int64_t kMinMacsPerThread = 1'000'000;
 
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }  // b > 0
 int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
@@ -123,8 +123,7 @@ struct Plan {
 
   // Threads for work split over `items`: capped by the items and by the work size.
   int threads(int64_t items) const {
-    const int64_t useful = static_cast<int64_t>(macs / kMinMacsPerThread);
-    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({int64_t(get_num_threads()), items, useful})));
+    return threads_for(static_cast<int64_t>(std::min(macs, 9.0e18)), kMinMacsPerThread, items);
   }
 };
 
@@ -801,7 +800,7 @@ void forward_depthwise(const Plan& p, const T* x, const T* w, const T* bias, T* 
   const Conv2dShape& s = p.s;
   const int64_t planes = s.n * s.o;
   const int nt = p.threads(planes);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(planes, nt)) if (nt > 1)
   for (int64_t plane = 0; plane < planes; ++plane) {
     const int64_t n = plane / s.o, oc = plane % s.o;
     const T* xp = x + (n * s.c + oc / p.og) * p.hw_in;
@@ -838,7 +837,7 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
   if (dx) {
     const int64_t planes = s.n * s.c;
     const int nt = p.threads(planes);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(planes, nt)) if (nt > 1)
     for (int64_t plane = 0; plane < planes; ++plane) {
       const int64_t n = plane / s.c, c = plane % s.c;
       T* dxp = dx + plane * p.hw_in;
@@ -871,7 +870,7 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
   if (dw || db) {
     // One thread owns each output channel: no reduction across threads.
     const int nt = p.threads(s.o);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(s.o, nt)) if (nt > 1)
     for (int64_t oc = 0; oc < s.o; ++oc) {
       if (db) {
         T sum = 0;

@@ -16,11 +16,11 @@
 namespace dlkern::cpu {
 namespace {
 
-constexpr int64_t kMinElemsPerThread = 1 << 15;
+// A thread gets at least this many logits: about 20 us of work.
+constexpr int64_t kMinElemsPerThread = 1 << 17;
 
 int threads_for(int64_t elems, int64_t tasks) {
-  const int64_t useful = std::min<int64_t>(tasks, elems / kMinElemsPerThread);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), useful)));
+  return dlkern::threads_for(elems, kMinElemsPerThread, tasks);
 }
 
 template <typename T>
@@ -47,7 +47,7 @@ void forward_strided(const T* x, const int64_t* target, const T* w, T w_all, T* 
                      int64_t c, int64_t s, int64_t ignore_index, T eps, int nt) {
   std::vector<T> scratch(size_t(nt) * 3 * size_t(s));
   const T ninf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(n, nt)) if (nt > 1)
   for (int64_t i = 0; i < n; ++i) {
     T* m = scratch.data() + size_t(omp_get_thread_num()) * 3 * size_t(s);
     T* sum = m + s;
@@ -94,7 +94,7 @@ void backward_strided(const T* grad, int64_t grad_stride, T grad_scale, const T*
   // exp((x - m) - log(sum)) (always: it is not the fast path).
   std::vector<T> scratch(size_t(nt) * 4 * size_t(s));
   const T ninf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(n, nt)) if (nt > 1)
   for (int64_t i = 0; i < n; ++i) {
     T* a = scratch.data() + size_t(omp_get_thread_num()) * 4 * size_t(s);
     T* b = a + s;

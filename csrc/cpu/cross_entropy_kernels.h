@@ -19,6 +19,13 @@
 
 template <typename S>
 struct CrossEntropyKernels {
+  // Rows in chunks of about 1/8 of a thread's share: a thread that loses its core on a
+  // busy host leaves its rows to the others (each row's result is thread-independent).
+  static int64_t dyn_chunk(int64_t rows, int nthreads) {
+    const int64_t c = rows / (8 * int64_t(nthreads));
+    return c > 1 ? c : 1;
+  }
+
   using T = typename S::T;
   using V = typename S::V;
   static constexpr int L = S::L;
@@ -85,7 +92,7 @@ struct CrossEntropyKernels {
   template <bool Smooth, bool Weighted>
   static void forward_rows(const T* x, const int64_t* target, const T* w, T w_all, T* loss, T* lse, int64_t n,
                            int64_t c, int64_t ignore_index, T eps, int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, dyn_chunk(n, nthreads)) if (nthreads > 1)
     for (int64_t r = 0; r < n; ++r) {
       const T* xr = x + r * c;
       T smooth = 0, shift = 0;
@@ -121,7 +128,7 @@ struct CrossEntropyKernels {
   static void backward(const T* grad, int64_t grad_stride, T grad_scale, const T* x, const int64_t* target,
                        const T* lse, const T* w, T w_all, T* dx, int64_t n, int64_t c, int64_t ignore_index, T eps,
                        int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, dyn_chunk(n, nthreads)) if (nthreads > 1)
     for (int64_t r = 0; r < n; ++r) {
       const T* xr = x + r * c;
       T* dr = dx + r * c;

@@ -15,17 +15,13 @@
 namespace dlkern::cpu {
 namespace {
 
-// Below about this many FLOPs per thread, waking another thread costs more than it
-// saves (a 128^3 product, 4.2 MFLOP, is worth two threads; 96^3 is not).
-constexpr double kMinFlopsPerThread = 2.0e6;
+// A thread gets at least this many FLOPs, about 20 us at 100 GFLOP/s (a 128^3
+// product, 4.2 MFLOP, is worth two threads; 96^3 is not).
+constexpr int64_t kMinFlopsPerThread = 2'000'000;
 
-int threads_for(int64_t m, int64_t n, int64_t k) {
-  // Called from inside a parallel region (a kernel that splits its own work among
-  // threads, such as convolution over images): run on the calling thread alone.
-  if (omp_in_parallel()) return 1;
-  const double flops = 2.0 * double(m) * double(n) * double(k);
-  const int64_t useful = static_cast<int64_t>(flops / kMinFlopsPerThread);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), useful)));
+int64_t flops_of(int64_t m, int64_t n, int64_t k, int64_t batch = 1) {
+  const double f = 2.0 * double(m) * double(n) * double(k) * double(batch);
+  return f > 9.0e18 ? INT64_MAX : static_cast<int64_t>(f);
 }
 
 template <typename T>
@@ -72,7 +68,7 @@ void run_one(const GemmArgs<T>& g, int nthreads) {
 template <typename T>
 void gemm(const GemmArgs<T>& args) {
   check_args(args);
-  run_one(args, threads_for(args.m, args.n, args.k));
+  run_one(args, threads_for(flops_of(args.m, args.n, args.k), kMinFlopsPerThread));
 }
 
 template <typename T>
@@ -102,12 +98,14 @@ void gemm_strided_batched(const GemmArgs<T>& args, int64_t batch, int64_t stride
     g.c += i * stride_c;
     return g;
   };
-  const int per_item = threads_for(args.m, args.n, args.k);
-  const int nthreads = get_num_threads();
-  if (per_item < nthreads && batch > 1 && nthreads > 1) {
-    // Items too small to share: one whole item per thread.
-    const int nt = static_cast<int>(std::min<int64_t>(nthreads, batch));
-#pragma omp parallel for num_threads(nt) schedule(static)
+  const int per_item = threads_for(flops_of(args.m, args.n, args.k), kMinFlopsPerThread);
+  const int nt = per_item < get_num_threads() && batch > 1
+                     ? threads_for(flops_of(args.m, args.n, args.k, batch), kMinFlopsPerThread, batch)
+                     : 1;
+  if (nt > 1) {
+    // Items too small to share: whole items handed out as threads come free.
+    const int64_t chunk = dynamic_chunk(batch, nt);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
     for (int64_t i = 0; i < batch; ++i) run_one(item(i), 1);
   } else {
     for (int64_t i = 0; i < batch; ++i) run_one(item(i), per_item);

@@ -17,9 +17,9 @@
 namespace dlkern::cpu {
 namespace {
 
-// Below about this many elements per thread, waking a second thread costs more
-// than it saves (a 64 KiB float row block is ~3 us of work).
-constexpr int64_t kMinElementsPerThread = 1 << 14;
+// A thread gets at least this many elements: about 25 us of work (a 64 KiB float
+// row block is ~3 us), so a fork/join is never a large share of the call.
+constexpr int64_t kMinElementsPerThread = 1 << 17;
 
 // Outputs at least this big are written with non-temporal stores: with the input as
 // big again, nothing of them would survive in the ~8 MiB of usable L3, and streaming
@@ -32,9 +32,7 @@ bool stream_output(int64_t elements) {
 }
 
 int threads_for(int64_t elements, int64_t units) {
-  const int64_t useful = std::max<int64_t>(1, elements / kMinElementsPerThread);
-  return static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>({static_cast<int64_t>(get_num_threads()), useful, units})));
+  return dlkern::threads_for(elements, kMinElementsPerThread, units);
 }
 
 template <typename T>
@@ -104,7 +102,7 @@ void row_norm_backward(const T* dy, const T* x, const T* weight, const T* mean, 
   const int nt = threads_for(rows * cols, rows);
   std::vector<T> partial(static_cast<size_t>(nt * slots * cols), T(0));
   const bool stream = stream_output<T>(rows * cols);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     int64_t r0, r1;
     thread_rows(rows, &r0, &r1);
@@ -143,10 +141,11 @@ void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mea
   }
   const auto& k = kernels<T>();
   const int nt = threads_for(rows * cols, rows);
+  const int64_t chunk = dynamic_chunk(rows, nt);
   const bool stream = stream_output<T>(rows * cols);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(dynamic, chunk) nowait
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = x + r * cols;
       double m, v;
@@ -176,10 +175,11 @@ void rms_norm_forward(const T* x, const T* weight, T* y, T* rstd, int64_t rows, 
   }
   const auto& k = kernels<T>();
   const int nt = threads_for(rows * cols, rows);
+  const int64_t chunk = dynamic_chunk(rows, nt);
   const bool stream = stream_output<T>(rows * cols);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(dynamic, chunk) nowait
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = x + r * cols;
       const double ms = double(k.sum_sq(xr, cols)) / double(cols);
@@ -208,10 +208,11 @@ void group_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mea
   }
   const auto& k = kernels<T>();
   const int nt = threads_for(tasks * span, tasks);
+  const int64_t chunk = dynamic_chunk(tasks, nt);
   const bool stream = stream_output<T>(tasks * span);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(dynamic, chunk) nowait
     for (int64_t i = 0; i < tasks; ++i) {
       const int64_t g = i % groups;
       const T* xs = x + i * span;
@@ -241,10 +242,11 @@ void group_norm_backward(const T* dy, const T* x, const T* weight, const T* mean
   if (tasks > 0 && span > 0) {
     const auto& k = kernels<T>();
     const int nt = threads_for(tasks * span, tasks);
+    const int64_t chunk = dynamic_chunk(tasks, nt);
     const bool stream = stream_output<T>(tasks * span);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
     {
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(dynamic, chunk) nowait
       for (int64_t i = 0; i < tasks; ++i) {
         const int64_t b = i / groups, g = i % groups;
         const T m = mean[i];
@@ -326,7 +328,7 @@ void batch_norm_columns_forward(const T* x, const T* weight, const T* bias, T* r
   std::vector<double> acc(static_cast<size_t>(channels)), acc2(acc.size()), scale(acc.size()),
       shift(acc.size());
   const int nt = threads_for(n * channels, channels);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     int64_t c0, c1;
     thread_rows(channels, &c0, &c1);
@@ -385,7 +387,7 @@ void batch_norm_columns_backward(const T* dy, const T* x, const T* weight, const
   std::vector<double> s1(static_cast<size_t>(channels)), s2(s1.size()), ca(s1.size()),
       cb(s1.size()), cc(s1.size());
   const int nt = threads_for(n * channels, channels);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     int64_t c0, c1;
     thread_rows(channels, &c0, &c1);
@@ -429,11 +431,12 @@ void batch_norm_forward(const T* x, const T* weight, const T* bias, T* running_m
   }
   const auto& k = kernels<T>();
   const int nt = threads_for(count * channels, channels);
+  const int64_t chunk = dynamic_chunk(channels, nt);
   const int64_t stride = channels * inner;
   const bool stream = stream_output<T>(count * channels);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(dynamic, chunk) nowait
     for (int64_t c = 0; c < channels; ++c) {
       double m, v;
       if (training) {
@@ -478,11 +481,12 @@ void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save
   }
   const auto& k = kernels<T>();
   const int nt = threads_for(count * channels, channels);
+  const int64_t chunk = dynamic_chunk(channels, nt);
   const int64_t stride = channels * inner;
   const bool stream = stream_output<T>(count * channels);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(dynamic, chunk) nowait
     for (int64_t c = 0; c < channels; ++c) {
       const T m = save_mean[c];
       const double rs = save_rstd[c];

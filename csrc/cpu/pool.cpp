@@ -16,14 +16,12 @@
 namespace dlkern::cpu {
 namespace {
 
-// Below about this many element visits per thread another thread costs more than it saves.
-constexpr double kMinWorkPerThread = 32768.0;
+// A thread gets at least this many element visits: about 20-40 us of work.
+constexpr int64_t kMinWorkPerThread = 1 << 17;
 
 int threads_for(const Pool2dGeometry& g, double work_per_plane) {
-  const double work = double(g.planes) * work_per_plane;
-  const int64_t useful = static_cast<int64_t>(work / kMinWorkPerThread);
-  const int64_t cap = std::min<int64_t>({get_num_threads(), g.planes, std::max<int64_t>(1, useful)});
-  return static_cast<int>(std::max<int64_t>(1, cap));
+  const double work = std::min(double(g.planes) * work_per_plane, 9.0e18);
+  return dlkern::threads_for(static_cast<int64_t>(work), kMinWorkPerThread, g.planes);
 }
 
 double window_work(const Pool2dGeometry& g) {
@@ -128,7 +126,7 @@ void max_pool2d_backward(const T* dy, const int64_t* indices, T* dx, const Pool2
   int64_t bad_index = 0;
   bool bad = false;
   const int64_t chunk = plane_chunk(g.planes, nt);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
   for (int64_t p = 0; p < g.planes; ++p) {
     T* dxp = dx + p * in_plane;
     const T* dyp = dy + p * out_plane;
@@ -182,7 +180,7 @@ void adaptive_avg_pool2d_backward(const T* dy, T* dx, const Pool2dGeometry& g) {
   if (g.planes == 0 || in_plane == 0) return;
   const int nt = threads_for(g, 2.0 * double(in_plane) + double(out_plane));
   const int64_t chunk = plane_chunk(g.planes, nt);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
   for (int64_t p = 0; p < g.planes; ++p) {
     T* dxp = dx + p * in_plane;
     const T* dyp = dy + p * out_plane;

@@ -10,13 +10,11 @@
 namespace dlkern::cpu {
 namespace {
 
-// Below about this many elements per thread, waking another thread costs more than
-// it saves (a (64, 1024) softmax takes ~10 us on one core).
-constexpr int64_t kMinElemsPerThread = 1 << 15;
+// A thread gets at least this many elements: about 20 us of work (a (64, 1024)
+// softmax takes ~10 us on one core), so a fork/join is never a large share of the call.
+constexpr int64_t kMinElemsPerThread = 1 << 17;
 
-int threads_for(int64_t elems) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(get_num_threads(), elems / kMinElemsPerThread)));
-}
+int threads_for(int64_t elems) { return dlkern::threads_for(elems, kMinElemsPerThread); }
 
 }  // namespace
 

@@ -4,7 +4,11 @@ The performance-critical ops live in the compiled module ``dlkern._C`` (and
 ``dlkern._C_cuda`` when built with CUDA); :mod:`dlkern.ops` calls them on NumPy arrays.
 """
 
-from . import _C
+import importlib as _importlib
+
+from . import _openmp_env
+# Imported through _openmp_env: the OpenMP runtime reads its wait policy when _C loads it.
+_C = _openmp_env.load_extension(lambda: _importlib.import_module("._C", __name__))
 from ._C import get_num_threads, set_num_threads, get_isa, set_isa, supported_isas
 from . import ops
 from . import device as _device_module
@@ -44,12 +48,28 @@ def build_info():
     paths compiled/supported/active, OpenMP, thread count, and CUDA (built, version,
     architectures, whether a device is available)."""
     info = dict(_C.build_info())
+    info["omp_wait_policy"] = _openmp_env.info()["omp_wait_policy"]
     info["cuda"] = _cuda_info()
+    return info
+
+
+def threading_info():
+    """How the CPU kernels thread: the thread count, the OpenMP wait policy in effect and
+    where it came from (dlkern's passive default, or OMP_WAIT_POLICY / GOMP_SPINCOUNT set
+    by the user), the OpenMP runtimes loaded, how many kernel calls so far chose more
+    than one thread (small ops run on one thread, without a fork), and whether the thread
+    choice adapts to CPUs held by other processes (DLKERN_ADAPTIVE_THREADS=0 turns that
+    off) with what it last measured."""
+    info = {"num_threads": get_num_threads()}
+    info.update(_openmp_env.info())
+    info["parallel_decisions"] = _C.parallel_decisions()
+    info.update(_C.contention_info())
     return info
 
 
 __all__ = [
     "build_info",
+    "threading_info",
     "get_num_threads",
     "set_num_threads",
     "get_isa",
