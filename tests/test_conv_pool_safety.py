@@ -1,5 +1,5 @@
 """Memory safety of convolution and pooling where the dilated kernel is larger than the
-input (TCN / WaveNet-style dilation on short sequences).
+input (TCN / WaveNet-style dilation on short sequences), and refusal of absurd sizes.
 
 The kernels once wrote past their buffers for such geometries (the issue's three
 reproducers below printed a result, then glibc aborted). Everything is checked against
@@ -469,3 +469,67 @@ def test_pool_sweep_window_larger_than_input(kind, isa, threads):
         if kd == kind:
             for dtype in (np.float32, np.float64):
                 _run_pool_case(kd, cs, dtype, SEED + 1000 + t)
+
+
+# ----------------------------------------------------------------------------- absurd sizes
+
+_X1 = np.ones((1, 1, 4), np.float32)
+_W1 = np.ones((1, 1, 2), np.float32)
+_X2 = np.ones((1, 1, 4, 4), np.float32)
+_W2 = np.ones((1, 1, 2, 2), np.float32)
+HUGE = [2**31 + 1, 2**62, 2**63 - 1, 2**63, 2**64]
+
+ABSURD = [
+    ("conv1d_padding", lambda v: ops.conv1d(_X1, _W1, padding=v), r"conv1d: padding"),
+    ("conv1d_dilation", lambda v: ops.conv1d(_X1, _W1, padding=1, dilation=v), r"conv1d: dilation"),
+    ("conv1d_stride", lambda v: ops.conv1d(_X1, _W1, stride=v), r"conv1d: stride"),
+    ("conv1d_backward_padding", lambda v: ops.conv1d_backward(_X1, _X1, _W1, padding=v),
+     r"conv1d_backward: padding"),
+    ("conv2d_padding", lambda v: ops.conv2d(_X2, _W2, padding=(1, v)), r"conv2d: padding"),
+    ("conv2d_dilation", lambda v: ops.conv2d(_X2, _W2, dilation=(v, 1)), r"conv2d: dilation"),
+    ("conv2d_stride", lambda v: ops.conv2d(_X2, _W2, stride=(1, v)), r"conv2d: stride"),
+    ("conv2d_same_dilation", lambda v: ops.conv2d(_X2, _W2, padding="same", dilation=v), r"conv2d: dilation"),
+    ("causal_dilation", lambda v: ops.causal_conv1d(_X1, _W1, dilation=v), r"causal_conv1d: dilation"),
+    ("stream_dilation", lambda v: ops.Conv1dStream(_W1, dilation=v), r"Conv1dStream: dilation"),
+    ("max_pool_padding", lambda v: ops.max_pool2d(_X2, 2, padding=(0, v)), r"max_pool2d: padding"),
+    ("max_pool_dilation", lambda v: ops.max_pool2d(_X2, 2, dilation=v), r"max_pool2d: dilation"),
+    ("max_pool_stride", lambda v: ops.max_pool2d(_X2, 2, stride=v), r"max_pool2d: stride"),
+    ("max_pool_kernel", lambda v: ops.max_pool2d(_X2, v), r"max_pool2d: kernel_size"),
+    ("avg_pool_stride", lambda v: ops.avg_pool2d(_X2, 2, stride=(v, 1)), r"avg_pool2d: stride"),
+    ("adaptive_output_size", lambda v: ops.adaptive_avg_pool2d(_X2, (1, v)), r"adaptive_avg_pool2d: output_size"),
+]
+
+
+@pytest.mark.parametrize("value", HUGE)
+@pytest.mark.parametrize("call,pattern", [a[1:] for a in ABSURD], ids=[a[0] for a in ABSURD])
+def test_absurd_sizes_are_refused(call, pattern, value):
+    with pytest.raises(ValueError, match=pattern):
+        call(value)
+
+
+# The raw kernel entry takes int64 (a larger Python int is the binding's TypeError); in
+# that range it refuses absurd values itself, before any arithmetic on them.
+RAW_ABSURD = [
+    ("padding", lambda v: dlkern._C.conv2d_forward(_X2, _W2, None, (1, 1), (0, 0, v, v)), r"conv2d: padding"),
+    ("dilation", lambda v: dlkern._C.conv2d_forward(_X2, _W2, None, (1, 1), (0, 0, 0, 0), (1, v)),
+     r"conv2d: dilation"),
+    ("stride", lambda v: dlkern._C.conv2d_backward(np.ones((1, 1, 3, 1), np.float32), _X2, _W2, (1, v)),
+     r"conv2d_backward: stride"),
+    ("extent", lambda v: dlkern._C.conv2d_forward(_X2, np.ones((1, 1, 1, 4), np.float32), None, (1, 1),
+                                                  (0, 0, 2**31, 2**31), (1, v // 2)), r"conv2d: dilation"),
+]
+
+
+@pytest.mark.parametrize("value", [v for v in HUGE if v < 2**63])
+@pytest.mark.parametrize("call,pattern", [a[1:] for a in RAW_ABSURD], ids=[a[0] for a in RAW_ABSURD])
+def test_absurd_sizes_are_refused_by_the_kernel_entry(call, pattern, value):
+    with pytest.raises(ValueError, match=pattern):
+        call(value)
+
+
+def test_large_but_sane_padding_with_large_stride_works():
+    """A big padding is not refused by itself: with a stride as big, the output is tiny."""
+    y = ops.conv1d(_X1, _W1, padding=10**6, stride=10**6)
+    assert y.shape == (1, 1, 3)
+    np.testing.assert_array_equal(y, ref_conv2d(_X1[:, :, None], _W1[:, :, None], None, (1, 10**6),
+                                                (0, 0, 10**6, 10**6), (1, 1), 1)[:, :, 0])
