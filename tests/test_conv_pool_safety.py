@@ -196,11 +196,16 @@ def _conv_cases():
         sw = 1 if kind in ("causal", "stream") else int(rng.integers(1, 4))
         pw = int(rng.integers(0, span_w + 3))
         if wide:
-            pw = span_w + int(rng.integers(0, 40))
+            # Padding enough that the garbage columns of the shifted-window path stay
+            # under its share limit (1/8 at stride 1, 1/12 otherwise), so it is the path
+            # taken even though the kernel spans more than the input.
+            extra, share = dw * (kw - 1) // sw, 8 if sw == 1 else 12
+            need = ((share - 1) * extra - 1) * sw + span_w - w_in
+            pw = max(0, -(-need // 2)) + int(rng.integers(0, 6))
         case = dict(n=n, c=c, o=o, groups=groups, w=w_in, kw=kw, dw=dw, sw=sw, pw=pw, bias=bool(rng.random() < 0.7))
         if kind == "conv2d":
             case.update(h=int(rng.integers(1, 4)), kh=int(rng.integers(1, 4)), dh=int(rng.integers(1, 9)),
-                        sh=int(rng.integers(1, 3)))
+                        sh=1 if wide else int(rng.integers(1, 3)))
             case["ph"] = int(rng.integers(0, case["dh"] * (case["kh"] - 1) + 3))
             if rng.random() < 0.15 and case["sh"] == 1 and sw == 1:
                 case["same"] = True
