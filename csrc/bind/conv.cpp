@@ -43,6 +43,16 @@ cpu::Conv2dShape geometry(const char* op, const py::array& x, const py::array& w
       value_error(op, ": padding must be non-negative, got (top, bottom, left, right) = (", padding[0], ", ",
                   padding[1], ", ", padding[2], ", ", padding[3], ")");
   if (groups < 1) value_error(op, ": groups must be positive, got ", groups);
+  // Bounded before any arithmetic on them, so the sizes below cannot overflow.
+  constexpr int64_t kMax = cpu::kMaxConvArg;
+  if (stride[0] > kMax || stride[1] > kMax)
+    value_error(op, ": stride (", stride[0], ", ", stride[1], ") is too large (limit 2^31)");
+  if (dilation[0] > kMax || dilation[1] > kMax)
+    value_error(op, ": dilation (", dilation[0], ", ", dilation[1], ") is too large (limit 2^31)");
+  for (int64_t p : padding)
+    if (p > kMax)
+      value_error(op, ": padding (top, bottom, left, right) = (", padding[0], ", ", padding[1], ", ", padding[2],
+                  ", ", padding[3], ") is too large (limit 2^31)");
   cpu::Conv2dShape s;
   s.n = x.shape(0), s.c = x.shape(1), s.h = x.shape(2), s.w = x.shape(3);
   s.o = w.shape(0), s.kh = w.shape(2), s.kw = w.shape(3);
@@ -59,6 +69,10 @@ cpu::Conv2dShape geometry(const char* op, const py::array& x, const py::array& w
   s.stride_h = stride[0], s.stride_w = stride[1];
   s.dil_h = dilation[0], s.dil_w = dilation[1];
   s.pad_h = padding[0], s.pad_w = padding[2];
+  // dilation*(k-1) compared by division: the product itself may not fit in int64.
+  if (s.kh - 1 > kMax / s.dil_h || s.kw - 1 > kMax / s.dil_w)
+    value_error(op, ": dilation (", s.dil_h, ", ", s.dil_w, ") with kernel (", s.kh, ", ", s.kw,
+                ") spans more than 2^31 (the limit)");
   const int64_t span_h = s.dil_h * (s.kh - 1) + 1, span_w = s.dil_w * (s.kw - 1) + 1;
   const int64_t padded_h = s.h + padding[0] + padding[1], padded_w = s.w + padding[2] + padding[3];
   if (padded_h < span_h || padded_w < span_w)
@@ -171,6 +185,9 @@ Returns y (N, O, H_out, W_out). `op` names the caller in error messages.)doc");
         R"doc(conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, need_dx, need_dw, need_db, op)
 
 Kernel entry for dlkern.ops.conv2d_backward: returns (dx | None, dweight | None, dbias | None).)doc");
+  // dlkern.ops.conv refuses larger stride / dilation / padding with its own message
+  // before they reach (and could not convert to) int64.
+  m.attr("conv_max_arg") = cpu::kMaxConvArg;
 }
 
 }  // namespace dlkern::bind

@@ -26,18 +26,34 @@ bool is_int(const py::handle& v) {
   return py::str(py::type::of(v).attr("__name__")).cast<std::string>() != "bool";
 }
 
-// dlkern.ops.conv._ints: an int, or a tuple/list of n ints.
+// Largest stride, dilation, padding and dilation*(kernel-1), as dlkern._C's
+// conv_max_arg (cpu::kMaxConvArg): below it no size computed from them overflows int64.
+constexpr int64_t kMaxConvArg = int64_t(1) << 31;
+
+// dlkern.ops.conv._ints: an int, or a tuple/list of n ints, none above kMaxConvArg
+// (compared as Python ints: one past int64 would not even convert).
 std::vector<int64_t> ints(const py::handle& value, size_t n, const char* op, const char* name) {
-  if (is_int(value)) return std::vector<int64_t>(n, value.cast<int64_t>());
-  std::vector<int64_t> out;
-  if ((py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value)) && py::len(value) == n)
+  std::vector<py::handle> items;
+  if (is_int(value)) {
+    items.assign(n, value);
+  } else if ((py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value)) && py::len(value) == n) {
     for (const py::handle item : value)
-      if (is_int(item)) out.push_back(item.cast<int64_t>());
-  if (out.size() != n)
+      if (is_int(item)) items.push_back(item);
+  }
+  if (items.size() != n)
     type_error(op, ": ", name, " must be ", n == 1 ? "an int" : cat("an int or a tuple of ", n, " ints"), ", got ",
                py_repr(value));
+  std::vector<int64_t> out;
+  for (const py::handle item : items) {
+    if (py::int_(py::reinterpret_borrow<py::object>(item)) > py::int_(kMaxConvArg))
+      value_error(op, ": ", name, " ", py_repr(value), " is too large (limit 2**31)");
+    out.push_back(item.cast<int64_t>());
+  }
   return out;
 }
+
+// dilation*(k-1) above kMaxConvArg, tested by division (the product may not fit).
+bool extent_too_large(int64_t dilation, int64_t k) { return k - 1 > kMaxConvArg / dilation; }
 
 // Python's repr of a tuple of ints ("(2,)" for one), or the bare value for nd == 1 (as
 // the CPU op's messages print stride / dilation / padding).
@@ -83,6 +99,9 @@ ConvGeometry conv_geometry(const char* op, int nd, const Shape& x, const Shape& 
   if (causal) {
     dilation = ints(dilation_obj, 1, op, "dilation");
     if (dilation[0] < 1) value_error(op, ": dilation must be positive, got ", dilation[0]);
+    if (extent_too_large(dilation[0], w[2]))
+      value_error(op, ": dilation ", dilation[0], " with kernel size ", w[2],
+                  " needs a causal padding above the limit 2**31");
     pads = {{(w[2] - 1) * dilation[0], 0}};
     if (x[2] < 1) value_error(op, ": x ", cuda::shape_str(x), " has no time steps");
   } else {
@@ -92,6 +111,10 @@ ConvGeometry conv_geometry(const char* op, int nd, const Shape& x, const Shape& 
       value_error(op, ": stride must be positive, got ", tuple_or_scalar(stride));
     if (*std::min_element(dilation.begin(), dilation.end()) < 1)
       value_error(op, ": dilation must be positive, got ", tuple_or_scalar(dilation));
+    for (int a = 0; a < nd; ++a)
+      if (extent_too_large(dilation[a], w[2 + a]))
+        value_error(op, ": dilation ", tuple_or_scalar(dilation), " with kernel ", cuda::shape_str(w),
+                    " spans more than 2**31 (the limit)");
     if (py::isinstance<py::str>(padding_obj)) {
       const std::string mode = padding_obj.cast<std::string>();
       if (mode == "valid") {

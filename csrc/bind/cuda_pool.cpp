@@ -28,6 +28,11 @@ int64_t as_int(const py::handle& v, const char* op, const char* name) {
   const bool ok = !PyBool_Check(v.ptr()) && PyIndex_Check(v.ptr()) && !PyFloat_Check(v.ptr()) &&
                   py::str(py::type::of(v).attr("__name__")).cast<std::string>() != "bool";
   if (!ok) type_error(op, ": ", name, " must be an int or a pair of ints, got ", py_repr(v));
+  // The geometry check refuses sizes above 2^31 by name; one past int64 would not even
+  // convert, so it is refused here the same way (dlkern.ops.pool._int).
+  const py::int_ big = py::int_(py::reinterpret_borrow<py::object>(v));
+  if (big > py::int_(std::numeric_limits<int64_t>::max()) || big < py::int_(std::numeric_limits<int64_t>::min()))
+    value_error(op, ": ", name, " ", py_repr(v), " is too large (limit 2**31)");
   return v.cast<int64_t>();
 }
 
@@ -260,6 +265,10 @@ Pair adaptive_size(const py::handle& output_size, const Shape& s4, const char* o
   }
   if (size[0] < 1 || size[1] < 1)
     value_error(op, ": output_size must be at least 1, got (", size[0], ", ", size[1], ")");
+  // The kernel computes oh * in_h: bounded like the other pooling arguments (as dlkern._C).
+  constexpr int64_t kMaxOutput = int64_t(1) << 31;
+  if (size[0] > kMaxOutput || size[1] > kMaxOutput)
+    value_error(op, ": output_size (", size[0], ", ", size[1], ") is too large (limit 2^31)");
   return size;
 }
 

@@ -30,11 +30,13 @@ int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1)
 int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 
 // Output positions o in [0, out) whose input position o*stride + start lies in [0, size),
-// as [lo, hi) (empty when hi <= lo).
+// as [lo, hi) with 0 <= lo <= hi <= out: callers zero [0, lo) and [hi, out) and copy
+// [lo, hi). Both ends are clamped to [0, out]: when the dilated kernel is wider than the
+// input, a tap that starts far left in the padding has its first input position past
+// the last output (the unclamped lo exceeded out and [0, lo) ran off the row).
 void valid_range(int64_t out, int64_t size, int64_t stride, int64_t start, int64_t& lo, int64_t& hi) {
-  lo = std::max<int64_t>(0, ceil_div(-start, stride));
-  hi = std::min<int64_t>(out, floor_div(size - 1 - start, stride) + 1);
-  if (hi < lo) hi = lo;
+  lo = std::clamp<int64_t>(ceil_div(-start, stride), 0, out);
+  hi = std::clamp<int64_t>(floor_div(size - 1 - start, stride) + 1, lo, out);
 }
 
 // Sums and dot products with 16 independent partial sums: vectorised without
@@ -146,16 +148,20 @@ void im2col(const Plan& p, const T* xg, int64_t r0, int64_t r1, T* col, int64_t 
             std::memset(dst, 0, sizeof(T) * s.out_w);
             continue;
           }
-          const T* src = xg + (c * s.h + ih) * s.w;
           for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
-          if (s.stride_w == 1) {
-            if (hi > lo) std::memcpy(dst + lo, src + lo + start, sizeof(T) * (hi - lo));
-          } else if (s.stride_w == 2) {
-            // A constant stride lets the compiler vectorise the gather with shuffles.
-            const T* from = src + start;
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = from[2 * ow];
-          } else {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * s.stride_w + start];
+          if (hi > lo) {
+            // Pointers only to elements inside the row: `start` alone may lie far outside.
+            const T* from = xg + (c * s.h + ih) * s.w + (lo * s.stride_w + start);
+            T* to = dst + lo;
+            const int64_t count = hi - lo;
+            if (s.stride_w == 1) {
+              std::memcpy(to, from, sizeof(T) * count);
+            } else if (s.stride_w == 2) {
+              // A constant stride lets the compiler vectorise the gather with shuffles.
+              for (int64_t q = 0; q < count; ++q) to[q] = from[2 * q];
+            } else {
+              for (int64_t q = 0; q < count; ++q) to[q] = from[q * s.stride_w];
+            }
           }
           for (int64_t ow = hi; ow < s.out_w; ++ow) dst[ow] = T(0);
         }
@@ -173,16 +179,19 @@ void col2im_add(const Plan& p, const T* col, int64_t r0, int64_t r1, T* dxg, int
         const int64_t start = j * s.dil_w - s.pad_w;
         int64_t lo, hi;
         valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+        if (hi <= lo) continue;  // this tap reads only padding
+        const int64_t count = hi - lo;
         for (int64_t oh = r0; oh < r1; ++oh, src += s.out_w) {
           const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
           if (ih < 0 || ih >= s.h) continue;
-          T* dst = dxg + (c * s.h + ih) * s.w + start;
+          T* dst = dxg + (c * s.h + ih) * s.w + (lo * s.stride_w + start);
+          const T* from = src + lo;
           if (s.stride_w == 1) {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+            for (int64_t q = 0; q < count; ++q) dst[q] += from[q];
           } else if (s.stride_w == 2) {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[2 * ow] += src[ow];
+            for (int64_t q = 0; q < count; ++q) dst[2 * q] += from[q];
           } else {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * s.stride_w] += src[ow];
+            for (int64_t q = 0; q < count; ++q) dst[q * s.stride_w] += from[q];
           }
         }
       }
@@ -818,12 +827,15 @@ void forward_depthwise(const Plan& p, const T* x, const T* w, const T* bias, T* 
           const int64_t start = j * s.dil_w - s.pad_w;
           int64_t lo, hi;
           valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+          if (hi <= lo) continue;  // this tap reads only padding
           const T wv = wk[i * s.kw + j];
-          const T* xs = xr + start;
+          const T* xs = xr + (lo * s.stride_w + start);
+          T* yo = yr + lo;
+          const int64_t count = hi - lo;
           if (s.stride_w == 1) {
-            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow];
+            for (int64_t q = 0; q < count; ++q) yo[q] += wv * xs[q];
           } else {
-            for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow * s.stride_w];
+            for (int64_t q = 0; q < count; ++q) yo[q] += wv * xs[q * s.stride_w];
           }
         }
       }
@@ -854,12 +866,15 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
               const int64_t start = j * s.dil_w - s.pad_w;
               int64_t lo, hi;
               valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
+              if (hi <= lo) continue;  // this tap reads only padding
               const T wv = wk[i * s.kw + j];
-              T* dxs = dxp + ih * s.w + start;
+              T* dxs = dxp + ih * s.w + (lo * s.stride_w + start);
+              const T* dyo = dyr + lo;
+              const int64_t count = hi - lo;
               if (s.stride_w == 1) {
-                for (int64_t ow = lo; ow < hi; ++ow) dxs[ow] += wv * dyr[ow];
+                for (int64_t q = 0; q < count; ++q) dxs[q] += wv * dyo[q];
               } else {
-                for (int64_t ow = lo; ow < hi; ++ow) dxs[ow * s.stride_w] += wv * dyr[ow];
+                for (int64_t q = 0; q < count; ++q) dxs[q * s.stride_w] += wv * dyo[q];
               }
             }
           }
@@ -887,19 +902,21 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
           int64_t lo, hi;
           valid_range(s.out_w, s.w, s.stride_w, start, lo, hi);
           T sum = 0;
-          for (int64_t n = 0; n < s.n; ++n) {
+          const int64_t count = hi - lo;
+          for (int64_t n = 0; n < s.n && count > 0; ++n) {
             const T* dyp = dy + (n * s.o + oc) * p.hw_out;
             const T* xp = x + (n * s.c + oc / p.og) * p.hw_in;
             for (int64_t oh = 0; oh < s.out_h; ++oh) {
               const int64_t ih = oh * s.stride_h - s.pad_h + i * s.dil_h;
               if (ih < 0 || ih >= s.h) continue;
-              const T* dyr = dyp + oh * s.out_w;
-              const T* xs = xp + ih * s.w + start;
+              const T* dyo = dyp + oh * s.out_w + lo;
+              // Only in-row pointers: `start` alone may lie far outside the row.
+              const T* xs = xp + ih * s.w + (lo * s.stride_w + start);
               if (s.stride_w == 1) {
-                sum += dot_of(dyr + lo, xs + lo, hi - lo);
+                sum += dot_of(dyo, xs, count);
               } else {
                 T part = 0;
-                for (int64_t ow = lo; ow < hi; ++ow) part += dyr[ow] * xs[ow * s.stride_w];
+                for (int64_t q = 0; q < count; ++q) part += dyo[q] * xs[q * s.stride_w];
                 sum += part;
               }
             }

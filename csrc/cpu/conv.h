@@ -19,8 +19,15 @@
 
 namespace dlkern::cpu {
 
+// Largest stride, dilation, padding (each side) and dilated kernel extent
+// dilation*(kernel-1) a caller may pass: far beyond any real layer (the pooling limit
+// too), and small enough that no size or index computed from them (padded size,
+// o*stride + i*dilation, the shifted-window image) can overflow int64.
+constexpr int64_t kMaxConvArg = int64_t(1) << 31;
+
 // Geometry of one convolution. The caller validates it (positive sizes, stride and
-// dilation >= 1, padding >= 0, channels divisible by groups, output sizes >= 1).
+// dilation >= 1, padding >= 0, each at most kMaxConvArg, channels divisible by groups,
+// output sizes >= 1).
 // pad_h / pad_w are the top / left padding; the bottom / right padding is implied by
 // out_h / out_w (input positions past the edge read as zero), so asymmetric padding
 // ("same" with an even kernel, causal conv1d) needs no extra argument.

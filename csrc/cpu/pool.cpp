@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
@@ -58,9 +59,11 @@ Pool2dGeometry make_pool2d_geometry(const char* op, int64_t planes, int64_t in_h
   const std::string name(op);
   // Bounded so the size arithmetic below cannot overflow int64.
   constexpr int64_t kMaxArg = int64_t(1) << 31;
-  for (const int64_t* v : {kernel, stride, pad, dilation})
+  const std::pair<const char*, const int64_t*> args[] = {
+      {"kernel_size", kernel}, {"stride", stride}, {"padding", pad}, {"dilation", dilation}};
+  for (const auto& [arg, v] : args)
     if (v[0] > kMaxArg || v[1] > kMaxArg)
-      invalid(name + ": pooling argument " + pair_str(v) + " is too large (limit 2^31)");
+      invalid(name + ": " + arg + " " + pair_str(v) + " is too large (limit 2^31)");
   if (kernel[0] < 1 || kernel[1] < 1)
     invalid(name + ": kernel_size must be positive, got " + pair_str(kernel));
   if (stride[0] < 1 || stride[1] < 1)

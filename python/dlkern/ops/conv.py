@@ -5,7 +5,8 @@ PyTorch names, defaults and semantics (cross-correlation, NCHW / NCL, ``groups``
 share the dtype. Non-contiguous inputs are copied here, explicitly, before the kernel.
 The output size along a dimension is floor((size + pad_before + pad_after -
 dilation*(kernel-1) - 1) / stride) + 1; impossible geometry raises ValueError naming
-the argument.
+the argument, as does a stride, dilation, padding or dilation*(kernel-1) above 2**31
+(absurd for any layer, and the bound that keeps the kernels' size arithmetic in int64).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ __all__ = [
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# Largest stride, dilation, padding and dilation*(kernel-1): the kernels' limit, far
+# beyond any real layer, below which no size they compute can overflow int64.
+_MAX_ARG = _C.conv_max_arg
 
 
 def _ints(value, n, op, name):
@@ -35,11 +39,15 @@ def _ints(value, n, op, name):
         return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
     if is_int(value):
-        return (int(value),) * n
-    if isinstance(value, (tuple, list)) and len(value) == n and all(is_int(v) for v in value):
-        return tuple(int(v) for v in value)
-    kind = "an int" if n == 1 else f"an int or a tuple of {n} ints"
-    raise TypeError(f"{op}: {name} must be {kind}, got {value!r}")
+        out = (int(value),) * n
+    elif isinstance(value, (tuple, list)) and len(value) == n and all(is_int(v) for v in value):
+        out = tuple(int(v) for v in value)
+    else:
+        kind = "an int" if n == 1 else f"an int or a tuple of {n} ints"
+        raise TypeError(f"{op}: {name} must be {kind}, got {value!r}")
+    if max(out) > _MAX_ARG:
+        raise ValueError(f"{op}: {name} {value!r} is too large (limit 2**31)")
+    return out
 
 
 def _array(value, op, name, ndim, layout):
@@ -201,7 +209,11 @@ def _causal_pads(op, weight, dilation):
     dilation = _ints(dilation, 1, op, "dilation")
     if dilation[0] < 1:
         raise ValueError(f"{op}: dilation must be positive, got {dilation[0]}")
-    return [((weight.shape[2] - 1) * dilation[0], 0)], dilation
+    context = (weight.shape[2] - 1) * dilation[0]
+    if context > _MAX_ARG:
+        raise ValueError(f"{op}: dilation {dilation[0]} with kernel size {weight.shape[2]} needs a causal "
+                         f"padding of {context}, above the limit 2**31")
+    return [(context, 0)], dilation
 
 
 def _check_causal_length(op, x):

@@ -27,7 +27,12 @@ __all__ = [
 def _int(value, op, name):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    return int(value)
+    value = int(value)
+    # The kernels refuse sizes above 2**31 by name; one past int64 would not even
+    # convert (a TypeError from the binding), so it is refused here the same way.
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"{op}: {name} {value} is too large (limit 2**31)")
+    return value
 
 
 def _pair(value, op, name):
