@@ -105,11 +105,11 @@ DLKERN_REGISTER_BINDINGS(softmax) {
   m.def("softmax", [](const py::object& x, int64_t dim, const py::object& out) { return forward(x, dim, out, false); },
         py::arg("x"), py::arg("dim") = -1, py::arg("out") = py::none(),
         "softmax(x, dim=-1, out=None): exp(x - max) / sum over axis dim of a C-contiguous float32/float64 "
-        "array. A slice whose entries are all -inf gives 0.");
+        "array. A slice whose entries are all -inf gives 0; a slice holding a NaN gives all NaN.");
   m.def("log_softmax", [](const py::object& x, int64_t dim, const py::object& out) { return forward(x, dim, out, true); },
         py::arg("x"), py::arg("dim") = -1, py::arg("out") = py::none(),
         "log_softmax(x, dim=-1, out=None): x - max - log(sum(exp(x - max))) over axis dim. A slice whose "
-        "entries are all -inf gives -inf.");
+        "entries are all -inf gives -inf; a slice holding a NaN gives all NaN.");
   m.def("softmax_backward",
         [](const py::object& g, const py::object& y, int64_t dim, const py::object& out) {
           return backward(g, y, dim, out, false);

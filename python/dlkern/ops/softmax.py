@@ -2,7 +2,8 @@
 
 Numerically stable (the maximum along ``dim`` is subtracted first). A slice along
 ``dim`` whose entries are all ``-inf`` gives 0 in ``softmax`` and ``-inf`` in
-``log_softmax`` (PyTorch would give NaN). Inputs that are not C-contiguous are
+``log_softmax`` (PyTorch would give NaN); a slice holding a NaN gives NaN in every
+entry, as in PyTorch and NumPy. Inputs that are not C-contiguous are
 copied once, explicitly, here; the kernels then walk any axis in place.
 """
 
