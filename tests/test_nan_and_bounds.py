@@ -343,3 +343,221 @@ def test_norms_nan_match_torch_when_available():
     assert np.array_equal(np.isnan(ops.layer_norm(x, 5)), torch.isnan(F.layer_norm(tx, (5,))).numpy())
     assert np.array_equal(np.isnan(ops.batch_norm(x, None, None, training=True)),
                           torch.isnan(F.batch_norm(tx, None, None, training=True)).numpy())
+
+
+# ----------------------------------------------------------------------------- bounds
+
+F32 = np.float32
+X23 = np.ones((2, 3), F32)
+T2 = np.array([0, 2])
+XG = np.ones((2, 4, 3), F32)
+XB = np.arange(24, dtype=F32).reshape(4, 3, 2)
+BIG = [2 ** 63, -(2 ** 63) - 1, np.uint64(2 ** 64 - 1), 2 ** 200]
+
+
+def _as_strided(shape, strides, dtype=F32, base=4):
+    return np.lib.stride_tricks.as_strided(np.zeros(base, dtype), shape, strides)
+
+
+SOFTMAX_CALLS = [
+    ("softmax", lambda d: ops.softmax(X23, d)),
+    ("log_softmax", lambda d: ops.log_softmax(X23, d)),
+    ("softmax_backward", lambda d: ops.softmax_backward(X23, X23, d)),
+    ("log_softmax_backward", lambda d: ops.log_softmax_backward(X23, X23, d)),
+]
+
+
+@pytest.mark.parametrize("big", BIG, ids=["2**63", "-2**63-1", "uint64_max", "2**200"])
+@pytest.mark.parametrize("op,call", SOFTMAX_CALLS, ids=[c[0] for c in SOFTMAX_CALLS])
+def test_softmax_dim_beyond_int64_is_value_error(op, call, big):
+    # Was pybind11's "incompatible function arguments" TypeError, naming neither op nor dim.
+    with pytest.raises(ValueError, match=rf"^{op}: dim=-?\d+ does not fit in int64$"):
+        call(big)
+
+
+def test_softmax_dim_types_checked_by_binding():
+    for dim in (np.int64(-1), np.int32(1), np.uint8(0), -2):
+        assert ops.softmax(X23, dim).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"^softmax: dim -9223372036854775808 is out of range"):
+        ops.softmax(X23, -(2 ** 63))
+    with pytest.raises(TypeError, match=r"^softmax: dim must be an int, got bool$"):
+        dlkern._C.softmax(X23, True)  # the binding itself refuses bool (it took it as 1)
+    with pytest.raises(TypeError, match=r"^log_softmax_backward: dim must be an int, got float$"):
+        dlkern._C.log_softmax_backward(X23, X23, 1.0)
+
+
+@pytest.mark.parametrize("big", BIG, ids=["2**63", "-2**63-1", "uint64_max", "2**200"])
+def test_cross_entropy_ignore_index_beyond_int64_is_value_error(big):
+    with pytest.raises(ValueError, match=r"^cross_entropy: ignore_index=-?\d+ does not fit in int64$"):
+        ops.cross_entropy(X23, T2, ignore_index=big)
+    with pytest.raises(ValueError, match=r"^cross_entropy_backward: ignore_index=-?\d+ does not fit in int64$"):
+        ops.cross_entropy_backward(1.0, X23, T2, np.zeros(2, F32), ignore_index=big)
+    with pytest.raises(ValueError, match=r"^cross_entropy: ignore_index=-?\d+ does not fit in int64$"):
+        dlkern._C.cross_entropy_forward(X23, T2, None, big)
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 2 ** 62, -(2 ** 63), 2 ** 63 - 1])
+def test_cross_entropy_target_out_of_range_never_read(bad, isa):
+    target = np.array([0, bad])
+    for ignore_index in (-100, 2, np.int64(-1) if bad != -1 else -7):
+        with pytest.raises(ValueError, match=rf"^cross_entropy: target value {bad} \(flat index 1\) is out of range"):
+            ops.cross_entropy(X23, target, ignore_index=ignore_index)
+        with pytest.raises(ValueError, match=rf"^cross_entropy_backward: target value {bad} \(flat index 1\)"):
+            ops.cross_entropy_backward(1.0, X23, target, np.zeros(2, F32), ignore_index=ignore_index)
+    # (N, C, d) layout, and unsigned targets converted explicitly
+    x3 = np.ones((2, 3, 2), F32)
+    with pytest.raises(ValueError, match=r"^cross_entropy: target value .* is out of range"):
+        ops.cross_entropy(x3, np.array([[0, 1], [bad, 0]]))
+    with pytest.raises(ValueError, match=r"^cross_entropy: target value 18446744073709551615 does not fit in int64"):
+        ops.cross_entropy(X23, np.array([0, 2 ** 64 - 1], np.uint64))
+
+
+def test_cross_entropy_label_smoothing_type():
+    with pytest.raises(TypeError, match=r"^cross_entropy: label_smoothing must be a real number, got str$"):
+        ops.cross_entropy(X23, T2, label_smoothing="0.1")  # float() used to accept it
+    with pytest.raises(ValueError, match=r"^cross_entropy: label_smoothing must be in \[0, 1\], got nan$"):
+        ops.cross_entropy(X23, T2, label_smoothing=float("nan"))
+    assert np.isfinite(ops.cross_entropy(X23, T2, label_smoothing=np.float32(0.25)))
+
+
+GROUP_ERRORS = [
+    (2.5, TypeError, r"^group_norm: num_groups must be an int, got float$"),  # int() truncated it to 2
+    (True, TypeError, r"^group_norm: num_groups must be an int, got bool$"),
+    ("2", TypeError, r"^group_norm: num_groups must be an int, got str$"),  # int("2") accepted it
+    (2 ** 64, ValueError, r"^group_norm: num_groups=18446744073709551616 does not fit in int64$"),
+    (0, ValueError, r"^group_norm: num_groups must be positive, got 0$"),
+    (-2, ValueError, r"^group_norm: num_groups must be positive, got -2$"),
+    (3, ValueError, r"^group_norm: the 4 channels of x .* are not divisible by num_groups=3$"),
+    (8, ValueError, r"^group_norm: num_groups=8 exceeds the 4 channels of x"),
+    (2 ** 63 - 1, ValueError, r"^group_norm: num_groups=9223372036854775807 exceeds the 4 channels"),
+]
+
+
+@pytest.mark.parametrize("groups,exc,pattern", GROUP_ERRORS, ids=[repr(g[0]) for g in GROUP_ERRORS])
+def test_group_norm_num_groups_checked(groups, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        ops.group_norm(XG, groups)
+    with pytest.raises(exc, match=pattern.replace("group_norm:", "group_norm_backward:")):
+        ops.group_norm_backward(XG, XG, groups, None, np.zeros((2, 2), F32), np.ones((2, 2), F32))
+
+
+def test_group_norm_zero_channels_refuses_huge_num_groups():
+    # C = 0 divides by anything: (N, num_groups) statistics were allocated as asked
+    # (numpy's "array is too big", or a MemoryError for 2**40 groups).
+    x = np.ones((2, 0, 3), F32)
+    for groups in (2 ** 40, 2 ** 62):
+        with pytest.raises(ValueError, match=rf"^group_norm: num_groups={groups} exceeds the 0 channels"):
+            ops.group_norm(x, groups)
+    y, mean, rstd = ops.group_norm_forward(x, 1)
+    assert y.shape == (2, 0, 3) and mean.shape == (2, 1)
+    assert ops.group_norm(XG, np.int64(2)).shape == XG.shape
+
+
+EPS_CALLS = [
+    ("layer_norm", lambda eps: ops.layer_norm(XB[0], 2, eps=eps)),
+    ("rms_norm", lambda eps: ops.rms_norm(XB[0], 2, eps=eps)),
+    ("group_norm", lambda eps: ops.group_norm(XB, 3, eps=eps)),
+    ("batch_norm", lambda eps: ops.batch_norm(XB, None, None, training=True, eps=eps)),
+]
+
+
+@pytest.mark.parametrize("eps", [-1.0, -1e-30, float("nan"), float("inf")], ids=str)
+@pytest.mark.parametrize("op,call", EPS_CALLS, ids=[c[0] for c in EPS_CALLS])
+def test_norm_eps_must_be_finite_non_negative(op, call, eps):
+    # A negative eps made var + eps negative and the output silently NaN.
+    with pytest.raises(ValueError, match=rf"^{op}: eps must be finite and >= 0, got "):
+        call(eps)
+
+
+@pytest.mark.parametrize("op,call", EPS_CALLS, ids=[c[0] for c in EPS_CALLS])
+def test_norm_eps_types(op, call):
+    assert np.isfinite(call(0)).all()  # eps=0 is allowed
+    assert np.isfinite(call(np.float32(1e-3))).all()
+    with pytest.raises(TypeError, match=rf"^{op}: eps must be a real number, got str$"):
+        call("1e-5")
+    with pytest.raises(TypeError, match=r"^rms_norm: eps must be a real number, got str$"):
+        dlkern._C.rms_norm_forward(X23, [3], None, "a")  # was a RuntimeError from pybind11's cast
+
+
+@pytest.mark.parametrize("momentum", [float("nan"), float("inf"), -float("inf")], ids=str)
+def test_batch_norm_momentum_must_be_finite(momentum):
+    rm, rv = np.zeros(3, F32), np.ones(3, F32)
+    with pytest.raises(ValueError, match=r"^batch_norm: momentum must be finite, got "):
+        ops.batch_norm(XB, rm, rv, training=True, momentum=momentum)
+    assert (rm == 0).all() and (rv == 1).all()  # the running statistics were not touched
+
+
+def test_batch_norm_momentum_type():
+    with pytest.raises(TypeError, match=r"^batch_norm: momentum must be a real number, got NoneType$"):
+        ops.batch_norm(XB, np.zeros(3, F32), np.ones(3, F32), training=True, momentum=None)
+
+
+NS_ERRORS = [
+    ((3.9,), TypeError, r"^layer_norm: normalized_shape must be an int, got float$"),  # int() truncated to 3
+    (3.0, TypeError, r"^layer_norm: normalized_shape must be an int or a sequence of ints, got float$"),
+    ("3", TypeError, r"^layer_norm: normalized_shape must be an int or a sequence of ints, got str$"),
+    ((True,), TypeError, r"^layer_norm: normalized_shape must be an int, got bool$"),
+    (2 ** 64, ValueError, r"^layer_norm: normalized_shape=18446744073709551616 does not fit in int64$"),
+    ((2, 2 ** 63), ValueError, r"^layer_norm: normalized_shape=9223372036854775808 does not fit in int64$"),
+    ((-3,), ValueError, r"^layer_norm: normalized_shape \(-3,\) does not match the trailing dimensions"),
+    ((), ValueError, r"^layer_norm: normalized_shape is empty"),
+]
+
+
+@pytest.mark.parametrize("ns,exc,pattern", NS_ERRORS, ids=[repr(n[0]) for n in NS_ERRORS])
+def test_normalized_shape_checked(ns, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        ops.layer_norm(X23, ns)
+    with pytest.raises(exc, match=pattern.replace("layer_norm:", "rms_norm:")):
+        ops.rms_norm(X23, ns)
+
+
+def test_normalized_shape_accepted_forms():
+    for ns in (3, np.int64(3), [3], (3,), np.array([3]), np.array(3), (2, 3), [np.int32(2), 3]):
+        assert ops.layer_norm(X23, ns).shape == (2, 3)
+        assert ops.rms_norm(X23, ns).shape == (2, 3)
+
+
+def test_gemm_alpha_beta_types():
+    a = np.ones((2, 3), F32)
+    with pytest.raises(TypeError, match=r"^gemm: alpha must be a real number, got str$"):
+        ops.gemm(a, a, alpha="2", trans_b=True)
+    with pytest.raises(TypeError, match=r"^gemm: beta must be a real number, got NoneType$"):
+        ops.gemm(a, a, np.zeros((2, 2), F32), beta=None, trans_b=True)
+    with pytest.raises(ValueError, match=r"^gemm: alpha is too large for a float"):
+        ops.gemm(a, a, alpha=10 ** 400, trans_b=True)
+    np.testing.assert_array_equal(ops.gemm(a, a, alpha=np.float32(2), trans_b=True), np.full((2, 2), 6, F32))
+
+
+def test_gemm_single_column_c_with_zero_row_stride_refused():
+    # n == 1 skipped the row-overlap check: every row (and thread) wrote one element.
+    c = _as_strided((2, 1), (0, 4))
+    with pytest.raises(ValueError, match=r"^gemm: the rows of c overlap \(row stride 0 bytes for 1 columns"):
+        ops.gemm(np.ones((2, 3), F32), np.ones((3, 1), F32), c)
+
+
+def test_matmul_self_overlapping_out_goes_through_a_temporary():
+    # A zero batch stride in out used to reach the kernel ("gemm_strided_batched: stride_c
+    # is 0"); numpy computes into a buffer and assigns, and so does dlkern now.
+    rng = np.random.default_rng(40)
+    a, b = rng.standard_normal((3, 2, 4)).astype(F32), rng.standard_normal((3, 4, 2)).astype(F32)
+    want = _as_strided((3, 2, 2), (0, 8, 4))
+    np.matmul(a, b, out=want)
+    out = _as_strided((3, 2, 2), (0, 8, 4))
+    assert ops.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    # interleaved rows (row stride 4 bytes for 2 columns)
+    want = _as_strided((3, 2, 2), (0, 4, 4))
+    np.matmul(a, b, out=want)
+    out = _as_strided((3, 2, 2), (0, 4, 4))
+    ops.matmul(a, b, out=out)
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+
+
+def test_matmul_batch_strides_that_overflow_when_merged():
+    # merge_batch_axes multiplied stride * size in int64 (signed overflow for as_strided
+    # views with huge strides); an empty batch means nothing is read.
+    a = _as_strided((2 ** 40, 0, 1, 2), (2 ** 40, 4, 4, 4))
+    assert ops.matmul(a, np.ones((2, 2), F32)).shape == (2 ** 40, 0, 1, 2)
+    a = _as_strided((2, 2 ** 40, 0, 2), (8, 2 ** 40, 4, 4))  # 2**40 * 2**40 overflows
+    assert ops.matmul(a, np.ones((2, 3), F32)).shape == (2, 2 ** 40, 0, 3)
