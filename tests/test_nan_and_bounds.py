@@ -561,3 +561,18 @@ def test_matmul_batch_strides_that_overflow_when_merged():
     assert ops.matmul(a, np.ones((2, 2), F32)).shape == (2 ** 40, 0, 1, 2)
     a = _as_strided((2, 2 ** 40, 0, 2), (8, 2 ** 40, 4, 4))  # 2**40 * 2**40 overflows
     assert ops.matmul(a, np.ones((2, 3), F32)).shape == (2, 2 ** 40, 0, 3)
+
+
+def test_batch_norm_running_stats_aliasing_weight_or_bias_refused():
+    # The running statistics are updated in place before weight/bias are read, so an
+    # alias changed the affine parameters half-way through the call.
+    x = np.random.default_rng(41).standard_normal((4, 3)).astype(F32)
+    params = np.ones((2, 3), F32)
+    rv = np.ones(3, F32)
+    with pytest.raises(ValueError, match=r"^batch_norm: running_mean / running_var share memory with weight$"):
+        ops.batch_norm(x, params[0], rv, params[0], None, training=True)
+    with pytest.raises(ValueError, match=r"^batch_norm: running_mean / running_var share memory with bias$"):
+        ops.batch_norm(x, np.zeros(3, F32), params[1], None, params[1], training=True)
+    np.testing.assert_array_equal(params, np.ones((2, 3), F32))
+    # Eval mode reads them only: aliasing is harmless there.
+    assert np.isfinite(ops.batch_norm(x, params[0], params[1], params[0], params[1], training=False)).all()

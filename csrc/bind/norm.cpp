@@ -340,6 +340,10 @@ py::tuple batch_norm_forward(const py::object& x_obj, const py::object& rm_obj,
     require_writeable(*rv, op, "running_var");
     if (may_overlap(*rm, *rv) || may_overlap(*rm, x) || may_overlap(*rv, x))
       value_error(op, ": running_mean / running_var share memory with each other or with x");
+    // They are updated before weight and bias are read: an alias would change them mid-way.
+    for (const auto* p : {&w, &b})
+      if (*p && (may_overlap(*rm, **p) || may_overlap(*rv, **p)))
+        value_error(op, ": running_mean / running_var share memory with ", p == &w ? "weight" : "bias");
   }
   py::array y = new_array(dt, shape_of(x));
   py::array save_mean = new_array(dt, cshape), save_rstd = new_array(dt, cshape);
