@@ -576,3 +576,23 @@ def test_batch_norm_running_stats_aliasing_weight_or_bias_refused():
     np.testing.assert_array_equal(params, np.ones((2, 3), F32))
     # Eval mode reads them only: aliasing is harmless there.
     assert np.isfinite(ops.batch_norm(x, params[0], params[1], params[0], params[1], training=False)).all()
+
+
+def test_overlap_checks_survive_strides_past_the_address_space():
+    # byte_range multiplied stride * (size - 1) in signed intptr_t: a view whose strides
+    # reach past the address space overflowed, could pass as "no overlap" and let the
+    # kernel write 2**62 bytes away. Run in a child: the old behaviour was a crash.
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np\n"
+        "from dlkern import ops\n"
+        "c = np.lib.stride_tricks.as_strided(np.zeros(4, np.float32), (3, 2), (2**62, 4))\n"
+        "try:\n"
+        "    ops.gemm(np.ones((3, 3), np.float32), np.ones((3, 2), np.float32), c)\n"
+        "except ValueError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("refused: gemm: c shares memory with an input"), r.stdout

@@ -1,6 +1,7 @@
 #include "bind/common.h"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace dlkern::bind {
 
@@ -109,16 +110,28 @@ void require_writeable(const py::array& a, const char* op, const char* arg) {
 }
 
 namespace {
-// [lo, hi) byte range an array can touch.
+// [lo, hi) byte range an array can touch; the whole address space when its strides
+// reach past it (as_strided views), so that the overlap checks stay conservative and
+// nothing here overflows.
 std::pair<std::uintptr_t, std::uintptr_t> byte_range(const py::array& a) {
-  auto base = reinterpret_cast<std::uintptr_t>(a.data());
+  const auto base = reinterpret_cast<std::uintptr_t>(a.data());
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    if (a.shape(i) == 0) return {base, base};
+  const std::pair<std::uintptr_t, std::uintptr_t> everything{0, UINTPTR_MAX};
   std::intptr_t lo = 0, hi = 0;
   for (py::ssize_t i = 0; i < a.ndim(); ++i) {
-    if (a.shape(i) == 0) return {base, base};
-    const std::intptr_t extent = static_cast<std::intptr_t>(a.strides(i)) * (a.shape(i) - 1);
-    if (extent < 0) lo += extent; else hi += extent;
+    std::intptr_t extent;
+    if (__builtin_mul_overflow(static_cast<std::intptr_t>(a.strides(i)),
+                               static_cast<std::intptr_t>(a.shape(i) - 1), &extent) ||
+        (extent < 0 ? __builtin_add_overflow(lo, extent, &lo) : __builtin_add_overflow(hi, extent, &hi)))
+      return everything;
   }
-  return {base + lo, base + hi + a.itemsize()};
+  std::uintptr_t first, last;
+  if (__builtin_sub_overflow(base, 0 - static_cast<std::uintptr_t>(lo), &first) ||
+      __builtin_add_overflow(base, static_cast<std::uintptr_t>(hi) + static_cast<std::uintptr_t>(a.itemsize()),
+                             &last))
+    return everything;
+  return {first, last};
 }
 }  // namespace
 
