@@ -175,6 +175,17 @@ def test_softmax_backward_nan_in_saved_output(shape, dim, isa, dtype):
     assert_matches(ops.log_softmax_backward(g, ly, dim), log_softmax_backward_ref(g, ly, dim), dtype)
 
 
+def test_softmax_nan_tiny_shapes(isa, dtype):
+    """0-d arrays and slices of one element (all lanes but one are the load's fill)."""
+    for x, dim in [(np.array(np.nan, dtype), 0), (np.array([np.nan], dtype), 0),
+                   (np.array([[np.nan], [1.0]], dtype), 1), (np.array([[np.nan, 1.0]], dtype), 0)]:
+        ref_dim = dim if x.ndim else None
+        want = softmax_ref(x, ref_dim) if x.ndim else np.array(np.nan)
+        lwant = log_softmax_ref(x, ref_dim) if x.ndim else np.array(np.nan)
+        assert_matches(ops.softmax(x, dim), want, dtype)
+        assert_matches(ops.log_softmax(x, dim), lwant, dtype)
+
+
 def test_all_neg_inf_slice_keeps_documented_result(isa, dtype):
     x = np.full((3, 37), -np.inf, dtype)
     x[1] = np.arange(37)
