@@ -1,6 +1,7 @@
 #include "bind/common.h"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace dlkern::bind {
 
@@ -63,21 +64,74 @@ int64_t elem_stride(const py::array& a, int axis, const char* op, const char* ar
   return bytes / item;
 }
 
+namespace {
+std::string type_name(const py::handle& obj) {
+  return py::str(py::type::of(obj).attr("__name__")).cast<std::string>();
+}
+}  // namespace
+
+int64_t int64_arg(const py::handle& obj, const char* op, const char* arg) {
+  if (py::isinstance<py::bool_>(obj) || !PyIndex_Check(obj.ptr()))
+    type_error(op, ": ", arg, " must be an int, got ", type_name(obj));
+  PyObject* index = PyNumber_Index(obj.ptr());
+  if (!index) throw py::error_already_set();
+  const py::int_ value = py::reinterpret_steal<py::int_>(index);
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (overflow != 0)
+    value_error(op, ": ", arg, "=", py::str(value).cast<std::string>(), " does not fit in int64");
+  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return static_cast<int64_t>(v);
+}
+
+double double_arg(const py::handle& obj, const char* op, const char* arg) {
+  const bool number = PyFloat_Check(obj.ptr()) || PyLong_Check(obj.ptr()) ||
+                      (Py_TYPE(obj.ptr())->tp_as_number && (Py_TYPE(obj.ptr())->tp_as_number->nb_float ||
+                                                            Py_TYPE(obj.ptr())->tp_as_number->nb_index));
+  if (py::isinstance<py::bool_>(obj) || !number)
+    type_error(op, ": ", arg, " must be a real number, got ", type_name(obj));
+  if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() != 0)
+    type_error(op, ": ", arg, " must be a real number, got an array of shape ",
+               shape_str(py::reinterpret_borrow<py::array>(obj)));
+  const double v = PyFloat_AsDouble(obj.ptr());
+  if (v == -1.0 && PyErr_Occurred()) {
+    if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+      PyErr_Clear();
+      value_error(op, ": ", arg, " is too large for a float (an int of ",
+                  py::str(obj).cast<std::string>().size(), " digits)");
+    }
+    throw py::error_already_set();
+  }
+  return v;
+}
+
 void require_writeable(const py::array& a, const char* op, const char* arg) {
   if (!a.writeable()) value_error(op, ": ", arg, " is read-only");
 }
 
 namespace {
-// [lo, hi) byte range an array can touch.
+// [lo, hi) byte range an array can touch; the whole address space when its strides
+// reach past it (as_strided views), so that the overlap checks stay conservative and
+// nothing here overflows.
 std::pair<std::uintptr_t, std::uintptr_t> byte_range(const py::array& a) {
-  auto base = reinterpret_cast<std::uintptr_t>(a.data());
+  const auto base = reinterpret_cast<std::uintptr_t>(a.data());
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    if (a.shape(i) == 0) return {base, base};
+  const std::pair<std::uintptr_t, std::uintptr_t> everything{0, UINTPTR_MAX};
   std::intptr_t lo = 0, hi = 0;
   for (py::ssize_t i = 0; i < a.ndim(); ++i) {
-    if (a.shape(i) == 0) return {base, base};
-    const std::intptr_t extent = static_cast<std::intptr_t>(a.strides(i)) * (a.shape(i) - 1);
-    if (extent < 0) lo += extent; else hi += extent;
+    std::intptr_t extent;
+    if (__builtin_mul_overflow(static_cast<std::intptr_t>(a.strides(i)),
+                               static_cast<std::intptr_t>(a.shape(i) - 1), &extent) ||
+        (extent < 0 ? __builtin_add_overflow(lo, extent, &lo) : __builtin_add_overflow(hi, extent, &hi)))
+      return everything;
   }
-  return {base + lo, base + hi + a.itemsize()};
+  std::uintptr_t first, last;
+  if (__builtin_sub_overflow(base, 0 - static_cast<std::uintptr_t>(lo), &first) ||
+      __builtin_add_overflow(base, static_cast<std::uintptr_t>(hi) + static_cast<std::uintptr_t>(a.itemsize()),
+                             &last))
+    return everything;
+  return {first, last};
 }
 }  // namespace
 
@@ -86,6 +140,28 @@ bool may_overlap(const py::array& a, const py::array& b) {
   auto [blo, bhi] = byte_range(b);
   if (alo == ahi || blo == bhi) return false;
   return alo < bhi && blo < ahi;
+}
+
+bool may_self_overlap(const py::array& a) {
+  // Axes of size > 1 by increasing |stride|: each stride must step past everything the
+  // smaller ones span, else two index tuples can reach one address.
+  std::vector<std::pair<uint64_t, uint64_t>> axes;  // (|stride|, size - 1)
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    if (a.shape(i) == 0) return false;
+    if (a.shape(i) > 1) {
+      const py::ssize_t st = a.strides(i);
+      axes.emplace_back(st < 0 ? 0 - static_cast<uint64_t>(st) : static_cast<uint64_t>(st),
+                        static_cast<uint64_t>(a.shape(i) - 1));
+    }
+  }
+  std::sort(axes.begin(), axes.end());
+  uint64_t span = static_cast<uint64_t>(a.itemsize());  // bytes covered by the smaller axes
+  for (const auto& [stride, last] : axes) {
+    if (stride < span) return true;
+    uint64_t extent;
+    if (__builtin_mul_overflow(stride, last, &extent) || __builtin_add_overflow(span, extent, &span)) return true;
+  }
+  return false;
 }
 
 }  // namespace dlkern::bind

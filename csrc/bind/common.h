@@ -49,11 +49,25 @@ DType float_dtype(const py::array& a, const char* op, const char* arg);
 // number of elements (possible with some record views).
 int64_t elem_stride(const py::array& a, int axis, const char* op, const char* arg);
 
+// An int argument from the caller: a Python int or anything with __index__ (NumPy
+// integers), not bool. TypeError "<op>: <arg> must be an int, got <type>" otherwise;
+// ValueError "<op>: <arg>=<v> does not fit in int64" when it is out of range.
+int64_t int64_arg(const py::handle& obj, const char* op, const char* arg);
+
+// A real-number argument: int, float or anything with __float__ (NumPy scalars), not
+// bool or str. TypeError "<op>: <arg> must be a real number, got <type>" otherwise;
+// ValueError when an int is too large for a double.
+double double_arg(const py::handle& obj, const char* op, const char* arg);
+
 // ValueError unless the array may be written to.
 void require_writeable(const py::array& a, const char* op, const char* arg);
 
 // True when the byte ranges spanned by the two arrays intersect (conservative).
 bool may_overlap(const py::array& a, const py::array& b);
+
+// True when two elements of the array may share memory (a zero or interleaved stride,
+// as np.lib.stride_tricks.as_strided can make); conservative: false means they don't.
+bool may_self_overlap(const py::array& a);
 
 // Each op family's binding file registers its functions with
 //   DLKERN_REGISTER_BINDINGS(softmax) { m.def(...); }

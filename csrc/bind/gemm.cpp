@@ -31,8 +31,9 @@ cpu::GemmArgs<T> make_args(int64_t m, int64_t n, int64_t k, double alpha, const 
 }
 
 py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::object& c_obj,
-               double alpha, double beta, bool trans_a, bool trans_b) {
+               const py::object& alpha_obj, const py::object& beta_obj, bool trans_a, bool trans_b) {
   const char* op = "gemm";
+  const double alpha = double_arg(alpha_obj, op, "alpha"), beta = double_arg(beta_obj, op, "beta");
   GemmCall call = check_gemm_call(a_obj, b_obj, c_obj, beta, trans_a, trans_b);
   const py::array &a = call.a, &b = call.b;
   py::array &c = call.c;
@@ -45,7 +46,9 @@ py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::objec
     value_error(op, ": c must have unit stride along its last axis (got ", c.strides(1),
                 " bytes); pass a row-major c");
   const int64_t ldc = elem_stride(c, 0, op, "c");
-  if (m > 1 && n > 1 && (ldc < n && -ldc < n))
+  // Rows overlap when |ldc| < n (a single column too: ldc == 0 writes every row to one
+  // element, from several threads).
+  if (m > 1 && n > 0 && (ldc < n && -ldc < n))
     value_error(op, ": the rows of c overlap (row stride ", c.strides(0), " bytes for ", n,
                 " columns of ", c.itemsize(), " bytes)");
   void* c_data = c.mutable_data();
@@ -121,11 +124,12 @@ py::array matmul(const py::object& a_obj, const py::object& b_obj, const py::obj
     require_writeable(out, op, "out");
     const int on = static_cast<int>(out.ndim());
     const bool unit_last = b_vec || n <= 1 || out.strides(on - 1) == out.itemsize();
-    // Like numpy: an out that aliases an input, or that the kernel cannot address
-    // (non-unit last stride), gets an explicit temporary and a copy back.
+    // Like numpy: an out that aliases an input or itself (zero / interleaved strides),
+    // or that the kernel cannot address (non-unit last stride), gets an explicit
+    // temporary and a copy back.
     const int row_axis = on - (b_vec ? 1 : 2);
     const bool rows_ok = a_vec || m <= 1 || out.strides(row_axis) >= n * out.itemsize();
-    write_back = !unit_last || !rows_ok || may_overlap(out, a) || may_overlap(out, b);
+    write_back = !unit_last || !rows_ok || may_overlap(out, a) || may_overlap(out, b) || may_self_overlap(out);
     for (int d = 0; d < on && !write_back; ++d) write_back = out.strides(d) % out.itemsize() != 0;
     result = write_back ? py::array(a.dtype(), out_shape) : out;
   }
@@ -175,7 +179,7 @@ py::array matmul(const py::object& a_obj, const py::object& b_obj, const py::obj
 
 DLKERN_REGISTER_BINDINGS(gemm) {
   m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("c") = py::none(),
-        py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("trans_a") = false,
+        py::arg("alpha") = py::float_(1.0), py::arg("beta") = py::float_(0.0), py::arg("trans_a") = false,
         py::arg("trans_b") = false,
         R"doc(gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False)
 

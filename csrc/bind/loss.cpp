@@ -47,11 +47,18 @@ struct CeArgs {
   DType dt = DType::f32;
   CeShape shape;
   cpu::Reduction reduction = cpu::Reduction::mean;
+  int64_t ignore_index = -100;
+  double label_smoothing = 0.0;
 };
 
 CeArgs check_common(const py::object& input_obj, const py::object& target_obj, const py::object& weight_obj,
-                    int64_t ignore_index, const std::string& reduction, double label_smoothing, const char* op) {
+                    const py::object& ignore_index_obj, const std::string& reduction,
+                    const py::object& label_smoothing_obj, const char* op) {
   CeArgs a;
+  a.ignore_index = int64_arg(ignore_index_obj, op, "ignore_index");
+  a.label_smoothing = double_arg(label_smoothing_obj, op, "label_smoothing");
+  const int64_t ignore_index = a.ignore_index;
+  const double label_smoothing = a.label_smoothing;
   a.input = require_array(input_obj, op, "input");
   a.dt = float_dtype(a.input, op, "input");
   if (a.input.ndim() < 2)
@@ -99,9 +106,12 @@ CeArgs check_common(const py::object& input_obj, const py::object& target_obj, c
 }
 
 py::tuple ce_forward(const py::object& input, const py::object& target, const py::object& weight,
-                     int64_t ignore_index, const std::string& reduction, double label_smoothing) {
+                     const py::object& ignore_index_obj, const std::string& reduction,
+                     const py::object& label_smoothing_obj) {
   const char* op = "cross_entropy";
-  CeArgs a = check_common(input, target, weight, ignore_index, reduction, label_smoothing, op);
+  CeArgs a = check_common(input, target, weight, ignore_index_obj, reduction, label_smoothing_obj, op);
+  const int64_t ignore_index = a.ignore_index;
+  const double label_smoothing = a.label_smoothing;
   py::array losses(a.input.dtype(), a.shape.sample_shape);
   py::array lse(a.input.dtype(), a.shape.sample_shape);
   const void* xp = a.input.data();
@@ -129,10 +139,13 @@ py::tuple ce_forward(const py::object& input, const py::object& target, const py
 }
 
 py::array ce_backward(const py::object& grad_obj, const py::object& input, const py::object& target,
-                      const py::object& lse_obj, const py::object& weight, int64_t ignore_index,
-                      const std::string& reduction, double label_smoothing, const py::object& out_obj) {
+                      const py::object& lse_obj, const py::object& weight, const py::object& ignore_index_obj,
+                      const std::string& reduction, const py::object& label_smoothing_obj,
+                      const py::object& out_obj) {
   const char* op = "cross_entropy_backward";
-  CeArgs a = check_common(input, target, weight, ignore_index, reduction, label_smoothing, op);
+  CeArgs a = check_common(input, target, weight, ignore_index_obj, reduction, label_smoothing_obj, op);
+  const int64_t ignore_index = a.ignore_index;
+  const double label_smoothing = a.label_smoothing;
   py::array grad = require_array(grad_obj, op, "grad_loss");
   if (float_dtype(grad, op, "grad_loss") != a.dt)
     type_error(op, ": grad_loss has dtype ", dtype_str(grad), " but input has dtype ", dtype_str(a.input));
@@ -200,13 +213,14 @@ py::array ce_backward(const py::object& grad_obj, const py::object& input, const
 
 DLKERN_REGISTER_BINDINGS(loss) {
   m.def("cross_entropy_forward", &ce_forward, py::arg("input"), py::arg("target"), py::arg("weight") = py::none(),
-        py::arg("ignore_index") = -100, py::arg("reduction") = "mean", py::arg("label_smoothing") = 0.0,
+        py::arg("ignore_index") = py::int_(-100), py::arg("reduction") = "mean",
+        py::arg("label_smoothing") = py::float_(0.0),
         "cross_entropy_forward(input, target, weight=None, ignore_index=-100, reduction='mean', "
         "label_smoothing=0.0) -> (loss, lse): fused log-softmax + NLL with PyTorch's semantics; lse is the "
         "per-sample log-sum-exp (N, d1, ...) for the backward.");
   m.def("cross_entropy_backward", &ce_backward, py::arg("grad_loss"), py::arg("input"), py::arg("target"),
-        py::arg("lse"), py::arg("weight") = py::none(), py::arg("ignore_index") = -100,
-        py::arg("reduction") = "mean", py::arg("label_smoothing") = 0.0, py::arg("out") = py::none(),
+        py::arg("lse"), py::arg("weight") = py::none(), py::arg("ignore_index") = py::int_(-100),
+        py::arg("reduction") = "mean", py::arg("label_smoothing") = py::float_(0.0), py::arg("out") = py::none(),
         "cross_entropy_backward(grad_loss, input, target, lse, weight=None, ignore_index=-100, "
         "reduction='mean', label_smoothing=0.0, out=None) -> dinput, in one pass from the logits and lse.");
 }

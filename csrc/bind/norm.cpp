@@ -3,6 +3,7 @@
 // Every argument is checked here (dtype, C-contiguity, shapes) before the GIL is
 // released; the kernels need contiguous arrays, and a needed copy is the caller's
 // (dlkern.ops.norm makes it explicitly).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -82,6 +83,29 @@ int64_t prod(const Shape& s, size_t begin, size_t end) {
   return p;
 }
 
+// eps: a real number, finite and >= 0 (a negative one makes var + eps negative and
+// the output silently NaN).
+double eps_arg(const py::object& obj, const char* op) {
+  const double eps = double_arg(obj, op, "eps");
+  if (!(eps >= 0.0 && std::isfinite(eps))) value_error(op, ": eps must be finite and >= 0, got ", eps);
+  return eps;
+}
+
+// normalized_shape: an int or a sequence of ints (list, tuple, torch.Size), each in
+// int64's range; floats, bools and strings are refused, not truncated.
+std::vector<int64_t> shape_arg(const py::object& obj, const char* op) {
+  const char* arg = "normalized_shape";
+  const bool array = py::isinstance<py::array>(obj);
+  if (array ? py::reinterpret_borrow<py::array>(obj).ndim() == 0 : PyIndex_Check(obj.ptr()) != 0)
+    return {int64_arg(obj, op, arg)};
+  if (!PySequence_Check(obj.ptr()) || py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj))
+    type_error(op, ": ", arg, " must be an int or a sequence of ints, got ",
+               py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  std::vector<int64_t> dims;
+  for (const py::handle item : py::reinterpret_borrow<py::sequence>(obj)) dims.push_back(int64_arg(item, op, arg));
+  return dims;
+}
+
 // ---------------------------------------------------------------------- layer / rms norm
 
 struct RowLayout {
@@ -89,7 +113,8 @@ struct RowLayout {
   int64_t rows, cols;
 };
 
-RowLayout row_layout(const py::array& x, const std::vector<int64_t>& normalized_shape, const char* op) {
+RowLayout row_layout(const py::array& x, const py::object& normalized_shape_obj, const char* op) {
+  const std::vector<int64_t> normalized_shape = shape_arg(normalized_shape_obj, op);
   const Shape xs = shape_of(x);
   const size_t k = normalized_shape.size();
   Shape ns(normalized_shape.begin(), normalized_shape.end());
@@ -112,9 +137,10 @@ void check_same_shape(const py::array& a, const py::array& x, const char* op, co
     value_error(op, ": ", arg, " has shape ", shape_str(a), " but x has shape ", shape_str(x));
 }
 
-py::tuple layer_norm_forward(const py::object& x_obj, const std::vector<int64_t>& normalized_shape,
-                             const py::object& w_obj, const py::object& b_obj, double eps) {
+py::tuple layer_norm_forward(const py::object& x_obj, const py::object& normalized_shape,
+                             const py::object& w_obj, const py::object& b_obj, const py::object& eps_obj) {
   const char* op = "layer_norm";
+  const double eps = eps_arg(eps_obj, op);
   DType dt;
   py::array x = float_array(x_obj, op, "x", &dt);
   const RowLayout l = row_layout(x, normalized_shape, op);
@@ -132,7 +158,7 @@ py::tuple layer_norm_forward(const py::object& x_obj, const std::vector<int64_t>
 }
 
 py::tuple layer_norm_backward(const py::object& dy_obj, const py::object& x_obj,
-                              const std::vector<int64_t>& normalized_shape, const py::object& w_obj,
+                              const py::object& normalized_shape, const py::object& w_obj,
                               const py::object& mean_obj, const py::object& rstd_obj, bool need_bias) {
   const char* op = "layer_norm_backward";
   DType dt;
@@ -159,7 +185,7 @@ py::tuple layer_norm_backward(const py::object& dy_obj, const py::object& x_obj,
   return py::make_tuple(dx, dw, db);
 }
 
-py::tuple rms_norm_forward(const py::object& x_obj, const std::vector<int64_t>& normalized_shape,
+py::tuple rms_norm_forward(const py::object& x_obj, const py::object& normalized_shape,
                            const py::object& w_obj, const py::object& eps_obj) {
   const char* op = "rms_norm";
   DType dt;
@@ -170,7 +196,7 @@ py::tuple rms_norm_forward(const py::object& x_obj, const std::vector<int64_t>& 
   const double eps = eps_obj.is_none()
                          ? (dt == DType::f32 ? double(std::numeric_limits<float>::epsilon())
                                              : std::numeric_limits<double>::epsilon())
-                         : py::cast<double>(eps_obj);
+                         : eps_arg(eps_obj, op);
   py::array y = new_array(dt, shape_of(x)), rstd = new_array(dt, l.lead);
   dispatch_float(dt, [&](auto zero) {
     using T = decltype(zero);
@@ -183,7 +209,7 @@ py::tuple rms_norm_forward(const py::object& x_obj, const std::vector<int64_t>& 
 }
 
 py::tuple rms_norm_backward(const py::object& dy_obj, const py::object& x_obj,
-                            const std::vector<int64_t>& normalized_shape, const py::object& w_obj,
+                            const py::object& normalized_shape, const py::object& w_obj,
                             const py::object& rstd_obj) {
   const char* op = "rms_norm_backward";
   DType dt;
@@ -220,18 +246,25 @@ ChannelLayout channel_layout(const py::array& x, const char* op) {
   return {xs[0], xs[1], prod(xs, 2, xs.size())};
 }
 
+// num_groups: an int in [1, C] dividing C (1 when C is 0: the (N, num_groups)
+// statistics would otherwise be as large as the caller asks).
 ChannelLayout group_layout(const py::array& x, int64_t groups, const char* op) {
   ChannelLayout l = channel_layout(x, op);
   if (groups <= 0) value_error(op, ": num_groups must be positive, got ", groups);
+  if (groups > std::max<int64_t>(l.channels, 1))
+    value_error(op, ": num_groups=", groups, " exceeds the ", l.channels, " channels of x (shape ", shape_str(x),
+                ")");
   if (l.channels % groups != 0)
     value_error(op, ": the ", l.channels, " channels of x (shape ", shape_str(x),
                 ") are not divisible by num_groups=", groups);
   return l;
 }
 
-py::tuple group_norm_forward(const py::object& x_obj, int64_t groups, const py::object& w_obj,
-                             const py::object& b_obj, double eps) {
+py::tuple group_norm_forward(const py::object& x_obj, const py::object& groups_obj, const py::object& w_obj,
+                             const py::object& b_obj, const py::object& eps_obj) {
   const char* op = "group_norm";
+  const int64_t groups = int64_arg(groups_obj, op, "num_groups");
+  const double eps = eps_arg(eps_obj, op);
   DType dt;
   py::array x = float_array(x_obj, op, "x", &dt);
   const ChannelLayout l = group_layout(x, groups, op);
@@ -250,10 +283,11 @@ py::tuple group_norm_forward(const py::object& x_obj, int64_t groups, const py::
   return py::make_tuple(y, mean, rstd);
 }
 
-py::tuple group_norm_backward(const py::object& dy_obj, const py::object& x_obj, int64_t groups,
+py::tuple group_norm_backward(const py::object& dy_obj, const py::object& x_obj, const py::object& groups_obj,
                               const py::object& w_obj, const py::object& mean_obj,
                               const py::object& rstd_obj, bool need_bias) {
   const char* op = "group_norm_backward";
+  const int64_t groups = int64_arg(groups_obj, op, "num_groups");
   DType dt;
   py::array x = float_array(x_obj, op, "x", &dt);
   py::array dy = float_array(dy_obj, op, "grad_out", &dt, "x");
@@ -280,8 +314,12 @@ py::tuple group_norm_backward(const py::object& dy_obj, const py::object& x_obj,
 
 py::tuple batch_norm_forward(const py::object& x_obj, const py::object& rm_obj,
                              const py::object& rv_obj, const py::object& w_obj,
-                             const py::object& b_obj, bool training, double momentum, double eps) {
+                             const py::object& b_obj, bool training, const py::object& momentum_obj,
+                             const py::object& eps_obj) {
   const char* op = "batch_norm";
+  const double momentum = double_arg(momentum_obj, op, "momentum");
+  if (!std::isfinite(momentum)) value_error(op, ": momentum must be finite, got ", momentum);
+  const double eps = eps_arg(eps_obj, op);
   DType dt;
   py::array x = float_array(x_obj, op, "x", &dt);
   const ChannelLayout l = channel_layout(x, op);
@@ -302,6 +340,10 @@ py::tuple batch_norm_forward(const py::object& x_obj, const py::object& rm_obj,
     require_writeable(*rv, op, "running_var");
     if (may_overlap(*rm, *rv) || may_overlap(*rm, x) || may_overlap(*rv, x))
       value_error(op, ": running_mean / running_var share memory with each other or with x");
+    // They are updated before weight and bias are read: an alias would change them mid-way.
+    for (const auto* p : {&w, &b})
+      if (*p && (may_overlap(*rm, **p) || may_overlap(*rv, **p)))
+        value_error(op, ": running_mean / running_var share memory with ", p == &w ? "weight" : "bias");
   }
   py::array y = new_array(dt, shape_of(x));
   py::array save_mean = new_array(dt, cshape), save_rstd = new_array(dt, cshape);
@@ -352,7 +394,7 @@ py::tuple batch_norm_backward(const py::object& dy_obj, const py::object& x_obj,
 
 DLKERN_REGISTER_BINDINGS(norm) {
   m.def("layer_norm_forward", &layer_norm_forward, py::arg("x"), py::arg("normalized_shape"),
-        py::arg("weight") = py::none(), py::arg("bias") = py::none(), py::arg("eps") = 1e-5,
+        py::arg("weight") = py::none(), py::arg("bias") = py::none(), py::arg("eps") = py::float_(1e-5),
         "layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5) -> (y, mean, rstd)\n\n"
         "Layer norm over the trailing dimensions named by normalized_shape (a sequence of ints).\n"
         "x C-contiguous float32/float64; weight/bias of shape normalized_shape or None;\n"
@@ -371,7 +413,7 @@ DLKERN_REGISTER_BINDINGS(norm) {
         py::arg("normalized_shape"), py::arg("weight"), py::arg("rstd"),
         "rms_norm_backward(grad_out, x, normalized_shape, weight, rstd) -> (dx, dweight or None)");
   m.def("group_norm_forward", &group_norm_forward, py::arg("x"), py::arg("num_groups"),
-        py::arg("weight") = py::none(), py::arg("bias") = py::none(), py::arg("eps") = 1e-5,
+        py::arg("weight") = py::none(), py::arg("bias") = py::none(), py::arg("eps") = py::float_(1e-5),
         "group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5) -> (y, mean, rstd)\n\n"
         "x (N, C, *) C-contiguous; weight/bias (C,) or None; mean/rstd (N, num_groups).");
   m.def("group_norm_backward", &group_norm_backward, py::arg("grad_out"), py::arg("x"),
@@ -381,7 +423,7 @@ DLKERN_REGISTER_BINDINGS(norm) {
         "-> (dx, dweight or None, dbias or None)");
   m.def("batch_norm_forward", &batch_norm_forward, py::arg("x"), py::arg("running_mean"),
         py::arg("running_var"), py::arg("weight") = py::none(), py::arg("bias") = py::none(),
-        py::arg("training") = false, py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
+        py::arg("training") = false, py::arg("momentum") = py::float_(0.1), py::arg("eps") = py::float_(1e-5),
         "batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, training=False,\n"
         "momentum=0.1, eps=1e-5) -> (y, save_mean, save_rstd)\n\n"
         "x (N, C) or (N, C, *). Training: batch statistics; running_mean/running_var (or None)\n"

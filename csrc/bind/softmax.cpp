@@ -19,8 +19,10 @@ void require_contiguous(const py::array& a, const char* op, const char* arg) {
                 "); pass numpy.ascontiguousarray(", arg, ")");
 }
 
-// dim in [-ndim, ndim) (a 0-d array counts as one axis of size 1, as in PyTorch).
-AxisView axis_view(const py::array& a, int64_t dim, const char* op) {
+// dim (an int, not bool) in [-ndim, ndim) (a 0-d array counts as one axis of size 1,
+// as in PyTorch).
+AxisView axis_view(const py::array& a, const py::object& dim_obj, const char* op) {
+  const int64_t dim = int64_arg(dim_obj, op, "dim");
   const int64_t nd = a.ndim(), span = nd == 0 ? 1 : nd;
   if (dim < -span || dim >= span)
     value_error(op, ": dim ", dim, " is out of range for an array of shape ", shape_str(a), " (expected ",
@@ -51,7 +53,7 @@ py::array make_output(const py::object& out_obj, const py::array& like, DType dt
   return out;
 }
 
-py::array forward(const py::object& x_obj, int64_t dim, const py::object& out_obj, bool log) {
+py::array forward(const py::object& x_obj, const py::object& dim, const py::object& out_obj, bool log) {
   const char* op = log ? "log_softmax" : "softmax";
   py::array x = require_array(x_obj, op, "x");
   const DType dt = float_dtype(x, op, "x");
@@ -70,7 +72,7 @@ py::array forward(const py::object& x_obj, int64_t dim, const py::object& out_ob
   return y;
 }
 
-py::array backward(const py::object& g_obj, const py::object& y_obj, int64_t dim, const py::object& out_obj,
+py::array backward(const py::object& g_obj, const py::object& y_obj, const py::object& dim, const py::object& out_obj,
                    bool log) {
   const char* op = log ? "log_softmax_backward" : "softmax_backward";
   py::array g = require_array(g_obj, op, "grad_out");
@@ -102,26 +104,28 @@ py::array backward(const py::object& g_obj, const py::object& y_obj, int64_t dim
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(softmax) {
-  m.def("softmax", [](const py::object& x, int64_t dim, const py::object& out) { return forward(x, dim, out, false); },
-        py::arg("x"), py::arg("dim") = -1, py::arg("out") = py::none(),
+  m.def("softmax",
+        [](const py::object& x, const py::object& dim, const py::object& out) { return forward(x, dim, out, false); },
+        py::arg("x"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(),
         "softmax(x, dim=-1, out=None): exp(x - max) / sum over axis dim of a C-contiguous float32/float64 "
-        "array. A slice whose entries are all -inf gives 0.");
-  m.def("log_softmax", [](const py::object& x, int64_t dim, const py::object& out) { return forward(x, dim, out, true); },
-        py::arg("x"), py::arg("dim") = -1, py::arg("out") = py::none(),
+        "array. A slice whose entries are all -inf gives 0; a slice holding a NaN gives all NaN.");
+  m.def("log_softmax",
+        [](const py::object& x, const py::object& dim, const py::object& out) { return forward(x, dim, out, true); },
+        py::arg("x"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(),
         "log_softmax(x, dim=-1, out=None): x - max - log(sum(exp(x - max))) over axis dim. A slice whose "
-        "entries are all -inf gives -inf.");
+        "entries are all -inf gives -inf; a slice holding a NaN gives all NaN.");
   m.def("softmax_backward",
-        [](const py::object& g, const py::object& y, int64_t dim, const py::object& out) {
+        [](const py::object& g, const py::object& y, const py::object& dim, const py::object& out) {
           return backward(g, y, dim, out, false);
         },
-        py::arg("grad_out"), py::arg("y"), py::arg("dim") = -1, py::arg("out") = py::none(),
+        py::arg("grad_out"), py::arg("y"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(),
         "softmax_backward(grad_out, y, dim=-1, out=None): dx = y * (grad_out - sum(grad_out * y, dim)), "
         "y the softmax output.");
   m.def("log_softmax_backward",
-        [](const py::object& g, const py::object& y, int64_t dim, const py::object& out) {
+        [](const py::object& g, const py::object& y, const py::object& dim, const py::object& out) {
           return backward(g, y, dim, out, true);
         },
-        py::arg("grad_out"), py::arg("y"), py::arg("dim") = -1, py::arg("out") = py::none(),
+        py::arg("grad_out"), py::arg("y"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(),
         "log_softmax_backward(grad_out, y, dim=-1, out=None): dx = grad_out - exp(y) * sum(grad_out, dim), "
         "y the log_softmax output.");
 }

@@ -123,8 +123,11 @@ void backward_strided(const T* grad, int64_t grad_stride, T grad_scale, const T*
     for (int64_t k = 0; k < c; ++k) {
       const T wk = w ? w[k] : T(1);
       for (int64_t j = 0; j < s; ++j) {
-        // a == 0 marks an ignored sample (or a zero cotangent): write exact zeros.
-        di[k * s + j] = a[j] == T(0) ? b[j] * wk : a[j] * std::exp((xi[k * s + j] - m[j]) - ls[j]) + b[j] * wk;
+        // An ignored sample gets exact zeros. A zero cotangent still multiplies
+        // exp(...), as the contiguous kernel does, so NaN logits give NaN (0 * NaN).
+        di[k * s + j] = target[i * s + j] == ignore_index
+                            ? T(0)
+                            : a[j] * std::exp((xi[k * s + j] - m[j]) - ls[j]) + b[j] * wk;
       }
     }
     for (int64_t j = 0; j < s; ++j) {

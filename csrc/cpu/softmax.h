@@ -8,7 +8,8 @@ namespace dlkern::cpu {
 // x, y: (outer, dim, inner) contiguous; the softmax runs over dim (inner == 1: the
 // last axis, rows contiguous; inner > 1: a strided walk, no transposed copies).
 // Numerically stable (the max over dim is subtracted). A slice whose entries are all
-// -inf gives 0 (softmax) or -inf (log_softmax). y may not alias x.
+// -inf gives 0 (softmax) or -inf (log_softmax); a slice holding a NaN gives NaN in
+// every entry (as PyTorch), whatever the layout. y may not alias x.
 template <typename T>
 void softmax_forward(const T* x, T* y, int64_t outer, int64_t dim, int64_t inner, bool log);
 

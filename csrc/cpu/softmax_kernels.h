@@ -76,8 +76,13 @@ struct SoftmaxKernels {
 
   static void row_forward(const T* x, T* y, int64_t n, bool log) {
     const T m = row_max(x, n);
-    if (m == neg_inf()) {  // every entry -inf: softmax 0, log_softmax -inf
-      const T fill = log ? neg_inf() : T(0);
+    if (m == neg_inf()) {
+      // Every entry -inf (softmax 0, log_softmax -inf), unless the max dropped a NaN
+      // (S::max returns its second operand when one is NaN): then NaN in, NaN out.
+      // Otherwise a NaN reaches the sum below and makes the whole row NaN.
+      bool has_nan = false;
+      for (int64_t i = 0; i < n; ++i) has_nan |= x[i] != x[i];
+      const T fill = has_nan ? T(__builtin_nan("")) : log ? neg_inf() : T(0);
       for (int64_t i = 0; i < n; ++i) y[i] = fill;
       return;
     }
@@ -131,6 +136,8 @@ struct SoftmaxKernels {
     }
     // A lane whose entries are all -inf subtracts -big instead (x - m would be NaN);
     // its sum is 0, which the clamps below turn into softmax 0 and log_softmax -inf.
+    // A NaN in a lane (even one the max dropped) makes x - m, hence its sum, NaN, and
+    // the clamps keep it (S::min/max return their second operand for NaN): all NaN.
     for (int q = 0; q < nv; ++q) m[q] = S::max(S::bcast(-big()), m[q]);
     for (int64_t d = 0; d < dim; ++d) {
       const T* xr = x + d * inner + j0;

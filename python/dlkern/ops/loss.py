@@ -14,8 +14,6 @@ Targets of another integer dtype are converted to int64 explicitly (a copy);
 non-contiguous arrays are copied once, explicitly, here.
 """
 
-import operator
-
 import numpy as np
 
 from .. import _C
@@ -40,15 +38,11 @@ def _target(op, target):
 
 
 def _options(op, ignore_index, reduction, label_smoothing):
-    if isinstance(ignore_index, bool):
-        raise TypeError(f"{op}: ignore_index must be an int, got bool")
-    try:
-        ignore_index = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"{op}: ignore_index must be an int, got {type(ignore_index).__name__}") from None
-    if reduction not in _REDUCTIONS:
+    # ignore_index (an int in int64's range) and label_smoothing (a real number in
+    # [0, 1]) are checked by the binding; reduction may be any object here.
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    return ignore_index, reduction, float(label_smoothing)
+    return ignore_index, reduction, label_smoothing
 
 
 def _unbatched(input, target):

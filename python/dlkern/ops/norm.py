@@ -8,11 +8,14 @@ The kernels need C-contiguous arrays: a non-contiguous ndarray is copied here, o
 explicitly (``numpy.ascontiguousarray``); anything that is not an ndarray is passed
 through unchanged so the compiled layer rejects it with a TypeError (no silent casts).
 
+Scalar arguments are checked by the binding, not converted here: ``normalized_shape``
+an int or a sequence of ints, ``num_groups`` an int in [1, C] dividing C, ``eps``
+finite and >= 0, ``momentum`` finite (TypeError for floats where ints are due, bools,
+strings; ValueError naming the op and argument for values out of range).
+
 The backward functions do not receive the bias, so they cannot know whether there was
 one: dbias is computed unless ``need_bias=False`` is passed (it is one add per element).
 """
-
-import numbers
 
 import numpy as np
 
@@ -32,27 +35,13 @@ def _contiguous(a):
     return a
 
 
-def _shape_tuple(normalized_shape):
-    """An int or a sequence of ints, as PyTorch accepts (torch.Size, list, tuple)."""
-    if type(normalized_shape) is int:  # the common case, without the ABC check below
-        return (normalized_shape,)
-    if isinstance(normalized_shape, numbers.Integral):
-        return (int(normalized_shape),)
-    try:
-        return tuple(int(d) for d in normalized_shape)
-    except TypeError:
-        raise TypeError(f"normalized_shape must be an int or a sequence of ints, got "
-                        f"{type(normalized_shape).__name__}") from None
-
-
 # ----------------------------------------------------------------------------- layer norm
 
 
 def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Layer norm over the trailing ``normalized_shape`` dims -> (y, mean, rstd), with
     mean/rstd of shape ``x.shape[:-len(normalized_shape)]`` (rstd = 1/sqrt(var + eps))."""
-    return _C.layer_norm_forward(_contiguous(x), _shape_tuple(normalized_shape),
-                                 _contiguous(weight), _contiguous(bias), float(eps))
+    return _C.layer_norm_forward(_contiguous(x), normalized_shape, _contiguous(weight), _contiguous(bias), eps)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -62,7 +51,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 def layer_norm_backward(grad_out, x, normalized_shape, weight, mean, rstd, need_bias=True):
     """-> (dx, dweight or None (weight None), dbias or None (need_bias False))."""
-    return _C.layer_norm_backward(_contiguous(grad_out), _contiguous(x), _shape_tuple(normalized_shape),
+    return _C.layer_norm_backward(_contiguous(grad_out), _contiguous(x), normalized_shape,
                                   _contiguous(weight), _contiguous(mean), _contiguous(rstd),
                                   need_bias=bool(need_bias))
 
@@ -72,8 +61,7 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight, mean, rstd, need_
 
 def rms_norm_forward(x, normalized_shape, weight=None, eps=None):
     """RMS norm -> (y, rstd); eps=None uses ``numpy.finfo(x.dtype).eps`` (as PyTorch)."""
-    return _C.rms_norm_forward(_contiguous(x), _shape_tuple(normalized_shape), _contiguous(weight),
-                               None if eps is None else float(eps))
+    return _C.rms_norm_forward(_contiguous(x), normalized_shape, _contiguous(weight), eps)
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None):
@@ -83,26 +71,17 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
 
 def rms_norm_backward(grad_out, x, normalized_shape, weight, rstd):
     """-> (dx, dweight or None)."""
-    return _C.rms_norm_backward(_contiguous(grad_out), _contiguous(x), _shape_tuple(normalized_shape),
+    return _C.rms_norm_backward(_contiguous(grad_out), _contiguous(x), normalized_shape,
                                 _contiguous(weight), _contiguous(rstd))
 
 
 # ----------------------------------------------------------------------------- group norm
 
 
-def _num_groups(num_groups, op):
-    """num_groups as a Python int: an int or a NumPy integer, never a bool or a float
-    (int(2.9) would silently be 2). Positivity and divisibility are checked in C++."""
-    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
-        raise TypeError(f"{op}: num_groups must be an int, got {type(num_groups).__name__} {num_groups!r}")
-    return int(num_groups)
-
-
-
 def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
     """Group norm of x (N, C, *) -> (y, mean, rstd) with mean/rstd (N, num_groups)."""
-    return _C.group_norm_forward(_contiguous(x), _num_groups(num_groups, "group_norm_forward"), _contiguous(weight),
-                                 _contiguous(bias), float(eps))
+    return _C.group_norm_forward(_contiguous(x), num_groups, _contiguous(weight),
+                                 _contiguous(bias), eps)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
@@ -112,8 +91,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
 
 def group_norm_backward(grad_out, x, num_groups, weight, mean, rstd, need_bias=True):
     """-> (dx, dweight or None, dbias or None)."""
-    return _C.group_norm_backward(_contiguous(grad_out), _contiguous(x),
-                                  _num_groups(num_groups, "group_norm_backward"),
+    return _C.group_norm_backward(_contiguous(grad_out), _contiguous(x), num_groups,
                                   _contiguous(weight), _contiguous(mean), _contiguous(rstd),
                                   need_bias=bool(need_bias))
 
@@ -136,7 +114,7 @@ def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, tra
     None) updated in place with the unbiased variance. Eval: the running statistics."""
     return _C.batch_norm_forward(_contiguous(x), _running(running_mean, "running_mean"),
                                  _running(running_var, "running_var"), _contiguous(weight),
-                                 _contiguous(bias), bool(training), float(momentum), float(eps))
+                                 _contiguous(bias), bool(training), momentum, eps)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
