@@ -49,8 +49,8 @@ __all__ = [
 
 def _unit_last(a):
     # The kernels take any strides but a unit-stride last axis; anything else is copied
-    # once here. Non-arrays reach the binding, which names them in its TypeError.
-    if isinstance(a, np.ndarray) and a.size and a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
+    # once here. Non-arrays and 0-d arrays reach the binding, which names them in its error.
+    if isinstance(a, np.ndarray) and a.ndim and a.size and a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
         return np.ascontiguousarray(a)
     return a
 
