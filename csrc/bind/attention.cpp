@@ -21,25 +21,6 @@ using cpu::MaskKind;
 
 std::vector<py::ssize_t> dims(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
 
-// A caller's offset / length / position as int64: TypeError unless it is an integer
-// (anything with __index__), ValueError when it does not fit in 64 signed bits (so no
-// Python int is silently wrapped by the conversion).
-int64_t int_arg(const py::handle& obj, const char* op, const char* arg) {
-  PyObject* index = PyNumber_Index(obj.ptr());
-  if (!index) {
-    PyErr_Clear();
-    type_error(op, ": ", arg, " must be an integer, got ", Py_TYPE(obj.ptr())->tp_name);
-  }
-  int overflow = 0;
-  const long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
-  Py_DECREF(index);
-  if (overflow != 0 || (v == -1 && PyErr_Occurred())) {
-    PyErr_Clear();
-    value_error(op, ": ", arg, " ", py::str(obj).cast<std::string>(), " does not fit in a 64-bit signed integer");
-  }
-  return static_cast<int64_t>(v);
-}
-
 void require_ndim(const py::array& a, int ndim, const char* op, const char* arg, const char* layout) {
   if (a.ndim() != ndim)
     value_error(op, ": ", arg, " must be ", ndim, "-D ", layout, ", got shape ", shape_str(a));
@@ -232,7 +213,7 @@ py::array decode(const py::object& q_obj, const py::object& k_obj, const py::obj
   py::array q = require_array(q_obj, op, "q"), k = require_array(k_obj, op, "k_cache");
   py::array v = require_array(v_obj, op, "v_cache");
   Shape s = check_qkv(q, k, v, op, "k_cache", "v_cache");
-  const int64_t length = int_arg(length_obj, op, "length");
+  const int64_t length = int64_arg(length_obj, op, "length");
   if (length < 0) value_error(op, ": length must be >= 0, got ", length);
   if (length > s.Tk)
     value_error(op, ": length ", length, " exceeds the cache capacity ", s.Tk, " (k_cache shape ", shape_str(k), ")");
@@ -259,7 +240,7 @@ py::array decode(const py::object& q_obj, const py::object& k_obj, const py::obj
 int64_t append(const py::object& cache_obj, const py::object& new_obj, const py::object& offset_obj) {
   const char* op = "kv_cache_append";
   py::array c = require_array(cache_obj, op, "cache"), n = require_array(new_obj, op, "new");
-  const int64_t offset = int_arg(offset_obj, op, "offset");
+  const int64_t offset = int64_arg(offset_obj, op, "offset");
   float_dtype(c, op, "cache");
   require_same_dtype(n, "new", c, "cache", op);
   require_ndim(c, 4, op, "cache", "(B, H, max_seq, D)");
@@ -299,7 +280,7 @@ py::array rope(const py::object& x_obj, const py::object& offset_obj, double bas
   if (D % 2 != 0) value_error(op, ": the last dim of ", arg, " must be even, got shape ", shape_str(x));
   if (!(base > 0.0)) value_error(op, ": base must be > 0, got ", base);
   // Positions offset .. offset + T - 1 must be valid int64 (checked without forming offset + T).
-  const int64_t offset = int_arg(offset_obj, op, "offset");
+  const int64_t offset = int64_arg(offset_obj, op, "offset");
   if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
   if (offset > std::numeric_limits<int64_t>::max() - T_len)
     value_error(op, ": offset ", offset, " + ", T_len, " positions overflows a 64-bit position");

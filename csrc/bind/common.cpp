@@ -88,4 +88,20 @@ bool may_overlap(const py::array& a, const py::array& b) {
   return alo < bhi && blo < ahi;
 }
 
+int64_t int64_arg(const py::handle& obj, const char* op, const char* arg) {
+  PyObject* index = PyNumber_Index(obj.ptr());
+  if (!index) {
+    PyErr_Clear();
+    type_error(op, ": ", arg, " must be an integer, got ", Py_TYPE(obj.ptr())->tp_name);
+  }
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
+  Py_DECREF(index);
+  if (overflow != 0 || (v == -1 && PyErr_Occurred())) {
+    PyErr_Clear();
+    value_error(op, ": ", arg, " ", py::str(obj).cast<std::string>(), " does not fit in a 64-bit signed integer");
+  }
+  return static_cast<int64_t>(v);
+}
+
 }  // namespace dlkern::bind

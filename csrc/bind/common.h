@@ -55,6 +55,12 @@ void require_writeable(const py::array& a, const char* op, const char* arg);
 // True when the byte ranges spanned by the two arrays intersect (conservative).
 bool may_overlap(const py::array& a, const py::array& b);
 
+// A caller's offset / length / position as int64: TypeError "<op>: <arg> must be an
+// integer" unless obj has __index__, ValueError when it does not fit in 64 signed bits
+// (no Python int is silently wrapped). Range checks against sizes are the caller's, and
+// must not overflow: write `offset > size - n`, never `offset + n > size`.
+int64_t int64_arg(const py::handle& obj, const char* op, const char* arg);
+
 // Each op family's binding file registers its functions with
 //   DLKERN_REGISTER_BINDINGS(softmax) { m.def(...); }
 // and module.cpp calls every registered function when dlkern._C is imported, so an
