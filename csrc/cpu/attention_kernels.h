@@ -121,8 +121,10 @@ template <typename S>
 inline typename S::V if_pos(typename S::V s, typename S::V a, typename S::V b) {
   using T = typename S::T;
 #if defined(DLKERN_SOFTMAX_AVX512)
-  if constexpr (sizeof(T) == 4) return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ), b, a);
-  else return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(s, _mm512_setzero_pd(), _CMP_GT_OQ), b, a);
+  if constexpr (sizeof(T) == 4)
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ), b, a);
+  else
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(s, _mm512_setzero_pd(), _CMP_GT_OQ), b, a);
 #elif defined(DLKERN_SOFTMAX_AVX2)
   if constexpr (sizeof(T) == 4) return _mm256_blendv_ps(b, a, _mm256_cmp_ps(s, _mm256_setzero_ps(), _CMP_GT_OQ));
   else return _mm256_blendv_pd(b, a, _mm256_cmp_pd(s, _mm256_setzero_pd(), _CMP_GT_OQ));
