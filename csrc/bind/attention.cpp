@@ -3,6 +3,8 @@
 // (e.g. (B, T, H, D) transposed to (B, H, T, D)); they reach the kernels without copies.
 // Masks are read through broadcast strides (0 on size-1 axes), never expanded.
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -97,7 +99,15 @@ AttentionProblem<T> make_problem(const py::array& q, const py::array& k, const p
   pr.q = head_view<T>(q, op, "q");
   pr.k = head_view<T>(k, op, kname);
   pr.v = head_view<T>(v, op, vname);
-  pr.scale = scale.is_none() ? T(1.0 / std::sqrt(double(s.D))) : T(scale.cast<double>());
+  if (scale.is_none()) {
+    pr.scale = T(1.0 / std::sqrt(double(s.D)));
+  } else {
+    // A NaN or infinite scale (or one that overflows T) can only give NaN/Inf scores.
+    const double sc = scale.cast<double>();
+    if (!std::isfinite(sc) || !std::isfinite(T(sc)))
+      value_error(op, ": scale must be finite in ", sizeof(T) == 4 ? "float32" : "float64", ", got ", sc);
+    pr.scale = T(sc);
+  }
   if (mask_obj.is_none()) return pr;
   py::array m = require_array(mask_obj, op, "attn_mask");
   const py::dtype dt = m.dtype();
@@ -197,12 +207,13 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
   });
 }
 
-py::array decode(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj, int64_t length,
-                 const py::object& mask, const py::object& scale) {
+py::array decode(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj,
+                 const py::object& length_obj, const py::object& mask, const py::object& scale) {
   const char* op = "decode_attention";
   py::array q = require_array(q_obj, op, "q"), k = require_array(k_obj, op, "k_cache");
   py::array v = require_array(v_obj, op, "v_cache");
   Shape s = check_qkv(q, k, v, op, "k_cache", "v_cache");
+  const int64_t length = int64_arg(length_obj, op, "length");
   if (length < 0) value_error(op, ": length must be >= 0, got ", length);
   if (length > s.Tk)
     value_error(op, ": length ", length, " exceeds the cache capacity ", s.Tk, " (k_cache shape ", shape_str(k), ")");
@@ -226,9 +237,10 @@ py::array decode(const py::object& q_obj, const py::object& k_obj, const py::obj
   });
 }
 
-int64_t append(const py::object& cache_obj, const py::object& new_obj, int64_t offset) {
+int64_t append(const py::object& cache_obj, const py::object& new_obj, const py::object& offset_obj) {
   const char* op = "kv_cache_append";
   py::array c = require_array(cache_obj, op, "cache"), n = require_array(new_obj, op, "new");
+  const int64_t offset = int64_arg(offset_obj, op, "offset");
   float_dtype(c, op, "cache");
   require_same_dtype(n, "new", c, "cache", op);
   require_ndim(c, 4, op, "cache", "(B, H, max_seq, D)");
@@ -238,7 +250,9 @@ int64_t append(const py::object& cache_obj, const py::object& new_obj, int64_t o
                 "; they must agree on (B, H, D)");
   require_writeable(c, op, "cache");
   if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
-  if (offset + n.shape(2) > c.shape(2))
+  // offset + T could overflow for a caller's offset near 2^63: compare against S - T
+  // (both sizes are >= 0, so that difference cannot overflow).
+  if (offset > c.shape(2) - n.shape(2))
     value_error(op, ": cache overflow: offset ", offset, " + ", n.shape(2), " new > capacity ", c.shape(2),
                 " (cache shape ", shape_str(c), ")");
   if (may_overlap(c, n)) value_error(op, ": new shares memory with cache; pass a separate array");
@@ -255,7 +269,7 @@ int64_t append(const py::object& cache_obj, const py::object& new_obj, int64_t o
   return offset + n.shape(2);
 }
 
-py::array rope(const py::object& x_obj, int64_t offset, double base, bool inverse) {
+py::array rope(const py::object& x_obj, const py::object& offset_obj, double base, bool inverse) {
   const char* op = inverse ? "rope_backward" : "rope";
   const char* arg = inverse ? "grad_out" : "x";
   py::array x = require_array(x_obj, op, arg);
@@ -265,6 +279,11 @@ py::array rope(const py::object& x_obj, int64_t offset, double base, bool invers
   const int64_t T_len = x.shape(x.ndim() - 2), D = x.shape(x.ndim() - 1);
   if (D % 2 != 0) value_error(op, ": the last dim of ", arg, " must be even, got shape ", shape_str(x));
   if (!(base > 0.0)) value_error(op, ": base must be > 0, got ", base);
+  // Positions offset .. offset + T - 1 must be valid int64 (checked without forming offset + T).
+  const int64_t offset = int64_arg(offset_obj, op, "offset");
+  if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
+  if (offset > std::numeric_limits<int64_t>::max() - T_len)
+    value_error(op, ": offset ", offset, " + ", T_len, " positions overflows a 64-bit position");
   const int64_t n = T_len * D == 0 ? 0 : x.size() / (T_len * D);
   py::array y(x.dtype(), dims(x));
   const void* xp = x.data();
@@ -297,11 +316,12 @@ DLKERN_REGISTER_BINDINGS(attention) {
         "length cache positions, read in place.");
   m.def("kv_cache_append", &append, py::arg("cache"), py::arg("new"), py::arg("offset"),
         "kv_cache_append(cache, new, offset) -> offset + T: writes new (B, H, T, D) into cache in place.");
-  m.def("rope", [](const py::object& x, int64_t offset, double base) { return rope(x, offset, base, false); },
+  m.def("rope",
+        [](const py::object& x, const py::object& offset, double base) { return rope(x, offset, base, false); },
         py::arg("x"), py::arg("offset") = 0, py::arg("base") = 10000.0,
         "rope(x, offset=0, base=10000.0): rotary embedding of x (..., T, D), rotate-half pairs.");
   m.def("rope_backward",
-        [](const py::object& g, int64_t offset, double base) { return rope(g, offset, base, true); },
+        [](const py::object& g, const py::object& offset, double base) { return rope(g, offset, base, true); },
         py::arg("grad_out"), py::arg("offset") = 0, py::arg("base") = 10000.0,
         "rope_backward(grad_out, offset=0, base=10000.0): the inverse rotation.");
 }

@@ -4,6 +4,8 @@
 // arrays have no bool dtype) and head dims are limited to 256. Arguments are checked
 // before any device work.
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "bind/cuda_attention_args.h"
@@ -18,7 +20,7 @@ using cuda::DeviceArray;
 using cuda::DType;
 using cuda::Shape;
 
-DeviceArray rope_call(const py::object& x_obj, int64_t offset, double base, bool inverse) {
+DeviceArray rope_call(const py::object& x_obj, const py::object& offset_obj, double base, bool inverse) {
   const char* op = inverse ? "rope_backward" : "rope";
   const char* arg = inverse ? "grad_out" : "x";
   const DeviceArray& x = require_float_device_array(x_obj, op, arg);
@@ -26,6 +28,11 @@ DeviceArray rope_call(const py::object& x_obj, int64_t offset, double base, bool
   const int64_t T_len = x.shape[x.ndim() - 2], D = x.shape[x.ndim() - 1];
   if (D % 2 != 0) value_error(op, ": the last dim of ", arg, " must be even, got shape ", cuda::shape_str(x.shape));
   if (!(base > 0.0)) value_error(op, ": base must be > 0, got ", base);
+  // Positions offset .. offset + T - 1 must be valid int64 (checked without forming offset + T).
+  const int64_t offset = int64_arg(offset_obj, op, "offset");
+  if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
+  if (offset > std::numeric_limits<int64_t>::max() - T_len)
+    value_error(op, ": offset ", offset, " + ", T_len, " positions overflows a 64-bit position");
   const int64_t half = D / 2;
   const int64_t rows = T_len * D == 0 ? 0 : x.numel() / D;
   // (cos, sin) per position and pair, in double as on the CPU, rounded once.
@@ -54,8 +61,9 @@ DeviceArray rope_call(const py::object& x_obj, int64_t offset, double base, bool
   return y;
 }
 
-int64_t append(const py::object& cache_obj, const py::object& new_obj, int64_t offset) {
+int64_t append(const py::object& cache_obj, const py::object& new_obj, const py::object& offset_obj) {
   const char* op = "kv_cache_append";
+  const int64_t offset = int64_arg(offset_obj, op, "offset");
   DeviceArray& c = require_device_array(cache_obj, op, "cache");
   const DeviceArray& n = require_float_device_array(new_obj, op, "new");
   require_float_device_array(cache_obj, op, "cache");
@@ -66,7 +74,7 @@ int64_t append(const py::object& cache_obj, const py::object& new_obj, int64_t o
     value_error(op, ": new has shape ", cuda::shape_str(n.shape), " but cache has shape ", cuda::shape_str(c.shape),
                 "; they must agree on (B, H, D)");
   if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
-  if (offset + n.shape[2] > c.shape[2])
+  if (offset > c.shape[2] - n.shape[2])  // never offset + T: it overflows for offsets near 2^63
     value_error(op, ": cache overflow: offset ", offset, " + ", n.shape[2], " new > capacity ", c.shape[2],
                 " (cache shape ", cuda::shape_str(c.shape), ")");
   if (n.storage && n.storage == c.storage) value_error(op, ": new shares memory with cache; pass a separate array");
@@ -81,9 +89,10 @@ int64_t append(const py::object& cache_obj, const py::object& new_obj, int64_t o
   return offset + n.shape[2];
 }
 
-DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj, int64_t length,
-                   const py::object& mask_obj, const py::object& scale_obj) {
+DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj,
+                   const py::object& length_obj, const py::object& mask_obj, const py::object& scale_obj) {
   const char* op = "decode_attention";
+  const int64_t length = int64_arg(length_obj, op, "length");
   const DeviceArray& q = require_float_device_array(q_obj, op, "q");
   const DeviceArray& k = require_float_device_array(k_obj, op, "k_cache");
   const DeviceArray& v = require_float_device_array(v_obj, op, "v_cache");
@@ -119,6 +128,8 @@ DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::o
   Shape mask_strides;
   const DeviceArray* mask = float_mask(mask_obj, q, Shape{B, Hq, Tq, length}, mask_strides, op);
   const double scale = scale_obj.is_none() ? 1.0 / std::sqrt(double(D)) : scale_obj.cast<double>();
+  if (!std::isfinite(scale) || (q.dtype == DType::f32 && !std::isfinite(static_cast<float>(scale))))
+    value_error(op, ": scale must be finite in ", cuda::dtype_name(q.dtype), ", got ", scale);
   DeviceArray out;
   {
     py::gil_scoped_release nogil;
@@ -150,11 +161,12 @@ DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::o
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(cuda_attention) {
-  m.def("rope", [](const py::object& x, int64_t offset, double base) { return rope_call(x, offset, base, false); },
+  m.def("rope",
+        [](const py::object& x, const py::object& offset, double base) { return rope_call(x, offset, base, false); },
         py::arg("x"), py::arg("offset") = 0, py::arg("base") = 10000.0,
         "rope(x, offset=0, base=10000.0): rotary embedding of a DeviceArray (..., T, D), rotate-half pairs.");
   m.def("rope_backward",
-        [](const py::object& g, int64_t offset, double base) { return rope_call(g, offset, base, true); },
+        [](const py::object& g, const py::object& offset, double base) { return rope_call(g, offset, base, true); },
         py::arg("grad_out"), py::arg("offset") = 0, py::arg("base") = 10000.0,
         "rope_backward(grad_out, offset=0, base=10000.0): the inverse rotation.");
   m.def("kv_cache_append", &append, py::arg("cache"), py::arg("new"), py::arg("offset"),

@@ -90,8 +90,14 @@ cuda::FlashProblem<T> problem(const Dims& s, const DeviceArray& q, const DeviceA
   return pr;
 }
 
-double resolve_scale(const py::object& scale, int64_t D) {
-  return scale.is_none() ? 1.0 / std::sqrt(double(D)) : scale.cast<double>();
+// 1/sqrt(D) for None; a NaN or infinite scale (or one that overflows q's dtype) can only
+// give NaN/Inf scores: ValueError.
+double resolve_scale(const py::object& scale, int64_t D, const DeviceArray& q, const char* op) {
+  if (scale.is_none()) return 1.0 / std::sqrt(double(D));
+  const double sc = scale.cast<double>();
+  if (!std::isfinite(sc) || (q.dtype == cuda::DType::f32 && !std::isfinite(static_cast<float>(sc))))
+    value_error(op, ": scale must be finite in ", cuda::dtype_name(q.dtype), ", got ", sc);
+  return sc;
 }
 
 py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj,
@@ -105,7 +111,7 @@ py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::ob
   Shape ms;
   const DeviceArray* mask = check_mask(mask_obj, q, s, ms, op);
   check_dropout(dropout_p, op);
-  const double scale = resolve_scale(scale_obj, s.D);
+  const double scale = resolve_scale(scale_obj, s.D, q, op);
   DeviceArray out, lse;
   {
     py::gil_scoped_release nogil;
@@ -153,7 +159,7 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
   Shape ms;
   const DeviceArray* mask = check_mask(mask_obj, q, s, ms, op);
   check_dropout(dropout_p, op);
-  const double scale = resolve_scale(scale_obj, s.D);
+  const double scale = resolve_scale(scale_obj, s.D, q, op);
   DeviceArray dq, dk, dv;
   {
     py::gil_scoped_release nogil;

@@ -53,13 +53,15 @@ void attention_backward(const AttentionProblem<T>& pr, HeadView<T> dout, HeadVie
                         T* dk, T* dv);
 
 // Copies src (B, H, T, D) into rows offset..offset+T-1 of cache (B, H, S, D); both views
-// with a unit-stride last axis. The caller checks offset + T <= S.
+// with a unit-stride last axis. The caller checks 0 <= offset <= S - T (never as
+// offset + T <= S, which overflows for a caller's offset near 2^63).
 template <typename T>
 void kv_cache_append(HeadView<T> src, T* cache, int64_t c_sb, int64_t c_sh, int64_t c_st, int64_t B, int64_t H,
                      int64_t T_new, int64_t D, int64_t offset);
 
 // x, y: (n, T, D) contiguous, D even. Rotates the pairs (x[d], x[d + D/2]) of position
 // t by angle (offset + t) * base^(-2d/D) (computed in double); inverse: by minus it.
+// The caller checks 0 <= offset <= INT64_MAX - T.
 template <typename T>
 void rope(const T* x, T* y, int64_t n, int64_t T_len, int64_t D, int64_t offset, double base, bool inverse);
 

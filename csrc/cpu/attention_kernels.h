@@ -115,6 +115,39 @@ inline typename S::V exp_flush(typename S::V x) {
   }
 }
 
+// Lane-wise choices by blend (never arithmetic, so a NaN or Inf in the lane not chosen
+// cannot leak): if_pos(s, a, b) = s > 0 ? a : b; if_neg_inf(x, a, b) = x == -inf ? a : b.
+template <typename S>
+inline typename S::V if_pos(typename S::V s, typename S::V a, typename S::V b) {
+  using T = typename S::T;
+#if defined(DLKERN_SOFTMAX_AVX512)
+  if constexpr (sizeof(T) == 4)
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ), b, a);
+  else
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(s, _mm512_setzero_pd(), _CMP_GT_OQ), b, a);
+#elif defined(DLKERN_SOFTMAX_AVX2)
+  if constexpr (sizeof(T) == 4) return _mm256_blendv_ps(b, a, _mm256_cmp_ps(s, _mm256_setzero_ps(), _CMP_GT_OQ));
+  else return _mm256_blendv_pd(b, a, _mm256_cmp_pd(s, _mm256_setzero_pd(), _CMP_GT_OQ));
+#else
+  return S::select(s > S::bcast(T(0)), a, b);
+#endif
+}
+
+template <typename S>
+inline typename S::V if_neg_inf(typename S::V x, typename S::V a, typename S::V b) {
+  using T = typename S::T;
+  const typename S::V ninf = S::bcast(-__builtin_inf());
+#if defined(DLKERN_SOFTMAX_AVX512)
+  if constexpr (sizeof(T) == 4) return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, ninf, _CMP_EQ_OQ), b, a);
+  else return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, ninf, _CMP_EQ_OQ), b, a);
+#elif defined(DLKERN_SOFTMAX_AVX2)
+  if constexpr (sizeof(T) == 4) return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, ninf, _CMP_EQ_OQ));
+  else return _mm256_blendv_pd(b, a, _mm256_cmp_pd(x, ninf, _CMP_EQ_OQ));
+#else
+  return S::select(x == ninf, a, b);
+#endif
+}
+
 template <typename S>
 struct AttentionKernels {
   using T = typename S::T;
@@ -215,16 +248,15 @@ struct AttentionKernels {
     if (pr.causal && j0 + n > rw.kend_min) {
       if (sr == 1) {
         // Vector form (scalar stores here would stall the vector loads that follow):
-        // add min(0, (kend - j - 1/2) * inf), which is 0 where key j < kend, else -inf.
+        // the score where kend - j - 1/2 > 0 (key j < kend), else -inf. A blend, not an
+        // added -inf bias: a NaN or +inf score of a masked key must not survive.
         alignas(64) T lim[kBr];
         for (int64_t rr = 0; rr < rw.padded; ++rr) lim[rr] = rr < rw.nr ? T(rw.kend[rr] - j0) - T(0.5) : T(1e9);
-        const V zero = S::bcast(T(0)), inf = S::bcast(__builtin_inf());
+        const V ninf = S::bcast(neg_inf());
         for (int64_t j = imax(rw.kend_min - j0, 0); j < n; ++j) {
           const V jv = S::bcast(T(j));
-          for (int64_t c = 0; c < rw.padded; c += L) {
-            const V bias = S::min(zero, S::mul(S::sub(S::load(lim + c), jv), inf));
-            S::store(ST + j * sj + c, S::add(S::load(ST + j * sj + c), bias));
-          }
+          for (int64_t c = 0; c < rw.padded; c += L)
+            S::store(ST + j * sj + c, if_pos<S>(S::sub(S::load(lim + c), jv), S::load(ST + j * sj + c), ninf));
         }
       } else {
         for (int64_t rr = 0; rr < rw.nr; ++rr)
@@ -242,8 +274,68 @@ struct AttentionKernels {
       const T* mf = static_cast<const T*>(pr.mask);
       for (int64_t rr = 0; rr < rw.nr; ++rr) {
         const T* m = mf + rw.moff[rr] + j0 * pr.m_sk;
-        for (int64_t j = 0; j < n; ++j) ST[j * sj + rr * sr] += m[j * pr.m_sk];
+        for (int64_t j = 0; j < n; ++j) {
+          // -inf masks the key out: the score becomes -inf whatever it was (NaN included)
+          const T a = m[j * pr.m_sk];
+          T& x = ST[j * sj + rr * sr];
+          x = a == neg_inf() ? a : x + a;
+        }
       }
+    }
+  }
+
+  // Whether key j (absolute) is masked for row rr of rw: past its causal limit, false in a
+  // bool mask or -inf in a float mask (padding rows count as masked).
+  static bool key_masked(const Problem& pr, const Rows& rw, int64_t rr, int64_t j) {
+    if (rr >= rw.nr || j >= rw.kend[rr]) return true;
+    if (pr.mask_kind == dlkern::cpu::MaskKind::boolean)
+      return !static_cast<const unsigned char*>(pr.mask)[rw.moff[rr] + j * pr.m_sk];
+    if (pr.mask_kind == dlkern::cpu::MaskKind::additive)
+      return static_cast<const T*>(pr.mask)[rw.moff[rr] + j * pr.m_sk] == neg_inf();
+    return false;
+  }
+
+  // Masked keys must contribute nothing, but a product with a zero weight still turns a
+  // NaN or Inf in K or V into NaN (0 * Inf). Keys [first_masked, n) of the tile at j0 may
+  // be masked for some row of rw; none before.
+  static int64_t first_masked(const Problem& pr, const Rows& rw, int64_t j0, int64_t n) {
+    if (pr.mask_kind != dlkern::cpu::MaskKind::none) return 0;
+    if (pr.causal) return imin(n, imax(rw.kend_min - j0, 0));
+    return n;
+  }
+
+  // bad[j] = whether row j of X (keys of a tile, row stride st, len values) holds a NaN
+  // or Inf, for j in [lo, n); 0 below lo. Returns whether any does.
+  static bool flag_nonfinite(const T* X, int64_t st, int64_t len, int64_t lo, int64_t n, unsigned char* bad) {
+    bool any = false;
+    const V zero = S::bcast(T(0));
+    for (int64_t j = 0; j < n; ++j) {
+      bad[j] = 0;
+      if (j < lo) continue;
+      V acc = zero;  // x * 0 is 0 for finite x, NaN for NaN or Inf
+      for (int64_t d = 0; d < len; d += L) acc = S::add(acc, S::mul(ldv(X + j * st + d, len - d, T(0)), zero));
+      if (lane_sum<S>(acc) != T(0)) bad[j] = 1, any = true;
+    }
+    return any;
+  }
+
+  // Keys [lo, hi) in runs: run(ja, jb) for each maximal run of keys not flagged in bad,
+  // one(j) for each flagged key (bad == nullptr: one run).
+  template <class Run, class One>
+  static void key_runs(const unsigned char* bad, int64_t lo, int64_t hi, Run&& run, One&& one) {
+    if (!bad) {
+      if (hi > lo) run(lo, hi);
+      return;
+    }
+    for (int64_t j = lo; j < hi;) {
+      if (bad[j]) {
+        one(j++);
+        continue;
+      }
+      int64_t e = j + 1;
+      while (e < hi && !bad[e]) ++e;
+      run(j, e);
+      j = e;
     }
   }
 
@@ -325,12 +417,31 @@ struct AttentionKernels {
         for (int64_t e = 0; e < pr.Dv; ++e)
           for (int64_t c = 0; c < ld; c += L)
             S::store(OT + e * ld + c, S::mul(S::load(OT + e * ld + c), S::load(alpha + c)));
+      // P @ V. A masked key has p = 0, but 0 * (NaN or Inf in its V row) is NaN: such keys
+      // (rare) are added lane by lane, skipping the rows that mask them.
+      unsigned char bad[kBc];
+      const int64_t fm = first_masked(pr, rw, j0, n);
+      const bool any_bad = fm < n && flag_nonfinite(pr.v.row(b, hk, j0), pr.v.st, pr.Dv, fm, n, bad);
+      auto pv = [&](int64_t lo, int64_t hi, int64_t c) {  // keys [lo, hi) into lane vectors c..
+        key_runs(
+            any_bad ? bad : nullptr, lo, hi,
+            [&](int64_t ja, int64_t jb) {
+              gemm(pr.Dv, nv - c, jb - ja, pr.v.row(b, hk, j0 + ja), 1, pr.v.st, ST + ja * ld + c * L, ld,
+                   OT + c * L, ld, true);
+            },
+            [&](int64_t j) {
+              const T* vr = pr.v.row(b, hk, j0 + j);
+              for (int64_t rr = c * L; rr < rw.nr; ++rr) {
+                if (key_masked(pr, rw, rr, j0 + j)) continue;
+                const T p = ST[j * ld + rr];
+                for (int64_t e = 0; e < pr.Dv; ++e) OT[e * ld + rr] += vr[e] * p;
+              }
+            });
+      };
       if (!diagonal) {
-        gemm(pr.Dv, nv, n, pr.v.row(b, hk, j0), 1, pr.v.st, ST, ld, OT, ld, true);
+        pv(0, n, 0);
       } else {
-        for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++])
-          gemm(pr.Dv, nv - c, lim[c] - lo, pr.v.row(b, hk, j0 + lo), 1, pr.v.st, ST + lo * ld + c * L, ld,
-               OT + c * L, ld, true);
+        for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++]) pv(lo, lim[c], c);
       }
     }
   }
@@ -450,11 +561,31 @@ struct AttentionKernels {
         for (int64_t e = 0; e < Dvp; e += L) S::store(O + r * Dvp + e, S::mul(S::load(O + r * Dvp + e), av));
       }
       if (pr.dropout_p > 0) apply_dropout(pr, rw, Sr, nullptr, nullptr, 1, kBc, j0, n);
-      if (vfull > 0) gemm(nr, vfull, n, Sr, kBc, 1, Vb, pr.v.st, O, Dvp, true);
+      // P @ V; masked keys whose V row holds a NaN or Inf are added row by row, skipping
+      // the rows that mask them (as forward_tile).
+      unsigned char bad[kBc];
+      const int64_t fm = first_masked(pr, rw, j0, n);
+      const bool any_bad = fm < n && flag_nonfinite(Vb, pr.v.st, Dv, fm, n, bad);
+      if (vfull > 0)
+        key_runs(
+            any_bad ? bad : nullptr, 0, n,
+            [&](int64_t ja, int64_t jb) {
+              gemm(nr, vfull, jb - ja, Sr + ja, kBc, 1, Vb + ja * pr.v.st, pr.v.st, O, Dvp, true);
+            },
+            [&](int64_t j) {
+              for (int64_t r = 0; r < nr; ++r) {
+                if (key_masked(pr, rw, r, j0 + j)) continue;
+                const T p = Sr[r * kBc + j];
+                for (int64_t e = 0; e < vfull * L; ++e) O[r * Dvp + e] += p * Vb[j * pr.v.st + e];
+              }
+            });
       for (int64_t e = vfull * L; e < Dv; ++e)
         for (int64_t r = 0; r < nr; ++r) {
           T acc = T(0);
-          for (int64_t j = 0; j < n; ++j) acc += Sr[r * kBc + j] * Vb[j * pr.v.st + e];
+          for (int64_t j = 0; j < n; ++j) {
+            if (any_bad && bad[j] && key_masked(pr, rw, r, j0 + j)) continue;
+            acc += Sr[r * kBc + j] * Vb[j * pr.v.st + e];
+          }
           O[r * Dvp + e] += acc;
         }
     }
@@ -560,7 +691,7 @@ struct AttentionKernels {
                              int64_t kb0, int64_t step, T* dq, T* dk, T* dv, T* dQT_part, bool& out_of_memory) {
     const int64_t g = pr.Hq / pr.Hkv, R = g * pr.Tq, Rp = round_up(R, L);
     const int64_t D = pr.D, Dv = pr.Dv, Dp = round_up(D, L), Dvp = round_up(Dv, L);
-    T* QT = thread_workspace(D * Rp * 2 + Dv * Rp + Rp * Dp + Rp * Dvp + 2 * Rp + 3 * kBc * kBr + kBc * (Dp + Dvp),
+    T* QT = thread_workspace(D * Rp * 2 + Dv * Rp + Rp * Dp + Rp * Dvp + 2 * Rp + 4 * kBc * kBr + kBc * (Dp + Dvp),
                              out_of_memory);
     if (!QT) return;
     T* dQT = dQT_part ? dQT_part : QT + D * Rp;  // D x Rp
@@ -572,11 +703,13 @@ struct AttentionKernels {
     T* ST = delta + Rp;       // kBc x kBr each
     T* dPT = ST + kBc * kBr;
     T* PdT = dPT + kBc * kBr;
-    T* dKb = PdT + kBc * kBr; // kBc x Dp
+    T* KeepT = PdT + kBc * kBr;  // 1 where the score was not masked (-inf), else 0
+    T* dKb = KeepT + kBc * kBr;  // kBc x Dp
     T* dVb = dKb + kBc * Dp;  // kBc x Dvp
     // Rows padded to whole vectors (and columns to whole vectors in Qr / dOr) are zero;
     // padding lanes get lse = +inf so their p is 0. A fully masked row's lse = -inf is
-    // made finite: its scores are all -inf, so its p is 0 too.
+    // made finite: its scores are all -inf, so its p is 0 too. A NaN lse (a row that saw a
+    // NaN) stays NaN.
     for (int64_t x = 0; x < Rp * Dp; ++x) Qr[x] = T(0);
     for (int64_t x = 0; x < Rp * Dvp; ++x) dOr[x] = T(0);
     for (int64_t x = 0; x < D * Rp; ++x) QT[x] = dQT[x] = T(0);
@@ -598,7 +731,7 @@ struct AttentionKernels {
       for (int64_t e = 0; e < Dv; ++e) dot += static_cast<double>(gr[e]) * orow[e];
       delta[r] = T(dot);
       const T ls = lse[(b * pr.Hq + h) * pr.Tq + i];
-      lse_r[r] = ls > -big() ? ls : -big();
+      lse_r[r] = ls < -big() ? -big() : ls;
     }
     transpose(Qr, Dp, R, D, pr.scale, QT, Rp);
     transpose(dOr, Dvp, R, Dv, T(1), dOT, Rp);
@@ -633,9 +766,23 @@ struct AttentionKernels {
           }
         }
         apply_masks(pr, rw, ST, ld, 1, j0, n);
+        // Tiles with masked scores (-inf after apply_masks): p and dS there are set to
+        // exactly 0, whatever the V row (dP) or the row's lse and delta hold.
+        const int64_t fm = first_masked(pr, rw, j0, n);
+        const bool masked = fm < n;
+        const V zero = S::bcast(T(0)), one = S::bcast(T(1));
         for (int64_t c = 0; c < ld; c += L) {
           const V ls = S::load(lse_r + r0 + c);
-          for (int64_t j = 0; j < n; ++j) S::store(ST + j * ld + c, exp_flush<S>(S::sub(S::load(ST + j * ld + c), ls)));
+          if (!masked) {
+            for (int64_t j = 0; j < n; ++j)
+              S::store(ST + j * ld + c, exp_flush<S>(S::sub(S::load(ST + j * ld + c), ls)));
+            continue;
+          }
+          for (int64_t j = 0; j < n; ++j) {
+            const V x = S::load(ST + j * ld + c);
+            S::store(ST + j * ld + c, if_neg_inf<S>(x, zero, exp_flush<S>(S::sub(x, ls))));
+            S::store(KeepT + j * ld + c, if_neg_inf<S>(x, zero, one));
+          }
         }
         const T* Pd = ST;
         if (pr.dropout_p > 0) {
@@ -645,14 +792,35 @@ struct AttentionKernels {
         for (int64_t c = 0; c < ld; c += L) {
           const V dl = S::load(delta + r0 + c);
           for (int64_t j = 0; j < n; ++j) {
-            const V ds = S::mul(S::load(ST + j * ld + c), S::sub(S::load(dPT + j * ld + c), dl));
-            S::store(dPT + j * ld + c, S::mul(ds, vscale));
+            V ds = S::mul(S::mul(S::load(ST + j * ld + c), S::sub(S::load(dPT + j * ld + c), dl)), vscale);
+            if (masked) ds = if_pos<S>(S::load(KeepT + j * ld + c), ds, zero);
+            S::store(dPT + j * ld + c, ds);
           }
         }
+        // dQ += dS K: dS is 0 for a masked key, but 0 * (NaN or Inf in its K row) is NaN, so
+        // such keys (rare) are added lane by lane, skipping the rows that mask them.
+        unsigned char bad[kBc];
+        const bool any_bad = masked && flag_nonfinite(Kb, pr.k.st, D, fm, n, bad);
+        auto dq_keys = [&](int64_t lo, int64_t hi, int64_t c) {  // keys [lo, hi) into lane vectors c..
+          key_runs(
+              any_bad ? bad : nullptr, lo, hi,
+              [&](int64_t ja, int64_t jb) {
+                gemm(D, nv - c, jb - ja, Kb + ja * pr.k.st, 1, pr.k.st, dPT + ja * ld + c * L, ld, dQT + r0 + c * L,
+                     Rp, true);
+              },
+              [&](int64_t j) {
+                const T* kr = Kb + j * pr.k.st;
+                for (int64_t rr = c * L; rr < rw.nr; ++rr) {
+                  if (key_masked(pr, rw, rr, j0 + j)) continue;
+                  const T ds = dPT[j * ld + rr];
+                  for (int64_t d = 0; d < D; ++d) dQT[d * Rp + r0 + rr] += kr[d] * ds;
+                }
+              });
+        };
         if (!diagonal) {
           gemm(n, Dvp / L, rw.nr, Pd, ld, 1, dOr + r0 * Dvp, Dvp, dVb, Dvp, true);
           gemm(n, Dp / L, rw.nr, dPT, ld, 1, Qr + r0 * Dp, Dp, dKb, Dp, true);
-          gemm(D, nv, n, Kb, 1, pr.k.st, dPT, ld, dQT + r0, Rp, true);
+          dq_keys(0, n, 0);
         } else {
           for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++]) {
             // keys [lo, lim[c]) pair with the rows of vectors c.. only
@@ -660,7 +828,7 @@ struct AttentionKernels {
             if (m <= 0) continue;
             gemm(m, Dvp / L, rows, Pd + lo * ld + x, ld, 1, dOr + (r0 + x) * Dvp, Dvp, dVb + lo * Dvp, Dvp, true);
             gemm(m, Dp / L, rows, dPT + lo * ld + x, ld, 1, Qr + (r0 + x) * Dp, Dp, dKb + lo * Dp, Dp, true);
-            gemm(D, nv - c, m, Kb + lo * pr.k.st, 1, pr.k.st, dPT + lo * ld + x, ld, dQT + r0 + x, Rp, true);
+            dq_keys(lo, lim[c], c);
           }
         }
       }

@@ -106,7 +106,11 @@ __global__ void __launch_bounds__(kDecodeThreads)
         if (d < a.D) s += qreg[i] * k_tile[jj * a.D + d];
       }
       s = warp_sum(s);
-      if (mask) s += mask[b * a.ms[0] + hq * a.ms[1] + qi * a.ms[2] + j * a.ms[3]];
+      if (mask) {  // a -inf mask value skips the key whatever its score (NaN + -inf is NaN)
+        const T mv = mask[b * a.ms[0] + hq * a.ms[1] + qi * a.ms[2] + j * a.ms[3]];
+        if (mv == T(-INFINITY)) continue;
+        s += mv;
+      }
       // Masked out (-inf): no weight. A NaN score (NaN in q, k or the mask) must poison the
       // row as on the CPU (which returns NaN there), so it is not skipped: NaN wins the max.
       if (s == T(-INFINITY)) continue;

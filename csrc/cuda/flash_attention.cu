@@ -145,39 +145,56 @@ __device__ __forceinline__ void dot_tile(const T* __restrict__ A, int lda, const
   }
 }
 
+// A masked (row, key) pair's weight or dS is stored as -0, a marker no computed weight
+// takes (exp gives +0 at worst); mul_tile<.., true> skips such terms, because 0 times a
+// NaN or Inf in a masked key's K or V row would still be NaN.
+template <typename T>
+__device__ __forceinline__ bool masked_marker(T a) {
+  return a == T(0) && signbit(a);
+}
+
 // acc[r][c] += sum_{k<K} A[(ty*RM + r)*lda + k] * B[k*ldb + tx + 16c] for columns < N:
-// a probability (or dS) tile times V, dO, Q or K.
-template <typename T, int RM>
+// a probability (or dS) tile times V, dO, Q or K. kSkipMasked: terms whose A is the -0
+// marker are left out (tiles with masked pairs; the others keep the plain loop).
+template <typename T, int RM, bool kSkipMasked = false>
 __device__ __forceinline__ void mul_tile(const T* __restrict__ A, int lda, const T* __restrict__ B, int ldb, int K,
                                          int N, int ty, int tx, T (&acc)[RM][kMaxCols]) {
   const T* a0 = A + ty * RM * lda;
   if (N > kSide * 4) {
     for (int k = 0; k < K; ++k) {
       T a[RM];
+      bool skip[RM];
 #pragma unroll
-      for (int r = 0; r < RM; ++r) a[r] = a0[r * lda + k];
+      for (int r = 0; r < RM; ++r) {
+        a[r] = a0[r * lda + k];
+        skip[r] = kSkipMasked && masked_marker(a[r]);
+      }
 #pragma unroll
       for (int c = 0; c < kMaxCols; ++c) {
         const int col = tx + kSide * c;
         if (col < N) {
           const T b = B[k * ldb + col];
 #pragma unroll
-          for (int r = 0; r < RM; ++r) acc[r][c] = fma(a[r], b, acc[r][c]);
+          for (int r = 0; r < RM; ++r) acc[r][c] = skip[r] ? acc[r][c] : fma(a[r], b, acc[r][c]);
         }
       }
     }
   } else {  // D <= 64: half the columns, so the loop carries no dead predicates
     for (int k = 0; k < K; ++k) {
       T a[RM];
+      bool skip[RM];
 #pragma unroll
-      for (int r = 0; r < RM; ++r) a[r] = a0[r * lda + k];
+      for (int r = 0; r < RM; ++r) {
+        a[r] = a0[r * lda + k];
+        skip[r] = kSkipMasked && masked_marker(a[r]);
+      }
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int col = tx + kSide * c;
         if (col < N) {
           const T b = B[k * ldb + col];
 #pragma unroll
-          for (int r = 0; r < RM; ++r) acc[r][c] = fma(a[r], b, acc[r][c]);
+          for (int r = 0; r < RM; ++r) acc[r][c] = skip[r] ? acc[r][c] : fma(a[r], b, acc[r][c]);
         }
       }
     }
@@ -251,9 +268,12 @@ __global__ void __launch_bounds__(kFlashThreads, 2)
       for (int c = 0; c < RM; ++c) {
         const int col = tx + kSide * c;
         const int64_t j = j0 + col;
-        const bool ok = row < nq && col < nk && (!pr.causal || j <= i);
+        bool ok = row < nq && col < nk && (!pr.causal || j <= i);
         T x = ok ? s[r][c] : neg_inf<T>();
-        if (ok && pr.mask) x += pr.mask[moff[r] + j * pr.ms[3]];
+        if (ok && pr.mask) {  // -inf masks the key out whatever its score (NaN + -inf is NaN)
+          const T a = pr.mask[moff[r] + j * pr.ms[3]];
+          x = a == neg_inf<T>() ? a : x + a;
+        }
         s[r][c] = x;
         mx = (x > mx || x != x) ? x : mx;
       }
@@ -267,7 +287,7 @@ __global__ void __launch_bounds__(kFlashThreads, 2)
         T p = exp(s[r][c] - mu);
         sum += p;  // the softmax sum is taken before dropout, as on the CPU
         if (drop.on) p = flash_dropout_keep(rkey[r], j0 + col, drop.threshold) ? p * inv_keep : T(0);
-        Ps[row * ldp + col] = p;
+        Ps[row * ldp + col] = s[r][c] == neg_inf<T>() ? -T(0) : p;  // masked: the -0 marker
       }
       sum = row_sum16(sum);
       const T alpha = exp(m[r] - mu);
@@ -277,7 +297,9 @@ __global__ void __launch_bounds__(kFlashThreads, 2)
       for (int c = 0; c < kMaxCols; ++c) o[r][c] *= alpha;
     }
     __syncthreads();
-    mul_tile<T, RM>(Ps, ldp, Vs, ldv, nk, Dv, ty, tx, o);
+    // Tiles with masked pairs skip them: p = 0 there, but V may hold NaN/Inf.
+    if (pr.mask || (pr.causal && j0 + nk - 1 > i0)) mul_tile<T, RM, true>(Ps, ldp, Vs, ldv, nk, Dv, ty, tx, o);
+    else mul_tile<T, RM>(Ps, ldp, Vs, ldv, nk, Dv, ty, tx, o);
   }
 #pragma unroll
   for (int r = 0; r < RM; ++r) {
@@ -315,11 +337,17 @@ __global__ void flash_delta_kernel(const HeadArray<T> dout, const HeadArray<T> o
   }
 }
 
-// P (or its transpose) of one score element: exp(s + mask - lse) where the key takes part,
-// else 0. A fully masked row (lse = -inf) has every s = -inf, so it gets 0 without NaN.
+// Whether a score element takes part: inside the tile and the causal limit (ok) and not
+// masked out by a -inf mask value (whatever the score: NaN + -inf is NaN).
 template <typename T>
-__device__ __forceinline__ T prob(T s, bool ok, const T* mask_at, T row_lse) {
-  if (!ok) return T(0);
+__device__ __forceinline__ bool takes_part(bool ok, const T* mask_at) {
+  return ok && (!mask_at || *mask_at != neg_inf<T>());
+}
+
+// P (or its transpose) of one score element that takes part: exp(s + mask - lse); 0 for a
+// -inf score. A fully masked row (lse = -inf) has every s = -inf, so it gets 0 without NaN.
+template <typename T>
+__device__ __forceinline__ T prob(T s, const T* mask_at, T row_lse) {
   if (mask_at) s += *mask_at;
   return s > neg_inf<T>() || s != s ? exp(s - row_lse) : T(0);
 }
@@ -392,12 +420,14 @@ __global__ void __launch_bounds__(kFlashThreads)
         for (int r = 0; r < RM; ++r) {
           const int kr = ty * RM + r;
           const int64_t j = j0 + kr;
-          const bool ok = kr < nk && qr < nq && (!pr.causal || j <= i);
-          const T p = prob(s[r][c], ok, mrow ? mrow + j * pr.ms[3] : nullptr, ls[qr]);
+          const T* mat = mrow ? mrow + j * pr.ms[3] : nullptr;
+          const bool in = takes_part(kr < nk && qr < nq && (!pr.causal || j <= i), mat);
+          // A masked pair gives exactly 0, whatever dP (V), lse or delta hold.
+          const T p = in ? prob(s[r][c], mat, ls[qr]) : T(0);
           T z = T(1);
           if (drop.on) z = flash_dropout_keep(rkey, j, drop.threshold) ? inv_keep : T(0);
-          PT[kr * ldp + qr] = p * z;
-          dST[kr * ldp + qr] = p * (dp[r][c] * z - dl[qr]);
+          PT[kr * ldp + qr] = in ? p * z : T(0);
+          dST[kr * ldp + qr] = in ? p * (dp[r][c] * z - dl[qr]) : T(0);
         }
       }
       __syncthreads();
@@ -495,15 +525,17 @@ __global__ void __launch_bounds__(kFlashThreads)
       for (int c = 0; c < RM; ++c) {
         const int col = tx + kSide * c;
         const int64_t j = j0 + col;
-        const bool ok = row < nq && col < nk && (!pr.causal || j <= i);
-        const T p = prob(s[r][c], ok, mrow ? mrow + j * pr.ms[3] : nullptr, ls[row]);
+        const T* mat = mrow ? mrow + j * pr.ms[3] : nullptr;
+        const bool in = takes_part(row < nq && col < nk && (!pr.causal || j <= i), mat);
         T z = T(1);
         if (drop.on) z = flash_dropout_keep(rkey[r], j, drop.threshold) ? inv_keep : T(0);
-        dS[row * ldp + col] = p * (dp[r][c] * z - dl[row]) * pr.scale;
+        // masked: the -0 marker (the products below skip it: K may hold NaN/Inf there)
+        dS[row * ldp + col] = in ? prob(s[r][c], mat, ls[row]) * (dp[r][c] * z - dl[row]) * pr.scale : -T(0);
       }
     }
     __syncthreads();
-    mul_tile<T, RM>(dS, ldp, Ks, ldq, nk, D, ty, tx, acc);
+    if (pr.mask || (pr.causal && j0 + nk - 1 > i0)) mul_tile<T, RM, true>(dS, ldp, Ks, ldq, nk, D, ty, tx, acc);
+    else mul_tile<T, RM>(dS, ldp, Ks, ldq, nk, D, ty, tx, acc);
   }
 #pragma unroll
   for (int r = 0; r < RM; ++r) {

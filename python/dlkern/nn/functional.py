@@ -438,7 +438,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     without copying K and V). attn_mask (Tensor or array) broadcasts to (..., Hq, Tq, Tk):
     bool True = attend, float = added to the scores; no gradient flows into it. is_causal
     masks key j > query i (top-left aligned); unlike PyTorch it may be combined with
-    attn_mask. A query row with every key masked gives 0 (PyTorch gives NaN). dropout_p
+    attn_mask. A query row with every key masked gives 0 (PyTorch gives NaN). A masked key
+    (causal, False, or -inf in a float mask) contributes nothing to the output or any
+    gradient, even if its key or value holds NaN or Inf. dropout_p
     applies whenever it is > 0 (as PyTorch: pass 0.0 in eval); its randomness follows
     dlkern.manual_seed.
     """

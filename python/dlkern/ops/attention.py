@@ -9,7 +9,14 @@ h // (Hq // Hkv); K and V are never repeated in memory).
 Masks: ``attn_mask`` broadcastable to (B, Hq, Tq, Tk); a bool mask marks the positions
 that take part (True = attend, as PyTorch); a float mask is added to the scaled scores.
 ``is_causal`` masks key j > query i (top-left aligned, as PyTorch's SDPA). A query row
-with no key left gives out = 0 and lse = -inf (PyTorch would give NaN).
+with no key left gives out = 0 and lse = -inf (PyTorch would give NaN). A masked key
+(past the causal limit, False in a bool mask, -inf in a float mask, or past ``length`` in
+decode_attention) contributes nothing to the output or to any gradient, whatever K and V
+hold there (NaN and Inf included); a NaN or Inf in a key, value or query that a row does
+take part in propagates to that row.
+
+Offsets, lengths and positions must be integers that fit in int64; they are range-checked
+without overflow (ValueError naming the op and the argument). ``scale`` must be finite.
 
 Dropout on the attention weights (``dropout_p`` > 0) keeps weight (b, h, i, j) when a
 counter-based hash of (seed, b, h, i, j) (splitmix64 steps, 53-bit uniform) is >= dropout_p
@@ -49,8 +56,8 @@ __all__ = [
 
 def _unit_last(a):
     # The kernels take any strides but a unit-stride last axis; anything else is copied
-    # once here. Non-arrays reach the binding, which names them in its TypeError.
-    if isinstance(a, np.ndarray) and a.size and a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
+    # once here. Non-arrays and 0-d arrays reach the binding, which names them in its error.
+    if isinstance(a, np.ndarray) and a.ndim and a.size and a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
         return np.ascontiguousarray(a)
     return a
 
@@ -92,7 +99,8 @@ def attention_backward(grad_out, q, k, v, out, lse, attn_mask=None, is_causal=Fa
 
 def kv_cache_append(cache, new, offset):
     """Writes new (B, H, T, D) into cache (B, H, S, D) at positions offset..offset+T-1,
-    in place; returns offset + T. Overflow (offset + T > S) is a ValueError."""
+    in place; returns offset + T. A negative offset or an overflow (offset > S - T) is a
+    ValueError, and the cache is left untouched."""
     return _C.kv_cache_append(cache, _unit_last(new), offset)
 
 
@@ -105,8 +113,9 @@ def decode_attention(q, k_cache, v_cache, length, attn_mask=None, scale=None):
 
 
 def rope(x, offset=0, base=10000.0):
-    """Rotary embedding of x (..., T, D), D even, positions offset..offset+T-1; pairs are
-    (i, i + D/2) (the "rotate half" layout). Angles are computed in double. Returns a new array."""
+    """Rotary embedding of x (..., T, D), D even, positions offset..offset+T-1 (offset >= 0
+    and offset + T - 1 within int64); pairs are (i, i + D/2) (the "rotate half" layout).
+    Angles are computed in double. Returns a new array."""
     return _C.rope(_contiguous(x), offset, float(base))
 
 
