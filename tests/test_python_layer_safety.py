@@ -276,7 +276,7 @@ def test_group_norm_num_groups_must_be_int(groups, rng):
     x = t64(rng, 2, 4, 3, requires_grad=False)
     with pytest.raises(TypeError, match="group_norm: num_groups must be an int"):
         F.group_norm(x, groups)
-    with pytest.raises(TypeError, match="group_norm_forward: num_groups must be an int"):
+    with pytest.raises(TypeError, match="group_norm(_forward)?: num_groups must be an int"):
         dlkern.ops.group_norm(x.data, groups)
     with pytest.raises(TypeError, match="GroupNorm: num_groups must be an int"):
         nn.GroupNorm(groups, 4)
