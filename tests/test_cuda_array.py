@@ -257,6 +257,7 @@ def test_device_cuda_bad_index():
         dlkern.device("cuda:x")
 
 
+@requires_module
 def test_cuda_namespace_names_missing_op_and_device():
     dev = CUDADevice(0)
     assert str(dev) == "cuda:0" and dev == "cuda" and dev == "cuda:0" and dev != "cpu"
