@@ -35,3 +35,24 @@ def threads(request):
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
 def dtype(request):
     return request.param
+
+
+# ----------------------------------------------------------------------------- fuzz suite
+# The fuzz tests (test_fuzz_ops.py) draw a fresh seed per run: show it in the header
+# and under every failing fuzz test, so any failure can be replayed.
+
+
+def pytest_report_header(config):
+    import fuzz_seed
+
+    return fuzz_seed.describe()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "fuzz" in item.nodeid:
+        import fuzz_seed
+
+        report.sections.append(("dlkern fuzz seed", fuzz_seed.describe()))
