@@ -191,7 +191,8 @@ def conv_bad(g, nd, dt, kwargs, causal=False):
         "dilation float": dict(dilation=1.5),
     }
     if not causal:
-        bad["dilation huge with kernel 2"] = dict(dilation=HUGE, weight=np.ones((g["O"], g["cg"]) + (2,) * nd, dt))
+        bad["dilation huge with kernel 2"] = dict(dilation=HUGE, weight=np.ones((g["O"], g["cg"]) + (2,) * nd, dt),
+                                                  padding=0, stride=1)
     if "bias" in kwargs:
         bad["bias wrong shape"] = dict(bias=np.ones((g["O"] + 1,), dt))
         bad["bias list"] = dict(bias=[0.0] * g["O"])
@@ -204,8 +205,8 @@ def conv_bad(g, nd, dt, kwargs, causal=False):
         "stride=-2": dict(stride=-2),
         "stride 2**64": dict(stride=2 ** 64),
         "padding=-1": dict(padding=-1),
-        "padding huge": dict(padding=2 ** 40),
-        "padding 2**63": dict(padding=2 ** 63),
+        "padding huge": dict(padding=2 ** 40, stride=1),
+        "padding 2**63": dict(padding=2 ** 63, stride=1),
         "padding='full'": dict(padding="full"),
         "padding same with stride 2": dict(padding="same", stride=2),
         "padding wrong tuple length": dict(padding=(0,) * (nd + 1)),
@@ -643,8 +644,9 @@ def build_softmax(data, name):
             assert np.shares_memory(res, out) or res.size == 0, f"{name}: out is filled and returned"
 
     bad = _softmax_bad(dt, x, nd)
-    xx = np.array(x, copy=True)
-    bad["out aliases x"] = dict(x=xx, out=xx)
+    if x.size:
+        xx = np.array(x, copy=True)
+        bad["out aliases x"] = dict(x=xx, out=xx)
     bad["x int"] = dict(x=np.ones(shape, np.int64), out=None)
     return Case(name, dict(x=x, dim=dim, out=out), check, inplace=("out",), floats=("x",), required=("x",),
                 bad=bad)
@@ -1134,6 +1136,7 @@ def build_cross_entropy_backward(data, name):
         "grad_loss wrong shape": dict(grad_loss=np.ones(sample + (3,), dt)),
         "grad_loss str": dict(grad_loss="1"),
         "out wrong shape": dict(out=np.zeros(x.shape + (1,), dt)),
+        "out with a leading 1": dict(out=np.zeros((1,) + x.shape, dt)),
         "out readonly": dict(out=ro(x.shape, dt)),
         "out wrong dtype": dict(out=np.zeros(x.shape, np.int64)),
     })
