@@ -246,12 +246,14 @@ class Case:
     check(result): compares the result (and in-place arguments) with the reference;
     inplace: arguments the op may modify; floats: float array arguments that must share
     one dtype; ndims: argument -> the ndims it accepts; required: array arguments that
-    must be arrays; bad: op-specific {label: kwargs overrides} that must be rejected.
+    must be arrays; bad: op-specific {label: kwargs overrides} that must be rejected;
+    extreme: int64-sized geometry, which the op may refuse with a ValueError naming it
+    instead of computing the result.
     """
 
     def __init__(self, name, kwargs, check, *, call=None, inplace=(), floats=(), ndims=None, required=(),
-                 bad=None):
-        self.name, self.kwargs, self.check = name, kwargs, check
+                 bad=None, extreme=False):
+        self.name, self.kwargs, self.check, self.extreme = name, kwargs, check, extreme
         self.call = call or (lambda kw: getattr(dlkern.ops, name)(**kw))
         self.inplace, self.floats, self.required = tuple(inplace), tuple(floats), tuple(required)
         self.ndims = ndims or {}

@@ -172,6 +172,11 @@ def conv_geometry(data, nd, causal=False):
     return g
 
 
+def _extreme(g):
+    """An int64-sized stride or dilation: a valid geometry the op may also refuse with a ValueError."""
+    return HUGE in g["stride"] or HUGE in g["dil"]
+
+
 def _arg(v, nd):
     return v[0] if nd == 1 and isinstance(v, tuple) else v
 
@@ -259,7 +264,8 @@ def build_conv(data, name):
     exp = _conv_ref_fwd(nd, x, w, b, g, causal)
     scale = math.sqrt(g["cg"] * math.prod(g["K"]) + 1) * amax(x) * amax(w) + amax(b)
     kwargs = dict(x=x, weight=w, bias=b, **_conv_geom_kwargs(g, nd, causal))
-    return Case(name, kwargs, lambda res: close(name, res, exp, dt, scale), floats=("x", "weight", "bias"),
+    return Case(name, kwargs, lambda res: close(name, res, exp, dt, scale), extreme=_extreme(g),
+                floats=("x", "weight", "bias"),
                 ndims={"x": {nd + 2}, "weight": {nd + 2}, "bias": {1}}, required=("x", "weight"),
                 bad=conv_bad(g, nd, dt, kwargs, causal))
 
@@ -291,7 +297,7 @@ def build_conv_backward(data, name):
     bad = conv_bad(g, nd, dt, kwargs, causal)
     bad["grad_out wrong shape"] = dict(grad_out=np.ones((g["N"], g["O"] + 1) + out, dt))
     bad["need of 2"] = dict(need=(True, True))
-    return Case(name, kwargs, check, floats=("grad_out", "x", "weight"),
+    return Case(name, kwargs, check, floats=("grad_out", "x", "weight"), extreme=_extreme(g),
                 ndims={"x": {nd + 2}, "weight": {nd + 2}}, required=("grad_out", "x", "weight"), bad=bad)
 
 
@@ -342,7 +348,7 @@ def build_conv1d_stream(data, name):
         "weight empty kernel": dict(weight=np.ones((g["O"], g["cg"], 0), dt)),
     }
     return Case(name, dict(weight=w, bias=b, dilation=g["dil"][0], groups=g["groups"], chunks=chunks), check,
-                call=call, bad=bad)
+                call=call, bad=bad, extreme=_extreme(g))
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -967,7 +973,8 @@ def build_batch_norm(data, name):
         "eps None": dict(eps=None),
     }
     if c > 1:  # a single element is always contiguous
-        bad["running_var not contiguous"] = dict(running_mean=np.zeros((c,), dt), running_var=np.ones((2 * c,), dt)[::2])
+        bad["running_var not contiguous"] = dict(running_mean=np.zeros((c,), dt),
+                                                 running_var=np.ones((2 * c,), dt)[::2])
     return Case(name, dict(x=x, running_mean=rm, running_var=rv, weight=w, bias=b, training=training,
                            momentum=momentum, eps=eps), check, inplace=("running_mean", "running_var"),
                 floats=("x", "weight", "bias", "running_mean", "running_var"), required=("x",), bad=bad)
@@ -1345,7 +1352,6 @@ def build_kv_cache_append(data, name):
         "offset float": dict(offset=1.0),
         "offset None": dict(offset=None),
         "cache readonly": dict(cache=ro(cache.shape, dt)),
-        "cache last stride 2": dict(cache=np.zeros(cache.shape[:3] + (2 * d,), dt)[..., ::2]),
         "cache mixed dtype": dict(cache=np.zeros(cache.shape, other)),
         "cache int": dict(cache=np.zeros(cache.shape, np.int64), new=np.zeros(new.shape, np.int64)),
         "cache 3-D": dict(cache=np.zeros(cache.shape[1:], dt)),
@@ -1356,6 +1362,8 @@ def build_kv_cache_append(data, name):
         "cache None": dict(cache=None),
         "new list": dict(new=np.zeros(new.shape).tolist()),
     }
+    if d > 1:  # a last axis of one element has no stride to get wrong
+        bad["cache last stride 2"] = dict(cache=np.zeros(cache.shape[:3] + (2 * d,), dt)[..., ::2])
     if b:
         bad["new shares memory with cache"] = dict(new=cache[:, :, :1], offset=s - 1)
     return Case(name, dict(cache=cache, new=new, offset=offset), check, inplace=("cache",), bad=bad)
@@ -1415,8 +1423,9 @@ def build_rope(data, name):
     arg = "x" if name == "rope" else "grad_out"
     x = array(data, lead + (t, d), dt, label=f"{arg}_layout", lo=-2, hi=2)
     exp = ref.rope(x, offset, base, inverse=name == "rope_backward")
-    # Angles are computed in double, the rotation in dt: |err| ~ eps * |x| (+ angle error).
-    scale = amax(x) * (2 + abs(offset) * 1e-9 * (1 if dt == F64 else 0))
+    # The rotation runs in dt (|err| ~ eps(dt) |x|); the angles in double, whose error grows
+    # with the position: ~ eps(float64) * (|offset| + T) radians.
+    scale = amax(x) * (2 + 4 * (abs(offset) + t) * float(np.finfo(F64).eps) / float(np.finfo(dt).eps))
     bad = {
         "D odd": {arg: np.ones(lead + (t, 3), dt)},
         f"{arg} 1-D": {arg: np.ones((4,), dt)},
