@@ -1379,13 +1379,16 @@ def build_decode_attention(data, name):
     # Beyond `length` the cache holds NaN: decode_attention must never read it.
     kc = np.full((b, hkv, s, d), np.nan, dt)
     vc = np.full((b, hkv, s, dv), np.nan, dt)
-    kc[:, :, :length] = values(data, (b, hkv, length, d), dt)
-    vc[:, :, :length] = values(data, (b, hkv, length, dv), dt)
+    kind = choice(data, ["none", "bool", "float"], "mask_kind")
+    # NaN / inf at masked (causal or bool) positions must not leak into the output.
+    special = (np.nan, np.inf) if kind != "float" and flag(data, "nonfinite_kv") else ()
+    kc[:, :, :length] = values(data, (b, hkv, length, d), dt, special=special[:1])
+    vc[:, :, :length] = values(data, (b, hkv, length, dv), dt, special=special)
     # The caches are read in place, so only views with a unit-stride last axis are valid.
     cache_layouts = ("contiguous", "reversed_lead", "strided_lead", "readonly", "broadcast_lead")
     kc = layout_as(kc, choice(data, cache_layouts, "k_cache_layout"), data)
     vc = layout_as(vc, choice(data, cache_layouts, "v_cache_layout"), data)
-    mask = _mask(data, b, hq, tq, length, dt)
+    mask = _mask(data, b, hq, tq, length, dt, kind)
     scale = choice(data, [None, None, 0.5], "scale")
     out, _, _ = ref.attention(q, kc[:, :, :length], vc[:, :, :length], mask, length - tq, scale)
     kk, vv = kc[:, :, :length], vc[:, :, :length]

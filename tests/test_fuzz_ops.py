@@ -386,3 +386,32 @@ def test_regression_bad_arguments_name_the_op(op, call):
     with pytest.raises((TypeError, ValueError)) as info:
         call()
     assert op in str(info.value), f"{type(info.value).__name__} without the op name: {info.value}"
+
+
+def test_regression_conv_span_equal_to_padded_input_one_thread():
+    # With 1 thread and N >= 2, a kernel span (dilation*(K-1)+1) equal to the padded length
+    # zeroes sample 0's output: got [0, 20] instead of [10, 20] (2 threads are right).
+    # Probably the same defect as the heap corruption above, seen without a crash.
+    x = np.array([1.0, 2.0], np.float32).reshape(2, 1, 1)
+    w = np.array([1.0, 10.0, 100.0], np.float32).reshape(1, 1, 3)
+    prev = dlkern.get_num_threads()
+    dlkern.set_num_threads(1)
+    try:
+        y1 = ops.conv1d(x, w, padding=2, dilation=2)
+        y2 = ops.conv2d(x[..., None], w[..., None], padding=(2, 0), dilation=(2, 1))
+    finally:
+        dlkern.set_num_threads(prev)
+    np.testing.assert_array_equal(y1.ravel(), [10.0, 20.0])
+    np.testing.assert_array_equal(y2.ravel(), [10.0, 20.0])
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_regression_bool_mask_masked_value_does_not_leak(value):
+    # A key masked out by a bool attn_mask (False) still multiplies its value by 0:
+    # NaN/inf there turns the output NaN (attention_forward and decode_attention).
+    q, k = np.ones((1, 1, 1, 1), np.float32), np.ones((1, 1, 2, 1), np.float32)
+    v = np.array([value, 0.5], np.float32).reshape(1, 1, 2, 1)
+    mask = np.array([[False, True]])
+    out, _ = ops.attention_forward(q, k, v, attn_mask=mask)
+    np.testing.assert_array_equal(out.ravel(), [0.5])
+    np.testing.assert_array_equal(ops.decode_attention(q, k, v, 2, attn_mask=mask).ravel(), [0.5])
