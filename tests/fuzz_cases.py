@@ -247,7 +247,7 @@ class Case:
     inplace: arguments the op may modify; floats: float array arguments that must share
     one dtype; ndims: argument -> the ndims it accepts; required: array arguments that
     must be arrays; bad: op-specific {label: kwargs overrides} that must be rejected;
-    extreme: int64-sized geometry, which the op may refuse with a ValueError naming it
+    extreme: int64-sized geometry, which the op may refuse with a TypeError/ValueError naming it
     instead of computing the result.
     """
 

@@ -118,6 +118,44 @@ def report_crash(problems, tag, seed, profile, code, output, culprit, log_path, 
     problems.append(("crashed", tag, seed, [culprit, what, last_call], log_path))
 
 
+def hunt(tests, seed, tag, args, log_dir, problems):
+    """Run tests in pytest subprocesses until each has run; a crash inside a test is
+    reported and the rest go on in a new subprocess; a crash after the tests (heap
+    damage noticed at exit, say) is bisected down to the test that causes it."""
+    todo, part = list(tests), 0
+    while todo:
+        sub = tag + (f"-part{part}" if part else "")
+        part += 1
+        t0 = time.time()
+        code, output, crashed, culprit, never_ran, log_path, last_call = run_chunk(
+            todo, seed, args.profile, args.timeout, log_dir, sub, args.pytest_args)
+        took = time.time() - t0
+        if not crashed:
+            failed = [line for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+            status = "ok" if code in (0, 5) else f"{len(failed)} failed"
+            print(f"[{sub}] seed={seed} {len(todo)} tests: {status} ({took:.1f}s)", flush=True)
+            if code not in (0, 5):
+                for line in failed:
+                    print(f"    {line}")
+                print(f"    reproduce: {reproduce(seed, args.profile, [f.split()[1] for f in failed] or todo)}")
+                problems.append(("failed", sub, seed, failed, log_path))
+            return
+        if culprit is None and len(todo) == 1:
+            culprit = todo[0]
+        if culprit is None:
+            what = "timed out" if code is None else describe_exit(code)
+            print(f"[{sub}] seed={seed} crashed ({what}) after its {len(todo)} tests ran; bisecting ({took:.1f}s)",
+                  flush=True)
+            half = len(todo) // 2
+            hunt(todo[:half], seed, sub + "a", args, log_dir, problems)
+            hunt(todo[half:], seed, sub + "b", args, log_dir, problems)
+            return
+        report_crash(problems, sub, seed, args.profile, code, output, culprit, log_path, last_call, took)
+        # Carry on with the tests that had not run yet.
+        rest = [t for t in todo if t in never_ran and t != culprit]
+        todo = rest if len(rest) < len(todo) else todo[1:]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, default=8, help="number of subprocess batches (default 8)")
@@ -125,7 +163,8 @@ def main(argv=None):
     ap.add_argument("--profile", default=os.environ.get("DLKERN_FUZZ_PROFILE", "dev"),
                     help="hypothesis profile: smoke, dev (default) or ci")
     ap.add_argument("-k", dest="k_expr", default=None, help="pytest -k expression selecting tests")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds per subprocess before it counts as hung")
+    ap.add_argument("--timeout", type=float, default=240,
+                    help="seconds per subprocess before it counts as hung (default 240)")
     ap.add_argument("--log-dir", default=None, help="keep each subprocess's output here (default: a temp dir)")
     ap.add_argument("pytest_args", nargs="*", help="extra arguments for each pytest subprocess")
     args = ap.parse_args(argv)
@@ -145,51 +184,7 @@ def main(argv=None):
     problems = []
     t_start = time.time()
     for b, batch in enumerate(batches):
-        seed = (base + b) % 2 ** 32
-        todo, part = list(batch), 0
-        while todo:
-            t0 = time.time()
-            tag = f"batch{b:02d}" + (f"-part{part}" if part else "")
-            code, output, crashed, culprit, never_ran, log_path, last_call = run_chunk(
-                todo, seed, args.profile, args.timeout, log_dir, tag, args.pytest_args)
-            took = time.time() - t0
-            if not crashed:
-                failed = [line for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))]
-                status = "ok" if code in (0, 5) else f"{len(failed)} failed"
-                print(f"[{tag}] seed={seed} {len(todo)} tests: {status} ({took:.1f}s)", flush=True)
-                if code not in (0, 5):
-                    for line in failed:
-                        print(f"    {line}")
-                    print(f"    reproduce: {reproduce(seed, args.profile, [f.split()[1] for f in failed] or todo)}")
-                    problems.append(("failed", tag, seed, failed, log_path))
-                break
-            what = "timed out" if code is None else describe_exit(code)
-            if culprit is None and len(todo) > 1:
-                # The process died after its tests (heap damage noticed at exit, say):
-                # rerun them one per subprocess to find the one that corrupts.
-                print(f"[{tag}] seed={seed} crashed ({what}) after the tests ran; rerunning them one by one",
-                      flush=True)
-                todo, part = [[t] for t in todo], part + 1
-                for single in todo:
-                    sub_tag = f"batch{b:02d}-single{part}"
-                    part += 1
-                    code, output, crashed, culprit, _, log_path, last_call = run_chunk(
-                        single, seed, args.profile, args.timeout, log_dir, sub_tag, args.pytest_args)
-                    if crashed:
-                        report_crash(problems, sub_tag, seed, args.profile, code, output, single[0], log_path,
-                                     last_call, time.time() - t0)
-                    elif code not in (0, 5):
-                        print(f"[{sub_tag}] seed={seed} {single[0]}: failed")
-                        problems.append(("failed", sub_tag, seed, single, log_path))
-                break
-            report_crash(problems, tag, seed, args.profile, code, output, culprit, log_path, last_call, took)
-            # Carry on with the tests of this batch that had not run yet.
-            rest = [t for t in todo if t in never_ran]
-            if culprit in rest:
-                rest.remove(culprit)
-            if len(rest) == len(todo):  # nothing was recognised as started: avoid looping
-                rest = todo[1:]
-            todo, part = rest, part + 1
+        hunt(batch, (base + b) % 2 ** 32, f"batch{b:02d}", args, log_dir, problems)
 
     print(f"fuzz_isolated: {len(ids)} tests, {len(problems)} problem(s), {time.time() - t_start:.0f}s, "
           f"base seed {base}")

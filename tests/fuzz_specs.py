@@ -173,7 +173,7 @@ def conv_geometry(data, nd, causal=False):
 
 
 def _extreme(g):
-    """An int64-sized stride or dilation: a valid geometry the op may also refuse with a ValueError."""
+    """An int64-sized stride or dilation: a valid geometry the op may also refuse (TypeError/ValueError)."""
     return HUGE in g["stride"] or HUGE in g["dil"]
 
 
