@@ -150,6 +150,20 @@ def hunt(tests, seed, tag, args, log_dir, problems):
             hunt(todo[:half], seed, sub + "a", args, log_dir, problems)
             hunt(todo[half:], seed, sub + "b", args, log_dir, problems)
             return
+        if culprit != todo[0] and len(todo) > 1:
+            # Heap damage often surfaces in a later test: does this one crash on its own?
+            alone = run_chunk([culprit], seed, args.profile, args.timeout, log_dir, sub + "-alone", args.pytest_args)
+            if not alone[2]:
+                what = "timed out" if code is None else describe_exit(code)
+                print(f"[{sub}] seed={seed} crashed ({what}) in {culprit}, which passes or fails cleanly on its "
+                      f"own: bisecting the tests that ran before it ({took:.1f}s)", flush=True)
+                if alone[0] not in (0, 5):
+                    print(f"[{sub}-alone] seed={seed} {culprit}: failed")
+                    problems.append(("failed", sub + "-alone", seed, [culprit], alone[5]))
+                before = todo[:todo.index(culprit)]
+                hunt(before, seed, sub + "a", args, log_dir, problems)
+                todo = [t for t in todo if t in never_ran and t != culprit]
+                continue
         report_crash(problems, sub, seed, args.profile, code, output, culprit, log_path, last_call, took)
         # Carry on with the tests that had not run yet.
         rest = [t for t in todo if t in never_ran and t != culprit]
