@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -39,7 +40,10 @@ def dtype(request):
 
 # ----------------------------------------------------------------------------- fuzz suite
 # The fuzz tests (test_fuzz_ops.py) draw a fresh seed per run: show it in the header
-# and under every failing fuzz test, so any failure can be replayed.
+# and under every failing fuzz test, so any failure can be replayed. Hypothesis keeps
+# its caches outside the checkout (its example database is off in the fuzz profiles).
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      os.path.join(tempfile.gettempdir(), "dlkern-hypothesis"))
 
 
 def pytest_report_header(config):
