@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -67,3 +68,27 @@ def pytest_sessionfinish(session, exitstatus):
         for nodeid in _torch_skips[:20]:
             print("  ", nodeid)
         session.exitstatus = 1
+
+
+# ----------------------------------------------------------------------------- fuzz suite
+# The fuzz tests (test_fuzz_ops.py) draw a fresh seed per run: show it in the header
+# and under every failing fuzz test, so any failure can be replayed. Hypothesis keeps
+# its caches outside the checkout (its example database is off in the fuzz profiles).
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      os.path.join(tempfile.gettempdir(), "dlkern-hypothesis"))
+
+
+def pytest_report_header(config):
+    import fuzz_seed
+
+    return fuzz_seed.describe()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "fuzz" in item.nodeid:
+        import fuzz_seed
+
+        report.sections.append(("dlkern fuzz seed", fuzz_seed.describe()))
