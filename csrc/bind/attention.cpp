@@ -148,8 +148,9 @@ py::array_t<T> new_array(std::vector<py::ssize_t> shape) {
 }
 
 py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj, const py::object& mask,
-                  bool is_causal, const py::object& scale, double dropout_p, uint64_t seed) {
+                  bool is_causal, const py::object& scale, const py::object& dropout_p_obj, uint64_t seed) {
   const char* op = "attention_forward";
+  const double dropout_p = double_arg(dropout_p_obj, op, "dropout_p");
   py::array q = require_array(q_obj, op, "q"), k = require_array(k_obj, op, "k"), v = require_array(v_obj, op, "v");
   const Shape s = check_qkv(q, k, v, op, "k", "v");
   check_dropout(dropout_p, op);
@@ -171,9 +172,10 @@ py::tuple forward(const py::object& q_obj, const py::object& k_obj, const py::ob
 
 py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::object& k_obj,
                    const py::object& v_obj, const py::object& o_obj, const py::object& lse_obj,
-                   const py::object& mask, bool is_causal, const py::object& scale, double dropout_p,
-                   uint64_t seed) {
+                   const py::object& mask, bool is_causal, const py::object& scale,
+                   const py::object& dropout_p_obj, uint64_t seed) {
   const char* op = "attention_backward";
+  const double dropout_p = double_arg(dropout_p_obj, op, "dropout_p");
   py::array q = require_array(q_obj, op, "q"), k = require_array(k_obj, op, "k"), v = require_array(v_obj, op, "v");
   py::array g = require_array(g_obj, op, "grad_out"), o = require_array(o_obj, op, "out");
   py::array lse = require_array(lse_obj, op, "lse");
@@ -269,8 +271,9 @@ int64_t append(const py::object& cache_obj, const py::object& new_obj, const py:
   return offset + n.shape(2);
 }
 
-py::array rope(const py::object& x_obj, const py::object& offset_obj, double base, bool inverse) {
+py::array rope(const py::object& x_obj, const py::object& offset_obj, const py::object& base_obj, bool inverse) {
   const char* op = inverse ? "rope_backward" : "rope";
+  const double base = double_arg(base_obj, op, "base");
   const char* arg = inverse ? "grad_out" : "x";
   py::array x = require_array(x_obj, op, arg);
   const DType dt = float_dtype(x, op, arg);
@@ -282,7 +285,8 @@ py::array rope(const py::object& x_obj, const py::object& offset_obj, double bas
   // Positions offset .. offset + T - 1 must be valid int64 (checked without forming offset + T).
   const int64_t offset = int64_arg(offset_obj, op, "offset");
   if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
-  if (offset > std::numeric_limits<int64_t>::max() - T_len)
+  // The last position is offset + T - 1, so offset = INT64_MAX with one token is valid.
+  if (T_len > 0 && offset > std::numeric_limits<int64_t>::max() - (T_len - 1))
     value_error(op, ": offset ", offset, " + ", T_len, " positions overflows a 64-bit position");
   const int64_t n = T_len * D == 0 ? 0 : x.size() / (T_len * D);
   py::array y(x.dtype(), dims(x));
@@ -317,11 +321,11 @@ DLKERN_REGISTER_BINDINGS(attention) {
   m.def("kv_cache_append", &append, py::arg("cache"), py::arg("new"), py::arg("offset"),
         "kv_cache_append(cache, new, offset) -> offset + T: writes new (B, H, T, D) into cache in place.");
   m.def("rope",
-        [](const py::object& x, const py::object& offset, double base) { return rope(x, offset, base, false); },
+        [](const py::object& x, const py::object& offset, const py::object& base) { return rope(x, offset, base, false); },
         py::arg("x"), py::arg("offset") = 0, py::arg("base") = 10000.0,
         "rope(x, offset=0, base=10000.0): rotary embedding of x (..., T, D), rotate-half pairs.");
   m.def("rope_backward",
-        [](const py::object& g, const py::object& offset, double base) { return rope(g, offset, base, true); },
+        [](const py::object& g, const py::object& offset, const py::object& base) { return rope(g, offset, base, true); },
         py::arg("grad_out"), py::arg("offset") = 0, py::arg("base") = 10000.0,
         "rope_backward(grad_out, offset=0, base=10000.0): the inverse rotation.");
 }

@@ -31,7 +31,8 @@ DeviceArray rope_call(const py::object& x_obj, const py::object& offset_obj, dou
   // Positions offset .. offset + T - 1 must be valid int64 (checked without forming offset + T).
   const int64_t offset = int64_arg(offset_obj, op, "offset");
   if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
-  if (offset > std::numeric_limits<int64_t>::max() - T_len)
+  // The last position is offset + T - 1, so offset = INT64_MAX with one token is valid.
+  if (T_len > 0 && offset > std::numeric_limits<int64_t>::max() - (T_len - 1))
     value_error(op, ": offset ", offset, " + ", T_len, " positions overflows a 64-bit position");
   const int64_t half = D / 2;
   const int64_t rows = T_len * D == 0 ? 0 : x.numel() / D;

@@ -38,6 +38,9 @@ py::array gemm(const py::object& a_obj, const py::object& b_obj, const py::objec
   const py::array &a = call.a, &b = call.b;
   py::array &c = call.c;
   const int64_t m = call.m, n = call.n, k = call.k;
+  // An empty c has nothing to write and no layout: NumPy 2 gives every empty array zero
+  // strides, which the layout checks below would refuse.
+  if (m == 0 || n == 0) return c;
   const int64_t as0 = elem_stride(a, 0, op, "a"), as1 = elem_stride(a, 1, op, "a");
   const int64_t bs0 = elem_stride(b, 0, op, "b"), bs1 = elem_stride(b, 1, op, "b");
   const MatrixOperand A{a.data(), trans_a ? as1 : as0, trans_a ? as0 : as1};

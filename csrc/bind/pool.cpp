@@ -40,6 +40,14 @@ std::array<int64_t, 4> check_input_shape(const std::vector<int64_t>& shape, cons
   if (shape[0] != grad.shape(0) || shape[1] != grad.shape(1))
     value_error(op, ": grad_out has shape ", shape_str(grad), " but input_shape is (", shape[0], ", ",
                 shape[1], ", ", shape[2], ", ", shape[3], "); N and C must agree");
+  // dx is allocated from input_shape: its byte size must fit (NumPy's own limit is
+  // PTRDIFF_MAX), computed without overflow.
+  // Zero sizes are skipped, as NumPy does, so (0, C, 2**62, 2**62) is refused too.
+  int64_t bytes = static_cast<int64_t>(grad.itemsize());
+  for (int64_t s : shape)
+    if (s > 0 && __builtin_mul_overflow(bytes, s, &bytes))
+      value_error(op, ": input_shape (", shape[0], ", ", shape[1], ", ", shape[2], ", ", shape[3],
+                  ") is too large to allocate");
   return {shape[0], shape[1], shape[2], shape[3]};
 }
 

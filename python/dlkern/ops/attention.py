@@ -83,7 +83,7 @@ def attention_forward(q, k, v, attn_mask=None, is_causal=False, scale=None, drop
     scores (-inf for a row with no key left, whose out is 0).
     """
     return _C.attention_forward(_unit_last(q), _unit_last(k), _unit_last(v), attn_mask, bool(is_causal),
-                                _scale(scale), float(dropout_p), _seed(seed))
+                                _scale(scale), dropout_p, _seed(seed))
 
 
 def attention_backward(grad_out, q, k, v, out, lse, attn_mask=None, is_causal=False, scale=None, dropout_p=0.0,
@@ -94,7 +94,7 @@ def attention_backward(grad_out, q, k, v, out, lse, attn_mask=None, is_causal=Fa
     """
     return _C.attention_backward(_unit_last(grad_out), _unit_last(q), _unit_last(k), _unit_last(v),
                                  _unit_last(out), _contiguous(lse), attn_mask, bool(is_causal), _scale(scale),
-                                 float(dropout_p), _seed(seed))
+                                 dropout_p, _seed(seed))
 
 
 def kv_cache_append(cache, new, offset):
@@ -116,9 +116,9 @@ def rope(x, offset=0, base=10000.0):
     """Rotary embedding of x (..., T, D), D even, positions offset..offset+T-1 (offset >= 0
     and offset + T - 1 within int64); pairs are (i, i + D/2) (the "rotate half" layout).
     Angles are computed in double. Returns a new array."""
-    return _C.rope(_contiguous(x), offset, float(base))
+    return _C.rope(_contiguous(x), offset, base)
 
 
 def rope_backward(grad_out, offset=0, base=10000.0):
     """Gradient of rope: the inverse rotation applied to grad_out."""
-    return _C.rope_backward(_contiguous(grad_out), offset, float(base))
+    return _C.rope_backward(_contiguous(grad_out), offset, base)

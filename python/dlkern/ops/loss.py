@@ -94,7 +94,9 @@ def cross_entropy_backward(grad_loss, input, target, lse, weight=None, ignore_in
             lse = lse.reshape(1)
         if isinstance(grad_loss, np.ndarray) and grad_loss.ndim == 0:
             grad_loss = grad_loss.reshape(1)
-        if isinstance(out, np.ndarray) and out.ndim == 1:
+        if isinstance(out, np.ndarray):
+            if out.shape != shape:
+                raise ValueError(f"{op}: out must have the input's shape {shape}, got {out.shape}")
             out = out.reshape(1, -1)
     dx = _C.cross_entropy_backward(_contiguous(grad_loss), _contiguous(input), target, _contiguous(lse),
                                    _contiguous(weight), ignore_index, reduction, label_smoothing, out)
