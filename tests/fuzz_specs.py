@@ -1216,7 +1216,7 @@ def _att_bad(dt, q, k, v, with_mask=True):
     }
     if with_mask:
         bad.update({
-            "mask not broadcastable": dict(attn_mask=np.ones((tq + 1, k.shape[2] + 1), bool)),
+            "mask not broadcastable": dict(attn_mask=np.ones((tq + 2, k.shape[2] + 2), bool)),
             "mask 5-D": dict(attn_mask=np.ones((1, 1, 1, tq, k.shape[2]), bool)),
             "mask int": dict(attn_mask=np.ones((tq, k.shape[2]), np.int64)),
             "mask mixed float dtype": dict(attn_mask=np.zeros((tq, k.shape[2]), other)),
@@ -1408,7 +1408,7 @@ def build_decode_attention(data, name):
         "length 2**64": dict(length=2 ** 64),
         "length None": dict(length=None),
         "length float": dict(length=1.0),
-        "mask not broadcastable": dict(attn_mask=np.ones((tq + 1, length + 1), bool)),
+        "mask not broadcastable": dict(attn_mask=np.ones((tq + 2, length + 2), bool)),
         "mask int": dict(attn_mask=np.ones((tq, length), np.int64)),
     })
     return Case(name, dict(q=q, k_cache=kc, v_cache=vc, length=length, attn_mask=mask, scale=scale), check,
