@@ -55,7 +55,7 @@ def build_info():
 
 def threading_info():
     """How the CPU kernels thread: the thread count, the OpenMP wait policy in effect and
-    where it came from (dlkern's passive default, or OMP_WAIT_POLICY / GOMP_SPINCOUNT set
+    where it came from (dlkern's short-spin default, or OMP_WAIT_POLICY / GOMP_SPINCOUNT set
     by the user), the OpenMP runtimes loaded, how many kernel calls so far chose more
     than one thread (small ops run on one thread, without a fork), and whether the thread
     choice adapts to CPUs held by other processes (DLKERN_ADAPTIVE_THREADS=0 turns that

@@ -1,10 +1,15 @@
 """The OpenMP wait policy dlkern's kernels run with.
 
-By default an OpenMP runtime keeps its idle threads spinning (libgomp: about 300,000
-spins, a few ms, after every parallel region). On a machine where another process holds
-a core, a spinning thread steals the time slice of the thread doing the work, and small
-ops at 2 threads were measured up to 70x slower than at 1. So dlkern asks for passive
-waiting (threads sleep as soon as they are idle) unless the user chose a policy.
+By default libgomp keeps an idle thread spinning for about 300,000 spins after every
+parallel region. On a machine where another process holds a core, a spinning thread
+steals the time slice of the thread doing the work, and small ops at 2 threads were
+measured up to 70x slower than at 1. Fully passive waiting (sleep at once) fixes that
+but makes every parallel region pay a futex wake-up on an idle machine (measured here:
+2-thread MLP/LeNet training steps 20-30% slower, a small max-pool slower at 2 threads
+than at 1). So dlkern asks for a short bounded spin, ``GOMP_SPINCOUNT=10000`` (some
+microseconds), after which idle threads sleep: back-to-back regions on an idle machine
+still find their threads awake, and a busy machine never sees a thread spin for long
+(bench/results/busy_core.md has both). Nothing is set when the user chose a policy.
 
 libgomp reads OMP_WAIT_POLICY / GOMP_SPINCOUNT once, when it is loaded, which is when
 ``dlkern._C`` is imported (unless something else loaded it before): ``load_extension``
@@ -17,7 +22,7 @@ import os
 
 # Either one set by the user means the user chose: dlkern then sets nothing.
 USER_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-DEFAULT_POLICY = "PASSIVE"
+DEFAULT_SPINCOUNT = "10000"
 _LIBGOMP = "libgomp.so.1"
 
 _state = {}
@@ -52,12 +57,12 @@ def load_extension(import_c):
     preloaded = _libgomp_loaded()
     set_default = not user
     if set_default:
-        os.environ["OMP_WAIT_POLICY"] = DEFAULT_POLICY
+        os.environ["GOMP_SPINCOUNT"] = DEFAULT_SPINCOUNT
     try:
         module = import_c()
     finally:
         if set_default:
-            os.environ.pop("OMP_WAIT_POLICY", None)
+            os.environ.pop("GOMP_SPINCOUNT", None)
     if preloaded:
         # libgomp had already read the environment: whatever was set then applies.
         source = "environment, read when libgomp was loaded before dlkern"
@@ -67,7 +72,8 @@ def load_extension(import_c):
         policy = user.get("OMP_WAIT_POLICY")
     else:
         source = "dlkern default"
-        policy = DEFAULT_POLICY
+        policy = f"spin {DEFAULT_SPINCOUNT}, then sleep"
+        user = {"GOMP_SPINCOUNT": DEFAULT_SPINCOUNT}
     _state.update(policy=policy.strip().lower() if policy else "unset (runtime default: spin, then sleep)",
                   spincount=user.get("GOMP_SPINCOUNT"), source=source)
     return module
