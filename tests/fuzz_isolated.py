@@ -71,7 +71,9 @@ def run_chunk(ids, seed, profile, timeout, log_dir, tag, extra):
     env.setdefault("PYTHONUNBUFFERED", "1")
     trace_path = os.path.join(log_dir, f"{tag}.trace")
     env["DLKERN_FUZZ_TRACE"] = trace_path  # each call is appended before it runs
-    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--tb=short", "-rfE", *extra, *ids]
+    # -s: a sanitizer report or abort goes straight to the log; with pytest capturing
+    # it would die with the captured output of the test that crashed.
+    cmd = [sys.executable, "-m", "pytest", "-v", "-s", "-p", "no:cacheprovider", "--tb=short", "-rfE", *extra, *ids]
     log_path = os.path.join(log_dir, f"{tag}.log")
     with open(log_path, "w+") as log:
         try:

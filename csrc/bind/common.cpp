@@ -32,12 +32,31 @@ std::string shape_str(const py::array& a) {
 
 std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// Capsule name of the owner of an aligned copy made by require_array.
+constexpr const char* kAlignedCopy = "dlkern.aligned_copy";
+
 py::array require_array(const py::handle& obj, const char* op, const char* arg) {
   if (!py::isinstance<py::array>(obj)) {
     type_error(op, ": ", arg, " must be a numpy.ndarray, got ",
                py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
   }
-  return py::reinterpret_borrow<py::array>(obj);
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  // NumPy allows buffers misaligned for their dtype (np.frombuffer at an odd offset), but
+  // reading a double through one is undefined behaviour in C++ (UBSan reports it). Such
+  // an array is read through an aligned copy, made read-only so that an argument the op
+  // writes in place is refused (require_writeable) instead of silently written to a copy.
+  if (!(py::detail::array_proxy(a.ptr())->flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) {
+    py::array copy = py::module_::import("numpy").attr("array")(a, py::arg("copy") = true);
+    // Owned through a named capsule, so require_writeable can say why it is read-only.
+    py::capsule owner(new py::object(copy), kAlignedCopy, [](PyObject* cap) {
+      delete static_cast<py::object*>(PyCapsule_GetPointer(cap, kAlignedCopy));
+    });
+    py::array view(copy.dtype(), std::vector<py::ssize_t>(copy.shape(), copy.shape() + copy.ndim()),
+                   std::vector<py::ssize_t>(copy.strides(), copy.strides() + copy.ndim()), copy.data(), owner);
+    view.attr("setflags")(py::arg("write") = false);
+    return view;
+  }
+  return a;
 }
 
 DType float_dtype(const py::array& a, const char* op, const char* arg) {
@@ -106,7 +125,13 @@ double double_arg(const py::handle& obj, const char* op, const char* arg) {
 }
 
 void require_writeable(const py::array& a, const char* op, const char* arg) {
-  if (!a.writeable()) value_error(op, ": ", arg, " is read-only");
+  if (!a.writeable()) {
+    const py::handle base = py::detail::array_proxy(a.ptr())->base;
+    if (base && PyCapsule_CheckExact(base.ptr()) && PyCapsule_IsValid(base.ptr(), kAlignedCopy))
+      value_error(op, ": ", arg, " is not aligned for its dtype, so it cannot be written in place; "
+                  "pass an aligned array (np.require(", arg, ", requirements='A'))");
+    value_error(op, ": ", arg, " is read-only");
+  }
 }
 
 namespace {
