@@ -702,6 +702,21 @@ def _ns_arg(data, norm):
     return list(norm) if form == "list" else tuple(norm)
 
 
+def _norm_grads_check(name, exp, scales, dt):
+    """The check of a norm backward: a tuple (dx, dweight[, dbias]) matching `exp`, where an
+    expected None (no weight, or need_bias=False) must come back as None."""
+
+    def check(res):
+        assert isinstance(res, tuple) and len(res) == len(exp), f"{name}: expected a {len(exp)}-tuple"
+        for label, got, e, s in zip(("dx", "dweight", "dbias"), res, exp, scales):
+            if e is None:
+                assert got is None, f"{name}: {label} should be None"
+            else:
+                close(f"{name} {label}", got, e, dt, s)
+
+    return check
+
+
 def _norm_bad(dt, x, norm, with_bias=True):
     other = F64 if dt == F32 else F32
     bad = {
@@ -797,13 +812,7 @@ def build_norm_backward(data, name):
     scales = (r * ga * amax(w) * (1 + xhat) ** 2 * math.sqrt(n + 1) * (1 + xa * r),
               ga * (1 + xhat) * math.sqrt(m + 1) * (1 + xa * r), ga * math.sqrt(m + 1))
 
-    def check(res):
-        assert isinstance(res, tuple) and len(res) == len(exp), f"{name}: expected a {len(exp)}-tuple"
-        for label, got, e, s in zip(("dx", "dweight", "dbias"), res, exp, scales):
-            if e is None:
-                assert got is None, f"{name}: {label} should be None"
-            else:
-                close(f"{name} {label}", got, e, dt, s)
+    check = _norm_grads_check(name, exp, scales, dt)
 
     bad = _norm_bad(dt, x, norm, with_bias=False)
     bad = {lbl: v for lbl, v in bad.items() if "bias" not in lbl}
@@ -890,13 +899,7 @@ def build_group_norm_backward(data, name):
     scales = (r * ga * amax(w) * (1 + xhat) ** 2 * math.sqrt(n + 1) * (1 + xa * r),
               ga * (1 + xhat) * math.sqrt(m + 1) * (1 + xa * r), ga * math.sqrt(m + 1))
 
-    def check(res):
-        assert isinstance(res, tuple) and len(res) == 3, f"{name}: expected a 3-tuple"
-        for label, got, e, s in zip(("dx", "dweight", "dbias"), res, exp, scales):
-            if e is None:
-                assert got is None, f"{name}: {label} should be None"
-            else:
-                close(f"{name} {label}", got, e, dt, s)
+    check = _norm_grads_check(name, exp, scales, dt)
 
     bad = {
         "num_groups not dividing": dict(num_groups=c + 1),
@@ -1003,13 +1006,7 @@ def build_batch_norm_backward(data, name):
     scales = (r * ga * amax(w) * (1 + xhat) ** 2 * math.sqrt(m + 1) * (1 + xa * r),
               ga * (1 + xhat) * math.sqrt(m + 1) * (1 + xa * r), ga * math.sqrt(m + 1))
 
-    def check(res):
-        assert isinstance(res, tuple) and len(res) == 3, f"{name}: expected a 3-tuple"
-        for label, got, e, s in zip(("dx", "dweight", "dbias"), res, exp, scales):
-            if e is None:
-                assert got is None, f"{name}: {label} should be None"
-            else:
-                close(f"{name} {label}", got, e, dt, s)
+    check = _norm_grads_check(name, exp, scales, dt)
 
     bad = {
         "save_mean wrong shape": dict(save_mean=np.ones((c + 1,), dt)),

@@ -20,14 +20,20 @@ DTYPES = (np.float32, np.float64)
 # ----------------------------------------------------------------------------- references
 
 
-def softmax_ref(x, dim):
-    """float64 softmax: a slice of all -inf gives 0, a slice with a NaN all NaN."""
+def _shifted(x, dim):
+    """x in float64, minus its slice max taken over the non-NaN entries (0 for a slice
+    with no finite max), and where each slice holds a NaN."""
     x = np.asarray(x, np.float64)
     nan = np.isnan(x).any(axis=dim, keepdims=True)
     m = np.max(np.where(np.isnan(x), -np.inf, x), axis=dim, keepdims=True)
-    m = np.where(np.isneginf(m), 0.0, m)
+    return x - np.where(np.isneginf(m), 0.0, m), nan
+
+
+def softmax_ref(x, dim):
+    """float64 softmax: a slice of all -inf gives 0, a slice with a NaN all NaN."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        e = np.exp(x - m)
+        z, nan = _shifted(x, dim)
+        e = np.exp(z)
         s = np.sum(e, axis=dim, keepdims=True)
         y = np.where(s > 0, e / np.where(s > 0, s, 1.0), 0.0)
     return np.where(nan, np.nan, y)
@@ -35,13 +41,10 @@ def softmax_ref(x, dim):
 
 def log_softmax_ref(x, dim):
     """float64 log_softmax: a slice of all -inf gives -inf, a slice with a NaN all NaN."""
-    x = np.asarray(x, np.float64)
-    nan = np.isnan(x).any(axis=dim, keepdims=True)
-    m = np.max(np.where(np.isnan(x), -np.inf, x), axis=dim, keepdims=True)
-    m = np.where(np.isneginf(m), 0.0, m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        log_s = np.log(np.sum(np.exp(x - m), axis=dim, keepdims=True))
-        y = np.where(np.isneginf(log_s), -np.inf, (x - m) - log_s)
+        z, nan = _shifted(x, dim)
+        log_s = np.log(np.sum(np.exp(z), axis=dim, keepdims=True))
+        y = np.where(np.isneginf(log_s), -np.inf, z - log_s)
     return np.where(nan, np.nan, y)
 
 
