@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bind/cuda_common.h"
+#include "cpu/conv.h"
 #include "cuda/check.h"
 #include "cuda/conv.h"
 
@@ -26,9 +27,9 @@ bool is_int(const py::handle& v) {
   return py::str(py::type::of(v).attr("__name__")).cast<std::string>() != "bool";
 }
 
-// Largest stride, dilation, padding and dilation*(kernel-1), as dlkern._C's
-// conv_max_arg (cpu::kMaxConvArg): below it no size computed from them overflows int64.
-constexpr int64_t kMaxConvArg = int64_t(1) << 31;
+// Largest stride, dilation, padding and dilation*(kernel-1): the CPU kernels' limit
+// (dlkern._C.conv_max_arg), below which no size computed from them overflows int64.
+using cpu::kMaxConvArg;
 
 // dlkern.ops.conv._ints: an int, or a tuple/list of n ints, none above kMaxConvArg
 // (compared as Python ints: one past int64 would not even convert).
