@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bind/cuda_common.h"
+#include "cpu/pool.h"
 #include "cuda/check.h"
 #include "cuda/pool.h"
 
@@ -266,8 +267,7 @@ Pair adaptive_size(const py::handle& output_size, const Shape& s4, const char* o
   if (size[0] < 1 || size[1] < 1)
     value_error(op, ": output_size must be at least 1, got (", size[0], ", ", size[1], ")");
   // The kernel computes oh * in_h: bounded like the other pooling arguments (as dlkern._C).
-  constexpr int64_t kMaxOutput = int64_t(1) << 31;
-  if (size[0] > kMaxOutput || size[1] > kMaxOutput)
+  if (size[0] > cpu::kMaxPoolArg || size[1] > cpu::kMaxPoolArg)
     value_error(op, ": output_size (", size[0], ", ", size[1], ") is too large (limit 2^31)");
   return size;
 }

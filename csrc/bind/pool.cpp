@@ -193,8 +193,7 @@ py::array adaptive_avg_pool2d_forward(const py::object& x_obj, Pair output_size)
   if (output_size[0] < 1 || output_size[1] < 1)
     value_error(op, ": output_size must be at least 1, got (", output_size[0], ", ", output_size[1], ")");
   // The kernel computes oh * in_h: bounded like the other pooling arguments.
-  constexpr int64_t kMaxOutput = int64_t(1) << 31;
-  if (output_size[0] > kMaxOutput || output_size[1] > kMaxOutput)
+  if (output_size[0] > cpu::kMaxPoolArg || output_size[1] > cpu::kMaxPoolArg)
     value_error(op, ": output_size (", output_size[0], ", ", output_size[1], ") is too large (limit 2^31)");
   cpu::Pool2dGeometry g;
   g.planes = x.shape(0) * x.shape(1), g.in_h = x.shape(2), g.in_w = x.shape(3);

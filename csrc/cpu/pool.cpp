@@ -57,12 +57,10 @@ Pool2dGeometry make_pool2d_geometry(const char* op, int64_t planes, int64_t in_h
                                     const int64_t pad[2], const int64_t dilation[2],
                                     bool ceil_mode) {
   const std::string name(op);
-  // Bounded so the size arithmetic below cannot overflow int64.
-  constexpr int64_t kMaxArg = int64_t(1) << 31;
   const std::pair<const char*, const int64_t*> args[] = {
       {"kernel_size", kernel}, {"stride", stride}, {"padding", pad}, {"dilation", dilation}};
   for (const auto& [arg, v] : args)
-    if (v[0] > kMaxArg || v[1] > kMaxArg)
+    if (v[0] > kMaxPoolArg || v[1] > kMaxPoolArg)
       invalid(name + ": " + arg + " " + pair_str(v) + " is too large (limit 2^31)");
   if (kernel[0] < 1 || kernel[1] < 1)
     invalid(name + ": kernel_size must be positive, got " + pair_str(kernel));
