@@ -68,16 +68,3 @@ def test_gelu_tanh_errors():
         ops.gelu_tanh_backward(np.zeros(3, np.float32), np.zeros(3))
     with pytest.raises(ValueError, match=r"grad_out has shape \(3,\) but x has shape \(4,\)"):
         ops.gelu_tanh_backward(np.zeros(3), np.zeros(4))
-
-
-def test_quick_gelu_bench_writes_report(tmp_path):
-    import argparse
-    from dlkern.bench import gelu
-    parser = argparse.ArgumentParser()
-    gelu.add_arguments(parser)
-    out = tmp_path / "gelu.md"
-    args = parser.parse_args(["--quick", "--threads", "1", "--repeats", "1", "--peers", "numpy", "--out", str(out),
-                              "--min-sample-ms", "1", "--settle-ms", "0"])
-    assert gelu.run(args) == 0
-    text = out.read_text()
-    assert "GELU" in text and "forward" in text and "backward" in text

@@ -502,17 +502,3 @@ def test_read_only_cache_rejected():
     cache.flags.writeable = False
     with pytest.raises(ValueError, match=r"kv_cache_append: cache is read-only"):
         ops.kv_cache_append(cache, f32(1, 2, 1, 3), 0)
-
-
-def test_benchmark_smoke(tmp_path):
-    """`python -m dlkern bench attention` validates and writes its report (tiny shapes)."""
-    import argparse
-
-    from dlkern.bench import attention as bench
-
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(["--quick", "--threads", "1", "--repeats", "1", "--min-sample-ms", "1",
-                              "--out", str(tmp_path / "attention.md")])
-    assert bench.run(args) == 0
-    assert "| sdpa" in (tmp_path / "attention.md").read_text()

@@ -2,12 +2,19 @@
 report (timings not checked), and its validation catches a wrong gradient."""
 
 import argparse
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dlkern.bench import autograd as bench
 from dlkern.bench import common
+
+# autograd is a source-tree benchmark (bench/cases): load it from this checkout.
+os.environ.setdefault("DLKERN_BENCH_CASES", str(Path(__file__).resolve().parents[1] / "bench" / "cases"))
+from dlkern.bench import load_benchmark  # noqa: E402
+
+bench = load_benchmark("autograd")
 
 
 def parse(*argv):

@@ -1,21 +1,39 @@
-"""Smoke tests for ``python -m dlkern``: the CLI parses, ``info`` prints, and a tiny
-matmul benchmark validates, times and writes its report. Timings are not checked:
-these must pass on any machine, loaded or not, in a few seconds."""
+"""``python -m dlkern bench``: the CLI parses, every benchmark validates, times and writes
+its report at tiny sizes, and the validation catches wrong results. Timings are not
+checked: these must pass on any machine, loaded or not."""
 
+import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import dlkern
-from dlkern.bench import common
-from dlkern.bench import matmul as matmul_bench
+from dlkern.bench import BENCHMARKS, common, harness, kernels, layers, load_benchmark
+
+CASES_DIR = Path(__file__).resolve().parents[1] / "bench" / "cases"
+SHIPPED = ["matmul", "softmax", "cross_entropy", "gelu", "norm", "conv", "pool", "attention"]
+SOURCE_TREE = ["autograd", "gpt", "optim", "train"]
 
 
-def run_cli(*args, cwd=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "dlkern", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+@pytest.fixture(autouse=True)
+def source_cases(monkeypatch):
+    """The model-level benchmarks live in bench/cases of this checkout, however dlkern is installed."""
+    monkeypatch.setenv("DLKERN_BENCH_CASES", str(CASES_DIR))
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "dlkern", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_bench(name, *argv):
+    bench = load_benchmark(name)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return bench.run(parser.parse_args([str(a) for a in argv]))
 
 
 def test_info_prints_version():
@@ -38,17 +56,75 @@ def test_unknown_bench_is_an_argparse_error():
     assert "invalid choice" in result.stderr and "nonsense" in result.stderr
 
 
+def test_every_benchmark_is_offered():
+    assert set(SHIPPED + SOURCE_TREE) <= set(BENCHMARKS)
+    result = run_cli("bench", "--help", cwd=CASES_DIR.parents[1])
+    assert result.returncode == 0, result.stderr
+    assert all(name in result.stdout for name in SHIPPED + SOURCE_TREE)
+
+
+def test_default_report_is_outside_the_package_and_tracked_results():
+    out = harness.default_out("matmul")
+    assert not out.startswith("bench/results") and "dlkern" not in Path(out).parts
+
+
 def test_quick_matmul_bench_writes_report(tmp_path):
     report = tmp_path / "m.md"
     result = run_cli("bench", "matmul", "--quick", "--shapes", "64", "--threads", "1", "--repeats", "1",
                      "--out", str(report), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert report.exists()
     text = report.read_text()
     assert "| dlkern |" in text  # the dlkern row of the details table
-    assert "dlkern/NumPy" in text  # the speedup column
+    assert "dlkern/NumPy" in text and "dlkern GFLOP/s" in text and "dlkern % peak" in text
     assert "64x64x64" in text
     assert "python -m dlkern bench matmul" in text  # the exact command is recorded
+    assert "NumPy" in text and "BLAS" in text  # NumPy's BLAS is recorded with the machine
+
+
+# Every shipped benchmark at tiny sizes, in-process: (argv, text its report must contain).
+QUICK_RUNS = {
+    "softmax": (["--shapes", "64x257"], ["| softmax | 64x257 | 1 |", "| log_softmax | 64x257 | 1 |", "GB/s"]),
+    "cross_entropy": (["--shapes", "33x1003"], ["| 33x1003 | 1 |", "dlkern (out=)/PyTorch"]),
+    "gelu": (["--peers", "numpy"], ["GELU", "| forward |", "| backward |", "dlkern/NumPy"]),
+    "norm": (["--ops", "layer_norm,batch_norm"], ["| layer_norm | 256x1024 | fwd+bwd | 1 |", "batch_norm"]),
+    "conv": ([], ["LeNet conv1", "forward+backward", "GFLOP/s"]),
+    "pool": (["--peers", "numpy"], ["| max 3x3 s2 p1 | fwd+bwd | 1 |", "dlkern/NumPy"]),
+    "attention": ([], ["| sdpa", "## Decode step"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUICK_RUNS))
+def test_quick_run_validates_and_writes_report(name, tmp_path):
+    argv, expected = QUICK_RUNS[name]
+    out = tmp_path / f"{name}.md"
+    assert run_bench(name, "--quick", "--threads", 1, "--repeats", 1, "--min-sample-ms", 1, "--settle-ms", 0,
+                     "--out", out, *argv) == 0
+    text = out.read_text()
+    for snippet in expected:
+        assert snippet in text, snippet
+    assert "## Machine" in text and "median of 1 samples" in text
+
+
+@pytest.mark.parametrize("name", SHIPPED + SOURCE_TREE)
+def test_help_describes_the_benchmark(name):
+    result = run_cli("bench", name, "--help", cwd=CASES_DIR.parents[1])
+    assert result.returncode == 0, result.stderr
+    assert "--out" in result.stdout and "--repeats" in result.stdout
+
+
+# ----------------------------------------------------------------------------- validation catches wrong results
+
+
+def checked(case):
+    inputs = case.make()
+    return inputs, tuple(case.expected(inputs))
+
+
+def assert_caught(case, good, bad, match="WRONG"):
+    inputs, want = checked(case)
+    harness.validate(case, "dlkern", good(inputs), inputs, want, 1, harness.LABELS)
+    with pytest.raises(common.BenchValidationError, match=match):
+        harness.validate(case, "dlkern", bad(inputs), inputs, want, 1, harness.LABELS)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -56,34 +132,156 @@ def test_quick_matmul_bench_writes_report(tmp_path):
     ("4096x768x3072", (4096, 768, 3072)),
     ("1X4096x4096", (1, 4096, 4096)),
 ])
-def test_parse_shape(text, expected):
-    shape = matmul_bench.parse_shape(text)
-    assert (shape.m, shape.k, shape.n) == expected
+def test_parse_matmul_shape(text, expected):
+    assert kernels.parse_matmul_shape(text)[:3] == expected
 
 
 @pytest.mark.parametrize("text", ["", "0", "4x4", "axbxc", "2x3x4x5"])
-def test_parse_shape_rejects_nonsense(text):
+def test_parse_matmul_shape_rejects_nonsense(text):
     with pytest.raises(Exception):
-        matmul_bench.parse_shape(text)
+        kernels.parse_matmul_shape(text)
 
 
 @pytest.mark.parametrize("sizes", [(33, 47, 29), (300, 257, 301)])  # whole product; sampled lines
-def test_validation_catches_a_dropped_term(sizes):
-    shape = matmul_bench.Shape(*sizes)
-    a, b = matmul_bench.make_inputs(shape, np.dtype(np.float32))
-    reference = matmul_bench.float64_reference(shape, a, b, np.random.default_rng(0))
-    good = a @ b
-    matmul_bench.validate_product("dlkern", 1, good, reference)
-    wrong = good - np.outer(a[:, 3], b[3, :])  # as if one k step were skipped
-    with pytest.raises(common.BenchValidationError, match="WRONG"):
-        matmul_bench.validate_product("dlkern", 1, wrong, reference)
+def test_matmul_validation_catches_a_dropped_term(sizes):
+    case = kernels.matmul_case(*sizes)
+    # As if one k step were skipped.
+    assert_caught(case, lambda i: i["a"] @ i["b"], lambda i: i["a"] @ i["b"] - np.outer(i["a"][:, 3], i["b"][3, :]))
 
 
-def test_validation_catches_nan():
-    shape = matmul_bench.Shape(8, 8, 8)
-    a, b = matmul_bench.make_inputs(shape, np.dtype(np.float64))
-    reference = matmul_bench.float64_reference(shape, a, b, np.random.default_rng(0))
-    bad = a @ b
-    bad[7, 7] = np.nan
-    with pytest.raises(common.BenchValidationError):
-        matmul_bench.validate_product("numpy", 1, bad, reference)
+def test_matmul_validation_catches_nan():
+    def nan(i):
+        c = i["a"] @ i["b"]
+        c[7, 7] = np.nan
+        return c
+    assert_caught(kernels.matmul_case(8, 8, 8, dtype=np.float64), lambda i: i["a"] @ i["b"], nan)
+
+
+def test_cross_entropy_validation_catches_a_wrong_gradient():
+    case = kernels.cross_entropy_case(8, 50)
+    step = case.libs["numpy"]
+
+    def wrong(inputs):
+        loss, grad = step(inputs, None)()
+        grad[3, 7] += 1e-3
+        return loss, grad
+    assert_caught(case, lambda i: step(i, None)(), wrong, "gradient is WRONG")
+
+
+def test_conv_validation_catches_a_wrong_weight_gradient():
+    case = layers.conv_case("tiny", 2, 3, 9, 4, 3, 2, 1, ("both", 1.0), True)
+    run = case.libs["dlkern"]
+
+    def wrong(inputs):
+        y, dx, dw, db = run(inputs, None)()
+        dw = dw.copy()
+        dw[1, 2, 0, 1] += 1e-3 * np.abs(dw).max()
+        return y, dx, dw, db
+    assert_caught(case, lambda i: run(i, None)(), wrong, "dweight is WRONG")
+
+
+@pytest.mark.parametrize("op", layers.NORM_OPS)
+def test_norm_references_agree_with_dlkern_and_catch_an_error(op):
+    shape = (6, 64) if op in ("layer_norm", "rms_norm") else (2, 64, 3, 5)
+    case = layers.norm_case(op, shape, True)
+    run = case.libs["dlkern"]
+    assert_caught(case, lambda i: run(i, None)(), lambda i: (np.zeros(shape, np.float32),) + run(i, None)()[1:],
+                  "y is WRONG")
+    args = argparse.Namespace(peers=["numpy"], repeats=1, min_sample_ms=1.0, settle_ms=0.0)
+    for backward in (False, True):  # the NumPy peer (the references in float32) passes validation too
+        result = harness.bench_case(layers.norm_case(op, shape, backward), 1, args, None)
+        assert set(result.timings) == {"dlkern", "numpy"} and all(t.median > 0 for t in result.timings.values())
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+def test_pool_validation_catches_a_wrong_result(mode):
+    case = layers.pool_case("max", 3, 1, mode, (2, 3, 9, 9))
+    run = case.libs["dlkern"]
+    assert_caught(case, lambda i: run(i, None)(), lambda i: run(i, None)() * 1.001)
+
+
+def test_attention_validation_catches_a_wrong_key_gradient():
+    case = layers.sdpa_case((1, 2, 20, 8), True, True)
+    run = case.libs["dlkern"]
+
+    def wrong(inputs):
+        out, dq, dk, dv = run(inputs, None)()
+        return out, dq, dk + 1e-2, dv
+    assert_caught(case, lambda i: run(i, None)(), wrong, "dk is WRONG")
+
+
+def test_a_wrong_result_stops_the_cli_with_a_message(tmp_path, monkeypatch, capsys):
+    from dlkern.__main__ import main
+
+    monkeypatch.setattr(kernels.ops, "softmax", lambda x, dim=-1, out=None: np.zeros_like(x))
+    assert main(["bench", "softmax", "--shapes", "8x16", "--threads", "1", "--repeats", "1", "--peers", "numpy",
+                 "--out", str(tmp_path / "s.md")]) == 1
+    assert "softmax 8x16 at 1 thread(s): y is WRONG" in capsys.readouterr().err
+    assert not (tmp_path / "s.md").exists()
+
+
+# ----------------------------------------------------------------------------- model-level benchmarks (bench/cases)
+
+
+def test_gpt_bench_quick_without_torch(tmp_path):
+    out = tmp_path / "gpt.md"
+    assert run_bench("gpt", "--quick", "--no-torch", "--threads", 1, "--repeats", 1, "--out", out) == 0
+    text = out.read_text()
+    assert "GPT 2 layers, d_model 32" in text and "| train | 1 |" in text and "| generate | 1 |" in text
+    assert "dlkern alone" in text
+
+
+def test_gpt_bench_validates_against_pytorch(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "gpt.md"
+    assert run_bench("gpt", "--quick", "--threads", 1, "--repeats", 1, "--out", out) == 0
+    text = out.read_text()
+    assert "tokens/s" in text and "dlkern/PyTorch" in text
+    assert "logits" in text and "loss_and_grads" in text and "generate_tokens_equal 1.0e+00" in text
+
+
+def test_gpt_validation_catches_a_wrong_twin():
+    torch = pytest.importorskip("torch")
+    gpt = load_benchmark("gpt")
+    config, batch, _ = gpt.QUICK
+    model = gpt.build_dlkern(config)
+    twin = gpt.build_torch(torch, model)
+    with torch.no_grad():
+        twin.blocks[0].mlp[0].weight.mul_(1.01)
+    with pytest.raises(common.BenchValidationError, match="disagree"):
+        gpt.validate(torch, model, twin, *gpt.make_batch(config, batch))
+
+
+def test_train_bench_quick_without_torch(tmp_path):
+    out = tmp_path / "train.md"
+    assert run_bench("train", "--quick", "--no-torch", "--models", "mlp", "--threads", 1, "--repeats", 1,
+                     "--out", out) == 0
+    text = out.read_text()
+    assert "| mlp | 1 |" in text and "MLP 784-256-256-10 batch 8" in text and "dlkern time in kernels" in text
+
+
+def test_train_bench_validates_against_pytorch(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "train.md"
+    assert run_bench("train", "--quick", "--models", "mlp,lenet", "--threads", 1, "--repeats", 1, "--out", out) == 0
+    text = out.read_text()
+    for model in ("mlp", "lenet"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {model} | 1 |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[3] != "-" and float(cells[-1]) < 1e-3  # PyTorch timed, check passed
+
+
+def test_train_validation_catches_different_weights():
+    torch = pytest.importorskip("torch")
+    train = load_benchmark("train")
+    model, opt, shape = train.build_dlkern("mlp", 8)
+    twin, twin_opt = train.build_torch(torch, "mlp", model)
+    with torch.no_grad():
+        next(twin.parameters()).add_(0.05)
+    with pytest.raises(common.BenchValidationError, match="disagree"):
+        train.validate("mlp", torch, (model, opt), (twin, twin_opt), *train.make_batch(shape))
+
+
+def test_unknown_train_model_is_an_error():
+    with pytest.raises(SystemExit, match="unknown model"):
+        run_bench("train", "--models", "resnet")

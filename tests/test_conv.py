@@ -396,32 +396,3 @@ ERRORS = [
 def test_errors(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
-
-
-# ----------------------------------------------------------------------------- benchmark
-
-
-def test_bench_validation_catches_a_wrong_result():
-    from dlkern.bench import common, conv as bench_conv
-    shape = bench_conv.ConvShape("tiny", 2, 3, 9, 4, 3, 2, 1)
-    inputs = bench_conv.make_inputs(shape)
-    reference = bench_conv.float64_reference(shape, inputs, with_backward=True)
-    x, w, b, gy = inputs
-    good = (dlkern.ops.conv2d(x, w, b, 2, 1),) + tuple(dlkern.ops.conv2d_backward(gy, x, w, 2, 1))
-    bench_conv.validate("dlkern", shape, good, reference, 1)
-    bad_dw = good[2].copy()
-    bad_dw[1, 2, 0, 1] += 1e-3 * np.abs(bad_dw).max()
-    with pytest.raises(common.BenchValidationError, match="dweight is WRONG"):
-        bench_conv.validate("dlkern", shape, good[:2] + (bad_dw,) + good[3:], reference, 1)
-
-
-def test_bench_cli_quick(tmp_path):
-    import subprocess
-    import sys
-    out = tmp_path / "conv.md"
-    result = subprocess.run([sys.executable, "-m", "dlkern", "bench", "conv", "--quick", "--threads", "1",
-                             "--repeats", "1", "--min-sample-ms", "1", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    text = out.read_text()
-    assert "LeNet conv1" in text and "forward+backward" in text

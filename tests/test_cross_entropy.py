@@ -306,34 +306,6 @@ def test_out_argument():
     np.testing.assert_array_equal(out, ops.cross_entropy_backward(2.0, x, target, lse, weight, label_smoothing=0.1))
 
 
-def test_benchmark_smoke(tmp_path):
-    """`python -m dlkern bench cross_entropy` validates every library and writes its report."""
-    import argparse
-
-    from dlkern.bench import cross_entropy as bench
-
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(["--threads", "1", "--repeats", "1", "--shapes", "33x1003", "--min-sample-ms", "1",
-                              "--out", str(tmp_path / "ce.md")])
-    assert bench.run(args) == 0
-    assert "| 33x1003 | 1 |" in (tmp_path / "ce.md").read_text()
-
-
-def test_benchmark_validation_catches_a_wrong_gradient():
-    from dlkern.bench import common
-    from dlkern.bench import cross_entropy as bench
-
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal((8, 50)).astype(np.float32)
-    t = rng.integers(0, 50, 8)
-    loss, grad = bench.numpy_step(x, t)
-    bench.validate("numpy", loss, grad, x, t, np.arange(8))
-    grad[3, 7] += 1e-3
-    with pytest.raises(common.BenchValidationError):
-        bench.validate("numpy", loss, grad, x, t, np.arange(8))
-
-
 def test_all_neg_inf_row_is_nan_like_torch(isa):
     x = np.zeros((3, 40), np.float32)
     x[1] = -np.inf

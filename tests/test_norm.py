@@ -621,29 +621,3 @@ def test_large_outputs_streaming_path(isa, threads):
     g = _as64(dyc)
     rdx = rrstd * (g - g.mean(axis=red, keepdims=True) - xhat * (g * xhat).mean(axis=red, keepdims=True))
     assert np.abs(dx - rdx).max() < 1e-4 * np.abs(rdx).max()
-
-
-# ----------------------------------------------------------------------------- benchmark module
-
-
-@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "group_norm", "batch_norm"])
-def test_bench_case_validates_and_times(op):
-    """The benchmark's references and validation agree with dlkern on a tiny case."""
-    import argparse
-
-    from dlkern.bench import norm as norm_bench
-
-    shape = (6, 64) if op in ("layer_norm", "rms_norm") else (2, 64, 3, 5)
-    args = argparse.Namespace(peers=["numpy"], repeats=1, min_sample_ms=1.0, settle_ms=0.0)
-    for backward in (False, True):
-        group = norm_bench.bench_case(norm_bench.Case(op, shape, backward), 1, args, None)
-        assert {m.library for m in group} == {"dlkern", "numpy"}
-        assert all(m.seconds > 0 for m in group)
-    with pytest.raises(common_bench().BenchValidationError):
-        norm_bench.validate("broken", norm_bench.Case(op, shape, False), (np.zeros(shape, np.float32),),
-                            (np.ones(shape),))
-
-
-def common_bench():
-    from dlkern.bench import common
-    return common

@@ -495,21 +495,3 @@ def test_matches_pytorch_when_installed():
                 ya = ops.avg_pool2d(xf, k, s, p, cm, cip)
                 np.testing.assert_allclose(ya, F.avg_pool2d(torch.from_numpy(xf), k, s, p, cm, cip).numpy(),
                                            rtol=1e-6, atol=1e-6)
-
-
-# ----------------------------------------------------------------------------- benchmark smoke
-
-
-def test_quick_pool_bench_validates_and_writes_report(tmp_path):
-    import argparse
-
-    from dlkern.bench import pool as pool_bench
-
-    parser = argparse.ArgumentParser()
-    pool_bench.add_arguments(parser)
-    report = tmp_path / "pool.md"
-    args = parser.parse_args(["--quick", "--threads", "1", "--peers", "numpy", "--out", str(report)])
-    assert pool_bench.run(args) == 0
-    text = report.read_text()
-    assert "| max 3x3 s2 p1 | fwd+bwd | 1 |" in text
-    assert "dlkern/NumPy" in text

@@ -262,21 +262,6 @@ def test_big_endian_rejected():
         ops.softmax(np.ones((2, 3), ">f4"))
 
 
-def test_benchmark_smoke(tmp_path):
-    """`python -m dlkern bench softmax` validates every library and writes its report."""
-    import argparse
-
-    from dlkern.bench import softmax as bench
-
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(["--quick", "--threads", "1", "--repeats", "1", "--shapes", "64x257",
-                              "--min-sample-ms", "1", "--out", str(tmp_path / "softmax.md")])
-    assert bench.run(args) == 0
-    text = (tmp_path / "softmax.md").read_text()
-    assert "| softmax | 64x257 | 1 |" in text and "| log_softmax | 64x257 | 1 |" in text
-
-
 def test_vectorised_exp_accuracy(isa):
     """The float32 exp inside the kernels, read out through log_softmax_backward: with
     rows y = (a, 0) and grad_out = (0, -1), dx[:, 0] = exp(a) exactly as computed."""

@@ -61,7 +61,7 @@ def add_bench_command(commands) -> None:
                                        help="one of: " + ", ".join(BENCHMARKS))
     for name in BENCHMARKS:
         module = load_benchmark(name)
-        sub = benchmarks.add_parser(name, help=module.DESCRIPTION, description=module.__doc__,
+        sub = benchmarks.add_parser(name, help=module.DESCRIPTION, description=getattr(module, "doc", module.__doc__),
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)

@@ -25,20 +25,23 @@ import dlkern
 from dlkern import nn, optim
 from dlkern.models import GPT
 
-from . import common
+from dlkern.bench import common, harness
 
 DESCRIPTION = "tiny GPT training steps/s and cached generation tokens/s vs PyTorch"
 
 CONFIG = dict(vocab_size=65, block_size=128, n_layer=6, n_head=6, d_model=192)
 BATCH = 16
 NEW_TOKENS = 127
+# --quick: the same architecture, small enough for a test (and still validated).
+QUICK = (dict(vocab_size=17, block_size=16, n_layer=2, n_head=2, d_model=32), 2, 8)
 LR, WEIGHT_DECAY = 3e-4, 0.01
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="bench/results/gpt.md")
+    parser.add_argument("--quick", action="store_true", help="a 2-layer d_model-32 model, batch 2: a smoke test")
+    parser.add_argument("--out", default=harness.default_out("gpt"))
     parser.add_argument("--no-torch", action="store_true", help="benchmark dlkern alone")
 
 
@@ -132,14 +135,14 @@ def build_torch(torch, model: GPT):
 
 # ----------------------------------------------------------------------------- steps
 
-def make_batch(seed=1):
+def make_batch(config, batch, seed=1):
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, CONFIG["vocab_size"], (BATCH, CONFIG["block_size"])).astype(np.int64)
+    x = rng.integers(0, config["vocab_size"], (batch, config["block_size"])).astype(np.int64)
     return x, np.roll(x, -1, axis=1)
 
 
 def dlkern_step(model, opt, x, y):
-    v = CONFIG["vocab_size"]
+    v = model.config["vocab_size"]
 
     def step():
         opt.zero_grad()
@@ -151,8 +154,7 @@ def dlkern_step(model, opt, x, y):
     return step
 
 
-def torch_step(torch, model, opt, x, y):
-    v = CONFIG["vocab_size"]
+def torch_step(torch, model, opt, x, y, v):
 
     def step():
         opt.zero_grad()
@@ -172,13 +174,14 @@ def validate(torch, dl_model, t_model, x, y) -> Dict[str, float]:
         t_logits = t_model(torch.from_numpy(x)).numpy()
     checks["logits"] = float(np.abs(dl_logits - t_logits).max() / np.abs(t_logits).max())
     prompt = x[:1, :1]
-    dl_tokens = dl_model.generate(prompt, 24, temperature=0)
-    t_tokens = t_model.generate(torch.from_numpy(prompt), 24).numpy()
+    count = min(24, dl_model.config["block_size"] - 1)
+    dl_tokens = dl_model.generate(prompt, count, temperature=0)
+    t_tokens = t_model.generate(torch.from_numpy(prompt), count).numpy()
     checks["generate_tokens_equal"] = float(np.array_equal(dl_tokens, t_tokens))
     # Gradients, not Adam-updated weights: Adam's first step moves every weight by about
     # lr * sign(grad), so float32 noise in gradients that are ~0 (the key bias's, exactly 0
     # in exact arithmetic) would be blown up to the size of a real update.
-    v = CONFIG["vocab_size"]
+    v = dl_model.config["vocab_size"]
     dl_loss_t = nn.functional.cross_entropy(dl_model(x).reshape(-1, v), y.reshape(-1))
     dl_loss_t.backward()
     t_loss_t = torch.nn.functional.cross_entropy(t_model(torch.from_numpy(x)).reshape(-1, v),
@@ -196,31 +199,32 @@ def validate(torch, dl_model, t_model, x, y) -> Dict[str, float]:
     return checks
 
 
-def build_dlkern(seed=0):
+def build_dlkern(config, seed=0):
     dlkern.manual_seed(seed)
-    return GPT(**CONFIG)
+    return GPT(**config)
 
 
 # ----------------------------------------------------------------------------- run
 
 def bench_threads(n_threads, args, torch) -> List[Dict]:
-    x, y = make_batch()
+    config, batch, new_tokens = args.sizes
+    x, y = make_batch(config, batch)
     rows = []
-    model = build_dlkern()
+    model = build_dlkern(config)
     t_model = build_torch(torch, model) if torch is not None else None
     prompt = x[:1, :1]
     dl_opt = optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     train = [common.Contender("dlkern", dlkern_step(model, dl_opt, x, y))]
-    gen = [common.Contender("dlkern", lambda: model.generate(prompt, NEW_TOKENS, temperature=0))]
+    gen = [common.Contender("dlkern", lambda: model.generate(prompt, new_tokens, temperature=0))]
     if torch is not None:
         t_opt = torch.optim.AdamW(t_model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
         train.append(common.Contender("PyTorch", torch_step(torch, t_model, t_opt, torch.from_numpy(x),
-                                                            torch.from_numpy(y))))
+                                                            torch.from_numpy(y), config["vocab_size"])))
         t_prompt = torch.from_numpy(prompt)
-        gen.append(common.Contender("PyTorch", lambda: t_model.generate(t_prompt, NEW_TOKENS)))
+        gen.append(common.Contender("PyTorch", lambda: t_model.generate(t_prompt, new_tokens)))
     with common.pinned_threads(n_threads, torch):
         for what, contenders, unit, per_call in (("train", train, "steps/s", 1),
-                                                 ("generate", gen, "tokens/s", NEW_TOKENS)):
+                                                 ("generate", gen, "tokens/s", new_tokens)):
             timings = common.measure_interleaved(contenders, args.repeats, n_threads)
             row = {"what": what, "threads": n_threads, "unit": unit}
             for c in contenders:
@@ -237,16 +241,18 @@ def run(args) -> int:
     if torch is None:
         print(f"PyTorch not available, benchmarking dlkern alone ({why})")
     started = time.perf_counter()
+    args.sizes = QUICK if args.quick else (CONFIG, BATCH, NEW_TOKENS)
+    config, batch, new_tokens = args.sizes
     checks = {}
-    x, y = make_batch()
+    x, y = make_batch(config, batch)
     if torch is not None:
         with common.pinned_threads(1, torch):
-            dl_model = build_dlkern()
+            dl_model = build_dlkern(config)
             checks = validate(torch, dl_model, build_torch(torch, dl_model), x, y)
         print(f"validated: {checks}")
     else:
         with dlkern.no_grad():
-            if not np.isfinite(build_dlkern()(x).data).all():
+            if not np.isfinite(build_dlkern(config)(x).data).all():
                 raise common.BenchValidationError("gpt: non-finite logits")
     notes, rows = [], []
     for n_threads in [int(t) for t in args.threads.split(",")]:
@@ -263,12 +269,13 @@ def run(args) -> int:
               f"{r['PyTorch']:.1f} {r['unit']}" if "PyTorch" in r else "-",
               f"{r['dlkern'] / r['PyTorch']:.2f}x" if "PyTorch" in r else "-", targets[r["what"]]] for r in rows]
     machine = common.describe_machine(torch, why)
-    common.write_table_report(args.out, "dlkern tiny-GPT benchmark", [
-        "- **model**: GPT 6 layers, d_model 192, 6 heads, block 128, vocab 65, learned positions, tied head, "
+    harness.write_table_report(args.out, "dlkern tiny-GPT benchmark", [
+        f"- **model**: GPT {config['n_layer']} layers, d_model {config['d_model']}, {config['n_head']} heads, "
+        f"block {config['block_size']}, vocab {config['vocab_size']}, learned positions, tied head, "
         "tanh-GELU MLP, no dropout, float32",
-        f"- **train**: batch {BATCH} x 128, AdamW lr {LR} wd {WEIGHT_DECAY}; one step = zero_grad, forward, "
+        f"- **train**: batch {batch} x {config['block_size']}, AdamW lr {LR} wd {WEIGHT_DECAY}; one step = zero_grad, forward, "
         "cross-entropy, backward, step",
-        f"- **generate**: batch 1, 1-token prompt, {NEW_TOKENS} new tokens, greedy, KV cache (PyTorch: "
+        f"- **generate**: batch 1, 1-token prompt, {new_tokens} new tokens, greedy, KV cache (PyTorch: "
         "preallocated K/V, SDPA over the filled prefix, inference_mode)",
         "- **method**: same initial weights; logits, loss, gradients and greedy tokens checked before "
         f"timing ({', '.join(f'{k} {v:.1e}' for k, v in checks.items()) or 'dlkern alone'}); medians of "

@@ -23,7 +23,7 @@ import dlkern
 from dlkern import nn, optim
 from dlkern.models import LeNet5, MLP
 
-from . import common
+from dlkern.bench import common, harness
 
 DESCRIPTION = "training steps/s of MLP and LeNet-5 vs PyTorch"
 MODELS = ("mlp", "lenet")
@@ -33,19 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="mlp,lenet", help="comma list of: " + ", ".join(MODELS))
     parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", default="bench/results/train.md")
+    parser.add_argument("--quick", action="store_true", help="batch 8 and 1-ms samples: a smoke test")
+    parser.add_argument("--out", default=harness.default_out("train"))
     parser.add_argument("--no-torch", action="store_true", help="benchmark dlkern alone")
 
 
 # ----------------------------------------------------------------------------- models
 
-def build_dlkern(name: str):
+def build_dlkern(name: str, batch=None):
     dlkern.manual_seed(0)
     if name == "mlp":
         model = MLP(784, (256, 256), 10)
-        return model, optim.Adam(model.parameters(), lr=1e-3), (128, 784)
+        return model, optim.Adam(model.parameters(), lr=1e-3), (batch or 128, 784)
     model = LeNet5(1, 10, input_size=28)
-    return model, optim.SGD(model.parameters(), lr=0.01, momentum=0.9), (64, 1, 28, 28)
+    return model, optim.SGD(model.parameters(), lr=0.01, momentum=0.9), (batch or 64, 1, 28, 28)
 
 
 def build_torch(torch, name: str, dl_model):
@@ -129,8 +130,8 @@ def kernel_share(step, calls: int = 50) -> float:
 # ----------------------------------------------------------------------------- run
 
 def bench_model(name, n_threads, args, torch) -> Dict:
-    x_np, y_np = make_batch(build_dlkern(name)[2])
-    dl_model, dl_opt, _ = build_dlkern(name)
+    dl_model, dl_opt, shape = build_dlkern(name, 8 if args.quick else None)
+    x_np, y_np = make_batch(shape)
     row = {"model": name, "threads": n_threads}
     contenders: List[common.Contender] = []
     if torch is not None:
@@ -141,8 +142,9 @@ def bench_model(name, n_threads, args, torch) -> Dict:
     step = dlkern_step(dl_model, dl_opt, dlkern.from_numpy(x_np), dlkern.from_numpy(y_np))
     contenders.insert(0, common.Contender("dlkern", step))
     with common.pinned_threads(n_threads, torch):
-        timings = common.measure_interleaved(contenders, args.repeats, n_threads)
-        row["kernel_share"] = kernel_share(step)
+        timings = common.measure_interleaved(contenders, args.repeats, n_threads,
+                                             0.001 if args.quick else common.DEFAULT_MIN_SAMPLE_S)
+        row["kernel_share"] = kernel_share(step, 5 if args.quick else 50)
     for contender in contenders:
         row[contender.name] = 1.0 / timings[contender.name].median
     return row
@@ -183,8 +185,9 @@ def run(args) -> int:
               f"{100 * r['kernel_share']:.0f}%",
               f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else "-"] for r in rows]
     machine = common.describe_machine(torch, why)
-    common.write_table_report(args.out, "dlkern training-step benchmark", [
-        "- **models**: MLP 784-256-256-10 batch 128 Adam lr 1e-3; LeNet-5 1x28x28 batch 64 SGD lr 0.01 "
+    harness.write_table_report(args.out, "dlkern training-step benchmark", [
+        f"- **models**: MLP 784-256-256-10 batch {8 if args.quick else 128} Adam lr 1e-3; LeNet-5 1x28x28 batch "
+        f"{8 if args.quick else 64} SGD lr 0.01 "
         "momentum 0.9; float32; one step = zero_grad, forward, cross-entropy, backward, optimizer step",
         "- **method**: same initial weights in both libraries, one step checked (loss and updated weights) "
         "before timing; medians of interleaved samples; ratio = dlkern steps/s / PyTorch steps/s",

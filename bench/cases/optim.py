@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import common
+from dlkern.bench import common, harness
 
 DESCRIPTION = "optimizer step time, dlkern.optim vs torch.optim"
 
@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"timed samples per library (default {DEFAULT_REPEATS}, {QUICK_REPEATS} with --quick)")
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke test, not a measurement")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--out", default=None, help="also write a markdown report here")
+    parser.add_argument("--out", default=harness.default_out("optim"),
+                        help="markdown report (default %(default)s)")
 
 
 def _make_params(dtype, seed=0):
@@ -55,9 +56,9 @@ def _make_params(dtype, seed=0):
 
 
 def _dlkern_contender(config, data, grads):
-    from .. import optim
-    from ..nn import Parameter
-    from ..tensor import Tensor
+    from dlkern import optim
+    from dlkern.nn import Parameter
+    from dlkern.tensor import Tensor
 
     params = [Parameter(d.copy()) for d in data]
     for p, g in zip(params, grads):
@@ -118,15 +119,7 @@ def run(args) -> int:
             print(f"{config}: dlkern {rows[-1][1]} ms, torch {rows[-1][2]} ms, {rows[-1][3]}", flush=True)
     title = (f"Optimizer step on {n_params} {dtype.name} parameters (MLP 784-256-256-10 shapes), "
              f"{args.threads} thread(s), median of {repeats}")
-    print(title)
-    print(common.text_table(["optimizer", "dlkern ms", "torch ms", "speed vs torch"], rows))
-    if args.out:
-        path = common.resolve_output_path(args.out)
-        lines = ["# " + title, ""]
-        lines += common.markdown_table(["optimizer", "dlkern ms/step", "torch ms/step", "speed vs torch"], rows)
-        lines += ["", f"Command: `{common.command_line()}`, {common.timestamp()}, "
-                  f"{time.perf_counter() - started:.1f} s", ""]
-        lines += common.machine_markdown(common.describe_machine(torch, why))
-        path.write_text("\n".join(lines) + "\n")
-        print(f"wrote {path}")
+    harness.write_table_report(args.out, title, [], [], ["optimizer", "dlkern ms/step", "torch ms/step",
+                                                         "speed vs torch"], rows, common.describe_machine(torch, why),
+                               started)
     return 0

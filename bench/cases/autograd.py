@@ -20,19 +20,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
 import dlkern
 import dlkern.nn as nn
 
-from . import common
+from dlkern.bench import common, harness
 
 DESCRIPTION = "autograd overhead and MLP forward+backward against PyTorch"
 
-DEFAULT_OUT = "bench/results/autograd.md"
+DEFAULT_OUT = harness.default_out("autograd")
 DEFAULT_REPEATS = 7
 QUICK_REPEATS = 3
 LIBRARY_LABELS = {"dlkern": "dlkern", "numpy": "NumPy (manual backprop)", "torch": "PyTorch"}
@@ -234,27 +233,6 @@ def rows(results: Sequence[List[Measurement]]):
     return headers, out
 
 
-def write_markdown(path: Path, results, notes: List[str], machine: Dict, args):
-    lines = [
-        "# dlkern autograd benchmark",
-        "",
-        f"- **date**: {common.timestamp()}",
-        f"- **command**: `{common.command_line()}`",
-        "- **method**: float32; one step = zero_grad, forward, .sum(), .backward(); the same weights in every "
-        "library, outputs and gradients checked against a float64 NumPy forward/backward first; median of "
-        f"{args.repeats} samples per library, each >= {args.min_sample_ms:g} ms of back-to-back steps, libraries "
-        "interleaved sample by sample.",
-        "- **ratios** = peer time / dlkern time (> 1: dlkern faster). Targets: PyTorch/dlkern >= 1.0 for "
-        "every row (overhead no worse than PyTorch's; batch-128 forward+backward at least as fast).",
-        "- **NumPy (manual backprop)** is the same math written by hand without autograd: the floor.",
-        "",
-    ]
-    lines += [f"> {note}\n" for note in notes]
-    lines += common.markdown_table(*rows(results)) + [""]
-    lines += ["## Machine", ""] + common.machine_markdown(machine) + [""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-
-
 def run(args) -> int:
     repeats = args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
     if repeats < 1:
@@ -291,9 +269,13 @@ def run(args) -> int:
             if "torch" in by:
                 line += f", PyTorch {by['torch'].us:.1f} us ({by['torch'].us / by['dlkern'].us:.2f}x)"
             print(line, flush=True)
-    out_path = common.resolve_output_path(args.out)
-    write_markdown(out_path, results, notes, common.describe_machine(torch, torch_missing), args)
-    print()
-    print(common.text_table(*rows(results)))
-    print(f"\n{time.perf_counter() - started:.1f} s; wrote {out_path}")
+    harness.write_table_report(args.out, "dlkern autograd benchmark", [
+        "- **method**: float32; one step = zero_grad, forward, .sum(), .backward(); the same weights in every "
+        "library, outputs and gradients checked against a float64 NumPy forward/backward first; median of "
+        f"{args.repeats} samples per library, each >= {args.min_sample_ms:g} ms of back-to-back steps, libraries "
+        "interleaved sample by sample.",
+        "- **ratios** = peer time / dlkern time (> 1: dlkern faster). Targets: PyTorch/dlkern >= 1.0 for "
+        "every row (overhead no worse than PyTorch's; batch-128 forward+backward at least as fast).",
+        "- **NumPy (manual backprop)** is the same math written by hand without autograd: the floor."],
+        notes, *rows(results), common.describe_machine(torch, torch_missing), started)
     return 0
