@@ -166,7 +166,7 @@ def op_cases(rng):
 
 def train_cases():
     """MLP 784-256-256-10 batch 128 Adam and LeNet-5 batch 64 SGD momentum, as the
-    training bench (dlkern.bench.train) builds them."""
+    training bench (bench/cases/train.py) builds them."""
     from dlkern import nn, optim
     from dlkern.models import LeNet5, MLP
 

@@ -14,10 +14,11 @@ import numpy as np
 
 import dlkern
 from dlkern import optim
-from dlkern.bench import gpt as gpt_bench
-from dlkern.bench import train as train_bench
+from dlkern.bench import load_module
 
 from cuda_bench import median_seconds  # this folder's kernel benchmark: the same timing
+
+gpt_bench, train_bench = load_module("gpt"), load_module("train")  # bench/cases: the same models and twins
 
 try:
     import torch
@@ -32,9 +33,9 @@ MODELS = ("mlp", "lenet", "gpt")
 def build(name):
     """(dlkern model, its optimizer factory, PyTorch twin or None, torch optimizer factory, x, y)."""
     if name == "gpt":
-        model = gpt_bench.build_dlkern()
+        model = gpt_bench.build_dlkern(gpt_bench.CONFIG)
         twin = gpt_bench.build_torch(torch, model) if torch is not None else None
-        x, y = gpt_bench.make_batch()
+        x, y = gpt_bench.make_batch(gpt_bench.CONFIG, gpt_bench.BATCH)
         make_dl = lambda m: optim.AdamW(m.parameters(), lr=gpt_bench.LR, weight_decay=gpt_bench.WEIGHT_DECAY)  # noqa: E731
         make_t = lambda m: torch.optim.AdamW(m.parameters(), lr=gpt_bench.LR,  # noqa: E731
                                              weight_decay=gpt_bench.WEIGHT_DECAY)

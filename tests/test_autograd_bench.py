@@ -5,12 +5,11 @@ import argparse
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dlkern.bench import common
 
-# autograd is a source-tree benchmark (bench/cases): load it from this checkout.
+# The benchmarks live in bench/cases of this checkout: load autograd from there.
 os.environ.setdefault("DLKERN_BENCH_CASES", str(Path(__file__).resolve().parents[1] / "bench" / "cases"))
 from dlkern.bench import load_benchmark  # noqa: E402
 

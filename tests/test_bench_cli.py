@@ -11,17 +11,21 @@ import numpy as np
 import pytest
 
 import dlkern
-from dlkern.bench import BENCHMARKS, common, harness, kernels, layers, load_benchmark
+from dlkern.bench import benchmarks, common, harness, load_benchmark, load_module
 
 CASES_DIR = Path(__file__).resolve().parents[1] / "bench" / "cases"
-SHIPPED = ["matmul", "softmax", "cross_entropy", "gelu", "norm", "conv", "pool", "attention"]
-SOURCE_TREE = ["autograd", "gpt", "optim", "train"]
+KERNELS = ["matmul", "softmax", "cross_entropy", "gelu", "norm", "conv", "pool", "attention"]
+MODELS = ["autograd", "gpt", "optim", "train"]
 
 
 @pytest.fixture(autouse=True)
 def source_cases(monkeypatch):
-    """The model-level benchmarks live in bench/cases of this checkout, however dlkern is installed."""
+    """The benchmarks live in bench/cases of this checkout, however dlkern is installed."""
     monkeypatch.setenv("DLKERN_BENCH_CASES", str(CASES_DIR))
+
+
+def cases(name):
+    return load_module(name)
 
 
 def run_cli(*args, cwd=None, timeout=300):
@@ -57,10 +61,20 @@ def test_unknown_bench_is_an_argparse_error():
 
 
 def test_every_benchmark_is_offered():
-    assert set(SHIPPED + SOURCE_TREE) <= set(BENCHMARKS)
+    assert set(KERNELS + MODELS) <= set(benchmarks())
     result = run_cli("bench", "--help", cwd=CASES_DIR.parents[1])
     assert result.returncode == 0, result.stderr
-    assert all(name in result.stdout for name in SHIPPED + SOURCE_TREE)
+    assert all(name in result.stdout for name in KERNELS + MODELS)
+
+
+def test_without_a_checkout_bench_says_where_the_benchmarks_are(tmp_path):
+    import os
+
+    env = dict(os.environ, DLKERN_BENCH_CASES=str(tmp_path / "none"))
+    code = "import sys, dlkern.bench as b; b.source_cases_dir = lambda: None; from dlkern.__main__ import main; " \
+           "sys.exit(main(['bench']))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and "bench/cases" in result.stderr
 
 
 def test_default_report_is_outside_the_package_and_tracked_results():
@@ -105,7 +119,7 @@ def test_quick_run_validates_and_writes_report(name, tmp_path):
     assert "## Machine" in text and "median of 1 samples" in text
 
 
-@pytest.mark.parametrize("name", SHIPPED + SOURCE_TREE)
+@pytest.mark.parametrize("name", KERNELS + MODELS)
 def test_help_describes_the_benchmark(name):
     result = run_cli("bench", name, "--help", cwd=CASES_DIR.parents[1])
     assert result.returncode == 0, result.stderr
@@ -133,18 +147,18 @@ def assert_caught(case, good, bad, match="WRONG"):
     ("1X4096x4096", (1, 4096, 4096)),
 ])
 def test_parse_matmul_shape(text, expected):
-    assert kernels.parse_matmul_shape(text)[:3] == expected
+    assert cases("matmul").parse_matmul_shape(text)[:3] == expected
 
 
 @pytest.mark.parametrize("text", ["", "0", "4x4", "axbxc", "2x3x4x5"])
 def test_parse_matmul_shape_rejects_nonsense(text):
     with pytest.raises(Exception):
-        kernels.parse_matmul_shape(text)
+        cases("matmul").parse_matmul_shape(text)
 
 
 @pytest.mark.parametrize("sizes", [(33, 47, 29), (300, 257, 301)])  # whole product; sampled lines
 def test_matmul_validation_catches_a_dropped_term(sizes):
-    case = kernels.matmul_case(*sizes)
+    case = cases("matmul").matmul_case(*sizes)
     # As if one k step were skipped.
     assert_caught(case, lambda i: i["a"] @ i["b"], lambda i: i["a"] @ i["b"] - np.outer(i["a"][:, 3], i["b"][3, :]))
 
@@ -154,11 +168,11 @@ def test_matmul_validation_catches_nan():
         c = i["a"] @ i["b"]
         c[7, 7] = np.nan
         return c
-    assert_caught(kernels.matmul_case(8, 8, 8, dtype=np.float64), lambda i: i["a"] @ i["b"], nan)
+    assert_caught(cases("matmul").matmul_case(8, 8, 8, dtype=np.float64), lambda i: i["a"] @ i["b"], nan)
 
 
 def test_cross_entropy_validation_catches_a_wrong_gradient():
-    case = kernels.cross_entropy_case(8, 50)
+    case = cases("cross_entropy").cross_entropy_case(8, 50)
     step = case.libs["numpy"]
 
     def wrong(inputs):
@@ -169,7 +183,7 @@ def test_cross_entropy_validation_catches_a_wrong_gradient():
 
 
 def test_conv_validation_catches_a_wrong_weight_gradient():
-    case = layers.conv_case("tiny", 2, 3, 9, 4, 3, 2, 1, ("both", 1.0), True)
+    case = cases("conv").conv_case("tiny", 2, 3, 9, 4, 3, 2, 1, ("both", 1.0), True)
     run = case.libs["dlkern"]
 
     def wrong(inputs):
@@ -180,28 +194,28 @@ def test_conv_validation_catches_a_wrong_weight_gradient():
     assert_caught(case, lambda i: run(i, None)(), wrong, "dweight is WRONG")
 
 
-@pytest.mark.parametrize("op", layers.NORM_OPS)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "group_norm", "batch_norm"])
 def test_norm_references_agree_with_dlkern_and_catch_an_error(op):
     shape = (6, 64) if op in ("layer_norm", "rms_norm") else (2, 64, 3, 5)
-    case = layers.norm_case(op, shape, True)
+    case = cases("norm").norm_case(op, shape, True)
     run = case.libs["dlkern"]
     assert_caught(case, lambda i: run(i, None)(), lambda i: (np.zeros(shape, np.float32),) + run(i, None)()[1:],
                   "y is WRONG")
     args = argparse.Namespace(peers=["numpy"], repeats=1, min_sample_ms=1.0, settle_ms=0.0)
     for backward in (False, True):  # the NumPy peer (the references in float32) passes validation too
-        result = harness.bench_case(layers.norm_case(op, shape, backward), 1, args, None)
+        result = harness.bench_case(cases("norm").norm_case(op, shape, backward), 1, args, None)
         assert set(result.timings) == {"dlkern", "numpy"} and all(t.median > 0 for t in result.timings.values())
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 def test_pool_validation_catches_a_wrong_result(mode):
-    case = layers.pool_case("max", 3, 1, mode, (2, 3, 9, 9))
+    case = cases("pool").pool_case("max", 3, 1, mode, (2, 3, 9, 9))
     run = case.libs["dlkern"]
     assert_caught(case, lambda i: run(i, None)(), lambda i: run(i, None)() * 1.001)
 
 
 def test_attention_validation_catches_a_wrong_key_gradient():
-    case = layers.sdpa_case((1, 2, 20, 8), True, True)
+    case = cases("attention").sdpa_case((1, 2, 20, 8), True, True)
     run = case.libs["dlkern"]
 
     def wrong(inputs):
@@ -213,7 +227,7 @@ def test_attention_validation_catches_a_wrong_key_gradient():
 def test_a_wrong_result_stops_the_cli_with_a_message(tmp_path, monkeypatch, capsys):
     from dlkern.__main__ import main
 
-    monkeypatch.setattr(kernels.ops, "softmax", lambda x, dim=-1, out=None: np.zeros_like(x))
+    monkeypatch.setattr(cases("softmax").ops, "softmax", lambda x, dim=-1, out=None: np.zeros_like(x))
     assert main(["bench", "softmax", "--shapes", "8x16", "--threads", "1", "--repeats", "1", "--peers", "numpy",
                  "--out", str(tmp_path / "s.md")]) == 1
     assert "softmax 8x16 at 1 thread(s): y is WRONG" in capsys.readouterr().err

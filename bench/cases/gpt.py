@@ -273,7 +273,8 @@ def run(args) -> int:
         f"- **model**: GPT {config['n_layer']} layers, d_model {config['d_model']}, {config['n_head']} heads, "
         f"block {config['block_size']}, vocab {config['vocab_size']}, learned positions, tied head, "
         "tanh-GELU MLP, no dropout, float32",
-        f"- **train**: batch {batch} x {config['block_size']}, AdamW lr {LR} wd {WEIGHT_DECAY}; one step = zero_grad, forward, "
+        f"- **train**: batch {batch} x {config['block_size']}, AdamW lr {LR} wd {WEIGHT_DECAY}; one step = "
+        "zero_grad, forward, "
         "cross-entropy, backward, step",
         f"- **generate**: batch 1, 1-token prompt, {new_tokens} new tokens, greedy, KV cache (PyTorch: "
         "preallocated K/V, SDPA over the filled prefix, inference_mode)",

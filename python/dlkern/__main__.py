@@ -53,18 +53,26 @@ def add_info_command(commands) -> None:
 
 
 def add_bench_command(commands) -> None:
-    from .bench import BENCHMARKS, load_benchmark
+    from .bench import CASES_ENV, benchmarks, load_benchmark
 
+    found = benchmarks()
     parser = commands.add_parser("bench", help="benchmark an op against NumPy/PyTorch",
                                  description="Validate, then time dlkern beside its peers in one process.")
-    benchmarks = parser.add_subparsers(dest="what", metavar="what", required=True,
-                                       help="one of: " + ", ".join(BENCHMARKS))
-    for name in BENCHMARKS:
-        module = load_benchmark(name)
-        sub = benchmarks.add_parser(name, help=module.DESCRIPTION, description=getattr(module, "doc", module.__doc__),
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(sub)
-        sub.set_defaults(handler=module.run)
+    if not found:
+        # The benchmark tables live in a source checkout (see dlkern.bench), not in the wheel.
+        def missing(args) -> int:
+            print(f"error: bench: no benchmarks found; they live in a dlkern checkout's bench/cases "
+                  f"(run from the checkout, or set {CASES_ENV})", file=sys.stderr)
+            return 2
+        parser.set_defaults(handler=missing)
+        return
+    what = parser.add_subparsers(dest="what", metavar="what", required=True, help="one of: " + ", ".join(found))
+    for name in found:
+        bench = load_benchmark(name)
+        sub = what.add_parser(name, help=bench.DESCRIPTION, description=getattr(bench, "doc", bench.__doc__),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        bench.add_arguments(sub)
+        sub.set_defaults(handler=bench.run)
 
 
 def add_train_command(commands) -> None:

@@ -1,25 +1,24 @@
 """Benchmarks behind ``python -m dlkern bench <what>``.
 
-Layout (what ships, what stays in the source tree):
+What ships and what does not: this package holds the machinery only --
+:mod:`.common` (thread pinning, interleaved timing, machine description, tables),
+:mod:`.harness` (the ``Case`` row, and the runner that validates each row against its
+float64 reference, times it and writes the report) and :mod:`.references` (the NumPy
+oracles, one per kernel name, reached only through ``harness._reference``). The
+benchmarks themselves -- tables of rows with their shapes, peers and targets, and the
+model-level comparisons with PyTorch twins of whole models -- are developer tools and
+live in the source tree, one file per subcommand: ``bench/cases/<name>.py``. Adding an
+op's benchmark is adding rows there (or a file whose ``BENCH`` is a ``harness.Bench``).
 
-- shipped, in this package: the harness and the kernel benchmarks, so an installed
-  ``dlkern[bench]`` can measure its kernels against NumPy and PyTorch:
-  :mod:`.common` (thread pinning, interleaved timing, machine description, tables),
-  :mod:`.harness` (the ``Case`` row and the runner that validates, times and reports
-  rows), :mod:`.references` (the NumPy oracles, one per kernel name, reached through
-  ``harness._reference``), and the rows themselves in :mod:`.kernels` (matmul,
-  softmax, cross_entropy, gelu) and :mod:`.layers` (norm, conv, pool, attention);
-- source tree only, ``bench/cases/<name>.py`` beside ``python/``: the model-level
-  benchmarks (autograd, gpt, optim, train), which carry PyTorch twins of whole models
-  and are for developing dlkern rather than for measuring an install. They are found
-  through ``$DLKERN_BENCH_CASES``, else the checkout this package was imported from
-  (editable install or ``PYTHONPATH=python``), else ``./bench/cases`` under the current
-  directory; where none exists they are simply not offered.
+The case files are found through ``$DLKERN_BENCH_CASES``, else the checkout this package
+was imported from (editable install or ``PYTHONPATH=python``), else ``./bench/cases``
+under the current directory. An installed package outside a checkout offers none and
+``python -m dlkern bench`` says where they would be.
 
-A benchmark is an object with ``DESCRIPTION``, ``add_arguments(parser)`` and
-``run(args) -> exit status`` (a ``harness.Bench``, or a module in bench/cases).
-Reports go to ``--out``, by default ``./bench-results/<name>.md``; the tracked reports
-under bench/results/ change only when ``--out`` names them.
+A benchmark is ``module.BENCH`` (a ``harness.Bench``) or the module itself; either has
+``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> exit status``. Reports go
+to ``--out``, by default ``./bench-results/<name>.md``; the tracked reports under
+bench/results/ change only when ``--out`` names them.
 """
 
 from __future__ import annotations
@@ -30,14 +29,11 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from .kernels import CROSS_ENTROPY, GELU, MATMUL, SOFTMAX
-from .layers import ATTENTION, CONV, NORM, POOL
-
-SHIPPED = {b.name: b for b in (MATMUL, SOFTMAX, CROSS_ENTROPY, GELU, NORM, CONV, POOL, ATTENTION)}
+CASES_ENV = "DLKERN_BENCH_CASES"
 
 
 def source_cases_dir() -> Optional[Path]:
-    candidates = [os.environ.get("DLKERN_BENCH_CASES"), Path(__file__).resolve().parents[3] / "bench" / "cases",
+    candidates = [os.environ.get(CASES_ENV), Path(__file__).resolve().parents[3] / "bench" / "cases",
                   Path.cwd() / "bench" / "cases"]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
@@ -45,28 +41,37 @@ def source_cases_dir() -> Optional[Path]:
     return None
 
 
-def _source_benchmarks() -> Dict[str, Path]:
+def benchmarks() -> Dict[str, Path]:
+    """name -> case file, looked up afresh (the environment variable may change)."""
     found = source_cases_dir()
     if found is None:
         return {}
     return {p.stem: p for p in sorted(found.glob("*.py")) if not p.stem.startswith("_")}
 
 
-BENCHMARKS = dict(sorted({**{name: f"{__name__}.{name}" for name in SHIPPED},
-                          **{name: str(path) for name, path in _source_benchmarks().items()}}.items()))
+BENCHMARKS = benchmarks()
+
+
+def load_module(name: str):
+    """The case file behind ``python -m dlkern bench <name>``, imported once."""
+    module_name = f"dlkern_bench_cases.{name}"
+    if module_name not in sys.modules:
+        path = benchmarks().get(name) or BENCHMARKS[name]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    return sys.modules[module_name]
 
 
 def load_benchmark(name: str):
     """The benchmark behind ``python -m dlkern bench <name>``."""
-    if name in SHIPPED:
-        return SHIPPED[name]
-    module_name = f"dlkern_bench_cases.{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, BENCHMARKS[name])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
+    module = load_module(name)
+    return getattr(module, "BENCH", module)
 
 
-__all__ = ["BENCHMARKS", "load_benchmark"]
+__all__ = ["BENCHMARKS", "CASES_ENV", "benchmarks", "load_benchmark", "load_module", "source_cases_dir"]

@@ -1,6 +1,7 @@
-"""Shared benchmark harness: thread pinning, interleaved timing, machine description,
-and report helpers. Each op's bench module (``dlkern.bench.<op>``) builds its inputs,
-validates every library's result, then hands ``Contender``s to ``measure_interleaved``.
+"""Benchmark machinery shared by every benchmark: thread pinning, interleaved timing,
+machine description and table helpers. ``dlkern.bench.harness`` builds each row's
+inputs, validates every library's result, then hands ``Contender``s to
+``measure_interleaved``; the model-level benchmarks in bench/cases call it directly.
 
 Timing rules (see DESIGN.md and MACHINE.md):
 - every library runs at the same, fixed thread count (``pinned_threads``);
@@ -383,59 +384,3 @@ def format_ratio(peer_seconds: Optional[float], dlkern_seconds: float) -> str:
     if peer_seconds is None:
         return "-"
     return f"{peer_seconds / dlkern_seconds:.2f}x"
-
-
-def write_table_report(path, title: str, header_lines: Sequence[str], notes: Sequence[str],
-                       headers: Sequence[str], table: Sequence[Sequence[str]], machine: Dict[str, object],
-                       started: float) -> None:
-    """Write a one-table benchmark report (title, date, command, header bullets, notes as
-    quotes, the table, the machine) to `path`, print the table and where it went."""
-    out = resolve_output_path(path)
-    lines = [f"# {title}", "", f"- **date**: {timestamp()}", f"- **command**: `{command_line()}`"]
-    lines += list(header_lines) + [""]
-    if notes:
-        lines += [f"> {note}" for note in notes] + [""]
-    lines += markdown_table(headers, table) + ["", "## Machine", ""] + machine_markdown(machine)
-    out.write_text("\n".join(lines) + "\n")
-    print()
-    print(text_table(headers, table))
-    print(f"\n{time.perf_counter() - started:.1f} s; wrote {out}")
-
-
-def add_rowwise_arguments(parser, shapes_help: str, default_out: str, default_repeats: int,
-                          quick_repeats: int) -> None:
-    """The options every row-wise op benchmark (softmax, cross_entropy, gelu) takes."""
-    parser.add_argument("--threads", default="1,2", help="thread counts, comma separated (default 1,2)")
-    parser.add_argument("--shapes", default=None, help=shapes_help)
-    parser.add_argument("--repeats", type=int, default=None,
-                        help=f"timed samples per library (default {default_repeats}, {quick_repeats} with --quick)")
-    parser.add_argument("--quick", action="store_true", help="a small shape and few repeats: a smoke test")
-    parser.add_argument("--peers", default="numpy,torch", help="peer libraries (default numpy,torch)")
-    parser.add_argument("--min-sample-ms", type=float, default=DEFAULT_MIN_SAMPLE_S * 1e3)
-    parser.add_argument("--settle-ms", type=float, default=DEFAULT_SETTLE_S * 1e3)
-    parser.add_argument("--out", default=default_out, help=f"markdown report (default {default_out})")
-
-
-def parse_2d_shape(text: str, label: str = "ROWSxCOLS") -> Tuple[int, int]:
-    """"4096x1024" -> (4096, 1024); a clear exit for anything else."""
-    try:
-        rows, cols = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"error: shape {text!r}: expected {label}") from None
-    return rows, cols
-
-
-def rowwise_setup(args, default_shapes, quick_shapes, default_repeats: int, quick_repeats: int,
-                  shape_label: str = "ROWSxCOLS"):
-    """Resolve a row-wise benchmark's options (add_rowwise_arguments): sets args.repeats and
-    args.peers (a list) in place, imports PyTorch when it is a requested peer, and returns
-    (threads, shapes, torch module or None, why it is missing)."""
-    threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
-    shapes = ([parse_2d_shape(s, shape_label) for s in args.shapes.split(",")] if args.shapes
-              else (quick_shapes if args.quick else default_shapes))
-    args.repeats = args.repeats or (quick_repeats if args.quick else default_repeats)
-    args.peers = [p.strip() for p in str(args.peers).split(",") if p.strip()]
-    torch_module, torch_missing = optional_import("torch") if "torch" in args.peers else (None, "not requested")
-    if "torch" in args.peers and torch_module is None:
-        print(f"PyTorch not available ({torch_missing})")
-    return threads, shapes, torch_module, torch_missing

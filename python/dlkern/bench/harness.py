@@ -123,6 +123,63 @@ def bench_case(case: Case, threads: int, args, torch, labels=LABELS) -> Result:
     return Result(case, threads, timings)
 
 
+# ----------------------------------------------------------------------------- helpers for case files
+
+
+def rng_for(*seed):
+    return np.random.default_rng([int(s) for s in seed])
+
+
+def sampled_rows(rng, n: int, count: int) -> np.ndarray:
+    """The first and last row plus ``count`` at random: a tile edge or tail is always crossed."""
+    return np.unique(np.concatenate([[0, n - 1], rng.integers(0, n, count)]))
+
+
+def parse_2d(text: str, label: str = "ROWSxCOLS"):
+    try:
+        rows, cols = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape {text!r}: expected {label}") from None
+    return rows, cols
+
+
+def shapes_arg(label: str, default: str):
+    def add(parser):
+        parser.add_argument("--shapes", type=lambda t: [parse_2d(p, label) for p in t.split(",") if p.strip()],
+                            default=None, help=f"{label}, comma separated (default {default})")
+    return add
+
+
+def pick(args, default, quick):
+    return args.shapes or (quick if args.quick else default)
+
+
+def torch_out(torch, call, like):
+    """A PyTorch call writing into its own preallocated output (no page faults per call)."""
+    out = torch.empty_like(like)
+    return lambda: call(out)
+
+
+def matmul_probe(size: int = 512):
+    a = rng_for(1).standard_normal((size, size)).astype(np.float32)
+    out = np.empty_like(a)
+    from dlkern import ops  # here, not at the top: the harness must import without the compiled module
+
+    return lambda: ops.matmul(a, a, out=out)
+
+
+REFERENCE = object()  # stands for "the reference module" where a chain takes dlkern.ops
+
+
+def kernel(module, name):
+    return _reference(name) if module is REFERENCE else getattr(module, name)
+
+
+def leaves(torch, *arrays):
+    """Fresh leaf tensors that need gradients (no accumulation into .grad across calls)."""
+    return [torch.from_numpy(a).detach().requires_grad_() for a in arrays]
+
+
 # ----------------------------------------------------------------------------- the benchmark
 
 

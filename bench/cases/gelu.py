@@ -1,0 +1,78 @@
+"""``python -m dlkern bench gelu``: the fused tanh-approximation GELU, forward and
+backward, beside PyTorch (``F.gelu(approximate="tanh")``, ``aten.gelu_backward``) and the
+in-place NumPy passes it replaced."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlkern import ops
+from dlkern.bench.harness import Bench, Case, _reference, f64, pick, rng_for, shapes_arg
+
+
+_C, _K = float(np.sqrt(2 / np.pi)), 0.044715
+
+
+def numpy_gelu(x, g=None):
+    """The in-place float32 passes a NumPy user would write (backward when g is given)."""
+    t = x * x
+    t *= _K * _C
+    t += _C
+    t *= x
+    np.tanh(t, out=t)
+    if g is None:
+        t += 1
+        t *= x
+        t *= 0.5
+        return t
+    u = x * x
+    u *= 1.5 * _K * _C
+    u += 0.5 * _C
+    s = t * t
+    s -= 1
+    s *= x
+    s *= u
+    t *= 0.5
+    t += 0.5
+    t -= s
+    t *= g
+    return t
+
+
+def gelu_case(op: str, rows: int, cols: int) -> Case:
+    forward = op == "forward"
+
+    def make():
+        rng = rng_for(rows, cols)
+        return dict(x=(rng.standard_normal((rows, cols)) * 3).astype(np.float32),
+                    g=rng.standard_normal((rows, cols)).astype(np.float32))
+
+    def expected(inp):
+        x, g = f64(inp["x"], inp["g"])
+        return (_reference("gelu_tanh")(x) if forward else _reference("gelu_tanh_backward")(g, x),)
+
+    def torch_gelu(inp, torch):
+        tx, tg = torch.from_numpy(inp["x"]), torch.from_numpy(inp["g"])
+        if forward:
+            return lambda: torch.nn.functional.gelu(tx, approximate="tanh")
+        return lambda: torch.ops.aten.gelu_backward(tg, tx, approximate="tanh")
+
+    # Relative to |x| + 1: the 0.5 x (1 + tanh) form (PyTorch's, NumPy's) cancels for negative x.
+    return Case((op, f"{rows}x{cols}"), make, {
+        "dlkern": lambda inp, torch: ((lambda: ops.gelu_tanh(inp["x"])) if forward
+                                      else (lambda: ops.gelu_tanh_backward(inp["g"], inp["x"]))),
+        "torch": torch_gelu,
+        "numpy": lambda inp, torch: lambda: numpy_gelu(inp["x"], None if forward else inp["g"]),
+    }, expected, (2 if forward else 3) * rows * cols * 4.0, tol=1e-5,
+        compare=lambda got, want, inp, i: float((np.abs(got - want) / (np.abs(inp["x"]) + 1)).max()))
+
+
+BENCH = Bench(
+    "gelu", "fused tanh-approximation GELU, forward and backward, against PyTorch and NumPy",
+    "dlkern GELU (tanh approximation) benchmark", ("op", "shape"),
+    lambda args: [gelu_case(op, *s) for s in pick(args, [(2048, 768), (16384, 3072)], [(256, 768)])
+                  for op in ("forward", "backward")],
+    extra_arguments=shapes_arg("ROWSxCOLS", "2048x768,16384x3072"),
+    method=["- **method**: float32, standard-normal * 3 input, fresh outputs (as in training). PyTorch: "
+            "`F.gelu(x, approximate='tanh')` and `aten.gelu_backward`; NumPy: in-place float32 passes. GB/s "
+            "counts x in, y out (forward) and grad, x in, dx out (backward)."])

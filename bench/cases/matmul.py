@@ -1,0 +1,101 @@
+"""``python -m dlkern bench matmul``: dlkern's matmul beside NumPy and PyTorch, one row per
+shape. Every library writes into its own preallocated output (a fresh output over ~32 MiB
+would add page faults to every call, see MACHINE.md); results are checked against a
+float64 product in units of |A|@|B| before timing."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from dlkern import ops
+from dlkern.bench.harness import Bench, Case, f64, matmul_probe, pick, rng_for, sampled_rows, torch_out
+
+
+PEAK_GFLOPS_PER_CORE_F32 = 116.8  # MACHINE.md: 32 FLOP/cycle at 3.65 GHz
+MATMUL_SHAPES = [(s, s, s, "square") for s in (64, 128, 256, 512, 1024, 2048)] + [
+    (4096, 768, 3072, "BERT-base FFN up"), (4096, 3072, 768, "BERT-base FFN down"),
+    (2048, 192, 768, "tiny GPT FFN up"), (128, 784, 256, "MLP 784-256, batch 128"), (1, 4096, 4096, "GEMV")]
+MATMUL_QUICK = [(s, s, s, "square") for s in (64, 128, 256)] + [
+    (128, 784, 256, "MLP 784-256, batch 128"), (1, 1024, 1024, "GEMV")]
+# Products up to this many multiply-adds are checked whole; larger ones on sampled full
+# rows and columns (every tile edge is still crossed).
+FULL_CHECK_LIMIT = 1 << 24
+
+
+def parse_matmul_shape(text: str):
+    """"N" (square) or "MxKxN" -> (m, k, n, note)."""
+    try:
+        sizes = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        sizes = []
+    sizes = sizes * 3 if len(sizes) == 1 else sizes
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"shape {text!r}: expected N (square) or MxKxN with positive sizes")
+    m, k, n = sizes
+    known = {s[:3]: s[3] for s in MATMUL_SHAPES}
+    return m, k, n, known.get((m, k, n), "GEMV" if 1 in (m, n) else "square" if m == k == n else "")
+
+
+def matmul_case(m: int, k: int, n: int, note: str = "", dtype=np.float32) -> Case:
+    def make():
+        rng = rng_for(0, m, k, n)
+        a = rng.uniform(-1.0, 1.0, (m, k)).astype(dtype)
+        b = rng.uniform(-1.0, 1.0, (k, n)).astype(dtype)
+        full = m * k * n <= FULL_CHECK_LIMIT
+        return dict(a=a, b=b, rows=slice(None) if full else sampled_rows(rng, m, 24),
+                    cols=slice(0) if full else sampled_rows(rng, n, 24))
+
+    def sample(c, inp):  # the checked rows, then the checked columns, flattened
+        return np.concatenate([c[inp["rows"], :].ravel(), c[:, inp["cols"]].ravel()])
+
+    def expected(inp):
+        a, b = f64(inp["a"], inp["b"])
+        want = np.concatenate([(a[inp["rows"]] @ b).ravel(), (a @ b[:, inp["cols"]]).ravel()])
+        # Rounding of a K-term dot product grows like sqrt(K) eps relative to sum |a_ik b_kj|.
+        inp["magnitude"] = np.concatenate([(abs(a[inp["rows"]]) @ abs(b)).ravel(),
+                                           (abs(a) @ abs(b[:, inp["cols"]])).ravel()])
+        return (want,)
+
+    def compare(got, want, inp, index):
+        return float((np.abs(got - want) / np.maximum(inp["magnitude"], 1e-300)).max(initial=0.0))
+
+    def preallocated(call):
+        def make_call(inp, torch):
+            out = np.empty((m, n), dtype)
+            return lambda: call(inp["a"], inp["b"], out)
+        return make_call
+
+    def torch_mm(inp, torch):
+        ta, tb = torch.from_numpy(inp["a"]), torch.from_numpy(inp["b"])  # the very same buffers
+        return torch_out(torch, lambda out: torch.mm(ta, tb, out=out), torch.empty((m, n), dtype=ta.dtype))
+
+    return Case((f"{m}x{k}x{n}", note or "-"), make, {
+        "dlkern": preallocated(lambda a, b, out: ops.matmul(a, b, out=out)),
+        "numpy": preallocated(lambda a, b, out: np.matmul(a, b, out=out)),
+        "torch": torch_mm,
+    }, expected, 2.0 * m * k * n, tol=8 * np.sqrt(k) * float(np.finfo(dtype).eps), compare=compare,
+        check=lambda got, inp: (sample(got[0], inp),))
+
+
+def matmul_arguments(parser):
+    parser.add_argument("--shapes", type=lambda t: [parse_matmul_shape(p) for p in t.split(",") if p.strip()],
+                        default=None, help="N (square) or MxKxN, comma separated (default: the standard set)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--peak", type=float, default=PEAK_GFLOPS_PER_CORE_F32,
+                        help="float32 peak GFLOP/s per core (float64: half); default from MACHINE.md")
+
+
+BENCH = Bench(
+    "matmul", "matrix product (A @ B) against NumPy and PyTorch", "dlkern matmul benchmark",
+    ("shape MxKxN", "what"),
+    lambda args: [matmul_case(*s, dtype=np.dtype(args.dtype)) for s in pick(args, MATMUL_SHAPES, MATMUL_QUICK)],
+    unit="GFLOP/s", extra_arguments=matmul_arguments, probe=matmul_probe, chart=True,
+    peak=lambda args, threads: args.peak * threads * 4 / np.dtype(args.dtype).itemsize,
+    method=["- **method**: every library writes into its own preallocated output (a fresh output over ~32 MiB "
+            "adds page faults to every call); PyTorch is `torch.mm(a, b, out=)` on the same buffers. Checked "
+            "against a float64 product (sampled full rows and columns above 2^24 multiply-adds) in units of "
+            "|A|@|B|."],
+    footer=["NumPy ran OpenBLAS's own choice of kernels; MACHINE.md: `OPENBLAS_CORETYPE=Haswell` is about 5% "
+            "faster at 1 thread on this CPU (rerun with it set and another `--out` to report both).", ""])
