@@ -224,6 +224,12 @@ def test_attention_validation_catches_a_wrong_key_gradient():
     assert_caught(case, lambda i: run(i, None)(), wrong, "dk is WRONG")
 
 
+def test_a_missing_output_is_caught():
+    case = cases("conv").conv_case("tiny", 2, 3, 9, 4, 3, 2, 1, ("both", 1.0), True)
+    assert_caught(case, lambda i: case.libs["dlkern"](i, None)(), lambda i: case.libs["dlkern"](i, None)()[:3],
+                  "3 outputs, expected 4")
+
+
 def test_a_wrong_result_stops_the_cli_with_a_message(tmp_path, monkeypatch, capsys):
     from dlkern.__main__ import main
 

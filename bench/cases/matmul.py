@@ -6,11 +6,12 @@ float64 product in units of |A|@|B| before timing."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 
 from dlkern import ops
-from dlkern.bench.harness import Bench, Case, f64, matmul_probe, pick, rng_for, sampled_rows, torch_out
+from dlkern.bench.harness import Bench, Case, _reference, f64, matmul_probe, pick, rng_for, sampled_rows
 
 
 PEAK_GFLOPS_PER_CORE_F32 = 116.8  # MACHINE.md: 32 FLOP/cycle at 3.65 GHz
@@ -50,13 +51,15 @@ def matmul_case(m: int, k: int, n: int, note: str = "", dtype=np.float32) -> Cas
     def sample(c, inp):  # the checked rows, then the checked columns, flattened
         return np.concatenate([c[inp["rows"], :].ravel(), c[:, inp["cols"]].ravel()])
 
+    def product(a, b, inp):  # the checked rows and columns of a @ b, as sample() lays them out
+        matmul = _reference("matmul")
+        return np.concatenate([matmul(a[inp["rows"]], b).ravel(), matmul(a, b[:, inp["cols"]]).ravel()])
+
     def expected(inp):
         a, b = f64(inp["a"], inp["b"])
-        want = np.concatenate([(a[inp["rows"]] @ b).ravel(), (a @ b[:, inp["cols"]]).ravel()])
         # Rounding of a K-term dot product grows like sqrt(K) eps relative to sum |a_ik b_kj|.
-        inp["magnitude"] = np.concatenate([(abs(a[inp["rows"]]) @ abs(b)).ravel(),
-                                           (abs(a) @ abs(b[:, inp["cols"]])).ravel()])
-        return (want,)
+        inp["magnitude"] = product(abs(a), abs(b), inp)
+        return (product(a, b, inp),)
 
     def compare(got, want, inp, index):
         return float((np.abs(got - want) / np.maximum(inp["magnitude"], 1e-300)).max(initial=0.0))
@@ -69,7 +72,9 @@ def matmul_case(m: int, k: int, n: int, note: str = "", dtype=np.float32) -> Cas
 
     def torch_mm(inp, torch):
         ta, tb = torch.from_numpy(inp["a"]), torch.from_numpy(inp["b"])  # the very same buffers
-        return torch_out(torch, lambda out: torch.mm(ta, tb, out=out), torch.empty((m, n), dtype=ta.dtype))
+        out = torch.empty((m, n), dtype=ta.dtype)
+        # torch.mm is the 2-D path torch.matmul ends in, minus its dispatch overhead.
+        return lambda: torch.mm(ta, tb, out=out)
 
     return Case((f"{m}x{k}x{n}", note or "-"), make, {
         "dlkern": preallocated(lambda a, b, out: ops.matmul(a, b, out=out)),
@@ -97,5 +102,6 @@ BENCH = Bench(
             "adds page faults to every call); PyTorch is `torch.mm(a, b, out=)` on the same buffers. Checked "
             "against a float64 product (sampled full rows and columns above 2^24 multiply-adds) in units of "
             "|A|@|B|."],
-    footer=["NumPy ran OpenBLAS's own choice of kernels; MACHINE.md: `OPENBLAS_CORETYPE=Haswell` is about 5% "
-            "faster at 1 thread on this CPU (rerun with it set and another `--out` to report both).", ""])
+    footer=[] if "OPENBLAS_CORETYPE" in os.environ else [
+        "NumPy ran OpenBLAS's own choice of kernels; MACHINE.md: `OPENBLAS_CORETYPE=Haswell` is about 5% faster at "
+        "1 thread on this CPU (rerun with it set and another `--out` to report both).", ""])

@@ -92,6 +92,9 @@ def validate(case: Case, lib: str, result, inputs, want: tuple, threads: int, la
     got = tuple(as_numpy(r) for r in as_tuple(result))
     if case.check is not None:
         got = case.check(got, inputs)
+    if len(got) != len(want):
+        raise common.BenchValidationError(f"{labels.get(lib, lib)} {case.label}: {len(got)} outputs, expected "
+                                          f"{len(want)} ({', '.join(case.outputs[:len(want)])})")
     for index, (name, g, w) in enumerate(zip(case.outputs, got, want)):
         if g.shape != w.shape:
             raise common.BenchValidationError(f"{labels.get(lib, lib)} {case.label}: {name} has shape {g.shape}, "
@@ -152,12 +155,6 @@ def shapes_arg(label: str, default: str):
 
 def pick(args, default, quick):
     return args.shapes or (quick if args.quick else default)
-
-
-def torch_out(torch, call, like):
-    """A PyTorch call writing into its own preallocated output (no page faults per call)."""
-    out = torch.empty_like(like)
-    return lambda: call(out)
 
 
 def matmul_probe(size: int = 512):
