@@ -98,7 +98,7 @@ def test_quick_matmul_bench_writes_report(tmp_path):
 # Every shipped benchmark at tiny sizes, in-process: (argv, text its report must contain).
 QUICK_RUNS = {
     "softmax": (["--shapes", "64x257"], ["| softmax | 64x257 | 1 |", "| log_softmax | 64x257 | 1 |", "GB/s"]),
-    "cross_entropy": (["--shapes", "33x1003"], ["| 33x1003 | 1 |", "dlkern (out=)/PyTorch"]),
+    "cross_entropy": (["--shapes", "33x1003"], ["| 33x1003 | 1 |", "dlkern (out=)/NumPy"]),
     "gelu": (["--peers", "numpy"], ["GELU", "| forward |", "| backward |", "dlkern/NumPy"]),
     "norm": (["--ops", "layer_norm,batch_norm"], ["| layer_norm | 256x1024 | fwd+bwd | 1 |", "batch_norm"]),
     "conv": ([], ["LeNet conv1", "forward+backward", "GFLOP/s"]),
