@@ -7,13 +7,9 @@ import pytest
 import dlkern
 import dlkern.nn as nn
 import dlkern.nn.functional as F
-from test_autograd_helpers import gradcheck, has_kernel, t64
+from test_autograd_helpers import gradcheck, t64
 
 REDUCTIONS = ["mean", "sum", "none"]
-needs_ce = pytest.mark.skipif(not (has_kernel("cross_entropy_forward") and has_kernel("cross_entropy_backward")),
-                              reason="kernel not merged yet: cross_entropy_forward/backward")
-needs_log_softmax = pytest.mark.skipif(not (has_kernel("log_softmax") and has_kernel("log_softmax_backward")),
-                                       reason="kernel not merged yet: log_softmax/log_softmax_backward")
 
 
 @pytest.fixture
@@ -77,7 +73,6 @@ def test_mse_l1(reduction, rng):
     gradcheck(lambda a, b: F.l1_loss(a, b, reduction), [a, b], rng)
 
 
-@needs_ce
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("shape", [(5, 4), (3, 4, 2, 3)])
 @pytest.mark.parametrize("options", [dict(), dict(weight=True), dict(ignore=True), dict(smoothing=0.1),
@@ -97,7 +92,6 @@ def test_cross_entropy(reduction, shape, options, rng):
     gradcheck(lambda x: nn.CrossEntropyLoss(**kw)(x, dlkern.tensor(t)), [x], rng)
 
 
-@needs_ce
 def test_cross_entropy_errors():
     x = dlkern.randn(3, 4)
     with pytest.raises(ValueError, match="7"):
@@ -112,7 +106,6 @@ def test_cross_entropy_errors():
         F.cross_entropy(x, dlkern.tensor([0, 1, 2]), reduction="avg")
 
 
-@needs_log_softmax
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_cross_entropy_probability_targets(reduction, weighted, rng):
@@ -197,7 +190,6 @@ def test_sigmoid_focal_loss(reduction, alpha, gamma, rng):
     gradcheck(lambda x: nn.SigmoidFocalLoss(alpha, gamma, reduction)(x, y), [x], rng)
 
 
-@needs_log_softmax
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("alpha", [None, 0.5, "per_class"])
 def test_focal_loss(reduction, alpha, rng):
@@ -231,7 +223,6 @@ def test_loss_errors():
         F.nll_loss(dlkern.ones(2, 3), dlkern.tensor([0.5, 1.0]))
 
 
-@needs_ce
 def test_cross_entropy_unbatched(rng):
     x = t64(rng, 5)
     ref = -log_softmax_ref(x.data[None])[0, 3]
