@@ -13,6 +13,7 @@ import contextlib
 import numpy as np
 
 import dlkern
+from dlkern import reference
 
 DTYPES = (np.float32, np.float64)
 C_TOL = 4.0
@@ -29,7 +30,7 @@ def as64(x):
 
 def ref_matmul(a, b):
     """numpy.matmul of the same values in float64: the reference."""
-    return np.matmul(as64(a), as64(b))
+    return reference.matmul(a, b)
 
 
 def dot_scale(a, b):
@@ -82,23 +83,22 @@ def check_matmul(a, b, dtype, out=None):
 
 
 @contextlib.contextmanager
+def _setting(get, set_, value):
+    """set_(value) for the block; the previous get() restored after, even on error."""
+    prev = get()
+    set_(value)
+    try:
+        yield
+    finally:
+        set_(prev)
+
+
 def num_threads(n):
-    prev = dlkern.get_num_threads()
-    dlkern.set_num_threads(n)
-    try:
-        yield
-    finally:
-        dlkern.set_num_threads(prev)
+    return _setting(dlkern.get_num_threads, dlkern.set_num_threads, n)
 
 
-@contextlib.contextmanager
 def using_isa(name):
-    prev = dlkern.get_isa()
-    dlkern.set_isa(name)
-    try:
-        yield
-    finally:
-        dlkern.set_isa(prev)
+    return _setting(dlkern.get_isa, dlkern.set_isa, name)
 
 
 def numeric_grad(loss, x, eps=1e-6):

@@ -1,5 +1,6 @@
-"""dlkern.nn: Module mechanics, every layer's forward against a NumPy reference written
-here, a float64 finite-difference check of every layer, and clear errors."""
+"""dlkern.nn: Module mechanics, every layer's forward against a float64 NumPy reference
+(dlkern.reference, or written here), a float64 finite-difference check of every layer,
+and clear errors."""
 
 import math
 
@@ -9,53 +10,13 @@ import pytest
 import dlkern
 import dlkern.nn as nn
 import dlkern.nn.functional as F
+from dlkern import reference as R
 from test_autograd_helpers import gradcheck, t64
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(42)
-
-
-# ------------------------------------------------------------------ NumPy references
-
-def conv2d_ref(x, w, b, stride, padding, dilation, groups):
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    sh, sw = stride
-    ph, pw = padding
-    dh, dw = dilation
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    out = np.zeros((n, o, oh, ow))
-    og = o // groups
-    for g in range(groups):
-        for i in range(kh):
-            for j in range(kw):
-                patch = xp[:, g * cg:(g + 1) * cg, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                           j * dw:j * dw + sw * (ow - 1) + 1:sw]
-                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, w[g * og:(g + 1) * og, :, i, j])
-    if b is not None:
-        out += b[None, :, None, None]
-    return out
-
-
-def pool_ref(x, k, s, reduce):
-    n, c, h, w = x.shape
-    oh, ow = (h - k) // s + 1, (w - k) // s + 1
-    out = np.empty((n, c, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            out[:, :, i, j] = reduce(x[:, :, i * s:i * s + k, j * s:j * s + k], axis=(2, 3))
-    return out
-
-
-def layer_norm_ref(x, w, b, eps, nd=1):
-    axes = tuple(range(-nd, 0))
-    mu = x.mean(axes, keepdims=True)
-    var = x.var(axes, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * w + b
 
 
 # ------------------------------------------------------------------ Module mechanics
@@ -180,8 +141,8 @@ def test_conv2d(cfg, rng):
     conv = nn.Conv2d(4, 6, 3, **cfg).double()
     x = t64(rng, 2, 4, 7, 6)
     pair = lambda v: (v, v)
-    want = conv2d_ref(x.data, conv.weight.data, conv.bias.data, pair(cfg["stride"]), pair(cfg["padding"]),
-                      pair(cfg["dilation"]), cfg["groups"])
+    want = R.conv2d(x.data, conv.weight.data, conv.bias.data, pair(cfg["stride"]), pair(cfg["padding"]),
+                    pair(cfg["dilation"]), cfg["groups"])
     np.testing.assert_allclose(conv(x).data, want, rtol=1e-10, atol=1e-12)
     gradcheck(lambda x, w, b: F.conv2d(x, w, b, **cfg), [x, conv.weight, conv.bias], rng)
 
@@ -201,29 +162,29 @@ def test_conv2d_errors():  # checked before any kernel runs
 def test_conv1d(rng):
     conv = nn.Conv1d(3, 4, 3, stride=2, padding=1).double()
     x = t64(rng, 2, 3, 9)
-    want = conv2d_ref(x.data[:, :, None, :], conv.weight.data[:, :, None, :], conv.bias.data, (1, 2), (0, 1),
-                      (1, 1), 1)[:, :, 0, :]
+    want = R.conv2d(x.data[:, :, None, :], conv.weight.data[:, :, None, :], conv.bias.data, (1, 2), (0, 1),
+                    (1, 1), 1)[:, :, 0, :]
     np.testing.assert_allclose(conv(x).data, want, rtol=1e-10, atol=1e-12)
     gradcheck(lambda x, w, b: F.conv1d(x, w, b, 2, 1), [x, conv.weight, conv.bias], rng)
 
 
 def test_max_pool2d(rng):
     x = t64(rng, 2, 3, 6, 7)
-    np.testing.assert_allclose(nn.MaxPool2d(2)(x).data, pool_ref(x.data, 2, 2, np.max))
-    np.testing.assert_allclose(nn.MaxPool2d(3, stride=2)(x).data, pool_ref(x.data, 3, 2, np.max))
+    np.testing.assert_allclose(nn.MaxPool2d(2)(x).data, R.max_pool2d(x.data, 2, 2))
+    np.testing.assert_allclose(nn.MaxPool2d(3, stride=2)(x).data, R.max_pool2d(x.data, 3, 2))
     gradcheck(lambda x: F.max_pool2d(x, 2), [x], rng)
 
 
 def test_avg_pool2d(rng):
     x = t64(rng, 2, 3, 6, 7)
-    np.testing.assert_allclose(nn.AvgPool2d(2)(x).data, pool_ref(x.data, 2, 2, np.mean), rtol=1e-12)
+    np.testing.assert_allclose(nn.AvgPool2d(2)(x).data, R.avg_pool2d(x.data, 2, 2), rtol=1e-12)
     gradcheck(lambda x: F.avg_pool2d(x, 3, 2, 1), [x], rng)
 
 
 def test_adaptive_avg_pool2d(rng):
     x = t64(rng, 2, 3, 6, 4)
     np.testing.assert_allclose(nn.AdaptiveAvgPool2d(1)(x).data, x.data.mean((2, 3), keepdims=True), rtol=1e-12)
-    np.testing.assert_allclose(nn.AdaptiveAvgPool2d((3, 2))(x).data, pool_ref(x.data, 2, 2, np.mean), rtol=1e-12)
+    np.testing.assert_allclose(nn.AdaptiveAvgPool2d((3, 2))(x).data, R.avg_pool2d(x.data, 2, 2), rtol=1e-12)
     gradcheck(lambda x: F.adaptive_avg_pool2d(x, (4, 3)), [x], rng)
 
 
@@ -238,7 +199,7 @@ def test_layer_norm(rng):
     ln.weight.data[...] = rng.uniform(0.5, 1.5, 5)
     ln.bias.data[...] = rng.uniform(-1, 1, 5)
     x = t64(rng, 3, 4, 5)
-    np.testing.assert_allclose(ln(x).data, layer_norm_ref(x.data, ln.weight.data, ln.bias.data, 1e-5), rtol=1e-9,
+    np.testing.assert_allclose(ln(x).data, R.layer_norm(x.data, (5,), ln.weight.data, ln.bias.data, 1e-5), rtol=1e-9,
                                atol=1e-12)
     gradcheck(lambda x, w, b: F.layer_norm(x, (5,), w, b), [x, ln.weight, ln.bias], rng)
     gradcheck(lambda x: F.layer_norm(x, (4, 5)), [x], rng)

@@ -333,11 +333,14 @@ def cross_entropy_forward(input, target, weight=None, ignore_index=-100, reducti
     z, w, valid, wt, ts = _ce_parts(input, target, weight, ignore_index)
     c = z.shape[-1]
     m = z.max(axis=-1, keepdims=True)
-    lse = np.log(np.exp(z - m).sum(axis=-1)) + m[..., 0]
-    logp = z - lse[..., None]
+    log_s = np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+    lse = (m + log_s)[..., 0]
+    logp = (z - m) - log_s  # not z - lse, which rounds at the size of m
     nll = -np.take_along_axis(logp, ts[..., None], axis=-1)[..., 0] * wt
-    smooth = np.where(valid, -(logp * w).sum(axis=-1), 0.0)
-    per = (1 - label_smoothing) * nll + label_smoothing / c * smooth
+    per = (1 - label_smoothing) * nll
+    if label_smoothing > 0:  # as PyTorch: no smoothing term at all otherwise (a -inf logit gives no NaN)
+        per = per + label_smoothing / c * np.where(valid, -(logp * w).sum(axis=-1), 0.0)
+    per = np.where(valid, per, 0.0)
     if np.ndim(input) == 1:
         per, lse = per[0], lse[0]
     if reduction == "none":

@@ -78,18 +78,25 @@ def relu(x):
     return np.maximum(f64(x), 0.0)
 
 
-_C0 = math.sqrt(2.0 / math.pi)
+_C0, _K = math.sqrt(2.0 / math.pi), 0.044715
+
+
+def _gelu_sigmoid(x):
+    """sigmoid(2z), z = C0 (x + K x^3): 0.5 (1 + tanh(z)) without its cancellation for x < 0."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-2.0 * _C0 * (x + _K * x ** 3)))
 
 
 def gelu_tanh(x):
+    """0.5 x (1 + tanh(z)), written as x sigmoid(2z)."""
     x = f64(x)
-    return 0.5 * x * (1.0 + np.tanh(_C0 * (x + 0.044715 * x ** 3)))
+    return x * _gelu_sigmoid(x)
 
 
 def gelu_tanh_backward(grad_out, x):
-    g, x = f64(grad_out), f64(x)
-    t = np.tanh(_C0 * (x + 0.044715 * x ** 3))
-    return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _C0 * (1.0 + 3 * 0.044715 * x * x))
+    x = f64(x)
+    s = _gelu_sigmoid(x)
+    return f64(grad_out) * (s + x * s * (1.0 - s) * 2.0 * _C0 * (1.0 + 3.0 * _K * x * x))
 
 
 # ----------------------------------------------------------------------------- softmax
@@ -117,8 +124,9 @@ def log_softmax(x, dim=-1, out=None):
     x = f64(x)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         m, m_safe = _max_shift(x, dim)
-        lse = np.log(np.sum(np.exp(x - m_safe), axis=dim, keepdims=True)) + m_safe
-        return x - np.where(np.isneginf(m), 0.0, lse)
+        # (x - m) - log(s), not x - (m + log(s)): the latter rounds at the size of m.
+        log_s = np.log(np.sum(np.exp(x - m_safe), axis=dim, keepdims=True))
+        return np.where(np.isneginf(m), -np.inf, (x - m_safe) - log_s)
 
 
 def softmax_backward(grad_out, y, dim=-1, out=None):
