@@ -11,6 +11,7 @@ An indexing or packing bug errs by O(|a| |b|), millions of eps away.
 import contextlib
 
 import numpy as np
+import pytest
 
 import dlkern
 from dlkern import reference
@@ -135,3 +136,13 @@ def check_grads(forward, backward, inputs, rng, eps=1e-6, rtol=1e-5, atol=1e-7):
         expected = numeric_grad(lambda: float(np.sum(forward(*inputs) * w)), x, eps)
         np.testing.assert_allclose(g, expected, rtol=rtol, atol=atol,
                                    err_msg=f"gradient of input {index} disagrees with finite differences")
+
+
+def raises_each(cases):
+    """A test parametrized over (name, call, exception type, message pattern) rows: each
+    call must raise that type with a message matching the pattern."""
+    @pytest.mark.parametrize("name,call,exc,pattern", cases, ids=[c[0] for c in cases])
+    def test_errors(name, call, exc, pattern):
+        with pytest.raises(exc, match=pattern):
+            call()
+    return test_errors
