@@ -110,7 +110,8 @@ def _make_batch_norm(rng, dtype, n, c, spatial, affine=True):
 
 
 _CHANNEL_CASES = _cases(("1", dict(n=1, c=1, spatial=(2,))), ("odd", dict(n=3, c=5, spatial=(7,))),
-                        ("prime", dict(n=2, c=7, spatial=(11, 13))), ("plain", dict(n=4, c=3, spatial=(), affine=False)),
+                        ("prime", dict(n=2, c=7, spatial=(11, 13))),
+                        ("plain", dict(n=4, c=3, spatial=(), affine=False)),
                         ("noncontig", dict(n=3, c=4, spatial=(5, 6))), ("grad", dict(n=2, c=4, spatial=(3,))))
 _GROUPS = {"1": 1, "odd": 5, "prime": 7, "plain": 1, "noncontig": 2, "grad": 2}  # channels per group: 1 to c
 

@@ -10,8 +10,8 @@ __all__ = [
     "conv_pads", "pool_out", "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "cross_entropy", "cross_entropy_forward", "cross_entropy_backward",
-    "attention_allowed", "attention_probs", "attention_grads", "attention_forward", "attention_backward", "decode_attention",
-    "dropout_keep", "kv_cache_append", "rope", "rope_backward",
+    "attention_allowed", "attention_probs", "attention_grads", "attention_forward", "attention_backward",
+    "decode_attention", "dropout_keep", "kv_cache_append", "rope", "rope_backward",
 ]
 
 
