@@ -31,6 +31,7 @@ class Row:
     torch: Optional[Callable] = None  # torch(F, t, a, s) -> the first output, a: dict of float64 tensors
     cuda: bool = True               # dlkern._C_cuda has the kernels (else the CUDA namespace must refuse them)
     cpu_only: tuple = ()            # case ids of forms only the CPU ops take (normalised in Python above CUDA)
+    no_torch: tuple = ()            # case ids PyTorch cannot reproduce (e.g. dlkern's own dropout hash)
     tol: float = 1.0                # a multiple of the default tolerance, for ops whose error grows faster
     grad_case: str = "grad"         # the (small) case whose float64 gradients are checked numerically
 
@@ -210,21 +211,23 @@ def _ce_bwd(ns, cot, out, a, s):
 # ----------------------------------------------------------------------------- attention
 
 
-def _make_attention(rng, dtype, b, hq, hkv, tq, tk, d, dv=None, mask=None, is_causal=False, scale=None):
+def _make_attention(rng, dtype, b, hq, hkv, tq, tk, d, dv=None, mask=None, is_causal=False, scale=None,
+                    dropout_p=0.0, seed=0):
     a = {"q": u(rng, (b, hq, tq, d), dtype, -2, 2), "k": u(rng, (b, hkv, tk, d), dtype, -2, 2),
          "v": u(rng, (b, hkv, tk, dv or d), dtype)}
     if mask == "float":
         a["attn_mask"] = u(rng, (tq, tk), dtype, -2, 0)
-    return a, dict(is_causal=is_causal, scale=scale)
+    return a, dict(is_causal=is_causal, scale=scale, dropout_p=dropout_p, seed=seed)
 
 
 def _attn_fwd(ns, a, s):
-    return ns.attention_forward(a["q"], a["k"], a["v"], a.get("attn_mask"), s["is_causal"], s["scale"])
+    return ns.attention_forward(a["q"], a["k"], a["v"], a.get("attn_mask"), s["is_causal"], s["scale"],
+                                s["dropout_p"], s["seed"])
 
 
 def _attn_bwd(ns, cot, out, a, s):
     return ns.attention_backward(cot, a["q"], a["k"], a["v"], out[0], out[1], a.get("attn_mask"), s["is_causal"],
-                                 s["scale"])
+                                 s["scale"], s["dropout_p"], s["seed"])
 
 
 def _torch_attention(F, t, a, s):
@@ -379,9 +382,10 @@ ROWS = [
                             ("mask", dict(b=2, hq=2, hkv=1, tq=6, tk=5, d=8, mask="float", scale=0.3)),
                             ("long", dict(_ATTN, tq=3, tk=131, d=16)),
                             ("noncontig", dict(b=1, hq=2, hkv=2, tq=4, tk=6, d=5)),
+                            ("dropout", dict(b=2, hq=2, hkv=1, tq=5, tk=7, d=4, dropout_p=0.3, seed=2 ** 63 + 5)),
                             ("grad", dict(b=1, hq=2, hkv=1, tq=3, tk=4, d=3, dv=2, mask="float", is_causal=True))),
         _make_attention, _attn_fwd, lambda a, s: a["k"].shape[2] * a["q"].shape[3], bwd=_attn_bwd,
-        diff=("q", "k", "v"), torch=_torch_attention, tol=4.0),
+        diff=("q", "k", "v"), torch=_torch_attention, no_torch=("dropout",), tol=4.0),
     Row("decode_attention", _cases(("1", dict(_ATTN, tq=1, cache=1, length=1, d=1)),
                                    ("odd", dict(b=2, hq=3, hkv=1, tq=1, cache=9, length=7, d=5)),
                                    ("prime", dict(b=1, hq=4, hkv=2, tq=3, cache=19, length=13, d=7)),

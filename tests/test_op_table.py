@@ -176,7 +176,9 @@ def test_row_gradients_by_finite_differences(env, row, case_id, params):
                                        err_msg=f"{row.name}: d{name} disagrees with finite differences")
 
 
-@pytest.mark.parametrize("row, case_id, params", list(_cases([r for r in ROWS if r.torch])))
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # PyTorch's note on its own copy for even kernels
+@pytest.mark.parametrize("row, case_id, params", [p for p in _cases([r for r in ROWS if r.torch])
+                                                  if p.values[1] not in p.values[0].no_torch])
 def test_row_matches_pytorch(row, case_id, params):
     """Float64 on the CPU: the forward's first output against PyTorch's."""
     torch = pytest.importorskip("torch")
