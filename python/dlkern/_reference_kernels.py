@@ -373,7 +373,11 @@ def cross_entropy_backward(grad_loss, input, target, lse=None, weight=None, igno
             d = d * (gl / wt.sum())
     # Ignored samples get exactly 0 (as PyTorch), even when "mean" divides by 0.
     d = np.where(valid[..., None], d, 0.0)
-    return d[0] if np.ndim(input) == 1 else np.moveaxis(d, -1, 1)
+    d = d[0] if np.ndim(input) == 1 else np.moveaxis(d, -1, 1)
+    if out is None:
+        return d
+    out[...] = d
+    return out
 
 
 # ----------------------------------------------------------------------------- attention

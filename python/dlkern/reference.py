@@ -9,8 +9,8 @@ row on any device and on this one. Results are float64 whatever the input dtype.
 Written from the documented semantics (PyTorch's where dlkern follows it), never calling
 dlkern: forwards as direct formulas (a loop over kernel taps and einsum), backwards as the
 analytic adjoint of the forward. Nothing here is fast; it is meant to be obviously right.
-The op table checks every backward against central differences of its forward, so the
-oracle itself is tested.
+tests/test_fuzz_ops.py::test_reference_adjoints checks every backward here against central
+differences of its forward, so the oracle itself is tested.
 """
 
 import math
@@ -41,12 +41,16 @@ from ._reference_kernels import f64
 # ----------------------------------------------------------------------------- matmul
 
 
+def _into(out, y):
+    """y, or y written into the caller's `out` (the kernels' out= argument)."""
+    if out is None:
+        return y
+    out[...] = y
+    return out
+
+
 def matmul(a, b, out=None):
-    y = np.matmul(f64(a), f64(b))
-    if out is not None:
-        out[...] = y
-        return out
-    return y
+    return _into(out, np.matmul(f64(a), f64(b)))
 
 
 def gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
@@ -116,7 +120,7 @@ def softmax(x, dim=-1, out=None):
         m, m_safe = _max_shift(x, dim)
         e = np.exp(x - m_safe)
         s = np.sum(e, axis=dim, keepdims=True)
-        return np.where(np.isneginf(m), 0.0, e / np.where(s == 0, 1.0, s))
+        return _into(out, np.where(np.isneginf(m), 0.0, e / np.where(s == 0, 1.0, s)))
 
 
 def log_softmax(x, dim=-1, out=None):
@@ -126,17 +130,17 @@ def log_softmax(x, dim=-1, out=None):
         m, m_safe = _max_shift(x, dim)
         # (x - m) - log(s), not x - (m + log(s)): the latter rounds at the size of m.
         log_s = np.log(np.sum(np.exp(x - m_safe), axis=dim, keepdims=True))
-        return np.where(np.isneginf(m), -np.inf, (x - m_safe) - log_s)
+        return _into(out, np.where(np.isneginf(m), -np.inf, (x - m_safe) - log_s))
 
 
 def softmax_backward(grad_out, y, dim=-1, out=None):
     g, y = f64(grad_out), f64(y)
-    return y * (g - np.sum(g * y, axis=dim, keepdims=True))
+    return _into(out, y * (g - np.sum(g * y, axis=dim, keepdims=True)))
 
 
 def log_softmax_backward(grad_out, y, dim=-1, out=None):
     g, y = f64(grad_out), f64(y)
-    return g - np.exp(y) * np.sum(g, axis=dim, keepdims=True)
+    return _into(out, g - np.exp(y) * np.sum(g, axis=dim, keepdims=True))
 
 
 # ----------------------------------------------------------------------------- norms
