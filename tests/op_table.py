@@ -408,5 +408,3 @@ ROWS = [
         bwd=lambda ns, cot, out, a, s: (ns.gelu_tanh_backward(cot, a["x"]),), diff=("x",),
         torch=lambda F, t, a, s: F.gelu(a["x"], approximate="tanh"), tol=4.0),
 ]
-
-BY_NAME = {row.name: row for row in ROWS}

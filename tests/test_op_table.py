@@ -211,3 +211,32 @@ def test_reference_has_every_cpu_op():
     assert ops <= set(R.KERNELS), f"dlkern.reference lacks {sorted(ops - set(R.KERNELS))}"
     for name in R.KERNELS:
         assert callable(getattr(R, name)), name
+
+
+class _Recorder:
+    """A namespace that forwards to dlkern.reference and notes each name asked for."""
+
+    def __init__(self):
+        self.names = set()
+
+    def __getattr__(self, name):
+        self.names.add(name)
+        return getattr(R, name)
+
+
+def test_every_cpu_op_has_a_row():
+    """Each kernel of the ops API is called by some row (a plain name such as layer_norm
+    counts through its layer_norm_forward), so a new op without a row fails here."""
+    import inspect
+
+    ns = _Recorder()
+    for row in ROWS:
+        case_id, params = row.cases[0]
+        arrays, static = _inputs(row, case_id, params, np.float64)
+        out = _tuple(row.fwd(ns, arrays, static))
+        if row.bwd is not None:
+            row.bwd(ns, np.ones(np.shape(out[0])), out, arrays, static)
+    ops = {n for n, f in vars(dlkern.ops).items() if callable(f) and not n.startswith("_") and not inspect.isclass(f)
+           and not inspect.ismodule(f)}
+    missing = sorted(n for n in ops if n not in ns.names and n + "_forward" not in ns.names)
+    assert not missing, f"ops without a row in tests/op_table.py: {missing}"
