@@ -11,8 +11,10 @@ An indexing or packing bug errs by O(|a| |b|), millions of eps away.
 import contextlib
 
 import numpy as np
+import pytest
 
 import dlkern
+from dlkern import reference
 
 DTYPES = (np.float32, np.float64)
 C_TOL = 4.0
@@ -29,7 +31,7 @@ def as64(x):
 
 def ref_matmul(a, b):
     """numpy.matmul of the same values in float64: the reference."""
-    return np.matmul(as64(a), as64(b))
+    return reference.matmul(a, b)
 
 
 def dot_scale(a, b):
@@ -82,23 +84,22 @@ def check_matmul(a, b, dtype, out=None):
 
 
 @contextlib.contextmanager
+def _setting(get, set_, value):
+    """set_(value) for the block; the previous get() restored after, even on error."""
+    prev = get()
+    set_(value)
+    try:
+        yield
+    finally:
+        set_(prev)
+
+
 def num_threads(n):
-    prev = dlkern.get_num_threads()
-    dlkern.set_num_threads(n)
-    try:
-        yield
-    finally:
-        dlkern.set_num_threads(prev)
+    return _setting(dlkern.get_num_threads, dlkern.set_num_threads, n)
 
 
-@contextlib.contextmanager
 def using_isa(name):
-    prev = dlkern.get_isa()
-    dlkern.set_isa(name)
-    try:
-        yield
-    finally:
-        dlkern.set_isa(prev)
+    return _setting(dlkern.get_isa, dlkern.set_isa, name)
 
 
 def numeric_grad(loss, x, eps=1e-6):
@@ -135,3 +136,13 @@ def check_grads(forward, backward, inputs, rng, eps=1e-6, rtol=1e-5, atol=1e-7):
         expected = numeric_grad(lambda: float(np.sum(forward(*inputs) * w)), x, eps)
         np.testing.assert_allclose(g, expected, rtol=rtol, atol=atol,
                                    err_msg=f"gradient of input {index} disagrees with finite differences")
+
+
+def raises_each(cases):
+    """A test parametrized over (name, call, exception type, message pattern) rows: each
+    call must raise that type with a message matching the pattern."""
+    @pytest.mark.parametrize("name,call,exc,pattern", cases, ids=[c[0] for c in cases])
+    def test_errors(name, call, exc, pattern):
+        with pytest.raises(exc, match=pattern):
+            call()
+    return test_errors

@@ -3,9 +3,11 @@
 It has the DeviceArray surface of the real module (element strides, views over one
 storage, ``numpy()`` as the only way back to the host: ``__array__`` raises, so a NumPy
 call on a device array fails loudly as it does on a GPU) and the kernel functions that
-the CUDA device namespace calls, with the bindings' names and call shapes, computed with
-NumPy and dlkern's CPU ops. The device-neutral Python layer (Tensor.to("cuda"),
-Module.to, optimizers, the NumPy-style DeviceArray methods of dlkern.device_array) is
+the CUDA device namespace calls, with the bindings' names and call shapes: the bindings'
+argument checks and the transfers, with the values computed by NumPy, dlkern.reference
+(erf, sigmoid, relu, gemm) and dlkern's CPU ops (the hot kernels, so the twin proves the
+Python device layer on the same kernels as the CPU). The device-neutral Python layer
+(Tensor.to("cuda"), Module.to, optimizers, the NumPy-style DeviceArray methods of dlkern.device_array) is
 tested against it here and against the real module where a GPU is present.
 
 Transfers are counted (``transfers``), so a test can assert that a training step on the
@@ -19,6 +21,7 @@ import weakref
 import numpy as np
 
 from dlkern import ops as _ops
+from dlkern import reference
 
 transfers = {"to_host": 0, "to_device": 0}
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
@@ -333,10 +336,6 @@ def _unary(name, fn, floats_only=True):
     return op
 
 
-def _erf(a):
-    return np.vectorize(math.erf, otypes=[a.dtype])(a) if a.size else a.copy()
-
-
 def _number(v, op, arg):
     """A Python number (NumPy scalars as their .item()) as the bindings' parse_operand sees
     it, or None for anything else."""
@@ -418,9 +417,9 @@ def _binary(name, fn, result_bool=False):
 
 
 for _name, _fn in {"negative": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs,
-                   "tanh": np.tanh, "sigmoid": lambda a: 1 / (1 + np.exp(-a)), "relu": lambda a: np.maximum(a, 0),
+                   "tanh": np.tanh, "sigmoid": reference.sigmoid, "relu": reference.relu,
                    "sin": np.sin, "cos": np.cos, "sign": np.sign, "log1p": np.log1p, "expm1": np.expm1,
-                   "erf": _erf, "square": np.square, "reciprocal": np.reciprocal}.items():
+                   "erf": reference.erf, "square": np.square, "reciprocal": np.reciprocal}.items():
     globals()[_name] = _unary(_name, _fn)
 for _name, _fn in {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,
                    "maximum": np.maximum, "minimum": np.minimum, "power": np.power,
@@ -642,10 +641,8 @@ def gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, allow_
     for v, arg in ((a, "a"), (b, "b")):
         if v.ndim != 2:
             raise ValueError(f"{op}: {arg} must be 2-D, got shape {v.shape}")
-    A = a._a.T if trans_a else a._a
-    B = b._a.T if trans_b else b._a
-    m, k = A.shape
-    kb, n = B.shape
+    m, k = a.shape[::-1] if trans_a else a.shape
+    kb, n = b.shape[::-1] if trans_b else b.shape
     if k != kb:
         raise ValueError(f"{op}: inner dimensions differ: op(a) is ({m}, {k}), op(b) is ({kb}, {n})")
     if c is None:
@@ -663,11 +660,12 @@ def gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, allow_
             raise ValueError(f"{op}: the rows of c overlap or run backwards (row stride {c.strides[0]})")
         if c._storage is a._storage or c._storage is b._storage:
             raise ValueError(f"{op}: c shares memory with an input; pass a separate output array")
-    T = a.dtype.type
-    r = (A @ B) * T(alpha)
+    # beta = 0 ignores c's contents (NaN included), as the kernel
+    r = reference.gemm(a._a, b._a, c._a.astype(np.float64) if c is not None and beta != 0.0 else None, alpha, beta,
+                       trans_a, trans_b)
     if c is None:
         return DeviceArray._fresh(r, a.dtype)
-    c._a[...] = r + c._a * T(beta) if beta != 0.0 else r
+    c._a[...] = r
     return c
 
 

@@ -1,4 +1,4 @@
-"""Attention family (dlkern.ops.attention) against a naive float64 NumPy oracle written here.
+"""Attention family (dlkern.ops.attention) against the naive float64 NumPy oracle dlkern.reference.
 
 Covers every mask kind and broadcast shape, GQA/MQA, odd and tile-straddling lengths,
 Tq != Tk, fully masked rows, every ISA path and 1/2 threads, float32 and float64;
@@ -11,56 +11,21 @@ import pytest
 
 import dlkern
 from dlkern import ops
+from dlkern import reference as R
 
-from helpers import check_grads, num_threads, using_isa
+from helpers import check_grads, num_threads, raises_each, using_isa
 
 
-# ---- the oracle: dense float64 attention, written for clarity ----
-
-def ref_scores(q, k, scale, mask, causal, causal_offset=0):
-    q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
-    g = q.shape[1] // k.shape[1]
-    kk = np.repeat(k, g, axis=1)
-    s = np.einsum("bhid,bhjd->bhij", q, kk) * scale
-    Tq, Tk = s.shape[-2:]
-    if mask is not None:
-        m = np.asarray(mask)
-        s = np.where(m, s, -np.inf) if m.dtype == bool else s + m.astype(np.float64)
-    if causal:
-        allowed = np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + causal_offset
-        s = np.where(allowed, s, -np.inf)
-    return s
-
+# ---- the oracle: dense float64 attention (dlkern.reference) ----
 
 def ref_attention(q, k, v, mask=None, causal=False, scale=None, causal_offset=0):
-    """(out, lse, p) in float64; a row with no key left: out 0, lse -inf, p 0."""
-    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
-    s = ref_scores(q, k, scale, mask, causal, causal_offset)
-    mx = s.max(-1, keepdims=True)
-    alive = np.isfinite(mx)
-    e = np.exp(s - np.where(alive, mx, 0.0))
-    tot = e.sum(-1, keepdims=True)
-    p = np.where(alive, e / np.where(alive, tot, 1.0), 0.0)
-    lse = np.where(alive, np.log(np.where(alive, tot, 1.0)) + np.where(alive, mx, 0.0), -np.inf)[..., 0]
-    g = q.shape[1] // k.shape[1]
-    vv = np.repeat(np.asarray(v, np.float64), g, axis=1)
-    return p @ vv, lse, p
+    """(out, lse, p) in float64; a row with no key left: out 0, lse -inf, p 0. causal:
+    key j is seen by query i when j <= i + causal_offset."""
+    return R.attention_probs(q, k, v, mask, causal_offset if causal else None, scale)
 
 
 def ref_backward(go, q, k, v, mask=None, causal=False, scale=None):
-    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
-    out, _, p = ref_attention(q, k, v, mask, causal, scale)
-    B, Hkv, g = k.shape[0], k.shape[1], q.shape[1] // k.shape[1]
-    go = np.asarray(go, np.float64)
-    kk = np.repeat(np.asarray(k, np.float64), g, axis=1)
-    vv = np.repeat(np.asarray(v, np.float64), g, axis=1)
-    dv = np.swapaxes(p, -1, -2) @ go
-    dp = go @ np.swapaxes(vv, -1, -2)
-    ds = p * (dp - (dp * p).sum(-1, keepdims=True)) * scale
-    dq = ds @ kk
-    dk = np.swapaxes(ds, -1, -2) @ np.asarray(q, np.float64)
-    fold = lambda x: x.reshape(B, Hkv, g, *x.shape[2:]).sum(2)
-    return dq, fold(dk), fold(dv)
+    return R.attention_grads(go, q, k, v, mask, 0 if causal else None, scale)
 
 
 def tol(dtype):
@@ -385,13 +350,7 @@ def test_generation_loop_with_cache(isa):
 
 # ---- RoPE ----
 
-def ref_rope(x, offset, base):
-    T, D = x.shape[-2:]
-    inv = base ** (-np.arange(D // 2) * 2.0 / D)
-    ang = np.arange(offset, offset + T)[:, None] * inv[None, :]
-    c, s = np.cos(ang), np.sin(ang)
-    a, b = np.asarray(x, np.float64)[..., :D // 2], np.asarray(x, np.float64)[..., D // 2:]
-    return np.concatenate([a * c - b * s, b * c + a * s], -1)
+ref_rope = R.rope
 
 
 @pytest.mark.parametrize("shape", [(1, 2), (3, 7, 16), (2, 3, 5, 64)])
@@ -491,10 +450,7 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("name,call,exc,pattern", ERRORS, ids=[e[0] for e in ERRORS])
-def test_errors(name, call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        call()
+test_errors = raises_each(ERRORS)
 
 
 def test_read_only_cache_rejected():

@@ -34,7 +34,3 @@ def gradcheck(fn, inputs, rng=None, eps=1e-6, rtol=1e-5, atol=1e-7):
 
 def t64(rng, *shape, requires_grad=True, low=-1.0, high=1.0):
     return dlkern.tensor(rng.uniform(low, high, size=shape), dtype=np.float64, requires_grad=requires_grad)
-
-
-def has_kernel(name):
-    return hasattr(dlkern.ops, name)

@@ -1,5 +1,5 @@
 """conv2d / conv1d / causal_conv1d / Conv1dStream against float64 NumPy references
-written here (sliding windows + einsum), every ISA path and 1 and 2 threads; float64
+(dlkern.reference: a loop over kernel taps + einsum), every ISA path and 1 and 2 threads; float64
 finite-difference gradient checks; argument errors."""
 
 import zlib
@@ -9,6 +9,7 @@ import pytest
 
 import dlkern
 from dlkern import ops
+from dlkern import reference as R
 from helpers import assert_close, check_grads, num_threads
 
 
@@ -19,65 +20,26 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _windows(xp, i, j, dil, stride, out):
-    """The input values tap (i, j) meets: xp[:, :, i*dh + oh*sh, j*dw + ow*sw] -> (N, C, Ho, Wo)."""
-    (dh, dw), (sh, sw), (ho, wo) = dil, stride, out
-    return xp[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
-
-
 class Geometry:
-    """Explicit (top, bottom, left, right) padding, stride, dilation and output size."""
+    """Explicit (top, bottom, left, right) padding, stride, dilation, and the sizes the
+    tolerances need (channels and output positions per group)."""
 
     def __init__(self, x_shape, w_shape, stride=1, pads=(0, 0, 0, 0), dilation=1, groups=1):
         self.stride, self.dil, self.pads, self.groups = _pair(stride), _pair(dilation), pads, groups
-        n, c, h, w = x_shape
         o, cg, kh, kw = w_shape
-        hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
-        self.out = ((hp - self.dil[0] * (kh - 1) - 1) // self.stride[0] + 1,
-                    (wp - self.dil[1] * (kw - 1) - 1) // self.stride[1] + 1)
         self.og, self.cg, self.kernel = o // groups, cg, (kh, kw)
 
-    def pad(self, x):
-        t, b, l, r = self.pads
-        return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
-
-    def taps(self):
-        for i in range(self.kernel[0]):
-            for j in range(self.kernel[1]):
-                yield i, j
-
-    def groups_of(self):
-        for g in range(self.groups):
-            yield slice(g * self.og, (g + 1) * self.og), slice(g * self.cg, (g + 1) * self.cg)
+    def args(self):
+        """(stride, [(top, bottom), (left, right)], dilation, groups) for dlkern.reference."""
+        return self.stride, [self.pads[:2], self.pads[2:]], self.dil, self.groups
 
 
 def ref_conv2d(x, w, b, geo):
-    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
-    xp = geo.pad(x)
-    y = np.zeros((x.shape[0], w.shape[0]) + geo.out)
-    for i, j in geo.taps():
-        win = _windows(xp, i, j, geo.dil, geo.stride, geo.out)
-        for os_, cs in geo.groups_of():
-            y[:, os_] += np.einsum("nchw,oc->nohw", win[:, cs], w[os_, :, i, j])
-    if b is not None:
-        y += np.asarray(b, np.float64)[None, :, None, None]
-    return y
+    return R.conv2d(x, w, b, *geo.args())
 
 
 def ref_conv2d_backward(gy, x, w, geo):
-    gy, x, w = (np.asarray(a, np.float64) for a in (gy, x, w))
-    xp = geo.pad(x)
-    dxp = np.zeros_like(xp)
-    dw = np.zeros_like(w)
-    for i, j in geo.taps():
-        win = _windows(xp, i, j, geo.dil, geo.stride, geo.out)
-        dwin = _windows(dxp, i, j, geo.dil, geo.stride, geo.out)  # a view: += scatters
-        for os_, cs in geo.groups_of():
-            dw[os_, :, i, j] += np.einsum("nohw,nchw->oc", gy[:, os_], win[:, cs])
-            dwin[:, cs] += np.einsum("nohw,oc->nchw", gy[:, os_], w[os_, :, i, j])
-    t, bt, l, r = geo.pads
-    dx = dxp[:, :, t: dxp.shape[2] - bt, l: dxp.shape[3] - r]
-    return dx, dw, gy.sum(axis=(0, 2, 3))
+    return R.conv2d_backward(gy, x, w, *geo.args())
 
 
 def check_conv2d(x, w, b, geo, call_kwargs, dtype, rng):

@@ -3,9 +3,9 @@ input (TCN / WaveNet-style dilation on short sequences), and refusal of absurd s
 
 The kernels once wrote past their buffers for such geometries (the issue's three
 reproducers below printed a result, then glibc aborted). Everything is checked against
-float64 NumPy references written here: a direct loop over kernel taps with explicit
+float64 NumPy references (dlkern.reference): a direct loop over kernel taps with explicit
 zero padding for convolution, and the exact adjoint of that loop for its gradients
-(itself checked against finite differences). Inputs are small integers, so every sum is
+(itself checked against finite differences here). Inputs are small integers, so every sum is
 exact in float32 too and any indexing slip shows as an O(1) error.
 """
 
@@ -14,6 +14,7 @@ import pytest
 
 import dlkern
 from dlkern import nn, ops
+from dlkern import reference as R
 
 SEED = 20261206
 N_CONV_CASES = 200
@@ -37,47 +38,13 @@ def _out_size(size, k, s, d, before, after):
 
 
 def ref_conv2d(x, w, b, stride, pads, dil, groups):
-    """y[n, o, oh, ow] = b[o] + sum_{c, i, j} w[o, c, i, j] xpad[n, g*cg + c, oh*sh + i*dh, ow*sw + j*dw]."""
-    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
-    (sh, sw), (dh, dw), (t, bo, l, r) = stride, dil, pads
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    ho, wo = _out_size(h, kh, sh, dh, t, bo), _out_size(wd, kw, sw, dw, l, r)
-    xp = np.pad(x, ((0, 0), (0, 0), (t, bo), (l, r)))
-    y = np.zeros((n, o, ho, wo))
-    for g in range(groups):
-        for i in range(kh):
-            for j in range(kw):
-                win = xp[:, g * cg:(g + 1) * cg, i * dh: i * dh + sh * (ho - 1) + 1: sh,
-                         j * dw: j * dw + sw * (wo - 1) + 1: sw]
-                y[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", win, w[g * og:(g + 1) * og, :, i, j])
-    if b is not None:
-        y += np.asarray(b, np.float64)[None, :, None, None]
-    return y
+    """dlkern.reference.conv2d with pads (top, bottom, left, right)."""
+    return R.conv2d(x, w, b, stride, [pads[:2], pads[2:]], dil, groups)
 
 
 def ref_conv2d_backward(dy, x, w, stride, pads, dil, groups):
     """The exact adjoint of ref_conv2d: (dx, dweight, dbias)."""
-    dy, x, w = (np.asarray(a, np.float64) for a in (dy, x, w))
-    (sh, sw), (dh, dw), (t, bo, l, r) = stride, dil, pads
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    ho, wo = dy.shape[2:]
-    xp = np.pad(x, ((0, 0), (0, 0), (t, bo), (l, r)))
-    dxp = np.zeros_like(xp)
-    dwt = np.zeros_like(w)
-    for g in range(groups):
-        dyg = dy[:, g * og:(g + 1) * og]
-        for i in range(kh):
-            for j in range(kw):
-                sl = (slice(None), slice(g * cg, (g + 1) * cg), slice(i * dh, i * dh + sh * (ho - 1) + 1, sh),
-                      slice(j * dw, j * dw + sw * (wo - 1) + 1, sw))
-                dxp[sl] += np.einsum("nohw,oc->nchw", dyg, w[g * og:(g + 1) * og, :, i, j])
-                dwt[g * og:(g + 1) * og, :, i, j] = np.einsum("nohw,nchw->oc", dyg, xp[sl])
-    dx = dxp[:, :, t:t + h, l:l + wd]
-    return dx, dwt, dy.sum(axis=(0, 2, 3))
+    return R.conv2d_backward(dy, x, w, stride, [pads[:2], pads[2:]], dil, groups)
 
 
 def _check_conv2d_case(x, w, b, stride, pads, dil, groups, got_y, got_grads, what):
@@ -304,92 +271,13 @@ def test_conv_sweep_mostly_has_kernel_larger_than_input():
 # ----------------------------------------------------------------------------- pooling reference
 
 
-def _pool_out(size, k, s, p, d, ceil_mode):
-    span = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
-    out = span // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
-def ref_max_pool(x, k, s, p, d, ceil_mode):
-    x = np.asarray(x, np.float64)
-    n, c, h, w = x.shape
-    ho, wo = (_pool_out(h, k[0], s[0], p[0], d[0], ceil_mode), _pool_out(w, k[1], s[1], p[1], d[1], ceil_mode))
-    y = np.full((n, c, ho, wo), -np.inf)
-    idx = np.full((n, c, ho, wo), -1, np.int64)
-    for oh in range(ho):
-        for ow in range(wo):
-            for i in range(k[0]):  # rows, then columns: the first maximum wins
-                ih = oh * s[0] - p[0] + i * d[0]
-                if not 0 <= ih < h:
-                    continue
-                for j in range(k[1]):
-                    iw = ow * s[1] - p[1] + j * d[1]
-                    if not 0 <= iw < w:
-                        continue
-                    v = x[:, :, ih, iw]
-                    take = (idx[:, :, oh, ow] < 0) | (v > y[:, :, oh, ow])
-                    y[:, :, oh, ow] = np.where(take, v, y[:, :, oh, ow])
-                    idx[:, :, oh, ow] = np.where(take, ih * w + iw, idx[:, :, oh, ow])
-    return y, idx
-
-
-def _avg_windows(shape, k, s, p, ceil_mode, cip, div):
-    """Per output (oh, ow): input row and column ranges and the divisor (PyTorch's rule)."""
-    h, w = shape[2:]
-    ho, wo = _pool_out(h, k[0], s[0], p[0], 1, ceil_mode), _pool_out(w, k[1], s[1], p[1], 1, ceil_mode)
-    out = []
-    for oh in range(ho):
-        for ow in range(wo):
-            h0, w0 = oh * s[0] - p[0], ow * s[1] - p[1]
-            h1, w1 = min(h0 + k[0], h + p[0]), min(w0 + k[1], w + p[1])
-            size = (h1 - h0) * (w1 - w0)
-            h0, w0, h1, w1 = max(h0, 0), max(w0, 0), min(h1, h), min(w1, w)
-            divisor = div if div else (size if cip else (h1 - h0) * (w1 - w0))
-            out.append((oh, ow, h0, h1, w0, w1, divisor))
-    return (ho, wo), out
-
-
-def ref_avg_pool(x, k, s, p, ceil_mode, cip, div):
-    x = np.asarray(x, np.float64)
-    (ho, wo), wins = _avg_windows(x.shape, k, s, p, ceil_mode, cip, div)
-    y = np.zeros(x.shape[:2] + (ho, wo))
-    for oh, ow, h0, h1, w0, w1, divisor in wins:
-        if h1 > h0 and w1 > w0:
-            y[:, :, oh, ow] = x[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / divisor
-    return y
-
-
-def ref_avg_pool_backward(dy, shape, k, s, p, ceil_mode, cip, div):
-    dy = np.asarray(dy, np.float64)
-    dx = np.zeros(shape)
-    for oh, ow, h0, h1, w0, w1, divisor in _avg_windows(shape, k, s, p, ceil_mode, cip, div)[1]:
-        if h1 > h0 and w1 > w0:
-            dx[:, :, h0:h1, w0:w1] += dy[:, :, oh, ow, None, None] / divisor
-    return dx
-
-
-def _adaptive_ranges(size, out):
-    return [(o * size // out, -(-(o + 1) * size // out)) for o in range(out)]
-
-
-def ref_adaptive(x, out):
-    x = np.asarray(x, np.float64)
-    y = np.zeros(x.shape[:2] + tuple(out))
-    for oh, (h0, h1) in enumerate(_adaptive_ranges(x.shape[2], out[0])):
-        for ow, (w0, w1) in enumerate(_adaptive_ranges(x.shape[3], out[1])):
-            y[:, :, oh, ow] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
-    return y
+# dlkern.reference's (same argument order); the adaptive backward takes the output size too.
+_pool_out, ref_max_pool, ref_avg_pool = R.pool_out, R.max_pool2d_forward, R.avg_pool2d
+ref_avg_pool_backward, ref_adaptive = R.avg_pool2d_backward, R.adaptive_avg_pool2d
 
 
 def ref_adaptive_backward(dy, shape, out):
-    dy = np.asarray(dy, np.float64)
-    dx = np.zeros(shape)
-    for oh, (h0, h1) in enumerate(_adaptive_ranges(shape[2], out[0])):
-        for ow, (w0, w1) in enumerate(_adaptive_ranges(shape[3], out[1])):
-            dx[:, :, h0:h1, w0:w1] += dy[:, :, oh, ow, None, None] / ((h1 - h0) * (w1 - w0))
-    return dx
+    return R.adaptive_avg_pool2d_backward(dy, shape)
 
 
 def _pool_cases():

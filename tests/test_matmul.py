@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import dlkern
+from dlkern import reference
 from dlkern.ops import gemm, matmul
 from helpers import (DTYPES, as64, assert_close, check_matmul, dot_scale, num_threads, rand,
                      ref_matmul, using_isa)
@@ -290,12 +291,11 @@ def test_matmul_propagates_nonfinite(dtype, isa):
 # ---------------------------------------------------------------------------- gemm
 
 def _gemm_ref(a, b, c, alpha, beta, trans_a, trans_b):
-    a64, b64 = as64(a), as64(b)
-    opa, opb = (a64.T if trans_a else a64), (b64.T if trans_b else b64)
-    expected = alpha * (opa @ opb)
+    """(dlkern.reference.gemm's float64 result, its rounding scale, the depth k)."""
+    opa, opb = (as64(a).T if trans_a else as64(a)), (as64(b).T if trans_b else as64(b))
+    expected = reference.gemm(a, b, None if beta == 0 else as64(c), alpha, beta, trans_a, trans_b)
     scale = abs(alpha) * dot_scale(opa, opb)
     if beta != 0:
-        expected = expected + beta * as64(c)
         scale = scale + abs(beta) * np.abs(as64(c))
     return expected, scale, opa.shape[1]
 

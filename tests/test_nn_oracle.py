@@ -1,5 +1,5 @@
 """Optional extra oracle: a small network's forward and parameter gradients against
-PyTorch (skipped without torch or before the kernels are merged). The primary
+PyTorch (skipped without torch). The primary
 references are the NumPy ones in test_nn.py / test_losses.py."""
 
 import numpy as np
@@ -8,13 +8,8 @@ import pytest
 import dlkern
 import dlkern.nn as nn
 import dlkern.nn.functional as F
-from test_autograd_helpers import has_kernel
 
 torch = pytest.importorskip("torch")
-
-KERNELS = ("conv2d_backward", "max_pool2d_backward", "batch_norm_backward", "group_norm_backward",
-           "layer_norm_backward", "cross_entropy_backward", "adaptive_avg_pool2d_backward", "avg_pool2d_backward")
-pytestmark = pytest.mark.skipif(not all(has_kernel(k) for k in KERNELS), reason="kernels not merged yet")
 
 
 def build(lib):

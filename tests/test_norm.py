@@ -95,6 +95,18 @@ def dweight_units(dy, xhat, mean, rstd, k, axes, count):
             + np.sqrt((term_err ** 2).sum(axis=axes)) + 1e-300)
 
 
+def _check_affine_grads(dw, db, dy, xhat, w, red, count, mean, rstd, k, dtype):
+    """dbias = sum of dy and dweight = sum of dy * xhat over the `count` positions of the
+    axes `red` (dweight None without a weight); k: the statistics' reduction length."""
+    _tol_check(db, _as64(dy).sum(axis=red), dtype,
+               np.sqrt(count + 1.0) * np.sqrt((_as64(dy) ** 2).sum(axis=red)) + 1e-300, "dbias")
+    if w is None:
+        assert dw is None
+    else:
+        _tol_check(dw, (_as64(dy) * xhat).sum(axis=red), dtype,
+                   dweight_units(dy, xhat, mean, rstd, k, red, count), "dweight")
+
+
 # ----------------------------------------------------------------------------- layer norm
 
 LN_CASES = [  # (x shape, normalized_shape)
@@ -137,16 +149,8 @@ def test_layer_norm(shape, ns, affine, isa, threads, dtype):
     dx_units = rrstd * np.sqrt(k + 1.0) * (g + g.mean(axis=axes, keepdims=True)
                                           + (1 + np.abs(xhat)) * (g * (1 + np.abs(xhat))).mean(axis=axes, keepdims=True))
     _tol_check(dx, rdx, dtype, dx_units * (1 + np.abs(rmean) * rrstd), "dx")
-    lead_axes = tuple(range(len(shape) - len(ns)))
-    rows = int(np.prod(lead)) if lead else 1
-    terms_db = _as64(dy)
-    _tol_check(db, terms_db.sum(axis=lead_axes), dtype,
-               np.sqrt(rows + 1.0) * np.sqrt((terms_db ** 2).sum(axis=lead_axes)) + 1e-300, "dbias")
-    if w is None:
-        assert dw is None
-    else:
-        _tol_check(dw, (_as64(dy) * xhat).sum(axis=lead_axes), dtype,
-                   dweight_units(dy, xhat, rmean, rrstd, k, lead_axes, rows), "dweight")
+    _check_affine_grads(dw, db, dy, xhat, w, tuple(range(len(shape) - len(ns))), int(np.prod(lead)) if lead else 1,
+                        rmean, rrstd, k, dtype)
     assert ops.layer_norm_backward(dy, x, ns, w, mean, rstd, need_bias=False)[2] is None
 
 
@@ -260,15 +264,8 @@ def test_group_norm(shape, groups, affine, isa, threads, dtype):
     units = (rrstd[..., None] * np.sqrt(k + 1.0) * (ga + ga.mean(2, keepdims=True)
              + (1 + np.abs(xh)) * (ga * (1 + np.abs(xh))).mean(2, keepdims=True))).reshape(shape)
     _tol_check(dx, rdx, dtype, units * (1 + np.abs(grp(rmean)) * grp(rrstd)), "dx")
-    red = (0,) + tuple(range(2, x.ndim))
-    m = x.size // c
-    _tol_check(db, _as64(dy).sum(axis=red), dtype,
-               np.sqrt(m + 1.0) * np.sqrt((_as64(dy) ** 2).sum(axis=red)) + 1e-300, "dbias")
-    if w is None:
-        assert dw is None
-    else:
-        _tol_check(dw, (_as64(dy) * xhat).sum(axis=red), dtype,
-                   dweight_units(dy, xhat, grp(rmean), grp(rrstd), k, red, m), "dweight")
+    _check_affine_grads(dw, db, dy, xhat, w, (0,) + tuple(range(2, x.ndim)), x.size // c, grp(rmean), grp(rrstd), k,
+                        dtype)
 
 
 def test_group_norm_large_mean(isa, threads):
@@ -344,13 +341,7 @@ def test_batch_norm(shape, affine, training, isa, threads, dtype):
         rdx = g * rrstd
         units = 2 * ga * rrstd
     _tol_check(dx, rdx, dtype, units * (1 + np.abs(rmean) * rrstd), "dx")
-    _tol_check(db, _as64(dy).sum(axis=red), dtype,
-               np.sqrt(m + 1.0) * np.sqrt((_as64(dy) ** 2).sum(axis=red)) + 1e-300, "dbias")
-    if w is None:
-        assert dw is None
-    else:
-        _tol_check(dw, (_as64(dy) * xhat).sum(axis=red), dtype,
-                   dweight_units(dy, xhat, rmean, rrstd, m, red, m), "dweight")
+    _check_affine_grads(dw, db, dy, xhat, w, red, m, rmean, rrstd, m, dtype)
 
 
 def test_batch_norm_large_mean(isa, threads):

@@ -1,5 +1,5 @@
 """Pooling (dlkern.ops.max_pool2d / avg_pool2d / adaptive_avg_pool2d and backwards)
-against float64 NumPy references written here with explicit window loops, on every
+against float64 NumPy references (dlkern.reference, explicit window loops), on every
 ISA path and 1 and 2 threads, plus finite-difference gradient checks and errors."""
 
 import functools
@@ -9,135 +9,22 @@ import pytest
 
 import dlkern
 from dlkern import ops
+from dlkern import reference as R
 from helpers import assert_close, check_grads, num_threads, rand
 
 # ----------------------------------------------------------------------------- references
-
-
-def out_size(n, k, s, p, d, ceil_mode):
-    """PyTorch's pooling output size for one axis."""
-    o = (n + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (o - 1) * s >= n + p:
-        o -= 1
-    return o
 
 
 def pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def window_positions(o, s, p, k, d, n):
-    """Valid input positions of window o along one axis, in scan order."""
-    return [o * s - p + i * d for i in range(k) if 0 <= o * s - p + i * d < n]
-
-
-def ref_max_pool(x, k, s, p, d, ceil_mode):
-    """(y, indices) in float64: per window, the last NaN if any, else the first maximum in
-    scan order (rows then columns); a window with no input gives -inf and -1."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = pair(k), pair(s), pair(p), pair(d)
-    x = np.asarray(x, np.float64)
-    n, c, h, w = x.shape
-    oh_n, ow_n = out_size(h, kh, sh, ph, dh, ceil_mode), out_size(w, kw, sw, pw, dw, ceil_mode)
-    y = np.empty((n, c, oh_n, ow_n))
-    idx = np.empty((n, c, oh_n, ow_n), np.int64)
-    for oh in range(oh_n):
-        rows = window_positions(oh, sh, ph, kh, dh, h)
-        for ow in range(ow_n):
-            cols = window_positions(ow, sw, pw, kw, dw, w)
-            pos = [(r, q) for r in rows for q in cols]
-            if not pos:
-                y[:, :, oh, ow], idx[:, :, oh, ow] = -np.inf, -1
-                continue
-            rr = np.array([r for r, _ in pos])
-            qq = np.array([q for _, q in pos])
-            vals = x[:, :, rr, qq]                      # (n, c, P) in scan order
-            isnan = np.isnan(vals)
-            last_nan = vals.shape[-1] - 1 - np.argmax(isnan[..., ::-1], axis=-1)
-            first_max = np.argmax(np.where(isnan, -np.inf, vals), axis=-1)
-            sel = np.where(isnan.any(-1), last_nan, first_max)
-            y[:, :, oh, ow] = np.take_along_axis(vals, sel[..., None], -1)[..., 0]
-            idx[:, :, oh, ow] = rr[sel] * w + qq[sel]
-    return y, idx
-
-
-def ref_max_backward(g, idx, shape):
-    dx = np.zeros(shape)
-    n, c = shape[:2]
-    for i in range(n):
-        for j in range(c):
-            flat = dx[i, j].reshape(-1)
-            for o, at in zip(idx[i, j].reshape(-1), np.asarray(g, np.float64)[i, j].reshape(-1)):
-                if o >= 0:
-                    flat[o] += at
-    return dx
-
-
-def avg_windows(h, w, k, s, p, ceil_mode, count_include_pad, divisor_override):
-    """[(oh, ow, row slice, col slice, divisor)] by PyTorch's avg_pool2d rule."""
-    (kh, kw), (sh, sw), (ph, pw) = pair(k), pair(s), pair(p)
-    oh_n, ow_n = out_size(h, kh, sh, ph, 1, ceil_mode), out_size(w, kw, sw, pw, 1, ceil_mode)
-    out = []
-    for oh in range(oh_n):
-        h0 = oh * sh - ph
-        h1 = min(h0 + kh, h + ph)
-        for ow in range(ow_n):
-            w0 = ow * sw - pw
-            w1 = min(w0 + kw, w + pw)
-            pool = (h1 - h0) * (w1 - w0)
-            a0, a1, b0, b1 = max(h0, 0), min(h1, h), max(w0, 0), min(w1, w)
-            if divisor_override:
-                div = divisor_override
-            else:
-                div = pool if count_include_pad else (a1 - a0) * (b1 - b0)
-            out.append((oh, ow, slice(a0, a1), slice(b0, b1), div))
-    return (oh_n, ow_n), out
-
-
-def ref_avg_pool(x, k, s, p, ceil_mode, count_include_pad, divisor_override):
-    x = np.asarray(x, np.float64)
-    n, c, h, w = x.shape
-    (oh_n, ow_n), wins = avg_windows(h, w, k, s, p, ceil_mode, count_include_pad, divisor_override)
-    y = np.zeros((n, c, oh_n, ow_n))
-    for oh, ow, rs, cs, div in wins:
-        y[:, :, oh, ow] = x[:, :, rs, cs].sum(axis=(2, 3)) / div
-    return y
-
-
-def ref_avg_backward(g, shape, k, s, p, ceil_mode, count_include_pad, divisor_override):
-    g = np.asarray(g, np.float64)
-    dx = np.zeros(shape)
-    _, wins = avg_windows(shape[2], shape[3], k, s, p, ceil_mode, count_include_pad, divisor_override)
-    for oh, ow, rs, cs, div in wins:
-        dx[:, :, rs, cs] += (g[:, :, oh, ow] / div)[:, :, None, None]
-    return dx
-
-
-def adaptive_bounds(o, n_in, n_out):
-    return (o * n_in) // n_out, -((-(o + 1) * n_in) // n_out)
-
-
-def ref_adaptive(x, size):
-    x = np.asarray(x, np.float64)
-    n, c, h, w = x.shape
-    y = np.empty((n, c) + size)
-    for oh in range(size[0]):
-        h0, h1 = adaptive_bounds(oh, h, size[0])
-        for ow in range(size[1]):
-            w0, w1 = adaptive_bounds(ow, w, size[1])
-            y[:, :, oh, ow] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
-    return y
-
-
-def ref_adaptive_backward(g, shape):
-    g = np.asarray(g, np.float64)
-    dx = np.zeros(shape)
-    size = g.shape[2:]
-    for oh in range(size[0]):
-        h0, h1 = adaptive_bounds(oh, shape[2], size[0])
-        for ow in range(size[1]):
-            w0, w1 = adaptive_bounds(ow, shape[3], size[1])
-            dx[:, :, h0:h1, w0:w1] += (g[:, :, oh, ow] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
-    return dx
+# The float64 references (dlkern.reference): max pooling gives per window the last NaN if
+# any, else the first maximum in scan order (rows then columns), and -inf / -1 for a
+# window with no input; avg_pool2d follows PyTorch's divisor rule.
+ref_max_pool, ref_max_backward = R.max_pool2d_forward, R.max_pool2d_backward
+ref_avg_pool, ref_avg_backward = R.avg_pool2d, R.avg_pool2d_backward
+ref_adaptive, ref_adaptive_backward = R.adaptive_avg_pool2d, R.adaptive_avg_pool2d_backward
 
 
 # ----------------------------------------------------------------------------- cases

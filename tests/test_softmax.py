@@ -1,5 +1,5 @@
 """softmax / log_softmax over any axis and their backward passes, against float64
-NumPy references written here, on every ISA path, 1 and 2 threads, float32/float64.
+NumPy references (dlkern.reference), on every ISA path, 1 and 2 threads, float32/float64.
 
 Tolerances: softmax outputs are checked relative to their own size (an exp, a
 division and a sum of `dim` terms: a few ulp times sqrt(dim)); log_softmax outputs
@@ -12,32 +12,15 @@ import pytest
 
 import dlkern
 from dlkern import ops
-from helpers import assert_close, check_grads, num_threads
+from dlkern import reference as R
+from helpers import assert_close, check_grads, num_threads, raises_each
 
 def rel_scale(ref, dtype):
     return np.abs(ref) + np.finfo(dtype).tiny
 
 
-def softmax_ref(x, dim):
-    """float64 softmax; a slice of all -inf gives 0."""
-    x = np.asarray(x, np.float64)
-    m = np.max(x, axis=dim, keepdims=True)
-    m = np.where(np.isneginf(m), 0.0, m)
-    e = np.exp(x - m)
-    s = np.sum(e, axis=dim, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(s > 0, e / np.where(s > 0, s, 1.0), 0.0)
-
-
-def log_softmax_ref(x, dim):
-    """float64 log_softmax; a slice of all -inf gives -inf."""
-    x = np.asarray(x, np.float64)
-    m = np.max(x, axis=dim, keepdims=True)
-    m = np.where(np.isneginf(m), 0.0, m)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # (x - m) - log(s), not x - (m + log(s)): the latter rounds at the size of m.
-        log_s = np.log(np.sum(np.exp(x - m), axis=dim, keepdims=True))
-        return np.where(np.isneginf(log_s), -np.inf, (x - m) - log_s)
+# float64 references: an all -inf slice gives 0 (softmax) / -inf (log_softmax).
+softmax_ref, log_softmax_ref = R.softmax, R.log_softmax
 
 
 def check_forward(x, dim, dtype):
@@ -244,10 +227,7 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("name,call,exc,pattern", ERRORS, ids=[e[0] for e in ERRORS])
-def test_errors(name, call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        call()
+test_errors = raises_each(ERRORS)
 
 
 def test_readonly_out_rejected():

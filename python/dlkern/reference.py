@@ -1,0 +1,300 @@
+"""Plain NumPy float64 references of every dlkern kernel: the oracle of the op table, the
+fuzz suite and the benchmarks' validation, and the base of the CUDA host twin.
+
+The module is a device namespace: each kernel has the name, call signature and return
+tuple of ``dlkern.device("cpu").<name>`` (``reference.softmax(x, dim)``,
+``reference.conv2d_backward(g, x, w, ...)`` -> (dx, dw, db)), so a test can call the same
+row on any device and on this one. Results are float64 whatever the input dtype.
+
+Written from the documented semantics (PyTorch's where dlkern follows it), never calling
+dlkern: forwards as direct formulas (a loop over kernel taps and einsum), backwards as the
+analytic adjoint of the forward. Nothing here is fast; it is meant to be obviously right.
+tests/test_fuzz_ops.py::test_reference_adjoints checks every backward here against central
+differences of its forward, so the oracle itself is tested.
+"""
+
+import math
+
+import numpy as np
+
+# The kernel names this namespace offers (the CPU namespace's ops, one list).
+KERNELS = (
+    "matmul", "gemm",
+    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+    "layer_norm", "layer_norm_forward", "layer_norm_backward", "rms_norm", "rms_norm_forward", "rms_norm_backward",
+    "group_norm", "group_norm_forward", "group_norm_backward", "batch_norm", "batch_norm_forward",
+    "batch_norm_backward",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "causal_conv1d", "causal_conv1d_backward",
+    "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "cross_entropy", "cross_entropy_forward", "cross_entropy_backward",
+    "attention_forward", "attention_backward", "decode_attention", "kv_cache_append", "rope", "rope_backward",
+    "gelu_tanh", "gelu_tanh_backward", "erf", "sigmoid", "relu",
+)
+
+
+# conv, pooling, cross-entropy and attention live in a second module (one file each
+# stays readable); they are part of this namespace.
+from ._reference_kernels import *  # noqa: E402,F401,F403
+from ._reference_kernels import f64
+
+# ----------------------------------------------------------------------------- matmul
+
+
+def _into(out, y):
+    """y, or y written into the caller's `out` (the kernels' out= argument)."""
+    if out is None:
+        return y
+    out[...] = y
+    return out
+
+
+def matmul(a, b, out=None):
+    return _into(out, np.matmul(f64(a), f64(b)))
+
+
+def gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
+    """alpha op(a) @ op(b) + beta c; c (when given) is updated in place and returned."""
+    a, b = f64(a), f64(b)
+    y = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b))
+    if c is None:
+        return y
+    if beta != 0:
+        y = y + beta * f64(c)
+    c[...] = y
+    return c
+
+
+# ----------------------------------------------------------------------------- elementwise
+
+
+def erf(x):
+    x = f64(x)
+    return np.vectorize(math.erf, otypes=[np.float64])(x) if x.size else x.copy()
+
+
+def sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-f64(x)))
+
+
+def relu(x):
+    return np.maximum(f64(x), 0.0)
+
+
+_C0, _K = math.sqrt(2.0 / math.pi), 0.044715
+
+
+def _gelu_sigmoid(x):
+    """sigmoid(2z), z = C0 (x + K x^3): 0.5 (1 + tanh(z)) without its cancellation for x < 0."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-2.0 * _C0 * (x + _K * x ** 3)))
+
+
+def gelu_tanh(x):
+    """0.5 x (1 + tanh(z)), written as x sigmoid(2z)."""
+    x = f64(x)
+    return x * _gelu_sigmoid(x)
+
+
+def gelu_tanh_backward(grad_out, x):
+    x = f64(x)
+    s = _gelu_sigmoid(x)
+    return f64(grad_out) * (s + x * s * (1.0 - s) * 2.0 * _C0 * (1.0 + 3.0 * _K * x * x))
+
+
+# ----------------------------------------------------------------------------- softmax
+
+
+def _max_shift(x, dim):
+    """(x's max along dim with -inf for an all -inf slice, that max with 0 there): the
+    shift keeps exp finite, and an all -inf slice must not become NaN (-inf - -inf)."""
+    m = np.max(x, axis=dim, keepdims=True, initial=-np.inf)
+    return m, np.where(np.isneginf(m), 0.0, m)
+
+
+def softmax(x, dim=-1, out=None):
+    """An all -inf slice gives 0; a NaN anywhere in a slice gives NaN."""
+    x = f64(x)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        m, m_safe = _max_shift(x, dim)
+        e = np.exp(x - m_safe)
+        s = np.sum(e, axis=dim, keepdims=True)
+        return _into(out, np.where(np.isneginf(m), 0.0, e / np.where(s == 0, 1.0, s)))
+
+
+def log_softmax(x, dim=-1, out=None):
+    """An all -inf slice gives -inf; a NaN anywhere in a slice gives NaN."""
+    x = f64(x)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        m, m_safe = _max_shift(x, dim)
+        # (x - m) - log(s), not x - (m + log(s)): the latter rounds at the size of m.
+        log_s = np.log(np.sum(np.exp(x - m_safe), axis=dim, keepdims=True))
+        return _into(out, np.where(np.isneginf(m), -np.inf, (x - m_safe) - log_s))
+
+
+def softmax_backward(grad_out, y, dim=-1, out=None):
+    g, y = f64(grad_out), f64(y)
+    return _into(out, y * (g - np.sum(g * y, axis=dim, keepdims=True)))
+
+
+def log_softmax_backward(grad_out, y, dim=-1, out=None):
+    g, y = f64(grad_out), f64(y)
+    return _into(out, g - np.exp(y) * np.sum(g, axis=dim, keepdims=True))
+
+
+# ----------------------------------------------------------------------------- norms
+
+
+def _norm_dx(gw, xhat, rstd, axes, centered):
+    """dx of y = xhat(x) for gradient gw w.r.t. xhat (mean-centred or RMS)."""
+    a = np.mean(gw * xhat, axis=axes, keepdims=True)
+    if centered:
+        return rstd * (gw - np.mean(gw, axis=axes, keepdims=True) - xhat * a)
+    return rstd * (gw - xhat * a)
+
+
+def _trailing(x, normalized_shape):
+    k = 1 if np.ndim(normalized_shape) == 0 else len(normalized_shape)
+    return k, tuple(range(x.ndim - k, x.ndim)), x.shape[:x.ndim - k]
+
+
+def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """(y, mean, rstd) over the trailing normalized_shape dims; biased variance."""
+    x = f64(x)
+    _, axes, lead = _trailing(x, normalized_shape)
+    mean = x.mean(axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    y = (x - mean) * rstd
+    if weight is not None:
+        y = y * f64(weight)
+    if bias is not None:
+        y = y + f64(bias)
+    return y, mean.reshape(lead), rstd.reshape(lead)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    return layer_norm_forward(x, normalized_shape, weight, bias, eps)[0]
+
+
+def layer_norm_backward(grad_out, x, normalized_shape, weight, mean, rstd, need_bias=True):
+    """(dx, dweight or None, dbias or None)."""
+    g, x = f64(grad_out), f64(x)
+    k, axes, lead = _trailing(x, normalized_shape)
+    mean, rstd = f64(mean).reshape(lead + (1,) * k), f64(rstd).reshape(lead + (1,) * k)
+    xhat = (x - mean) * rstd
+    gw = g if weight is None else g * f64(weight)
+    lead_axes = tuple(range(len(lead)))
+    dw = None if weight is None else np.sum(g * xhat, axis=lead_axes)
+    return _norm_dx(gw, xhat, rstd, axes, True), dw, np.sum(g, axis=lead_axes) if need_bias else None
+
+
+def rms_norm_forward(x, normalized_shape, weight=None, eps=None):
+    """(y, rstd); eps None is the input dtype's machine epsilon, as PyTorch."""
+    eps = float(np.finfo(np.asarray(x).dtype).eps) if eps is None else eps
+    x = f64(x)
+    _, axes, lead = _trailing(x, normalized_shape)
+    rstd = 1.0 / np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + eps)
+    y = x * rstd if weight is None else x * rstd * f64(weight)
+    return y, rstd.reshape(lead)
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    return rms_norm_forward(x, normalized_shape, weight, eps)[0]
+
+
+def rms_norm_backward(grad_out, x, normalized_shape, weight, rstd):
+    """(dx, dweight or None)."""
+    g, x = f64(grad_out), f64(x)
+    k, axes, lead = _trailing(x, normalized_shape)
+    rstd = f64(rstd).reshape(lead + (1,) * k)
+    xhat = x * rstd
+    gw = g if weight is None else g * f64(weight)
+    dw = None if weight is None else np.sum(g * xhat, axis=tuple(range(len(lead))))
+    return _norm_dx(gw, xhat, rstd, axes, False), dw
+
+
+def _channel(a, ndim):
+    return f64(a).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """(y, mean, rstd), statistics (N, num_groups) over each group's channels and positions."""
+    x = f64(x)
+    n = x.shape[0]
+    xg = x.reshape(n, num_groups, math.prod(x.shape[1:]) // num_groups)
+    mean = xg.mean(axis=2, keepdims=True)
+    rstd = 1.0 / np.sqrt(((xg - mean) ** 2).mean(axis=2, keepdims=True) + eps)
+    y = ((xg - mean) * rstd).reshape(x.shape)
+    if weight is not None:
+        y = y * _channel(weight, x.ndim)
+    if bias is not None:
+        y = y + _channel(bias, x.ndim)
+    return y, mean.reshape(n, num_groups), rstd.reshape(n, num_groups)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    return group_norm_forward(x, num_groups, weight, bias, eps)[0]
+
+
+def group_norm_backward(grad_out, x, num_groups, weight, mean, rstd, need_bias=True):
+    g, x = f64(grad_out), f64(x)
+    n = x.shape[0]
+    xg = x.reshape(n, num_groups, math.prod(x.shape[1:]) // num_groups)
+    mean, rstd = f64(mean).reshape(n, num_groups, 1), f64(rstd).reshape(n, num_groups, 1)
+    xhat = (xg - mean) * rstd
+    gw = g if weight is None else g * _channel(weight, x.ndim)
+    dx = _norm_dx(gw.reshape(xg.shape), xhat, rstd, (2,), True).reshape(x.shape)
+    red = (0,) + tuple(range(2, x.ndim))
+    dw = None if weight is None else np.sum(g * xhat.reshape(x.shape), axis=red)
+    return dx, dw, np.sum(g, axis=red) if need_bias else None
+
+
+def batch_norm_running(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """(y, save_mean, save_rstd, new running_mean, new running_var), nothing in place."""
+    x = f64(x)
+    red = (0,) + tuple(range(2, x.ndim))
+    rm, rv = f64(running_mean), f64(running_var)
+    if training:
+        mean = x.mean(axis=red)
+        var = ((x - _channel(mean, x.ndim)) ** 2).mean(axis=red)
+        count = x.size // x.shape[1]
+        if rm is not None:
+            rm = (1 - momentum) * rm + momentum * mean
+            rv = (1 - momentum) * rv + momentum * var * count / (count - 1)
+    else:
+        mean, var = rm, rv
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = (x - _channel(mean, x.ndim)) * _channel(rstd, x.ndim)
+    if weight is not None:
+        y = y * _channel(weight, x.ndim)
+    if bias is not None:
+        y = y + _channel(bias, x.ndim)
+    return y, mean, rstd, rm, rv
+
+
+def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                       eps=1e-5):
+    """(y, save_mean, save_rstd); in training the running statistics are updated in place
+    (unbiased variance), as the kernel does."""
+    y, mean, rstd, rm, rv = batch_norm_running(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    if training and running_mean is not None:
+        running_mean[...], running_var[...] = rm, rv
+    return y, mean, rstd
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    return batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
+
+
+def batch_norm_backward(grad_out, x, weight, save_mean, save_rstd, training, need_bias=True):
+    """(dx, dweight or None, dbias or None); eval mode treats the statistics as constants."""
+    g, x = f64(grad_out), f64(x)
+    red = (0,) + tuple(range(2, x.ndim))
+    mean, rstd = _channel(save_mean, x.ndim), _channel(save_rstd, x.ndim)
+    xhat = (x - mean) * rstd
+    gw = g if weight is None else g * _channel(weight, x.ndim)
+    dx = _norm_dx(gw, xhat, rstd, red, True) if training else gw * rstd
+    dw = None if weight is None else np.sum(g * xhat, axis=red)
+    return dx, dw, np.sum(g, axis=red) if need_bias else None
+
