@@ -3,7 +3,7 @@ module with the same functions, in tests); see dlkern.devices."""
 
 import numpy as np
 
-from ..device_array import basic_view, install
+from ..device_array import basic_view, install, leading_arrays, promote
 from ..generator import RNG
 
 try:
@@ -215,7 +215,7 @@ class CUDADevice:
         if isinstance(a, self.module.DeviceArray) or isinstance(b, self.module.DeviceArray):
             # one dtype for both branches, as NumPy's result type (the kernel refuses mixed
             # dtypes, a float with an int64 array and a non-bool number with a bool array)
-            a, b = self.module.DeviceArray._promote(a, b)
+            a, b = promote(self.module.DeviceArray, a, b)
         return self.module.where(cond, a, b)
 
     def var(self, x, axis=None, ddof=0, keepdims=False):
@@ -277,7 +277,7 @@ class CUDADevice:
         if isinstance(index, tuple) and len(index) == 1:
             index = index[0]
         if isinstance(index, tuple):
-            pairs = x._leading_arrays(x, index) if x.is_contiguous() else None
+            pairs = leading_arrays(x, index) if x.is_contiguous() else None
             if pairs is None:
                 raise NotImplementedError("add_at on cuda: only basic indices, one integer index array, or integer "
                                           "arrays over the leading axes of a contiguous array are supported")
@@ -323,7 +323,7 @@ class _Kernel:
         self.device._check_same_device(self.__name__, args)
         args = tuple(a.item() if isinstance(a, np.generic) else a for a in args)
         if self.promote and len(args) == 2:
-            args = self.device.module.DeviceArray._promote(*args)
+            args = promote(self.device.module.DeviceArray, *args)
         return self.fn(*args, **kwargs)
 
     def __repr__(self):
