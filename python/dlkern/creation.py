@@ -7,7 +7,7 @@ import numpy as np
 
 from . import functions as _F
 from .dtypes import DEFAULT_FLOAT, as_dtype, float_or_default, int64
-from .tensor import Tensor, from_numpy, tensor  # noqa: F401  (re-exported: they make tensors too)
+from .tensor import Tensor, from_numpy, tensor  # noqa: F401  (defined with the class; they make tensors too)
 from .tensor_methods import shape_arg
 
 _from_host = Tensor._from_host

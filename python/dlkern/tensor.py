@@ -10,6 +10,10 @@ In-place updates (``+=``, ``-=``, ``*=``, ``/=``, ``add_``, ``t[i] = v``, ...) c
 grad mode is on they are refused (RuntimeError) on a tensor that requires grad (a leaf,
 as PyTorch, or a graph node whose saved values they could corrupt) and with a right side
 that requires grad.
+
+Around the class: dlkern.tensor_methods (its methods that only build Functions),
+dlkern.creation (factories, cat/stack/split/where), dlkern.random (rand/randn/randint),
+dlkern.generator (the RNG), dlkern.dtypes, dlkern.tensor_functions (dlkern.exp(t), ...).
 """
 
 import numbers
@@ -21,10 +25,9 @@ from . import functions as _F
 from .autograd.engine import backward as _run_backward
 from .autograd.grad_mode import GradMode
 from .devices import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
-from .dtypes import (DEFAULT_FLOAT, FLOAT_KINDS, as_dtype, bool_, float16, float32, float64, int32,  # noqa: F401
-                     int64, long)
-from .generator import RNG, default_generator, manual_seed  # noqa: F401
-from .tensor_methods import MinMaxResult, TensorMethods, check_pair, index_arg, shape_arg  # noqa: F401
+from .dtypes import DEFAULT_FLOAT, FLOAT_KINDS, as_dtype, float32, float64, int64
+from .generator import RNG, default_generator, manual_seed  # noqa: F401  (the last two: see the end)
+from .tensor_methods import TensorMethods, check_pair, index_arg
 
 
 class Tensor(TensorMethods):
@@ -474,7 +477,6 @@ def _operand(t, other):
     raise TypeError(f"unsupported operand type {type(other).__name__} for a Tensor op")
 
 
-
 def tensor(data, dtype=None, device="cpu", requires_grad=False):
     """A new tensor holding a copy of `data` (Python floats -> float32, ints -> int64;
     NumPy arrays keep their dtype)."""
@@ -492,6 +494,7 @@ def gelu(t, approximate="none"):
     return t.gelu(approximate)
 
 
-# Names other modules have imported from dlkern.tensor; they live in the modules above.
+# Names other modules import from dlkern.tensor, which held them before the split (with
+# default_generator and manual_seed above); they live in dlkern.generator and dlkern.dtypes.
 _RNG = RNG
 _as_dtype = as_dtype
