@@ -22,6 +22,7 @@ import numpy as np
 
 from dlkern import ops as _ops
 from dlkern import reference
+from dlkern.device_array import DeviceArrayMethods
 
 transfers = {"to_host": 0, "to_device": 0}
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
@@ -45,8 +46,9 @@ def _dtype(dtype, op="dtype"):
     return dt
 
 
-class DeviceArray:
-    """A strided array in (simulated) device memory: a view `_a` over a 1-D `_storage`."""
+class _DeviceArrayBinding:
+    """A strided array in (simulated) device memory: a view `_a` over a 1-D `_storage`,
+    with the surface of the binding's DeviceArray (csrc/bind/cuda_array.cpp)."""
 
     def __init__(self, storage, view, owner, peers=None):
         self._storage = storage
@@ -181,6 +183,11 @@ class DeviceArray:
         if not self.is_contiguous():
             raise ValueError("reshape: the array is not contiguous; call contiguous() first")
         return self._view(self._a.reshape(shape))
+
+
+class DeviceArray(DeviceArrayMethods, _DeviceArrayBinding):
+    """The twin's array: the binding's surface plus dlkern's NumPy-style methods, which
+    the real module's pybind11 class gets from dlkern.device_array.install instead."""
 
 
 # ------------------------------------------------------------------ module functions

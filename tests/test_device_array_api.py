@@ -111,3 +111,20 @@ def test_host_arrays_are_refused(dev):
         x + np.ones(5)
     with pytest.raises(TypeError):
         np.asarray(x)
+
+
+def test_install_gives_a_class_without_the_mixin_every_method():
+    """pybind11 classes cannot derive from a Python class, so dlkern._C_cuda.DeviceArray gets
+    DeviceArrayMethods' methods from install(); a class of the twin's binding surface that
+    does not derive from it stands in for the pybind11 class."""
+    import types
+    from dlkern.device_array import DeviceArrayMethods, install
+    bound = type("DeviceArray", (host_cuda._DeviceArrayBinding,), {"__module__": "host_cuda"})
+    assert bound.__hash__ is not None and bound.reshape is host_cuda._DeviceArrayBinding.reshape
+    install(types.SimpleNamespace(DeviceArray=bound))
+    for name, value in vars(DeviceArrayMethods).items():
+        if name not in ("__module__", "__qualname__", "__doc__", "__slots__"):
+            assert bound.__dict__[name] is value, name
+    assert bound.__hash__ is None  # == is elementwise
+    install(types.SimpleNamespace(DeviceArray=host_cuda.DeviceArray))  # derives from it: nothing to add
+    assert "sum" not in host_cuda.DeviceArray.__dict__

@@ -14,23 +14,27 @@ from . import ops
 from . import device as _device_module
 from .device import device, cpu
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled, Function
-from .tensor import (Tensor, tensor, from_numpy, zeros, ones, empty, full, randn, rand, randint, arange,
-                     zeros_like, ones_like, empty_like, full_like, randn_like, rand_like, manual_seed,
-                     cat, concatenate, stack, split, chunk, where, matmul, gelu, exp, log, sqrt, abs, clamp,
-                     tanh, sigmoid, relu, selu, softplus, silu, sum, mean, max, min, amax, amin, var, std,
-                     logsumexp, argmax, argmin, reshape, transpose, permute, flatten, squeeze, unsqueeze,
-                     softmax, log_softmax, sin, cos, maximum, minimum, masked_fill, tril, triu, float32, float64, float16, int32, int64, long, bool_)
+from .dtypes import float32, float64, float16, int32, int64, long, bool_
+from .generator import manual_seed
+from .tensor import Tensor
+from .creation import (tensor, from_numpy, zeros, ones, empty, full, arange, zeros_like, ones_like, empty_like,
+                       full_like, cat, concatenate, stack, split, chunk, where)
+from .random import randn, rand, randint, randn_like, rand_like
+from .tensor_functions import (matmul, gelu, exp, log, sqrt, abs, clamp, tanh, sigmoid, relu, selu, softplus, silu,
+                               sum, mean, max, min, amax, amin, var, std, logsumexp, argmax, argmin, reshape,
+                               transpose, permute, flatten, squeeze, unsqueeze, softmax, log_softmax, sin, cos,
+                               maximum, minimum, masked_fill, tril, triu)
 from . import nn
 from . import optim, data
 from . import cuda
+from .devices.cuda import cuda_module as _cuda_module
 
 __version__ = _C.build_info()["version"]
 
 
 def _cuda_info():
-    try:
-        from . import _C_cuda
-    except ImportError:
+    _C_cuda = _cuda_module()
+    if _C_cuda is None:
         return {"built": False}
     info = {"built": True}
     info.update(_C_cuda.build_info())

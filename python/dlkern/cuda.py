@@ -8,7 +8,7 @@ raise RuntimeError saying which of the two is missing.
 import sys
 import types
 
-from .device import _cuda_module, _cuda_unavailable_reason
+from .devices.cuda import cuda_module as _cuda_module, unavailable_reason as _cuda_unavailable_reason
 
 
 def is_available():

@@ -10,73 +10,43 @@ In-place updates (``+=``, ``-=``, ``*=``, ``/=``, ``add_``, ``t[i] = v``, ...) c
 grad mode is on they are refused (RuntimeError) on a tensor that requires grad (a leaf,
 as PyTorch, or a graph node whose saved values they could corrupt) and with a right side
 that requires grad.
+
+Around the class: dlkern.tensor_methods (its methods that only build Functions),
+dlkern.creation (factories, cat/stack/split/where), dlkern.random (rand/randn/randint),
+dlkern.generator (the RNG), dlkern.dtypes, dlkern.tensor_functions (dlkern.exp(t), ...).
 """
 
-import builtins as _builtins
-import collections as _collections
 import numbers
 import operator as _operator
 
 import numpy as np
 
-from . import autograd as _autograd
-from .autograd import function as _function_module
+from . import functions as _F
 from .autograd.engine import backward as _run_backward
 from .autograd.grad_mode import GradMode
-from .device import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
-
-float32 = np.dtype(np.float32)
-float64 = np.dtype(np.float64)
-float16 = np.dtype(np.float16)
-int32 = np.dtype(np.int32)
-int64 = np.dtype(np.int64)
-long = int64
-bool_ = np.dtype(np.bool_)
-_FLOAT_KINDS = "f"
-_DEFAULT_FLOAT = float32
+from .devices import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
+from .dtypes import DEFAULT_FLOAT, FLOAT_KINDS, as_dtype, float32, float64, int64
+from .generator import RNG, default_generator, manual_seed  # noqa: F401  (the last two: see the end)
+from .tensor_methods import TensorMethods, check_pair, index_arg
 
 
-class _RNG:
-    generator = np.random.default_rng()
-
-
-def manual_seed(seed):
-    """Seed dlkern's random generator (randn/rand, init, dropout)."""
-    _RNG.generator = np.random.default_rng(int(seed))
-    return _RNG.generator
-
-
-def default_generator():
-    return _RNG.generator
-
-
-def _as_dtype(dtype):
-    if dtype is None:
-        return None
-    if isinstance(dtype, str):
-        dtype = {"float": "float32", "double": "float64", "long": "int64", "int": "int32"}.get(dtype, dtype)
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"unsupported dtype {dtype!r}") from None
-
-
-class Tensor:
-    """An n-dimensional array with autograd. See the module docstring."""
+class Tensor(TensorMethods):
+    """An n-dimensional array with autograd. See the module docstring; the methods that
+    only build Functions (shape, reductions, math) are in dlkern.tensor_methods."""
 
     __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "__weakref__")
     __array_ufunc__ = None  # ndarray OP Tensor defers to the Tensor's reflected operator
 
     def __init__(self, data, dtype=None, device="cpu", requires_grad=False):
         dev = _get_device(device)
-        dtype = _as_dtype(dtype)
+        dtype = as_dtype(dtype)
         if isinstance(data, Tensor):
-            data = _host_array(data.data)  # a device tensor is copied through the host
+            data = _F.host_array(data.data)  # a device tensor is copied through the host
         arr = np.array(data, dtype=dtype, copy=True)
         if dtype is None:
             native = isinstance(data, (np.ndarray, np.generic))
             if arr.dtype.kind == "f" and not native:
-                arr = arr.astype(_DEFAULT_FLOAT)  # Python floats -> float32, as PyTorch
+                arr = arr.astype(DEFAULT_FLOAT)  # Python floats -> float32, as PyTorch
             elif arr.dtype.kind in "iu" and not native:
                 arr = arr.astype(np.int64)
             elif arr.dtype == object:
@@ -97,6 +67,15 @@ class Tensor:
         t.requires_grad = requires_grad
         t.grad_fn = grad_fn
         t.device = device
+        return t
+
+    @staticmethod
+    def _from_host(array, device, requires_grad):
+        """A tensor on `device` from a host array made by a factory (copied to a GPU)."""
+        dev = _get_device(device)
+        t = Tensor._make(dev.from_host(array), dev, False, None)
+        if requires_grad:
+            t.requires_grad_(True)
         return t
 
     def _wrap_grad(self, array):
@@ -133,7 +112,7 @@ class Tensor:
         return self.permute(*reversed(range(self.ndim)))
 
     def requires_grad_(self, requires_grad=True):
-        if requires_grad and self.data.dtype.kind not in _FLOAT_KINDS:
+        if requires_grad and self.data.dtype.kind not in FLOAT_KINDS:
             raise RuntimeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
         if not requires_grad and self.grad_fn is not None:
             raise RuntimeError("cannot set requires_grad=False on a non-leaf tensor; use .detach()")
@@ -216,7 +195,7 @@ class Tensor:
         """self on `target` (a device namespace), differentiable; self when already there."""
         if target is self.device or target == self.device and type(target) is type(self.device):
             return self
-        return _ToDevice.apply_to(self, target)
+        return _F.ToDevice.apply_to(self, target)
 
     def to(self, *args, **kwargs):
         """to(device), to(dtype) or to(device, dtype); gradients flow through a dtype cast."""
@@ -229,8 +208,8 @@ class Tensor:
             else:
                 target_dtype = a
         out = self
-        if target_dtype is not None and _as_dtype(target_dtype) != self.dtype:
-            out = _F.Cast.apply(out, _as_dtype(target_dtype))
+        if target_dtype is not None and as_dtype(target_dtype) != self.dtype:
+            out = _F.Cast.apply(out, as_dtype(target_dtype))
         if target_device is not None:
             out = out._moved(target_device)
         return out
@@ -322,7 +301,7 @@ class Tensor:
         return _F.Pow.apply(_operand(self, other), self)
 
     def __matmul__(self, other):
-        _check_pair("matmul", self, other)
+        check_pair("matmul", self, other)
         return _F.MatMul.apply(self, other)
 
     def __rmatmul__(self, other):
@@ -385,7 +364,7 @@ class Tensor:
 
     def __setitem__(self, index, value):
         self._inplace_ok()
-        self.data[_index(index)] = value.data if isinstance(value, Tensor) else value
+        self.data[index_arg(index)] = value.data if isinstance(value, Tensor) else value
 
     def zero_(self):
         self._inplace_ok()
@@ -478,223 +457,6 @@ class Tensor:
     def __itruediv__(self, other):
         return self._inplace_binary(other, _operator.itruediv, "/=")
 
-    # ------------------------------------------------------------------ indexing and shape
-    def __getitem__(self, index):
-        return _F.GetItem.apply(self, _index(index))
-
-    def reshape(self, *shape):
-        shape = _shape_arg(shape)
-        return _F.Reshape.apply(self, shape)
-
-    def view(self, *shape):
-        return self.reshape(*shape)
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        nd = self.ndim
-        if nd == 0:
-            return self.reshape(1)
-        s, e = start_dim % nd, end_dim % nd
-        if s > e:
-            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-        shape = self.shape
-        n = 1
-        for d in shape[s:e + 1]:
-            n *= d
-        return _F.Reshape.apply(self, shape[:s] + (n,) + shape[e + 1:])
-
-    def transpose(self, dim0, dim1):
-        return _F.Transpose.apply(self, dim0, dim1)
-
-    def t(self):
-        if self.ndim > 2:
-            raise ValueError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim}")
-        return self if self.ndim < 2 else self.transpose(0, 1)
-
-    def permute(self, *dims):
-        dims = tuple(d % self.ndim for d in _shape_arg(dims))
-        if sorted(dims) != list(range(self.ndim)):
-            raise ValueError(f"permute: dims {dims} are not a permutation of {self.ndim} dimensions")
-        return _F.Permute.apply(self, dims)
-
-    def expand(self, *shape):
-        shape = _shape_arg(shape)
-        lead = len(shape) - self.ndim
-        if lead < 0:
-            raise ValueError(f"expand: shape {shape} has fewer dimensions than the tensor {tuple(self.shape)}")
-        full = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
-        return _F.Expand.apply(self, full)
-
-    def expand_as(self, other):
-        return self.expand(*other.shape)
-
-    def squeeze(self, dim=None):
-        if dim is None:
-            shape = tuple(n for n in self.shape if n != 1)
-        else:
-            dims = {d % self.ndim for d in ((dim,) if isinstance(dim, int) else dim)} if self.ndim else set()
-            shape = tuple(n for i, n in enumerate(self.shape) if not (i in dims and n == 1))
-        return _F.Reshape.apply(self, shape)
-
-    def unsqueeze(self, dim):
-        nd = self.ndim + 1
-        if not -nd <= dim < nd:
-            raise IndexError(f"unsqueeze: dim {dim} out of range for a result with {nd} dimensions")
-        dim %= nd
-        shape = self.shape[:dim] + (1,) + self.shape[dim:]
-        return _F.Reshape.apply(self, shape)
-
-    def split(self, split_size_or_sections, dim=0):
-        return split(self, split_size_or_sections, dim)
-
-    def chunk(self, chunks, dim=0):
-        return chunk(self, chunks, dim)
-
-    # ------------------------------------------------------------------ reductions
-    def sum(self, dim=None, keepdim=False):
-        return _F.Sum.apply(self, dim, keepdim)
-
-    def mean(self, dim=None, keepdim=False):
-        if self.data.dtype.kind not in _FLOAT_KINDS:
-            raise TypeError(f"mean() needs a floating-point tensor, got {self.dtype}")
-        return _F.Mean.apply(self, dim, keepdim)
-
-    def _max_min(self, dim, keepdim, is_min):
-        if dim is None or isinstance(dim, tuple):
-            return _F.MaxAll.apply(self, dim, keepdim, is_min)
-        values = _F.MaxDim.apply(self, dim, keepdim, is_min)
-        idx = (self.data.argmin if is_min else self.data.argmax)(axis=dim, keepdims=keepdim)
-        return MinMaxResult(values, Tensor._make(idx, self.device, False, None))
-
-    def max(self, dim=None, keepdim=False):
-        """max() -> the largest element; max(dim) -> (values, indices)."""
-        return self._max_min(dim, keepdim, False)
-
-    def min(self, dim=None, keepdim=False):
-        return self._max_min(dim, keepdim, True)
-
-    def amax(self, dim=None, keepdim=False):
-        return _F.MaxAll.apply(self, dim, keepdim, False)
-
-    def amin(self, dim=None, keepdim=False):
-        return _F.MaxAll.apply(self, dim, keepdim, True)
-
-    def var(self, dim=None, unbiased=True, keepdim=False, correction=None):
-        if correction is None:
-            correction = 1 if unbiased else 0
-        return _F.Var.apply(self, dim, correction, keepdim)
-
-    def std(self, dim=None, unbiased=True, keepdim=False, correction=None):
-        return self.var(dim, unbiased, keepdim, correction).sqrt()
-
-    def logsumexp(self, dim, keepdim=False):
-        return _F.LogSumExp.apply(self, dim, keepdim)
-
-    def argmax(self, dim=None, keepdim=False):
-        return Tensor._make(self.device.asarray(self.data.argmax(axis=dim, keepdims=keepdim)), self.device, False, None)
-
-    def argmin(self, dim=None, keepdim=False):
-        return Tensor._make(self.device.asarray(self.data.argmin(axis=dim, keepdims=keepdim)), self.device, False, None)
-
-    # ------------------------------------------------------------------ math
-    def exp(self):
-        return _F.Exp.apply(self)
-
-    def log(self):
-        return _F.Log.apply(self)
-
-    def sqrt(self):
-        return _F.Sqrt.apply(self)
-
-    def abs(self):
-        return _F.Abs.apply(self)
-
-    def clamp(self, min=None, max=None):
-        if min is None and max is None:
-            raise ValueError("clamp: at least one of min and max must be given")
-        for name, bound in (("min", min), ("max", max)):
-            if isinstance(bound, Tensor):
-                if bound.device != self.device:
-                    raise RuntimeError(f"clamp: {name} is on {bound.device} but the tensor is on {self.device}")
-                if bound.dtype != self.dtype:
-                    raise TypeError(f"clamp: {name} has dtype {bound.dtype} but the tensor has dtype "
-                                    f"{self.dtype}; convert one with .to(dtype)")
-        return _F.Clamp.apply(self, min, max)
-
-    clip = clamp
-
-    def tanh(self):
-        return _F.Tanh.apply(self)
-
-    def sin(self):
-        return _F.Sin.apply(self)
-
-    def cos(self):
-        return _F.Cos.apply(self)
-
-    def maximum(self, other):
-        _check_pair("maximum", self, other)
-        return _F.Maximum.apply(self, other, False)
-
-    def minimum(self, other):
-        _check_pair("minimum", self, other)
-        return _F.Maximum.apply(self, other, True)
-
-    def masked_fill(self, mask, value):
-        """Where `mask` (bool, broadcastable) is true, `value`; elsewhere self."""
-        m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
-        if isinstance(m, np.ndarray):
-            m = self.device.from_host(m)
-        if m.dtype != np.bool_:
-            raise TypeError(f"masked_fill: mask must be bool, got {m.dtype}")
-        return _F.MaskedFill.apply(self, m, value)
-
-    def tril(self, diagonal=0):
-        return _F.MaskedFill.apply(self, self._triangle_mask(diagonal + 1, lower=False), 0)
-
-    def triu(self, diagonal=0):
-        return _F.MaskedFill.apply(self, self._triangle_mask(diagonal - 1, lower=True), 0)
-
-    def _triangle_mask(self, diagonal, lower):
-        """The bool (rows, cols) mask of the elements on or below (lower) / above the diagonal."""
-        rows, cols = self.shape[-2:]
-        ones = np.ones((rows, cols), bool)
-        mask = np.tril(ones, diagonal) if lower else np.triu(ones, diagonal)
-        return self.device.from_host(mask)
-
-    def sigmoid(self):
-        return _F.Sigmoid.apply(self)
-
-    def relu(self):
-        return _F.Relu.apply(self)
-
-    def gelu(self, approximate="none"):
-        return gelu(self, approximate)
-
-    def selu(self):
-        return _F.Selu.apply(self)
-
-    def softplus(self, beta=1.0, threshold=20.0):
-        return _F.Softplus.apply(self, beta, threshold)
-
-    def silu(self):
-        return _F.Silu.apply(self)
-
-    def softmax(self, dim=-1):
-        return _F.Softmax.apply(self, dim)
-
-    def log_softmax(self, dim=-1):
-        return _F.LogSoftmax.apply(self, dim)
-
-    def matmul(self, other):
-        return self.__matmul__(other)
-
-    def pow(self, exponent):
-        return self.__pow__(exponent)
-
-
-# ---------------------------------------------------------------------- helpers
-
-MinMaxResult = _collections.namedtuple("MinMaxResult", ["values", "indices"])
 
 def _operand(t, other):
     """The other operand of a binary op: Tensors are checked against t (dtype, device);
@@ -715,38 +477,6 @@ def _operand(t, other):
     raise TypeError(f"unsupported operand type {type(other).__name__} for a Tensor op")
 
 
-def _check_pair(op, a, b):
-    if not isinstance(b, Tensor):
-        raise TypeError(f"{op}: expected a Tensor, got {type(b).__name__}")
-    if a.data.dtype != b.data.dtype:
-        raise TypeError(f"{op}: dtype mismatch: {a.data.dtype} and {b.data.dtype}; convert one with .to(dtype)")
-    if a.device is not b.device:
-        raise RuntimeError(f"{op}: tensors on different devices: {a.device} and {b.device}")
-
-
-def _index(index):
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    if isinstance(index, list):
-        return np.asarray(index)
-    return index
-
-
-def _shape_arg(shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    try:
-        # operator.index, not int(): a float size (2.7) is an error, not silently 2.
-        return tuple(_operator.index(n) for n in shape)
-    except TypeError:
-        raise TypeError(f"sizes must be ints, got {tuple(shape)!r} "
-                        f"({', '.join(sorted({type(n).__name__ for n in shape}))})") from None
-
-
-# ---------------------------------------------------------------------- factories
-
 def tensor(data, dtype=None, device="cpu", requires_grad=False):
     """A new tensor holding a copy of `data` (Python floats -> float32, ints -> int64;
     NumPy arrays keep their dtype)."""
@@ -758,247 +488,13 @@ def from_numpy(array):
     return Tensor._make(np.asarray(array), _cpu, False, None)
 
 
-def _factory(array, device, requires_grad):
-    """A tensor on `device` from a host array made by a factory (copied to a GPU)."""
-    dev = _get_device(device)
-    t = Tensor._make(dev.from_host(array), dev, False, None)
-    if requires_grad:
-        t.requires_grad_(True)
-    return t
-
-
-def _dt(dtype):
-    return _as_dtype(dtype) or _DEFAULT_FLOAT
-
-
-def zeros(*size, dtype=None, device="cpu", requires_grad=False):
-    return _factory(np.zeros(_shape_arg(size), _dt(dtype)), device, requires_grad)
-
-
-def ones(*size, dtype=None, device="cpu", requires_grad=False):
-    return _factory(np.ones(_shape_arg(size), _dt(dtype)), device, requires_grad)
-
-
-def empty(*size, dtype=None, device="cpu", requires_grad=False):
-    return _factory(np.empty(_shape_arg(size), _dt(dtype)), device, requires_grad)
-
-
-def full(size, fill_value, dtype=None, device="cpu", requires_grad=False):
-    return _factory(np.full(_shape_arg((size,)) if not isinstance(size, int) else (size,), fill_value,
-                            _dt(dtype)), device, requires_grad)
-
-
-def randn(*size, dtype=None, device="cpu", requires_grad=False, generator=None):
-    rng = generator or _RNG.generator
-    dt = _dt(dtype)
-    arr = rng.standard_normal(_shape_arg(size), dtype=dt if dt in (float32, float64) else float64).astype(dt, copy=False)
-    return _factory(arr, device, requires_grad)
-
-
-def rand(*size, dtype=None, device="cpu", requires_grad=False, generator=None):
-    rng = generator or _RNG.generator
-    dt = _dt(dtype)
-    arr = rng.random(_shape_arg(size), dtype=dt if dt in (float32, float64) else float64).astype(dt, copy=False)
-    return _factory(arr, device, requires_grad)
-
-
-def randint(low, high=None, size=(), dtype=None, device="cpu", generator=None):
-    rng = generator or _RNG.generator
-    if high is None:
-        low, high = 0, low
-    return _factory(rng.integers(low, high, size=size).astype(_as_dtype(dtype) or int64), device, False)
-
-
-def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=False):
-    if end is None:
-        start, end = 0, start
-    if dtype is None:
-        is_int = all(isinstance(v, numbers.Integral) for v in (start, end, step))
-        dtype = int64 if is_int else _DEFAULT_FLOAT
-    return _factory(np.arange(start, end, step, dtype=_as_dtype(dtype)), device, requires_grad)
-
-
-def _like(fn, t, dtype, requires_grad, *extra):
-    dtype = _as_dtype(dtype) or t.dtype
-    return _factory(fn(t.shape, *extra, dtype=dtype), t.device, requires_grad)
-
-
-def zeros_like(t, dtype=None, requires_grad=False):
-    return _factory(np.zeros(t.shape, _as_dtype(dtype) or t.dtype), t.device, requires_grad)
-
-
-def ones_like(t, dtype=None, requires_grad=False):
-    return _factory(np.ones(t.shape, _as_dtype(dtype) or t.dtype), t.device, requires_grad)
-
-
-def empty_like(t, dtype=None, requires_grad=False):
-    return _factory(np.empty(t.shape, _as_dtype(dtype) or t.dtype), t.device, requires_grad)
-
-
-def full_like(t, fill_value, dtype=None, requires_grad=False):
-    return _factory(np.full(t.shape, fill_value, _as_dtype(dtype) or t.dtype), t.device, requires_grad)
-
-
-def randn_like(t, dtype=None, requires_grad=False):
-    return randn(*t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
-
-
-def rand_like(t, dtype=None, requires_grad=False):
-    return rand(*t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
-
-
-# ---------------------------------------------------------------------- free functions
-
-def _tensors(seq, op):
-    seq = list(seq)
-    if not seq:
-        raise ValueError(f"{op}: expected a non-empty sequence of tensors")
-    first = seq[0]
-    for t in seq:
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: expected Tensors, got {type(t).__name__}")
-        if t.dtype != first.dtype:
-            raise TypeError(f"{op}: dtype mismatch: {first.dtype} and {t.dtype}")
-    return seq
-
-
-def cat(tensors, dim=0):
-    tensors = _tensors(tensors, "cat")
-    nd = tensors[0].ndim
-    return _F.Cat.apply(dim % nd if nd else dim, *tensors)
-
-
-concatenate = cat
-
-
-def stack(tensors, dim=0):
-    tensors = _tensors(tensors, "stack")
-    return _F.Stack.apply(dim % (tensors[0].ndim + 1), *tensors)
-
-
-def split(t, split_size_or_sections, dim=0):
-    n = t.shape[dim]
-    if isinstance(split_size_or_sections, int):
-        if split_size_or_sections <= 0:
-            raise ValueError("split: split_size must be positive")
-        sizes = [_builtins.min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
-    else:
-        sizes = list(split_size_or_sections)
-        if _builtins.sum(sizes) != n:
-            raise ValueError(f"split: sections {sizes} do not sum to the size {n} of dim {dim}")
-    out, start = [], 0
-    prefix = (slice(None),) * (dim % t.ndim)
-    for s in sizes:
-        out.append(t[prefix + (slice(start, start + s),)])
-        start += s
-    return tuple(out)
-
-
-def chunk(t, chunks, dim=0):
-    n = t.shape[dim]
-    size = -(-n // chunks)
-    return split(t, size, dim)
-
-
-def where(condition, a, b):
-    ref = a if isinstance(a, Tensor) else b
-    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype != b.dtype:
-        raise TypeError(f"where: dtype mismatch: {a.dtype} and {b.dtype}")
-    if isinstance(condition, Tensor):
-        if isinstance(ref, Tensor) and condition.device != ref.device:
-            raise RuntimeError(f"where: condition is on {condition.device} but the values are on {ref.device}")
-        cond = condition.data
-    else:
-        cond = np.asarray(condition)
-        if isinstance(ref, Tensor):
-            cond = ref.device.from_host(cond)
-    if isinstance(ref, Tensor):
-        return _F.Where.apply(cond, a, b)
-    if not isinstance(cond, np.ndarray):
-        raise TypeError("where: with a device condition, a or b must be a Tensor")
-    return tensor(np.where(cond, a, b))
-
-
-def _unary(name):
-    def fn(t, *args, **kwargs):
-        return getattr(t, name)(*args, **kwargs)
-    fn.__name__ = name
-    fn.__doc__ = f"dlkern.{name}(t, ...) is t.{name}(...)."
-    return fn
-
-
-for _name in ("exp", "log", "sqrt", "abs", "clamp", "tanh", "sin", "cos", "maximum", "minimum", "masked_fill",
-              "tril", "triu", "sigmoid", "relu", "selu", "softplus", "silu",
-              "sum", "mean", "max", "min", "var", "std", "logsumexp", "argmax", "argmin", "reshape",
-              "transpose", "permute", "flatten", "squeeze", "unsqueeze", "softmax", "log_softmax", "amax", "amin"):
-    globals()[_name] = _unary(_name)
-del _name
-
-
-def matmul(a, b):
-    return a @ b
-
-
 def gelu(t, approximate="none"):
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return _F.Gelu.apply(t, approximate)
+    """dlkern.gelu(t) is t.gelu(); defined here (not in dlkern.tensor_functions) for the
+    modules that import it from dlkern.tensor."""
+    return t.gelu(approximate)
 
 
-class _Functions:
-    """Namespace of all Function classes (filled below)."""
-
-
-_F = _Functions()
-
-_function_module.Tensor = Tensor
-
-from .functions import elementwise as _fe, reduce as _fr, shape as _fs, linalg as _fl  # noqa: E402
-from .functions import activation as _fa, nn as _fn, loss as _floss  # noqa: E402
-from .autograd import Function as _Function  # noqa: E402
-
-
-class Cast(_Function):
-    """dtype conversion (or a copy when dtype is None); the gradient is cast back."""
-
-    @staticmethod
-    def forward(ctx, a, dtype):
-        ctx.src = a.dtype
-        return a.copy() if dtype is None else a.astype(dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.astype(ctx.src, copy=False), None
-
-
-for _mod in (_fe, _fr, _fs, _fl, _fa, _fn, _floss):
-    for _key, _val in vars(_mod).items():
-        if isinstance(_val, type) and issubclass(_val, _Function) and _val is not _Function:
-            setattr(_F, _key, _val)
-_F.Cast = Cast
-
-
-class _ToDevice(_Function):
-    """A copy to another device; the gradient is copied back. Function.apply makes the
-    output on the input's device, so apply_to builds the node itself."""
-
-    @classmethod
-    def apply_to(cls, t, target):
-        # Through the host (GPU to GPU too: no peer copies yet); from_host is free on the CPU.
-        data = target.from_host(_host_array(t.data))
-        if t.requires_grad and GradMode.enabled:
-            ctx = object.__new__(cls)
-            ctx.device, ctx.needs_input_grad, ctx.parents = target, [True], [t]
-            ctx.source = t.device
-            return Tensor._make(data, target, True, ctx)
-        return Tensor._make(data, target, False, None)
-
-    @staticmethod
-    def backward(ctx, g):
-        return ctx.source.from_host(_host_array(g))
-
-
-def _host_array(a):
-    """a itself when it is a NumPy array, else a host copy of a device array."""
-    return a if isinstance(a, np.ndarray) else a.numpy()
-del _mod, _key, _val
+# Names other modules import from dlkern.tensor, which held them before the split (with
+# default_generator and manual_seed above); they live in dlkern.generator and dlkern.dtypes.
+_RNG = RNG
+_as_dtype = as_dtype

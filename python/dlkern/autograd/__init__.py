@@ -8,7 +8,7 @@ without recursion.
 """
 
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .function import Function
+from .function import Function, TensorBase
 from .engine import backward
 
-__all__ = ["Function", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
+__all__ = ["Function", "TensorBase", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]

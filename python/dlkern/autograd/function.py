@@ -2,7 +2,14 @@
 
 from .grad_mode import GradMode
 
-Tensor = None  # set by dlkern.tensor once the class exists (avoids an import cycle)
+
+class TensorBase:
+    """The base class of dlkern.Tensor. Autograd recognises tensors by it, so it needs no
+    import of dlkern.tensor (whose methods import the Functions, which import autograd).
+    A tensor has data, device, requires_grad, grad_fn and grad; ``t._make(data, device,
+    requires_grad, grad_fn)`` makes a new plain Tensor."""
+
+    __slots__ = ()
 
 
 class Function:
@@ -21,15 +28,16 @@ class Function:
     def apply(cls, *args):
         # The hot path of every op: one pass over the arguments, no generators.
         ctx = object.__new__(cls)
-        device = None
+        device = first = None
         need = False
         arrays = []
         parents = []
         needs = []
         for a in args:
-            if isinstance(a, Tensor):
+            if isinstance(a, TensorBase):
                 if device is None:
                     device = a.device
+                    first = a
                 elif a.device is not device:
                     raise RuntimeError(
                         f"{cls.__name__}: expected all tensors on the same device, got {device} and {a.device}")
@@ -50,8 +58,8 @@ class Function:
             out = device.asarray(out)  # NumPy returns scalars from 0-d math; keep arrays
         if need and GradMode.enabled:
             ctx.parents = parents
-            return Tensor._make(out, device, True, ctx)
-        return Tensor._make(out, device, False, None)
+            return first._make(out, device, True, ctx)
+        return first._make(out, device, False, None)
 
     @staticmethod
     def forward(ctx, *args):

@@ -1,0 +1,109 @@
+"""Making tensors: from data, filled factories, *_like, and joining/splitting/selecting
+(cat, stack, split, chunk, where). Random tensors are in dlkern.random."""
+
+import numbers
+
+import numpy as np
+
+from . import functions as _F
+from .dtypes import DEFAULT_FLOAT, as_dtype, float_or_default, int64
+from .tensor import Tensor, from_numpy, tensor  # noqa: F401  (defined with the class; they make tensors too)
+from .tensor_methods import shape_arg
+
+_from_host = Tensor._from_host
+
+
+def zeros(*size, dtype=None, device="cpu", requires_grad=False):
+    return _from_host(np.zeros(shape_arg(size), float_or_default(dtype)), device, requires_grad)
+
+
+def ones(*size, dtype=None, device="cpu", requires_grad=False):
+    return _from_host(np.ones(shape_arg(size), float_or_default(dtype)), device, requires_grad)
+
+
+def empty(*size, dtype=None, device="cpu", requires_grad=False):
+    return _from_host(np.empty(shape_arg(size), float_or_default(dtype)), device, requires_grad)
+
+
+def full(size, fill_value, dtype=None, device="cpu", requires_grad=False):
+    return _from_host(np.full(shape_arg((size,)) if not isinstance(size, int) else (size,), fill_value,
+                              float_or_default(dtype)), device, requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        is_int = all(isinstance(v, numbers.Integral) for v in (start, end, step))
+        dtype = int64 if is_int else DEFAULT_FLOAT
+    return _from_host(np.arange(start, end, step, dtype=as_dtype(dtype)), device, requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad=False):
+    return _from_host(np.zeros(t.shape, as_dtype(dtype) or t.dtype), t.device, requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad=False):
+    return _from_host(np.ones(t.shape, as_dtype(dtype) or t.dtype), t.device, requires_grad)
+
+
+def empty_like(t, dtype=None, requires_grad=False):
+    return _from_host(np.empty(t.shape, as_dtype(dtype) or t.dtype), t.device, requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, requires_grad=False):
+    return _from_host(np.full(t.shape, fill_value, as_dtype(dtype) or t.dtype), t.device, requires_grad)
+
+
+def _tensors(seq, op):
+    seq = list(seq)
+    if not seq:
+        raise ValueError(f"{op}: expected a non-empty sequence of tensors")
+    first = seq[0]
+    for t in seq:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: expected Tensors, got {type(t).__name__}")
+        if t.dtype != first.dtype:
+            raise TypeError(f"{op}: dtype mismatch: {first.dtype} and {t.dtype}")
+    return seq
+
+
+def cat(tensors, dim=0):
+    tensors = _tensors(tensors, "cat")
+    nd = tensors[0].ndim
+    return _F.Cat.apply(dim % nd if nd else dim, *tensors)
+
+
+concatenate = cat
+
+
+def stack(tensors, dim=0):
+    tensors = _tensors(tensors, "stack")
+    return _F.Stack.apply(dim % (tensors[0].ndim + 1), *tensors)
+
+
+def split(t, split_size_or_sections, dim=0):
+    return t.split(split_size_or_sections, dim)
+
+
+def chunk(t, chunks, dim=0):
+    return t.chunk(chunks, dim)
+
+
+def where(condition, a, b):
+    ref = a if isinstance(a, Tensor) else b
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype != b.dtype:
+        raise TypeError(f"where: dtype mismatch: {a.dtype} and {b.dtype}")
+    if isinstance(condition, Tensor):
+        if isinstance(ref, Tensor) and condition.device != ref.device:
+            raise RuntimeError(f"where: condition is on {condition.device} but the values are on {ref.device}")
+        cond = condition.data
+    else:
+        cond = np.asarray(condition)
+        if isinstance(ref, Tensor):
+            cond = ref.device.from_host(cond)
+    if isinstance(ref, Tensor):
+        return _F.Where.apply(cond, a, b)
+    if not isinstance(cond, np.ndarray):
+        raise TypeError("where: with a device condition, a or b must be a Tensor")
+    return tensor(np.where(cond, a, b))

@@ -1,0 +1,121 @@
+"""The CPU device namespace: arrays are numpy.ndarray; elementwise math and array
+primitives are NumPy's, kernels are dlkern.ops' (see dlkern.devices)."""
+
+import numpy as np
+
+from .. import ops
+from ..generator import RNG
+from . import erf_fit
+
+
+def _sigmoid(x):
+    # 0.5 * tanh(x / 2) + 0.5: one transcendental, no overflow for large |x|.
+    y = np.tanh(x * 0.5)
+    y *= 0.5
+    y += 0.5
+    return y
+
+
+class CPUDevice:
+    """The CPU: arrays are numpy.ndarray."""
+
+    type = "cpu"
+    index = None
+    array_type = np.ndarray
+
+    # elementwise and array primitives from NumPy
+    add = staticmethod(np.add)
+    subtract = staticmethod(np.subtract)
+    multiply = staticmethod(np.multiply)
+    divide = staticmethod(np.divide)
+    negative = staticmethod(np.negative)
+    power = staticmethod(np.power)
+    exp = staticmethod(np.exp)
+    expm1 = staticmethod(np.expm1)
+    log = staticmethod(np.log)
+    log1p = staticmethod(np.log1p)
+    sqrt = staticmethod(np.sqrt)
+    abs = staticmethod(np.abs)
+    sign = staticmethod(np.sign)
+    tanh = staticmethod(np.tanh)
+    sin = staticmethod(np.sin)
+    cos = staticmethod(np.cos)
+    tril = staticmethod(np.tril)
+    triu = staticmethod(np.triu)
+    maximum = staticmethod(np.maximum)
+    minimum = staticmethod(np.minimum)
+    clip = staticmethod(np.clip)
+    where = staticmethod(np.where)
+    logaddexp = staticmethod(np.logaddexp)
+    sigmoid = staticmethod(_sigmoid)
+    erf = staticmethod(erf_fit.erf)  # a Chebyshev fit until the C++ gelu_erf kernel
+    sum = staticmethod(np.sum)
+    mean = staticmethod(np.mean)
+    amax = staticmethod(np.amax)
+    amin = staticmethod(np.amin)
+    argmax = staticmethod(np.argmax)
+    argmin = staticmethod(np.argmin)
+    var = staticmethod(np.var)
+    concatenate = staticmethod(np.concatenate)
+    stack = staticmethod(np.stack)
+    broadcast_to = staticmethod(np.broadcast_to)
+    expand_dims = staticmethod(np.expand_dims)
+    take_along_axis = staticmethod(np.take_along_axis)
+    put_along_axis = staticmethod(np.put_along_axis)
+    add_at = staticmethod(np.add.at)
+    zeros = staticmethod(np.zeros)
+    ones = staticmethod(np.ones)
+    empty = staticmethod(np.empty)
+    full = staticmethod(np.full)
+    zeros_like = staticmethod(np.zeros_like)
+    ones_like = staticmethod(np.ones_like)
+    asarray = staticmethod(np.asarray)
+    contiguous = staticmethod(np.ascontiguousarray)
+    arange = staticmethod(np.arange)
+
+    def fused(self, name):
+        """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy
+        updates run in place already."""
+        return None
+
+    def uniform(self, shape):
+        """Uniform [0, 1) samples (float64) from dlkern's generator (dlkern.manual_seed)."""
+        return RNG.generator.random(shape)
+
+    def from_host(self, array):
+        """The host array itself (no copy): the CPU's arrays already live on the host."""
+        return np.asarray(array)
+
+    def __getattr__(self, name):
+        # Any other name is a kernel: dlkern.ops.<name>, looked up on first use, so kernels
+        # added to dlkern.ops need no line here. It is kept in the instance's namespace: a
+        # lookup that reaches __getattr__ costs ~1.5 us (a failed lookup), once per op call.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        fn = getattr(ops, name, None)
+        if fn is None:
+            raise NotImplementedError(
+                f"op '{name}' is not implemented on device 'cpu' (no kernel dlkern.ops.{name})")
+        self.__dict__[name] = fn
+        return fn
+
+    def __repr__(self):
+        return "device(type='cpu')"
+
+    def __str__(self):
+        return "cpu"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            return other == "cpu"
+        return other is self
+
+    def __hash__(self):
+        return hash("cpu")
+
+    def __reduce__(self):
+        # pickle/deepcopy by reference: there is one CPU namespace, compared by identity
+        return "cpu"
+
+
+cpu = CPUDevice()
