@@ -3,6 +3,7 @@
 import os
 import sys
 import tempfile
+import zlib
 
 import numpy as np
 import pytest
@@ -41,33 +42,61 @@ def dtype(request):
     return request.param
 
 
-# --- PyTorch parity must not skip where PyTorch is installed on purpose -------------
+# --- Each test starts from the same random state --------------------------------------
+# dlkern's generator (randn/rand, init, dropout) and NumPy's legacy global one are seeded
+# from the test's id before every test, so a test's random draws do not depend on which
+# tests ran before it (or on -k / -x / the file order) and a failure replays alone.
+@pytest.fixture(autouse=True)
+def _seed_per_test(request):
+    seed = zlib.crc32(request.node.nodeid.encode())
+    dlkern.manual_seed(seed)
+    np.random.seed(seed)
+    yield
+
+
+# --- Tests that must not skip where their dependency is installed on purpose ----------
 # CI installs the CPU PyTorch wheel and reruns the parity tests with
 # DLKERN_REQUIRE_TORCH=1: any test (or module) skipped for lack of torch then fails the
 # session, so a parity check can never go quiet by skipping on every run.
-_torch_skips = []
+# bench/gpu_check.sh sets DLKERN_REQUIRE_CUDA=1 on a machine with a GPU: a test skipped
+# because the CUDA module is missing or sees no device then fails the session (a build
+# or driver problem must not pass as "skipped"). The phrases are those of the skip
+# reasons in tests/cuda_support.py and test_cuda.py; the tests that skip *because* a GPU
+# is present ("...of a machine without a GPU") do not match them.
+_CUDA_SKIP_PHRASES = ("_c_cuda is not built", "_c_cuda is missing", "no usable cuda device",
+                      "needs a cuda device")
+_REQUIRED = {
+    "DLKERN_REQUIRE_TORCH": ("torch", lambda text: "torch" in text),
+    "DLKERN_REQUIRE_CUDA": ("CUDA", lambda text: any(p in text for p in _CUDA_SKIP_PHRASES)),
+}
+_required_skips = {env: [] for env in _REQUIRED}
 
 
-def _skipped_for_torch(report):
-    return report.skipped and "torch" in str(report.longrepr).lower()
+def _note_skip(report):
+    if not report.skipped:
+        return
+    text = str(report.longrepr).lower()
+    for env, (_, matches) in _REQUIRED.items():
+        if matches(text):
+            _required_skips[env].append(report.nodeid)
 
 
 def pytest_collectreport(report):
-    if _skipped_for_torch(report):
-        _torch_skips.append(report.nodeid)
+    _note_skip(report)
 
 
 def pytest_runtest_logreport(report):
-    if _skipped_for_torch(report):
-        _torch_skips.append(report.nodeid)
+    _note_skip(report)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if os.environ.get("DLKERN_REQUIRE_TORCH") == "1" and _torch_skips:
-        print(f"\nDLKERN_REQUIRE_TORCH=1 but {len(_torch_skips)} tests skipped for torch:")
-        for nodeid in _torch_skips[:20]:
-            print("  ", nodeid)
-        session.exitstatus = 1
+    for env, (what, _) in _REQUIRED.items():
+        skips = _required_skips[env]
+        if os.environ.get(env) == "1" and skips:
+            print(f"\n{env}=1 but {len(skips)} tests skipped for {what}:")
+            for nodeid in skips[:20]:
+                print("  ", nodeid)
+            session.exitstatus = 1
 
 
 # ----------------------------------------------------------------------------- fuzz suite

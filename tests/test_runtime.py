@@ -22,7 +22,7 @@ def run_python(code, **env):
     full_env.pop("DLKERN_ISA", None)
     full_env.update(env)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=600)  # a hang guard; a busy machine is slow
 
 
 # ---------------------------------------------------------------------------- threads

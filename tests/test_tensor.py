@@ -39,6 +39,26 @@ def test_factories():
     assert w.requires_grad and w.is_leaf
 
 
+def test_like_factories_values():
+    """Each *_like fills with its own values (a swapped factory keeps shape and dtype)."""
+    u = dlkern.full((40, 50), 3.0, dtype=dlkern.float64)
+    np.testing.assert_array_equal(dlkern.zeros_like(u).data, np.zeros((40, 50)))
+    np.testing.assert_array_equal(dlkern.ones_like(u).data, np.ones((40, 50)))
+    np.testing.assert_array_equal(dlkern.full_like(u, -2.5).data, np.full((40, 50), -2.5))
+    z = dlkern.zeros_like(u, dtype=dlkern.float32, requires_grad=True)
+    assert z.dtype == np.float32 and z.requires_grad and not z.data.any()
+    r = dlkern.rand_like(u).data
+    assert r.dtype == np.float64 and r.min() >= 0 and r.max() < 1
+    assert abs(r.mean() - 0.5) < 0.03 and abs(r.std() - 12 ** -0.5) < 0.03  # uniform [0, 1)
+    n = dlkern.randn_like(u).data
+    assert n.dtype == np.float64 and abs(n.mean()) < 0.1 and abs(n.std() - 1) < 0.1
+    assert n.min() < -1.5 and n.max() > 1.5  # normal, not uniform
+    dlkern.manual_seed(3)
+    a = dlkern.randn_like(u).data
+    dlkern.manual_seed(3)
+    np.testing.assert_array_equal(dlkern.randn_like(u).data, a)  # drawn from dlkern's generator
+
+
 def test_manual_seed_reproducible():
     dlkern.manual_seed(7)
     a = dlkern.randn(5).data.copy()
