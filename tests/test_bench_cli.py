@@ -152,7 +152,7 @@ def test_parse_matmul_shape(text, expected):
 
 @pytest.mark.parametrize("text", ["", "0", "4x4", "axbxc", "2x3x4x5"])
 def test_parse_matmul_shape_rejects_nonsense(text):
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected N"):
         cases("matmul").parse_matmul_shape(text)
 
 

@@ -23,7 +23,7 @@ C_TOL = 8.0
 
 try:  # optional oracle
     import torch
-except Exception:  # pragma: no cover
+except ImportError:  # pragma: no cover
     torch = None
 
 

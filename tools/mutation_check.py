@@ -34,12 +34,12 @@ from pathlib import Path
 # When a refactor moves one of these strings, update its row here (the script says which).
 MUTANTS = {
     "zeros_like_is_ones_like": (
-        "tensor.py",
-        "return _factory(np.zeros(t.shape, _as_dtype(dtype) or t.dtype), t.device, requires_grad)",
-        "return _factory(np.ones(t.shape, _as_dtype(dtype) or t.dtype), t.device, requires_grad)",
+        "creation.py",
+        "return _from_host(np.zeros(t.shape, as_dtype(dtype) or t.dtype), t.device, requires_grad)",
+        "return _from_host(np.ones(t.shape, as_dtype(dtype) or t.dtype), t.device, requires_grad)",
         ["tests/test_tensor.py"]),
     "rand_like_is_randn_like": (
-        "tensor.py",
+        "random.py",
         "return rand(*t.shape, dtype=dtype or t.dtype",
         "return randn(*t.shape, dtype=dtype or t.dtype",
         ["tests/test_tensor.py"]),
@@ -61,7 +61,7 @@ MUTANTS = {
         "mask = merge_masks(attn_mask, None, n, self.num_heads, tgt_len, src_len, query.dtype,",
         ["tests/test_transformer.py", "tests/test_model_reference.py"]),
     "cpu_device_loses_amin": (
-        "device.py",
+        "devices/cpu.py",
         "    amin = staticmethod(np.amin)\n",
         "",
         ["tests/test_tensor.py", "tests/test_public_api.py"]),
