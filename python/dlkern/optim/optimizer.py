@@ -6,10 +6,12 @@ Per-parameter state lives in ``opt.state[param]``; ``state_dict()`` flattens it 
 PyTorch's layout ``{"state": {index: {...}}, "param_groups": [{..., "params": [index]}]}``
 with the arrays copied.
 
-Each subclass keeps its update math in one function on arrays (``_sgd_update``,
-``_adam_update``, ...), written with ``out=`` ufuncs on the parameter, its state
-buffers and preallocated scratch buffers, so a step allocates nothing per parameter
-after the first and a device namespace can later replace ``numpy`` there.
+The step loop lives here once (groups, parameters, skipping those without a gradient,
+state creation and the step count); a subclass gives its update rule: ``_init_state``
+(the buffers its options need) and ``_update`` (one step on arrays), which calls the
+rule's function on arrays (``_sgd_update``, ``_adam_update``, ...), written with ``out=``
+operations of the arrays' device namespace on the parameter, its state buffers and
+preallocated scratch buffers, so a step allocates nothing per parameter after the first.
 """
 
 import copy
@@ -60,7 +62,11 @@ def check_betas(betas):
 
 class Optimizer:
     """Base class. Subclasses set ``defaults`` through ``__init__``, check a group's
-    options in ``_check_group`` and implement ``step``."""
+    options in ``_check_group`` and give their update rule in ``_init_state`` and
+    ``_update``; ``step`` is the same loop for all of them."""
+
+    # state["step"] counts the updates of a parameter from 1 (SGD keeps none, as PyTorch)
+    _counts_steps = True
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -145,8 +151,40 @@ class Optimizer:
                 else:
                     grad_array(p).fill(0)
 
-    def step(self, closure=None):
+    # ------------------------------------------------------------------ step
+    def _keeps_state(self, group):
+        """Whether parameters of `group` have state worth keeping (subclass hook)."""
+        return True
+
+    def _init_state(self, state, data, group):
+        """Add to `state` the buffers `group`'s options need and it lacks: on a parameter's
+        first step, and when an option is turned on later (by a scheduler or the user)."""
+
+    def _update(self, param, grad, state, group, work):
+        """One step of the rule on arrays, in place: param (the parameter's data), grad, the
+        parameter's state and group; work() returns two scratch arrays shaped like param."""
         raise NotImplementedError
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure()'s loss
+        (closure re-evaluates the model with gradients on) or None."""
+        loss = self._call_closure(closure)
+        for group in self.param_groups:
+            keep = self._keeps_state(group)
+            for p in group["params"]:
+                grad = grad_array(p)
+                if grad is None:
+                    continue
+                state = self.state.get(p)
+                if state is None:
+                    state = {}
+                    if keep:
+                        self.state[p] = state
+                if self._counts_steps:
+                    state["step"] = state.get("step", 0) + 1
+                self._init_state(state, p.data, group)
+                self._update(p.data, grad, state, group, lambda p=p: self._scratch_buffers(p, 2))
+        return loss
 
     def _call_closure(self, closure):
         if closure is None:
@@ -281,11 +319,16 @@ def update_moments(xp, g, exp_avg, exp_avg_sq, beta1, beta2, work):
     xp.add(exp_avg_sq, work, out=exp_avg_sq)
 
 
-def effective_grad(param, grad, weight_decay, maximize, out):
+def effective_grad(param, grad, weight_decay, maximize, out, lr=0.0, decoupled=False):
     """The gradient the update uses: -grad if maximizing, plus weight_decay*param
-    (L2 coupled into the gradient). Returns `grad` itself when neither applies,
-    otherwise `out` holding the result; `grad` is never modified."""
+    (L2 coupled into the gradient). With `decoupled` (AdamW) the decay scales param by
+    1 - lr * weight_decay in place instead and the gradient is left undecayed. Returns
+    `grad` itself when nothing applies, otherwise `out` holding the result; `grad` is
+    never modified."""
     xp = array_namespace(param)
+    if weight_decay != 0 and decoupled:
+        xp.multiply(param, 1.0 - lr * weight_decay, out=param)
+        weight_decay = 0.0
     if weight_decay != 0:
         xp.multiply(param, weight_decay, out=out)
         (xp.subtract if maximize else xp.add)(out, grad, out=out)
