@@ -149,6 +149,21 @@ class CPUDevice:
         """The host array itself (no copy): the CPU's arrays already live on the host."""
         return np.asarray(array)
 
+    # ---- used by nn/models/train: operands made on the host, read back on the host
+    def to_device(self, x):
+        """x (a host array or sequence) as an array of this device: NumPy's own, as is."""
+        return np.asarray(x)
+
+    def to_host(self, x):
+        """x as a NumPy array (no copy here)."""
+        return np.asarray(x)
+
+    def host_bounds(self, x):
+        """(min, max) of array x when reading them costs no device synchronisation (always
+        on the CPU), None for an empty x."""
+        return (x.min(), x.max()) if x.size else None
+    # ---- end of the block used by nn/models/train
+
     def __getattr__(self, name):
         # Kernels: dlkern.ops.<name>, looked up lazily and cached on the instance.
         if name.startswith("__"):
@@ -342,6 +357,25 @@ class CUDADevice:
     def contiguous(self, x):
         self._check_same_device("contiguous", (x,))
         return x.contiguous()
+
+    # ---- used by nn/models/train: operands made on the host, read back on the host
+    def to_device(self, x):
+        """x as an array of this device: a DeviceArray of it as is, host data copied (the
+        explicit host-to-device path for operands nn makes on the host: indices, masks)."""
+        if isinstance(x, self.module.DeviceArray):
+            self._check_same_device("to_device", (x,))
+            return x
+        return self.from_host(np.asarray(x))
+
+    def to_host(self, x):
+        """A NumPy copy of device array x (a synchronisation with the device)."""
+        return x.numpy()
+
+    def host_bounds(self, x):
+        """None: reading a device array's min and max would synchronise with the device;
+        the kernels that index with x check its bounds themselves."""
+        return None
+    # ---- end of the block used by nn/models/train
 
     # ---- views and copies built on the module's primitives
     def broadcast_to(self, x, shape):
