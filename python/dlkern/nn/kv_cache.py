@@ -115,7 +115,6 @@ class KVCache:
 
     def __repr__(self):
         b, h, s, d = self.k.shape
-        where = "" if self.device == "cpu" else f", device='{self.device}'"  # PyTorch's repr style
         return (f"KVCache(batch_size={b}, num_kv_heads={h}, max_seq_len={s}, head_dim={d}, "
-                f"dtype={self.k.dtype}, offset={self.offset}{where})")
+                f"dtype={self.k.dtype}, offset={self.offset}, device='{self.device}')")
 

@@ -33,16 +33,26 @@ class _Required:
 required = _Required()
 
 
+def _is_array(x):
+    """Whether x is an array of some device (NumPy's or a device array type)."""
+    try:
+        array_namespace(x)
+    except TypeError:
+        return False
+    return True
+
+
 def grad_array(param):
-    """The gradient of `param` as an ndarray, or None."""
+    """The gradient of `param` as an array, or None."""
     g = param.grad
-    if g is None or not hasattr(g, "data") or isinstance(g, np.ndarray):
+    if g is None or _is_array(g) or not hasattr(g, "data"):
         return g
     return g.data
 
 
-def _is_param_like(obj):
-    return hasattr(obj, "data") and not isinstance(obj, (dict, np.ndarray))
+def is_param_like(obj):
+    """Whether obj is one parameter (an object with .data) rather than a collection of them."""
+    return hasattr(obj, "data") and not isinstance(obj, dict) and not _is_array(obj)
 
 
 def check_nonnegative(name, value):
@@ -73,7 +83,7 @@ class Optimizer:
         self.state = {}
         self.param_groups = []
         self._scratch = {}  # dtype -> [flat work array, ...]; never part of state_dict
-        if _is_param_like(params):
+        if is_param_like(params):
             raise TypeError(
                 f"params argument given to the optimizer should be an iterable of parameters or dicts, "
                 f"but got {type(params).__name__}")
@@ -101,7 +111,7 @@ class Optimizer:
         if "params" not in group:
             raise ValueError("a parameter group needs a 'params' entry")
         params = group["params"]
-        if _is_param_like(params):
+        if is_param_like(params):
             params = [params]
         elif isinstance(params, (set, frozenset)):
             raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
@@ -118,7 +128,7 @@ class Optimizer:
         if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
             raise ValueError("all optimizer param groups should be with/without names")
         for p in params:
-            if not _is_param_like(p) or not hasattr(p.data, "dtype"):
+            if not is_param_like(p) or not hasattr(p.data, "dtype"):
                 raise TypeError(f"optimizer can only optimize objects whose .data is an array, "
                                 f"but one of the params is {type(p).__name__}")
             if p.data.dtype.kind != "f":
@@ -253,13 +263,12 @@ class Optimizer:
             p = param_of[idx]
             restored = {}
             for name, value in values.items():
-                if isinstance(value, np.ndarray):
+                if _is_array(value):
                     if value.ndim and value.shape != p.data.shape:
                         raise ValueError(f"loaded state '{name}' for parameter {idx} has shape {value.shape}, "
                                          f"but the parameter has shape {p.data.shape}")
                     value = value.astype(p.data.dtype if value.dtype.kind == "f" else value.dtype, copy=True)
-                    if array_namespace(p.data).type != "cpu":
-                        value = array_namespace(p.data).from_host(value)
+                    value = array_namespace(p.data).to_device(value)
                 else:
                     value = copy.deepcopy(value)
                 restored[name] = value
@@ -290,10 +299,8 @@ class Optimizer:
 def _host_copy(value):
     """A state value for state_dict: arrays as NumPy copies (device arrays copied to
     the host, so a checkpoint loads anywhere), the rest deep-copied."""
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if hasattr(value, "numpy") and hasattr(value, "shape"):
-        return value.numpy()
+    if _is_array(value):
+        return np.array(array_namespace(value).to_host(value))
     return copy.deepcopy(value)
 
 
