@@ -230,7 +230,9 @@ class MultiheadAttention(Module):
     def _rope_rows(self, x, offset, start):
         """RoPE of x (N, H, T, D) in cache slots offset..offset+T-1; with per-row starts
         (a ragged batch), row b's slot s is at position s - start[b] and its slots before
-        start[b] (padding, never attended) are left as they are."""
+        start[b] (padding, never attended) are left as they are. (RoPE scores depend only
+        on position differences, so the shift changes rounding only: it gives each row the
+        rotations of its true positions, as when it is decoded alone.)"""
         if start is None:
             return F.rope(x, offset, self.rope_base)
         t = x.shape[2]
@@ -265,8 +267,8 @@ class MultiheadAttention(Module):
         else:
             (wq, wk, wv), (bq, bk, bv) = self._weights()
             q = self._heads(q_in, wq, bq, h)
-            k = self._heads(q_in if k_in is None else k_in, wk, bk, kv)
-            v = self._heads(q_in if v_in is None else v_in, wv, bv, kv)
+            k = self._heads(k_in, wk, bk, kv)
+            v = self._heads(v_in, wv, bv, kv)
         if self.rope:
             q, k = self._rope_rows(q, offset, cache.start), self._rope_rows(k, offset, cache.start)
         cache.append(k.data, v.data)

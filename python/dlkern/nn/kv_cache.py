@@ -97,8 +97,10 @@ class KVCache:
         return np.arange(length)[None, :] < np.asarray(self.start)[:, None]
 
     def reset(self):
-        """Forget every position (the storage is kept and overwritten later)."""
+        """Forget every position and the per-row starts (the storage is kept and
+        overwritten later)."""
         self.offset = 0
+        self.start = None
 
     def trim(self, length):
         """Keep positions 0..length-1 and drop the rest."""
