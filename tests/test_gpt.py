@@ -1,6 +1,6 @@
 """models.GPT: config round trip, tied weights, KV-cache decoding equal to the full
-causal forward (every position encoding, GQA), the array inference path equal to the
-Tensor forward, batched generation with ragged prompts, sampling, training, errors."""
+causal forward (every position encoding, GQA), ragged batches in one cache equal to each
+row alone, batched generation with ragged prompts, sampling, training, errors."""
 
 import numpy as np
 import pytest
@@ -72,12 +72,20 @@ def test_cached_decoding_equals_full_forward(rng, pos, kv):
         parts += [g(idx[:, i:i + 1], cache=caches).data for i in range(5, 11)]
     np.testing.assert_allclose(np.concatenate(parts, 1), full, rtol=1e-4, atol=1e-5)
     assert caches[0].offset == 11
-    # the inference path on arrays (used by generate) gives the same logits
+    # a ragged batch: each row right-aligned in the cache (KVCache.start) gives its own logits
+    lengths = np.array([11, 4, 7])
+    start = 11 - lengths
+    ragged = np.stack([np.concatenate([np.zeros(s, idx.dtype), idx[r, :n]]) for r, (s, n) in
+                       enumerate(zip(start, lengths))])
     caches = g.make_cache(3)
-    a = g._forward_arrays(idx[:, :6], caches, last_only=False)
-    b = [g._forward_arrays(idx[:, i:i + 1], caches) for i in range(6, 11)]
-    np.testing.assert_allclose(a, full[:, :6], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.stack(b, 1), full[:, 6:], rtol=1e-4, atol=1e-5)
+    for c in caches:
+        c.start = start
+    with dlkern.no_grad():
+        parts = [g(ragged[:, :8], cache=caches).data] + [g(ragged[:, i:i + 1], cache=caches).data
+                                                          for i in range(8, 11)]
+    got = np.concatenate(parts, 1)
+    for r, (s, n) in enumerate(zip(start, lengths)):
+        np.testing.assert_allclose(got[r, s:], g(idx[r:r + 1, :n]).data[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])

@@ -86,6 +86,20 @@ class CPUDevice:
         """The host array itself (no copy): the CPU's arrays already live on the host."""
         return np.asarray(array)
 
+    # Operands nn/models/train make on the host and read back on the host.
+    def to_device(self, x):
+        """x (a host array or sequence) as an array of this device: NumPy's own, as is."""
+        return np.asarray(x)
+
+    def to_host(self, x):
+        """x as a NumPy array (no copy here)."""
+        return np.asarray(x)
+
+    def host_bounds(self, x):
+        """(min, max) of array x when reading them costs no device synchronisation (always
+        on the CPU), None for an empty x."""
+        return (x.min(), x.max()) if x.size else None
+
     def __getattr__(self, name):
         # Any other name is a kernel: dlkern.ops.<name>, looked up on first use, so kernels
         # added to dlkern.ops need no line here. It is kept in the instance's namespace: a

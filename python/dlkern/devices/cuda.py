@@ -162,6 +162,24 @@ class CUDADevice:
         self._check_same_device("contiguous", (x,))
         return x.contiguous()
 
+    # Operands nn/models/train make on the host and read back on the host.
+    def to_device(self, x):
+        """x as an array of this device: a DeviceArray of it as is, host data copied (the
+        explicit host-to-device path for operands nn makes on the host: indices, masks)."""
+        if isinstance(x, self.module.DeviceArray):
+            self._check_same_device("to_device", (x,))
+            return x
+        return self.from_host(np.asarray(x))
+
+    def to_host(self, x):
+        """A NumPy copy of device array x (a synchronisation with the device)."""
+        return x.numpy()
+
+    def host_bounds(self, x):
+        """None: reading a device array's min and max would synchronise with the device;
+        the kernels that index with x check its bounds themselves."""
+        return None
+
     # ---- views and copies built on the module's primitives
     def broadcast_to(self, x, shape):
         shape = _shape_tuple(shape)

@@ -7,18 +7,21 @@ MLP (4 * d_model, tanh GELU as GPT-2); a final LayerNorm; an output head whose w
 the token embedding's (tie_weights). Initialised as GPT-2: normal(0, 0.02) weights, zero
 biases, residual output projections scaled by 1/sqrt(2 * n_layer).
 
-``generate`` prefills the prompt in one forward and then decodes one token per step
-against the per-layer KVCaches, on NumPy arrays and the dlkern kernels directly (no
-autograd graph, no Tensor objects); its logits equal the Tensor forward's (tested).
+``generate`` prefills the prompts in one forward and then decodes one token per step
+against the per-layer KVCaches: the same forward as training, on any device, under
+no_grad; only each step's last logits come to the host to be sampled.
 """
 
 import math
 
 import numpy as np
 
-from .. import _C, nn, ops
+from .. import nn
 from ..autograd import no_grad
-from ..tensor import Tensor, _RNG, _as_dtype
+from ..device import array_namespace
+from ..dtypes import as_dtype as _as_dtype
+from ..generator import RNG as _RNG
+from ..tensor import Tensor
 from ..nn import functional as F
 
 __all__ = ["GPT"]
@@ -54,7 +57,9 @@ class GPT(nn.Module):
 
     ``gpt(idx)``: logits (B, T, vocab) for int tokens idx (B, T), T <= block_size.
     ``gpt(idx, cache=caches)``: logits of the new positions, appended to the caches
-    (``make_cache``), inference only. ``GPT(**gpt.config)`` rebuilds the architecture.
+    (``make_cache``), inference only; caches with per-row starts (KVCache.start) hold
+    right-aligned sequences of a ragged batch, each row at its own positions.
+    ``GPT(**gpt.config)`` rebuilds the architecture.
     """
 
     def __init__(self, vocab_size, block_size=128, n_layer=6, n_head=6, d_model=192, n_kv_head=None,
@@ -113,9 +118,11 @@ class GPT(nn.Module):
         a = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
         if a.ndim != 2 or a.dtype.kind not in "iu":
             raise ValueError(f"GPT: idx must be an int array (batch, seq), got shape {a.shape} dtype {a.dtype}")
-        # (device tokens are bounds-checked by the embedding's gather kernel instead)
-        if isinstance(a, np.ndarray) and a.size and (a.min() < 0 or a.max() >= self.vocab_size):
-            raise ValueError(f"GPT: token ids must be in [0, {self.vocab_size}), got min {a.min()} max {a.max()}")
+        # (tokens on a GPU are bounds-checked by the embedding's gather kernel instead)
+        bounds = array_namespace(a).host_bounds(a)
+        if bounds is not None and (bounds[0] < 0 or bounds[1] >= self.vocab_size):
+            raise ValueError(f"GPT: token ids must be in [0, {self.vocab_size}), got min {bounds[0]} "
+                             f"max {bounds[1]}")
         return a
 
     def _check_positions(self, t, offset):
@@ -131,110 +138,31 @@ class GPT(nn.Module):
         return nn.alibi_bias(self.n_head, t, length, slopes=self.alibi_slopes, dtype=dtype)[None]
 
     def forward(self, idx, cache=None):
-        idx = self._tokens(idx)
-        t = idx.shape[1]
+        tokens = self._tokens(idx)
+        t = tokens.shape[1]
         if cache is not None and len(cache) != self.n_layer:
             raise ValueError(f"GPT: cache must be a list of {self.n_layer} KVCache (one per layer), got {len(cache)}")
         offset = 0 if cache is None else cache[0].offset
         self._check_positions(t, offset)
-        x = self.wte(idx)
+        x = self.wte(tokens)
         if self.wpe is not None:
-            x = self.wpe(x, offset)
+            start = None if cache is None else cache[0].start
+            if start is None:
+                x = self.wpe(x, offset)
+            else:  # a ragged batch: row b's slot s is at position s - start[b] (padding at 0)
+                slots = np.arange(offset, offset + t)[None, :] - np.asarray(start)[:, None]
+                x = self.wpe(x, positions=np.maximum(slots, 0))
         x = self.drop(x)
         mask = self._alibi(t, offset + t, x.dtype)
         for i, blk in enumerate(self.blocks):
             x = blk(x, None if cache is None else cache[i], mask)
         return F.linear(self.ln_f(x), self.lm_head.weight)
 
-    def _generate_on_device(self, tokens, out, max_new_tokens, temperature, top_k, rng):
-        """generate() for a model on a GPU: the Tensor forward against KV caches on the
-        device, one token per step; only each step's last logits (B, vocab) come to the
-        host to be sampled, and the chosen tokens go back."""
-        device = self.wte.weight.device
-        b, t0 = tokens.shape
-        caches = self.make_cache(b, t0 + max_new_tokens)
-        with no_grad():
-            logits = self(Tensor(tokens).to(device), cache=caches)
-            for step in range(max_new_tokens):
-                nxt = _sample(logits.data[:, -1].numpy(), temperature, top_k, rng)
-                out[:, t0 + step] = nxt
-                if step + 1 < max_new_tokens:
-                    logits = self(Tensor(nxt[:, None].astype(np.int64)).to(device), cache=caches)
-        return out
-
     def make_cache(self, batch_size, max_seq_len=None):
         """One KVCache per layer, (batch_size, n_kv_head, max_seq_len or block_size, head_dim)."""
         size = self.block_size if max_seq_len is None else max_seq_len
         return [nn.KVCache(batch_size, self.n_kv_head, size, self.head_dim, self.wte.weight.dtype,
                            device=self.wte.weight.device) for _ in range(self.n_layer)]
-
-    # ------------------------------------------------------------------ inference on arrays
-    def _arrays(self):
-        """The parameters as arrays (no copies), per layer, for the inference path."""
-        def d(p):
-            return None if p is None else p.data
-
-        layers = []
-        for blk in self.blocks:
-            a, fc, proj = blk.attn, blk.mlp[0], blk.mlp[2]
-            layers.append((d(blk.ln_1.weight), d(blk.ln_1.bias), blk.ln_1.eps, d(a.in_proj_weight),
-                           d(a.in_proj_bias), d(a.out_proj.weight), d(a.out_proj.bias), d(blk.ln_2.weight),
-                           d(blk.ln_2.bias), blk.ln_2.eps, d(fc.weight), d(fc.bias), d(proj.weight), d(proj.bias)))
-        return layers
-
-    def _forward_arrays(self, idx, caches, shift=None, key_valid=None, last_only=True, params=None):
-        """Inference forward on arrays: idx (B, T) int tokens in cache slots offset..offset+T-1;
-        row b's token at slot s has position s - shift[b] (shift None: position = slot);
-        key_valid (B, max_seq) bool marks the slots that may be attended. Appends to the
-        caches; returns float logits (B, vocab) of the last slot, or (B, T, vocab)."""
-        params = self._arrays() if params is None else params
-        b, t = idx.shape
-        d, h, kv, hd = self.d_model, self.n_head, self.n_kv_head, self.head_dim
-        offset = caches[0].offset
-        length = offset + t
-        x = self.wte.weight.data[idx]
-        if self.wpe is not None:
-            table = self.wpe.weight.data if self.pos_encoding == "learned" else self.wpe.pe.data
-            if shift is None:
-                x += table[offset:length]
-            else:
-                x += table[np.maximum(np.arange(offset, length)[None, :] - shift[:, None], 0)]
-        x = x.reshape(b * t, d)
-        mask = None if key_valid is None else key_valid[:, None, None, :length]
-        bias = self._alibi(t, length, x.dtype)
-        if bias is not None:
-            mask = bias if mask is None else np.where(mask, bias, -np.inf).astype(x.dtype)
-        rope = self.pos_encoding == "rope"
-        shape = (d,)
-        for cache, (w1, b1, eps1, wqkv, bqkv, wo, bo, w2, b2, eps2, wfc, bfc, wpr, bpr) in zip(caches, params):
-            # The layer norm binding is called directly: the decode step is a few microseconds
-            # per op, and the ops wrapper's argument normalisation would be a tenth of it.
-            qkv = ops.gemm(_C.layer_norm_forward(x, shape, w1, b1, eps1)[0], wqkv, trans_b=True)
-            if bqkv is not None:
-                qkv += bqkv
-            qkv = qkv.reshape(b, t, h + 2 * kv, hd).transpose(0, 2, 1, 3)
-            q, k, v = qkv[:, :h], qkv[:, h:h + kv], qkv[:, h + kv:]
-            if rope:
-                q, k = _rope_rows(q, offset, shift), _rope_rows(k, offset, shift)
-            ops.kv_cache_append(cache.k, k, offset)                # strided head views are read in place
-            cache.offset = ops.kv_cache_append(cache.v, v, offset)
-            o = ops.decode_attention(q, cache.k, cache.v, length, mask)
-            o = o.reshape(b, d) if t == 1 else o.transpose(0, 2, 1, 3).reshape(b * t, d)
-            if bo is not None:
-                x += bo
-            ops.gemm(o, wo, x, 1.0, 1.0, trans_b=True)            # x += o @ wo.T
-            y = ops.gemm(_C.layer_norm_forward(x, shape, w2, b2, eps2)[0], wfc, trans_b=True)
-            if bfc is not None:
-                y += bfc
-            if bpr is not None:
-                x += bpr
-            ops.gemm(ops.gelu_tanh(y), wpr, x, 1.0, 1.0, trans_b=True)
-        x = x.reshape(b, t, d)
-        if last_only:
-            x = np.ascontiguousarray(x[:, -1])
-        y = ops.layer_norm(x, (d,), self.ln_f.weight.data, None if self.ln_f.bias is None else self.ln_f.bias.data,
-                           self.ln_f.eps)
-        return ops.matmul(y, self.lm_head.weight.data.T)
 
     # ------------------------------------------------------------------ generation
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, rng=None, prompt_lengths=None):
@@ -248,15 +176,13 @@ class GPT(nn.Module):
         (default: dlkern's generator, so dlkern.manual_seed makes it reproducible).
 
         Prefills every prompt in one forward, then one forward per new token against the
-        KV caches (on arrays, under no_grad; on a GPU through the Tensor forward, with
-        only the last logits sampled on the host). With learned or sinusoidal positions the
+        KV caches, under no_grad, on the model's device; only each step's last logits
+        (B, vocab) come to the host to be sampled. With learned or sinusoidal positions the
         total T0 + max_new_tokens must fit in block_size (ValueError; no cropping); RoPE
         and ALiBi models may run past it.
         """
         device = self.wte.weight.device
-        if isinstance(idx, Tensor) and idx.device.type != "cpu":
-            idx = idx.cpu()
-        prompts = self._tokens(idx)
+        prompts = self._tokens(idx.cpu() if isinstance(idx, Tensor) else idx)
         b, t0 = prompts.shape
         if max_new_tokens < 0:
             raise ValueError(f"GPT.generate: max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -276,7 +202,7 @@ class GPT(nn.Module):
             rng = _RNG.generator
         elif not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(rng)
-        shift = key_valid = None
+        start = None
         lengths = np.full(b, t0)
         tokens = prompts
         if prompt_lengths is not None:
@@ -286,44 +212,25 @@ class GPT(nn.Module):
                                  f"{np.asarray(prompt_lengths).tolist()}")
             if (lengths != t0).any():
                 # Right-align the prompts in the cache slots; the pad slots are never attended.
-                shift = t0 - lengths
-                cols = np.arange(t0)[None, :] - shift[:, None]
+                start = t0 - lengths
+                cols = np.arange(t0)[None, :] - start[:, None]
                 tokens = np.where(cols >= 0, np.take_along_axis(prompts, np.maximum(cols, 0), 1), 0)
-                key_valid = np.ones((b, total), bool)
-                key_valid[:, :t0] = cols >= 0
         out = np.zeros((b, total), np.int64)
         out[:, :t0] = prompts
         if max_new_tokens == 0:
             return out
-        if device.type != "cpu":
-            if shift is not None:
-                raise NotImplementedError("GPT.generate: prompt_lengths of different lengths are supported on the "
-                                          "CPU only; call model.cpu() first")
-            return self._generate_on_device(tokens, out, max_new_tokens, temperature, top_k, rng)
         caches = self.make_cache(b, total)
-        params = self._arrays()
+        for cache in caches:
+            cache.start = start
+        rows = np.arange(b)
         with no_grad():
-            logits = self._forward_arrays(tokens, caches, shift, key_valid, params=params)
+            logits = self(Tensor(tokens).to(device), cache=caches)
             for step in range(max_new_tokens):
-                nxt = _sample(logits, temperature, top_k, rng)
-                out[np.arange(b), lengths + step] = nxt
+                nxt = _sample(device.to_host(logits.data[:, -1]), temperature, top_k, rng)
+                out[rows, lengths + step] = nxt
                 if step + 1 < max_new_tokens:
-                    logits = self._forward_arrays(nxt[:, None], caches, shift, key_valid, params=params)
+                    logits = self(Tensor(nxt[:, None].astype(np.int64)).to(device), cache=caches)
         return out
-
-
-def _rope_rows(x, offset, shift):
-    """RoPE of x (B, H, T, D) in cache slots offset..offset+T-1, where row b's slot s holds
-    position s - shift[b]; slots before a row's prompt (padding) are left as they are."""
-    x = np.ascontiguousarray(x)
-    if shift is None:
-        return ops.rope(x, offset)
-    x = x.copy() if x.base is not None else x
-    for i, s in enumerate(shift):
-        j0 = max(int(s) - offset, 0)
-        if j0 < x.shape[2]:
-            x[i:i + 1, :, j0:] = ops.rope(np.ascontiguousarray(x[i:i + 1, :, j0:]), offset + j0 - int(s))
-    return x
 
 
 def _sample(logits, temperature, top_k, rng):

@@ -8,7 +8,9 @@ import numpy as np
 from .. import ops
 from ..device import array_namespace, device as _get_device
 from ..functions import attention as _FA
-from ..tensor import Tensor, _as_dtype
+from ..creation import cat
+from ..dtypes import as_dtype as _as_dtype
+from ..tensor import Tensor
 from . import functional as F
 from . import init
 from .kv_cache import KVCache
@@ -17,10 +19,6 @@ from .module import Module
 from .parameter import Parameter
 
 __all__ = ["MultiheadAttention", "merge_masks"]
-
-
-def _array(x):
-    return x.data if isinstance(x, Tensor) else x if hasattr(x, "__dlpack_device__") else np.asarray(x)
 
 
 def merge_masks(attn_mask, key_padding_mask, batch, heads, tgt_len, src_len, dtype, op="MultiheadAttention",
@@ -38,7 +36,7 @@ def merge_masks(attn_mask, key_padding_mask, batch, heads, tgt_len, src_len, dty
     full = (batch, heads, tgt_len, src_len)
     masks = []
     if attn_mask is not None:
-        m = _array(attn_mask)
+        m = F._array(attn_mask)
         if m.ndim == 3 and m.shape == (batch * heads, tgt_len, src_len):
             m = m.reshape(full)
         elif m.ndim == 2 and m.shape == (tgt_len, src_len):
@@ -49,7 +47,7 @@ def merge_masks(attn_mask, key_padding_mask, batch, heads, tgt_len, src_len, dty
                              f"length)")
         masks.append(F._attention_mask(m, dtype, full, op, "attn_mask", device=device or array_namespace(m)))
     if key_padding_mask is not None:
-        m = _array(key_padding_mask)
+        m = F._array(key_padding_mask)
         if m.shape != (batch, src_len):
             raise ValueError(f"{op}: key_padding_mask has shape {tuple(m.shape)}, expected ({batch}, {src_len}) "
                              f"(batch, source length)")
@@ -196,7 +194,7 @@ class MultiheadAttention(Module):
             k_in = q_in if key is query else to_batch_first(key)
             v_in = k_in if value is key else to_batch_first(value)
         if unbatched and key_padding_mask is not None:
-            key_padding_mask = _array(key_padding_mask)[None]
+            key_padding_mask = F._array(key_padding_mask)[None]
         n, tgt_len = q_in.shape[0], q_in.shape[1]
         if cache is not None:
             out = self._cached(q_in, k_in, v_in, packed, cache, key_padding_mask, attn_mask)
@@ -226,27 +224,55 @@ class MultiheadAttention(Module):
             out = out.transpose(0, 1)
         return out, weights
 
-    def _heads(self, x, w, b, heads, offset):
-        """Project x (N, T, *) with w, b into (N, heads, T, head_dim), RoPE'd at offset when enabled."""
+    def _heads(self, x, w, b, heads):
+        """Project x (N, T, *) with w, b into (N, heads, T, head_dim)."""
         y = F.linear(x, w, b)
-        y = y.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
-        if self.rope and offset is not None:
-            y = F.rope(y, offset, self.rope_base)
-        return y
+        return y.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+    def _rope_rows(self, x, offset, start):
+        """RoPE of x (N, H, T, D) in cache slots offset..offset+T-1; with per-row starts
+        (a ragged batch), row b's slot s is at position s - start[b] and its slots before
+        start[b] (padding, never attended) are left as they are. (RoPE scores depend only
+        on position differences, so the shift changes rounding only: it gives each row the
+        rotations of its true positions, as when it is decoded alone.)"""
+        if start is None:
+            return F.rope(x, offset, self.rope_base)
+        t = x.shape[2]
+        rows = []
+        for i, s in enumerate(int(v) for v in start):
+            row = x[i:i + 1]
+            j0 = min(max(s - offset, 0), t)
+            if j0 < t:
+                rotated = F.rope(row[:, :, j0:], offset + j0 - s, self.rope_base)
+                row = rotated if j0 == 0 else cat([row[:, :, :j0], rotated], 2)
+            rows.append(row)
+        return cat(rows, 0)
 
     def _cached(self, q_in, k_in, v_in, packed, cache, key_padding_mask, attn_mask):
         if not isinstance(cache, KVCache):
             raise TypeError(f"MultiheadAttention: cache must be a KVCache, got {type(cache).__name__}")
-        if packed:
-            k_in = v_in = q_in
-        (wq, wk, wv), (bq, bk, bv) = self._weights()
+        h, kv = self.num_heads, self.num_kv_heads
         offset = cache.offset
         n, tgt_len = q_in.shape[0], q_in.shape[1]
-        mask = merge_masks(attn_mask, key_padding_mask, n, self.num_heads, tgt_len, offset + tgt_len, q_in.dtype,
+        pad = cache.padding_mask(offset + tgt_len)
+        if pad is not None:
+            if key_padding_mask is not None:
+                raise ValueError("MultiheadAttention: a cache with per-row starts masks its padding itself; "
+                                 "pass no key_padding_mask")
+            key_padding_mask = pad
+        mask = merge_masks(attn_mask, key_padding_mask, n, h, tgt_len, offset + tgt_len, q_in.dtype,
                            device=q_in.device)
-        q = self._heads(q_in, wq, bq, self.num_heads, offset)
-        k = self._heads(k_in, wk, bk, self.num_kv_heads, offset)
-        v = self._heads(v_in, wv, bv, self.num_kv_heads, None)
+        if packed:
+            # one projection for q, k and v (a decode step is a few microseconds per op)
+            qkv = self._heads(q_in, self.in_proj_weight, self.in_proj_bias, h + 2 * kv)
+            q, k, v = qkv[:, :h], qkv[:, h:h + kv], qkv[:, h + kv:]
+        else:
+            (wq, wk, wv), (bq, bk, bv) = self._weights()
+            q = self._heads(q_in, wq, bq, h)
+            k = self._heads(k_in, wk, bk, kv)
+            v = self._heads(v_in, wv, bv, kv)
+        if self.rope:
+            q, k = self._rope_rows(q, offset, cache.start), self._rope_rows(k, offset, cache.start)
         cache.append(k.data, v.data)
         out = _FA.DecodeAttention.apply(q, cache.k, cache.v, cache.offset, mask, None)
         return out.transpose(1, 2).reshape(n, tgt_len, self.embed_dim)

@@ -5,7 +5,10 @@ import numbers
 
 import numpy as np
 
-from ..tensor import Tensor, _F, _RNG, tensor as _tensor, gelu as _gelu
+from ..device import array_namespace
+from .. import functions as _F
+from ..generator import RNG as _RNG
+from ..tensor import Tensor, tensor as _tensor, gelu as _gelu
 from ..functions.activation import SELU_ALPHA, SELU_SCALE
 from ..functions import attention as _FA
 
@@ -129,24 +132,30 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return _F.BatchNorm.apply(input, rm, rv, weight, bias, training, momentum, eps)
 
 
+def _array(x):
+    """x as an array where it lives: a Tensor's data, an array of any device as it is,
+    other host data (lists, numbers) through NumPy."""
+    if isinstance(x, Tensor):
+        return x.data
+    try:
+        array_namespace(x)
+    except TypeError:
+        return np.asarray(x)
+    return x
+
+
 def embedding(input, weight, padding_idx=None):
-    if isinstance(input, Tensor):
-        idx = input.data
-    elif weight.device.type != "cpu" and isinstance(input, weight.device.array_type):
-        idx = input
-    else:
-        idx = np.asarray(input)
     if isinstance(input, Tensor) and input.device != weight.device:
         raise RuntimeError(f"embedding: indices are on {input.device} but the weight is on {weight.device}")
+    idx = _array(input)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
     n = weight.shape[0]
-    if isinstance(idx, np.ndarray):
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"embedding: index out of range for {n} embeddings (min {idx.min()}, max {idx.max()})")
-        if weight.device.type != "cpu":
-            idx = weight.device.from_host(idx.astype(np.int64))
-    # (device indices are bounds-checked by the gather kernel, which raises IndexError)
+    # (indices on a GPU are bounds-checked by the gather kernel, which raises IndexError)
+    bounds = array_namespace(idx).host_bounds(idx)
+    if bounds is not None and (bounds[0] < -n or bounds[1] >= n):
+        raise IndexError(f"embedding: index out of range for {n} embeddings (min {bounds[0]}, max {bounds[1]})")
+    idx = weight.device.to_device(idx.astype(np.int64, copy=False))
     if padding_idx is not None and padding_idx < 0:
         padding_idx += n
     return _F.Embedding.apply(weight, idx, padding_idx)
@@ -374,9 +383,7 @@ def focal_loss(input, target, gamma=2.0, alpha=None, ignore_index=-100, reductio
     loss = -((1 - pt) ** gamma) * logpt
     scale = valid.astype(input.dtype)
     if alpha is not None:
-        a = alpha.data if isinstance(alpha, Tensor) else np.asarray(alpha, dtype=input.dtype)
-        if isinstance(a, np.ndarray) and dev.type != "cpu":
-            a = dev.from_host(a)
+        a = alpha.data if isinstance(alpha, Tensor) else dev.to_device(np.asarray(alpha, dtype=input.dtype))
         scale = scale * (a[safe] if a.ndim else a)
     loss = loss * scale
     if reduction == "none":
@@ -395,15 +402,9 @@ def _attention_mask(mask, dtype, shape, op, name="attn_mask", device=None):
     cast to `dtype`."""
     if mask is None:
         return None
-    on_gpu = device is not None and device.type != "cpu"
-    if isinstance(mask, Tensor):
-        if device is not None and mask.device != device:
-            raise RuntimeError(f"{op}: {name} is on {mask.device} but the attention inputs are on {device}")
-        m = mask.data
-    elif on_gpu and isinstance(mask, device.array_type):
-        m = mask
-    else:
-        m = np.asarray(mask)
+    if isinstance(mask, Tensor) and device is not None and mask.device != device:
+        raise RuntimeError(f"{op}: {name} is on {mask.device} but the attention inputs are on {device}")
+    m = _array(mask)
     if m.dtype != np.bool_ and m.dtype.kind != "f":
         raise TypeError(f"{op}: {name} must be bool or floating point, got dtype {m.dtype}")
     try:
@@ -416,10 +417,9 @@ def _attention_mask(mask, dtype, shape, op, name="attn_mask", device=None):
     if m.dtype != np.bool_:
         m = m.astype(dtype, copy=False)
     m = m.reshape((1,) * (len(shape) - m.ndim) + tuple(m.shape))
-    if isinstance(m, np.ndarray):
-        m = np.ascontiguousarray(m)
-        return device.from_host(m) if on_gpu else m
-    return m.contiguous()
+    if device is not None:
+        m = device.to_device(m)
+    return array_namespace(m).contiguous(m)
 
 
 def _attention_seed(dropout_p):

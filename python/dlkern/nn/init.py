@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from ..tensor import _RNG
+from ..generator import RNG as _RNG
 
 
 def calculate_gain(nonlinearity, param=None):
@@ -34,9 +34,7 @@ def _calculate_fan_in_and_fan_out(tensor):
 def _fill(tensor, values):
     """Write `values` (a number or a host array made by the initialiser) into tensor in
     place; on a GPU the host values are copied over once."""
-    if tensor.device.type != "cpu" and isinstance(values, np.ndarray):
-        values = tensor.device.from_host(values.astype(tensor.dtype, copy=False))
-    tensor.data[...] = values
+    tensor.data[...] = tensor.device.to_device(np.asarray(values, dtype=tensor.dtype))
     return tensor
 
 

@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from ..device import device as _get_device
-from ..tensor import Tensor, _as_dtype
+from ..device import array_namespace, device as _get_device
+from ..dtypes import as_dtype as _as_dtype
+from ..tensor import Tensor
 
 
 class KVCache:
@@ -13,6 +14,10 @@ class KVCache:
     ``append`` writes new keys/values at ``offset`` (the device's ``kv_cache_append``)
     and advances it; ``attend`` runs the device's ``decode_attention`` on the storage in
     place (no copy or slice). Not a Module: it holds no parameters and is never saved.
+
+    ``start`` (None, or a (batch_size,) int array) serves a ragged batch whose sequences
+    are right-aligned in the slots: row b's slot s holds position s - start[b], and its
+    slots before start[b] (padding) are never attended (MultiheadAttention reads it).
     """
 
     def __init__(self, batch_size, num_kv_heads, max_seq_len, head_dim, dtype=np.float32, device="cpu"):
@@ -28,6 +33,7 @@ class KVCache:
         self.k = self.device.zeros(shape, dtype)
         self.v = self.device.zeros(shape, dtype)
         self.offset = 0
+        self.start = None
 
     @property
     def shape(self):
@@ -48,13 +54,15 @@ class KVCache:
         if isinstance(x, Tensor):
             if x.device != self.device:
                 raise RuntimeError(f"KVCache.append: {name} is on {x.device} but the cache is on {self.device}")
-            a = x.data
-        elif self.device.type != "cpu" and isinstance(x, self.device.array_type):
-            a = x
-        else:
-            a = np.asarray(x)
-            if self.device.type != "cpu":
-                raise TypeError(f"KVCache.append: {name} is a host array but the cache is on {self.device}")
+            x = x.data
+        try:
+            where = array_namespace(x)
+        except TypeError:  # host data that is not an array yet
+            x = np.asarray(x)
+            where = array_namespace(x)
+        if where != self.device:
+            raise TypeError(f"KVCache.append: {name} is on {where} but the cache is on {self.device}")
+        a = x
         b, h, _, d = self.k.shape
         if a.ndim != 4 or a.shape[0] != b or a.shape[1] != h or a.shape[3] != d:
             raise ValueError(f"KVCache.append: {name} has shape {tuple(a.shape)}, expected ({b}, {h}, T, {d})")
@@ -82,9 +90,18 @@ class KVCache:
         (batch, heads, Tq, offset)."""
         return self.device.decode_attention(q, self.k, self.v, self.offset, attn_mask, scale)
 
+    def padding_mask(self, length):
+        """(batch, length) host bool array, True on the slots before each row's start (the
+        key_padding_mask of attention against the first `length` slots), or None."""
+        if self.start is None:
+            return None
+        return np.arange(length)[None, :] < np.asarray(self.start)[:, None]
+
     def reset(self):
-        """Forget every position (the storage is kept and overwritten later)."""
+        """Forget every position and the per-row starts (the storage is kept and
+        overwritten later)."""
         self.offset = 0
+        self.start = None
 
     def trim(self, length):
         """Keep positions 0..length-1 and drop the rest."""
@@ -101,6 +118,6 @@ class KVCache:
 
     def __repr__(self):
         b, h, s, d = self.k.shape
-        where = "" if self.device.type == "cpu" else f", device='{self.device}'"
         return (f"KVCache(batch_size={b}, num_kv_heads={h}, max_seq_len={s}, head_dim={d}, "
-                f"dtype={self.k.dtype}, offset={self.offset}{where})")
+                f"dtype={self.k.dtype}, offset={self.offset}, device='{self.device}')")
+

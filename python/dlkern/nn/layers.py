@@ -5,7 +5,9 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, _F, _as_dtype
+from .. import functions as _F
+from ..dtypes import as_dtype as _as_dtype
+from ..tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module

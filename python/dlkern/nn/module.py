@@ -4,6 +4,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from ..device import device as get_device
 from ..tensor import Tensor
 from .parameter import Parameter
 
@@ -194,11 +195,10 @@ class Module:
         objects stay the same, so an optimizer built earlier still holds them);
         to(device) moves them (and their gradients) to that device in place too; an
         optimizer built before keeps working and its state follows on its next step."""
-        from ..device import device as get_device, CPUDevice, CUDADevice
         dtype = kwargs.get("dtype")
         dev = kwargs.get("device")
         for a in args:
-            if isinstance(a, (str, CPUDevice, CUDADevice)):
+            if isinstance(a, str) or hasattr(a, "array_type"):  # a device name or namespace
                 dev = a
             else:
                 dtype = a
@@ -280,14 +280,13 @@ class Module:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n  " + "\n  ".join(problems))
         for key, target in own.items():
             if key in state_dict:
+                # cast first (any numeric dtype loads, as PyTorch), then copy onto the target's device
                 value = state_dict[key]
-                if target.device.type != "cpu":
-                    target.copy_(value.detach() if isinstance(value, Tensor) else np.asarray(value))
-                    continue
-                if isinstance(value, Tensor) and value.device.type != "cpu":
-                    value = value.detach().cpu()
-                array = value.data if isinstance(value, Tensor) else np.asarray(value)
-                np.copyto(target.data, array, casting="unsafe")
+                if isinstance(value, Tensor):
+                    value = value.detach().to(dtype=target.dtype)
+                else:
+                    value = np.asarray(value).astype(target.dtype, copy=False)
+                target.copy_(value)
         return IncompatibleKeys(missing, unexpected)
 
     # -------------------------------------------------------------- repr

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, _as_dtype
+from ..dtypes import as_dtype as _as_dtype
+from ..tensor import Tensor
 from . import functional as F
 from .layers import Embedding
 from .module import Module
@@ -30,7 +31,8 @@ def sinusoidal_table(max_len, d_model, base=10000.0, dtype=np.float32):
 
 
 class SinusoidalPositionalEncoding(Module):
-    """x (..., T, d_model) -> x + table[offset:offset+T]. The table is a fixed,
+    """x (..., T, d_model) -> x + table[offset:offset+T], or x + table[positions] for
+    positions (B, T) ints (each row's own positions). The table is a fixed,
     non-persistent buffer (not in the state_dict)."""
 
     def __init__(self, d_model, max_len=5000, base=10000.0, dtype=None):
@@ -42,21 +44,35 @@ class SinusoidalPositionalEncoding(Module):
         _check_span(type(self).__name__, offset, length, self.max_len)
         return self.pe.data[offset:offset + length]
 
-    def forward(self, x, offset=0):
+    def forward(self, x, offset=0, positions=None):
+        if positions is not None:
+            return x + _gather_rows(self.pe, positions, self.max_len, type(self).__name__)
         return x + self.encoding(x.shape[-2], offset).astype(x.dtype, copy=False)
 
     def extra_repr(self):
         return f"d_model={self.d_model}, max_len={self.max_len}"
 
 
+def _gather_rows(table, positions, max_len, op):
+    """table[positions] for a (B, T) host int array, on the table's device."""
+    positions = np.asarray(positions)
+    if positions.size and (positions.min() < 0 or positions.max() >= max_len):
+        raise ValueError(f"{op}: positions {positions.min()}..{positions.max()} are outside the table of "
+                         f"max_len={max_len}")
+    return F.embedding(positions.astype(np.int64, copy=False), table)
+
+
 class LearnedPositionalEmbedding(Embedding):
     """An Embedding over positions 0..max_len-1: forward(x, offset) -> x + weight[offset:offset+T]
-    for x (..., T, d_model); the gradient reaches the rows used."""
+    for x (..., T, d_model), or x + weight[positions] for positions (B, T) ints; the
+    gradient reaches the rows used."""
 
     def __init__(self, max_len, d_model, dtype=None):
         super().__init__(max_len, d_model, dtype=dtype)
 
-    def forward(self, x, offset=0):
+    def forward(self, x, offset=0, positions=None):
+        if positions is not None:
+            return x + _gather_rows(self.weight, positions, self.num_embeddings, type(self).__name__)
         t = x.shape[-2]
         _check_span(type(self).__name__, offset, t, self.num_embeddings)
         return x + F.embedding(Tensor._make(self.weight.device.arange(offset, offset + t), self.weight.device,

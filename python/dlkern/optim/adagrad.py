@@ -1,7 +1,7 @@
 """Adagrad (PyTorch's rule, with lr_decay and an initial accumulator value)."""
 
 from ..device import array_namespace
-from .optimizer import Optimizer, check_nonnegative, effective_grad, grad_array
+from .optimizer import Optimizer, check_nonnegative, effective_grad
 
 
 def _adagrad_update(param, grad, state_sum, *, step, lr, lr_decay, weight_decay, eps, maximize, work):
@@ -41,21 +41,15 @@ class Adagrad(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for p in group["params"]:
-            self.state.setdefault(p, {"step": 0, "sum": array_namespace(p.data).full(p.data.shape, group["initial_accumulator_value"], p.data.dtype)})
+            if p not in self.state:
+                self.state[p] = {"step": 0}
+                self._init_state(self.state[p], p.data, group)
 
-    def step(self, closure=None):
-        loss = self._call_closure(closure)
-        for group in self.param_groups:
-            for p in group["params"]:
-                grad = grad_array(p)
-                if grad is None:
-                    continue
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state["step"] = 0
-                    state["sum"] = array_namespace(p.data).full(p.data.shape, group["initial_accumulator_value"], p.data.dtype)
-                state["step"] += 1
-                _adagrad_update(p.data, grad, state["sum"], step=state["step"], lr=group["lr"],
-                                lr_decay=group["lr_decay"], weight_decay=group["weight_decay"], eps=group["eps"],
-                                maximize=group["maximize"], work=self._scratch_buffers(p, 2))
-        return loss
+    def _init_state(self, state, data, group):
+        if "sum" not in state:
+            state["sum"] = array_namespace(data).full(data.shape, group["initial_accumulator_value"], data.dtype)
+
+    def _update(self, param, grad, state, group, work):
+        _adagrad_update(param, grad, state["sum"], step=state["step"], lr=group["lr"], lr_decay=group["lr_decay"],
+                        weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                        work=work())

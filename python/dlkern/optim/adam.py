@@ -3,8 +3,7 @@
 import math
 
 from ..device import array_namespace
-from .optimizer import (Optimizer, check_betas, check_nonnegative, effective_grad, fused_step, grad_array,
-                        update_moments)
+from .optimizer import Optimizer, check_betas, check_nonnegative, effective_grad, fused_step, update_moments
 
 
 def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps,
@@ -19,11 +18,7 @@ def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, 
               amsgrad=amsgrad, maximize=maximize)
         return
     w0, w1 = work() if callable(work) else work  # made only when the fused kernel is not used
-    if weight_decay != 0 and decoupled_weight_decay:
-        xp.multiply(param, 1.0 - lr * weight_decay, out=param)
-        g = effective_grad(param, grad, 0.0, maximize, w0)
-    else:
-        g = effective_grad(param, grad, weight_decay, maximize, w0)
+    g = effective_grad(param, grad, weight_decay, maximize, w0, lr, decoupled_weight_decay)
     update_moments(xp, g, exp_avg, exp_avg_sq, beta1, beta2, w1)
     bias_correction1 = 1.0 - beta1 ** step
     bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
@@ -59,30 +54,18 @@ class Adam(Optimizer):
         check_betas(group["betas"])
         check_nonnegative("weight_decay", group["weight_decay"])
 
-    def step(self, closure=None):
-        loss = self._call_closure(closure)
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                grad = grad_array(p)
-                if grad is None:
-                    continue
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = array_namespace(p.data).zeros_like(p.data)
-                    state["exp_avg_sq"] = array_namespace(p.data).zeros_like(p.data)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = array_namespace(p.data).zeros_like(p.data)
-                if group["amsgrad"] and "max_exp_avg_sq" not in state:
-                    state["max_exp_avg_sq"] = array_namespace(p.data).zeros_like(p.data)
-                state["step"] += 1
-                _adam_update(p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
-                             step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                             weight_decay=group["weight_decay"],
-                             decoupled_weight_decay=group["decoupled_weight_decay"], amsgrad=group["amsgrad"],
-                             maximize=group["maximize"], work=lambda: self._scratch_buffers(p, 2))
-        return loss
+    def _init_state(self, state, data, group):
+        xp = array_namespace(data)
+        for name in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
+            if name not in state:
+                state[name] = xp.zeros_like(data)
+
+    def _update(self, param, grad, state, group, work):
+        beta1, beta2 = group["betas"]
+        _adam_update(param, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                     step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                     weight_decay=group["weight_decay"], decoupled_weight_decay=group["decoupled_weight_decay"],
+                     amsgrad=group["amsgrad"], maximize=group["maximize"], work=work)
 
 
 class AdamW(Adam):

@@ -3,11 +3,12 @@
 import numpy as np
 
 from ..device import array_namespace
-from .optimizer import grad_array
+from ..tensor import Tensor
+from .optimizer import grad_array, is_param_like
 
 
 def _grads(parameters):
-    if hasattr(parameters, "data") and not isinstance(parameters, np.ndarray):
+    if is_param_like(parameters):
         parameters = [parameters]
     return [g for g in (grad_array(p) for p in parameters) if g is not None]
 
@@ -28,9 +29,9 @@ def _vector_norm(x, norm_type):
     return float(np.sum(a ** norm_type) ** (1.0 / norm_type))
 
 
-def _device_norms(grads, norm_type):
-    """The norm of each device gradient: reduced on the device (in float64, as the host
-    path), then brought to the host in one copy."""
+def _norms(grads, norm_type):
+    """The norm of each gradient: reduced where it lives (in float64), then brought to the
+    host in one copy (one synchronisation on a GPU)."""
     dev = array_namespace(grads[0])
     parts, empty = [], []
     for g in grads:
@@ -52,7 +53,7 @@ def _device_norms(grads, norm_type):
         else:
             r = (a ** norm_type).sum()
         parts.append(r.reshape(1))
-    host = iter(dev.concatenate(parts).numpy().tolist() if parts else [])
+    host = iter(dev.to_host(dev.concatenate(parts)).tolist() if parts else [])
     norms = []
     for is_empty in empty:
         if is_empty:
@@ -70,16 +71,13 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     total_norm is the norm of order norm_type of all gradients together (the norm of
     the per-parameter norms, as PyTorch). Returns total_norm as a 0-d dlkern Tensor.
     Parameters without a gradient are skipped."""
-    from ..tensor import Tensor
-
     grads = _grads(parameters)
     max_norm = float(max_norm)
     norm_type = float(norm_type)
     if not grads:
         return Tensor(np.float32(0.0))
     dtype = np.result_type(*(g.dtype for g in grads))
-    on_host = isinstance(grads[0], np.ndarray)
-    norms = [_vector_norm(g, norm_type) for g in grads] if on_host else _device_norms(grads, norm_type)
+    norms = _norms(grads, norm_type)
     total = _vector_norm(np.array(norms), norm_type)
     if error_if_nonfinite and not np.isfinite(total):
         raise RuntimeError(
@@ -91,10 +89,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coef = min(coef, 1.0) if not np.isnan(coef) else coef
     with np.errstate(invalid="ignore"):  # inf * 0 -> nan, as PyTorch
         for g in grads:
-            if on_host:
-                np.multiply(g, coef, out=g, casting="unsafe")
-            else:
-                g *= float(coef)
+            g *= float(coef)
     return Tensor(np.asarray(total, dtype=dtype), device=array_namespace(grads[0]))
 
 

@@ -6,10 +6,12 @@ Per-parameter state lives in ``opt.state[param]``; ``state_dict()`` flattens it 
 PyTorch's layout ``{"state": {index: {...}}, "param_groups": [{..., "params": [index]}]}``
 with the arrays copied.
 
-Each subclass keeps its update math in one function on arrays (``_sgd_update``,
-``_adam_update``, ...), written with ``out=`` ufuncs on the parameter, its state
-buffers and preallocated scratch buffers, so a step allocates nothing per parameter
-after the first and a device namespace can later replace ``numpy`` there.
+The step loop lives here once (groups, parameters, skipping those without a gradient,
+state creation and the step count); a subclass gives its update rule: ``_init_state``
+(the buffers its options need) and ``_update`` (one step on arrays), which calls the
+rule's function on arrays (``_sgd_update``, ``_adam_update``, ...), written with ``out=``
+operations of the arrays' device namespace on the parameter, its state buffers and
+preallocated scratch buffers, so a step allocates nothing per parameter after the first.
 """
 
 import copy
@@ -31,16 +33,26 @@ class _Required:
 required = _Required()
 
 
+def _is_array(x):
+    """Whether x is an array of some device (NumPy's or a device array type)."""
+    try:
+        array_namespace(x)
+    except TypeError:
+        return False
+    return True
+
+
 def grad_array(param):
-    """The gradient of `param` as an ndarray, or None."""
+    """The gradient of `param` as an array, or None."""
     g = param.grad
-    if g is None or not hasattr(g, "data") or isinstance(g, np.ndarray):
+    if g is None or _is_array(g) or not hasattr(g, "data"):
         return g
     return g.data
 
 
-def _is_param_like(obj):
-    return hasattr(obj, "data") and not isinstance(obj, (dict, np.ndarray))
+def is_param_like(obj):
+    """Whether obj is one parameter (an object with .data) rather than a collection of them."""
+    return hasattr(obj, "data") and not isinstance(obj, dict) and not _is_array(obj)
 
 
 def check_nonnegative(name, value):
@@ -60,14 +72,18 @@ def check_betas(betas):
 
 class Optimizer:
     """Base class. Subclasses set ``defaults`` through ``__init__``, check a group's
-    options in ``_check_group`` and implement ``step``."""
+    options in ``_check_group`` and give their update rule in ``_init_state`` and
+    ``_update``; ``step`` is the same loop for all of them."""
+
+    # state["step"] counts the updates of a parameter from 1 (SGD keeps none, as PyTorch)
+    _counts_steps = True
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
         self.state = {}
         self.param_groups = []
         self._scratch = {}  # dtype -> [flat work array, ...]; never part of state_dict
-        if _is_param_like(params):
+        if is_param_like(params):
             raise TypeError(
                 f"params argument given to the optimizer should be an iterable of parameters or dicts, "
                 f"but got {type(params).__name__}")
@@ -95,7 +111,7 @@ class Optimizer:
         if "params" not in group:
             raise ValueError("a parameter group needs a 'params' entry")
         params = group["params"]
-        if _is_param_like(params):
+        if is_param_like(params):
             params = [params]
         elif isinstance(params, (set, frozenset)):
             raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
@@ -112,7 +128,7 @@ class Optimizer:
         if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
             raise ValueError("all optimizer param groups should be with/without names")
         for p in params:
-            if not _is_param_like(p) or not hasattr(p.data, "dtype"):
+            if not is_param_like(p) or not hasattr(p.data, "dtype"):
                 raise TypeError(f"optimizer can only optimize objects whose .data is an array, "
                                 f"but one of the params is {type(p).__name__}")
             if p.data.dtype.kind != "f":
@@ -145,8 +161,40 @@ class Optimizer:
                 else:
                     grad_array(p).fill(0)
 
-    def step(self, closure=None):
+    # ------------------------------------------------------------------ step
+    def _keeps_state(self, group):
+        """Whether parameters of `group` have state worth keeping (subclass hook)."""
+        return True
+
+    def _init_state(self, state, data, group):
+        """Add to `state` the buffers `group`'s options need and it lacks: on a parameter's
+        first step, and when an option is turned on later (by a scheduler or the user)."""
+
+    def _update(self, param, grad, state, group, work):
+        """One step of the rule on arrays, in place: param (the parameter's data), grad, the
+        parameter's state and group; work() returns two scratch arrays shaped like param."""
         raise NotImplementedError
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure()'s loss
+        (closure re-evaluates the model with gradients on) or None."""
+        loss = self._call_closure(closure)
+        for group in self.param_groups:
+            keep = self._keeps_state(group)
+            for p in group["params"]:
+                grad = grad_array(p)
+                if grad is None:
+                    continue
+                state = self.state.get(p)
+                if state is None:
+                    state = {}
+                    if keep:
+                        self.state[p] = state
+                if self._counts_steps:
+                    state["step"] = state.get("step", 0) + 1
+                self._init_state(state, p.data, group)
+                self._update(p.data, grad, state, group, lambda p=p: self._scratch_buffers(p, 2))
+        return loss
 
     def _call_closure(self, closure):
         if closure is None:
@@ -215,13 +263,12 @@ class Optimizer:
             p = param_of[idx]
             restored = {}
             for name, value in values.items():
-                if isinstance(value, np.ndarray):
+                if _is_array(value):
                     if value.ndim and value.shape != p.data.shape:
                         raise ValueError(f"loaded state '{name}' for parameter {idx} has shape {value.shape}, "
                                          f"but the parameter has shape {p.data.shape}")
                     value = value.astype(p.data.dtype if value.dtype.kind == "f" else value.dtype, copy=True)
-                    if array_namespace(p.data).type != "cpu":
-                        value = array_namespace(p.data).from_host(value)
+                    value = array_namespace(p.data).to_device(value)
                 else:
                     value = copy.deepcopy(value)
                 restored[name] = value
@@ -252,10 +299,8 @@ class Optimizer:
 def _host_copy(value):
     """A state value for state_dict: arrays as NumPy copies (device arrays copied to
     the host, so a checkpoint loads anywhere), the rest deep-copied."""
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if hasattr(value, "numpy") and hasattr(value, "shape"):
-        return value.numpy()
+    if _is_array(value):
+        return np.array(array_namespace(value).to_host(value))
     return copy.deepcopy(value)
 
 
@@ -281,11 +326,16 @@ def update_moments(xp, g, exp_avg, exp_avg_sq, beta1, beta2, work):
     xp.add(exp_avg_sq, work, out=exp_avg_sq)
 
 
-def effective_grad(param, grad, weight_decay, maximize, out):
+def effective_grad(param, grad, weight_decay, maximize, out, lr=0.0, decoupled=False):
     """The gradient the update uses: -grad if maximizing, plus weight_decay*param
-    (L2 coupled into the gradient). Returns `grad` itself when neither applies,
-    otherwise `out` holding the result; `grad` is never modified."""
+    (L2 coupled into the gradient). With `decoupled` (AdamW) the decay scales param by
+    1 - lr * weight_decay in place instead and the gradient is left undecayed. Returns
+    `grad` itself when nothing applies, otherwise `out` holding the result; `grad` is
+    never modified."""
     xp = array_namespace(param)
+    if weight_decay != 0 and decoupled:
+        xp.multiply(param, 1.0 - lr * weight_decay, out=param)
+        weight_decay = 0.0
     if weight_decay != 0:
         xp.multiply(param, weight_decay, out=out)
         (xp.subtract if maximize else xp.add)(out, grad, out=out)

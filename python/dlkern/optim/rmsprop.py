@@ -1,7 +1,7 @@
 """RMSprop (PyTorch's rule: optional momentum and centered variant)."""
 
 from ..device import array_namespace
-from .optimizer import Optimizer, check_nonnegative, effective_grad, grad_array
+from .optimizer import Optimizer, check_nonnegative, effective_grad
 
 
 def _rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, *, lr, alpha, eps, weight_decay,
@@ -54,30 +54,17 @@ class RMSprop(Optimizer):
         check_nonnegative("weight_decay", group["weight_decay"])
         check_nonnegative("alpha", group["alpha"])
 
-    def step(self, closure=None):
-        loss = self._call_closure(closure)
-        for group in self.param_groups:
-            for p in group["params"]:
-                grad = grad_array(p)
-                if grad is None:
-                    continue
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state["step"] = 0
-                    state["square_avg"] = array_namespace(p.data).zeros_like(p.data)
-                    if group["momentum"] > 0:
-                        state["momentum_buffer"] = array_namespace(p.data).zeros_like(p.data)
-                    if group["centered"]:
-                        state["grad_avg"] = array_namespace(p.data).zeros_like(p.data)
-                # options changed after the first step (e.g. by a scheduler) get fresh buffers
-                if group["momentum"] > 0 and "momentum_buffer" not in state:
-                    state["momentum_buffer"] = array_namespace(p.data).zeros_like(p.data)
-                if group["centered"] and "grad_avg" not in state:
-                    state["grad_avg"] = array_namespace(p.data).zeros_like(p.data)
-                state["step"] += 1
-                _rmsprop_update(p.data, grad, state["square_avg"], state.get("grad_avg"),
-                                state.get("momentum_buffer"), lr=group["lr"], alpha=group["alpha"],
-                                eps=group["eps"], weight_decay=group["weight_decay"], momentum=group["momentum"],
-                                centered=group["centered"], maximize=group["maximize"],
-                                work=self._scratch_buffers(p, 2))
-        return loss
+    def _init_state(self, state, data, group):
+        # options turned on after the first step (e.g. by a scheduler) get fresh buffers
+        xp = array_namespace(data)
+        needed = ("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ()) + (
+            ("grad_avg",) if group["centered"] else ())
+        for name in needed:
+            if name not in state:
+                state[name] = xp.zeros_like(data)
+
+    def _update(self, param, grad, state, group, work):
+        _rmsprop_update(param, grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer"),
+                        lr=group["lr"], alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
+                        momentum=group["momentum"], centered=group["centered"], maximize=group["maximize"],
+                        work=work())

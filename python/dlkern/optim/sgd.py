@@ -1,7 +1,7 @@
 """SGD with momentum, dampening, Nesterov momentum and L2 weight decay (PyTorch's rule)."""
 
 from ..device import array_namespace
-from .optimizer import Optimizer, check_nonnegative, effective_grad, fused_step, grad_array
+from .optimizer import Optimizer, check_nonnegative, effective_grad, fused_step
 
 
 def _sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize, work):
@@ -41,6 +41,8 @@ class SGD(Optimizer):
     momentum the buffer b <- momentum * b + (1 - dampening) * g (b = g on the first
     step), and with Nesterov d = g + momentum * b."""
 
+    _counts_steps = False
+
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                  *, maximize=False):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
@@ -56,18 +58,11 @@ class SGD(Optimizer):
             raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening "
                              f"(got momentum={group['momentum']}, dampening={group['dampening']})")
 
-    def step(self, closure=None):
-        loss = self._call_closure(closure)
-        for group in self.param_groups:
-            for p in group["params"]:
-                grad = grad_array(p)
-                if grad is None:
-                    continue
-                state = self.state.setdefault(p, {}) if group["momentum"] != 0 else None
-                buf = _sgd_update(p.data, grad, state.get("momentum_buffer") if state is not None else None,
-                                  lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
-                                  weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                                  maximize=group["maximize"], work=lambda: self._scratch_buffers(p, 2))
-                if state is not None:
-                    state["momentum_buffer"] = buf
-        return loss
+    def _keeps_state(self, group):
+        return group["momentum"] != 0  # the momentum buffer is SGD's only state
+
+    def _update(self, param, grad, state, group, work):
+        state["momentum_buffer"] = _sgd_update(
+            param, grad, state.get("momentum_buffer"), lr=group["lr"], momentum=group["momentum"],
+            dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"],
+            maximize=group["maximize"], work=work)

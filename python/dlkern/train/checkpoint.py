@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..device import array_namespace
+from ..tensor import Tensor
+
 _META_KEY = "__meta__"
 
 
@@ -69,10 +72,12 @@ def mismatch_error(path, what, exc) -> CheckpointError:
 
 def _encode(value, arrays):
     """JSON-able form of `value`; arrays move to `arrays` and leave a reference."""
-    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a Tensor or a device array
-        if hasattr(value, "detach"):
-            value = value.detach().cpu()
-        value = value.numpy()
+    if isinstance(value, Tensor):
+        value = value.detach().data
+    try:
+        value = array_namespace(value).to_host(value)  # arrays of every device are stored from the host
+    except TypeError:
+        pass  # not an array
     if isinstance(value, np.ndarray):
         key = f"a{len(arrays)}"
         arrays[key] = np.ascontiguousarray(value)

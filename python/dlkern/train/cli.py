@@ -5,33 +5,17 @@ from __future__ import annotations
 import sys
 import time
 
+import dlkern
+
+from .. import data
+from ..models import LeNet5, MLP
+from .config import (DATASETS, DEFAULTS, MODELS, OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler,
+                     positive_int)
 from .lm import add_gpt_arguments, run_train_gpt
+from .loop import evaluate, fit
 
-MODELS = ("mlp", "lenet", "gpt")
-DATASETS = ("digits", "fashion-mnist")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "radam")
-SCHEDULERS = ("none", "step", "cosine", "onecycle", "exponential", "warmup-cosine")
-
-# Defaults that reach the issue's accuracy targets on digits in seconds.
-DEFAULTS = {
-    "mlp": {"epochs": 30, "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "weight_decay": 0.0,
-            "scheduler": "cosine"},
-    "lenet": {"epochs": 30, "optimizer": "sgd", "lr": 0.05, "batch_size": 64, "weight_decay": 0.0,
-              "scheduler": "cosine"},
-}
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (else an argparse error, exit 2)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+__all__ = ["DATASETS", "DEFAULTS", "MODELS", "OPTIMIZERS", "SCHEDULERS", "add_train_command", "positive_int",
+           "run_train"]
 
 
 def add_train_command(commands) -> None:
@@ -65,59 +49,18 @@ def add_train_command(commands) -> None:
 
 
 def _datasets(args, flatten):
-    from .. import data
-
     if args.dataset == "digits":
         return data.digits(flatten=flatten, seed=args.seed), 8
     return data.fashion_mnist(root=args.data_dir, flatten=flatten), 28
 
 
 def _model(name, side):
-    from ..models import LeNet5, MLP
-
     if name == "mlp":
         return MLP(side * side, (256, 256), 10)
     return LeNet5(1, 10, input_size=side)
 
 
-def _optimizer(args, params):
-    from .. import optim
-
-    name, lr, wd = args.optimizer, args.lr, args.weight_decay
-    if name == "sgd":
-        return optim.SGD(params, lr=lr, momentum=args.momentum, weight_decay=wd)
-    if name == "rmsprop":
-        return optim.RMSprop(params, lr=lr, weight_decay=wd)
-    cls = {"adam": optim.Adam, "adamw": optim.AdamW, "adagrad": optim.Adagrad, "radam": optim.RAdam}[name]
-    return cls(params, lr=lr, weight_decay=wd)
-
-
-def _scheduler(args, opt, steps_per_epoch):
-    """(scheduler or None, steps per batch?)"""
-    from ..optim import lr_scheduler as sched
-
-    name, epochs = args.scheduler, args.epochs
-    if name == "none":
-        return None, False
-    if name == "step":
-        return sched.StepLR(opt, step_size=max(1, epochs // 3), gamma=0.1), False
-    if name == "cosine":
-        return sched.CosineAnnealingLR(opt, T_max=epochs), False
-    if name == "exponential":
-        return sched.ExponentialLR(opt, gamma=0.95), False
-    if name == "onecycle":
-        return sched.OneCycleLR(opt, max_lr=args.lr, epochs=epochs, steps_per_epoch=steps_per_epoch), True
-    warmup = max(1, epochs // 10)  # warmup-cosine: linear warm-up, then cosine decay
-    return sched.SequentialLR(opt, [sched.LinearLR(opt, start_factor=0.1, total_iters=warmup),
-                                     sched.CosineAnnealingLR(opt, T_max=max(1, epochs - warmup))],
-                              milestones=[warmup]), False
-
-
 def run_train(args) -> int:
-    import dlkern
-    from ..data import DataLoader
-    from .loop import fit
-
     if args.model == "gpt":
         return run_train_gpt(args)
     defaults = DEFAULTS[args.model]
@@ -136,21 +79,21 @@ def run_train(args) -> int:
     dlkern.manual_seed(args.seed)
 
     (train_set, test_set), side = _datasets(args, flatten=False)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=args.seed)
-    test_loader = DataLoader(test_set, batch_size=512)
+    train_loader = data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=args.seed)
+    test_loader = data.DataLoader(test_set, batch_size=512)
     try:
         device = dlkern.device(args.device)
     except (RuntimeError, ValueError) as exc:
         print(f"error: train: --device {args.device}: {exc}", file=sys.stderr)
         return 2
     model = _model(args.model, side).to(device)
-    opt = _optimizer(args, model.parameters())
-    scheduler, per_batch = _scheduler(args, opt, len(train_loader))
+    opt = make_optimizer(args, model.parameters())
+    scheduler, per_batch = make_scheduler(args, opt, len(train_loader))
 
     print(f"training {args.model} on {args.dataset}: {len(train_set)} train / {len(test_set)} test samples, "
           f"{args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}, "
           f"scheduler {args.scheduler}, "
-          + (f"{dlkern.get_num_threads()} thread(s), ISA {dlkern.get_isa()}" if device.type == "cpu" else f"on {device}"))
+          f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}")
     started = time.perf_counter()
     history = fit(model, opt, train_loader, args.epochs, test_loader=test_loader, scheduler=scheduler,
                   scheduler_per_batch=per_batch, checkpoint=args.checkpoint, resume=args.resume,
@@ -159,8 +102,6 @@ def run_train(args) -> int:
     if not history.epochs:
         # Resumed from a checkpoint that has done every requested epoch: say so, and report
         # the checkpoint's real test accuracy (one pass over the test set), not a NaN.
-        from .loop import evaluate
-
         accuracy = evaluate(model, test_loader, device)
         print(f"checkpoint already trained for {history.start_epoch} epochs (--epochs {args.epochs}): "
               f"nothing to do")

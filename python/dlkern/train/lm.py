@@ -9,21 +9,23 @@ samples with the KV cache, printing tokens/s.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 
 import numpy as np
 
-from .checkpoint import mismatch_error
+import dlkern
 
-DEFAULT_GPT_CHECKPOINT = "dlkern-gpt.npz"
+from .. import Tensor, no_grad
+from ..data import text as text_data
+from ..models import GPT
+from ..nn import functional as F
+from .checkpoint import CheckpointError, load_checkpoint, mismatch_error, save_checkpoint
+from .config import DEFAULT_GPT_CHECKPOINT, GPT_DEFAULTS, make_optimizer, make_scheduler, positive_int
 
-# A model that learns words and speaker turns from Shakespeare in a few minutes on two
-# cores; the issue's benchmark model is --n-layer 6 --d-model 192 --n-head 6.
-GPT_DEFAULTS = {"steps": 1500, "optimizer": "adamw", "lr": 2e-3, "batch_size": 16, "weight_decay": 0.01,
-                "scheduler": "warmup-cosine"}
+__all__ = ["DEFAULT_GPT_CHECKPOINT", "GPT_DEFAULTS", "add_generate_command", "add_gpt_arguments", "estimate_loss",
+           "lm_loss", "load_gpt", "run_generate", "run_train_gpt", "sample_batch"]
 
 
 def add_gpt_arguments(p) -> None:
@@ -55,26 +57,20 @@ def sample_batch(ids: np.ndarray, batch_size: int, block_size: int, rng: np.rand
 
 def lm_loss(model, x, y):
     """Mean next-token cross-entropy; host batches x, y go to the model's device."""
-    from .. import nn
-    from ..tensor import Tensor
-
     device = model.wte.weight.device
-    if device.type != "cpu":
-        x, y = Tensor(x).to(device), Tensor(y).to(device)
+    x, y = Tensor(x).to(device), Tensor(y).to(device)
     logits = model(x)
     b, t, v = logits.shape
-    return nn.functional.cross_entropy(logits.reshape(b * t, v), y.reshape(b * t))
+    return F.cross_entropy(logits.reshape(b * t, v), y.reshape(b * t))
 
 
 def estimate_loss(model, ids, batch_size, block_size, batches, seed) -> float:
     """Mean loss over `batches` fixed random windows of ids, in eval mode without gradients."""
-    import dlkern
-
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()
     total = 0.0
-    with dlkern.no_grad():
+    with no_grad():
         for _ in range(batches):
             x, y = sample_batch(ids, batch_size, block_size, rng)
             total += float(lm_loss(model, x, y).item())
@@ -83,8 +79,6 @@ def estimate_loss(model, ids, batch_size, block_size, batches, seed) -> float:
 
 
 def _corpus(args):
-    from ..data import text as text_data
-
     if args.text:
         return str(args.text), text_data.read_text(args.text)
     return text_data.default_corpus()
@@ -98,12 +92,6 @@ def _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus):
 
 
 def run_train_gpt(args) -> int:
-    import dlkern
-    from ..data.text import CharTokenizer
-    from ..models import GPT
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .cli import _optimizer, _scheduler
-
     for key, value in GPT_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -119,7 +107,8 @@ def run_train_gpt(args) -> int:
     resume_state = load_checkpoint(checkpoint) if args.resume else None
     if resume_state is not None:
         _check_gpt_state(checkpoint, resume_state, resume=True)
-    tokenizer = CharTokenizer(resume_state["vocab"]) if resume_state else CharTokenizer.from_text(text)
+    tokenizer = (text_data.CharTokenizer(resume_state["vocab"]) if resume_state
+                 else text_data.CharTokenizer.from_text(text))
     try:
         ids = tokenizer.encode(text)
     except ValueError as exc:  # resuming on a text with characters the checkpoint never saw
@@ -143,9 +132,8 @@ def run_train_gpt(args) -> int:
         print(f"error: train: --device {args.device}: {exc}", file=sys.stderr)
         return 2
     model.to(device)
-    opt = _optimizer(args, model.parameters())
-    sched_args = argparse.Namespace(**{**vars(args), "epochs": args.steps})
-    scheduler, _ = _scheduler(sched_args, opt, 1)
+    opt = make_optimizer(args, model.parameters())
+    scheduler, _ = make_scheduler(args, opt, 1, epochs=args.steps)
     rng = np.random.default_rng(args.seed)
     step = 0
     if resume_state:
@@ -173,8 +161,7 @@ def run_train_gpt(args) -> int:
     print(f"training gpt on {corpus}: {len(train_ids)} train / {len(val_ids)} validation characters, "
           f"vocab {tokenizer.vocab_size}, {n_params / 1e6:.2f}M parameters, {args.steps} steps of batch "
           f"{args.batch_size} x {block}, {args.optimizer} lr {args.lr}, "
-          + (f"{dlkern.get_num_threads()} thread(s), ISA {dlkern.get_isa()}" if device.type == "cpu"
-             else f"on {device}"))
+          f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}")
     model.train()
     started, trained_steps, train_loss = time.perf_counter(), 0, float("nan")
     while step < args.steps:
@@ -243,8 +230,6 @@ _MISMATCH_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError, A
 def _check_gpt_state(path, state, resume=False):
     """CheckpointError unless `state` is a `train --model gpt` checkpoint with the entries
     generation (and, with resume, training) reads."""
-    from .checkpoint import CheckpointError
-
     if not isinstance(state, dict) or state.get("kind") != "gpt":
         raise CheckpointError(f"checkpoint {path} is not a GPT checkpoint (made by 'train --model gpt')")
     needed = ("config", "vocab", "model") + (("optimizer", "step", "rng") if resume else ())
@@ -256,8 +241,6 @@ def _check_gpt_state(path, state, resume=False):
 
 
 def _gpt_from_config(path, config):
-    from ..models import GPT
-
     try:
         return GPT(**config)
     except _MISMATCH_ERRORS as exc:
@@ -268,15 +251,12 @@ def load_gpt(path):
     """(model in eval mode, CharTokenizer) from a `train --model gpt` checkpoint;
     CheckpointError (one line) when the file is not such a checkpoint or its weights do
     not fit its own config."""
-    from ..data.text import CharTokenizer
-    from .checkpoint import load_checkpoint
-
     state = load_checkpoint(path)
     _check_gpt_state(path, state)
     model = _gpt_from_config(path, state["config"])
     try:
         model.load_state_dict(state["model"])
-        tokenizer = CharTokenizer(state["vocab"])
+        tokenizer = text_data.CharTokenizer(state["vocab"])
     except _MISMATCH_ERRORS as exc:
         raise mismatch_error(path, "the GPT its config describes", exc) from exc
     model.eval()
@@ -284,8 +264,6 @@ def load_gpt(path):
 
 
 def add_generate_command(commands) -> None:
-    from .cli import positive_int
-
     p = commands.add_parser(
         "generate", help="sample text from a GPT checkpoint with the KV cache",
         description="Load a checkpoint written by 'train --model gpt' and continue a prompt, one character "
@@ -302,8 +280,6 @@ def add_generate_command(commands) -> None:
 
 
 def run_generate(args) -> int:
-    import dlkern
-
     if args.max_new_tokens < 1 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
         print("error: generate: --max-new-tokens and --top-k must be >= 1 and --temperature >= 0",
               file=sys.stderr)

@@ -10,7 +10,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from .. import nn, no_grad
-from ..tensor import default_generator
+from ..generator import default_generator
 from .checkpoint import load_checkpoint, mismatch_error, save_checkpoint
 
 # What applying a checkpoint of the wrong structure raises (another model's weights,
