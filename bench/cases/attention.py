@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlkern import ops
-from dlkern.bench.harness import Bench, Case, _reference, f64, parse_list, rng_for
+from dlkern import ops, reference
+from dlkern.bench.harness import Bench, Case, f64, parse_list, rng_for
 
 
 SDPA_SHAPES, QUICK_SDPA = [(8, 12, 512, 64), (1, 12, 2048, 64)], [(1, 2, 80, 16)]
@@ -16,9 +16,10 @@ QUICK_DECODE = [(1, 4, 2, 100)]
 
 
 def attention_check(got, inp):
-    """The first batch entry and kv-head group (the float64 oracle is computed on it)."""
+    """The first batch entry and kv-head group (the float64 oracle is computed on it; the
+    slices keep the batch axis, as dlkern.reference takes (B, H, T, D))."""
     g = inp["g"]
-    return tuple(a[0, :g] if i in (0, 1) else a[0, :1] for i, a in enumerate(got))
+    return tuple(a[:1, :g] if i in (0, 1) else a[:1, :1] for i, a in enumerate(got))
 
 
 def sdpa_case(shape, causal: bool, backward: bool) -> Case:
@@ -29,9 +30,9 @@ def sdpa_case(shape, causal: bool, backward: bool) -> Case:
         return dict(zip("qkvo", (rng.standard_normal(shape).astype(np.float32) for _ in range(4))), g=1)
 
     def expected(inp):
-        q, k, v, go = f64(*(inp[key][0, :1] for key in "qkvo"))
-        out, probabilities = _reference("attention_forward")(q, k, v, causal)
-        return (out,) + (_reference("attention_backward")(go, q, k, v, out, probabilities, causal) if backward else ())
+        q, k, v, go = f64(*(inp[key][:1, :1] for key in "qkvo"))
+        out, lse = reference.attention_forward(q, k, v, is_causal=causal)
+        return (out,) + (reference.attention_backward(go, q, k, v, out, lse, is_causal=causal) if backward else ())
 
     def dlkern_call(inp, torch):
         def run():
@@ -84,8 +85,8 @@ def decode_case(b, hq, hkv, length) -> Case:
     return Case(("decode", f"B{b} Hq{hq}/Hkv{hkv} L{length}"), make, {
         "dlkern": lambda inp, torch: lambda: ops.decode_attention(inp["q"], inp["k"], inp["v"], length),
         "torch": torch_call,
-    }, lambda inp: (_reference("decode_attention")(*f64(inp["q"][0, :inp["g"]], inp["k"][0, :1], inp["v"][0, :1]),
-                                                   length),),
+    }, lambda inp: (reference.decode_attention(*f64(inp["q"][:1, :inp["g"]], inp["k"][:1, :1], inp["v"][:1, :1]),
+                                               length),),
         2.0 * b * hkv * length * d * 4, tol=2e-4, check=attention_check, outputs=("out",), target=("torch", 1.5),
         section="Decode step (1 query token, KV cache)", unit="GB/s")
 

@@ -1,13 +1,13 @@
 """``python -m dlkern bench conv``: conv2d forward and forward+backward beside PyTorch
-(oneDNN) and the NumPy im2col reference; outputs checked against float64 in units of
-each output's terms' size."""
+(oneDNN) and NumPy (``dlkern.reference``'s tap-by-tap einsum, float64 inside); outputs
+checked against that reference on float64 copies, in units of each output's terms' size."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from dlkern import ops
-from dlkern.bench.harness import REFERENCE, Bench, Case, f64, kernel, leaves, parse_list, rng_for
+from dlkern import ops, reference
+from dlkern.bench.harness import Bench, Case, f64, leaves, parse_list, rng_for
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -28,15 +28,15 @@ def conv_case(name, n, c, hw, o, k, s, p, target, backward: bool) -> Case:
         return {key: rng.uniform(-1, 1, shape).astype(np.float32) for key, shape in shapes.items()}
 
     def chain(module, x, w, b, gy):
-        y = (kernel(module, "conv2d")(x, w, b, s, p),)
-        return y + tuple(kernel(module, "conv2d_backward")(gy, x, w, s, p)) if backward else y
+        y = (module.conv2d(x, w, b, s, p),)
+        return y + tuple(module.conv2d_backward(gy, x, w, s, p)) if backward else y
 
     def expected(inp):
         x, w, b, gy = f64(inp["x"], inp["w"], inp["b"], inp["gy"])
         # Each output's rounding scale: its terms' size (the same sums over |inputs|) x sqrt(K) eps.
         inp["scale"] = [m * 8 * np.sqrt(terms) * EPS32 for m, terms in zip(
-            chain(REFERENCE, abs(x), abs(w), abs(b), abs(gy)), (c * k * k + 1, o * k * k, n * ho * ho, n * ho * ho))]
-        return chain(REFERENCE, x, w, b, gy)
+            chain(reference, abs(x), abs(w), abs(b), abs(gy)), (c * k * k + 1, o * k * k, n * ho * ho, n * ho * ho))]
+        return chain(reference, x, w, b, gy)
 
     def torch_call(inp, torch):
         F = torch.nn.functional
@@ -59,7 +59,7 @@ def conv_case(name, n, c, hw, o, k, s, p, target, backward: bool) -> Case:
     return Case((f"{name} ({label})", "forward+backward" if backward else "forward"), make, {
         "dlkern": lambda inp, torch: lambda: chain(ops, *(inp[key] for key in keys)),
         "torch": torch_call,
-        "numpy": lambda inp, torch: lambda: chain(REFERENCE, *(inp[key] for key in keys)),
+        "numpy": lambda inp, torch: lambda: chain(reference, *(inp[key] for key in keys)),
     }, expected, 2.0 * n * o * ho * ho * c * k * k * (3 if backward else 1), tol=1.0,
         compare=lambda got, want, inp, i: float((np.abs(got - want) / np.maximum(inp["scale"][i], 1e-30)).max()),
         target=("torch", target[1]) if backward or target[0] == "both" else None)
@@ -90,10 +90,11 @@ def conv_probe():
 
 
 BENCH = Bench(
-    "conv", "conv2d forward and forward+backward against PyTorch and NumPy im2col",
+    "conv", "conv2d forward and forward+backward against PyTorch and the NumPy reference",
     "dlkern conv2d benchmark", ("shape", "pass"), conv_cases, unit="GFLOP/s", probe=conv_probe, repeats=5,
     quick_repeats=2, extra_arguments=conv_arguments, labels={"dlkern": "dlkern", "torch": "PyTorch",
-                                                             "numpy": "NumPy im2col"},
+                                                             "numpy": "NumPy reference"},
     method=["- **method**: float32 NCHW; each call allocates its outputs; forward+backward = y, then dx, dweight, "
-            "dbias (PyTorch: autograd with x, weight, bias requiring grad). Checked against float64 im2col in "
+            "dbias (PyTorch: autograd with x, weight, bias requiring grad). NumPy: dlkern.reference (a float64 "
+            "einsum per kernel tap, no BLAS: slow, not what a tuned NumPy conv would do). Checked against it in "
             "units of each output's terms' size. FLOPs: forward 2*N*O*Ho*Wo*C*kH*kW, forward+backward 3x."])

@@ -1,13 +1,14 @@
 """``python -m dlkern bench cross_entropy``: the fused cross-entropy forward + backward
 (mean reduction) beside PyTorch's ``F.cross_entropy(...).backward()`` and the NumPy
-reference in float32; dlkern runs once allocating the gradient, once into ``out=``."""
+reference (``dlkern.reference``, float64 inside); dlkern runs once allocating the
+gradient, once into ``out=``."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from dlkern import ops
-from dlkern.bench.harness import Bench, Case, _reference, f64, pick, rng_for, sampled_rows, shapes_arg
+from dlkern import ops, reference
+from dlkern.bench.harness import Bench, Case, f64, pick, rng_for, sampled_rows, shapes_arg
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -20,7 +21,7 @@ def cross_entropy_case(n: int, c: int) -> Case:
 
     def expected(inp):
         x, t, rows = inp["x"], inp["t"], inp["rows"]
-        fwd, bwd = _reference("cross_entropy_forward"), _reference("cross_entropy_backward")
+        fwd, bwd = reference.cross_entropy_forward, reference.cross_entropy_backward
         # The mean needs every row: float64 in chunks of 256 rows, so no N x C float64 copy.
         loss = sum(fwd(*f64(x[i:i + 256]), t[i:i + 256])[0] * len(t[i:i + 256]) for i in range(0, n, 256)) / n
         x64 = f64(x[rows])[0]
@@ -51,7 +52,7 @@ def cross_entropy_case(n: int, c: int) -> Case:
         return step
 
     def numpy_step(inp, torch):
-        fwd, bwd = _reference("cross_entropy_forward"), _reference("cross_entropy_backward")
+        fwd, bwd = reference.cross_entropy_forward, reference.cross_entropy_backward
 
         def step():
             loss, lse = fwd(inp["x"], inp["t"])
@@ -78,5 +79,6 @@ BENCH = Bench(
     method=["- **method**: float32 standard-normal logits, int64 targets, reduction='mean'; one step = loss + "
             "d loss / d logits. dlkern: `cross_entropy_forward` + `cross_entropy_backward` (gradient allocated "
             "fresh, or into a preallocated `out=`); PyTorch: `F.cross_entropy(x, t).backward()` on a leaf "
-            "sharing the NumPy buffer; NumPy: the float32 reference (log-softmax, NLL, softmax - one-hot).",
+            "sharing the NumPy buffer; NumPy: dlkern.reference on the float32 logits (log-softmax, NLL, "
+            "softmax - one-hot, computed in float64).",
             "- **GB/s** = 3 x N x C x 4 bytes (logits read by forward and backward, gradient written) / time."])

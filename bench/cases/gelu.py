@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlkern import ops
-from dlkern.bench.harness import Bench, Case, _reference, f64, pick, rng_for, shapes_arg
+from dlkern import ops, reference
+from dlkern.bench.harness import Bench, Case, f64, pick, rng_for, shapes_arg
 
 
 _C, _K = float(np.sqrt(2 / np.pi)), 0.044715
@@ -49,7 +49,7 @@ def gelu_case(op: str, rows: int, cols: int) -> Case:
 
     def expected(inp):
         x, g = f64(inp["x"], inp["g"])
-        return (_reference("gelu_tanh")(x) if forward else _reference("gelu_tanh_backward")(g, x),)
+        return (reference.gelu_tanh(x) if forward else reference.gelu_tanh_backward(g, x),)
 
     def torch_gelu(inp, torch):
         tx, tg = torch.from_numpy(inp["x"]), torch.from_numpy(inp["g"])

@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from dlkern import ops
-from dlkern.bench.harness import Bench, Case, _reference, f64, matmul_probe, pick, rng_for, sampled_rows
+from dlkern import ops, reference
+from dlkern.bench.harness import Bench, Case, f64, matmul_probe, pick, rng_for, sampled_rows
 
 
 PEAK_GFLOPS_PER_CORE_F32 = 116.8  # MACHINE.md: 32 FLOP/cycle at 3.65 GHz
@@ -52,7 +52,7 @@ def matmul_case(m: int, k: int, n: int, note: str = "", dtype=np.float32) -> Cas
         return np.concatenate([c[inp["rows"], :].ravel(), c[:, inp["cols"]].ravel()])
 
     def product(a, b, inp):  # the checked rows and columns of a @ b, as sample() lays them out
-        matmul = _reference("matmul")
+        matmul = reference.matmul
         return np.concatenate([matmul(a[inp["rows"]], b).ravel(), matmul(a, b[:, inp["cols"]]).ravel()])
 
     def expected(inp):

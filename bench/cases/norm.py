@@ -1,14 +1,16 @@
 """``python -m dlkern bench norm``: layer_norm, rms_norm, group_norm and batch_norm,
-forward and forward+backward, beside PyTorch and the NumPy references in float32. The
-forward+backward chain of ``*_forward`` and ``*_backward`` runs on ``dlkern.ops``, on the
-references in float32 (the NumPy peer) and in float64 (the oracle): they share signatures."""
+forward and forward+backward, beside PyTorch and NumPy (``dlkern.reference``). The
+forward+backward chain of ``*_forward`` and ``*_backward`` runs on ``dlkern.ops`` and on
+``dlkern.reference`` (a device namespace with the same signatures): on the float32 inputs
+as the NumPy peer, on float64 copies as the oracle. The reference computes in float64
+either way, so the NumPy peer's time includes its float64 upcast."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from dlkern import ops
-from dlkern.bench.harness import REFERENCE, Bench, Case, f64, kernel, leaves, matmul_probe, parse_list, rng_for
+from dlkern import ops, reference
+from dlkern.bench.harness import Bench, Case, f64, leaves, matmul_probe, parse_list, rng_for
 
 
 NORM_OPS = ("layer_norm", "rms_norm", "group_norm", "batch_norm")
@@ -16,16 +18,16 @@ GROUPS = 32
 
 
 def norm_chain(module, op: str, x, w, b, dy, backward: bool):
-    """(y,) or (y, dx, dweight) of one op through ``module`` (dlkern.ops or REFERENCE)."""
+    """(y,) or (y, dx, dweight) of one op through ``module`` (dlkern.ops or reference)."""
     size = {"layer_norm": (x.shape[-1],), "rms_norm": (x.shape[-1],), "group_norm": (GROUPS,), "batch_norm": ()}[op]
     c = w.shape[0]
     args = {"layer_norm": (x, *size, w, b), "rms_norm": (x, *size, w), "group_norm": (x, *size, w, b),
             "batch_norm": (x, np.zeros(c, x.dtype), np.ones(c, x.dtype), w, b, True)}[op]
-    y, *stats = kernel(module, op + "_forward")(*args)
+    y, *stats = getattr(module, op + "_forward")(*args)
     if not backward:
         return (y,)
     extra = (True,) if op == "batch_norm" else ()
-    return (y,) + tuple(kernel(module, op + "_backward")(dy, x, *size, w, *stats, *extra)[:2])
+    return (y,) + tuple(getattr(module, op + "_backward")(dy, x, *size, w, *stats, *extra)[:2])
 
 
 def norm_case(op: str, shape: tuple, backward: bool) -> Case:
@@ -64,8 +66,8 @@ def norm_case(op: str, shape: tuple, backward: bool) -> Case:
     return Case((op, "x".join(map(str, shape)), "fwd+bwd" if backward else "fwd"), make, {
         "dlkern": lambda inp, torch: lambda: norm_chain(ops, op, *args(inp), backward),
         "torch": torch_call,
-        "numpy": lambda inp, torch: lambda: norm_chain(REFERENCE, op, *args(inp), backward),
-    }, lambda inp: norm_chain(REFERENCE, op, *args(inp, f64), backward), (5 if backward else 2) * 4.0 * np.prod(shape),
+        "numpy": lambda inp, torch: lambda: norm_chain(reference, op, *args(inp), backward),
+    }, lambda inp: norm_chain(reference, op, *args(inp, f64), backward), (5 if backward else 2) * 4.0 * np.prod(shape),
         tol=2e-4, compare=lambda got, want, inp, i: float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)),
         outputs=("y", "dx", "dweight"), target=("torch", 1.2) if op in ("layer_norm", "rms_norm") else None)
 
@@ -86,7 +88,8 @@ BENCH = Bench(
     quick_repeats=2, extra_arguments=lambda p: p.add_argument(
         "--ops", type=parse_list, default=list(NORM_OPS), help="ops to run, comma separated (default all four)"),
     method=["- **method**: float32; every call allocates its outputs, as the public APIs do. PyTorch fwd+bwd is "
-            "autograd; dlkern is *_forward + *_backward; NumPy is the reference in float32. group_norm uses "
+            "autograd; dlkern is *_forward + *_backward; NumPy is dlkern.reference on the float32 inputs (it "
+            "computes in float64). group_norm uses "
             f"{GROUPS} groups; batch_norm is training mode.",
             "- **GB/s** = compulsory bytes / time: forward 2 x |x| (read x, write y), forward+backward 5 x |x| "
             "(+ read dy, x, write dx)."])

@@ -1,12 +1,13 @@
 """``python -m dlkern bench pool``: max/avg pooling (2x2 s2 and ResNet's 3x3 s2 p1) beside
-PyTorch on channels_last and NCHW and the NumPy strided-slice reference."""
+PyTorch on channels_last and NCHW and the NumPy reference (``dlkern.reference``, a float64
+loop over output positions and taps: a correctness oracle, far slower than vectorised NumPy)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from dlkern import ops
-from dlkern.bench.harness import REFERENCE, Bench, Case, f64, kernel, rng_for
+from dlkern import ops, reference
+from dlkern.bench.harness import Bench, Case, f64, rng_for
 
 
 POOL_CASES = [(op, k, p) for op in ("max", "avg") for k, p in ((2, 0), (3, 1))]
@@ -23,12 +24,12 @@ def pool_case(op: str, k: int, p: int, mode: str, shape: tuple) -> Case:
 
     def chain(module, x, g):
         if not backward:
-            return kernel(module, f"{op}_pool2d")(x, k, s, p)
+            return getattr(module, f"{op}_pool2d")(x, k, s, p)
         if op == "max":
-            _, idx = kernel(module, "max_pool2d")(x, k, s, p, return_indices=True)
-            return kernel(module, "max_pool2d_backward")(g, idx, x.shape)
-        kernel(module, "avg_pool2d")(x, k, s, p)
-        return kernel(module, "avg_pool2d_backward")(g, x.shape, k, s, p)
+            _, idx = module.max_pool2d(x, k, s, p, return_indices=True)
+            return module.max_pool2d_backward(g, idx, x.shape)
+        module.avg_pool2d(x, k, s, p)
+        return module.avg_pool2d_backward(g, x.shape, k, s, p)
 
     def torch_call(layout):
         def make_call(inp, torch):
@@ -54,8 +55,8 @@ def pool_case(op: str, k: int, p: int, mode: str, shape: tuple) -> Case:
     return Case((f"{op} {k}x{k} s{s}" + (f" p{p}" if p else ""), mode), make, {
         "dlkern": lambda inp, torch: lambda: chain(ops, inp["x"], inp["g"]),
         "torch_cl": torch_call("cl"), "torch": torch_call("nchw"),
-        "numpy": lambda inp, torch: lambda: chain(REFERENCE, inp["x"], inp["g"]),
-    }, lambda inp: (chain(REFERENCE, *f64(inp["x"], inp["g"])),), traffic, tol=1e-5,
+        "numpy": lambda inp, torch: lambda: chain(reference, inp["x"], inp["g"]),
+    }, lambda inp: (chain(reference, *f64(inp["x"], inp["g"])),), traffic, tol=1e-5,
         compare=lambda got, want, inp, i: float(np.abs(got - want).max()),
         target=("torch", 3.0) if backward else ("torch_cl", 1.0))
 
@@ -79,8 +80,9 @@ BENCH = Bench(
                                                          help="N,C,H,W (default 32,64,56,56)"),
     labels={"dlkern": "dlkern", "torch_cl": "PyTorch channels_last", "torch": "PyTorch NCHW", "numpy": "NumPy"},
     method=["- **method**: float32; dlkern reads NCHW; 'PyTorch channels_last' runs on a channels_last copy, "
-            "'PyTorch NCHW' on x itself (fwd under no_grad, fwd+bwd autograd); NumPy is the strided-slice "
-            "reference. Every library allocates its outputs on every call.",
+            "'PyTorch NCHW' on x itself (fwd under no_grad, fwd+bwd autograd); NumPy is dlkern.reference "
+            "(float64 loops over windows; an oracle, not a tuned NumPy pool). Every library allocates its "
+            "outputs on every call.",
             "- **GB/s** = minimum traffic / time: fwd reads x and writes y; fwd+bwd adds reading grad_out and "
             "writing dx, and for max writing and reading the int64 indices. Targets: fwd >= 1.0x PyTorch "
             "channels_last; fwd+bwd >= 3x PyTorch NCHW."])

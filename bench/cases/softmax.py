@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlkern import ops
-from dlkern.bench.harness import Bench, Case, _reference, f64, pick, rng_for, sampled_rows, shapes_arg
+from dlkern import ops, reference
+from dlkern.bench.harness import Bench, Case, f64, pick, rng_for, sampled_rows, shapes_arg
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -48,7 +48,7 @@ def softmax_case(op: str, rows: int, cols: int) -> Case:
         "dlkern": preallocated(lambda x, out: getattr(ops, op)(x, -1, out=out)),
         "torch": torch_softmax,
         "numpy": preallocated(lambda x, out: numpy_softmax(x, out, log)),
-    }, lambda inp: (_reference(op)(f64(inp["x"][inp["rows"]])[0]),), 2.0 * rows * cols * 4,
+    }, lambda inp: (getattr(reference, op)(f64(inp["x"][inp["rows"]])[0]),), 2.0 * rows * cols * 4,
         tol=8 * np.sqrt(cols) * EPS32, compare=compare, check=lambda got, inp: (got[0][inp["rows"]],),
         target=("torch", 1.2))
 

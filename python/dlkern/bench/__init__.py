@@ -3,8 +3,7 @@
 What ships and what does not: this package holds the machinery only --
 :mod:`.common` (thread pinning, interleaved timing, machine description, tables),
 :mod:`.harness` (the ``Case`` row, and the runner that validates each row against its
-float64 reference, times it and writes the report) and :mod:`.references` (the NumPy
-oracles, one per kernel name, reached only through ``harness._reference``). The
+float64 reference from :mod:`dlkern.reference`, times it and writes the report). The
 benchmarks themselves -- tables of rows with their shapes, peers and targets, and the
 model-level comparisons with PyTorch twins of whole models -- are developer tools and
 live in the source tree, one file per subcommand: ``bench/cases/<name>.py``. Adding an

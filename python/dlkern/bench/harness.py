@@ -5,8 +5,9 @@ validates, times and reports them, the same way for every op.
 A ``Case`` row says: the report cells that name it (op, shape, ...), how to build its
 seeded inputs, how each library runs it (``dlkern``, the NumPy peer, the PyTorch peer,
 variants such as ``dlkern_out`` or ``torch_cl``), the float64 reference it must match
-(``expected``, usually through ``_reference(name)``), the tolerance, and its work per
-call (FLOPs or bytes) that turns medians into GFLOP/s or GB/s.
+(``expected``, from ``dlkern.reference``: the one NumPy oracle, which the op table and
+the tests use too), the tolerance, and its work per call (FLOPs or bytes) that turns
+medians into GFLOP/s or GB/s.
 """
 
 from __future__ import annotations
@@ -24,13 +25,6 @@ from . import common
 LABELS = {"dlkern": "dlkern", "dlkern_out": "dlkern (out=)", "numpy": "NumPy", "torch": "PyTorch",
           "torch_cl": "PyTorch channels_last"}
 OUTPUT_NAMES = ("y", "dx", "dweight", "dbias")
-
-
-def _reference(name: str) -> Callable:
-    """The float64 oracle for kernel ``name``: the one place validation looks them up."""
-    from . import references
-
-    return getattr(references, name)
 
 
 def default_out(name: str) -> str:
@@ -163,13 +157,6 @@ def matmul_probe(size: int = 512):
     from dlkern import ops  # here, not at the top: the harness must import without the compiled module
 
     return lambda: ops.matmul(a, a, out=out)
-
-
-REFERENCE = object()  # stands for "the reference module" where a chain takes dlkern.ops
-
-
-def kernel(module, name):
-    return _reference(name) if module is REFERENCE else getattr(module, name)
 
 
 def leaves(torch, *arrays):
