@@ -202,9 +202,38 @@ def test_norm_references_agree_with_dlkern_and_catch_an_error(op):
     assert_caught(case, lambda i: run(i, None)(), lambda i: (np.zeros(shape, np.float32),) + run(i, None)()[1:],
                   "y is WRONG")
     args = argparse.Namespace(peers=["numpy"], repeats=1, min_sample_ms=1.0, settle_ms=0.0)
-    for backward in (False, True):  # the NumPy peer (the references in float32) passes validation too
+    for backward in (False, True):  # the NumPy peer (float32, bench/cases/_numpy_peers.py) passes validation too
         result = harness.bench_case(cases("norm").norm_case(op, shape, backward), 1, args, None)
         assert set(result.timings) == {"dlkern", "numpy"} and all(t.median > 0 for t in result.timings.values())
+
+
+PEER_CASES = {  # tiny cases whose NumPy column is bench/cases/_numpy_peers.py
+    "norm layer_norm": lambda: cases("norm").norm_case("layer_norm", (6, 64), True),
+    "norm rms_norm": lambda: cases("norm").norm_case("rms_norm", (6, 64), True),
+    "norm group_norm": lambda: cases("norm").norm_case("group_norm", (2, 64, 3, 5), True),
+    "norm batch_norm": lambda: cases("norm").norm_case("batch_norm", (2, 64, 3, 5), True),
+    "conv": lambda: cases("conv").conv_case("tiny", 2, 3, 9, 4, 3, 2, 1, ("both", 1.0), True),
+    "max pool": lambda: cases("pool").pool_case("max", 3, 1, "fwd+bwd", (2, 3, 9, 9)),
+    "avg pool": lambda: cases("pool").pool_case("avg", 3, 1, "fwd+bwd", (2, 3, 9, 9)),
+    "cross_entropy": lambda: cases("cross_entropy").cross_entropy_case(8, 50),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PEER_CASES))
+def test_numpy_peer_is_float32_and_matches_the_reference(name):
+    # The peer is timed as "what a NumPy user writes for speed": float32 in, float32 out. The
+    # float64 oracle (dlkern.reference) returns float64, so this fails if the column is
+    # pointed back at the oracle; validate() checks the values against it.
+    case = PEER_CASES[name]()
+    inputs, want = checked(case)
+    got = harness.as_tuple(case.libs["numpy"](inputs, None)())
+    assert all(np.asarray(g).dtype == np.float32 for g in got), [np.asarray(g).dtype for g in got]
+    harness.validate(case, "numpy", got, inputs, want, 1, harness.LABELS)
+
+
+def test_numpy_peers_are_a_helper_not_a_benchmark():
+    assert "_numpy_peers" not in benchmarks()
+    assert cases("_numpy_peers").conv2d is cases("conv").peers.conv2d
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])

@@ -1,13 +1,16 @@
 """``python -m dlkern bench conv``: conv2d forward and forward+backward beside PyTorch
-(oneDNN) and NumPy (``dlkern.reference``'s tap-by-tap einsum, float64 inside); outputs
-checked against that reference on float64 copies, in units of each output's terms' size."""
+(oneDNN) and NumPy (float32 im2col + BLAS matmul, from ``_numpy_peers``); outputs checked
+against ``dlkern.reference`` on float64 copies, in units of each output's terms' size."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from dlkern import ops, reference
+from dlkern.bench import load_module
 from dlkern.bench.harness import Bench, Case, f64, leaves, parse_list, rng_for
+
+peers = load_module("_numpy_peers")
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -59,7 +62,7 @@ def conv_case(name, n, c, hw, o, k, s, p, target, backward: bool) -> Case:
     return Case((f"{name} ({label})", "forward+backward" if backward else "forward"), make, {
         "dlkern": lambda inp, torch: lambda: chain(ops, *(inp[key] for key in keys)),
         "torch": torch_call,
-        "numpy": lambda inp, torch: lambda: chain(reference, *(inp[key] for key in keys)),
+        "numpy": lambda inp, torch: lambda: chain(peers, *(inp[key] for key in keys)),
     }, expected, 2.0 * n * o * ho * ho * c * k * k * (3 if backward else 1), tol=1.0,
         compare=lambda got, want, inp, i: float((np.abs(got - want) / np.maximum(inp["scale"][i], 1e-30)).max()),
         target=("torch", target[1]) if backward or target[0] == "both" else None)
@@ -78,7 +81,7 @@ def conv_cases(args):
 
 
 def conv_arguments(parser):
-    parser.add_argument("--no-numpy", action="store_true", help="leave out the (slow) NumPy reference")
+    parser.add_argument("--no-numpy", action="store_true", help="leave out the NumPy im2col peer")
     parser.add_argument("--shapes", default="", help="only shapes whose name contains one of these comma-separated "
                                                      "strings (case-insensitive), e.g. 's2' or 'ResNet 3x3 s2,LeNet'")
 
@@ -90,11 +93,11 @@ def conv_probe():
 
 
 BENCH = Bench(
-    "conv", "conv2d forward and forward+backward against PyTorch and the NumPy reference",
+    "conv", "conv2d forward and forward+backward against PyTorch and NumPy im2col",
     "dlkern conv2d benchmark", ("shape", "pass"), conv_cases, unit="GFLOP/s", probe=conv_probe, repeats=5,
     quick_repeats=2, extra_arguments=conv_arguments, labels={"dlkern": "dlkern", "torch": "PyTorch",
-                                                             "numpy": "NumPy reference"},
+                                                             "numpy": "NumPy im2col"},
     method=["- **method**: float32 NCHW; each call allocates its outputs; forward+backward = y, then dx, dweight, "
-            "dbias (PyTorch: autograd with x, weight, bias requiring grad). NumPy: dlkern.reference (a float64 "
-            "einsum per kernel tap, no BLAS: slow, not what a tuned NumPy conv would do). Checked against it in "
+            "dbias (PyTorch: autograd with x, weight, bias requiring grad). NumPy: float32 im2col + BLAS matmul "
+            "(bench/cases/_numpy_peers.py). Checked against dlkern.reference in float64, in "
             "units of each output's terms' size. FLOPs: forward 2*N*O*Ho*Wo*C*kH*kW, forward+backward 3x."])

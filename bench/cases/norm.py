@@ -1,16 +1,18 @@
 """``python -m dlkern bench norm``: layer_norm, rms_norm, group_norm and batch_norm,
-forward and forward+backward, beside PyTorch and NumPy (``dlkern.reference``). The
-forward+backward chain of ``*_forward`` and ``*_backward`` runs on ``dlkern.ops`` and on
-``dlkern.reference`` (a device namespace with the same signatures): on the float32 inputs
-as the NumPy peer, on float64 copies as the oracle. The reference computes in float64
-either way, so the NumPy peer's time includes its float64 upcast."""
+forward and forward+backward, beside PyTorch and NumPy in float32. The forward+backward
+chain of ``*_forward`` and ``*_backward`` runs on ``dlkern.ops``, on the float32 NumPy
+peers (``_numpy_peers``) and on ``dlkern.reference`` with float64 copies (the oracle every
+library is checked against): all three share signatures."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from dlkern import ops, reference
+from dlkern.bench import load_module
 from dlkern.bench.harness import Bench, Case, f64, leaves, matmul_probe, parse_list, rng_for
+
+peers = load_module("_numpy_peers")
 
 
 NORM_OPS = ("layer_norm", "rms_norm", "group_norm", "batch_norm")
@@ -18,7 +20,7 @@ GROUPS = 32
 
 
 def norm_chain(module, op: str, x, w, b, dy, backward: bool):
-    """(y,) or (y, dx, dweight) of one op through ``module`` (dlkern.ops or reference)."""
+    """(y,) or (y, dx, dweight) of one op through ``module`` (dlkern.ops, peers or reference)."""
     size = {"layer_norm": (x.shape[-1],), "rms_norm": (x.shape[-1],), "group_norm": (GROUPS,), "batch_norm": ()}[op]
     c = w.shape[0]
     args = {"layer_norm": (x, *size, w, b), "rms_norm": (x, *size, w), "group_norm": (x, *size, w, b),
@@ -66,7 +68,7 @@ def norm_case(op: str, shape: tuple, backward: bool) -> Case:
     return Case((op, "x".join(map(str, shape)), "fwd+bwd" if backward else "fwd"), make, {
         "dlkern": lambda inp, torch: lambda: norm_chain(ops, op, *args(inp), backward),
         "torch": torch_call,
-        "numpy": lambda inp, torch: lambda: norm_chain(reference, op, *args(inp), backward),
+        "numpy": lambda inp, torch: lambda: norm_chain(peers, op, *args(inp), backward),
     }, lambda inp: norm_chain(reference, op, *args(inp, f64), backward), (5 if backward else 2) * 4.0 * np.prod(shape),
         tol=2e-4, compare=lambda got, want, inp, i: float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)),
         outputs=("y", "dx", "dweight"), target=("torch", 1.2) if op in ("layer_norm", "rms_norm") else None)
@@ -88,8 +90,7 @@ BENCH = Bench(
     quick_repeats=2, extra_arguments=lambda p: p.add_argument(
         "--ops", type=parse_list, default=list(NORM_OPS), help="ops to run, comma separated (default all four)"),
     method=["- **method**: float32; every call allocates its outputs, as the public APIs do. PyTorch fwd+bwd is "
-            "autograd; dlkern is *_forward + *_backward; NumPy is dlkern.reference on the float32 inputs (it "
-            "computes in float64). group_norm uses "
-            f"{GROUPS} groups; batch_norm is training mode.",
+            "autograd; dlkern is *_forward + *_backward; NumPy is the vectorised float32 forms (bench/cases/_numpy_peers.py). All "
+            f"are checked against dlkern.reference in float64. group_norm uses {GROUPS} groups; batch_norm is training mode.",
             "- **GB/s** = compulsory bytes / time: forward 2 x |x| (read x, write y), forward+backward 5 x |x| "
             "(+ read dy, x, write dx)."])

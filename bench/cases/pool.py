@@ -1,13 +1,16 @@
 """``python -m dlkern bench pool``: max/avg pooling (2x2 s2 and ResNet's 3x3 s2 p1) beside
-PyTorch on channels_last and NCHW and the NumPy reference (``dlkern.reference``, a float64
-loop over output positions and taps: a correctness oracle, far slower than vectorised NumPy)."""
+PyTorch on channels_last and NCHW and NumPy (float32 strided-window slices, from
+``_numpy_peers``); every library is checked against ``dlkern.reference`` in float64."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from dlkern import ops, reference
+from dlkern.bench import load_module
 from dlkern.bench.harness import Bench, Case, f64, rng_for
+
+peers = load_module("_numpy_peers")
 
 
 POOL_CASES = [(op, k, p) for op in ("max", "avg") for k, p in ((2, 0), (3, 1))]
@@ -55,7 +58,7 @@ def pool_case(op: str, k: int, p: int, mode: str, shape: tuple) -> Case:
     return Case((f"{op} {k}x{k} s{s}" + (f" p{p}" if p else ""), mode), make, {
         "dlkern": lambda inp, torch: lambda: chain(ops, inp["x"], inp["g"]),
         "torch_cl": torch_call("cl"), "torch": torch_call("nchw"),
-        "numpy": lambda inp, torch: lambda: chain(reference, inp["x"], inp["g"]),
+        "numpy": lambda inp, torch: lambda: chain(peers, inp["x"], inp["g"]),
     }, lambda inp: (chain(reference, *f64(inp["x"], inp["g"])),), traffic, tol=1e-5,
         compare=lambda got, want, inp, i: float(np.abs(got - want).max()),
         target=("torch", 3.0) if backward else ("torch_cl", 1.0))
@@ -80,9 +83,9 @@ BENCH = Bench(
                                                          help="N,C,H,W (default 32,64,56,56)"),
     labels={"dlkern": "dlkern", "torch_cl": "PyTorch channels_last", "torch": "PyTorch NCHW", "numpy": "NumPy"},
     method=["- **method**: float32; dlkern reads NCHW; 'PyTorch channels_last' runs on a channels_last copy, "
-            "'PyTorch NCHW' on x itself (fwd under no_grad, fwd+bwd autograd); NumPy is dlkern.reference "
-            "(float64 loops over windows; an oracle, not a tuned NumPy pool). Every library allocates its "
-            "outputs on every call.",
+            "'PyTorch NCHW' on x itself (fwd under no_grad, fwd+bwd autograd); NumPy is float32 strided "
+            "slices, one whole-array op per window tap (bench/cases/_numpy_peers.py). Every library allocates its "
+            "outputs on every call and is checked against dlkern.reference in float64.",
             "- **GB/s** = minimum traffic / time: fwd reads x and writes y; fwd+bwd adds reading grad_out and "
             "writing dx, and for max writing and reading the int64 indices. Targets: fwd >= 1.0x PyTorch "
             "channels_last; fwd+bwd >= 3x PyTorch NCHW."])

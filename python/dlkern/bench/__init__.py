@@ -15,7 +15,9 @@ under the current directory. An installed package outside a checkout offers none
 ``python -m dlkern bench`` says where they would be.
 
 A benchmark is ``module.BENCH`` (a ``harness.Bench``) or the module itself; either has
-``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> exit status``. Reports go
+``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> exit status``. Files whose
+name starts with ``_`` are helpers the case files share (``_numpy_peers``: the float32
+NumPy peers), loaded with ``load_module``. Reports go
 to ``--out``, by default ``./bench-results/<name>.md``; the tracked reports under
 bench/results/ change only when ``--out`` names them.
 """
@@ -52,10 +54,13 @@ BENCHMARKS = benchmarks()
 
 
 def load_module(name: str):
-    """The case file behind ``python -m dlkern bench <name>``, imported once."""
+    """The case file behind ``python -m dlkern bench <name>``, or a helper the case files
+    share (``bench/cases/_<name>.py``, left out of the benchmark list), imported once."""
     module_name = f"dlkern_bench_cases.{name}"
     if module_name not in sys.modules:
-        path = benchmarks().get(name) or BENCHMARKS[name]
+        found = source_cases_dir()
+        helper = found / f"{name}.py" if found is not None and name.startswith("_") else None
+        path = helper if helper is not None and helper.is_file() else benchmarks().get(name) or BENCHMARKS[name]
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
