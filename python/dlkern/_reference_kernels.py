@@ -55,7 +55,9 @@ def _taps(xp, i, j, stride, dilation, ho, wo):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """x (N, C, H, W), weight (O, C/groups, kH, kW): a sum over kernel taps."""
+    """x (N, C, H, W), weight (O, C/groups, kH, kW): a sum over kernel taps. Each tap's
+    channel contraction is the same float64 sum either way; optimize=True only lets einsum
+    hand it to BLAS (tensordot), so validating a ResNet-sized bench case takes seconds."""
     x, w = f64(x), f64(weight)
     stride, pads, dilation = _geometry(w, stride, padding, dilation, 2)
     n, o, (kh, kw) = x.shape[0], w.shape[0], w.shape[2:]
@@ -69,7 +71,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             patch = _taps(xp, i, j, stride, dilation, ho, wo)
             for g in range(groups):
                 y[:, g * og:(g + 1) * og] += np.einsum(
-                    "nchw,oc->nohw", patch[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og, :, i, j])
+                    "nchw,oc->nohw", patch[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og, :, i, j], optimize=True)
     if bias is not None:
         y += f64(bias)[None, :, None, None]
     return y
@@ -91,8 +93,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
             patch = _taps(xp, i, j, stride, dilation, ho, wo)
             for g in range(groups):
                 cs, os_ = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
-                dpatch[:, cs] += np.einsum("nohw,oc->nchw", g_out[:, os_], w[os_, :, i, j])
-                dw[os_, :, i, j] = np.einsum("nohw,nchw->oc", g_out[:, os_], patch[:, cs])
+                dpatch[:, cs] += np.einsum("nohw,oc->nchw", g_out[:, os_], w[os_, :, i, j], optimize=True)
+                dw[os_, :, i, j] = np.einsum("nohw,nchw->oc", g_out[:, os_], patch[:, cs], optimize=True)
     dx = dxp[:, :, pads[0][0]: pads[0][0] + h, pads[1][0]: pads[1][0] + wd]
     grads = (dx, dw, g_out.sum(axis=(0, 2, 3)))
     return tuple(a if keep else None for a, keep in zip(grads, need))
