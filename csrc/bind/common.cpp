@@ -1,5 +1,7 @@
 #include "bind/common.h"
 
+#include "common/errors.h"
+
 #include <algorithm>
 #include <cstdint>
 
@@ -18,6 +20,20 @@ RegisterBindings::RegisterBindings(const char* family, BindingRegistrar fn) {
 
 const std::vector<std::pair<const char*, BindingRegistrar>>& registered_bindings() {
   return registry();
+}
+
+// The framework-free checks (common/errors.h) throw dlkern::TypeError for Python's
+// TypeError; dlkern::ValueError needs nothing (pybind11 maps std::invalid_argument).
+// Registered by both extension modules, which link this file.
+DLKERN_REGISTER_BINDINGS(errors) {
+  (void)m;
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const dlkern::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    }
+  });
 }
 
 std::string shape_str(const py::array& a) {
