@@ -1,5 +1,6 @@
 #include "bind/common.h"
 
+#include "bind/kernels.h"
 #include "common/errors.h"
 
 #include <algorithm>
@@ -34,6 +35,20 @@ DLKERN_REGISTER_BINDINGS(errors) {
       PyErr_SetString(PyExc_TypeError, e.what());
     }
   });
+}
+
+void export_kernels(py::module_& m, bool require_shared) {
+  py::list names;
+  for (const char* name : kSharedKernels) {
+    if (py::hasattr(m, name))
+      names.append(name);
+    else if (require_shared)
+      throw py::import_error(cat("dlkern: kernel ", name, " is in bind/kernels.h but not in ",
+                                 py::str(m.attr("__name__")).cast<std::string>()));
+  }
+  for (const char* name : kArrayKernels)
+    if (py::hasattr(m, name)) names.append(name);
+  m.attr("KERNELS") = py::tuple(names);
 }
 
 std::string shape_str(const py::array& a) {

@@ -11,17 +11,18 @@
 #include <utility>
 #include <vector>
 
+#include "common/errors.h"
+
 namespace dlkern::bind {
 
 namespace py = pybind11;
 
 enum class DType { f32, f64 };
 
+// The message builder of the framework-free checks (common/errors.h).
 template <typename... Args>
 std::string cat(Args&&... args) {
-  std::ostringstream os;
-  (os << ... << std::forward<Args>(args));
-  return os.str();
+  return str_cat(std::forward<Args>(args)...);
 }
 
 template <typename... Args>
@@ -85,6 +86,11 @@ const std::vector<std::pair<const char*, BindingRegistrar>>& registered_bindings
   static const ::dlkern::bind::RegisterBindings dlkern_registrar_##family(               \
       #family, dlkern_register_##family);                                                 \
   static void dlkern_register_##family(::pybind11::module_& m)
+
+// Sets m.KERNELS to the names of bind/kernels.h that m defines, after every family has
+// registered. With require_shared (dlkern._C, which has every shared kernel), a missing
+// one is an ImportError: the list and the module disagree.
+void export_kernels(py::module_& m, bool require_shared);
 
 // Calls f(float{}) or f(double{}) for the dtype.
 template <typename F>
