@@ -1,6 +1,7 @@
 #include "common/geometry.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "common/errors.h"
 
@@ -111,6 +112,21 @@ ConvGeometry causal_conv1d_geometry(const char* op, const Dims& x, const Dims& w
   g.pad_before = {(w[2] - 1) * dilation}, g.pad_after = {0};
   output_sizes(op, g, x, w);
   return g;
+}
+
+std::pair<int64_t, int64_t> norm_rows_cols(const char* op, const Dims& x, const Dims& ns) {
+  const size_t k = ns.size();
+  if (k == 0) throw_value_error(op, ": normalized_shape is empty; it must name at least the last dimension");
+  if (k > x.size() || !std::equal(ns.begin(), ns.end(), x.end() - static_cast<std::ptrdiff_t>(k)))
+    throw_value_error(op, ": normalized_shape ", dims_str(ns), " does not match the trailing dimensions of x with shape ",
+                      dims_str(x));
+  int64_t rows = 1, cols = 1;
+  for (size_t i = 0; i < x.size(); ++i) (i < x.size() - k ? rows : cols) *= x[i];
+  return {rows, cols};
+}
+
+void check_norm_eps(const char* op, double eps) {
+  if (!(eps >= 0.0 && std::isfinite(eps))) throw_value_error(op, ": eps must be finite and >= 0, got ", eps);
 }
 
 }  // namespace dlkern

@@ -1,10 +1,12 @@
 // Shape arithmetic and argument checks shared by the CPU and CUDA bindings, free of
-// Python: convolution output sizes and "same" / causal padding, the argument limits.
+// Python: convolution output sizes and "same" / causal padding, the argument limits,
+// normalisation shapes.
 // Each check throws dlkern::ValueError (common/errors.h) naming the op, the argument and
 // what was wrong; the messages are the ones dlkern.ops has always raised.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace dlkern {
@@ -50,5 +52,13 @@ ConvGeometry conv_geometry(const char* op, int nd, const Dims& x, const Dims& we
 // the output has L steps and y[t] sees x[<= t].
 ConvGeometry causal_conv1d_geometry(const char* op, const Dims& x, const Dims& weight, int64_t groups,
                                     int64_t dilation);
+
+// layer_norm / rms_norm over the trailing `normalized` dimensions of x (at least one):
+// (rows, cols) = (product of the leading sizes, product of normalized).
+std::pair<int64_t, int64_t> norm_rows_cols(const char* op, const Dims& x, const Dims& normalized);
+
+// A normalisation's eps: finite and >= 0 (a negative one makes var + eps negative and the
+// output silently NaN).
+void check_norm_eps(const char* op, double eps);
 
 }  // namespace dlkern
