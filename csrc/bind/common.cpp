@@ -51,6 +51,16 @@ void export_kernels(py::module_& m, bool require_shared) {
   m.attr("KERNELS") = py::tuple(names);
 }
 
+int reduction_arg(const py::handle& obj, const char* op) {
+  if (py::isinstance<py::str>(obj)) {
+    const std::string r = obj.cast<std::string>();
+    if (r == "none") return 0;
+    if (r == "mean") return 1;
+    if (r == "sum") return 2;
+  }
+  value_error(op, ": reduction must be 'none', 'mean' or 'sum', got ", py::repr(obj).cast<std::string>());
+}
+
 std::string shape_str(const py::array& a) {
   std::string s = "(";
   for (py::ssize_t i = 0; i < a.ndim(); ++i) {

@@ -60,6 +60,10 @@ int64_t int64_arg(const py::handle& obj, const char* op, const char* arg);
 // ValueError when an int is too large for a double.
 double double_arg(const py::handle& obj, const char* op, const char* arg);
 
+// A loss's reduction: 'none', 'mean' or 'sum', as the index 0, 1, 2 (the order of the
+// kernels' enums); ValueError "<op>: reduction must be 'none', 'mean' or 'sum', got <repr>".
+int reduction_arg(const py::handle& obj, const char* op);
+
 // ValueError unless the array may be written to.
 void require_writeable(const py::array& a, const char* op, const char* arg);
 
