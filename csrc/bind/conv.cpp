@@ -29,8 +29,12 @@ py::array new_array(const py::array& like, const Dims& shape) {
   return py::array(like.dtype(), std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }
 
-// The data of an array, or nullptr for None (read with the GIL held).
-void* data_of(const py::object& a) {
+// The data of an input array (read-only arrays are fine) or of a new output array, or
+// nullptr for None; taken with the GIL held.
+const void* input_data(const py::object& a) {
+  return a.is_none() ? nullptr : py::reinterpret_borrow<py::array>(a).data();
+}
+void* output_data(const py::object& a) {
   return a.is_none() ? nullptr : py::reinterpret_borrow<py::array>(a).mutable_data();
 }
 
@@ -52,7 +56,7 @@ py::object conv_forward(const char* op, int nd, bool causal, const py::object& x
   }
   py::array y = new_array(x, a.g.out_shape());
   const DType dt = float_dtype(x, op, "x");
-  const void *xp = x.data(), *wp = w.data(), *bp = data_of(b);
+  const void *xp = x.data(), *wp = w.data(), *bp = input_data(b);
   void* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
@@ -82,7 +86,7 @@ py::tuple conv_backward(const char* op, int nd, bool causal, const py::object& d
   py::object db = need[2] ? py::object(new_array(x, {a.g.o})) : py::none();
   const DType dt = float_dtype(x, op, "x");
   const void *dyp = dy.data(), *xp = x.data(), *wp = w.data();
-  void *dxp = data_of(dx), *dwp = data_of(dw), *dbp = data_of(db);
+  void *dxp = output_data(dx), *dwp = output_data(dw), *dbp = output_data(db);
   if (need[0] || need[1] || need[2]) {
     py::gil_scoped_release nogil;
     dispatch_float(dt, [&](auto zero) {
