@@ -122,8 +122,13 @@ def test_cuda_module_has_the_cpu_signature(name):
         assert cuda == twin_params(name) or _without(cuda, name) == _without(twin_params(name), name)
 
 
+def test_twin_lists_the_kernels_it_defines():
+    assert set(host_cuda.KERNELS) <= set(dlkern._C.KERNEL_NAMES)
+    for name in dlkern._C.KERNEL_NAMES:
+        assert (name in host_cuda.KERNELS) == callable(getattr(host_cuda, name, None)), name
+
+
 @pytest.mark.skipif(C_CUDA is None, reason="dlkern._C_cuda is not built")
-def test_twin_stands_in_for_cuda_kernels_only():
-    for name in SHARED:
-        if hasattr(host_cuda, name):
-            assert name in C_CUDA.KERNELS, name
+def test_twin_stands_in_for_exactly_the_cuda_kernels():
+    assert C_CUDA.KERNEL_NAMES == dlkern._C.KERNEL_NAMES
+    assert host_cuda.KERNELS == C_CUDA.KERNELS

@@ -49,6 +49,12 @@ void export_kernels(py::module_& m, bool require_shared) {
   for (const char* name : kArrayKernels)
     if (py::hasattr(m, name)) names.append(name);
   m.attr("KERNELS") = py::tuple(names);
+  // Every name of the list, so a stand-in module (the tests' CUDA host twin) builds its
+  // KERNELS from the same list.
+  py::list all;
+  for (const char* name : kSharedKernels) all.append(name);
+  for (const char* name : kArrayKernels) all.append(name);
+  m.attr("KERNEL_NAMES") = py::tuple(all);
 }
 
 int reduction_arg(const py::handle& obj, const char* op) {

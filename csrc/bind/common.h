@@ -92,7 +92,7 @@ const std::vector<std::pair<const char*, BindingRegistrar>>& registered_bindings
   static void dlkern_register_##family(::pybind11::module_& m)
 
 // Sets m.KERNELS to the names of bind/kernels.h that m defines, after every family has
-// registered. With require_shared (dlkern._C, which has every shared kernel), a missing
+// registered, and m.KERNEL_NAMES to the whole list. With require_shared (dlkern._C, which has every shared kernel), a missing
 // one is an ImportError: the list and the module disagree.
 void export_kernels(py::module_& m, bool require_shared);
 

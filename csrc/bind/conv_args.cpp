@@ -88,41 +88,34 @@ std::array<bool, 3> conv_need(const py::handle& need, const char* op) {
 void def_conv_kernels(py::module_& m, ConvForward forward, ConvBackward backward) {
   const py::int_ one(1), zero(0);
   const py::tuple all = py::make_tuple(true, true, true);
-  m.def("conv2d",
-        [forward](const py::object& x, const py::object& w, const py::object& b, const py::object& stride,
-                  const py::object& padding, const py::object& dilation, const py::object& groups) {
-          return forward("conv2d", 2, false, x, w, b, stride, padding, dilation, groups);
-        },
-        py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = one,
-        py::arg("padding") = zero, py::arg("dilation") = one, py::arg("groups") = one,
-        "2-D convolution of x (N, C, H, W) with weight (O, C/groups, kH, kW) plus bias (O,); padding an int, "
-        "a pair, 'valid' or 'same'.");
-  m.def("conv2d_backward",
-        [backward](const py::object& dy, const py::object& x, const py::object& w, const py::object& stride,
-                   const py::object& padding, const py::object& dilation, const py::object& groups,
-                   const py::object& need) {
-          return backward("conv2d_backward", 2, false, dy, x, w, stride, padding, dilation, groups, need);
-        },
-        py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("stride") = one, py::arg("padding") = zero,
-        py::arg("dilation") = one, py::arg("groups") = one, py::arg("need") = all,
-        "Gradients of conv2d: (dx | None, dweight | None, dbias | None), as selected by need.");
-  m.def("conv1d",
-        [forward](const py::object& x, const py::object& w, const py::object& b, const py::object& stride,
-                  const py::object& padding, const py::object& dilation, const py::object& groups) {
-          return forward("conv1d", 1, false, x, w, b, stride, padding, dilation, groups);
-        },
-        py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = one,
-        py::arg("padding") = zero, py::arg("dilation") = one, py::arg("groups") = one,
-        "1-D convolution of x (N, C, L) with weight (O, C/groups, K) plus bias (O,): the H = 1 case of conv2d.");
-  m.def("conv1d_backward",
-        [backward](const py::object& dy, const py::object& x, const py::object& w, const py::object& stride,
-                   const py::object& padding, const py::object& dilation, const py::object& groups,
-                   const py::object& need) {
-          return backward("conv1d_backward", 1, false, dy, x, w, stride, padding, dilation, groups, need);
-        },
-        py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("stride") = one, py::arg("padding") = zero,
-        py::arg("dilation") = one, py::arg("groups") = one, py::arg("need") = all,
-        "Gradients of conv1d: (dx | None, dweight | None, dbias | None).");
+  // conv2d and conv1d (the H = 1 case) take the same arguments.
+  struct Spatial {
+    const char *name, *backward_name, *doc;
+    int nd;
+  };
+  for (const Spatial& c : {Spatial{"conv2d", "conv2d_backward",
+                                   "2-D convolution of x (N, C, H, W) with weight (O, C/groups, kH, kW) plus bias "
+                                   "(O,); padding an int, a pair, 'valid' or 'same'.", 2},
+                           Spatial{"conv1d", "conv1d_backward",
+                                   "1-D convolution of x (N, C, L) with weight (O, C/groups, K) plus bias (O,): the "
+                                   "H = 1 case of conv2d.", 1}}) {
+    m.def(c.name,
+          [forward, c](const py::object& x, const py::object& w, const py::object& b, const py::object& stride,
+                       const py::object& padding, const py::object& dilation, const py::object& groups) {
+            return forward(c.name, c.nd, false, x, w, b, stride, padding, dilation, groups);
+          },
+          py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = one,
+          py::arg("padding") = zero, py::arg("dilation") = one, py::arg("groups") = one, c.doc);
+    m.def(c.backward_name,
+          [backward, c](const py::object& dy, const py::object& x, const py::object& w, const py::object& stride,
+                        const py::object& padding, const py::object& dilation, const py::object& groups,
+                        const py::object& need) {
+            return backward(c.backward_name, c.nd, false, dy, x, w, stride, padding, dilation, groups, need);
+          },
+          py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("stride") = one, py::arg("padding") = zero,
+          py::arg("dilation") = one, py::arg("groups") = one, py::arg("need") = all,
+          "Gradients: (dx | None, dweight | None, dbias | None), as selected by need.");
+  }
   m.def("causal_conv1d",
         [forward](const py::object& x, const py::object& w, const py::object& b, const py::object& dilation,
                   const py::object& groups) {
