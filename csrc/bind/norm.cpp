@@ -8,6 +8,7 @@
 #include <limits>
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <pybind11/stl.h>
@@ -305,6 +306,10 @@ py::tuple batch_norm_forward(const py::object& x_obj, const py::object& rm_obj,
                              const py::object& b_obj, bool training, const py::object& momentum_obj,
                              const py::object& eps_obj) {
   const char* op = "batch_norm";
+  // Updated in place, so never copied: a strided one is refused (a copy's update would be lost).
+  for (const auto& [obj, arg] : {std::pair{&rm_obj, "running_mean"}, std::pair{&rv_obj, "running_var"}})
+    if (py::isinstance<py::array>(*obj) && !(py::reinterpret_borrow<py::array>(*obj).flags() & py::array::c_style))
+      value_error(op, ": ", arg, " must be C-contiguous (it is updated in place)");
   const double momentum = double_arg(momentum_obj, op, "momentum");
   if (!std::isfinite(momentum)) value_error(op, ": momentum must be finite, got ", momentum);
   const double eps = eps_arg(eps_obj, op);
