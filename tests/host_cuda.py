@@ -20,7 +20,7 @@ import weakref
 
 import numpy as np
 
-from dlkern import ops as _ops
+from dlkern import _C, ops as _ops
 from dlkern import reference
 from dlkern.device_array import DeviceArrayMethods
 
@@ -854,3 +854,8 @@ def sgd_step(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_de
         g = g + b * T(momentum) if nesterov else b
     p += g * T(-lr)
 
+
+
+# The kernels this stand-in defines, in dlkern._C_cuda's order (csrc/bind/kernels.h): a
+# device namespace maps a name to the module exactly when it is in KERNELS.
+KERNELS = tuple(name for name in _C.KERNEL_NAMES if callable(globals().get(name)))

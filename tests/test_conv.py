@@ -345,11 +345,11 @@ ERRORS = [
     ("stream_dtype", lambda: ops.Conv1dStream(_x((2, 2, 3))).step(_x((1, 2, 4), np.float64)), TypeError,
      r"Conv1dStream.step: x_chunk has dtype float64"),
     # The raw kernel entry validates too.
-    ("C_padding_neg", lambda: dlkern._C.conv2d_forward(_x(), _x((1, 2, 3, 3)), None, (1, 1), (0, -1, 0, 0)),
+    ("C_padding_neg", lambda: dlkern._C.conv2d(_x(), _x((1, 2, 3, 3)), None, (1, 1), (0, -1)),
      ValueError, r"conv2d: padding must be non-negative"),
-    ("C_kernel_too_big", lambda: dlkern._C.conv2d_forward(_x(), _x((1, 2, 7, 3))), ValueError,
+    ("C_kernel_too_big", lambda: dlkern._C.conv2d(_x(), _x((1, 2, 7, 3))), ValueError,
      r"conv2d: kernel .* larger than the padded input"),
-    ("C_non_contiguous", lambda: dlkern._C.conv2d_forward(_x((1, 2, 5, 10))[..., ::2], _x((1, 2, 3, 3))),
+    ("C_non_contiguous", lambda: dlkern._C.conv2d(_x((1, 2, 5, 10))[..., ::2], _x((1, 2, 3, 3))),
      ValueError, r"conv2d: x must be C-contiguous"),
 ]
 

@@ -356,9 +356,9 @@ def test_backward_errors():
         ops.adaptive_avg_pool2d_backward(a, (2, 2, 6, 6))
     # _C directly: wrong ndim and non-contiguous input are errors, not crashes.
     with pytest.raises(ValueError, match="4-D"):
-        dlkern._C.max_pool2d_forward(X[0], (2, 2), (2, 2), (0, 0), (1, 1), False)
+        dlkern._C.max_pool2d_forward(X[0, 0], 2)
     with pytest.raises(ValueError, match="C-contiguous"):
-        dlkern._C.avg_pool2d_forward(X[:, :, :, ::2], (2, 2), (2, 2), (0, 0), False, True)
+        dlkern._C.avg_pool2d(X[:, :, :, ::2], 2)
 
 
 # ----------------------------------------------------------------------------- PyTorch parity

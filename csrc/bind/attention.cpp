@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bind/common.h"
+#include "common/attention_checks.h"
 #include "cpu/attention.h"
 
 namespace dlkern::bind {
@@ -20,11 +21,6 @@ using cpu::HeadView;
 using cpu::MaskKind;
 
 std::vector<py::ssize_t> dims(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
-
-void require_ndim(const py::array& a, int ndim, const char* op, const char* arg, const char* layout) {
-  if (a.ndim() != ndim)
-    value_error(op, ": ", arg, " must be ", ndim, "-D ", layout, ", got shape ", shape_str(a));
-}
 
 void require_unit_last(const py::array& a, const char* op, const char* arg) {
   const int last = static_cast<int>(a.ndim()) - 1;
@@ -51,32 +47,18 @@ HeadView<T> head_view(const py::array& a, const char* op, const char* arg) {
   return h;
 }
 
-struct Shape {
-  int64_t B, Hq, Hkv, Tq, Tk, D, Dv;
-};
+using Shape = AttentionDims;
 
-// q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv): ndim, dtype and agreement.
+Dims dims_of(const py::array& a) { return Dims(a.shape(), a.shape() + a.ndim()); }
+
+// q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv): dtypes here, shapes in
+// common/attention_checks.h.
 Shape check_qkv(const py::array& q, const py::array& k, const py::array& v, const char* op, const char* kname,
                 const char* vname) {
   float_dtype(q, op, "q");
   require_same_dtype(k, kname, q, "q", op);
   require_same_dtype(v, vname, q, "q", op);
-  require_ndim(q, 4, op, "q", "(B, Hq, Tq, D)");
-  require_ndim(k, 4, op, kname, "(B, Hkv, T, D)");
-  require_ndim(v, 4, op, vname, "(B, Hkv, T, Dv)");
-  Shape s{q.shape(0), q.shape(1), k.shape(1), q.shape(2), k.shape(2), q.shape(3), v.shape(3)};
-  if (k.shape(3) != s.D)
-    value_error(op, ": head_dim mismatch: q has shape ", shape_str(q), " but ", kname, " has shape ", shape_str(k));
-  if (v.shape(0) != k.shape(0) || v.shape(1) != k.shape(1) || v.shape(2) != k.shape(2))
-    value_error(op, ": ", kname, " has shape ", shape_str(k), " but ", vname, " has shape ", shape_str(v),
-                "; they must agree on (B, Hkv, T)");
-  if (k.shape(0) != s.B)
-    value_error(op, ": batch mismatch: q has shape ", shape_str(q), " but ", kname, " has shape ", shape_str(k));
-  if (s.Hkv < 1 || s.Hq % s.Hkv != 0)
-    value_error(op, ": q has ", s.Hq, " heads (shape ", shape_str(q), "), not a multiple of the ", s.Hkv,
-                " kv heads of ", kname, " (shape ", shape_str(k), ")");
-  if (s.D < 1) value_error(op, ": head_dim must be >= 1, got q of shape ", shape_str(q));
-  return s;
+  return attention_dims(op, dims_of(q), dims_of(k), dims_of(v), kname, vname);
 }
 
 struct Options {
@@ -216,13 +198,7 @@ py::array decode(const py::object& q_obj, const py::object& k_obj, const py::obj
   py::array v = require_array(v_obj, op, "v_cache");
   Shape s = check_qkv(q, k, v, op, "k_cache", "v_cache");
   const int64_t length = int64_arg(length_obj, op, "length");
-  if (length < 0) value_error(op, ": length must be >= 0, got ", length);
-  if (length > s.Tk)
-    value_error(op, ": length ", length, " exceeds the cache capacity ", s.Tk, " (k_cache shape ", shape_str(k), ")");
-  if (length < s.Tq)
-    value_error(op, ": length ", length, " is less than the ", s.Tq, " query positions of q (shape ", shape_str(q),
-                ")");
-  s.Tk = length;
+  decode_length(op, length, s, dims_of(q), dims_of(k));
   return dispatch_float(float_dtype(q, op, "q"), [&](auto zero) -> py::array {
     using T = decltype(zero);
     // Causal, bottom-right aligned: query i sits at position length - Tq + i.
@@ -245,18 +221,8 @@ int64_t append(const py::object& cache_obj, const py::object& new_obj, const py:
   const int64_t offset = int64_arg(offset_obj, op, "offset");
   float_dtype(c, op, "cache");
   require_same_dtype(n, "new", c, "cache", op);
-  require_ndim(c, 4, op, "cache", "(B, H, max_seq, D)");
-  require_ndim(n, 4, op, "new", "(B, H, T, D)");
-  if (n.shape(0) != c.shape(0) || n.shape(1) != c.shape(1) || n.shape(3) != c.shape(3))
-    value_error(op, ": new has shape ", shape_str(n), " but cache has shape ", shape_str(c),
-                "; they must agree on (B, H, D)");
+  kv_cache_bounds(op, dims_of(c), dims_of(n), offset);
   require_writeable(c, op, "cache");
-  if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
-  // offset + T could overflow for a caller's offset near 2^63: compare against S - T
-  // (both sizes are >= 0, so that difference cannot overflow).
-  if (offset > c.shape(2) - n.shape(2))
-    value_error(op, ": cache overflow: offset ", offset, " + ", n.shape(2), " new > capacity ", c.shape(2),
-                " (cache shape ", shape_str(c), ")");
   if (may_overlap(c, n)) value_error(op, ": new shares memory with cache; pass a separate array");
   require_unit_last(c, op, "cache");
   dispatch_float(float_dtype(c, op, "cache"), [&](auto zero) {
@@ -277,17 +243,9 @@ py::array rope(const py::object& x_obj, const py::object& offset_obj, const py::
   const char* arg = inverse ? "grad_out" : "x";
   py::array x = require_array(x_obj, op, arg);
   const DType dt = float_dtype(x, op, arg);
-  if (x.ndim() < 2) value_error(op, ": ", arg, " must be (..., T, D) with at least 2 dims, got shape ", shape_str(x));
-  if (!(x.flags() & py::array::c_style)) value_error(op, ": ", arg, " must be C-contiguous");
-  const int64_t T_len = x.shape(x.ndim() - 2), D = x.shape(x.ndim() - 1);
-  if (D % 2 != 0) value_error(op, ": the last dim of ", arg, " must be even, got shape ", shape_str(x));
-  if (!(base > 0.0)) value_error(op, ": base must be > 0, got ", base);
-  // Positions offset .. offset + T - 1 must be valid int64 (checked without forming offset + T).
   const int64_t offset = int64_arg(offset_obj, op, "offset");
-  if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
-  // The last position is offset + T - 1, so offset = INT64_MAX with one token is valid.
-  if (T_len > 0 && offset > std::numeric_limits<int64_t>::max() - (T_len - 1))
-    value_error(op, ": offset ", offset, " + ", T_len, " positions overflows a 64-bit position");
+  const auto [T_len, D] = rope_dims(op, arg, dims_of(x), base, offset);
+  if (!(x.flags() & py::array::c_style)) value_error(op, ": ", arg, " must be C-contiguous");
   const int64_t n = T_len * D == 0 ? 0 : x.size() / (T_len * D);
   py::array y(x.dtype(), dims(x));
   const void* xp = x.data();

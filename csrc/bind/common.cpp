@@ -1,5 +1,8 @@
 #include "bind/common.h"
 
+#include "bind/kernels.h"
+#include "common/errors.h"
+
 #include <algorithm>
 #include <cstdint>
 
@@ -18,6 +21,50 @@ RegisterBindings::RegisterBindings(const char* family, BindingRegistrar fn) {
 
 const std::vector<std::pair<const char*, BindingRegistrar>>& registered_bindings() {
   return registry();
+}
+
+// The framework-free checks (common/errors.h) throw dlkern::TypeError for Python's
+// TypeError; dlkern::ValueError needs nothing (pybind11 maps std::invalid_argument).
+// Registered by both extension modules, which link this file.
+DLKERN_REGISTER_BINDINGS(errors) {
+  (void)m;
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const dlkern::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    }
+  });
+}
+
+void export_kernels(py::module_& m, bool require_shared) {
+  py::list names;
+  for (const char* name : kSharedKernels) {
+    if (py::hasattr(m, name))
+      names.append(name);
+    else if (require_shared)
+      throw py::import_error(cat("dlkern: kernel ", name, " is in bind/kernels.h but not in ",
+                                 py::str(m.attr("__name__")).cast<std::string>()));
+  }
+  for (const char* name : kArrayKernels)
+    if (py::hasattr(m, name)) names.append(name);
+  m.attr("KERNELS") = py::tuple(names);
+  // Every name of the list, so a stand-in module (the tests' CUDA host twin) builds its
+  // KERNELS from the same list.
+  py::list all;
+  for (const char* name : kSharedKernels) all.append(name);
+  for (const char* name : kArrayKernels) all.append(name);
+  m.attr("KERNEL_NAMES") = py::tuple(all);
+}
+
+int reduction_arg(const py::handle& obj, const char* op) {
+  if (py::isinstance<py::str>(obj)) {
+    const std::string r = obj.cast<std::string>();
+    if (r == "none") return 0;
+    if (r == "mean") return 1;
+    if (r == "sum") return 2;
+  }
+  value_error(op, ": reduction must be 'none', 'mean' or 'sum', got ", py::repr(obj).cast<std::string>());
 }
 
 std::string shape_str(const py::array& a) {

@@ -11,17 +11,18 @@
 #include <utility>
 #include <vector>
 
+#include "common/errors.h"
+
 namespace dlkern::bind {
 
 namespace py = pybind11;
 
 enum class DType { f32, f64 };
 
+// The message builder of the framework-free checks (common/errors.h).
 template <typename... Args>
 std::string cat(Args&&... args) {
-  std::ostringstream os;
-  (os << ... << std::forward<Args>(args));
-  return os.str();
+  return str_cat(std::forward<Args>(args)...);
 }
 
 template <typename... Args>
@@ -59,6 +60,10 @@ int64_t int64_arg(const py::handle& obj, const char* op, const char* arg);
 // ValueError when an int is too large for a double.
 double double_arg(const py::handle& obj, const char* op, const char* arg);
 
+// A loss's reduction: 'none', 'mean' or 'sum', as the index 0, 1, 2 (the order of the
+// kernels' enums); ValueError "<op>: reduction must be 'none', 'mean' or 'sum', got <repr>".
+int reduction_arg(const py::handle& obj, const char* op);
+
 // ValueError unless the array may be written to.
 void require_writeable(const py::array& a, const char* op, const char* arg);
 
@@ -85,6 +90,11 @@ const std::vector<std::pair<const char*, BindingRegistrar>>& registered_bindings
   static const ::dlkern::bind::RegisterBindings dlkern_registrar_##family(               \
       #family, dlkern_register_##family);                                                 \
   static void dlkern_register_##family(::pybind11::module_& m)
+
+// Sets m.KERNELS to the names of bind/kernels.h that m defines, after every family has
+// registered, and m.KERNEL_NAMES to the whole list. With require_shared (dlkern._C, which has every shared kernel), a missing
+// one is an ImportError: the list and the module disagree.
+void export_kernels(py::module_& m, bool require_shared);
 
 // Calls f(float{}) or f(double{}) for the dtype.
 template <typename F>

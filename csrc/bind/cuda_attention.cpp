@@ -10,6 +10,7 @@
 
 #include "bind/cuda_attention_args.h"
 #include "bind/cuda_common.h"
+#include "common/attention_checks.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
 
@@ -24,16 +25,8 @@ DeviceArray rope_call(const py::object& x_obj, const py::object& offset_obj, dou
   const char* op = inverse ? "rope_backward" : "rope";
   const char* arg = inverse ? "grad_out" : "x";
   const DeviceArray& x = require_float_device_array(x_obj, op, arg);
-  if (x.ndim() < 2) value_error(op, ": ", arg, " must be (..., T, D) with at least 2 dims, got shape ", cuda::shape_str(x.shape));
-  const int64_t T_len = x.shape[x.ndim() - 2], D = x.shape[x.ndim() - 1];
-  if (D % 2 != 0) value_error(op, ": the last dim of ", arg, " must be even, got shape ", cuda::shape_str(x.shape));
-  if (!(base > 0.0)) value_error(op, ": base must be > 0, got ", base);
-  // Positions offset .. offset + T - 1 must be valid int64 (checked without forming offset + T).
   const int64_t offset = int64_arg(offset_obj, op, "offset");
-  if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
-  // The last position is offset + T - 1, so offset = INT64_MAX with one token is valid.
-  if (T_len > 0 && offset > std::numeric_limits<int64_t>::max() - (T_len - 1))
-    value_error(op, ": offset ", offset, " + ", T_len, " positions overflows a 64-bit position");
+  const auto [T_len, D] = rope_dims(op, arg, x.shape, base, offset);
   const int64_t half = D / 2;
   const int64_t rows = T_len * D == 0 ? 0 : x.numel() / D;
   // (cos, sin) per position and pair, in double as on the CPU, rounded once.
@@ -69,15 +62,7 @@ int64_t append(const py::object& cache_obj, const py::object& new_obj, const py:
   const DeviceArray& n = require_float_device_array(new_obj, op, "new");
   require_float_device_array(cache_obj, op, "cache");
   require_same(n, "new", c, "cache", op);
-  require_4d(c, op, "cache", "(B, H, max_seq, D)");
-  require_4d(n, op, "new", "(B, H, T, D)");
-  if (n.shape[0] != c.shape[0] || n.shape[1] != c.shape[1] || n.shape[3] != c.shape[3])
-    value_error(op, ": new has shape ", cuda::shape_str(n.shape), " but cache has shape ", cuda::shape_str(c.shape),
-                "; they must agree on (B, H, D)");
-  if (offset < 0) value_error(op, ": offset must be >= 0, got ", offset);
-  if (offset > c.shape[2] - n.shape[2])  // never offset + T: it overflows for offsets near 2^63
-    value_error(op, ": cache overflow: offset ", offset, " + ", n.shape[2], " new > capacity ", c.shape[2],
-                " (cache shape ", cuda::shape_str(c.shape), ")");
+  kv_cache_bounds(op, c.shape, n.shape, offset);
   if (n.storage && n.storage == c.storage) value_error(op, ": new shares memory with cache; pass a separate array");
   if (n.numel() > 0) {
     py::gil_scoped_release nogil;
@@ -99,33 +84,12 @@ DeviceArray decode(const py::object& q_obj, const py::object& k_obj, const py::o
   const DeviceArray& v = require_float_device_array(v_obj, op, "v_cache");
   require_same(k, "k_cache", q, "q", op);
   require_same(v, "v_cache", q, "q", op);
-  require_4d(q, op, "q", "(B, Hq, Tq, D)");
-  require_4d(k, op, "k_cache", "(B, Hkv, S, D)");
-  require_4d(v, op, "v_cache", "(B, Hkv, S, Dv)");
-  const int64_t B = q.shape[0], Hq = q.shape[1], Tq = q.shape[2], D = q.shape[3];
-  const int64_t Hkv = k.shape[1], S = k.shape[2], Dv = v.shape[3];
-  if (k.shape[3] != D)
-    value_error(op, ": head_dim mismatch: q has shape ", cuda::shape_str(q.shape), " but k_cache has shape ",
-                cuda::shape_str(k.shape));
-  if (v.shape[0] != k.shape[0] || v.shape[1] != Hkv || v.shape[2] != S)
-    value_error(op, ": k_cache has shape ", cuda::shape_str(k.shape), " but v_cache has shape ", cuda::shape_str(v.shape),
-                "; they must agree on (B, Hkv, T)");
-  if (k.shape[0] != B)
-    value_error(op, ": batch mismatch: q has shape ", cuda::shape_str(q.shape), " but k_cache has shape ",
-                cuda::shape_str(k.shape));
-  if (Hkv < 1 || Hq % Hkv != 0)
-    value_error(op, ": q has ", Hq, " heads (shape ", cuda::shape_str(q.shape), "), not a multiple of the ", Hkv,
-                " kv heads of k_cache (shape ", cuda::shape_str(k.shape), ")");
-  if (D < 1) value_error(op, ": head_dim must be >= 1, got q of shape ", cuda::shape_str(q.shape));
+  AttentionDims dims = attention_dims(op, q.shape, k.shape, v.shape, "k_cache", "v_cache");
+  const int64_t B = dims.B, Hq = dims.Hq, Tq = dims.Tq, D = dims.D, Hkv = dims.Hkv, Dv = dims.Dv;
   if (D > cuda::kDecodeMaxHeadDim || Dv > cuda::kDecodeMaxHeadDim)
     value_error(op, ": CUDA decode_attention supports head dims up to ", cuda::kDecodeMaxHeadDim, " (got D=", D,
                 ", Dv=", Dv, ")");
-  if (length < 0) value_error(op, ": length must be >= 0, got ", length);
-  if (length > S)
-    value_error(op, ": length ", length, " exceeds the cache capacity ", S, " (k_cache shape ", cuda::shape_str(k.shape), ")");
-  if (length < Tq)
-    value_error(op, ": length ", length, " is less than the ", Tq, " query positions of q (shape ",
-                cuda::shape_str(q.shape), ")");
+  decode_length(op, length, dims, q.shape, k.shape);
   Shape mask_strides;
   const DeviceArray* mask = float_mask(mask_obj, q, Shape{B, Hq, Tq, length}, mask_strides, op);
   const double scale = scale_obj.is_none() ? 1.0 / std::sqrt(double(D)) : scale_obj.cast<double>();

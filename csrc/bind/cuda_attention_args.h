@@ -19,10 +19,6 @@ inline void require_same(const cuda::DeviceArray& a, const char* arg, const cuda
     value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref_arg, " is on cuda:", ref.device);
 }
 
-inline void require_4d(const cuda::DeviceArray& a, const char* op, const char* arg, const char* layout) {
-  if (a.ndim() != 4) value_error(op, ": ", arg, " must be 4-D ", layout, ", got shape ", cuda::shape_str(a.shape));
-}
-
 // a itself when its last axis has unit stride (or at most one element, or a is empty),
 // else a contiguous copy made on `consumer`, the stream of the kernel that reads it (so
 // the copy's memory returns to that stream's free list when it is dropped): the kernels
@@ -55,6 +51,5 @@ inline const cuda::DeviceArray* float_mask(const py::object& mask_obj, const cud
   strides = cuda::broadcast_strides(mask->shape, mask->strides, scores);
   return mask;
 }
-
 
 }  // namespace dlkern::bind

@@ -1,15 +1,11 @@
-// dlkern._C_cuda conv2d / conv1d / causal_conv1d, forward and backward, with the names,
-// argument lists, return values and error messages of dlkern.ops.conv (the CPU ops'
-// Python layer, whose checks are repeated here because _C_cuda is called directly).
-// Every argument is checked before device work; the shape-level checks live in one
-// function that _conv2d_plan (a testing aid, no device needed) also runs.
-#include <algorithm>
-#include <array>
+// dlkern._C_cuda conv2d / conv1d / causal_conv1d, forward and backward, on DeviceArrays.
+// Names, arguments, checks and geometry are dlkern._C's (bind/conv_args.h); this file
+// adds the device-array checks and the launches. _conv2d_plan (a testing aid, no device
+// needed) runs the same checks on shapes alone.
 #include <string>
-#include <vector>
 
+#include "bind/conv_args.h"
 #include "bind/cuda_common.h"
-#include "cpu/conv.h"
 #include "cuda/check.h"
 #include "cuda/conv.h"
 
@@ -18,152 +14,6 @@ namespace {
 
 using cuda::DeviceArray;
 using cuda::Shape;
-
-std::string py_repr(const py::handle& v) { return py::repr(v).cast<std::string>(); }
-
-// numbers.Integral but not bool (Python's or NumPy's).
-bool is_int(const py::handle& v) {
-  if (PyBool_Check(v.ptr()) || !PyIndex_Check(v.ptr()) || PyFloat_Check(v.ptr())) return false;
-  return py::str(py::type::of(v).attr("__name__")).cast<std::string>() != "bool";
-}
-
-// Largest stride, dilation, padding and dilation*(kernel-1): the CPU kernels' limit
-// (dlkern._C.conv_max_arg), below which no size computed from them overflows int64.
-using cpu::kMaxConvArg;
-
-// dlkern.ops.conv._ints: an int, or a tuple/list of n ints, none above kMaxConvArg
-// (compared as Python ints: one past int64 would not even convert).
-std::vector<int64_t> ints(const py::handle& value, size_t n, const char* op, const char* name) {
-  std::vector<py::handle> items;
-  if (is_int(value)) {
-    items.assign(n, value);
-  } else if ((py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value)) && py::len(value) == n) {
-    for (const py::handle item : value)
-      if (is_int(item)) items.push_back(item);
-  }
-  if (items.size() != n)
-    type_error(op, ": ", name, " must be ", n == 1 ? "an int" : cat("an int or a tuple of ", n, " ints"), ", got ",
-               py_repr(value));
-  std::vector<int64_t> out;
-  for (const py::handle item : items) {
-    if (py::int_(py::reinterpret_borrow<py::object>(item)) > py::int_(kMaxConvArg))
-      value_error(op, ": ", name, " ", py_repr(value), " is too large (limit 2**31)");
-    out.push_back(item.cast<int64_t>());
-  }
-  return out;
-}
-
-// dilation*(k-1) above kMaxConvArg, tested by division (the product may not fit).
-bool extent_too_large(int64_t dilation, int64_t k) { return k - 1 > kMaxConvArg / dilation; }
-
-// Python's repr of a tuple of ints ("(2,)" for one), or the bare value for nd == 1 (as
-// the CPU op's messages print stride / dilation / padding).
-std::string tuple_or_scalar(const std::vector<int64_t>& v) {
-  return v.size() == 1 ? std::to_string(v[0]) : cuda::shape_str(v);
-}
-
-// Validated geometry of a conv over nd = 1 or 2 spatial dimensions (nd = 1 is H = 1).
-struct ConvGeometry {
-  cuda::Conv2dShape s;
-  Shape out_shape;                          // (N, O, *out spatial)
-  std::array<int64_t, 4> padding{};         // (top, bottom, left, right)
-};
-
-// x and weight shapes, groups, then stride / dilation / padding, in the CPU op's order.
-// causal: padding is ((K-1)*dilation, 0) and stride 1 (stride_obj, padding_obj unused).
-ConvGeometry conv_geometry(const char* op, int nd, const Shape& x, const Shape& w, const py::handle& groups_obj,
-                           const py::handle& stride_obj, const py::handle& padding_obj,
-                           const py::handle& dilation_obj, bool causal) {
-  const char* spatial = nd == 1 ? "(N, C, L)" : "(N, C, H, W)";
-  const char* kernel = nd == 1 ? "(O, C/groups, K)" : "(O, C/groups, kH, kW)";
-  if (static_cast<int>(x.size()) != nd + 2)
-    value_error(op, ": x must be ", nd + 2, "-D ", spatial, ", got shape ", cuda::shape_str(x));
-  if (static_cast<int>(w.size()) != nd + 2)
-    value_error(op, ": weight must be ", nd + 2, "-D ", kernel, ", got shape ", cuda::shape_str(w));
-  if (!is_int(groups_obj)) type_error(op, ": groups must be an int, got ", py_repr(groups_obj));
-  const int64_t groups = groups_obj.cast<int64_t>();
-  if (groups < 1) value_error(op, ": groups must be positive, got ", groups);
-  const int64_t c = x[1], o = w[0];
-  if (c % groups)
-    value_error(op, ": groups=", groups, " does not divide the ", c, " input channels of x ", cuda::shape_str(x));
-  if (o % groups)
-    value_error(op, ": groups=", groups, " does not divide the ", o, " output channels of weight ",
-                cuda::shape_str(w));
-  if (w[1] != c / groups)
-    value_error(op, ": weight ", cuda::shape_str(w), " must have C/groups = ", c / groups,
-                " in dimension 1 (x ", cuda::shape_str(x), ", groups=", groups, ")");
-  if (*std::min_element(w.begin() + 2, w.end()) < 1)
-    value_error(op, ": weight ", cuda::shape_str(w), " has an empty kernel");
-
-  std::vector<int64_t> stride(nd, 1), dilation;
-  std::vector<std::pair<int64_t, int64_t>> pads;
-  if (causal) {
-    dilation = ints(dilation_obj, 1, op, "dilation");
-    if (dilation[0] < 1) value_error(op, ": dilation must be positive, got ", dilation[0]);
-    if (extent_too_large(dilation[0], w[2]))
-      value_error(op, ": dilation ", dilation[0], " with kernel size ", w[2],
-                  " needs a causal padding above the limit 2**31");
-    pads = {{(w[2] - 1) * dilation[0], 0}};
-    if (x[2] < 1) value_error(op, ": x ", cuda::shape_str(x), " has no time steps");
-  } else {
-    stride = ints(stride_obj, nd, op, "stride");
-    dilation = ints(dilation_obj, nd, op, "dilation");
-    if (*std::min_element(stride.begin(), stride.end()) < 1)
-      value_error(op, ": stride must be positive, got ", tuple_or_scalar(stride));
-    if (*std::min_element(dilation.begin(), dilation.end()) < 1)
-      value_error(op, ": dilation must be positive, got ", tuple_or_scalar(dilation));
-    for (int a = 0; a < nd; ++a)
-      if (extent_too_large(dilation[a], w[2 + a]))
-        value_error(op, ": dilation ", tuple_or_scalar(dilation), " with kernel ", cuda::shape_str(w),
-                    " spans more than 2**31 (the limit)");
-    if (py::isinstance<py::str>(padding_obj)) {
-      const std::string mode = padding_obj.cast<std::string>();
-      if (mode == "valid") {
-        pads.assign(nd, {0, 0});
-      } else if (mode == "same") {
-        if (*std::max_element(stride.begin(), stride.end()) != 1)
-          value_error(op, ": padding='same' needs stride 1, got stride ", cuda::shape_str(stride));
-        // As PyTorch: the extra element of an odd total goes after.
-        for (int a = 0; a < nd; ++a) {
-          const int64_t total = dilation[a] * (w[2 + a] - 1);
-          pads.emplace_back(total / 2, total - total / 2);
-        }
-      } else {
-        value_error(op, ": padding must be an int, a tuple, 'valid' or 'same', got ", py_repr(padding_obj));
-      }
-    } else {
-      const std::vector<int64_t> pad = ints(padding_obj, nd, op, "padding");
-      if (*std::min_element(pad.begin(), pad.end()) < 0)
-        value_error(op, ": padding must be non-negative, got ", tuple_or_scalar(pad));
-      for (int64_t p : pad) pads.emplace_back(p, p);
-    }
-  }
-  ConvGeometry g;
-  g.out_shape = {x[0], o};
-  std::vector<int64_t> out;
-  for (int a = 0; a < nd; ++a) {
-    const int64_t size = x[2 + a], k = w[2 + a], d = dilation[a];
-    const auto [before, after] = pads[a];
-    const int64_t span = d * (k - 1) + 1, padded = size + before + after;
-    if (padded < span)
-      value_error(op, ": kernel size ", k, " with dilation ", d, " spans ", span, ", larger than the padded input ",
-                  padded, " (size ", size, " + padding ", before + after, "); x ", cuda::shape_str(x), ", weight ",
-                  cuda::shape_str(w));
-    out.push_back((padded - span) / stride[a] + 1);
-    g.out_shape.push_back(out.back());
-  }
-  cuda::Conv2dShape& s = g.s;
-  s.n = x[0], s.c = c, s.o = o, s.groups = groups;
-  // nd == 1 is the H = 1 case: one row, kernel height 1, no vertical padding.
-  s.h = nd == 2 ? x[2] : 1, s.w = x[nd + 1];
-  s.kh = nd == 2 ? w[2] : 1, s.kw = w[nd + 1];
-  s.stride_h = nd == 2 ? stride[0] : 1, s.stride_w = stride[nd - 1];
-  s.dil_h = nd == 2 ? dilation[0] : 1, s.dil_w = dilation[nd - 1];
-  s.pad_h = nd == 2 ? pads[0].first : 0, s.pad_w = pads[nd - 1].first;
-  s.out_h = nd == 2 ? out[0] : 1, s.out_w = out[nd - 1];
-  g.padding = {nd == 2 ? pads[0].first : 0, nd == 2 ? pads[0].second : 0, pads[nd - 1].first, pads[nd - 1].second};
-  return g;
-}
 
 const DeviceArray& conv_array(const py::handle& obj, const char* op, const char* arg) {
   const DeviceArray& a = require_device_array(obj, op, arg);
@@ -197,7 +47,7 @@ py::object conv_forward(const char* op, int nd, bool causal, const py::object& x
                         const py::object& b_obj, const py::object& stride, const py::object& padding,
                         const py::object& dilation, const py::object& groups) {
   const auto [x, w] = conv_inputs(x_obj, w_obj, op);
-  const ConvGeometry g = conv_geometry(op, nd, x->shape, w->shape, groups, stride, padding, dilation, causal);
+  const ConvArgs g = conv_args(op, nd, causal, x->shape, w->shape, groups, stride, padding, dilation);
   const DeviceArray* b = nullptr;
   if (!b_obj.is_none()) {
     if (!py::isinstance<DeviceArray>(b_obj)) {
@@ -224,7 +74,7 @@ py::object conv_forward(const char* op, int nd, bool causal, const py::object& x
     const DeviceArray bc = b ? contiguous_on(*b, s, op) : DeviceArray{};
     cuda::stream_wait(s, wc.stream, op);
     if (b) cuda::stream_wait(s, bc.stream, op);
-    y = cuda::empty(g.out_shape, x->dtype, x->device, s, op);
+    y = cuda::empty(g.g.out_shape(), x->dtype, x->device, s, op);
     // The column buffer comes from the caching allocator on this stream, so it is
     // handed back (and reusable by later work on the stream) when it goes out of scope.
     const DeviceArray cols =
@@ -238,29 +88,21 @@ py::object conv_forward(const char* op, int nd, bool causal, const py::object& x
   return py::cast(std::move(y));
 }
 
-std::array<bool, 3> parse_need(const py::object& need, const char* op) {
-  if (py::len(need) != 3) value_error(op, ": need must be three booleans (dx, dweight, dbias), got ", py_repr(need));
-  std::array<bool, 3> out{};
-  size_t i = 0;
-  for (const py::handle v : need) out[i++] = py::bool_(py::reinterpret_borrow<py::object>(v)).cast<bool>();
-  return out;
-}
-
 py::tuple conv_backward(const char* op, int nd, bool causal, const py::object& dy_obj, const py::object& x_obj,
                         const py::object& w_obj, const py::object& stride, const py::object& padding,
                         const py::object& dilation, const py::object& groups, const py::object& need_obj) {
   const auto [x, w] = conv_inputs(x_obj, w_obj, op);
-  const ConvGeometry g = conv_geometry(op, nd, x->shape, w->shape, groups, stride, padding, dilation, causal);
+  const ConvArgs g = conv_args(op, nd, causal, x->shape, w->shape, groups, stride, padding, dilation);
   if (!py::isinstance<DeviceArray>(dy_obj)) require_device_array(dy_obj, op, "grad_out");
   const DeviceArray& dy = dy_obj.cast<const DeviceArray&>();
-  if (dy.shape != g.out_shape)
-    value_error(op, ": grad_out has shape ", cuda::shape_str(dy.shape), ", expected the output shape ",
-                cuda::shape_str(g.out_shape));
+  if (dy.shape != g.g.out_shape())
+    value_error(op, ": grad_out has shape ", dims_str(dy.shape), ", expected the output shape ",
+                dims_str(g.g.out_shape()));
   if (dy.dtype != x->dtype)
     type_error(op, ": grad_out has dtype ", cuda::dtype_name(dy.dtype), " but x has dtype ",
                cuda::dtype_name(x->dtype));
   require_same_device(dy, *x, op, "grad_out");
-  const auto need = parse_need(need_obj, op);
+  const auto need = conv_need(need_obj, op);
   const cuda::Conv2dPlan plan = cuda::conv2d_plan(g.s, cuda::itemsize(x->dtype));
   DeviceArray dx, dw, db;
   if (need[0] || need[1] || need[2]) {
@@ -296,14 +138,14 @@ py::dict conv2d_plan(const py::object& x_shape, const py::object& w_shape, const
                      const py::object& padding, const py::object& dilation, const py::object& groups,
                      int64_t itemsize, int64_t max_column_bytes) {
   const char* op = "conv2d";
-  const ConvGeometry g = conv_geometry(op, 2, to_shape(x_shape, op, "x_shape"), to_shape(w_shape, op, "weight_shape"),
-                                       groups, stride, padding, dilation, false);
+  const ConvArgs g = conv_args(op, 2, false, to_shape(x_shape, op, "x_shape"), to_shape(w_shape, op, "weight_shape"),
+                               groups, stride, padding, dilation);
   if (itemsize != 4 && itemsize != 8) value_error(op, ": itemsize must be 4 or 8, got ", itemsize);
   if (max_column_bytes < 1) value_error(op, ": max_column_bytes must be positive, got ", max_column_bytes);
   const cuda::Conv2dPlan p = cuda::conv2d_plan(g.s, static_cast<size_t>(itemsize), static_cast<size_t>(max_column_bytes));
   py::dict d;
-  d["out_shape"] = to_tuple(g.out_shape);
-  d["padding"] = py::make_tuple(g.padding[0], g.padding[1], g.padding[2], g.padding[3]);
+  d["out_shape"] = to_tuple(g.g.out_shape());
+  d["padding"] = py::make_tuple(g.g.pad_before[0], g.g.pad_after[0], g.g.pad_before[1], g.g.pad_after[1]);
   d["gemm_k"] = p.k;
   d["gemm_n"] = p.p;
   d["images_per_chunk"] = p.images_per_chunk;
@@ -317,61 +159,8 @@ py::dict conv2d_plan(const py::object& x_shape, const py::object& w_shape, const
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(cuda_conv) {
+  def_conv_kernels(m, &conv_forward, &conv_backward);
   const py::int_ one(1), zero(0);
-  m.def("conv2d",
-        [](const py::object& x, const py::object& w, const py::object& b, const py::object& stride,
-           const py::object& padding, const py::object& dilation, const py::object& groups) {
-          return conv_forward("conv2d", 2, false, x, w, b, stride, padding, dilation, groups);
-        },
-        py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = one,
-        py::arg("padding") = zero, py::arg("dilation") = one, py::arg("groups") = one,
-        "conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) as dlkern.ops.conv2d on "
-        "DeviceArrays: x (N, C, H, W), weight (O, C/groups, kH, kW); padding an int, a pair, 'valid' or 'same'.");
-  m.def("conv2d_backward",
-        [](const py::object& dy, const py::object& x, const py::object& w, const py::object& stride,
-           const py::object& padding, const py::object& dilation, const py::object& groups, const py::object& need) {
-          return conv_backward("conv2d_backward", 2, false, dy, x, w, stride, padding, dilation, groups, need);
-        },
-        py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("stride") = one, py::arg("padding") = zero,
-        py::arg("dilation") = one, py::arg("groups") = one,
-        py::arg("need") = py::make_tuple(true, true, true),
-        "conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, need=(True, True, True))"
-        " -> (dx | None, dweight | None, dbias | None).");
-  m.def("conv1d",
-        [](const py::object& x, const py::object& w, const py::object& b, const py::object& stride,
-           const py::object& padding, const py::object& dilation, const py::object& groups) {
-          return conv_forward("conv1d", 1, false, x, w, b, stride, padding, dilation, groups);
-        },
-        py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = one,
-        py::arg("padding") = zero, py::arg("dilation") = one, py::arg("groups") = one,
-        "conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1): x (N, C, L), "
-        "weight (O, C/groups, K); the H = 1 case of conv2d.");
-  m.def("conv1d_backward",
-        [](const py::object& dy, const py::object& x, const py::object& w, const py::object& stride,
-           const py::object& padding, const py::object& dilation, const py::object& groups, const py::object& need) {
-          return conv_backward("conv1d_backward", 1, false, dy, x, w, stride, padding, dilation, groups, need);
-        },
-        py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("stride") = one, py::arg("padding") = zero,
-        py::arg("dilation") = one, py::arg("groups") = one,
-        py::arg("need") = py::make_tuple(true, true, true),
-        "conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, need=(True, True, True)).");
-  m.def("causal_conv1d",
-        [](const py::object& x, const py::object& w, const py::object& b, const py::object& dilation,
-           const py::object& groups) {
-          return conv_forward("causal_conv1d", 1, true, x, w, b, py::none(), py::none(), dilation, groups);
-        },
-        py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("dilation") = one,
-        py::arg("groups") = one,
-        "causal_conv1d(x, weight, bias=None, dilation=1, groups=1): conv1d with left padding (K-1)*dilation only.");
-  m.def("causal_conv1d_backward",
-        [](const py::object& dy, const py::object& x, const py::object& w, const py::object& dilation,
-           const py::object& groups, const py::object& need) {
-          return conv_backward("causal_conv1d_backward", 1, true, dy, x, w, py::none(), py::none(), dilation, groups,
-                               need);
-        },
-        py::arg("grad_out"), py::arg("x"), py::arg("weight"), py::arg("dilation") = one, py::arg("groups") = one,
-        py::arg("need") = py::make_tuple(true, true, true),
-        "causal_conv1d_backward(grad_out, x, weight, dilation=1, groups=1, need=(True, True, True)).");
   m.def("_conv2d_plan", &conv2d_plan, py::arg("x_shape"), py::arg("weight_shape"), py::arg("stride") = one,
         py::arg("padding") = zero, py::arg("dilation") = one, py::arg("groups") = one, py::arg("itemsize") = 4,
         py::arg("max_column_bytes") = static_cast<int64_t>(cuda::kConvColumnBytes),

@@ -8,6 +8,7 @@
 
 #include "bind/cuda_attention_args.h"
 #include "bind/cuda_common.h"
+#include "common/attention_checks.h"
 #include "cuda/check.h"
 #include "cuda/flash_attention.h"
 
@@ -18,31 +19,14 @@ using cuda::DeviceArray;
 using cuda::DType;
 using cuda::Shape;
 
-struct Dims {
-  int64_t B, Hq, Hkv, Tq, Tk, D, Dv;
-};
+using Dims = AttentionDims;
 
-// q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv): dtype, device, ndim, agreement.
+// q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv): dtype and device here, shapes
+// in common/attention_checks.h, then the CUDA kernels' head-dim limit.
 Dims check_qkv(const DeviceArray& q, const DeviceArray& k, const DeviceArray& v, const char* op) {
   require_same(k, "k", q, "q", op);
   require_same(v, "v", q, "q", op);
-  require_4d(q, op, "q", "(B, Hq, Tq, D)");
-  require_4d(k, op, "k", "(B, Hkv, T, D)");
-  require_4d(v, op, "v", "(B, Hkv, T, Dv)");
-  const Dims s{q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3]};
-  if (k.shape[3] != s.D)
-    value_error(op, ": head_dim mismatch: q has shape ", cuda::shape_str(q.shape), " but k has shape ",
-                cuda::shape_str(k.shape));
-  if (v.shape[0] != k.shape[0] || v.shape[1] != k.shape[1] || v.shape[2] != k.shape[2])
-    value_error(op, ": k has shape ", cuda::shape_str(k.shape), " but v has shape ", cuda::shape_str(v.shape),
-                "; they must agree on (B, Hkv, T)");
-  if (k.shape[0] != s.B)
-    value_error(op, ": batch mismatch: q has shape ", cuda::shape_str(q.shape), " but k has shape ",
-                cuda::shape_str(k.shape));
-  if (s.Hkv < 1 || s.Hq % s.Hkv != 0)
-    value_error(op, ": q has ", s.Hq, " heads (shape ", cuda::shape_str(q.shape), "), not a multiple of the ", s.Hkv,
-                " kv heads of k (shape ", cuda::shape_str(k.shape), ")");
-  if (s.D < 1) value_error(op, ": head_dim must be >= 1, got q of shape ", cuda::shape_str(q.shape));
+  const Dims s = attention_dims(op, q.shape, k.shape, v.shape, "k", "v");
   if (s.D > cuda::kFlashMaxHeadDim || s.Dv > cuda::kFlashMaxHeadDim)
     value_error(op, ": CUDA ", op, " supports head dims up to ", cuda::kFlashMaxHeadDim, " (got D=", s.D,
                 ", Dv=", s.Dv, ")");

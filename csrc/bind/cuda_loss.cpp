@@ -26,12 +26,8 @@ DeviceArray reshaped(DeviceArray a, const Shape& shape) {  // a must be contiguo
   return a;
 }
 
-cuda::CeReduction parse_reduction(const std::string& r, const char* op) {
-  if (r == "none") return cuda::CeReduction::none;
-  if (r == "mean") return cuda::CeReduction::mean;
-  if (r == "sum") return cuda::CeReduction::sum;
-  value_error(op, ": reduction must be 'none', 'mean' or 'sum', got '", r, "'");
-}
+// reduction_arg's index is the enum's value.
+static_assert(static_cast<int>(cuda::CeReduction::mean) == 1 && static_cast<int>(cuda::CeReduction::sum) == 2);
 
 struct CeArgs {
   const DeviceArray* input = nullptr;
@@ -44,7 +40,7 @@ struct CeArgs {
 };
 
 CeArgs check_common(const py::object& input_obj, const py::object& target_obj, const py::object& weight_obj,
-                    const std::string& reduction, double label_smoothing, const char* op) {
+                    const py::object& reduction, double label_smoothing, const char* op) {
   CeArgs a;
   a.input = &require_device_array(input_obj, op, "input");
   const DeviceArray& x = *a.input;
@@ -82,7 +78,7 @@ CeArgs check_common(const py::object& input_obj, const py::object& target_obj, c
                   cuda::shape_str(x.shape));
     if (w.device != x.device) value_error(op, ": weight is on cuda:", w.device, " but input is on cuda:", x.device);
   }
-  a.reduction = parse_reduction(reduction, op);
+  a.reduction = static_cast<cuda::CeReduction>(reduction_arg(reduction, op));
   if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
     value_error(op, ": label_smoothing must be in [0, 1], got ", label_smoothing);
   return a;
@@ -96,7 +92,7 @@ DeviceArray rows_of(const CeArgs& a, const char* op) {
 }
 
 py::tuple ce_forward(const py::object& input, const py::object& target, const py::object& weight,
-                     int64_t ignore_index, const std::string& reduction, double label_smoothing) {
+                     int64_t ignore_index, const py::object& reduction, double label_smoothing) {
   const char* op = "cross_entropy";
   const CeArgs a = check_common(input, target, weight, reduction, label_smoothing, op);
   const DeviceArray& x = *a.input;
@@ -143,7 +139,7 @@ py::tuple ce_forward(const py::object& input, const py::object& target, const py
 
 py::object ce_backward(const py::object& grad_obj, const py::object& input, const py::object& target,
                        const py::object& lse_obj, const py::object& weight, int64_t ignore_index,
-                       const std::string& reduction, double label_smoothing, const py::object& out_obj) {
+                       const py::object& reduction, double label_smoothing, const py::object& out_obj) {
   const char* op = "cross_entropy_backward";
   const CeArgs a = check_common(input, target, weight, reduction, label_smoothing, op);
   const DeviceArray& x = *a.input;
@@ -164,7 +160,7 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
                   cuda::shape_str(out_sample), " for reduction='none'");
     if (!none && grad->numel() != 1)
       value_error(op, ": grad_loss has shape ", cuda::shape_str(grad->shape),
-                  ", expected a single value for reduction='", reduction, "'");
+                  ", expected a single value for reduction='", py::str(reduction).cast<std::string>(), "'");
     if (grad->device != x.device) value_error(op, ": grad_loss is on cuda:", grad->device, " but input is on cuda:", x.device);
   }
   const DeviceArray& lse = require_device_array(lse_obj, op, "lse");

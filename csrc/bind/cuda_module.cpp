@@ -155,4 +155,5 @@ out of memory, a failed launch) raise RuntimeError.)doc");
   for (bool types_pass : {true, false})
     for (const auto& [family, register_family] : families)
       if ((std::string(family) == "cuda_array") == types_pass) register_family(m);
+  bind::export_kernels(m, false);
 }

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "bind/cuda_common.h"
+#include "common/geometry.h"
 #include "cuda/check.h"
 #include "cuda/rowwise.h"
 
@@ -73,17 +74,6 @@ py::object softmax_call(bool is_log, bool backward, const char* op, const py::ob
   return out ? out_obj : py::cast(std::move(result));
 }
 
-// rows, cols of a layer norm over the trailing normalized_shape of x.
-std::pair<int64_t, int64_t> norm_rows_cols(const DeviceArray& x, const Shape& normalized, const char* op) {
-  const size_t k = normalized.size();
-  if (k == 0 || k > x.shape.size() ||
-      !std::equal(normalized.begin(), normalized.end(), x.shape.end() - static_cast<std::ptrdiff_t>(k)))
-    value_error(op, ": normalized_shape ", cuda::shape_str(normalized), " must match the trailing dimensions of x ",
-                cuda::shape_str(x.shape));
-  const int64_t cols = cuda::numel(normalized);
-  return {cols ? x.numel() / cols : 0, cols};
-}
-
 const DeviceArray* optional_param(const py::object& obj, const DeviceArray& x, const Shape& shape,
                                   const char* op, const char* arg) {
   if (obj.is_none()) return nullptr;
@@ -108,13 +98,14 @@ py::tuple norm_forward(bool rms, const py::object& x_obj, const py::object& shap
   const char* op = rms ? "rms_norm_forward" : "layer_norm_forward";
   const DeviceArray& x = require_float_device_array(x_obj, op, "x");
   const Shape normalized = to_shape(shape_obj, op, "normalized_shape");
-  const auto [rows, cols] = norm_rows_cols(x, normalized, op);
+  const auto [rows, cols] = norm_rows_cols(op, x.shape, normalized);
   const DeviceArray* w = optional_param(w_obj, x, normalized, op, "weight");
   const DeviceArray* b = optional_param(b_obj, x, normalized, op, "bias");
   // RMS norm's default eps is the dtype's machine epsilon, as in PyTorch.
-  const double eps = !eps_obj.is_none()          ? eps_obj.cast<double>()
+  const double eps = !eps_obj.is_none()          ? double_arg(eps_obj, op, "eps")
                      : x.dtype == cuda::DType::f32 ? double(std::numeric_limits<float>::epsilon())
                                                    : std::numeric_limits<double>::epsilon();
+  check_norm_eps(op, eps);
   const Shape stat_shape(x.shape.begin(), x.shape.end() - static_cast<std::ptrdiff_t>(normalized.size()));
   DeviceArray y, mean, rstd;
   {
@@ -150,7 +141,7 @@ py::tuple norm_backward(bool rms, const py::object& dy_obj, const py::object& x_
   const DeviceArray& x = require_float_device_array(x_obj, op, "x");
   require_like(dy, x, op, "grad_out", "x", &x.shape);
   const Shape normalized = to_shape(shape_obj, op, "normalized_shape");
-  const auto [rows, cols] = norm_rows_cols(x, normalized, op);
+  const auto [rows, cols] = norm_rows_cols(op, x.shape, normalized);
   const DeviceArray* w = optional_param(w_obj, x, normalized, op, "weight");
   const Shape stat_shape(x.shape.begin(), x.shape.end() - static_cast<std::ptrdiff_t>(normalized.size()));
   const DeviceArray* mean = rms ? nullptr : &require_float_device_array(mean_obj, op, "mean");

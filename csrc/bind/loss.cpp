@@ -33,14 +33,10 @@ void require_contiguous(const py::array& a, const char* op, const char* arg) {
                 arg, ")");
 }
 
-cpu::Reduction parse_reduction(const std::string& r, const char* op) {
-  if (r == "none") return cpu::Reduction::none;
-  if (r == "mean") return cpu::Reduction::mean;
-  if (r == "sum") return cpu::Reduction::sum;
-  value_error(op, ": reduction must be 'none', 'mean' or 'sum', got '", r, "'");
-}
-
 // Everything the forward and backward share: input, target, weight, options.
+// reduction_arg's index is the enum's value.
+static_assert(static_cast<int>(cpu::Reduction::mean) == 1 && static_cast<int>(cpu::Reduction::sum) == 2);
+
 struct CeArgs {
   py::array input, target, weight;
   bool has_weight = false;
@@ -52,7 +48,7 @@ struct CeArgs {
 };
 
 CeArgs check_common(const py::object& input_obj, const py::object& target_obj, const py::object& weight_obj,
-                    const py::object& ignore_index_obj, const std::string& reduction,
+                    const py::object& ignore_index_obj, const py::object& reduction,
                     const py::object& label_smoothing_obj, const char* op) {
   CeArgs a;
   a.ignore_index = int64_arg(ignore_index_obj, op, "ignore_index");
@@ -93,7 +89,7 @@ CeArgs check_common(const py::object& input_obj, const py::object& target_obj, c
     require_contiguous(a.weight, op, "weight");
     a.has_weight = true;
   }
-  a.reduction = parse_reduction(reduction, op);
+  a.reduction = static_cast<cpu::Reduction>(reduction_arg(reduction, op));
   if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
     value_error(op, ": label_smoothing must be in [0, 1], got ", label_smoothing);
   const auto* tp = static_cast<const int64_t*>(a.target.data());
@@ -106,7 +102,7 @@ CeArgs check_common(const py::object& input_obj, const py::object& target_obj, c
 }
 
 py::tuple ce_forward(const py::object& input, const py::object& target, const py::object& weight,
-                     const py::object& ignore_index_obj, const std::string& reduction,
+                     const py::object& ignore_index_obj, const py::object& reduction,
                      const py::object& label_smoothing_obj) {
   const char* op = "cross_entropy";
   CeArgs a = check_common(input, target, weight, ignore_index_obj, reduction, label_smoothing_obj, op);
@@ -140,7 +136,7 @@ py::tuple ce_forward(const py::object& input, const py::object& target, const py
 
 py::array ce_backward(const py::object& grad_obj, const py::object& input, const py::object& target,
                       const py::object& lse_obj, const py::object& weight, const py::object& ignore_index_obj,
-                      const std::string& reduction, const py::object& label_smoothing_obj,
+                      const py::object& reduction, const py::object& label_smoothing_obj,
                       const py::object& out_obj) {
   const char* op = "cross_entropy_backward";
   CeArgs a = check_common(input, target, weight, ignore_index_obj, reduction, label_smoothing_obj, op);
@@ -157,7 +153,7 @@ py::array ce_backward(const py::object& grad_obj, const py::object& input, const
     require_contiguous(grad, op, "grad_loss");
   } else if (grad.size() != 1) {
     value_error(op, ": grad_loss has shape ", shape_str(grad), ", expected a single value for reduction='",
-                reduction, "'");
+                py::str(reduction).cast<std::string>(), "'");
   }
   py::array lse = require_array(lse_obj, op, "lse");
   if (float_dtype(lse, op, "lse") != a.dt)

@@ -77,4 +77,5 @@ PYBIND11_MODULE(_C, m) {
     (void)family;
     register_family(m);
   }
+  dlkern::bind::export_kernels(m, true);
 }

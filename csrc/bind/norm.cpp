@@ -7,11 +7,14 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <pybind11/stl.h>
 
 #include "bind/common.h"
+#include "common/geometry.h"
 #include "cpu/norm.h"
 
 namespace dlkern::bind {
@@ -19,11 +22,7 @@ namespace {
 
 using Shape = std::vector<py::ssize_t>;
 
-std::string shape_text(const Shape& s) {
-  std::string t = "(";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + (s.size() == 1 ? ",)" : ")");
-}
+std::string shape_text(const Shape& s) { return dims_str(Dims(s.begin(), s.end())); }
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
 
@@ -83,11 +82,10 @@ int64_t prod(const Shape& s, size_t begin, size_t end) {
   return p;
 }
 
-// eps: a real number, finite and >= 0 (a negative one makes var + eps negative and
-// the output silently NaN).
+// eps: a real number, finite and >= 0.
 double eps_arg(const py::object& obj, const char* op) {
   const double eps = double_arg(obj, op, "eps");
-  if (!(eps >= 0.0 && std::isfinite(eps))) value_error(op, ": eps must be finite and >= 0, got ", eps);
+  check_norm_eps(op, eps);
   return eps;
 }
 
@@ -114,21 +112,12 @@ struct RowLayout {
 };
 
 RowLayout row_layout(const py::array& x, const py::object& normalized_shape_obj, const char* op) {
-  const std::vector<int64_t> normalized_shape = shape_arg(normalized_shape_obj, op);
+  const std::vector<int64_t> ns = shape_arg(normalized_shape_obj, op);
   const Shape xs = shape_of(x);
-  const size_t k = normalized_shape.size();
-  Shape ns(normalized_shape.begin(), normalized_shape.end());
-  if (k == 0) value_error(op, ": normalized_shape is empty; it must name at least the last dimension");
-  bool ok = k <= xs.size();
-  for (size_t i = 0; ok && i < k; ++i) ok = xs[xs.size() - k + i] == ns[i];
-  if (!ok)
-    value_error(op, ": normalized_shape ", shape_text(ns),
-                " does not match the trailing dimensions of x with shape ", shape_text(xs));
   RowLayout l;
-  l.lead = Shape(xs.begin(), xs.end() - k);
-  l.norm = ns;
-  l.rows = prod(xs, 0, xs.size() - k);
-  l.cols = prod(xs, xs.size() - k, xs.size());
+  std::tie(l.rows, l.cols) = norm_rows_cols(op, Dims(xs.begin(), xs.end()), ns);
+  l.lead = Shape(xs.begin(), xs.end() - static_cast<std::ptrdiff_t>(ns.size()));
+  l.norm = Shape(ns.begin(), ns.end());
   return l;
 }
 
@@ -317,6 +306,10 @@ py::tuple batch_norm_forward(const py::object& x_obj, const py::object& rm_obj,
                              const py::object& b_obj, bool training, const py::object& momentum_obj,
                              const py::object& eps_obj) {
   const char* op = "batch_norm";
+  // Updated in place, so never copied: a strided one is refused (a copy's update would be lost).
+  for (const auto& [obj, arg] : {std::pair{&rm_obj, "running_mean"}, std::pair{&rv_obj, "running_var"}})
+    if (py::isinstance<py::array>(*obj) && !(py::reinterpret_borrow<py::array>(*obj).flags() & py::array::c_style))
+      value_error(op, ": ", arg, " must be C-contiguous (it is updated in place)");
   const double momentum = double_arg(momentum_obj, op, "momentum");
   if (!std::isfinite(momentum)) value_error(op, ": momentum must be finite, got ", momentum);
   const double eps = eps_arg(eps_obj, op);

@@ -1,77 +1,66 @@
-// Bindings for pooling: max_pool2d_forward/backward, avg_pool2d_forward/backward,
-// adaptive_avg_pool2d_forward/backward on 4-D (N, C, H, W) C-contiguous float arrays.
-// Python (dlkern.ops.pool) normalises int-or-pair arguments, 3-D inputs and
-// non-contiguous inputs (an explicit copy) before calling these.
-#include <array>
-#include <optional>
-#include <stdexcept>
-#include <vector>
-
-#include <pybind11/stl.h>
-
-#include "bind/common.h"
-#include "cpu/pool.h"
+// dlkern._C pooling kernels on NumPy arrays: max_pool2d(_forward, _backward),
+// avg_pool2d(_backward), adaptive_avg_pool2d(_backward) (arguments, checks and geometry
+// shared with dlkern._C_cuda: bind/pool_args.h). Arrays must be C-contiguous float
+// (dlkern.ops copies, explicitly, before calling); a 3-D (C, H, W) input is one image.
+#include "bind/pool_args.h"
 
 namespace dlkern::bind {
 namespace {
 
-using Pair = std::array<int64_t, 2>;
+Dims dims_of(const py::array& a) { return Dims(a.shape(), a.shape() + a.ndim()); }
 
-// x is a 4-D C-contiguous float array with non-empty planes.
-DType check_nchw(const py::handle& obj, const char* op, const char* arg, py::array& out) {
-  out = require_array(obj, op, arg);
-  if (out.ndim() != 4)
-    value_error(op, ": ", arg, " must be 4-D (N, C, H, W), got shape ", shape_str(out));
-  const DType dt = float_dtype(out, op, arg);
-  if (!(out.flags() & py::array::c_style))
+// A C-contiguous float array of 3 or 4 dimensions with its 4-D shape.
+struct Planes {
+  py::array array;
+  Dims shape4;
+  bool added = false;
+  DType dtype = DType::f32;
+};
+
+Planes planes(const py::handle& obj, const char* op, const char* arg) {
+  Planes p;
+  p.array = require_array(obj, op, arg);
+  p.shape4 = pool_planes(dims_of(p.array), op, arg, p.added);
+  p.dtype = float_dtype(p.array, op, arg);
+  if (!(p.array.flags() & py::array::c_style))
     value_error(op, ": ", arg, " must be C-contiguous (got strides of a view); pass np.ascontiguousarray(", arg, ")");
-  if (out.shape(2) < 1 || out.shape(3) < 1)
-    value_error(op, ": ", arg, " has shape ", shape_str(out), "; H and W must be at least 1");
-  return dt;
+  return p;
 }
 
-// input_shape of a backward: 4 non-negative sizes agreeing with grad_out on (N, C).
-std::array<int64_t, 4> check_input_shape(const std::vector<int64_t>& shape, const py::array& grad,
-                                         const char* op) {
-  if (shape.size() != 4) value_error(op, ": input_shape must have 4 entries (N, C, H, W), got ", shape.size());
-  for (int64_t s : shape)
-    if (s < 0) value_error(op, ": input_shape has a negative size");
-  if (shape[2] < 1 || shape[3] < 1) value_error(op, ": input_shape must have H and W at least 1");
-  if (shape[0] != grad.shape(0) || shape[1] != grad.shape(1))
-    value_error(op, ": grad_out has shape ", shape_str(grad), " but input_shape is (", shape[0], ", ",
-                shape[1], ", ", shape[2], ", ", shape[3], "); N and C must agree");
-  // dx is allocated from input_shape: its byte size must fit (NumPy's own limit is
-  // PTRDIFF_MAX), computed without overflow.
-  // Zero sizes are skipped, as NumPy does, so (0, C, 2**62, 2**62) is refused too.
-  int64_t bytes = static_cast<int64_t>(grad.itemsize());
-  for (int64_t s : shape)
-    if (s > 0 && __builtin_mul_overflow(bytes, s, &bytes))
-      value_error(op, ": input_shape (", shape[0], ", ", shape[1], ", ", shape[2], ", ", shape[3],
-                  ") is too large to allocate");
-  return {shape[0], shape[1], shape[2], shape[3]};
+py::array new_array(const py::dtype& dtype, const Dims& shape, bool added) {
+  const Dims s = pool_result(shape, added);
+  return py::array(dtype, std::vector<py::ssize_t>(s.begin(), s.end()));
 }
 
-cpu::Pool2dGeometry geometry(const char* op, int64_t n, int64_t c, int64_t h, int64_t w,
-                             const Pair& kernel, const Pair& stride, const Pair& padding,
-                             const Pair& dilation, bool ceil_mode) {
-  try {
-    return cpu::make_pool2d_geometry(op, n * c, h, w, kernel.data(), stride.data(), padding.data(),
-                                     dilation.data(), ceil_mode);
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
+// Runs body(T{}) for the array's dtype with the GIL released.
+template <typename Body>
+void without_gil(DType dt, Body&& body) {
+  py::gil_scoped_release nogil;
+  dispatch_float(dt, std::forward<Body>(body));
+}
+
+py::tuple max_forward(const py::object& x_obj, const py::object& kernel, const py::object& stride,
+                      const py::object& padding, const py::object& dilation, bool ceil_mode, bool with_indices) {
+  const char* op = "max_pool2d";
+  const PoolArgs a = pool_args(op, kernel, stride, padding, dilation);
+  const Planes x = planes(x_obj, op, "x");
+  const auto g = pool_geometry(op, x.shape4, a, ceil_mode);
+  const Dims out{x.shape4[0], x.shape4[1], g.out_h, g.out_w};
+  py::array y = new_array(x.array.dtype(), out, x.added);
+  py::object indices = py::none();
+  int64_t* ip = nullptr;
+  if (with_indices) {
+    py::array idx = new_array(py::dtype::of<int64_t>(), out, x.added);
+    ip = static_cast<int64_t*>(idx.mutable_data());
+    indices = idx;
   }
-}
-
-int64_t check_divisor(const std::optional<int64_t>& divisor_override, const char* op) {
-  if (!divisor_override) return 0;
-  if (*divisor_override == 0) value_error(op, ": divisor_override must not be zero");
-  return *divisor_override;
-}
-
-void require_grad_shape(const py::array& grad, const cpu::Pool2dGeometry& g, const char* op) {
-  if (grad.shape(2) != g.out_h || grad.shape(3) != g.out_w)
-    value_error(op, ": grad_out has shape ", shape_str(grad), ", expected (", grad.shape(0), ", ",
-                grad.shape(1), ", ", g.out_h, ", ", g.out_w, ") for these pooling arguments");
+  const void* xp = x.array.data();
+  void* yp = y.mutable_data();
+  without_gil(x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    cpu::max_pool2d_forward(static_cast<const T*>(xp), static_cast<T*>(yp), ip, g);
+  });
+  return py::make_tuple(y, indices);
 }
 
 bool is_int64(const py::array& a) {
@@ -80,187 +69,103 @@ bool is_int64(const py::array& a) {
   return dt.kind() == 'i' && dt.itemsize() == 8 && (order == '=' || order == '<' || order == '|');
 }
 
-py::tuple max_pool2d_forward(const py::object& x_obj, Pair kernel, Pair stride, Pair padding,
-                             Pair dilation, bool ceil_mode, bool with_indices) {
-  const char* op = "max_pool2d";
-  py::array x;
-  const DType dt = check_nchw(x_obj, op, "x", x);
-  const auto g = geometry(op, x.shape(0), x.shape(1), x.shape(2), x.shape(3), kernel, stride, padding,
-                          dilation, ceil_mode);
-  const std::vector<py::ssize_t> out_shape{x.shape(0), x.shape(1), g.out_h, g.out_w};
-  py::array y(x.dtype(), out_shape);
-  py::object indices = py::none();
-  int64_t* ip = nullptr;
-  if (with_indices) {
-    py::array_t<int64_t> idx(out_shape);
-    ip = idx.mutable_data();
-    indices = idx;
-  }
-  const void* xp = x.data();
-  void* yp = y.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
-      using T = decltype(zero);
-      cpu::max_pool2d_forward(static_cast<const T*>(xp), static_cast<T*>(yp), ip, g);
-    });
-  }
-  return py::make_tuple(y, indices);
-}
-
-py::array max_pool2d_backward(const py::object& grad_obj, const py::object& idx_obj,
-                              const std::vector<int64_t>& input_shape) {
+py::object max_backward(const py::object& grad_obj, const py::object& idx_obj, const py::object& input_shape) {
   const char* op = "max_pool2d_backward";
-  py::array grad;
-  const DType dt = check_nchw(grad_obj, op, "grad_out", grad);
-  py::array idx = require_array(idx_obj, op, "indices");
+  const Planes gr = planes(grad_obj, op, "grad_out");
+  const py::array idx = require_array(idx_obj, op, "indices");
+  if (dims_of(idx) != dims_of(gr.array))
+    value_error(op, ": indices has shape ", shape_str(idx), " but grad_out has shape ", shape_str(gr.array));
   if (!is_int64(idx)) type_error(op, ": indices has dtype ", dtype_str(idx), "; expected int64");
-  if (idx.ndim() != 4 || idx.shape(0) != grad.shape(0) || idx.shape(1) != grad.shape(1) ||
-      idx.shape(2) != grad.shape(2) || idx.shape(3) != grad.shape(3))
-    value_error(op, ": indices has shape ", shape_str(idx), " but grad_out has shape ", shape_str(grad),
-                "; they must match");
   if (!(idx.flags() & py::array::c_style))
     value_error(op, ": indices must be C-contiguous; pass np.ascontiguousarray(indices)");
-  const auto s = check_input_shape(input_shape, grad, op);
-  cpu::Pool2dGeometry g;
-  g.planes = s[0] * s[1], g.in_h = s[2], g.in_w = s[3];
-  g.out_h = grad.shape(2), g.out_w = grad.shape(3);
-  py::array dx(grad.dtype(), std::vector<py::ssize_t>{s[0], s[1], s[2], s[3]});
-  const void* gp = grad.data();
+  const Dims in4 = pool_input_shape(input_shape, dims_of(gr.array), gr.shape4, gr.array.itemsize(), op);
+  const auto g = pool_backward_planes(gr.shape4, in4);
+  py::array dx = new_array(gr.array.dtype(), in4, gr.added);
+  const void* gp = gr.array.data();
   const int64_t* ip = static_cast<const int64_t*>(idx.data());
   void* dxp = dx.mutable_data();
-  try {
-    py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
-      using T = decltype(zero);
-      cpu::max_pool2d_backward(static_cast<const T*>(gp), ip, static_cast<T*>(dxp), g);
-    });
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
-  }
-  return dx;
+  // An index outside its plane is the kernel's std::invalid_argument: a ValueError.
+  without_gil(gr.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    cpu::max_pool2d_backward(static_cast<const T*>(gp), ip, static_cast<T*>(dxp), g);
+  });
+  return std::move(dx);
 }
 
-py::array avg_pool2d_forward(const py::object& x_obj, Pair kernel, Pair stride, Pair padding,
-                             bool ceil_mode, bool count_include_pad,
-                             std::optional<int64_t> divisor_override) {
+py::object avg_forward(const py::object& x_obj, const py::object& kernel, const py::object& stride,
+                       const py::object& padding, bool ceil_mode, bool count_include_pad,
+                       const py::object& divisor_override) {
   const char* op = "avg_pool2d";
-  py::array x;
-  const DType dt = check_nchw(x_obj, op, "x", x);
-  const int64_t divisor = check_divisor(divisor_override, op);
-  const auto g = geometry(op, x.shape(0), x.shape(1), x.shape(2), x.shape(3), kernel, stride, padding,
-                          Pair{1, 1}, ceil_mode);
-  py::array y(x.dtype(), std::vector<py::ssize_t>{x.shape(0), x.shape(1), g.out_h, g.out_w});
-  const void* xp = x.data();
+  const PoolArgs a = pool_args(op, kernel, stride, padding, py::none());
+  const int64_t divisor = pool_divisor(divisor_override, op);
+  const Planes x = planes(x_obj, op, "x");
+  const auto g = pool_geometry(op, x.shape4, a, ceil_mode);
+  py::array y = new_array(x.array.dtype(), {x.shape4[0], x.shape4[1], g.out_h, g.out_w}, x.added);
+  const void* xp = x.array.data();
   void* yp = y.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
-      using T = decltype(zero);
-      cpu::avg_pool2d_forward(static_cast<const T*>(xp), static_cast<T*>(yp), g, count_include_pad, divisor);
-    });
-  }
-  return y;
+  without_gil(x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    cpu::avg_pool2d_forward(static_cast<const T*>(xp), static_cast<T*>(yp), g, count_include_pad, divisor);
+  });
+  return std::move(y);
 }
 
-py::array avg_pool2d_backward(const py::object& grad_obj, const std::vector<int64_t>& input_shape,
-                              Pair kernel, Pair stride, Pair padding, bool ceil_mode,
-                              bool count_include_pad, std::optional<int64_t> divisor_override) {
+py::object avg_backward(const py::object& grad_obj, const py::object& input_shape, const py::object& kernel,
+                        const py::object& stride, const py::object& padding, bool ceil_mode, bool count_include_pad,
+                        const py::object& divisor_override) {
   const char* op = "avg_pool2d_backward";
-  py::array grad;
-  const DType dt = check_nchw(grad_obj, op, "grad_out", grad);
-  const int64_t divisor = check_divisor(divisor_override, op);
-  const auto s = check_input_shape(input_shape, grad, op);
-  const auto g = geometry(op, s[0], s[1], s[2], s[3], kernel, stride, padding, Pair{1, 1}, ceil_mode);
-  require_grad_shape(grad, g, op);
-  py::array dx(grad.dtype(), std::vector<py::ssize_t>{s[0], s[1], s[2], s[3]});
-  const void* gp = grad.data();
+  const PoolArgs a = pool_args(op, kernel, stride, padding, py::none());
+  const int64_t divisor = pool_divisor(divisor_override, op);
+  const Planes gr = planes(grad_obj, op, "grad_out");
+  const Dims in4 = pool_input_shape(input_shape, dims_of(gr.array), gr.shape4, gr.array.itemsize(), op);
+  const auto g = pool_geometry(op, in4, a, ceil_mode);
+  pool_require_grad_shape(gr.shape4, g, op);
+  py::array dx = new_array(gr.array.dtype(), in4, gr.added);
+  const void* gp = gr.array.data();
   void* dxp = dx.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
-      using T = decltype(zero);
-      cpu::avg_pool2d_backward(static_cast<const T*>(gp), static_cast<T*>(dxp), g, count_include_pad, divisor);
-    });
-  }
-  return dx;
+  without_gil(gr.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    cpu::avg_pool2d_backward(static_cast<const T*>(gp), static_cast<T*>(dxp), g, count_include_pad, divisor);
+  });
+  return std::move(dx);
 }
 
-py::array adaptive_avg_pool2d_forward(const py::object& x_obj, Pair output_size) {
+py::object adaptive_forward(const py::object& x_obj, const py::object& output_size) {
   const char* op = "adaptive_avg_pool2d";
-  py::array x;
-  const DType dt = check_nchw(x_obj, op, "x", x);
-  if (output_size[0] < 1 || output_size[1] < 1)
-    value_error(op, ": output_size must be at least 1, got (", output_size[0], ", ", output_size[1], ")");
-  // The kernel computes oh * in_h: bounded like the other pooling arguments.
-  if (output_size[0] > cpu::kMaxPoolArg || output_size[1] > cpu::kMaxPoolArg)
-    value_error(op, ": output_size (", output_size[0], ", ", output_size[1], ") is too large (limit 2^31)");
-  cpu::Pool2dGeometry g;
-  g.planes = x.shape(0) * x.shape(1), g.in_h = x.shape(2), g.in_w = x.shape(3);
-  g.out_h = output_size[0], g.out_w = output_size[1];
-  py::array y(x.dtype(), std::vector<py::ssize_t>{x.shape(0), x.shape(1), g.out_h, g.out_w});
-  const void* xp = x.data();
+  const Planes x = planes(x_obj, op, "x");
+  const Pair size = adaptive_size(output_size, x.shape4, op);
+  const Dims out{x.shape4[0], x.shape4[1], size[0], size[1]};
+  const auto g = pool_backward_planes(out, x.shape4);
+  py::array y = new_array(x.array.dtype(), out, x.added);
+  const void* xp = x.array.data();
   void* yp = y.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
-      using T = decltype(zero);
-      cpu::adaptive_avg_pool2d_forward(static_cast<const T*>(xp), static_cast<T*>(yp), g);
-    });
-  }
-  return y;
+  without_gil(x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    cpu::adaptive_avg_pool2d_forward(static_cast<const T*>(xp), static_cast<T*>(yp), g);
+  });
+  return std::move(y);
 }
 
-py::array adaptive_avg_pool2d_backward(const py::object& grad_obj, const std::vector<int64_t>& input_shape) {
+py::object adaptive_backward(const py::object& grad_obj, const py::object& input_shape) {
   const char* op = "adaptive_avg_pool2d_backward";
-  py::array grad;
-  const DType dt = check_nchw(grad_obj, op, "grad_out", grad);
-  const auto s = check_input_shape(input_shape, grad, op);
-  cpu::Pool2dGeometry g;
-  g.planes = s[0] * s[1], g.in_h = s[2], g.in_w = s[3];
-  g.out_h = grad.shape(2), g.out_w = grad.shape(3);
-  py::array dx(grad.dtype(), std::vector<py::ssize_t>{s[0], s[1], s[2], s[3]});
-  const void* gp = grad.data();
+  const Planes gr = planes(grad_obj, op, "grad_out");
+  const Dims in4 = pool_input_shape(input_shape, dims_of(gr.array), gr.shape4, gr.array.itemsize(), op);
+  const auto g = pool_backward_planes(gr.shape4, in4);
+  py::array dx = new_array(gr.array.dtype(), in4, gr.added);
+  const void* gp = gr.array.data();
   void* dxp = dx.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
-      using T = decltype(zero);
-      cpu::adaptive_avg_pool2d_backward(static_cast<const T*>(gp), static_cast<T*>(dxp), g);
-    });
-  }
-  return dx;
+  without_gil(gr.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    cpu::adaptive_avg_pool2d_backward(static_cast<const T*>(gp), static_cast<T*>(dxp), g);
+  });
+  return std::move(dx);
 }
 
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(pool) {
-  m.def("max_pool2d_forward", &max_pool2d_forward, py::arg("x"), py::arg("kernel_size"),
-        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"),
-        py::arg("with_indices") = true,
-        "max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode, with_indices=True)\n\n"
-        "Max pooling of a C-contiguous (N, C, H, W) float array; every geometry argument is an\n"
-        "(h, w) pair. Returns (y, indices): indices (int64, y's shape) holds each maximum's flat\n"
-        "position in its H*W plane, or None when with_indices is False.");
-  m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("indices"),
-        py::arg("input_shape"),
-        "max_pool2d_backward(grad_out, indices, input_shape) -> dx: grad_out scattered (added)\n"
-        "through indices into zeros of input_shape (N, C, H, W).");
-  m.def("avg_pool2d_forward", &avg_pool2d_forward, py::arg("x"), py::arg("kernel_size"),
-        py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"),
-        py::arg("divisor_override") = py::none(),
-        "avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad,\n"
-        "divisor_override=None) -> y, average pooling of a C-contiguous (N, C, H, W) float array.");
-  m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out"), py::arg("input_shape"),
-        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"),
-        py::arg("count_include_pad"), py::arg("divisor_override") = py::none(),
-        "avg_pool2d_backward(grad_out, input_shape, kernel_size, stride, padding, ceil_mode,\n"
-        "count_include_pad, divisor_override=None) -> dx of shape input_shape.");
-  m.def("adaptive_avg_pool2d_forward", &adaptive_avg_pool2d_forward, py::arg("x"), py::arg("output_size"),
-        "adaptive_avg_pool2d_forward(x, output_size) -> y of shape (N, C, *output_size).");
-  m.def("adaptive_avg_pool2d_backward", &adaptive_avg_pool2d_backward, py::arg("grad_out"),
-        py::arg("input_shape"),
-        "adaptive_avg_pool2d_backward(grad_out, input_shape) -> dx of shape input_shape.");
+  def_pool_kernels(m, {&max_forward, &max_backward, &avg_forward, &avg_backward, &adaptive_forward,
+                       &adaptive_backward});
 }
 
 }  // namespace dlkern::bind

@@ -17,13 +17,12 @@
 #pragma once
 #include <cstdint>
 
+#include "common/geometry.h"
+
 namespace dlkern::cpu {
 
-// Largest stride, dilation, padding (each side) and dilated kernel extent
-// dilation*(kernel-1) a caller may pass: far beyond any real layer (the pooling limit
-// too), and small enough that no size or index computed from them (padded size,
-// o*stride + i*dilation, the shifted-window image) can overflow int64.
-constexpr int64_t kMaxConvArg = int64_t(1) << 31;
+// The argument limits are common/geometry.h's (the bindings check them there).
+using dlkern::kMaxConvArg;
 
 // Geometry of one convolution. The caller validates it (positive sizes, stride and
 // dilation >= 1, padding >= 0, each at most kMaxConvArg, channels divisible by groups,

@@ -3,11 +3,12 @@
 #pragma once
 #include <cstdint>
 
+#include "common/geometry.h"
+
 namespace dlkern::cpu {
 
-// Largest kernel, stride, padding, dilation and adaptive output size a pooling takes:
-// bounded so that its size arithmetic cannot overflow int64.
-constexpr int64_t kMaxPoolArg = int64_t(1) << 31;
+// The argument limits are common/geometry.h's.
+using dlkern::kMaxPoolArg;
 
 // Shape of one pooling: `planes` = N*C independent (in_h, in_w) planes, each
 // pooled to (out_h, out_w). Window (oh, ow) covers input rows oh*stride_h - pad_h +

@@ -43,23 +43,6 @@ class CUDADevice:
 
     type = "cuda"
 
-    # Names that are the module's functions under the same name (checked for mixing).
-    _KERNELS = frozenset((
-        "add", "subtract", "multiply", "divide", "negative", "power", "maximum", "minimum", "logaddexp",
-        "exp", "expm1", "log", "log1p", "sqrt", "abs", "sign", "tanh", "sin", "cos", "erf", "sigmoid", "relu",
-        "square", "reciprocal", "greater", "greater_equal", "less", "less_equal", "equal", "not_equal",
-        "logical_not", "logical_and", "logical_or", "clip",
-        "argmax", "argmin",
-        "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
-        "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
-        "matmul", "gemm", "cross_entropy_forward", "cross_entropy_backward",
-        "rope", "rope_backward", "kv_cache_append",
-        "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "causal_conv1d", "causal_conv1d_backward",
-        "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d",
-        "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
-        "gelu_tanh", "gelu_tanh_backward", "take", "take_along_axis", "put_along_axis",
-    ))
-
     # Binary elementwise names whose operands are promoted to one dtype as NumPy does.
     _PROMOTING = frozenset(("add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "logaddexp",
                             "greater", "greater_equal", "less", "less_equal", "equal", "not_equal"))
@@ -95,7 +78,8 @@ class CUDADevice:
         # __getattr__ costs ~1.5 us, once per op call otherwise).
         if name.startswith("__"):
             raise AttributeError(name)
-        fn = getattr(self.module, name, None) if name in self._KERNELS else None
+        # The module lists its kernels (module.KERNELS, one list in csrc/bind/kernels.h).
+        fn = getattr(self.module, name, None) if name in self.module.KERNELS else None
         if fn is None:
             raise NotImplementedError(
                 f"op '{name}' is not implemented on device 'cuda' (no kernel dlkern._C_cuda.{name})")

@@ -20,7 +20,6 @@ from .. import _C
 
 __all__ = ["cross_entropy", "cross_entropy_forward", "cross_entropy_backward"]
 
-_REDUCTIONS = ("none", "mean", "sum")
 
 
 def _contiguous(a):
@@ -37,14 +36,6 @@ def _target(op, target):
     return _contiguous(target)
 
 
-def _options(op, ignore_index, reduction, label_smoothing):
-    # ignore_index (an int in int64's range) and label_smoothing (a real number in
-    # [0, 1]) are checked by the binding; reduction may be any object here.
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    return ignore_index, reduction, label_smoothing
-
-
 def _unbatched(input, target):
     """(C,) input with a 0-d target is one sample: PyTorch's unbatched form."""
     return isinstance(input, np.ndarray) and input.ndim == 1 and isinstance(target, np.ndarray) and target.ndim == 0
@@ -53,9 +44,7 @@ def _unbatched(input, target):
 def cross_entropy_forward(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Returns (loss, lse): loss as in ``cross_entropy``; lse the per-sample log-sum-exp
     over the classes, shape (N,) / (N, d1, ...) (() for an unbatched input)."""
-    op = "cross_entropy"
-    ignore_index, reduction, label_smoothing = _options(op, ignore_index, reduction, label_smoothing)
-    target = _target(op, target)
+    target = _target("cross_entropy", target)
     unbatched = _unbatched(input, target)
     if unbatched:
         input, target = input.reshape(1, -1), target.reshape(1)
@@ -79,7 +68,6 @@ def cross_entropy_backward(grad_loss, input, target, lse, weight=None, ignore_in
     for "mean"/"sum", per-sample for "none"). ``out`` (input's shape and dtype,
     C-contiguous) receives the result if given."""
     op = "cross_entropy_backward"
-    ignore_index, reduction, label_smoothing = _options(op, ignore_index, reduction, label_smoothing)
     target = _target(op, target)
     if isinstance(grad_loss, (int, float)) and not isinstance(grad_loss, bool) and isinstance(input, np.ndarray):
         grad_loss = np.asarray(grad_loss, dtype=input.dtype)  # a Python number takes input's dtype

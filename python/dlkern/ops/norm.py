@@ -99,21 +99,13 @@ def group_norm_backward(grad_out, x, num_groups, weight, mean, rstd, need_bias=T
 # ----------------------------------------------------------------------------- batch norm
 
 
-def _running(a, name):
-    # Updated in place, so never copied: a non-contiguous one is an error, not a copy
-    # whose update would be lost.
-    if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
-        raise ValueError(f"batch_norm: {name} must be C-contiguous (it is updated in place)")
-    return a
-
-
 def batch_norm_forward(x, running_mean, running_var, weight=None, bias=None, training=False,
                        momentum=0.1, eps=1e-5):
     """Batch norm of x (N, C) or (N, C, *) -> (y, save_mean, save_rstd), the (C,)
     statistics used. Training: batch statistics, and running_mean/running_var (if not
     None) updated in place with the unbiased variance. Eval: the running statistics."""
-    return _C.batch_norm_forward(_contiguous(x), _running(running_mean, "running_mean"),
-                                 _running(running_var, "running_var"), _contiguous(weight),
+    # running_mean / running_var are updated in place, so never copied here.
+    return _C.batch_norm_forward(_contiguous(x), running_mean, running_var, _contiguous(weight),
                                  _contiguous(bias), bool(training), momentum, eps)
 
 

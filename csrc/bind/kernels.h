@@ -1,0 +1,32 @@
+// The kernel names, one list for both extension modules. Every name in kSharedKernels is
+// a function of dlkern._C and, where a CUDA kernel exists, of dlkern._C_cuda, with the
+// same arguments (tests/test_kernel_names.py compares the signatures); kArrayKernels are
+// the CUDA module's array primitives (on the CPU, NumPy supplies them). Each module
+// exports the names it defines as KERNELS, so a device namespace maps a name to
+// module.<name> exactly when it is in module.KERNELS: no allowlist elsewhere.
+#pragma once
+
+namespace dlkern::bind {
+
+inline constexpr const char* kSharedKernels[] = {
+    "matmul", "gemm",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "causal_conv1d", "causal_conv1d_backward",
+    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+    "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
+    "group_norm_forward", "group_norm_backward", "batch_norm_forward", "batch_norm_backward",
+    "cross_entropy_forward", "cross_entropy_backward",
+    "attention_forward", "attention_backward", "kv_cache_append", "decode_attention", "rope", "rope_backward",
+    "gelu_tanh", "gelu_tanh_backward",
+    "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+};
+
+inline constexpr const char* kArrayKernels[] = {
+    "add", "subtract", "multiply", "divide", "negative", "power", "maximum", "minimum", "logaddexp",
+    "exp", "expm1", "log", "log1p", "sqrt", "abs", "sign", "tanh", "sin", "cos", "erf", "sigmoid", "relu",
+    "square", "reciprocal", "greater", "greater_equal", "less", "less_equal", "equal", "not_equal",
+    "logical_not", "logical_and", "logical_or", "clip", "argmax", "argmin",
+    "take", "take_along_axis", "put_along_axis",
+};
+
+}  // namespace dlkern::bind
