@@ -6,14 +6,17 @@ One module per op family; each lists its public names in ``__all__``, which are
 re-exported here (``dlkern.ops.matmul``, ``dlkern.ops.softmax``, ...).
 """
 
-import importlib as _importlib
+from . import activation as _activation, attention as _attention, conv as _conv, loss as _loss
+from . import matmul as _matmul, norm as _norm, pool as _pool, softmax as _softmax
+from .activation import *  # noqa: F401,F403  (each family's __all__)
+from .attention import *  # noqa: F401,F403
+from .conv import *  # noqa: F401,F403
+from .loss import *  # noqa: F401,F403
+from .matmul import *  # noqa: F401,F403
+from .norm import *  # noqa: F401,F403
+from .pool import *  # noqa: F401,F403
+from .softmax import *  # noqa: F401,F403
 
-_FAMILIES = ("matmul", "conv", "pool", "softmax", "norm", "loss", "attention", "activation")
-
-__all__ = []
-for _family in _FAMILIES:
-    _module = _importlib.import_module(f"{__name__}.{_family}")
-    for _name in _module.__all__:
-        globals()[_name] = getattr(_module, _name)
-    __all__ += list(_module.__all__)
-del _family, _module, _name
+# The functions shadow their family modules' names here (dlkern.ops.softmax is the function).
+__all__ = [*_matmul.__all__, *_conv.__all__, *_pool.__all__, *_softmax.__all__, *_norm.__all__, *_loss.__all__,
+           *_attention.__all__, *_activation.__all__]
