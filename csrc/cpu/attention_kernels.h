@@ -1,6 +1,5 @@
-// Attention kernels written once over a vector type S (softmax_simd.h), compiled per
-// ISA by attention_<isa>.cpp inside its anonymous namespace. Plain loops only (no std
-// templates in ISA code).
+// Attention kernels written once over a vector type S (simd.h), instantiated per ISA
+// by cpu/isa_kernels.h. Plain loops only (no std templates in ISA code: cpu/isa.h).
 //
 // Layout. A tile's scores are kept transposed, S^T (keys x query rows), with query rows
 // along the vector lanes. Every product of the forward and backward is then one shape,
@@ -51,10 +50,10 @@ inline double dropout_uniform(uint64_t row_key, int64_t j) {
 // one dot product per key and row).
 template <typename S>
 inline typename S::T lane_sum(typename S::V v) {
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
   if constexpr (S::L == 16) return _mm512_reduce_add_ps(v);
   else return _mm512_reduce_add_pd(v);
-#elif defined(DLKERN_SOFTMAX_AVX2)
+#elif defined(DLKERN_SIMD_AVX2)
   if constexpr (S::L == 8) {
     __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     x = _mm_add_ps(x, _mm_movehl_ps(x, x));
@@ -71,11 +70,11 @@ inline typename S::T lane_sum(typename S::V v) {
 // out[k] = lane_sum(a[k]) for NK vectors; four float vectors share one shuffle tree.
 template <typename S, int NK>
 inline void lane_sums(const typename S::V* a, typename S::T* out) {
-#if defined(DLKERN_SOFTMAX_AVX512) || defined(DLKERN_SOFTMAX_AVX2)
+#if defined(DLKERN_SIMD_AVX512) || defined(DLKERN_SIMD_AVX2)
   if constexpr (NK == 4 && sizeof(typename S::T) == 4) {
     __m256 b[4];
     for (int k = 0; k < 4; ++k) {
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
       b[k] = _mm256_add_ps(_mm512_castps512_ps256(a[k]), _mm512_extractf32x8_ps(a[k], 1));
 #else
       b[k] = a[k];
@@ -100,11 +99,11 @@ inline typename S::V exp_flush(typename S::V x) {
     return S::exp(x);
   } else {
     constexpr float kLow = -87.33f;  // exp(kLow) ~ FLT_MIN
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
     const __m512 low = _mm512_set1_ps(kLow);
     const __mmask16 tiny = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);
     return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), S::exp(_mm512_mask_blend_ps(tiny, x, low)));
-#elif defined(DLKERN_SOFTMAX_AVX2)
+#elif defined(DLKERN_SIMD_AVX2)
     const __m256 low = _mm256_set1_ps(kLow);
     const __m256 tiny = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
     return _mm256_andnot_ps(tiny, S::exp(_mm256_blendv_ps(x, low, tiny)));
@@ -120,12 +119,12 @@ inline typename S::V exp_flush(typename S::V x) {
 template <typename S>
 inline typename S::V if_pos(typename S::V s, typename S::V a, typename S::V b) {
   using T = typename S::T;
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
   if constexpr (sizeof(T) == 4)
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ), b, a);
   else
     return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(s, _mm512_setzero_pd(), _CMP_GT_OQ), b, a);
-#elif defined(DLKERN_SOFTMAX_AVX2)
+#elif defined(DLKERN_SIMD_AVX2)
   if constexpr (sizeof(T) == 4) return _mm256_blendv_ps(b, a, _mm256_cmp_ps(s, _mm256_setzero_ps(), _CMP_GT_OQ));
   else return _mm256_blendv_pd(b, a, _mm256_cmp_pd(s, _mm256_setzero_pd(), _CMP_GT_OQ));
 #else
@@ -137,10 +136,10 @@ template <typename S>
 inline typename S::V if_neg_inf(typename S::V x, typename S::V a, typename S::V b) {
   using T = typename S::T;
   const typename S::V ninf = S::bcast(-__builtin_inf());
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
   if constexpr (sizeof(T) == 4) return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, ninf, _CMP_EQ_OQ), b, a);
   else return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, ninf, _CMP_EQ_OQ), b, a);
-#elif defined(DLKERN_SOFTMAX_AVX2)
+#elif defined(DLKERN_SIMD_AVX2)
   if constexpr (sizeof(T) == 4) return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, ninf, _CMP_EQ_OQ));
   else return _mm256_blendv_pd(b, a, _mm256_cmp_pd(x, ninf, _CMP_EQ_OQ));
 #else

@@ -3,7 +3,6 @@
 // (one input channel per group).
 // See conv.h for the contracts and when each path runs.
 #include "cpu/conv.h"
-#include "cpu/conv_isa.h"
 
 #include <omp.h>
 
@@ -15,6 +14,7 @@
 #include "common/cpu_features.h"
 #include "common/runtime.h"
 #include "cpu/gemm.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -407,14 +407,12 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
 template <typename T>
 void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, int64_t ld_dst,
                     const T* add = nullptr) {
-#if defined(DLKERN_X86)
   if constexpr (std::is_same_v<T, float>) {
-    if (active_isa() != Isa::generic) {
-      avx2::conv_transpose_f32(src, ld_src, rows, cols, dst, ld_dst, add);
+    if (const auto vec = active_kernels().conv_transpose_f32) {
+      vec(src, ld_src, rows, cols, dst, ld_dst, add);
       return;
     }
   }
-#endif
   constexpr int64_t B = 16;
   for (int64_t i0 = 0; i0 < rows; i0 += B) {
     const int64_t i1 = std::min(rows, i0 + B);
@@ -434,14 +432,12 @@ void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T*
 // polyphase split sends each input column to its phase).
 template <typename T>
 void scatter_rows(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, const int64_t* col_off) {
-#if defined(DLKERN_X86)
   if constexpr (std::is_same_v<T, float>) {
-    if (active_isa() != Isa::generic) {
-      avx2::conv_scatter_rows_f32(src, ld_src, rows, cols, dst, col_off);
+    if (const auto vec = active_kernels().conv_scatter_rows_f32) {
+      vec(src, ld_src, rows, cols, dst, col_off);
       return;
     }
   }
-#endif
   for (int64_t j = 0; j < cols; ++j)
     if (col_off[j] >= 0)
       for (int64_t i = 0; i < rows; ++i) dst[col_off[j] + i] = src[i * ld_src + j];
@@ -450,14 +446,12 @@ void scatter_rows(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* d
 // The reverse: dst[i*ld_dst + j] = src[col_off[j] + i], or 0 where col_off[j] < 0.
 template <typename T>
 void gather_rows(const T* src, const int64_t* col_off, int64_t rows, int64_t cols, T* dst, int64_t ld_dst) {
-#if defined(DLKERN_X86)
   if constexpr (std::is_same_v<T, float>) {
-    if (active_isa() != Isa::generic) {
-      avx2::conv_gather_rows_f32(src, col_off, rows, cols, dst, ld_dst);
+    if (const auto vec = active_kernels().conv_gather_rows_f32) {
+      vec(src, col_off, rows, cols, dst, ld_dst);
       return;
     }
   }
-#endif
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) dst[i * ld_dst + j] = col_off[j] >= 0 ? src[col_off[j] + i] : T(0);
 }

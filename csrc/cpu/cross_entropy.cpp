@@ -11,7 +11,7 @@
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
-#include "cpu/softmax_isa.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -155,18 +155,7 @@ T cross_entropy_forward(const T* x, const int64_t* target, const T* weight, T* l
     const T w_all = weight_total(weight, c);
     const int nt = threads_for(count * c, n);
     if (s == 1) {
-      switch (active_isa()) {
-#if defined(DLKERN_X86)
-        case Isa::avx512:
-          avx512::cross_entropy_fwd(x, target, weight, w_all, loss, lse, n, c, ignore_index, label_smoothing, nt);
-          break;
-        case Isa::avx2:
-          avx2::cross_entropy_fwd(x, target, weight, w_all, loss, lse, n, c, ignore_index, label_smoothing, nt);
-          break;
-#endif
-        default:
-          generic::cross_entropy_fwd(x, target, weight, w_all, loss, lse, n, c, ignore_index, label_smoothing, nt);
-      }
+      kernels<T>().cross_entropy_fwd(x, target, weight, w_all, loss, lse, n, c, ignore_index, label_smoothing, nt);
     } else {
       forward_strided(x, target, weight, w_all, loss, lse, n, c, s, ignore_index, label_smoothing, nt);
     }
@@ -190,22 +179,9 @@ void cross_entropy_backward(const T* grad, const T* x, const int64_t* target, co
       reduction == Reduction::mean ? T(1.0 / mean_divisor(target, weight, count, ignore_index)) : T(1);
   const int nt = threads_for(count * c, n);
   if (s == 1) {
-    switch (active_isa()) {
-#if defined(DLKERN_X86)
-      case Isa::avx512:
-        avx512::cross_entropy_bwd(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c,
-                                  ignore_index, label_smoothing, nt);
-        return;
-      case Isa::avx2:
-        avx2::cross_entropy_bwd(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c,
-                                ignore_index, label_smoothing, nt);
-        return;
-#endif
-      default:
-        generic::cross_entropy_bwd(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c,
+    kernels<T>().cross_entropy_bwd(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c,
                                    ignore_index, label_smoothing, nt);
-        return;
-    }
+    return;
   }
   backward_strided(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c, s, ignore_index,
                    label_smoothing, nt);

@@ -1,6 +1,6 @@
 // Fused cross-entropy kernels for contiguous rows (input (n, c), one sample per row),
-// written once over a vector type S (softmax_simd.h) and compiled per ISA by
-// cross_entropy_<isa>.cpp inside its anonymous namespace. Plain loops only.
+// written once over a vector type S (simd.h) and instantiated per ISA by
+// cpu/isa_kernels.h. Plain loops only.
 //
 // Per sample i with target t and lse = log(sum_c exp(x_c)), eps = label_smoothing:
 //   loss_i = (1-eps) w_t (lse - x_t) + (eps/C) sum_c w_c (lse - x_c)   (0 if ignored)
@@ -19,13 +19,6 @@
 
 template <typename S>
 struct CrossEntropyKernels {
-  // Rows in chunks of about 1/8 of a thread's share: a thread that loses its core on a
-  // busy host leaves its rows to the others (each row's result is thread-independent).
-  static int64_t dyn_chunk(int64_t rows, int nthreads) {
-    const int64_t c = rows / (8 * int64_t(nthreads));
-    return c > 1 ? c : 1;
-  }
-
   using T = typename S::T;
   using V = typename S::V;
   static constexpr int L = S::L;
@@ -92,8 +85,8 @@ struct CrossEntropyKernels {
   template <bool Smooth, bool Weighted>
   static void forward_rows(const T* x, const int64_t* target, const T* w, T w_all, T* loss, T* lse, int64_t n,
                            int64_t c, int64_t ignore_index, T eps, int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, dyn_chunk(n, nthreads)) if (nthreads > 1)
-    for (int64_t r = 0; r < n; ++r) {
+    // Each row's result is thread-independent: parallel_for's dynamic chunks.
+    dlkern::parallel_for(n, nthreads, [&](int64_t r) {
       const T* xr = x + r * c;
       T smooth = 0, shift = 0;
       const Lse l = row_lse<Smooth, Weighted>(xr, w, c, &smooth, &shift);
@@ -101,14 +94,14 @@ struct CrossEntropyKernels {
       const int64_t t = target[r];
       if (t == ignore_index) {
         loss[r] = 0;
-        continue;
+        return;
       }
       const T wt = Weighted ? w[t] : T(1);
       // lse - x as (m - x) + log_sum: exact m - x keeps large logits accurate.
       T v = (T(1) - eps) * wt * ((l.m - xr[t]) + l.log_sum);
       if (Smooth) v += eps / T(c) * (w_all * ((l.m - shift) + l.log_sum) - smooth);
       loss[r] = v;
-    }
+    });
   }
 
   static void forward(const T* x, const int64_t* target, const T* w, T w_all, T* loss, T* lse, int64_t n,
@@ -128,8 +121,8 @@ struct CrossEntropyKernels {
   static void backward(const T* grad, int64_t grad_stride, T grad_scale, const T* x, const int64_t* target,
                        const T* lse, const T* w, T w_all, T* dx, int64_t n, int64_t c, int64_t ignore_index, T eps,
                        int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, dyn_chunk(n, nthreads)) if (nthreads > 1)
-    for (int64_t r = 0; r < n; ++r) {
+    // Each row's result is thread-independent: parallel_for's dynamic chunks.
+    dlkern::parallel_for(n, nthreads, [&](int64_t r) {
       const T* xr = x + r * c;
       T* dr = dx + r * c;
       const int64_t t = target[r];
@@ -138,7 +131,7 @@ struct CrossEntropyKernels {
         int64_t i = 0;
         for (; i + L <= c; i += L) S::store(dr + i, z);
         if (i < c) S::store_tail(dr + i, z, c - i);
-        continue;
+        return;
       }
       const T g = grad[r * grad_stride] * grad_scale;
       const T wt = w ? w[t] : T(1);
@@ -173,6 +166,6 @@ struct CrossEntropyKernels {
         }
       }
       dr[t] -= g * (T(1) - eps) * wt;
-    }
+    });
   }
 };

@@ -12,7 +12,7 @@
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
-#include "cpu/norm_isa.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -33,20 +33,6 @@ bool stream_output(int64_t elements) {
 
 int threads_for(int64_t elements, int64_t units) {
   return dlkern::threads_for(elements, kMinElementsPerThread, units);
-}
-
-template <typename T>
-const NormSegmentKernels<T>& kernels() {
-  switch (active_isa()) {
-#if defined(DLKERN_X86)
-    case Isa::avx512:
-      return avx512::norm_kernels(T{});
-    case Isa::avx2:
-      return avx2::norm_kernels(T{});
-#endif
-    default:
-      return generic::norm_kernels(T{});
-  }
 }
 
 // Mean and biased variance of n contiguous values: mean of the values shifted by the
@@ -98,7 +84,7 @@ void row_norm_backward(const T* dy, const T* x, const T* weight, const T* mean, 
     }
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(rows * cols, rows);
   std::vector<T> partial(static_cast<size_t>(nt * slots * cols), T(0));
   const bool stream = stream_output<T>(rows * cols);
@@ -139,7 +125,7 @@ void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mea
     for (int64_t r = 0; r < rows; ++r) mean[r] = T(NAN), rstd[r] = T(NAN);
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(rows * cols, rows);
   const int64_t chunk = dynamic_chunk(rows, nt);
   const bool stream = stream_output<T>(rows * cols);
@@ -173,7 +159,7 @@ void rms_norm_forward(const T* x, const T* weight, T* y, T* rstd, int64_t rows, 
     for (int64_t r = 0; r < rows; ++r) rstd[r] = T(NAN);
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(rows * cols, rows);
   const int64_t chunk = dynamic_chunk(rows, nt);
   const bool stream = stream_output<T>(rows * cols);
@@ -206,7 +192,7 @@ void group_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mea
     for (int64_t i = 0; i < tasks; ++i) mean[i] = T(NAN), rstd[i] = T(NAN);
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(tasks * span, tasks);
   const int64_t chunk = dynamic_chunk(tasks, nt);
   const bool stream = stream_output<T>(tasks * span);
@@ -240,7 +226,7 @@ void group_norm_backward(const T* dy, const T* x, const T* weight, const T* mean
   // Per (n, channel): sum(dy) and sum(dy * (x - mean)), reduced over n afterwards.
   std::vector<double> s1(static_cast<size_t>(n * channels), 0.0), s2(s1.size(), 0.0);
   if (tasks > 0 && span > 0) {
-    const auto& k = kernels<T>();
+    const NormSegmentKernels<T>& k = kernels<T>().norm;
     const int nt = threads_for(tasks * span, tasks);
     const int64_t chunk = dynamic_chunk(tasks, nt);
     const bool stream = stream_output<T>(tasks * span);
@@ -429,7 +415,7 @@ void batch_norm_forward(const T* x, const T* weight, const T* bias, T* running_m
                                n, channels, training, double(momentum), double(eps));
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(count * channels, channels);
   const int64_t chunk = dynamic_chunk(channels, nt);
   const int64_t stride = channels * inner;
@@ -479,7 +465,7 @@ void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save
                                 channels, training);
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(count * channels, channels);
   const int64_t chunk = dynamic_chunk(channels, nt);
   const int64_t stride = channels * inner;

@@ -1,5 +1,5 @@
-// softmax / log_softmax kernels written once over a vector type S (softmax_simd.h),
-// compiled per ISA by softmax_<isa>.cpp inside its anonymous namespace.
+// softmax / log_softmax kernels written once over a vector type S (simd.h),
+// instantiated per ISA by cpu/isa_kernels.h.
 // Plain loops only (no std templates in ISA code).
 //
 // Layout: the array is (outer, dim, inner) contiguous and the softmax runs over dim.
@@ -19,13 +19,6 @@ struct SoftmaxKernels {
 
   static T neg_inf() { return -__builtin_inf(); }
 
-  // Rows are handed out in chunks of about 1/8 of a thread's share, so a thread that
-  // loses its core on a busy host leaves its rows to the others (results per row do
-  // not depend on the thread).
-  static int64_t dyn_chunk(int64_t tasks, int nthreads) {
-    const int64_t c = tasks / (8 * int64_t(nthreads));
-    return c > 1 ? c : 1;
-  }
   static T big() { return sizeof(T) == 4 ? T(3.4028234663852886e38) : T(1.7976931348623157e308); }
   static T tiny() { return sizeof(T) == 4 ? T(1.17549435e-38) : T(2.2250738585072014e-308); }
 
@@ -203,33 +196,31 @@ struct SoftmaxKernels {
 
   static void forward(const T* x, T* y, int64_t outer, int64_t dim, int64_t inner, bool log, int nthreads) {
     if (inner == 1) {
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, dyn_chunk(outer, nthreads)) if (nthreads > 1)
-      for (int64_t r = 0; r < outer; ++r) row_forward(x + r * dim, y + r * dim, dim, log);
+      // Rows and tasks are thread-independent: parallel_for's dynamic chunks.
+      dlkern::parallel_for(outer, nthreads, [&](int64_t r) { row_forward(x + r * dim, y + r * dim, dim, log); });
       return;
     }
     const int64_t chunks = (inner + kChunk - 1) / kChunk, tasks = outer * chunks;
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, dyn_chunk(tasks, nthreads)) if (nthreads > 1)
-    for (int64_t t = 0; t < tasks; ++t) {
+    dlkern::parallel_for(tasks, nthreads, [&](int64_t t) {
       const int64_t o = t / chunks, j0 = (t % chunks) * kChunk;
       const int64_t w = inner - j0 < kChunk ? inner - j0 : kChunk;
       chunk_forward(x + o * dim * inner, y + o * dim * inner, dim, inner, j0, w, log);
-    }
+    });
   }
 
   static void backward(const T* dy, const T* y, T* dx, int64_t outer, int64_t dim, int64_t inner, bool log,
                        int nthreads) {
     if (inner == 1) {
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, dyn_chunk(outer, nthreads)) if (nthreads > 1)
-      for (int64_t r = 0; r < outer; ++r) row_backward(dy + r * dim, y + r * dim, dx + r * dim, dim, log);
+      dlkern::parallel_for(outer, nthreads,
+                           [&](int64_t r) { row_backward(dy + r * dim, y + r * dim, dx + r * dim, dim, log); });
       return;
     }
     const int64_t chunks = (inner + kChunk - 1) / kChunk, tasks = outer * chunks;
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, dyn_chunk(tasks, nthreads)) if (nthreads > 1)
-    for (int64_t t = 0; t < tasks; ++t) {
+    dlkern::parallel_for(tasks, nthreads, [&](int64_t t) {
       const int64_t o = t / chunks, j0 = (t % chunks) * kChunk;
       const int64_t w = inner - j0 < kChunk ? inner - j0 : kChunk;
       const int64_t base = o * dim * inner;
       chunk_backward(dy + base, y + base, dx + base, dim, inner, j0, w, log);
-    }
+    });
   }
 };

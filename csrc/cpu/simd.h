@@ -1,18 +1,23 @@
-// SIMD vector types and a vectorised exp for the softmax / cross-entropy kernels.
-// Included, inside an anonymous namespace, by each ISA translation unit after it
-// defines one of DLKERN_SOFTMAX_AVX512 / DLKERN_SOFTMAX_AVX2 (else the portable
-// GCC-vector-extension path). Plain loops only: no std templates (see gemm_isa.h).
+// The SIMD vector types of every CPU kernel family: VecF32 / VecF64 for the ISA of the
+// including translation unit, plus a vectorised float exp. Included only by
+// cpu/isa_kernels.h, inside the anonymous namespace of one isa_<name>.cpp, which
+// defines DLKERN_SIMD_AVX512 or DLKERN_SIMD_AVX2 first (neither: the portable
+// GCC-vector-extension path); every use is so compiled with that TU's flags. Plain
+// loops only: no std templates (see cpu/isa.h).
 //
-// Every type provides: T, V, L, load, store, bcast, add, sub, mul, fma, max, min,
-// exp, hmax, hsum, load_tail (first n lanes, the rest filled), store_tail.
-// max(a, b)/min(a, b) return b when either is NaN (x86 semantics), so clamping
-// x as min(hi, x) keeps a NaN in x.
+// Every type provides: T, V, L, zero, load, store, bcast, add, sub, mul, div, fma, max,
+// min, exp, hmax, hsum (lane order), hsum_tree (pairwise; the norm and pooling
+// reductions), load_tail (first n lanes, the rest filled), store_tail, stream (a
+// non-temporal store to a sizeof(V)-aligned address; plain on the portable path) and
+// fence (after streaming stores). max(a, b)/min(a, b) return b when either is NaN (x86
+// semantics), so clamping x as min(hi, x) keeps a NaN in x. A family adds its own
+// operations by deriving (pool_lanes.h).
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
-#if defined(DLKERN_SOFTMAX_AVX512) || defined(DLKERN_SOFTMAX_AVX2)
+#if defined(DLKERN_SIMD_AVX512) || defined(DLKERN_SIMD_AVX2)
 #include <immintrin.h>
 #endif
 
@@ -39,7 +44,7 @@ inline typename S::V exp_f32_poly(typename S::V x) {
   return S::ldexp(p, n);
 }
 
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
 
 struct VecF32 {
   using T = float;
@@ -47,6 +52,7 @@ struct VecF32 {
   static constexpr int L = 16;
   static V load(const T* p) { return _mm512_loadu_ps(p); }
   static void store(T* p, V v) { _mm512_storeu_ps(p, v); }
+  static V zero() { return _mm512_setzero_ps(); }
   static V load_tail(const T* p, int64_t n, T fill) {
     const __mmask16 k = static_cast<__mmask16>((1u << n) - 1u);
     return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), k, p);
@@ -58,6 +64,7 @@ struct VecF32 {
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
   static V min(V a, V b) { return _mm512_min_ps(a, b); }
@@ -80,6 +87,17 @@ struct VecF32 {
     for (int i = 0; i < L; ++i) s += t[i];
     return s;
   }
+  // Butterfly over 256-, 128-, 64- and 32-bit halves. The maskz forms: GCC 12's
+  // _mm512_reduce_add_ps and 512->256 casts trip -Wuninitialized in its own headers.
+  static T hsum_tree(V v) {
+    v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xFFFF, v, v, 0x4E));
+    v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xFFFF, v, v, 0xB1));
+    v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xFFFF, v, 0x4E));
+    v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xFFFF, v, 0xB1));
+    return _mm512_cvtss_f32(v);
+  }
+  static void stream(T* p, V v) { _mm512_stream_ps(p, v); }
+  static void fence() { _mm_sfence(); }
 };
 
 struct VecF64 {
@@ -88,6 +106,7 @@ struct VecF64 {
   static constexpr int L = 8;
   static V load(const T* p) { return _mm512_loadu_pd(p); }
   static void store(T* p, V v) { _mm512_storeu_pd(p, v); }
+  static V zero() { return _mm512_setzero_pd(); }
   static V load_tail(const T* p, int64_t n, T fill) {
     const __mmask8 k = static_cast<__mmask8>((1u << n) - 1u);
     return _mm512_mask_loadu_pd(_mm512_set1_pd(fill), k, p);
@@ -99,6 +118,7 @@ struct VecF64 {
   static V add(V a, V b) { return _mm512_add_pd(a, b); }
   static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
   static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static V div(V a, V b) { return _mm512_div_pd(a, b); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static V max(V a, V b) { return _mm512_max_pd(a, b); }
   static V min(V a, V b) { return _mm512_min_pd(a, b); }
@@ -124,9 +144,17 @@ struct VecF64 {
     for (int i = 0; i < L; ++i) s += t[i];
     return s;
   }
+  static T hsum_tree(V v) {
+    v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0x4E));
+    v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0xB1));
+    v = _mm512_add_pd(v, _mm512_maskz_permute_pd(0xFF, v, 0x55));
+    return _mm512_cvtsd_f64(v);
+  }
+  static void stream(T* p, V v) { _mm512_stream_pd(p, v); }
+  static void fence() { _mm_sfence(); }
 };
 
-#elif defined(DLKERN_SOFTMAX_AVX2)
+#elif defined(DLKERN_SIMD_AVX2)
 
 struct VecF32 {
   using T = float;
@@ -134,6 +162,7 @@ struct VecF32 {
   static constexpr int L = 8;
   static V load(const T* p) { return _mm256_loadu_ps(p); }
   static void store(T* p, V v) { _mm256_storeu_ps(p, v); }
+  static V zero() { return _mm256_setzero_ps(); }
   static __m256i tail_mask(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
@@ -146,6 +175,7 @@ struct VecF32 {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V div(V a, V b) { return _mm256_div_ps(a, b); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V min(V a, V b) { return _mm256_min_ps(a, b); }
@@ -176,6 +206,14 @@ struct VecF32 {
     for (int i = 0; i < L; ++i) s += t[i];
     return s;
   }
+  static T hsum_tree(V v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static void stream(T* p, V v) { _mm256_stream_ps(p, v); }
+  static void fence() { _mm_sfence(); }
 };
 
 struct VecF64 {
@@ -184,6 +222,7 @@ struct VecF64 {
   static constexpr int L = 4;
   static V load(const T* p) { return _mm256_loadu_pd(p); }
   static void store(T* p, V v) { _mm256_storeu_pd(p, v); }
+  static V zero() { return _mm256_setzero_pd(); }
   static __m256i tail_mask(int64_t n) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
   }
@@ -196,6 +235,7 @@ struct VecF64 {
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
   static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
   static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+  static V div(V a, V b) { return _mm256_div_pd(a, b); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V max(V a, V b) { return _mm256_max_pd(a, b); }
   static V min(V a, V b) { return _mm256_min_pd(a, b); }
@@ -219,6 +259,13 @@ struct VecF64 {
     for (int i = 0; i < L; ++i) s += t[i];
     return s;
   }
+  static T hsum_tree(V v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+  }
+  static void stream(T* p, V v) { _mm256_stream_pd(p, v); }
+  static void fence() { _mm_sfence(); }
 };
 
 #else  // portable: GCC/Clang vector extensions (SSE2 on x86-64)
@@ -235,6 +282,7 @@ struct VecExt {
     return v;
   }
   static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  static V zero() { return V{}; }
   static V load_tail(const T* p, int64_t n, T fill) {
     T t[L];
     for (int i = 0; i < L; ++i) t[i] = i < n ? p[i] : fill;
@@ -249,6 +297,7 @@ struct VecExt {
   static V add(V a, V b) { return a + b; }
   static V sub(V a, V b) { return a - b; }
   static V mul(V a, V b) { return a * b; }
+  static V div(V a, V b) { return a / b; }
   static V fma(V a, V b, V c) { return a * b + c; }
   static V select(VI mask, V a, V b) {
     VI ai, bi;
@@ -271,6 +320,11 @@ struct VecExt {
     for (int i = 0; i < L; ++i) s += v[i];
     return s;
   }
+  // Four or two lanes: lane order is as good as a tree. No portable non-temporal
+  // store: plain stores.
+  static T hsum_tree(V v) { return hsum(v); }
+  static void stream(T* p, V v) { store(p, v); }
+  static void fence() {}
 };
 
 struct VecF32 : VecExt<float, int32_t, 4> {

@@ -1,15 +1,14 @@
-// AVX2 helpers of the convolution kernels: the channels-first <-> channels-last copies
-// of the shifted-window path (stride 1 and the polyphase split) as 8 x 8 register
-// transposes (the scalar version gathers one element per load and was ~14% of a ResNet
-// 3x3 forward).
-#include <immintrin.h>
+// Convolution's layout copies for the x86 vector ISAs (cpu/isa.h's conv_* entries):
+// the channels-first <-> channels-last copies of the shifted-window path (stride 1 and
+// the polyphase split) as 8 x 8 AVX register transposes (the scalar version gathers one
+// element per load and was ~14% of a ResNet 3x3 forward). The AVX-512 table compiles
+// the same 256-bit code. Included by cpu/isa_kernels.h inside the ISA's anonymous
+// namespace; the portable table has none (conv.cpp's scalar loops).
+#pragma once
 
-#include <algorithm>
+#if defined(DLKERN_SIMD_AVX512) || defined(DLKERN_SIMD_AVX2)
+#define DLKERN_CONV_TRANSPOSES 1
 
-#include "cpu/conv_isa.h"
-
-namespace dlkern::cpu::avx2 {
-namespace {
 
 // The 8 x 8 transpose of r, in registers: c[j] holds element j of each r[i].
 inline void transpose8(const __m256 r[8], __m256 c[8]) {
@@ -61,8 +60,6 @@ void for_each_tile(int64_t rows, int64_t cols, Tile tile) {
   }
 }
 
-}  // namespace
-
 void conv_transpose_f32(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,
                         int64_t ld_dst, const float* add) {
   if (rows < 8 || cols < 8) {
@@ -110,4 +107,4 @@ void conv_gather_rows_f32(const float* src, const int64_t* col_off, int64_t rows
   });
 }
 
-}  // namespace dlkern::cpu::avx2
+#endif
