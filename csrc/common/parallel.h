@@ -13,7 +13,9 @@
 namespace dlkern {
 
 // body(i) for i in [0, n) on `nthreads` threads (1: inline, no OpenMP region).
-// `nthreads` is the caller's threads_for() decision.
+// `nthreads` is the caller's threads_for(work, min_per_thread, n) decision: the work
+// threshold below which an op runs on one thread, with its contention scaling, stays
+// in one place (runtime.h).
 template <typename F>
 inline void parallel_for(int64_t n, int nthreads, F&& body) {
   if (nthreads <= 1) {
@@ -24,11 +26,21 @@ inline void parallel_for(int64_t n, int nthreads, F&& body) {
   for (int64_t i = 0; i < n; ++i) body(i);
 }
 
-// The same with the work threshold applied here: threads_for(work, min_per_thread, n)
-// threads, so an op too small to amortise a fork/join runs inline.
-template <typename F>
-inline void parallel_for(int64_t n, int64_t work, int64_t min_per_thread, F&& body) {
-  parallel_for(n, threads_for(work, min_per_thread, n), static_cast<F&&>(body));
+// The same, then per_thread_end() once on each thread after its last iteration (the
+// fence after non-temporal stores).
+template <typename F, typename G>
+inline void parallel_for(int64_t n, int nthreads, F&& body, G&& per_thread_end) {
+  if (nthreads <= 1) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    per_thread_end();
+    return;
+  }
+#pragma omp parallel num_threads(nthreads)
+  {
+#pragma omp for schedule(dynamic, dynamic_chunk(n, nthreads)) nowait
+    for (int64_t i = 0; i < n; ++i) body(i);
+    per_thread_end();
+  }
 }
 
 }  // namespace dlkern

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/cpu_features.h"
+#include "common/parallel.h"
 #include "common/runtime.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
@@ -803,8 +804,7 @@ void forward_depthwise(const Plan& p, const T* x, const T* w, const T* bias, T* 
   const Conv2dShape& s = p.s;
   const int64_t planes = s.n * s.o;
   const int nt = p.threads(planes);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(planes, nt)) if (nt > 1)
-  for (int64_t plane = 0; plane < planes; ++plane) {
+  parallel_for(planes, nt, [&](int64_t plane) {
     const int64_t n = plane / s.o, oc = plane % s.o;
     const T* xp = x + (n * s.c + oc / p.og) * p.hw_in;
     const T* wk = w + oc * s.kh * s.kw;
@@ -834,7 +834,7 @@ void forward_depthwise(const Plan& p, const T* x, const T* w, const T* bias, T* 
         }
       }
     }
-  }
+  });
 }
 
 template <typename T>
@@ -843,8 +843,7 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
   if (dx) {
     const int64_t planes = s.n * s.c;
     const int nt = p.threads(planes);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(planes, nt)) if (nt > 1)
-    for (int64_t plane = 0; plane < planes; ++plane) {
+    parallel_for(planes, nt, [&](int64_t plane) {
       const int64_t n = plane / s.c, c = plane % s.c;
       T* dxp = dx + plane * p.hw_in;
       for (int64_t q = 0; q < p.hw_in; ++q) dxp[q] = T(0);
@@ -874,13 +873,12 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
           }
         }
       }
-    }
+    });
   }
   if (dw || db) {
     // One thread owns each output channel: no reduction across threads.
     const int nt = p.threads(s.o);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(s.o, nt)) if (nt > 1)
-    for (int64_t oc = 0; oc < s.o; ++oc) {
+    parallel_for(s.o, nt, [&](int64_t oc) {
       if (db) {
         T sum = 0;
         for (int64_t n = 0; n < s.n; ++n) {
@@ -889,7 +887,7 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
         }
         db[oc] = sum;
       }
-      if (!dw) continue;
+      if (!dw) return;
       for (int64_t i = 0; i < s.kh; ++i)
         for (int64_t j = 0; j < s.kw; ++j) {
           const int64_t start = j * s.dil_w - s.pad_w;
@@ -917,7 +915,7 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
           }
           dw[oc * s.kh * s.kw + i * s.kw + j] = sum;
         }
-    }
+    });
   }
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/cpu_features.h"
+#include "common/parallel.h"
 #include "common/runtime.h"
 #include "cpu/isa.h"
 
@@ -47,8 +48,7 @@ void forward_strided(const T* x, const int64_t* target, const T* w, T w_all, T* 
                      int64_t c, int64_t s, int64_t ignore_index, T eps, int nt) {
   std::vector<T> scratch(size_t(nt) * 3 * size_t(s));
   const T ninf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(n, nt)) if (nt > 1)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, nt, [&](int64_t i) {
     T* m = scratch.data() + size_t(omp_get_thread_num()) * 3 * size_t(s);
     T* sum = m + s;
     T* acc = sum + s;
@@ -82,7 +82,7 @@ void forward_strided(const T* x, const int64_t* target, const T* w, T w_all, T* 
       if (eps != T(0)) v += eps / T(c) * (w_all * ((m[j] - shift) + log_sum) - acc[j]);
       loss[i * s + j] = v;
     }
-  }
+  });
 }
 
 template <typename T>
@@ -94,8 +94,7 @@ void backward_strided(const T* grad, int64_t grad_stride, T grad_scale, const T*
   // exp((x - m) - log(sum)) (always: it is not the fast path).
   std::vector<T> scratch(size_t(nt) * 4 * size_t(s));
   const T ninf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(n, nt)) if (nt > 1)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, nt, [&](int64_t i) {
     T* a = scratch.data() + size_t(omp_get_thread_num()) * 4 * size_t(s);
     T* b = a + s;
     T* m = b + s;
@@ -136,7 +135,7 @@ void backward_strided(const T* grad, int64_t grad_stride, T grad_scale, const T*
       const T g = grad[(i * s + j) * grad_stride] * grad_scale;
       di[t * s + j] -= g * (T(1) - eps) * (w ? w[t] : T(1));
     }
-  }
+  });
 }
 
 }  // namespace
