@@ -14,15 +14,15 @@ struct GeluTanh {
   static constexpr double kK = 0.044715;
 
   // s = sigmoid(2 z) of one vector.
-  static V sig(V x) {
+  DLKERN_INLINE static V sig(V x) {
     const V x2 = S::mul(x, x);
     const V m2z = S::mul(x, S::fma(x2, S::bcast(T(-2 * kC * kK)), S::bcast(T(-2 * kC))));   // -2 z
     return S::div(S::bcast(T(1)), S::add(S::bcast(T(1)), S::exp(m2z)));
   }
 
-  static V fwd1(V x) { return S::mul(x, sig(x)); }
+  DLKERN_INLINE static V fwd1(V x) { return S::mul(x, sig(x)); }
 
-  static V bwd1(V dy, V x) {
+  DLKERN_INLINE static V bwd1(V dy, V x) {
     const V s = sig(x);
     const V x2 = S::mul(x, x);
     const V dz2 = S::fma(x2, S::bcast(T(6 * kC * kK)), S::bcast(T(2 * kC)));   // 2 dz/dx

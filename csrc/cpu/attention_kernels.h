@@ -49,7 +49,7 @@ inline double dropout_uniform(uint64_t row_key, int64_t j) {
 // Sum of a vector's lanes; a shuffle tree where the ISA has one (the row tiles reduce
 // one dot product per key and row).
 template <typename S>
-inline typename S::T lane_sum(typename S::V v) {
+DLKERN_INLINE typename S::T lane_sum(typename S::V v) {
 #if defined(DLKERN_SIMD_AVX512)
   if constexpr (S::L == 16) return _mm512_reduce_add_ps(v);
   else return _mm512_reduce_add_pd(v);
@@ -69,7 +69,7 @@ inline typename S::T lane_sum(typename S::V v) {
 
 // out[k] = lane_sum(a[k]) for NK vectors; four float vectors share one shuffle tree.
 template <typename S, int NK>
-inline void lane_sums(const typename S::V* a, typename S::T* out) {
+DLKERN_INLINE void lane_sums(const typename S::V* a, typename S::T* out) {
 #if defined(DLKERN_SIMD_AVX512) || defined(DLKERN_SIMD_AVX2)
   if constexpr (NK == 4 && sizeof(typename S::T) == 4) {
     __m256 b[4];
@@ -94,7 +94,7 @@ inline void lane_sums(const typename S::V* a, typename S::T* out) {
 // multiply costs on x86 (it made causal tiles 2-3x slower). Such x are clamped before
 // the exp and their results zeroed after; NaN passes through. float64 lanes: plain exp.
 template <typename S>
-inline typename S::V exp_flush(typename S::V x) {
+DLKERN_INLINE typename S::V exp_flush(typename S::V x) {
   if constexpr (sizeof(typename S::T) == 8) {
     return S::exp(x);
   } else {
@@ -117,7 +117,7 @@ inline typename S::V exp_flush(typename S::V x) {
 // Lane-wise choices by blend (never arithmetic, so a NaN or Inf in the lane not chosen
 // cannot leak): if_pos(s, a, b) = s > 0 ? a : b; if_neg_inf(x, a, b) = x == -inf ? a : b.
 template <typename S>
-inline typename S::V if_pos(typename S::V s, typename S::V a, typename S::V b) {
+DLKERN_INLINE typename S::V if_pos(typename S::V s, typename S::V a, typename S::V b) {
   using T = typename S::T;
 #if defined(DLKERN_SIMD_AVX512)
   if constexpr (sizeof(T) == 4)
@@ -133,7 +133,7 @@ inline typename S::V if_pos(typename S::V s, typename S::V a, typename S::V b) {
 }
 
 template <typename S>
-inline typename S::V if_neg_inf(typename S::V x, typename S::V a, typename S::V b) {
+DLKERN_INLINE typename S::V if_neg_inf(typename S::V x, typename S::V a, typename S::V b) {
   using T = typename S::T;
   const typename S::V ninf = S::bcast(-__builtin_inf());
 #if defined(DLKERN_SIMD_AVX512)
@@ -458,7 +458,7 @@ struct AttentionKernels {
     return true;
   }
 
-  static V ldv(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
+  DLKERN_INLINE static V ldv(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
   static void stv(T* p, V v, int64_t n) {
     if (n >= L) S::store(p, v);
     else S::store_tail(p, v, n);

@@ -11,7 +11,7 @@
 
 
 // The 8 x 8 transpose of r, in registers: c[j] holds element j of each r[i].
-inline void transpose8(const __m256 r[8], __m256 c[8]) {
+DLKERN_INLINE void transpose8(const __m256 r[8], __m256 c[8]) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
   const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
   const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
@@ -35,7 +35,7 @@ inline void transpose8(const __m256 r[8], __m256 c[8]) {
 }
 
 // Columns j0..j0+7 of rows i0..i0+7 of src, written as rows of dst.
-inline void block8x8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, const float* add) {
+DLKERN_INLINE void block8x8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, const float* add) {
   __m256 r[8], c[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld_src);
   transpose8(r, c);

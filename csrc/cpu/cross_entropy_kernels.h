@@ -26,10 +26,10 @@ struct CrossEntropyKernels {
   static T neg_inf() { return -__builtin_inf(); }
   static T big() { return sizeof(T) == 4 ? T(3.4028234663852886e38) : T(1.7976931348623157e308); }
 
-  static V ld(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
+  DLKERN_INLINE static V ld(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
 
   // Online per-lane max m and sum s of exp(x - m) over one block of vectors.
-  static void online_block(V& m, V& s, V v0, V v1, V v2, V v3) {
+  DLKERN_INLINE static void online_block(V& m, V& s, V v0, V v1, V v2, V v3) {
     const V bm = S::max(S::max(v0, v1), S::max(v2, v3));
     const V mn = S::max(S::max(m, bm), S::bcast(-big()));  // -big for all -inf lanes
     V add = S::add(S::exp(S::sub(v0, mn)), S::exp(S::sub(v1, mn)));

@@ -13,6 +13,11 @@
 // semantics), so clamping x as min(hi, x) keeps a NaN in x. A family adds its own
 // operations by deriving (pool_lanes.h).
 #pragma once
+
+// Every per-vector helper of the ISA code is forced inline: one translation unit per ISA
+// holds every family, big enough that GCC's unit-growth limit otherwise leaves some
+// (exp_f32_poly on the portable path, a transpose block) as a call per vector.
+#define DLKERN_INLINE inline __attribute__((always_inline))
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -27,7 +32,7 @@
 // underflow (-> subnormal, 0). Clamping x to [-104, 88.8] keeps n in [-150, 128];
 // -inf gives exactly 0, +inf gives inf, NaN stays NaN.
 template <typename S>
-inline typename S::V exp_f32_poly(typename S::V x) {
+DLKERN_INLINE typename S::V exp_f32_poly(typename S::V x) {
   using V = typename S::V;
   x = S::min(S::bcast(88.8f), x);
   x = S::max(S::bcast(-104.0f), x);
@@ -50,37 +55,37 @@ struct VecF32 {
   using T = float;
   using V = __m512;
   static constexpr int L = 16;
-  static V load(const T* p) { return _mm512_loadu_ps(p); }
-  static void store(T* p, V v) { _mm512_storeu_ps(p, v); }
-  static V zero() { return _mm512_setzero_ps(); }
-  static V load_tail(const T* p, int64_t n, T fill) {
+  DLKERN_INLINE static V load(const T* p) { return _mm512_loadu_ps(p); }
+  DLKERN_INLINE static void store(T* p, V v) { _mm512_storeu_ps(p, v); }
+  DLKERN_INLINE static V zero() { return _mm512_setzero_ps(); }
+  DLKERN_INLINE static V load_tail(const T* p, int64_t n, T fill) {
     const __mmask16 k = static_cast<__mmask16>((1u << n) - 1u);
     return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), k, p);
   }
-  static void store_tail(T* p, V v, int64_t n) {
+  DLKERN_INLINE static void store_tail(T* p, V v, int64_t n) {
     _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
   }
-  static V bcast(T x) { return _mm512_set1_ps(x); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static V div(V a, V b) { return _mm512_div_ps(a, b); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static V max(V a, V b) { return _mm512_max_ps(a, b); }
-  static V min(V a, V b) { return _mm512_min_ps(a, b); }
-  static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  DLKERN_INLINE static V bcast(T x) { return _mm512_set1_ps(x); }
+  DLKERN_INLINE static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  DLKERN_INLINE static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  DLKERN_INLINE static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  DLKERN_INLINE static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  DLKERN_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  DLKERN_INLINE static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  DLKERN_INLINE static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  DLKERN_INLINE static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // scalef computes p * 2^floor(n) with IEEE overflow/underflow.
-  static V ldexp(V p, V n) { return _mm512_scalef_ps(p, n); }
-  static V exp(V x) { return exp_f32_poly<VecF32>(x); }
+  DLKERN_INLINE static V ldexp(V p, V n) { return _mm512_scalef_ps(p, n); }
+  DLKERN_INLINE static V exp(V x) { return exp_f32_poly<VecF32>(x); }
   // A stored loop: once per row, as fast as _mm512_reduce_*.
-  static T hmax(V v) {
+  DLKERN_INLINE static T hmax(V v) {
     alignas(64) T t[L];
     _mm512_store_ps(t, v);
     T m = t[0];
     for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
     return m;
   }
-  static T hsum(V v) {
+  DLKERN_INLINE static T hsum(V v) {
     alignas(64) T t[L];
     _mm512_store_ps(t, v);
     T s = 0;
@@ -89,69 +94,69 @@ struct VecF32 {
   }
   // Butterfly over 256-, 128-, 64- and 32-bit halves. The maskz forms: GCC 12's
   // _mm512_reduce_add_ps and 512->256 casts trip -Wuninitialized in its own headers.
-  static T hsum_tree(V v) {
+  DLKERN_INLINE static T hsum_tree(V v) {
     v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xFFFF, v, v, 0x4E));
     v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xFFFF, v, v, 0xB1));
     v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xFFFF, v, 0x4E));
     v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xFFFF, v, 0xB1));
     return _mm512_cvtss_f32(v);
   }
-  static void stream(T* p, V v) { _mm512_stream_ps(p, v); }
-  static void fence() { _mm_sfence(); }
+  DLKERN_INLINE static void stream(T* p, V v) { _mm512_stream_ps(p, v); }
+  DLKERN_INLINE static void fence() { _mm_sfence(); }
 };
 
 struct VecF64 {
   using T = double;
   using V = __m512d;
   static constexpr int L = 8;
-  static V load(const T* p) { return _mm512_loadu_pd(p); }
-  static void store(T* p, V v) { _mm512_storeu_pd(p, v); }
-  static V zero() { return _mm512_setzero_pd(); }
-  static V load_tail(const T* p, int64_t n, T fill) {
+  DLKERN_INLINE static V load(const T* p) { return _mm512_loadu_pd(p); }
+  DLKERN_INLINE static void store(T* p, V v) { _mm512_storeu_pd(p, v); }
+  DLKERN_INLINE static V zero() { return _mm512_setzero_pd(); }
+  DLKERN_INLINE static V load_tail(const T* p, int64_t n, T fill) {
     const __mmask8 k = static_cast<__mmask8>((1u << n) - 1u);
     return _mm512_mask_loadu_pd(_mm512_set1_pd(fill), k, p);
   }
-  static void store_tail(T* p, V v, int64_t n) {
+  DLKERN_INLINE static void store_tail(T* p, V v, int64_t n) {
     _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), v);
   }
-  static V bcast(T x) { return _mm512_set1_pd(x); }
-  static V add(V a, V b) { return _mm512_add_pd(a, b); }
-  static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
-  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-  static V div(V a, V b) { return _mm512_div_pd(a, b); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  static V max(V a, V b) { return _mm512_max_pd(a, b); }
-  static V min(V a, V b) { return _mm512_min_pd(a, b); }
+  DLKERN_INLINE static V bcast(T x) { return _mm512_set1_pd(x); }
+  DLKERN_INLINE static V add(V a, V b) { return _mm512_add_pd(a, b); }
+  DLKERN_INLINE static V sub(V a, V b) { return _mm512_sub_pd(a, b); }
+  DLKERN_INLINE static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  DLKERN_INLINE static V div(V a, V b) { return _mm512_div_pd(a, b); }
+  DLKERN_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  DLKERN_INLINE static V max(V a, V b) { return _mm512_max_pd(a, b); }
+  DLKERN_INLINE static V min(V a, V b) { return _mm512_min_pd(a, b); }
   // float64 uses the C library's exp lane by lane (accuracy over speed).
-  static V exp(V x) {
+  DLKERN_INLINE static V exp(V x) {
     alignas(64) double t[L];
     _mm512_store_pd(t, x);
     for (int i = 0; i < L; ++i) t[i] = std::exp(t[i]);
     return _mm512_load_pd(t);
   }
   // A stored loop: once per row, as fast as _mm512_reduce_*.
-  static T hmax(V v) {
+  DLKERN_INLINE static T hmax(V v) {
     alignas(64) T t[L];
     _mm512_store_pd(t, v);
     T m = t[0];
     for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
     return m;
   }
-  static T hsum(V v) {
+  DLKERN_INLINE static T hsum(V v) {
     alignas(64) T t[L];
     _mm512_store_pd(t, v);
     T s = 0;
     for (int i = 0; i < L; ++i) s += t[i];
     return s;
   }
-  static T hsum_tree(V v) {
+  DLKERN_INLINE static T hsum_tree(V v) {
     v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0x4E));
     v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0xB1));
     v = _mm512_add_pd(v, _mm512_maskz_permute_pd(0xFF, v, 0x55));
     return _mm512_cvtsd_f64(v);
   }
-  static void stream(T* p, V v) { _mm512_stream_pd(p, v); }
-  static void fence() { _mm_sfence(); }
+  DLKERN_INLINE static void stream(T* p, V v) { _mm512_stream_pd(p, v); }
+  DLKERN_INLINE static void fence() { _mm_sfence(); }
 };
 
 #elif defined(DLKERN_SIMD_AVX2)
@@ -160,29 +165,29 @@ struct VecF32 {
   using T = float;
   using V = __m256;
   static constexpr int L = 8;
-  static V load(const T* p) { return _mm256_loadu_ps(p); }
-  static void store(T* p, V v) { _mm256_storeu_ps(p, v); }
-  static V zero() { return _mm256_setzero_ps(); }
-  static __m256i tail_mask(int64_t n) {
+  DLKERN_INLINE static V load(const T* p) { return _mm256_loadu_ps(p); }
+  DLKERN_INLINE static void store(T* p, V v) { _mm256_storeu_ps(p, v); }
+  DLKERN_INLINE static V zero() { return _mm256_setzero_ps(); }
+  DLKERN_INLINE static __m256i tail_mask(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
-  static V load_tail(const T* p, int64_t n, T fill) {
+  DLKERN_INLINE static V load_tail(const T* p, int64_t n, T fill) {
     const __m256i k = tail_mask(n);
     return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, k), _mm256_castsi256_ps(k));
   }
-  static void store_tail(T* p, V v, int64_t n) { _mm256_maskstore_ps(p, tail_mask(n), v); }
-  static V bcast(T x) { return _mm256_set1_ps(x); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  static V div(V a, V b) { return _mm256_div_ps(a, b); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  static V max(V a, V b) { return _mm256_max_ps(a, b); }
-  static V min(V a, V b) { return _mm256_min_ps(a, b); }
-  static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  DLKERN_INLINE static void store_tail(T* p, V v, int64_t n) { _mm256_maskstore_ps(p, tail_mask(n), v); }
+  DLKERN_INLINE static V bcast(T x) { return _mm256_set1_ps(x); }
+  DLKERN_INLINE static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  DLKERN_INLINE static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  DLKERN_INLINE static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  DLKERN_INLINE static V div(V a, V b) { return _mm256_div_ps(a, b); }
+  DLKERN_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  DLKERN_INLINE static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  DLKERN_INLINE static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  DLKERN_INLINE static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // p * 2^n in two steps (2^(n>>1) * 2^(n - (n>>1))), each a normal power of two for
   // n in [-150, 128], so the product overflows or underflows as IEEE says.
-  static V ldexp(V p, V n) {
+  DLKERN_INLINE static V ldexp(V p, V n) {
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i n1 = _mm256_srai_epi32(ni, 1);
     const __m256i n2 = _mm256_sub_epi32(ni, n1);
@@ -191,81 +196,81 @@ struct VecF32 {
     const V s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
   }
-  static V exp(V x) { return exp_f32_poly<VecF32>(x); }
-  static T hmax(V v) {
+  DLKERN_INLINE static V exp(V x) { return exp_f32_poly<VecF32>(x); }
+  DLKERN_INLINE static T hmax(V v) {
     alignas(32) float t[L];
     _mm256_store_ps(t, v);
     float m = t[0];
     for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
     return m;
   }
-  static T hsum(V v) {
+  DLKERN_INLINE static T hsum(V v) {
     alignas(32) float t[L];
     _mm256_store_ps(t, v);
     float s = 0;
     for (int i = 0; i < L; ++i) s += t[i];
     return s;
   }
-  static T hsum_tree(V v) {
+  DLKERN_INLINE static T hsum_tree(V v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
-  static void stream(T* p, V v) { _mm256_stream_ps(p, v); }
-  static void fence() { _mm_sfence(); }
+  DLKERN_INLINE static void stream(T* p, V v) { _mm256_stream_ps(p, v); }
+  DLKERN_INLINE static void fence() { _mm_sfence(); }
 };
 
 struct VecF64 {
   using T = double;
   using V = __m256d;
   static constexpr int L = 4;
-  static V load(const T* p) { return _mm256_loadu_pd(p); }
-  static void store(T* p, V v) { _mm256_storeu_pd(p, v); }
-  static V zero() { return _mm256_setzero_pd(); }
-  static __m256i tail_mask(int64_t n) {
+  DLKERN_INLINE static V load(const T* p) { return _mm256_loadu_pd(p); }
+  DLKERN_INLINE static void store(T* p, V v) { _mm256_storeu_pd(p, v); }
+  DLKERN_INLINE static V zero() { return _mm256_setzero_pd(); }
+  DLKERN_INLINE static __m256i tail_mask(int64_t n) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
   }
-  static V load_tail(const T* p, int64_t n, T fill) {
+  DLKERN_INLINE static V load_tail(const T* p, int64_t n, T fill) {
     const __m256i k = tail_mask(n);
     return _mm256_blendv_pd(_mm256_set1_pd(fill), _mm256_maskload_pd(p, k), _mm256_castsi256_pd(k));
   }
-  static void store_tail(T* p, V v, int64_t n) { _mm256_maskstore_pd(p, tail_mask(n), v); }
-  static V bcast(T x) { return _mm256_set1_pd(x); }
-  static V add(V a, V b) { return _mm256_add_pd(a, b); }
-  static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
-  static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
-  static V div(V a, V b) { return _mm256_div_pd(a, b); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
-  static V max(V a, V b) { return _mm256_max_pd(a, b); }
-  static V min(V a, V b) { return _mm256_min_pd(a, b); }
-  static V exp(V x) {
+  DLKERN_INLINE static void store_tail(T* p, V v, int64_t n) { _mm256_maskstore_pd(p, tail_mask(n), v); }
+  DLKERN_INLINE static V bcast(T x) { return _mm256_set1_pd(x); }
+  DLKERN_INLINE static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  DLKERN_INLINE static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
+  DLKERN_INLINE static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+  DLKERN_INLINE static V div(V a, V b) { return _mm256_div_pd(a, b); }
+  DLKERN_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  DLKERN_INLINE static V max(V a, V b) { return _mm256_max_pd(a, b); }
+  DLKERN_INLINE static V min(V a, V b) { return _mm256_min_pd(a, b); }
+  DLKERN_INLINE static V exp(V x) {
     alignas(32) double t[L];
     _mm256_store_pd(t, x);
     for (int i = 0; i < L; ++i) t[i] = std::exp(t[i]);
     return _mm256_load_pd(t);
   }
-  static T hmax(V v) {
+  DLKERN_INLINE static T hmax(V v) {
     alignas(32) double t[L];
     _mm256_store_pd(t, v);
     double m = t[0];
     for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
     return m;
   }
-  static T hsum(V v) {
+  DLKERN_INLINE static T hsum(V v) {
     alignas(32) double t[L];
     _mm256_store_pd(t, v);
     double s = 0;
     for (int i = 0; i < L; ++i) s += t[i];
     return s;
   }
-  static T hsum_tree(V v) {
+  DLKERN_INLINE static T hsum_tree(V v) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
     return _mm_cvtsd_f64(s);
   }
-  static void stream(T* p, V v) { _mm256_stream_pd(p, v); }
-  static void fence() { _mm_sfence(); }
+  DLKERN_INLINE static void stream(T* p, V v) { _mm256_stream_pd(p, v); }
+  DLKERN_INLINE static void fence() { _mm_sfence(); }
 };
 
 #else  // portable: GCC/Clang vector extensions (SSE2 on x86-64)
@@ -276,30 +281,30 @@ struct VecExt {
   typedef Scalar V __attribute__((vector_size(sizeof(Scalar) * Lanes)));
   typedef Int VI __attribute__((vector_size(sizeof(Int) * Lanes)));
   static constexpr int L = Lanes;
-  static V load(const T* p) {
+  DLKERN_INLINE static V load(const T* p) {
     V v;
     std::memcpy(&v, p, sizeof(V));
     return v;
   }
-  static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-  static V zero() { return V{}; }
-  static V load_tail(const T* p, int64_t n, T fill) {
+  DLKERN_INLINE static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  DLKERN_INLINE static V zero() { return V{}; }
+  DLKERN_INLINE static V load_tail(const T* p, int64_t n, T fill) {
     T t[L];
     for (int i = 0; i < L; ++i) t[i] = i < n ? p[i] : fill;
     return load(t);
   }
-  static void store_tail(T* p, V v, int64_t n) {
+  DLKERN_INLINE static void store_tail(T* p, V v, int64_t n) {
     T t[L];
     store(t, v);
     for (int64_t i = 0; i < n; ++i) p[i] = t[i];
   }
-  static V bcast(T x) { return V{} + x; }
-  static V add(V a, V b) { return a + b; }
-  static V sub(V a, V b) { return a - b; }
-  static V mul(V a, V b) { return a * b; }
-  static V div(V a, V b) { return a / b; }
-  static V fma(V a, V b, V c) { return a * b + c; }
-  static V select(VI mask, V a, V b) {
+  DLKERN_INLINE static V bcast(T x) { return V{} + x; }
+  DLKERN_INLINE static V add(V a, V b) { return a + b; }
+  DLKERN_INLINE static V sub(V a, V b) { return a - b; }
+  DLKERN_INLINE static V mul(V a, V b) { return a * b; }
+  DLKERN_INLINE static V div(V a, V b) { return a / b; }
+  DLKERN_INLINE static V fma(V a, V b, V c) { return a * b + c; }
+  DLKERN_INLINE static V select(VI mask, V a, V b) {
     VI ai, bi;
     std::memcpy(&ai, &a, sizeof(V));
     std::memcpy(&bi, &b, sizeof(V));
@@ -308,32 +313,32 @@ struct VecExt {
     std::memcpy(&out, &r, sizeof(V));
     return out;
   }
-  static V max(V a, V b) { return select(a > b, a, b); }
-  static V min(V a, V b) { return select(a < b, a, b); }
-  static T hmax(V v) {
+  DLKERN_INLINE static V max(V a, V b) { return select(a > b, a, b); }
+  DLKERN_INLINE static V min(V a, V b) { return select(a < b, a, b); }
+  DLKERN_INLINE static T hmax(V v) {
     T m = v[0];
     for (int i = 1; i < L; ++i) m = v[i] > m ? v[i] : m;
     return m;
   }
-  static T hsum(V v) {
+  DLKERN_INLINE static T hsum(V v) {
     T s = 0;
     for (int i = 0; i < L; ++i) s += v[i];
     return s;
   }
   // Four or two lanes: lane order is as good as a tree. No portable non-temporal
   // store: plain stores.
-  static T hsum_tree(V v) { return hsum(v); }
-  static void stream(T* p, V v) { store(p, v); }
-  static void fence() {}
+  DLKERN_INLINE static T hsum_tree(V v) { return hsum(v); }
+  DLKERN_INLINE static void stream(T* p, V v) { store(p, v); }
+  DLKERN_INLINE static void fence() {}
 };
 
 struct VecF32 : VecExt<float, int32_t, 4> {
   // Round to nearest by the 1.5 * 2^23 trick (valid for |a| < 2^22).
-  static V round(V a) {
+  DLKERN_INLINE static V round(V a) {
     const V magic = bcast(12582912.0f);
     return (a + magic) - magic;
   }
-  static V ldexp(V p, V n) {
+  DLKERN_INLINE static V ldexp(V p, V n) {
     const VI ni = __builtin_convertvector(n, VI);
     const VI n1 = ni >> 1;
     const VI n2 = ni - n1;
@@ -343,11 +348,11 @@ struct VecF32 : VecExt<float, int32_t, 4> {
     std::memcpy(&s2, &b2, sizeof(V));
     return p * s1 * s2;
   }
-  static V exp(V x) { return exp_f32_poly<VecF32>(x); }
+  DLKERN_INLINE static V exp(V x) { return exp_f32_poly<VecF32>(x); }
 };
 
 struct VecF64 : VecExt<double, int64_t, 2> {
-  static V exp(V x) {
+  DLKERN_INLINE static V exp(V x) {
     V r;
     for (int i = 0; i < L; ++i) r[i] = std::exp(x[i]);
     return r;

@@ -22,8 +22,8 @@ struct SoftmaxKernels {
   static T big() { return sizeof(T) == 4 ? T(3.4028234663852886e38) : T(1.7976931348623157e308); }
   static T tiny() { return sizeof(T) == 4 ? T(1.17549435e-38) : T(2.2250738585072014e-308); }
 
-  static V ld(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
-  static void st(T* p, V v, int64_t n) {
+  DLKERN_INLINE static V ld(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
+  DLKERN_INLINE static void st(T* p, V v, int64_t n) {
     if (n >= L)
       S::store(p, v);
     else
@@ -181,13 +181,13 @@ struct SoftmaxKernels {
     }
   }
 
-  static V recip(V v) {
+  DLKERN_INLINE static V recip(V v) {
     alignas(64) T t[L];
     S::store(t, v);
     for (int i = 0; i < L; ++i) t[i] = T(1) / t[i];
     return S::load(t);
   }
-  static V vlog(V v) {
+  DLKERN_INLINE static V vlog(V v) {
     alignas(64) T t[L];
     S::store(t, v);
     for (int i = 0; i < L; ++i) t[i] = std::log(t[i]);
