@@ -23,15 +23,12 @@ struct CrossEntropyKernels {
   using V = typename S::V;
   static constexpr int L = S::L;
 
-  static T neg_inf() { return -__builtin_inf(); }
-  static T big() { return sizeof(T) == 4 ? T(3.4028234663852886e38) : T(1.7976931348623157e308); }
 
-  DLKERN_INLINE static V ld(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
 
   // Online per-lane max m and sum s of exp(x - m) over one block of vectors.
   DLKERN_INLINE static void online_block(V& m, V& s, V v0, V v1, V v2, V v3) {
     const V bm = S::max(S::max(v0, v1), S::max(v2, v3));
-    const V mn = S::max(S::max(m, bm), S::bcast(-big()));  // -big for all -inf lanes
+    const V mn = S::max(S::max(m, bm), S::bcast(-max_finite<T>()));  // -big for all -inf lanes
     V add = S::add(S::exp(S::sub(v0, mn)), S::exp(S::sub(v1, mn)));
     add = S::add(add, S::add(S::exp(S::sub(v2, mn)), S::exp(S::sub(v3, mn))));
     s = S::fma(s, S::exp(S::sub(m, mn)), add);
@@ -48,7 +45,7 @@ struct CrossEntropyKernels {
   // *smooth = sum_c w_c (x_c - shift) (w_c = 1 without weights) and *shift_out when wanted.
   template <bool Smooth, bool Weighted>
   static Lse row_lse(const T* x, const T* w, int64_t c, T* smooth, T* shift_out = nullptr) {
-    const T ninf = neg_inf();
+    const T ninf = neg_inf<T>();
     V m = S::bcast(ninf), s = S::bcast(T(0));
     V acc = S::bcast(T(0));
     // Shift of the smoothing sum: x_0 unless infinite (then x - x_0 could be inf - inf).
@@ -66,13 +63,13 @@ struct CrossEntropyKernels {
       }
     }
     for (; i < c; i += L) {
-      const V v = ld(x + i, c - i, ninf);
+      const V v = load_n<S>(x + i, c - i, ninf);
       const V ninfv = S::bcast(ninf);
       online_block(m, s, v, ninfv, ninfv, ninfv);
       if (Smooth) {
         // Lanes past the end: x loaded as the shift and weight 0 contribute nothing.
-        const V d = S::sub(ld(x + i, c - i, shift), x0);
-        acc = Weighted ? S::fma(ld(w + i, c - i, T(0)), d, acc) : S::add(acc, d);
+        const V d = S::sub(load_n<S>(x + i, c - i, shift), x0);
+        acc = Weighted ? S::fma(load_n<S>(w + i, c - i, T(0)), d, acc) : S::add(acc, d);
       }
     }
     const T mx = S::hmax(m);
@@ -149,7 +146,7 @@ struct CrossEntropyKernels {
           S::store(dr + i, S::fma(b, S::load(w + i), S::mul(a, S::exp(S::sub(S::sub(S::load(xr + i), mv), lv)))));
         if (i < c)
           S::store_tail(dr + i,
-                        S::fma(b, ld(w + i, c - i, T(0)), S::mul(a, S::exp(S::sub(S::sub(ld(xr + i, c - i, T(0)), mv), lv)))),
+                        S::fma(b, load_n<S>(w + i, c - i, T(0)), S::mul(a, S::exp(S::sub(S::sub(load_n<S>(xr + i, c - i, T(0)), mv), lv)))),
                         c - i);
       } else {
         // Without weights b * w_c is the constant b (zero without smoothing).
@@ -158,7 +155,7 @@ struct CrossEntropyKernels {
           S::store(dr + i + L, S::fma(a, S::exp(S::sub(S::sub(S::load(xr + i + L), mv), lv)), b));
         }
         for (; i < c; i += L) {
-          const V d = S::fma(a, S::exp(S::sub(S::sub(ld(xr + i, c - i, T(0)), mv), lv)), b);
+          const V d = S::fma(a, S::exp(S::sub(S::sub(load_n<S>(xr + i, c - i, T(0)), mv), lv)), b);
           if (c - i >= L)
             S::store(dr + i, d);
           else

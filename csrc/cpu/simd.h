@@ -10,8 +10,9 @@
 // reductions), load_tail (first n lanes, the rest filled), store_tail, stream (a
 // non-temporal store to a sizeof(V)-aligned address; plain on the portable path) and
 // fence (after streaming stores). max(a, b)/min(a, b) return b when either is NaN (x86
-// semantics), so clamping x as min(hi, x) keeps a NaN in x. A family adds its own
-// operations by deriving (pool_lanes.h).
+// semantics), so clamping x as min(hi, x) keeps a NaN in x. Written once over any of
+// them: exp_f32_poly, load_n / store_n (row tails), neg_inf / max_finite / min_normal.
+// A family adds its own operations by deriving (pool_lanes.h).
 #pragma once
 
 // Every per-vector helper of the ISA code is forced inline: one translation unit per ISA
@@ -49,6 +50,62 @@ DLKERN_INLINE typename S::V exp_f32_poly(typename S::V x) {
   return S::ldexp(p, n);
 }
 
+// A whole vector when n >= L lanes remain, else the first n (load_n fills the rest with
+// `fill`; store_n writes only those): row tails without a scalar loop.
+template <class S>
+DLKERN_INLINE typename S::V load_n(const typename S::T* p, int64_t n, typename S::T fill) {
+  return n >= S::L ? S::load(p) : S::load_tail(p, n, fill);
+}
+template <class S>
+DLKERN_INLINE void store_n(typename S::T* p, typename S::V v, int64_t n) {
+  if (n >= S::L)
+    S::store(p, v);
+  else
+    S::store_tail(p, v, n);
+}
+
+// Scalar limits of T (no <limits>: see cpu/isa.h).
+template <typename T>
+DLKERN_INLINE T neg_inf() {
+  return -__builtin_inf();
+}
+template <typename T>
+DLKERN_INLINE T max_finite() {
+  return sizeof(T) == 4 ? T(3.4028234663852886e38) : T(1.7976931348623157e308);
+}
+template <typename T>
+DLKERN_INLINE T min_normal() {
+  return sizeof(T) == 4 ? T(1.17549435e-38) : T(2.2250738585072014e-308);
+}
+
+// Lane by lane through an aligned copy: the horizontal max / sum (once per row, as fast
+// as the _mm512_reduce_* sequences), and float64's exp from the C library (accuracy over
+// speed).
+template <typename V, typename T, int L>
+DLKERN_INLINE T lanes_max(V v) {
+  alignas(64) T t[L];
+  std::memcpy(t, &v, sizeof(V));
+  T m = t[0];
+  for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
+  return m;
+}
+template <typename V, typename T, int L>
+DLKERN_INLINE T lanes_sum(V v) {
+  alignas(64) T t[L];
+  std::memcpy(t, &v, sizeof(V));
+  T s = 0;
+  for (int i = 0; i < L; ++i) s += t[i];
+  return s;
+}
+template <typename V, int L>
+DLKERN_INLINE V lanes_exp(V x) {
+  alignas(64) double t[L];
+  std::memcpy(t, &x, sizeof(V));
+  for (int i = 0; i < L; ++i) t[i] = std::exp(t[i]);
+  std::memcpy(&x, t, sizeof(V));
+  return x;
+}
+
 #if defined(DLKERN_SIMD_AVX512)
 
 struct VecF32 {
@@ -77,21 +134,8 @@ struct VecF32 {
   // scalef computes p * 2^floor(n) with IEEE overflow/underflow.
   DLKERN_INLINE static V ldexp(V p, V n) { return _mm512_scalef_ps(p, n); }
   DLKERN_INLINE static V exp(V x) { return exp_f32_poly<VecF32>(x); }
-  // A stored loop: once per row, as fast as _mm512_reduce_*.
-  DLKERN_INLINE static T hmax(V v) {
-    alignas(64) T t[L];
-    _mm512_store_ps(t, v);
-    T m = t[0];
-    for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
-    return m;
-  }
-  DLKERN_INLINE static T hsum(V v) {
-    alignas(64) T t[L];
-    _mm512_store_ps(t, v);
-    T s = 0;
-    for (int i = 0; i < L; ++i) s += t[i];
-    return s;
-  }
+  DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
+  DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   // Butterfly over 256-, 128-, 64- and 32-bit halves. The maskz forms: GCC 12's
   // _mm512_reduce_add_ps and 512->256 casts trip -Wuninitialized in its own headers.
   DLKERN_INLINE static T hsum_tree(V v) {
@@ -127,28 +171,9 @@ struct VecF64 {
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm512_max_pd(a, b); }
   DLKERN_INLINE static V min(V a, V b) { return _mm512_min_pd(a, b); }
-  // float64 uses the C library's exp lane by lane (accuracy over speed).
-  DLKERN_INLINE static V exp(V x) {
-    alignas(64) double t[L];
-    _mm512_store_pd(t, x);
-    for (int i = 0; i < L; ++i) t[i] = std::exp(t[i]);
-    return _mm512_load_pd(t);
-  }
-  // A stored loop: once per row, as fast as _mm512_reduce_*.
-  DLKERN_INLINE static T hmax(V v) {
-    alignas(64) T t[L];
-    _mm512_store_pd(t, v);
-    T m = t[0];
-    for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
-    return m;
-  }
-  DLKERN_INLINE static T hsum(V v) {
-    alignas(64) T t[L];
-    _mm512_store_pd(t, v);
-    T s = 0;
-    for (int i = 0; i < L; ++i) s += t[i];
-    return s;
-  }
+  DLKERN_INLINE static V exp(V x) { return lanes_exp<V, L>(x); }
+  DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
+  DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   DLKERN_INLINE static T hsum_tree(V v) {
     v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0x4E));
     v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(0xFF, v, v, 0xB1));
@@ -197,20 +222,8 @@ struct VecF32 {
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
   }
   DLKERN_INLINE static V exp(V x) { return exp_f32_poly<VecF32>(x); }
-  DLKERN_INLINE static T hmax(V v) {
-    alignas(32) float t[L];
-    _mm256_store_ps(t, v);
-    float m = t[0];
-    for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
-    return m;
-  }
-  DLKERN_INLINE static T hsum(V v) {
-    alignas(32) float t[L];
-    _mm256_store_ps(t, v);
-    float s = 0;
-    for (int i = 0; i < L; ++i) s += t[i];
-    return s;
-  }
+  DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
+  DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   DLKERN_INLINE static T hsum_tree(V v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -244,26 +257,9 @@ struct VecF64 {
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm256_max_pd(a, b); }
   DLKERN_INLINE static V min(V a, V b) { return _mm256_min_pd(a, b); }
-  DLKERN_INLINE static V exp(V x) {
-    alignas(32) double t[L];
-    _mm256_store_pd(t, x);
-    for (int i = 0; i < L; ++i) t[i] = std::exp(t[i]);
-    return _mm256_load_pd(t);
-  }
-  DLKERN_INLINE static T hmax(V v) {
-    alignas(32) double t[L];
-    _mm256_store_pd(t, v);
-    double m = t[0];
-    for (int i = 1; i < L; ++i) m = t[i] > m ? t[i] : m;
-    return m;
-  }
-  DLKERN_INLINE static T hsum(V v) {
-    alignas(32) double t[L];
-    _mm256_store_pd(t, v);
-    double s = 0;
-    for (int i = 0; i < L; ++i) s += t[i];
-    return s;
-  }
+  DLKERN_INLINE static V exp(V x) { return lanes_exp<V, L>(x); }
+  DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
+  DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   DLKERN_INLINE static T hsum_tree(V v) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
@@ -315,16 +311,8 @@ struct VecExt {
   }
   DLKERN_INLINE static V max(V a, V b) { return select(a > b, a, b); }
   DLKERN_INLINE static V min(V a, V b) { return select(a < b, a, b); }
-  DLKERN_INLINE static T hmax(V v) {
-    T m = v[0];
-    for (int i = 1; i < L; ++i) m = v[i] > m ? v[i] : m;
-    return m;
-  }
-  DLKERN_INLINE static T hsum(V v) {
-    T s = 0;
-    for (int i = 0; i < L; ++i) s += v[i];
-    return s;
-  }
+  DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
+  DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   // Four or two lanes: lane order is as good as a tree. No portable non-temporal
   // store: plain stores.
   DLKERN_INLINE static T hsum_tree(V v) { return hsum(v); }
@@ -352,11 +340,7 @@ struct VecF32 : VecExt<float, int32_t, 4> {
 };
 
 struct VecF64 : VecExt<double, int64_t, 2> {
-  DLKERN_INLINE static V exp(V x) {
-    V r;
-    for (int i = 0; i < L; ++i) r[i] = std::exp(x[i]);
-    return r;
-  }
+  DLKERN_INLINE static V exp(V x) { return lanes_exp<V, L>(x); }
 };
 
 #endif
