@@ -8,7 +8,7 @@
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
-#include "cpu/activation_isa.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -35,29 +35,15 @@ void over_blocks(int64_t n, F&& body) {
 template <typename T>
 void gelu_tanh_forward(const T* x, T* y, int64_t n) {
   if (n <= 0) return;
-  over_blocks(n, [&](int64_t start, int64_t len) {
-    switch (active_isa()) {
-#if defined(DLKERN_X86)
-      case Isa::avx512: avx512::gelu_tanh_fwd(x + start, y + start, len); return;
-      case Isa::avx2: avx2::gelu_tanh_fwd(x + start, y + start, len); return;
-#endif
-      default: generic::gelu_tanh_fwd(x + start, y + start, len); return;
-    }
-  });
+  const auto fwd = kernels<T>().gelu_tanh_fwd;
+  over_blocks(n, [&](int64_t start, int64_t len) { fwd(x + start, y + start, len); });
 }
 
 template <typename T>
 void gelu_tanh_backward(const T* dy, const T* x, T* dx, int64_t n) {
   if (n <= 0) return;
-  over_blocks(n, [&](int64_t start, int64_t len) {
-    switch (active_isa()) {
-#if defined(DLKERN_X86)
-      case Isa::avx512: avx512::gelu_tanh_bwd(dy + start, x + start, dx + start, len); return;
-      case Isa::avx2: avx2::gelu_tanh_bwd(dy + start, x + start, dx + start, len); return;
-#endif
-      default: generic::gelu_tanh_bwd(dy + start, x + start, dx + start, len); return;
-    }
-  });
+  const auto bwd = kernels<T>().gelu_tanh_bwd;
+  over_blocks(n, [&](int64_t start, int64_t len) { bwd(dy + start, x + start, dx + start, len); });
 }
 
 template void gelu_tanh_forward<float>(const float*, float*, int64_t);

@@ -1,6 +1,5 @@
-// The activation loops, written once over a vector type S (softmax_simd.h's VecF32 /
-// VecF64 plus div) and compiled per ISA in activation_<isa>.cpp. Included inside that
-// TU's anonymous namespace, after softmax_simd.h.
+// The activation loops, written once over a vector type S (simd.h's VecF32 / VecF64)
+// and instantiated per ISA by cpu/isa_kernels.h.
 //
 // GELU (tanh): 0.5 (1 + tanh(z)) = sigmoid(2 z) = 1 / (1 + exp(-2 z)); exp saturates to
 // inf / 0 for large |z|, giving exactly 0 / 1, and a NaN input stays NaN. float32 uses
@@ -15,15 +14,15 @@ struct GeluTanh {
   static constexpr double kK = 0.044715;
 
   // s = sigmoid(2 z) of one vector.
-  static V sig(V x) {
+  DLKERN_INLINE static V sig(V x) {
     const V x2 = S::mul(x, x);
     const V m2z = S::mul(x, S::fma(x2, S::bcast(T(-2 * kC * kK)), S::bcast(T(-2 * kC))));   // -2 z
     return S::div(S::bcast(T(1)), S::add(S::bcast(T(1)), S::exp(m2z)));
   }
 
-  static V fwd1(V x) { return S::mul(x, sig(x)); }
+  DLKERN_INLINE static V fwd1(V x) { return S::mul(x, sig(x)); }
 
-  static V bwd1(V dy, V x) {
+  DLKERN_INLINE static V bwd1(V dy, V x) {
     const V s = sig(x);
     const V x2 = S::mul(x, x);
     const V dz2 = S::fma(x2, S::bcast(T(6 * kC * kK)), S::bcast(T(2 * kC)));   // 2 dz/dx
@@ -44,25 +43,3 @@ struct GeluTanh {
       S::store_tail(dx + i, bwd1(S::load_tail(dy + i, n - i, T(0)), S::load_tail(x + i, n - i, T(0))), n - i);
   }
 };
-
-// Division: every V here (GCC/Clang vector extensions, and __m256 / __m512, which GCC
-// and Clang define as such) takes operator /.
-template <typename Base>
-struct WithDiv : Base {
-  using V = typename Base::V;
-  static V div(V a, V b) { return a / b; }
-};
-
-// The per-ISA entry points (activation_isa.h), expanded by each TU in its ISA namespace
-// after closing the anonymous one.
-#define DLKERN_ACTIVATION_ENTRIES                                                                      \
-  void gelu_tanh_fwd(const float* x, float* y, int64_t n) { GeluTanh<WithDiv<VecF32>>::forward(x, y, n); } \
-  void gelu_tanh_fwd(const double* x, double* y, int64_t n) {                                          \
-    GeluTanh<WithDiv<VecF64>>::forward(x, y, n);                                                       \
-  }                                                                                                    \
-  void gelu_tanh_bwd(const float* dy, const float* x, float* dx, int64_t n) {                          \
-    GeluTanh<WithDiv<VecF32>>::backward(dy, x, dx, n);                                                 \
-  }                                                                                                    \
-  void gelu_tanh_bwd(const double* dy, const double* x, double* dx, int64_t n) {                       \
-    GeluTanh<WithDiv<VecF64>>::backward(dy, x, dx, n);                                                 \
-  }

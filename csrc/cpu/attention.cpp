@@ -11,7 +11,7 @@
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
-#include "cpu/attention_isa.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -40,13 +40,7 @@ template <typename T>
 void attention_forward(const AttentionProblem<T>& pr, T* out, T* lse) {
   if (empty(pr.B, pr.Hq, pr.Tq)) return;
   const int nt = attention_threads(pr, 1.0);
-  switch (active_isa()) {
-#if defined(DLKERN_X86)
-    case Isa::avx512: avx512::attention_fwd(pr, out, lse, nt); return;
-    case Isa::avx2: avx2::attention_fwd(pr, out, lse, nt); return;
-#endif
-    default: generic::attention_fwd(pr, out, lse, nt); return;
-  }
+  kernels<T>().attention_fwd(pr, out, lse, nt);
 }
 
 template <typename T>
@@ -59,13 +53,7 @@ void attention_backward(const AttentionProblem<T>& pr, HeadView<T> dout, HeadVie
     return;
   }
   const int nt = attention_threads(pr, 2.5);  // dQ, dK, dV, dP and P again
-  switch (active_isa()) {
-#if defined(DLKERN_X86)
-    case Isa::avx512: avx512::attention_bwd(pr, dout, o, lse, dq, dk, dv, nt); return;
-    case Isa::avx2: avx2::attention_bwd(pr, dout, o, lse, dq, dk, dv, nt); return;
-#endif
-    default: generic::attention_bwd(pr, dout, o, lse, dq, dk, dv, nt); return;
-  }
+  kernels<T>().attention_bwd(pr, dout, o, lse, dq, dk, dv, nt);
 }
 
 template <typename T>

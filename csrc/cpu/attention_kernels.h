@@ -1,6 +1,5 @@
-// Attention kernels written once over a vector type S (softmax_simd.h), compiled per
-// ISA by attention_<isa>.cpp inside its anonymous namespace. Plain loops only (no std
-// templates in ISA code).
+// Attention kernels written once over a vector type S (simd.h), instantiated per ISA
+// by cpu/isa_kernels.h. Plain loops only (no std templates in ISA code: cpu/isa.h).
 //
 // Layout. A tile's scores are kept transposed, S^T (keys x query rows), with query rows
 // along the vector lanes. Every product of the forward and backward is then one shape,
@@ -50,11 +49,11 @@ inline double dropout_uniform(uint64_t row_key, int64_t j) {
 // Sum of a vector's lanes; a shuffle tree where the ISA has one (the row tiles reduce
 // one dot product per key and row).
 template <typename S>
-inline typename S::T lane_sum(typename S::V v) {
-#if defined(DLKERN_SOFTMAX_AVX512)
+DLKERN_INLINE typename S::T lane_sum(typename S::V v) {
+#if defined(DLKERN_SIMD_AVX512)
   if constexpr (S::L == 16) return _mm512_reduce_add_ps(v);
   else return _mm512_reduce_add_pd(v);
-#elif defined(DLKERN_SOFTMAX_AVX2)
+#elif defined(DLKERN_SIMD_AVX2)
   if constexpr (S::L == 8) {
     __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     x = _mm_add_ps(x, _mm_movehl_ps(x, x));
@@ -70,12 +69,12 @@ inline typename S::T lane_sum(typename S::V v) {
 
 // out[k] = lane_sum(a[k]) for NK vectors; four float vectors share one shuffle tree.
 template <typename S, int NK>
-inline void lane_sums(const typename S::V* a, typename S::T* out) {
-#if defined(DLKERN_SOFTMAX_AVX512) || defined(DLKERN_SOFTMAX_AVX2)
+DLKERN_INLINE void lane_sums(const typename S::V* a, typename S::T* out) {
+#if defined(DLKERN_SIMD_AVX512) || defined(DLKERN_SIMD_AVX2)
   if constexpr (NK == 4 && sizeof(typename S::T) == 4) {
     __m256 b[4];
     for (int k = 0; k < 4; ++k) {
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
       b[k] = _mm256_add_ps(_mm512_castps512_ps256(a[k]), _mm512_extractf32x8_ps(a[k], 1));
 #else
       b[k] = a[k];
@@ -95,16 +94,16 @@ inline void lane_sums(const typename S::V* a, typename S::T* out) {
 // multiply costs on x86 (it made causal tiles 2-3x slower). Such x are clamped before
 // the exp and their results zeroed after; NaN passes through. float64 lanes: plain exp.
 template <typename S>
-inline typename S::V exp_flush(typename S::V x) {
+DLKERN_INLINE typename S::V exp_flush(typename S::V x) {
   if constexpr (sizeof(typename S::T) == 8) {
     return S::exp(x);
   } else {
     constexpr float kLow = -87.33f;  // exp(kLow) ~ FLT_MIN
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
     const __m512 low = _mm512_set1_ps(kLow);
     const __mmask16 tiny = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);
     return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), S::exp(_mm512_mask_blend_ps(tiny, x, low)));
-#elif defined(DLKERN_SOFTMAX_AVX2)
+#elif defined(DLKERN_SIMD_AVX2)
     const __m256 low = _mm256_set1_ps(kLow);
     const __m256 tiny = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
     return _mm256_andnot_ps(tiny, S::exp(_mm256_blendv_ps(x, low, tiny)));
@@ -118,14 +117,14 @@ inline typename S::V exp_flush(typename S::V x) {
 // Lane-wise choices by blend (never arithmetic, so a NaN or Inf in the lane not chosen
 // cannot leak): if_pos(s, a, b) = s > 0 ? a : b; if_neg_inf(x, a, b) = x == -inf ? a : b.
 template <typename S>
-inline typename S::V if_pos(typename S::V s, typename S::V a, typename S::V b) {
+DLKERN_INLINE typename S::V if_pos(typename S::V s, typename S::V a, typename S::V b) {
   using T = typename S::T;
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
   if constexpr (sizeof(T) == 4)
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ), b, a);
   else
     return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(s, _mm512_setzero_pd(), _CMP_GT_OQ), b, a);
-#elif defined(DLKERN_SOFTMAX_AVX2)
+#elif defined(DLKERN_SIMD_AVX2)
   if constexpr (sizeof(T) == 4) return _mm256_blendv_ps(b, a, _mm256_cmp_ps(s, _mm256_setzero_ps(), _CMP_GT_OQ));
   else return _mm256_blendv_pd(b, a, _mm256_cmp_pd(s, _mm256_setzero_pd(), _CMP_GT_OQ));
 #else
@@ -134,13 +133,13 @@ inline typename S::V if_pos(typename S::V s, typename S::V a, typename S::V b) {
 }
 
 template <typename S>
-inline typename S::V if_neg_inf(typename S::V x, typename S::V a, typename S::V b) {
+DLKERN_INLINE typename S::V if_neg_inf(typename S::V x, typename S::V a, typename S::V b) {
   using T = typename S::T;
   const typename S::V ninf = S::bcast(-__builtin_inf());
-#if defined(DLKERN_SOFTMAX_AVX512)
+#if defined(DLKERN_SIMD_AVX512)
   if constexpr (sizeof(T) == 4) return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, ninf, _CMP_EQ_OQ), b, a);
   else return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, ninf, _CMP_EQ_OQ), b, a);
-#elif defined(DLKERN_SOFTMAX_AVX2)
+#elif defined(DLKERN_SIMD_AVX2)
   if constexpr (sizeof(T) == 4) return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, ninf, _CMP_EQ_OQ));
   else return _mm256_blendv_pd(b, a, _mm256_cmp_pd(x, ninf, _CMP_EQ_OQ));
 #else
@@ -160,8 +159,6 @@ struct AttentionKernels {
   static constexpr int64_t kBr = 64;          // query rows per tile (a multiple of every L)
   static constexpr int64_t kBc = 64;          // keys per tile
 
-  static T neg_inf() { return -__builtin_inf(); }
-  static T big() { return sizeof(T) == 4 ? T(3.4028234663852886e38) : T(1.7976931348623157e308); }
 
   // An MR x NV-vector register tile:
   // C[m*ldc + v*L + lane] (+)= sum_k A[m*am + k*ak] * B[k*ldb + v*L + lane].
@@ -252,7 +249,7 @@ struct AttentionKernels {
         // added -inf bias: a NaN or +inf score of a masked key must not survive.
         alignas(64) T lim[kBr];
         for (int64_t rr = 0; rr < rw.padded; ++rr) lim[rr] = rr < rw.nr ? T(rw.kend[rr] - j0) - T(0.5) : T(1e9);
-        const V ninf = S::bcast(neg_inf());
+        const V ninf = S::bcast(neg_inf<T>());
         for (int64_t j = imax(rw.kend_min - j0, 0); j < n; ++j) {
           const V jv = S::bcast(T(j));
           for (int64_t c = 0; c < rw.padded; c += L)
@@ -260,7 +257,7 @@ struct AttentionKernels {
         }
       } else {
         for (int64_t rr = 0; rr < rw.nr; ++rr)
-          for (int64_t j = imax(rw.kend[rr] - j0, 0); j < n; ++j) ST[j * sj + rr * sr] = neg_inf();
+          for (int64_t j = imax(rw.kend[rr] - j0, 0); j < n; ++j) ST[j * sj + rr * sr] = neg_inf<T>();
       }
     }
     if (pr.mask_kind == dlkern::cpu::MaskKind::boolean) {
@@ -268,7 +265,7 @@ struct AttentionKernels {
       for (int64_t rr = 0; rr < rw.nr; ++rr) {
         const unsigned char* m = mb + rw.moff[rr] + j0 * pr.m_sk;
         for (int64_t j = 0; j < n; ++j)
-          if (!m[j * pr.m_sk]) ST[j * sj + rr * sr] = neg_inf();
+          if (!m[j * pr.m_sk]) ST[j * sj + rr * sr] = neg_inf<T>();
       }
     } else if (pr.mask_kind == dlkern::cpu::MaskKind::additive) {
       const T* mf = static_cast<const T*>(pr.mask);
@@ -278,7 +275,7 @@ struct AttentionKernels {
           // -inf masks the key out: the score becomes -inf whatever it was (NaN included)
           const T a = m[j * pr.m_sk];
           T& x = ST[j * sj + rr * sr];
-          x = a == neg_inf() ? a : x + a;
+          x = a == neg_inf<T>() ? a : x + a;
         }
       }
     }
@@ -291,7 +288,7 @@ struct AttentionKernels {
     if (pr.mask_kind == dlkern::cpu::MaskKind::boolean)
       return !static_cast<const unsigned char*>(pr.mask)[rw.moff[rr] + j * pr.m_sk];
     if (pr.mask_kind == dlkern::cpu::MaskKind::additive)
-      return static_cast<const T*>(pr.mask)[rw.moff[rr] + j * pr.m_sk] == neg_inf();
+      return static_cast<const T*>(pr.mask)[rw.moff[rr] + j * pr.m_sk] == neg_inf<T>();
     return false;
   }
 
@@ -313,7 +310,7 @@ struct AttentionKernels {
       bad[j] = 0;
       if (j < lo) continue;
       V acc = zero;  // x * 0 is 0 for finite x, NaN for NaN or Inf
-      for (int64_t d = 0; d < len; d += L) acc = S::add(acc, S::mul(ldv(X + j * st + d, len - d, T(0)), zero));
+      for (int64_t d = 0; d < len; d += L) acc = S::add(acc, S::mul(load_n<S>(X + j * st + d, len - d, T(0)), zero));
       if (lane_sum<S>(acc) != T(0)) bad[j] = 1, any = true;
     }
     return any;
@@ -365,7 +362,7 @@ struct AttentionKernels {
     const T* qrow[kBr];
     for (int64_t rr = 0; rr < ld; ++rr) {
       qrow[rr] = rr < rw.nr ? pr.q.row(b, rw.head[rr], rw.i[rr]) : nullptr;
-      m[rr] = neg_inf();
+      m[rr] = neg_inf<T>();
       l[rr] = T(0);
     }
     // Transposed in blocks of 8 columns, so each QT line is written in one burst.
@@ -376,7 +373,7 @@ struct AttentionKernels {
     }
     for (int64_t x = 0; x < pr.Dv * ld; ++x) OT[x] = T(0);
     k_hi = imin(k_hi, rw.kend_max);
-    const V vbig = S::bcast(-big());
+    const V vbig = S::bcast(-max_finite<T>());
     for (int64_t j0 = k_lo; j0 < k_hi; j0 += kBc) {
       const int64_t n = imin(kBc, k_hi - j0);
       // Lane vector c needs keys [0, lim[c]) of this tile; below the causal diagonal
@@ -389,13 +386,13 @@ struct AttentionKernels {
         for (int64_t c = 0, lo = 0; c < nv; lo = lim[c++]) {
           gemm(lim[c] - lo, nv - c, pr.D, pr.k.row(b, hk, j0 + lo), pr.k.st, 1, QT + c * L, ld, ST + lo * ld + c * L,
                ld, false);
-          for (int64_t j = lim[c]; j < n; ++j) S::store(ST + j * ld + c * L, S::bcast(neg_inf()));
+          for (int64_t j = lim[c]; j < n; ++j) S::store(ST + j * ld + c * L, S::bcast(neg_inf<T>()));
         }
       }
       apply_masks(pr, rw, ST, ld, 1, j0, n);
       bool max_moved = false;  // alpha == 1 everywhere otherwise: skip rescaling OT
       for (int64_t c = 0; c < ld; c += L) {
-        V mx = S::bcast(neg_inf());
+        V mx = S::bcast(neg_inf<T>());
         for (int64_t j = 0; j < n; ++j) mx = S::max(mx, S::load(ST + j * ld + c));
         const V mold = S::load(m + c);
         const V mnew = S::max(mold, mx);
@@ -459,11 +456,6 @@ struct AttentionKernels {
     return true;
   }
 
-  static V ldv(const T* p, int64_t n, T fill) { return n >= L ? S::load(p) : S::load_tail(p, n, fill); }
-  static void stv(T* p, V v, int64_t n) {
-    if (n >= L) S::store(p, v);
-    else S::store_tail(p, v, n);
-  }
 
   // Tiles of few rows (a decode step) use rows x keys layout with lanes along D instead,
   // so no lane is spent on absent rows: each K row is dotted with every query row of the
@@ -522,7 +514,7 @@ struct AttentionKernels {
       const T* qr = pr.q.row(b, rw.head[r], rw.i[r]);
       for (int64_t d = 0; d < Dp; ++d) Qs[r * Dp + d] = d < D ? qr[d] * pr.scale : T(0);
       for (int64_t e = 0; e < Dvp; ++e) O[r * Dvp + e] = T(0);
-      m[r] = neg_inf();
+      m[r] = neg_inf<T>();
       l[r] = T(0);
     }
     k_hi = imin(k_hi, rw.kend_max);
@@ -543,15 +535,15 @@ struct AttentionKernels {
       apply_masks(pr, rw, Sr, 1, kBc, j0, n);
       for (int64_t r = 0; r < nr; ++r) {
         T* sr = Sr + r * kBc;
-        V mx = S::bcast(neg_inf());
-        for (int64_t j = 0; j < n; j += L) mx = S::max(mx, ldv(sr + j, n - j, neg_inf()));
+        V mx = S::bcast(neg_inf<T>());
+        for (int64_t j = 0; j < n; j += L) mx = S::max(mx, load_n<S>(sr + j, n - j, neg_inf<T>()));
         const T mb = S::hmax(mx), mold = m[r], mnew = mb > mold ? mb : mold;
-        const T muse = mnew > -big() ? mnew : -big();
+        const T muse = mnew > -max_finite<T>() ? mnew : -max_finite<T>();
         const V mu = S::bcast(muse);
         V sum = S::bcast(T(0));
         for (int64_t j = 0; j < n; j += L) {
-          const V e = exp_flush<S>(S::sub(ldv(sr + j, n - j, neg_inf()), mu));
-          stv(sr + j, e, n - j);
+          const V e = exp_flush<S>(S::sub(load_n<S>(sr + j, n - j, neg_inf<T>()), mu));
+          store_n<S>(sr + j, e, n - j);
           sum = S::add(sum, e);
         }
         const T alpha = std::exp(mold - muse);
@@ -599,7 +591,7 @@ struct AttentionKernels {
                           T* out, T* lse) {
     const int64_t ld = rw.padded;
     for (int64_t rr = 0; rr < rw.nr; ++rr) {
-      T mx = neg_inf();
+      T mx = neg_inf<T>();
       for (int64_t s = 0; s < nsplit; ++s) {
         const T ms = parts[s * part + pr.Dv * ld + rr];
         mx = ms > mx ? ms : mx;
@@ -610,12 +602,12 @@ struct AttentionKernels {
       T tot = T(0);
       for (int64_t s = 0; s < nsplit; ++s) {
         const T* p = parts + s * part;
-        w[s] = mx == neg_inf() ? T(0) : std::exp(p[pr.Dv * ld + rr] - mx);
+        w[s] = mx == neg_inf<T>() ? T(0) : std::exp(p[pr.Dv * ld + rr] - mx);
         tot += w[s] * p[pr.Dv * ld + ld + rr];
       }
       if (tot == T(0)) {  // no key left (a NaN total falls through and propagates)
         for (int64_t e = 0; e < pr.Dv; ++e) o[e] = T(0);
-        *ls = neg_inf();
+        *ls = neg_inf<T>();
         continue;
       }
       for (int64_t s = 0; s < nsplit; ++s) w[s] /= tot;
@@ -731,7 +723,7 @@ struct AttentionKernels {
       for (int64_t e = 0; e < Dv; ++e) dot += static_cast<double>(gr[e]) * orow[e];
       delta[r] = T(dot);
       const T ls = lse[(b * pr.Hq + h) * pr.Tq + i];
-      lse_r[r] = ls < -big() ? -big() : ls;
+      lse_r[r] = ls < -max_finite<T>() ? -max_finite<T>() : ls;
     }
     transpose(Qr, Dp, R, D, pr.scale, QT, Rp);
     transpose(dOr, Dvp, R, Dv, T(1), dOT, Rp);
@@ -760,7 +752,7 @@ struct AttentionKernels {
             gemm(lim[c] - lo, nv - c, Dv, Vb + lo * pr.v.st, pr.v.st, 1, dOT + r0 + c * L, Rp, dPT + lo * ld + c * L,
                  ld, false);
             for (int64_t j = lim[c]; j < n; ++j) {
-              S::store(ST + j * ld + c * L, S::bcast(neg_inf()));
+              S::store(ST + j * ld + c * L, S::bcast(neg_inf<T>()));
               S::store(dPT + j * ld + c * L, S::bcast(T(0)));
             }
           }

@@ -3,7 +3,6 @@
 // (one input channel per group).
 // See conv.h for the contracts and when each path runs.
 #include "cpu/conv.h"
-#include "cpu/conv_isa.h"
 
 #include <omp.h>
 
@@ -13,8 +12,10 @@
 #include <vector>
 
 #include "common/cpu_features.h"
+#include "common/parallel.h"
 #include "common/runtime.h"
 #include "cpu/gemm.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -407,14 +408,12 @@ void backward_gemm(const Plan& p, const T* dy, const T* x, const T* w, T* dx, T*
 template <typename T>
 void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, int64_t ld_dst,
                     const T* add = nullptr) {
-#if defined(DLKERN_X86)
   if constexpr (std::is_same_v<T, float>) {
-    if (active_isa() != Isa::generic) {
-      avx2::conv_transpose_f32(src, ld_src, rows, cols, dst, ld_dst, add);
+    if (const auto vec = active_kernels().conv_transpose_f32) {
+      vec(src, ld_src, rows, cols, dst, ld_dst, add);
       return;
     }
   }
-#endif
   constexpr int64_t B = 16;
   for (int64_t i0 = 0; i0 < rows; i0 += B) {
     const int64_t i1 = std::min(rows, i0 + B);
@@ -434,14 +433,12 @@ void transpose_copy(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T*
 // polyphase split sends each input column to its phase).
 template <typename T>
 void scatter_rows(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* dst, const int64_t* col_off) {
-#if defined(DLKERN_X86)
   if constexpr (std::is_same_v<T, float>) {
-    if (active_isa() != Isa::generic) {
-      avx2::conv_scatter_rows_f32(src, ld_src, rows, cols, dst, col_off);
+    if (const auto vec = active_kernels().conv_scatter_rows_f32) {
+      vec(src, ld_src, rows, cols, dst, col_off);
       return;
     }
   }
-#endif
   for (int64_t j = 0; j < cols; ++j)
     if (col_off[j] >= 0)
       for (int64_t i = 0; i < rows; ++i) dst[col_off[j] + i] = src[i * ld_src + j];
@@ -450,14 +447,12 @@ void scatter_rows(const T* src, int64_t ld_src, int64_t rows, int64_t cols, T* d
 // The reverse: dst[i*ld_dst + j] = src[col_off[j] + i], or 0 where col_off[j] < 0.
 template <typename T>
 void gather_rows(const T* src, const int64_t* col_off, int64_t rows, int64_t cols, T* dst, int64_t ld_dst) {
-#if defined(DLKERN_X86)
   if constexpr (std::is_same_v<T, float>) {
-    if (active_isa() != Isa::generic) {
-      avx2::conv_gather_rows_f32(src, col_off, rows, cols, dst, ld_dst);
+    if (const auto vec = active_kernels().conv_gather_rows_f32) {
+      vec(src, col_off, rows, cols, dst, ld_dst);
       return;
     }
   }
-#endif
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) dst[i * ld_dst + j] = col_off[j] >= 0 ? src[col_off[j] + i] : T(0);
 }
@@ -809,8 +804,7 @@ void forward_depthwise(const Plan& p, const T* x, const T* w, const T* bias, T* 
   const Conv2dShape& s = p.s;
   const int64_t planes = s.n * s.o;
   const int nt = p.threads(planes);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(planes, nt)) if (nt > 1)
-  for (int64_t plane = 0; plane < planes; ++plane) {
+  parallel_for(planes, nt, [&](int64_t plane) {
     const int64_t n = plane / s.o, oc = plane % s.o;
     const T* xp = x + (n * s.c + oc / p.og) * p.hw_in;
     const T* wk = w + oc * s.kh * s.kw;
@@ -840,7 +834,7 @@ void forward_depthwise(const Plan& p, const T* x, const T* w, const T* bias, T* 
         }
       }
     }
-  }
+  });
 }
 
 template <typename T>
@@ -849,8 +843,7 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
   if (dx) {
     const int64_t planes = s.n * s.c;
     const int nt = p.threads(planes);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(planes, nt)) if (nt > 1)
-    for (int64_t plane = 0; plane < planes; ++plane) {
+    parallel_for(planes, nt, [&](int64_t plane) {
       const int64_t n = plane / s.c, c = plane % s.c;
       T* dxp = dx + plane * p.hw_in;
       for (int64_t q = 0; q < p.hw_in; ++q) dxp[q] = T(0);
@@ -880,13 +873,12 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
           }
         }
       }
-    }
+    });
   }
   if (dw || db) {
     // One thread owns each output channel: no reduction across threads.
     const int nt = p.threads(s.o);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(s.o, nt)) if (nt > 1)
-    for (int64_t oc = 0; oc < s.o; ++oc) {
+    parallel_for(s.o, nt, [&](int64_t oc) {
       if (db) {
         T sum = 0;
         for (int64_t n = 0; n < s.n; ++n) {
@@ -895,7 +887,7 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
         }
         db[oc] = sum;
       }
-      if (!dw) continue;
+      if (!dw) return;
       for (int64_t i = 0; i < s.kh; ++i)
         for (int64_t j = 0; j < s.kw; ++j) {
           const int64_t start = j * s.dil_w - s.pad_w;
@@ -923,7 +915,7 @@ void backward_depthwise(const Plan& p, const T* dy, const T* x, const T* w, T* d
           }
           dw[oc * s.kh * s.kw + i * s.kw + j] = sum;
         }
-    }
+    });
   }
 }
 

@@ -10,8 +10,9 @@
 #include <vector>
 
 #include "common/cpu_features.h"
+#include "common/parallel.h"
 #include "common/runtime.h"
-#include "cpu/softmax_isa.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -47,8 +48,7 @@ void forward_strided(const T* x, const int64_t* target, const T* w, T w_all, T* 
                      int64_t c, int64_t s, int64_t ignore_index, T eps, int nt) {
   std::vector<T> scratch(size_t(nt) * 3 * size_t(s));
   const T ninf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(n, nt)) if (nt > 1)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, nt, [&](int64_t i) {
     T* m = scratch.data() + size_t(omp_get_thread_num()) * 3 * size_t(s);
     T* sum = m + s;
     T* acc = sum + s;
@@ -82,7 +82,7 @@ void forward_strided(const T* x, const int64_t* target, const T* w, T w_all, T* 
       if (eps != T(0)) v += eps / T(c) * (w_all * ((m[j] - shift) + log_sum) - acc[j]);
       loss[i * s + j] = v;
     }
-  }
+  });
 }
 
 template <typename T>
@@ -94,8 +94,7 @@ void backward_strided(const T* grad, int64_t grad_stride, T grad_scale, const T*
   // exp((x - m) - log(sum)) (always: it is not the fast path).
   std::vector<T> scratch(size_t(nt) * 4 * size_t(s));
   const T ninf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, dynamic_chunk(n, nt)) if (nt > 1)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, nt, [&](int64_t i) {
     T* a = scratch.data() + size_t(omp_get_thread_num()) * 4 * size_t(s);
     T* b = a + s;
     T* m = b + s;
@@ -136,7 +135,7 @@ void backward_strided(const T* grad, int64_t grad_stride, T grad_scale, const T*
       const T g = grad[(i * s + j) * grad_stride] * grad_scale;
       di[t * s + j] -= g * (T(1) - eps) * (w ? w[t] : T(1));
     }
-  }
+  });
 }
 
 }  // namespace
@@ -155,18 +154,7 @@ T cross_entropy_forward(const T* x, const int64_t* target, const T* weight, T* l
     const T w_all = weight_total(weight, c);
     const int nt = threads_for(count * c, n);
     if (s == 1) {
-      switch (active_isa()) {
-#if defined(DLKERN_X86)
-        case Isa::avx512:
-          avx512::cross_entropy_fwd(x, target, weight, w_all, loss, lse, n, c, ignore_index, label_smoothing, nt);
-          break;
-        case Isa::avx2:
-          avx2::cross_entropy_fwd(x, target, weight, w_all, loss, lse, n, c, ignore_index, label_smoothing, nt);
-          break;
-#endif
-        default:
-          generic::cross_entropy_fwd(x, target, weight, w_all, loss, lse, n, c, ignore_index, label_smoothing, nt);
-      }
+      kernels<T>().cross_entropy_fwd(x, target, weight, w_all, loss, lse, n, c, ignore_index, label_smoothing, nt);
     } else {
       forward_strided(x, target, weight, w_all, loss, lse, n, c, s, ignore_index, label_smoothing, nt);
     }
@@ -190,22 +178,9 @@ void cross_entropy_backward(const T* grad, const T* x, const int64_t* target, co
       reduction == Reduction::mean ? T(1.0 / mean_divisor(target, weight, count, ignore_index)) : T(1);
   const int nt = threads_for(count * c, n);
   if (s == 1) {
-    switch (active_isa()) {
-#if defined(DLKERN_X86)
-      case Isa::avx512:
-        avx512::cross_entropy_bwd(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c,
-                                  ignore_index, label_smoothing, nt);
-        return;
-      case Isa::avx2:
-        avx2::cross_entropy_bwd(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c,
-                                ignore_index, label_smoothing, nt);
-        return;
-#endif
-      default:
-        generic::cross_entropy_bwd(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c,
+    kernels<T>().cross_entropy_bwd(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c,
                                    ignore_index, label_smoothing, nt);
-        return;
-    }
+    return;
   }
   backward_strided(grad, grad_stride, grad_scale, x, target, lse, weight, w_all, dx, n, c, s, ignore_index,
                    label_smoothing, nt);

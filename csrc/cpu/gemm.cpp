@@ -10,7 +10,7 @@
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
-#include "cpu/gemm_isa.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -54,13 +54,7 @@ void run_one(const GemmArgs<T>& g, int nthreads) {
     scale_c(g);
     return;
   }
-  switch (active_isa()) {
-#if defined(DLKERN_X86)
-    case Isa::avx512: avx512::gemm_run(g, nthreads); return;
-    case Isa::avx2: avx2::gemm_run(g, nthreads); return;
-#endif
-    default: generic::gemm_run(g, nthreads); return;
-  }
+  kernels<T>().gemm(g, nthreads);
 }
 
 }  // namespace

@@ -11,8 +11,9 @@
 #include <vector>
 
 #include "common/cpu_features.h"
+#include "common/parallel.h"
 #include "common/runtime.h"
-#include "cpu/norm_isa.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -33,20 +34,6 @@ bool stream_output(int64_t elements) {
 
 int threads_for(int64_t elements, int64_t units) {
   return dlkern::threads_for(elements, kMinElementsPerThread, units);
-}
-
-template <typename T>
-const NormSegmentKernels<T>& kernels() {
-  switch (active_isa()) {
-#if defined(DLKERN_X86)
-    case Isa::avx512:
-      return avx512::norm_kernels(T{});
-    case Isa::avx2:
-      return avx2::norm_kernels(T{});
-#endif
-    default:
-      return generic::norm_kernels(T{});
-  }
 }
 
 // Mean and biased variance of n contiguous values: mean of the values shifted by the
@@ -98,7 +85,7 @@ void row_norm_backward(const T* dy, const T* x, const T* weight, const T* mean, 
     }
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(rows * cols, rows);
   std::vector<T> partial(static_cast<size_t>(nt * slots * cols), T(0));
   const bool stream = stream_output<T>(rows * cols);
@@ -139,24 +126,18 @@ void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mea
     for (int64_t r = 0; r < rows; ++r) mean[r] = T(NAN), rstd[r] = T(NAN);
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(rows * cols, rows);
-  const int64_t chunk = dynamic_chunk(rows, nt);
   const bool stream = stream_output<T>(rows * cols);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#pragma omp for schedule(dynamic, chunk) nowait
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* xr = x + r * cols;
-      double m, v;
-      segment_stats(k, xr, cols, &m, &v);
-      const double rs = inv_std(v, double(eps));
-      mean[r] = T(m);
-      rstd[r] = T(rs);
-      k.normalize_wb(xr, weight, bias, y + r * cols, cols, T(m), T(rs), stream);
-    }
-    if (stream) k.stream_fence();
-  }
+  parallel_for(rows, nt, [&](int64_t r) {
+    const T* xr = x + r * cols;
+    double m, v;
+    segment_stats(k, xr, cols, &m, &v);
+    const double rs = inv_std(v, double(eps));
+    mean[r] = T(m);
+    rstd[r] = T(rs);
+    k.normalize_wb(xr, weight, bias, y + r * cols, cols, T(m), T(rs), stream);
+  }, [&] { if (stream) k.stream_fence(); });
 }
 
 template <typename T>
@@ -173,22 +154,16 @@ void rms_norm_forward(const T* x, const T* weight, T* y, T* rstd, int64_t rows, 
     for (int64_t r = 0; r < rows; ++r) rstd[r] = T(NAN);
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(rows * cols, rows);
-  const int64_t chunk = dynamic_chunk(rows, nt);
   const bool stream = stream_output<T>(rows * cols);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#pragma omp for schedule(dynamic, chunk) nowait
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* xr = x + r * cols;
-      const double ms = double(k.sum_sq(xr, cols)) / double(cols);
-      const double rs = inv_std(ms, double(eps));
-      rstd[r] = T(rs);
-      k.normalize_wb(xr, weight, nullptr, y + r * cols, cols, T(0), T(rs), stream);
-    }
-    if (stream) k.stream_fence();
-  }
+  parallel_for(rows, nt, [&](int64_t r) {
+    const T* xr = x + r * cols;
+    const double ms = double(k.sum_sq(xr, cols)) / double(cols);
+    const double rs = inv_std(ms, double(eps));
+    rstd[r] = T(rs);
+    k.normalize_wb(xr, weight, nullptr, y + r * cols, cols, T(0), T(rs), stream);
+  }, [&] { if (stream) k.stream_fence(); });
 }
 
 template <typename T>
@@ -206,30 +181,24 @@ void group_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mea
     for (int64_t i = 0; i < tasks; ++i) mean[i] = T(NAN), rstd[i] = T(NAN);
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(tasks * span, tasks);
-  const int64_t chunk = dynamic_chunk(tasks, nt);
   const bool stream = stream_output<T>(tasks * span);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#pragma omp for schedule(dynamic, chunk) nowait
-    for (int64_t i = 0; i < tasks; ++i) {
-      const int64_t g = i % groups;
-      const T* xs = x + i * span;
-      double m, v;
-      segment_stats(k, xs, span, &m, &v);
-      const double rs = inv_std(v, double(eps));
-      mean[i] = T(m);
-      rstd[i] = T(rs);
-      for (int64_t j = 0; j < cpg; ++j) {
-        const int64_t c = g * cpg + j;
-        const double s = weight ? rs * double(weight[c]) : rs;
-        const T t = bias ? bias[c] : T(0);
-        k.normalize_st(xs + j * inner, y + i * span + j * inner, inner, T(m), T(s), t, stream);
-      }
+  parallel_for(tasks, nt, [&](int64_t i) {
+    const int64_t g = i % groups;
+    const T* xs = x + i * span;
+    double m, v;
+    segment_stats(k, xs, span, &m, &v);
+    const double rs = inv_std(v, double(eps));
+    mean[i] = T(m);
+    rstd[i] = T(rs);
+    for (int64_t j = 0; j < cpg; ++j) {
+      const int64_t c = g * cpg + j;
+      const double s = weight ? rs * double(weight[c]) : rs;
+      const T t = bias ? bias[c] : T(0);
+      k.normalize_st(xs + j * inner, y + i * span + j * inner, inner, T(m), T(s), t, stream);
     }
-    if (stream) k.stream_fence();
-  }
+  }, [&] { if (stream) k.stream_fence(); });
 }
 
 template <typename T>
@@ -240,41 +209,35 @@ void group_norm_backward(const T* dy, const T* x, const T* weight, const T* mean
   // Per (n, channel): sum(dy) and sum(dy * (x - mean)), reduced over n afterwards.
   std::vector<double> s1(static_cast<size_t>(n * channels), 0.0), s2(s1.size(), 0.0);
   if (tasks > 0 && span > 0) {
-    const auto& k = kernels<T>();
+    const NormSegmentKernels<T>& k = kernels<T>().norm;
     const int nt = threads_for(tasks * span, tasks);
-    const int64_t chunk = dynamic_chunk(tasks, nt);
     const bool stream = stream_output<T>(tasks * span);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#pragma omp for schedule(dynamic, chunk) nowait
-      for (int64_t i = 0; i < tasks; ++i) {
-        const int64_t b = i / groups, g = i % groups;
-        const T m = mean[i];
-        const double rs = rstd[i];
-        double wa = 0, wb = 0;  // sum_c w_c * s1_c, sum_c w_c * s2_c
-        for (int64_t j = 0; j < cpg; ++j) {
-          const int64_t c = g * cpg + j;
-          T a1, a2;
-          k.grad_sums(dy + i * span + j * inner, x + i * span + j * inner, nullptr, inner, m, &a1,
-                      &a2);
-          s1[b * channels + c] = a1;
-          s2[b * channels + c] = a2;
-          const double w = weight ? double(weight[c]) : 1.0;
-          wa += w * a1;
-          wb += w * a2;
-        }
-        const double a_mean = wa / double(span);       // mean(g), g = dy * w
-        const double b_mean = rs * wb / double(span);  // mean(g * xhat)
-        for (int64_t j = 0; j < cpg; ++j) {
-          const int64_t c = g * cpg + j;
-          const double w = weight ? double(weight[c]) : 1.0;
-          const int64_t off = i * span + j * inner;
-          k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs),
-                       T(rs * w), T(-rs * rs * b_mean), T(-rs * a_mean), stream);
-        }
+    parallel_for(tasks, nt, [&](int64_t i) {
+      const int64_t b = i / groups, g = i % groups;
+      const T m = mean[i];
+      const double rs = rstd[i];
+      double wa = 0, wb = 0;  // sum_c w_c * s1_c, sum_c w_c * s2_c
+      for (int64_t j = 0; j < cpg; ++j) {
+        const int64_t c = g * cpg + j;
+        T a1, a2;
+        k.grad_sums(dy + i * span + j * inner, x + i * span + j * inner, nullptr, inner, m, &a1,
+                    &a2);
+        s1[b * channels + c] = a1;
+        s2[b * channels + c] = a2;
+        const double w = weight ? double(weight[c]) : 1.0;
+        wa += w * a1;
+        wb += w * a2;
       }
-      if (stream) k.stream_fence();
-    }
+      const double a_mean = wa / double(span);       // mean(g), g = dy * w
+      const double b_mean = rs * wb / double(span);  // mean(g * xhat)
+      for (int64_t j = 0; j < cpg; ++j) {
+        const int64_t c = g * cpg + j;
+        const double w = weight ? double(weight[c]) : 1.0;
+        const int64_t off = i * span + j * inner;
+        k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs),
+                     T(rs * w), T(-rs * rs * b_mean), T(-rs * a_mean), stream);
+      }
+    }, [&] { if (stream) k.stream_fence(); });
   }
   for (int64_t c = 0; c < channels; ++c) {
     double dw = 0, db = 0;
@@ -429,43 +392,37 @@ void batch_norm_forward(const T* x, const T* weight, const T* bias, T* running_m
                                n, channels, training, double(momentum), double(eps));
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(count * channels, channels);
-  const int64_t chunk = dynamic_chunk(channels, nt);
   const int64_t stride = channels * inner;
   const bool stream = stream_output<T>(count * channels);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#pragma omp for schedule(dynamic, chunk) nowait
-    for (int64_t c = 0; c < channels; ++c) {
-      double m, v;
-      if (training) {
-        if (count == 0) {
-          m = NAN, v = NAN;
-        } else {
-          channel_stats(k, x, n, channels, inner, c, &m, &v);
-        }
-        if (running_mean) {
-          const double mom = momentum;
-          running_mean[c] = T((1.0 - mom) * double(running_mean[c]) + mom * m);
-          const double unbiased = count > 1 ? v * double(count) / double(count - 1) : NAN;
-          running_var[c] = T((1.0 - mom) * double(running_var[c]) + mom * unbiased);
-        }
+  parallel_for(channels, nt, [&](int64_t c) {
+    double m, v;
+    if (training) {
+      if (count == 0) {
+        m = NAN, v = NAN;
       } else {
-        m = running_mean[c];
-        v = running_var[c];
+        channel_stats(k, x, n, channels, inner, c, &m, &v);
       }
-      const double rs = inv_std(v, double(eps));
-      save_mean[c] = T(m);
-      save_rstd[c] = T(rs);
-      const double s = weight ? rs * double(weight[c]) : rs;
-      const T t = bias ? bias[c] : T(0);
-      for (int64_t b = 0; b < n; ++b)
-        k.normalize_st(x + b * stride + c * inner, y + b * stride + c * inner, inner, T(m), T(s), t,
-                       stream);
+      if (running_mean) {
+        const double mom = momentum;
+        running_mean[c] = T((1.0 - mom) * double(running_mean[c]) + mom * m);
+        const double unbiased = count > 1 ? v * double(count) / double(count - 1) : NAN;
+        running_var[c] = T((1.0 - mom) * double(running_var[c]) + mom * unbiased);
+      }
+    } else {
+      m = running_mean[c];
+      v = running_var[c];
     }
-    if (stream) k.stream_fence();
-  }
+    const double rs = inv_std(v, double(eps));
+    save_mean[c] = T(m);
+    save_rstd[c] = T(rs);
+    const double s = weight ? rs * double(weight[c]) : rs;
+    const T t = bias ? bias[c] : T(0);
+    for (int64_t b = 0; b < n; ++b)
+      k.normalize_st(x + b * stride + c * inner, y + b * stride + c * inner, inner, T(m), T(s), t,
+                     stream);
+  }, [&] { if (stream) k.stream_fence(); });
 }
 
 template <typename T>
@@ -479,42 +436,36 @@ void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save
                                 channels, training);
     return;
   }
-  const auto& k = kernels<T>();
+  const NormSegmentKernels<T>& k = kernels<T>().norm;
   const int nt = threads_for(count * channels, channels);
-  const int64_t chunk = dynamic_chunk(channels, nt);
   const int64_t stride = channels * inner;
   const bool stream = stream_output<T>(count * channels);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#pragma omp for schedule(dynamic, chunk) nowait
-    for (int64_t c = 0; c < channels; ++c) {
-      const T m = save_mean[c];
-      const double rs = save_rstd[c];
-      double s1 = 0, s2 = 0;  // sum(dy), sum(dy * (x - mean))
-      for (int64_t b = 0; b < n; ++b) {
-        T a1, a2;
-        const int64_t off = b * stride + c * inner;
-        k.grad_sums(dy + off, x + off, nullptr, inner, m, &a1, &a2);
-        s1 += a1;
-        s2 += a2;
-      }
-      if (dweight) dweight[c] = T(s2 * rs);
-      if (dbias) dbias[c] = T(s1);
-      const double w = weight ? double(weight[c]) : 1.0;
-      double a = w * rs, bcoef = 0, ccoef = 0;
-      if (training && count > 0) {
-        // dx = w * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
-        bcoef = -w * rs * rs * rs * s2 / double(count);
-        ccoef = -w * rs * s1 / double(count);
-      }
-      for (int64_t b = 0; b < n; ++b) {
-        const int64_t off = b * stride + c * inner;
-        k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs), T(a),
-                     T(bcoef), T(ccoef), stream);
-      }
+  parallel_for(channels, nt, [&](int64_t c) {
+    const T m = save_mean[c];
+    const double rs = save_rstd[c];
+    double s1 = 0, s2 = 0;  // sum(dy), sum(dy * (x - mean))
+    for (int64_t b = 0; b < n; ++b) {
+      T a1, a2;
+      const int64_t off = b * stride + c * inner;
+      k.grad_sums(dy + off, x + off, nullptr, inner, m, &a1, &a2);
+      s1 += a1;
+      s2 += a2;
     }
-    if (stream) k.stream_fence();
-  }
+    if (dweight) dweight[c] = T(s2 * rs);
+    if (dbias) dbias[c] = T(s1);
+    const double w = weight ? double(weight[c]) : 1.0;
+    double a = w * rs, bcoef = 0, ccoef = 0;
+    if (training && count > 0) {
+      // dx = w * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+      bcoef = -w * rs * rs * rs * s2 / double(count);
+      ccoef = -w * rs * s1 / double(count);
+    }
+    for (int64_t b = 0; b < n; ++b) {
+      const int64_t off = b * stride + c * inner;
+      k.grad_apply(dy + off, x + off, nullptr, dx + off, nullptr, nullptr, inner, m, T(rs), T(a),
+                   T(bcoef), T(ccoef), stream);
+    }
+  }, [&] { if (stream) k.stream_fence(); });
 }
 
 #define DLKERN_INSTANTIATE_NORM(T)                                                                \

@@ -1,7 +1,8 @@
-// Segment loops of the normalisation kernels, written once over a SIMD type S and
-// included inside each ISA's anonymous namespace (norm_<isa>.cpp), like gemm_driver.h.
-// S provides: T, V, L, zero, load, store, bcast, add, sub, mul, fma(a, b, c) = a*b + c,
-// hsum, stream (a non-temporal store to a sizeof(V)-aligned address), fence. Plain loops only (no std algorithms: see DESIGN, ODR safety of ISA code).
+// Segment loops of the normalisation kernels, written once over a SIMD type S (simd.h)
+// and instantiated per ISA by cpu/isa_kernels.h. S provides: T, V, L, zero, load,
+// store, bcast, add, sub, mul, fma(a, b, c) = a*b + c, hsum_tree, stream (a non-temporal
+// store to a sizeof(V)-aligned address), fence. Plain loops only (no std algorithms: see
+// cpu/isa.h, ODR safety of ISA code).
 // Reductions keep 4 vector accumulators (4 * L independent partial sums), which both
 // hides add latency and keeps each partial sum short (smaller rounding error).
 
@@ -38,7 +39,7 @@ struct NormSegments {
       a3 = S::add(a3, S::sub(S::load(x + i + 3 * L), kv));
     }
     for (; i + L <= n; i += L) a0 = S::add(a0, S::sub(S::load(x + i), kv));
-    T s = S::hsum(S::add(S::add(a0, a1), S::add(a2, a3)));
+    T s = S::hsum_tree(S::add(S::add(a0, a1), S::add(a2, a3)));
     for (; i < n; ++i) s += x[i] - k;
     return s;
   }
@@ -63,8 +64,8 @@ struct NormSegments {
       q0 = S::fma(d, d, q0);
       s0 = S::add(s0, d);
     }
-    T sq = S::hsum(S::add(S::add(q0, q1), S::add(q2, q3)));
-    T s = S::hsum(S::add(s0, s1));
+    T sq = S::hsum_tree(S::add(S::add(q0, q1), S::add(q2, q3)));
+    T s = S::hsum_tree(S::add(s0, s1));
     for (; i < n; ++i) {
       const T d = x[i] - m;
       sq += d * d;
@@ -89,7 +90,7 @@ struct NormSegments {
       const V v = S::load(x + i);
       a0 = S::fma(v, v, a0);
     }
-    T s = S::hsum(S::add(S::add(a0, a1), S::add(a2, a3)));
+    T s = S::hsum_tree(S::add(S::add(a0, a1), S::add(a2, a3)));
     for (; i < n; ++i) s += x[i] * x[i];
     return s;
   }
@@ -177,7 +178,7 @@ struct NormSegments {
       a0 = S::add(a0, g);
       b0 = S::fma(g, S::sub(S::load(x + i), mv), b0);
     }
-    T s1 = S::hsum(S::add(a0, a1)), s2 = S::hsum(S::add(b0, b1));
+    T s1 = S::hsum_tree(S::add(a0, a1)), s2 = S::hsum_tree(S::add(b0, b1));
     for (; i < n; ++i) {
       const T g = HasW ? dy[i] * w[i] : dy[i];
       s1 += g;
@@ -245,9 +246,7 @@ struct NormSegments {
   // Orders this thread's streaming (non-temporal) stores before what follows.
   static void stream_fence() { S::fence(); }
 
-  static const NormSegmentKernels<T>& table() {
-    static const NormSegmentKernels<T> t{&sum_shifted,  &dev_stats, &sum_sq,     &normalize_wb,
-                                         &normalize_st, &grad_sums, &grad_apply, &stream_fence};
-    return t;
+  static constexpr NormSegmentKernels<T> table() {
+    return {&sum_shifted, &dev_stats, &sum_sq, &normalize_wb, &normalize_st, &grad_sums, &grad_apply, &stream_fence};
   }
 };

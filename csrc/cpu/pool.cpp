@@ -11,8 +11,9 @@
 #include <utility>
 
 #include "common/cpu_features.h"
+#include "common/parallel.h"
 #include "common/runtime.h"
-#include "cpu/pool_isa.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -31,10 +32,6 @@ double window_work(const Pool2dGeometry& g) {
 }
 
 // Dynamic chunks of about 1/8 of a thread's share (see for_each_plane in pool_driver.h).
-int64_t plane_chunk(int64_t planes, int nthreads) {
-  return std::max<int64_t>(1, planes / (8 * int64_t(nthreads)));
-}
-
 std::string pair_str(const int64_t v[2]) {
   return "(" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ")";
 }
@@ -95,28 +92,16 @@ Pool2dGeometry make_pool2d_geometry(const char* op, int64_t planes, int64_t in_h
 // than an AVX-512 vector (14 floats in LeNet's first pool) would all fall to the
 // scalar border code, so they take the AVX2 path, half as wide, instead.
 template <typename T>
-Isa pool_isa(const Pool2dGeometry& g) {
+const TypedKernels<T>& pool_kernels(const Pool2dGeometry& g) {
   const Isa isa = active_isa();
-  if (isa == Isa::avx512 && g.out_w < int64_t(64 / sizeof(T))) return Isa::avx2;
-  return isa;
+  return isa_kernels(isa == Isa::avx512 && g.out_w < int64_t(64 / sizeof(T)) ? Isa::avx2 : isa).typed<T>();
 }
-
-#if defined(DLKERN_X86)
-#define DLKERN_POOL_DISPATCH(call)                 \
-  switch (pool_isa<T>(g)) {                        \
-    case Isa::avx512: avx512::call; return;        \
-    case Isa::avx2: avx2::call; return;            \
-    default: generic::call; return;                \
-  }
-#else
-#define DLKERN_POOL_DISPATCH(call) generic::call;
-#endif
 
 template <typename T>
 void max_pool2d_forward(const T* x, T* y, int64_t* indices, const Pool2dGeometry& g) {
   if (g.planes == 0 || g.out_h * g.out_w == 0) return;
   const int nt = threads_for(g, window_work(g));
-  DLKERN_POOL_DISPATCH(max_pool2d_forward_run(x, y, indices, g, nt))
+  pool_kernels<T>(g).max_pool2d_fwd(x, y, indices, g, nt);
 }
 
 template <typename T>
@@ -126,9 +111,7 @@ void max_pool2d_backward(const T* dy, const int64_t* indices, T* dx, const Pool2
   const int nt = threads_for(g, double(in_plane) + 2.0 * double(out_plane));
   int64_t bad_index = 0;
   bool bad = false;
-  const int64_t chunk = plane_chunk(g.planes, nt);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
-  for (int64_t p = 0; p < g.planes; ++p) {
+  parallel_for(g.planes, nt, [&](int64_t p) {
     T* dxp = dx + p * in_plane;
     const T* dyp = dy + p * out_plane;
     const int64_t* ip = indices + p * out_plane;
@@ -145,7 +128,7 @@ void max_pool2d_backward(const T* dy, const int64_t* indices, T* dx, const Pool2
         }
       }
     }
-  }
+  });
   if (bad)
     invalid("max_pool2d_backward: indices holds " + std::to_string(bad_index) +
             ", outside [0, " + std::to_string(in_plane) + ") for input planes of (" +
@@ -157,7 +140,7 @@ void avg_pool2d_forward(const T* x, T* y, const Pool2dGeometry& g, bool count_in
                         int64_t divisor_override) {
   if (g.planes == 0 || g.out_h * g.out_w == 0) return;
   const int nt = threads_for(g, window_work(g));
-  DLKERN_POOL_DISPATCH(avg_pool2d_forward_run(x, y, g, count_include_pad, divisor_override, nt))
+  pool_kernels<T>(g).avg_pool2d_fwd(x, y, g, count_include_pad, divisor_override, nt);
 }
 
 template <typename T>
@@ -165,14 +148,14 @@ void avg_pool2d_backward(const T* dy, T* dx, const Pool2dGeometry& g, bool count
                          int64_t divisor_override) {
   if (g.planes == 0 || g.in_h * g.in_w == 0) return;
   const int nt = threads_for(g, window_work(g));
-  DLKERN_POOL_DISPATCH(avg_pool2d_backward_run(dy, dx, g, count_include_pad, divisor_override, nt))
+  pool_kernels<T>(g).avg_pool2d_bwd(dy, dx, g, count_include_pad, divisor_override, nt);
 }
 
 template <typename T>
 void adaptive_avg_pool2d_forward(const T* x, T* y, const Pool2dGeometry& g) {
   if (g.planes == 0 || g.out_h * g.out_w == 0) return;
   const int nt = threads_for(g, double(g.in_h) * double(g.in_w) + double(g.out_h) * double(g.out_w));
-  DLKERN_POOL_DISPATCH(adaptive_avg_pool2d_forward_run(x, y, g, nt))
+  pool_kernels<T>(g).adaptive_avg_pool2d_fwd(x, y, g, nt);
 }
 
 template <typename T>
@@ -180,15 +163,13 @@ void adaptive_avg_pool2d_backward(const T* dy, T* dx, const Pool2dGeometry& g) {
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   if (g.planes == 0 || in_plane == 0) return;
   const int nt = threads_for(g, 2.0 * double(in_plane) + double(out_plane));
-  const int64_t chunk = plane_chunk(g.planes, nt);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
-  for (int64_t p = 0; p < g.planes; ++p) {
+  parallel_for(g.planes, nt, [&](int64_t p) {
     T* dxp = dx + p * in_plane;
     const T* dyp = dy + p * out_plane;
     if (out_plane == 1) {
       const T share = dyp[0] / static_cast<T>(in_plane);
       for (int64_t i = 0; i < in_plane; ++i) dxp[i] = share;
-      continue;
+      return;
     }
     for (int64_t i = 0; i < in_plane; ++i) dxp[i] = T(0);
     for (int64_t oh = 0; oh < g.out_h; ++oh) {
@@ -200,10 +181,8 @@ void adaptive_avg_pool2d_backward(const T* dy, T* dx, const Pool2dGeometry& g) {
           for (int64_t iw = w0; iw < w1; ++iw) dxp[ih * g.in_w + iw] += share;
       }
     }
-  }
+  });
 }
-
-#undef DLKERN_POOL_DISPATCH
 
 #define DLKERN_INSTANTIATE_POOL(T)                                                                \
   template void max_pool2d_forward<T>(const T*, T*, int64_t*, const Pool2dGeometry&);             \

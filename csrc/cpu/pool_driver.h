@@ -1,6 +1,6 @@
-// Pooling kernels written once over a SIMD trait S and compiled per ISA: included by
-// pool_<isa>.cpp inside namespace dlkern::cpu::<isa>::(anonymous) after it defines
-// SimdF32 / SimdF64. Plain loops only (no std algorithms: see gemm_driver.h).
+// Pooling kernels written once over a SIMD trait S (pool_lanes.h's PoolF32 / PoolF64)
+// and instantiated per ISA by cpu/isa_kernels.h. Plain loops only (no std algorithms:
+// see cpu/isa.h).
 //
 // The trait S provides: T, V (L lanes of T), M (a lane mask), load/store (unaligned),
 // bcast, zero, add, div, hsum; evens(p) = {p[0], p[2], ..., p[2L-2]} reading nothing
@@ -45,20 +45,6 @@ inline void interior_columns(const Pool2dGeometry& g, int64_t& lo, int64_t& hi) 
   hi = last_start < 0 ? 0 : last_start / g.stride_w + 1;
   if (hi > g.out_w) hi = g.out_w;
   if (lo > hi) lo = hi;
-}
-
-// Planes are handed out in chunks (about 8 per thread) rather than split in halves up
-// front: on a shared host a thread that loses its core for a time slice would
-// otherwise hold up the whole call with its fixed half of the work.
-template <typename F>
-void for_each_plane(int64_t planes, int nthreads, F&& body) {
-  if (nthreads <= 1) {
-    for (int64_t p = 0; p < planes; ++p) body(p);
-    return;
-  }
-  const int64_t chunk = planes / (8 * int64_t(nthreads)) > 1 ? planes / (8 * int64_t(nthreads)) : 1;
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, chunk)
-  for (int64_t p = 0; p < planes; ++p) body(p);
 }
 
 // Asks for the input rows that output row oh + kAhead will start using, so the
@@ -215,8 +201,10 @@ inline void for_block_pairs(int64_t lo, int64_t hi, F&& blocks) {
   }
 }
 
+// One call per plane, kept out of line (as before the ISA units merged; inlined into the
+// plane loop it measured ~6% slower on AVX2).
 template <class S, int kStride, bool kIndices>
-void max_plane(const typename S::T* plane, typename S::T* y, int64_t* index,
+__attribute__((noinline)) void max_plane(const typename S::T* plane, typename S::T* y, int64_t* index,
                const Pool2dGeometry& g, bool vector_ok) {
   int64_t lo, hi;
   interior_columns(g, lo, hi);
@@ -261,7 +249,7 @@ void max_forward(const typename S::T* x, typename S::T* y, int64_t* indices,
   const bool exact = window_offsets_exact<typename S::T>(g);
   by_stride<S>(g, [&](auto tag) {
     constexpr int kStride = decltype(tag)::value;
-    for_each_plane(g.planes, nthreads, [&](int64_t p) {
+    dlkern::parallel_for(g.planes, nthreads, [&](int64_t p) {
       max_plane<S, kStride, kIndices>(x + p * in_plane, y + p * out_plane,
                                       kIndices ? indices + p * out_plane : nullptr, g,
                                       kStride > 0 && exact);
@@ -485,7 +473,7 @@ void avg_forward(const typename S::T* x, typename S::T* y, const Pool2dGeometry&
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   by_stride<S>(g, [&](auto tag) {
     constexpr int kStride = decltype(tag)::value;
-    for_each_plane(g.planes, nthreads, [&](int64_t p) {
+    dlkern::parallel_for(g.planes, nthreads, [&](int64_t p) {
       avg_plane<S, kStride>(x + p * in_plane, y + p * out_plane, g, count_include_pad, divisor_override);
     });
   });
@@ -497,7 +485,7 @@ void avg_backward(const typename S::T* dy, typename S::T* dx, const Pool2dGeomet
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   by_stride<S>(g, [&](auto tag) {
     constexpr int kStride = decltype(tag)::value;
-    for_each_plane(g.planes, nthreads, [&](int64_t p) {
+    dlkern::parallel_for(g.planes, nthreads, [&](int64_t p) {
       avg_plane_backward<S, kStride>(dy + p * out_plane, dx + p * in_plane, g, count_include_pad,
                                      divisor_override);
     });
@@ -529,7 +517,7 @@ void adaptive_forward(const typename S::T* x, typename S::T* y, const Pool2dGeom
                       int nthreads) {
   using T = typename S::T;
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
-  for_each_plane(g.planes, nthreads, [&](int64_t p) {
+  dlkern::parallel_for(g.planes, nthreads, [&](int64_t p) {
     const T* plane = x + p * in_plane;
     T* out = y + p * out_plane;
     if (out_plane == 1) {  // global average pooling
@@ -548,26 +536,12 @@ void adaptive_forward(const typename S::T* x, typename S::T* y, const Pool2dGeom
   });
 }
 
-#define DLKERN_DEFINE_POOL_ENTRY_POINTS_T(T, S)                                                \
-  void max_pool2d_forward_run(const T* x, T* y, int64_t* indices, const Pool2dGeometry& g,     \
-                              int nthreads) {                                                  \
-    if (indices)                                                                               \
-      max_forward<S, true>(x, y, indices, g, nthreads);                                        \
-    else                                                                                       \
-      max_forward<S, false>(x, y, nullptr, g, nthreads);                                       \
-  }                                                                                            \
-  void avg_pool2d_forward_run(const T* x, T* y, const Pool2dGeometry& g, bool cip,             \
-                              int64_t divisor_override, int nthreads) {                        \
-    avg_forward<S>(x, y, g, cip, divisor_override, nthreads);                                  \
-  }                                                                                            \
-  void avg_pool2d_backward_run(const T* dy, T* dx, const Pool2dGeometry& g, bool cip,          \
-                               int64_t divisor_override, int nthreads) {                       \
-    avg_backward<S>(dy, dx, g, cip, divisor_override, nthreads);                               \
-  }                                                                                            \
-  void adaptive_avg_pool2d_forward_run(const T* x, T* y, const Pool2dGeometry& g, int nthreads) { \
-    adaptive_forward<S>(x, y, g, nthreads);                                                    \
-  }
-
-#define DLKERN_DEFINE_POOL_ENTRY_POINTS(SF32, SF64) \
-  DLKERN_DEFINE_POOL_ENTRY_POINTS_T(float, SF32)    \
-  DLKERN_DEFINE_POOL_ENTRY_POINTS_T(double, SF64)
+// The table's max-pool entry: the index-writing variant is a separate instantiation.
+template <class S>
+void max_forward_entry(const typename S::T* x, typename S::T* y, int64_t* indices, const Pool2dGeometry& g,
+                       int nthreads) {
+  if (indices)
+    max_forward<S, true>(x, y, indices, g, nthreads);
+  else
+    max_forward<S, false>(x, y, nullptr, g, nthreads);
+}

@@ -5,7 +5,7 @@
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
-#include "cpu/softmax_isa.h"
+#include "cpu/isa.h"
 
 namespace dlkern::cpu {
 namespace {
@@ -22,26 +22,14 @@ template <typename T>
 void softmax_forward(const T* x, T* y, int64_t outer, int64_t dim, int64_t inner, bool log) {
   if (outer <= 0 || dim <= 0 || inner <= 0) return;
   const int nt = threads_for(outer * dim * inner);
-  switch (active_isa()) {
-#if defined(DLKERN_X86)
-    case Isa::avx512: avx512::softmax_fwd(x, y, outer, dim, inner, log, nt); return;
-    case Isa::avx2: avx2::softmax_fwd(x, y, outer, dim, inner, log, nt); return;
-#endif
-    default: generic::softmax_fwd(x, y, outer, dim, inner, log, nt); return;
-  }
+  kernels<T>().softmax_fwd(x, y, outer, dim, inner, log, nt);
 }
 
 template <typename T>
 void softmax_backward(const T* dy, const T* y, T* dx, int64_t outer, int64_t dim, int64_t inner, bool log) {
   if (outer <= 0 || dim <= 0 || inner <= 0) return;
   const int nt = threads_for(outer * dim * inner);
-  switch (active_isa()) {
-#if defined(DLKERN_X86)
-    case Isa::avx512: avx512::softmax_bwd(dy, y, dx, outer, dim, inner, log, nt); return;
-    case Isa::avx2: avx2::softmax_bwd(dy, y, dx, outer, dim, inner, log, nt); return;
-#endif
-    default: generic::softmax_bwd(dy, y, dx, outer, dim, inner, log, nt); return;
-  }
+  kernels<T>().softmax_bwd(dy, y, dx, outer, dim, inner, log, nt);
 }
 
 template void softmax_forward<float>(const float*, float*, int64_t, int64_t, int64_t, bool);

@@ -1,18 +1,17 @@
-// AVX2 helpers of the convolution kernels: the channels-first <-> channels-last copies
-// of the shifted-window path (stride 1 and the polyphase split) as 8 x 8 register
-// transposes (the scalar version gathers one element per load and was ~14% of a ResNet
-// 3x3 forward).
-#include <immintrin.h>
+// Convolution's layout copies for the x86 vector ISAs (cpu/isa.h's conv_* entries):
+// the channels-first <-> channels-last copies of the shifted-window path (stride 1 and
+// the polyphase split) as 8 x 8 AVX register transposes (the scalar version gathers one
+// element per load and was ~14% of a ResNet 3x3 forward). The AVX-512 table compiles
+// the same 256-bit code. Included by cpu/isa_kernels.h inside the ISA's anonymous
+// namespace; the portable table has none (conv.cpp's scalar loops).
+#pragma once
 
-#include <algorithm>
+#if defined(DLKERN_SIMD_AVX512) || defined(DLKERN_SIMD_AVX2)
+#define DLKERN_CONV_TRANSPOSES 1
 
-#include "cpu/conv_isa.h"
-
-namespace dlkern::cpu::avx2 {
-namespace {
 
 // The 8 x 8 transpose of r, in registers: c[j] holds element j of each r[i].
-inline void transpose8(const __m256 r[8], __m256 c[8]) {
+DLKERN_INLINE void transpose8(const __m256 r[8], __m256 c[8]) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
   const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
   const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
@@ -36,7 +35,7 @@ inline void transpose8(const __m256 r[8], __m256 c[8]) {
 }
 
 // Columns j0..j0+7 of rows i0..i0+7 of src, written as rows of dst.
-inline void block8x8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, const float* add) {
+DLKERN_INLINE void block8x8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, const float* add) {
   __m256 r[8], c[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld_src);
   transpose8(r, c);
@@ -60,8 +59,6 @@ void for_each_tile(int64_t rows, int64_t cols, Tile tile) {
     if (i0 + 8 >= rows) break;
   }
 }
-
-}  // namespace
 
 void conv_transpose_f32(const float* src, int64_t ld_src, int64_t rows, int64_t cols, float* dst,
                         int64_t ld_dst, const float* add) {
@@ -110,4 +107,4 @@ void conv_gather_rows_f32(const float* src, const int64_t* col_off, int64_t rows
   });
 }
 
-}  // namespace dlkern::cpu::avx2
+#endif
