@@ -25,7 +25,8 @@ SHARED = (
     "group_norm_forward", "group_norm_backward", "batch_norm_forward", "batch_norm_backward",
     "cross_entropy_forward", "cross_entropy_backward",
     "attention_forward", "attention_backward", "kv_cache_append", "decode_attention", "rope", "rope_backward",
-    "gelu_tanh", "gelu_tanh_backward",
+    # The activations come from one list (csrc/cpu/activation.h), which the module exports.
+    *(n for a in dlkern._C.ACTIVATIONS for n in (a, f"{a}_backward")),
     "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 )

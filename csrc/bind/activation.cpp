@@ -21,8 +21,7 @@ py::array empty_like(const py::array& a) {
   return py::array(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
 }
 
-py::array gelu_tanh(const py::object& x_obj) {
-  const char* op = "gelu_tanh";
+py::array forward(cpu::Activation f, const char* op, const py::object& x_obj) {
   DType dt;
   py::array x = contiguous_float(x_obj, op, "x", &dt);
   py::array y = empty_like(x);
@@ -33,14 +32,13 @@ py::array gelu_tanh(const py::object& x_obj) {
     py::gil_scoped_release nogil;
     dispatch_float(dt, [&](auto zero) {
       using T = decltype(zero);
-      cpu::gelu_tanh_forward(static_cast<const T*>(xp), static_cast<T*>(yp), n);
+      cpu::activation_forward(f, static_cast<const T*>(xp), static_cast<T*>(yp), n);
     });
   }
   return y;
 }
 
-py::array gelu_tanh_backward(const py::object& g_obj, const py::object& x_obj) {
-  const char* op = "gelu_tanh_backward";
+py::array backward(cpu::Activation f, const char* op, const py::object& g_obj, const py::object& x_obj) {
   DType dt, xt;
   py::array g = contiguous_float(g_obj, op, "grad_out", &dt);
   py::array x = contiguous_float(x_obj, op, "x", &xt);
@@ -58,7 +56,7 @@ py::array gelu_tanh_backward(const py::object& g_obj, const py::object& x_obj) {
     py::gil_scoped_release nogil;
     dispatch_float(dt, [&](auto zero) {
       using T = decltype(zero);
-      cpu::gelu_tanh_backward(static_cast<const T*>(gp), static_cast<const T*>(xp), static_cast<T*>(dp), n);
+      cpu::activation_backward(f, static_cast<const T*>(gp), static_cast<const T*>(xp), static_cast<T*>(dp), n);
     });
   }
   return dx;
@@ -66,11 +64,24 @@ py::array gelu_tanh_backward(const py::object& g_obj, const py::object& x_obj) {
 
 }  // namespace
 
+// Every row of cpu/activation.h's list becomes <name>(x) and <name>_backward(grad_out, x);
+// ACTIVATIONS lists the names for dlkern.ops.activation.
 DLKERN_REGISTER_BINDINGS(activation) {
-  m.def("gelu_tanh", &gelu_tanh, py::arg("x"),
-        "gelu_tanh(x): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) of a C-contiguous float32/float64 array.");
-  m.def("gelu_tanh_backward", &gelu_tanh_backward, py::arg("grad_out"), py::arg("x"),
-        "gelu_tanh_backward(grad_out, x): grad_out * d gelu_tanh(x) / dx (recomputed from x).");
+  py::list names;
+#define DLKERN_BIND_ACTIVATION(name, Kernel)                                                               \
+  m.def(                                                                                                  \
+      #name, [](const py::object& x) { return forward(cpu::Activation::name, #name, x); }, py::arg("x"),   \
+      #name "(x): the activation of a C-contiguous float32/float64 array (csrc/cpu/activation.h).");       \
+  m.def(                                                                                                  \
+      #name "_backward",                                                                                  \
+      [](const py::object& g, const py::object& x) {                                                      \
+        return backward(cpu::Activation::name, #name "_backward", g, x);                                   \
+      },                                                                                                  \
+      py::arg("grad_out"), py::arg("x"), #name "_backward(grad_out, x): grad_out * d " #name "(x) / dx.");  \
+  names.append(#name);
+  DLKERN_ACTIVATIONS(DLKERN_BIND_ACTIVATION)
+#undef DLKERN_BIND_ACTIVATION
+  m.attr("ACTIVATIONS") = py::tuple(names);
 }
 
 }  // namespace dlkern::bind

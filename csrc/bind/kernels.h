@@ -6,6 +6,8 @@
 // module.<name> exactly when it is in module.KERNELS: no allowlist elsewhere.
 #pragma once
 
+#include "cpu/activation.h"  // DLKERN_ACTIVATIONS
+
 namespace dlkern::bind {
 
 inline constexpr const char* kSharedKernels[] = {
@@ -16,7 +18,9 @@ inline constexpr const char* kSharedKernels[] = {
     "group_norm_forward", "group_norm_backward", "batch_norm_forward", "batch_norm_backward",
     "cross_entropy_forward", "cross_entropy_backward",
     "attention_forward", "attention_backward", "kv_cache_append", "decode_attention", "rope", "rope_backward",
-    "gelu_tanh", "gelu_tanh_backward",
+#define DLKERN_ACTIVATION_NAMES(name, Kernel) #name, #name "_backward",
+    DLKERN_ACTIVATIONS(DLKERN_ACTIVATION_NAMES)
+#undef DLKERN_ACTIVATION_NAMES
     "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 };

@@ -33,22 +33,22 @@ void over_blocks(int64_t n, F&& body) {
 }  // namespace
 
 template <typename T>
-void gelu_tanh_forward(const T* x, T* y, int64_t n) {
+void activation_forward(Activation f, const T* x, T* y, int64_t n) {
   if (n <= 0) return;
-  const auto fwd = kernels<T>().gelu_tanh_fwd;
+  const auto fwd = kernels<T>().activation_fwd[static_cast<int>(f)];
   over_blocks(n, [&](int64_t start, int64_t len) { fwd(x + start, y + start, len); });
 }
 
 template <typename T>
-void gelu_tanh_backward(const T* dy, const T* x, T* dx, int64_t n) {
+void activation_backward(Activation f, const T* dy, const T* x, T* dx, int64_t n) {
   if (n <= 0) return;
-  const auto bwd = kernels<T>().gelu_tanh_bwd;
+  const auto bwd = kernels<T>().activation_bwd[static_cast<int>(f)];
   over_blocks(n, [&](int64_t start, int64_t len) { bwd(dy + start, x + start, dx + start, len); });
 }
 
-template void gelu_tanh_forward<float>(const float*, float*, int64_t);
-template void gelu_tanh_forward<double>(const double*, double*, int64_t);
-template void gelu_tanh_backward<float>(const float*, const float*, float*, int64_t);
-template void gelu_tanh_backward<double>(const double*, const double*, double*, int64_t);
+template void activation_forward<float>(Activation, const float*, float*, int64_t);
+template void activation_forward<double>(Activation, const double*, double*, int64_t);
+template void activation_backward<float>(Activation, const float*, const float*, float*, int64_t);
+template void activation_backward<double>(Activation, const double*, const double*, double*, int64_t);
 
 }  // namespace dlkern::cpu

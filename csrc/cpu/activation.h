@@ -1,18 +1,38 @@
-// Elementwise activations whose NumPy form costs many memory passes. One so far: GELU
-// with the tanh approximation (GPT-2's), which runs on every transformer MLP.
+// Elementwise activations whose NumPy form costs many memory passes, one fused pass each
+// way. Each is one row of DLKERN_ACTIVATIONS below: the name (Python's dlkern.ops.<name>
+// and <name>_backward) and its kernel struct in cpu/activation_kernels.h. The dispatch
+// table (cpu/isa.h), the bindings (bind/activation.cpp) and the kernel name list
+// (bind/kernels.h) are all made from this list, so adding an activation is a row here and
+// a struct there.
 #pragma once
 #include <cstdint>
 
+// X(name, Kernel):
+//  gelu_tanh  y = x * sigmoid(2 z), z = sqrt(2/pi) (x + 0.044715 x^3) (GPT-2's GELU);
+//             dx = dy * (s + x s (1 - s) 2 dz/dx), s = sigmoid(2 z).
+#define DLKERN_ACTIVATIONS(X) \
+  X(gelu_tanh, GeluTanh)
+
 namespace dlkern::cpu {
 
-// y = 0.5 x (1 + tanh(z)) = x * sigmoid(2 z), z = sqrt(2/pi) (x + 0.044715 x^3).
-// x, y: n contiguous elements (y may be x: in place). Threads over blocks.
-template <typename T>
-void gelu_tanh_forward(const T* x, T* y, int64_t n);
+enum class Activation : int {
+#define DLKERN_ACTIVATION_ENUM(name, Kernel) name,
+  DLKERN_ACTIVATIONS(DLKERN_ACTIVATION_ENUM)
+#undef DLKERN_ACTIVATION_ENUM
+};
 
-// dx = dy * (s + x s (1 - s) 2 dz/dx) with s = sigmoid(2 z), dz/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
-// dy, x, dx: n contiguous elements (dx may be dy). Nothing is saved by the forward.
+inline constexpr int kActivations = 0
+#define DLKERN_ACTIVATION_COUNT(name, Kernel) +1
+    DLKERN_ACTIVATIONS(DLKERN_ACTIVATION_COUNT);
+#undef DLKERN_ACTIVATION_COUNT
+
+// y = f(x). x, y: n contiguous elements (y may be x: in place). Threads over blocks.
 template <typename T>
-void gelu_tanh_backward(const T* dy, const T* x, T* dx, int64_t n);
+void activation_forward(Activation f, const T* x, T* y, int64_t n);
+
+// dx = dy * f'(x), recomputed from x (the forward saves nothing).
+// dy, x, dx: n contiguous elements (dx may be dy).
+template <typename T>
+void activation_backward(Activation f, const T* dy, const T* x, T* dx, int64_t n);
 
 }  // namespace dlkern::cpu

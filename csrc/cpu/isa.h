@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "common/cpu_features.h"
+#include "cpu/activation.h"
 #include "cpu/attention.h"
 #include "cpu/gemm.h"
 #include "cpu/pool.h"
@@ -72,9 +73,10 @@ struct TypedKernels {
   void (*attention_bwd)(const AttentionProblem<T>& pr, HeadView<T> dout, HeadView<T> o, const T* lse, T* dq,
                         T* dk, T* dv, int nthreads);
 
-  // GELU (tanh approximation) over one contiguous block; activation.cpp threads over blocks.
-  void (*gelu_tanh_fwd)(const T* x, T* y, int64_t n);
-  void (*gelu_tanh_bwd)(const T* dy, const T* x, T* dx, int64_t n);
+  // The activations of cpu/activation.h, indexed by Activation, over one contiguous
+  // block; activation.cpp threads over blocks.
+  void (*activation_fwd[kActivations])(const T* x, T* y, int64_t n);
+  void (*activation_bwd[kActivations])(const T* dy, const T* x, T* dx, int64_t n);
 
   NormSegmentKernels<T> norm;
 

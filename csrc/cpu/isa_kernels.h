@@ -50,8 +50,11 @@ TypedKernels<typename S::T> typed_kernels() {
   k.cross_entropy_bwd = &CrossEntropyKernels<S>::backward;
   k.attention_fwd = &AttentionKernels<S>::forward;
   k.attention_bwd = &AttentionKernels<S>::backward;
-  k.gelu_tanh_fwd = &GeluTanh<S>::forward;
-  k.gelu_tanh_bwd = &GeluTanh<S>::backward;
+#define DLKERN_FILL_ACTIVATION(name, Kernel)                                \
+  k.activation_fwd[static_cast<int>(Activation::name)] = &Kernel<S>::forward; \
+  k.activation_bwd[static_cast<int>(Activation::name)] = &Kernel<S>::backward;
+  DLKERN_ACTIVATIONS(DLKERN_FILL_ACTIVATION)
+#undef DLKERN_FILL_ACTIVATION
   k.norm = NormSegments<S>::table();
   k.max_pool2d_fwd = &max_forward_entry<P>;
   k.avg_pool2d_fwd = &avg_forward<P>;

@@ -1,5 +1,9 @@
-"""Activations whose NumPy form costs many memory passes: GELU with the tanh
-approximation (GPT-2's), forward and backward, in one pass each.
+"""Activations whose NumPy form costs many memory passes, one fused pass each way.
+
+For every row of the list in csrc/cpu/activation.h (exported as ``_C.ACTIVATIONS``) there
+are ``<name>(x)`` and ``<name>_backward(grad_out, x)`` (the backward recomputes from x; the
+forward saves nothing). Today: ``gelu_tanh`` (GPT-2's tanh approximation) and ``gelu_erf``
+(the exact GELU, 0.5 x (1 + erf(x / sqrt 2))).
 
 Inputs that are not C-contiguous are copied once, explicitly, here.
 """
@@ -8,7 +12,7 @@ import numpy as np
 
 from .. import _C
 
-__all__ = ["gelu_tanh", "gelu_tanh_backward"]
+__all__ = [n for name in _C.ACTIVATIONS for n in (name, f"{name}_backward")]
 
 
 def _contiguous(a):
@@ -17,11 +21,37 @@ def _contiguous(a):
     return a
 
 
-def gelu_tanh(x):
-    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) = x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))."""
-    return _C.gelu_tanh(_contiguous(x))
+def _forward(kernel):
+    def forward(x):
+        return kernel(_contiguous(x))
+    forward.__name__ = forward.__qualname__ = kernel.__name__
+    forward.__doc__ = kernel.__doc__
+    return forward
 
 
-def gelu_tanh_backward(grad_out, x):
-    """grad_out * d gelu_tanh(x) / dx, recomputed from x (the forward saves nothing)."""
-    return _C.gelu_tanh_backward(_contiguous(grad_out), _contiguous(x))
+def _backward(kernel):
+    def backward(grad_out, x):
+        return kernel(_contiguous(grad_out), _contiguous(x))
+    backward.__name__ = backward.__qualname__ = kernel.__name__
+    backward.__doc__ = kernel.__doc__
+    return backward
+
+
+# name -> the wrapper, made once; module attributes through __getattr__ (PEP 562), so the
+# list in C++ is the only place an activation is named.
+_WRAPPERS = {}
+for _name in _C.ACTIVATIONS:
+    _WRAPPERS[_name] = _forward(getattr(_C, _name))
+    _WRAPPERS[f"{_name}_backward"] = _backward(getattr(_C, f"{_name}_backward"))
+del _name
+
+
+def __getattr__(name):
+    try:
+        return _WRAPPERS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__():
+    return sorted([*globals(), *_WRAPPERS])
