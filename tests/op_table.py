@@ -407,4 +407,10 @@ ROWS = [
         _make_x, lambda ns, a, s: ns.gelu_tanh(a["x"]), lambda a, s: 1,
         bwd=lambda ns, cot, out, a, s: (ns.gelu_tanh_backward(cot, a["x"]),), diff=("x",),
         torch=lambda F, t, a, s: F.gelu(a["x"], approximate="tanh"), tol=4.0),
+    Row("gelu_erf", _cases(("0", dict(shape=(0,))), ("1", dict(shape=(1,))), ("odd", dict(shape=(3, 5, 7))),
+                           ("prime", dict(shape=(1009,))), ("noncontig", dict(shape=(7, 9))),
+                           ("grad", dict(shape=(3, 4)))),
+        _make_x, lambda ns, a, s: ns.gelu_erf(a["x"]), lambda a, s: 1,
+        bwd=lambda ns, cot, out, a, s: (ns.gelu_erf_backward(cot, a["x"]),), diff=("x",),
+        torch=lambda F, t, a, s: F.gelu(a["x"]), tol=4.0),
 ]

@@ -1,6 +1,6 @@
-"""``python -m dlkern bench gelu``: the fused tanh-approximation GELU, forward and
-backward, beside PyTorch (``F.gelu(approximate="tanh")``, ``aten.gelu_backward``) and the
-in-place NumPy passes it replaced."""
+"""``python -m dlkern bench gelu``: the fused GELU kernels (tanh approximation and exact),
+forward and backward, beside PyTorch (``F.gelu``, ``aten.gelu_backward``) and, for the tanh
+form, the in-place NumPy passes it replaced (NumPy has no erf)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,10 @@ def numpy_gelu(x, g=None):
     return t
 
 
-def gelu_case(op: str, rows: int, cols: int) -> Case:
+def gelu_case(kind: str, op: str, rows: int, cols: int) -> Case:
     forward = op == "forward"
+    name = f"gelu_{kind}"   # the ops / reference names: gelu_tanh, gelu_erf
+    approximate = "tanh" if kind == "tanh" else "none"
 
     def make():
         rng = rng_for(rows, cols)
@@ -49,30 +51,34 @@ def gelu_case(op: str, rows: int, cols: int) -> Case:
 
     def expected(inp):
         x, g = f64(inp["x"], inp["g"])
-        return (reference.gelu_tanh(x) if forward else reference.gelu_tanh_backward(g, x),)
+        return (getattr(reference, name)(x) if forward else getattr(reference, f"{name}_backward")(g, x),)
 
     def torch_gelu(inp, torch):
         tx, tg = torch.from_numpy(inp["x"]), torch.from_numpy(inp["g"])
         if forward:
-            return lambda: torch.nn.functional.gelu(tx, approximate="tanh")
-        return lambda: torch.ops.aten.gelu_backward(tg, tx, approximate="tanh")
+            return lambda: torch.nn.functional.gelu(tx, approximate=approximate)
+        return lambda: torch.ops.aten.gelu_backward(tg, tx, approximate=approximate)
 
     # Relative to |x| + 1: the 0.5 x (1 + tanh) form (PyTorch's, NumPy's) cancels for negative x.
-    return Case((op, f"{rows}x{cols}"), make, {
-        "dlkern": lambda inp, torch: ((lambda: ops.gelu_tanh(inp["x"])) if forward
-                                      else (lambda: ops.gelu_tanh_backward(inp["g"], inp["x"]))),
+    fwd, bwd = getattr(ops, name), getattr(ops, f"{name}_backward")
+    libraries = {
+        "dlkern": lambda inp, torch: ((lambda: fwd(inp["x"])) if forward else (lambda: bwd(inp["g"], inp["x"]))),
         "torch": torch_gelu,
-        "numpy": lambda inp, torch: lambda: numpy_gelu(inp["x"], None if forward else inp["g"]),
-    }, expected, (2 if forward else 3) * rows * cols * 4.0, tol=1e-5,
+    }
+    if kind == "tanh":
+        libraries["numpy"] = lambda inp, torch: lambda: numpy_gelu(inp["x"], None if forward else inp["g"])
+    return Case((kind, op, f"{rows}x{cols}"), make, libraries, expected, (2 if forward else 3) * rows * cols * 4.0, tol=1e-5,
         compare=lambda got, want, inp, i: float((np.abs(got - want) / (np.abs(inp["x"]) + 1)).max()))
 
 
 BENCH = Bench(
-    "gelu", "fused tanh-approximation GELU, forward and backward, against PyTorch and NumPy",
-    "dlkern GELU (tanh approximation) benchmark", ("op", "shape"),
-    lambda args: [gelu_case(op, *s) for s in pick(args, [(2048, 768), (16384, 3072)], [(256, 768)])
+    "gelu", "fused GELU (tanh approximation and exact), forward and backward, against PyTorch and NumPy",
+    "dlkern GELU benchmark", ("gelu", "op", "shape"),
+    lambda args: [gelu_case(kind, op, *s) for kind in ("tanh", "erf")
+                  for s in pick(args, [(2048, 768), (16384, 3072)], [(256, 768)])
                   for op in ("forward", "backward")],
     extra_arguments=shapes_arg("ROWSxCOLS", "2048x768,16384x3072"),
     method=["- **method**: float32, standard-normal * 3 input, fresh outputs (as in training). PyTorch: "
-            "`F.gelu(x, approximate='tanh')` and `aten.gelu_backward`; NumPy: in-place float32 passes. GB/s "
+            "`F.gelu(x, approximate=...)` and `aten.gelu_backward`; NumPy (tanh only; NumPy has no erf): "
+            "in-place float32 passes. GB/s "
             "counts x in, y out (forward) and grad, x in, dx out (backward)."])

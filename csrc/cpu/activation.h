@@ -10,8 +10,11 @@
 // X(name, Kernel):
 //  gelu_tanh  y = x * sigmoid(2 z), z = sqrt(2/pi) (x + 0.044715 x^3) (GPT-2's GELU);
 //             dx = dy * (s + x s (1 - s) 2 dz/dx), s = sigmoid(2 z).
+//  gelu_erf   y = x Phi(x), Phi(x) = 0.5 (1 + erf(x / sqrt 2)) (the exact GELU);
+//             dx = dy * (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
 #define DLKERN_ACTIVATIONS(X) \
-  X(gelu_tanh, GeluTanh)
+  X(gelu_tanh, GeluTanh)      \
+  X(gelu_erf, GeluErf)
 
 namespace dlkern::cpu {
 

@@ -43,3 +43,26 @@ struct GeluTanh {
       S::store_tail(dx + i, bwd1(S::load_tail(dy + i, n - i, T(0)), S::load_tail(x + i, n - i, T(0))), n - i);
   }
 };
+
+// GELU (exact): erf per element from the C library (correctly rounded to ~1 ulp in
+// float32 and float64; no vector erf here yet), so the loop is scalar on every ISA.
+// erf(NaN) is NaN, and x = -inf gives -inf * 0 = NaN, as in PyTorch.
+template <typename S>
+struct GeluErf {
+  using T = typename S::T;
+  static constexpr double kInvSqrt2 = 0.7071067811865476;     // 1 / sqrt(2)
+  static constexpr double kInvSqrt2Pi = 0.3989422804014327;   // 1 / sqrt(2 pi)
+
+  static T cdf(T x) { return T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2))); }
+
+  static void forward(const T* x, T* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * cdf(x[i]);
+  }
+
+  static void backward(const T* dy, const T* x, T* dx, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = x[i];
+      dx[i] = dy[i] * (cdf(v) + v * T(kInvSqrt2Pi) * std::exp(T(-0.5) * v * v));
+    }
+  }
+};

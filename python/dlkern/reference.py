@@ -29,7 +29,7 @@ KERNELS = (
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "cross_entropy", "cross_entropy_forward", "cross_entropy_backward",
     "attention_forward", "attention_backward", "decode_attention", "kv_cache_append", "rope", "rope_backward",
-    "gelu_tanh", "gelu_tanh_backward", "erf", "sigmoid", "relu",
+    "gelu_tanh", "gelu_tanh_backward", "gelu_erf", "gelu_erf_backward", "erf", "sigmoid", "relu",
 )
 
 
@@ -101,6 +101,19 @@ def gelu_tanh_backward(grad_out, x):
     x = f64(x)
     s = _gelu_sigmoid(x)
     return f64(grad_out) * (s + x * s * (1.0 - s) * 2.0 * _C0 * (1.0 + 3.0 * _K * x * x))
+
+
+def gelu_erf(x):
+    """The exact GELU, x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))."""
+    x = f64(x)
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def gelu_erf_backward(grad_out, x):
+    """grad_out (Phi(x) + x phi(x)), phi the standard normal density."""
+    x = f64(x)
+    phi = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    return f64(grad_out) * (0.5 * (1.0 + erf(x / math.sqrt(2.0))) + x * phi)
 
 
 # ----------------------------------------------------------------------------- softmax

@@ -1,6 +1,8 @@
 """The CUDA device namespace: arrays are DeviceArrays of dlkern._C_cuda (or of a stand-in
 module with the same functions, in tests); see dlkern.devices."""
 
+import math
+
 import numpy as np
 
 from ..device_array import basic_view, install, leading_arrays, promote
@@ -163,6 +165,20 @@ class CUDADevice:
         """None: reading a device array's min and max would synchronise with the device;
         the kernels that index with x check its bounds themselves."""
         return None
+
+    # ---- kernels of dlkern._C with no CUDA kernel yet, composed from the module's primitives
+    # (a CUDA kernel can replace each once a GPU can verify it)
+    def gelu_erf(self, x):
+        """x Phi(x), Phi(x) = 0.5 (1 + erf(x / sqrt 2)): the exact GELU."""
+        return x * self._normal_cdf(x)
+
+    def gelu_erf_backward(self, grad_out, x):
+        """grad_out (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
+        pdf = self.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+        return grad_out * (self._normal_cdf(x) + x * pdf)
+
+    def _normal_cdf(self, x):
+        return 0.5 * (1 + self.erf(x * (1.0 / math.sqrt(2.0))))
 
     # ---- views and copies built on the module's primitives
     def broadcast_to(self, x, shape):

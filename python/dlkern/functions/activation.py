@@ -1,14 +1,11 @@
 """Activations: tanh, sigmoid, relu, leaky_relu, elu, gelu (exact and tanh), selu,
 softplus, silu."""
 
-import math
 
 from ..autograd import Function
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class Tanh(Function):
@@ -77,8 +74,9 @@ class Elu(Function):
 
 
 class Gelu(Function):
-    """approximate="tanh" is the fused kernel pair (dlkern.ops.gelu_tanh: one pass each
-    way, the backward recomputes from the input); "none" is exact, via erf."""
+    """approximate="tanh" and "none" (exact, via erf) are fused kernel pairs
+    (dlkern.ops.gelu_tanh, dlkern.ops.gelu_erf: one pass each way, the backward recomputes
+    from the input)."""
 
     @staticmethod
     def forward(ctx, a, approximate):
@@ -86,7 +84,7 @@ class Gelu(Function):
         ctx.approximate = approximate
         if approximate == "tanh":
             return ctx.device.gelu_tanh(a)
-        return 0.5 * a * (1 + ctx.device.erf(a * _INV_SQRT_2))
+        return ctx.device.gelu_erf(a)
 
     @staticmethod
     def backward(ctx, g):
@@ -94,9 +92,7 @@ class Gelu(Function):
         a = ctx.saved
         if ctx.approximate == "tanh":
             return dev.gelu_tanh_backward(g, a), None
-        cdf = 0.5 * (1 + dev.erf(a * _INV_SQRT_2))
-        pdf = _INV_SQRT_2PI * dev.exp(-0.5 * a * a)
-        return g * (cdf + a * pdf), None
+        return dev.gelu_erf_backward(g, a), None
 
 
 class Selu(Function):
