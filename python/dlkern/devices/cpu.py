@@ -5,7 +5,6 @@ import numpy as np
 
 from .. import ops
 from ..generator import RNG
-from . import erf_fit
 
 
 def _sigmoid(x):
@@ -48,7 +47,6 @@ class CPUDevice:
     where = staticmethod(np.where)
     logaddexp = staticmethod(np.logaddexp)
     sigmoid = staticmethod(_sigmoid)
-    erf = staticmethod(erf_fit.erf)  # a Chebyshev fit until the C++ gelu_erf kernel
     sum = staticmethod(np.sum)
     mean = staticmethod(np.mean)
     amax = staticmethod(np.amax)
