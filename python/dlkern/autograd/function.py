@@ -29,6 +29,28 @@ class Function:
         # The hot path of every op: one pass over the arguments, no generators.
         ctx = object.__new__(cls)
         device = first = None
+        if not GradMode.enabled:
+            # Nothing is recorded (inference, generation): no parents, and no input will
+            # get a gradient, so the arrays and the device are all the op needs. A decode
+            # step is dozens of these on tiny tensors, so the saved bookkeeping shows.
+            arrays = []
+            for a in args:
+                if isinstance(a, TensorBase):
+                    if device is None:
+                        device = a.device
+                        first = a
+                    elif a.device is not device:
+                        raise RuntimeError(
+                            f"{cls.__name__}: expected all tensors on the same device, got {device} and {a.device}")
+                    arrays.append(a.data)
+                else:
+                    arrays.append(a)
+            ctx.device = device
+            ctx.needs_input_grad = (False,) * len(args)
+            out = cls.forward(ctx, *arrays)
+            if out.__class__ is not device.array_type:
+                out = device.asarray(out)
+            return first._make(out, device, False, None)
         need = False
         arrays = []
         parents = []
