@@ -160,7 +160,13 @@ class MultiheadAttention(Module):
 
     def _check_inputs(self, query, key, value):
         name = type(self).__name__
-        for arg, t, dim in (("query", query, self.embed_dim), ("key", key, self.kdim), ("value", value, self.vdim)):
+        args = (("query", query, self.embed_dim),)
+        if query is key and key is value and self._qkv_same_embed_dim:
+            single = True  # self-attention: key and value are the query, checked once (each decode step)
+        else:
+            single = False
+            args += (("key", key, self.kdim), ("value", value, self.vdim))
+        for arg, t, dim in args:
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name}: {arg} must be a Tensor, got {type(t).__name__}")
             if t.ndim not in (2, 3) or t.shape[-1] != dim:
@@ -169,6 +175,8 @@ class MultiheadAttention(Module):
             if t.ndim != query.ndim:
                 raise ValueError(f"{name}: query {tuple(query.shape)} and {arg} {tuple(t.shape)} must both be "
                                  f"batched or both unbatched")
+        if single:
+            return
         bdim = 0 if (self.batch_first or query.ndim == 2) else 1
         if query.ndim == 3 and not (query.shape[bdim] == key.shape[bdim] == value.shape[bdim]):
             raise ValueError(f"{name}: query {tuple(query.shape)}, key {tuple(key.shape)} and value "
