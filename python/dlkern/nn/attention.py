@@ -240,14 +240,15 @@ class MultiheadAttention(Module):
         h, kv = self.num_heads, self.num_kv_heads
         offset = cache.offset
         n, tgt_len = q_in.shape[0], q_in.shape[1]
-        pad = cache.padding_mask(offset + tgt_len)
-        if pad is not None:
+        if cache.start is not None:
             if key_padding_mask is not None:
                 raise ValueError("MultiheadAttention: a cache with per-row starts masks its padding itself; "
                                  "pass no key_padding_mask")
-            key_padding_mask = pad
-        mask = merge_masks(attn_mask, key_padding_mask, n, h, tgt_len, offset + tgt_len, q_in.dtype,
-                           device=q_in.device)
+            key_padding_mask = cache.padding_mask(offset + tgt_len)
+        mask = None  # (the common decode step: no masks, no call)
+        if attn_mask is not None or key_padding_mask is not None:
+            mask = merge_masks(attn_mask, key_padding_mask, n, h, tgt_len, offset + tgt_len, q_in.dtype,
+                               device=q_in.device)
         proj = self._project(q_in, k_in, v_in, packed)
         return _FA.DecodeAttention.apply(*proj, cache, h, kv, mask, self.rope_base if self.rope else None)
 
