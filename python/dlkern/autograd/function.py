@@ -26,13 +26,14 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        # The hot path of every op: one pass over the arguments, no generators.
+        # The hot path of every op: one pass over the arguments, no generators. Under
+        # no_grad nothing is recorded (inference, generation: dozens of ops on tiny tensors
+        # per decode step), so no needs list is built and no parents are kept.
         ctx = object.__new__(cls)
         device = first = None
         need = False
         arrays = []
-        parents = []
-        needs = []
+        needs = [] if GradMode.enabled else None
         for a in args:
             if isinstance(a, TensorBase):
                 if device is None:
@@ -42,22 +43,24 @@ class Function:
                     raise RuntimeError(
                         f"{cls.__name__}: expected all tensors on the same device, got {device} and {a.device}")
                 arrays.append(a.data)
-                if a.requires_grad:
-                    need = True
-                    parents.append(a)
-                    needs.append(True)
-                    continue
+                if needs is not None:
+                    if a.requires_grad:
+                        need = True
+                        needs.append(True)
+                        continue
+                    needs.append(False)
             else:
                 arrays.append(a)
-            parents.append(None)
-            needs.append(False)
+                if needs is not None:
+                    needs.append(False)
         ctx.device = device
-        ctx.needs_input_grad = needs
+        # (under no_grad no input will get a gradient)
+        ctx.needs_input_grad = (False,) * len(args) if needs is None else needs
         out = cls.forward(ctx, *arrays)
         if out.__class__ is not device.array_type:
             out = device.asarray(out)  # NumPy returns scalars from 0-d math; keep arrays
-        if need and GradMode.enabled:
-            ctx.parents = parents
+        if need:
+            ctx.parents = [a if n else None for a, n in zip(args, needs)]
             return first._make(out, device, True, ctx)
         return first._make(out, device, False, None)
 

@@ -38,14 +38,60 @@ class Rope(Function):
         return ctx.device.rope_backward(ctx.device.contiguous(g), *ctx.args), None, None
 
 
+def _split_heads(q, k, v, heads, kv_heads):
+    """Projections laid out (B, T, heads * D) -> strided head views (B, heads, T, D); a
+    packed self-attention projection (B, T, (Hq + 2 Hkv) * D) comes as q with k = v = None."""
+    b, tq = q.shape[0], q.shape[1]
+    if k is None:
+        d = q.shape[2] // (heads + 2 * kv_heads)
+        x = q.reshape(b, tq, heads + 2 * kv_heads, d).transpose(0, 2, 1, 3)
+        return x[:, :heads], x[:, heads:heads + kv_heads], x[:, heads + kv_heads:]
+    return (q.reshape(b, tq, heads, -1).transpose(0, 2, 1, 3),
+            k.reshape(b, k.shape[1], kv_heads, -1).transpose(0, 2, 1, 3),
+            v.reshape(b, v.shape[1], kv_heads, -1).transpose(0, 2, 1, 3))
+
+
+def _rope_slots(dev, x, offset, start, base):
+    """RoPE of x (B, H, T, D) in cache slots offset..offset+T-1. With per-row starts (a
+    ragged batch), row b's slot s is at position s - start[b] and its slots before
+    start[b] (padding, never attended) are left as they are. (RoPE scores depend only on
+    position differences, so the shift changes rounding only: it gives each row the
+    rotations of its true positions, as when it is decoded alone.)"""
+    if start is None:
+        return dev.rope(dev.contiguous(x), offset, base)
+    t = x.shape[2]
+    rows = []
+    for i, s in enumerate(int(v) for v in start):
+        row = x[i:i + 1]
+        j0 = min(max(s - offset, 0), t)
+        if j0 < t:
+            rotated = dev.rope(dev.contiguous(row[:, :, j0:]), offset + j0 - s, base)
+            row = rotated if j0 == 0 else dev.concatenate([row[:, :, :j0], rotated], 2)
+        rows.append(row)
+    return dev.concatenate(rows, 0)
+
+
 class DecodeAttention(Function):
-    """Queries of the last Tq cache positions against the first ``length`` positions of a
-    KV cache (causal, bottom-right aligned). The cache is written in place by appends, so
-    no gradient can flow through it: this op is for inference (under no_grad)."""
+    """The head-level part of attention against a KV cache (incremental decoding), on
+    projections laid out as MultiHeadAttention's: split the heads, RoPE on queries and
+    keys at the cache's slots (when rope_base is not None), append the keys and values to
+    the cache, attend with the queries of the last Tq cache positions to every cached
+    position (causal, bottom-right aligned, the device's decode_attention on the cache in
+    place), merge the heads -> (B, Tq, Hq * Dv). One op per layer and step, as a decode
+    step is a few microseconds per op. The cache is written in place, so no gradient can
+    flow through it: this op is for inference (under no_grad)."""
 
     @staticmethod
-    def forward(ctx, q, k_cache, v_cache, length, attn_mask, scale):
-        return ctx.device.decode_attention(ctx.device.contiguous(q), k_cache, v_cache, length, attn_mask, scale)
+    def forward(ctx, q, k, v, cache, heads, kv_heads, attn_mask, rope_base):
+        dev = ctx.device
+        b, tq = q.shape[0], q.shape[1]
+        qh, kh, vh = _split_heads(q, k, v, heads, kv_heads)
+        if rope_base is not None:
+            qh = _rope_slots(dev, qh, cache.offset, cache.start, rope_base)
+            kh = _rope_slots(dev, kh, cache.offset, cache.start, rope_base)
+        length = cache.append(kh, vh)
+        out = dev.decode_attention(dev.contiguous(qh), cache.k, cache.v, length, attn_mask, None)
+        return dev.contiguous(out.transpose(0, 2, 1, 3)).reshape(b, tq, -1)
 
     @staticmethod
     def backward(ctx, g):
@@ -65,14 +111,7 @@ class MultiHeadAttention(Function):
                 rope_base):
         dev = ctx.device
         b, tq = q.shape[0], q.shape[1]
-        if k is None:
-            d = q.shape[2] // (heads + 2 * kv_heads)
-            x = q.reshape(b, tq, heads + 2 * kv_heads, d).transpose(0, 2, 1, 3)
-            qh, kh, vh = x[:, :heads], x[:, heads:heads + kv_heads], x[:, heads + kv_heads:]
-        else:
-            qh = q.reshape(b, tq, heads, -1).transpose(0, 2, 1, 3)
-            kh = k.reshape(b, k.shape[1], kv_heads, -1).transpose(0, 2, 1, 3)
-            vh = v.reshape(b, v.shape[1], kv_heads, -1).transpose(0, 2, 1, 3)
+        qh, kh, vh = _split_heads(q, k, v, heads, kv_heads)
         if rope_offset is not None:
             qh, kh = dev.rope(dev.contiguous(qh), rope_offset, rope_base), dev.rope(dev.contiguous(kh), rope_offset,
                                                                                    rope_base)

@@ -224,12 +224,13 @@ class GPT(nn.Module):
             cache.start = start
         rows = np.arange(b)
         with no_grad():
-            logits = self(Tensor(tokens).to(device), cache=caches)
+            # host tokens go in as they are: the embedding copies them to the device
+            logits = self(tokens, cache=caches)
             for step in range(max_new_tokens):
                 nxt = _sample(device.to_host(logits.data[:, -1]), temperature, top_k, rng)
                 out[rows, lengths + step] = nxt
                 if step + 1 < max_new_tokens:
-                    logits = self(Tensor(nxt[:, None].astype(np.int64)).to(device), cache=caches)
+                    logits = self(nxt[:, None].astype(np.int64), cache=caches)
         return out
 
 

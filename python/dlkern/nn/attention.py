@@ -8,7 +8,6 @@ import numpy as np
 from .. import ops
 from ..device import array_namespace, device as _get_device
 from ..functions import attention as _FA
-from ..creation import cat
 from ..dtypes import as_dtype as _as_dtype
 from ..tensor import Tensor
 from . import functional as F
@@ -161,7 +160,13 @@ class MultiheadAttention(Module):
 
     def _check_inputs(self, query, key, value):
         name = type(self).__name__
-        for arg, t, dim in (("query", query, self.embed_dim), ("key", key, self.kdim), ("value", value, self.vdim)):
+        args = (("query", query, self.embed_dim),)
+        if query is key and key is value and self._qkv_same_embed_dim:
+            single = True  # self-attention: key and value are the query, checked once (each decode step)
+        else:
+            single = False
+            args += (("key", key, self.kdim), ("value", value, self.vdim))
+        for arg, t, dim in args:
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name}: {arg} must be a Tensor, got {type(t).__name__}")
             if t.ndim not in (2, 3) or t.shape[-1] != dim:
@@ -170,6 +175,8 @@ class MultiheadAttention(Module):
             if t.ndim != query.ndim:
                 raise ValueError(f"{name}: query {tuple(query.shape)} and {arg} {tuple(t.shape)} must both be "
                                  f"batched or both unbatched")
+        if single:
+            return
         bdim = 0 if (self.batch_first or query.ndim == 2) else 1
         if query.ndim == 3 and not (query.shape[bdim] == key.shape[bdim] == value.shape[bdim]):
             raise ValueError(f"{name}: query {tuple(query.shape)}, key {tuple(key.shape)} and value "
@@ -203,12 +210,7 @@ class MultiheadAttention(Module):
             mask = merge_masks(attn_mask, key_padding_mask, n, self.num_heads, tgt_len, src_len, query.dtype,
                                device=query.device)
             dropout_p = self.dropout if self.training else 0.0
-            if packed:
-                proj = (F.linear(q_in, self.in_proj_weight, self.in_proj_bias), None, None)
-            else:
-                (wq, wk, wv), (bq, bk, bv) = self._weights()
-                proj = (F.linear(q_in, wq, bq), F.linear(k_in, wk, bk), F.linear(v_in, wv, bv))
-            out = _FA.MultiHeadAttention.apply(*proj, self.num_heads, self.num_kv_heads, mask, bool(is_causal), None,
+            out = _FA.MultiHeadAttention.apply(*self._project(q_in, k_in, v_in, packed), self.num_heads, self.num_kv_heads, mask, bool(is_causal), None,
                                                float(dropout_p), F._attention_seed(dropout_p),
                                                0 if self.rope else None, float(self.rope_base))
         out = self.out_proj(out)
@@ -224,29 +226,13 @@ class MultiheadAttention(Module):
             out = out.transpose(0, 1)
         return out, weights
 
-    def _heads(self, x, w, b, heads):
-        """Project x (N, T, *) with w, b into (N, heads, T, head_dim)."""
-        y = F.linear(x, w, b)
-        return y.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
-
-    def _rope_rows(self, x, offset, start):
-        """RoPE of x (N, H, T, D) in cache slots offset..offset+T-1; with per-row starts
-        (a ragged batch), row b's slot s is at position s - start[b] and its slots before
-        start[b] (padding, never attended) are left as they are. (RoPE scores depend only
-        on position differences, so the shift changes rounding only: it gives each row the
-        rotations of its true positions, as when it is decoded alone.)"""
-        if start is None:
-            return F.rope(x, offset, self.rope_base)
-        t = x.shape[2]
-        rows = []
-        for i, s in enumerate(int(v) for v in start):
-            row = x[i:i + 1]
-            j0 = min(max(s - offset, 0), t)
-            if j0 < t:
-                rotated = F.rope(row[:, :, j0:], offset + j0 - s, self.rope_base)
-                row = rotated if j0 == 0 else cat([row[:, :, :j0], rotated], 2)
-            rows.append(row)
-        return cat(rows, 0)
+    def _project(self, q_in, k_in, v_in, packed):
+        """The q, k, v projections (N, T, heads * head_dim); packed self-attention is one
+        projection (N, T, (heads + 2 * kv_heads) * head_dim) with None for k and v."""
+        if packed:
+            return F.linear(q_in, self.in_proj_weight, self.in_proj_bias), None, None
+        (wq, wk, wv), (bq, bk, bv) = self._weights()
+        return F.linear(q_in, wq, bq), F.linear(k_in, wk, bk), F.linear(v_in, wv, bv)
 
     def _cached(self, q_in, k_in, v_in, packed, cache, key_padding_mask, attn_mask):
         if not isinstance(cache, KVCache):
@@ -254,28 +240,17 @@ class MultiheadAttention(Module):
         h, kv = self.num_heads, self.num_kv_heads
         offset = cache.offset
         n, tgt_len = q_in.shape[0], q_in.shape[1]
-        pad = cache.padding_mask(offset + tgt_len)
-        if pad is not None:
+        if cache.start is not None:
             if key_padding_mask is not None:
                 raise ValueError("MultiheadAttention: a cache with per-row starts masks its padding itself; "
                                  "pass no key_padding_mask")
-            key_padding_mask = pad
-        mask = merge_masks(attn_mask, key_padding_mask, n, h, tgt_len, offset + tgt_len, q_in.dtype,
-                           device=q_in.device)
-        if packed:
-            # one projection for q, k and v (a decode step is a few microseconds per op)
-            qkv = self._heads(q_in, self.in_proj_weight, self.in_proj_bias, h + 2 * kv)
-            q, k, v = qkv[:, :h], qkv[:, h:h + kv], qkv[:, h + kv:]
-        else:
-            (wq, wk, wv), (bq, bk, bv) = self._weights()
-            q = self._heads(q_in, wq, bq, h)
-            k = self._heads(k_in, wk, bk, kv)
-            v = self._heads(v_in, wv, bv, kv)
-        if self.rope:
-            q, k = self._rope_rows(q, offset, cache.start), self._rope_rows(k, offset, cache.start)
-        cache.append(k.data, v.data)
-        out = _FA.DecodeAttention.apply(q, cache.k, cache.v, cache.offset, mask, None)
-        return out.transpose(1, 2).reshape(n, tgt_len, self.embed_dim)
+            key_padding_mask = cache.padding_mask(offset + tgt_len)
+        mask = None  # (the common decode step: no masks, no call)
+        if attn_mask is not None or key_padding_mask is not None:
+            mask = merge_masks(attn_mask, key_padding_mask, n, h, tgt_len, offset + tgt_len, q_in.dtype,
+                               device=q_in.device)
+        proj = self._project(q_in, k_in, v_in, packed)
+        return _FA.DecodeAttention.apply(*proj, cache, h, kv, mask, self.rope_base if self.rope else None)
 
     def _attention_weights(self, q_in, k_in, attn_mask, key_padding_mask, is_causal, average, cache):
         """softmax(q k^T / sqrt(d) + masks) from the same projections, in NumPy (no gradient)."""

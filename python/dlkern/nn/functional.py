@@ -8,7 +8,7 @@ import numpy as np
 from ..device import array_namespace
 from .. import functions as _F
 from ..generator import RNG as _RNG
-from ..tensor import Tensor, tensor as _tensor, gelu as _gelu
+from ..tensor import Tensor, tensor as _tensor
 from ..functions.activation import SELU_ALPHA, SELU_SCALE
 from ..functions import attention as _FA
 
@@ -38,10 +38,13 @@ def _reduce(loss, reduction):
 
 
 def _same_dtype(op, *tensors):
-    ts = [t for t in tensors if isinstance(t, Tensor)]
-    for t in ts[1:]:
-        if t.dtype != ts[0].dtype:
-            raise TypeError(f"{op}: dtype mismatch: {ts[0].dtype} and {t.dtype}")
+    first = None  # one pass, no list: linear runs this on every projection of a decode step
+    for t in tensors:
+        if isinstance(t, Tensor):
+            if first is None:
+                first = t.data.dtype
+            elif t.data.dtype != first:
+                raise TypeError(f"{op}: dtype mismatch: {first} and {t.data.dtype}")
 
 
 # ---------------------------------------------------------------------- layers
@@ -90,12 +93,14 @@ def adaptive_avg_pool2d(input, output_size):
 
 
 def _norm_shape(normalized_shape):
+    if normalized_shape.__class__ is tuple:  # the modules' form, checked first
+        return normalized_shape
     return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     normalized_shape = _norm_shape(normalized_shape)
-    if tuple(input.shape[-len(normalized_shape):]) != normalized_shape:
+    if tuple(input.data.shape[-len(normalized_shape):]) != normalized_shape:
         raise ValueError(f"layer_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
     return _F.LayerNorm.apply(input, normalized_shape, weight, bias, eps)
 
@@ -210,7 +215,7 @@ def elu(input, alpha=1.0):
 
 
 def gelu(input, approximate="none"):
-    return _gelu(input, approximate)
+    return input.gelu(approximate)
 
 
 def selu(input):

@@ -60,7 +60,7 @@ class KVCache:
         except TypeError:  # host data that is not an array yet
             x = np.asarray(x)
             where = array_namespace(x)
-        if where != self.device:
+        if where is not self.device and where != self.device:
             raise TypeError(f"KVCache.append: {name} is on {where} but the cache is on {self.device}")
         a = x
         b, h, _, d = self.k.shape

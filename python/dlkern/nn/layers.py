@@ -298,6 +298,8 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x):
+        if not self.training:  # identity in eval (F.dropout's rule), without the call
+            return x
         return F.dropout(x, self.p, self.training)
 
     def extra_repr(self):
@@ -344,8 +346,15 @@ def _activation(name, fn, params=()):
         for key, v in values.items():
             object.__setattr__(self, key, v)
 
-    def forward(self, x):
-        return fn(x, *(getattr(self, key) for key, _ in params))
+    keys = tuple(key for key, _ in params)
+    if len(keys) == 1:  # (GELU's approximate, ...): no generator per call
+        key = keys[0]
+
+        def forward(self, x):
+            return fn(x, getattr(self, key))
+    else:
+        def forward(self, x):
+            return fn(x, *(getattr(self, key) for key in keys))
 
     def extra_repr(self):
         return ", ".join(f"{key}={getattr(self, key)!r}" for key, _ in params)

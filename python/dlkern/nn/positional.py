@@ -75,8 +75,8 @@ class LearnedPositionalEmbedding(Embedding):
             return x + _gather_rows(self.weight, positions, self.num_embeddings, type(self).__name__)
         t = x.shape[-2]
         _check_span(type(self).__name__, offset, t, self.num_embeddings)
-        return x + F.embedding(Tensor._make(self.weight.device.arange(offset, offset + t), self.weight.device,
-                                            False, None), self.weight)
+        # rows offset..offset+t-1 as a slice (checked above): one op, no index array to bounds-check
+        return x + self.weight[offset:offset + t]
 
 
 class RotaryEmbedding(Module):
