@@ -247,6 +247,15 @@ def _conv_arrays(data, g, nd, causal):
     return x, w
 
 
+def _conv_setup(data, name):
+    """What a conv case and its backward's case share: (nd, causal, geometry, x, weight)."""
+    nd = 2 if name.startswith("conv2d") else 1
+    causal = name.startswith("causal")
+    g = conv_geometry(data, nd, causal)
+    x, w = _conv_arrays(data, g, nd, causal)
+    return nd, causal, g, x, w
+
+
 def _conv_geom_kwargs(g, nd, causal):
     if causal:
         return dict(dilation=g["dil"][0], groups=g["groups"])
@@ -255,11 +264,8 @@ def _conv_geom_kwargs(g, nd, causal):
 
 @builder("conv2d", "conv1d", "causal_conv1d")
 def build_conv(data, name):
-    nd = 2 if name == "conv2d" else 1
-    causal = name.startswith("causal")
-    g = conv_geometry(data, nd, causal)
+    nd, causal, g, x, w = _conv_setup(data, name)
     dt = g["dt"]
-    x, w = _conv_arrays(data, g, nd, causal)
     b = array(data, (g["O"],), dt, label="bias_layout") if flag(data, "bias") else None
     exp = _conv_ref_fwd(nd, x, w, b, g, causal)
     scale = math.sqrt(g["cg"] * math.prod(g["K"]) + 1) * amax(x) * amax(w) + amax(b)
@@ -272,11 +278,8 @@ def build_conv(data, name):
 
 @builder("conv2d_backward", "conv1d_backward", "causal_conv1d_backward")
 def build_conv_backward(data, name):
-    nd = 2 if name == "conv2d_backward" else 1
-    causal = name.startswith("causal")
-    g = conv_geometry(data, nd, causal)
+    nd, causal, g, x, w = _conv_setup(data, name)
     dt = g["dt"]
-    x, w = _conv_arrays(data, g, nd, causal)
     out = g["L"] if causal else g["out"]
     go = array(data, (g["N"], g["O"]) + out, dt, label="grad_out_layout")
     need = tuple(flag(data, f"need_{k}") for k in ("dx", "dw", "db"))
