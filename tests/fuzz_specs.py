@@ -223,20 +223,15 @@ def conv_bad(g, nd, dt, kwargs, causal=False):
     return bad
 
 
-def _conv_ref_fwd(nd, x, w, b, g, causal=False):
-    if causal:
-        return ref.causal_conv1d(x, w, b, g["dil"][0], g["groups"])
-    if nd == 2:
-        return ref.conv2d(x, w, b, g["stride"], g["pads"], g["dil"], g["groups"])
-    return ref.conv1d(x, w, b, g["stride"][0], g["pads"][0], g["dil"][0], g["groups"])
-
-
-def _conv_ref_bwd(nd, go, x, w, g, causal=False):
-    if causal:
-        return ref.causal_conv1d_backward(go, x, w, g["dil"][0], g["groups"])
-    if nd == 2:
-        return ref.conv2d_backward(go, x, w, g["stride"], g["pads"], g["dil"], g["groups"])
-    return ref.conv1d_backward(go, x, w, g["stride"][0], g["pads"][0], g["dil"][0], g["groups"])
+def _conv_ref(name, g, *arrays):
+    """The NumPy reference of conv kernel `name` (forward or backward) for geometry g."""
+    if name.startswith("causal"):
+        geom = (g["dil"][0], g["groups"])
+    elif name.startswith("conv2d"):
+        geom = (g["stride"], g["pads"], g["dil"], g["groups"])
+    else:
+        geom = (g["stride"][0], g["pads"][0], g["dil"][0], g["groups"])
+    return getattr(ref, name)(*arrays, *geom)
 
 
 def _conv_arrays(data, g, nd, causal):
@@ -267,7 +262,7 @@ def build_conv(data, name):
     nd, causal, g, x, w = _conv_setup(data, name)
     dt = g["dt"]
     b = array(data, (g["O"],), dt, label="bias_layout") if flag(data, "bias") else None
-    exp = _conv_ref_fwd(nd, x, w, b, g, causal)
+    exp = _conv_ref(name, g, x, w, b)
     scale = math.sqrt(g["cg"] * math.prod(g["K"]) + 1) * amax(x) * amax(w) + amax(b)
     kwargs = dict(x=x, weight=w, bias=b, **_conv_geom_kwargs(g, nd, causal))
     return Case(name, kwargs, lambda res: close(name, res, exp, dt, scale), extreme=_extreme(g),
@@ -283,7 +278,7 @@ def build_conv_backward(data, name):
     out = g["L"] if causal else g["out"]
     go = array(data, (g["N"], g["O"]) + out, dt, label="grad_out_layout")
     need = tuple(flag(data, f"need_{k}") for k in ("dx", "dw", "db"))
-    dx, dw, db = _conv_ref_bwd(nd, go, x, w, g, causal)
+    dx, dw, db = _conv_ref(name, g, go, x, w)
     n_out = g["N"] * math.prod(out)
     scales = (math.sqrt(g["O"] * math.prod(g["K"]) + 1) * amax(go) * amax(w),
               math.sqrt(n_out + 1) * amax(go) * amax(x), math.sqrt(n_out + 1) * amax(go))
