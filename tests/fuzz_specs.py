@@ -625,12 +625,17 @@ def _softmax_bad(dt, x, nd, out_name="out"):
     return bad
 
 
-@builder("softmax", "log_softmax")
-def build_softmax(data, name):
+def _softmax_geometry(data):
+    """The dtype, shape, rank and dim of a softmax case (forward or backward)."""
     dt = dtype(data)
     shape = _any_shape(data)
     nd = len(shape)
-    dim = data.draw(st.integers(-nd, nd - 1), label="dim")
+    return dt, shape, nd, data.draw(st.integers(-nd, nd - 1), label="dim")
+
+
+@builder("softmax", "log_softmax")
+def build_softmax(data, name):
+    dt, shape, nd, dim = _softmax_geometry(data)
     x = values(data, shape, dt, lo=-3, hi=3, special=(np.nan, -np.inf, np.inf, 0.0))
     slice_fill = choice(data, [None, -np.inf, np.nan], "all_slice")
     if slice_fill is not None:
@@ -658,10 +663,7 @@ def build_softmax(data, name):
 
 @builder("softmax_backward", "log_softmax_backward")
 def build_softmax_backward(data, name):
-    dt = dtype(data)
-    shape = _any_shape(data)
-    nd = len(shape)
-    dim = data.draw(st.integers(-nd, nd - 1), label="dim")
+    dt, shape, nd, dim = _softmax_geometry(data)
     x = values(data, shape, dt, lo=-3, hi=3)
     fwd = ref.softmax if name == "softmax_backward" else ref.log_softmax
     y = arrange(data, fwd(x, dim).astype(dt), label="y_layout")

@@ -30,6 +30,16 @@ from .generator import RNG, default_generator, manual_seed  # noqa: F401  (the l
 from .tensor_methods import TensorMethods, check_pair, index_arg
 
 
+def _comparison(op):
+    """A Tensor comparison or logical operator: `op` on the arrays, giving a tensor
+    without grad (Tensor._compare)."""
+
+    def method(self, other):
+        return self._compare(other, op)
+
+    return method
+
+
 def _operators(fn):
     """The operator methods of Function `fn`: (t op other, other op t), other checked
     against t by _operand."""
@@ -313,32 +323,18 @@ class Tensor(TensorMethods):
             other = other.data
         return Tensor._make(op(self.data, other), self.device, False, None)
 
-    def __eq__(self, other):
-        return self._compare(other, _operator.eq)
-
-    def __ne__(self, other):
-        return self._compare(other, _operator.ne)
-
-    def __lt__(self, other):
-        return self._compare(other, _operator.lt)
-
-    def __le__(self, other):
-        return self._compare(other, _operator.le)
-
-    def __gt__(self, other):
-        return self._compare(other, _operator.gt)
-
-    def __ge__(self, other):
-        return self._compare(other, _operator.ge)
+    __eq__ = _comparison(_operator.eq)
+    __ne__ = _comparison(_operator.ne)
+    __lt__ = _comparison(_operator.lt)
+    __le__ = _comparison(_operator.le)
+    __gt__ = _comparison(_operator.gt)
+    __ge__ = _comparison(_operator.ge)
 
     def __invert__(self):
         return Tensor._make(~self.data, self.device, False, None)
 
-    def __and__(self, other):
-        return self._compare(other, _operator.and_)
-
-    def __or__(self, other):
-        return self._compare(other, _operator.or_)
+    __and__ = _comparison(_operator.and_)
+    __or__ = _comparison(_operator.or_)
 
     # ------------------------------------------------------------------ in place (no grad)
     def _inplace_ok(self):
