@@ -223,6 +223,18 @@ def conv_bad(g, nd, dt, kwargs, causal=False):
     return bad
 
 
+def close_result(name, plain, res, dt, parts):
+    """A kernel with two forms: `plain` returns the first of `parts` alone, the other form
+    a tuple of all of them. parts: (label, expected, scale) each, checked with close."""
+    if name == plain:
+        _, expected, scale = parts[0]
+        close(name, res, expected, dt, scale)
+        return
+    assert isinstance(res, tuple) and len(res) == len(parts), f"{name}: expected a {len(parts)}-tuple"
+    for (label, expected, scale), got in zip(parts, res):
+        close(f"{name} {label}", got, expected, dt, scale)
+
+
 def _conv_ref(name, g, *arrays):
     """The NumPy reference of conv kernel `name` (forward or backward) for geometry g."""
     if name.startswith("causal"):
@@ -851,13 +863,8 @@ def build_group_norm(data, name):
     stat_scales = (amax(x) * math.sqrt(n + 1), r ** 3 * amax(x) ** 2 * math.sqrt(n + 1) + r)
 
     def check(res):
-        if name == "group_norm":
-            close(name, res, y, dt, y_scale)
-            return
-        assert isinstance(res, tuple) and len(res) == 3, f"{name}: expected a 3-tuple"
-        close(f"{name} y", res[0], y, dt, y_scale)
-        close(f"{name} mean", res[1], mean, dt, stat_scales[0])
-        close(f"{name} rstd", res[2], rstd, dt, stat_scales[1])
+        close_result(name, "group_norm", res, dt,
+                     [("y", y, y_scale), ("mean", mean, stat_scales[0]), ("rstd", rstd, stat_scales[1])])
 
     other = F64 if dt == F32 else F32
     bad = {
@@ -946,13 +953,9 @@ def build_batch_norm(data, name):
     y_scale = _norm_scales(x, rstd, w, count) + amax(b)
 
     def check(res):
-        if name == "batch_norm":
-            close(name, res, y, dt, y_scale)
-        else:
-            assert isinstance(res, tuple) and len(res) == 3, f"{name}: expected a 3-tuple"
-            close(f"{name} y", res[0], y, dt, y_scale)
-            close(f"{name} save_mean", res[1], mean, dt, amax(x) * math.sqrt(count + 1))
-            close(f"{name} save_rstd", res[2], rstd, dt, r ** 3 * amax(x) ** 2 * math.sqrt(count + 1) + r)
+        close_result(name, "batch_norm", res, dt,
+                     [("y", y, y_scale), ("save_mean", mean, amax(x) * math.sqrt(count + 1)),
+                      ("save_rstd", rstd, r ** 3 * amax(x) ** 2 * math.sqrt(count + 1) + r)])
         if running:
             close(f"{name} running_mean (in place)", rm, rm_new, dt, 1 + amax(x) * math.sqrt(count + 1))
             close(f"{name} running_var (in place)", rv, rv_new, dt, 1 + amax(x) ** 2 * math.sqrt(count + 1))
@@ -1098,12 +1101,8 @@ def build_cross_entropy(data, name):
     loss_scale = (4 + amax(x)) * amax(w) * (n if red != "none" else 1) * math.sqrt(c + 1)
 
     def check(res):
-        if name == "cross_entropy":
-            close(name, res, loss, dt, loss_scale)
-            return
-        assert isinstance(res, tuple) and len(res) == 2, f"{name}: expected (loss, lse)"
-        close(f"{name} loss", res[0], loss, dt, loss_scale)
-        close(f"{name} lse", res[1], lse, dt, 4 + amax(x) + math.log(c + 1))
+        close_result(name, "cross_entropy", res, dt,
+                     [("loss", loss, loss_scale), ("lse", lse, 4 + amax(x) + math.log(c + 1))])
 
     return Case(name, dict(input=x, target=target, weight=w, ignore_index=ii, reduction=red, label_smoothing=ls),
                 check, floats=("input", "weight"), required=("input", "target"), bad=_ce_bad(dt, x, c, sample))
