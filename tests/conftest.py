@@ -37,6 +37,14 @@ def threads(request):
     dlkern._C.set_min_work_scale(prev_scale)
 
 
+@pytest.fixture
+def corpus(tmp_path, request):
+    """A text file holding the test module's CORPUS_TEXT (what its CLI runs train on)."""
+    path = tmp_path / "corpus.txt"
+    path.write_text(request.module.CORPUS_TEXT)
+    return path
+
+
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
 def dtype(request):
     return request.param

@@ -19,3 +19,17 @@ requires_gpu = pytest.mark.skipif(
     "CUDA device/driver is present")
 no_gpu_only = pytest.mark.skipif(
     C is None or HAS_GPU, reason="checks the failure path of a build with CUDA on a machine without a GPU")
+
+
+def argument_error_test(cases, ids=None):
+    """A test over `cases` of (call, exception type, message pattern): each call must raise
+    before any device work, so it runs wherever the module is built, GPU or not. A file
+    names it ``test_..._argument_errors_before_device_work = argument_error_test([...])``."""
+
+    @requires_module
+    @pytest.mark.parametrize("call, exc, pattern", cases, ids=ids)
+    def test(call, exc, pattern):
+        with pytest.raises(exc, match=pattern):
+            call()
+
+    return test

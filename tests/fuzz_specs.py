@@ -223,20 +223,27 @@ def conv_bad(g, nd, dt, kwargs, causal=False):
     return bad
 
 
-def _conv_ref_fwd(nd, x, w, b, g, causal=False):
-    if causal:
-        return ref.causal_conv1d(x, w, b, g["dil"][0], g["groups"])
-    if nd == 2:
-        return ref.conv2d(x, w, b, g["stride"], g["pads"], g["dil"], g["groups"])
-    return ref.conv1d(x, w, b, g["stride"][0], g["pads"][0], g["dil"][0], g["groups"])
+def close_result(name, plain, res, dt, parts):
+    """A kernel with two forms: `plain` returns the first of `parts` alone, the other form
+    a tuple of all of them. parts: (label, expected, scale) each, checked with close."""
+    if name == plain:
+        _, expected, scale = parts[0]
+        close(name, res, expected, dt, scale)
+        return
+    assert isinstance(res, tuple) and len(res) == len(parts), f"{name}: expected a {len(parts)}-tuple"
+    for (label, expected, scale), got in zip(parts, res):
+        close(f"{name} {label}", got, expected, dt, scale)
 
 
-def _conv_ref_bwd(nd, go, x, w, g, causal=False):
-    if causal:
-        return ref.causal_conv1d_backward(go, x, w, g["dil"][0], g["groups"])
-    if nd == 2:
-        return ref.conv2d_backward(go, x, w, g["stride"], g["pads"], g["dil"], g["groups"])
-    return ref.conv1d_backward(go, x, w, g["stride"][0], g["pads"][0], g["dil"][0], g["groups"])
+def _conv_ref(name, g, *arrays):
+    """The NumPy reference of conv kernel `name` (forward or backward) for geometry g."""
+    if name.startswith("causal"):
+        geom = (g["dil"][0], g["groups"])
+    elif name.startswith("conv2d"):
+        geom = (g["stride"], g["pads"], g["dil"], g["groups"])
+    else:
+        geom = (g["stride"][0], g["pads"][0], g["dil"][0], g["groups"])
+    return getattr(ref, name)(*arrays, *geom)
 
 
 def _conv_arrays(data, g, nd, causal):
@@ -247,6 +254,15 @@ def _conv_arrays(data, g, nd, causal):
     return x, w
 
 
+def _conv_setup(data, name):
+    """What a conv case and its backward's case share: (nd, causal, geometry, x, weight)."""
+    nd = 2 if name.startswith("conv2d") else 1
+    causal = name.startswith("causal")
+    g = conv_geometry(data, nd, causal)
+    x, w = _conv_arrays(data, g, nd, causal)
+    return nd, causal, g, x, w
+
+
 def _conv_geom_kwargs(g, nd, causal):
     if causal:
         return dict(dilation=g["dil"][0], groups=g["groups"])
@@ -255,13 +271,10 @@ def _conv_geom_kwargs(g, nd, causal):
 
 @builder("conv2d", "conv1d", "causal_conv1d")
 def build_conv(data, name):
-    nd = 2 if name == "conv2d" else 1
-    causal = name.startswith("causal")
-    g = conv_geometry(data, nd, causal)
+    nd, causal, g, x, w = _conv_setup(data, name)
     dt = g["dt"]
-    x, w = _conv_arrays(data, g, nd, causal)
     b = array(data, (g["O"],), dt, label="bias_layout") if flag(data, "bias") else None
-    exp = _conv_ref_fwd(nd, x, w, b, g, causal)
+    exp = _conv_ref(name, g, x, w, b)
     scale = math.sqrt(g["cg"] * math.prod(g["K"]) + 1) * amax(x) * amax(w) + amax(b)
     kwargs = dict(x=x, weight=w, bias=b, **_conv_geom_kwargs(g, nd, causal))
     return Case(name, kwargs, lambda res: close(name, res, exp, dt, scale), extreme=_extreme(g),
@@ -272,15 +285,12 @@ def build_conv(data, name):
 
 @builder("conv2d_backward", "conv1d_backward", "causal_conv1d_backward")
 def build_conv_backward(data, name):
-    nd = 2 if name == "conv2d_backward" else 1
-    causal = name.startswith("causal")
-    g = conv_geometry(data, nd, causal)
+    nd, causal, g, x, w = _conv_setup(data, name)
     dt = g["dt"]
-    x, w = _conv_arrays(data, g, nd, causal)
     out = g["L"] if causal else g["out"]
     go = array(data, (g["N"], g["O"]) + out, dt, label="grad_out_layout")
     need = tuple(flag(data, f"need_{k}") for k in ("dx", "dw", "db"))
-    dx, dw, db = _conv_ref_bwd(nd, go, x, w, g, causal)
+    dx, dw, db = _conv_ref(name, g, go, x, w)
     n_out = g["N"] * math.prod(out)
     scales = (math.sqrt(g["O"] * math.prod(g["K"]) + 1) * amax(go) * amax(w),
               math.sqrt(n_out + 1) * amax(go) * amax(x), math.sqrt(n_out + 1) * amax(go))
@@ -627,12 +637,17 @@ def _softmax_bad(dt, x, nd, out_name="out"):
     return bad
 
 
-@builder("softmax", "log_softmax")
-def build_softmax(data, name):
+def _softmax_geometry(data):
+    """The dtype, shape, rank and dim of a softmax case (forward or backward)."""
     dt = dtype(data)
     shape = _any_shape(data)
     nd = len(shape)
-    dim = data.draw(st.integers(-nd, nd - 1), label="dim")
+    return dt, shape, nd, data.draw(st.integers(-nd, nd - 1), label="dim")
+
+
+@builder("softmax", "log_softmax")
+def build_softmax(data, name):
+    dt, shape, nd, dim = _softmax_geometry(data)
     x = values(data, shape, dt, lo=-3, hi=3, special=(np.nan, -np.inf, np.inf, 0.0))
     slice_fill = choice(data, [None, -np.inf, np.nan], "all_slice")
     if slice_fill is not None:
@@ -660,10 +675,7 @@ def build_softmax(data, name):
 
 @builder("softmax_backward", "log_softmax_backward")
 def build_softmax_backward(data, name):
-    dt = dtype(data)
-    shape = _any_shape(data)
-    nd = len(shape)
-    dim = data.draw(st.integers(-nd, nd - 1), label="dim")
+    dt, shape, nd, dim = _softmax_geometry(data)
     x = values(data, shape, dt, lo=-3, hi=3)
     fwd = ref.softmax if name == "softmax_backward" else ref.log_softmax
     y = arrange(data, fwd(x, dim).astype(dt), label="y_layout")
@@ -851,13 +863,8 @@ def build_group_norm(data, name):
     stat_scales = (amax(x) * math.sqrt(n + 1), r ** 3 * amax(x) ** 2 * math.sqrt(n + 1) + r)
 
     def check(res):
-        if name == "group_norm":
-            close(name, res, y, dt, y_scale)
-            return
-        assert isinstance(res, tuple) and len(res) == 3, f"{name}: expected a 3-tuple"
-        close(f"{name} y", res[0], y, dt, y_scale)
-        close(f"{name} mean", res[1], mean, dt, stat_scales[0])
-        close(f"{name} rstd", res[2], rstd, dt, stat_scales[1])
+        close_result(name, "group_norm", res, dt,
+                     [("y", y, y_scale), ("mean", mean, stat_scales[0]), ("rstd", rstd, stat_scales[1])])
 
     other = F64 if dt == F32 else F32
     bad = {
@@ -946,13 +953,9 @@ def build_batch_norm(data, name):
     y_scale = _norm_scales(x, rstd, w, count) + amax(b)
 
     def check(res):
-        if name == "batch_norm":
-            close(name, res, y, dt, y_scale)
-        else:
-            assert isinstance(res, tuple) and len(res) == 3, f"{name}: expected a 3-tuple"
-            close(f"{name} y", res[0], y, dt, y_scale)
-            close(f"{name} save_mean", res[1], mean, dt, amax(x) * math.sqrt(count + 1))
-            close(f"{name} save_rstd", res[2], rstd, dt, r ** 3 * amax(x) ** 2 * math.sqrt(count + 1) + r)
+        close_result(name, "batch_norm", res, dt,
+                     [("y", y, y_scale), ("save_mean", mean, amax(x) * math.sqrt(count + 1)),
+                      ("save_rstd", rstd, r ** 3 * amax(x) ** 2 * math.sqrt(count + 1) + r)])
         if running:
             close(f"{name} running_mean (in place)", rm, rm_new, dt, 1 + amax(x) * math.sqrt(count + 1))
             close(f"{name} running_var (in place)", rv, rv_new, dt, 1 + amax(x) ** 2 * math.sqrt(count + 1))
@@ -1098,12 +1101,8 @@ def build_cross_entropy(data, name):
     loss_scale = (4 + amax(x)) * amax(w) * (n if red != "none" else 1) * math.sqrt(c + 1)
 
     def check(res):
-        if name == "cross_entropy":
-            close(name, res, loss, dt, loss_scale)
-            return
-        assert isinstance(res, tuple) and len(res) == 2, f"{name}: expected (loss, lse)"
-        close(f"{name} loss", res[0], loss, dt, loss_scale)
-        close(f"{name} lse", res[1], lse, dt, 4 + amax(x) + math.log(c + 1))
+        close_result(name, "cross_entropy", res, dt,
+                     [("loss", loss, loss_scale), ("lse", lse, 4 + amax(x) + math.log(c + 1))])
 
     return Case(name, dict(input=x, target=target, weight=w, ignore_index=ii, reduction=red, label_smoothing=ls),
                 check, floats=("input", "weight"), required=("input", "target"), bad=_ce_bad(dt, x, c, sample))

@@ -14,7 +14,7 @@ import pytest
 import dlkern
 from dlkern.device import CUDADevice
 
-from cuda_support import C, HAS_GPU, no_gpu_only, requires_gpu, requires_module  # noqa: E402
+from cuda_support import argument_error_test, C, HAS_GPU, no_gpu_only, requires_gpu, requires_module  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 
@@ -187,8 +187,7 @@ def test_caching_allocator_frees_cache_and_retries_when_out_of_memory():
     assert alloc.allocate(1000) == b               # still consistent after the failure
 
 
-@requires_module
-@pytest.mark.parametrize("call, exc, pattern", [
+test_argument_errors_before_device_work = argument_error_test([
     (lambda: C.empty((2, -1)), ValueError, r"^empty: negative size in shape \(2, -1\)"),
     (lambda: C.empty((2,), "int32"), TypeError, r"^empty: dtype int32 is not supported on CUDA"),
     (lambda: C.zeros((2,), np.float16), TypeError, r"^zeros: dtype float16"),
@@ -205,9 +204,6 @@ def test_caching_allocator_frees_cache_and_retries_when_out_of_memory():
     (lambda: C.from_dlpack(3), TypeError, r"^from_dlpack: expected an object with __dlpack__"),
     (lambda: C.from_dlpack(np.ones(2)), TypeError, r"^from_dlpack: the object lives on DLPack device type 1 \(CPU\)"),
 ], ids=lambda v: v if isinstance(v, str) else None)
-def test_argument_errors_before_device_work(call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        call()
 
 
 @no_gpu_only

@@ -88,6 +88,21 @@ def assert_close(got, want, dtype, what=""):
     assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol * scale:.3g}"
 
 
+def check_forward_backward(qkv, ddout, dout, ref, dtype, *args, out_view=lambda out: out, **kwargs):
+    """Run attention_forward and attention_backward on the device arrays `qkv` (with the
+    further `args`/`kwargs` of both) and compare out, lse and the three gradients with the
+    reference `ref` (ref_forward's result); the backward gets ``out_view(out)``.
+    Returns (out, lse)."""
+    want_out, want_lse, saved = ref
+    out, lse = C.attention_forward(*qkv, *args, **kwargs)
+    assert_close(out.numpy(), want_out, dtype, "out")
+    assert_close(lse.numpy(), want_lse, dtype, "lse")
+    grads = C.attention_backward(ddout, *qkv, out_view(out), lse, *args, **kwargs)
+    for name, got, want in zip(("dq", "dk", "dv"), grads, ref_backward(dout, saved)):
+        assert_close(got.numpy(), want, dtype, name)
+    return out, lse
+
+
 def inputs(rng, B, Hq, Hkv, Tq, Tk, D, Dv, dtype):
     q = rng.standard_normal((B, Hq, Tq, D)).astype(dtype)
     k = rng.standard_normal((B, Hkv, Tk, D)).astype(dtype)
@@ -229,15 +244,9 @@ def test_forward_backward_match_numpy(shape, causal, dtype):
     rng = rng_for("fwd-bwd", shape, causal)
     q, k, v = inputs(rng, B, Hq, Hkv, Tq, Tk, D, Dv, dtype)
     dout = rng.standard_normal((B, Hq, Tq, Dv)).astype(dtype)
-    want_out, want_lse, saved = ref_forward(q, k, v, causal=causal)
-    dq_, dk_, dv_ = dev(q, k, v)
-    out, lse = C.attention_forward(dq_, dk_, dv_, is_causal=causal)
+    out, lse = check_forward_backward(dev(q, k, v), C.from_numpy(dout), dout, ref_forward(q, k, v, causal=causal),
+                                      dtype, is_causal=causal)
     assert out.shape == (B, Hq, Tq, Dv) and lse.shape == (B, Hq, Tq)
-    assert_close(out.numpy(), want_out, dtype, "out")
-    assert_close(lse.numpy(), want_lse, dtype, "lse")
-    grads = C.attention_backward(C.from_numpy(dout), dq_, dk_, dv_, out, lse, is_causal=causal)
-    for name, got, want in zip(("dq", "dk", "dv"), grads, ref_backward(dout, saved)):
-        assert_close(got.numpy(), want, dtype, name)
 
 
 @requires_gpu
@@ -345,14 +354,10 @@ def test_strided_views_and_scale(dtype):
     dout = rng.standard_normal((B, H, T, D)).astype(dtype)
     ddout = C.from_numpy(np.ascontiguousarray(dout.transpose(0, 2, 1, 3))).permute(0, 2, 1, 3)
     for causal in (False, True):
-        want_out, want_lse, saved = ref_forward(qh, kh, vh, causal=causal, scale=0.37)
-        out, lse = C.attention_forward(dq_, dk_, dv_, None, causal, 0.37)
-        assert_close(out.numpy(), want_out, dtype, "out")
-        assert_close(lse.numpy(), want_lse, dtype, "lse")
-        out_view = C.from_numpy(np.ascontiguousarray(out.numpy().transpose(0, 2, 1, 3))).permute(0, 2, 1, 3)
-        grads = C.attention_backward(ddout, dq_, dk_, dv_, out_view, lse, None, causal, 0.37)
-        for name, got, want in zip(("dq", "dk", "dv"), grads, ref_backward(dout, saved)):
-            assert_close(got.numpy(), want, dtype, name)
+        # the backward reads the output through a (B, T, H, D) -> (B, H, T, D) view
+        check_forward_backward((dq_, dk_, dv_), ddout, dout, ref_forward(qh, kh, vh, causal=causal, scale=0.37),
+                               dtype, None, causal, 0.37, out_view=lambda out: C.from_numpy(
+                                   np.ascontiguousarray(out.numpy().transpose(0, 2, 1, 3))).permute(0, 2, 1, 3))
 
 
 @requires_gpu

@@ -16,7 +16,7 @@ import pytest
 
 from dlkern import ops
 
-from cuda_support import C, requires_gpu, requires_module  # noqa: E402
+from cuda_support import argument_error_test, C, requires_gpu, requires_module  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 
@@ -441,8 +441,7 @@ def test_pool2d_plan_shapes_match_cpu_op(case):
     assert C._pool2d_plan(kind, xs, k, s, p, d, cm)["out_shape"] == cpu_pool(kind, np.zeros(xs), k, s, p, d, cm).shape
 
 
-@requires_module
-@pytest.mark.parametrize("call, exc, pattern", [
+test_argument_errors_before_device_work = argument_error_test([
     (lambda: C.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 1, 1))), TypeError,
      r"^conv2d: x is a numpy.ndarray \(host memory\)"),
     (lambda: C.conv2d([1.0], None), TypeError, r"^conv2d: x must be a dlkern._C_cuda.DeviceArray, got list"),
@@ -471,9 +470,6 @@ def test_pool2d_plan_shapes_match_cpu_op(case):
     (lambda: C.adaptive_avg_pool2d_backward(None, (1, 1, 4, 4)), TypeError,
      r"^adaptive_avg_pool2d_backward: grad_out must be a dlkern._C_cuda.DeviceArray"),
 ])
-def test_argument_errors_before_device_work(call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        call()
 
 
 @requires_module

@@ -15,7 +15,7 @@ import pytest
 
 import dlkern.ops
 
-from cuda_support import C, requires_gpu, requires_module  # noqa: E402
+from cuda_support import argument_error_test, C, requires_gpu, requires_module  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 
@@ -32,8 +32,7 @@ def elem_strides(x):
 # Host side: argument errors before device work
 # ---------------------------------------------------------------------------
 
-@requires_module
-@pytest.mark.parametrize("call, exc, pattern", [
+test_argument_errors_before_device_work = argument_error_test([
     (lambda: C.take(np.ones(3), np.zeros(2, np.int64)), TypeError, r"^take: x is a numpy.ndarray \(host memory\)"),
     (lambda: C.take([1.0], None), TypeError, r"^take: x must be a dlkern._C_cuda.DeviceArray, got list"),
     (lambda: C.take_along_axis(None, None, 0), TypeError,
@@ -56,9 +55,6 @@ def elem_strides(x):
     (lambda: C.rand("ab", 0), TypeError, r"^rand: shape must be an int or a sequence of ints, got str"),
     (lambda: C._rand_host((3,), -5), ValueError, r"^_rand_host: seed must be in"),
 ])
-def test_argument_errors_before_device_work(call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        call()
 
 
 # ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import dlkern
 import dlkern.cuda
 from dlkern.device import CUDADevice
 
-from cuda_support import C, requires_gpu, requires_module  # noqa: E402
+from cuda_support import argument_error_test, C, requires_gpu, requires_module  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 
@@ -112,15 +112,11 @@ def test_matmul_plan_errors(a_shape, b_shape, pattern):
         plan_of(a, b)
 
 
-@requires_module
-@pytest.mark.parametrize("call, exc, pattern", [
+test_matmul_argument_errors_before_device_work = argument_error_test([
     (lambda: C.matmul(np.ones((2, 2)), np.ones((2, 2))), TypeError, r"^matmul: a is a numpy.ndarray \(host memory\)"),
     (lambda: C.matmul([1.0], [1.0]), TypeError, r"^matmul: a must be a dlkern._C_cuda.DeviceArray, got list"),
     (lambda: C.gemm([[1.0]], np.ones((1, 1))), TypeError, r"^gemm: a must be a numpy.ndarray, got list"),
 ])
-def test_matmul_argument_errors_before_device_work(call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        call()
 
 
 def test_matmul_allow_tf32_flag():
@@ -360,16 +356,12 @@ def ce_ref(x, t, w, ignore_index, reduction, eps):
     return loss, lse, dx
 
 
-@requires_module
-@pytest.mark.parametrize("call, exc, pattern", [
+test_cross_entropy_argument_errors_before_device_work = argument_error_test([
     (lambda: C.cross_entropy_forward(np.ones((2, 3)), np.zeros(2, np.int64)), TypeError,
      r"^cross_entropy: input is a numpy.ndarray \(host memory\)"),
     (lambda: C.cross_entropy_backward(1.0, [1.0], None, None), TypeError,
      r"^cross_entropy_backward: input must be a dlkern._C_cuda.DeviceArray, got list"),
 ])
-def test_cross_entropy_argument_errors_before_device_work(call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        call()
 
 
 @requires_module

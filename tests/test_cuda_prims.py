@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import pytest
 
-from cuda_support import C, no_gpu_only, requires_gpu, requires_module  # noqa: E402
+from cuda_support import argument_error_test, C, no_gpu_only, requires_gpu, requires_module  # noqa: E402
 
 FLOATS = [np.float32, np.float64]
 ALL_DTYPES = [np.float32, np.float64, np.int64, np.bool_]
@@ -146,8 +146,7 @@ def test_every_elementwise_op_takes_out():
 HOST_ARRAY = np.ones(3)
 
 
-@requires_module
-@pytest.mark.parametrize("call, exc, pattern", [
+test_argument_errors_before_device_work = argument_error_test([
     (lambda: C.sin(1.0), TypeError, r"^sin: x must be a dlkern._C_cuda.DeviceArray, got a Python number"),
     (lambda: C.erf(HOST_ARRAY), TypeError, r"^erf: x is a numpy.ndarray \(host memory\)"),
     (lambda: C.exp([1.0]), TypeError, r"^exp: x must be a dlkern._C_cuda.DeviceArray, got list"),
@@ -188,9 +187,6 @@ HOST_ARRAY = np.ones(3)
     (lambda: C.zeros(3, "int8"), TypeError, r"^zeros: dtype int8 is not supported on CUDA \(float32, float64, int64 or bool\)"),
     (lambda: C.from_numpy(np.ones(2, np.uint8)), TypeError, r"^from_numpy: dtype uint8 is not supported"),
 ], ids=lambda v: v if isinstance(v, str) else None)
-def test_argument_errors_before_device_work(call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        call()
 
 
 @no_gpu_only

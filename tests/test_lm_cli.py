@@ -8,19 +8,12 @@ from dlkern.__main__ import main
 from dlkern.train import lm
 from dlkern.train.checkpoint import load_checkpoint
 
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-        "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
-        "All:\nResolved. resolved.\n\n") * 40
+CORPUS_TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+               "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+               "All:\nResolved. resolved.\n\n") * 40
 
 SMALL = ["--n-layer", "1", "--n-head", "2", "--d-model", "16", "--block-size", "16", "--batch-size", "8",
          "--eval-interval", "10", "--eval-batches", "2", "--sample-tokens", "0", "--threads", "1"]
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text(TEXT)
-    return path
 
 
 def test_sample_batch_windows_are_shifted_by_one():
@@ -43,7 +36,7 @@ def test_train_gpt_then_generate(corpus, tmp_path, capsys):
     assert losses[-1] < losses[0]                          # it learned something in 30 steps
     state = load_checkpoint(ckpt)
     assert state["kind"] == "gpt" and state["step"] == 30
-    assert state["vocab"] == "".join(sorted(set(TEXT)))
+    assert state["vocab"] == "".join(sorted(set(CORPUS_TEXT)))
     assert state["config"]["n_layer"] == 1 and state["config"]["d_model"] == 16
 
     rc = main(["generate", "--checkpoint", str(ckpt), "--prompt", "All:\n", "--max-new-tokens", "12",
@@ -52,7 +45,7 @@ def test_train_gpt_then_generate(corpus, tmp_path, capsys):
     assert rc == 0, captured.err
     assert captured.out.startswith("All:\n")
     assert len(captured.out) == len("All:\n") + 12 + 1     # prompt, 12 new characters, print's newline
-    assert set(captured.out) <= set(TEXT) | {"\n"}
+    assert set(captured.out) <= set(CORPUS_TEXT) | {"\n"}
     assert "tokens/s" in captured.err
 
     # Greedy decoding is deterministic: the same call prints the same text.

@@ -64,19 +64,25 @@ def ref_rmsprop(p, grads, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momen
     return out
 
 
+def adam_moments(p, g, m, v, lr, betas, weight_decay, maximize, decoupled_weight_decay):
+    """The start of an Adam or RAdam step (they share it): weight decay (L2 on g, or
+    decoupled on p), then both moments; returns the new (p, m, v)."""
+    b1, b2 = betas
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    return p, b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+
+
 def ref_adam(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
              decoupled_weight_decay=False):
     b1, b2 = betas
     out = []
     m, v, vmax = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
     for t, g in enumerate(grads, 1):
-        g = -g if maximize else g
-        if decoupled_weight_decay:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
+        p, m, v = adam_moments(p, g, m, v, lr, betas, weight_decay, maximize, decoupled_weight_decay)
         vmax = np.maximum(vmax, v)
         m_hat = m / (1 - b1 ** t)
         v_hat = (vmax if amsgrad else v) / (1 - b2 ** t)
@@ -100,13 +106,7 @@ def ref_radam(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
     out = []
     m, v = np.zeros_like(p), np.zeros_like(p)
     for t, g in enumerate(grads, 1):
-        g = -g if maximize else g
-        if decoupled_weight_decay:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
+        p, m, v = adam_moments(p, g, m, v, lr, betas, weight_decay, maximize, decoupled_weight_decay)
         m_hat = m / (1 - b1 ** t)
         rho_inf, rho_t = radam_rho(t, b2)
         if rho_t > 5:

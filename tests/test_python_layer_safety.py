@@ -362,17 +362,10 @@ def test_load_state_dict_bad_values():
 
 DIGITS = ["--epochs", "1", "--batch-size", "256", "--no-progress", "--threads", "1", "--scheduler", "none"]
 
-GPT_TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-            "All:\nSpeak, speak.\n\n") * 40
+CORPUS_TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+               "All:\nSpeak, speak.\n\n") * 40
 GPT_SMALL = ["--n-layer", "1", "--n-head", "2", "--d-model", "16", "--block-size", "16", "--batch-size", "4",
              "--eval-interval", "2", "--eval-batches", "1", "--sample-tokens", "0", "--threads", "1"]
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text(GPT_TEXT)
-    return path
 
 
 def _one_line_error(err, *needles):
@@ -426,7 +419,7 @@ def test_cli_gpt_checkpoint_mismatches(tmp_path, corpus, capsys):
         _one_line_error(capsys.readouterr().err, "error: train:", str(ck))
     # resume on a text with characters the checkpoint's vocabulary lacks
     other = tmp_path / "other.txt"
-    other.write_text(GPT_TEXT.replace("a", "\u00e9"))
+    other.write_text(CORPUS_TEXT.replace("a", "\u00e9"))
     rc = main(["train", "--model", "gpt", "--text", str(other), "--steps", "4", "--resume",
                "--checkpoint", str(gpt_ck)] + GPT_SMALL)
     assert rc == 2

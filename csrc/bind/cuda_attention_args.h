@@ -9,14 +9,10 @@
 
 namespace dlkern::bind {
 
-// Same dtype and device as the reference array.
+// Same dtype and device as the reference array (the attention ops' wording).
 inline void require_same(const cuda::DeviceArray& a, const char* arg, const cuda::DeviceArray& ref,
                          const char* ref_arg, const char* op) {
-  if (a.dtype != ref.dtype)
-    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), " but ", ref_arg, " has dtype ",
-               cuda::dtype_name(ref.dtype), "; all must be the same float type");
-  if (a.device != ref.device)
-    value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref_arg, " is on cuda:", ref.device);
+  require_like(a, arg, ref, ref_arg, op, nullptr, "; all must be the same float type");
 }
 
 // a itself when its last axis has unit stride (or at most one element, or a is empty),

@@ -32,6 +32,22 @@ cuda::DeviceArray& require_device_array(const py::handle& obj, const char* op, c
 // has dtype <d>; expected float32 or float64" (the CPU ops' wording).
 const cuda::DeviceArray& require_float_device_array(const py::handle& obj, const char* op, const char* arg);
 
+// a matches the reference array ref, checked in this order: the same dtype (else TypeError
+// "<op>: <arg> has dtype d but <ref_arg> has dtype e<dtype_tail>"), the same device (else
+// ValueError "<op>: <arg> is on cuda:i but <ref_arg> is on cuda:j") and, when shape is
+// given, that shape (else ValueError "<op>: <arg> has shape s, expected t").
+inline void require_like(const cuda::DeviceArray& a, const char* arg, const cuda::DeviceArray& ref,
+                         const char* ref_arg, const char* op, const cuda::Shape* shape = nullptr,
+                         const char* dtype_tail = "") {
+  if (a.dtype != ref.dtype)
+    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), " but ", ref_arg, " has dtype ",
+               cuda::dtype_name(ref.dtype), dtype_tail);
+  if (a.device != ref.device)
+    value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref_arg, " is on cuda:", ref.device);
+  if (shape && a.shape != *shape)
+    value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), ", expected ", cuda::shape_str(*shape));
+}
+
 // Python tuple of a shape/strides vector and back.
 py::tuple to_tuple(const cuda::Shape& v);
 cuda::Shape to_shape(const py::handle& obj, const char* op, const char* arg);

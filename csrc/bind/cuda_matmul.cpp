@@ -116,10 +116,7 @@ py::object matmul(const py::object& a_obj, const py::object& b_obj, const py::ob
   const char* op = "matmul";
   const DeviceArray& a = float_operand(a_obj, op, "a");
   const DeviceArray& b = float_operand(b_obj, op, "b");
-  if (a.dtype != b.dtype)
-    type_error(op, ": a has dtype ", cuda::dtype_name(a.dtype), " but b has dtype ", cuda::dtype_name(b.dtype),
-               "; both must be the same float type");
-  if (a.device != b.device) value_error(op, ": a is on cuda:", a.device, " but b is on cuda:", b.device);
+  require_like(a, "a", b, "b", op, nullptr, "; both must be the same float type");
   cuda::MatmulPlan plan;
   try {
     plan = cuda::plan_matmul(a.shape, a.strides, b.shape, b.strides);
@@ -183,10 +180,7 @@ py::object gemm_device_arrays(const py::object& a_obj, const py::object& b_obj, 
   const DeviceArray& b = float_operand(b_obj, op, "b");
   if (a.ndim() != 2) value_error(op, ": a must be 2-D, got shape ", cuda::shape_str(a.shape));
   if (b.ndim() != 2) value_error(op, ": b must be 2-D, got shape ", cuda::shape_str(b.shape));
-  if (a.dtype != b.dtype)
-    type_error(op, ": a has dtype ", cuda::dtype_name(a.dtype), " but b has dtype ", cuda::dtype_name(b.dtype),
-               "; both must be the same float type");
-  if (a.device != b.device) value_error(op, ": a is on cuda:", a.device, " but b is on cuda:", b.device);
+  require_like(a, "a", b, "b", op, nullptr, "; both must be the same float type");
   const int64_t m = a.shape[trans_a ? 1 : 0], k = a.shape[trans_a ? 0 : 1];
   const int64_t kb = b.shape[trans_b ? 1 : 0], n = b.shape[trans_b ? 0 : 1];
   if (k != kb)

@@ -16,31 +16,19 @@ namespace {
 using cuda::DeviceArray;
 using cuda::Shape;
 
-// Same dtype, device and (when shape is given) shape as the reference array.
-void require_like(const DeviceArray& a, const DeviceArray& ref, const char* op, const char* arg,
-                  const char* ref_arg, const Shape* shape) {
-  if (a.dtype != ref.dtype)
-    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), " but ", ref_arg, " has dtype ",
-               cuda::dtype_name(ref.dtype));
-  if (a.device != ref.device)
-    value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref_arg, " is on cuda:", ref.device);
-  if (shape && a.shape != *shape)
-    value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), ", expected ", cuda::shape_str(*shape));
-}
-
 py::object softmax_call(bool is_log, bool backward, const char* op, const py::object& a_obj,
                         const py::object& b_obj, int64_t dim, const py::object& out_obj) {
   // forward: a = x; backward: a = grad_out, b = y (the forward's output)
   const DeviceArray& a = require_float_device_array(a_obj, op, backward ? "grad_out" : "x");
   const DeviceArray* b = backward ? &require_float_device_array(b_obj, op, "y") : nullptr;
-  if (b) require_like(*b, a, op, "y", "grad_out", &a.shape);
+  if (b) require_like(*b, "y", a, "grad_out", op, &a.shape);
   if (a.ndim() == 0) value_error(op, ": expected an array with at least one dimension, got a 0-d array");
   const int d = cuda::normalize_axis(dim, a.ndim(), op);
   const int last = a.ndim() - 1;
   DeviceArray* out = nullptr;
   if (!out_obj.is_none()) {
     out = &require_device_array(out_obj, op, "out");
-    require_like(*out, a, op, "out", backward ? "grad_out" : "x", &a.shape);
+    require_like(*out, "out", a, backward ? "grad_out" : "x", op, &a.shape);
   }
   DeviceArray result;
   {
@@ -78,7 +66,7 @@ const DeviceArray* optional_param(const py::object& obj, const DeviceArray& x, c
                                   const char* op, const char* arg) {
   if (obj.is_none()) return nullptr;
   const DeviceArray& p = require_float_device_array(obj, op, arg);
-  require_like(p, x, op, arg, "x", &shape);
+  require_like(p, arg, x, "x", op, &shape);
   return &p;
 }
 
@@ -139,15 +127,15 @@ py::tuple norm_backward(bool rms, const py::object& dy_obj, const py::object& x_
   const char* op = rms ? "rms_norm_backward" : "layer_norm_backward";
   const DeviceArray& dy = require_float_device_array(dy_obj, op, "grad_out");
   const DeviceArray& x = require_float_device_array(x_obj, op, "x");
-  require_like(dy, x, op, "grad_out", "x", &x.shape);
+  require_like(dy, "grad_out", x, "x", op, &x.shape);
   const Shape normalized = to_shape(shape_obj, op, "normalized_shape");
   const auto [rows, cols] = norm_rows_cols(op, x.shape, normalized);
   const DeviceArray* w = optional_param(w_obj, x, normalized, op, "weight");
   const Shape stat_shape(x.shape.begin(), x.shape.end() - static_cast<std::ptrdiff_t>(normalized.size()));
   const DeviceArray* mean = rms ? nullptr : &require_float_device_array(mean_obj, op, "mean");
   const DeviceArray& rstd = require_float_device_array(rstd_obj, op, "rstd");
-  if (mean) require_like(*mean, x, op, "mean", "x", &stat_shape);
-  require_like(rstd, x, op, "rstd", "x", &stat_shape);
+  if (mean) require_like(*mean, "mean", x, "x", op, &stat_shape);
+  require_like(rstd, "rstd", x, "x", op, &stat_shape);
   DeviceArray dx, dw, db;
   {
     py::gil_scoped_release nogil;

@@ -91,27 +91,35 @@ py::array random_host(bool normal, const char* op, const py::object& shape_obj, 
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(cuda_random) {
+  // rand and randn (and their host twins) differ only in `normal` and the docstrings.
+  struct Row {
+    const char *name, *doc, *host_name, *host_doc;
+  };
+  const Row rows[2] = {
+      {"rand",
+       "rand(shape, seed, dtype='float32', device=None, stream=None): uniform [0, 1) from a counter-based hash "
+       "of (seed, flat index) (see csrc/cuda/random.h); the same (seed, shape) always gives the same array.",
+       "_rand_host", "Testing aid: rand's formula computed on the CPU (a numpy.ndarray); bit-equal to rand()."},
+      {"randn",
+       "randn(shape, seed, dtype='float32', device=None, stream=None): standard normal, Box-Muller on pairs of "
+       "counters of the same hash (see csrc/cuda/random.h).",
+       "_randn_host",
+       "Testing aid: randn's formula computed on the CPU; equal to randn() up to the last bit of log/cos/sin."},
+  };
   const char* f32 = "float32";
-  m.def("rand", [](const py::object& shape, const py::object& seed, const py::object& dtype, const py::object& device,
-                   const py::object& stream) { return random_array(false, "rand", shape, seed, dtype, device, stream); },
+  for (const bool normal : {false, true}) {
+    const Row& r = rows[normal];
+    m.def(r.name, [normal, name = r.name](const py::object& shape, const py::object& seed, const py::object& dtype,
+                                          const py::object& device, const py::object& stream) {
+          return random_array(normal, name, shape, seed, dtype, device, stream);
+        },
         py::arg("shape"), py::arg("seed"), py::arg("dtype") = f32, py::arg("device") = py::none(),
-        py::arg("stream") = py::none(),
-        "rand(shape, seed, dtype='float32', device=None, stream=None): uniform [0, 1) from a counter-based hash "
-        "of (seed, flat index) (see csrc/cuda/random.h); the same (seed, shape) always gives the same array.");
-  m.def("randn", [](const py::object& shape, const py::object& seed, const py::object& dtype, const py::object& device,
-                    const py::object& stream) { return random_array(true, "randn", shape, seed, dtype, device, stream); },
-        py::arg("shape"), py::arg("seed"), py::arg("dtype") = f32, py::arg("device") = py::none(),
-        py::arg("stream") = py::none(),
-        "randn(shape, seed, dtype='float32', device=None, stream=None): standard normal, Box-Muller on pairs of "
-        "counters of the same hash (see csrc/cuda/random.h).");
-  m.def("_rand_host", [](const py::object& shape, const py::object& seed, const py::object& dtype) {
-          return random_host(false, "_rand_host", shape, seed, dtype);
-        }, py::arg("shape"), py::arg("seed"), py::arg("dtype") = f32,
-        "Testing aid: rand's formula computed on the CPU (a numpy.ndarray); bit-equal to rand().");
-  m.def("_randn_host", [](const py::object& shape, const py::object& seed, const py::object& dtype) {
-          return random_host(true, "_randn_host", shape, seed, dtype);
-        }, py::arg("shape"), py::arg("seed"), py::arg("dtype") = f32,
-        "Testing aid: randn's formula computed on the CPU; equal to randn() up to the last bit of log/cos/sin.");
+        py::arg("stream") = py::none(), r.doc);
+    m.def(r.host_name, [normal, name = r.host_name](const py::object& shape, const py::object& seed,
+                                                    const py::object& dtype) {
+          return random_host(normal, name, shape, seed, dtype);
+        }, py::arg("shape"), py::arg("seed"), py::arg("dtype") = f32, r.host_doc);
+  }
 }
 
 }  // namespace dlkern::bind

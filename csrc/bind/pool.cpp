@@ -130,35 +130,37 @@ py::object avg_backward(const py::object& grad_obj, const py::object& input_shap
   return std::move(dx);
 }
 
+// Adaptive average pooling either way: from src's planes into a new array of dims dst, with
+// the plane geometry of the (output, input) pair; Backward picks the kernel.
+template <bool Backward>
+py::object adaptive_run(const Planes& src, const Dims& dst, const Dims& out, const Dims& in) {
+  const auto g = pool_backward_planes(out, in);
+  py::array y = new_array(src.array.dtype(), dst, src.added);
+  const void* sp = src.array.data();
+  void* yp = y.mutable_data();
+  without_gil(src.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    if constexpr (Backward)
+      cpu::adaptive_avg_pool2d_backward(static_cast<const T*>(sp), static_cast<T*>(yp), g);
+    else
+      cpu::adaptive_avg_pool2d_forward(static_cast<const T*>(sp), static_cast<T*>(yp), g);
+  });
+  return std::move(y);
+}
+
 py::object adaptive_forward(const py::object& x_obj, const py::object& output_size) {
   const char* op = "adaptive_avg_pool2d";
   const Planes x = planes(x_obj, op, "x");
   const Pair size = adaptive_size(output_size, x.shape4, op);
   const Dims out{x.shape4[0], x.shape4[1], size[0], size[1]};
-  const auto g = pool_backward_planes(out, x.shape4);
-  py::array y = new_array(x.array.dtype(), out, x.added);
-  const void* xp = x.array.data();
-  void* yp = y.mutable_data();
-  without_gil(x.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    cpu::adaptive_avg_pool2d_forward(static_cast<const T*>(xp), static_cast<T*>(yp), g);
-  });
-  return std::move(y);
+  return adaptive_run<false>(x, out, out, x.shape4);
 }
 
 py::object adaptive_backward(const py::object& grad_obj, const py::object& input_shape) {
   const char* op = "adaptive_avg_pool2d_backward";
   const Planes gr = planes(grad_obj, op, "grad_out");
   const Dims in4 = pool_input_shape(input_shape, dims_of(gr.array), gr.shape4, gr.array.itemsize(), op);
-  const auto g = pool_backward_planes(gr.shape4, in4);
-  py::array dx = new_array(gr.array.dtype(), in4, gr.added);
-  const void* gp = gr.array.data();
-  void* dxp = dx.mutable_data();
-  without_gil(gr.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    cpu::adaptive_avg_pool2d_backward(static_cast<const T*>(gp), static_cast<T*>(dxp), g);
-  });
-  return std::move(dx);
+  return adaptive_run<true>(gr, in4, gr.shape4, in4);
 }
 
 }  // namespace

@@ -104,30 +104,39 @@ py::array backward(const py::object& g_obj, const py::object& y_obj, const py::o
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(softmax) {
-  m.def("softmax",
-        [](const py::object& x, const py::object& dim, const py::object& out) { return forward(x, dim, out, false); },
-        py::arg("x"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(),
-        "softmax(x, dim=-1, out=None): exp(x - max) / sum over axis dim of a C-contiguous float32/float64 "
-        "array. A slice whose entries are all -inf gives 0; a slice holding a NaN gives all NaN.");
-  m.def("log_softmax",
-        [](const py::object& x, const py::object& dim, const py::object& out) { return forward(x, dim, out, true); },
-        py::arg("x"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(),
-        "log_softmax(x, dim=-1, out=None): x - max - log(sum(exp(x - max))) over axis dim. A slice whose "
-        "entries are all -inf gives -inf; a slice holding a NaN gives all NaN.");
-  m.def("softmax_backward",
-        [](const py::object& g, const py::object& y, const py::object& dim, const py::object& out) {
-          return backward(g, y, dim, out, false);
+  // softmax and log_softmax, and their backwards, differ only in is_log and the docstring.
+  struct Row {
+    const char *name, *doc, *backward_name, *backward_doc;
+  };
+  const Row rows[2] = {
+      {"softmax",
+       "softmax(x, dim=-1, out=None): exp(x - max) / sum over axis dim of a C-contiguous float32/float64 "
+       "array. A slice whose entries are all -inf gives 0; a slice holding a NaN gives all NaN.",
+       "softmax_backward",
+       "softmax_backward(grad_out, y, dim=-1, out=None): dx = y * (grad_out - sum(grad_out * y, dim)), "
+       "y the softmax output."},
+      {"log_softmax",
+       "log_softmax(x, dim=-1, out=None): x - max - log(sum(exp(x - max))) over axis dim. A slice whose "
+       "entries are all -inf gives -inf; a slice holding a NaN gives all NaN.",
+       "log_softmax_backward",
+       "log_softmax_backward(grad_out, y, dim=-1, out=None): dx = grad_out - exp(y) * sum(grad_out, dim), "
+       "y the log_softmax output."},
+  };
+  for (const bool is_log : {false, true}) {
+    const Row& r = rows[is_log];
+    m.def(
+        r.name,
+        [is_log](const py::object& x, const py::object& dim, const py::object& out) {
+          return forward(x, dim, out, is_log);
         },
-        py::arg("grad_out"), py::arg("y"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(),
-        "softmax_backward(grad_out, y, dim=-1, out=None): dx = y * (grad_out - sum(grad_out * y, dim)), "
-        "y the softmax output.");
-  m.def("log_softmax_backward",
-        [](const py::object& g, const py::object& y, const py::object& dim, const py::object& out) {
-          return backward(g, y, dim, out, true);
+        py::arg("x"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(), r.doc);
+    m.def(
+        r.backward_name,
+        [is_log](const py::object& g, const py::object& y, const py::object& dim, const py::object& out) {
+          return backward(g, y, dim, out, is_log);
         },
-        py::arg("grad_out"), py::arg("y"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(),
-        "log_softmax_backward(grad_out, y, dim=-1, out=None): dx = grad_out - exp(y) * sum(grad_out, dim), "
-        "y the log_softmax output.");
+        py::arg("grad_out"), py::arg("y"), py::arg("dim") = py::int_(-1), py::arg("out") = py::none(), r.backward_doc);
+  }
 }
 
 }  // namespace dlkern::bind

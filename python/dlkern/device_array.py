@@ -270,6 +270,19 @@ def _reshaped(shape, size, old_shape):
     return shape
 
 
+def _operators(name):
+    """The operator methods for the binary kernel `name`: (a op other, other op a), the
+    other operand moved onto a's device first."""
+
+    def forward(self, other):
+        return _binary(name, self, device_operand(other, self, name))
+
+    def reflected(self, other):
+        return _binary(name, device_operand(other, self, name), self)
+
+    return forward, reflected
+
+
 class DeviceArrayMethods:
     """NumPy's array methods and operators for a device array class that has the
     binding's surface (shape, strides, dtype, device, offset, size, ndim, as_strided,
@@ -280,65 +293,20 @@ class DeviceArrayMethods:
     __hash__ = None  # == is elementwise, as for ndarray
 
     # ---- operators: NumPy's dtype promotion, no host arrays
-    def __add__(self, other):
-        return _binary("add", self, device_operand(other, self, "add"))
-
-    def __radd__(self, other):
-        return _binary("add", device_operand(other, self, "add"), self)
-
-    def __sub__(self, other):
-        return _binary("subtract", self, device_operand(other, self, "subtract"))
-
-    def __rsub__(self, other):
-        return _binary("subtract", device_operand(other, self, "subtract"), self)
-
-    def __mul__(self, other):
-        return _binary("multiply", self, device_operand(other, self, "multiply"))
-
-    def __rmul__(self, other):
-        return _binary("multiply", device_operand(other, self, "multiply"), self)
-
-    def __truediv__(self, other):
-        return _binary("divide", self, device_operand(other, self, "divide"))
-
-    def __rtruediv__(self, other):
-        return _binary("divide", device_operand(other, self, "divide"), self)
-
-    def __pow__(self, other):
-        return _binary("power", self, device_operand(other, self, "power"))
-
-    def __rpow__(self, other):
-        return _binary("power", device_operand(other, self, "power"), self)
-
-    def __gt__(self, other):
-        return _binary("greater", self, device_operand(other, self, "greater"))
-
-    def __ge__(self, other):
-        return _binary("greater_equal", self, device_operand(other, self, "greater_equal"))
-
-    def __lt__(self, other):
-        return _binary("less", self, device_operand(other, self, "less"))
-
-    def __le__(self, other):
-        return _binary("less_equal", self, device_operand(other, self, "less_equal"))
-
-    def __eq__(self, other):
-        return _binary("equal", self, device_operand(other, self, "equal"))
-
-    def __ne__(self, other):
-        return _binary("not_equal", self, device_operand(other, self, "not_equal"))
-
-    def __and__(self, other):
-        return _binary("logical_and", self, device_operand(other, self, "logical_and"))
-
-    def __rand__(self, other):  # `True & a` (NumPy takes it; Clamp.backward starts from mask = True)
-        return _binary("logical_and", device_operand(other, self, "logical_and"), self)
-
-    def __or__(self, other):
-        return _binary("logical_or", self, device_operand(other, self, "logical_or"))
-
-    def __ror__(self, other):
-        return _binary("logical_or", device_operand(other, self, "logical_or"), self)
+    __add__, __radd__ = _operators("add")
+    __sub__, __rsub__ = _operators("subtract")
+    __mul__, __rmul__ = _operators("multiply")
+    __truediv__, __rtruediv__ = _operators("divide")
+    __pow__, __rpow__ = _operators("power")
+    __gt__ = _operators("greater")[0]
+    __ge__ = _operators("greater_equal")[0]
+    __lt__ = _operators("less")[0]
+    __le__ = _operators("less_equal")[0]
+    __eq__ = _operators("equal")[0]
+    __ne__ = _operators("not_equal")[0]
+    # __rand__: `True & a` (NumPy takes it; Clamp.backward starts from mask = True)
+    __and__, __rand__ = _operators("logical_and")
+    __or__, __ror__ = _operators("logical_or")
 
     def _inplace(self, name, other):
         other = device_operand(other, self, name)

@@ -30,6 +30,29 @@ from .generator import RNG, default_generator, manual_seed  # noqa: F401  (the l
 from .tensor_methods import TensorMethods, check_pair, index_arg
 
 
+def _comparison(op):
+    """A Tensor comparison or logical operator: `op` on the arrays, giving a tensor
+    without grad (Tensor._compare)."""
+
+    def method(self, other):
+        return self._compare(other, op)
+
+    return method
+
+
+def _operators(fn):
+    """The operator methods of Function `fn`: (t op other, other op t), other checked
+    against t by _operand."""
+
+    def forward(self, other):
+        return fn.apply(self, _operand(self, other))
+
+    def reflected(self, other):
+        return fn.apply(_operand(self, other), self)
+
+    return forward, reflected
+
+
 class Tensor(TensorMethods):
     """An n-dimensional array with autograd. See the module docstring; the methods that
     only build Functions (shape, reductions, math) are in dlkern.tensor_methods."""
@@ -270,35 +293,11 @@ class Tensor(TensorMethods):
     __hash__ = object.__hash__
 
     # ------------------------------------------------------------------ operators
-    def __add__(self, other):
-        return _F.Add.apply(self, _operand(self, other))
-
-    def __radd__(self, other):
-        return _F.Add.apply(_operand(self, other), self)
-
-    def __sub__(self, other):
-        return _F.Sub.apply(self, _operand(self, other))
-
-    def __rsub__(self, other):
-        return _F.Sub.apply(_operand(self, other), self)
-
-    def __mul__(self, other):
-        return _F.Mul.apply(self, _operand(self, other))
-
-    def __rmul__(self, other):
-        return _F.Mul.apply(_operand(self, other), self)
-
-    def __truediv__(self, other):
-        return _F.Div.apply(self, _operand(self, other))
-
-    def __rtruediv__(self, other):
-        return _F.Div.apply(_operand(self, other), self)
-
-    def __pow__(self, other):
-        return _F.Pow.apply(self, _operand(self, other))
-
-    def __rpow__(self, other):
-        return _F.Pow.apply(_operand(self, other), self)
+    __add__, __radd__ = _operators(_F.Add)
+    __sub__, __rsub__ = _operators(_F.Sub)
+    __mul__, __rmul__ = _operators(_F.Mul)
+    __truediv__, __rtruediv__ = _operators(_F.Div)
+    __pow__, __rpow__ = _operators(_F.Pow)
 
     def __matmul__(self, other):
         check_pair("matmul", self, other)
@@ -324,32 +323,18 @@ class Tensor(TensorMethods):
             other = other.data
         return Tensor._make(op(self.data, other), self.device, False, None)
 
-    def __eq__(self, other):
-        return self._compare(other, _operator.eq)
-
-    def __ne__(self, other):
-        return self._compare(other, _operator.ne)
-
-    def __lt__(self, other):
-        return self._compare(other, _operator.lt)
-
-    def __le__(self, other):
-        return self._compare(other, _operator.le)
-
-    def __gt__(self, other):
-        return self._compare(other, _operator.gt)
-
-    def __ge__(self, other):
-        return self._compare(other, _operator.ge)
+    __eq__ = _comparison(_operator.eq)
+    __ne__ = _comparison(_operator.ne)
+    __lt__ = _comparison(_operator.lt)
+    __le__ = _comparison(_operator.le)
+    __gt__ = _comparison(_operator.gt)
+    __ge__ = _comparison(_operator.ge)
 
     def __invert__(self):
         return Tensor._make(~self.data, self.device, False, None)
 
-    def __and__(self, other):
-        return self._compare(other, _operator.and_)
-
-    def __or__(self, other):
-        return self._compare(other, _operator.or_)
+    __and__ = _comparison(_operator.and_)
+    __or__ = _comparison(_operator.or_)
 
     # ------------------------------------------------------------------ in place (no grad)
     def _inplace_ok(self):

@@ -6,36 +6,50 @@ only gives them NumPy/PyTorch's free-function spelling."""
 from .tensor import gelu  # noqa: F401  (defined there for modules importing it from dlkern.tensor)
 
 
-def exp(t):
-    return t.exp()
+def _unary(name):
+    """dlkern.<name>(t): t.<name>()."""
+
+    def function(t):
+        return getattr(t, name)()
+
+    function.__name__ = function.__qualname__ = name
+    return function
 
 
-def log(t):
-    return t.log()
+def _reduction(name):
+    """dlkern.<name>(t, dim=None, keepdim=False): t.<name>(dim, keepdim)."""
+
+    def function(t, dim=None, keepdim=False):
+        return getattr(t, name)(dim, keepdim)
+
+    function.__name__ = function.__qualname__ = name
+    return function
 
 
-def sqrt(t):
-    return t.sqrt()
-
-
-def abs(t):
-    return t.abs()
+# The no-argument methods and the (dim, keepdim) reductions, one row each.
+exp = _unary("exp")
+log = _unary("log")
+sqrt = _unary("sqrt")
+abs = _unary("abs")
+tanh = _unary("tanh")
+sin = _unary("sin")
+cos = _unary("cos")
+sigmoid = _unary("sigmoid")
+relu = _unary("relu")
+selu = _unary("selu")
+silu = _unary("silu")
+sum = _reduction("sum")
+mean = _reduction("mean")
+max = _reduction("max")
+min = _reduction("min")
+argmax = _reduction("argmax")
+argmin = _reduction("argmin")
+amax = _reduction("amax")
+amin = _reduction("amin")
 
 
 def clamp(t, min=None, max=None):
     return t.clamp(min, max)
-
-
-def tanh(t):
-    return t.tanh()
-
-
-def sin(t):
-    return t.sin()
-
-
-def cos(t):
-    return t.cos()
 
 
 def maximum(t, other):
@@ -58,40 +72,8 @@ def triu(t, diagonal=0):
     return t.triu(diagonal)
 
 
-def sigmoid(t):
-    return t.sigmoid()
-
-
-def relu(t):
-    return t.relu()
-
-
-def selu(t):
-    return t.selu()
-
-
 def softplus(t, beta=1.0, threshold=20.0):
     return t.softplus(beta, threshold)
-
-
-def silu(t):
-    return t.silu()
-
-
-def sum(t, dim=None, keepdim=False):
-    return t.sum(dim, keepdim)
-
-
-def mean(t, dim=None, keepdim=False):
-    return t.mean(dim, keepdim)
-
-
-def max(t, dim=None, keepdim=False):
-    return t.max(dim, keepdim)
-
-
-def min(t, dim=None, keepdim=False):
-    return t.min(dim, keepdim)
 
 
 def var(t, dim=None, unbiased=True, keepdim=False, correction=None):
@@ -104,14 +86,6 @@ def std(t, dim=None, unbiased=True, keepdim=False, correction=None):
 
 def logsumexp(t, dim, keepdim=False):
     return t.logsumexp(dim, keepdim)
-
-
-def argmax(t, dim=None, keepdim=False):
-    return t.argmax(dim, keepdim)
-
-
-def argmin(t, dim=None, keepdim=False):
-    return t.argmin(dim, keepdim)
 
 
 def reshape(t, *shape):
@@ -144,14 +118,6 @@ def softmax(t, dim=-1):
 
 def log_softmax(t, dim=-1):
     return t.log_softmax(dim)
-
-
-def amax(t, dim=None, keepdim=False):
-    return t.amax(dim, keepdim)
-
-
-def amin(t, dim=None, keepdim=False):
-    return t.amin(dim, keepdim)
 
 
 def matmul(a, b):

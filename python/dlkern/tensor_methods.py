@@ -24,6 +24,18 @@ def check_pair(op, a, b):
         raise RuntimeError(f"{op}: tensors on different devices: {a.device} and {b.device}")
 
 
+def _unary_method(fn, name):
+    """The Tensor method ``name`` that takes no arguments and applies Function ``fn``."""
+
+    def method(self):
+        return fn.apply(self)
+
+    method.__name__ = name
+    method.__qualname__ = f"TensorMethods.{name}"
+    method.__doc__ = f"{fn.__name__} of the tensor (differentiable)."
+    return method
+
+
 def index_arg(index):
     """An index with tensors replaced by their arrays (lists as NumPy arrays)."""
     if isinstance(index, TensorBase):
@@ -186,17 +198,10 @@ class TensorMethods(TensorBase):
         return self._make(self.device.asarray(self.data.argmin(axis=dim, keepdims=keepdim)), self.device, False, None)
 
     # ------------------------------------------------------------------ math
-    def exp(self):
-        return _F.Exp.apply(self)
-
-    def log(self):
-        return _F.Log.apply(self)
-
-    def sqrt(self):
-        return _F.Sqrt.apply(self)
-
-    def abs(self):
-        return _F.Abs.apply(self)
+    exp = _unary_method(_F.Exp, "exp")
+    log = _unary_method(_F.Log, "log")
+    sqrt = _unary_method(_F.Sqrt, "sqrt")
+    abs = _unary_method(_F.Abs, "abs")
 
     def clamp(self, min=None, max=None):
         if min is None and max is None:
@@ -212,14 +217,9 @@ class TensorMethods(TensorBase):
 
     clip = clamp
 
-    def tanh(self):
-        return _F.Tanh.apply(self)
-
-    def sin(self):
-        return _F.Sin.apply(self)
-
-    def cos(self):
-        return _F.Cos.apply(self)
+    tanh = _unary_method(_F.Tanh, "tanh")
+    sin = _unary_method(_F.Sin, "sin")
+    cos = _unary_method(_F.Cos, "cos")
 
     def maximum(self, other):
         check_pair("maximum", self, other)
@@ -251,25 +251,20 @@ class TensorMethods(TensorBase):
         mask = np.tril(ones, diagonal) if lower else np.triu(ones, diagonal)
         return self.device.from_host(mask)
 
-    def sigmoid(self):
-        return _F.Sigmoid.apply(self)
-
-    def relu(self):
-        return _F.Relu.apply(self)
+    sigmoid = _unary_method(_F.Sigmoid, "sigmoid")
+    relu = _unary_method(_F.Relu, "relu")
 
     def gelu(self, approximate="none"):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         return _F.Gelu.apply(self, approximate)
 
-    def selu(self):
-        return _F.Selu.apply(self)
+    selu = _unary_method(_F.Selu, "selu")
 
     def softplus(self, beta=1.0, threshold=20.0):
         return _F.Softplus.apply(self, beta, threshold)
 
-    def silu(self):
-        return _F.Silu.apply(self)
+    silu = _unary_method(_F.Silu, "silu")
 
     def softmax(self, dim=-1):
         return _F.Softmax.apply(self, dim)

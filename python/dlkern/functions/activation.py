@@ -3,35 +3,15 @@ softplus, silu."""
 
 
 from ..autograd import Function
+from .elementwise import unary
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
-class Tanh(Function):
-    @staticmethod
-    def forward(ctx, a):
-        y = ctx.device.tanh(a)
-        ctx.saved = y
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        y = ctx.saved
-        return g * (1 - y * y)
-
-
-class Sigmoid(Function):
-    @staticmethod
-    def forward(ctx, a):
-        y = ctx.device.sigmoid(a)
-        ctx.saved = y
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        y = ctx.saved
-        return g * y * (1 - y)
+# Tanh and sigmoid: their gradients need only the output.
+Tanh = unary("Tanh", "tanh", lambda dev, g, y: g * (1 - y * y), keep="output")
+Sigmoid = unary("Sigmoid", "sigmoid", lambda dev, g, y: g * y * (1 - y), keep="output")
 
 
 class Relu(Function):

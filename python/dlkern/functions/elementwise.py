@@ -5,6 +5,24 @@ import numbers
 from ..autograd import Function
 
 
+def unary(name, kernel, grad, keep="input"):
+    """A one-input op as a row: forward runs the device kernel ``kernel`` and keeps its
+    input or its output (``keep``); backward is ``grad(device, g, kept)``."""
+    keep_output = keep == "output"
+
+    def forward(ctx, a):
+        y = getattr(ctx.device, kernel)(a)
+        ctx.saved = y if keep_output else a
+        return y
+
+    def backward(ctx, g):
+        return grad(ctx.device, g, ctx.saved)
+
+    return type(name, (Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward),
+                                    "__module__": __name__, "__qualname__": name,
+                                    "__doc__": f"{name}: the {kernel} kernel; gradient from its {keep}."})
+
+
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -86,50 +104,13 @@ class Pow(Function):
         return ga, gb
 
 
-class Exp(Function):
-    @staticmethod
-    def forward(ctx, a):
-        y = ctx.device.exp(a)
-        ctx.saved = y
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.saved
-
-
-class Log(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.saved = a
-        return ctx.device.log(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g / ctx.saved
-
-
-class Sqrt(Function):
-    @staticmethod
-    def forward(ctx, a):
-        y = ctx.device.sqrt(a)
-        ctx.saved = y
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        return g / (2 * ctx.saved)
-
-
-class Abs(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.saved = a
-        return ctx.device.abs(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.device.sign(ctx.saved)
+# The unary math ops, one row each: (name, kernel, gradient, what the gradient needs).
+Exp = unary("Exp", "exp", lambda dev, g, y: g * y, keep="output")
+Log = unary("Log", "log", lambda dev, g, a: g / a)
+Sqrt = unary("Sqrt", "sqrt", lambda dev, g, y: g / (2 * y), keep="output")
+Abs = unary("Abs", "abs", lambda dev, g, a: g * dev.sign(a))
+Sin = unary("Sin", "sin", lambda dev, g, a: g * dev.cos(a))
+Cos = unary("Cos", "cos", lambda dev, g, a: -g * dev.sin(a))
 
 
 class Clamp(Function):
@@ -189,28 +170,6 @@ class Where(Function):
         ga = dev.where(cond, g, zero) if need[1] else None
         gb = dev.where(cond, zero, g) if need[2] else None
         return None, ga, gb
-
-
-class Sin(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.saved = a
-        return ctx.device.sin(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.device.cos(ctx.saved)
-
-
-class Cos(Function):
-    @staticmethod
-    def forward(ctx, a):
-        ctx.saved = a
-        return ctx.device.cos(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        return -g * ctx.device.sin(ctx.saved)
 
 
 class Maximum(Function):

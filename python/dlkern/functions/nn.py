@@ -5,62 +5,58 @@ backward needs) and each backward its ``*_backward`` (see the ops contract)."""
 from ..autograd import Function
 
 
-class Softmax(Function):
+class _Softmax(Function):
+    """Softmax and log-softmax over ``dim``: the backward needs only the output."""
+
+    kernel = None
+
     @staticmethod
     def forward(ctx, x, dim):
-        y = ctx.device.softmax(x, dim)
+        y = getattr(ctx.device, ctx.kernel)(x, dim)
         ctx.saved = y
         ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g):
-        return ctx.device.softmax_backward(ctx.device.contiguous(g), ctx.saved, ctx.dim), None
+        grad = getattr(ctx.device, ctx.kernel + "_backward")
+        return grad(ctx.device.contiguous(g), ctx.saved, ctx.dim), None
 
 
-class LogSoftmax(Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        y = ctx.device.log_softmax(x, dim)
-        ctx.saved = y
-        ctx.dim = dim
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        return ctx.device.log_softmax_backward(ctx.device.contiguous(g), ctx.saved, ctx.dim), None
+class Softmax(_Softmax):
+    kernel = "softmax"
 
 
-class Conv2d(Function):
+class LogSoftmax(_Softmax):
+    kernel = "log_softmax"
+
+
+class _Conv(Function):
+    """Convolution over 1 or 2 spatial dimensions; ``kernel`` names the device's pair."""
+
+    kernel = None
+
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
         ctx.saved = (x, weight)
         ctx.args = (stride, padding, dilation, groups)
-        return ctx.device.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return getattr(ctx.device, ctx.kernel)(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved
         need = ctx.needs_input_grad
-        dx, dw, db = ctx.device.conv2d_backward(ctx.device.contiguous(g), x, weight, *ctx.args,
-                                                need=(need[0], need[1], need[2]))
+        dx, dw, db = getattr(ctx.device, ctx.kernel + "_backward")(ctx.device.contiguous(g), x, weight, *ctx.args,
+                                                                   need=(need[0], need[1], need[2]))
         return dx, dw, db, None, None, None, None
 
 
-class Conv1d(Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
-        ctx.saved = (x, weight)
-        ctx.args = (stride, padding, dilation, groups)
-        return ctx.device.conv1d(x, weight, bias, stride, padding, dilation, groups)
+class Conv2d(_Conv):
+    kernel = "conv2d"
 
-    @staticmethod
-    def backward(ctx, g):
-        x, weight = ctx.saved
-        need = ctx.needs_input_grad
-        dx, dw, db = ctx.device.conv1d_backward(ctx.device.contiguous(g), x, weight, *ctx.args,
-                                                need=(need[0], need[1], need[2]))
-        return dx, dw, db, None, None, None, None
+
+class Conv1d(_Conv):
+    kernel = "conv1d"
 
 
 class MaxPool2d(Function):
@@ -101,20 +97,29 @@ class AdaptiveAvgPool2d(Function):
         return ctx.device.adaptive_avg_pool2d_backward(ctx.device.contiguous(g), ctx.shape), None
 
 
-class LayerNorm(Function):
+class _MeanRstdNorm(Function):
+    """Layer and group norm: ``arg`` (the normalized shape or the group count) is passed
+    through to both kernels; the backward needs the input, weight, mean and rstd."""
+
+    kernel = None
+
     @staticmethod
-    def forward(ctx, x, normalized_shape, weight, bias, eps):
-        y, mean, rstd = ctx.device.layer_norm_forward(x, normalized_shape, weight, bias, eps)
+    def forward(ctx, x, arg, weight, bias, eps):
+        y, mean, rstd = getattr(ctx.device, ctx.kernel + "_forward")(x, arg, weight, bias, eps)
         ctx.saved = (x, weight, mean, rstd)
-        ctx.normalized_shape = normalized_shape
+        ctx.arg = arg
         return y
 
     @staticmethod
     def backward(ctx, g):
         x, weight, mean, rstd = ctx.saved
-        dx, dw, db = ctx.device.layer_norm_backward(ctx.device.contiguous(g), x, ctx.normalized_shape,
-                                                    weight, mean, rstd)
+        dx, dw, db = getattr(ctx.device, ctx.kernel + "_backward")(ctx.device.contiguous(g), x, ctx.arg,
+                                                                   weight, mean, rstd)
         return dx, None, dw, db, None
+
+
+class LayerNorm(_MeanRstdNorm):
+    kernel = "layer_norm"
 
 
 class RMSNorm(Function):
@@ -132,20 +137,8 @@ class RMSNorm(Function):
         return dx, None, dw, None
 
 
-class GroupNorm(Function):
-    @staticmethod
-    def forward(ctx, x, num_groups, weight, bias, eps):
-        y, mean, rstd = ctx.device.group_norm_forward(x, num_groups, weight, bias, eps)
-        ctx.saved = (x, weight, mean, rstd)
-        ctx.num_groups = num_groups
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        x, weight, mean, rstd = ctx.saved
-        dx, dw, db = ctx.device.group_norm_backward(ctx.device.contiguous(g), x, ctx.num_groups,
-                                                    weight, mean, rstd)
-        return dx, None, dw, db, None
+class GroupNorm(_MeanRstdNorm):
+    kernel = "group_norm"
 
 
 class BatchNorm(Function):

@@ -16,6 +16,13 @@ def _axes(dim, ndim):
     return tuple(out)
 
 
+def _unreduced(ctx, g):
+    """g with the reduced axes (ctx.axes) put back as size 1 where the forward dropped them."""
+    if not ctx.keepdim and ctx.axes:
+        return ctx.device.expand_dims(g, ctx.axes)
+    return g
+
+
 def _expand_back(dev, g, shape, axes, keepdim):
     """Broadcast a reduced gradient back to the input's shape."""
     if not keepdim and axes:
@@ -119,9 +126,7 @@ class Var(Function):
     @staticmethod
     def backward(ctx, g):
         a, mean = ctx.saved
-        dev = ctx.device
-        if not ctx.keepdim and ctx.axes:
-            g = dev.expand_dims(g, ctx.axes)
+        g = _unreduced(ctx, g)
         return g * (2.0 / ctx.denom) * (a - mean), None, None, None
 
 
@@ -140,7 +145,5 @@ class LogSumExp(Function):
     @staticmethod
     def backward(ctx, g):
         a, lse = ctx.saved
-        dev = ctx.device
-        if not ctx.keepdim and ctx.axes:
-            g = dev.expand_dims(g, ctx.axes)
-        return g * dev.exp(a - lse), None, None
+        g = _unreduced(ctx, g)
+        return g * ctx.device.exp(a - lse), None, None

@@ -1,7 +1,7 @@
 """Adagrad (PyTorch's rule, with lr_decay and an initial accumulator value)."""
 
 from ..device import array_namespace
-from .optimizer import Optimizer, check_nonnegative, effective_grad
+from .optimizer import Optimizer, effective_grad
 
 
 def _adagrad_update(param, grad, state_sum, *, step, lr, lr_decay, weight_decay, eps, maximize, work):
@@ -22,19 +22,14 @@ def _adagrad_update(param, grad, state_sum, *, step, lr, lr_decay, weight_decay,
 class Adagrad(Optimizer):
     """sum <- sum + g^2;  p <- p - lr / (1 + (t - 1) * lr_decay) * g / (sqrt(sum) + eps)."""
 
+    _checked_options = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, *, maximize=False):
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
         self._check_group(defaults)
         super().__init__(params, defaults)
-
-    def _check_group(self, group):
-        check_nonnegative("learning rate", group["lr"])
-        check_nonnegative("lr_decay", group["lr_decay"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
-        check_nonnegative("epsilon", group["eps"])
 
     def add_param_group(self, param_group):
         # Like PyTorch, the accumulators exist from construction (so state_dict shows them).

@@ -3,7 +3,7 @@
 import math
 
 from ..device import array_namespace
-from .optimizer import Optimizer, check_betas, check_nonnegative, effective_grad, fused_step, update_moments
+from .optimizer import Optimizer, add_zero_buffers, effective_grad, fused_step, update_moments
 
 
 def _adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps,
@@ -40,6 +40,8 @@ class Adam(Optimizer):
     weight_decay adds weight_decay * p to g (L2), or with decoupled_weight_decay=True
     scales p by (1 - lr * weight_decay) first (AdamW)."""
 
+    _checked_options = ("lr", "eps", "betas", "weight_decay")
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                  *, maximize=False, decoupled_weight_decay=False):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
@@ -48,17 +50,9 @@ class Adam(Optimizer):
         self._check_group(defaults)
         super().__init__(params, defaults)
 
-    def _check_group(self, group):
-        check_nonnegative("learning rate", group["lr"])
-        check_nonnegative("epsilon", group["eps"])
-        check_betas(group["betas"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-
     def _init_state(self, state, data, group):
-        xp = array_namespace(data)
-        for name in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
-            if name not in state:
-                state[name] = xp.zeros_like(data)
+        amsgrad = ("max_exp_avg_sq",) if group["amsgrad"] else ()
+        add_zero_buffers(state, data, ("exp_avg", "exp_avg_sq") + amsgrad)
 
     def _update(self, param, grad, state, group, work):
         beta1, beta2 = group["betas"]

@@ -70,6 +70,27 @@ def check_betas(betas):
             raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (betas must lie in [0, 1))")
 
 
+# How an error message names an option (the others by their key).
+_OPTION_NAMES = {"lr": "learning rate", "eps": "epsilon"}
+
+
+def check_options(group, keys):
+    """Check `group`'s options `keys` in order: "betas" a pair in [0, 1), any other a number >= 0."""
+    for key in keys:
+        if key == "betas":
+            check_betas(group[key])
+        else:
+            check_nonnegative(_OPTION_NAMES.get(key, key), group[key])
+
+
+def add_zero_buffers(state, data, names):
+    """Give `state` a zero buffer like `data` for each of `names` it lacks."""
+    xp = array_namespace(data)
+    for name in names:
+        if name not in state:
+            state[name] = xp.zeros_like(data)
+
+
 class Optimizer:
     """Base class. Subclasses set ``defaults`` through ``__init__``, check a group's
     options in ``_check_group`` and give their update rule in ``_init_state`` and
@@ -77,6 +98,8 @@ class Optimizer:
 
     # state["step"] counts the updates of a parameter from 1 (SGD keeps none, as PyTorch)
     _counts_steps = True
+    # the options that _check_group checks with check_options, in order
+    _checked_options = ()
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -100,7 +123,9 @@ class Optimizer:
 
     # ------------------------------------------------------------------ groups
     def _check_group(self, group):
-        """Raise ValueError naming any invalid option of `group` (subclass hook)."""
+        """Raise ValueError naming any invalid option of `group`: those in
+        ``_checked_options`` (a subclass extends this for other rules)."""
+        check_options(group, self._checked_options)
 
     def add_param_group(self, param_group):
         """Add a group of parameters (a dict with "params" and optional per-group

@@ -1,7 +1,7 @@
 """RMSprop (PyTorch's rule: optional momentum and centered variant)."""
 
 from ..device import array_namespace
-from .optimizer import Optimizer, check_nonnegative, effective_grad
+from .optimizer import Optimizer, add_zero_buffers, effective_grad
 
 
 def _rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, *, lr, alpha, eps, weight_decay,
@@ -40,6 +40,8 @@ class RMSprop(Optimizer):
     v~ = v - a^2; d = g / (sqrt(v~) + eps); momentum: b <- momentum * b + d, p <- p - lr * b,
     else p <- p - lr * d."""
 
+    _checked_options = ("lr", "eps", "momentum", "weight_decay", "alpha")
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
                  *, maximize=False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
@@ -47,21 +49,10 @@ class RMSprop(Optimizer):
         self._check_group(defaults)
         super().__init__(params, defaults)
 
-    def _check_group(self, group):
-        check_nonnegative("learning rate", group["lr"])
-        check_nonnegative("epsilon", group["eps"])
-        check_nonnegative("momentum", group["momentum"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_nonnegative("alpha", group["alpha"])
-
     def _init_state(self, state, data, group):
         # options turned on after the first step (e.g. by a scheduler) get fresh buffers
-        xp = array_namespace(data)
-        needed = ("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ()) + (
-            ("grad_avg",) if group["centered"] else ())
-        for name in needed:
-            if name not in state:
-                state[name] = xp.zeros_like(data)
+        add_zero_buffers(state, data, ("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ())
+                         + (("grad_avg",) if group["centered"] else ()))
 
     def _update(self, param, grad, state, group, work):
         _rmsprop_update(param, grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer"),

@@ -1,7 +1,7 @@
 """SGD with momentum, dampening, Nesterov momentum and L2 weight decay (PyTorch's rule)."""
 
 from ..device import array_namespace
-from .optimizer import Optimizer, check_nonnegative, effective_grad, fused_step
+from .optimizer import Optimizer, effective_grad, fused_step
 
 
 def _sgd_update(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize, work):
@@ -42,6 +42,7 @@ class SGD(Optimizer):
     step), and with Nesterov d = g + momentum * b."""
 
     _counts_steps = False
+    _checked_options = ("lr", "momentum", "weight_decay")
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                  *, maximize=False):
@@ -51,9 +52,7 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, group):
-        check_nonnegative("learning rate", group["lr"])
-        check_nonnegative("momentum", group["momentum"])
-        check_nonnegative("weight_decay", group["weight_decay"])
+        super()._check_group(group)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening "
                              f"(got momentum={group['momentum']}, dampening={group['dampening']})")
