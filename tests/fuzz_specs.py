@@ -11,6 +11,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import dlkern
+from dlkern import reference
 import fuzz_refs as ref
 from fuzz_cases import (F32, F64, Case, amax, array, arrange, choice, close, dtype, flag, layout_as, rng, size,
                         values)
@@ -1448,8 +1449,10 @@ def build_rope(data, name):
 # ----------------------------------------------------------------------------- activation
 
 
-@builder("gelu_tanh", "gelu_tanh_backward")
-def build_gelu(data, name):
+# Every activation of csrc/cpu/activation.h's list (dlkern._C.ACTIVATIONS) and its backward.
+@builder(*(n for a in dlkern._C.ACTIVATIONS for n in (a, f"{a}_backward")))
+def build_activation(data, name):
+    base = name.removesuffix("_backward")
     dt = dtype(data)
     shape = _any_shape(data, min_ndim=0)
     mag = choice(data, [1.0, 5.0, 50.0], "magnitude")
@@ -1458,11 +1461,11 @@ def build_gelu(data, name):
     other = F64 if dt == F32 else F32
     bad = {"x int": dict(x=np.ones(shape, np.int64)), "x None": dict(x=None), "x list": dict(x=[1.0]),
            "x float16": dict(x=np.ones(shape, np.float16)), "x bool": dict(x=np.ones(shape, bool))}
-    if name == "gelu_tanh":
-        exp = ref.gelu_tanh(x)
+    if name == base:
+        exp = getattr(reference, base)(x)
         return Case(name, dict(x=x), lambda res: close(name, res, exp, dt, scale), bad=bad)
     g = array(data, shape, dt, label="grad_out_layout")
-    exp = ref.gelu_tanh_backward(g, x)
+    exp = getattr(reference, name)(g, x)
     bad.update({"grad_out wrong shape": dict(grad_out=np.ones(shape + (2,), dt)),
                 "grad_out mixed dtype": dict(grad_out=np.ones(shape, other)),
                 "grad_out None": dict(grad_out=None)})
