@@ -105,14 +105,14 @@ class LayerNorm(Function):
     @staticmethod
     def forward(ctx, x, normalized_shape, weight, bias, eps):
         y, mean, rstd = ctx.device.layer_norm_forward(x, normalized_shape, weight, bias, eps)
-        ctx.saved = (x, weight, mean, rstd)
-        ctx.normalized_shape = normalized_shape
+        # (everything in saved: a new ctx attribute would give each call a __dict__)
+        ctx.saved = (x, weight, mean, rstd, normalized_shape)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, mean, rstd = ctx.saved
-        dx, dw, db = ctx.device.layer_norm_backward(ctx.device.contiguous(g), x, ctx.normalized_shape,
+        x, weight, mean, rstd, normalized_shape = ctx.saved
+        dx, dw, db = ctx.device.layer_norm_backward(ctx.device.contiguous(g), x, normalized_shape,
                                                     weight, mean, rstd)
         return dx, None, dw, db, None
 
@@ -121,14 +121,13 @@ class RMSNorm(Function):
     @staticmethod
     def forward(ctx, x, normalized_shape, weight, eps):
         y, rstd = ctx.device.rms_norm_forward(x, normalized_shape, weight, eps)
-        ctx.saved = (x, weight, rstd)
-        ctx.normalized_shape = normalized_shape
+        ctx.saved = (x, weight, rstd, normalized_shape)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, rstd = ctx.saved
-        dx, dw = ctx.device.rms_norm_backward(ctx.device.contiguous(g), x, ctx.normalized_shape, weight, rstd)
+        x, weight, rstd, normalized_shape = ctx.saved
+        dx, dw = ctx.device.rms_norm_backward(ctx.device.contiguous(g), x, normalized_shape, weight, rstd)
         return dx, None, dw, None
 
 
