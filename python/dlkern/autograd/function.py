@@ -31,28 +31,9 @@ class Function:
         # per decode step), so no needs list is built and no parents are kept.
         ctx = object.__new__(cls)
         device = first = None
-        arrays = []
-        if not GradMode.enabled:
-            # (under no_grad no input will get a gradient: no needs list, no parents)
-            for a in args:
-                if isinstance(a, TensorBase):
-                    if device is None:
-                        device = a.device
-                        first = a
-                    elif a.device is not device:
-                        raise RuntimeError(
-                            f"{cls.__name__}: expected all tensors on the same device, got {device} and {a.device}")
-                    arrays.append(a.data)
-                else:
-                    arrays.append(a)
-            ctx.device = device
-            ctx.needs_input_grad = (False,) * len(args)
-            out = cls.forward(ctx, *arrays)
-            if out.__class__ is not device.array_type:
-                out = device.asarray(out)  # NumPy returns scalars from 0-d math; keep arrays
-            return first._make(out, device, False, None)
         need = False
-        needs = []
+        arrays = []
+        needs = [] if GradMode.enabled else None
         for a in args:
             if isinstance(a, TensorBase):
                 if device is None:
@@ -62,19 +43,22 @@ class Function:
                     raise RuntimeError(
                         f"{cls.__name__}: expected all tensors on the same device, got {device} and {a.device}")
                 arrays.append(a.data)
-                if a.requires_grad:
-                    need = True
-                    needs.append(True)
-                    continue
-                needs.append(False)
+                if needs is not None:
+                    if a.requires_grad:
+                        need = True
+                        needs.append(True)
+                        continue
+                    needs.append(False)
             else:
                 arrays.append(a)
-                needs.append(False)
+                if needs is not None:
+                    needs.append(False)
         ctx.device = device
-        ctx.needs_input_grad = needs
+        # (under no_grad no input will get a gradient)
+        ctx.needs_input_grad = (False,) * len(args) if needs is None else needs
         out = cls.forward(ctx, *arrays)
         if out.__class__ is not device.array_type:
-            out = device.asarray(out)
+            out = device.asarray(out)  # NumPy returns scalars from 0-d math; keep arrays
         if need:
             ctx.parents = [a if n else None for a, n in zip(args, needs)]
             return first._make(out, device, True, ctx)
