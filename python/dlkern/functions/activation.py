@@ -60,8 +60,7 @@ class Gelu(Function):
 
     @staticmethod
     def forward(ctx, a, approximate):
-        ctx.saved = a
-        ctx.approximate = approximate
+        ctx.saved = (a, approximate)  # (no new ctx attribute: no __dict__ per call)
         if approximate == "tanh":
             return ctx.device.gelu_tanh(a)
         return ctx.device.gelu_erf(a)
@@ -69,8 +68,8 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         dev = ctx.device
-        a = ctx.saved
-        if ctx.approximate == "tanh":
+        a, approximate = ctx.saved
+        if approximate == "tanh":
             return dev.gelu_tanh_backward(g, a), None
         return dev.gelu_erf_backward(g, a), None
 

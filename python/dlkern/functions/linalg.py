@@ -50,23 +50,22 @@ class Linear(Function):
         y = dev.gemm(x2, weight, trans_b=True)
         if bias is not None:
             y += bias
-        ctx.saved = (x2, weight)
-        ctx.shape = x.shape
+        ctx.saved = (x2, weight, x.shape)  # (in saved: a new attribute would give ctx a __dict__)
         if x.ndim != 2:
             y = y.reshape(x.shape[:-1] + (weight.shape[0],))
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x2, weight = ctx.saved
+        x2, weight, shape = ctx.saved
         dev = ctx.device
         need = ctx.needs_input_grad
         g2 = g if g.ndim == 2 else g.reshape(-1, g.shape[-1])
         gx = gw = gb = None
         if need[0]:
             gx = dev.gemm(g2, weight)
-            if len(ctx.shape) != 2:
-                gx = gx.reshape(ctx.shape)
+            if len(shape) != 2:
+                gx = gx.reshape(shape)
         if need[1]:
             gw = dev.gemm(g2, x2, trans_a=True)
         if need[2]:

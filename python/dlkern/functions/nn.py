@@ -101,44 +101,42 @@ class _MeanRstdNorm(Function):
     """Layer and group norm: ``arg`` (the normalized shape or the group count) is passed
     through to both kernels; the backward needs the input, weight, mean and rstd."""
 
-    kernel = None
+    forward_kernel = backward_kernel = None   # the device namespace's names
 
     @staticmethod
     def forward(ctx, x, arg, weight, bias, eps):
-        y, mean, rstd = getattr(ctx.device, ctx.kernel + "_forward")(x, arg, weight, bias, eps)
-        ctx.saved = (x, weight, mean, rstd)
-        ctx.arg = arg
+        y, mean, rstd = getattr(ctx.device, ctx.forward_kernel)(x, arg, weight, bias, eps)
+        # (everything in saved: a new ctx attribute would give each call a __dict__)
+        ctx.saved = (x, weight, mean, rstd, arg)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, mean, rstd = ctx.saved
-        dx, dw, db = getattr(ctx.device, ctx.kernel + "_backward")(ctx.device.contiguous(g), x, ctx.arg,
-                                                                   weight, mean, rstd)
+        x, weight, mean, rstd, arg = ctx.saved
+        dx, dw, db = getattr(ctx.device, ctx.backward_kernel)(ctx.device.contiguous(g), x, arg, weight, mean, rstd)
         return dx, None, dw, db, None
 
 
 class LayerNorm(_MeanRstdNorm):
-    kernel = "layer_norm"
+    forward_kernel, backward_kernel = "layer_norm_forward", "layer_norm_backward"
 
 
 class RMSNorm(Function):
     @staticmethod
     def forward(ctx, x, normalized_shape, weight, eps):
         y, rstd = ctx.device.rms_norm_forward(x, normalized_shape, weight, eps)
-        ctx.saved = (x, weight, rstd)
-        ctx.normalized_shape = normalized_shape
+        ctx.saved = (x, weight, rstd, normalized_shape)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, rstd = ctx.saved
-        dx, dw = ctx.device.rms_norm_backward(ctx.device.contiguous(g), x, ctx.normalized_shape, weight, rstd)
+        x, weight, rstd, normalized_shape = ctx.saved
+        dx, dw = ctx.device.rms_norm_backward(ctx.device.contiguous(g), x, normalized_shape, weight, rstd)
         return dx, None, dw, None
 
 
 class GroupNorm(_MeanRstdNorm):
-    kernel = "group_norm"
+    forward_kernel, backward_kernel = "group_norm_forward", "group_norm_backward"
 
 
 class BatchNorm(Function):

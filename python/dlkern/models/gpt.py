@@ -138,7 +138,11 @@ class GPT(nn.Module):
         return nn.alibi_bias(self.n_head, t, length, slopes=self.alibi_slopes, dtype=dtype)[None]
 
     def forward(self, idx, cache=None):
-        tokens = self._tokens(idx)
+        return self._forward(self._tokens(idx), cache)
+
+    def _forward(self, tokens, cache):
+        # The forward on checked host (or device) int tokens (B, T); generate's sampled
+        # tokens are in range by construction and come here without a second check.
         t = tokens.shape[1]
         if cache is not None and len(cache) != self.n_layer:
             raise ValueError(f"GPT: cache must be a list of {self.n_layer} KVCache (one per layer), got {len(cache)}")
@@ -230,7 +234,7 @@ class GPT(nn.Module):
                 nxt = _sample(device.to_host(logits.data[:, -1]), temperature, top_k, rng)
                 out[rows, lengths + step] = nxt
                 if step + 1 < max_new_tokens:
-                    logits = self(nxt[:, None].astype(np.int64), cache=caches)
+                    logits = self._forward(nxt[:, None].astype(np.int64), caches)
         return out
 
 

@@ -190,16 +190,11 @@ class MultiheadAttention(Module):
         self._check_inputs(query, key, value)
         unbatched = query.ndim == 2
 
-        def to_batch_first(t):
-            if unbatched:
-                return t.unsqueeze(0)
-            return t if self.batch_first else t.transpose(0, 1)
-
         packed = self._qkv_same_embed_dim and query is key and key is value
-        q_in, k_in, v_in = to_batch_first(query), None, None
+        q_in, k_in, v_in = self._to_batch_first(query, unbatched), None, None
         if not packed:
-            k_in = q_in if key is query else to_batch_first(key)
-            v_in = k_in if value is key else to_batch_first(value)
+            k_in = q_in if key is query else self._to_batch_first(key, unbatched)
+            v_in = k_in if value is key else self._to_batch_first(value, unbatched)
         if unbatched and key_padding_mask is not None:
             key_padding_mask = F._array(key_padding_mask)[None]
         n, tgt_len = q_in.shape[0], q_in.shape[1]
@@ -225,6 +220,11 @@ class MultiheadAttention(Module):
         elif not self.batch_first:
             out = out.transpose(0, 1)
         return out, weights
+
+    def _to_batch_first(self, t, unbatched):
+        if unbatched:
+            return t.unsqueeze(0)
+        return t if self.batch_first else t.transpose(0, 1)
 
     def _project(self, q_in, k_in, v_in, packed):
         """The q, k, v projections (N, T, heads * head_dim); packed self-attention is one

@@ -100,7 +100,7 @@ def _norm_shape(normalized_shape):
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     normalized_shape = _norm_shape(normalized_shape)
-    if tuple(input.data.shape[-len(normalized_shape):]) != normalized_shape:
+    if input.data.shape[-len(normalized_shape):] != normalized_shape:  # (a shape slice is a tuple)
         raise ValueError(f"layer_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
     return _F.LayerNorm.apply(input, normalized_shape, weight, bias, eps)
 

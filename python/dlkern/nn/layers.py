@@ -44,7 +44,8 @@ class Linear(Module):
             _bound_uniform_(self.bias, self.in_features)
 
     def forward(self, x):
-        if x.shape[-1:] != (self.in_features,):
+        shape = x.data.shape  # (read once: a decode step runs this a few times per layer)
+        if not shape or shape[-1] != self.in_features:
             raise ValueError(f"Linear: input has shape {tuple(x.shape)}, expected (..., {self.in_features})")
         if x.data.dtype != self.weight.data.dtype:
             raise TypeError(f"Linear: input dtype {x.dtype} differs from the weight dtype {self.weight.dtype}")
