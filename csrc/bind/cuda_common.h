@@ -48,6 +48,32 @@ inline void require_like(const cuda::DeviceArray& a, const char* arg, const cuda
     value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), ", expected ", cuda::shape_str(*shape));
 }
 
+// How require_match's errors name the reference an argument must match; each phrase
+// ends in its verb ("input has", "a and b have", "the operands are"). shape nullptr: the
+// shape error says ", expected t" instead of " but <shape> shape t".
+struct MatchRef {
+  const char* dtype;
+  const char* shape;
+  const char* device;
+};
+
+// a has the given dtype, shape and device, checked in this order (one order for every out=
+// and state argument): TypeError "<op>: <arg> has dtype d but <ref.dtype> dtype e", ValueError
+// "<op>: <arg> has shape s but <ref.shape> shape t" (or "..., expected t"), ValueError
+// "<op>: <arg> is on cuda:i but <ref.device> on cuda:j".
+inline void require_match(const cuda::DeviceArray& a, const char* arg, cuda::DType dtype, const cuda::Shape& shape,
+                          int device, const MatchRef& ref, const char* op) {
+  if (a.dtype != dtype)
+    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), " but ", ref.dtype, " dtype ",
+               cuda::dtype_name(dtype));
+  if (a.shape != shape && ref.shape)
+    value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), " but ", ref.shape, " shape ",
+                cuda::shape_str(shape));
+  if (a.shape != shape)
+    value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), ", expected ", cuda::shape_str(shape));
+  if (a.device != device) value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref.device, " on cuda:", device);
+}
+
 // Python tuple of a shape/strides vector and back.
 py::tuple to_tuple(const cuda::Shape& v);
 cuda::Shape to_shape(const py::handle& obj, const char* op, const char* arg);

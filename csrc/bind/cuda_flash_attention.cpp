@@ -130,16 +130,10 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
   const DeviceArray& o = require_float_device_array(o_obj, op, "out");
   const DeviceArray& lse = require_float_device_array(lse_obj, op, "lse");
   const Dims s = check_qkv(q, k, v, op);
-  require_same(g, "grad_out", q, "q", op);
-  require_same(o, "out", q, "q", op);
-  require_same(lse, "lse", q, "q", op);
   const Shape out_shape{s.B, s.Hq, s.Tq, s.Dv}, lse_shape{s.B, s.Hq, s.Tq};
-  if (g.shape != out_shape)
-    value_error(op, ": grad_out has shape ", cuda::shape_str(g.shape), ", expected ", cuda::shape_str(out_shape));
-  if (o.shape != out_shape)
-    value_error(op, ": out has shape ", cuda::shape_str(o.shape), ", expected ", cuda::shape_str(out_shape));
-  if (lse.shape != lse_shape)
-    value_error(op, ": lse has shape ", cuda::shape_str(lse.shape), ", expected ", cuda::shape_str(lse_shape));
+  require_same(g, "grad_out", q, "q", op, &out_shape);
+  require_same(o, "out", q, "q", op, &out_shape);
+  require_same(lse, "lse", q, "q", op, &lse_shape);
   Shape ms;
   const DeviceArray* mask = check_mask(mask_obj, q, s, ms, op);
   check_dropout(dropout_p, op);

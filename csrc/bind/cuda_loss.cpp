@@ -171,11 +171,7 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
   DeviceArray* out = nullptr;
   if (!out_obj.is_none()) {
     out = &require_device_array(out_obj, op, "out");
-    if (out->dtype != x.dtype)
-      type_error(op, ": out has dtype ", cuda::dtype_name(out->dtype), " but input has dtype ", cuda::dtype_name(x.dtype));
-    if (out->shape != x.shape)
-      value_error(op, ": out has shape ", cuda::shape_str(out->shape), ", expected ", cuda::shape_str(x.shape));
-    if (out->device != x.device) value_error(op, ": out is on cuda:", out->device, " but input is on cuda:", x.device);
+    require_match(*out, "out", x.dtype, x.shape, x.device, {"input has", nullptr, "input is"}, op);
   }
   DeviceArray result;
   {

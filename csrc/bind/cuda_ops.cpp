@@ -127,14 +127,7 @@ cuda::DeviceArray* parse_out(const py::object& out_obj, const char* op, const cu
     type_error(op, ": out must be a dlkern._C_cuda.DeviceArray or None, got ",
                py::str(py::type::of(out_obj).attr("__name__")).cast<std::string>());
   cuda::DeviceArray& out = out_obj.cast<cuda::DeviceArray&>();
-  if (out.dtype != dtype)
-    type_error(op, ": out has dtype ", cuda::dtype_name(out.dtype), " but the result has dtype ",
-               cuda::dtype_name(dtype));
-  if (out.shape != shape)
-    value_error(op, ": out has shape ", cuda::shape_str(out.shape), " but the result has shape ",
-                cuda::shape_str(shape));
-  if (out.device != device)
-    value_error(op, ": out is on cuda:", out.device, " but the operands are on cuda:", device);
+  require_match(out, "out", dtype, shape, device, {"the result has", "the result has", "the operands are"}, op);
   return &out;
 }
 
