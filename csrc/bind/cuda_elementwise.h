@@ -118,9 +118,19 @@ cuda::DeviceArray run_elementwise(const char* op, const std::vector<Operand>& in
   return *out;
 }
 
-// The Python result: out's own object when out= was given (as NumPy), else the new array.
-inline py::object result_object(cuda::DeviceArray result, const py::object& out) {
-  return out.is_none() ? py::cast(std::move(result)) : out;
+// An elementwise binding after its own operand checks: out= checked against the result's
+// shape, dtype and device (parse_out), then run_elementwise without the GIL. Returns out's
+// own object when out= was given (as NumPy), else the new array.
+template <typename Launch>
+py::object elementwise(const char* op, const std::vector<Operand>& in, const cuda::Shape& shape, cuda::DType dtype,
+                       int device, const py::object& out_obj, Launch&& launch) {
+  cuda::DeviceArray* out = parse_out(out_obj, op, shape, dtype, device);
+  cuda::DeviceArray result;
+  {
+    py::gil_scoped_release nogil;
+    result = run_elementwise(op, in, shape, dtype, out, std::forward<Launch>(launch));
+  }
+  return out_obj.is_none() ? py::cast(std::move(result)) : out_obj;
 }
 
 }  // namespace dlkern::bind

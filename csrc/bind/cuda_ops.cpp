@@ -149,18 +149,12 @@ py::object unary_op(cuda::UnaryOp f, const char* op, const py::object& x_obj, co
     type_error(op, ": x must be a dlkern._C_cuda.DeviceArray, got a Python number");
   const DeviceArray& x = *in[0].array;
   require_float(x, op, "x");
-  DeviceArray* out = parse_out(out_obj, op, x.shape, x.dtype, x.device);
-  DeviceArray result;
-  {
-    py::gil_scoped_release nogil;
-    result = run_elementwise(op, in, x.shape, x.dtype, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
-      dispatch_cuda_float(x.dtype, [&](auto zero) {
-        using T = decltype(zero);
-        cuda::unary<T>(f, loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), r.stream, op);
-      });
+  return elementwise(op, in, x.shape, x.dtype, x.device, out_obj, [&](auto& r, const auto& loop) {
+    dispatch_cuda_float(x.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      cuda::unary<T>(f, loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), r.stream, op);
     });
-  }
-  return result_object(std::move(result), out_obj);
+  });
 }
 
 // The binary ops that also run on int64 (NumPy would turn int64 / and ** into floats
@@ -179,20 +173,14 @@ py::object binary_op(cuda::BinaryOp f, const char* op, const py::object& a_obj, 
                dt == DType::i64 ? " (int64 only for add, subtract, multiply, maximum, minimum)" : "",
                "; cast with dlkern._C_cuda.astype first");
   const cuda::Shape shape = broadcast_operands(op, in);
-  DeviceArray* out = parse_out(out_obj, op, shape, dt, first_array(in).device);
-  DeviceArray result;
-  {
-    py::gil_scoped_release nogil;
-    result = run_elementwise(op, in, shape, dt, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
-      dispatch_cuda_any(dt, [&](auto zero) {
-        using T = decltype(zero);
-        if constexpr (!std::is_same_v<T, uint8_t>)
-          cuda::binary<T>(f, loop, static_cast<T*>(r.data()), data_as<T>(in[0]), scalar_as<T>(in[0]),
-                          data_as<T>(in[1]), scalar_as<T>(in[1]), r.stream, op);
-      });
+  return elementwise(op, in, shape, dt, first_array(in).device, out_obj, [&](auto& r, const auto& loop) {
+    dispatch_cuda_any(dt, [&](auto zero) {
+      using T = decltype(zero);
+      if constexpr (!std::is_same_v<T, uint8_t>)
+        cuda::binary<T>(f, loop, static_cast<T*>(r.data()), data_as<T>(in[0]), scalar_as<T>(in[0]),
+                        data_as<T>(in[1]), scalar_as<T>(in[1]), r.stream, op);
     });
-  }
-  return result_object(std::move(result), out_obj);
+  });
 }
 
 // clip(x, lo, hi): lo/hi Python numbers or None, as numpy.clip.
@@ -212,20 +200,14 @@ py::object clip_op(const py::object& x_obj, const py::object& lo_obj, const py::
     return b;
   };
   const Operand lo = bound(lo_obj, "lo"), hi = bound(hi_obj, "hi");
-  DeviceArray* out = parse_out(out_obj, op, x.shape, x.dtype, x.device);
-  DeviceArray result;
-  {
-    py::gil_scoped_release nogil;
-    result = run_elementwise(op, in, x.shape, x.dtype, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
-      dispatch_cuda_any(x.dtype, [&](auto zero) {
-        using T = decltype(zero);
-        if constexpr (!std::is_same_v<T, uint8_t>)
-          cuda::clip<T>(loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), !lo_obj.is_none(),
-                        scalar_as<T>(lo), !hi_obj.is_none(), scalar_as<T>(hi), r.stream, op);
-      });
+  return elementwise(op, in, x.shape, x.dtype, x.device, out_obj, [&](auto& r, const auto& loop) {
+    dispatch_cuda_any(x.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      if constexpr (!std::is_same_v<T, uint8_t>)
+        cuda::clip<T>(loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), !lo_obj.is_none(),
+                      scalar_as<T>(lo), !hi_obj.is_none(), scalar_as<T>(hi), r.stream, op);
     });
-  }
-  return result_object(std::move(result), out_obj);
+  });
 }
 
 DeviceArray reduce_op(cuda::ReduceOp f, const char* op, const py::object& x_obj, const py::object& axis_obj,
