@@ -17,9 +17,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 DeviceArray rope_call(const py::object& x_obj, const py::object& offset_obj, double base, bool inverse) {
   const char* op = inverse ? "rope_backward" : "rope";

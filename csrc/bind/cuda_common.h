@@ -8,6 +8,11 @@
 
 namespace dlkern::bind {
 
+// Named by every CUDA binding file. (DType is not: bind's own DType is the CPU one, which
+// dispatch_float takes; files that want cuda::DType say so themselves.)
+using cuda::DeviceArray;
+using cuda::Shape;
+
 // A CUDA stream as Python sees it. handle 0 is the legacy default stream. Streams made
 // by Stream() live until the process exits (the allocator keys cached blocks by stream
 // handle, so a handle must never be reused by a different stream).

@@ -12,9 +12,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
-using cuda::Shape;
-
 const DeviceArray& conv_array(const py::handle& obj, const char* op, const char* arg) {
   const DeviceArray& a = require_device_array(obj, op, arg);
   if (!cuda::is_float(a.dtype))

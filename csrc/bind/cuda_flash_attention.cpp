@@ -15,9 +15,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 using Dims = AttentionDims;
 

@@ -16,9 +16,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 constexpr unsigned long long kNoBadIndex = std::numeric_limits<unsigned long long>::max();
 

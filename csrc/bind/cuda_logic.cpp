@@ -9,7 +9,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
 
 // x <f> s for int64 x and a double s, exactly (no rounding of x to double), as the

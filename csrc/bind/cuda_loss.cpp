@@ -16,9 +16,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 DeviceArray reshaped(DeviceArray a, const Shape& shape) {  // a must be contiguous
   a.shape = shape;

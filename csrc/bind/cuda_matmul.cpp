@@ -18,9 +18,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 std::atomic<bool> g_allow_tf32{false};  // PyTorch's default: full float32 products
 

@@ -13,9 +13,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
-using cuda::Shape;
-
 py::object softmax_call(bool is_log, bool backward, const char* op, const py::object& a_obj,
                         const py::object& b_obj, int64_t dim, const py::object& out_obj) {
   // forward: a = x; backward: a = grad_out, b = y (the forward's output)

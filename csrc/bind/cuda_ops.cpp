@@ -133,7 +133,6 @@ cuda::DeviceArray* parse_out(const py::object& out_obj, const char* op, const cu
 
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
 
 // float32/float64 only.

@@ -15,8 +15,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
-
 // arg as a contiguous array matching param (dtype, shape, device).
 DeviceArray& state_like(const py::handle& obj, const DeviceArray& param, const char* op, const char* arg) {
   require_float_device_array(obj, op, arg);

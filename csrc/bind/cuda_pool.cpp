@@ -17,9 +17,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
-using cuda::Shape;
-
 // A float DeviceArray of 3 or 4 dimensions, with its 4-D shape (a batch of one added).
 struct Planes {
   const DeviceArray* array = nullptr;
