@@ -2,6 +2,7 @@
 // arguments, and the Stream handle type. pybind11 only; the device logic is in csrc/cuda.
 #pragma once
 #include <initializer_list>
+#include <utility>
 
 #include "bind/common.h"
 #include "cuda/device_array.h"
@@ -77,6 +78,14 @@ inline void require_match(const cuda::DeviceArray& a, const char* arg, cuda::DTy
   if (a.shape != shape)
     value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), ", expected ", cuda::shape_str(shape));
   if (a.device != device) value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref.device, " on cuda:", device);
+}
+
+// A dict of named integers, in the order given: the launch-plan testing aids
+// (_attention_plan, _decode_plan) report their plan structs this way.
+inline py::dict int_dict(std::initializer_list<std::pair<const char*, int64_t>> fields) {
+  py::dict d;
+  for (const auto& [name, value] : fields) d[name] = value;
+  return d;
 }
 
 // Python tuple of a shape/strides vector and back.

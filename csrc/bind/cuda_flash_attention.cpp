@@ -170,20 +170,11 @@ py::dict plan_dict(int64_t B, int64_t Hq, int64_t Hkv, int64_t Tq, int64_t Tk, i
                    int64_t elem_bytes, int64_t max_smem_bytes, int64_t sm_count) {
   const cuda::FlashPlan p =
       cuda::plan_flash(B, Hq, Hkv, Tq, Tk, D, Dv, elem_bytes, max_smem_bytes, sm_count, "_attention_plan");
-  py::dict d;
-  d["tile"] = p.tile;
-  d["threads"] = p.threads;
-  d["q_tiles"] = p.q_tiles;
-  d["k_tiles"] = p.k_tiles;
-  d["fwd_blocks"] = p.fwd_blocks;
-  d["fwd_smem"] = p.fwd_smem;
-  d["dkdv_splits"] = p.dkdv_splits;
-  d["dkdv_heads"] = p.dkdv_heads;
-  d["dkdv_blocks"] = p.dkdv_blocks;
-  d["dkdv_smem"] = p.dkdv_smem;
-  d["dq_blocks"] = p.dq_blocks;
-  d["dq_smem"] = p.dq_smem;
-  return d;
+  return int_dict({{"tile", p.tile}, {"threads", p.threads}, {"q_tiles", p.q_tiles}, {"k_tiles", p.k_tiles},
+                   {"fwd_blocks", p.fwd_blocks}, {"fwd_smem", p.fwd_smem},
+                   {"dkdv_splits", p.dkdv_splits}, {"dkdv_heads", p.dkdv_heads},
+                   {"dkdv_blocks", p.dkdv_blocks}, {"dkdv_smem", p.dkdv_smem},
+                   {"dq_blocks", p.dq_blocks}, {"dq_smem", p.dq_smem}});
 }
 
 }  // namespace
