@@ -102,6 +102,18 @@ decltype(auto) dispatch_cuda_float(cuda::DType dt, F&& f) {
   return dispatch_float(dt == cuda::DType::f32 ? DType::f32 : DType::f64, std::forward<F>(f));
 }
 
+// Calls f(T{}) with the kernel element type of dt (uint8_t for bool).
+template <typename F>
+decltype(auto) dispatch_cuda_any(cuda::DType dt, F&& f) {
+  switch (dt) {
+    case cuda::DType::f32: return f(float{});
+    case cuda::DType::f64: return f(double{});
+    case cuda::DType::i64: return f(int64_t{});
+    case cuda::DType::b8: break;
+  }
+  return f(uint8_t{});
+}
+
 // cuda::contiguous(src), but a copy (when one is needed) is made on `consumer`, the stream
 // of the kernel that reads it. Why: cuda::contiguous allocates the copy on src.stream, and
 // when that temporary is dropped at the end of the binding its block goes back to

@@ -63,18 +63,6 @@ const T* data_as(const Operand& o) {
   return o.array ? static_cast<const T*>(o.array->data()) : nullptr;
 }
 
-// Calls f(T{}) with the kernel element type of dt (uint8_t for bool).
-template <typename F>
-decltype(auto) dispatch_cuda_any(cuda::DType dt, F&& f) {
-  switch (dt) {
-    case cuda::DType::f32: return f(float{});
-    case cuda::DType::f64: return f(double{});
-    case cuda::DType::i64: return f(int64_t{});
-    case cuda::DType::b8: break;
-  }
-  return f(uint8_t{});
-}
-
 // Queues one elementwise launch and returns its result. Call without the GIL.
 // The result goes to `out` when given (its stream runs the work, after every input's
 // stream), else to a new contiguous array on the first array operand's device and
