@@ -114,6 +114,13 @@ decltype(auto) dispatch_cuda_any(cuda::DType dt, F&& f) {
   return f(uint8_t{});
 }
 
+// The array's data as T* (T may be const): nullptr for a default-constructed (absent)
+// optional array, which has no storage (DeviceArray::data()).
+template <typename T>
+T* data_of(const DeviceArray& a) {
+  return static_cast<T*>(a.data());
+}
+
 // cuda::contiguous(src), but a copy (when one is needed) is made on `consumer`, the stream
 // of the kernel that reads it. Why: cuda::contiguous allocates the copy on src.stream, and
 // when that temporary is dropped at the end of the binding its block goes back to

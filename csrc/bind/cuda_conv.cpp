@@ -28,11 +28,6 @@ std::pair<const DeviceArray*, const DeviceArray*> conv_inputs(const py::handle& 
   return {&x, &w};
 }
 
-template <typename T>
-T* data_of(const DeviceArray& a) {
-  return a.storage ? static_cast<T*>(a.data()) : nullptr;
-}
-
 py::object conv_forward(const char* op, int nd, bool causal, const py::object& x_obj, const py::object& w_obj,
                         const py::object& b_obj, const py::object& stride, const py::object& padding,
                         const py::object& dilation, const py::object& groups) {

@@ -33,11 +33,6 @@ Planes planes(const py::handle& obj, const char* op, const char* name) {
   return p;
 }
 
-template <typename T>
-T* data_of(const DeviceArray& a) {
-  return static_cast<T*>(a.data());
-}
-
 // Runs body(T{}, xc, stream) on the input's device with the GIL released; out is
 // allocated on the input's stream.
 template <typename Body>
