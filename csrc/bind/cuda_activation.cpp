@@ -9,7 +9,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
 
 cuda::StridedLoop loop_or_value_error(const cuda::Shape& shape, const std::vector<cuda::Shape>& strides,

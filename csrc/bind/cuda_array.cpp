@@ -12,9 +12,6 @@
 
 namespace dlkern::bind {
 
-using cuda::DeviceArray;
-using cuda::Shape;
-
 cuda::DType parse_dtype(const py::handle& obj, const char* op) {
   const py::dtype dt = py::dtype::from_args(py::reinterpret_borrow<py::object>(obj));
   const char kind = dt.kind();

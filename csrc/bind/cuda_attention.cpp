@@ -17,9 +17,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 DeviceArray rope_call(const py::object& x_obj, const py::object& offset_obj, double base, bool inverse) {
   const char* op = inverse ? "rope_backward" : "rope";
@@ -143,13 +141,8 @@ DLKERN_REGISTER_BINDINGS(cuda_attention) {
   m.def("_decode_plan", [](int64_t B, int64_t Hkv, int64_t rows, int64_t length, int64_t D, int64_t Dv,
                            int64_t elem_bytes, int sm_count) {
     const cuda::DecodePlan p = cuda::plan_decode(B, Hkv, rows, length, D, Dv, elem_bytes, sm_count);
-    py::dict d;
-    d["row_groups"] = p.row_groups;
-    d["splits"] = p.splits;
-    d["chunk"] = p.chunk;
-    d["tile_keys"] = p.tile_keys;
-    d["smem_bytes"] = p.smem_bytes;
-    return d;
+    return int_dict({{"row_groups", p.row_groups}, {"splits", p.splits}, {"chunk", p.chunk},
+                     {"tile_keys", p.tile_keys}, {"smem_bytes", p.smem_bytes}});
   }, py::arg("B"), py::arg("Hkv"), py::arg("rows_per_kv_head"), py::arg("length"), py::arg("D"), py::arg("Dv"),
   py::arg("elem_bytes"), py::arg("sm_count"),
   "Testing aid: the decode-attention launch plan (row groups, key splits, chunk, tile, shared memory).");

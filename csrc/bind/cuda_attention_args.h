@@ -9,10 +9,11 @@
 
 namespace dlkern::bind {
 
-// Same dtype and device as the reference array (the attention ops' wording).
+// Same dtype and device as the reference array and, when given, that shape (the attention
+// ops' wording).
 inline void require_same(const cuda::DeviceArray& a, const char* arg, const cuda::DeviceArray& ref,
-                         const char* ref_arg, const char* op) {
-  require_like(a, arg, ref, ref_arg, op, nullptr, "; all must be the same float type");
+                         const char* ref_arg, const char* op, const cuda::Shape* shape = nullptr) {
+  require_like(a, arg, ref, ref_arg, op, shape, "; all must be the same float type");
 }
 
 // a itself when its last axis has unit stride (or at most one element, or a is empty),

@@ -2,11 +2,17 @@
 // arguments, and the Stream handle type. pybind11 only; the device logic is in csrc/cuda.
 #pragma once
 #include <initializer_list>
+#include <utility>
 
 #include "bind/common.h"
 #include "cuda/device_array.h"
 
 namespace dlkern::bind {
+
+// Named by every CUDA binding file. (DType is not: bind's own DType is the CPU one, which
+// dispatch_float takes; files that want cuda::DType say so themselves.)
+using cuda::DeviceArray;
+using cuda::Shape;
 
 // A CUDA stream as Python sees it. handle 0 is the legacy default stream. Streams made
 // by Stream() live until the process exits (the allocator keys cached blocks by stream
@@ -48,6 +54,40 @@ inline void require_like(const cuda::DeviceArray& a, const char* arg, const cuda
     value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), ", expected ", cuda::shape_str(*shape));
 }
 
+// How require_match's errors name the reference an argument must match; each phrase
+// ends in its verb ("input has", "a and b have", "the operands are"). shape nullptr: the
+// shape error says ", expected t" instead of " but <shape> shape t".
+struct MatchRef {
+  const char* dtype;
+  const char* shape;
+  const char* device;
+};
+
+// a has the given dtype, shape and device, checked in this order (one order for every out=
+// and state argument): TypeError "<op>: <arg> has dtype d but <ref.dtype> dtype e", ValueError
+// "<op>: <arg> has shape s but <ref.shape> shape t" (or "..., expected t"), ValueError
+// "<op>: <arg> is on cuda:i but <ref.device> on cuda:j".
+inline void require_match(const cuda::DeviceArray& a, const char* arg, cuda::DType dtype, const cuda::Shape& shape,
+                          int device, const MatchRef& ref, const char* op) {
+  if (a.dtype != dtype)
+    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), " but ", ref.dtype, " dtype ",
+               cuda::dtype_name(dtype));
+  if (a.shape != shape && ref.shape)
+    value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), " but ", ref.shape, " shape ",
+                cuda::shape_str(shape));
+  if (a.shape != shape)
+    value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), ", expected ", cuda::shape_str(shape));
+  if (a.device != device) value_error(op, ": ", arg, " is on cuda:", a.device, " but ", ref.device, " on cuda:", device);
+}
+
+// A dict of named integers, in the order given: the launch-plan testing aids
+// (_attention_plan, _decode_plan) report their plan structs this way.
+inline py::dict int_dict(std::initializer_list<std::pair<const char*, int64_t>> fields) {
+  py::dict d;
+  for (const auto& [name, value] : fields) d[name] = value;
+  return d;
+}
+
 // Python tuple of a shape/strides vector and back.
 py::tuple to_tuple(const cuda::Shape& v);
 cuda::Shape to_shape(const py::handle& obj, const char* op, const char* arg);
@@ -60,6 +100,25 @@ decltype(auto) dispatch_cuda_float(cuda::DType dt, F&& f) {
   if (!cuda::is_float(dt))
     throw py::type_error(cat("dtype ", cuda::dtype_name(dt), " reached a float32/float64-only CUDA kernel"));
   return dispatch_float(dt == cuda::DType::f32 ? DType::f32 : DType::f64, std::forward<F>(f));
+}
+
+// Calls f(T{}) with the kernel element type of dt (uint8_t for bool).
+template <typename F>
+decltype(auto) dispatch_cuda_any(cuda::DType dt, F&& f) {
+  switch (dt) {
+    case cuda::DType::f32: return f(float{});
+    case cuda::DType::f64: return f(double{});
+    case cuda::DType::i64: return f(int64_t{});
+    case cuda::DType::b8: break;
+  }
+  return f(uint8_t{});
+}
+
+// The array's data as T* (T may be const): nullptr for a default-constructed (absent)
+// optional array, which has no storage (DeviceArray::data()).
+template <typename T>
+T* data_of(const DeviceArray& a) {
+  return static_cast<T*>(a.data());
 }
 
 // cuda::contiguous(src), but a copy (when one is needed) is made on `consumer`, the stream

@@ -12,16 +12,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
-using cuda::Shape;
-
-const DeviceArray& conv_array(const py::handle& obj, const char* op, const char* arg) {
-  const DeviceArray& a = require_device_array(obj, op, arg);
-  if (!cuda::is_float(a.dtype))
-    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), "; expected float32 or float64");
-  return a;
-}
-
 void require_same_device(const DeviceArray& a, const DeviceArray& x, const char* op, const char* arg) {
   if (a.device != x.device) value_error(op, ": ", arg, " is on cuda:", a.device, " but x is on cuda:", x.device);
 }
@@ -29,18 +19,13 @@ void require_same_device(const DeviceArray& a, const DeviceArray& x, const char*
 // x and weight arrays with matching dtypes (the first checks of the CPU op).
 std::pair<const DeviceArray*, const DeviceArray*> conv_inputs(const py::handle& x_obj, const py::handle& w_obj,
                                                               const char* op) {
-  const DeviceArray& x = conv_array(x_obj, op, "x");
-  const DeviceArray& w = conv_array(w_obj, op, "weight");
+  const DeviceArray& x = require_float_device_array(x_obj, op, "x");
+  const DeviceArray& w = require_float_device_array(w_obj, op, "weight");
   if (w.dtype != x.dtype)
     type_error(op, ": x has dtype ", cuda::dtype_name(x.dtype), " but weight has dtype ", cuda::dtype_name(w.dtype),
                "; both must be the same float type");
   require_same_device(w, x, op, "weight");
   return {&x, &w};
-}
-
-template <typename T>
-T* data_of(const DeviceArray& a) {
-  return a.storage ? static_cast<T*>(a.data()) : nullptr;
 }
 
 py::object conv_forward(const char* op, int nd, bool causal, const py::object& x_obj, const py::object& w_obj,
@@ -56,11 +41,8 @@ py::object conv_forward(const char* op, int nd, bool causal, const py::object& x
                  py::str(py::type::of(b_obj).attr("__name__")).cast<std::string>());
     }
     b = &b_obj.cast<const DeviceArray&>();
-    if (b->dtype != x->dtype)
-      type_error(op, ": bias has dtype ", cuda::dtype_name(b->dtype), " but x has dtype ", cuda::dtype_name(x->dtype));
-    if (b->shape != Shape{w->shape[0]})
-      value_error(op, ": bias has shape ", cuda::shape_str(b->shape), ", expected (", w->shape[0], ",)");
-    require_same_device(*b, *x, op, "bias");
+    const Shape bias_shape{w->shape[0]};
+    require_like(*b, "bias", *x, "x", op, &bias_shape);
   }
   const cuda::Conv2dPlan plan = cuda::conv2d_plan(g.s, cuda::itemsize(x->dtype));
   DeviceArray y;

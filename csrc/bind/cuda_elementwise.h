@@ -63,18 +63,6 @@ const T* data_as(const Operand& o) {
   return o.array ? static_cast<const T*>(o.array->data()) : nullptr;
 }
 
-// Calls f(T{}) with the kernel element type of dt (uint8_t for bool).
-template <typename F>
-decltype(auto) dispatch_cuda_any(cuda::DType dt, F&& f) {
-  switch (dt) {
-    case cuda::DType::f32: return f(float{});
-    case cuda::DType::f64: return f(double{});
-    case cuda::DType::i64: return f(int64_t{});
-    case cuda::DType::b8: break;
-  }
-  return f(uint8_t{});
-}
-
 // Queues one elementwise launch and returns its result. Call without the GIL.
 // The result goes to `out` when given (its stream runs the work, after every input's
 // stream), else to a new contiguous array on the first array operand's device and
@@ -118,9 +106,19 @@ cuda::DeviceArray run_elementwise(const char* op, const std::vector<Operand>& in
   return *out;
 }
 
-// The Python result: out's own object when out= was given (as NumPy), else the new array.
-inline py::object result_object(cuda::DeviceArray result, const py::object& out) {
-  return out.is_none() ? py::cast(std::move(result)) : out;
+// An elementwise binding after its own operand checks: out= checked against the result's
+// shape, dtype and device (parse_out), then run_elementwise without the GIL. Returns out's
+// own object when out= was given (as NumPy), else the new array.
+template <typename Launch>
+py::object elementwise(const char* op, const std::vector<Operand>& in, const cuda::Shape& shape, cuda::DType dtype,
+                       int device, const py::object& out_obj, Launch&& launch) {
+  cuda::DeviceArray* out = parse_out(out_obj, op, shape, dtype, device);
+  cuda::DeviceArray result;
+  {
+    py::gil_scoped_release nogil;
+    result = run_elementwise(op, in, shape, dtype, out, std::forward<Launch>(launch));
+  }
+  return out_obj.is_none() ? py::cast(std::move(result)) : out_obj;
 }
 
 }  // namespace dlkern::bind

@@ -9,9 +9,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 int device_arg(const py::object& device) { return device.is_none() ? -1 : device.cast<int>(); }
 

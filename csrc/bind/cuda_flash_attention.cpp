@@ -15,9 +15,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 using Dims = AttentionDims;
 
@@ -130,16 +128,10 @@ py::tuple backward(const py::object& g_obj, const py::object& q_obj, const py::o
   const DeviceArray& o = require_float_device_array(o_obj, op, "out");
   const DeviceArray& lse = require_float_device_array(lse_obj, op, "lse");
   const Dims s = check_qkv(q, k, v, op);
-  require_same(g, "grad_out", q, "q", op);
-  require_same(o, "out", q, "q", op);
-  require_same(lse, "lse", q, "q", op);
   const Shape out_shape{s.B, s.Hq, s.Tq, s.Dv}, lse_shape{s.B, s.Hq, s.Tq};
-  if (g.shape != out_shape)
-    value_error(op, ": grad_out has shape ", cuda::shape_str(g.shape), ", expected ", cuda::shape_str(out_shape));
-  if (o.shape != out_shape)
-    value_error(op, ": out has shape ", cuda::shape_str(o.shape), ", expected ", cuda::shape_str(out_shape));
-  if (lse.shape != lse_shape)
-    value_error(op, ": lse has shape ", cuda::shape_str(lse.shape), ", expected ", cuda::shape_str(lse_shape));
+  require_same(g, "grad_out", q, "q", op, &out_shape);
+  require_same(o, "out", q, "q", op, &out_shape);
+  require_same(lse, "lse", q, "q", op, &lse_shape);
   Shape ms;
   const DeviceArray* mask = check_mask(mask_obj, q, s, ms, op);
   check_dropout(dropout_p, op);
@@ -178,20 +170,11 @@ py::dict plan_dict(int64_t B, int64_t Hq, int64_t Hkv, int64_t Tq, int64_t Tk, i
                    int64_t elem_bytes, int64_t max_smem_bytes, int64_t sm_count) {
   const cuda::FlashPlan p =
       cuda::plan_flash(B, Hq, Hkv, Tq, Tk, D, Dv, elem_bytes, max_smem_bytes, sm_count, "_attention_plan");
-  py::dict d;
-  d["tile"] = p.tile;
-  d["threads"] = p.threads;
-  d["q_tiles"] = p.q_tiles;
-  d["k_tiles"] = p.k_tiles;
-  d["fwd_blocks"] = p.fwd_blocks;
-  d["fwd_smem"] = p.fwd_smem;
-  d["dkdv_splits"] = p.dkdv_splits;
-  d["dkdv_heads"] = p.dkdv_heads;
-  d["dkdv_blocks"] = p.dkdv_blocks;
-  d["dkdv_smem"] = p.dkdv_smem;
-  d["dq_blocks"] = p.dq_blocks;
-  d["dq_smem"] = p.dq_smem;
-  return d;
+  return int_dict({{"tile", p.tile}, {"threads", p.threads}, {"q_tiles", p.q_tiles}, {"k_tiles", p.k_tiles},
+                   {"fwd_blocks", p.fwd_blocks}, {"fwd_smem", p.fwd_smem},
+                   {"dkdv_splits", p.dkdv_splits}, {"dkdv_heads", p.dkdv_heads},
+                   {"dkdv_blocks", p.dkdv_blocks}, {"dkdv_smem", p.dkdv_smem},
+                   {"dq_blocks", p.dq_blocks}, {"dq_smem", p.dq_smem}});
 }
 
 }  // namespace

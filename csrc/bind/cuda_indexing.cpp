@@ -16,9 +16,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 constexpr unsigned long long kNoBadIndex = std::numeric_limits<unsigned long long>::max();
 
@@ -127,24 +125,12 @@ DeviceArray run_gather(const DeviceArray& x, const DeviceArray& idx, const cuda:
     const cuda::StridedLoop loop = cuda::index_loop(plan, out.strides);
     bad = run_checked(idx, loop, x.device, out.stream, op, [&](unsigned long long* flag) {
       const auto* ip = static_cast<const int64_t*>(idx.data());
-      switch (x.dtype) {
-        case DType::f32:
-          cuda::gather<float>(loop, plan.axis_size, plan.axis_stride, static_cast<float*>(out.data()),
-                              static_cast<const float*>(x.data()), ip, flag, out.stream, op);
-          break;
-        case DType::f64:
-          cuda::gather<double>(loop, plan.axis_size, plan.axis_stride, static_cast<double*>(out.data()),
-                               static_cast<const double*>(x.data()), ip, flag, out.stream, op);
-          break;
-        case DType::i64:
-          cuda::gather<int64_t>(loop, plan.axis_size, plan.axis_stride, static_cast<int64_t*>(out.data()),
-                                static_cast<const int64_t*>(x.data()), ip, flag, out.stream, op);
-          break;
-        case DType::b8:  // was missing: a bool x returned uninitialised memory
-          cuda::gather<uint8_t>(loop, plan.axis_size, plan.axis_stride, static_cast<uint8_t*>(out.data()),
-                                static_cast<const uint8_t*>(x.data()), ip, flag, out.stream, op);
-          break;
-      }
+      // Every dtype, bool included (a bool case once missing returned uninitialised memory).
+      dispatch_cuda_any(x.dtype, [&](auto zero) {
+        using T = decltype(zero);
+        cuda::gather<T>(loop, plan.axis_size, plan.axis_stride, static_cast<T*>(out.data()),
+                        static_cast<const T*>(x.data()), ip, flag, out.stream, op);
+      });
     });
   }
   if (bad) index_error(op, *bad, axis, plan.axis_size);
@@ -210,19 +196,14 @@ void run_scatter(const DeviceArray& x, const DeviceArray& idx, const Values& v, 
     const cuda::StridedLoop loop = cuda::index_loop(plan, v.strides);
     bad = run_checked(idx, loop, x.device, s, op, [&](unsigned long long* flag) {
       const auto* ip = static_cast<const int64_t*>(idx.data());
-      auto go = [&](auto zero) {
+      // Every dtype, bool included (a bool case once missing left a bool x unwritten).
+      dispatch_cuda_any(x.dtype, [&](auto zero) {
         using T = decltype(zero);
         cuda::scatter<T>(loop, plan.axis_size, plan.axis_stride, static_cast<T*>(x.data()),
                          v.array ? static_cast<const T*>(v.array->data()) : nullptr,
                          std::is_same_v<T, uint8_t> ? T(v.scalar != 0) : static_cast<T>(v.scalar), ip,
                          accumulate, flag, s, op);
-      };
-      switch (x.dtype) {
-        case DType::f32: go(float{}); break;
-        case DType::f64: go(double{}); break;
-        case DType::i64: go(int64_t{}); break;
-        case DType::b8: go(uint8_t{}); break;  // was missing: a bool x was silently not written
-      }
+      });
     });
   }
   if (bad) index_error(op, *bad, axis, plan.axis_size);

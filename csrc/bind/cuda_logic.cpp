@@ -9,7 +9,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
 
 // x <f> s for int64 x and a double s, exactly (no rounding of x to double), as the
@@ -82,19 +81,13 @@ py::object compare_op(cuda::CompareOp f, const char* op, const py::object& a_obj
   }
   const DType dt = common_dtype(op, in);
   const cuda::Shape shape = broadcast_operands(op, in);
-  DeviceArray* out = parse_out(out_obj, op, shape, DType::b8, first_array(in).device);
-  DeviceArray result;
-  {
-    py::gil_scoped_release nogil;
-    result = run_elementwise(op, in, shape, DType::b8, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
-      dispatch_cuda_any(dt, [&](auto zero) {
-        using T = decltype(zero);
-        cuda::compare<T>(f, loop, static_cast<uint8_t*>(r.data()), data_as<T>(in[0]), scalar_as<T>(in[0]),
-                         data_as<T>(in[1]), scalar_as<T>(in[1]), r.stream, op);
-      });
+  return elementwise(op, in, shape, DType::b8, first_array(in).device, out_obj, [&](auto& r, const auto& loop) {
+    dispatch_cuda_any(dt, [&](auto zero) {
+      using T = decltype(zero);
+      cuda::compare<T>(f, loop, static_cast<uint8_t*>(r.data()), data_as<T>(in[0]), scalar_as<T>(in[0]),
+                       data_as<T>(in[1]), scalar_as<T>(in[1]), r.stream, op);
     });
-  }
-  return result_object(std::move(result), out_obj);
+  });
 }
 
 void require_bool(const std::vector<Operand>& in, const char* op) {
@@ -108,17 +101,11 @@ py::object logical_op(cuda::LogicalOp f, const char* op, std::vector<Operand> in
   require_bool(in, op);
   common_dtype(op, in);
   const cuda::Shape shape = broadcast_operands(op, in);
-  DeviceArray* out = parse_out(out_obj, op, shape, DType::b8, first_array(in).device);
-  DeviceArray result;
-  {
-    py::gil_scoped_release nogil;
-    result = run_elementwise(op, in, shape, DType::b8, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
-      const bool two = in.size() == 2;
-      cuda::logical(f, loop, static_cast<uint8_t*>(r.data()), data_as<uint8_t>(in[0]), scalar_as<uint8_t>(in[0]),
-                    two ? data_as<uint8_t>(in[1]) : nullptr, two ? scalar_as<uint8_t>(in[1]) : 0, r.stream, op);
-    });
-  }
-  return result_object(std::move(result), out_obj);
+  return elementwise(op, in, shape, DType::b8, first_array(in).device, out_obj, [&](auto& r, const auto& loop) {
+    const bool two = in.size() == 2;
+    cuda::logical(f, loop, static_cast<uint8_t*>(r.data()), data_as<uint8_t>(in[0]), scalar_as<uint8_t>(in[0]),
+                  two ? data_as<uint8_t>(in[1]) : nullptr, two ? scalar_as<uint8_t>(in[1]) : 0, r.stream, op);
+  });
 }
 
 // where(cond, a, b): cond a bool array; a and b arrays of one dtype or numbers (at least
@@ -134,19 +121,13 @@ py::object where_op(const py::object& cond_obj, const py::object& a_obj, const p
                " (compare first, e.g. dlkern._C_cuda.greater(x, 0))");
   const DType dt = common_dtype(op, {in[1], in[2]});
   const cuda::Shape shape = broadcast_operands(op, in);
-  DeviceArray* out = parse_out(out_obj, op, shape, dt, in[0].array->device);
-  DeviceArray result;
-  {
-    py::gil_scoped_release nogil;
-    result = run_elementwise(op, in, shape, dt, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
-      dispatch_cuda_any(dt, [&](auto zero) {
-        using T = decltype(zero);
-        cuda::where<T>(loop, static_cast<T*>(r.data()), data_as<uint8_t>(in[0]), data_as<T>(in[1]),
-                       scalar_as<T>(in[1]), data_as<T>(in[2]), scalar_as<T>(in[2]), r.stream, op);
-      });
+  return elementwise(op, in, shape, dt, in[0].array->device, out_obj, [&](auto& r, const auto& loop) {
+    dispatch_cuda_any(dt, [&](auto zero) {
+      using T = decltype(zero);
+      cuda::where<T>(loop, static_cast<T*>(r.data()), data_as<uint8_t>(in[0]), data_as<T>(in[1]),
+                     scalar_as<T>(in[1]), data_as<T>(in[2]), scalar_as<T>(in[2]), r.stream, op);
     });
-  }
-  return result_object(std::move(result), out_obj);
+  });
 }
 
 }  // namespace

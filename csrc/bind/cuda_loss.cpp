@@ -16,9 +16,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 DeviceArray reshaped(DeviceArray a, const Shape& shape) {  // a must be contiguous
   a.shape = shape;
@@ -70,13 +68,10 @@ CeArgs check_common(const py::object& input_obj, const py::object& target_obj, c
   if (!weight_obj.is_none()) {
     a.weight = &require_device_array(weight_obj, op, "weight");
     const DeviceArray& w = *a.weight;
-    if (w.dtype != x.dtype)
-      type_error(op, ": weight has dtype ", cuda::dtype_name(w.dtype), " but input has dtype ",
-                 cuda::dtype_name(x.dtype));
+    require_like(w, "weight", x, "input", op);
     if (w.ndim() != 1 || w.shape[0] != a.c)
       value_error(op, ": weight has shape ", cuda::shape_str(w.shape), ", expected (", a.c, ",) for input of shape ",
                   cuda::shape_str(x.shape));
-    if (w.device != x.device) value_error(op, ": weight is on cuda:", w.device, " but input is on cuda:", x.device);
   }
   a.reduction = static_cast<cuda::CeReduction>(reduction_arg(reduction, op));
   if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
@@ -152,16 +147,13 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
     grad_scalar = grad_obj.cast<double>();
   } else {
     grad = &require_device_array(grad_obj, op, "grad_loss");
-    if (grad->dtype != x.dtype)
-      type_error(op, ": grad_loss has dtype ", cuda::dtype_name(grad->dtype), " but input has dtype ",
-                 cuda::dtype_name(x.dtype));
+    require_like(*grad, "grad_loss", x, "input", op);
     if (none && grad->shape != out_sample)
       value_error(op, ": grad_loss has shape ", cuda::shape_str(grad->shape), ", expected ",
                   cuda::shape_str(out_sample), " for reduction='none'");
     if (!none && grad->numel() != 1)
       value_error(op, ": grad_loss has shape ", cuda::shape_str(grad->shape),
                   ", expected a single value for reduction='", py::str(reduction).cast<std::string>(), "'");
-    if (grad->device != x.device) value_error(op, ": grad_loss is on cuda:", grad->device, " but input is on cuda:", x.device);
   }
   const DeviceArray& lse = require_device_array(lse_obj, op, "lse");
   if (lse.dtype != x.dtype)
@@ -171,11 +163,7 @@ py::object ce_backward(const py::object& grad_obj, const py::object& input, cons
   DeviceArray* out = nullptr;
   if (!out_obj.is_none()) {
     out = &require_device_array(out_obj, op, "out");
-    if (out->dtype != x.dtype)
-      type_error(op, ": out has dtype ", cuda::dtype_name(out->dtype), " but input has dtype ", cuda::dtype_name(x.dtype));
-    if (out->shape != x.shape)
-      value_error(op, ": out has shape ", cuda::shape_str(out->shape), ", expected ", cuda::shape_str(x.shape));
-    if (out->device != x.device) value_error(op, ": out is on cuda:", out->device, " but input is on cuda:", x.device);
+    require_match(*out, "out", x.dtype, x.shape, x.device, {"input has", nullptr, "input is"}, op);
   }
   DeviceArray result;
   {

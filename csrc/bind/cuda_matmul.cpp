@@ -18,9 +18,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 std::atomic<bool> g_allow_tf32{false};  // PyTorch's default: full float32 products
 
@@ -126,12 +124,7 @@ py::object matmul(const py::object& a_obj, const py::object& b_obj, const py::ob
   DeviceArray* out = nullptr;
   if (!out_obj.is_none()) {
     out = &require_device_array(out_obj, op, "out");
-    if (out->shape != plan.out_shape)
-      value_error(op, ": out has shape ", cuda::shape_str(out->shape), ", expected ", cuda::shape_str(plan.out_shape));
-    if (out->dtype != a.dtype)
-      type_error(op, ": out has dtype ", cuda::dtype_name(out->dtype), " but the inputs have dtype ",
-                 cuda::dtype_name(a.dtype));
-    if (out->device != a.device) value_error(op, ": out is on cuda:", out->device, " but a is on cuda:", a.device);
+    require_match(*out, "out", a.dtype, plan.out_shape, a.device, {"the inputs have", nullptr, "a is"}, op);
   }
   const bool allowed = resolve_tf32(allow_obj);
   DeviceArray result;
@@ -192,12 +185,7 @@ py::object gemm_device_arrays(const py::object& a_obj, const py::object& b_obj, 
     if (beta != 0.0) value_error(op, ": beta=", beta, " needs an input c, but c is None");
   } else {
     c = &require_device_array(c_obj, op, "c");
-    if (c->shape != Shape{m, n})
-      value_error(op, ": c has shape ", cuda::shape_str(c->shape), ", expected (", m, ", ", n, ")");
-    if (c->dtype != a.dtype)
-      type_error(op, ": c has dtype ", cuda::dtype_name(c->dtype), " but a and b have dtype ",
-                 cuda::dtype_name(a.dtype));
-    if (c->device != a.device) value_error(op, ": c is on cuda:", c->device, " but a is on cuda:", a.device);
+    require_match(*c, "c", a.dtype, Shape{m, n}, a.device, {"a and b have", nullptr, "a is"}, op);
     if (n > 1 && c->strides[1] != 1)
       value_error(op, ": c must have unit stride along its last axis (got ", c->strides[1], " elements)");
     if (m > 1 && c->strides[0] < std::max<int64_t>(n, 1))

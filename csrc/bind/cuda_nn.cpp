@@ -13,9 +13,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
-using cuda::Shape;
-
 py::object softmax_call(bool is_log, bool backward, const char* op, const py::object& a_obj,
                         const py::object& b_obj, int64_t dim, const py::object& out_obj) {
   // forward: a = x; backward: a = grad_out, b = y (the forward's output)
@@ -70,16 +67,6 @@ const DeviceArray* optional_param(const py::object& obj, const DeviceArray& x, c
   return &p;
 }
 
-// Data pointer of an optional array (one default-constructed, without storage, is absent).
-template <typename T>
-const T* ptr_or_null(const DeviceArray& a) {
-  return a.storage ? static_cast<const T*>(a.data()) : nullptr;
-}
-template <typename T>
-T* mut_or_null(DeviceArray& a) {
-  return a.storage ? static_cast<T*>(a.data()) : nullptr;
-}
-
 // layer_norm_forward -> (y, mean, rstd), or rms_norm_forward (rms: no bias, no mean) -> (y, rstd).
 py::tuple norm_forward(bool rms, const py::object& x_obj, const py::object& shape_obj, const py::object& w_obj,
                        const py::object& b_obj, const py::object& eps_obj) {
@@ -110,8 +97,8 @@ py::tuple norm_forward(bool rms, const py::object& x_obj, const py::object& shap
     if (b) cuda::stream_wait(y.stream, b->stream, op);
     dispatch_cuda_float(x.dtype, [&](auto zero) {
       using T = decltype(zero);
-      cuda::layer_norm_forward<T>(static_cast<const T*>(xc.data()), ptr_or_null<T>(wc), ptr_or_null<T>(bc),
-                                  static_cast<T*>(y.data()), mut_or_null<T>(mean), static_cast<T*>(rstd.data()),
+      cuda::layer_norm_forward<T>(static_cast<const T*>(xc.data()), data_of<const T>(wc), data_of<const T>(bc),
+                                  static_cast<T*>(y.data()), data_of<T>(mean), static_cast<T*>(rstd.data()),
                                   rows, cols, static_cast<T>(eps), y.stream, op);
     });
   }
@@ -157,9 +144,9 @@ py::tuple norm_backward(bool rms, const py::object& dy_obj, const py::object& x_
     dispatch_cuda_float(x.dtype, [&](auto zero) {
       using T = decltype(zero);
       cuda::layer_norm_backward<T>(static_cast<const T*>(dyc.data()), static_cast<const T*>(xc.data()),
-                                   ptr_or_null<T>(wc), ptr_or_null<T>(mc), static_cast<const T*>(rc.data()),
-                                   mut_or_null<T>(dx), mut_or_null<T>(dw), mut_or_null<T>(db),
-                                   mut_or_null<T>(scratch), rows, cols, s, op);
+                                   data_of<const T>(wc), data_of<const T>(mc), static_cast<const T*>(rc.data()),
+                                   data_of<T>(dx), data_of<T>(dw), data_of<T>(db),
+                                   data_of<T>(scratch), rows, cols, s, op);
     });
   }
   py::object dw_obj = w ? py::cast(std::move(dw)) : py::none();

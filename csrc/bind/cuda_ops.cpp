@@ -127,20 +127,12 @@ cuda::DeviceArray* parse_out(const py::object& out_obj, const char* op, const cu
     type_error(op, ": out must be a dlkern._C_cuda.DeviceArray or None, got ",
                py::str(py::type::of(out_obj).attr("__name__")).cast<std::string>());
   cuda::DeviceArray& out = out_obj.cast<cuda::DeviceArray&>();
-  if (out.dtype != dtype)
-    type_error(op, ": out has dtype ", cuda::dtype_name(out.dtype), " but the result has dtype ",
-               cuda::dtype_name(dtype));
-  if (out.shape != shape)
-    value_error(op, ": out has shape ", cuda::shape_str(out.shape), " but the result has shape ",
-                cuda::shape_str(shape));
-  if (out.device != device)
-    value_error(op, ": out is on cuda:", out.device, " but the operands are on cuda:", device);
+  require_match(out, "out", dtype, shape, device, {"the result has", "the result has", "the operands are"}, op);
   return &out;
 }
 
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
 
 // float32/float64 only.
@@ -156,18 +148,12 @@ py::object unary_op(cuda::UnaryOp f, const char* op, const py::object& x_obj, co
     type_error(op, ": x must be a dlkern._C_cuda.DeviceArray, got a Python number");
   const DeviceArray& x = *in[0].array;
   require_float(x, op, "x");
-  DeviceArray* out = parse_out(out_obj, op, x.shape, x.dtype, x.device);
-  DeviceArray result;
-  {
-    py::gil_scoped_release nogil;
-    result = run_elementwise(op, in, x.shape, x.dtype, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
-      dispatch_cuda_float(x.dtype, [&](auto zero) {
-        using T = decltype(zero);
-        cuda::unary<T>(f, loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), r.stream, op);
-      });
+  return elementwise(op, in, x.shape, x.dtype, x.device, out_obj, [&](auto& r, const auto& loop) {
+    dispatch_cuda_float(x.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      cuda::unary<T>(f, loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), r.stream, op);
     });
-  }
-  return result_object(std::move(result), out_obj);
+  });
 }
 
 // The binary ops that also run on int64 (NumPy would turn int64 / and ** into floats
@@ -186,20 +172,14 @@ py::object binary_op(cuda::BinaryOp f, const char* op, const py::object& a_obj, 
                dt == DType::i64 ? " (int64 only for add, subtract, multiply, maximum, minimum)" : "",
                "; cast with dlkern._C_cuda.astype first");
   const cuda::Shape shape = broadcast_operands(op, in);
-  DeviceArray* out = parse_out(out_obj, op, shape, dt, first_array(in).device);
-  DeviceArray result;
-  {
-    py::gil_scoped_release nogil;
-    result = run_elementwise(op, in, shape, dt, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
-      dispatch_cuda_any(dt, [&](auto zero) {
-        using T = decltype(zero);
-        if constexpr (!std::is_same_v<T, uint8_t>)
-          cuda::binary<T>(f, loop, static_cast<T*>(r.data()), data_as<T>(in[0]), scalar_as<T>(in[0]),
-                          data_as<T>(in[1]), scalar_as<T>(in[1]), r.stream, op);
-      });
+  return elementwise(op, in, shape, dt, first_array(in).device, out_obj, [&](auto& r, const auto& loop) {
+    dispatch_cuda_any(dt, [&](auto zero) {
+      using T = decltype(zero);
+      if constexpr (!std::is_same_v<T, uint8_t>)
+        cuda::binary<T>(f, loop, static_cast<T*>(r.data()), data_as<T>(in[0]), scalar_as<T>(in[0]),
+                        data_as<T>(in[1]), scalar_as<T>(in[1]), r.stream, op);
     });
-  }
-  return result_object(std::move(result), out_obj);
+  });
 }
 
 // clip(x, lo, hi): lo/hi Python numbers or None, as numpy.clip.
@@ -219,20 +199,14 @@ py::object clip_op(const py::object& x_obj, const py::object& lo_obj, const py::
     return b;
   };
   const Operand lo = bound(lo_obj, "lo"), hi = bound(hi_obj, "hi");
-  DeviceArray* out = parse_out(out_obj, op, x.shape, x.dtype, x.device);
-  DeviceArray result;
-  {
-    py::gil_scoped_release nogil;
-    result = run_elementwise(op, in, x.shape, x.dtype, out, [&](DeviceArray& r, const cuda::StridedLoop& loop) {
-      dispatch_cuda_any(x.dtype, [&](auto zero) {
-        using T = decltype(zero);
-        if constexpr (!std::is_same_v<T, uint8_t>)
-          cuda::clip<T>(loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), !lo_obj.is_none(),
-                        scalar_as<T>(lo), !hi_obj.is_none(), scalar_as<T>(hi), r.stream, op);
-      });
+  return elementwise(op, in, x.shape, x.dtype, x.device, out_obj, [&](auto& r, const auto& loop) {
+    dispatch_cuda_any(x.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      if constexpr (!std::is_same_v<T, uint8_t>)
+        cuda::clip<T>(loop, static_cast<T*>(r.data()), static_cast<const T*>(x.data()), !lo_obj.is_none(),
+                      scalar_as<T>(lo), !hi_obj.is_none(), scalar_as<T>(hi), r.stream, op);
     });
-  }
-  return result_object(std::move(result), out_obj);
+  });
 }
 
 DeviceArray reduce_op(cuda::ReduceOp f, const char* op, const py::object& x_obj, const py::object& axis_obj,

@@ -15,19 +15,11 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
-
 // arg as a contiguous array matching param (dtype, shape, device).
 DeviceArray& state_like(const py::handle& obj, const DeviceArray& param, const char* op, const char* arg) {
   require_float_device_array(obj, op, arg);
   DeviceArray& a = require_device_array(obj, op, arg);
-  if (a.dtype != param.dtype)
-    type_error(op, ": ", arg, " has dtype ", cuda::dtype_name(a.dtype), " but param has dtype ",
-               cuda::dtype_name(param.dtype));
-  if (a.shape != param.shape)
-    value_error(op, ": ", arg, " has shape ", cuda::shape_str(a.shape), " but param has shape ",
-                cuda::shape_str(param.shape));
-  if (a.device != param.device) value_error(op, ": ", arg, " is on cuda:", a.device, " but param is on cuda:", param.device);
+  require_match(a, arg, param.dtype, param.shape, param.device, {"param has", "param has", "param is"}, op);
   if (!a.is_contiguous()) value_error(op, ": ", arg, " must be contiguous");
   return a;
 }

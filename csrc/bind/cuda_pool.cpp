@@ -17,9 +17,6 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
-using cuda::Shape;
-
 // A float DeviceArray of 3 or 4 dimensions, with its 4-D shape (a batch of one added).
 struct Planes {
   const DeviceArray* array = nullptr;
@@ -34,11 +31,6 @@ Planes planes(const py::handle& obj, const char* op, const char* name) {
   if (p.array->dtype == cuda::DType::i64)
     type_error(op, ": ", name, " has dtype int64; expected float32 or float64");
   return p;
-}
-
-template <typename T>
-T* data_of(const DeviceArray& a) {
-  return static_cast<T*>(a.data());
 }
 
 // Runs body(T{}, xc, stream) on the input's device with the GIL released; out is

@@ -11,9 +11,7 @@
 namespace dlkern::bind {
 namespace {
 
-using cuda::DeviceArray;
 using cuda::DType;
-using cuda::Shape;
 
 // A Python int in [0, 2**64); bools and floats are refused so a seed is never rounded.
 uint64_t parse_seed(const py::handle& obj, const char* op) {
