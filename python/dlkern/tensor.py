@@ -26,7 +26,6 @@ from .autograd.engine import backward as _run_backward
 from .autograd.grad_mode import GradMode
 from .devices import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
 from .dtypes import DEFAULT_FLOAT, FLOAT_KINDS, as_dtype, float32, float64, int64
-from .generator import RNG, default_generator, manual_seed  # noqa: F401  (the last two: see the end)
 from .tensor_methods import TensorMethods, check_pair, index_arg
 
 
@@ -471,15 +470,3 @@ def tensor(data, dtype=None, device="cpu", requires_grad=False):
 def from_numpy(array):
     """A tensor sharing memory with `array`."""
     return Tensor._make(np.asarray(array), _cpu, False, None)
-
-
-def gelu(t, approximate="none"):
-    """dlkern.gelu(t) is t.gelu(); defined here (not in dlkern.tensor_functions) for the
-    modules that import it from dlkern.tensor."""
-    return t.gelu(approximate)
-
-
-# Names other modules import from dlkern.tensor, which held them before the split (with
-# default_generator and manual_seed above); they live in dlkern.generator and dlkern.dtypes.
-_RNG = RNG
-_as_dtype = as_dtype

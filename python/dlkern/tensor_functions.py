@@ -3,7 +3,10 @@
 Each is ``t.<name>(...)``, so the method is the one place an op is written; this module
 only gives them NumPy/PyTorch's free-function spelling."""
 
-from .tensor import gelu  # noqa: F401  (defined there for modules importing it from dlkern.tensor)
+
+def gelu(t, approximate="none"):
+    """dlkern.gelu(t, approximate="none"|"tanh"): t.gelu(approximate)."""
+    return t.gelu(approximate)
 
 
 def _unary(name):
