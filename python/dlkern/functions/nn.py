@@ -8,55 +8,55 @@ from ..autograd import Function
 class _Softmax(Function):
     """Softmax and log-softmax over ``dim``: the backward needs only the output."""
 
-    kernel = None
+    forward_kernel = backward_kernel = None   # the device namespace's names
 
     @staticmethod
     def forward(ctx, x, dim):
-        y = getattr(ctx.device, ctx.kernel)(x, dim)
+        y = getattr(ctx.device, ctx.forward_kernel)(x, dim)
         ctx.saved = y
         ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g):
-        grad = getattr(ctx.device, ctx.kernel + "_backward")
+        grad = getattr(ctx.device, ctx.backward_kernel)
         return grad(ctx.device.contiguous(g), ctx.saved, ctx.dim), None
 
 
 class Softmax(_Softmax):
-    kernel = "softmax"
+    forward_kernel, backward_kernel = "softmax", "softmax_backward"
 
 
 class LogSoftmax(_Softmax):
-    kernel = "log_softmax"
+    forward_kernel, backward_kernel = "log_softmax", "log_softmax_backward"
 
 
 class _Conv(Function):
-    """Convolution over 1 or 2 spatial dimensions; ``kernel`` names the device's pair."""
+    """Convolution over 1 or 2 spatial dimensions."""
 
-    kernel = None
+    forward_kernel = backward_kernel = None   # the device namespace's names
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
         ctx.saved = (x, weight)
         ctx.args = (stride, padding, dilation, groups)
-        return getattr(ctx.device, ctx.kernel)(x, weight, bias, stride, padding, dilation, groups)
+        return getattr(ctx.device, ctx.forward_kernel)(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved
         need = ctx.needs_input_grad
-        dx, dw, db = getattr(ctx.device, ctx.kernel + "_backward")(ctx.device.contiguous(g), x, weight, *ctx.args,
-                                                                   need=(need[0], need[1], need[2]))
+        dx, dw, db = getattr(ctx.device, ctx.backward_kernel)(ctx.device.contiguous(g), x, weight, *ctx.args,
+                                                              need=(need[0], need[1], need[2]))
         return dx, dw, db, None, None, None, None
 
 
 class Conv2d(_Conv):
-    kernel = "conv2d"
+    forward_kernel, backward_kernel = "conv2d", "conv2d_backward"
 
 
 class Conv1d(_Conv):
-    kernel = "conv1d"
+    forward_kernel, backward_kernel = "conv1d", "conv1d_backward"
 
 
 class MaxPool2d(Function):
