@@ -358,3 +358,19 @@ ERRORS = [
 def test_errors(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+def test_conv1d_stream_takes_a_reversed_channels_last_chunk():
+    # A chunk with negative strides and channels fastest: np.concatenate with the state
+    # keeps that layout, and the kernel (C-contiguous only) refused the window (fuzz seed
+    # 1966490672). Reference: the causal K=2 convolution written out in float64.
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((4, 6, 2)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    x = rng.standard_normal((1, 8, 6)).astype(np.float32).transpose(0, 2, 1)[::-1, ::-1, ::-1]
+    assert not x.flags.c_contiguous and x.strides[2] < 0
+    y = ops.Conv1dStream(w, b).step(x)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    prev = np.concatenate([np.zeros((1, 6, 1)), x64[:, :, :-1]], axis=2)
+    want = np.einsum("oc,nct->not", w64[:, :, 0], prev) + np.einsum("oc,nct->not", w64[:, :, 1], x64) + b[None, :, None]
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)

@@ -125,7 +125,9 @@ class Conv1dStream:
                              f"{self._state.shape[0]}; call reset() to start a new batch")
         if length == 0:
             return np.empty((n, self.weight.shape[0], 0), x.dtype)
-        window = np.concatenate([self._state, x], axis=2)
+        # concatenate keeps a strided chunk's layout (e.g. reversed, channels fastest),
+        # and the kernel reads C-contiguous arrays only.
+        window = _contiguous(np.concatenate([self._state, x], axis=2))
         y = _C.conv1d(window, self.weight, self.bias, 1, 0, self.dilation, self.groups)
         self._state = np.ascontiguousarray(window[:, :, window.shape[2] - self.context:])
         return y
