@@ -70,6 +70,12 @@ class CPUDevice:
     asarray = staticmethod(np.asarray)
     contiguous = staticmethod(np.ascontiguousarray)
     arange = staticmethod(np.arange)
+    # --- math breadth (issue 13): scans, products and einsum (no CUDA primitive has them)
+    cumsum = staticmethod(np.cumsum)
+    cumprod = staticmethod(np.cumprod)
+    prod = staticmethod(np.prod)
+    einsum = staticmethod(np.einsum)
+    # --- end math breadth
 
     def fused(self, name):
         """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy
