@@ -3,6 +3,8 @@ device's elementwise math and reductions, so it runs on every device."""
 
 import math
 
+import numpy as np
+
 from ..autograd import Function
 
 
@@ -26,7 +28,8 @@ class VectorNorm(Function):
         elif ord == 2:
             y = dev.sqrt((x * x).sum(axis=axes, keepdims=True))
         else:
-            y = dev.power(dev.power(ax, ord).sum(axis=axes, keepdims=True), 1.0 / ord)
+            with np.errstate(divide="ignore"):  # ord < 0: 0 ** ord = inf is meant (the norm is then 0)
+                y = dev.power(dev.power(ax, ord).sum(axis=axes, keepdims=True), 1.0 / ord)
         y = dev.asarray(y)
         ctx.saved = (x, y)
         ctx.ord = ord
@@ -40,8 +43,8 @@ class VectorNorm(Function):
         if not ctx.keepdim:
             g = g.reshape(y.shape)
         zero = x.dtype.type(0)
-        if p == 0:
-            return dev.zeros_like(x), None, None, None
+        if p == 0:  # piecewise constant: no gradient at all (x.grad stays None), as PyTorch
+            return None, None, None, None
         if p == 1:
             return g * dev.sign(x), None, None, None
         if p == 2:
