@@ -443,3 +443,139 @@ def test_any_all_on_int_and_bool_inputs_and_no_grad():
     assert host(dlkern.tensor([[True, True], [False, True]]).all(dim=1, keepdim=True)).tolist() == [[True], [False]]
     f = dlkern.tensor([1.0, 0.0], requires_grad=True)
     assert not f.any().requires_grad and f.any().grad_fn is None
+
+
+# ---------------------------------------------------------------------- CUDA namespace (host twin)
+
+ON_CUDA = ["linalg.vector_norm", "norm", "bmm", "baddbmm", "outer", "lerp_scalar", "lerp_tensor", "add_alpha",
+           "dlkern.sub_alpha", "any", "all"]
+CUDA_CASES = [c for c in CASES if c.values[0].name in ON_CUDA]
+
+
+@pytest.mark.parametrize("row, shapes, p", CUDA_CASES)
+def test_cuda_host_twin_matches_cpu(row, shapes, p):
+    """The ops built on the CUDA module's primitives give the CPU's values and gradients
+    on the host twin of dlkern._C_cuda (float64)."""
+    dev = CUDADevice(0, module=host_cuda)
+    xs = make_inputs(shapes, p)
+    cpu = tensors(xs, {}, np.float64, requires_grad=row.grad)
+    gpu = [dlkern.tensor(x, dtype="float64", device=dev, requires_grad=row.grad) for x in xs]
+    out, dout = row.call(p, *cpu), row.call(p, *gpu)
+    assert dout.device == dev and dout.dtype == out.dtype and dout.shape == out.shape
+    np.testing.assert_allclose(host(dout), host(out), rtol=1e-12, atol=1e-12)
+    if row.grad:
+        w = np.random.default_rng(3).standard_normal(out.shape)
+        (out * dlkern.from_numpy(w)).sum().backward()
+        (dout * dlkern.tensor(w, device=dev)).sum().backward()
+        for t, d in zip(cpu, gpu):
+            assert (t.grad is None) == (d.grad is None)
+            if t.grad is not None:
+                assert d.grad.device == dev
+                np.testing.assert_allclose(host(d.grad), host(t.grad), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, call", [
+    ("cumsum", lambda x: x.cumsum(0)), ("cumprod", lambda x: dlkern.cumprod(x, 1)), ("prod", lambda x: x.prod()),
+    ("prod", lambda x: x.prod(1)), ("einsum", lambda x: dlkern.einsum("ij->j", x)),
+], ids=["cumsum", "cumprod", "prod", "prod-dim", "einsum"])
+def test_cuda_refuses_ops_without_a_primitive(name, call):
+    """No scan, product or einsum primitive in the CUDA module: a clear NotImplementedError
+    naming the op and 'cuda', not a silent host round trip."""
+    x = dlkern.ones(2, 3, device=CUDADevice(0, module=host_cuda))
+    with pytest.raises(NotImplementedError, match=rf"op '{name}' is not implemented on device 'cuda'"):
+        call(x)
+
+
+# ---------------------------------------------------------------------- errors
+
+def _f(*shape, dtype="float32"):
+    return dlkern.ones(*shape, dtype=dtype)
+
+
+ERRORS = [
+    ("cumsum-dim-range", lambda: _f(2, 3).cumsum(2), IndexError, r"cumsum: Dimension out of range .*\[-2, 1\].* 2\)"),
+    ("cumsum-dim-missing", lambda: _f(2, 3).cumsum(), TypeError, r"dim"),
+    ("cumsum-dim-float", lambda: _f(2, 3).cumsum(1.0), TypeError, r"cumsum: dim must be an int, got float"),
+    ("cumprod-0d-range", lambda: dlkern.tensor(2.0).cumprod(1), IndexError, r"cumprod: .*\[-1, 0\]"),
+    ("prod-dim-range", lambda: dlkern.prod(_f(2), -2), IndexError, r"prod: Dimension out of range"),
+    ("prod-dim-tuple", lambda: _f(2, 3).prod((0, 1)), TypeError, r"prod: dim must be an int, got tuple"),
+    ("norm-int", lambda: dlkern.linalg.vector_norm(dlkern.tensor([1, 2])), RuntimeError,
+     r"vector_norm: Expected a floating point tensor as input. Got int64"),
+    ("norm-ord-str", lambda: dlkern.linalg.vector_norm(_f(2), "fro"), TypeError, r"ord must be a number, got str"),
+    ("norm-dup-dims", lambda: dlkern.linalg.vector_norm(_f(2, 3), dim=(0, -2)), RuntimeError,
+     r"dim 0 appears multiple times"),
+    ("norm-dim-range", lambda: dlkern.linalg.vector_norm(_f(2, 3), dim=2), IndexError, r"out of range"),
+    ("norm-inf-empty", lambda: dlkern.linalg.vector_norm(_f(0), INF), RuntimeError,
+     r"cannot compute the inf norm on an empty tensor"),
+    ("norm-neg-empty-dim", lambda: dlkern.linalg.vector_norm(_f(0, 3), -1, dim=0), RuntimeError,
+     r"cannot compute the -1 norm on the dimension 0"),
+    ("norm-dtype-int", lambda: dlkern.linalg.vector_norm(_f(2), dtype="int64"), RuntimeError,
+     r"dtype must be floating point"),
+    ("norm-not-tensor", lambda: dlkern.linalg.vector_norm([1.0, 2.0]), TypeError, r"x must be a Tensor, got list"),
+    ("norm-nuc", lambda: _f(2, 3).norm("nuc"), NotImplementedError, r"nuclear norm"),
+    ("norm-order-str", lambda: _f(2, 3).norm("abc"), RuntimeError, r"norm: order 'abc' is not supported"),
+    ("norm-fro-3dims", lambda: dlkern.norm(_f(2, 3, 4), "fro", dim=(0, 1, 2)), RuntimeError, r"at most 2 dims"),
+    ("einsum-fewer", lambda: dlkern.einsum("ij,jk->ik", _f(2, 3)), RuntimeError, r"fewer operands"),
+    ("einsum-more", lambda: dlkern.einsum("ij", _f(2, 3), _f(2)), RuntimeError, r"more operands"),
+    ("einsum-bad-char", lambda: dlkern.einsum("i1", _f(2, 3)), RuntimeError,
+     r"invalid subscript given at index 1 in the equation string, subscripts must be in \[a-zA-Z\]"),
+    ("einsum-bad-out", lambda: dlkern.einsum("ij->i.", _f(2, 3)), RuntimeError, r"invalid subscript given at index 5"),
+    ("einsum-ndim", lambda: dlkern.einsum("ijk", _f(2, 3)), RuntimeError,
+     r"number of subscripts in the equation \(3\) does not match the number of dimensions \(2\) for operand 0"),
+    ("einsum-ndim-ellipsis", lambda: dlkern.einsum("...ijk", _f(2, 3)), RuntimeError, r"is more than the number"),
+    ("einsum-diag-sizes", lambda: dlkern.einsum("ii", _f(2, 3)), RuntimeError,
+     r"subscript i is repeated for operand 0 but the sizes don't match, 3 != 2"),
+    ("einsum-broadcast", lambda: dlkern.einsum("ij,jk", _f(2, 3), _f(4, 5)), RuntimeError,
+     r"subscript j has size 4 for operand 1 which does not broadcast with previously seen size 3"),
+    ("einsum-ellipsis-broadcast", lambda: dlkern.einsum("...i,...i", _f(2, 3), _f(4, 3)), RuntimeError,
+     r"an ellipsis dimension has size 4 for operand 1"),
+    ("einsum-out-unknown", lambda: dlkern.einsum("ij->ijk", _f(2, 3)), RuntimeError,
+     r"output subscript k does not appear in the equation for any input operand"),
+    ("einsum-out-repeat", lambda: dlkern.einsum("ij->ii", _f(2, 3)), RuntimeError,
+     r"output subscript i appears more than once in the output"),
+    ("einsum-two-ellipses", lambda: dlkern.einsum("...i...", _f(2, 3)), RuntimeError, r"more than one ellipsis"),
+    ("einsum-two-arrows", lambda: dlkern.einsum("i->i->i", _f(2)), RuntimeError, r"more than one '->'"),
+    ("einsum-not-tensor", lambda: dlkern.einsum("i,i", _f(2), [1.0, 2.0]), TypeError,
+     r"operand 1 must be a Tensor, got list"),
+    ("einsum-dtypes", lambda: dlkern.einsum("i,i", _f(2), _f(2, dtype="float64")), TypeError,
+     r"operands must share one dtype: operand 0 is float32, operand 1 is float64"),
+    ("einsum-equation-type", lambda: dlkern.einsum(3, _f(2)), TypeError, r"equation must be a string, got int"),
+    ("bmm-2d-first", lambda: dlkern.bmm(_f(2, 3), _f(2, 3, 4)), RuntimeError, r"bmm: batch1 must be a 3D tensor"),
+    ("bmm-2d-second", lambda: _f(2, 3, 4).bmm(_f(2, 3)), RuntimeError, r"bmm: batch2 must be a 3D tensor, got 2-D"),
+    ("bmm-inner", lambda: _f(2, 3, 4).bmm(_f(2, 5, 4)), RuntimeError,
+     r"first two dimensions of batch2 tensor to be: \[2, 4\] but got: \[2, 5\]"),
+    ("bmm-batch", lambda: _f(2, 3, 4).bmm(_f(3, 4, 4)), RuntimeError, r"to be: \[2, 4\] but got: \[3, 4\]"),
+    ("bmm-dtype", lambda: _f(2, 3, 4).bmm(_f(2, 4, 4, dtype="float64")), TypeError, r"bmm: dtype mismatch"),
+    ("bmm-not-tensor", lambda: _f(2, 3, 4).bmm(np.ones((2, 4, 4))), TypeError, r"bmm: expected a Tensor"),
+    ("baddbmm-input", lambda: dlkern.baddbmm(_f(3, 3), _f(2, 3, 4), _f(2, 4, 4)), RuntimeError,
+     r"baddbmm: input of shape \(3, 3\) does not broadcast to the result's shape \(2, 3, 4\)"),
+    ("baddbmm-beta", lambda: dlkern.baddbmm(_f(4), _f(2, 3, 4), _f(2, 4, 4), beta="1"), TypeError,
+     r"beta must be a number, got str"),
+    ("baddbmm-batch", lambda: dlkern.baddbmm(_f(4), _f(3, 4), _f(2, 4, 4)), RuntimeError, r"batch1 must be a 3D"),
+    ("baddbmm-positional-beta", lambda: dlkern.baddbmm(_f(4), _f(2, 3, 4), _f(2, 4, 4), 0.5), TypeError,
+     r"positional"),
+    ("outer-2d-self", lambda: dlkern.outer(_f(2, 3), _f(3)), RuntimeError, r"outer: Expected 1-D argument self, but got 2-D"),
+    ("outer-2d-vec2", lambda: _f(3).outer(_f(2, 3)), RuntimeError, r"outer: Expected 1-D argument vec2, but got 2-D"),
+    ("outer-not-tensor", lambda: _f(3).outer([1.0]), TypeError, r"outer: vec2 must be a Tensor, got list"),
+    ("any-dim-range", lambda: _f(2, 3).any(2), IndexError, r"out of range"),
+    ("all-0d-dim", lambda: dlkern.tensor(1.0).all(1), IndexError, r"all: Dimension out of range"),
+    ("lerp-int", lambda: dlkern.tensor([1, 2]).lerp(dlkern.tensor([1, 2]), 0.5), NotImplementedError,
+     r"lerp: not implemented for dtype int64"),
+    ("lerp-end-number", lambda: _f(3).lerp(2.0, 0.5), TypeError, r"lerp: expected a Tensor, got float"),
+    ("lerp-end-dtype", lambda: _f(3).lerp(_f(3, dtype="float64"), 0.5), TypeError, r"lerp: dtype mismatch"),
+    ("lerp-weight-dtype", lambda: _f(3).lerp(_f(3), _f(3, dtype="float64")), TypeError, r"lerp: dtype mismatch"),
+    ("lerp-weight-type", lambda: _f(3).lerp(_f(3), "0.5"), TypeError, r"weight must be a number or a Tensor, got str"),
+    ("add-float-alpha-int", lambda: dlkern.tensor([1, 2]).add(dlkern.tensor([1, 2]), alpha=0.5), RuntimeError,
+     r"add: For integral input tensors, argument alpha must not be a floating point number"),
+    ("sub-bool-alpha", lambda: _f(2).sub(_f(2), alpha=True), RuntimeError,
+     r"sub: Boolean alpha only supported for Boolean results"),
+    ("add-alpha-type", lambda: _f(2).add(_f(2), alpha="2"), TypeError, r"add: alpha must be a number, got str"),
+    ("add-alpha-positional", lambda: _f(2).add(_f(2), 2), TypeError, r"positional"),
+    ("add-two-numbers", lambda: dlkern.add(1.0, 2.0), TypeError, r"add: expected a Tensor, got float and float"),
+]
+
+
+@pytest.mark.parametrize("name, call, exc, pattern", ERRORS, ids=[e[0] for e in ERRORS])
+def test_errors(name, call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()

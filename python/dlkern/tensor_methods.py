@@ -357,8 +357,14 @@ class TensorMethods(TensorBase):
         if dim is not None and self.ndim == 0:
             for d in (dim if isinstance(dim, (tuple, list)) else (dim,)):
                 _one_dim(d, 0, name)  # only 0 and -1 name the one dim of a 0-d tensor
-        out = getattr(self.data, name)(axis=axes, keepdims=bool(keepdim))
-        return self._make(self.device.asarray(out), self.device, False, None)
+        if self.data.size == 0:
+            # nothing to reduce: the identity (any False, all True) in the result's shape (the
+            # CUDA max/min reductions refuse zero-size input)
+            shape = getattr(np.empty(self.shape, bool), name)(axis=axes, keepdims=bool(keepdim)).shape
+            out = self.device.full(shape, name == "all", dtype=np.bool_)
+        else:
+            out = self.device.asarray(getattr(self.data, name)(axis=axes, keepdims=bool(keepdim)))
+        return self._make(out, self.device, False, None)
 
     def any(self, dim=None, keepdim=False):
         """Whether any element (along dim, an int or a tuple) is nonzero: bool, no grad."""

@@ -17,7 +17,11 @@ class VectorNorm(Function):
     def forward(ctx, x, ord, axes, keepdim):
         dev = ctx.device
         ax = dev.abs(x)
-        if ord == math.inf:
+        if x.size == 0:
+            # the dims reduced are not empty (vector_norm refused that for +-inf and ord < 0), so
+            # either the result is empty or sums over nothing: zeros (CUDA max/min refuse size 0)
+            y = dev.zeros([1 if i in axes else n for i, n in enumerate(x.shape)], dtype=x.dtype)
+        elif ord == math.inf:
             y = dev.amax(ax, axis=axes, keepdims=True)
         elif ord == -math.inf:
             y = dev.amin(ax, axis=axes, keepdims=True)
