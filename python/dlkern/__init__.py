@@ -26,6 +26,7 @@ from .tensor_functions import (matmul, gelu, exp, log, sqrt, abs, clamp, tanh, s
                                maximum, minimum, masked_fill, tril, triu)
 from . import nn
 from . import optim, data
+from . import utils
 from . import cuda
 from .devices.cuda import cuda_module as _cuda_module
 
@@ -87,5 +88,5 @@ __all__ = [
     "clamp", "tanh", "sigmoid", "relu", "selu", "softplus", "silu", "sum", "mean", "max", "min", "amax",
     "amin", "var", "std", "logsumexp", "argmax", "argmin", "reshape", "transpose", "permute", "flatten",
     "squeeze", "unsqueeze", "softmax", "log_softmax", "sin", "cos", "maximum", "minimum", "masked_fill", "tril", "triu", "float32", "float64", "float16", "int32", "int64",
-    "long", "bool_", "nn",
+    "long", "bool_", "nn", "utils",
 ]
