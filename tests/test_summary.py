@@ -266,3 +266,25 @@ def test_summary_table_depth_and_api():
     assert "Total params: 61,706" in text and "Non-trainable params: 0" in text
     assert "Total MACs: 416,520" in text and "Parameter memory" in text and "Activation memory" in text
     assert dlkern.utils.summary is summary and "utils" in dlkern.__all__
+
+
+def test_flops_match_torch_flop_counter():
+    """torch.utils.flop_counter counts matrix products and convolutions as 2 FLOPs per
+    multiply-add without bias adds: the convention here."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+    tn = torch.nn
+    cases = [
+        (MLP(784, (256, 256), 10), tn.Sequential(tn.Flatten(), tn.Linear(784, 256), tn.ReLU(), tn.Linear(256, 256),
+                                                 tn.ReLU(), tn.Linear(256, 10)), (3, 784)),
+        (LeNet5(), tn.Sequential(tn.Conv2d(1, 6, 5, padding=2), tn.ReLU(), tn.MaxPool2d(2), tn.Conv2d(6, 16, 5),
+                                 tn.ReLU(), tn.MaxPool2d(2), tn.Flatten(), tn.Linear(400, 120), tn.ReLU(),
+                                 tn.Linear(120, 84), tn.ReLU(), tn.Linear(84, 10)), (2, 1, 28, 28)),
+        (BasicBlock(8), _torch_block(torch, 8), (2, 8, 6, 6)),
+        (nn.Conv2d(8, 12, (3, 5), stride=2, padding=1, dilation=(1, 2), groups=4),
+         tn.Conv2d(8, 12, (3, 5), stride=2, padding=1, dilation=(1, 2), groups=4), (1, 8, 11, 13)),
+    ]
+    for ours, theirs, shape in cases:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            theirs(torch.randn(*shape))
+        assert summary(ours, input_size=shape).total_flops == counter.get_total_flops(), type(ours).__name__
