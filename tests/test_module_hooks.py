@@ -365,3 +365,35 @@ def test_unreached_inputs_and_outputs_match_torch():
         grads.append((_np(x.grad), _np(z.grad)))
     _assert_same(logs[0], logs[1])
     _assert_same(grads[0], grads[1])
+
+
+def test_backward_hooks_on_the_cuda_host_twin():
+    """The hooks' zeros and replacement gradients are made on the tensors' device."""
+    import host_cuda
+    from dlkern.device import CUDADevice
+    dev = CUDADevice(0, module=host_cuda)
+    xv, yv, w, b, g = _data(6)
+
+    class Pick(nn.Module):
+        def forward(self, x, z):
+            return self.lin(x), z * 1
+
+    m = Pick()
+    m.lin = _linear(w, b)
+    m.to(dev)
+    got = []
+
+    def hook(mod, gi, go):
+        got.append((gi[0].device, gi[1].detach().cpu().numpy(), go[1]))
+        return (np.asarray(gi[0].detach().cpu().numpy()) * 2, gi[1])   # a host array: moved to the device
+
+    m.register_full_backward_hook(hook)
+    x = dlkern.tensor(xv, requires_grad=True).to(dev).detach().requires_grad_()
+    z = dlkern.tensor(yv).to(dev).detach().requires_grad_()
+    out, _ = m(x, z)
+    out.backward(dlkern.tensor(g).to(dev))
+    assert got[0][0] == dev and got[0][2] is None
+    np.testing.assert_array_equal(got[0][1], np.zeros_like(yv))
+    assert x.grad.device == dev
+    np.testing.assert_allclose(x.grad.cpu().numpy(), 2 * g @ w)
+    np.testing.assert_array_equal(z.grad.cpu().numpy(), np.zeros_like(yv))

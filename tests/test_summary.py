@@ -223,7 +223,7 @@ def test_parameterless_model_and_empty_batch():
 
 def test_input_data_forms_and_dtypes():
     m = MLP(4, (3,), 2).double()
-    s = summary(m, input_size=[(2, 4)])
+    s = summary(m, input_size=[(2, 4)], device="cpu")
     assert s.input_bytes == 2 * 4 * 8 and s.param_bytes == (4 * 3 + 3 + 3 * 2 + 2) * 8
     s2 = summary(m, input_data=[dlkern.tensor(np.zeros((5, 4)))])
     assert _row(s2, "").output_shape == (5, 2)
@@ -288,3 +288,13 @@ def test_flops_match_torch_flop_counter():
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             theirs(torch.randn(*shape))
         assert summary(ours, input_size=shape).total_flops == counter.get_total_flops(), type(ours).__name__
+
+
+def test_summary_on_the_cuda_host_twin():
+    import host_cuda
+    from dlkern.device import CUDADevice
+    dev = CUDADevice(0, module=host_cuda)
+    model = MLP(6, (5,), 3).to(dev)
+    s = summary(model, input_size=(2, 6))           # inputs made on the model's device
+    assert s.total_macs == 2 * (6 * 5 + 5 * 3) and s.total_params == 6 * 5 + 5 + 5 * 3 + 3
+    assert _row(s, "").output_shape == (2, 3)
