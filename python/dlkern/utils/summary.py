@@ -34,6 +34,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..device import device as get_device
 from ..dtypes import as_dtype
+from ..models.gpt import GPT
 from ..tensor import Tensor
 from .. import nn
 
@@ -90,10 +91,8 @@ def _gpt_macs(m, args, kwargs, out):
     return _rows(out.shape) * m.d_model * m.vocab_size
 
 
-def _counters():
-    from ..models.gpt import GPT
-    return [(nn.Linear, _linear_macs), (nn.Conv1d, _conv_macs), (nn.Conv2d, _conv_macs),
-            (nn.MultiheadAttention, _attention_macs), (GPT, _gpt_macs)]
+_COUNTERS = ((nn.Linear, _linear_macs), (nn.Conv1d, _conv_macs), (nn.Conv2d, _conv_macs),
+             (nn.MultiheadAttention, _attention_macs), (GPT, _gpt_macs))
 
 
 # ---------------------------------------------------------------------- results
@@ -275,7 +274,6 @@ def summary(model, input_size=None, input_data=None, dtypes=None, device=None, d
     rows = {}
     for name, m in named:
         rows[id(m)] = LayerRow(name, type(m).__name__, name.count(".") + 1 if name else 0)
-    counters = _counters()
     outputs = []  # every returned tensor, alive until the end so that id() stays unique
 
     def hook(m, a, kw, out):
@@ -286,8 +284,8 @@ def summary(model, input_size=None, input_data=None, dtypes=None, device=None, d
         row.output_shape = (shapes[0] if len(shapes) == 1 else shapes) if shapes else None
         row.activation_bytes += sum(int(t.data.nbytes) for t in tensors)
         outputs.extend(tensors)
-        for cls, counter in counters:
-            if type(m) is cls or isinstance(m, cls):
+        for cls, counter in _COUNTERS:
+            if isinstance(m, cls):
                 row.own_macs += int(counter(m, a, kw, out))
                 break
 
