@@ -397,3 +397,16 @@ def test_backward_hooks_on_the_cuda_host_twin():
     assert x.grad.device == dev
     np.testing.assert_allclose(x.grad.cpu().numpy(), 2 * g @ w)
     np.testing.assert_array_equal(z.grad.cpu().numpy(), np.zeros_like(yv))
+
+
+def test_leaf_gradient_through_hooks_is_its_own_array():
+    """The gradient handed on to a leaf input must not be another holder's array: the
+    leaf later accumulates into its .grad in place."""
+    m = nn.Identity()
+    m.register_full_backward_hook(lambda mod, gi, go: None)
+    x = dlkern.tensor(np.zeros(3), requires_grad=True)
+    g = dlkern.tensor(np.array([1.0, 2.0, 3.0]))
+    for _ in range(2):
+        m(x).backward(g)
+    np.testing.assert_array_equal(_np(x.grad), [2.0, 4.0, 6.0])
+    np.testing.assert_array_equal(_np(g), [1.0, 2.0, 3.0])     # the caller's gradient is untouched
