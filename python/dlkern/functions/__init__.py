@@ -15,6 +15,10 @@ from .nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv1d, Conv2d, Embedd
                  LogSoftmax, MaxPool2d, RMSNorm, Softmax)
 from .reduce import LogSumExp, MaxAll, MaxDim, Mean, Sum, Var
 from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack, Transpose
+# --- transposed convolution, resampling gathers (issue 13: layers) ---
+from .conv_transpose import ConvTranspose1d, ConvTranspose2d
+from .resample import MaxByIndex, TakeAxis
+# --- end ---
 
 __all__ = [
     "Elu", "Gelu", "LeakyRelu", "Relu", "Selu", "Sigmoid", "Silu", "Softplus", "Tanh",
@@ -28,4 +32,7 @@ __all__ = [
     "LogSoftmax", "MaxPool2d", "RMSNorm", "Softmax",
     "LogSumExp", "MaxAll", "MaxDim", "Mean", "Sum", "Var",
     "Cat", "Expand", "GetItem", "Permute", "Reshape", "Stack", "Transpose",
+    # --- issue 13: layers ---
+    "ConvTranspose1d", "ConvTranspose2d", "MaxByIndex", "TakeAxis",
+    # --- end ---
 ]
