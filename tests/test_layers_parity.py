@@ -308,6 +308,32 @@ def test_interpolate_gradients_by_finite_differences(kw):
     np.testing.assert_allclose(X.grad.detach().numpy(), num, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("shape,kw", [((1, 2, 1, 2), dict(size=(40, 3))),            # 40 readers per input
+                                      ((1, 2, 2), dict(size=90, mode="linear")),
+                                      ((1, 1, 2, 3), dict(size=(70, 5), mode="bilinear", align_corners=True))])
+def test_interpolate_extreme_upsampling_gradients(shape, kw):
+    """Inputs read by more than 32 outputs take the scatter-add backward."""
+    x = rng(31).standard_normal(shape)
+    X = dlkern.tensor(x, requires_grad=True)
+    y = F.interpolate(X, **kw)
+    np.testing.assert_allclose(y.detach().numpy(), _interp_ref(x, kw), rtol=1e-12, atol=1e-12)
+    cot = rng(32).standard_normal(y.shape)
+    y.backward(dlkern.tensor(cot))
+    num = numeric_grad(lambda: float(np.sum(_interp_ref(x, kw) * cot)), x)
+    np.testing.assert_allclose(X.grad.detach().numpy(), num, rtol=1e-6, atol=1e-8)
+
+
+def test_interpolate_gradient_leaves_unread_inputs_alone():
+    """Downsampling skips inputs: their gradient is exactly 0 even when the output
+    gradient holds inf and NaN (no 0 * inf)."""
+    X = dlkern.tensor(np.ones((1, 1, 9)), requires_grad=True)
+    y = F.interpolate(X, size=3)                      # reads inputs 0, 3, 6
+    y.backward(dlkern.tensor(np.array([[[np.inf, np.nan, 1.0]]])))
+    g = X.grad.detach().numpy()[0, 0]
+    assert g[0] == np.inf and np.isnan(g[3]) and g[6] == 1.0
+    assert np.all(g[[1, 2, 4, 5, 7, 8]] == 0)
+
+
 def test_interpolate_empty_batch_non_contiguous_and_upsample_modules():
     x = rng(13).standard_normal((2, 5, 4, 3)).transpose(0, 3, 2, 1)   # (2, 3, 4, 5), strided
     kw = dict(size=(6, 7), mode="bilinear", align_corners=True)
@@ -368,6 +394,8 @@ def test_new_ops_on_the_cuda_namespace_host_twin():
         (x3, lambda x, w: F.conv_transpose1d(x, w, stride=2, groups=2), w1),
         (x4, lambda x, w: F.interpolate(x, scale_factor=1.5), None),
         (x4, lambda x, w: F.interpolate(x, size=(7, 9), mode="bilinear"), None),
+        (x4[:, :, :1], lambda x, w: F.interpolate(x, size=(40, 3)), None),   # scatter-add backward
+        (x4, lambda x, w: F.interpolate(x, size=(2, 3)), None),             # inputs left unread
         (x3, lambda x, w: F.interpolate(x, size=9, mode="linear", align_corners=True), None),
         (x4, lambda x, w: F.adaptive_max_pool2d(x, (3, 4)), None),
         (x4, lambda x, w: F.pixel_shuffle(x, 2), None),

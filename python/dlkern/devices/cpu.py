@@ -70,6 +70,9 @@ class CPUDevice:
     asarray = staticmethod(np.asarray)
     contiguous = staticmethod(np.ascontiguousarray)
     arange = staticmethod(np.arange)
+    # --- issue 13: layers (gathers along one axis: interpolation, as the CUDA module's take) ---
+    take = staticmethod(np.take)
+    # --- end issue 13: layers ---
 
     def fused(self, name):
         """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy

@@ -17,7 +17,7 @@ from .reduce import LogSumExp, MaxAll, MaxDim, Mean, Sum, Var
 from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack, Transpose
 # --- transposed convolution, resampling gathers (issue 13: layers) ---
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d
-from .resample import MaxByIndex, TakeAxis
+from .resample import AxisPlan, MaxByIndex, Resample
 # --- end ---
 
 __all__ = [
@@ -33,6 +33,6 @@ __all__ = [
     "LogSumExp", "MaxAll", "MaxDim", "Mean", "Sum", "Var",
     "Cat", "Expand", "GetItem", "Permute", "Reshape", "Stack", "Transpose",
     # --- issue 13: layers ---
-    "ConvTranspose1d", "ConvTranspose2d", "MaxByIndex", "TakeAxis",
+    "ConvTranspose1d", "ConvTranspose2d", "AxisPlan", "MaxByIndex", "Resample",
     # --- end ---
 ]

@@ -1,7 +1,7 @@
 """Functional forms of transposed convolution, interpolation, pixel (un)shuffle, 1-D and
 adaptive max pooling (re-exported by dlkern.nn.functional with PyTorch's names).
 
-They build on the existing Functions and kernels (conv, max/avg pool) and on TakeAxis,
+They build on the existing Functions and kernels (conv, max/avg pool) and on Resample,
 so each runs wherever those run. Geometry is checked here only where an output shape
 must be computed before a kernel sees the arguments; errors name the op and argument."""
 
@@ -162,11 +162,6 @@ def linear_indices_weights(in_size, out_size, scale, align_corners, dtype):
     return i0, i1, (real(1) - w1).astype(dtype), w1
 
 
-def _along(axis, weights):
-    """1-D weights shaped to broadcast along the negative axis `axis`."""
-    return weights.reshape((-1,) + (1,) * (-axis - 1))
-
-
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     """Resize input (N, C, L) or (N, C, H, W): 'nearest' (3-D, 4-D), 'linear' (3-D),
@@ -188,19 +183,16 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     else:
         align_corners = bool(align_corners)
     sizes, scales = _sizes_and_scales(op, input, size, scale_factor, recompute_scale_factor)
-    dev = input.device
     out = input
     for k in range(dims):
-        axis = k - dims   # negative: the spatial axes
+        axis = input.ndim - dims + k
         n_in, n_out = input.shape[axis], sizes[k]
         if mode == "nearest":
-            out = _F.TakeAxis.apply(out, dev.to_device(nearest_indices(n_in, n_out, scales[k])), out.ndim + axis)
-            continue
-        i0, i1, w0, w1 = linear_indices_weights(n_in, n_out, scales[k], align_corners, input.dtype)
-        a = _F.TakeAxis.apply(out, dev.to_device(i0), out.ndim + axis)
-        b = _F.TakeAxis.apply(out, dev.to_device(i1), out.ndim + axis)
-        out = _F.Add.apply(_F.Mul.apply(a, dev.to_device(_along(axis, w0))),
-                           _F.Mul.apply(b, dev.to_device(_along(axis, w1))))
+            plan = _F.AxisPlan([nearest_indices(n_in, n_out, scales[k])], None, n_in)
+        else:
+            i0, i1, w0, w1 = linear_indices_weights(n_in, n_out, scales[k], align_corners, input.dtype)
+            plan = _F.AxisPlan([i0, i1], [w0, w1], n_in)
+        out = _F.Resample.apply(out, plan, axis)
     return out
 
 
