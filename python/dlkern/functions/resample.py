@@ -1,4 +1,4 @@
-"""Gathers with scatter-add gradients, for interpolation and index-returning pooling.
+"""Weighted gathers along one axis (interpolation) and max pooling by given indices.
 
 Resample applies an AxisPlan along one axis: a weighted gather of one tap (nearest
 interpolation) or two (linear), whose gradient is planned as gathers too.
