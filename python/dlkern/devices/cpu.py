@@ -76,6 +76,9 @@ class CPUDevice:
     prod = staticmethod(np.prod)
     einsum = staticmethod(np.einsum)
     # --- end math breadth
+    # --- issue 13: layers (gathers along one axis: interpolation, as the CUDA module's take) ---
+    take = staticmethod(np.take)
+    # --- end issue 13: layers ---
 
     def fused(self, name):
         """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy

@@ -21,6 +21,10 @@ from .einsum import BaddBmm, Einsum, einsum_spec
 from .vector_norm import VectorNorm
 from .lerp import Lerp
 # --- end math breadth
+# --- transposed convolution, resampling gathers (issue 13: layers) ---
+from .conv_transpose import ConvTranspose1d, ConvTranspose2d
+from .resample import AxisPlan, MaxByIndex, Resample
+# --- end ---
 
 __all__ = [
     "Elu", "Gelu", "LeakyRelu", "Relu", "Selu", "Sigmoid", "Silu", "Softplus", "Tanh",
@@ -37,4 +41,7 @@ __all__ = [
     # --- math breadth (issue 13)
     "CumProd", "CumSum", "Prod", "BaddBmm", "Einsum", "einsum_spec", "VectorNorm", "Lerp",
     # --- end math breadth
+    # --- issue 13: layers ---
+    "ConvTranspose1d", "ConvTranspose2d", "AxisPlan", "MaxByIndex", "Resample",
+    # --- end ---
 ]

@@ -12,6 +12,11 @@ from .positional import (SinusoidalPositionalEncoding, LearnedPositionalEmbeddin
                          alibi_slopes, alibi_bias, sinusoidal_table)
 from .attention import MultiheadAttention
 from .transformer import TransformerEncoderLayer, TransformerDecoderLayer, TransformerEncoder, TransformerDecoder
+# --- issue 13: layers ---
+from .layers_resample import (ConvTranspose1d, ConvTranspose2d, Upsample, UpsamplingNearest2d,
+                              UpsamplingBilinear2d, MaxPool1d, AvgPool1d, AdaptiveMaxPool2d, PixelShuffle,
+                              PixelUnshuffle, Unflatten)
+# --- end issue 13: layers ---
 from . import functional, init, utils
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
@@ -22,3 +27,7 @@ __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Ide
            "KVCache", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "RotaryEmbedding", "ALiBi",
            "alibi_slopes", "alibi_bias", "sinusoidal_table", "MultiheadAttention", "TransformerEncoderLayer",
            "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "functional", "init", "utils"]
+# --- issue 13: layers ---
+__all__ += ["ConvTranspose1d", "ConvTranspose2d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
+            "MaxPool1d", "AvgPool1d", "AdaptiveMaxPool2d", "PixelShuffle", "PixelUnshuffle", "Unflatten"]
+# --- end issue 13: layers ---

@@ -158,8 +158,10 @@ def embedding(input, weight, padding_idx=None):
     n = weight.shape[0]
     # (indices on a GPU are bounds-checked by the gather kernel, which raises IndexError)
     bounds = array_namespace(idx).host_bounds(idx)
-    if bounds is not None and (bounds[0] < -n or bounds[1] >= n):
-        raise IndexError(f"embedding: index out of range for {n} embeddings (min {bounds[0]}, max {bounds[1]})")
+    if bounds is not None and (bounds[0] < 0 or bounds[1] >= n):
+        # (negative indices too: PyTorch refuses them rather than counting from the end)
+        raise IndexError(f"embedding: index out of range in self: indices must be in [0, {n}) for {n} "
+                         f"embeddings, got min {bounds[0]}, max {bounds[1]}")
     idx = weight.device.to_device(idx.astype(np.int64, copy=False))
     if padding_idx is not None and padding_idx < 0:
         padding_idx += n
@@ -504,3 +506,12 @@ def rope(input, offset=0, base=10000.0):
 
 
 apply_rotary_emb = rope
+
+
+# ---------------------------------------------------------------------- issue 13: layers
+# (transposed convolution, interpolation, pixel shuffle, 1-D and adaptive max pooling;
+# the module imports names defined above, so this stays at the end)
+from .functional_resample import (adaptive_max_pool2d, avg_pool1d, conv_transpose1d,  # noqa: E402
+                                  conv_transpose2d, interpolate, max_pool1d, pixel_shuffle, pixel_unshuffle,
+                                  upsample)
+# ---------------------------------------------------------------------- end issue 13: layers

@@ -465,3 +465,11 @@ def scale_lr(base_lr, batch_size, base_batch_size, rule="linear"):
     if rule == "sqrt":
         return base_lr * math.sqrt(ratio)
     raise ValueError(f"scale_lr: rule must be 'linear' or 'sqrt', got {rule!r}")
+
+
+# --- issue 13: layers (a metric-driven scheduler, in its own module; it subclasses
+# LRScheduler, so it is imported once that is defined) ---
+from .plateau import ReduceLROnPlateau  # noqa: E402
+
+__all__ += ["ReduceLROnPlateau"]
+# --- end issue 13: layers ---
