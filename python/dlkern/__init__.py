@@ -89,3 +89,10 @@ __all__ = [
     "squeeze", "unsqueeze", "softmax", "log_softmax", "sin", "cos", "maximum", "minimum", "masked_fill", "tril", "triu", "float32", "float64", "float16", "int32", "int64",
     "long", "bool_", "nn",
 ]
+
+# ---- indexing and reordering (tensor_indexing.py)
+from .tensor_functions import (gather, scatter, scatter_add, index_select, sort, argsort, topk, flip, roll, tile,
+                               repeat_interleave, diag)
+__all__ += ["gather", "scatter", "scatter_add", "index_select", "sort", "argsort", "topk", "flip", "roll", "tile",
+            "repeat_interleave", "diag"]
+# ---- end indexing and reordering

@@ -70,6 +70,11 @@ class CPUDevice:
     asarray = staticmethod(np.asarray)
     contiguous = staticmethod(np.ascontiguousarray)
     arange = staticmethod(np.arange)
+    # ---- indexing and reordering (functions/indexing.py, tensor_indexing.py); argsort has
+    # no CUDA primitive, so sort/argsort/topk stay CPU-only
+    take = staticmethod(np.take)
+    argsort = staticmethod(np.argsort)
+    # ---- end indexing
 
     def fused(self, name):
         """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy
