@@ -291,6 +291,8 @@ class IndexingMethods(TensorBase):
     # ------------------------------------------------------------------ reordering
     def flip(self, *dims):
         """A copy with the order of the entries along each of dims reversed."""
+        if not dims:
+            raise TypeError("flip() missing 1 required positional argument: 'dims'")
         if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
             dims = dims[0]
         dims = [normalize_dim("flip", d, self.ndim) for d in _int_list("flip", "dims", list(dims))]
@@ -343,8 +345,8 @@ class IndexingMethods(TensorBase):
         count per entry) along dim, or over the flattened tensor when dim is None. With
         repeats None, self holds the counts and the result repeats their positions."""
         if repeats is None:
-            from .creation import arange
-            return arange(self.numel(), device=self.device).repeat_interleave(self, 0, output_size=output_size)
+            positions = self._from_host(np.arange(self.numel(), dtype=np.int64), self.device, False)
+            return positions.repeat_interleave(self, 0, output_size=output_size)
         if dim is None:
             return self.reshape(-1).repeat_interleave(repeats, 0, output_size=output_size)
         dim = normalize_dim("repeat_interleave", dim, self.ndim)

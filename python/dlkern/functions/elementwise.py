@@ -217,5 +217,5 @@ class MaskedFill(Function):
         zero = g.dtype.type(0)
         need = ctx.needs_input_grad
         ga = dev.where(ctx.saved, zero, g) if need[0] else None
-        gv = dev.where(ctx.saved, g, zero).sum().astype(ctx.value_dtype, copy=False) if need[2] else None
+        gv = dev.asarray(dev.where(ctx.saved, g, zero).sum()).astype(ctx.value_dtype, copy=False) if need[2] else None
         return ga, None, gv
