@@ -49,12 +49,12 @@ def _int_list(op, arg, values):
         raise TypeError(f"{op}(): argument '{arg}' must be an int or a tuple of ints, got {values!r}") from None
 
 
-def _index_array(op, t, index, dtypes=_INDEX_DTYPES):
+def _index_array(op, t, index):
     """index's int64 array after PyTorch's checks: a Tensor, of an integer dtype, on t's
     device."""
     if not isinstance(index, TensorBase):
         raise TypeError(f"{op}(): argument 'index' must be Tensor, not {type(index).__name__}")
-    if index.dtype not in dtypes:
+    if index.dtype not in _INDEX_DTYPES:
         raise RuntimeError(f"{op}(): Expected dtype int32/int64 for index, got {index.dtype}")
     if index.device != t.device:
         raise RuntimeError(f"{op}(): index is on {index.device} but the tensor is on {t.device}")
@@ -103,11 +103,13 @@ def _src_tensor(op, t, src):
         raise RuntimeError(f"{op}(): Expected self.dtype to be equal to src.dtype ({t.dtype} and {src.dtype})")
     if src.device != t.device:
         raise RuntimeError(f"{op}(): src is on {src.device} but the tensor is on {t.device}")
-    return src
 
 
 def _number(op, value, arg="value"):
-    if isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, complex):
+    """A real number (a Python or NumPy scalar, or a 0-d NumPy array's element)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (numbers.Real, np.bool_)):
         return value
     raise TypeError(f"{op}(): argument '{arg}' must be a number or a 0-dim Tensor, got {type(value).__name__}")
 
