@@ -238,9 +238,9 @@ class IndexingMethods(TensorBase):
         return self._write("masked_fill_", lambda t: t.masked_fill(mask, value), value)
 
     # ------------------------------------------------------------------ sort / topk
-    def _sort_indices(self, op, dim, descending):
-        """(dim, int64 indices that sort self along dim): a stable sort, NaN largest (as
-        PyTorch). Only the CPU has a sort primitive."""
+    def _sort_indices(self, op, dim, descending, stable=True):
+        """(dim, int64 indices that sort self along dim), NaN largest (as PyTorch); equal
+        entries keep their order when `stable`. Only the CPU has a sort primitive."""
         dim = normalize_dim(op, dim, self.ndim)
         try:
             argsort = self.device.argsort
@@ -248,14 +248,15 @@ class IndexingMethods(TensorBase):
             raise NotImplementedError(f"{op}() is not implemented on device '{self.device.type}' (no sort "
                                       f"kernel); move the tensor to the CPU with .cpu() first") from None
         a = self.data.reshape(1) if self.ndim == 0 else self.data
+        kind = "stable" if stable else None  # NumPy's default sort is ~2.5x faster
         if not descending:
-            idx = argsort(a, axis=dim, kind="stable")
+            idx = argsort(a, axis=dim, kind=kind)
         else:
             # A stable descending order with NaN first: sort the reversed axis ascending
             # (NaN last), reverse the order, map positions back. Equal elements keep
             # their original order, as torch.sort(stable=True, descending=True).
             rev = tuple(slice(None, None, -1) if d == dim else slice(None) for d in range(a.ndim))
-            idx = (a.shape[dim] - 1) - argsort(a[rev], axis=dim, kind="stable")[rev]
+            idx = (a.shape[dim] - 1) - argsort(a[rev], axis=dim, kind=kind)[rev]
         return dim, self.device.contiguous(idx.astype(np.int64, copy=False))
 
     def _take_sorted(self, dim, idx):
@@ -265,18 +266,19 @@ class IndexingMethods(TensorBase):
         return values, self._make(idx, self.device, False, None)
 
     def sort(self, dim=-1, descending=False, *, stable=False):
-        """(values, indices) sorted along dim; NaN sorts as the largest value. The sort is
-        always stable (stable=False allows any order of ties)."""
-        dim, idx = self._sort_indices("sort", dim, descending)
+        """(values, indices) sorted along dim; NaN sorts as the largest value. stable=True
+        keeps equal entries in their order; otherwise ties come in any order."""
+        dim, idx = self._sort_indices("sort", dim, descending, stable)
         return SortResult(*self._take_sorted(dim, idx))
 
     def argsort(self, dim=-1, descending=False, stable=False):
-        dim, idx = self._sort_indices("argsort", dim, descending)
+        dim, idx = self._sort_indices("argsort", dim, descending, stable)
         return self._make(idx.reshape(()) if self.ndim == 0 else idx, self.device, False, None)
 
     def topk(self, k, dim=-1, largest=True, sorted=True):
         """(values, indices) of the k largest (smallest) entries along dim, in order (also
-        for sorted=False, whose order PyTorch leaves open)."""
+        for sorted=False, whose order PyTorch leaves open); of equal entries the first ones
+        come first (a stable sort)."""
         dim = -1 if dim is None else dim
         n = self.shape[normalize_dim("topk", dim, self.ndim)] if self.ndim else 1
         if isinstance(k, bool) or not hasattr(type(k), "__index__"):

@@ -34,11 +34,11 @@ def flat_positions(dev, index, dim, shape):
     strides = [1] * len(shape)
     for d in range(len(shape) - 2, -1, -1):
         strides[d] = strides[d + 1] * shape[d + 1]
-    lin = index * strides[dim]
+    lin = index * strides[dim]  # a new array, so the other axes add into it in place
     for d, n in enumerate(index.shape):
         if d != dim and n > 1:
             along = dev.arange(n, dtype=np.int64).reshape(tuple(n if e == d else 1 for e in range(index.ndim)))
-            lin = lin + along * strides[d]
+            lin += along * strides[d]
     return lin.reshape(-1)
 
 
