@@ -66,6 +66,7 @@ test_errors = raises_each([
     ("gather-dim", lambda: X.gather(2, I), IndexError, r"^gather\(\): Dimension out of range .* but got 2"),
     ("gather-float-index", lambda: X.gather(1, dlkern.tensor([[1.0]])), RuntimeError,
      r"Expected dtype int32/int64 for index"),
+    ("gather-sparse", lambda: dlkern.gather(X, 1, I, sparse_grad=True), NotImplementedError, r"sparse_grad=True"),
     ("gather-list-index", lambda: X.gather(1, [[1]]), TypeError, r"argument 'index' must be Tensor, not list"),
     ("gather-ndim", lambda: X.gather(1, dlkern.tensor([1, 0])), RuntimeError, r"same number of dimensions"),
     ("gather-size", lambda: X.gather(0, dlkern.tensor([[1, 0, 0, 0]])), RuntimeError,

@@ -128,8 +128,8 @@ def matmul(a, b):
 
 
 # ---- indexing and reordering (torch.<name> spellings of the methods in tensor_indexing.py)
-def gather(input, dim, index):
-    return input.gather(dim, index)
+def gather(input, dim, index, *, sparse_grad=False):
+    return input.gather(dim, index, sparse_grad=sparse_grad)
 
 
 def scatter(input, dim, index, src=None, value=None, *, reduce=None):

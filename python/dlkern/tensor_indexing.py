@@ -135,8 +135,11 @@ class IndexingMethods(TensorBase):
         _check_range(op, self.device, idx, t.shape[dim], dim)
         return t, dim, idx, src
 
-    def gather(self, dim, index):
-        """out[i][j] = self[index[i][j]][j] (dim 0), ... as torch.gather; differentiable."""
+    def gather(self, dim, index, *, sparse_grad=False):
+        """out[i][j] = self[index[i][j]][j] (dim 0), ... as torch.gather; differentiable
+        (a dense gradient: there are no sparse tensors)."""
+        if sparse_grad:
+            raise NotImplementedError("gather(): sparse_grad=True is not supported (dlkern has no sparse tensors)")
         t, dim, idx, _ = self._along("gather", dim, index)
         out = _F.Gather.apply(t, dim, idx)
         return out.reshape(index.shape) if self.ndim == 0 else out
