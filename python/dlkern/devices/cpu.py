@@ -70,6 +70,12 @@ class CPUDevice:
     asarray = staticmethod(np.asarray)
     contiguous = staticmethod(np.ascontiguousarray)
     arange = staticmethod(np.arange)
+    # --- math breadth (issue 13): scans, products and einsum (no CUDA primitive has them)
+    cumsum = staticmethod(np.cumsum)
+    cumprod = staticmethod(np.cumprod)
+    prod = staticmethod(np.prod)
+    einsum = staticmethod(np.einsum)
+    # --- end math breadth
     # ---- indexing and reordering (functions/indexing.py, tensor_indexing.py); argsort has
     # no CUDA primitive, so sort/argsort/topk stay CPU-only
     take = staticmethod(np.take)

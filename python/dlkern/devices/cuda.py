@@ -142,9 +142,8 @@ class CUDADevice:
 
     def from_host(self, array):
         """Copy a NumPy array to this device (the one explicit host-to-device path)."""
-        array = np.asarray(array)
-        # (np.ascontiguousarray alone makes a 0-d array 1-d)
-        return self.module.from_numpy(np.ascontiguousarray(array).reshape(array.shape), device=self.index)
+        # np.asarray(order="C"), not np.ascontiguousarray: that one makes a 0-d array 1-d
+        return self.module.from_numpy(np.asarray(array, order="C"), device=self.index)
 
     def contiguous(self, x):
         self._check_same_device("contiguous", (x,))

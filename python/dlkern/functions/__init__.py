@@ -16,6 +16,12 @@ from .nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv1d, Conv2d, Embedd
                  LogSoftmax, MaxPool2d, RMSNorm, Softmax)
 from .reduce import LogSumExp, MaxAll, MaxDim, Mean, Sum, Var
 from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack, Transpose
+# --- math breadth (issue 13): scans and products, einsum/baddbmm, vector norm, lerp
+from .scan import CumProd, CumSum, Prod
+from .einsum import BaddBmm, Einsum, einsum_spec
+from .vector_norm import VectorNorm
+from .lerp import Lerp
+# --- end math breadth
 
 __all__ = [
     "Elu", "Gelu", "LeakyRelu", "Relu", "Selu", "Sigmoid", "Silu", "Softplus", "Tanh",
@@ -30,4 +36,7 @@ __all__ = [
     "LogSoftmax", "MaxPool2d", "RMSNorm", "Softmax",
     "LogSumExp", "MaxAll", "MaxDim", "Mean", "Sum", "Var",
     "Cat", "Expand", "GetItem", "Permute", "Reshape", "Stack", "Transpose",
+    # --- math breadth (issue 13)
+    "CumProd", "CumSum", "Prod", "BaddBmm", "Einsum", "einsum_spec", "VectorNorm", "Lerp",
+    # --- end math breadth
 ]
