@@ -98,3 +98,10 @@ __all__ = [
     "linalg",
     # --- end math breadth
 ]
+
+# ---- indexing and reordering (tensor_indexing.py)
+from .tensor_functions import (gather, scatter, scatter_add, index_select, sort, argsort, topk, flip, roll, tile,
+                               repeat_interleave, diag)
+__all__ += ["gather", "scatter", "scatter_add", "index_select", "sort", "argsort", "topk", "flip", "roll", "tile",
+            "repeat_interleave", "diag"]
+# ---- end indexing and reordering

@@ -201,3 +201,53 @@ all = _reduction("all")
 def lerp(input, end, weight):
     return input.lerp(end, weight)
 # --- end math breadth
+
+
+# ---- indexing and reordering (torch.<name> spellings of the methods in tensor_indexing.py)
+def gather(input, dim, index, *, sparse_grad=False):
+    return input.gather(dim, index, sparse_grad=sparse_grad)
+
+
+def scatter(input, dim, index, src=None, value=None, *, reduce=None):
+    return input.scatter(dim, index, src, value, reduce=reduce)
+
+
+def scatter_add(input, dim, index, src):
+    return input.scatter_add(dim, index, src)
+
+
+def index_select(input, dim, index):
+    return input.index_select(dim, index)
+
+
+def sort(input, dim=-1, descending=False, *, stable=False):
+    return input.sort(dim, descending, stable=stable)
+
+
+def argsort(input, dim=-1, descending=False, stable=False):
+    return input.argsort(dim, descending, stable)
+
+
+def topk(input, k, dim=-1, largest=True, sorted=True):
+    return input.topk(k, dim, largest, sorted)
+
+
+def flip(input, dims):
+    return input.flip(dims)
+
+
+def roll(input, shifts, dims=None):
+    return input.roll(shifts, dims)
+
+
+def tile(input, dims):
+    return input.tile(dims)
+
+
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    return input.repeat_interleave(repeats, dim, output_size=output_size)
+
+
+def diag(input, diagonal=0):
+    return input.diag(diagonal)
+# ---- end indexing and reordering

@@ -13,6 +13,7 @@ from . import linalg as _linalg
 from .autograd import TensorBase
 from .dtypes import FLOAT_KINDS, as_dtype
 from .functions.reduce import _axes
+from .tensor_indexing import IndexingMethods  # gather, scatter, sort, flip, ..., masked_fill
 
 MinMaxResult = collections.namedtuple("MinMaxResult", ["values", "indices"])
 
@@ -62,7 +63,7 @@ def shape_arg(shape):
                         f"({', '.join(sorted({type(n).__name__ for n in shape}))})") from None
 
 
-class TensorMethods(TensorBase):
+class TensorMethods(IndexingMethods):
     """Methods of dlkern.Tensor built on Functions alone; see dlkern.tensor."""
 
     __slots__ = ()
@@ -231,15 +232,6 @@ class TensorMethods(TensorBase):
     def minimum(self, other):
         check_pair("minimum", self, other)
         return _F.Maximum.apply(self, other, True)
-
-    def masked_fill(self, mask, value):
-        """Where `mask` (bool, broadcastable) is true, `value`; elsewhere self."""
-        m = mask.data if isinstance(mask, TensorBase) else np.asarray(mask)
-        if isinstance(m, np.ndarray):
-            m = self.device.from_host(m)
-        if m.dtype != np.bool_:
-            raise TypeError(f"masked_fill: mask must be bool, got {m.dtype}")
-        return _F.MaskedFill.apply(self, m, value)
 
     def tril(self, diagonal=0):
         return _F.MaskedFill.apply(self, self._triangle_mask(diagonal + 1, lower=False), 0)

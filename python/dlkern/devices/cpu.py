@@ -76,9 +76,10 @@ class CPUDevice:
     prod = staticmethod(np.prod)
     einsum = staticmethod(np.einsum)
     # --- end math breadth
-    # --- issue 13: layers (gathers along one axis: interpolation, as the CUDA module's take) ---
+    # ---- issue 13: gathers along one axis (interpolation, index_select: as the CUDA module's
+    # take) and argsort (no CUDA primitive, so sort/argsort/topk stay CPU-only)
     take = staticmethod(np.take)
-    # --- end issue 13: layers ---
+    argsort = staticmethod(np.argsort)
 
     def fused(self, name):
         """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy

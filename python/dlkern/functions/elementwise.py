@@ -197,11 +197,25 @@ class Maximum(Function):
 
 
 class MaskedFill(Function):
+    """a with `value` where mask is true (mask broadcasts, the result may be larger than
+    a). value is a number or a 0-d array (from a 0-d tensor, which then gets the sum of
+    the gradient over the filled positions)."""
+
     @staticmethod
     def forward(ctx, a, mask, value):
         ctx.saved = mask
-        return ctx.device.where(mask, a.dtype.type(value), a)
+        if isinstance(value, ctx.device.array_type):
+            ctx.value_dtype = value.dtype
+            value = value.astype(a.dtype, copy=False)
+        else:
+            value = a.dtype.type(value)
+        return ctx.device.where(mask, value, a)
 
     @staticmethod
     def backward(ctx, g):
-        return ctx.device.where(ctx.saved, g.dtype.type(0), g), None, None
+        dev = ctx.device
+        zero = g.dtype.type(0)
+        need = ctx.needs_input_grad
+        ga = dev.where(ctx.saved, zero, g) if need[0] else None
+        gv = dev.asarray(dev.where(ctx.saved, g, zero).sum()).astype(ctx.value_dtype, copy=False) if need[2] else None
+        return ga, None, gv
