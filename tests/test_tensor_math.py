@@ -391,12 +391,15 @@ def test_conversions():
     assert h.dtype == np.float16 and h.requires_grad
     h.sum().backward()
     assert x.grad.dtype == np.float32 and host(x.grad).tolist() == [[1, 1], [1, 1]]
-    for name, dtype, expected in [("int", np.int32, [[1, 0], [0, 300]]), ("short", np.int16, [[1, 0], [0, 300]]),
+    for name, dtype, expected in [("int", np.int32, [[1, 0], [0, 300]]), ("long", np.int64, [[1, 0], [0, 300]]),
+                                  ("short", np.int16, [[1, 0], [0, 300]]),
                                   ("byte", np.uint8, [[1, 0], [0, 44]]),
                                   ("bool", np.bool_, [[True, True], [False, True]])]:
         y = getattr(x, name)()
         assert y.dtype == dtype and not y.requires_grad and y.grad_fn is None, name
         assert host(y).tolist() == expected, name
+    y = x.to(dlkern.int64)  # .to an integer dtype: no gradient either, as PyTorch
+    assert y.dtype == np.int64 and not y.requires_grad and y.grad_fn is None
     i = dlkern.tensor([1, 2]).int()
     assert i.int() is i  # already that dtype: the tensor itself, as PyTorch
 

@@ -231,7 +231,11 @@ class Tensor(TensorMethods):
                 target_dtype = a
         out = self
         if target_dtype is not None and as_dtype(target_dtype) != self.dtype:
-            out = _F.Cast.apply(out, as_dtype(target_dtype))
+            target_dtype = as_dtype(target_dtype)
+            if target_dtype.kind in FLOAT_KINDS:
+                out = _F.Cast.apply(out, target_dtype)
+            else:  # integer and bool results carry no gradient (as PyTorch): a plain cast
+                out = Tensor._make(self.data.astype(target_dtype), self.device, False, None)
         if target_device is not None:
             out = out._moved(target_device)
         return out

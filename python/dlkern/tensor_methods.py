@@ -380,23 +380,17 @@ class TensorMethods(IndexingMethods):
     def half(self):
         return self.to(np.float16)
 
-    def _cast_no_grad(self, dtype):
-        # integer and bool results carry no gradient (as PyTorch): a plain cast, not recorded
-        if self.dtype == dtype:
-            return self
-        return self._make(self.data.astype(dtype), self.device, False, None)
-
     def int(self):
-        return self._cast_no_grad(np.dtype(np.int32))
+        return self.to(np.dtype(np.int32))
 
     def short(self):
-        return self._cast_no_grad(np.dtype(np.int16))
+        return self.to(np.dtype(np.int16))
 
     def byte(self):
-        return self._cast_no_grad(np.dtype(np.uint8))
+        return self.to(np.dtype(np.uint8))
 
     def bool(self):
-        return self._cast_no_grad(np.dtype(np.bool_))
+        return self.to(np.dtype(np.bool_))
 
 
 def scaled_operand(op, t, other, alpha):
