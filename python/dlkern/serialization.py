@@ -81,7 +81,8 @@ class _Arrays:
             while key in self.by_key:  # e.g. {"a.b": x, "a": {"b": y}}
                 n += 1
                 key = f"{base}#{n}"
-            self.by_key[key] = np.ascontiguousarray(array)
+            # copy(order="C") as np.ascontiguousarray would turn a 0-d array 1-d
+            self.by_key[key] = array if array.flags.c_contiguous else array.copy(order="C")
             self._by_memory[memory] = key
         return key
 
