@@ -356,10 +356,13 @@ def test_foreign_safetensors_file_loads_as_a_flat_dict(tmp_path):
 def test_load_reads_a_training_checkpoint(tmp_path):
     from dlkern.train import save_checkpoint
 
-    path = save_checkpoint(tmp_path / "ck.npz", {"w": np.arange(3.0), "epoch": 2})
+    state = {"w": np.arange(3.0), "epoch": 2, "step": np.array(5.0), "wt": np.arange(6.0).reshape(2, 3).T}
+    path = save_checkpoint(tmp_path / "ck.npz", state)
     back = dlkern.load(path)
     assert back["epoch"] == 2
-    np.testing.assert_array_equal(back["w"], [0, 1, 2])
+    for key in ("w", "step", "wt"):  # a 0-d array stays 0-d, a transposed one keeps its values
+        assert back[key].shape == state[key].shape
+        np.testing.assert_array_equal(back[key], state[key])
 
 
 # ---------------------------------------------------------------------------- torch.save files, no torch

@@ -55,7 +55,7 @@ def _encode(value, arrays):
         pass  # not an array
     if isinstance(value, np.ndarray):
         key = f"a{len(arrays)}"
-        arrays[key] = np.ascontiguousarray(value)
+        arrays[key] = value  # np.save writes any layout (np.ascontiguousarray would turn 0-d arrays 1-d)
         return {"__array__": key}
     if isinstance(value, dict):
         return {"__dict__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in value.items()]}
