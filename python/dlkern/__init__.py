@@ -34,7 +34,7 @@ from . import utils
 from . import cuda
 from .devices.cuda import cuda_module as _cuda_module
 # ---- interop: DLPack and files (safetensors, torch.save state_dicts)
-from .interop import from_dlpack
+from .interop import from_dlpack, as_tensor
 from .serialization import save, load
 # ---- end interop
 
@@ -101,5 +101,5 @@ __all__ = [
     "add", "sub", "cumsum", "cumprod", "prod", "norm", "einsum", "bmm", "baddbmm", "outer", "any", "all", "lerp",
     "linalg",
     # --- end math breadth
-    "from_dlpack", "save", "load",  # interop
+    "from_dlpack", "as_tensor", "save", "load",  # interop
 ]

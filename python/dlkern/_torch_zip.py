@@ -21,6 +21,10 @@ import zipfile
 
 import numpy as np
 
+from .devices import cpu
+from .nn.parameter import Parameter
+from .tensor import Tensor
+
 # torch.<Name>Storage -> the NumPy dtype of its elements ("bfloat16": upcast to float32).
 _STORAGE_DTYPES = {
     "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
@@ -132,9 +136,6 @@ class _Reader(pickle.Unpickler):
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                        metadata=None):
-    from .tensor import Tensor
-    from .devices import cpu
-
     if not isinstance(storage, np.ndarray):
         raise pickle.UnpicklingError("torch file: a tensor without a storage")
     size, stride = _check_ints("size", size), _check_ints("stride", stride)
@@ -163,9 +164,6 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks):
-    from .nn.parameter import Parameter
-    from .tensor import Tensor
-
     if not isinstance(data, Tensor):
         raise pickle.UnpicklingError("torch file: a parameter without a tensor")
     return Parameter(data, requires_grad=bool(requires_grad) and data.dtype.kind == "f")
@@ -178,8 +176,6 @@ def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
 def _check_plain(obj, path):
     """Refuse a result holding anything but containers, plain values and Tensors over
     NumPy arrays (what BUILD or a stray global could have left in it)."""
-    from .tensor import Tensor
-
     stack, seen = [obj], set()
     while stack:
         value = stack.pop()

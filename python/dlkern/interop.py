@@ -6,6 +6,7 @@ array, a PyTorch tensor or Parameter). The export side is Tensor.__dlpack__."""
 import numpy as np
 
 from .devices import cpu as _cpu, device as _get_device
+from .dtypes import as_dtype
 from .tensor import Tensor
 
 _DLPACK_CPU = 1  # DLPack's kDLCPU
@@ -57,3 +58,24 @@ def host_array(value, what="value"):
         except (BufferError, TypeError, RuntimeError) as exc:
             raise TypeError(f"{what}: can't read a {type(value).__name__} as a host array ({exc})") from None
     return np.asarray(value)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """`data` as a tensor, sharing memory when it can, as torch.as_tensor: a Tensor of
+    that dtype and device is returned itself, a NumPy array or an object with
+    ``__dlpack__`` (a PyTorch tensor) is shared; a dtype or device change, or other data
+    (lists, numbers), makes a copy (dlkern.tensor's dtype rules)."""
+    dtype = as_dtype(dtype)
+    if isinstance(data, Tensor):
+        out = data
+    elif isinstance(data, np.ndarray):
+        out = Tensor._make(data, _cpu, False, None)
+    elif hasattr(data, "__dlpack__") and not isinstance(data, np.generic):
+        out = from_dlpack(data)
+    else:
+        return Tensor(data, dtype=dtype, device="cpu" if device is None else device)
+    if dtype is not None and out.dtype != dtype:
+        out = out.to(dtype)
+    if device is not None:
+        out = out.to(device)
+    return out

@@ -16,8 +16,9 @@ Non-contiguous tensors are stored contiguous. Writes are crash-safe (dlkern._fil
 from such a file, and also opens:
 - any other safetensors file: a dict of name -> Tensor (bfloat16 upcast to float32);
 - a ``torch.save`` file, without importing PyTorch and without running its pickle
-  (dlkern._torch_zip: only the tensor rebuild functions are allowed);
-- a dlkern training checkpoint (.npz, dlkern.train.load_checkpoint).
+  (dlkern._torch_zip: only the tensor rebuild functions are allowed).
+A dlkern training checkpoint (.npz) is named in the error: dlkern.train.load_checkpoint
+opens it.
 
 safetensors is an optional dependency: ``pip install 'dlkern[io]'``.
 """
@@ -258,8 +259,8 @@ def _moved(obj, target):
 
 
 def load(f, map_location=None, *, weights_only=None):
-    """The object saved in `f` (a path): a dlkern.save file, another safetensors file, a
-    torch.save file or a dlkern training checkpoint (see the module docstring).
+    """The object saved in `f` (a path): a dlkern.save file, another safetensors file or
+    a torch.save file (see the module docstring).
     map_location: None or 'cpu', or another device to put the tensors on. weights_only
     is accepted for PyTorch's signature: loading never runs code from the file anyway."""
     path = _path("load", f)
@@ -273,9 +274,9 @@ def load(f, map_location=None, *, weights_only=None):
             names = archive.namelist()
             if is_torch_zip(names):
                 return _moved(load_torch_zip(path, archive), target)
-        if "__meta__.npy" in names:
-            from .train.checkpoint import load_checkpoint
-            return load_checkpoint(path)
+        if "__meta__.npy" in names:  # dlkern.train sits above this module: named, not imported
+            raise ValueError(f"dlkern.load: {path} is a dlkern training checkpoint; open it with "
+                             f"dlkern.train.load_checkpoint")
         raise ValueError(f"dlkern.load: {path} is a zip but neither a torch.save file nor a dlkern checkpoint")
     if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER:
         return _load_safetensors(path, target)

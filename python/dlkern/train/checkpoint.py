@@ -6,7 +6,7 @@ target; leftovers of interrupted saves are removed by the next save).
 
 This stays a .npz of its own rather than dlkern.save's safetensors file: the training
 CLI then needs no optional package, and the existing checkpoints (and the default name
-dlkern-gpt.npz) keep working. dlkern.load opens these files too.
+dlkern-gpt.npz) keep working.
 """
 
 from __future__ import annotations
