@@ -74,6 +74,10 @@ def test_malicious_pickles_are_refused_without_running(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="set state"):
         dlkern.load(_torch_like_zip(tmp_path / "build.pt", build))
     assert not hasattr(__import__("collections").OrderedDict, "foo")
+    # BUILD on an OrderedDict instance: only torch's `_metadata` attribute passes
+    shadow = b"\x80\x02ccollections\nOrderedDict\n)R}X\x04\x00\x00\x00keysK\x01sb."
+    with pytest.raises(pickle.UnpicklingError, match=r"sets attributes \['keys'\]"):
+        dlkern.load(_torch_like_zip(tmp_path / "shadow.pt", shadow))
     # an allowed global handed back as a value is not a state_dict
     leak = b"\x80\x02ccollections\nOrderedDict\n."
     with pytest.raises(pickle.UnpicklingError, match="not part of a state_dict"):

@@ -184,8 +184,14 @@ def _check_plain(obj, path):
                 continue
             seen.add(id(value))
         if isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
+            # Through dict's own methods: BUILD may have set instance attributes such as
+            # `keys` on an OrderedDict; the only one torch writes is `_metadata`.
+            extra = getattr(value, "__dict__", {})
+            if set(extra) - {"_metadata"}:
+                raise pickle.UnpicklingError(f"dlkern.load: {path} sets attributes {sorted(extra)} on a dict")
+            stack.extend(dict.keys(value))
+            stack.extend(dict.values(value))
+            stack.extend(extra.values())
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
         elif isinstance(value, Tensor):
