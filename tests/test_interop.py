@@ -174,6 +174,8 @@ def test_torch_shares_memory_through_dlpack():
     d = dlkern.from_dlpack(src)
     d.data[0, 0] = 100
     assert src[0, 0].item() == 100 and d.dtype == np.int64
+    with pytest.raises(TypeError, match=r"from_dlpack: NumPy can't hold .*bfloat16.*\.float\(\)"):
+        dlkern.from_dlpack(torch.ones(2, dtype=torch.bfloat16))
     # PyTorch refuses to export a tensor that requires grad, and dlkern does the same
     with pytest.raises(BufferError):
         dlkern.from_dlpack(torch.ones(2, requires_grad=True))
@@ -337,6 +339,8 @@ def test_cuda_tensors_are_saved_from_the_host_and_map_location(tmp_path):
 def test_save_and_load_errors(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match=r"dlkern.save: can't store entry 'a.0', a object"):
         dlkern.save({"a": [object()]}, tmp_path / "x.safetensors")
+    with pytest.raises(TypeError, match=r"can't store the object, a Linear.*state_dict\(\) instead"):
+        dlkern.save(nn.Linear(2, 2), tmp_path / "x.safetensors")
     with pytest.raises(TypeError, match="dtype complex128"):
         dlkern.save({"z": np.ones(2, np.complex128)}, tmp_path / "x.safetensors")
     with pytest.raises(TypeError, match="dlkern.save: f must be a file path"):

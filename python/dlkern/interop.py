@@ -28,7 +28,11 @@ def from_dlpack(ext_tensor, *, device=None, copy=None):
     target = _cpu if device is None else _get_device(device)
     if target is not _cpu and copy is False:
         raise ValueError(f"from_dlpack: moving to {target} needs a copy, but copy=False was given")
-    array = np.from_dlpack(ext_tensor)
+    try:
+        array = np.from_dlpack(ext_tensor)
+    except (RuntimeError, TypeError) as exc:  # NumPy's words for a dtype it lacks (bfloat16)
+        raise TypeError(f"from_dlpack: NumPy can't hold this {type(ext_tensor).__name__}'s dtype "
+                        f"{getattr(ext_tensor, 'dtype', '')} ({exc}); convert it first, e.g. .float()") from None
     if copy:
         array = array.copy()
     out = Tensor._make(array, _cpu, False, None)

@@ -120,8 +120,9 @@ def _encode(value, path, arrays):
         return {tag: [_encode(v, path + [i], arrays) for i, v in enumerate(value)]}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    hint = "; save its state_dict() instead" if hasattr(value, "state_dict") else ""  # a Module, an optimizer
     raise TypeError(f"dlkern.save: can't store {_where(path)}, a {type(value).__name__}; tensors, arrays, dicts, "
-                    f"lists, tuples, numbers, strings and None can be saved")
+                    f"lists, tuples, numbers, strings and None can be saved{hint}")
 
 
 def save(obj, f):
