@@ -326,8 +326,9 @@ def test_optimizer_state_round_trips_and_resumes_identically(make_opt, tmp_path)
 def test_cuda_tensors_are_saved_from_the_host_and_map_location(tmp_path):
     dev = twin()
     t = dlkern.tensor([1.0, 2.0, 3.0], device=dev)
-    back, path = _round_trip({"a": t, "b": t}, tmp_path)
+    back, path = _round_trip({"a": t, "b": t, "bare": t.data}, tmp_path)
     assert sorted(read_safetensors(path)[0]) == ["a"]  # one device array, stored once
+    assert back["bare"] is back["a"]
     assert back["a"].device.type == "cpu" and back["a"] is back["b"]
     moved = dlkern.load(path, map_location=dev)
     assert moved["a"].device.type == "cuda" and moved["a"] is moved["b"]

@@ -33,7 +33,7 @@ import numpy as np
 
 from ._files import write_atomically
 from ._torch_zip import is_torch_zip, load_torch_zip, open_zip
-from .devices import cpu as _cpu, device as _get_device
+from .devices import array_namespace, cpu as _cpu, device as _get_device
 from .interop import host_array
 from .nn.parameter import Parameter
 from .tensor import Tensor
@@ -120,6 +120,12 @@ def _encode(value, path, arrays):
         return {tag: [_encode(v, path + [i], arrays) for i, v in enumerate(value)]}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    try:  # a bare device array (a CUDA array outside a Tensor): stored from the host
+        host = array_namespace(value).to_host(value)
+    except TypeError:
+        pass
+    else:
+        return {"__tensor__": arrays.store(host, path, value)}
     hint = "; save its state_dict() instead" if hasattr(value, "state_dict") else ""  # a Module, an optimizer
     raise TypeError(f"dlkern.save: can't store {_where(path)}, a {type(value).__name__}; tensors, arrays, dicts, "
                     f"lists, tuples, numbers, strings and None can be saved{hint}")
