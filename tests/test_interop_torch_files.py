@@ -51,6 +51,12 @@ def test_handmade_torch_file_loads_and_checks_the_layout(tmp_path):
     good = _torch_like_zip(tmp_path / "good.pt", _tensor_pickle((2, 2), (1, 2)), {"0": raw})
     w = dlkern.load(good)["w"]
     np.testing.assert_array_equal(w.numpy(), np.arange(4, dtype=np.float32).reshape(2, 2).T)
+    # saved from a GPU: the location is ignored, the tensor lands on the CPU (map_location="cpu")
+    on_gpu = _tensor_pickle((4,), (1,)).replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+    assert b"cuda:0" in on_gpu
+    w = dlkern.load(_torch_like_zip(tmp_path / "gpu.pt", on_gpu, {"0": raw}))["w"]
+    assert w.device.type == "cpu"
+    np.testing.assert_array_equal(w.numpy(), [0, 1, 2, 3])
     past_end = _torch_like_zip(tmp_path / "past.pt", _tensor_pickle((2, 2), (2, 2)), {"0": raw})
     with pytest.raises(pickle.UnpicklingError, match="reaches past its storage"):
         dlkern.load(past_end)

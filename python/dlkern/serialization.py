@@ -238,7 +238,7 @@ def _load_safetensors(path, target):
         structure = json.loads(metadata[_META])
     except json.JSONDecodeError as exc:
         raise ValueError(f"dlkern.load: {path} has unreadable dlkern metadata ({exc})") from exc
-    if not isinstance(structure, dict) or structure.get("version") != _VERSION:
+    if not isinstance(structure, dict) or structure.get("version") != _VERSION or "object" not in structure:
         raise ValueError(f"dlkern.load: {path} was written by another dlkern format version "
                          f"({structure.get('version') if isinstance(structure, dict) else '?'}); "
                          f"this dlkern reads version {_VERSION}")
