@@ -117,6 +117,28 @@ MUTANTS = {
         "* k * m.in_channels",
         ["tests/test_summary.py"]),
     # --- end issue 13
+    # --- issue 13: interop (DLPack, dlkern.save/load, torch.save files)
+    "save_stores_tied_twice": (
+        "serialization.py",
+        "key = self._by_memory.get(memory)",
+        "key = None",
+        ["tests/test_interop.py"]),
+    "torch_zip_view_past_storage": (
+        "_torch_zip.py",
+        "if last >= storage.size:",
+        "if last > storage.size:",
+        ["tests/test_interop_torch_files.py"]),
+    "torch_zip_bfloat16_shift": (
+        "_torch_zip.py",
+        "array = (array.astype(np.uint32) << 16).view(np.float32)",
+        "array = (array.astype(np.uint32) << 8).view(np.float32)",
+        ["tests/test_interop_torch_files.py"]),
+    "dlpack_exports_requires_grad": (
+        "tensor.py",
+        "        if self.requires_grad:\n            raise BufferError(",
+        "        if False:\n            raise BufferError(",
+        ["tests/test_interop.py"]),
+    # --- end interop
 }
 # How many times each old text must occur (default 1).
 COUNTS = {}

@@ -33,6 +33,10 @@ from . import optim, data
 from . import utils
 from . import cuda
 from .devices.cuda import cuda_module as _cuda_module
+# ---- interop: DLPack and files (safetensors, torch.save state_dicts)
+from .interop import from_dlpack, as_tensor
+from .serialization import save, load
+# ---- end interop
 
 __version__ = _C.build_info()["version"]
 
@@ -97,6 +101,7 @@ __all__ = [
     "add", "sub", "cumsum", "cumprod", "prod", "norm", "einsum", "bmm", "baddbmm", "outer", "any", "all", "lerp",
     "linalg",
     # --- end math breadth
+    "from_dlpack", "as_tensor", "save", "load",  # interop
 ]
 
 # ---- indexing and reordering (tensor_indexing.py)

@@ -203,6 +203,38 @@ class Tensor(TensorMethods):
             return self.data.astype(dtype)
         return self.data.copy() if copy else self.data
 
+    # ---------------------------------------------------------------- DLPack (interop)
+    # torch.from_dlpack(t), torch.as_tensor(t) and np.from_dlpack(t) share t's memory
+    # through these two methods; dlkern.from_dlpack (dlkern.interop) is the way back.
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """Export the tensor as a DLPack capsule (NumPy's exporter for CPU arrays), sharing
+        memory unless copy=True. As PyTorch, a tensor that requires grad is refused
+        (BufferError): the consumer could change it behind autograd's back."""
+        if self.requires_grad:
+            raise BufferError("Tensor.__dlpack__: can't export tensors that require gradient, use tensor.detach()")
+        if self.device is not _cpu:
+            raise BufferError(f"Tensor.__dlpack__: exporting a {self.device} tensor is not supported; "
+                              f"copy it to the host with .cpu() first")
+        array = self.data
+        if any(s < 0 for s in array.strides):
+            # A flipped view: DLPack allows negative strides but PyTorch aborts the whole
+            # process on one, so no such capsule leaves here.
+            if not copy:
+                raise BufferError("Tensor.__dlpack__: a view with negative strides (a flipped view) can't be "
+                                  "shared; export t.clone(), or pass copy=True")
+            array = np.ascontiguousarray(array)
+        # Only the keywords given: NumPy before 2.1 accepts `stream` alone, and consumers
+        # (torch.from_dlpack) retry without the others on a TypeError.
+        kwargs = {k: v for k, v in (("max_version", max_version), ("dl_device", dl_device), ("copy", copy))
+                  if v is not None}
+        return array.__dlpack__(stream=stream, **kwargs)
+
+    def __dlpack_device__(self):
+        """(device type, index) as DLPack numbers: (1, 0) for the CPU, (2, index) for CUDA."""
+        if self.device is _cpu:
+            return self.data.__dlpack_device__()
+        return (2, self.device.index)
+
     @property
     def is_cuda(self):
         return self.device.type == "cuda"

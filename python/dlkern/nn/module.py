@@ -6,6 +6,7 @@ import numpy as np
 
 from ..device import device as get_device
 from ..tensor import Tensor
+from ..interop import host_array
 from . import hooks as _hooks
 from .parameter import Parameter
 
@@ -319,7 +320,7 @@ class Module:
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            array = value if isinstance(value, Tensor) else np.asarray(value)
+            array = value if isinstance(value, Tensor) else host_array(value, f"load_state_dict: {key}")
             if array.dtype.kind not in "biuf":
                 problems.append(f"value for {key} is not numeric (dtype {array.dtype}, "
                                 f"{type(value).__name__})")
@@ -335,7 +336,7 @@ class Module:
                 if isinstance(value, Tensor):
                     value = value.detach().to(dtype=target.dtype)
                 else:
-                    value = np.asarray(value).astype(target.dtype, copy=False)
+                    value = host_array(value).astype(target.dtype, copy=False)  # PyTorch tensors too
                 target.copy_(value)
         return IncompatibleKeys(missing, unexpected)
 

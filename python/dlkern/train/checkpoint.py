@@ -1,24 +1,23 @@
 """Checkpoints as .npz files: every array stored as itself, everything else (numbers,
 strings, nesting, dict key types) in one JSON document beside them.
 
-Saving writes a temporary file (``<name>.XXXXXXXX.tmp``) in the same directory, flushes
-it to disk and renames it over the target, so an interrupted save never leaves a broken
-checkpoint behind. A save killed before the rename leaves its temporary file; the next
-successful save of the same path removes such leftovers (only files of exactly that
-pattern, and only ones older than its own temporary file).
+Saving is crash-safe (dlkern._files.write_atomically: a temporary file renamed over the
+target; leftovers of interrupted saves are removed by the next save).
+
+This stays a .npz of its own rather than dlkern.save's safetensors file: the training
+CLI then needs no optional package, and the existing checkpoints (and the default name
+dlkern-gpt.npz) keep working.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .._files import write_atomically
 from ..device import array_namespace
 from ..tensor import Tensor
 
@@ -32,30 +31,6 @@ class CheckpointError(ValueError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file does not exist (a FileNotFoundError too)."""
-
-
-# tempfile.mkstemp's names: prefix + 8 characters of this alphabet + suffix.
-_TMP_RANDOM = r"[a-z0-9_]{8}"
-
-
-def _remove_stale_temporaries(path: Path, own_started: float) -> None:
-    """Delete `<name>.XXXXXXXX.tmp` siblings of `path` left by interrupted saves: exactly
-    mkstemp's pattern for this checkpoint name, last written before `own_started` (a save
-    running beside this one keeps writing its file, so it stays newer)."""
-    pattern = re.compile(re.escape(path.name) + r"\." + _TMP_RANDOM + r"\.tmp")
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return
-    for entry in entries:
-        if not pattern.fullmatch(entry.name):
-            continue
-        try:
-            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < own_started:
-                os.unlink(entry.path)
-        except OSError:  # gone already, or not ours to remove: leave it
-            pass
 
 
 def mismatch_error(path, what, exc) -> CheckpointError:
@@ -80,7 +55,7 @@ def _encode(value, arrays):
         pass  # not an array
     if isinstance(value, np.ndarray):
         key = f"a{len(arrays)}"
-        arrays[key] = np.ascontiguousarray(value)
+        arrays[key] = value  # np.save writes any layout (np.ascontiguousarray would turn 0-d arrays 1-d)
         return {"__array__": key}
     if isinstance(value, dict):
         return {"__dict__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in value.items()]}
@@ -112,22 +87,12 @@ def save_checkpoint(path, state: dict) -> Path:
     arrays = {}
     meta = json.dumps(_encode(state, arrays))
     arrays[_META_KEY] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=directory)
-    own_started = os.fstat(fd).st_mtime
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _remove_stale_temporaries(path, own_started)
-    return path
+
+    return write_atomically(path, write)
 
 
 def load_checkpoint(path) -> dict:
