@@ -7,6 +7,14 @@ from .. import ops
 from ..generator import RNG
 
 
+def _contiguous(x):
+    # np.ascontiguousarray makes a 0-d array 1-d; a C-contiguous array (any 0-d one
+    # included) is returned as it is.
+    if isinstance(x, np.ndarray) and x.flags.c_contiguous:
+        return x
+    return np.asarray(x) if np.ndim(x) == 0 else np.ascontiguousarray(x)
+
+
 def _sigmoid(x):
     # 0.5 * tanh(x / 2) + 0.5: one transcendental, no overflow for large |x|.
     y = np.tanh(x * 0.5)
@@ -68,7 +76,7 @@ class CPUDevice:
     zeros_like = staticmethod(np.zeros_like)
     ones_like = staticmethod(np.ones_like)
     asarray = staticmethod(np.asarray)
-    contiguous = staticmethod(np.ascontiguousarray)
+    contiguous = staticmethod(_contiguous)
     arange = staticmethod(np.arange)
 
     def fused(self, name):

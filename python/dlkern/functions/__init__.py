@@ -13,7 +13,7 @@ from .linalg import Linear, MatMul
 from .loss import BinaryCrossEntropy, CrossEntropy, NLLLoss
 from .nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv1d, Conv2d, Embedding, GroupNorm, LayerNorm,
                  LogSoftmax, MaxPool2d, RMSNorm, Softmax)
-from .reduce import LogSumExp, MaxAll, MaxDim, Mean, Sum, Var
+from .reduce import LogSumExp, MaxAll, MaxDim, Mean, Sum, Var, reduce_axes
 from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack, Transpose
 
 __all__ = [
@@ -26,6 +26,6 @@ __all__ = [
     "BinaryCrossEntropy", "CrossEntropy", "NLLLoss",
     "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm", "Conv1d", "Conv2d", "Embedding", "GroupNorm", "LayerNorm",
     "LogSoftmax", "MaxPool2d", "RMSNorm", "Softmax",
-    "LogSumExp", "MaxAll", "MaxDim", "Mean", "Sum", "Var",
+    "LogSumExp", "MaxAll", "MaxDim", "Mean", "Sum", "Var", "reduce_axes",
     "Cat", "Expand", "GetItem", "Permute", "Reshape", "Stack", "Transpose",
 ]

@@ -3,16 +3,21 @@
 from ..autograd import Function
 
 
-def _axes(dim, ndim):
+def reduce_axes(dim, ndim):
+    """The reduced axes of `dim` (None = all). A 0-d tensor takes dim 0 or -1, as PyTorch,
+    and reduces over no axis (its one element)."""
     if dim is None:
         return tuple(range(ndim))
     if isinstance(dim, int):
         dim = (dim,)
     out = []
+    span = max(ndim, 1)
     for d in dim:
-        if not -ndim <= d < max(ndim, 1):
-            raise IndexError(f"dimension {d} is out of range for a tensor with {ndim} dimensions")
-        out.append(d % ndim if ndim else 0)
+        if not -span <= d < span:
+            raise IndexError(f"dimension out of range (expected to be in range of [{-span}, {span - 1}], "
+                             f"but got {d})")
+        if ndim:
+            out.append(d % ndim)
     return tuple(out)
 
 
@@ -33,7 +38,7 @@ def _expand_back(dev, g, shape, axes, keepdim):
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim):
-        axes = _axes(dim, a.ndim)
+        axes = reduce_axes(dim, a.ndim)
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
         return ctx.device.asarray(a.sum(axis=axes, keepdims=keepdim))
 
@@ -45,7 +50,7 @@ class Sum(Function):
 class Mean(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim):
-        axes = _axes(dim, a.ndim)
+        axes = reduce_axes(dim, a.ndim)
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
         count = 1
         for ax in axes:
@@ -64,7 +69,7 @@ class MaxAll(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim, is_min):
         dev = ctx.device
-        axes = _axes(dim, a.ndim)
+        axes = reduce_axes(dim, a.ndim)
         if a.size == 0:
             raise RuntimeError("max()/min() of an empty tensor")
         y = (dev.amin if is_min else dev.amax)(a, axis=axes, keepdims=True)
@@ -89,7 +94,11 @@ class MaxDim(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim, is_min):
         dev = ctx.device
-        (axis,) = _axes(dim, a.ndim)
+        axes = reduce_axes(dim, a.ndim)
+        if not axes:  # a 0-d tensor: its one element, index 0
+            ctx.saved, ctx.axis = None, None
+            return a.copy()
+        (axis,) = axes
         if a.shape[axis] == 0:
             raise IndexError(f"max()/min() along dim {dim} of size 0")
         idx = (dev.argmin if is_min else dev.argmax)(a, axis=axis, keepdims=True)
@@ -103,6 +112,8 @@ class MaxDim(Function):
     def backward(ctx, g):
         dev = ctx.device
         idx = ctx.saved
+        if ctx.axis is None:
+            return g, None, None, None
         if not ctx.keepdim:
             g = dev.expand_dims(g, ctx.axis)
         out = dev.zeros(ctx.shape, dtype=g.dtype)
@@ -114,7 +125,7 @@ class Var(Function):
     @staticmethod
     def forward(ctx, a, dim, correction, keepdim):
         dev = ctx.device
-        axes = _axes(dim, a.ndim)
+        axes = reduce_axes(dim, a.ndim)
         count = 1
         for ax in axes:
             count *= a.shape[ax]
@@ -127,14 +138,16 @@ class Var(Function):
     def backward(ctx, g):
         a, mean = ctx.saved
         g = _unreduced(ctx, g)
-        return g * (2.0 / ctx.denom) * (a - mean), None, None, None
+        # (no degrees of freedom left: PyTorch's gradient is NaN, from inf * 0)
+        scale = 2.0 / ctx.denom if ctx.denom else float("inf")
+        return g * scale * (a - mean), None, None, None
 
 
 class LogSumExp(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim):
         dev = ctx.device
-        axes = _axes(dim, a.ndim)
+        axes = reduce_axes(dim, a.ndim)
         m = dev.amax(a, axis=axes, keepdims=True)
         m = dev.where(dev.abs(m) == float("inf"), 0, m).astype(a.dtype, copy=False)
         lse = dev.log(dev.exp(a - m).sum(axis=axes, keepdims=True)) + m

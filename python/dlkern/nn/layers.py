@@ -86,9 +86,11 @@ class _ConvNd(Module):
         return v if isinstance(v, str) else (v[0] if self._dims == 1 else v)
 
     def _check(self, x):
-        if x.ndim != self._dims + 2 or x.shape[1] != self.in_channels:
+        # (C, *spatial) unbatched or (N, C, *spatial), as PyTorch; F adds the batch dim
+        if x.ndim not in (self._dims + 1, self._dims + 2) or x.shape[-self._dims - 1] != self.in_channels:
             raise ValueError(f"{type(self).__name__}: input has shape {tuple(x.shape)}, expected "
-                             f"(N, {self.in_channels}, {', '.join('*' * self._dims)})")
+                             f"(N, {self.in_channels}, {', '.join('*' * self._dims)}) or unbatched "
+                             f"({self.in_channels}, {', '.join('*' * self._dims)})")
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}")
