@@ -12,7 +12,7 @@ from .elementwise import (Abs, Add, Clamp, Cos, Div, Exp, Log, MaskedFill, Maxim
 from .linalg import Linear, MatMul
 from .loss import BinaryCrossEntropy, CrossEntropy, NLLLoss
 from .nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv1d, Conv2d, Embedding, GroupNorm, LayerNorm,
-                 LogSoftmax, MaxPool2d, RMSNorm, Softmax)
+                 LogSoftmax, MaxPool2d, MaxUnpool2d, RMSNorm, Softmax)
 from .reduce import LogSumExp, MaxAll, MaxDim, Mean, Sum, Var, reduce_axes
 from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack, Transpose
 
@@ -25,7 +25,7 @@ __all__ = [
     "Linear", "MatMul",
     "BinaryCrossEntropy", "CrossEntropy", "NLLLoss",
     "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm", "Conv1d", "Conv2d", "Embedding", "GroupNorm", "LayerNorm",
-    "LogSoftmax", "MaxPool2d", "RMSNorm", "Softmax",
+    "LogSoftmax", "MaxPool2d", "MaxUnpool2d", "RMSNorm", "Softmax",
     "LogSumExp", "MaxAll", "MaxDim", "Mean", "Sum", "Var", "reduce_axes",
     "Cat", "Expand", "GetItem", "Permute", "Reshape", "Stack", "Transpose",
 ]

@@ -60,17 +60,47 @@ class Conv1d(_Conv):
 
 
 class MaxPool2d(Function):
+    """Max pooling; the int64 indices of the maxima are appended to `indices_out` (a list)
+    when one is given, as a Function returns one array (return_indices=True)."""
+
     @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
+    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, indices_out=None):
         y, indices = ctx.device.max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)
         ctx.saved = indices
         ctx.shape = x.shape
+        if indices_out is not None:
+            indices_out.append(indices)
         return y
 
     @staticmethod
     def backward(ctx, g):
         dx = ctx.device.max_pool2d_backward(ctx.device.contiguous(g), ctx.saved, ctx.shape)
-        return dx, None, None, None, None, None
+        return dx, None, None, None, None, None, None
+
+
+class MaxUnpool2d(Function):
+    """The inverse of max pooling: x (N, C, H, W) written into zeros (N, C, oh, ow) at the
+    flat positions `indices` (int64, x's shape, checked in range by the caller) of each
+    plane; the backward gathers the gradient back from those positions. A position named
+    twice holds the last value written (as PyTorch's CPU kernel)."""
+
+    @staticmethod
+    def forward(ctx, x, indices, output_hw):
+        dev = ctx.device
+        n, c, h, w = x.shape
+        plane = output_hw[0] * output_hw[1]
+        # one flat index into the whole output: plane offset + position in the plane
+        offsets = dev.arange(n * c, dtype=indices.dtype).reshape(n * c, 1) * plane
+        flat = (indices.reshape(n * c, h * w) + offsets).reshape(-1)
+        out = dev.zeros((n * c * plane,), dtype=x.dtype)
+        out[flat] = x.reshape(-1)
+        ctx.saved = flat
+        ctx.shape = x.shape
+        return out.reshape((n, c) + tuple(output_hw))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(-1)[ctx.saved].reshape(ctx.shape), None, None
 
 
 class AvgPool2d(Function):

@@ -7,6 +7,7 @@ from .layers import (Identity, Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Ada
                      ReLU, Sigmoid, Tanh, SELU, SiLU, GELU, Softplus, LeakyReLU, ELU, Softmax, LogSoftmax,
                      MSELoss, L1Loss, CrossEntropyLoss, NLLLoss, BCELoss, BCEWithLogitsLoss, SigmoidFocalLoss,
                      FocalLoss)
+from .unpool import MaxUnpool2d
 from .kv_cache import KVCache
 from .positional import (SinusoidalPositionalEncoding, LearnedPositionalEmbedding, RotaryEmbedding, ALiBi,
                          alibi_slopes, alibi_bias, sinusoidal_table)
@@ -15,7 +16,7 @@ from .transformer import TransformerEncoderLayer, TransformerDecoderLayer, Trans
 from . import functional, init, utils
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
-           "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
+           "Conv2d", "MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
            "LayerNorm", "RMSNorm", "GroupNorm", "Dropout", "AlphaDropout", "Embedding", "ReLU", "Sigmoid", "Tanh",
            "SELU", "SiLU", "GELU", "Softplus", "LeakyReLU", "ELU", "Softmax", "LogSoftmax", "MSELoss", "L1Loss",
            "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "SigmoidFocalLoss", "FocalLoss",

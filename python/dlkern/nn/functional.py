@@ -84,8 +84,12 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Max pooling; with return_indices=True, (values, indices): int64 flat positions
+    ih * W + iw of each maximum in its input plane (no gradient), for max_unpool2d."""
     if return_indices:
-        raise NotImplementedError("max_pool2d: return_indices=True is not supported with autograd")
+        found = []
+        values = _F.MaxPool2d.apply(input, kernel_size, stride, padding, dilation, ceil_mode, found)
+        return values, Tensor._make(found[0], input.device, False, None)
     return _F.MaxPool2d.apply(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
@@ -536,3 +540,6 @@ def rope(input, offset=0, base=10000.0):
 
 
 apply_rotary_emb = rope
+
+
+from .unpool import max_unpool2d  # noqa: E402  (its own module; functional names it, as PyTorch)
