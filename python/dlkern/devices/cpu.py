@@ -8,11 +8,9 @@ from ..generator import RNG
 
 
 def _contiguous(x):
-    # np.ascontiguousarray makes a 0-d array 1-d; a C-contiguous array (any 0-d one
-    # included) is returned as it is.
-    if isinstance(x, np.ndarray) and x.flags.c_contiguous:
-        return x
-    return np.asarray(x) if np.ndim(x) == 0 else np.ascontiguousarray(x)
+    # x itself when C-contiguous, else a C-contiguous copy; unlike np.ascontiguousarray,
+    # a 0-d array stays 0-d.
+    return np.asarray(x, order="C")
 
 
 def _sigmoid(x):

@@ -142,7 +142,8 @@ class CUDADevice:
 
     def from_host(self, array):
         """Copy a NumPy array to this device (the one explicit host-to-device path)."""
-        return self.module.from_numpy(np.ascontiguousarray(array), device=self.index)
+        # (np.asarray with order "C", not np.ascontiguousarray, which makes 0-d arrays 1-d)
+        return self.module.from_numpy(np.asarray(array, order="C"), device=self.index)
 
     def contiguous(self, x):
         self._check_same_device("contiguous", (x,))

@@ -12,6 +12,9 @@ class _Softmax(Function):
 
     @staticmethod
     def forward(ctx, x, dim):
+        if x.ndim == 0:  # one element (dim 0 or -1, checked by the kernel): as a (1,) array,
+            # since the CUDA kernels take arrays of at least one dim
+            return getattr(ctx.device, ctx.forward_kernel)(x.reshape(1), dim).reshape(())
         y = getattr(ctx.device, ctx.forward_kernel)(x, dim)
         ctx.saved = y
         ctx.dim = dim
@@ -19,6 +22,8 @@ class _Softmax(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if g.ndim == 0:  # d softmax / dx = 0 and d log_softmax / dx = 0 for one element
+            return ctx.device.zeros_like(g), None
         grad = getattr(ctx.device, ctx.backward_kernel)
         return grad(ctx.device.contiguous(g), ctx.saved, ctx.dim), None
 
@@ -93,7 +98,7 @@ class MaxUnpool2d(Function):
         offsets = dev.arange(n * c, dtype=indices.dtype).reshape(n * c, 1) * plane
         flat = (indices.reshape(n * c, h * w) + offsets).reshape(-1)
         out = dev.zeros((n * c * plane,), dtype=x.dtype)
-        out[flat] = x.reshape(-1)
+        dev.put_along_axis(out, flat, x.reshape(-1), 0)
         ctx.saved = flat
         ctx.shape = x.shape
         return out.reshape((n, c) + tuple(output_hw))
