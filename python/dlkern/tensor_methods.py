@@ -44,7 +44,8 @@ def index_arg(index):
     if isinstance(index, tuple):
         return tuple(i.data if isinstance(i, TensorBase) else i for i in index)
     if isinstance(index, list):
-        return np.asarray(index)
+        # (an empty list selects nothing: int64, not NumPy's float64 for [])
+        return np.asarray(index) if index else np.zeros(0, np.int64)
     return index
 
 

@@ -70,8 +70,15 @@ class MaxAll(Function):
     def forward(ctx, a, dim, keepdim, is_min):
         dev = ctx.device
         axes = reduce_axes(dim, a.ndim)
-        if a.size == 0:
-            raise RuntimeError("max()/min() of an empty tensor")
+        if a.size == 0:  # as PyTorch: an error only where a reduced dim is empty
+            name = "amin" if is_min else "amax"
+            if dim is None:
+                raise RuntimeError(f"{name}(): expected a reduction dim to be specified for an empty tensor "
+                                   f"(shape {a.shape})")
+            for ax in axes:
+                if a.shape[ax] == 0:
+                    raise IndexError(f"{name}(): expected reduction dim {ax} to have non-zero size "
+                                     f"(shape {a.shape})")
         y = (dev.amin if is_min else dev.amax)(a, axis=axes, keepdims=True)
         ctx.saved = (a, y)
         ctx.axes, ctx.keepdim = axes, keepdim
@@ -148,6 +155,11 @@ class LogSumExp(Function):
     def forward(ctx, a, dim, keepdim):
         dev = ctx.device
         axes = reduce_axes(dim, a.ndim)
+        if a.size == 0:  # log(sum of no terms) = -inf, as PyTorch (amax has no identity)
+            lse = dev.full(tuple(1 if i in axes else n for i, n in enumerate(a.shape)), float("-inf"), dtype=a.dtype)
+            ctx.saved = (a, lse)
+            ctx.axes, ctx.keepdim = axes, keepdim
+            return lse if keepdim else lse.reshape([n for i, n in enumerate(a.shape) if i not in axes])
         m = dev.amax(a, axis=axes, keepdims=True)
         m = dev.where(dev.abs(m) == float("inf"), 0, m).astype(a.dtype, copy=False)
         lse = dev.log(dev.exp(a - m).sum(axis=axes, keepdims=True)) + m

@@ -8,7 +8,11 @@ class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
-        return a.reshape(shape)
+        try:
+            return a.reshape(shape)
+        except ValueError as exc:  # (NumPy's message names no op; -1 beside a 0 is ambiguous)
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {tuple(a.shape)} into {tuple(shape)} "
+                             f"({exc})") from None
 
     @staticmethod
     def backward(ctx, g):
