@@ -13,7 +13,10 @@ from .module import Module
 
 def _pair(v, op, name):
     """An int or a pair of ints as a pair; anything else is a TypeError naming it."""
-    pair = (v, v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else tuple(v)
+    try:
+        pair = (v, v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else tuple(v)
+    except TypeError:
+        pair = ()
     if len(pair) != 2 or not all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pair):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
     return tuple(int(p) for p in pair)
