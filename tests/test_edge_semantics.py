@@ -310,7 +310,8 @@ def test_max_unpool2d_errors():
     v, i = F.max_pool2d(T(A(1, 1, 4, 4)), 2, return_indices=True)
     cases = [(lambda: F.max_unpool2d(v, i.data.astype(np.float64), 2), TypeError, "indices must be int64"),
              (lambda: F.max_unpool2d(v, i[..., :1], 2), ValueError, "indices have shape"),
-             (lambda: F.max_unpool2d(v, i, 2, output_size=(6, 6)), ValueError, "invalid output_size .* between 2 and 6"),
+             (lambda: F.max_unpool2d(v, i, 2, output_size=(6, 6)), ValueError,
+              "invalid output_size .* between 2 and 6"),
              (lambda: F.max_unpool2d(v, i, 2, output_size=(5,)), ValueError, "output_size must have 2"),
              (lambda: F.max_unpool2d(v, i * 10, 2), IndexError, r"invalid max index \d+ \(output planes are 4x4\)"),
              (lambda: F.max_unpool2d(v, i * 0 - 1, 2), IndexError, "invalid max index -1"),
@@ -417,7 +418,8 @@ def test_softmax_dim_and_axis_spellings_agree(name):
     results = [getattr(t, name)(1), getattr(t, name)(dim=1), getattr(t, name)(axis=1), getattr(t, name)(-2),
                getattr(F, name)(t, 1), getattr(F, name)(t, dim=1), getattr(F, name)(t, axis=1),
                getattr(dlkern, name)(t, dim=1), getattr(dlkern, name)(t, axis=1),
-               getattr(dlkern.ops, name)(x, 1), getattr(dlkern.ops, name)(x, dim=1), getattr(dlkern.ops, name)(x, axis=1)]
+               getattr(dlkern.ops, name)(x, 1), getattr(dlkern.ops, name)(x, dim=1),
+               getattr(dlkern.ops, name)(x, axis=1)]
     for r in results:
         np.testing.assert_allclose(getattr(r, "data", r), ref, rtol=1e-12, atol=1e-12)
     y = dlkern.ops.softmax(x, axis=1) if name == "softmax" else dlkern.ops.log_softmax(x, axis=1)

@@ -16,10 +16,11 @@ from .transformer import TransformerEncoderLayer, TransformerDecoderLayer, Trans
 from . import functional, init, utils
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
-           "Conv2d", "MaxPool2d", "MaxUnpool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
+           "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
            "LayerNorm", "RMSNorm", "GroupNorm", "Dropout", "AlphaDropout", "Embedding", "ReLU", "Sigmoid", "Tanh",
            "SELU", "SiLU", "GELU", "Softplus", "LeakyReLU", "ELU", "Softmax", "LogSoftmax", "MSELoss", "L1Loss",
            "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "SigmoidFocalLoss", "FocalLoss",
            "KVCache", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "RotaryEmbedding", "ALiBi",
            "alibi_slopes", "alibi_bias", "sinusoidal_table", "MultiheadAttention", "TransformerEncoderLayer",
            "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder", "functional", "init", "utils"]
+__all__ += ["MaxUnpool2d"]  # (issue 13: edge semantics)

@@ -451,8 +451,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     every dim but the last two broadcasts (e.g. query (B, H, Tq, D) with key/value
     (1, H, Tk, D) or (H, Tk, D)), and the gradient of a broadcast input is summed back to
     its shape. Hq != Hkv > 1 needs enable_gqa=True and Hq divisible by Hkv (query head h
-    reads KV head h // (Hq // Hkv), without copying K and V). attn_mask (Tensor or array) broadcasts to (..., Hq, Tq, Tk):
-    bool True = attend, float = added to the scores; no gradient flows into it. is_causal
+    reads KV head h // (Hq // Hkv), without copying K and V). attn_mask (Tensor or array)
+    broadcasts to (..., Hq, Tq, Tk): bool True = attend, float = added to the scores; no
+    gradient flows into it. is_causal
     masks key j > query i (top-left aligned); unlike PyTorch it may be combined with
     attn_mask. A query row with every key masked gives 0 (PyTorch gives NaN). A masked key
     (causal, False, or -inf in a float mask) contributes nothing to the output or any
