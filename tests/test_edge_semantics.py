@@ -43,6 +43,13 @@ def fd_check(fn, arrays, rtol=1e-6, atol=1e-8):
     return out
 
 
+def expect_raises(cases):
+    """Each (call, exception type, message pattern) raises that type with that message."""
+    for call, exc, pattern in cases:
+        with pytest.raises(exc, match=pattern):
+            call()
+
+
 # ---------------------------------------------------------------------- 0-d tensors
 
 # (method, call, NumPy reference of the value for x, reference gradient d out / d x)
@@ -168,9 +175,7 @@ def test_unbatched_modules_and_ndim_errors():
              (lambda: F.max_pool2d(T(A(5, 5)), 2), r"max_pool2d: .*3-D"),
              (lambda: F.avg_pool2d(T(A(1, 1, 1, 5, 5)), 2), r"avg_pool2d: .*4-D"),
              (lambda: F.adaptive_avg_pool2d(T(A(5)), 2), r"adaptive_avg_pool2d: .*3-D")]
-    for call, pattern in cases:
-        with pytest.raises(ValueError, match=pattern):
-            call()
+    expect_raises([(call, ValueError, pattern) for call, pattern in cases])
 
 
 def test_unbatched_matches_torch():
@@ -318,9 +323,7 @@ def test_max_unpool2d_errors():
              (lambda: F.max_unpool2d(v[0, 0], i[0, 0], 2), ValueError, "max_unpool2d: expected a 3-D"),
              (lambda: F.max_unpool2d(v, i, 2.5), TypeError, "kernel_size must be an int"),
              (lambda: nn.MaxUnpool2d((2, 2, 2)), TypeError, "MaxUnpool2d: kernel_size")]
-    for call, exc, pattern in cases:
-        with pytest.raises(exc, match=pattern):
-            call()
+    expect_raises(cases)
 
 
 def test_max_pool2d_indices_and_unpool_match_torch():
@@ -401,9 +404,7 @@ def test_cat_with_empty_dims_forward_backward_and_errors():
              (lambda: dlkern.cat([r, T(A(2))], 0), ValueError, r"cat: tensor 1 has shape \(2,\)"),
              (lambda: dlkern.cat([r, r], 2), IndexError, "cat: dim 2 is out of range"),
              (lambda: dlkern.cat([T(1.0), T(2.0)]), ValueError, "zero-dimensional")]
-    for call, exc, pattern in cases:
-        with pytest.raises(exc, match=pattern):
-            call()
+    expect_raises(cases)
 
 
 # ---------------------------------------------------------------------- softmax's dim/axis spellings
