@@ -208,3 +208,53 @@ def test_empty_sweep_matches_torch(fn, arrays, grad):
     for g, tg in zip(grads, t_grads):
         assert g.shape == tg.shape
         np.testing.assert_allclose(g, tg, equal_nan=True)
+
+
+# The kernels (dlkern.ops) on size-0 inputs: each runs and gives the shapes (and, for an
+# empty sum, the zeros) that the arithmetic implies.
+def _I(*shape):
+    return np.zeros(shape, np.int64)
+
+
+OPS = [
+    ("gemm_m0", lambda o: o.gemm(A(0, 3), A(3, 2)), [(0, 2)]),
+    ("matmul_batch0", lambda o: o.matmul(A(0, 2, 3), A(3, 4)), [(0, 2, 4)]),
+    ("conv2d_N0", lambda o: o.conv2d(A(0, 2, 5, 5), A(3, 2, 3, 3)), [(0, 3, 3, 3)]),
+    ("conv2d_backward_N0", lambda o: o.conv2d_backward(A(0, 3, 3, 3), A(0, 2, 5, 5), A(3, 2, 3, 3)),
+     [(0, 2, 5, 5), (3, 2, 3, 3), (3,)]),
+    ("conv1d_backward_N0", lambda o: o.conv1d_backward(A(0, 3, 3), A(0, 2, 5), A(3, 2, 3)),
+     [(0, 2, 5), (3, 2, 3), (3,)]),
+    ("causal_conv1d_N0", lambda o: o.causal_conv1d(A(0, 2, 5), A(3, 2, 3)), [(0, 3, 5)]),
+    ("max_pool2d_backward_N0", lambda o: o.max_pool2d_backward(A(0, 2, 2, 2), _I(0, 2, 2, 2), (0, 2, 4, 4)),
+     [(0, 2, 4, 4)]),
+    ("avg_pool2d_backward_N0", lambda o: o.avg_pool2d_backward(A(0, 2, 2, 2), (0, 2, 4, 4), 2), [(0, 2, 4, 4)]),
+    ("adaptive_avg_pool2d_backward_N0", lambda o: o.adaptive_avg_pool2d_backward(A(0, 2, 2, 2), (0, 2, 4, 4)),
+     [(0, 2, 4, 4)]),
+    ("softmax_backward", lambda o: o.softmax_backward(A(0, 3), A(0, 3), axis=1), [(0, 3)]),
+    ("log_softmax_backward", lambda o: o.log_softmax_backward(A(3, 0), A(3, 0), 1), [(3, 0)]),
+    ("layer_norm_forward", lambda o: o.layer_norm_forward(A(0, 4), (4,)), [(0, 4), (0,), (0,)]),
+    ("rms_norm", lambda o: o.rms_norm(A(0, 4), (4,)), [(0, 4)]),
+    ("group_norm", lambda o: o.group_norm(A(0, 4, 3), 2), [(0, 4, 3)]),
+    ("cross_entropy_forward", lambda o: o.cross_entropy_forward(A(0, 3), _I(0)), [(), (0,)]),
+    ("attention_forward_Tq0", lambda o: o.attention_forward(A(1, 2, 0, 4), A(1, 2, 3, 4), A(1, 2, 3, 4)),
+     [(1, 2, 0, 4), (1, 2, 0)]),
+    ("attention_forward_B0", lambda o: o.attention_forward(A(0, 2, 3, 4), A(0, 2, 3, 4), A(0, 2, 3, 4)),
+     [(0, 2, 3, 4), (0, 2, 3)]),
+    ("rope_backward_T0", lambda o: o.rope_backward(A(1, 2, 0, 4)), [(1, 2, 0, 4)]),
+    ("gelu_erf_backward", lambda o: o.gelu_erf_backward(A(0, 3), A(0, 3)), [(0, 3)]),
+]
+
+
+@pytest.mark.parametrize("call,shapes", [pytest.param(c, s, id=n) for n, c, s in OPS])
+def test_kernels_on_empty_inputs(call, shapes):
+    out = call(dlkern.ops)
+    out = out if isinstance(out, tuple) else (out,)
+    assert [o.shape for o in out] == shapes
+
+
+def test_empty_inner_dimension_sums_to_zero_in_the_kernels():
+    np.testing.assert_array_equal(dlkern.ops.gemm(A(2, 0), A(0, 3)), np.zeros((2, 3)))
+    np.testing.assert_array_equal(dlkern.ops.matmul(A(4, 2, 0), A(0, 3)), np.zeros((4, 2, 3)))
+    out, _ = dlkern.ops.attention_forward(A(1, 2, 3, 4), A(1, 2, 0, 4), A(1, 2, 0, 4))
+    np.testing.assert_array_equal(out, np.zeros((1, 2, 3, 4)))   # no keys: nothing to attend to
+    assert np.isnan(dlkern.ops.cross_entropy(A(0, 3), _I(0)))   # mean over no samples, as PyTorch
