@@ -461,3 +461,8 @@ def test_edge_paths_on_the_cuda_host_twin():
     assert tk.grad.shape == (4, 6, 5)
     y = F.conv2d(T(A(2, 5, 5)).to(dev), T(A(3, 2, 2, 2)).to(dev))
     assert y.shape == (3, 4, 4)
+    a, w = A(3, 4), A(4, 5)                               # gemm from the engine's broadcast ones
+    ta, tw = T(a, True), T(w, True)
+    (ta.to(dev) @ tw.to(dev)).sum().backward()
+    np.testing.assert_allclose(ta.grad.data, np.ones((3, 5)) @ w.T, rtol=1e-12)
+    np.testing.assert_allclose(tw.grad.data, a.T @ np.ones((3, 5)), rtol=1e-12)
