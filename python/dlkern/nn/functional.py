@@ -505,12 +505,18 @@ def _attention_broadcast(op, query, key, value, enable_gqa):
     grouped-query attention (enable_gqa=True, or a single key/value head, which reads the
     same either way): the kernel then reads them in place. -> (q, k, v, lead, heads).
     A broadcast input is an Expand view, so its gradient is summed back to its shape."""
-    qs, ks, vs = (tuple(t.shape) if t.ndim > 2 else (1,) + tuple(t.shape) for t in (query, key, value))
-    try:
-        lead = np.broadcast_shapes(qs[:-3], ks[:-3], vs[:-3])
-    except ValueError:
-        raise ValueError(f"{op}: the batch dims of query {tuple(query.shape)}, key {tuple(key.shape)} and value "
-                         f"{tuple(value.shape)} do not broadcast") from None
+    qs, ks, vs = query.data.shape, key.data.shape, value.data.shape
+    if (len(qs) == len(ks) == len(vs) > 2 and qs[:-3] == ks[:-3] == vs[:-3] and ks[-3] == vs[-3]
+            and (qs[-3] == ks[-3] or enable_gqa and qs[-3] % ks[-3] == 0)):
+        return query, key, value, qs[:-3], qs[-3]  # nothing to broadcast (the common cases, kept cheap)
+    qs, ks, vs = (s if len(s) > 2 else (1,) + s for s in (qs, ks, vs))
+    lead = qs[:-3]
+    if not (len(qs) == len(ks) == len(vs) and lead == ks[:-3] == vs[:-3]):  # (the common case skips this)
+        try:
+            lead = np.broadcast_shapes(qs[:-3], ks[:-3], vs[:-3])
+        except ValueError:
+            raise ValueError(f"{op}: the batch dims of query {tuple(query.shape)}, key {tuple(key.shape)} and "
+                             f"value {tuple(value.shape)} do not broadcast") from None
     hq, hk, hv = qs[-3], ks[-3], vs[-3]
     grouped = hk == hv and hq != hk and (enable_gqa or hk == 1)
     if grouped and hq % hk:
