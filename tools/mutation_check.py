@@ -105,6 +105,18 @@ MUTANTS = {
         "if module is None or id(module) in memo:",
         "if module is None:",
         ["tests/test_public_api.py", "tests/test_nn.py"]),
+    # --- issue 13: module hooks and dlkern.utils.summary
+    "backward_hook_leaf_grad_shared": (
+        "nn/hooks.py",
+        "out.append(g.copy() if g is not None and p is not None and p.grad_fn is None else g)",
+        "out.append(g)",
+        ["tests/test_module_hooks.py"]),
+    "summary_conv_ignores_groups": (
+        "utils/summary.py",
+        "* k * (m.in_channels // m.groups)",
+        "* k * m.in_channels",
+        ["tests/test_summary.py"]),
+    # --- end issue 13
 }
 # How many times each old text must occur (default 1).
 COUNTS = {}

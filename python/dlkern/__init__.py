@@ -24,8 +24,13 @@ from .tensor_functions import (matmul, gelu, exp, log, sqrt, abs, clamp, tanh, s
                                sum, mean, max, min, amax, amin, var, std, logsumexp, argmax, argmin, reshape,
                                transpose, permute, flatten, squeeze, unsqueeze, softmax, log_softmax, sin, cos,
                                maximum, minimum, masked_fill, tril, triu)
+# --- math breadth (issue 13)
+from .tensor_functions import (add, sub, cumsum, cumprod, prod, norm, einsum, bmm, baddbmm, outer, any, all, lerp)
+from . import linalg
+# --- end math breadth
 from . import nn
 from . import optim, data
+from . import utils
 from . import cuda
 from .devices.cuda import cuda_module as _cuda_module
 
@@ -87,5 +92,9 @@ __all__ = [
     "clamp", "tanh", "sigmoid", "relu", "selu", "softplus", "silu", "sum", "mean", "max", "min", "amax",
     "amin", "var", "std", "logsumexp", "argmax", "argmin", "reshape", "transpose", "permute", "flatten",
     "squeeze", "unsqueeze", "softmax", "log_softmax", "sin", "cos", "maximum", "minimum", "masked_fill", "tril", "triu", "float32", "float64", "float16", "int32", "int64",
-    "long", "bool_", "nn",
+    "long", "bool_", "nn", "utils",
+    # --- math breadth (issue 13)
+    "add", "sub", "cumsum", "cumprod", "prod", "norm", "einsum", "bmm", "baddbmm", "outer", "any", "all", "lerp",
+    "linalg",
+    # --- end math breadth
 ]

@@ -3,6 +3,10 @@
 Each is ``t.<name>(...)``, so the method is the one place an op is written; this module
 only gives them NumPy/PyTorch's free-function spelling."""
 
+from . import functions as _F
+from .autograd import TensorBase
+from .tensor_methods import scaled_operand
+
 
 def gelu(t, approximate="none"):
     """dlkern.gelu(t, approximate="none"|"tanh"): t.gelu(approximate)."""
@@ -125,3 +129,75 @@ def log_softmax(t, dim=-1, *, axis=None):
 
 def matmul(a, b):
     return a @ b
+
+
+# --- math breadth (issue 13): scans and products, norms, contractions, any/all, lerp, add/sub alpha
+def add(input, other, *, alpha=1):
+    """input + alpha * other (either may be a number, not both)."""
+    if isinstance(input, TensorBase):
+        return input.add(other, alpha=alpha)
+    if not isinstance(other, TensorBase):
+        raise TypeError(f"add: expected a Tensor, got {type(input).__name__} and {type(other).__name__}")
+    return input + scaled_operand("add", other, other, alpha)
+
+
+def sub(input, other, *, alpha=1):
+    """input - alpha * other (either may be a number, not both)."""
+    if isinstance(input, TensorBase):
+        return input.sub(other, alpha=alpha)
+    if not isinstance(other, TensorBase):
+        raise TypeError(f"sub: expected a Tensor, got {type(input).__name__} and {type(other).__name__}")
+    return input - scaled_operand("sub", other, other, alpha)
+
+
+def cumsum(input, dim, *, dtype=None):
+    return input.cumsum(dim, dtype=dtype)
+
+
+def cumprod(input, dim, *, dtype=None):
+    return input.cumprod(dim, dtype=dtype)
+
+
+def prod(input, dim=None, keepdim=False, *, dtype=None):
+    return input.prod(dim, keepdim, dtype=dtype)
+
+
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    return input.norm(p, dim, keepdim, dtype=dtype)
+
+
+def einsum(equation, *operands):
+    """Einstein summation as torch.einsum: einsum("ij,jk->ik", a, b) or with the operands
+    as one list. Implicit and explicit output, '...', repeated letters (diagonals),
+    size-1 broadcasting; NumPy's contraction order; gradients for every operand."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    for k, t in enumerate(operands):
+        if not isinstance(t, TensorBase):
+            raise TypeError(f"einsum(): operand {k} must be a Tensor, got {type(t).__name__}")
+        if t.dtype != operands[0].dtype:
+            raise TypeError(f"einsum(): operands must share one dtype: operand 0 is {operands[0].dtype}, operand "
+                            f"{k} is {t.dtype}; convert one with .to(dtype)")
+    terms, out, _ = _F.einsum_spec(equation, [t.shape for t in operands])
+    return _F.Einsum.apply((terms, out), *operands)
+
+
+def bmm(input, mat2):
+    return input.bmm(mat2)
+
+
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
+    return input.baddbmm(batch1, batch2, beta=beta, alpha=alpha)
+
+
+def outer(input, vec2):
+    return input.outer(vec2)
+
+
+any = _reduction("any")
+all = _reduction("all")
+
+
+def lerp(input, end, weight):
+    return input.lerp(end, weight)
+# --- end math breadth

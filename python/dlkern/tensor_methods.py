@@ -3,13 +3,16 @@ shape, reductions, and math (dlkern.tensor.Tensor derives from TensorMethods). T
 hold no state of their own; the argument helpers here are shared with dlkern.creation."""
 
 import collections
+import numbers
 import operator
 
 import numpy as np
 
 from . import functions as _F
+from . import linalg as _linalg
 from .autograd import TensorBase
-from .dtypes import FLOAT_KINDS
+from .dtypes import FLOAT_KINDS, as_dtype
+from .functions.reduce import _axes
 from .ops.softmax import resolve_dim
 
 MinMaxResult = collections.namedtuple("MinMaxResult", ["values", "indices"])
@@ -92,7 +95,7 @@ class TensorMethods(TensorBase):
 
     def transpose(self, dim0, dim1):
         if self.ndim == 0:  # PyTorch: dims 0 and -1 name a 0-d tensor's one "dimension"
-            _F.reduce_axes((dim0, dim1), 0)
+            _axes((dim0, dim1), 0)
             return _F.Reshape.apply(self, ())
         return _F.Transpose.apply(self, dim0, dim1)
 
@@ -174,7 +177,7 @@ class TensorMethods(TensorBase):
     def _arg_index(self, dim, keepdim, is_min):
         """argmin/argmax along dim (None: of the flattened tensor) as an int64 tensor."""
         if self.ndim == 0 and dim is not None:
-            _F.reduce_axes(dim, 0)  # 0 or -1, as PyTorch; the one element is index 0
+            _axes(dim, 0)  # 0 or -1, as PyTorch; the one element is index 0
             idx = self.device.zeros((), dtype=np.int64)
         else:
             if self.data.size == 0 and (dim is None or self.shape[dim] == 0):
@@ -294,3 +297,161 @@ class TensorMethods(TensorBase):
 
     def pow(self, exponent):
         return self.__pow__(exponent)
+
+    # ------------------------------------------------------------------ math breadth (issue 13)
+    # scans and products, norms, batched and outer products, any/all, lerp, add/sub with
+    # alpha, dtype conversions. (Kept last in the class: `int` and `bool` are method names.)
+    def add(self, other, *, alpha=1):
+        """self + alpha * other; the gradient of other is alpha times the incoming one."""
+        return self + scaled_operand("add", self, other, alpha)
+
+    def sub(self, other, *, alpha=1):
+        """self - alpha * other."""
+        return self - scaled_operand("sub", self, other, alpha)
+
+    def cumsum(self, dim, *, dtype=None):
+        x = self if dtype is None else self.to(as_dtype(dtype))
+        return _F.CumSum.apply(x, _one_dim(dim, x.ndim, "cumsum"))
+
+    def cumprod(self, dim, *, dtype=None):
+        x = self if dtype is None else self.to(as_dtype(dtype))
+        return _F.CumProd.apply(x, _one_dim(dim, x.ndim, "cumprod"))
+
+    def prod(self, dim=None, keepdim=False, *, dtype=None):
+        """The product of all elements (dim None) or along one dim."""
+        x = self if dtype is None else self.to(as_dtype(dtype))
+        return _F.Prod.apply(x, None if dim is None else _one_dim(dim, x.ndim, "prod"), bool(keepdim))
+
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """The vector p-norm over dim (all elements by default); 'fro' is the 2-norm over
+        at most 2 dims, as torch.norm. The nuclear norm ('nuc') is not supported."""
+        if p is None:
+            p = "fro"
+        if isinstance(p, str):
+            if p == "nuc":
+                raise NotImplementedError("norm: p='nuc' (the nuclear norm, which needs an SVD) is not supported")
+            if p != "fro":
+                raise RuntimeError(f"norm: order {p!r} is not supported; use 'fro' or a number")
+            if dim is not None and not isinstance(dim, int) and len(dim) > 2:
+                raise RuntimeError(f"norm: p='fro' reduces at most 2 dims, got dim={tuple(dim)}")
+            p = 2
+        return _linalg.vector_norm(self, p, dim, keepdim, dtype=dtype)
+
+    def bmm(self, mat2):
+        """Batched matrix product of (b, n, m) and (b, m, p) tensors (no broadcasting)."""
+        _check_batches("bmm", self, mat2)
+        return _F.MatMul.apply(self, mat2)
+
+    def baddbmm(self, batch1, batch2, *, beta=1, alpha=1):
+        """beta * self + alpha * (batch1 @ batch2); self broadcasts to the (b, n, p)
+        result; with beta == 0 self is not read (its NaN/Inf are not propagated)."""
+        _check_batches("baddbmm", batch1, batch2)
+        check_pair("baddbmm", batch1, self)
+        shape = (batch1.shape[0], batch1.shape[1], batch2.shape[2])
+        try:
+            fits = np.broadcast_shapes(tuple(self.shape), shape) == shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise RuntimeError(f"baddbmm: input of shape {tuple(self.shape)} does not broadcast to the result's "
+                               f"shape {shape}")
+        for name, v in (("beta", beta), ("alpha", alpha)):
+            if not isinstance(v, numbers.Number):
+                raise TypeError(f"baddbmm: {name} must be a number, got {type(v).__name__}")
+        return _F.BaddBmm.apply(self, batch1, batch2, beta, alpha)
+
+    def outer(self, vec2):
+        """The outer product of two 1-D tensors: (n,) x (m,) -> (n, m)."""
+        for name, t in (("self", self), ("vec2", vec2)):
+            if not isinstance(t, TensorBase):
+                raise TypeError(f"outer: {name} must be a Tensor, got {type(t).__name__}")
+            if t.ndim != 1:
+                raise RuntimeError(f"outer: Expected 1-D argument {name}, but got {t.ndim}-D")
+        return self.reshape(-1, 1) * vec2.reshape(1, -1)
+
+    def _any_all(self, dim, keepdim, name):
+        axes = None if dim is None or self.ndim == 0 else _axes(dim, self.ndim)
+        if dim is not None and self.ndim == 0:
+            for d in (dim if isinstance(dim, (tuple, list)) else (dim,)):
+                _one_dim(d, 0, name)  # only 0 and -1 name the one dim of a 0-d tensor
+        if self.data.size == 0:
+            # nothing to reduce: the identity (any False, all True) in the result's shape (the
+            # CUDA max/min reductions refuse zero-size input)
+            shape = getattr(np.empty(self.shape, bool), name)(axis=axes, keepdims=bool(keepdim)).shape
+            out = self.device.full(shape, name == "all", dtype=np.bool_)
+        else:
+            out = self.device.asarray(getattr(self.data, name)(axis=axes, keepdims=bool(keepdim)))
+        return self._make(out, self.device, False, None)
+
+    def any(self, dim=None, keepdim=False):
+        """Whether any element (along dim, an int or a tuple) is nonzero: bool, no grad."""
+        return self._any_all(dim, keepdim, "any")
+
+    def all(self, dim=None, keepdim=False):
+        """Whether every element (along dim) is nonzero: bool, no grad."""
+        return self._any_all(dim, keepdim, "all")
+
+    def lerp(self, end, weight):
+        """self + weight * (end - self); weight a number or a tensor; all three broadcast."""
+        if self.dtype.kind not in FLOAT_KINDS:
+            raise NotImplementedError(f"lerp: not implemented for dtype {self.dtype}; it needs floating point")
+        check_pair("lerp", self, end)
+        if isinstance(weight, TensorBase):
+            check_pair("lerp", self, weight)
+        elif isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+            raise TypeError(f"lerp: weight must be a number or a Tensor, got {type(weight).__name__}")
+        return _F.Lerp.apply(self, end, weight)
+
+    def half(self):
+        return self.to(np.float16)
+
+    def _cast_no_grad(self, dtype):
+        # integer and bool results carry no gradient (as PyTorch): a plain cast, not recorded
+        if self.dtype == dtype:
+            return self
+        return self._make(self.data.astype(dtype), self.device, False, None)
+
+    def int(self):
+        return self._cast_no_grad(np.dtype(np.int32))
+
+    def short(self):
+        return self._cast_no_grad(np.dtype(np.int16))
+
+    def byte(self):
+        return self._cast_no_grad(np.dtype(np.uint8))
+
+    def bool(self):
+        return self._cast_no_grad(np.dtype(np.bool_))
+
+
+def scaled_operand(op, t, other, alpha):
+    """alpha * other for t.add/sub(other, alpha=...), with PyTorch's checks of alpha."""
+    if not isinstance(alpha, numbers.Number):
+        raise TypeError(f"{op}: alpha must be a number, got {type(alpha).__name__}")
+    if isinstance(alpha, bool) and t.dtype.kind != "b":
+        raise RuntimeError(f"{op}: Boolean alpha only supported for Boolean results.")
+    if t.dtype.kind in "biu" and isinstance(alpha, float):
+        raise RuntimeError(f"{op}: For integral input tensors, argument alpha must not be a floating point number.")
+    return other if alpha == 1 else other * alpha
+
+
+def _one_dim(dim, ndim, op):
+    """One dim of a scan or product, normalised (a 0-d tensor has dims 0 and -1)."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be an int, got {type(dim).__name__}")
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{op}: Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+    return int(dim) % n
+
+
+def _check_batches(op, a, b):
+    """The batch1, batch2 of bmm/baddbmm: tensors of one dtype, 3-D, (b, n, m) and (b, m, p)."""
+    check_pair(op, a, b)
+    for name, t in (("batch1", a), ("batch2", b)):
+        if t.ndim != 3:
+            raise RuntimeError(f"{op}: {name} must be a 3D tensor, got {t.ndim}-D")
+    if b.shape[:2] != (a.shape[0], a.shape[2]):
+        raise RuntimeError(f"{op}: Expected size for first two dimensions of batch2 tensor to be: "
+                           f"[{a.shape[0]}, {a.shape[2]}] but got: [{b.shape[0]}, {b.shape[1]}].")
+# --- end math breadth

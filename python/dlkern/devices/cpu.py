@@ -76,6 +76,12 @@ class CPUDevice:
     asarray = staticmethod(np.asarray)
     contiguous = staticmethod(_contiguous)
     arange = staticmethod(np.arange)
+    # --- math breadth (issue 13): scans, products and einsum (no CUDA primitive has them)
+    cumsum = staticmethod(np.cumsum)
+    cumprod = staticmethod(np.cumprod)
+    prod = staticmethod(np.prod)
+    einsum = staticmethod(np.einsum)
+    # --- end math breadth
 
     def fused(self, name):
         """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy

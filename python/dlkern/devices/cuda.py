@@ -142,7 +142,7 @@ class CUDADevice:
 
     def from_host(self, array):
         """Copy a NumPy array to this device (the one explicit host-to-device path)."""
-        # (np.asarray with order "C", not np.ascontiguousarray, which makes 0-d arrays 1-d)
+        # np.asarray(order="C"), not np.ascontiguousarray: that one makes a 0-d array 1-d
         return self.module.from_numpy(np.asarray(array, order="C"), device=self.index)
 
     def contiguous(self, x):

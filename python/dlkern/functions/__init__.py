@@ -13,8 +13,14 @@ from .linalg import Linear, MatMul
 from .loss import BinaryCrossEntropy, CrossEntropy, NLLLoss
 from .nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv1d, Conv2d, Embedding, GroupNorm, LayerNorm,
                  LogSoftmax, MaxPool2d, MaxUnpool2d, RMSNorm, Softmax)
-from .reduce import LogSumExp, MaxAll, MaxDim, Mean, Sum, Var, reduce_axes
+from .reduce import LogSumExp, MaxAll, MaxDim, Mean, Sum, Var
 from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack, Transpose
+# --- math breadth (issue 13): scans and products, einsum/baddbmm, vector norm, lerp
+from .scan import CumProd, CumSum, Prod
+from .einsum import BaddBmm, Einsum, einsum_spec
+from .vector_norm import VectorNorm
+from .lerp import Lerp
+# --- end math breadth
 
 __all__ = [
     "Elu", "Gelu", "LeakyRelu", "Relu", "Selu", "Sigmoid", "Silu", "Softplus", "Tanh",
@@ -26,6 +32,9 @@ __all__ = [
     "BinaryCrossEntropy", "CrossEntropy", "NLLLoss",
     "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm", "Conv1d", "Conv2d", "Embedding", "GroupNorm", "LayerNorm",
     "LogSoftmax", "MaxPool2d", "MaxUnpool2d", "RMSNorm", "Softmax",
-    "LogSumExp", "MaxAll", "MaxDim", "Mean", "Sum", "Var", "reduce_axes",
+    "LogSumExp", "MaxAll", "MaxDim", "Mean", "Sum", "Var",
     "Cat", "Expand", "GetItem", "Permute", "Reshape", "Stack", "Transpose",
+    # --- math breadth (issue 13)
+    "CumProd", "CumSum", "Prod", "BaddBmm", "Einsum", "einsum_spec", "VectorNorm", "Lerp",
+    # --- end math breadth
 ]

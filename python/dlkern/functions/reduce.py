@@ -3,7 +3,7 @@
 from ..autograd import Function
 
 
-def reduce_axes(dim, ndim):
+def _axes(dim, ndim):
     """The reduced axes of `dim` (None = all). A 0-d tensor takes dim 0 or -1, as PyTorch,
     and reduces over no axis (its one element)."""
     if dim is None:
@@ -38,7 +38,7 @@ def _expand_back(dev, g, shape, axes, keepdim):
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim):
-        axes = reduce_axes(dim, a.ndim)
+        axes = _axes(dim, a.ndim)
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
         return ctx.device.asarray(a.sum(axis=axes, keepdims=keepdim))
 
@@ -50,7 +50,7 @@ class Sum(Function):
 class Mean(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim):
-        axes = reduce_axes(dim, a.ndim)
+        axes = _axes(dim, a.ndim)
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
         count = 1
         for ax in axes:
@@ -69,7 +69,7 @@ class MaxAll(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim, is_min):
         dev = ctx.device
-        axes = reduce_axes(dim, a.ndim)
+        axes = _axes(dim, a.ndim)
         if a.size == 0:  # as PyTorch: an error only where a reduced dim is empty
             name = "amin" if is_min else "amax"
             if dim is None:
@@ -101,7 +101,7 @@ class MaxDim(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim, is_min):
         dev = ctx.device
-        axes = reduce_axes(dim, a.ndim)
+        axes = _axes(dim, a.ndim)
         if not axes:  # a 0-d tensor: its one element, index 0
             ctx.saved, ctx.axis = None, None
             return a.copy()
@@ -132,7 +132,7 @@ class Var(Function):
     @staticmethod
     def forward(ctx, a, dim, correction, keepdim):
         dev = ctx.device
-        axes = reduce_axes(dim, a.ndim)
+        axes = _axes(dim, a.ndim)
         count = 1
         for ax in axes:
             count *= a.shape[ax]
@@ -154,7 +154,7 @@ class LogSumExp(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim):
         dev = ctx.device
-        axes = reduce_axes(dim, a.ndim)
+        axes = _axes(dim, a.ndim)
         if a.size == 0:  # log(sum of no terms) = -inf, as PyTorch (amax has no identity)
             lse = dev.full(tuple(1 if i in axes else n for i, n in enumerate(a.shape)), float("-inf"), dtype=a.dtype)
             ctx.saved = (a, lse)

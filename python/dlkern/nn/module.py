@@ -6,6 +6,7 @@ import numpy as np
 
 from ..device import device as get_device
 from ..tensor import Tensor
+from . import hooks as _hooks
 from .parameter import Parameter
 
 
@@ -30,6 +31,10 @@ class Module:
     """Base class of layers. Parameters, submodules and buffers assigned as attributes
     are registered (in order) and live as plain attributes too, so reading
     ``self.weight`` costs a normal attribute lookup."""
+
+    # The hook table (nn/hooks.py): None until a hook is registered, so a call without
+    # hooks costs one attribute test.
+    _hooks = None
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -94,7 +99,52 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if self._hooks is None:
+            return self.forward(*args, **kwargs)
+        return self._hooks.call(self, args, kwargs)
+
+    # -------------------------------------------------------------- hooks (as torch.nn.Module)
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """hook(module, args) -> None or new args (a tuple; a single value is wrapped in
+        one), run before forward; with_kwargs: hook(module, args, kwargs) -> None or
+        (new_args, new_kwargs). prepend: run before the hooks already registered.
+        Returns a handle whose .remove() unregisters it."""
+        return _hooks.register(self, "forward_pre", hook, prepend, (hook, bool(with_kwargs)))
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """hook(module, args, output) -> None or a replacement output, run after forward
+        (args as the pre-hooks left them); with_kwargs: hook(module, args, kwargs, output)."""
+        return _hooks.register(self, "forward", hook, prepend, (hook, bool(with_kwargs)))
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        """hook(module, grad_input, grad_output) -> None or a replacement grad_input tuple,
+        called once the gradients of the module's outputs and of its tensor inputs are
+        known. grad_input has one entry per positional argument: None for a non-tensor,
+        zeros (as torch) for a tensor that got no gradient or does not require grad, all
+        None (the hook then runs with grad_output alone) when no input requires grad.
+        grad_output has one entry per output (None for a non-tensor or one unused)."""
+        return _hooks.register(self, "backward", hook, prepend)
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """hook(module, grad_output) -> None or a replacement grad_output tuple, called
+        when the gradients of the module's outputs are known, before they flow on."""
+        return _hooks.register(self, "backward_pre", hook, prepend)
+
+    def get_submodule(self, target):
+        """The submodule at dotted path `target` ("blocks.0.attn"; "" is self)."""
+        if target == "":
+            return self
+        mod = self
+        for item in target.split("."):
+            if not hasattr(mod, item):
+                raise AttributeError(mod._get_name() + " has no attribute `" + item + "`")
+            mod = getattr(mod, item)
+            if not isinstance(mod, Module):
+                raise AttributeError("`" + item + "` is not an nn.Module")
+        return mod
+
+    def _get_name(self):
+        return type(self).__name__
 
     # -------------------------------------------------------------- traversal
     def named_modules(self, memo=None, prefix=""):

@@ -94,6 +94,8 @@ def run_train(args) -> int:
           f"{args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}, "
           f"scheduler {args.scheduler}, "
           f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}")
+    # per sample (batch 1); eval mode and its own inputs: the training run is unchanged
+    print(dlkern.utils.summary(model, (1, 1, side, side), depth=2))
     started = time.perf_counter()
     history = fit(model, opt, train_loader, args.epochs, test_loader=test_loader, scheduler=scheduler,
                   scheduler_per_batch=per_batch, checkpoint=args.checkpoint, resume=args.resume,

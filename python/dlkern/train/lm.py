@@ -162,6 +162,8 @@ def run_train_gpt(args) -> int:
           f"vocab {tokenizer.vocab_size}, {n_params / 1e6:.2f}M parameters, {args.steps} steps of batch "
           f"{args.batch_size} x {block}, {args.optimizer} lr {args.lr}, "
           f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}")
+    # one sequence of block tokens; eval mode and its own inputs: the training run is unchanged
+    print(dlkern.utils.summary(model, (1, block), dtypes=np.int64, depth=2))
     model.train()
     started, trained_steps, train_loss = time.perf_counter(), 0, float("nan")
     while step < args.steps:
