@@ -1,5 +1,5 @@
 """Empty (size-0) tensors through every op that exists, as PyTorch (issue 13): reductions
-over an empty dim (sum 0, mean/var NaN, logsumexp -inf, max raises), and a sweep over the
+over an empty dim (sum 0, prod 1, mean/var NaN, logsumexp -inf, max raises), and a sweep over the
 Tensor methods, free functions and dlkern.nn.functional on inputs with a size-0 dim,
 forward and backward, against PyTorch where it is installed (shapes always)."""
 
@@ -30,6 +30,8 @@ def test_empty_reductions_follow_numpy_identities():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         np.testing.assert_array_equal(e.sum(0).data, np.zeros(3))
+        np.testing.assert_array_equal(e.prod(0).data, np.ones(3))
+        assert float(e.prod().item()) == 1.0
         assert np.isnan(e.mean(0).data).all() and np.isnan(e.mean().data)
         assert np.isnan(e.var(0).data).all() and np.isnan(e.std(0).data).all()
         np.testing.assert_array_equal(e.logsumexp(0).data, np.full(3, -np.inf))
@@ -133,6 +135,24 @@ sweep("stack", lambda m, x, y: m.stack([x, y], 1), E, E)
 sweep("where", lambda m, x, y: m.where(x > 0, x, y), E, E)
 sweep("free_sum", lambda m, x: m.sum(x, 0), E)
 sweep("free_logsumexp", lambda m, x: m.logsumexp(x, 1), E)
+for _d in (0, 1):
+    sweep(f"prod({_d})", lambda m, x, d=_d: x.prod(d), E)          # the empty product is 1
+    sweep(f"cumsum({_d})", lambda m, x, d=_d: x.cumsum(d), E)
+    sweep(f"cumprod({_d})", lambda m, x, d=_d: x.cumprod(d), E)
+sweep("prod()", lambda m, x: x.prod(), E)
+sweep("einsum_contract0", lambda m, x, y: m.einsum("ij,jk->ik", x, y), A(2, 0), A(0, 3))
+sweep("einsum_rows0", lambda m, x, y: m.einsum("ij,jk->ik", x, y), E, A(3, 2))
+sweep("bmm_batch0", lambda m, x, y: x.bmm(y), A(0, 2, 3), A(0, 3, 4))
+sweep("bmm_inner0", lambda m, x, y: x.bmm(y), A(2, 3, 0), A(2, 0, 4))
+sweep("baddbmm_inner0", lambda m, c, x, y: c.baddbmm(x, y, beta=0.5), A(2, 3, 4), A(2, 3, 0), A(2, 0, 4))
+sweep("outer_empty", lambda m, x, y: x.outer(y), A(0), A(3))
+sweep("any(1)", lambda m, x: (x > 0).any(1), A(2, 0), grad=False)
+sweep("all(1)", lambda m, x: (x > 0).all(1), A(2, 0), grad=False)
+sweep("any()", lambda m, x: (x > 0).any(), E, grad=False)
+sweep("lerp", lambda m, x, y: x.lerp(y, 0.25), E, E)
+sweep("norm()", lambda m, x: x.norm(), E)
+sweep("norm(dim=0)", lambda m, x: x.norm(dim=0), E)
+sweep("add_alpha", lambda m, x, y: x.add(y, alpha=2), E, A(1, 3))
 sweep("linear", lambda m, x, w, b: _f(m).linear(x, w, b), A(0, 4), A(3, 4), A(3))
 sweep("linear_in0", lambda m, x, w, b: _f(m).linear(x, w, b), A(2, 0), A(3, 0), A(3))
 sweep("linear_3d", lambda m, x, w: _f(m).linear(x, w), A(2, 0, 4), A(3, 4))
