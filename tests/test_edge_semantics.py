@@ -67,6 +67,10 @@ ZERO_D = [
     ("var", lambda x, d: x.var(d), lambda v: np.nan, np.nan),   # no degrees of freedom
     ("std", lambda x, d: x.std(d), lambda v: np.nan, np.nan),
     ("sum_keepdim", lambda x, d: x.sum(d, keepdim=True), lambda v: v, 1.0),
+    ("prod", lambda x, d: x.prod(d), lambda v: v, 1.0),
+    ("cumsum", lambda x, d: x.cumsum(d), lambda v: v, 1.0),
+    ("cumprod", lambda x, d: x.cumprod(d), lambda v: v, 1.0),
+    ("norm", lambda x, d: x.norm(dim=d), lambda v: abs(v), 1.0),
 ]
 
 
