@@ -72,8 +72,8 @@ MUTANTS = {
         ["tests/test_losses.py", "tests/test_cross_entropy.py"]),
     "softmax_is_log_softmax": (
         "ops/softmax.py",
-        "return _C.softmax(_contiguous(x), dim, out)",
-        "return _C.log_softmax(_contiguous(x), dim, out)",
+        'return _C.softmax(_contiguous(x), resolve_dim(dim, axis, "softmax"), out)',
+        'return _C.log_softmax(_contiguous(x), resolve_dim(dim, axis, "softmax"), out)',
         ["tests/test_softmax.py"]),
     "sgd_step_sign": (
         "optim/sgd.py",

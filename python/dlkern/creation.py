@@ -68,10 +68,30 @@ def _tensors(seq, op):
     return seq
 
 
+def _legacy_empty(t):
+    return t.ndim == 1 and t.shape[0] == 0
+
+
 def cat(tensors, dim=0):
+    """Join tensors along an existing dim. As PyTorch, a 1-D tensor of size 0 may join
+    tensors of any shape (it is skipped; its gradient is empty); the others must have the
+    same number of dims and the same sizes except along dim."""
     tensors = _tensors(tensors, "cat")
-    nd = tensors[0].ndim
-    return _F.Cat.apply(dim % nd if nd else dim, *tensors)
+    shaped = [t for t in tensors if not _legacy_empty(t)] or tensors[:1]
+    first = shaped[0]
+    nd = first.ndim
+    if nd == 0:
+        raise ValueError("cat: zero-dimensional tensors cannot be concatenated")
+    if not -nd <= dim < nd:
+        raise IndexError(f"cat: dim {dim} is out of range for tensors with {nd} dims (expected [{-nd}, {nd - 1}])")
+    dim %= nd
+    for i, t in enumerate(tensors):
+        if _legacy_empty(t) and t is not first:
+            continue
+        if t.ndim != nd or any(a != b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != dim):
+            raise ValueError(f"cat: tensor {i} has shape {tuple(t.shape)} but tensors must match "
+                             f"{tuple(first.shape)} except in dim {dim}")
+    return _F.Cat.apply(dim, *tensors)
 
 
 concatenate = cat

@@ -119,12 +119,12 @@ def unsqueeze(t, dim):
     return t.unsqueeze(dim)
 
 
-def softmax(t, dim=-1):
-    return t.softmax(dim)
+def softmax(t, dim=-1, *, axis=None):
+    return t.softmax(dim, axis=axis)
 
 
-def log_softmax(t, dim=-1):
-    return t.log_softmax(dim)
+def log_softmax(t, dim=-1, *, axis=None):
+    return t.log_softmax(dim, axis=axis)
 
 
 def matmul(a, b):

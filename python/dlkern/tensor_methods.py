@@ -14,6 +14,7 @@ from .autograd import TensorBase
 from .dtypes import FLOAT_KINDS, as_dtype
 from .functions.reduce import _axes
 from .tensor_indexing import IndexingMethods  # gather, scatter, sort, flip, ..., masked_fill
+from .ops.softmax import resolve_dim
 
 MinMaxResult = collections.namedtuple("MinMaxResult", ["values", "indices"])
 
@@ -47,7 +48,8 @@ def index_arg(index):
     if isinstance(index, tuple):
         return tuple(i.data if isinstance(i, TensorBase) else i for i in index)
     if isinstance(index, list):
-        return np.asarray(index)
+        # (an empty list selects nothing: int64, not NumPy's float64 for [])
+        return np.asarray(index) if index else np.zeros(0, np.int64)
     return index
 
 
@@ -93,6 +95,9 @@ class TensorMethods(IndexingMethods):
         return _F.Reshape.apply(self, shape[:s] + (n,) + shape[e + 1:])
 
     def transpose(self, dim0, dim1):
+        if self.ndim == 0:  # PyTorch: dims 0 and -1 name a 0-d tensor's one "dimension"
+            _axes((dim0, dim1), 0)
+            return _F.Reshape.apply(self, ())
         return _F.Transpose.apply(self, dim0, dim1)
 
     def t(self):
@@ -168,8 +173,19 @@ class TensorMethods(IndexingMethods):
         if dim is None or isinstance(dim, tuple):
             return _F.MaxAll.apply(self, dim, keepdim, is_min)
         values = _F.MaxDim.apply(self, dim, keepdim, is_min)
-        idx = (self.data.argmin if is_min else self.data.argmax)(axis=dim, keepdims=keepdim)
-        return MinMaxResult(values, self._make(idx, self.device, False, None))
+        return MinMaxResult(values, self._arg_index(dim, keepdim, is_min))
+
+    def _arg_index(self, dim, keepdim, is_min):
+        """argmin/argmax along dim (None: of the flattened tensor) as an int64 tensor."""
+        if self.ndim == 0 and dim is not None:
+            _axes(dim, 0)  # 0 or -1, as PyTorch; the one element is index 0
+            idx = self.device.zeros((), dtype=np.int64)
+        else:
+            if self.data.size == 0 and (dim is None or self.shape[dim] == 0):
+                raise IndexError(f"{'argmin' if is_min else 'argmax'}(): expected a reduction dim with non-zero "
+                                 f"size, got shape {tuple(self.shape)} and dim={dim}")
+            idx = (self.data.argmin if is_min else self.data.argmax)(axis=dim, keepdims=keepdim)
+        return self._make(self.device.asarray(idx), self.device, False, None)
 
     def max(self, dim=None, keepdim=False):
         """max() -> the largest element; max(dim) -> (values, indices)."""
@@ -196,10 +212,10 @@ class TensorMethods(IndexingMethods):
         return _F.LogSumExp.apply(self, dim, keepdim)
 
     def argmax(self, dim=None, keepdim=False):
-        return self._make(self.device.asarray(self.data.argmax(axis=dim, keepdims=keepdim)), self.device, False, None)
+        return self._arg_index(dim, keepdim, False)
 
     def argmin(self, dim=None, keepdim=False):
-        return self._make(self.device.asarray(self.data.argmin(axis=dim, keepdims=keepdim)), self.device, False, None)
+        return self._arg_index(dim, keepdim, True)
 
     # ------------------------------------------------------------------ math
     exp = _unary_method(_F.Exp, "exp")
@@ -261,11 +277,12 @@ class TensorMethods(IndexingMethods):
 
     silu = _unary_method(_F.Silu, "silu")
 
-    def softmax(self, dim=-1):
-        return _F.Softmax.apply(self, dim)
+    def softmax(self, dim=-1, *, axis=None):
+        """softmax along dim (``axis=`` is its keyword alias, as torch.softmax)."""
+        return _F.Softmax.apply(self, resolve_dim(dim, axis, "softmax"))
 
-    def log_softmax(self, dim=-1):
-        return _F.LogSoftmax.apply(self, dim)
+    def log_softmax(self, dim=-1, *, axis=None):
+        return _F.LogSoftmax.apply(self, resolve_dim(dim, axis, "log_softmax"))
 
     def matmul(self, other):
         return self.__matmul__(other)

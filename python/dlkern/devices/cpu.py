@@ -7,6 +7,12 @@ from .. import ops
 from ..generator import RNG
 
 
+def _contiguous(x):
+    # x itself when C-contiguous, else a C-contiguous copy; unlike np.ascontiguousarray,
+    # a 0-d array stays 0-d.
+    return np.asarray(x, order="C")
+
+
 def _sigmoid(x):
     # 0.5 * tanh(x / 2) + 0.5: one transcendental, no overflow for large |x|.
     y = np.tanh(x * 0.5)
@@ -68,7 +74,7 @@ class CPUDevice:
     zeros_like = staticmethod(np.zeros_like)
     ones_like = staticmethod(np.ones_like)
     asarray = staticmethod(np.asarray)
-    contiguous = staticmethod(np.ascontiguousarray)
+    contiguous = staticmethod(_contiguous)
     arange = staticmethod(np.arange)
     # --- math breadth (issue 13): scans, products and einsum (no CUDA primitive has them)
     cumsum = staticmethod(np.cumsum)

@@ -13,7 +13,7 @@ from .indexing import Diag, Flip, Gather, IndexSelect, Repeat, Roll, Scatter, Sc
 from .linalg import Linear, MatMul
 from .loss import BinaryCrossEntropy, CrossEntropy, NLLLoss
 from .nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv1d, Conv2d, Embedding, GroupNorm, LayerNorm,
-                 LogSoftmax, MaxPool2d, RMSNorm, Softmax)
+                 LogSoftmax, MaxPool2d, MaxUnpool2d, RMSNorm, Softmax)
 from .reduce import LogSumExp, MaxAll, MaxDim, Mean, Sum, Var
 from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack, Transpose
 # --- math breadth (issue 13): scans and products, einsum/baddbmm, vector norm, lerp
@@ -37,7 +37,7 @@ __all__ = [
     "Linear", "MatMul",
     "BinaryCrossEntropy", "CrossEntropy", "NLLLoss",
     "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm", "Conv1d", "Conv2d", "Embedding", "GroupNorm", "LayerNorm",
-    "LogSoftmax", "MaxPool2d", "RMSNorm", "Softmax",
+    "LogSoftmax", "MaxPool2d", "MaxUnpool2d", "RMSNorm", "Softmax",
     "LogSumExp", "MaxAll", "MaxDim", "Mean", "Sum", "Var",
     "Cat", "Expand", "GetItem", "Permute", "Reshape", "Stack", "Transpose",
     # --- math breadth (issue 13)

@@ -12,6 +12,9 @@ class _Softmax(Function):
 
     @staticmethod
     def forward(ctx, x, dim):
+        if x.ndim == 0:  # one element (dim 0 or -1, checked by the kernel): as a (1,) array,
+            # since the CUDA kernels take arrays of at least one dim
+            return getattr(ctx.device, ctx.forward_kernel)(x.reshape(1), dim).reshape(())
         y = getattr(ctx.device, ctx.forward_kernel)(x, dim)
         ctx.saved = y
         ctx.dim = dim
@@ -19,6 +22,8 @@ class _Softmax(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if g.ndim == 0:  # d softmax / dx = 0 and d log_softmax / dx = 0 for one element
+            return ctx.device.zeros_like(g), None
         grad = getattr(ctx.device, ctx.backward_kernel)
         return grad(ctx.device.contiguous(g), ctx.saved, ctx.dim), None
 
@@ -60,17 +65,47 @@ class Conv1d(_Conv):
 
 
 class MaxPool2d(Function):
+    """Max pooling; the int64 indices of the maxima are appended to `indices_out` (a list)
+    when one is given, as a Function returns one array (return_indices=True)."""
+
     @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
+    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, indices_out=None):
         y, indices = ctx.device.max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)
         ctx.saved = indices
         ctx.shape = x.shape
+        if indices_out is not None:
+            indices_out.append(indices)
         return y
 
     @staticmethod
     def backward(ctx, g):
         dx = ctx.device.max_pool2d_backward(ctx.device.contiguous(g), ctx.saved, ctx.shape)
-        return dx, None, None, None, None, None
+        return dx, None, None, None, None, None, None
+
+
+class MaxUnpool2d(Function):
+    """The inverse of max pooling: x (N, C, H, W) written into zeros (N, C, oh, ow) at the
+    flat positions `indices` (int64, x's shape, checked in range by the caller) of each
+    plane; the backward gathers the gradient back from those positions. A position named
+    twice holds the last value written (as PyTorch's CPU kernel)."""
+
+    @staticmethod
+    def forward(ctx, x, indices, output_hw):
+        dev = ctx.device
+        n, c, h, w = x.shape
+        plane = output_hw[0] * output_hw[1]
+        # one flat index into the whole output: plane offset + position in the plane
+        offsets = dev.arange(n * c, dtype=indices.dtype).reshape(n * c, 1) * plane
+        flat = (indices.reshape(n * c, h * w) + offsets).reshape(-1)
+        out = dev.zeros((n * c * plane,), dtype=x.dtype)
+        dev.put_along_axis(out, flat, x.reshape(-1), 0)
+        ctx.saved = flat
+        ctx.shape = x.shape
+        return out.reshape((n, c) + tuple(output_hw))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(-1)[ctx.saved].reshape(ctx.shape), None, None
 
 
 class AvgPool2d(Function):

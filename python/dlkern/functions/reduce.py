@@ -4,15 +4,20 @@ from ..autograd import Function
 
 
 def _axes(dim, ndim):
+    """The reduced axes of `dim` (None = all). A 0-d tensor takes dim 0 or -1, as PyTorch,
+    and reduces over no axis (its one element)."""
     if dim is None:
         return tuple(range(ndim))
     if isinstance(dim, int):
         dim = (dim,)
     out = []
+    span = max(ndim, 1)
     for d in dim:
-        if not -ndim <= d < max(ndim, 1):
-            raise IndexError(f"dimension {d} is out of range for a tensor with {ndim} dimensions")
-        out.append(d % ndim if ndim else 0)
+        if not -span <= d < span:
+            raise IndexError(f"dimension out of range (expected to be in range of [{-span}, {span - 1}], "
+                             f"but got {d})")
+        if ndim:
+            out.append(d % ndim)
     return tuple(out)
 
 
@@ -65,8 +70,15 @@ class MaxAll(Function):
     def forward(ctx, a, dim, keepdim, is_min):
         dev = ctx.device
         axes = _axes(dim, a.ndim)
-        if a.size == 0:
-            raise RuntimeError("max()/min() of an empty tensor")
+        if a.size == 0:  # as PyTorch: an error only where a reduced dim is empty
+            name = "amin" if is_min else "amax"
+            if dim is None:
+                raise RuntimeError(f"{name}(): expected a reduction dim to be specified for an empty tensor "
+                                   f"(shape {a.shape})")
+            for ax in axes:
+                if a.shape[ax] == 0:
+                    raise IndexError(f"{name}(): expected reduction dim {ax} to have non-zero size "
+                                     f"(shape {a.shape})")
         y = (dev.amin if is_min else dev.amax)(a, axis=axes, keepdims=True)
         ctx.saved = (a, y)
         ctx.axes, ctx.keepdim = axes, keepdim
@@ -89,7 +101,11 @@ class MaxDim(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim, is_min):
         dev = ctx.device
-        (axis,) = _axes(dim, a.ndim)
+        axes = _axes(dim, a.ndim)
+        if not axes:  # a 0-d tensor: its one element, index 0
+            ctx.saved, ctx.axis = None, None
+            return a.copy()
+        (axis,) = axes
         if a.shape[axis] == 0:
             raise IndexError(f"max()/min() along dim {dim} of size 0")
         idx = (dev.argmin if is_min else dev.argmax)(a, axis=axis, keepdims=True)
@@ -103,6 +119,8 @@ class MaxDim(Function):
     def backward(ctx, g):
         dev = ctx.device
         idx = ctx.saved
+        if ctx.axis is None:
+            return g, None, None, None
         if not ctx.keepdim:
             g = dev.expand_dims(g, ctx.axis)
         out = dev.zeros(ctx.shape, dtype=g.dtype)
@@ -127,7 +145,9 @@ class Var(Function):
     def backward(ctx, g):
         a, mean = ctx.saved
         g = _unreduced(ctx, g)
-        return g * (2.0 / ctx.denom) * (a - mean), None, None, None
+        # (no degrees of freedom left: PyTorch's gradient is NaN, from inf * 0)
+        scale = 2.0 / ctx.denom if ctx.denom else float("inf")
+        return g * scale * (a - mean), None, None, None
 
 
 class LogSumExp(Function):
@@ -135,6 +155,11 @@ class LogSumExp(Function):
     def forward(ctx, a, dim, keepdim):
         dev = ctx.device
         axes = _axes(dim, a.ndim)
+        if a.size == 0:  # log(sum of no terms) = -inf, as PyTorch (amax has no identity)
+            lse = dev.full(tuple(1 if i in axes else n for i, n in enumerate(a.shape)), float("-inf"), dtype=a.dtype)
+            ctx.saved = (a, lse)
+            ctx.axes, ctx.keepdim = axes, keepdim
+            return lse if keepdim else lse.reshape([n for i, n in enumerate(a.shape) if i not in axes])
         m = dev.amax(a, axis=axes, keepdims=True)
         m = dev.where(dev.abs(m) == float("inf"), 0, m).astype(a.dtype, copy=False)
         lse = dev.log(dev.exp(a - m).sum(axis=axes, keepdims=True)) + m

@@ -8,7 +8,11 @@ class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
-        return a.reshape(shape)
+        try:
+            return a.reshape(shape)
+        except ValueError as exc:  # (NumPy's message names no op; -1 beside a 0 is ambiguous)
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {tuple(a.shape)} into {tuple(shape)} "
+                             f"({exc})") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -74,11 +78,15 @@ class GetItem(Function):
 
 
 class Cat(Function):
+    """Concatenation along dim. A 1-D array of size 0 among arrays of more dims is skipped
+    (PyTorch's legacy rule; creation.cat checks the rest); its gradient is empty."""
+
     @staticmethod
     def forward(ctx, dim, *arrays):
         ctx.dim = dim
-        ctx.sizes = [a.shape[dim] for a in arrays]
-        return ctx.device.concatenate(arrays, axis=dim)
+        nd = max(a.ndim for a in arrays)
+        ctx.sizes = [None if a.ndim == 1 and a.shape[0] == 0 and nd > 1 else a.shape[dim] for a in arrays]
+        return ctx.device.concatenate([a for a, n in zip(arrays, ctx.sizes) if n is not None], axis=dim)
 
     @staticmethod
     def backward(ctx, g):
@@ -86,12 +94,14 @@ class Cat(Function):
         start = 0
         index = [slice(None)] * g.ndim
         for size, need in zip(ctx.sizes, ctx.needs_input_grad[1:]):
-            if need:
+            if size is None:
+                out.append(ctx.device.zeros((0,), dtype=g.dtype) if need else None)
+            elif need:
                 index[ctx.dim] = slice(start, start + size)
                 out.append(g[tuple(index)])
             else:
                 out.append(None)
-            start += size
+            start += size or 0
         return tuple(out)
 
 

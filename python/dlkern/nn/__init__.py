@@ -7,6 +7,7 @@ from .layers import (Identity, Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Ada
                      ReLU, Sigmoid, Tanh, SELU, SiLU, GELU, Softplus, LeakyReLU, ELU, Softmax, LogSoftmax,
                      MSELoss, L1Loss, CrossEntropyLoss, NLLLoss, BCELoss, BCEWithLogitsLoss, SigmoidFocalLoss,
                      FocalLoss)
+from .unpool import MaxUnpool2d
 from .kv_cache import KVCache
 from .positional import (SinusoidalPositionalEncoding, LearnedPositionalEmbedding, RotaryEmbedding, ALiBi,
                          alibi_slopes, alibi_bias, sinusoidal_table)
@@ -31,3 +32,4 @@ __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Ide
 __all__ += ["ConvTranspose1d", "ConvTranspose2d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
             "MaxPool1d", "AvgPool1d", "AdaptiveMaxPool2d", "PixelShuffle", "PixelUnshuffle", "Unflatten"]
 # --- end issue 13: layers ---
+__all__ += ["MaxUnpool2d"]  # (issue 13: edge semantics)

@@ -57,29 +57,39 @@ def linear(input, weight, bias=None):
     return _F.Linear.apply(input, weight, bias)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    if input.ndim != 4:
-        raise ValueError(f"conv2d: expected a 4-D (N, C, H, W) input, got shape {tuple(input.shape)}")
-    if input.shape[1] != weight.shape[1] * groups:
-        raise ValueError(f"conv2d: input has {input.shape[1]} channels (shape {tuple(input.shape)}) but weight "
+def _conv(fn, op, layout, input, weight, bias, stride, padding, dilation, groups):
+    """Convolution `fn` over len(layout) - 2 spatial dims; an unbatched input (C, *spatial)
+    gets a batch of one added here (the kernels take batched inputs only) and removed from
+    the result, as PyTorch."""
+    spatial = len(layout) - 2
+    if input.ndim not in (spatial + 1, spatial + 2):
+        raise ValueError(f"{op}: expected a {spatial + 1}-D ({', '.join(layout[1:])}) unbatched or "
+                         f"{spatial + 2}-D ({', '.join(layout)}) batched input, got shape {tuple(input.shape)}")
+    channels = input.shape[-spatial - 1]
+    if channels != weight.shape[1] * groups:
+        raise ValueError(f"{op}: input has {channels} channels (shape {tuple(input.shape)}) but weight "
                          f"{tuple(weight.shape)} with groups={groups} expects {weight.shape[1] * groups}")
-    _same_dtype("conv2d", input, weight, bias)
-    return _F.Conv2d.apply(input, weight, bias, stride, padding, dilation, groups)
+    _same_dtype(op, input, weight, bias)
+    if input.ndim == spatial + 1:
+        return fn.apply(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    return fn.apply(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _conv(_F.Conv2d, "conv2d", ("N", "C", "H", "W"), input, weight, bias, stride, padding, dilation, groups)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    if input.ndim != 3:
-        raise ValueError(f"conv1d: expected a 3-D (N, C, L) input, got shape {tuple(input.shape)}")
-    if input.shape[1] != weight.shape[1] * groups:
-        raise ValueError(f"conv1d: input has {input.shape[1]} channels (shape {tuple(input.shape)}) but weight "
-                         f"{tuple(weight.shape)} with groups={groups} expects {weight.shape[1] * groups}")
-    _same_dtype("conv1d", input, weight, bias)
-    return _F.Conv1d.apply(input, weight, bias, stride, padding, dilation, groups)
+    return _conv(_F.Conv1d, "conv1d", ("N", "C", "L"), input, weight, bias, stride, padding, dilation, groups)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Max pooling; with return_indices=True, (values, indices): int64 flat positions
+    ih * W + iw of each maximum in its input plane (no gradient), for max_unpool2d."""
     if return_indices:
-        raise NotImplementedError("max_pool2d: return_indices=True is not supported with autograd")
+        found = []
+        values = _F.MaxPool2d.apply(input, kernel_size, stride, padding, dilation, ceil_mode, found)
+        return values, Tensor._make(found[0], input.device, False, None)
     return _F.MaxPool2d.apply(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
@@ -240,12 +250,12 @@ def tanh(input):
     return _F.Tanh.apply(input)
 
 
-def softmax(input, dim=-1):
-    return _F.Softmax.apply(input, dim)
+def softmax(input, dim=-1, *, axis=None):
+    return input.softmax(dim, axis=axis)
 
 
-def log_softmax(input, dim=-1):
-    return _F.LogSoftmax.apply(input, dim)
+def log_softmax(input, dim=-1, *, axis=None):
+    return input.log_softmax(dim, axis=axis)
 
 
 # ---------------------------------------------------------------------- losses
@@ -439,11 +449,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  enable_gqa=False):
     """softmax(query key^T * scale + mask) value, as torch.nn.functional.scaled_dot_product_attention.
 
-    query (..., Hq, Tq, D), key (..., Hkv, Tk, D), value (..., Hkv, Tk, Dv) with the same
-    leading (batch) dims; 3-D (heads, seq, dim) inputs work too. Hq != Hkv needs
-    enable_gqa=True and Hq divisible by Hkv (query head h reads KV head h // (Hq // Hkv),
-    without copying K and V). attn_mask (Tensor or array) broadcasts to (..., Hq, Tq, Tk):
-    bool True = attend, float = added to the scores; no gradient flows into it. is_causal
+    query (..., Hq, Tq, D), key (..., Hkv, Tk, D), value (..., Hkv, Tk, Dv); as PyTorch,
+    every dim but the last two broadcasts (e.g. query (B, H, Tq, D) with key/value
+    (1, H, Tk, D) or (H, Tk, D)), and the gradient of a broadcast input is summed back to
+    its shape. Hq != Hkv > 1 needs enable_gqa=True and Hq divisible by Hkv (query head h
+    reads KV head h // (Hq // Hkv), without copying K and V). attn_mask (Tensor or array)
+    broadcasts to (..., Hq, Tq, Tk): bool True = attend, float = added to the scores; no
+    gradient flows into it. is_causal
     masks key j > query i (top-left aligned); unlike PyTorch it may be combined with
     attn_mask. A query row with every key masked gives 0 (PyTorch gives NaN). A masked key
     (causal, False, or -inf in a float mask) contributes nothing to the output or any
@@ -455,29 +467,21 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
-        if t.ndim < 3:
-            raise ValueError(f"{op}: {name} must have at least 3 dims (..., heads, seq, head_dim), "
+        if t.ndim < 2:
+            raise ValueError(f"{op}: {name} must have at least 2 dims (..., seq, head_dim), "
                              f"got shape {tuple(t.shape)}")
         if t.dtype != query.dtype:
             raise TypeError(f"{op}: dtype mismatch: query is {query.dtype} but {name} is {t.dtype}")
     qs, ks, vs = tuple(query.shape), tuple(key.shape), tuple(value.shape)
-    if not (len(qs) == len(ks) == len(vs)) or not (qs[:-3] == ks[:-3] == vs[:-3]):
-        raise ValueError(f"{op}: query {qs}, key {ks} and value {vs} must have the same batch dims")
     if qs[-1] != ks[-1]:
         raise ValueError(f"{op}: head_dim mismatch: query has head_dim {qs[-1]} but key has {ks[-1]} "
                          f"(query {qs}, key {ks})")
-    if ks[-3:-1] != vs[-3:-1]:
-        raise ValueError(f"{op}: key {ks} and value {vs} must have the same number of heads and sequence length")
-    hq, hkv = qs[-3], ks[-3]
-    if hq != hkv:
-        if not enable_gqa:
-            raise ValueError(f"{op}: query has {hq} heads but key/value have {hkv}; pass enable_gqa=True for "
-                             f"grouped-query attention")
-        if hq % hkv:
-            raise ValueError(f"{op}: query heads ({hq}) must be divisible by key/value heads ({hkv})")
+    if ks[-2] != vs[-2]:
+        raise ValueError(f"{op}: key {ks} and value {vs} must have the same sequence length")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"{op}: dropout_p must be in [0, 1), got {dropout_p}")
-    lead = qs[:-3]
+    matrices = len(qs) == len(ks) == len(vs) == 2  # (seq, dim) each: so is the output
+    query, key, value, lead, hq = _attention_broadcast(op, query, key, value, enable_gqa)
     batch = int(np.prod(lead)) if lead else 1
     scores = (batch, hq, qs[-2], ks[-2])
     if attn_mask is not None:
@@ -491,7 +495,46 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     out = _FA.ScaledDotProductAttention.apply(query, key, value, attn_mask, bool(is_causal),
                                              None if scale is None else float(scale), float(dropout_p),
                                              _attention_seed(dropout_p))
+    if matrices:
+        return out.reshape(tuple(out.shape[-2:]))
     return out if len(lead) == 1 else out.reshape(lead + tuple(out.shape[-3:]))
+
+
+def _attention_broadcast(op, query, key, value, enable_gqa):
+    """query, key and value with their batch dims (all but the last three) broadcast to
+    one shape `lead`, as PyTorch broadcasts every dim but the last two; a missing heads dim
+    is 1. The heads broadcast too, except where key/value hold fewer heads than query as
+    grouped-query attention (enable_gqa=True, or a single key/value head, which reads the
+    same either way): the kernel then reads them in place. -> (q, k, v, lead, heads).
+    A broadcast input is an Expand view, so its gradient is summed back to its shape."""
+    qs, ks, vs = query.data.shape, key.data.shape, value.data.shape
+    if (len(qs) == len(ks) == len(vs) > 2 and qs[:-3] == ks[:-3] == vs[:-3] and ks[-3] == vs[-3]
+            and (qs[-3] == ks[-3] or enable_gqa and qs[-3] % ks[-3] == 0)):
+        return query, key, value, qs[:-3], qs[-3]  # nothing to broadcast (the common cases, kept cheap)
+    qs, ks, vs = (s if len(s) > 2 else (1,) + s for s in (qs, ks, vs))
+    lead = qs[:-3]
+    if not (len(qs) == len(ks) == len(vs) and lead == ks[:-3] == vs[:-3]):  # (the common case skips this)
+        try:
+            lead = np.broadcast_shapes(qs[:-3], ks[:-3], vs[:-3])
+        except ValueError:
+            raise ValueError(f"{op}: the batch dims of query {tuple(query.shape)}, key {tuple(key.shape)} and "
+                             f"value {tuple(value.shape)} do not broadcast") from None
+    hq, hk, hv = qs[-3], ks[-3], vs[-3]
+    grouped = hk == hv and hq != hk and (enable_gqa or hk == 1)
+    if grouped and hq % hk:
+        raise ValueError(f"{op}: query heads ({hq}) must be divisible by key/value heads ({hk})")
+    if not grouped and len({hq, hk, hv} - {1}) > 1:
+        hint = "; pass enable_gqa=True for grouped-query attention" if hk == hv else ""
+        raise ValueError(f"{op}: query has {hq} heads but key/value have {hk}/{hv}{hint}")
+    heads = max(hq, hk, hv)
+
+    def to(t, shape, h):
+        target = lead + (h,) + shape[-2:]
+        return t if tuple(t.shape) == target else t.expand(*target)
+    query = to(query, qs, heads)
+    key = to(key, ks, hk if grouped else heads)
+    value = to(value, vs, hv if grouped else heads)
+    return query, key, value, tuple(lead), heads
 
 
 def rope(input, offset=0, base=10000.0):
@@ -515,3 +558,4 @@ from .functional_resample import (adaptive_max_pool2d, avg_pool1d, conv_transpos
                                   conv_transpose2d, interpolate, max_pool1d, pixel_shuffle, pixel_unshuffle,
                                   upsample)
 # ---------------------------------------------------------------------- end issue 13: layers
+from .unpool import max_unpool2d  # noqa: E402  (its own module; functional names it, as PyTorch)

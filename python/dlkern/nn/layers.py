@@ -86,9 +86,11 @@ class _ConvNd(Module):
         return v if isinstance(v, str) else (v[0] if self._dims == 1 else v)
 
     def _check(self, x):
-        if x.ndim != self._dims + 2 or x.shape[1] != self.in_channels:
+        # (C, *spatial) unbatched or (N, C, *spatial), as PyTorch; F adds the batch dim
+        if x.ndim not in (self._dims + 1, self._dims + 2) or x.shape[-self._dims - 1] != self.in_channels:
             raise ValueError(f"{type(self).__name__}: input has shape {tuple(x.shape)}, expected "
-                             f"(N, {self.in_channels}, {', '.join('*' * self._dims)})")
+                             f"(N, {self.in_channels}, {', '.join('*' * self._dims)}) or unbatched "
+                             f"({self.in_channels}, {', '.join('*' * self._dims)})")
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}")
@@ -121,13 +123,14 @@ class Conv1d(_ConvNd):
 
 
 class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride if stride is not None else kernel_size, padding
-        self.dilation, self.ceil_mode = dilation, ceil_mode
+        self.dilation, self.ceil_mode, self.return_indices = dilation, ceil_mode, return_indices
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                            self.return_indices)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
