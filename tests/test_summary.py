@@ -146,6 +146,17 @@ def test_conv_groups_stride_dilation():
     assert s1.total_macs == 2 * 8 * 6 * 4 * 3                # 8 positions * 6 out * 4 in * 3 taps
 
 
+def test_transposed_conv_counts():
+    up = nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, groups=2)
+    s = summary(up, input_size=(2, 6, 5, 7))
+    # out H = (5-1)*2 - 2 + 3 + 1 = 10, W = (7-1)*2 - 2 + 3 + 1 = 14; every input element
+    # (2*6*5*7 = 420) is scattered to 9 taps * 4/2 out channels of its group: 7,560 MACs
+    assert _row(s, "").output_shape == (2, 4, 10, 14)
+    assert s.total_macs == 7_560
+    assert s.total_params == 6 * 2 * 9 + 4
+    assert summary(nn.ConvTranspose1d(3, 5, 4), input_size=(1, 3, 6)).total_macs == 6 * 3 * 4 * 5
+
+
 # ---------------------------------------------------------------------- GPT
 
 @pytest.mark.parametrize("n_kv_head", [None, 1])
@@ -283,6 +294,8 @@ def test_flops_match_torch_flop_counter():
         (BasicBlock(8), _torch_block(torch, 8), (2, 8, 6, 6)),
         (nn.Conv2d(8, 12, (3, 5), stride=2, padding=1, dilation=(1, 2), groups=4),
          tn.Conv2d(8, 12, (3, 5), stride=2, padding=1, dilation=(1, 2), groups=4), (1, 8, 11, 13)),
+        (nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, groups=2),
+         tn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, groups=2), (2, 6, 5, 7)),
     ]
     for ours, theirs, shape in cases:
         with FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -140,6 +140,12 @@ class GPT(nn.Module):
     def forward(self, idx, cache=None):
         return self._forward(self._tokens(idx), cache)
 
+    def count_macs(self, args, kwargs, output):
+        """Multiply-adds of the GPT's own computation in one call (dlkern.utils.summary): the
+        output head (F.linear on the tied embedding, not a call of lm_head), T * d_model *
+        vocab per sample; its blocks count for themselves."""
+        return math.prod(output.shape[:-1]) * self.d_model * self.vocab_size
+
     def _forward(self, tokens, cache):
         # The forward on checked host (or device) int tokens (B, T); generate's sampled
         # tokens are in range by construction and come here without a second check.

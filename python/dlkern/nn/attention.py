@@ -185,6 +185,25 @@ class MultiheadAttention(Module):
             raise ValueError(f"{name}: key {tuple(key.shape)} and value {tuple(value.shape)} must have the same "
                              f"source length")
 
+    def count_macs(self, args, kwargs, output):
+        """Multiply-adds of one call (dlkern.utils.summary): the q/k/v projections
+        (T * E * E + 2 * S * E_kv * kdim per sample) plus QK^T and AV, 2 * T * S * head_dim
+        per head (4 * T^2 * head_dim FLOPs for self-attention; a causal mask is not
+        discounted). out_proj is a child Linear and counts there."""
+        query = args[0]
+        key = args[1] if len(args) > 1 else kwargs.get("key", query)
+        batched = query.ndim == 3
+        seq_axis = 1 if batched and self.batch_first else 0
+        n = query.shape[1 - seq_axis] if batched else 1
+        t = query.shape[seq_axis]
+        cache = kwargs.get("cache", args[8] if len(args) > 8 else None)
+        if cache is not None:
+            s, kdim = cache.offset, self.embed_dim  # (after the call: the new positions included)
+        else:
+            s, kdim = key.shape[seq_axis], self.kdim
+        projections = n * (t * self.embed_dim * self.embed_dim + 2 * s * self.kv_dim * kdim)
+        return projections + n * self.num_heads * 2 * t * s * self.head_dim
+
     def forward(self, query, key, value, key_padding_mask=None, need_weights=False, attn_mask=None,
                 average_attn_weights=True, is_causal=False, cache=None):
         self._check_inputs(query, key, value)

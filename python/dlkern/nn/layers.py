@@ -51,6 +51,11 @@ class Linear(Module):
             raise TypeError(f"Linear: input dtype {x.dtype} differs from the weight dtype {self.weight.dtype}")
         return _F.Linear.apply(x, self.weight, self.bias)
 
+    def count_macs(self, args, kwargs, output):
+        """Multiply-adds of one call (dlkern.utils.summary): in * out per row of the input;
+        the bias adds are not counted."""
+        return math.prod(output.shape[:-1]) * self.in_features * self.out_features
+
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
@@ -91,6 +96,11 @@ class _ConvNd(Module):
             raise ValueError(f"{type(self).__name__}: input has shape {tuple(x.shape)}, expected "
                              f"(N, {self.in_channels}, {', '.join('*' * self._dims)}) or unbatched "
                              f"({self.in_channels}, {', '.join('*' * self._dims)})")
+
+    def count_macs(self, args, kwargs, output):
+        """Multiply-adds of one call (dlkern.utils.summary): K * C_in / groups per output
+        element, K the kernel area (dilation and padding change only the output size)."""
+        return output.numel() * math.prod(self.kernel_size) * (self.in_channels // self.groups)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}")

@@ -74,6 +74,11 @@ class _ConvTransposeNd(Module):
         return fn(input, self.weight, self.bias, self.stride, self.padding, self._output_padding(input, output_size),
                   self.groups, self.dilation)
 
+    def count_macs(self, args, kwargs, output):
+        """Multiply-adds of one call (dlkern.utils.summary): every input element is scattered
+        to K * C_out / groups outputs (K the kernel area), as PyTorch's flop counter."""
+        return args[0].numel() * math.prod(self.kernel_size) * (self.out_channels // self.groups)
+
     def extra_repr(self):
         n = self._dims
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

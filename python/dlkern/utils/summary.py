@@ -34,7 +34,6 @@ import numpy as np
 from ..autograd import no_grad
 from ..device import device as get_device
 from ..dtypes import as_dtype
-from ..models.gpt import GPT
 from ..tensor import Tensor
 from .. import nn
 
@@ -49,50 +48,9 @@ def count_parameters(model, trainable_only=False):
     return sum(int(p.data.size) for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-# ---------------------------------------------------------------------- MAC counters
-# counter(module, args, kwargs, output) -> multiply-adds of the module's own computation
-# in one call (its children count for themselves).
-
-def _rows(shape):
-    return int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) else 1
-
-
-def _linear_macs(m, args, kwargs, out):
-    return _rows(out.shape) * m.in_features * m.out_features
-
-
-def _conv_macs(m, args, kwargs, out):
-    n, c_out = out.shape[0], out.shape[1]
-    positions = int(np.prod(out.shape[2:], dtype=np.int64))
-    k = int(np.prod(m.kernel_size, dtype=np.int64))
-    return n * c_out * positions * k * (m.in_channels // m.groups)
-
-
-def _attention_macs(m, args, kwargs, out):
-    query = args[0]
-    key = args[1] if len(args) > 1 else kwargs.get("key", query)
-    batched = query.ndim == 3
-    seq_axis = 1 if batched and m.batch_first else 0
-    n = query.shape[1 - seq_axis] if batched else 1
-    t = query.shape[seq_axis]
-    cache = kwargs.get("cache", args[8] if len(args) > 8 else None)
-    if cache is not None:
-        s = cache.offset  # (after the call: the cached positions, the new ones included)
-        kdim = m.embed_dim
-    else:
-        s = key.shape[seq_axis]
-        kdim = m.kdim
-    projections = n * (t * m.embed_dim * m.embed_dim + 2 * s * m.kv_dim * kdim)
-    attention = n * m.num_heads * 2 * t * s * m.head_dim
-    return projections + attention
-
-
-def _gpt_macs(m, args, kwargs, out):
-    return _rows(out.shape) * m.d_model * m.vocab_size
-
-
-_COUNTERS = ((nn.Linear, _linear_macs), (nn.Conv1d, _conv_macs), (nn.Conv2d, _conv_macs),
-             (nn.MultiheadAttention, _attention_macs), (GPT, _gpt_macs))
+# The multiply-adds of a module's own computation in one call come from the module:
+# ``count_macs(args, kwargs, output)`` defined next to its forward (nn.Linear, the convs,
+# nn.MultiheadAttention, models.GPT, ...), so a new layer counts itself in its own class.
 
 
 # ---------------------------------------------------------------------- results
@@ -284,10 +242,9 @@ def summary(model, input_size=None, input_data=None, dtypes=None, device=None, d
         row.output_shape = (shapes[0] if len(shapes) == 1 else shapes) if shapes else None
         row.activation_bytes += sum(int(t.data.nbytes) for t in tensors)
         outputs.extend(tensors)
-        for cls, counter in _COUNTERS:
-            if isinstance(m, cls):
-                row.own_macs += int(counter(m, a, kw, out))
-                break
+        count = getattr(m, "count_macs", None)
+        if count is not None:
+            row.own_macs += int(count(a, kw, out))
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for _, m in named]
     modes = [(m, m.training) for _, m in named]
