@@ -22,6 +22,7 @@ import operator as _operator
 import numpy as np
 
 from . import functions as _F
+from .autograd import hooks as _autograd_hooks
 from .autograd.engine import backward as _run_backward
 from .autograd.grad_mode import GradMode
 from .devices import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
@@ -172,8 +173,24 @@ class Tensor(TensorMethods):
         self.requires_grad = False
         return self
 
+    # Hooks live beside the tensor (autograd/hooks.py), not in a slot: _make stays as is.
+    def register_hook(self, hook):
+        """hook(grad) -> None or a replacement gradient, run each time the gradient with
+        respect to self is computed (a leaf's: the total, before it is added to .grad).
+        Returns a handle whose .remove() unregisters it."""
+        return _autograd_hooks.register_hook(self, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """hook(tensor), run on a leaf right after its .grad has been accumulated."""
+        return _autograd_hooks.register_post_accumulate_grad_hook(self, hook)
+
     def retain_grad(self):
-        raise NotImplementedError("retain_grad is not supported; use a hook-free leaf (detach().requires_grad_())")
+        """Keep (accumulate) .grad on a non-leaf during backward; a no-op on a leaf."""
+        _autograd_hooks.retain_grad(self)
+
+    @property
+    def retains_grad(self):
+        return _autograd_hooks.retains_grad(self)
 
     # ------------------------------------------------------------------ conversion
     def numpy(self):
