@@ -57,7 +57,9 @@ class Tensor(TensorMethods):
     """An n-dimensional array with autograd. See the module docstring; the methods that
     only build Functions (shape, reductions, math) are in dlkern.tensor_methods."""
 
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "__weakref__")
+    # _hooks: a leaf's hook record (autograd/hooks.py), set only by register_hook &c.; _make
+    # leaves it unset, so it costs a tensor without hooks nothing.
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_hooks", "__weakref__")
     __array_ufunc__ = None  # ndarray OP Tensor defers to the Tensor's reflected operator
 
     def __init__(self, data, dtype=None, device="cpu", requires_grad=False):
@@ -173,7 +175,7 @@ class Tensor(TensorMethods):
         self.requires_grad = False
         return self
 
-    # Hooks live beside the tensor (autograd/hooks.py), not in a slot: _make stays as is.
+    # Hooks: autograd/hooks.py keeps them on the grad_fn node or in the _hooks slot.
     def register_hook(self, hook):
         """hook(grad) -> None or a replacement gradient, run each time the gradient with
         respect to self is computed (a leaf's: the total, before it is added to .grad).

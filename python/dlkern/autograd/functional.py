@@ -156,6 +156,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             result.append(t._make(t.device.zeros_like(t.data), t.device, False, None) if materialize_grads
                           else None)
         else:
+            if g.__class__ is not t.device.array_type:
+                g = t.device.asarray(g)  # NumPy's 0-d math gives scalars; a Tensor holds arrays
             result.append(t._make(g, t.device, False, None))
     return tuple(result)
 
@@ -172,7 +174,11 @@ def _host64(t):
 
 def _outputs(func, inputs):
     out = func(*inputs)
-    outs = (out,) if isinstance(out, TensorBase) else tuple(out)
+    if isinstance(out, TensorBase):
+        return (out,)
+    if not isinstance(out, (tuple, list)):
+        raise TypeError(f"gradcheck: func must return a Tensor or a sequence of Tensors, got {type(out).__name__}")
+    outs = tuple(out)
     for j, o in enumerate(outs):
         if not isinstance(o, TensorBase):
             raise TypeError(f"gradcheck: func must return a Tensor or a sequence of Tensors; output {j} is a "

@@ -3,13 +3,16 @@
 
 Where hooks live, so that a tensor without hooks costs nothing:
 - a non-leaf's hooks sit on its grad_fn node (``node._tensor_hooks``; a Function has a
-  ``__dict__``, and one node makes exactly one tensor), so Tensor keeps its slots and
-  ``Tensor._make`` stays as it is;
-- a leaf's hooks sit in ``LEAF_HOOKS``, keyed by ``id(tensor)``; a weak reference removes
-  the entry when the tensor dies (before its id can be reused).
-``STATE.nodes`` counts the live non-leaf records: the engine reads it once per backward
-and looks at nodes only when it is non-zero; it looks at leaves only when LEAF_HOOKS is
-non-empty.
+  ``__dict__``, and one node makes exactly one tensor);
+- a leaf's in its ``_hooks`` slot, which ``Tensor._make`` never sets (read with a
+  default, only here).
+A hook often refers to its own tensor (``p.register_post_accumulate_grad_hook(lambda t:
+sync(p))``): the tensor, its record and the hook then form a cycle that the GC frees, so
+no global table may hold a record. The global tables hold weak references to the tensors
+only, with a callback that forgets the entry: ``LEAF_HOOKS`` (id of a leaf with hooks ->
+its weak reference) tells the engine which leaves to watch, and ``STATE.nodes`` counts
+the non-leaves with hooks (in ``_NODE_WATCH``); the engine reads both once per backward
+and looks at nodes only when the count is non-zero.
 
 The engine calls ``record.run(grad)`` with the gradient flowing into the tensor (the
 total, once every edge into it has delivered); the hooks run in registration order,
@@ -26,17 +29,28 @@ import numpy as np
 
 from .function import Function, TensorBase
 
-LEAF_HOOKS = {}  # id(leaf tensor) -> _Record
+LEAF_HOOKS = {}  # id(leaf tensor with hooks) -> weakref to it
+_NODE_WATCH = {}  # id(non-leaf tensor with hooks) -> weakref to it
 
 
 class STATE:
-    nodes = 0  # live _Records on non-leaf tensors (grad_fn nodes)
+    nodes = 0  # len(_NODE_WATCH): live records on non-leaf tensors (grad_fn nodes)
     anomaly = False  # detect_anomaly: check every backward's results for NaN
 
 
 Function._tensor_hooks = None  # the default: a node whose tensor has no hooks
 
 _ids = itertools.count()
+
+
+def _forget(key, leaf, ref):
+    """Drop a watch entry, if `ref` is still the one registered under `key` (so that a
+    tensor's death and the removal of its last hook are counted once)."""
+    table = LEAF_HOOKS if leaf else _NODE_WATCH
+    if table.get(key) is ref:
+        del table[key]
+        if not leaf:
+            STATE.nodes -= 1
 
 
 class RemovableHandle:
@@ -64,14 +78,15 @@ class RemovableHandle:
 
 
 class _Record:
-    """The hooks of one tensor. Holds the tensor only weakly (a strong reference from a
-    node to its own output would be a cycle keeping every graph alive until the GC)."""
+    """The hooks of one tensor. Holds the tensor only weakly: its `ref` is the weak
+    reference registered in the watch table, whose callback (holding no record) drops
+    the entry when the tensor dies."""
 
-    __slots__ = ("ref", "make", "device", "dtype", "shape", "pre", "post", "retain", "leaf_id", "alive",
-                 "__weakref__")
+    __slots__ = ("ref", "make", "device", "dtype", "shape", "pre", "post", "retain", "leaf", "alive")
 
     def __init__(self, tensor, leaf):
-        self.ref = weakref.ref(tensor, self._died)
+        key = id(tensor)
+        self.ref = weakref.ref(tensor, functools.partial(_forget, key, leaf))
         self.make = type(tensor)._make
         self.device = tensor.device
         self.dtype = tensor.data.dtype
@@ -79,26 +94,22 @@ class _Record:
         self.pre = {}  # key -> hook(grad), in registration order
         self.post = {}  # key -> hook(tensor), leaves only
         self.retain = False
-        self.leaf_id = id(tensor) if leaf else None
+        self.leaf = leaf
         self.alive = True
         if leaf:
-            LEAF_HOOKS[self.leaf_id] = self
+            LEAF_HOOKS[key] = self.ref
+            tensor._hooks = self
         else:
+            _NODE_WATCH[key] = self.ref
             STATE.nodes += 1
             tensor.grad_fn._tensor_hooks = self
 
-    def _died(self, _ref):
-        self._close()
-
     def _close(self):
-        if not self.alive:
-            return
-        self.alive = False
-        if self.leaf_id is not None:
-            if LEAF_HOOKS.get(self.leaf_id) is self:
-                del LEAF_HOOKS[self.leaf_id]
-        else:
-            STATE.nodes -= 1
+        if self.alive:
+            self.alive = False
+            t = self.ref()
+            if t is not None:
+                _forget(id(t), self.leaf, self.ref)
 
     def add(self, table, hook):
         key = next(_ids)
@@ -113,6 +124,8 @@ class _Record:
 
     def run(self, grad):
         """The hooks on `grad` (an array shaped like the tensor); returns what flows on."""
+        if grad.__class__ is not self.device.array_type:
+            grad = self.device.asarray(grad)  # NumPy's 0-d math gives scalars; a Tensor holds arrays
         if self.pre:
             for hook in list(self.pre.values()):
                 out = hook(self.make(grad, self.device, False, None))
@@ -145,10 +158,8 @@ class _Record:
 
 def leaf_record(tensor):
     """The live hook record of leaf `tensor`, or None."""
-    record = LEAF_HOOKS.get(id(tensor))
-    if record is not None and record.ref() is tensor:
-        return record
-    return None
+    record = getattr(tensor, "_hooks", None)
+    return record if record is not None and record.alive else None
 
 
 def _record(tensor):
