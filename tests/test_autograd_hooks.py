@@ -12,24 +12,15 @@ import dlkern
 import dlkern.nn as nn
 from dlkern import autograd
 from dlkern.autograd import Function, engine, hooks
+from test_autograd_helpers import leaf, no_hooks_left  # noqa: F401 (a fixture)
+
+# every test leaves no hook record behind once its tensors are gone
+pytestmark = pytest.mark.usefixtures("no_hooks_left")
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(1313)
-
-
-def leaf(a, dtype=np.float64):
-    return dlkern.tensor(np.asarray(a, dtype=dtype), requires_grad=True)
-
-
-@pytest.fixture(autouse=True)
-def no_hooks_left():
-    """Every test leaves the engine on its fast path once its tensors are gone."""
-    yield
-    if hooks.STATE.nodes or hooks.LEAF_HOOKS:
-        gc.collect()  # (only then: a collection is slow once torch is imported)
-    assert hooks.STATE.nodes == 0 and not hooks.LEAF_HOOKS and not hooks.STATE.anomaly
 
 
 class NanBackward(Function):

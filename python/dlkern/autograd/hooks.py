@@ -256,23 +256,17 @@ class detect_anomaly:
                       "enabled for debugging.", stacklevel=2)
 
     def __enter__(self):
-        self.prev = STATE.anomaly
-        STATE.anomaly = self.check_nan
+        self.mode = set_detect_anomaly(True, self.check_nan)
         return self
 
     def __exit__(self, *exc):
-        STATE.anomaly = self.prev
-        return False
+        return self.mode.__exit__(*exc)
 
     def __call__(self, fn):
-        check = self.check_nan
+        check_nan = self.check_nan
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            prev = STATE.anomaly
-            STATE.anomaly = check
-            try:
+            with set_detect_anomaly(True, check_nan):
                 return fn(*args, **kwargs)
-            finally:
-                STATE.anomaly = prev
         return wrapper
