@@ -88,6 +88,11 @@ def test_grad_non_leaf_inputs_duplicates_and_output_as_input(rng):
     np.testing.assert_allclose(gh.data, 6 * a)  # d(sum h^2)/dh = 2h
     np.testing.assert_allclose(gx.data, 18 * a)
     np.testing.assert_allclose(gh2.data, gh.data)
+    # only what leads to an input runs: h's own node is not run, so it is not freed
+    h = x * 3
+    (g,) = autograd.grad((h * h).sum(), h)
+    (h * 1).sum().backward()
+    np.testing.assert_allclose(x.grad.data, [3.0, 3.0, 3.0])
     (g,) = autograd.grad(x, x, grad_outputs=dlkern.tensor(np.full(3, 2.0)))
     np.testing.assert_allclose(g.data, [2.0, 2.0, 2.0])
     (g,) = autograd.grad([(x * 2).sum(), (x * 3).sum()], x)

@@ -72,6 +72,16 @@ def test_leaf_hook_on_backward_root_and_0d_and_empty():
     assert calls[-1] == (0, 3) and e.grad.shape == (0, 3)
 
 
+def test_leaf_grad_does_not_alias_a_hook_result():
+    x = leaf([1.0, 2.0])
+    kept = dlkern.tensor([5.0, 5.0], dtype=np.float64)
+    x.register_hook(lambda g: kept)  # a tensor the hook keeps using
+    (x * 1).sum().backward()
+    (x * 1).sum().backward()  # accumulates into .grad in place
+    np.testing.assert_allclose(x.grad.data, [10.0, 10.0])
+    np.testing.assert_allclose(kept.data, [5.0, 5.0])
+
+
 def test_hooks_run_in_registration_order_and_chain():
     x = leaf([1.0, -2.0])
     order = []
