@@ -1,6 +1,10 @@
 """The backward engine: an iterative topological walk (no recursion, so a graph
 10,000 ops deep works), gradient accumulation into reused nodes, broadcast gradients
-summed back to each input's shape, and graph freeing unless retain_graph."""
+summed back to each input's shape, and graph freeing unless retain_graph.
+
+``execute`` also serves autograd.grad (functional.py: a capture instead of .grad) and
+runs tensor hooks (hooks.py). Both are off the plain path: a backward with no hook
+registered anywhere, no capture and anomaly mode off tests one local flag per node."""
 
 from . import hooks as _hooks
 from .grad_mode import GradMode
