@@ -290,6 +290,26 @@ def test_post_accumulate_hooks_fire_as_each_parameter_is_ready():
     assert last.weight.grad is not None
 
 
+def test_copies_and_pickles_start_without_hooks():
+    import copy
+    import pickle
+
+    model = nn.Linear(2, 2)
+    calls = []
+    model.weight.register_post_accumulate_grad_hook(lambda t: calls.append("original"))
+    twin = copy.deepcopy(model)
+    twin.weight.register_post_accumulate_grad_hook(lambda t: calls.append("copy"))
+    twin(dlkern.ones(1, 2)).sum().backward()
+    assert calls == ["copy"]
+    model(dlkern.ones(1, 2)).sum().backward()
+    assert calls == ["copy", "original"]
+    back = pickle.loads(pickle.dumps(model.weight))
+    back.grad = None
+    (back * 1).sum().backward()
+    assert calls == ["copy", "original"]
+    np.testing.assert_array_equal(back.data, model.weight.data)
+
+
 def test_post_accumulate_matches_torch():
     torch = pytest.importorskip("torch")
     logs = []

@@ -111,6 +111,11 @@ class _Record:
             if t is not None:
                 _forget(id(t), self.leaf, self.ref)
 
+    def __reduce__(self):
+        # A copy or a pickle of the tensor starts without hooks: they belong to this
+        # tensor (and a weak reference can be neither pickled nor retargeted).
+        return (_no_record, ())
+
     def add(self, table, hook):
         key = next(_ids)
         table[key] = hook
@@ -156,10 +161,14 @@ class _Record:
         return out.data
 
 
+def _no_record():
+    return None
+
+
 def leaf_record(tensor):
     """The live hook record of leaf `tensor`, or None."""
     record = getattr(tensor, "_hooks", None)
-    return record if record is not None and record.alive else None
+    return record if record is not None and record.alive and record.ref() is tensor else None
 
 
 def _record(tensor):
