@@ -74,6 +74,10 @@ def test_grad_with_grad_outputs_several_inputs_and_outputs(rng):
     gx, gb = autograd.grad([y, z], [x, b], grad_outputs=[dlkern.tensor(v), None])
     np.testing.assert_allclose(gx.data, A.T @ v + 2 * w)
     np.testing.assert_allclose(gb.data, v)
+    x32 = leaf(w, np.float32)  # a float64 cotangent is cast to the float32 output's dtype
+    (g32,) = autograd.grad(dlkern.tensor(A, dtype=np.float32) @ x32, x32, grad_outputs=dlkern.tensor(v))
+    assert g32.dtype == np.float32
+    np.testing.assert_allclose(g32.data, A.T @ v, rtol=1e-5)
     with pytest.raises(RuntimeError, match="only for scalar outputs"):
         autograd.grad(dlkern.tensor(A) @ x, x)
     with pytest.raises(RuntimeError, match="Mismatch in shape"):

@@ -51,7 +51,10 @@ def _root_grad(out, go, index):
     if tuple(go.data.shape) != tuple(out.data.shape):
         raise RuntimeError(f"Mismatch in shape: grad_output[{index}] has a shape of {tuple(go.data.shape)} and "
                            f"output[{index}] has a shape of {tuple(out.data.shape)}.")
-    return go.data
+    g = go.data
+    if g.dtype != out.data.dtype:
+        g = g.astype(out.data.dtype)  # as PyTorch, which casts the cotangent to the output's dtype
+    return g
 
 
 def _mark(pending, nodes, leaves):
