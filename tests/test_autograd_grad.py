@@ -84,6 +84,15 @@ def test_grad_with_grad_outputs_several_inputs_and_outputs(rng):
         autograd.grad(dlkern.tensor(A) @ x, x, grad_outputs=dlkern.ones(4, dtype=np.float64))
 
 
+def test_grad_over_module_parameters(rng):
+    lin = dlkern.nn.Linear(3, 2)
+    xv = rng.standard_normal((4, 3)).astype(np.float32)
+    gw, gb = autograd.grad(lin(dlkern.tensor(xv)).sum(), lin.parameters())  # a generator
+    np.testing.assert_allclose(gw.data, np.tile(xv.sum(0), (2, 1)), rtol=1e-5)
+    np.testing.assert_allclose(gb.data, [4.0, 4.0])
+    assert lin.weight.grad is None and lin.bias.grad is None
+
+
 def test_grad_non_leaf_inputs_duplicates_and_output_as_input(rng):
     a = rng.standard_normal(3)
     x = leaf(a)
