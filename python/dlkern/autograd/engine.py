@@ -68,9 +68,11 @@ def count_edges(roots, tracked=None):
     """For every node reachable from `roots` (nodes), how many edges lead into it from
     that part of the graph: a node runs once all of those have delivered. With `tracked`
     (a container of leaf ids), also the edges into those leaves."""
-    pending = dict.fromkeys(roots, 0)
+    pending = {}
+    for n in roots:
+        pending[n] = 0
     leaf_pending = None if tracked is None else {}
-    stack = list(pending)
+    stack = list(roots)
     while stack:
         n = stack.pop()
         parents = n.parents
