@@ -2,9 +2,13 @@
 no tests itself). Central finite differences in float64 with a random cotangent, via
 helpers.numeric_grad."""
 
+import gc
+
 import numpy as np
+import pytest
 
 import dlkern
+from dlkern.autograd import hooks
 from helpers import numeric_grad
 
 
@@ -34,3 +38,18 @@ def gradcheck(fn, inputs, rng=None, eps=1e-6, rtol=1e-5, atol=1e-7):
 
 def t64(rng, *shape, requires_grad=True, low=-1.0, high=1.0):
     return dlkern.tensor(rng.uniform(low, high, size=shape), dtype=np.float64, requires_grad=requires_grad)
+
+
+# ---- for the hook tests (test_autograd_hooks.py, test_autograd_grad.py)
+def leaf(a, dtype=np.float64):
+    """A leaf tensor that requires grad, float64 unless told."""
+    return dlkern.tensor(np.asarray(a, dtype=dtype), requires_grad=True)
+
+
+@pytest.fixture
+def no_hooks_left():
+    """After the test, once its tensors are gone, the engine is on its fast path again."""
+    yield
+    if hooks.STATE.nodes or hooks.LEAF_HOOKS:
+        gc.collect()  # (only then: a collection is slow once torch is imported)
+    assert hooks.STATE.nodes == 0 and not hooks.LEAF_HOOKS and not hooks.STATE.anomaly

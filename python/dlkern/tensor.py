@@ -22,6 +22,7 @@ import operator as _operator
 import numpy as np
 
 from . import functions as _F
+from .autograd import hooks as _autograd_hooks
 from .autograd.engine import backward as _run_backward
 from .autograd.grad_mode import GradMode
 from .devices import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
@@ -56,7 +57,9 @@ class Tensor(TensorMethods):
     """An n-dimensional array with autograd. See the module docstring; the methods that
     only build Functions (shape, reductions, math) are in dlkern.tensor_methods."""
 
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "__weakref__")
+    # _hooks: a leaf's hook record (autograd/hooks.py), set only by register_hook &c.; _make
+    # leaves it unset, so it costs a tensor without hooks nothing.
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "device", "_hooks", "__weakref__")
     __array_ufunc__ = None  # ndarray OP Tensor defers to the Tensor's reflected operator
 
     def __init__(self, data, dtype=None, device="cpu", requires_grad=False):
@@ -172,8 +175,24 @@ class Tensor(TensorMethods):
         self.requires_grad = False
         return self
 
+    # Hooks: autograd/hooks.py keeps them on the grad_fn node or in the _hooks slot.
+    def register_hook(self, hook):
+        """hook(grad) -> None or a replacement gradient, run each time the gradient with
+        respect to self is computed (a leaf's: the total, before it is added to .grad).
+        Returns a handle whose .remove() unregisters it."""
+        return _autograd_hooks.register_hook(self, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """hook(tensor), run on a leaf right after its .grad has been accumulated."""
+        return _autograd_hooks.register_post_accumulate_grad_hook(self, hook)
+
     def retain_grad(self):
-        raise NotImplementedError("retain_grad is not supported; use a hook-free leaf (detach().requires_grad_())")
+        """Keep (accumulate) .grad on a non-leaf during backward; a no-op on a leaf."""
+        _autograd_hooks.retain_grad(self)
+
+    @property
+    def retains_grad(self):
+        return _autograd_hooks.retains_grad(self)
 
     # ------------------------------------------------------------------ conversion
     def numpy(self):
