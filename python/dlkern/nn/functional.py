@@ -1,8 +1,5 @@
 """Stateless forms of the layers, activations and losses (dlkern.nn.functional)."""
 
-import math
-import numbers
-
 import numpy as np
 
 from ..device import array_namespace
@@ -11,6 +8,12 @@ from ..generator import RNG as _RNG
 from ..tensor import Tensor, tensor as _tensor
 from ..functions.activation import SELU_ALPHA, SELU_SCALE
 from ..functions import attention as _FA
+from ._args import _int_arg, _same_dtype
+# transposed convolution, interpolation, pixel shuffle, 1-D and adaptive max pooling and
+# max unpooling live in their own modules; F names them, as PyTorch's functional does
+from .functional_resample import (adaptive_max_pool2d, avg_pool1d, conv_transpose1d, conv_transpose2d,  # noqa: F401
+                                  interpolate, max_pool1d, pixel_shuffle, pixel_unshuffle, upsample)
+from .unpool import max_unpool2d  # noqa: F401
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -35,16 +38,6 @@ def _reduce(loss, reduction):
     if reduction == "sum":
         return loss.sum()
     return loss
-
-
-def _same_dtype(op, *tensors):
-    first = None  # one pass, no list: linear runs this on every projection of a decode step
-    for t in tensors:
-        if isinstance(t, Tensor):
-            if first is None:
-                first = t.data.dtype
-            elif t.data.dtype != first:
-                raise TypeError(f"{op}: dtype mismatch: {first} and {t.data.dtype}")
 
 
 # ---------------------------------------------------------------------- layers
@@ -120,14 +113,6 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     if tuple(input.shape[-len(normalized_shape):]) != normalized_shape:
         raise ValueError(f"rms_norm: input shape {tuple(input.shape)} does not end with {normalized_shape}")
     return _F.RMSNorm.apply(input, normalized_shape, weight, eps)
-
-
-def _int_arg(value, op, name):
-    """`value` as an int: ints and NumPy integers pass; bools and floats are a TypeError
-    (as PyTorch), never silently truncated."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
-    return int(value)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -549,13 +534,3 @@ def rope(input, offset=0, base=10000.0):
 
 
 apply_rotary_emb = rope
-
-
-# ---------------------------------------------------------------------- issue 13: layers
-# (transposed convolution, interpolation, pixel shuffle, 1-D and adaptive max pooling;
-# the module imports names defined above, so this stays at the end)
-from .functional_resample import (adaptive_max_pool2d, avg_pool1d, conv_transpose1d,  # noqa: E402
-                                  conv_transpose2d, interpolate, max_pool1d, pixel_shuffle, pixel_unshuffle,
-                                  upsample)
-# ---------------------------------------------------------------------- end issue 13: layers
-from .unpool import max_unpool2d  # noqa: E402  (its own module; functional names it, as PyTorch)

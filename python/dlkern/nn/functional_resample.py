@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import functions as _F
 from ..tensor import Tensor
-from .functional import _int_arg, _same_dtype
+from ._args import _int_arg, _same_dtype
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "interpolate", "upsample", "pixel_shuffle",
            "pixel_unshuffle", "max_pool1d", "avg_pool1d", "adaptive_max_pool2d"]

@@ -7,7 +7,7 @@ import copy
 import math
 import warnings
 
-from .lr_scheduler import LRScheduler
+from .scheduler_base import LRScheduler
 
 __all__ = ["ReduceLROnPlateau"]
 
