@@ -9,6 +9,7 @@ from .attention import DecodeAttention, MultiHeadAttention, Rope, ScaledDotProdu
 from .convert import Cast, ToDevice, host_array
 from .elementwise import (Abs, Add, Clamp, Cos, Div, Exp, Log, MaskedFill, Maximum, Mul, Neg, Pow, Sin, Sqrt,
                           Sub, Where)
+from .elementwise import Erf
 from .linalg import Linear, MatMul
 from .loss import BinaryCrossEntropy, CrossEntropy, NLLLoss
 from .nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv1d, Conv2d, Embedding, GroupNorm, LayerNorm,
@@ -22,6 +23,7 @@ __all__ = [
     "Cast", "ToDevice", "host_array",
     "Abs", "Add", "Clamp", "Cos", "Div", "Exp", "Log", "MaskedFill", "Maximum", "Mul", "Neg", "Pow", "Sin",
     "Sqrt", "Sub", "Where",
+    "Erf",
     "Linear", "MatMul",
     "BinaryCrossEntropy", "CrossEntropy", "NLLLoss",
     "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm", "Conv1d", "Conv2d", "Embedding", "GroupNorm", "LayerNorm",
