@@ -21,20 +21,24 @@ py::array empty_like(const py::array& a) {
   return py::array(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
 }
 
+// kernel(x, y, n) over the C-contiguous arrays x and y of dtype dt, the GIL released.
+template <class Kernel>
+void run_forward(DType dt, const py::array& x, py::array& y, Kernel&& kernel) {
+  const void* xp = x.data();
+  void* yp = y.mutable_data();
+  const int64_t n = x.size();
+  py::gil_scoped_release nogil;
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    kernel(static_cast<const T*>(xp), static_cast<T*>(yp), n);
+  });
+}
+
 py::array forward(cpu::Activation f, const char* op, const py::object& x_obj) {
   DType dt;
   py::array x = contiguous_float(x_obj, op, "x", &dt);
   py::array y = empty_like(x);
-  const void* xp = x.data();
-  void* yp = y.mutable_data();
-  const int64_t n = x.size();
-  {
-    py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
-      using T = decltype(zero);
-      cpu::activation_forward(f, static_cast<const T*>(xp), static_cast<T*>(yp), n);
-    });
-  }
+  run_forward(dt, x, y, [f](auto xp, auto yp, int64_t n) { cpu::activation_forward(f, xp, yp, n); });
   return y;
 }
 
@@ -66,9 +70,8 @@ py::array backward(cpu::Activation f, const char* op, const py::object& g_obj, c
 // any strides (a strided x is copied once); out, when given, an ndarray of x's shape and
 // dtype, any strides, may be x itself, written and returned.
 py::object unary(cpu::Unary f, const char* op, const py::object& x_obj, const py::object& out_obj) {
-  DType dt;
   py::array x = require_array(x_obj, op, "x");
-  dt = float_dtype(x, op, "x");
+  const DType dt = float_dtype(x, op, "x");
   const bool has_out = !out_obj.is_none();
   py::array out;
   if (has_out) {
@@ -84,16 +87,7 @@ py::object unary(cpu::Unary f, const char* op, const py::object& x_obj, const py
   // anything else goes through a fresh array and one copy.
   const bool direct = has_out && (out.flags() & py::array::c_style) && (out.data() == x.data() || !may_overlap(out, x));
   py::array y = direct ? out : empty_like(x);
-  const void* xp = x.data();
-  void* yp = y.mutable_data();
-  const int64_t n = x.size();
-  {
-    py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
-      using T = decltype(zero);
-      cpu::unary_forward(f, static_cast<const T*>(xp), static_cast<T*>(yp), n);
-    });
-  }
+  run_forward(dt, x, y, [f](auto xp, auto yp, int64_t n) { cpu::unary_forward(f, xp, yp, n); });
   if (!has_out) return std::move(y);
   if (!direct) out[py::ellipsis()] = y;
   return std::move(out);
