@@ -1484,6 +1484,8 @@ def build_unary(data, name):
     exp = getattr(reference, name)(x)
     kwargs = dict(x=x)
     mode = choice(data, ["none", "fresh", "x", "strided"], "out_mode")
+    if mode == "x" and not (x.flags.writeable and x.flags.aligned):
+        mode = "fresh"  # a read-only or misaligned x cannot be written in place (bad cases below)
     if mode == "fresh":
         kwargs["out"] = np.full(shape, 7.0, dt)
     elif mode == "x":
@@ -1495,5 +1497,8 @@ def build_unary(data, name):
            "x float16": dict(x=np.ones(shape, np.float16)), "x bool": dict(x=np.ones(shape, bool)),
            "out wrong shape": dict(out=np.ones(shape + (2,), dt)), "out mixed dtype": dict(out=np.ones(shape, other)),
            "out read-only": dict(out=ro(shape, dt)), "out list": dict(out=[0.0])}
+    if int(np.prod(shape)):
+        raw = np.zeros(int(np.prod(shape)) * np.dtype(dt).itemsize + 1, np.uint8)
+        bad["out misaligned"] = dict(out=raw[1:].view(dt).reshape(shape))
     return Case(name, kwargs, lambda res: close(name, res, exp, dt, 1.0), bad=bad,
                 inplace=() if mode == "none" else ("out", "x") if mode == "x" else ("out",))
