@@ -1471,3 +1471,34 @@ def build_activation(data, name):
                 "grad_out None": dict(grad_out=None)})
     return Case(name, dict(grad_out=g, x=x), lambda res: close(name, res, exp, dt, scale * (1 + amax(g)) * 4),
                 bad=bad)
+
+
+# The forward-only elementwise kernels of csrc/cpu/activation.h (dlkern._C.UNARY_KERNELS):
+# <name>(x, out=None) with x of any layout and out fresh, x itself or a strided view.
+@builder(*dlkern._C.UNARY_KERNELS)
+def build_unary(data, name):
+    dt = dtype(data)
+    shape = _any_shape(data, min_ndim=0)
+    mag = choice(data, [1.0, 5.0, 50.0], "magnitude")
+    x = array(data, shape, dt, label="x_layout", lo=-mag, hi=mag, special=(np.nan, np.inf, -np.inf, 0.0, -0.0))
+    exp = getattr(reference, name)(x)
+    kwargs = dict(x=x)
+    mode = choice(data, ["none", "fresh", "x", "strided"], "out_mode")
+    if mode == "x" and not (x.flags.writeable and x.flags.aligned):
+        mode = "fresh"  # a read-only or misaligned x cannot be written in place (bad cases below)
+    if mode == "fresh":
+        kwargs["out"] = np.full(shape, 7.0, dt)
+    elif mode == "x":
+        kwargs["out"] = x
+    elif mode == "strided":
+        kwargs["out"] = np.full(shape + (2,), 7.0, dt)[..., 0]
+    other = F64 if dt == F32 else F32
+    bad = {"x int": dict(x=np.ones(shape, np.int64)), "x None": dict(x=None), "x list": dict(x=[1.0]),
+           "x float16": dict(x=np.ones(shape, np.float16)), "x bool": dict(x=np.ones(shape, bool)),
+           "out wrong shape": dict(out=np.ones(shape + (2,), dt)), "out mixed dtype": dict(out=np.ones(shape, other)),
+           "out read-only": dict(out=ro(shape, dt)), "out list": dict(out=[0.0])}
+    if int(np.prod(shape)):
+        raw = np.zeros(int(np.prod(shape)) * np.dtype(dt).itemsize + 1, np.uint8)
+        bad["out misaligned"] = dict(out=raw[1:].view(dt).reshape(shape))
+    return Case(name, kwargs, lambda res: close(name, res, exp, dt, 1.0), bad=bad,
+                inplace=() if mode == "none" else ("out", "x") if mode == "x" else ("out",))

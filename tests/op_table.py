@@ -413,4 +413,7 @@ ROWS = [
         _make_x, lambda ns, a, s: ns.gelu_erf(a["x"]), lambda a, s: 1,
         bwd=lambda ns, cot, out, a, s: (ns.gelu_erf_backward(cot, a["x"]),), diff=("x",),
         torch=lambda F, t, a, s: F.gelu(a["x"]), tol=4.0),
+    Row("erf", _cases(("0", dict(shape=(0,))), ("1", dict(shape=(1,))), ("odd", dict(shape=(3, 5, 7))),
+                      ("prime", dict(shape=(1009,))), ("noncontig", dict(shape=(7, 9)))),
+        _make_x, lambda ns, a, s: ns.erf(a["x"]), lambda a, s: 1, torch=lambda F, t, a, s: t.erf(a["x"])),
 ]

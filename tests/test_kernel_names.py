@@ -27,6 +27,7 @@ SHARED = (
     "attention_forward", "attention_backward", "kv_cache_append", "decode_attention", "rope", "rope_backward",
     # The activations come from one list (csrc/cpu/activation.h), which the module exports.
     *(n for a in dlkern._C.ACTIVATIONS for n in (a, f"{a}_backward")),
+    *dlkern._C.UNARY_KERNELS,  # erf: the CUDA module's array primitive of that name, bound on the CPU too
     "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 )

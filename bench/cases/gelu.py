@@ -75,10 +75,12 @@ BENCH = Bench(
     "gelu", "fused GELU (tanh approximation and exact), forward and backward, against PyTorch and NumPy",
     "dlkern GELU benchmark", ("gelu", "op", "shape"),
     lambda args: [gelu_case(kind, op, *s) for kind in ("tanh", "erf")
-                  for s in pick(args, [(2048, 768), (16384, 3072)], [(256, 768)])
+                  for s in pick(args, [(256, 768), (1024, 1024), (2048, 768), (16384, 3072)], [(256, 768)])
                   for op in ("forward", "backward")],
-    extra_arguments=shapes_arg("ROWSxCOLS", "2048x768,16384x3072"),
+    extra_arguments=shapes_arg("ROWSxCOLS", "256x768,1024x1024,2048x768,16384x3072"),
     method=["- **method**: float32, standard-normal * 3 input, fresh outputs (as in training). PyTorch: "
             "`F.gelu(x, approximate=...)` and `aten.gelu_backward`; NumPy (tanh only; NumPy has no erf): "
-            "in-place float32 passes. GB/s "
+            "in-place float32 passes. The exact GELU's float32 kernels are erf_poly.h's rationals (forward "
+            "max |err| / (|x| + 1) 1.7e-7, backward max |err| 2.3e-7, measured over float32 inputs in [-12, 12]; "
+            "PyTorch's: 2.7e-7, 2.9e-7). GB/s "
             "counts x in, y out (forward) and grad, x in, dx out (backward)."])

@@ -21,20 +21,24 @@ py::array empty_like(const py::array& a) {
   return py::array(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
 }
 
+// kernel(x, y, n) over the C-contiguous arrays x and y of dtype dt, the GIL released.
+template <class Kernel>
+void run_forward(DType dt, const py::array& x, py::array& y, Kernel&& kernel) {
+  const void* xp = x.data();
+  void* yp = y.mutable_data();
+  const int64_t n = x.size();
+  py::gil_scoped_release nogil;
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    kernel(static_cast<const T*>(xp), static_cast<T*>(yp), n);
+  });
+}
+
 py::array forward(cpu::Activation f, const char* op, const py::object& x_obj) {
   DType dt;
   py::array x = contiguous_float(x_obj, op, "x", &dt);
   py::array y = empty_like(x);
-  const void* xp = x.data();
-  void* yp = y.mutable_data();
-  const int64_t n = x.size();
-  {
-    py::gil_scoped_release nogil;
-    dispatch_float(dt, [&](auto zero) {
-      using T = decltype(zero);
-      cpu::activation_forward(f, static_cast<const T*>(xp), static_cast<T*>(yp), n);
-    });
-  }
+  run_forward(dt, x, y, [f](auto xp, auto yp, int64_t n) { cpu::activation_forward(f, xp, yp, n); });
   return y;
 }
 
@@ -62,6 +66,33 @@ py::array backward(cpu::Activation f, const char* op, const py::object& g_obj, c
   return dx;
 }
 
+// <name>(x, out=None) of a DLKERN_UNARY_KERNELS row, as the CUDA module's primitive: x of
+// any strides (a strided x is copied once); out, when given, an ndarray of x's shape and
+// dtype, any strides, may be x itself, written and returned.
+py::object unary(cpu::Unary f, const char* op, const py::object& x_obj, const py::object& out_obj) {
+  py::array x = require_array(x_obj, op, "x");
+  const DType dt = float_dtype(x, op, "x");
+  const bool has_out = !out_obj.is_none();
+  py::array out;
+  if (has_out) {
+    out = require_array(out_obj, op, "out");
+    const std::vector<py::ssize_t> os(out.shape(), out.shape() + out.ndim()), xs(x.shape(), x.shape() + x.ndim());
+    if (os != xs) value_error(op, ": out has shape ", shape_str(out), " but the result has shape ", shape_str(x));
+    if (!out.dtype().is(x.dtype()))
+      type_error(op, ": out has dtype ", dtype_str(out), " but the result has dtype ", dtype_str(x));
+    require_writeable(out, op, "out");
+  }
+  if (!(x.flags() & py::array::c_style)) x = py::module_::import("numpy").attr("ascontiguousarray")(x);
+  // The kernel writes a C-contiguous y that is x itself or shares no memory with it;
+  // anything else goes through a fresh array and one copy.
+  const bool direct = has_out && (out.flags() & py::array::c_style) && (out.data() == x.data() || !may_overlap(out, x));
+  py::array y = direct ? out : empty_like(x);
+  run_forward(dt, x, y, [f](auto xp, auto yp, int64_t n) { cpu::unary_forward(f, xp, yp, n); });
+  if (!has_out) return std::move(y);
+  if (!direct) out[py::ellipsis()] = y;
+  return std::move(out);
+}
+
 }  // namespace
 
 // Every row of cpu/activation.h's list becomes <name>(x) and <name>_backward(grad_out, x);
@@ -82,6 +113,18 @@ DLKERN_REGISTER_BINDINGS(activation) {
   DLKERN_ACTIVATIONS(DLKERN_BIND_ACTIVATION)
 #undef DLKERN_BIND_ACTIVATION
   m.attr("ACTIVATIONS") = py::tuple(names);
+
+  py::list unary_names;
+#define DLKERN_BIND_UNARY(name, Kernel)                                                                     \
+  m.def(                                                                                                    \
+      #name, [](const py::object& x, const py::object& out) { return unary(cpu::Unary::name, #name, x, out); }, \
+      py::arg("x"), py::arg("out") = py::none(),                                                            \
+      #name "(x, out=None): elementwise on a float32/float64 array of any strides (csrc/cpu/activation.h); "  \
+      "a new C-contiguous array, or out (x's shape and dtype, any strides, may be x) written and returned."); \
+  unary_names.append(#name);
+  DLKERN_UNARY_KERNELS(DLKERN_BIND_UNARY)
+#undef DLKERN_BIND_UNARY
+  m.attr("UNARY_KERNELS") = py::tuple(unary_names);
 }
 
 }  // namespace dlkern::bind

@@ -46,6 +46,15 @@ void activation_backward(Activation f, const T* dy, const T* x, T* dx, int64_t n
   over_blocks(n, [&](int64_t start, int64_t len) { bwd(dy + start, x + start, dx + start, len); });
 }
 
+template <typename T>
+void unary_forward(Unary f, const T* x, T* y, int64_t n) {
+  if (n <= 0) return;
+  const auto fwd = kernels<T>().unary[static_cast<int>(f)];
+  over_blocks(n, [&](int64_t start, int64_t len) { fwd(x + start, y + start, len); });
+}
+
+template void unary_forward<float>(Unary, const float*, float*, int64_t);
+template void unary_forward<double>(Unary, const double*, double*, int64_t);
 template void activation_forward<float>(Activation, const float*, float*, int64_t);
 template void activation_forward<double>(Activation, const double*, double*, int64_t);
 template void activation_backward<float>(Activation, const float*, const float*, float*, int64_t);

@@ -16,6 +16,13 @@
   X(gelu_tanh, GeluTanh)      \
   X(gelu_erf, GeluErf)
 
+// Elementwise functions with a forward only (their gradient is plain NumPy / device math
+// in the Function), bound as <name>(x, out=None), the signature of the CUDA module's
+// array primitive of the same name. X(name, Kernel); the kernel struct has forward(x, y, n).
+//  erf        y = erf(x).
+#define DLKERN_UNARY_KERNELS(X) \
+  X(erf, Erf)
+
 namespace dlkern::cpu {
 
 enum class Activation : int {
@@ -24,10 +31,16 @@ enum class Activation : int {
 #undef DLKERN_ACTIVATION_ENUM
 };
 
-inline constexpr int kActivations = 0
-#define DLKERN_ACTIVATION_COUNT(name, Kernel) +1
-    DLKERN_ACTIVATIONS(DLKERN_ACTIVATION_COUNT);
-#undef DLKERN_ACTIVATION_COUNT
+enum class Unary : int {
+#define DLKERN_UNARY_ENUM(name, Kernel) name,
+  DLKERN_UNARY_KERNELS(DLKERN_UNARY_ENUM)
+#undef DLKERN_UNARY_ENUM
+};
+
+#define DLKERN_LIST_COUNT(name, Kernel) +1
+inline constexpr int kActivations = 0 DLKERN_ACTIVATIONS(DLKERN_LIST_COUNT);
+inline constexpr int kUnaryKernels = 0 DLKERN_UNARY_KERNELS(DLKERN_LIST_COUNT);
+#undef DLKERN_LIST_COUNT
 
 // y = f(x). x, y: n contiguous elements (y may be x: in place). Threads over blocks.
 template <typename T>
@@ -37,5 +50,9 @@ void activation_forward(Activation f, const T* x, T* y, int64_t n);
 // dy, x, dx: n contiguous elements (dx may be dy).
 template <typename T>
 void activation_backward(Activation f, const T* dy, const T* x, T* dx, int64_t n);
+
+// y = f(x) for a row of DLKERN_UNARY_KERNELS (y may be x). Threads over blocks.
+template <typename T>
+void unary_forward(Unary f, const T* x, T* y, int64_t n);
 
 }  // namespace dlkern::cpu

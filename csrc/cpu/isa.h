@@ -77,6 +77,8 @@ struct TypedKernels {
   // block; activation.cpp threads over blocks.
   void (*activation_fwd[kActivations])(const T* x, T* y, int64_t n);
   void (*activation_bwd[kActivations])(const T* dy, const T* x, T* dx, int64_t n);
+  // The forward-only elementwise kernels of cpu/activation.h, indexed by Unary.
+  void (*unary[kUnaryKernels])(const T* x, T* y, int64_t n);
 
   NormSegmentKernels<T> norm;
 

@@ -28,6 +28,8 @@ namespace {
 
 #include "cpu/simd.h"
 
+#include "cpu/erf_poly.h"
+
 #include "cpu/activation_kernels.h"
 #include "cpu/attention_kernels.h"
 #include "cpu/conv_kernels.h"
@@ -55,6 +57,9 @@ TypedKernels<typename S::T> typed_kernels() {
   k.activation_bwd[static_cast<int>(Activation::name)] = &Kernel<S>::backward;
   DLKERN_ACTIVATIONS(DLKERN_FILL_ACTIVATION)
 #undef DLKERN_FILL_ACTIVATION
+#define DLKERN_FILL_UNARY(name, Kernel) k.unary[static_cast<int>(Unary::name)] = &Kernel<S>::forward;
+  DLKERN_UNARY_KERNELS(DLKERN_FILL_UNARY)
+#undef DLKERN_FILL_UNARY
   k.norm = NormSegments<S>::table();
   k.max_pool2d_fwd = &max_forward_entry<P>;
   k.avg_pool2d_fwd = &avg_forward<P>;

@@ -6,7 +6,8 @@
 // loops only: no std templates (see cpu/isa.h).
 //
 // Every type provides: T, V, L, zero, load, store, bcast, add, sub, mul, div, fma, max,
-// min, exp, hmax, hsum (lane order), hsum_tree (pairwise; the norm and pooling
+// min, exp, abs, copysign(mag, sgn), select_lt(a, b, x, y) (a < b ? x : y per lane; a NaN
+// compares false), hmax, hsum (lane order), hsum_tree (pairwise; the norm and pooling
 // reductions), load_tail (first n lanes, the rest filled), store_tail, stream (a
 // non-temporal store to a sizeof(V)-aligned address; plain on the portable path) and
 // fence (after streaming stores). max(a, b)/min(a, b) return b when either is NaN (x86
@@ -134,6 +135,14 @@ struct VecF32 {
   // scalef computes p * 2^floor(n) with IEEE overflow/underflow.
   DLKERN_INLINE static V ldexp(V p, V n) { return _mm512_scalef_ps(p, n); }
   DLKERN_INLINE static V exp(V x) { return exp_f32_poly<VecF32>(x); }
+  DLKERN_INLINE static V abs(V a) { return _mm512_abs_ps(a); }
+  DLKERN_INLINE static V copysign(V mag, V sgn) {
+    const __m512i s = _mm512_set1_epi32(int32_t(0x80000000u));
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(s, _mm512_castps_si512(sgn), _mm512_castps_si512(mag), 0xCA));
+  }
+  DLKERN_INLINE static V select_lt(V a, V b, V x, V y) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x);
+  }
   DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
   DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   // Butterfly over 256-, 128-, 64- and 32-bit halves. The maskz forms: GCC 12's
@@ -172,6 +181,14 @@ struct VecF64 {
   DLKERN_INLINE static V max(V a, V b) { return _mm512_max_pd(a, b); }
   DLKERN_INLINE static V min(V a, V b) { return _mm512_min_pd(a, b); }
   DLKERN_INLINE static V exp(V x) { return lanes_exp<V, L>(x); }
+  DLKERN_INLINE static V abs(V a) { return _mm512_abs_pd(a); }
+  DLKERN_INLINE static V copysign(V mag, V sgn) {
+    const __m512i s = _mm512_set1_epi64(int64_t(0x8000000000000000ull));
+    return _mm512_castsi512_pd(_mm512_ternarylogic_epi64(s, _mm512_castpd_si512(sgn), _mm512_castpd_si512(mag), 0xCA));
+  }
+  DLKERN_INLINE static V select_lt(V a, V b, V x, V y) {
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_LT_OQ), y, x);
+  }
   DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
   DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   DLKERN_INLINE static T hsum_tree(V v) {
@@ -222,6 +239,12 @@ struct VecF32 {
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
   }
   DLKERN_INLINE static V exp(V x) { return exp_f32_poly<VecF32>(x); }
+  DLKERN_INLINE static V abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  DLKERN_INLINE static V copysign(V mag, V sgn) {
+    const V s = _mm256_set1_ps(-0.0f);
+    return _mm256_or_ps(_mm256_andnot_ps(s, mag), _mm256_and_ps(s, sgn));
+  }
+  DLKERN_INLINE static V select_lt(V a, V b, V x, V y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
   DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
   DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   DLKERN_INLINE static T hsum_tree(V v) {
@@ -258,6 +281,12 @@ struct VecF64 {
   DLKERN_INLINE static V max(V a, V b) { return _mm256_max_pd(a, b); }
   DLKERN_INLINE static V min(V a, V b) { return _mm256_min_pd(a, b); }
   DLKERN_INLINE static V exp(V x) { return lanes_exp<V, L>(x); }
+  DLKERN_INLINE static V abs(V a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
+  DLKERN_INLINE static V copysign(V mag, V sgn) {
+    const V s = _mm256_set1_pd(-0.0);
+    return _mm256_or_pd(_mm256_andnot_pd(s, mag), _mm256_and_pd(s, sgn));
+  }
+  DLKERN_INLINE static V select_lt(V a, V b, V x, V y) { return _mm256_blendv_pd(y, x, _mm256_cmp_pd(a, b, _CMP_LT_OQ)); }
   DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
   DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   DLKERN_INLINE static T hsum_tree(V v) {
@@ -311,6 +340,27 @@ struct VecExt {
   }
   DLKERN_INLINE static V max(V a, V b) { return select(a > b, a, b); }
   DLKERN_INLINE static V min(V a, V b) { return select(a < b, a, b); }
+  DLKERN_INLINE static V select_lt(V a, V b, V x, V y) { return select(a < b, x, y); }
+  // The sign bit of each lane as an integer mask (no std::signbit per lane).
+  DLKERN_INLINE static VI sign_bits(V v) {
+    VI i;
+    std::memcpy(&i, &v, sizeof(V));
+    return i & (VI{} + static_cast<Int>(1ull << (sizeof(Int) * 8 - 1)));
+  }
+  DLKERN_INLINE static V abs(V a) {
+    VI i;
+    std::memcpy(&i, &a, sizeof(V));
+    i ^= sign_bits(a);
+    std::memcpy(&a, &i, sizeof(V));
+    return a;
+  }
+  DLKERN_INLINE static V copysign(V mag, V sgn) {
+    VI i;
+    std::memcpy(&i, &mag, sizeof(V));
+    i = (i ^ sign_bits(mag)) | sign_bits(sgn);
+    std::memcpy(&mag, &i, sizeof(V));
+    return mag;
+  }
   DLKERN_INLINE static T hmax(V v) { return lanes_max<V, T, L>(v); }
   DLKERN_INLINE static T hsum(V v) { return lanes_sum<V, T, L>(v); }
   // Four or two lanes: lane order is as good as a tree. No portable non-temporal

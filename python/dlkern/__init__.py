@@ -28,6 +28,7 @@ from .tensor_functions import (matmul, gelu, exp, log, sqrt, abs, clamp, tanh, s
 from .tensor_functions import (add, sub, cumsum, cumprod, prod, norm, einsum, bmm, baddbmm, outer, any, all, lerp)
 from . import linalg
 # --- end math breadth
+from .tensor_functions import erf
 from . import nn
 from . import optim, data
 from . import utils
@@ -95,7 +96,7 @@ __all__ = [
     "cat", "concatenate", "stack", "split", "chunk", "where", "matmul", "gelu", "exp", "log", "sqrt", "abs",
     "clamp", "tanh", "sigmoid", "relu", "selu", "softplus", "silu", "sum", "mean", "max", "min", "amax",
     "amin", "var", "std", "logsumexp", "argmax", "argmin", "reshape", "transpose", "permute", "flatten",
-    "squeeze", "unsqueeze", "softmax", "log_softmax", "sin", "cos", "maximum", "minimum", "masked_fill", "tril", "triu", "float32", "float64", "float16", "int32", "int64",
+    "squeeze", "unsqueeze", "softmax", "log_softmax", "sin", "cos", "maximum", "minimum", "masked_fill", "tril", "triu", "erf", "float32", "float64", "float16", "int32", "int64",
     "long", "bool_", "nn", "utils",
     # --- math breadth (issue 13)
     "add", "sub", "cumsum", "cumprod", "prod", "norm", "einsum", "bmm", "baddbmm", "outer", "any", "all", "lerp",

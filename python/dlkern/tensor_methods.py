@@ -15,6 +15,7 @@ from .dtypes import FLOAT_KINDS, as_dtype
 from .functions.reduce import _axes
 from .tensor_indexing import IndexingMethods  # gather, scatter, sort, flip, ..., masked_fill
 from .ops.softmax import resolve_dim
+from .dtypes import float16 as _FLOAT16, float32 as _FLOAT32
 
 MinMaxResult = collections.namedtuple("MinMaxResult", ["values", "indices"])
 
@@ -240,6 +241,16 @@ class TensorMethods(IndexingMethods):
     tanh = _unary_method(_F.Tanh, "tanh")
     sin = _unary_method(_F.Sin, "sin")
     cos = _unary_method(_F.Cos, "cos")
+
+    # ---- erf (issue 13)
+    def erf(self):
+        """The error function, elementwise (differentiable). As torch.erf, an integer or bool
+        tensor gives float32; float16 is computed in float32 and rounded back."""
+        if self.dtype == _FLOAT16 or self.data.dtype.kind not in FLOAT_KINDS:
+            y = self.to(_FLOAT32).erf()
+            return y.to(_FLOAT16) if self.dtype == _FLOAT16 else y
+        return _F.Erf.apply(self)
+    # ---- end erf
 
     def maximum(self, other):
         check_pair("maximum", self, other)

@@ -10,6 +10,7 @@ from .convert import Cast, ToDevice, host_array
 from .elementwise import (Abs, Add, Clamp, Cos, Div, Exp, Log, MaskedFill, Maximum, Mul, Neg, Pow, Sin, Sqrt,
                           Sub, Where)
 from .indexing import Diag, Flip, Gather, IndexSelect, Repeat, Roll, Scatter, ScatterAdd
+from .elementwise import Erf
 from .linalg import Linear, MatMul
 from .loss import BinaryCrossEntropy, CrossEntropy, NLLLoss
 from .nn import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv1d, Conv2d, Embedding, GroupNorm, LayerNorm,
@@ -34,6 +35,7 @@ __all__ = [
     "Abs", "Add", "Clamp", "Cos", "Div", "Exp", "Log", "MaskedFill", "Maximum", "Mul", "Neg", "Pow", "Sin",
     "Sqrt", "Sub", "Where",
     "Diag", "Flip", "Gather", "IndexSelect", "Repeat", "Roll", "Scatter", "ScatterAdd",
+    "Erf",
     "Linear", "MatMul",
     "BinaryCrossEntropy", "CrossEntropy", "NLLLoss",
     "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm", "Conv1d", "Conv2d", "Embedding", "GroupNorm", "LayerNorm",

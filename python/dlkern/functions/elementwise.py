@@ -1,5 +1,6 @@
-"""Arithmetic: + - * / ** and unary math (exp, log, sqrt, abs, clamp)."""
+"""Arithmetic: + - * / ** and unary math (exp, log, sqrt, abs, sin, cos, erf, clamp)."""
 
+import math
 import numbers
 
 from ..autograd import Function
@@ -111,6 +112,9 @@ Sqrt = unary("Sqrt", "sqrt", lambda dev, g, y: g / (2 * y), keep="output")
 Abs = unary("Abs", "abs", lambda dev, g, a: g * dev.sign(a))
 Sin = unary("Sin", "sin", lambda dev, g, a: g * dev.cos(a))
 Cos = unary("Cos", "cos", lambda dev, g, a: -g * dev.sin(a))
+# d erf / dx = 2 / sqrt(pi) exp(-x^2); the forward is the erf kernel (dlkern.ops.erf on the
+# CPU, the CUDA module's erf primitive on CUDA).
+Erf = unary("Erf", "erf", lambda dev, g, a: g * (2.0 / math.sqrt(math.pi)) * dev.exp(-(a * a)))
 
 
 class Clamp(Function):

@@ -6,13 +6,16 @@ forward saves nothing). Today: ``gelu_tanh`` (GPT-2's tanh approximation) and ``
 (the exact GELU, 0.5 x (1 + erf(x / sqrt 2))).
 
 Inputs that are not C-contiguous are copied once, explicitly, here.
+
+The forward-only elementwise kernels (``_C.UNARY_KERNELS``; today ``erf``) are the compiled
+functions themselves: ``erf(x, out=None)``, the signature of the CUDA module's primitive.
 """
 
 import numpy as np
 
 from .. import _C
 
-__all__ = [n for name in _C.ACTIVATIONS for n in (name, f"{name}_backward")]
+__all__ = [*(n for name in _C.ACTIVATIONS for n in (name, f"{name}_backward")), *_C.UNARY_KERNELS]
 
 
 def _contiguous(a):
@@ -43,6 +46,8 @@ _WRAPPERS = {}
 for _name in _C.ACTIVATIONS:
     _WRAPPERS[_name] = _forward(getattr(_C, _name))
     _WRAPPERS[f"{_name}_backward"] = _backward(getattr(_C, f"{_name}_backward"))
+for _name in _C.UNARY_KERNELS:  # strided x and out are handled in C++
+    _WRAPPERS[_name] = getattr(_C, _name)
 del _name
 
 
