@@ -61,6 +61,8 @@ def test_empty_matmul_linear_cat_shapes_and_values():
     assert F.linear(T(A(0, 4)), T(A(3, 4))).shape == (0, 3)
     assert (T(A(0, 2, 3)) @ T(A(3, 4))).shape == (0, 2, 4)
     assert T(A(3, 2))[[]].shape == (0, 2)
+    assert F.pixel_unshuffle(T(A(0, 2, 4, 4)), 2).shape == (0, 8, 2, 2)  # (PyTorch 2.13 keeps (0, 2, 4, 4))
+    assert F.pixel_shuffle(T(A(0, 8, 2, 2)), 2).shape == (0, 2, 4, 4)
     with pytest.raises(ValueError, match="reshape: .*\\(0, 3, 2\\)"):
         T(A(0, 3, 2)).reshape(0, -1)
 
@@ -72,10 +74,13 @@ def _f(m):
 
 
 SWEEP = []
+DLKERN_ONLY = []  # ops PyTorch does not have (dlkern's own): shapes and gradients only
+COVERED = set()   # the public names the sweep calls (test_every_public_op_is_in_the_sweep)
 
 
-def sweep(name, fn, *arrays, grad=True):
-    SWEEP.append(pytest.param(fn, arrays, grad, id=name))
+def sweep(name, fn, *arrays, grad=True, covers=None, torch=True):
+    (SWEEP if torch else DLKERN_ONLY).append(pytest.param(fn, arrays, grad, id=name))
+    COVERED.update([covers] if isinstance(covers, str) else covers or ())
 
 
 E = A(0, 3)
@@ -189,6 +194,95 @@ sweep("sdpa_B0", lambda m, q, k, v: _f(m).scaled_dot_product_attention(q, k, v),
 sweep("sdpa_Tk0", lambda m, q, k, v: _f(m).scaled_dot_product_attention(q, k, v), A(1, 2, 3, 4), A(1, 2, 0, 4),
       A(1, 2, 0, 4))
 
+# Added with the Tensor API breadth, the new layers and the exact GELU (issue 13).
+sweep("gather", lambda m, x: x.gather(1, m.tensor(np.zeros((0, 2), np.int64))), E)
+sweep("gather_empty_index", lambda m, x: x.gather(1, m.tensor(np.zeros((2, 0), np.int64))), A(2, 3))
+sweep("scatter", lambda m, x, s: x.scatter(0, m.tensor(np.zeros((0, 3), np.int64)), s), E, A(0, 3))
+sweep("scatter_add", lambda m, x, s: x.scatter_add(1, m.tensor(np.zeros((2, 0), np.int64)), s), A(2, 3), A(2, 0))
+sweep("index_select", lambda m, x: x.index_select(0, m.tensor(np.zeros(0, np.int64))), A(4, 3))
+sweep("index_select_rows0", lambda m, x: x.index_select(1, m.tensor(np.array([2, 0, 2]))), E)
+for _d in (0, 1):
+    sweep(f"sort({_d})", lambda m, x, d=_d: x.sort(d)[0], E)
+    sweep(f"argsort({_d})", lambda m, x, d=_d: x.argsort(d), E, grad=False)
+sweep("topk", lambda m, x: x.topk(2, dim=1)[0], E)
+sweep("topk_k0", lambda m, x: x.topk(0, dim=0)[0], A(2, 3))
+sweep("flip", lambda m, x: x.flip((0, 1)), E)
+sweep("roll", lambda m, x: x.roll(1, 1), E)
+sweep("repeat", lambda m, x: x.repeat(2, 1), E)
+sweep("repeat_zero", lambda m, x: x.repeat(0, 2), A(2, 3))
+sweep("tile", lambda m, x: x.tile((2,)), E)
+sweep("repeat_interleave", lambda m, x: x.repeat_interleave(2, dim=1), E)
+sweep("diag", lambda m, x: x.diag(), A(0))
+sweep("diag_2d", lambda m, x: x.diag(), E)
+sweep("erf", lambda m, x: x.erf(), E, covers="erf")
+sweep("conv_transpose2d", lambda m, x, w: _f(m).conv_transpose2d(x, w, stride=2), A(0, 2, 3, 3), A(2, 3, 2, 2))
+sweep("conv_transpose1d", lambda m, x, w: _f(m).conv_transpose1d(x, w), A(0, 2, 4), A(2, 3, 3))
+sweep("interpolate", lambda m, x: _f(m).interpolate(x, scale_factor=2), A(0, 2, 3, 3))
+sweep("interpolate_bilinear", lambda m, x: _f(m).interpolate(x, size=(4, 5), mode="bilinear"), A(0, 2, 3, 3))
+sweep("upsample", lambda m, x: _f(m).upsample(x, scale_factor=2), A(0, 2, 3))
+sweep("max_pool1d", lambda m, x: _f(m).max_pool1d(x, 2), A(0, 2, 4))
+sweep("avg_pool1d", lambda m, x: _f(m).avg_pool1d(x, 2), A(0, 2, 4))
+sweep("adaptive_max_pool2d", lambda m, x: _f(m).adaptive_max_pool2d(x, 2), A(0, 2, 4, 4))
+# PyTorch 2.13 returns a size-0 input of pixel_shuffle/unshuffle with its shape unchanged
+# (unshuffle of (0, 2, 4, 4) gives (0, 2, 4, 4), not (0, 8, 2, 2)) and its backward then
+# fails; dlkern gives the shape the non-empty rule implies. Shuffle's forward still agrees.
+sweep("pixel_shuffle_forward", lambda m, x: _f(m).pixel_shuffle(x, 2), A(0, 8, 2, 2), grad=False)
+sweep("pixel_shuffle", lambda m, x: _f(m).pixel_shuffle(x, 2), A(0, 8, 2, 2), torch=False)
+sweep("pixel_unshuffle", lambda m, x: _f(m).pixel_unshuffle(x, 2), A(0, 2, 4, 4), torch=False)
+sweep("max_unpool2d", lambda m, x: _f(m).max_unpool2d(*_f(m).max_pool2d(x, 2, return_indices=True), 2),
+      A(0, 2, 4, 4))
+sweep("alpha_dropout", lambda m, x: _f(m).alpha_dropout(x, 0.5, training=True), E)
+sweep("focal_loss", lambda m, x: _f(m).focal_loss(x, m.tensor(np.zeros(0, np.int64)), reduction="sum"), E,
+      torch=False)
+sweep("sigmoid_focal_loss", lambda m, x: _f(m).sigmoid_focal_loss(x, m.tensor(np.zeros((0, 3)))), E, torch=False)
+sweep("rope", lambda m, x: _f(m).rope(x), A(1, 2, 0, 4), torch=False)
+sweep("apply_rotary_emb", lambda m, x: _f(m).apply_rotary_emb(x, offset=3), A(1, 2, 0, 4), torch=False)
+
+# Public names the sweep does not call, each with the reason.
+NOT_SWEPT = {
+    # not ops: attributes, autograd state, conversion to Python/NumPy, devices
+    "backward": "autograd", "data": "attribute", "device": "attribute", "dtype": "attribute", "grad": "attribute",
+    "grad_fn": "attribute", "is_leaf": "attribute", "ndim": "attribute", "shape": "attribute",
+    "requires_grad": "attribute", "requires_grad_": "autograd", "retain_grad": "autograd",
+    "register_hook": "autograd", "register_post_accumulate_grad_hook": "autograd", "retains_grad": "attribute",
+    "detach": "autograd", "detach_": "autograd", "dim": "shape query", "numel": "shape query", "size": "shape query",
+    "item": "Python scalar", "tolist": "Python list", "numpy": "NumPy view", "cpu": "device move",
+    "cuda": "device move", "is_cuda": "attribute", "contiguous": "identity on the CPU", "Tensor": "class",
+    "array_namespace": "device namespace lookup, not an op",
+    # casts: the sweep's to_float32/double rows run Cast; these are the same op to other dtypes
+    "bool": "cast", "byte": "cast", "short": "cast", "int": "cast", "long": "cast", "half": "cast", "float": "cast",
+    "type": "cast",
+    # in-place forms of swept ops (no grad): their out-of-place twins are swept
+    "add_": "in place", "sub_": "in place", "mul_": "in place", "div_": "in place", "zero_": "in place",
+    "fill_": "in place", "copy_": "in place", "masked_fill_": "in place", "scatter_": "in place",
+    "scatter_add_": "in place",
+    # aliases of swept ops
+    "clip": "clamp", "expand_as": "expand", "scaled_dot_product_attention": "the sdpa_* rows",
+}
+
+
+def _public_ops():
+    """(where, name) of every public Tensor attribute and dlkern.nn.functional function."""
+    names = [("Tensor", n) for n in dir(dlkern.Tensor) if not n.startswith("_")]
+    names += [("F", n) for n in dir(F) if not n.startswith("_") and callable(getattr(F, n))
+              and getattr(getattr(F, n), "__module__", "").startswith("dlkern")]
+    return names
+
+
+def test_every_public_op_is_in_the_sweep():
+    """A new Tensor method or F function gets a sweep row (or a reason in NOT_SWEPT)."""
+    ids = [p.id for p in SWEEP + DLKERN_ONLY]
+
+    def swept(n):
+        for i in ids:
+            for j in (i, i[2:] if i.startswith("F.") else None, i[5:] if i.startswith("free_") else None):
+                if j is not None and (j == n or j.startswith(n + "(") or j.startswith(n + "_")):
+                    return True
+        return n in COVERED
+
+    missing = [f"{w}.{n}" for w, n in _public_ops() if not swept(n) and n not in NOT_SWEPT]
+    assert not missing, f"public ops with no size-0 sweep row: {missing}"
+
 
 def _run(m, fn, arrays, grad):
     """(output, input gradients) as NumPy arrays; the cotangent is 1, 2, 3, ..."""
@@ -209,7 +303,7 @@ def _run(m, fn, arrays, grad):
     return out.detach().numpy(), grads
 
 
-@pytest.mark.parametrize("fn,arrays,grad", SWEEP)
+@pytest.mark.parametrize("fn,arrays,grad", SWEEP + DLKERN_ONLY)
 def test_empty_sweep_runs_and_gives_empty_gradients(fn, arrays, grad):
     out, grads = _run(dlkern, fn, arrays, grad)
     assert out.shape == np.broadcast_shapes(out.shape)  # an array, not a scalar
