@@ -112,9 +112,9 @@ MUTANTS = {
         "out.append(g)",
         ["tests/test_module_hooks.py"]),
     "summary_conv_ignores_groups": (
-        "utils/summary.py",
-        "* k * (m.in_channels // m.groups)",
-        "* k * m.in_channels",
+        "nn/layers.py",
+        "math.prod(self.kernel_size) * (self.in_channels // self.groups)",
+        "math.prod(self.kernel_size) * self.in_channels",
         ["tests/test_summary.py"]),
     # --- end issue 13
     # --- issue 13: interop (DLPack, dlkern.save/load, torch.save files)
