@@ -28,6 +28,7 @@ inline constexpr const char* kSharedKernels[] = {
 #undef DLKERN_UNARY_NAMES
     "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward",
 };
 
 inline constexpr const char* kArrayKernels[] = {

@@ -89,6 +89,14 @@ struct TypedKernels {
   void (*avg_pool2d_bwd)(const T* dy, T* dx, const Pool2dGeometry& g, bool count_include_pad,
                          int64_t divisor_override, int nthreads);
   void (*adaptive_avg_pool2d_fwd)(const T* x, T* y, const Pool2dGeometry& g, int nthreads);
+
+  // The recurrent cells' pointwise steps (cpu/rnn.h has the contract), over B rows.
+  void (*lstm_fwd)(const T* gates, const T* c_prev, T* h, T* c, T* act, int64_t B, int64_t H, int nthreads);
+  void (*lstm_bwd)(const T* dh, const T* dc, const T* act, const T* c_prev, const T* c, T* dgates, T* dc_prev,
+                   int64_t B, int64_t H, int nthreads);
+  void (*gru_fwd)(const T* gi, const T* gh, const T* h_prev, T* h, T* saved, int64_t B, int64_t H, int nthreads);
+  void (*gru_bwd)(const T* dh, const T* saved, const T* h_prev, T* dgi, T* dgh, T* dh_prev, int64_t B, int64_t H,
+                  int nthreads);
 };
 
 struct IsaKernels {

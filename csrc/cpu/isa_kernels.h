@@ -38,6 +38,7 @@ namespace {
 #include "cpu/norm_segments.h"
 #include "cpu/pool_lanes.h"
 #include "cpu/pool_driver.h"
+#include "cpu/rnn_kernels.h"
 #include "cpu/softmax_kernels.h"
 
 // S: simd.h's vector type for T; P: pool_lanes.h's.
@@ -65,6 +66,10 @@ TypedKernels<typename S::T> typed_kernels() {
   k.avg_pool2d_fwd = &avg_forward<P>;
   k.avg_pool2d_bwd = &avg_backward<P>;
   k.adaptive_avg_pool2d_fwd = &adaptive_forward<P>;
+  k.lstm_fwd = &RnnKernels<S>::lstm_forward;
+  k.lstm_bwd = &RnnKernels<S>::lstm_backward;
+  k.gru_fwd = &RnnKernels<S>::gru_forward;
+  k.gru_bwd = &RnnKernels<S>::gru_backward;
   return k;
 }
 

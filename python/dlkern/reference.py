@@ -30,6 +30,7 @@ KERNELS = (
     "cross_entropy", "cross_entropy_forward", "cross_entropy_backward",
     "attention_forward", "attention_backward", "decode_attention", "kv_cache_append", "rope", "rope_backward",
     "gelu_tanh", "gelu_tanh_backward", "gelu_erf", "gelu_erf_backward", "erf", "sigmoid", "relu",
+    "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward",
 )
 
 
@@ -114,6 +115,52 @@ def gelu_erf_backward(grad_out, x):
     x = f64(x)
     phi = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
     return f64(grad_out) * (0.5 * (1.0 + erf(x / math.sqrt(2.0))) + x * phi)
+
+
+# ----------------------------------------------------------------------------- recurrent cells
+# The pointwise step of nn.LSTM / nn.GRU around their matrix products; gate order (i, f, g, o)
+# and (r, z, n) as PyTorch's.
+
+
+def lstm_cell_forward(gates, c_prev):
+    """-> (h, c, act): act = [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)], c = f c_prev + i g,
+    h = o tanh(c)."""
+    i, f, g, o = np.split(f64(gates), 4, axis=1)
+    i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
+    c = f * f64(c_prev) + i * g
+    return o * np.tanh(c), c, np.concatenate([i, f, g, o], axis=1)
+
+
+def lstm_cell_backward(dh, dc, act, c_prev, c):
+    """-> (dgates, dc_prev), dgates w.r.t. the pre-activations."""
+    i, f, g, o = np.split(f64(act), 4, axis=1)
+    dh, tc = f64(dh), np.tanh(f64(c))
+    dc_total = f64(dc) + dh * o * (1.0 - tc * tc)
+    di = dc_total * g * i * (1.0 - i)
+    df = dc_total * f64(c_prev) * f * (1.0 - f)
+    dg = dc_total * i * (1.0 - g * g)
+    do = dh * tc * o * (1.0 - o)
+    return np.concatenate([di, df, dg, do], axis=1), dc_total * f
+
+
+def gru_cell_forward(gi, gh, h_prev):
+    """-> (h, saved): r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r gh_n),
+    h = (1 - z) n + z h_prev; saved = [r, z, n, gh_n]."""
+    ir, iz, i_n = np.split(f64(gi), 3, axis=1)
+    hr, hz, hn = np.split(f64(gh), 3, axis=1)
+    r, z = sigmoid(ir + hr), sigmoid(iz + hz)
+    n = np.tanh(i_n + r * hn)
+    return (1.0 - z) * n + z * f64(h_prev), np.concatenate([r, z, n, hn], axis=1)
+
+
+def gru_cell_backward(dh, saved, h_prev):
+    """-> (dgi, dgh, dh_prev); dh_prev is the direct path dh z only (the caller adds dgh W_hh)."""
+    r, z, n, hn = np.split(f64(saved), 4, axis=1)
+    dh = f64(dh)
+    dn = dh * (1.0 - z) * (1.0 - n * n)
+    dz = dh * (f64(h_prev) - n) * z * (1.0 - z)
+    dr = dn * hn * r * (1.0 - r)
+    return np.concatenate([dr, dz, dn], axis=1), np.concatenate([dr, dz, dn * r], axis=1), dh * z
 
 
 # ----------------------------------------------------------------------------- softmax
