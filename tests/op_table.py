@@ -272,6 +272,58 @@ def _make_x(rng, dtype, shape):
     return {"x": u(rng, shape, dtype, -4, 4)}, {}
 
 
+# ----------------------------------------------------------------------------- recurrent cells
+
+
+_RNN_CASES = _cases(("0", dict(b=0, h=3)), ("1", dict(b=1, h=1)), ("odd", dict(b=3, h=7)),
+                    ("prime", dict(b=13, h=37)), ("wide", dict(b=2, h=131)), ("noncontig", dict(b=5, h=11)),
+                    ("grad", dict(b=2, h=3)))
+
+
+def _make_lstm(rng, dtype, b, h):
+    return {"gates": u(rng, (b, 4 * h), dtype, -3, 3), "c_prev": u(rng, (b, h), dtype, -2, 2)}, {}
+
+
+def _make_gru(rng, dtype, b, h):
+    """gh is h_prev W^T + bias for a drawn W and bias (static), so PyTorch's gru_cell, which
+    computes gh itself, is a twin; the kernels take gh as an input like any other."""
+    h_prev = u(rng, (b, h), dtype)
+    w, bias = u(rng, (3 * h, h), dtype, -2, 2), u(rng, (3 * h,), dtype)
+    gh = (h_prev.astype(np.float64) @ w.T.astype(np.float64) + bias).astype(dtype)
+    return {"gi": u(rng, (b, 3 * h), dtype, -3, 3), "gh": gh, "h_prev": h_prev}, {"w_hh": w, "b_hh": bias}
+
+
+def _torch_lstm(F, t, a, s):
+    """PyTorch's own LSTM cell (h, c) with the identity as W_ih, so its gates are ours."""
+    b, h = a["c_prev"].shape
+    eye, zeros = t.eye(4 * h, dtype=t.float64), t.zeros(4 * h, h, dtype=t.float64)
+    return t.lstm_cell(a["gates"], (t.zeros(b, h, dtype=t.float64), a["c_prev"]), eye, zeros)
+
+
+def _torch_gru(F, t, a, s):
+    h = a["h_prev"].shape[1]
+    w, bias = (t.from_numpy(s[k].astype(np.float64)) for k in ("w_hh", "b_hh"))
+    return t.gru_cell(a["gi"], a["h_prev"], t.eye(3 * h, dtype=t.float64), w, None, bias)
+
+
+def _lstm_row(name, first):
+    """The LSTM cell with output `first` (0: h, 1: c) differentiated: the gradient check
+    sends the cotangent through dh or through dc, the other zero."""
+    order = (first, 1 - first, 2)
+
+    def fwd(ns, a, s):
+        out = ns.lstm_cell_forward(a["gates"], a["c_prev"])
+        return tuple(out[i] for i in order)
+
+    def bwd(ns, cot, out, a, s):
+        c = out[order.index(1)]
+        dh, dc = (cot, cot * 0) if first == 0 else (cot * 0, cot)
+        return ns.lstm_cell_backward(dh, dc, out[2], a["c_prev"], c)
+
+    return Row(name, _RNN_CASES, _make_lstm, fwd, lambda a, s: 1, bwd=bwd, diff=("gates", "c_prev"),
+               torch=lambda F, t, a, s: _torch_lstm(F, t, a, s)[first], tol=4.0)
+
+
 _ATTN = dict(b=1, hq=1, hkv=1)
 
 ROWS = [
@@ -416,4 +468,9 @@ ROWS = [
     Row("erf", _cases(("0", dict(shape=(0,))), ("1", dict(shape=(1,))), ("odd", dict(shape=(3, 5, 7))),
                       ("prime", dict(shape=(1009,))), ("noncontig", dict(shape=(7, 9)))),
         _make_x, lambda ns, a, s: ns.erf(a["x"]), lambda a, s: 1, torch=lambda F, t, a, s: t.erf(a["x"])),
+    _lstm_row("lstm_cell", 0),
+    _lstm_row("lstm_cell_c", 1),
+    Row("gru_cell", _RNN_CASES, _make_gru, lambda ns, a, s: ns.gru_cell_forward(a["gi"], a["gh"], a["h_prev"]),
+        lambda a, s: 1, bwd=lambda ns, cot, out, a, s: ns.gru_cell_backward(cot, out[1], a["h_prev"]),
+        diff=("gi", "gh", "h_prev"), torch=_torch_gru, tol=4.0),
 ]

@@ -181,6 +181,40 @@ class CUDADevice:
     def _normal_cdf(self, x):
         return 0.5 * (1 + self.erf(x * (1.0 / math.sqrt(2.0))))
 
+    # The recurrent cells' pointwise steps (csrc/cpu/rnn.h has the formulas and shapes;
+    # the CPU kernels check the arguments).
+    def lstm_cell_forward(self, gates, c_prev):
+        """-> (h, c, act): act = [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)], c = f c_prev + i g, h = o tanh(c)."""
+        i, f, g, o = _gate_blocks(gates, 4)
+        i, f, g, o = self.sigmoid(i), self.sigmoid(f), self.tanh(g), self.sigmoid(o)
+        c = f * c_prev + i * g
+        return o * self.tanh(c), c, self.concatenate([i, f, g, o], axis=1)
+
+    def lstm_cell_backward(self, dh, dc, act, c_prev, c):
+        """-> (dgates, dc_prev), dgates w.r.t. the gates' pre-activations."""
+        i, f, g, o = _gate_blocks(act, 4)
+        tc = self.tanh(c)
+        dc_total = dc + dh * o * (1 - tc * tc)
+        dgates = [dc_total * g * i * (1 - i), dc_total * c_prev * f * (1 - f), dc_total * i * (1 - g * g),
+                  dh * tc * o * (1 - o)]
+        return self.concatenate(dgates, axis=1), dc_total * f
+
+    def gru_cell_forward(self, gi, gh, h_prev):
+        """-> (h, saved): r, z = sigmoid(gi + gh), n = tanh(gi_n + r gh_n), h = (1 - z) n + z h_prev,
+        saved = [r, z, n, gh_n]."""
+        (ir, iz, i_n), (hr, hz, hn) = _gate_blocks(gi, 3), _gate_blocks(gh, 3)
+        r, z = self.sigmoid(ir + hr), self.sigmoid(iz + hz)
+        n = self.tanh(i_n + r * hn)
+        return (1 - z) * n + z * h_prev, self.concatenate([r, z, n, hn], axis=1)
+
+    def gru_cell_backward(self, dh, saved, h_prev):
+        """-> (dgi, dgh, dh_prev); dh_prev = dh z (the caller adds the path through W_hh)."""
+        r, z, n, hn = _gate_blocks(saved, 4)
+        dn = dh * (1 - z) * (1 - n * n)
+        dz = dh * (h_prev - n) * z * (1 - z)
+        dr = dn * hn * r * (1 - r)
+        return (self.concatenate([dr, dz, dn], axis=1), self.concatenate([dr, dz, dn * r], axis=1), dh * z)
+
     # ---- views and copies built on the module's primitives
     def broadcast_to(self, x, shape):
         shape = _shape_tuple(shape)
@@ -385,3 +419,9 @@ def cuda_device(spec=0):
     if dev is None:
         dev = _cuda_devices[index] = CUDADevice(index)
     return dev
+
+
+def _gate_blocks(x, k):
+    """The k column blocks of a (B, k H) gate array, as views."""
+    h = x.shape[1] // k
+    return [x[:, j * h:(j + 1) * h] for j in range(k)]
