@@ -7,6 +7,7 @@ from dlkern import reference as R
 from dlkern.reference import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, attention_allowed,  # noqa: F401
                               avg_pool2d, avg_pool2d_backward, causal_conv1d, causal_conv1d_backward, conv2d,
                               conv2d_backward, f64, gelu_tanh, gelu_tanh_backward, gemm, group_norm_backward,
+                              gru_cell_backward, gru_cell_forward, lstm_cell_backward, lstm_cell_forward,
                               log_softmax, log_softmax_backward, max_pool2d_backward, pool_out, rope, softmax,
                               softmax_backward)
 from dlkern.reference import attention_grads as attention_backward  # noqa: F401

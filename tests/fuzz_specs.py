@@ -1502,3 +1502,48 @@ def build_unary(data, name):
         bad["out misaligned"] = dict(out=raw[1:].view(dt).reshape(shape))
     return Case(name, kwargs, lambda res: close(name, res, exp, dt, 1.0), bad=bad,
                 inplace=() if mode == "none" else ("out", "x") if mode == "x" else ("out",))
+
+
+# ----------------------------------------------------------------------------- recurrent cells
+
+
+# The pointwise LSTM/GRU steps of csrc/cpu/rnn.h: (B, k H) gate blocks, B and H each 0, 1,
+# odd or prime, any layout. Forwards take NaN/inf (saturating gates, NaN propagating);
+# backwards NaN (an inf would overflow float32 products the float64 oracle keeps finite).
+_RNN_INPUTS = {  # name -> (argument, gate blocks: its columns are blocks * H) in call order
+    "lstm_cell_forward": (("gates", 4), ("c_prev", 1)),
+    "lstm_cell_backward": (("dh", 1), ("dc", 1), ("act", 4), ("c_prev", 1), ("c", 1)),
+    "gru_cell_forward": (("gi", 3), ("gh", 3), ("h_prev", 1)),
+    "gru_cell_backward": (("dh", 1), ("saved", 4), ("h_prev", 1)),
+}
+# Arguments that hold activations (sigmoid / tanh outputs): drawn in [-1, 1].
+_RNN_ACTIVATED = ("act", "saved")
+
+
+@builder(*_RNN_INPUTS)
+def build_rnn_cell(data, name):
+    dt = dtype(data)
+    b, h = size(data, zero=True, label="batch"), size(data, zero=True, label="hidden")
+    mag = choice(data, [1.0, 5.0, 50.0], "magnitude")
+    special = (np.nan, np.inf, -np.inf, 0.0) if name.endswith("forward") else (np.nan, 0.0)
+    kwargs = {}
+    for arg, blocks in _RNN_INPUTS[name]:
+        lim = 1.0 if arg in _RNN_ACTIVATED else mag
+        kwargs[arg] = array(data, (b, blocks * h), dt, label=f"{arg}_layout", lo=-lim, hi=lim, special=special)
+    exp = getattr(reference, name)(*kwargs.values())
+    # The size of the terms behind each output: a wrong index errs by O(scale).
+    scale = 4 * math.prod(1 + amax(a) for a in kwargs.values())
+
+    def check(res):
+        assert isinstance(res, tuple) and len(res) == len(exp), f"{name}: expected a {len(exp)}-tuple"
+        for i, (got, e) in enumerate(zip(res, exp)):
+            close(f"{name} output {i}", got, e, dt, scale)
+
+    args = [arg for arg, _ in _RNN_INPUTS[name]]
+    other = F64 if dt == F32 else F32
+    bad = {}
+    for arg, blocks in _RNN_INPUTS[name]:
+        bad[f"{arg} one row too many"] = {arg: np.ones((b + 1, blocks * h), dt)}
+        bad[f"{arg} one column too many"] = {arg: np.ones((b, blocks * h + 1), dt)}
+    bad[f"{args[-1]} mixed dtype"] = {args[-1]: np.ones((b, h), other)}
+    return Case(name, kwargs, check, floats=args, ndims={a: (2,) for a in args}, required=args, bad=bad)

@@ -258,6 +258,15 @@ def test_reference_adjoints(case):
     _vjp_check("rope", lambda x: ref.rope(x, 3, 100.0) * cot, [x], [0], [ref.rope(cot, 3, 100.0, inverse=True)], r)
     _vjp_check("gelu_tanh", lambda x: ref.gelu_tanh(x) * cot, [x], [0], [ref.gelu_tanh_backward(cot, x)], r)
 
+    gates, c_prev, dh, dc = n(3, 20), n(3, 5), n(3, 5), n(3, 5)
+    _, c, act = ref.lstm_cell_forward(gates, c_prev)
+    _vjp_check("lstm_cell", lambda g, cp: sum(y * w for y, w in zip(ref.lstm_cell_forward(g, cp)[:2], (dh, dc))),
+               [gates, c_prev], [0, 1], ref.lstm_cell_backward(dh, dc, act, c_prev, c), r)
+    gi, gh, h_prev = n(3, 15), n(3, 15), n(3, 5)
+    _, saved = ref.gru_cell_forward(gi, gh, h_prev)
+    _vjp_check("gru_cell", lambda gi, gh, hp: ref.gru_cell_forward(gi, gh, hp)[0] * dh, [gi, gh, h_prev], [0, 1, 2],
+               ref.gru_cell_backward(dh, saved, h_prev), r)
+
 
 # ----------------------------------------------------------------------------- named regressions
 # Minimal reproducers of defects the fuzzer found; each also lies inside the drawn space

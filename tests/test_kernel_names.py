@@ -30,6 +30,7 @@ SHARED = (
     *dlkern._C.UNARY_KERNELS,  # erf: the CUDA module's array primitive of that name, bound on the CPU too
     "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward",
 )
 
 # Keywords only the CUDA kernels take (a CPU run has nothing to choose there).

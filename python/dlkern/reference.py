@@ -127,7 +127,8 @@ def lstm_cell_forward(gates, c_prev):
     h = o tanh(c)."""
     i, f, g, o = np.split(f64(gates), 4, axis=1)
     i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
-    c = f * f64(c_prev) + i * g
+    with np.errstate(invalid="ignore"):  # 0 * inf, inf - inf: NaN, as in PyTorch
+        c = f * f64(c_prev) + i * g
     return o * np.tanh(c), c, np.concatenate([i, f, g, o], axis=1)
 
 
@@ -148,9 +149,11 @@ def gru_cell_forward(gi, gh, h_prev):
     h = (1 - z) n + z h_prev; saved = [r, z, n, gh_n]."""
     ir, iz, i_n = np.split(f64(gi), 3, axis=1)
     hr, hz, hn = np.split(f64(gh), 3, axis=1)
-    r, z = sigmoid(ir + hr), sigmoid(iz + hz)
-    n = np.tanh(i_n + r * hn)
-    return (1.0 - z) * n + z * f64(h_prev), np.concatenate([r, z, n, hn], axis=1)
+    with np.errstate(invalid="ignore"):  # 0 * inf, inf - inf: NaN, as in PyTorch
+        r, z = sigmoid(ir + hr), sigmoid(iz + hz)
+        n = np.tanh(i_n + r * hn)
+        h = (1.0 - z) * n + z * f64(h_prev)
+    return h, np.concatenate([r, z, n, hn], axis=1)
 
 
 def gru_cell_backward(dh, saved, h_prev):
