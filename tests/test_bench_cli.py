@@ -14,7 +14,7 @@ import dlkern
 from dlkern.bench import benchmarks, common, harness, load_benchmark, load_module
 
 CASES_DIR = Path(__file__).resolve().parents[1] / "bench" / "cases"
-KERNELS = ["matmul", "softmax", "cross_entropy", "gelu", "norm", "conv", "pool", "attention"]
+KERNELS = ["matmul", "softmax", "cross_entropy", "gelu", "norm", "conv", "pool", "attention", "rnn"]
 MODELS = ["autograd", "gpt", "optim", "train"]
 
 
@@ -104,6 +104,8 @@ QUICK_RUNS = {
     "conv": ([], ["LeNet conv1", "forward+backward", "GFLOP/s"]),
     "pool": (["--peers", "numpy"], ["| max 3x3 s2 p1 | fwd+bwd | 1 |", "dlkern/NumPy"]),
     "attention": ([], ["| sdpa", "## Decode step"]),
+    "rnn": (["--shapes", "3x17", "--peers", "numpy"], ["| lstm | forward | 3x17 | 1 |", "| gru | backward |",
+                                                      "dlkern/NumPy"]),
 }
 
 
@@ -334,3 +336,17 @@ def test_train_validation_catches_different_weights():
 def test_unknown_train_model_is_an_error():
     with pytest.raises(SystemExit, match="unknown model"):
         run_bench("train", "--models", "resnet")
+
+
+def test_rnn_validation_catches_a_wrong_gate_gradient():
+    """The recurrent-cell rows validate every output: a backward whose forget-gate block
+    drops its c_prev factor is refused."""
+    case = cases("rnn").rnn_case("lstm", "backward", 4, 9)
+
+    def wrong(inputs):
+        dgates, dc_prev = dlkern.ops.lstm_cell_backward(*(inputs[f"a{k}"] for k in range(5)))
+        h = inputs["a0"].shape[1]
+        c_prev = np.where(inputs["a3"] == 0, 1, inputs["a3"])
+        return np.concatenate([dgates[:, :h], dgates[:, h:2 * h] / c_prev, dgates[:, 2 * h:]], axis=1), dc_prev
+
+    assert_caught(case, lambda i: dlkern.ops.lstm_cell_backward(*(i[f"a{k}"] for k in range(5))), wrong)
