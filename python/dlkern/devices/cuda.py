@@ -181,6 +181,44 @@ class CUDADevice:
     def _normal_cdf(self, x):
         return 0.5 * (1 + self.erf(x * (1.0 / math.sqrt(2.0))))
 
+    # ---- issue 14: the fused recurrent-cell kernels (dlkern.ops.lstm_cell_forward & co.),
+    # composed from the module's primitives until a GPU can verify CUDA kernels for them
+    def lstm_cell_forward(self, gates, c_prev):
+        """(h, c, act): act = [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)] of gates (B, 4H)."""
+        H = c_prev.shape[1]
+        sig = self.sigmoid(gates)
+        g = self.tanh(gates[:, 2 * H:3 * H])
+        c = sig[:, H:2 * H] * c_prev + sig[:, :H] * g
+        h = sig[:, 3 * H:] * self.tanh(c)
+        return h, c, self.concatenate([sig[:, :2 * H], g, sig[:, 3 * H:]], axis=1)
+
+    def lstm_cell_backward(self, dh, dc, act, c_prev, c):
+        """(dgates w.r.t. the pre-activations, dc_prev)."""
+        H = c.shape[1]
+        i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
+        tc = self.tanh(c)
+        dct = dc + dh * o * (1 - tc * tc)
+        parts = [dct * g * i * (1 - i), dct * c_prev * f * (1 - f), dct * i * (1 - g * g), dh * tc * o * (1 - o)]
+        return self.concatenate(parts, axis=1), dct * f
+
+    def gru_cell_forward(self, gi, gh, h_prev):
+        """(h, saved = [r, z, n, gh_n]) of PyTorch's GRU cell."""
+        H = h_prev.shape[1]
+        rz = self.sigmoid(gi[:, :2 * H] + gh[:, :2 * H])
+        n = self.tanh(gi[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
+        h = n + rz[:, H:] * (h_prev - n)
+        return h, self.concatenate([rz, n, gh[:, 2 * H:]], axis=1)
+
+    def gru_cell_backward(self, dh, saved, h_prev):
+        """(dgi, dgh, dh_prev = dh z): dgh's n part is dgi's times r."""
+        H = h_prev.shape[1]
+        r, z, n, ghn = saved[:, :H], saved[:, H:2 * H], saved[:, 2 * H:3 * H], saved[:, 3 * H:]
+        dn = dh * (1 - z) * (1 - n * n)
+        dr = dn * ghn * r * (1 - r)
+        dz = dh * (h_prev - n) * z * (1 - z)
+        return (self.concatenate([dr, dz, dn], axis=1), self.concatenate([dr, dz, dn * r], axis=1), dh * z)
+    # ---- end issue 14
+
     # ---- views and copies built on the module's primitives
     def broadcast_to(self, x, shape):
         shape = _shape_tuple(shape)

@@ -53,6 +53,12 @@ def _split_grad(g, n, B, P, H):
     return dout, dh, dc
 
 
+def _transposed(dev, w):
+    """w.T as a contiguous copy, made once per sequence: the per-step GEMMs with few rows
+    run ~1.4x faster on a plain (k, n) operand than on a transposed one."""
+    return None if w is None else dev.contiguous(w.T)
+
+
 def _input_projection(dev, x, w_ih, bias):
     gates = dev.gemm(x, w_ih, trans_b=True)
     if bias is not None:
@@ -86,11 +92,12 @@ class RNNLayer(Function):
         y, out, h, _ = _flat_output(dev, n, h0, None)
         hprev = dev.empty(out.shape, dtype=out.dtype) if train else None
         relu = nonlinearity == "relu"
+        w_hh_t = _transposed(dev, w_hh)
         for s, e in step_rows(batch_sizes, reverse):
             hp = h[:e - s]
             if train:
                 hprev[s:e] = hp
-            p = dev.gemm(hp, w_hh, c=pre[s:e], beta=1.0, trans_b=True)
+            p = dev.gemm(hp, w_hh_t, c=pre[s:e], beta=1.0)
             hn = dev.maximum(p, 0) if relu else dev.tanh(p)
             out[s:e] = hn
             hp[...] = hn
@@ -137,13 +144,14 @@ class LSTMLayer(Function):
             c_all, cprev = dev.empty((n, H), dtype=dt), dev.empty((n, H), dtype=dt)
             hprev = dev.empty(out.shape, dtype=dt)
             hraw = dev.empty((n, H), dtype=dt) if w_hr is not None else None
+        w_hh_t, w_hr_t = _transposed(dev, w_hh), _transposed(dev, w_hr)
         for s, e in step_rows(batch_sizes, reverse):
             b = e - s
             hp, cp = h[:b], c[:b]
             if train:
                 hprev[s:e] = hp
                 cprev[s:e] = cp
-            gt = dev.gemm(hp, w_hh, c=gates[s:e], beta=1.0, trans_b=True)
+            gt = dev.gemm(hp, w_hh_t, c=gates[s:e], beta=1.0)
             hr, cn, act = dev.lstm_cell_forward(gt, cp)
             if train:
                 act_all[s:e] = act
@@ -151,7 +159,7 @@ class LSTMLayer(Function):
             if w_hr is not None:
                 if train:
                     hraw[s:e] = hr
-                hr = dev.gemm(hr, w_hr, trans_b=True)
+                hr = dev.gemm(hr, w_hr_t)
             out[s:e] = hr
             hp[...] = hr
             cp[...] = cn
@@ -205,9 +213,10 @@ class GRULayer(Function):
         if train:
             saved_all = dev.empty((n, 4 * H), dtype=out.dtype)
             hprev = dev.empty(out.shape, dtype=out.dtype)
+        w_hh_t = _transposed(dev, w_hh)
         for s, e in step_rows(batch_sizes, reverse):
             hp = h[:e - s]
-            gh = dev.gemm(hp, w_hh, trans_b=True)
+            gh = dev.gemm(hp, w_hh_t)
             if b_hh is not None:
                 gh += b_hh
             hn, sv = dev.gru_cell_forward(gi[s:e], gh, hp)

@@ -115,13 +115,15 @@ class RNNBase(Module):
             batch = batch_sizes[0] if batch_sizes else 0
         else:
             if input.ndim not in (2, 3):
-                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.ndim}D input instead")
+                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.ndim}D instead")
             unbatched = input.ndim == 2
             if unbatched:
                 input = input.unsqueeze(1)
             elif self.batch_first:
                 input = input.transpose(0, 1)
             T, batch = input.shape[0], input.shape[1]
+            if T == 0:
+                raise RuntimeError(f"{name}: Expected sequence length to be larger than 0 in RNN")
             batch_sizes = (batch,) * T
             x = input.reshape(T * batch, input.shape[2])
         if x.shape[-1] != self.input_size:
@@ -307,6 +309,9 @@ class RNNCellBase(Module):
                                        f"{1 if unbatched else 2}-D like the input, got {s.ndim}-D")
                 if unbatched:
                     s = s.unsqueeze(0)
+                if s.shape[0] != batch:
+                    raise RuntimeError(f"{name}: Input batch size {batch} doesn't match hidden{i} batch size "
+                                       f"{s.shape[0]}")
                 if tuple(s.shape) != (batch, H):
                     raise RuntimeError(f"{name}: Expected hidden{i if lstm else ''} size {(batch, H)}, got "
                                        f"{list(s.shape)}")

@@ -70,7 +70,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
                          f"{tuple(input.shape)}")
     T, B = (input.shape[1], input.shape[0]) if batch_first else input.shape[:2]
     if lengths.size != B:
-        raise ValueError(f"pack_padded_sequence: expected len(lengths) to be equal to batch_size, but got "
+        raise RuntimeError(f"pack_padded_sequence: Expected `len(lengths)` to be equal to batch_size, but got "
                          f"{lengths.size} (batch_size={B})")
     if B == 0 or lengths.min() <= 0:
         raise RuntimeError("pack_padded_sequence: length of all samples has to be greater than 0, but found an "
