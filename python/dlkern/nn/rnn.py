@@ -235,10 +235,6 @@ class RNN(RNNBase):
                          bias, batch_first, dropout, bidirectional, dtype=dtype)
         self.nonlinearity = nonlinearity
 
-    def extra_repr(self):
-        s = super().extra_repr()
-        return s + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
-
 
 class LSTM(RNNBase):
     """LSTM with PyTorch's gates (i, f, g, o); proj_size > 0 projects h to proj_size."""
@@ -338,7 +334,9 @@ class RNNCellBase(Module):
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
-        return s + (", bias=False" if not self.bias else "")
+        s += ", bias=False" if not self.bias else ""
+        nonlinearity = getattr(self, "nonlinearity", "tanh")
+        return s + (f", nonlinearity={nonlinearity}" if nonlinearity != "tanh" else "")
 
 
 class RNNCell(RNNCellBase):
