@@ -350,6 +350,7 @@ def test_matches_pytorch(mode, kw, case):
     _compare_grads(pairs)
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 @pytest.mark.parametrize("mode,kw", CONFIGS, ids=IDS)
 def test_pytorch_state_dict_loads(mode, kw):
     torch = _torch()
@@ -368,3 +369,345 @@ def test_pytorch_state_dict_loads(mode, kw):
         tout, _ = t(torch.tensor(x))
     np.testing.assert_allclose(out.detach().numpy(), tout.numpy(), rtol=1e-5, atol=1e-6)
     assert repr(m).replace("RNN", "X") == repr(t).replace("RNN", "X")
+
+
+# ----------------------------------------------------------------------------- cells
+
+CELLS = [("RNN_TANH", nn.RNNCell, {}), ("RNN_RELU", nn.RNNCell, {"nonlinearity": "relu"}), ("LSTM", nn.LSTMCell, {}),
+         ("GRU", nn.GRUCell, {}), ("GRU", nn.GRUCell, {"bias": False}), ("LSTM", nn.LSTMCell, {"bias": False})]
+CELL_IDS = [f"{c.__name__}{i}" for i, (_, c, _) in enumerate(CELLS)]
+
+
+def make_cell(cls, kw, dtype=np.float64, seed=8):
+    m = cls(3, 4, dtype=dtype, **kw)
+    rng = np.random.default_rng(seed)
+    m.load_state_dict({k: rng.uniform(-0.8, 0.8, v.shape).astype(dtype) for k, v in m.state_dict().items()})
+    return m
+
+
+def cell_weights(m):
+    p = {k: np.asarray(v, np.float64) for k, v in m.state_dict().items()}
+    return p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"), None
+
+
+@pytest.mark.parametrize("unbatched", [False, True])
+@pytest.mark.parametrize("mode,cls,kw", CELLS, ids=CELL_IDS)
+def test_cells_match_the_reference_and_finite_differences(mode, cls, kw, unbatched):
+    m = make_cell(cls, kw)
+    rng = np.random.default_rng(9)
+    B = 3
+    x, h, c = rng.uniform(-1, 1, (B, 3)), rng.uniform(-1, 1, (B, 4)), rng.uniform(-1, 1, (B, 4))
+    lstm = mode == "LSTM"
+    want = [ref_cell(mode, x[b], h[b], c[b] if lstm else None, cell_weights(m)) for b in range(B)]
+    if unbatched:
+        x, h, c, want = x[0], h[0], c[0], want[:1]
+    xt, ht, ct = (dlkern.tensor(a, requires_grad=True) for a in (x, h, c))
+    got = m(xt, (ht, ct) if lstm else ht)
+    h2 = got[0] if lstm else got
+    close(h2, np.array([w[0] for w in want]).reshape(h2.shape), np.float64)
+    if lstm:
+        close(got[1], np.array([w[1] for w in want]).reshape(h2.shape), np.float64)
+    wv = rng.standard_normal(tuple(h2.shape))
+
+    def loss_of(xa, ha, ca):
+        out = m(dlkern.tensor(xa), (dlkern.tensor(ha), dlkern.tensor(ca)) if lstm else dlkern.tensor(ha))
+        return (out[0] * dlkern.tensor(wv)).sum() + (out[1] * out[1]).sum() if lstm else (out * dlkern.tensor(wv)).sum()
+
+    m.zero_grad()
+    ((h2 * dlkern.tensor(wv)).sum() + ((got[1] * got[1]).sum() if lstm else 0)).backward()
+    value = lambda: float(loss_of(x, h, c).item())  # noqa: E731
+    x, h, c = (np.ascontiguousarray(a) for a in (x, h, c))
+    for arr, t in [(x, xt), (h, ht)] + ([(c, ct)] if lstm else []):
+        np.testing.assert_allclose(t.grad.numpy(), numeric_grad(value, arr), rtol=1e-6, atol=1e-8)
+    for name, p in m.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), numeric_grad(value, p.data), rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("mode,cls,kw", CELLS, ids=CELL_IDS)
+def test_cells_match_pytorch(mode, cls, kw, with_state):
+    torch = _torch()
+    m = make_cell(cls, kw)
+    t = getattr(torch.nn, cls.__name__)(3, 4, **kw).double()
+    assert list(t.state_dict()) == list(m.state_dict())
+    t.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in m.state_dict().items()})
+    rng = np.random.default_rng(10)
+    x, h, c = rng.uniform(-1, 1, (2, 3)), rng.uniform(-1, 1, (2, 4)), rng.uniform(-1, 1, (2, 4))
+    lstm = mode == "LSTM"
+    mine = [dlkern.tensor(a, requires_grad=True) for a in (x, h, c)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, h, c)]
+    state = (lambda s: (s[1], s[2]) if lstm else s[1]) if with_state else (lambda s: None)
+    out, tout = m(mine[0], state(mine)), t(theirs[0], state(theirs))
+    outs, touts = (out, tout) if lstm else ((out,), (tout,))
+    loss = sum(((o * o * (i + 1)).sum() for i, o in enumerate(outs)), dlkern.tensor(0.0, dtype="float64"))
+    tloss = sum((o * o * (i + 1)).sum() for i, o in enumerate(touts))
+    for o, to in zip(outs, touts):
+        np.testing.assert_allclose(o.detach().numpy(), to.detach().numpy(), rtol=1e-10, atol=1e-12)
+    loss.backward()
+    tloss.backward()
+    tp = dict(t.named_parameters())
+    pairs = [(n, p.grad, tp[n].grad) for n, p in m.named_parameters()] + [("input", mine[0].grad, theirs[0].grad)]
+    if with_state:
+        pairs += [("h", mine[1].grad, theirs[1].grad)] + ([("c", mine[2].grad, theirs[2].grad)] if lstm else [])
+    _compare_grads(pairs)
+
+
+# ----------------------------------------------------------------------------- the fused cell kernels
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cell_kernels_match_the_reference(dtype):
+    rng = np.random.default_rng(11)
+    B, H = 5, 7
+    ops = dlkern.ops
+    gates, c_prev = rng.uniform(-3, 3, (B, 4 * H)).astype(dtype), rng.uniform(-1, 1, (B, H)).astype(dtype)
+    h, c, act = ops.lstm_cell_forward(gates, c_prev)
+    g64, c64 = gates.astype(np.float64), c_prev.astype(np.float64)
+    i, f, g, o = np.split(g64, 4, axis=1)
+    act_want = np.concatenate([sig(i), sig(f), np.tanh(g), sig(o)], axis=1)
+    c_want = sig(f) * c64 + sig(i) * np.tanh(g)
+    tol = dict(rtol=TOL[dtype] * 10, atol=TOL[dtype])
+    for got, want in ((act, act_want), (c, c_want), (h, sig(o) * np.tanh(c_want))):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **tol)
+    dh, dc = rng.standard_normal((B, H)).astype(dtype), rng.standard_normal((B, H)).astype(dtype)
+    dgates, dc_prev = ops.lstm_cell_backward(dh, dc, act, c_prev, c)
+    # chain rule by hand: c = f c_prev + i g, h = o tanh(c)
+    tc = np.tanh(c_want)
+    dct = dc + dh * sig(o) * (1 - tc ** 2)
+    want = np.concatenate([dct * np.tanh(g) * sig(i) * (1 - sig(i)), dct * c64 * sig(f) * (1 - sig(f)),
+                           dct * sig(i) * (1 - np.tanh(g) ** 2), dh * tc * sig(o) * (1 - sig(o))], axis=1)
+    np.testing.assert_allclose(dgates, want, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(dc_prev, dct * sig(f), rtol=1e-4 if dtype == np.float32 else 1e-12,
+                               atol=TOL[dtype] * 10)
+
+    gi, gh, hp = (rng.uniform(-2, 2, s).astype(dtype) for s in ((B, 3 * H), (B, 3 * H), (B, H)))
+    h2, saved = ops.gru_cell_forward(gi, gh, hp)
+    (ri, zi, ni), (rh, zh, nh) = np.split(gi.astype(np.float64), 3, 1), np.split(gh.astype(np.float64), 3, 1)
+    r, z = sig(ri + rh), sig(zi + zh)
+    n = np.tanh(ni + r * nh)
+    np.testing.assert_allclose(h2, (1 - z) * n + z * hp, **tol)
+    np.testing.assert_allclose(saved, np.concatenate([r, z, n, nh], axis=1), **tol)
+    dgi, dgh, dhp = ops.gru_cell_backward(dh, saved, hp)
+    dn = dh * (1 - z) * (1 - n ** 2)
+    dr = dn * nh * r * (1 - r)
+    dz = dh * (hp - n) * z * (1 - z)
+    loose = dict(rtol=1e-4 if dtype == np.float32 else 1e-12, atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(dgi, np.concatenate([dr, dz, dn], 1), **loose)
+    np.testing.assert_allclose(dgh, np.concatenate([dr, dz, dn * r], 1), **loose)
+    np.testing.assert_allclose(dhp, dh * z, **loose)
+
+
+# ----------------------------------------------------------------------------- dropout, init, size 0
+
+def test_dropout_between_layers_in_training_only():
+    m = make("GRU", 3, 4, num_layers=2, dropout=1.0)
+    rng = np.random.default_rng(12)
+    x = rng.uniform(-1, 1, (4, 2, 3))
+    p = params64(m)
+    out_train, h_train = m(dlkern.tensor(x))
+    # p = 1 drops the whole first-layer output: the second layer sees zeros
+    zeros = np.zeros((4, 2, 4))
+    want2, _, _ = ref_rnn("GRU", {k.replace("_l1", "_l0"): v for k, v in p.items() if "_l1" in k}, zeros,
+                          np.zeros((1, 2, 4)), None, [4, 4], 1, 1)
+    close(out_train, want2, np.float64)
+    want1, h1, _ = ref_rnn("GRU", p, x, np.zeros((2, 2, 4)), None, [4, 4], 2, 1)
+    close(h_train[0], h1[0], np.float64)  # the first layer's own state is not dropped
+    m.eval()
+    close(m(dlkern.tensor(x))[0], want1, np.float64)
+    # the last layer's output is never dropped, and a p < 1 mask changes the result in training only
+    m2 = make("LSTM", 3, 4, num_layers=2, dropout=0.5)
+    dlkern.manual_seed(0)
+    a = m2(dlkern.tensor(x))[0].detach().numpy()
+    m2.eval()
+    b = m2(dlkern.tensor(x))[0].detach().numpy()
+    assert not np.allclose(a, b)
+    with pytest.warns(UserWarning, match="num_layers greater than 1"):
+        nn.LSTM(3, 4, dropout=0.2)
+
+
+@pytest.mark.parametrize("cls", [nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell])
+def test_initialisation_is_uniform_within_one_over_sqrt_hidden(cls):
+    dlkern.manual_seed(3)
+    kw = {"proj_size": 5} if cls is nn.LSTM else {}
+    m = cls(10, 64, **kw) if not issubclass(cls, nn.RNNCellBase) else cls(10, 64)
+    bound = 1 / math.sqrt(64)
+    values = np.concatenate([p.detach().numpy().ravel() for p in m.parameters()])
+    assert values.dtype == np.float32 and np.all(np.abs(values) <= bound)
+    assert abs(values.std() - bound / math.sqrt(3)) < 0.05 * bound  # uniform, not a constant
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_empty_batch(mode):
+    m = make(mode, 3, 4, num_layers=2, bidirectional=True)
+    x = dlkern.tensor(np.zeros((5, 0, 3)), requires_grad=True)
+    out, hn = m(x)
+    assert tuple(out.shape) == (5, 0, 8)
+    h, c = split_state(hn)
+    assert tuple(h.shape) == (4, 0, 4) and (c is None or tuple(c.shape) == (4, 0, 4))
+    out.sum().backward()
+    assert x.grad.shape == (5, 0, 3)
+    assert all(np.all(p.grad.numpy() == 0) for p in m.parameters())
+
+
+def test_non_contiguous_input():
+    m = make("LSTM", 3, 4)
+    x = np.random.default_rng(13).uniform(-1, 1, (5, 4, 6))
+    view = dlkern.tensor(x)[:, ::2, ::2]
+    assert not view.data.flags.c_contiguous
+    out, _ = m(view)
+    close(out, ref_rnn("LSTM", params64(m), x[:, ::2, ::2], np.zeros((1, 2, 4)), np.zeros((1, 2, 4)), [5, 5], 1, 1)[0],
+          np.float64)
+
+
+# ----------------------------------------------------------------------------- packing
+
+def test_pack_and_pad_round_trip_and_gradients():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((4, 3, 2))
+    xt = dlkern.tensor(x, requires_grad=True)
+    p = pack_padded_sequence(xt, dlkern.tensor([2, 4, 1]), enforce_sorted=False)
+    assert p.batch_sizes.dtype == np.int64 and p.batch_sizes.tolist() == [3, 2, 1, 1]
+    assert p.sorted_indices.tolist() == [1, 0, 2] and p.unsorted_indices.tolist() == [1, 0, 2]
+    want = np.concatenate([x[0, [1, 0, 2]], x[1, [1, 0]], x[2, [1]], x[3, [1]]])
+    np.testing.assert_array_equal(p.data.detach().numpy(), want)
+    padded, lens = pad_packed_sequence(p, padding_value=-7.0, total_length=6)
+    assert lens.tolist() == [2, 4, 1] and tuple(padded.shape) == (6, 3, 2)
+    mask = np.arange(6)[:, None] < np.array([2, 4, 1])[None, :]
+    np.testing.assert_array_equal(padded.detach().numpy()[mask], np.pad(x, ((0, 2), (0, 0), (0, 0)))[mask])
+    assert np.all(padded.detach().numpy()[~mask] == -7.0)
+    w = rng.standard_normal((6, 3, 2))
+    (padded * dlkern.tensor(w)).sum().backward()
+    np.testing.assert_array_equal(xt.grad.numpy(), np.where(mask[:4, :, None], w[:4], 0.0))
+    # batch_first on both sides, already sorted
+    pb = pack_padded_sequence(dlkern.tensor(x.transpose(1, 0, 2)), [4, 2, 2], batch_first=True)
+    assert pb.sorted_indices is None and pb.batch_sizes.tolist() == [3, 3, 1, 1]
+    back, lens = pad_packed_sequence(pb, batch_first=True)
+    assert tuple(back.shape) == (3, 4, 2) and lens.tolist() == [4, 2, 2]
+    np.testing.assert_array_equal(back.numpy()[0], x[:, 0])
+    np.testing.assert_array_equal(back.numpy()[1, :2], x[:2, 1])
+    assert np.all(back.numpy()[1, 2:] == 0)
+
+
+def test_packing_matches_pytorch():
+    torch = _torch()
+    x = np.random.default_rng(15).standard_normal((5, 4, 3))
+    for lengths, sort in (([5, 3, 3, 1], True), ([1, 5, 2, 5], False)):
+        for bf in (False, True):
+            xin = np.ascontiguousarray(x.transpose(1, 0, 2)) if bf else x
+            p = pack_padded_sequence(dlkern.tensor(xin), lengths, batch_first=bf, enforce_sorted=sort)
+            tp = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(xin), torch.tensor(lengths), batch_first=bf,
+                                                         enforce_sorted=sort)
+            np.testing.assert_array_equal(p.data.numpy(), tp.data.numpy())
+            assert p.batch_sizes.tolist() == tp.batch_sizes.tolist()
+            for a, b in ((p.sorted_indices, tp.sorted_indices), (p.unsorted_indices, tp.unsorted_indices)):
+                assert (a is None) == (b is None) and (a is None or a.tolist() == b.tolist())
+            out, lens = pad_packed_sequence(p, batch_first=bf, padding_value=2.5, total_length=7)
+            tout, tlens = torch.nn.utils.rnn.pad_packed_sequence(tp, batch_first=bf, padding_value=2.5,
+                                                                 total_length=7)
+            np.testing.assert_array_equal(out.numpy(), tout.numpy())
+            assert lens.tolist() == tlens.tolist()
+
+
+def test_packing_errors():
+    x = dlkern.tensor(np.zeros((3, 2, 1)))
+    with pytest.raises(RuntimeError, match="greater than 0"):
+        pack_padded_sequence(x, [3, 0])
+    with pytest.raises(RuntimeError, match="sorted in decreasing order"):
+        pack_padded_sequence(x, [2, 3])
+    with pytest.raises(RuntimeError, match="len\\(lengths\\)"):
+        pack_padded_sequence(x, [3, 2, 1])
+    with pytest.raises(RuntimeError, match="exceeds"):
+        pack_padded_sequence(x, [4, 2])
+    with pytest.raises(RuntimeError, match="1-D"):
+        pack_padded_sequence(x, [[3, 2]])
+    p = pack_padded_sequence(x, [3, 2])
+    with pytest.raises(ValueError, match="total_length"):
+        pad_packed_sequence(p, total_length=2)
+    import dlkern.nn.utils.rnn as rnn_module  # importable as a submodule, as torch.nn.utils.rnn
+    assert rnn_module.PackedSequence is PackedSequence and nn.utils.rnn is rnn_module
+
+
+# ----------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("make_bad,exc,match", [
+    (lambda: nn.LSTM(3, 0), ValueError, "hidden_size must be greater than zero"),
+    (lambda: nn.GRU(3, 4, num_layers=0), ValueError, "num_layers must be greater than zero"),
+    (lambda: nn.LSTM(3, 4, dropout=1.5), ValueError, "dropout should be a number in range"),
+    (lambda: nn.LSTM(3, 4, proj_size=4), ValueError, "proj_size has to be smaller than hidden_size"),
+    (lambda: nn.LSTM(3, 4, proj_size=-1), ValueError, "proj_size should be a positive integer"),
+    (lambda: nn.RNN(3, 4, nonlinearity="gelu"), ValueError, "Unknown nonlinearity"),
+    (lambda: nn.RNNCell(3, 4, nonlinearity="gelu"), ValueError, "Unknown nonlinearity"),
+    (lambda: nn.GRU(3.0, 4), TypeError, "input_size should be of type int"),
+])
+def test_constructor_errors(make_bad, exc, match):
+    with pytest.raises(exc, match=match):
+        make_bad()
+
+
+def test_call_errors():
+    lstm, gru = nn.LSTM(3, 4, num_layers=2), nn.GRU(3, 4)
+    x = dlkern.randn(5, 2, 3)
+    cases = [
+        (lambda: gru(dlkern.randn(5, 2, 4)), RuntimeError, "input.size\\(-1\\) must be equal to input_size"),
+        (lambda: gru(dlkern.randn(1, 5, 2, 3)), ValueError, "Expected input to be 2D or 3D, got 4D"),
+        (lambda: gru(dlkern.randn(0, 2, 3)), RuntimeError, "sequence length to be larger than 0"),
+        (lambda: gru(x, dlkern.zeros(2, 2, 4)), RuntimeError, "Expected hidden size \\(1, 2, 4\\), got \\[2, 2, 4\\]"),
+        (lambda: gru(dlkern.randn(5, 3), dlkern.zeros(1, 1, 4)), RuntimeError, "hx should also be 2-D"),
+        (lambda: gru(x, dlkern.zeros(1, 4)), RuntimeError, "hx should also be 3-D"),
+        (lambda: lstm(x, dlkern.zeros(2, 2, 4)), TypeError, "hx must be a tuple"),
+        (lambda: lstm(x, (dlkern.zeros(2, 2, 4), dlkern.zeros(2, 3, 4))), RuntimeError,
+         "Expected hidden\\[1\\] size \\(2, 2, 4\\), got \\[2, 3, 4\\]"),
+        (lambda: gru(x.double()), TypeError, "dtype"),
+        (lambda: nn.GRUCell(3, 4)(dlkern.randn(2, 5)), RuntimeError, "inconsistent input_size: got 5 expected 3"),
+        (lambda: nn.GRUCell(3, 4)(dlkern.randn(2, 3), dlkern.zeros(3, 4)), RuntimeError,
+         "Input batch size 2 doesn't match hidden0 batch size 3"),
+        (lambda: nn.LSTMCell(3, 4)(dlkern.randn(2, 3), (dlkern.zeros(2, 4), dlkern.zeros(2, 5))), RuntimeError,
+         "Expected hidden1 size"),
+        (lambda: nn.RNNCell(3, 4)(dlkern.randn(2, 2, 3)), ValueError, "Expected input to be 1D or 2D"),
+    ]
+    for fn, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            fn()
+
+
+# ----------------------------------------------------------------------------- CUDA twin, summary
+
+@pytest.mark.parametrize("mode,kw", [("LSTM", {"num_layers": 2, "bidirectional": True, "proj_size": 2}),
+                                     ("GRU", {"batch_first": True}), ("RNN_RELU", {})])
+def test_runs_on_the_cuda_twin_like_the_cpu(mode, kw):
+    dev = CUDADevice(0, module=host_cuda)
+    m = make(mode, 3, 4, **kw)
+    rng = np.random.default_rng(16)
+    x = rng.uniform(-1, 1, (3, 5, 3) if m.batch_first else (5, 3, 3))
+    lengths = [5, 2, 4]
+    results = []
+    for device in ("cpu", dev):
+        m.zero_grad()
+        m.to(device)
+        xt = dlkern.tensor(x).to(device).requires_grad_(True)
+        packed = pack_padded_sequence(xt, lengths, batch_first=m.batch_first, enforce_sorted=False)
+        out, hn = m(packed)
+        padded = pad_packed_sequence(out, batch_first=m.batch_first)[0]
+        h = split_state(hn)[0]
+        (padded.sum() + (h * h).sum()).backward()
+        results.append([padded.detach().cpu().numpy(), h.detach().cpu().numpy(), xt.grad.cpu().numpy()]
+                       + [p.grad.cpu().numpy() for p in m.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
+    cell = nn.LSTMCell(3, 4).to(dev)
+    h, c = cell(dlkern.randn(2, 3).to(dev))
+    assert h.device == dev and tuple(c.shape) == (2, 4)
+
+
+def test_count_macs_and_summary():
+    m = nn.LSTM(3, 8, num_layers=2, bidirectional=True, proj_size=2)
+    x = dlkern.randn(5, 4, 3)
+    out = m(x)
+    rows = 20
+    want = 2 * rows * (32 * (3 + 2) + 8 * 2) + 2 * rows * (32 * (4 + 2) + 8 * 2)
+    assert m.count_macs((x,), {}, out) == want
+    packed = pack_padded_sequence(x, [5, 3, 2, 1])
+    assert m.count_macs((packed,), {}, m(packed)) == want * 11 // 20
+    cell = nn.GRUCell(3, 8)
+    assert cell.count_macs((dlkern.randn(4, 3),), {}, None) == 4 * 24 * (3 + 8)
+    assert dlkern.utils.summary(m, input_data=[x]).total_macs == want

@@ -300,7 +300,7 @@ class RNNCellBase(Module):
         else:
             states = tuple(hx) if lstm else (hx,)
             for i, s in enumerate(states):
-                if s.ndim != input.ndim:
+                if s.ndim != (1 if unbatched else 2):
                     raise RuntimeError(f"{name}: expected hidden{i if lstm else ''} to be "
                                        f"{1 if unbatched else 2}-D like the input, got {s.ndim}-D")
                 if unbatched:
