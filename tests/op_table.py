@@ -272,6 +272,17 @@ def _make_x(rng, dtype, shape):
     return {"x": u(rng, shape, dtype, -4, 4)}, {}
 
 
+# --- issue 14: fused recurrent cells ---
+def _make_lstm_cell(rng, dtype, b, h):
+    return {"gates": u(rng, (b, 4 * h), dtype, -3, 3), "c_prev": u(rng, (b, h), dtype)}, {}
+
+
+def _make_gru_cell(rng, dtype, b, h):
+    return {"gi": u(rng, (b, 3 * h), dtype, -2, 2), "gh": u(rng, (b, 3 * h), dtype, -2, 2),
+            "h_prev": u(rng, (b, h), dtype)}, {}
+# --- end issue 14 ---
+
+
 _ATTN = dict(b=1, hq=1, hkv=1)
 
 ROWS = [
@@ -416,4 +427,16 @@ ROWS = [
     Row("erf", _cases(("0", dict(shape=(0,))), ("1", dict(shape=(1,))), ("odd", dict(shape=(3, 5, 7))),
                       ("prime", dict(shape=(1009,))), ("noncontig", dict(shape=(7, 9)))),
         _make_x, lambda ns, a, s: ns.erf(a["x"]), lambda a, s: 1, torch=lambda F, t, a, s: t.erf(a["x"])),
+    # --- issue 14: fused recurrent cells (h differentiated; the backward's dc input is zero) ---
+    Row("lstm_cell", _cases(("0", dict(b=0, h=4)), ("1", dict(b=1, h=1)), ("odd", dict(b=3, h=5)),
+                            ("prime", dict(b=7, h=13)), ("grad", dict(b=2, h=3))),
+        _make_lstm_cell, lambda ns, a, s: ns.lstm_cell_forward(a["gates"], a["c_prev"]), lambda a, s: 1,
+        bwd=lambda ns, cot, out, a, s: ns.lstm_cell_backward(cot, cot * 0, out[2], a["c_prev"], out[1]),
+        diff=("gates", "c_prev"), tol=4.0),
+    Row("gru_cell", _cases(("0", dict(b=0, h=4)), ("1", dict(b=1, h=1)), ("odd", dict(b=3, h=5)),
+                           ("prime", dict(b=7, h=13)), ("grad", dict(b=2, h=3))),
+        _make_gru_cell, lambda ns, a, s: ns.gru_cell_forward(a["gi"], a["gh"], a["h_prev"]), lambda a, s: 1,
+        bwd=lambda ns, cot, out, a, s: ns.gru_cell_backward(cot, out[1], a["h_prev"]),
+        diff=("gi", "gh", "h_prev"), tol=4.0),
+    # --- end issue 14 ---
 ]

@@ -311,3 +311,41 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_rstd, training, nee
     dw = None if weight is None else np.sum(g * xhat, axis=red)
     return dx, dw, np.sum(g, axis=red) if need_bias else None
 
+
+
+# --- issue 14: fused recurrent cells (gate orders as PyTorch: LSTM i, f, g, o; GRU r, z, n) ---
+KERNELS += ("lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward")
+
+
+def lstm_cell_forward(gates, c_prev):
+    i, f, g, o = np.split(f64(gates), 4, axis=1)
+    act = np.concatenate([sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)], axis=1)
+    si, sf, tg, so = np.split(act, 4, axis=1)
+    c = sf * f64(c_prev) + si * tg
+    return so * np.tanh(c), c, act
+
+
+def lstm_cell_backward(dh, dc, act, c_prev, c):
+    si, sf, tg, so = np.split(f64(act), 4, axis=1)
+    dh, tc = f64(dh), np.tanh(f64(c))
+    dct = f64(dc) + dh * so * (1 - tc * tc)
+    dgates = np.concatenate([dct * tg * si * (1 - si), dct * f64(c_prev) * sf * (1 - sf), dct * si * (1 - tg * tg),
+                             dh * tc * so * (1 - so)], axis=1)
+    return dgates, dct * sf
+
+
+def gru_cell_forward(gi, gh, h_prev):
+    (ri, zi, ni), (rh, zh, nh) = np.split(f64(gi), 3, axis=1), np.split(f64(gh), 3, axis=1)
+    r, z = sigmoid(ri + rh), sigmoid(zi + zh)
+    n = np.tanh(ni + r * nh)
+    return (1 - z) * n + z * f64(h_prev), np.concatenate([r, z, n, nh], axis=1)
+
+
+def gru_cell_backward(dh, saved, h_prev):
+    r, z, n, nh = np.split(f64(saved), 4, axis=1)
+    dh = f64(dh)
+    dn = dh * (1 - z) * (1 - n * n)
+    dr = dn * nh * r * (1 - r)
+    dz = dh * (f64(h_prev) - n) * z * (1 - z)
+    return np.concatenate([dr, dz, dn], axis=1), np.concatenate([dr, dz, dn * r], axis=1), dh * z
+# --- end issue 14 ---

@@ -60,10 +60,13 @@ def _transposed(dev, w):
 
 
 def _input_projection(dev, x, w_ih, bias):
-    gates = dev.gemm(x, w_ih, trans_b=True)
-    if bias is not None:
-        gates += bias
-    return gates
+    """x W_ih^T + bias for every step at once; the GEMM accumulates into the broadcast bias
+    (a write instead of a second pass over the result)."""
+    if bias is None:
+        return dev.gemm(x, w_ih, trans_b=True)
+    gates = dev.empty((x.shape[0], w_ih.shape[0]), dtype=x.dtype)
+    gates[...] = bias
+    return dev.gemm(x, w_ih, c=gates, beta=1.0, trans_b=True)
 
 
 def _weight_grads(dev, need, x, w_ih, dgates, hprev, bias_slots=2, dgates_hh=None):
@@ -214,11 +217,14 @@ class GRULayer(Function):
             saved_all = dev.empty((n, 4 * H), dtype=out.dtype)
             hprev = dev.empty(out.shape, dtype=out.dtype)
         w_hh_t = _transposed(dev, w_hh)
+        # every step's h W_hh^T + b_hh lands in its rows of one array prefilled with b_hh
+        # (the GEMM accumulates into it: no per-step allocation or bias add)
+        gh_all = dev.zeros((n, 3 * H), dtype=out.dtype)
+        if b_hh is not None:
+            gh_all[...] = b_hh
         for s, e in step_rows(batch_sizes, reverse):
             hp = h[:e - s]
-            gh = dev.gemm(hp, w_hh_t)
-            if b_hh is not None:
-                gh += b_hh
+            gh = dev.gemm(hp, w_hh_t, c=gh_all[s:e], beta=1.0)
             hn, sv = dev.gru_cell_forward(gi[s:e], gh, hp)
             if train:
                 hprev[s:e] = hp
