@@ -95,6 +95,10 @@ class RNNBase(Module):
         return (get("weight_ih"), get("weight_hh"), get("bias_ih") if self.bias else None,
                 get("bias_hh") if self.bias else None, get("weight_hr") if self.proj_size else None)
 
+    def flatten_parameters(self):
+        """Nothing to do (PyTorch packs cuDNN's weight buffer here); kept so code that calls
+        it runs unchanged."""
+
     @property
     def all_weights(self):
         directions = 2 if self.bidirectional else 1
