@@ -8,7 +8,7 @@ import pytest
 import dlkern
 from dlkern import nn
 from dlkern.device import CUDADevice
-from dlkern.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from dlkern.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence, pad_sequence
 
 import host_cuda
 from test_rnn import CONFIGS, IDS, _torch, close, hn_arg, make, params64, ref_rnn, split_state, states
@@ -93,6 +93,37 @@ def test_packing_matches_pytorch():
                                                                  total_length=7)
             np.testing.assert_array_equal(out.numpy(), tout.numpy())
             assert lens.tolist() == tlens.tolist()
+
+
+def test_pad_sequence_and_pack_sequence():
+    rng = np.random.default_rng(17)
+    arrays = [rng.standard_normal((n, 2)) for n in (3, 5, 1)]
+    ts = [dlkern.tensor(a, requires_grad=True) for a in arrays]
+    for bf in (False, True):
+        out = pad_sequence(ts, batch_first=bf, padding_value=-1.0)
+        want = np.full((5, 3, 2), -1.0)
+        for b, a in enumerate(arrays):
+            want[:len(a), b] = a
+        np.testing.assert_array_equal(out.detach().numpy(), want.transpose(1, 0, 2) if bf else want)
+    w = rng.standard_normal((3, 5, 2))
+    (out * dlkern.tensor(w)).sum().backward()
+    for b, (a, t) in enumerate(zip(arrays, ts)):
+        np.testing.assert_array_equal(t.grad.numpy(), w[b, :len(a)])
+    p = pack_sequence(ts, enforce_sorted=False)
+    assert p.batch_sizes.tolist() == [3, 2, 2, 1, 1] and p.sorted_indices.tolist() == [1, 0, 2]
+    back, lens = pad_packed_sequence(p)
+    assert lens.tolist() == [3, 5, 1]
+    np.testing.assert_array_equal(back.detach().numpy(), np.where(want == -1.0, 0.0, want))
+    with pytest.raises(RuntimeError, match="sorted in decreasing order"):
+        pack_sequence(ts)
+    with pytest.raises(RuntimeError, match="empty list"):
+        pad_sequence([])
+    torch = _torch()
+    tt = [torch.tensor(a) for a in arrays]
+    np.testing.assert_array_equal(pad_sequence(ts, True, 2.0).detach().numpy(),
+                                  torch.nn.utils.rnn.pad_sequence(tt, True, 2.0).numpy())
+    tp = torch.nn.utils.rnn.pack_sequence(tt, enforce_sorted=False)
+    np.testing.assert_array_equal(p.data.detach().numpy(), tp.data.numpy())
 
 
 def test_packing_errors():

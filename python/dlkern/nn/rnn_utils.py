@@ -1,5 +1,6 @@
 """Variable-length batches for the recurrent modules (torch.nn.utils.rnn names; reached
-as dlkern.nn.utils.rnn): PackedSequence, pack_padded_sequence, pad_packed_sequence.
+as dlkern.nn.utils.rnn): PackedSequence, pack_padded_sequence, pad_packed_sequence,
+pad_sequence, pack_sequence.
 
 A PackedSequence keeps the steps time-major, step t holding the batch_sizes[t]
 sequences still running, longest first: the layout the recurrent Functions iterate
@@ -10,6 +11,7 @@ from collections import namedtuple
 import numpy as np
 
 from .. import functions as _F
+from ..creation import cat
 from ..tensor import Tensor
 
 
@@ -135,3 +137,33 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
     out = _F.PackRows.apply(data, index, inverse, padding_value)
     shape = (B, T) if batch_first else (T, B)
     return out.reshape(shape + tuple(data.shape[1:])), Tensor(lens[unsorted])
+
+
+def pad_sequence(sequences, batch_first=False, padding_value=0.0):
+    """Stack tensors of shapes (L_i, *) into (max L, B, *) ((B, max L, *) with
+    batch_first), padding the short ones with padding_value."""
+    seqs = list(sequences)
+    if not seqs:
+        raise RuntimeError("pad_sequence: received an empty list of sequences")
+    lengths = np.array([s.shape[0] if s.ndim else -1 for s in seqs], dtype=np.int64)
+    if lengths.min() < 0:
+        raise RuntimeError("pad_sequence: every sequence must have at least one dimension")
+    T, B = int(lengths.max()), len(seqs)
+    flat = cat(seqs, 0)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    n = int(lengths.sum())
+    t = np.arange(T)[:, None]
+    index = np.where(t < lengths[None, :], starts[None, :] + t, n)  # (T, B): a row of flat, or padding
+    if batch_first:
+        index = index.T
+    index = np.ascontiguousarray(index).reshape(-1)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[index[index < n]] = np.nonzero(index < n)[0]
+    out = _F.PackRows.apply(flat, index, inverse, padding_value)
+    return out.reshape(((B, T) if batch_first else (T, B)) + tuple(flat.shape[1:]))
+
+
+def pack_sequence(sequences, enforce_sorted=True):
+    """pack_padded_sequence(pad_sequence(sequences), their lengths)."""
+    seqs = list(sequences)
+    return pack_padded_sequence(pad_sequence(seqs), [s.shape[0] for s in seqs], enforce_sorted=enforce_sorted)
