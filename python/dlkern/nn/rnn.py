@@ -146,6 +146,9 @@ class RNNBase(Module):
                 raise TypeError(f"{name}: hx must be a tuple (h_0, c_0)")
             want = 2 if unbatched else 3
             for s in states:
+                if s.dtype != x.dtype:
+                    raise RuntimeError(f"{name}: input and hidden tensors are not the same dtype, found input "
+                                       f"tensor with {x.dtype} and hidden tensor with {s.dtype}")
                 if s.ndim != want:
                     raise RuntimeError(f"{name}: for {'unbatched 2-D' if unbatched else 'batched 3-D'} input, hx "
                                        f"should also be {want}-D but got {s.ndim}-D tensor")
@@ -304,6 +307,9 @@ class RNNCellBase(Module):
         else:
             states = tuple(hx) if lstm else (hx,)
             for i, s in enumerate(states):
+                if s.dtype != input.dtype:
+                    raise RuntimeError(f"{name}: input and hidden tensors are not the same dtype, found input "
+                                       f"tensor with {input.dtype} and hidden tensor with {s.dtype}")
                 if s.ndim != (1 if unbatched else 2):
                     raise RuntimeError(f"{name}: expected hidden{i if lstm else ''} to be "
                                        f"{1 if unbatched else 2}-D like the input, got {s.ndim}-D")
