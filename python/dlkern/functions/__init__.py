@@ -27,6 +27,9 @@ from .lerp import Lerp
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d
 from .resample import AxisPlan, MaxByIndex, Resample
 # --- end ---
+# --- issue 14: recurrent layers ---
+from .rnn import GRULayer, LSTMLayer, PackRows, RNNLayer
+# --- end issue 14 ---
 
 __all__ = [
     "Elu", "Gelu", "LeakyRelu", "Relu", "Selu", "Sigmoid", "Silu", "Softplus", "Tanh",
@@ -49,3 +52,4 @@ __all__ = [
     "ConvTranspose1d", "ConvTranspose2d", "AxisPlan", "MaxByIndex", "Resample",
     # --- end ---
 ]
+__all__ += ["GRULayer", "LSTMLayer", "PackRows", "RNNLayer"]  # (issue 14)

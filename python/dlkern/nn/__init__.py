@@ -18,6 +18,9 @@ from .layers_resample import (ConvTranspose1d, ConvTranspose2d, Upsample, Upsamp
                               UpsamplingBilinear2d, MaxPool1d, AvgPool1d, AdaptiveMaxPool2d, PixelShuffle,
                               PixelUnshuffle, Unflatten)
 # --- end issue 13: layers ---
+# --- issue 14: recurrent layers ---
+from .rnn import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell
+# --- end issue 14 ---
 from . import functional, init, utils
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
@@ -33,3 +36,4 @@ __all__ += ["ConvTranspose1d", "ConvTranspose2d", "Upsample", "UpsamplingNearest
             "MaxPool1d", "AvgPool1d", "AdaptiveMaxPool2d", "PixelShuffle", "PixelUnshuffle", "Unflatten"]
 # --- end issue 13: layers ---
 __all__ += ["MaxUnpool2d"]  # (issue 13: edge semantics)
+__all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]  # (issue 14)
