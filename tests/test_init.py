@@ -105,3 +105,27 @@ def test_layer_default_init_as_pytorch():
     assert (nn.RMSNorm(8).weight.data == 1).all()
     bn = nn.BatchNorm2d(4)
     assert (bn.running_mean.data == 0).all() and (bn.running_var.data == 1).all()
+
+
+@pytest.mark.parametrize("fn", [init.xavier_uniform_, init.xavier_normal_, init.kaiming_uniform_,
+                                init.kaiming_normal_])
+def test_fan_initialisers_leave_zero_element_tensors_alone(fn):
+    """As PyTorch: a warning and no change, not a division by a zero fan."""
+    t = dlkern.zeros(3, 0)
+    with pytest.warns(UserWarning, match="zero-element tensors is a no-op"):
+        assert fn(t) is t
+    assert t.shape == (3, 0)
+
+
+def test_zero_input_linear_layer():
+    """nn.Linear(0, n) as PyTorch: weight (n, 0), bias bound 1/sqrt(0) taken as 0 (zeros),
+    and the output is the bias for every row."""
+    with pytest.warns(UserWarning, match="no-op"):
+        layer = nn.Linear(0, 3)
+    assert layer.weight.shape == (3, 0)
+    np.testing.assert_array_equal(layer.bias.data, np.zeros(3, np.float32))
+    out = layer(dlkern.zeros(2, 0))
+    np.testing.assert_array_equal(out.data, np.zeros((2, 3), np.float32))
+    out.sum().backward()
+    assert layer.weight.grad.shape == (3, 0)
+    np.testing.assert_array_equal(layer.bias.grad.data, [2, 2, 2])

@@ -548,6 +548,7 @@ def test_call_errors():
     cases = [
         (lambda: gru(dlkern.randn(5, 2, 4)), RuntimeError, "input.size\\(-1\\) must be equal to input_size"),
         (lambda: gru(dlkern.randn(1, 5, 2, 3)), ValueError, "Expected input to be 2D or 3D, got 4D"),
+        (lambda: lstm(np.zeros((5, 2, 3), np.float32)), TypeError, "LSTM: input must be a Tensor or a PackedSequence"),
         (lambda: gru(dlkern.randn(0, 2, 3)), RuntimeError, "sequence length to be larger than 0"),
         (lambda: gru(x, dlkern.zeros(2, 2, 4)), RuntimeError, "Expected hidden size \\(1, 2, 4\\), got \\[2, 2, 4\\]"),
         (lambda: gru(dlkern.randn(5, 3), dlkern.zeros(1, 1, 4)), RuntimeError, "hx should also be 2-D"),
@@ -565,6 +566,7 @@ def test_call_errors():
         (lambda: nn.LSTMCell(3, 4)(dlkern.randn(2, 3), (dlkern.zeros(2, 4), dlkern.zeros(2, 5))), RuntimeError,
          "Expected hidden1 size"),
         (lambda: nn.RNNCell(3, 4)(dlkern.randn(2, 2, 3)), ValueError, "Expected input to be 1D or 2D"),
+        (lambda: nn.GRUCell(3, 4)(np.zeros((2, 3), np.float32)), TypeError, "GRUCell: input must be a Tensor"),
     ]
     for fn, exc, match in cases:
         with pytest.raises(exc, match=match):

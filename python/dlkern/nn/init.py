@@ -1,6 +1,8 @@
 """Parameter initialisers (in place, no graph), with PyTorch's names and formulas."""
 
+import functools
 import math
+import warnings
 
 import numpy as np
 
@@ -60,12 +62,28 @@ def ones_(tensor):
     return _fill(tensor, 1)
 
 
+def _no_op_if_empty(init_fn):
+    """A fan-based initialiser that leaves a zero-element tensor as it is (with PyTorch's
+    warning) instead of dividing by a zero fan: nn.Linear(0, n) is a valid layer."""
+
+    @functools.wraps(init_fn)
+    def wrapper(tensor, *args, **kwargs):
+        if tensor.data.size == 0:
+            warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
+            return tensor
+        return init_fn(tensor, *args, **kwargs)
+
+    return wrapper
+
+
+@_no_op_if_empty
 def xavier_uniform_(tensor, gain=1.0, generator=None):
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound, generator)
 
 
+@_no_op_if_empty
 def xavier_normal_(tensor, gain=1.0, generator=None):
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
@@ -79,11 +97,13 @@ def _kaiming_std(tensor, a, mode, nonlinearity):
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 
+@_no_op_if_empty
 def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
     return uniform_(tensor, -bound, bound, generator)
 
 
+@_no_op_if_empty
 def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity), generator)
 

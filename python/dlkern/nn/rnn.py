@@ -8,6 +8,7 @@ import warnings
 from .. import functions as _F
 from ..creation import cat, stack
 from ..dtypes import as_dtype as _as_dtype
+from ..tensor import Tensor
 from . import functional as F
 from . import init
 from .layers import _empty
@@ -118,6 +119,8 @@ class RNNBase(Module):
             x, unbatched = input.data, False
             batch = batch_sizes[0] if batch_sizes else 0
         else:
+            if not isinstance(input, Tensor):
+                raise TypeError(f"{name}: input must be a Tensor or a PackedSequence, got {type(input).__name__}")
             if input.ndim not in (2, 3):
                 raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.ndim}D instead")
             unbatched = input.ndim == 2
@@ -290,6 +293,8 @@ class RNNCellBase(Module):
     def _step(self, input, hx):
         name = type(self).__name__
         lstm = self.mode == "LSTM"
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
         if input.ndim not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.ndim}D instead")
         unbatched = input.ndim == 1
