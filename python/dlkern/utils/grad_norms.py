@@ -14,7 +14,7 @@ import numpy as np
 from ..optim.clip import _norms, _vector_norm
 from ..optim.optimizer import grad_array
 
-__all__ = ["grad_norms", "total_grad_norm", "largest_grad_norm"]
+__all__ = ["grad_norms", "total_grad_norm", "largest_grad_norm", "format_grad_norms"]
 
 
 def grad_norms(model, norm_type=2.0) -> dict:
@@ -49,3 +49,9 @@ def largest_grad_norm(norms: dict):
         return None, 0.0
     name = max(norms, key=lambda k: float("inf") if np.isnan(norms[k]) else norms[k])
     return name, norms[name]
+
+
+def format_grad_norms(norms: dict, norm_type=2.0) -> str:
+    """One log fragment for a grad_norms dict: 'grad norm TOTAL (max NAME VALUE)'."""
+    name, value = largest_grad_norm(norms)
+    return f"grad norm {total_grad_norm(norms, norm_type):.3e} (max {name} {value:.3e})"
