@@ -12,9 +12,8 @@ from .. import nn
 from ..autograd import no_grad
 from ..device import array_namespace
 from ..dtypes import as_dtype as _as_dtype
-from ..generator import RNG as _RNG
 from ..tensor import Tensor
-from .gpt import _sample
+from .gpt import _generate_args, _sample
 
 __all__ = ["RNNLM"]
 
@@ -86,18 +85,7 @@ class RNNLM(nn.Module):
         device = self.wte.weight.device
         prompts = self._tokens(idx.cpu() if isinstance(idx, Tensor) else idx)
         b, t0 = prompts.shape
-        if max_new_tokens < 0:
-            raise ValueError(f"RNNLM.generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-        if t0 < 1:
-            raise ValueError("RNNLM.generate: the prompt must hold at least one token")
-        if temperature < 0:
-            raise ValueError(f"RNNLM.generate: temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"RNNLM.generate: top_k must be >= 1, got {top_k}")
-        if rng is None:
-            rng = _RNG.generator
-        elif not isinstance(rng, np.random.Generator):
-            rng = np.random.default_rng(rng)
+        rng = _generate_args("RNNLM", t0, max_new_tokens, temperature, top_k, rng)
         out = np.zeros((b, t0 + max_new_tokens), np.int64)
         out[:, :t0] = prompts
         if max_new_tokens == 0:
