@@ -44,7 +44,7 @@ def add_gpt_arguments(p) -> None:
     g.add_argument("--n-layer", type=int, default=None, help="layers (default: gpt 4, lstm/gru 2)")
     g.add_argument("--n-head", type=int, default=4, help="attention heads (gpt)")
     g.add_argument("--n-kv-head", type=int, default=None, help="KV heads for GQA/MQA (gpt; default: --n-head)")
-    g.add_argument("--d-model", type=int, default=128, help="embedding width (default 128)")
+    g.add_argument("--d-model", type=int, default=128, help="embedding width (gpt: the model width; default 128)")
     g.add_argument("--hidden-size", type=int, default=None, help="recurrent state width (lstm/gru; default 256)")
     g.add_argument("--pos-encoding", choices=("learned", "rope"), default="learned", help="(gpt)")
     g.add_argument("--dropout", type=float, default=0.0)
