@@ -194,24 +194,13 @@ class GPT(nn.Module):
         device = self.wte.weight.device
         prompts = self._tokens(idx.cpu() if isinstance(idx, Tensor) else idx)
         b, t0 = prompts.shape
-        if max_new_tokens < 0:
-            raise ValueError(f"GPT.generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-        if t0 < 1:
-            raise ValueError("GPT.generate: the prompt must hold at least one token")
-        if temperature < 0:
-            raise ValueError(f"GPT.generate: temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"GPT.generate: top_k must be >= 1, got {top_k}")
+        rng = _generate_args("GPT", t0, max_new_tokens, temperature, top_k, rng)
         total = t0 + max_new_tokens
         if self.wpe is not None and total > self.block_size:
             raise ValueError(f"GPT.generate: prompt length {t0} + max_new_tokens {max_new_tokens} = {total} exceeds "
                              f"block_size={self.block_size} ({self.pos_encoding} positions); shorten the prompt")
         if t0 > self.block_size:
             raise ValueError(f"GPT.generate: prompt length {t0} exceeds block_size={self.block_size}")
-        if rng is None:
-            rng = _RNG.generator
-        elif not isinstance(rng, np.random.Generator):
-            rng = np.random.default_rng(rng)
         start = None
         lengths = np.full(b, t0)
         tokens = prompts
@@ -242,6 +231,22 @@ class GPT(nn.Module):
                 if step + 1 < max_new_tokens:
                     logits = self._forward(nxt[:, None].astype(np.int64), caches)
         return out
+
+
+def _generate_args(model, t0, max_new_tokens, temperature, top_k, rng):
+    """Check the arguments every model's generate takes (ValueError naming
+    `model`.generate) and return the numpy Generator that rng names (None: dlkern's)."""
+    if max_new_tokens < 0:
+        raise ValueError(f"{model}.generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+    if t0 < 1:
+        raise ValueError(f"{model}.generate: the prompt must hold at least one token")
+    if temperature < 0:
+        raise ValueError(f"{model}.generate: temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"{model}.generate: top_k must be >= 1, got {top_k}")
+    if rng is None:
+        return _RNG.generator
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
 def _sample(logits, temperature, top_k, rng):

@@ -9,8 +9,8 @@ import dlkern
 
 from .. import data
 from ..models import LeNet5, MLP
-from .config import (DATASETS, DEFAULTS, MODELS, OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler,
-                     positive_int)
+from .config import (DATASETS, DEFAULTS, LM_MODELS, MODELS, OPTIMIZERS, SCHEDULERS, make_optimizer,
+                     make_scheduler, positive_int)
 from .lm import add_gpt_arguments, run_train_gpt
 from .loop import evaluate, fit
 
@@ -23,8 +23,8 @@ def add_train_command(commands) -> None:
         "train", help="train a model on a real data set (default: an MLP on the 8x8 digits)",
         description="Train MLP or LeNet-5 on the scikit-learn digits or Fashion-MNIST, with progress, "
                     "per-epoch accuracy, checkpoints and resume; prints a summary at the end. "
-                    "--model gpt trains a character-level GPT on a text instead (see the "
-                    "language-model options) and saves a checkpoint for 'generate'.")
+                    "--model gpt|lstm|gru trains a character-level GPT, LSTM or GRU language model on a "
+                    "text instead (see the language-model options) and saves a checkpoint for 'generate'.")
     p.add_argument("--model", choices=MODELS, default="mlp")
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--data-dir", default=None,
@@ -44,6 +44,9 @@ def add_train_command(commands) -> None:
     p.add_argument("--checkpoint", default=None, help="save a checkpoint here after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--log-grad-norm", action="store_true",
+                   help="print the total gradient norm and the largest per-parameter one at each log "
+                        "(every epoch; language models: every --eval-interval steps)")
     add_gpt_arguments(p)
     p.set_defaults(handler=run_train)
 
@@ -61,7 +64,7 @@ def _model(name, side):
 
 
 def run_train(args) -> int:
-    if args.model == "gpt":
+    if args.model in LM_MODELS:
         return run_train_gpt(args)
     defaults = DEFAULTS[args.model]
     for key, value in defaults.items():
@@ -99,7 +102,8 @@ def run_train(args) -> int:
     started = time.perf_counter()
     history = fit(model, opt, train_loader, args.epochs, test_loader=test_loader, scheduler=scheduler,
                   scheduler_per_batch=per_batch, checkpoint=args.checkpoint, resume=args.resume,
-                  progress=False if args.no_progress else None, device=device)
+                  progress=False if args.no_progress else None, device=device,
+                  log_grad_norm=args.log_grad_norm)
     wall = time.perf_counter() - started
     if not history.epochs:
         # Resumed from a checkpoint that has done every requested epoch: say so, and report

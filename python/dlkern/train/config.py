@@ -1,5 +1,5 @@
 """What the training commands share: the choices and defaults of ``train`` (MLP/LeNet on
-images, train.cli) and ``train --model gpt`` / ``generate`` (train.lm), and the optimizer
+images, train.cli) and ``train --model gpt|lstm|gru`` / ``generate`` (train.lm), and the optimizer
 and learning-rate schedule a command line names, built in one place for both."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import argparse
 from .. import optim
 from ..optim import lr_scheduler as sched
 
-MODELS = ("mlp", "lenet", "gpt")
+MODELS = ("mlp", "lenet", "gpt", "lstm", "gru")
+LM_MODELS = ("gpt", "lstm", "gru")  # the character-level language models (train.lm)
 DATASETS = ("digits", "fashion-mnist")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "radam")
 SCHEDULERS = ("none", "step", "cosine", "onecycle", "exponential", "warmup-cosine")
@@ -28,6 +29,9 @@ DEFAULT_GPT_CHECKPOINT = "dlkern-gpt.npz"
 # cores; the issue's benchmark model is --n-layer 6 --d-model 192 --n-head 6.
 GPT_DEFAULTS = {"steps": 1500, "optimizer": "adamw", "lr": 2e-3, "batch_size": 16, "weight_decay": 0.01,
                 "scheduler": "warmup-cosine"}
+# Per language model: the layer count (--n-layer) and the recurrent width (--hidden-size).
+LM_ARCH_DEFAULTS = {"gpt": {"n_layer": 4}, "lstm": {"n_layer": 2, "hidden_size": 256},
+                    "gru": {"n_layer": 2, "hidden_size": 256}}
 
 _OPTIMIZER_CLASSES = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop,
                       "adagrad": optim.Adagrad, "radam": optim.RAdam}

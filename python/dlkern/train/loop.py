@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import nn, no_grad
 from ..generator import default_generator
+from ..utils.grad_norms import format_grad_norms, grad_norms
 from .checkpoint import load_checkpoint, mismatch_error, save_checkpoint
 
 # What applying a checkpoint of the wrong structure raises (another model's weights,
@@ -85,7 +86,8 @@ def _set_rng_state(loader, state):
 
 def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None, test_loader=None,
         scheduler=None, scheduler_per_batch: bool = False, checkpoint=None, resume: bool = False,
-        progress: Optional[bool] = None, log: Callable[[str], None] = print, device=None) -> History:
+        progress: Optional[bool] = None, log: Callable[[str], None] = print, device=None,
+        log_grad_norm: bool = False) -> History:
     """Train `model` for `epochs` epochs and return a History.
 
     Each epoch: train on every batch of `train_loader` (zero_grad, forward, loss,
@@ -98,6 +100,8 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     A checkpoint that does not fit the model, optimizer or scheduler raises
     CheckpointError; one that has already done `epochs` epochs trains nothing (the
     History is empty and its start_epoch says how many the checkpoint holds).
+    `log_grad_norm`: each epoch's log also gives the gradient norms of its last batch
+    (total and largest parameter, before the optimizer step).
     """
     loss_fn = loss_fn or nn.functional.cross_entropy
     history = History()
@@ -128,6 +132,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         loss_sum, correct, seen = 0.0, 0, 0
         batches = _progress(train_loader, len(train_loader), f"epoch {epoch + 1}/{epochs}", progress)
         epoch_started = time.perf_counter()
+        norms = None
         for xb, yb in batches:
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
@@ -135,6 +140,8 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
             out = model(xb)
             loss = loss_fn(out, yb)
             loss.backward()
+            if log_grad_norm:
+                norms = grad_norms(model)
             optimizer.step()
             if scheduler is not None and scheduler_per_batch:
                 scheduler.step()
@@ -152,7 +159,8 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         test_acc = evaluate(model, test_loader, device) if test_loader is not None else float("nan")
         history.test_accuracy.append(test_acc)
         log(f"epoch {epoch + 1:3d}/{epochs}  train loss {history.train_loss[-1]:.4f}  "
-            f"train acc {history.train_accuracy[-1]:.4f}  test acc {test_acc:.4f}")
+            f"train acc {history.train_accuracy[-1]:.4f}  test acc {test_acc:.4f}"
+            + (f"  {format_grad_norms(norms)}" if norms is not None else ""))
         if checkpoint is not None:
             save_checkpoint(checkpoint, {
                 "epoch": epoch + 1,
