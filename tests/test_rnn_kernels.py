@@ -55,6 +55,18 @@ def test_gate_activations_accuracy(isa, threads, dtype):
         err = _rel_err(got, want, floor)
         worst = int(np.argmax(err))
         assert err[worst] <= REL_TOL[dtype], f"{name} at x={x[worst]!r}: got {got[worst]!r}, want {want[worst]!r}"
+    # Down through the subnormal range the sigmoid keeps its value (as PyTorch) instead of
+    # flushing to 0: within the relative bound, or two units of the smallest subnormal
+    # where that is looser; it reaches 0 only where the true value rounds to 0.
+    tiny = np.finfo(dtype).smallest_subnormal
+    deep = -np.linspace(80 if dtype == np.float32 else 700, 104 if dtype == np.float32 else 745, 2001)
+    _, _, act = ops.lstm_cell_forward(np.tile(deep.astype(dtype), 4).reshape(1, -1), np.zeros((1, deep.size), dtype))
+    want = sigmoid64(deep.astype(dtype).astype(np.float64))
+    got = act[0, :deep.size].astype(np.float64)
+    bound = np.maximum(REL_TOL[dtype] * want, 2 * float(tiny))
+    worst = int(np.argmax(np.abs(got - want) / bound))
+    assert abs(got[worst] - want[worst]) <= bound[worst], f"sigmoid({deep[worst]!r}): got {got[worst]!r}, want {want[worst]!r}"
+    assert (got[want > 2 * float(tiny)] > 0).all()
     # tanh of the cell state: with gates f = +inf, i = -inf (so c = c_prev exactly) and
     # o = +inf, h = tanh(c_prev).
     inf = np.full((1, h), np.inf, dtype)
@@ -88,6 +100,12 @@ def test_special_values_propagate(isa, dtype):
     h, saved = ops.gru_cell_forward(gi, gh, np.array([[1.0, 2.0]], dtype))
     assert np.isnan(h[0, 0]) and np.isnan(saved[0, 0])
     assert saved[0, 3] == 1 and saved[0, 5] == -1 and h[0, 1] == 2   # z = 1 keeps h_prev
+    # z = sigmoid(-95) is subnormal in float32 and sigmoid(-720) in float64, not 0, so
+    # (1 - z) * n + z * h_prev with h_prev = -inf is -inf (PyTorch's value), not 0 * inf = NaN.
+    deep = -95.0 if dtype == np.float32 else -720.0
+    h, _ = ops.gru_cell_forward(np.array([[0.0, deep, 0.0]], dtype), np.zeros((1, 3), dtype),
+                                np.array([[-inf]], dtype))
+    assert h[0, 0] == -inf
 
 
 def _lstm_inputs(rng, b, h, dtype):

@@ -127,6 +127,14 @@ def test_unary_math_matches_numpy():
     np.testing.assert_allclose(dlkern.exp(x).data, np.exp(x_np))
     big = dlkern.tensor([-1000.0, 1000.0], dtype=dlkern.float64)
     np.testing.assert_allclose(big.sigmoid().data, [0.0, 1.0])
+    # A large negative input keeps its small sigmoid, down through the subnormals, in
+    # float32 and float64 (as PyTorch), rather than rounding to 0: exp(x) / (1 + exp(x)).
+    for dtype, xs in ((np.float32, [-20.0, -90.0, -100.0]), (np.float64, [-40.0, -720.0, -740.0])):
+        got = dlkern.tensor(np.array(xs, dtype)).sigmoid().numpy()
+        want = np.exp(np.array(xs)) / (1 + np.exp(np.array(xs)))
+        tiny = float(np.finfo(dtype).smallest_subnormal)
+        assert got.dtype == dtype and (got > 0).all()
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=2 * tiny)
     np.testing.assert_allclose(big.softplus().data, [0.0, 1000.0])
 
 

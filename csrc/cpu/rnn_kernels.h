@@ -3,9 +3,9 @@
 // each batch row: the gate blocks of a row are read at offsets 0, H, 2H, 3H, so one
 // vector of hidden units needs one load from each block and no transposes.
 //
-// Accuracy: sigmoid(x) = 1 / (1 + exp(-x)) (exp saturates to inf / 0, giving exactly 0 /
-// 1; a NaN stays NaN). tanh: float64 from the C library per lane (accuracy over speed,
-// as float64's exp); float32 as (1 - t) / (1 + t), t = exp(-2|x|), with the sign put back,
+// Accuracy: sigmoid(x) from exp(-|x|) (below: exactly 1 for large x, subnormal then 0 for
+// large negative x; a NaN stays NaN). tanh: float64 from the C library per lane (accuracy
+// over speed, as float64's exp); float32 as (1 - t) / (1 + t), t = exp(-2|x|), with the sign put back,
 // where |x| >= 0.5 (there 1 - t >= 0.63, so t's rounding costs under 1e-7 relative), and
 // its odd Taylor series to x^15 below (truncation error < 1e-8 relative at |x| = 0.5),
 // where the quotient would cancel.
@@ -18,7 +18,15 @@ struct RnnMath {
 
   DLKERN_INLINE static V one() { return S::bcast(T(1)); }
 
-  DLKERN_INLINE static V sigmoid(V x) { return S::div(one(), S::add(one(), S::exp(S::sub(S::zero(), x)))); }
+  // e = exp(-|x|) never overflows; 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, so a
+  // large negative x gives its (subnormal) value rather than 1 / inf = 0: then
+  // sigmoid(x) * inf stays inf, as in PyTorch, instead of 0 * inf = NaN.
+  DLKERN_INLINE static V sigmoid(V x) {
+    const V e = S::exp(S::sub(S::zero(), S::abs(x)));
+    const V pos = S::div(one(), S::add(one(), e));
+    // A NaN compares false, so it takes `pos`, which is NaN.
+    return S::select_lt(x, S::zero(), S::mul(e, pos), pos);
+  }
 
   DLKERN_INLINE static V tanh(V x) {
     if constexpr (sizeof(T) == 4) {

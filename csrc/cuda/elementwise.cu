@@ -66,8 +66,13 @@ __device__ __forceinline__ T apply(UnaryOp f, T x) {
     case UnaryOp::sqrt: return sqrt(x);
     case UnaryOp::abs: return fabs(x);
     case UnaryOp::tanh: return tanh(x);
-    // 0.5 * tanh(x / 2) + 0.5, as the CPU path: no overflow for large |x|.
-    case UnaryOp::sigmoid: return T(0.5) * tanh(T(0.5) * x) + T(0.5);
+    // From e = exp(-|x|), as the CPU path: no overflow, and a large negative x keeps its
+    // small (down to subnormal) value instead of rounding to 0 as 0.5 tanh(x / 2) + 0.5 does.
+    case UnaryOp::sigmoid: {
+      const T e = exp(-fabs(x));
+      const T pos = T(1) / (T(1) + e);
+      return x < T(0) ? e * pos : pos;
+    }
     // NaN stays NaN (x > 0 is false for NaN, so test the other way).
     case UnaryOp::relu: return x < T(0) ? T(0) : x;
     case UnaryOp::sin: return sin(x);

@@ -75,8 +75,9 @@ def erf(x):
 
 
 def sigmoid(x):
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-f64(x)))
+    x = f64(x)
+    e = np.exp(-np.abs(x))  # the two branches of the logistic function: no overflow
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def relu(x):

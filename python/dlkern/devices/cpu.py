@@ -14,11 +14,11 @@ def _contiguous(x):
 
 
 def _sigmoid(x):
-    # 0.5 * tanh(x / 2) + 0.5: one transcendental, no overflow for large |x|.
-    y = np.tanh(x * 0.5)
-    y *= 0.5
-    y += 0.5
-    return y
+    # From e = exp(-|x|), which never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below,
+    # so a large negative x keeps its small (down to subnormal) value, as PyTorch; the
+    # shorter 0.5 * tanh(x / 2) + 0.5 rounds everything under float32's 2^-25 to 0.
+    e = np.exp(-np.abs(x))
+    return np.asarray(np.where(x < 0, e, 1) / (1 + e))
 
 
 class CPUDevice:
