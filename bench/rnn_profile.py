@@ -228,8 +228,9 @@ def gemm_sweep(torch, repeats):
             "NumPy plain": lambda: np.matmul(a, bt, out=c),
             "NumPy B^T": lambda: np.matmul(a, w.T, out=c),
         }
-        if n % 2 == 0 and m * k * n // 2 <= 1 << 22 and m < 512:
-            # two half-width calls fall under run_small's size bound: B read in place, no packing
+        if n % 2 == 0 and m * k * n // 2 <= 1 << 22 and k <= 512:
+            # two half-width calls fall under run_small's bounds (m n k <= 2^22, k <= 512): B read
+            # in place, no packing
             h2 = n // 2
             calls["dlkern plain, 2 half-N calls (unpacked B)"] = lambda: (
                 ops.gemm(a, bt[:, :h2], c=c[:, :h2], beta=1.0), ops.gemm(a, bt[:, h2:], c=c[:, h2:], beta=1.0))
