@@ -19,7 +19,7 @@ import argparse
 
 import dlkern
 from dlkern import ops, reference
-from dlkern.bench.harness import Bench, Case, f64, max_relative, pick, rng_for, shapes_arg
+from dlkern.bench.harness import Bench, Case, f64, matmul_probe, max_relative, pick, rng_for, shapes_arg
 
 
 def _sig(x, lib):
@@ -280,7 +280,7 @@ BENCH = Bench(
     "rnn", "nn.RNN/LSTM/GRU forward and forward+backward against PyTorch with the same weights, and the fused "
     "LSTM/GRU cell pointwise steps against NumPy and PyTorch compositions",
     "dlkern recurrent-layer benchmark", ("cell", "op", "shape"), cases,
-    extra_arguments=extra_arguments,
+    extra_arguments=extra_arguments, probe=matmul_probe, repeats=5,
     method=["- **modules**: float32 nn.RNN (tanh) / nn.LSTM / nn.GRU, time-major input (T, B, in) from a standard "
             "normal, zero initial state, PyTorch's parameter names and init distribution (uniform +-1/sqrt(H)) drawn "
             "once and loaded into both libraries. **forward**: inference under `no_grad` (outputs y, h_n, c_n). "
@@ -289,7 +289,9 @@ BENCH = Bench(
             "(dlkern.reference's cells through time, backpropagation through time), each output relative to its "
             "largest value. **GFLOP/s** counts the GEMM FLOPs of the forward, per layer 2 T B G (in + H) with "
             "G = 1, 4, 3 H for RNN, LSTM, GRU, times 3 for forward+backward; the FMA peak is 117 GFLOP/s per core "
-            "(MACHINE.md). Targets (issue 14): forward >= 1.2x PyTorch, forward+backward >= 1.5x.",
+            "(MACHINE.md). Targets (issue 14): forward >= 1.2x PyTorch, forward+backward >= 1.5x. PyTorch's CPU "
+            "LSTM runs oneDNN's fused RNN primitive (`aten::mkldnn_rnn_layer` and its backward, one call per "
+            "layer); its GRU and RNN run `addmm` and pointwise ops per step.",
             "- **cell kernels**: float32, gate pre-activations uniform in [-3, 3], fresh outputs. NumPy and PyTorch: "
             "the formulas of csrc/cpu/rnn.h as a chain of elementwise ops (sigmoid as 1 / (1 + exp(-x)) in NumPy, "
             "`Tensor.sigmoid` in PyTorch). GB/s counts every input read and output written once "
