@@ -104,8 +104,9 @@ QUICK_RUNS = {
     "conv": ([], ["LeNet conv1", "forward+backward", "GFLOP/s"]),
     "pool": (["--peers", "numpy"], ["| max 3x3 s2 p1 | fwd+bwd | 1 |", "dlkern/NumPy"]),
     "attention": ([], ["| sdpa", "## Decode step"]),
-    "rnn": (["--shapes", "3x17", "--peers", "numpy"], ["| lstm | forward | 3x17 | 1 |", "| gru | backward |",
-                                                      "dlkern/NumPy"]),
+    "rnn": (["--shapes", "3x17", "--modules", "3x5x6x7x2", "--peers", "numpy"],
+            ["| lstm | forward | 3x17 | 1 |", "| gru | backward |", "dlkern/NumPy", "## Modules",
+             "| LSTM | forward+backward | B3 T5 in6 H7 L2 | 1 |", "| GRU | forward | B3 T5 in6 H7 L2 | 1 |"]),
 }
 
 
@@ -350,3 +351,27 @@ def test_rnn_validation_catches_a_wrong_gate_gradient():
         return np.concatenate([dgates[:, :h], dgates[:, h:2 * h] / c_prev, dgates[:, 2 * h:]], axis=1), dc_prev
 
     assert_caught(case, lambda i: dlkern.ops.lstm_cell_backward(*(i[f"a{k}"] for k in range(5))), wrong)
+
+
+def test_rnn_module_validation_catches_swapped_gate_gradients():
+    """The module rows validate every parameter's gradient: input and forget gate rows of
+    one weight gradient swapped (a gate-order slip) are refused."""
+    case = cases("rnn").module_case("LSTM", "forward+backward", 3, 5, 6, 7, 2)
+    run = case.libs["dlkern"]
+    index = 2 + cases("rnn")._param_names(2).index("weight_ih_l1")
+
+    def wrong(inputs):
+        got = [harness.as_numpy(g).copy() for g in run(inputs, None)()]
+        got[index] = np.concatenate([got[index][7:14], got[index][:7], got[index][14:]])
+        return tuple(got)
+
+    assert_caught(case, lambda i: run(i, None)(), wrong, "dweight_ih_l1 is WRONG")
+
+
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_rnn_module_rows_validate_pytorch_with_the_same_weights(mode):
+    torch = pytest.importorskip("torch")
+    args = argparse.Namespace(peers=["torch"], repeats=1, min_sample_ms=1.0, settle_ms=0.0)
+    for op in ("forward", "forward+backward"):
+        result = harness.bench_case(cases("rnn").module_case(mode, op, 3, 4, 5, 6, 2), 1, args, torch)
+        assert set(result.timings) == {"dlkern", "torch"}
