@@ -260,3 +260,24 @@ def test_train_cli_fgsm_and_errors(capsys):
     assert "--eps must be" in capsys.readouterr().err
     assert main(["train", "--epochs", "1", "--eps", "0.1", "--clean-weight", "2"]) == 2
     assert "--clean-weight" in capsys.readouterr().err
+
+
+def test_attacks_on_the_cuda_host_twin():
+    import host_cuda
+    from dlkern.devices import CUDADevice
+
+    dev = CUDADevice(0, module=host_cuda)
+    model = _trained_mlp()
+    x, y = _batch()
+    ref = [adversarial.fgsm(model, dlkern.tensor(x), dlkern.tensor(y), 0.1).numpy(),
+           adversarial.pgd(model, dlkern.tensor(x), dlkern.tensor(y), 0.3, 0.1, 3, random_start=False,
+                           norm="l2").numpy()]
+    model.to(dev)
+    xd, yd = dlkern.tensor(x, device=dev), dlkern.tensor(y, device=dev)
+    got = [adversarial.fgsm(model, xd, yd, 0.1),
+           adversarial.pgd(model, xd, yd, 0.3, 0.1, 3, random_start=False, norm="l2")]
+    for r, g in zip(ref, got):
+        assert g.device == dev
+        np.testing.assert_allclose(g.cpu().numpy(), r, rtol=0, atol=1e-14)
+    start = adversarial.pgd(model, xd, yd, 0.1, 0.1, 0).cpu().numpy()
+    assert np.abs(start - x).max() <= 0.1 and start.min() >= 0

@@ -241,3 +241,30 @@ def test_train_gpt_checkpoint_activations_cli(tmp_path, capsys):
     assert losses[0] == losses[1] and losses[0]      # the same training run, printed to 4 digits
     assert main(["train", "--model", "lstm", "--checkpoint-activations", "--text", str(text), "--steps", "1"]) == 2
     assert "--checkpoint-activations is for --model gpt" in capsys.readouterr().err
+
+
+def test_checkpoint_on_the_cuda_host_twin():
+    import host_cuda
+    from dlkern.devices import CUDADevice
+
+    dev = CUDADevice(0, module=host_cuda)
+    model = _mlp(0.3)
+    x = _x()
+    _, g0 = _run(model, x, False)
+    model.to(dev)
+    model.zero_grad()
+    xd = dlkern.tensor(x.detach().numpy(), device=dev, requires_grad=True)
+    dlkern.manual_seed(7)
+    y = checkpoint(model, xd)
+    (y * y).sum().backward()
+    got = [p.grad.cpu().numpy() for p in model.parameters()] + [xd.grad.cpu().numpy()]
+    # the twin's dropout draws its own masks: compare with the plain run on the twin
+    model.zero_grad()
+    xd2 = dlkern.tensor(x.detach().numpy(), device=dev, requires_grad=True)
+    dlkern.manual_seed(7)
+    y2 = model(xd2)
+    (y2 * y2).sum().backward()
+    ref = [p.grad.cpu().numpy() for p in model.parameters()] + [xd2.grad.cpu().numpy()]
+    assert len(got) == len(g0)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)

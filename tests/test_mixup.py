@@ -227,3 +227,32 @@ def test_train_cli_mixup_and_cutmix(capsys):
         assert float(out.split("done: test accuracy ")[1].split()[0]) > 0.5
     assert main(["train", "--epochs", "1", "--mixup", "-1"]) == 2
     assert "--mixup must be > 0" in capsys.readouterr().err
+
+
+def test_mixup_and_soft_cross_entropy_on_the_cuda_host_twin():
+    import host_cuda
+    from dlkern.devices import CUDADevice
+
+    dev = CUDADevice(0, module=host_cuda)
+    x, y = _batch(shape=(4, 2, 6, 6))
+    for kw in (dict(mixup_alpha=1.0), dict(mixup_alpha=0.0, cutmix_alpha=1.0)):
+        a = Mixup(num_classes=5, generator=np.random.default_rng(2), **kw)(dlkern.tensor(x), dlkern.tensor(y))
+        b = Mixup(num_classes=5, generator=np.random.default_rng(2), **kw)(dlkern.tensor(x, device=dev),
+                                                                           dlkern.tensor(y, device=dev))
+        for u, v in zip(a, b):
+            assert v.device == dev
+            np.testing.assert_array_equal(v.cpu().numpy(), u.numpy())
+    rng = np.random.default_rng(8)
+    z, t, w = rng.normal(size=(4, 5, 3)), rng.dirichlet(np.ones(5), size=(4, 3)).transpose(0, 2, 1), rng.random(5)
+    t = np.ascontiguousarray(t)
+    for reduction in ("mean", "sum", "none"):
+        zd = dlkern.tensor(z, device=dev, requires_grad=True)
+        loss = F.cross_entropy(zd, dlkern.tensor(t, device=dev), weight=dlkern.tensor(w, device=dev),
+                               reduction=reduction, label_smoothing=0.1)
+        assert type(loss.grad_fn).__name__ == "SoftCrossEntropy"
+        np.testing.assert_allclose(loss.detach().cpu().numpy(), _soft_ce_ref(z, t, w, reduction, 0.1),
+                                   rtol=1e-13, atol=1e-14)
+        loss.sum().backward()
+        zc = z.copy()
+        num = numeric_grad(lambda: float(np.sum(_soft_ce_ref(zc, t, w, reduction, 0.1))), zc)
+        np.testing.assert_allclose(zd.grad.cpu().numpy(), num, rtol=1e-6, atol=1e-8)

@@ -117,7 +117,7 @@ class Mixup:
 
         if not isinstance(x, Tensor):
             raise TypeError(f"Mixup: x must be a Tensor, got {type(x).__name__}")
-        labels = target.numpy() if isinstance(target, Tensor) else np.asarray(target)
+        labels = target.detach().cpu().numpy() if isinstance(target, Tensor) else np.asarray(target)
         if labels.dtype.kind not in "iu":
             raise TypeError(f"Mixup: target must hold integer class labels, got dtype {labels.dtype}")
         if x.ndim < 1 or labels.shape != (x.shape[0],):

@@ -1,7 +1,6 @@
 """Cross-entropy with class-probability targets (mixup / CutMix / distillation) as one
-Function: the log-softmax kernel forward, and the closed-form backward
-dL/dx = softmax(x) * sum_c(w_c t_c) - w * t (scaled by the loss's cotangent) from the saved
-log-probabilities, instead of a chain of log_softmax, mul, sum and mean nodes each
+Function: the log-softmax kernel forward and its backward kernel (from the saved
+log-probabilities), instead of a chain of log_softmax, mul, sum and mean nodes each
 holding its own (N, C) array.
 
 The compiled fused cross-entropy kernel (ops.cross_entropy_forward) takes class
@@ -38,12 +37,13 @@ class SoftCrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, g):
+        # dL/dx = softmax(x) sum_c(w t) - w t: the log_softmax backward kernel of the
+        # cotangent -w t (times the loss's cotangent), one pass over the saved logp
         dev = ctx.device
         logp, wt = ctx.saved
         axis = ctx.axis
-        dx = dev.exp(logp) * dev.expand_dims(wt.sum(axis=axis), axis) - wt
         if ctx.reduction == "none":
-            g = dev.expand_dims(g, axis)
-        elif ctx.reduction == "mean":
+            return dev.log_softmax_backward(dev.contiguous(-wt * dev.expand_dims(g, axis)), logp, axis), None, None, None
+        if ctx.reduction == "mean":
             g = g / max(ctx.count, 1)  # no samples: dx is empty anyway
-        return dx * g, None, None, None
+        return dev.log_softmax_backward(dev.contiguous(-wt), logp, axis) * g, None, None, None
