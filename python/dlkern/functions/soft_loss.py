@@ -43,7 +43,9 @@ class SoftCrossEntropy(Function):
         logp, wt = ctx.saved
         axis = ctx.axis
         if ctx.reduction == "none":
-            return dev.log_softmax_backward(dev.contiguous(-wt * dev.expand_dims(g, axis)), logp, axis), None, None, None
-        if ctx.reduction == "mean":
-            g = g / max(ctx.count, 1)  # no samples: dx is empty anyway
-        return dev.log_softmax_backward(dev.contiguous(-wt), logp, axis) * g, None, None, None
+            dx = dev.log_softmax_backward(dev.contiguous(-wt * dev.expand_dims(g, axis)), logp, axis)
+        else:
+            if ctx.reduction == "mean":
+                g = g / max(ctx.count, 1)  # no samples: dx is empty anyway
+            dx = dev.log_softmax_backward(dev.contiguous(-wt), logp, axis) * g
+        return dx, None, None, None
