@@ -4,7 +4,7 @@ import numpy as np
 
 from ..device import array_namespace
 from .. import functions as _F
-from ..autograd import is_grad_enabled
+from ..autograd import is_grad_enabled as _is_grad_enabled
 from ..generator import RNG as _RNG
 from ..tensor import Tensor, tensor as _tensor
 from ..functions.activation import SELU_ALPHA, SELU_SCALE
@@ -310,7 +310,7 @@ def _cross_entropy_probs(input, target, weight, reduction, label_smoothing):
     # backward) when no gradient flows to the target; the composite below otherwise
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    if not (target.requires_grad and is_grad_enabled()) and target.dtype == input.dtype \
+    if not (target.requires_grad and _is_grad_enabled()) and target.dtype == input.dtype \
             and target.device == input.device and input.ndim >= 1:
         c = input.shape[0 if input.ndim == 1 else 1]
         t = target.data
