@@ -53,3 +53,8 @@ __all__ = [
     # --- end ---
 ]
 __all__ += ["GRULayer", "LSTMLayer", "PackRows", "RNNLayer"]  # (issue 14)
+
+# ---- robust training (issue 15): cross-entropy with probability targets as one Function
+from .soft_loss import SoftCrossEntropy  # noqa: E402
+__all__ += ["SoftCrossEntropy"]
+# ---- end robust training
