@@ -4,7 +4,7 @@ errors; torch.optim.LBFGS, when importable, is the oracle of the iterates.
 
 Against PyTorch the problems' losses and gradients come from one NumPy function given to
 both optimizers, so any difference is the optimizers'. Two levels of parity:
-- with dlkern's three vector kernels (dot, axpy, |.|_1) swapped for PyTorch's, every
+- with dlkern's four kernels (dot, axpy, |.|_1, sqrt) swapped for PyTorch's, every
   iterate is PyTorch's bit for bit over hundreds of iterations: the algorithm (every
   branch of the line search, every stopping rule, the history) is PyTorch's;
 - with dlkern's own NumPy kernels the iterates agree to rtol 1e-10 while the problem
@@ -120,6 +120,7 @@ def torch_kernels(torch, monkeypatch):
     monkeypatch.setattr(lbfgs_module, "_dot", lambda a, b: torch.dot(t(a), t(b)).item())
     monkeypatch.setattr(lbfgs_module, "_axpy", lambda alpha, x, y: torch.add(t(y), t(x), alpha=alpha).numpy())
     monkeypatch.setattr(lbfgs_module, "_abs_sum", lambda a: t(a).abs().sum().item())
+    monkeypatch.setattr(lbfgs_module, "_sqrt", lambda x: torch.tensor(x, dtype=torch.float64).sqrt().item())
 
 
 def run_both(torch, problem, steps=1, **options):

@@ -45,11 +45,12 @@ _FLAT_KEYS = ("d", "prev_flat_grad")
 _FLAT_LIST_KEYS = ("old_dirs", "old_stps")
 
 
-# The method's vector arithmetic, in three kernels. Their rounding is the only place
-# where dlkern's iterates can differ from PyTorch's: PyTorch's dot is MKL's (another
-# summation order than NumPy's), its p.add_(d, alpha=t) rounds once (a fused
-# multiply-add) and its sum is a cascade. The tests swap these for PyTorch's kernels and
-# then get PyTorch's iterates bit for bit.
+# The method's arithmetic that is not plain IEEE scalar arithmetic, in four kernels. Their
+# rounding is the only place where dlkern's iterates can differ from PyTorch's: PyTorch's
+# dot is MKL's (another summation order than NumPy's), its p.add_(d, alpha=t) rounds once
+# (a fused multiply-add), its sum is a cascade and its float64 sqrt is not always
+# correctly rounded. The tests swap these for PyTorch's kernels and then get PyTorch's
+# iterates bit for bit.
 def _dot(a, b):
     """a . b as a Python float."""
     return float(np.dot(a, b))
@@ -65,6 +66,11 @@ def _abs_sum(a):
     return float(np.abs(a).sum())
 
 
+def _sqrt(x):
+    """sqrt(x) of a float x >= 0, correctly rounded."""
+    return math.sqrt(x)
+
+
 def _cubic_minimizer(a, fa, ga, b, fb, gb, bounds=None):
     """The minimiser of the cubic through (a, fa) and (b, fb) with slopes ga and gb (N&W
     eq. 3.59, written from the larger of a and b), clipped to `bounds` (default: between
@@ -77,7 +83,7 @@ def _cubic_minimizer(a, fa, ga, b, fb, gb, bounds=None):
         disc = d1 * d1 - ga * gb
         if not disc >= 0:  # also NaN
             return float((lo + hi) / 2.0)
-        d2 = np.sqrt(disc)
+        d2 = np.float64(_sqrt(float(disc)))
         if a <= b:
             x = b - (b - a) * ((gb + d2 - d1) / (gb - ga + 2 * d2))
         else:
