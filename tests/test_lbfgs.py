@@ -183,6 +183,70 @@ def test_iterates_match_pytorch_to_float64_precision(torch, problem, options, ev
     assert_same_run(ours, theirs, rtol=1e-10, evaluations=evaluations)
 
 
+# Runs that take the line search's rarer branches: extrapolating from a short first trial
+# (lr 1e-3), zooming from a long one (lr 1e3, the insufficient-progress safeguard), and
+# running on past convergence (tiny brackets, the 1e-9 bracket tolerance, equal losses).
+# Same evaluation counts, points within 1e-10: not bit for bit, because where a step
+# length is a 0-d tensor PyTorch's cubic interpolation divides a Python float by it as a
+# multiplication by its reciprocal (two roundings), which dlkern does not copy.
+@pytest.mark.parametrize("problem,options", [
+    ("rosenbrock2", dict(max_iter=150, lr=1e-3, line_search_fn="strong_wolfe")),
+    ("rosenbrock2", dict(max_iter=150, lr=1e3, line_search_fn="strong_wolfe")),
+    ("rosenbrock2", dict(max_iter=150, line_search_fn="strong_wolfe", tolerance_grad=0, tolerance_change=0)),
+    ("rosenbrock100", dict(max_iter=150, lr=30, history_size=5, line_search_fn="strong_wolfe")),
+    ("rosenbrock100", dict(max_iter=150, lr=1e-2, history_size=5, line_search_fn="strong_wolfe")),
+    ("logistic", dict(max_iter=200, line_search_fn="strong_wolfe", tolerance_change=1e-5)),
+    ("logistic", dict(max_iter=200, lr=0.5, tolerance_change=1e-6)),
+])
+def test_line_search_branches_and_stops_match_pytorch(torch, torch_kernels, problem, options):
+    ours, theirs = run_both(torch, problem, steps=2, **options)
+    assert_same_run(ours, theirs, rtol=1e-10)
+
+
+def _line(seed):
+    """A random line function phi(t) = a sin(bt) + c t^2 + (e - ab) t (phi'(0) = e < 0),
+    its loss quantised (ties) for a third of the seeds, the direction scaled to 1e-8 (the
+    bracket tolerance) or 1e3, a first trial step from 1e-4 to 1e4 and a budget of 1-25."""
+    rng = np.random.default_rng(seed)
+    a, b, c, e = rng.uniform(0.1, 3), rng.uniform(0.5, 20), rng.uniform(0.01, 2), rng.uniform(-5, -0.1)
+    quantum = [None, 8.0, 1e3][seed % 3]
+    scale = [1.0, 1e-8, 1e3][(seed // 3) % 3]
+
+    def phi(t):
+        f = a * np.sin(b * t) + c * t * t + (e - a * b) * t
+        if quantum is not None:
+            f = np.round(f * quantum) / quantum
+        return float(f), a * b * np.cos(b * t) + 2 * c * t + (e - a * b)
+
+    return phi, scale, 10.0 ** rng.uniform(-4, 4), int(rng.integers(1, 26))
+
+
+def test_line_search_matches_pytorchs_on_random_lines(torch, torch_kernels):
+    """dlkern's strong Wolfe search against PyTorch's (its private _strong_wolfe) on 300
+    random lines: the same number of evaluations, step and loss (within 1e-8: PyTorch's
+    division by a 0-d tensor step rounds twice)."""
+    from torch.optim import lbfgs as torch_lbfgs
+
+    branches = 0
+    for seed in range(300):
+        phi, scale, t0, max_ls = _line(seed)
+        f0, g0 = phi(0.0)
+        ours = lbfgs_module._strong_wolfe(lambda t: (phi(t * scale)[0], np.array([phi(t * scale)[1]])), t0,
+                                          np.array([scale]), f0, np.array([g0]), g0 * scale, max_ls)
+
+        def obj(x, t, d):
+            f, g = phi(float(t) * scale)
+            return f, torch.tensor([g], dtype=torch.float64)
+
+        d, g = torch.tensor([scale], dtype=torch.float64), torch.tensor([g0], dtype=torch.float64)
+        theirs = torch_lbfgs._strong_wolfe(obj, None, t0, d, f0, g, torch.dot(g, d), max_ls=max_ls)
+        assert ours[3] == theirs[3], f"seed {seed}: {ours[3]} evaluations, PyTorch {theirs[3]}"
+        assert float(ours[2]) == pytest.approx(float(theirs[2]), rel=1e-8, abs=0), f"seed {seed}: step"
+        assert ours[0] == pytest.approx(theirs[0], rel=1e-8, abs=1e-300), f"seed {seed}: loss"
+        branches += ours[3] > 3
+    assert branches > 100  # most lines need the zoom or several extrapolations
+
+
 @pytest.mark.parametrize("options", [
     dict(max_iter=7),                                                   # max_iter, fixed step: no last closure
     dict(max_iter=7, line_search_fn="strong_wolfe"),
