@@ -13,11 +13,15 @@ both optimizers, so any difference is the optimizers'. Two levels of parity:
   few iterations there, exactly as they do between two PyTorch builds.
 """
 
+import argparse
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import dlkern
 from dlkern import optim
+from dlkern.bench import common, load_benchmark
 from dlkern.nn import Parameter
 from dlkern.optim import lbfgs as lbfgs_module
 
@@ -497,3 +501,32 @@ def test_empty_and_nan():
 
     optim.LBFGS([x], max_iter=3, line_search_fn="strong_wolfe").step(closure)  # ends, no exception
     assert np.isnan(x.data[0]) and len(calls) <= 4
+
+
+# ----------------------------------------------------------------------------- the benchmark
+CASES_DIR = Path(__file__).resolve().parents[1] / "bench" / "cases"
+
+
+def _bench(tmp_path, monkeypatch, *argv):
+    """`python -m dlkern bench lbfgs` at a small size; (exit status, report path)."""
+    if not (CASES_DIR / "lbfgs.py").is_file():
+        pytest.skip("no bench/cases in this checkout")
+    monkeypatch.setenv("DLKERN_BENCH_CASES", str(CASES_DIR))
+    bench = load_benchmark("lbfgs")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = tmp_path / "lbfgs.md"
+    args = parser.parse_args(["--dim", "10", "--max-iter", "40", "--repeats", "1", "--out", str(out), *argv])
+    return bench.run(args), out
+
+
+def test_bench_validates_times_and_reports(tmp_path, monkeypatch):
+    status, out = _bench(tmp_path, monkeypatch)
+    text = out.read_text()
+    assert status == 0 and "| dlkern | dlkern autograd |" in text and "## Machine" in text
+
+
+def test_bench_validation_catches_a_changed_line_search(torch, tmp_path, monkeypatch):
+    monkeypatch.setattr(lbfgs_module, "_C2", 0.5)
+    with pytest.raises(common.BenchValidationError):
+        _bench(tmp_path, monkeypatch)
