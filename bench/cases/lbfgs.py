@@ -63,51 +63,44 @@ class Problem:
                             line_search_fn=None if args.line_search == "none" else args.line_search)
 
 
+def _solve(opt, x, host, numpy_closure, points, make_grad, make_loss):
+    """Run one whole opt.step() on Rosenbrock at parameter x (host(): its NumPy array),
+    with the library's autograd closure or the NumPy one (recording its points);
+    (final loss, evaluations, iterations)."""
+    if numpy_closure:
+        def closure():
+            if points is not None:
+                points.append(host().copy())
+            f, g = rosenbrock_numpy(host())
+            x.grad = make_grad(g)
+            return make_loss(f)
+    else:
+        def closure():
+            opt.zero_grad()
+            loss = rosenbrock_ops(x)
+            loss.backward()
+            return loss
+    opt.step(closure)
+    state = opt.state[x]
+    return rosenbrock_numpy(host())[0], state["func_evals"], state["n_iter"]
+
+
 def run_dlkern(problem, numpy_closure=False, points=None, x0=None):
-    """One whole step() from the start; (final loss, evaluations, iterations)."""
+    """One whole step() of dlkern's LBFGS from the start (or x0)."""
     import dlkern
     from dlkern import optim
     from dlkern.nn import Parameter
 
     x = Parameter((problem.x0 if x0 is None else x0).copy())
-    opt = optim.LBFGS([x], **problem.options)
-    if numpy_closure:
-        def closure():
-            if points is not None:
-                points.append(x.data.copy())
-            f, g = rosenbrock_numpy(x.data)
-            x.grad = dlkern.Tensor(g)
-            return dlkern.tensor(np.float64(f))
-    else:
-        def closure():
-            opt.zero_grad()
-            loss = rosenbrock_ops(x)
-            loss.backward()
-            return loss
-    opt.step(closure)
-    state = opt.state[x]
-    return rosenbrock_numpy(x.data)[0], state["func_evals"], state["n_iter"]
+    return _solve(optim.LBFGS([x], **problem.options), x, lambda: x.data, numpy_closure, points, dlkern.Tensor,
+                  lambda f: dlkern.tensor(np.float64(f)))
 
 
 def run_torch(torch, problem, numpy_closure=False, points=None, x0=None):
+    """One whole step() of PyTorch's LBFGS from the start (or x0)."""
     x = torch.tensor((problem.x0 if x0 is None else x0).copy(), requires_grad=True)
-    opt = torch.optim.LBFGS([x], **problem.options)
-    if numpy_closure:
-        def closure():
-            if points is not None:
-                points.append(x.detach().numpy().copy())
-            f, g = rosenbrock_numpy(x.detach().numpy())
-            x.grad = torch.from_numpy(g)
-            return torch.tensor(f, dtype=torch.float64)
-    else:
-        def closure():
-            opt.zero_grad()
-            loss = rosenbrock_ops(x)
-            loss.backward()
-            return loss
-    opt.step(closure)
-    state = opt.state[x]
-    return rosenbrock_numpy(x.detach().numpy())[0], state["func_evals"], state["n_iter"]
+    return _solve(torch.optim.LBFGS([x], **problem.options), x, lambda: x.detach().numpy(), numpy_closure, points,
+                  torch.from_numpy, lambda f: torch.tensor(f, dtype=torch.float64))
 
 
 class _TorchLeaf:
