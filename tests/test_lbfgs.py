@@ -530,3 +530,31 @@ def test_bench_validation_catches_a_changed_line_search(torch, tmp_path, monkeyp
     monkeypatch.setattr(lbfgs_module, "_C2", 0.5)
     with pytest.raises(common.BenchValidationError):
         _bench(tmp_path, monkeypatch)
+
+
+# ----------------------------------------------------------------------------- on a CUDA device
+def test_parameters_on_the_cuda_host_twin_follow_the_cpu_run():
+    """The optimizer's vectors live on the host; parameters on a device are read and
+    written through the device's transfers, and the run is the CPU's."""
+    import host_cuda
+    from dlkern.devices import CUDADevice
+
+    dev = CUDADevice(0, module=host_cuda)
+    runs = []
+    for device in (None, dev):
+        x = Parameter(np.array([-1.2, 1.0]))
+        if device is not None:
+            x = Parameter(dlkern.tensor(x.data, dtype=np.float64).to(device))
+        opt = optim.LBFGS([x], max_iter=25, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        assert x.device == (device or dlkern.device("cpu"))
+        runs.append((x.detach().cpu().numpy(), opt.state[x]["func_evals"]))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-12)
+    assert runs[1][1] == runs[0][1]
