@@ -16,7 +16,10 @@ concatenated, as host NumPy arrays of the parameters' dtype. LBFGS is for proble
 up to a few million parameters evaluated many times, where the per-iteration cost of
 the method is dozens of length-n dot products and axpys, so each of those is one NumPy
 call on the flat vector rather than a Tensor op per parameter. Scalars (losses, slopes,
-steps) are Python floats: float64 arithmetic, whatever the parameters' dtype.
+steps) are Python floats: float64 arithmetic, whatever the parameters' dtype (PyTorch's
+slopes are 0-d tensors of the parameters' dtype, so float32 runs differ in the last bits).
+Where PyTorch's step length is a 0-d tensor, its cubic interpolation divides a Python float
+by it as a multiplication by the reciprocal (two roundings); dlkern divides (one rounding).
 
 Every choice that decides PyTorch's iterates is PyTorch's: the constants (c1 = 1e-4,
 c2 = 0.9, at most ``max_eval`` minus the evaluations spent so far line-search trials,
@@ -178,7 +181,7 @@ def _strong_wolfe(evaluate, t, d, f, g, gtd, max_ls):
     return best.f, best.g, best.t, evals
 
 
-def _check_positive_int(name, value, minimum):
+def _check_int_at_least(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"LBFGS: invalid {name} {value!r} (must be an integer >= {minimum})")
 
@@ -208,10 +211,10 @@ class LBFGS(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        _check_positive_int("max_iter", group["max_iter"], 0)
-        _check_positive_int("max_eval", group["max_eval"], 0)
+        _check_int_at_least("max_iter", group["max_iter"], 0)
+        _check_int_at_least("max_eval", group["max_eval"], 0)
         # PyTorch fails with an IndexError mid-step for history_size=0: refuse it here.
-        _check_positive_int("history_size", group["history_size"], 1)
+        _check_int_at_least("history_size", group["history_size"], 1)
 
     def add_param_group(self, param_group):
         if self.param_groups:
