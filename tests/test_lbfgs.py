@@ -97,7 +97,9 @@ class Run:
         loss, grads = self.fun(xs)
         for p, g in zip(self.params, grads):
             p.grad = self.torch.from_numpy(g) if self.lib == "torch" else dlkern.Tensor(g)
-        return self.torch.tensor(loss, dtype=self.torch.float64) if self.lib == "torch" else dlkern.tensor(np.float64(loss))
+        if self.lib == "torch":
+            return self.torch.tensor(loss, dtype=self.torch.float64)
+        return dlkern.tensor(np.float64(loss))
 
     def step(self, times=1):
         for _ in range(times):
