@@ -1,0 +1,284 @@
+"""Higher-order autograd (create_graph=True): second derivatives of every op family with
+a double backward, checked against central finite differences of first derivatives in
+float64 (and against PyTorch where it is installed); third order through a few ops; the
+error of an op without a double backward; first-order results and .grad accumulation
+unchanged."""
+
+import numpy as np
+import pytest
+
+import dlkern
+import dlkern.nn.functional as F
+from dlkern import autograd
+
+EPS = 1e-6
+
+
+def C(m, a):
+    """A constant (no grad) of module m (dlkern or torch)."""
+    return m.tensor(a) if m is dlkern else m.as_tensor(np.asarray(a))
+
+
+# Each row: name, fn(m, F, *inputs) -> Tensor, the input shapes, the input domain
+# ("any": uniform [-1, 1) away from kinks, "pos": [0.5, 1.5)).
+_T = np.array([2, 0, 3, 3, 1])
+_IDX = np.array([2, 0, 2])
+_MASK = np.array([[True, False, True, False], [False, False, True, True], [True, True, False, False]])
+ROWS = [
+    ("add_broadcast", lambda m, F, x, y: x + y, [(3, 1), (1, 4)], "any"),
+    ("sub", lambda m, F, x, y: x - y, [(3, 4), (4,)], "any"),
+    ("mul", lambda m, F, x, y: x * y, [(3, 4), (4,)], "any"),
+    ("mul_scalar", lambda m, F, x: x * 2.5, [(3, 4)], "any"),
+    ("div", lambda m, F, x, y: x / y, [(3, 4), (3, 4)], "pos"),
+    ("rdiv", lambda m, F, x: 1.5 / x, [(5,)], "pos"),
+    ("pow_scalar", lambda m, F, x: x ** 3, [(3, 4)], "any"),
+    ("pow_tensor", lambda m, F, x, y: x ** y, [(3, 4), (3, 4)], "pos"),
+    ("rpow", lambda m, F, x: 2.0 ** x, [(4,)], "any"),
+    ("neg", lambda m, F, x: -x, [(3, 4)], "any"),
+    ("exp", lambda m, F, x: x.exp(), [(3, 4)], "any"),
+    ("log", lambda m, F, x: x.log(), [(3, 4)], "pos"),
+    ("sqrt", lambda m, F, x: x.sqrt(), [(3, 4)], "pos"),
+    ("abs", lambda m, F, x: x.abs() * x, [(3, 4)], "any"),
+    ("sin_cos", lambda m, F, x: x.sin() * x.cos(), [(3, 4)], "any"),
+    ("erf", lambda m, F, x: x.erf(), [(3, 4)], "any"),
+    ("tanh", lambda m, F, x: x.tanh(), [(3, 4)], "any"),
+    ("sigmoid", lambda m, F, x: x.sigmoid(), [(3, 4)], "any"),
+    ("relu", lambda m, F, x: F.relu(x) * x, [(3, 4)], "any"),
+    ("leaky_relu", lambda m, F, x: F.leaky_relu(x, 0.1) * x, [(3, 4)], "any"),
+    ("elu", lambda m, F, x: F.elu(x), [(3, 4)], "any"),
+    ("selu", lambda m, F, x: F.selu(x), [(3, 4)], "any"),
+    ("gelu", lambda m, F, x: F.gelu(x), [(3, 4)], "any"),
+    ("gelu_tanh", lambda m, F, x: F.gelu(x, approximate="tanh"), [(3, 4)], "any"),
+    ("silu", lambda m, F, x: F.silu(x), [(3, 4)], "any"),
+    ("softplus", lambda m, F, x: F.softplus(x, beta=2.0), [(3, 4)], "any"),
+    ("clamp", lambda m, F, x: x.clamp(-0.5, 0.5) * x, [(3, 4)], "any"),
+    ("where", lambda m, F, x, y: m.where(C(m, _MASK), x, y) * x, [(3, 4), (3, 4)], "any"),
+    ("maximum", lambda m, F, x, y: m.maximum(x, y) * y, [(3, 4), (3, 4)], "any"),
+    ("masked_fill", lambda m, F, x: x.masked_fill(C(m, _MASK), 0.25) * x, [(3, 4)], "any"),
+    ("reshape", lambda m, F, x: x.reshape(4, 3), [(3, 4)], "any"),
+    ("transpose", lambda m, F, x: x.transpose(0, 2), [(2, 3, 4)], "any"),
+    ("permute", lambda m, F, x: x.permute(2, 0, 1), [(2, 3, 4)], "any"),
+    ("expand", lambda m, F, x: x.expand(2, 3, 4), [(3, 1)], "any"),
+    ("unsqueeze_squeeze", lambda m, F, x: x.unsqueeze(1).squeeze(1), [(3, 4)], "any"),
+    ("getitem_basic", lambda m, F, x: x[1:, ::2], [(3, 4)], "any"),
+    ("getitem_repeated", lambda m, F, x: x[C(m, _IDX)], [(3, 4)], "any"),
+    ("cat", lambda m, F, x, y: m.cat([x, y], dim=1), [(3, 2), (3, 4)], "any"),
+    ("stack", lambda m, F, x, y: m.stack([x, y], dim=1), [(3, 4), (3, 4)], "any"),
+    ("clone", lambda m, F, x: x.clone(), [(3, 4)], "any"),
+    ("sum_dim", lambda m, F, x: x.sum(1, keepdim=True) * x, [(3, 4)], "any"),
+    ("sum_all", lambda m, F, x: x.sum() * x, [(3, 4)], "any"),
+    ("mean_dims", lambda m, F, x: x.mean((0, 2)), [(2, 3, 4)], "any"),
+    ("var", lambda m, F, x: x.var(1), [(3, 4)], "any"),
+    ("std", lambda m, F, x: x.std(0, keepdim=True), [(3, 4)], "any"),
+    ("amax", lambda m, F, x: x.amax(1) * x.sum(1), [(3, 4)], "any"),
+    ("max_dim", lambda m, F, x: x.max(1)[0] * x.sum(1), [(3, 4)], "any"),
+    ("logsumexp", lambda m, F, x: x.logsumexp(1), [(3, 4)], "any"),
+    ("matmul", lambda m, F, x, y: x @ y, [(3, 4), (4, 2)], "any"),
+    ("matmul_vec_mat", lambda m, F, x, y: x @ y, [(4,), (4, 2)], "any"),
+    ("matmul_mat_vec", lambda m, F, x, y: x @ y, [(3, 4), (4,)], "any"),
+    ("matmul_batched", lambda m, F, x, y: x @ y, [(2, 3, 4), (4, 2)], "any"),
+    ("bmm", lambda m, F, x, y: x.bmm(y), [(2, 3, 4), (2, 4, 2)], "any"),
+    ("linear", lambda m, F, x, w, b: F.linear(x, w, b), [(5, 4), (3, 4), (3,)], "any"),
+    ("linear_3d", lambda m, F, x, w: F.linear(x, w), [(2, 5, 4), (3, 4)], "any"),
+    ("softmax", lambda m, F, x: F.softmax(x, dim=1), [(3, 4)], "any"),
+    ("log_softmax", lambda m, F, x: F.log_softmax(x, dim=0), [(3, 4)], "any"),
+    ("cross_entropy", lambda m, F, x: F.cross_entropy(x, C(m, _T)), [(5, 4)], "any"),
+    ("cross_entropy_weight_ignore",
+     lambda m, F, x: F.cross_entropy(x, C(m, _T), weight=C(m, np.array([1.0, 2.0, 0.5, 1.5])), ignore_index=3),
+     [(5, 4)], "any"),
+    ("cross_entropy_sum_3d", lambda m, F, x: F.cross_entropy(x, C(m, _T[:4].reshape(2, 2)), reduction="sum"),
+     [(2, 4, 2)], "any"),
+    ("nll_loss", lambda m, F, x: F.nll_loss(x.log_softmax(1), C(m, _T), reduction="none"), [(5, 4)], "any"),
+    ("mse_loss", lambda m, F, x, y: F.mse_loss(x, y), [(3, 4), (3, 4)], "any"),
+    ("bce", lambda m, F, x, y: F.binary_cross_entropy(x, y), [(3, 4), (3, 4)], "prob"),
+    ("bce_with_logits", lambda m, F, x, y: F.binary_cross_entropy_with_logits(x, y), [(3, 4), (3, 4)], "any"),
+    ("layer_norm", lambda m, F, x, w, b: F.layer_norm(x, (4,), w, b), [(3, 4), (4,), (4,)], "any"),
+    ("layer_norm_2d", lambda m, F, x: F.layer_norm(x, (3, 4)), [(2, 3, 4)], "any"),
+    ("group_norm", lambda m, F, x, w, b: F.group_norm(x, 2, w, b), [(2, 4, 3), (4,), (4,)], "any"),
+    ("batch_norm_train",
+     lambda m, F, x, w, b: F.batch_norm(x, C(m, np.zeros(3)), C(m, np.ones(3)), w, b, training=True),
+     [(4, 3, 2), (3,), (3,)], "any"),
+    ("batch_norm_eval",
+     lambda m, F, x, w: F.batch_norm(x, C(m, np.full(3, 0.1)), C(m, np.full(3, 2.0)), w, None, training=False),
+     [(4, 3), (3,)], "any"),
+]
+
+
+def _inputs(shapes, domain, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for shape in shapes:
+        if domain == "pos":
+            a = rng.uniform(0.5, 1.5, shape)
+        elif domain == "prob":
+            a = rng.uniform(0.1, 0.9, shape)
+        else:  # away from the kinks at 0 (relu, abs, clamp, max) by far more than EPS
+            a = rng.uniform(0.1, 1.0, shape) * rng.choice([-1.0, 1.0], shape)
+        out.append(a)
+    return out
+
+
+def _loss(m, F, fn, xs, weights):
+    """A scalar whose second derivative goes through fn's backward twice."""
+    out = fn(m, F, *xs)
+    r1, r2 = (C(m, w) for w in weights)
+    return (out * r1).sum() + (out * out * r2).sum()
+
+
+def _weights(fn, arrays, seed):
+    rng = np.random.default_rng(seed + 1)
+    out = fn(dlkern, F, *(dlkern.tensor(a) for a in arrays))
+    return rng.standard_normal(out.shape), rng.standard_normal(out.shape)
+
+
+def _first(fn, arrays, weights):
+    """The first derivatives as float64 arrays (no create_graph)."""
+    xs = [dlkern.tensor(a, requires_grad=True) for a in arrays]
+    return [g.data for g in autograd.grad(_loss(dlkern, F, fn, xs, weights), xs)]
+
+
+def _second(fn, arrays, weights, v):
+    """d/dx <grad L(x), v> through create_graph, plus the first derivatives it saw."""
+    xs = [dlkern.tensor(a, requires_grad=True) for a in arrays]
+    gs = autograd.grad(_loss(dlkern, F, fn, xs, weights), xs, create_graph=True)
+    s = sum((g * dlkern.tensor(vi)).sum() for g, vi in zip(gs, v))
+    return [g.data for g in gs], [h.data for h in autograd.grad(s, xs, allow_unused=True, materialize_grads=True)]
+
+
+@pytest.mark.parametrize("name,fn,shapes,domain", ROWS, ids=[r[0] for r in ROWS])
+def test_second_derivative_matches_finite_differences(name, fn, shapes, domain):
+    arrays = _inputs(shapes, domain, seed=len(name))
+    weights = _weights(fn, arrays, seed=len(name))
+    rng = np.random.default_rng(7)
+    v = [rng.standard_normal(a.shape) for a in arrays]
+    first, second = _second(fn, arrays, weights, v)
+    # The recorded first derivative is the plain one.
+    for a, b in zip(first, _first(fn, arrays, weights)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # d<grad L, v>/dx_j[k] by central differences of the first-order gradient.
+    for j, a in enumerate(arrays):
+        numeric = np.zeros_like(a)
+        flat = a.reshape(-1)
+        for k in range(flat.size):
+            orig = flat[k]
+            flat[k] = orig + EPS
+            plus = sum((g * vi).sum() for g, vi in zip(_first(fn, arrays, weights), v))
+            flat[k] = orig - EPS
+            minus = sum((g * vi).sum() for g, vi in zip(_first(fn, arrays, weights), v))
+            flat[k] = orig
+            numeric.reshape(-1)[k] = (plus - minus) / (2 * EPS)
+        np.testing.assert_allclose(second[j], numeric, rtol=1e-5, atol=1e-6, err_msg=f"{name}: input {j}")
+
+
+@pytest.mark.parametrize("name,fn,shapes,domain", ROWS, ids=[r[0] for r in ROWS])
+def test_second_derivative_matches_torch(name, fn, shapes, domain):
+    torch = pytest.importorskip("torch")
+    arrays = _inputs(shapes, domain, seed=len(name))
+    weights = _weights(fn, arrays, seed=len(name))
+    v = [np.random.default_rng(3).standard_normal(a.shape) for a in arrays]
+    _, ours = _second(fn, arrays, weights, v)
+    xs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    gs = torch.autograd.grad(_loss(torch, torch.nn.functional, fn, xs, weights), xs, create_graph=True)
+    s = sum((g * torch.tensor(vi)).sum() for g, vi in zip(gs, v))
+    theirs = torch.autograd.grad(s, xs, allow_unused=True, materialize_grads=True)
+    for j, (a, b) in enumerate(zip(ours, theirs)):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-9, atol=1e-10, err_msg=f"{name}: input {j}")
+
+
+@pytest.mark.parametrize("op,third", [
+    ("cube", lambda x: np.full_like(x, 6.0)),
+    ("exp", np.exp),
+    ("tanh", lambda x: -2 * (1 - np.tanh(x) ** 2) * (1 - 3 * np.tanh(x) ** 2)),
+    ("sin", lambda x: -np.cos(x)),
+])
+def test_third_order(op, third):
+    a = np.array([-0.7, 0.2, 1.3])
+    x = dlkern.tensor(a, requires_grad=True)
+    y = {"cube": lambda t: t ** 3, "exp": lambda t: t.exp(), "tanh": lambda t: t.tanh(),
+         "sin": lambda t: t.sin()}[op](x).sum()
+    (g1,) = autograd.grad(y, x, create_graph=True)
+    (g2,) = autograd.grad(g1.sum(), x, create_graph=True)
+    (g3,) = autograd.grad(g2.sum(), x)
+    np.testing.assert_allclose(g3.data, third(a), rtol=1e-12, atol=1e-12)
+    assert g3.grad_fn is None and g2.grad_fn is not None
+
+
+def test_op_without_double_backward_raises_when_differentiated_again():
+    rng = np.random.default_rng(0)
+    x = dlkern.tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
+    w = dlkern.tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
+    (gx,) = autograd.grad((F.conv2d(x, w) ** 2).sum(), x, create_graph=True)
+    (plain,) = autograd.grad((F.conv2d(x, w) ** 2).sum(), x)
+    np.testing.assert_array_equal(gx.data, plain.data)  # the first derivative is right
+    assert gx.requires_grad
+    with pytest.raises(NotImplementedError, match="double backward of Conv2d is not implemented"):
+        autograd.grad(gx.sum(), x)
+    # Not reached when the path does not go through the refusing node.
+    y = (x * x).sum() + F.conv2d(x.detach(), w).sum()
+    (g,) = autograd.grad(y, x, create_graph=True)
+    (h,) = autograd.grad(g.sum(), x)
+    np.testing.assert_array_equal(h.data, np.full(x.shape, 2.0))
+
+
+def test_backward_create_graph_and_grad_accumulation():
+    a = np.array([1.0, -2.0, 0.5])
+    x = dlkern.tensor(a, requires_grad=True)
+    (x ** 3).sum().backward(create_graph=True)
+    assert x.grad.grad_fn is not None
+    np.testing.assert_allclose(x.grad.data, 3 * a ** 2)
+    g = x.grad
+    x.grad = None
+    g.sum().backward()  # d/dx sum(3 x^2) = 6 x, into a fresh .grad
+    np.testing.assert_allclose(x.grad.data, 6 * a)
+    # Accumulation: a second create_graph backward adds, out of place.
+    x2 = dlkern.tensor(a, requires_grad=True)
+    (x2 * x2).sum().backward(create_graph=True)
+    first = x2.grad
+    (x2 * x2).sum().backward(create_graph=True)
+    np.testing.assert_allclose(x2.grad.data, 4 * a)
+    np.testing.assert_allclose(first.data, 2 * a)  # the earlier .grad tensor is untouched
+    (h,) = autograd.grad(x2.grad.sum(), x2)
+    np.testing.assert_allclose(h.data, np.full(3, 4.0))
+    # First order without create_graph is unchanged: plain arrays, in-place accumulation.
+    x3 = dlkern.tensor(a, requires_grad=True)
+    (x3 * x3).sum().backward()
+    held = x3.grad
+    (x3 * x3).sum().backward()
+    assert x3.grad is held and x3.grad.grad_fn is None
+    np.testing.assert_allclose(x3.grad.data, 4 * a)
+
+
+def test_create_graph_hooks_and_grad_outputs():
+    x = dlkern.tensor(np.array([0.5, -1.0]), requires_grad=True)
+    y = x * x
+    seen = []
+    y.register_hook(lambda g: seen.append(g.requires_grad))
+    v = dlkern.tensor(np.array([2.0, 3.0]), requires_grad=True)
+    (g,) = autograd.grad(y, x, grad_outputs=v, create_graph=True)
+    np.testing.assert_allclose(g.data, 2 * x.data * v.data)
+    assert seen == [True]
+    gx, gv = autograd.grad(g.sum(), [x, v])  # the gradient depends on grad_outputs too
+    np.testing.assert_allclose(gx.data, 2 * v.data)
+    np.testing.assert_allclose(gv.data, 2 * x.data)
+
+
+def test_create_graph_zero_dim_and_empty():
+    s = dlkern.tensor(1.5, requires_grad=True)
+    (g,) = autograd.grad(s ** 4, s, create_graph=True)
+    (h,) = autograd.grad(g, s)
+    assert h.shape == () and h.item() == pytest.approx(12 * 1.5 ** 2)
+    e = dlkern.tensor(np.zeros((0, 3)), requires_grad=True)
+    (g,) = autograd.grad((e.tanh() * e).sum(), e, create_graph=True)
+    (h,) = autograd.grad(g.sum(), e, allow_unused=True, materialize_grads=True)
+    assert g.shape == (0, 3) and h.shape == (0, 3)
+
+
+def test_noncontiguous_input():
+    base = np.random.default_rng(1).standard_normal((4, 6))
+    x = dlkern.tensor(base[:, ::2].T, requires_grad=True)  # (3, 4), strided
+    (g,) = autograd.grad((x.tanh() @ x.transpose(0, 1)).sum(), x, create_graph=True)
+    (h,) = autograd.grad((g * g).sum(), x)
+    xc = dlkern.tensor(np.ascontiguousarray(base[:, ::2].T), requires_grad=True)
+    (gc,) = autograd.grad((xc.tanh() @ xc.transpose(0, 1)).sum(), xc, create_graph=True)
+    (hc,) = autograd.grad((gc * gc).sum(), xc)
+    np.testing.assert_allclose(h.data, hc.data, rtol=1e-13, atol=1e-13)
