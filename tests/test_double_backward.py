@@ -114,6 +114,27 @@ ROWS = [
      [(1, 4, 3, 2), (1, 2, 3, 2), (1, 2, 3, 2)], "any"),
     ("sdpa_bool_mask", lambda m, F, q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=C(m, _MASK[:, :3])),
      [(2, 3, 2), (2, 3, 2), (2, 3, 2)], "any"),
+    ("flip", lambda m, F, x: x.flip([0, 1]) * x, [(3, 4)], "any"),
+    ("roll", lambda m, F, x: x.roll(1, 1) * x, [(3, 4)], "any"),
+    ("repeat", lambda m, F, x: x.repeat(2, 1, 2), [(3, 2)], "any"),
+    ("index_select", lambda m, F, x: x.index_select(1, C(m, _IDX)) * x[:, :3], [(3, 4)], "any"),
+    ("diag_of_matrix", lambda m, F, x: m.diag(x, 1) * x[0, :3], [(3, 4)], "any"),
+    ("diag_of_vector", lambda m, F, x: m.diag(x, -1) * m.diag(x, -1), [(3,)], "any"),
+    ("cumsum", lambda m, F, x: x.cumsum(1) * x, [(3, 4)], "any"),
+    ("embedding", lambda m, F, w: F.embedding(C(m, np.array([[0, 2], [2, 1]])), w, padding_idx=1), [(3, 4)],
+     "any"),
+    ("scatter_add", lambda m, F, x, s: x.scatter_add(1, C(m, np.array([[0, 0], [3, 1], [2, 2]])), s) * x,
+     [(3, 4), (3, 2)], "any"),
+    ("conv_transpose2d", lambda m, F, x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1),
+     [(1, 2, 3, 3), (2, 3, 3, 3), (3,)], "any"),
+    ("conv_transpose1d", lambda m, F, x, w: F.conv_transpose1d(x, w, groups=2), [(2, 4, 5), (4, 1, 3)], "any"),
+    ("lerp_tensor_weight", lambda m, F, a, b, w: m.lerp(a, b, w), [(3, 4), (3, 4), (3, 4)], "any"),
+    ("lerp_scalar_weight", lambda m, F, a, b: m.lerp(a, b, 0.3) * a, [(3, 4), (4,)], "any"),
+    ("rms_norm", lambda m, F, x, w: F.rms_norm(x, (4,), w, eps=1e-6), [(3, 4), (4,)], "any"),
+    ("vector_norm_2", lambda m, F, x: m.linalg.vector_norm(x, 2, dim=1), [(3, 4)], "any"),
+    ("vector_norm_3", lambda m, F, x: m.linalg.vector_norm(x, 3, dim=(0, 1)), [(3, 4)], "any"),
+    ("vector_norm_1", lambda m, F, x: m.linalg.vector_norm(x, 1) * x, [(3, 4)], "any"),
+    ("vector_norm_inf", lambda m, F, x: m.linalg.vector_norm(x, float("inf"), dim=0) * x, [(3, 4)], "any"),
     ("batch_norm_eval",
      lambda m, F, x, w: F.batch_norm(x, C(m, np.full(3, 0.1)), C(m, np.full(3, 2.0)), w, None, training=False),
      [(4, 3), (3,)], "any"),
@@ -306,11 +327,15 @@ def test_noncontiguous_input():
 
 
 THIRD = ["conv2d", "conv1d", "max_pool2d", "avg_pool2d", "gather", "getitem_repeated", "matmul", "linear",
-         "softmax", "log_softmax", "cross_entropy", "layer_norm", "batch_norm_train", "sdpa", "gelu", "pow_tensor"]
+         "softmax", "log_softmax", "cross_entropy", "layer_norm", "batch_norm_train", "sdpa", "gelu", "pow_tensor",
+         "index_select", "diag_of_matrix", "cumsum", "embedding", "scatter_add", "conv_transpose2d", "lerp_tensor_weight",
+         "rms_norm", "vector_norm_3", "adaptive_avg_pool2d"]
 # PyTorch 2.13's third derivatives of layer_norm and batch_norm (the backward of its fused
 # double-backward formulas) disagree with finite differences of its own second
 # derivatives; ours agree (test_third_order_matches_finite_differences), so no parity row.
-TORCH_THIRD_WRONG = {"layer_norm", "batch_norm_train"}
+# Its third derivative of conv_transpose2d with output_padding raises ("output_padding is
+# not supported for non-transposed convolutions").
+TORCH_THIRD_WRONG = {"layer_norm", "batch_norm_train", "conv_transpose2d"}
 
 
 def _third(m, fn, arrays, weights, v, w):

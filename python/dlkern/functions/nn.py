@@ -160,12 +160,12 @@ class RMSNorm(Function):
     @staticmethod
     def forward(ctx, x, normalized_shape, weight, eps):
         y, rstd = ctx.device.rms_norm_forward(x, normalized_shape, weight, eps)
-        ctx.saved = (x, weight, rstd, normalized_shape)
+        ctx.saved = (x, weight, rstd, normalized_shape, eps)  # (eps: for the double backward)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, rstd, normalized_shape = ctx.saved
+        x, weight, rstd, normalized_shape, _ = ctx.saved
         dx, dw = ctx.device.rms_norm_backward(ctx.device.contiguous(g), x, normalized_shape, weight, rstd)
         return dx, None, dw, None
 
