@@ -135,6 +135,8 @@ ROWS = [
     ("vector_norm_3", lambda m, F, x: m.linalg.vector_norm(x, 3, dim=(0, 1)), [(3, 4)], "any"),
     ("vector_norm_1", lambda m, F, x: m.linalg.vector_norm(x, 1) * x, [(3, 4)], "any"),
     ("vector_norm_inf", lambda m, F, x: m.linalg.vector_norm(x, float("inf"), dim=0) * x, [(3, 4)], "any"),
+    ("max_unpool2d", lambda m, F, x: F.max_unpool2d(x, C(m, np.array([[[[5, 2], [12, 15]]]])), 2), [(1, 1, 2, 2)],
+     "any"),
     ("batch_norm_eval",
      lambda m, F, x, w: F.batch_norm(x, C(m, np.full(3, 0.1)), C(m, np.full(3, 2.0)), w, None, training=False),
      [(4, 3), (3,)], "any"),
@@ -156,16 +158,17 @@ def _inputs(shapes, domain, seed):
 
 
 def _loss(m, F, fn, xs, weights):
-    """A scalar whose second derivative goes through fn's backward twice."""
+    """A scalar whose second derivative goes through fn's backward twice (and whose
+    third does three times: the cubic term keeps it from vanishing for linear ops)."""
     out = fn(m, F, *xs)
-    r1, r2 = (C(m, w) for w in weights)
-    return (out * r1).sum() + (out * out * r2).sum()
+    r1, r2, r3 = (C(m, w) for w in weights)
+    return (out * r1).sum() + (out * out * r2).sum() + (out * out * out * r3).sum()
 
 
 def _weights(fn, arrays, seed):
     rng = np.random.default_rng(seed + 1)
     out = fn(dlkern, F, *(dlkern.tensor(a) for a in arrays))
-    return rng.standard_normal(out.shape), rng.standard_normal(out.shape)
+    return rng.standard_normal(out.shape), rng.standard_normal(out.shape), rng.standard_normal(out.shape)
 
 
 def _first(fn, arrays, weights):
@@ -326,10 +329,26 @@ def test_noncontiguous_input():
     np.testing.assert_allclose(h.data, hc.data, rtol=1e-13, atol=1e-13)
 
 
+# Ops PyTorch lacks: finite differences only.
+DLKERN_ONLY = [
+    ("rope", lambda m, F, x: F.rope(x, offset=2), [(1, 3, 4)], "any"),
+]
+
+
+@pytest.mark.parametrize("name,fn,shapes,domain", DLKERN_ONLY, ids=[r[0] for r in DLKERN_ONLY])
+def test_second_derivative_of_dlkern_only_ops(name, fn, shapes, domain):
+    test_second_derivative_matches_finite_differences(name, fn, shapes, domain)
+
+
+@pytest.mark.parametrize("name", [r[0] for r in DLKERN_ONLY])
+def test_third_order_of_dlkern_only_ops(name):
+    test_third_order_matches_finite_differences(name)
+
+
 THIRD = ["conv2d", "conv1d", "max_pool2d", "avg_pool2d", "gather", "getitem_repeated", "matmul", "linear",
          "softmax", "log_softmax", "cross_entropy", "layer_norm", "batch_norm_train", "sdpa", "gelu", "pow_tensor",
          "index_select", "diag_of_matrix", "cumsum", "embedding", "scatter_add", "conv_transpose2d", "lerp_tensor_weight",
-         "rms_norm", "vector_norm_3", "adaptive_avg_pool2d"]
+         "rms_norm", "vector_norm_3", "adaptive_avg_pool2d", "max_unpool2d"]
 # PyTorch 2.13's third derivatives of layer_norm and batch_norm (the backward of its fused
 # double-backward formulas) disagree with finite differences of its own second
 # derivatives; ours agree (test_third_order_matches_finite_differences), so no parity row.
@@ -353,7 +372,7 @@ def _third(m, fn, arrays, weights, v, w):
 
 
 def _third_setup(name):
-    _, fn, shapes, domain = next(r for r in ROWS if r[0] == name)
+    _, fn, shapes, domain = next(r for r in ROWS + DLKERN_ONLY if r[0] == name)
     arrays = _inputs(shapes, domain, seed=len(name))
     weights = _weights(fn, arrays, seed=len(name))
     rng = np.random.default_rng(11)
