@@ -16,37 +16,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from before_after import _median_time, compare  # noqa: E402
-
-
-def _train_cases():
-    import dlkern
-    from dlkern import nn, optim
-    from dlkern.models import LeNet5
-
-    rng = np.random.default_rng(0)
-    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
-
-    def train_step(model, opt, xb, yb):
-        def step():
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(dlkern.tensor(xb)), dlkern.tensor(yb))
-            loss.backward()
-            opt.step()
-            return loss
-        return step
-
-    dlkern.manual_seed(0)
-    mlp = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
-    step = train_step(mlp, optim.Adam(mlp.parameters(), lr=1e-3), f32(128, 784), rng.integers(0, 10, 128))
-    assert abs(float(step().item()) - np.log(10)) < 1.0
-    cases = {"train step MLP 784-256-256-10 b128 Adam": step}
-    lenet = LeNet5(1, 10, input_size=28)
-    step = train_step(lenet, optim.SGD(lenet.parameters(), lr=0.01, momentum=0.9), f32(64, 1, 28, 28),
-                      rng.integers(0, 10, 64))
-    assert np.isfinite(float(step().item()))
-    cases["train step LeNet-5 b64 SGD"] = step
-    return cases
+from before_after import _median_time, compare, train_cases  # noqa: E402
 
 
 def _hvp(repeats):
@@ -105,4 +75,5 @@ if __name__ == "__main__":
     else:
         import dlkern
         dlkern.set_num_threads(1)
-        print(json.dumps({name: _median_time(fn, args.repeats) for name, fn in _train_cases().items()}))
+        cases = train_cases(np.random.default_rng(0))
+        print(json.dumps({name: _median_time(fn, args.repeats) for name, fn in cases.items()}))
