@@ -45,6 +45,9 @@ class NoDoubleBackward(Function):
     right, differentiating it again is refused (its parents are the incoming gradient and
     the op's inputs, so it is reached exactly when that would be needed)."""
 
+    def __repr__(self):
+        return f"<NoDoubleBackward of {self.op}>"
+
     @staticmethod
     def backward(ctx, g):
         raise NotImplementedError(f"double backward of {ctx.op} is not implemented "

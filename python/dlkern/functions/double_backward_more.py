@@ -90,11 +90,16 @@ def _cumsum(ctx, g):
 
 @_attach(_nn.Embedding)
 def _embedding(ctx, g):
-    indices, padding_idx = ctx.saved, ctx.padding_idx
-    backward = _nn.Embedding.backward
+    # (everything captured here: ctx.saved is freed after this node when the recorded
+    # backward does not retain the graph, and `run` may be called at a later order)
+    indices, padding_idx, shape = ctx.saved, ctx.padding_idx, ctx.shape
 
     def run(dev, g):
-        return backward(ctx, g)[0]
+        dw = dev.zeros(shape, dtype=g.dtype)
+        dev.add_at(dw, indices, g)
+        if padding_idx is not None:
+            dw[padding_idx] = 0
+        return dw
 
     def transposed(dev, u):
         out = u[indices]
