@@ -27,6 +27,7 @@ def _hvp(repeats):
     from dlkern.autograd.functional import hvp
 
     torch.set_num_threads(1)
+    dlkern.set_num_threads(1)
     rng = np.random.default_rng(0)
     shapes = [(256, 784), (256,), (256, 256), (256,), (10, 256), (10,)]
     params = [(rng.standard_normal(s) / np.sqrt(s[-1])).astype(np.float32) for s in shapes]
