@@ -137,6 +137,10 @@ ROWS = [
     ("vector_norm_inf", lambda m, F, x: m.linalg.vector_norm(x, float("inf"), dim=0) * x, [(3, 4)], "any"),
     ("max_unpool2d", lambda m, F, x: F.max_unpool2d(x, C(m, np.array([[[[5, 2], [12, 15]]]])), 2), [(1, 1, 2, 2)],
      "any"),
+    ("baddbmm", lambda m, F, c, a, b: m.baddbmm(c, a, b, beta=0.5, alpha=2.0), [(3, 2), (2, 3, 4), (2, 4, 2)],
+     "any"),
+    ("einsum_contract", lambda m, F, a, b: m.einsum("bij,jk->bik", a, b), [(2, 3, 4), (4, 2)], "any"),
+    ("einsum_outer_sum", lambda m, F, a, b: m.einsum("ij,k->k", a, b) * b, [(3, 4), (2,)], "any"),
     ("batch_norm_eval",
      lambda m, F, x, w: F.batch_norm(x, C(m, np.full(3, 0.1)), C(m, np.full(3, 2.0)), w, None, training=False),
      [(4, 3), (3,)], "any"),
@@ -348,7 +352,8 @@ def test_third_order_of_dlkern_only_ops(name):
 THIRD = ["conv2d", "conv1d", "max_pool2d", "avg_pool2d", "gather", "getitem_repeated", "matmul", "linear",
          "softmax", "log_softmax", "cross_entropy", "layer_norm", "batch_norm_train", "sdpa", "gelu", "pow_tensor",
          "index_select", "diag_of_matrix", "cumsum", "embedding", "scatter_add", "conv_transpose2d", "lerp_tensor_weight",
-         "rms_norm", "vector_norm_3", "adaptive_avg_pool2d", "max_unpool2d"]
+         "rms_norm", "vector_norm_3", "adaptive_avg_pool2d", "max_unpool2d", "baddbmm", "einsum_contract",
+         "einsum_outer_sum"]
 # PyTorch 2.13's third derivatives of layer_norm and batch_norm (the backward of its fused
 # double-backward formulas) disagree with finite differences of its own second
 # derivatives; ours agree (test_third_order_matches_finite_differences), so no parity row.
@@ -460,3 +465,12 @@ class _DevModule:
 
     def __getattr__(self, name):
         return getattr(dlkern, name)
+
+
+def test_vector_norm_zero_norm_keeps_its_first_order_subgradient():
+    x = dlkern.tensor(np.zeros((2, 3)), requires_grad=True)
+    y = dlkern.tensor(np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0]]), requires_grad=True)
+    (g,) = autograd.grad(dlkern.linalg.vector_norm(x, 2, dim=1).sum(), x, create_graph=True)
+    np.testing.assert_array_equal(g.data, np.zeros((2, 3)))  # PyTorch's subgradient, not 0/0
+    (g,) = autograd.grad(dlkern.linalg.vector_norm(y, 2, dim=1).sum(), y, create_graph=True)
+    np.testing.assert_allclose(g.data, [[0.6, 0.8, 0.0], [0.0, 0.0, 0.0]])

@@ -1,6 +1,6 @@
 """Double backward of the remaining linear and composite ops: flip, roll, repeat,
 index_select, diag, cumsum, embedding, scatter_add, max_unpool2d, rope, the device copy,
-conv_transpose, lerp, rms_norm and vector_norm (see double_backward.py for the
+conv_transpose, lerp, rms_norm, vector_norm, baddbmm and einsum (see double_backward.py for the
 convention; LinearMap and the conv gradient Functions are in double_backward_conv.py)."""
 
 import math
@@ -12,6 +12,8 @@ from ..autograd.higher import arg, const
 from . import attention as _att
 from . import conv_transpose as _ct
 from . import double_backward as _db
+from . import einsum as _es
+from . import linalg as _la
 from . import indexing as _ix
 from . import lerp as _lerp
 from . import nn as _nn
@@ -221,6 +223,11 @@ def _vector_norm(ctx, g):
     p, axes, keepdim = ctx.ord, ctx.axes, ctx.keepdim
     if p == 0:
         return None, None, None, None
+    if p not in (1, math.inf, -math.inf) and (ctx.saved[1] == 0).any():
+        # A zero norm: the first-order backward's subgradient 0 has no smooth composite
+        # (which would give 0/0 = NaN): first order only there.
+        from ..autograd.higher import _fallback
+        return _fallback(ctx, g)
 
     def composite(X, *_):
         a = X.abs()
@@ -234,3 +241,50 @@ def _vector_norm(ctx, g):
 
     return _via_composite(ctx, g, composite, (ctx.parents[0], None, None, None))
 
+
+
+@_attach(_es.BaddBmm)
+def _baddbmm(ctx, g):
+    a, b = ctx.saved
+    need = ctx.needs_input_grad
+    beta, alpha = ctx.beta, ctx.alpha
+    gc = (g if beta == 1 else g * beta) if need[0] else None
+    ga = gb = None
+    if need[1]:
+        ga = _la.MatMul.apply(g, _db._mT(arg(ctx, 2, b, g)))
+        ga = ga if alpha == 1 else ga * alpha
+    if need[2]:
+        gb = _la.MatMul.apply(_db._mT(arg(ctx, 1, a, g)), g)
+        gb = gb if alpha == 1 else gb * alpha
+    return gc, ga, gb, None, None
+
+
+@_attach(_es.Einsum)
+def _einsum(ctx, g):
+    # As _operand_grad: operand i's gradient is the einsum of g with the other operands
+    # into i's letters, summed where a size 1 broadcast and expanded along letters only
+    # i has. A repeated letter (a diagonal) has no Tensor form here: first order only.
+    terms, out = ctx.spec
+    ops = ctx.saved
+    if any(len(set(t)) != len(t) for t in terms):
+        from ..autograd.higher import _fallback
+        return _fallback(ctx, g)
+    tensors = [arg(ctx, i + 1, x, g) for i, x in enumerate(ops)]
+    result = [None]
+    for i, (term, x) in enumerate(zip(terms, ops)):
+        if not ctx.needs_input_grad[i + 1]:
+            result.append(None)
+            continue
+        size = dict(zip(term, x.shape))
+        others = [t for j, t in enumerate(terms) if j != i]
+        reach = set(out).union(*others)
+        keep = [c for c in term if c in reach]
+        gx = _es.Einsum.apply(((out,) + tuple(others), "".join(keep)), g,
+                              *(t for j, t in enumerate(tensors) if j != i))
+        summed = tuple(a for a, c in enumerate(keep) if size[c] == 1 and gx.data.shape[a] != 1)
+        if summed:
+            gx = _red.Sum.apply(gx, summed, True)
+        if len(keep) != len(term):
+            gx = _sh.Reshape.apply(gx, tuple(gx.data.shape[keep.index(c)] if c in reach else 1 for c in term))
+        result.append(_sh.Expand.apply(gx, tuple(size[c] for c in term)))
+    return tuple(result)
