@@ -141,6 +141,12 @@ ROWS = [
      "any"),
     ("einsum_contract", lambda m, F, a, b: m.einsum("bij,jk->bik", a, b), [(2, 3, 4), (4, 2)], "any"),
     ("einsum_outer_sum", lambda m, F, a, b: m.einsum("ij,k->k", a, b) * b, [(3, 4), (2,)], "any"),
+    ("interpolate_bilinear", lambda m, F, x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False),
+     [(1, 2, 3, 3)], "any"),
+    ("interpolate_nearest", lambda m, F, x: F.interpolate(x, size=(5, 2), mode="nearest"), [(1, 1, 3, 4)], "any"),
+    ("adaptive_max_pool2d", lambda m, F, x: F.adaptive_max_pool2d(x, (2, 2)) * F.adaptive_max_pool2d(x, (2, 2)),
+     [(1, 2, 5, 4)], "any"),
+    ("max_pool1d", lambda m, F, x: F.max_pool1d(x, 2) * F.max_pool1d(x, 2), [(2, 3, 6)], "any"),
     ("batch_norm_eval",
      lambda m, F, x, w: F.batch_norm(x, C(m, np.full(3, 0.1)), C(m, np.full(3, 2.0)), w, None, training=False),
      [(4, 3), (3,)], "any"),
@@ -353,7 +359,7 @@ THIRD = ["conv2d", "conv1d", "max_pool2d", "avg_pool2d", "gather", "getitem_repe
          "softmax", "log_softmax", "cross_entropy", "layer_norm", "batch_norm_train", "sdpa", "gelu", "pow_tensor",
          "index_select", "diag_of_matrix", "cumsum", "embedding", "scatter_add", "conv_transpose2d", "lerp_tensor_weight",
          "rms_norm", "vector_norm_3", "adaptive_avg_pool2d", "max_unpool2d", "baddbmm", "einsum_contract",
-         "einsum_outer_sum"]
+         "einsum_outer_sum", "interpolate_bilinear", "adaptive_max_pool2d", "max_pool1d"]
 # PyTorch 2.13's third derivatives of layer_norm and batch_norm (the backward of its fused
 # double-backward formulas) disagree with finite differences of its own second
 # derivatives; ours agree (test_third_order_matches_finite_differences), so no parity row.

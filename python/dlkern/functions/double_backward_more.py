@@ -1,9 +1,11 @@
 """Double backward of the remaining linear and composite ops: flip, roll, repeat,
 index_select, diag, cumsum, embedding, scatter_add, max_unpool2d, rope, the device copy,
-conv_transpose, lerp, rms_norm, vector_norm, baddbmm and einsum (see double_backward.py for the
+conv_transpose, lerp, rms_norm, vector_norm, baddbmm, einsum, interpolation (Resample) and the
+max pools by index (max_pool1d, adaptive_max_pool2d) (see double_backward.py for the
 convention; LinearMap and the conv gradient Functions are in double_backward_conv.py)."""
 
 import math
+import types
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from . import indexing as _ix
 from . import lerp as _lerp
 from . import nn as _nn
 from . import reduce as _red
+from . import resample as _rs
 from . import scan as _scan
 from . import shape as _sh
 from . import vector_norm as _vn
@@ -288,3 +291,34 @@ def _einsum(ctx, g):
             gx = _sh.Reshape.apply(gx, tuple(gx.data.shape[keep.index(c)] if c in reach else 1 for c in term))
         result.append(_sh.Expand.apply(gx, tuple(size[c] for c in term)))
     return tuple(result)
+
+
+@_attach(_rs.Resample)
+def _resample(ctx, g):
+    # Linear (interpolation weights and indices are constants): the backward's transpose
+    # is the forward, run on a scratch ctx (it only records the plan there).
+    plan, axis = ctx.plan, ctx.axis
+
+    def run(dev, g):
+        return _rs.Resample.backward(ctx, g)[0]  # (reads ctx.plan/axis/shape, never freed)
+
+    def transposed(dev, u):
+        return _rs.Resample.forward(types.SimpleNamespace(device=dev), u, plan, axis)
+
+    return LinearMap.apply(g, run, transposed), None, None
+
+
+@_attach(_rs.MaxByIndex)
+def _max_by_index(ctx, g):
+    indices, shape = ctx.saved, ctx.shape
+    lead = shape[:-2]
+
+    def run(dev, g):
+        return dev.max_pool2d_backward(dev.contiguous(g), indices, shape)
+
+    def transposed(dev, u):
+        plane = dev.contiguous(u).reshape(lead + (-1,))
+        flat = indices.reshape(lead + (-1,))
+        return dev.take_along_axis(plane, flat, len(lead)).reshape(indices.shape)
+
+    return LinearMap.apply(g, run, transposed), None, None
