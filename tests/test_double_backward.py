@@ -147,6 +147,8 @@ ROWS = [
     ("adaptive_max_pool2d", lambda m, F, x: F.adaptive_max_pool2d(x, (2, 2)) * F.adaptive_max_pool2d(x, (2, 2)),
      [(1, 2, 5, 4)], "any"),
     ("max_pool1d", lambda m, F, x: F.max_pool1d(x, 2) * F.max_pool1d(x, 2), [(2, 3, 6)], "any"),
+    ("scatter", lambda m, F, x, s: x.scatter(1, C(m, np.array([[0, 1], [3, 2], [2, 0]])), s) ** 2,
+     [(3, 4), (3, 2)], "any"),
     ("batch_norm_eval",
      lambda m, F, x, w: F.batch_norm(x, C(m, np.full(3, 0.1)), C(m, np.full(3, 2.0)), w, None, training=False),
      [(4, 3), (3,)], "any"),
@@ -359,7 +361,7 @@ THIRD = ["conv2d", "conv1d", "max_pool2d", "avg_pool2d", "gather", "getitem_repe
          "softmax", "log_softmax", "cross_entropy", "layer_norm", "batch_norm_train", "sdpa", "gelu", "pow_tensor",
          "index_select", "diag_of_matrix", "cumsum", "embedding", "scatter_add", "conv_transpose2d", "lerp_tensor_weight",
          "rms_norm", "vector_norm_3", "adaptive_avg_pool2d", "max_unpool2d", "baddbmm", "einsum_contract",
-         "einsum_outer_sum", "interpolate_bilinear", "adaptive_max_pool2d", "max_pool1d"]
+         "einsum_outer_sum", "interpolate_bilinear", "adaptive_max_pool2d", "max_pool1d", "scatter"]
 # PyTorch 2.13's third derivatives of layer_norm and batch_norm (the backward of its fused
 # double-backward formulas) disagree with finite differences of its own second
 # derivatives; ours agree (test_third_order_matches_finite_differences), so no parity row.

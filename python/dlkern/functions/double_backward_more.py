@@ -117,8 +117,13 @@ def _embedding(ctx, g):
 
 @_attach(_ix.ScatterAdd)
 def _scatter_add(ctx, g):
-    if not ctx.needs_input_grad[3]:
-        return g, None, None, None
+    src = _src_grad(ctx, g) if ctx.needs_input_grad[3] else None
+    return g, None, None, src
+
+
+def _src_grad(ctx, g):
+    """scatter's / scatter_add's src gradient, g gathered at the written positions; its
+    transpose is the scatter-add of u there."""
     dim, index, src_shape, out_shape = ctx.dim, ctx.index, ctx.src_shape, g.data.shape
 
     def run(dev, g):
@@ -128,7 +133,7 @@ def _scatter_add(ctx, g):
         used = u[tuple(slice(0, n) for n in index.shape)]
         return _ix.add_along(dev, dev.zeros(out_shape, dtype=u.dtype), dim, index, used)
 
-    return g, None, None, LinearMap.apply(g, run, transposed)
+    return LinearMap.apply(g, run, transposed)
 
 
 @_attach(_nn.MaxUnpool2d)
@@ -322,3 +327,20 @@ def _max_by_index(ctx, g):
         return dev.take_along_axis(plane, flat, len(lead)).reshape(indices.shape)
 
     return LinearMap.apply(g, run, transposed), None, None
+
+
+@_attach(_ix.Scatter)
+def _scatter(ctx, g):
+    # Both gradients are linear in g: a's is g with the overwritten positions zeroed (a
+    # constant mask), src's reads g at the written positions (scatter_add's map).
+    dev, dim, index = ctx.device, ctx.dim, ctx.index
+    need = ctx.needs_input_grad
+    ga = gs = None
+    if need[0]:
+        keep = dev.ones(g.data.shape, dtype=g.data.dtype)
+        if index.size:
+            dev.put_along_axis(keep[_ix.lead_slices(index.shape, dim)], index, keep.dtype.type(0), dim)
+        ga = g * const(g, keep)
+    if need[3]:
+        gs = _src_grad(ctx, g)
+    return ga, None, None, gs
