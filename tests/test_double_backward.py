@@ -341,9 +341,18 @@ def test_noncontiguous_input():
     np.testing.assert_allclose(h.data, hc.data, rtol=1e-13, atol=1e-13)
 
 
-# Ops PyTorch lacks: finite differences only.
+def _mha(**kw):
+    dlkern.manual_seed(0)
+    return dlkern.nn.MultiheadAttention(8, 4, batch_first=True, **kw).double()
+
+
+_MHA_SELF, _MHA_CROSS = _mha(num_kv_heads=2, rope=True), _mha()
+
+# Ops PyTorch lacks (or lays out otherwise): finite differences only.
 DLKERN_ONLY = [
     ("rope", lambda m, F, x: F.rope(x, offset=2), [(1, 3, 4)], "any"),
+    ("mha_packed_rope_gqa_causal", lambda m, F, x: _MHA_SELF(x, x, x, is_causal=True)[0], [(2, 3, 8)], "any"),
+    ("mha_cross", lambda m, F, q, kv: _MHA_CROSS(q, kv, kv)[0], [(1, 2, 8), (1, 4, 8)], "any"),
 ]
 
 
@@ -352,7 +361,7 @@ def test_second_derivative_of_dlkern_only_ops(name, fn, shapes, domain):
     test_second_derivative_matches_finite_differences(name, fn, shapes, domain)
 
 
-@pytest.mark.parametrize("name", [r[0] for r in DLKERN_ONLY])
+@pytest.mark.parametrize("name", ["rope", "mha_cross"])
 def test_third_order_of_dlkern_only_ops(name):
     test_third_order_matches_finite_differences(name)
 

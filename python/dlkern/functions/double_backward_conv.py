@@ -220,3 +220,39 @@ def _sdpa(ctx, g):
     args = (arg(ctx, 0, q, g), arg(ctx, 1, k, g), arg(ctx, 2, v, g)) + (None,) * 5
     from .double_backward_nn import _via_composite
     return _via_composite(ctx, g, composite, args)
+
+
+@_attach(_att.MultiHeadAttention)
+def _multi_head_attention(ctx, g):
+    # Recomputed from the projections as Tensor ops: the head split, RoPE (a LinearMap
+    # at higher orders), ScaledDotProductAttention (whose own backward_graph is above)
+    # and the merge. The forward kept only the split heads, so an unpacked projection
+    # that needs no gradient cannot be rebuilt: first order only then, as with dropout.
+    qh, kh, _, _, _ = ctx.saved
+    heads, kv = qh.shape[1], kh.shape[1]
+    attn_mask, is_causal, scale, dropout_p, seed = ctx.args
+    offset, base = ctx.rope
+    parents = ctx.parents
+    if dropout_p or (not ctx.packed and any(p is None for p in parents[:3])):
+        from ..autograd.higher import _fallback
+        return _fallback(ctx, g)
+
+    def split(t, n):
+        b, tt = t.data.shape[0], t.data.shape[1]
+        return _sh.Permute.apply(_sh.Reshape.apply(t, (b, tt, n, -1)), (0, 2, 1, 3))
+
+    def composite(Q, K, V, *_):
+        if ctx.packed:
+            x = split(Q, heads + 2 * kv)
+            q, k, v = (_sh.GetItem.apply(x, (slice(None), slice(lo, hi)))
+                       for lo, hi in ((0, heads), (heads, heads + kv), (heads + kv, heads + 2 * kv)))
+        else:
+            q, k, v = split(Q, heads), split(K, kv), split(V, kv)
+        if offset is not None:
+            q, k = _att.Rope.apply(q, offset, base), _att.Rope.apply(k, offset, base)
+        out = _att.ScaledDotProductAttention.apply(q, k, v, attn_mask, is_causal, scale, dropout_p, seed)
+        b, tq = out.data.shape[0], out.data.shape[2]
+        return _sh.Reshape.apply(_sh.Permute.apply(out, (0, 2, 1, 3)), (b, tq, -1))
+
+    from .double_backward_nn import _via_composite
+    return _via_composite(ctx, g, composite, tuple(parents[:3]) + (None,) * 9)
