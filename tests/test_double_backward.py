@@ -491,3 +491,19 @@ def test_vector_norm_zero_norm_keeps_its_first_order_subgradient():
     np.testing.assert_array_equal(g.data, np.zeros((2, 3)))  # PyTorch's subgradient, not 0/0
     (g,) = autograd.grad(dlkern.linalg.vector_norm(y, 2, dim=1).sum(), y, create_graph=True)
     np.testing.assert_allclose(g.data, [[0.6, 0.8, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_create_graph_leaf_hooks_and_retain_grad():
+    a = np.array([0.5, -1.5])
+    x = dlkern.tensor(a, requires_grad=True)
+    x.register_hook(lambda g: g * 2)  # sees the total gradient (a Tensor with a graph), once
+    posted = []
+    x.register_post_accumulate_grad_hook(lambda t: posted.append(t.grad.requires_grad))
+    h = x * x
+    h.retain_grad()
+    (h * x).sum().backward(create_graph=True)  # d/dx x^3 = 3 x^2, doubled by the hook
+    np.testing.assert_allclose(x.grad.data, 6 * a ** 2)
+    assert posted == [True] and h.grad is not None and h.grad.requires_grad
+    np.testing.assert_allclose(h.grad.data, a)
+    (g2,) = autograd.grad(x.grad.sum(), x)  # d/dx 6 x^2, doubled again by the hook (as PyTorch)
+    np.testing.assert_allclose(g2.data, 24 * a)
