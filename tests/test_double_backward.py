@@ -88,6 +88,12 @@ ROWS = [
      [(5, 4)], "any"),
     ("cross_entropy_sum_3d", lambda m, F, x: F.cross_entropy(x, C(m, _T[:4].reshape(2, 2)), reduction="sum"),
      [(2, 4, 2)], "any"),
+    ("cross_entropy_label_smoothing",
+     lambda m, F, x: F.cross_entropy(x, C(m, _T), weight=C(m, np.array([1.0, 2.0, 0.5, 1.5])), ignore_index=3,
+                                     label_smoothing=0.2), [(5, 4)], "any"),
+    ("cross_entropy_label_smoothing_none_3d",
+     lambda m, F, x: F.cross_entropy(x, C(m, _T[:4].reshape(2, 2)), reduction="none", label_smoothing=0.3),
+     [(2, 4, 2)], "any"),
     ("nll_loss", lambda m, F, x: F.nll_loss(x.log_softmax(1), C(m, _T), reduction="none"), [(5, 4)], "any"),
     ("mse_loss", lambda m, F, x, y: F.mse_loss(x, y), [(3, 4), (3, 4)], "any"),
     ("bce", lambda m, F, x, y: F.binary_cross_entropy(x, y), [(3, 4), (3, 4)], "prob"),
@@ -370,7 +376,7 @@ THIRD = ["conv2d", "conv1d", "max_pool2d", "avg_pool2d", "gather", "getitem_repe
          "softmax", "log_softmax", "cross_entropy", "layer_norm", "batch_norm_train", "sdpa", "gelu", "pow_tensor",
          "index_select", "diag_of_matrix", "cumsum", "embedding", "scatter_add", "conv_transpose2d", "lerp_tensor_weight",
          "rms_norm", "vector_norm_3", "adaptive_avg_pool2d", "max_unpool2d", "baddbmm", "einsum_contract",
-         "einsum_outer_sum", "interpolate_bilinear", "adaptive_max_pool2d", "max_pool1d", "scatter"]
+         "einsum_outer_sum", "interpolate_bilinear", "adaptive_max_pool2d", "max_pool1d", "scatter", "cross_entropy_label_smoothing"]
 # PyTorch 2.13's third derivatives of layer_norm and batch_norm (the backward of its fused
 # double-backward formulas) disagree with finite differences of its own second
 # derivatives; ours agree (test_third_order_matches_finite_differences), so no parity row.

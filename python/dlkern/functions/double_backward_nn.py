@@ -69,22 +69,32 @@ def _log_softmax(ctx, g):
 def _cross_entropy(ctx, g):
     x, target, _, weight = ctx.saved
     ignore_index, reduction, label_smoothing = ctx.args
-    if label_smoothing:
-        return _db_missing(ctx, g)
+    dev = ctx.device
+    valid = target != ignore_index
+    c = x.shape[1]
 
     def composite(X):
-        # cross_entropy with class targets is nll_loss of log_softmax over dim 1, the
-        # kernel's own definition.
-        return _loss.NLLLoss.apply(_nn.LogSoftmax.apply(X, 1), target, weight, ignore_index, reduction)
+        # The kernel's definition (reference.cross_entropy_forward): (1 - ls) times
+        # nll_loss of log_softmax over dim 1, plus ls / C times the weighted sum of -logp
+        # over the classes for each non-ignored target; "mean" divides by the summed
+        # target weights.
+        logp = _nn.LogSoftmax.apply(X, 1)
+        if not label_smoothing:
+            return _loss.NLLLoss.apply(logp, target, weight, ignore_index, reduction)
+        per = _loss.NLLLoss.apply(logp, target, weight, ignore_index, "none") * (1 - label_smoothing)
+        wc = logp if weight is None else logp * const(logp, weight.reshape((1, c) + (1,) * (x.ndim - 2)))
+        smooth = _red.Sum.apply(wc, (1,), False) * const(logp, valid.astype(x.dtype) * (-label_smoothing / c))
+        per = per + smooth
+        if reduction == "none":
+            return per
+        total = _red.Sum.apply(per, None, False)
+        if reduction == "sum":
+            return total
+        safe = dev.where(valid, target, 0)
+        wt = (weight[safe] if weight is not None else dev.ones(target.shape, dtype=x.dtype)) * valid
+        return total / float(wt.sum())
 
     return _via_composite(ctx, g, composite, (ctx.parents[0],))[:1] + (None,) * 5
-
-
-def _db_missing(ctx, g):
-    """The recorded path's answer for a case without a Tensor form: the first-order
-    gradient under a node that refuses a second differentiation (autograd/higher.py)."""
-    from ..autograd.higher import _fallback
-    return _fallback(ctx, g)
 
 
 @_attach(_loss.NLLLoss)
