@@ -265,15 +265,23 @@ def test_third_order(op, third):
 
 def test_op_without_double_backward_raises_when_differentiated_again():
     rng = np.random.default_rng(0)
-    x = dlkern.tensor(rng.standard_normal((2, 5)), requires_grad=True)
-    rnn = dlkern.nn.RNN(5, 3).double()
-    f = lambda x: (rnn(x.reshape(2, 1, 5))[0] ** 2).sum()  # noqa: E731  (RNNLayer: first order only)
+    x = dlkern.tensor(rng.uniform(0.5, 1.5, (2, 5)), requires_grad=True)
+    f = lambda x: (x.cumprod(1) ** 2).sum()  # noqa: E731  (CumProd: first order only)
     (gx,) = autograd.grad(f(x), x, create_graph=True)
     (plain,) = autograd.grad(f(x), x)
     np.testing.assert_array_equal(gx.data, plain.data)  # the first derivative is right
-    assert gx.requires_grad
-    with pytest.raises(NotImplementedError, match="double backward of RNNLayer is not implemented"):
+    assert gx.requires_grad and "CumProd" in repr(gx.grad_fn)
+    with pytest.raises(NotImplementedError, match="double backward of CumProd is not implemented"):
         autograd.grad(gx.sum(), x)
+    # A recurrent layer with a frozen (constant) bias: the forward did not keep its value.
+    rnn = _rnn(dlkern.nn.GRU)
+    rnn.bias_hh_l0.requires_grad = False
+    seq = dlkern.tensor(rng.standard_normal((2, 1, 3)), requires_grad=True)
+    (gs,) = autograd.grad((rnn(seq)[0] ** 2).sum(), seq, create_graph=True)
+    (plain,) = autograd.grad((rnn(seq)[0] ** 2).sum(), seq)
+    np.testing.assert_allclose(gs.data, plain.data, rtol=1e-12, atol=1e-14)
+    with pytest.raises(NotImplementedError, match="double backward of GRULayer is not implemented"):
+        autograd.grad(gs.sum(), seq)
     # Not reached when the path does not go through the refusing node.
     w = dlkern.tensor(rng.standard_normal((3, 1, 2, 2)), requires_grad=True)
     x = dlkern.tensor(rng.standard_normal((1, 1, 4, 4)), requires_grad=True)
@@ -354,11 +362,37 @@ def _mha(**kw):
 
 _MHA_SELF, _MHA_CROSS = _mha(num_kv_heads=2, rope=True), _mha()
 
+
+def _rnn(cls, **kw):
+    dlkern.manual_seed(0)
+    return cls(3, 4, **kw).double()
+
+
+_RNN_TANH = _rnn(dlkern.nn.RNN, batch_first=True)
+_RNN_RELU_BI = _rnn(dlkern.nn.RNN, nonlinearity="relu", bidirectional=True, num_layers=2)
+_GRU = _rnn(dlkern.nn.GRU, batch_first=True)
+_LSTM_PROJ = _rnn(dlkern.nn.LSTM, proj_size=2, batch_first=True)
+_LSTM_NO_BIAS = _rnn(dlkern.nn.LSTM, bias=False)
+
+
+def _packed_gru(x):
+    from dlkern.nn import rnn_utils
+    packed = rnn_utils.pack_padded_sequence(x, [3, 2], batch_first=True)
+    out, h = _GRU(packed)
+    return rnn_utils.pad_packed_sequence(out, batch_first=True)[0] * 1.0 + h.sum()
+
 # Ops PyTorch lacks (or lays out otherwise): finite differences only.
 DLKERN_ONLY = [
     ("rope", lambda m, F, x: F.rope(x, offset=2), [(1, 3, 4)], "any"),
     ("mha_packed_rope_gqa_causal", lambda m, F, x: _MHA_SELF(x, x, x, is_causal=True)[0], [(2, 3, 8)], "any"),
     ("mha_cross", lambda m, F, q, kv: _MHA_CROSS(q, kv, kv)[0], [(1, 2, 8), (1, 4, 8)], "any"),
+    ("rnn_tanh", lambda m, F, x: _RNN_TANH(x)[0], [(2, 3, 3)], "any"),
+    ("rnn_relu_bidirectional_2_layers", lambda m, F, x, h0: _RNN_RELU_BI(x, h0)[0], [(3, 2, 3), (4, 2, 4)], "any"),
+    ("gru", lambda m, F, x: _GRU(x)[1], [(2, 3, 3)], "any"),
+    ("gru_packed", lambda m, F, x: _packed_gru(x), [(2, 3, 3)], "any"),
+    ("lstm_proj", lambda m, F, x: _LSTM_PROJ(x)[0], [(2, 3, 3)], "any"),
+    ("lstm_no_bias_states", lambda m, F, x, h0, c0: _LSTM_NO_BIAS(x, (h0, c0))[1][1], [(3, 2, 3), (1, 2, 4), (1, 2, 4)],
+     "any"),
 ]
 
 
@@ -367,7 +401,7 @@ def test_second_derivative_of_dlkern_only_ops(name, fn, shapes, domain):
     test_second_derivative_matches_finite_differences(name, fn, shapes, domain)
 
 
-@pytest.mark.parametrize("name", ["rope", "mha_cross"])
+@pytest.mark.parametrize("name", ["rope", "mha_cross", "gru_packed", "lstm_proj"])
 def test_third_order_of_dlkern_only_ops(name):
     test_third_order_matches_finite_differences(name)
 
@@ -513,3 +547,23 @@ def test_create_graph_leaf_hooks_and_retain_grad():
     np.testing.assert_allclose(h.grad.data, a)
     (g2,) = autograd.grad(x.grad.sum(), x)  # d/dx 6 x^2, doubled again by the hook (as PyTorch)
     np.testing.assert_allclose(g2.data, 24 * a)
+
+
+@pytest.mark.parametrize("cls,kw", [("RNN", {"nonlinearity": "relu", "bidirectional": True, "num_layers": 2}),
+                                    ("GRU", {"batch_first": True}), ("LSTM", {"proj_size": 2, "batch_first": True})])
+def test_recurrent_second_derivative_matches_torch(cls, kw):
+    torch = pytest.importorskip("torch")
+    ours = _rnn(getattr(dlkern.nn, cls), **kw)
+    theirs = getattr(torch.nn, cls)(3, 4, **kw).double()
+    theirs.load_state_dict({k: torch.tensor(np.array(v.data)) for k, v in ours.state_dict().items()})
+    rng = np.random.default_rng(2)
+    a, v = rng.standard_normal((3, 2, 3)), rng.standard_normal((3, 2, 3))
+    results = []
+    for lib, mod in ((dlkern, ours), (torch, theirs)):
+        x = lib.tensor(a, requires_grad=True)
+        out = mod(x)[0]
+        grad = autograd.grad if lib is dlkern else torch.autograd.grad
+        (g,) = grad((out * out * out).sum(), x, create_graph=True)
+        (h,) = grad((g * lib.tensor(v)).sum(), x)
+        results.append(h.data if lib is dlkern else h.numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-9, atol=1e-10)
