@@ -155,6 +155,9 @@ ROWS = [
     ("max_pool1d", lambda m, F, x: F.max_pool1d(x, 2) * F.max_pool1d(x, 2), [(2, 3, 6)], "any"),
     ("scatter", lambda m, F, x, s: x.scatter(1, C(m, np.array([[0, 1], [3, 2], [2, 0]])), s) ** 2,
      [(3, 4), (3, 2)], "any"),
+    ("prod_dim", lambda m, F, x: x.prod(1), [(3, 4)], "any"),
+    ("prod_all", lambda m, F, x: x.prod() * x, [(2, 3)], "any"),
+    ("cumprod", lambda m, F, x: x.cumprod(0), [(3, 4)], "any"),
     ("batch_norm_eval",
      lambda m, F, x, w: F.batch_norm(x, C(m, np.full(3, 0.1)), C(m, np.full(3, 2.0)), w, None, training=False),
      [(4, 3), (3,)], "any"),
@@ -265,8 +268,8 @@ def test_third_order(op, third):
 
 def test_op_without_double_backward_raises_when_differentiated_again():
     rng = np.random.default_rng(0)
-    x = dlkern.tensor(rng.uniform(0.5, 1.5, (2, 5)), requires_grad=True)
-    f = lambda x: (x.cumprod(1) ** 2).sum()  # noqa: E731  (CumProd: first order only)
+    x = dlkern.tensor(np.array([[0.5, 0.0, 1.5], [2.0, -1.0, 0.5]]), requires_grad=True)
+    f = lambda x: (x.cumprod(1) ** 2).sum()  # noqa: E731  (CumProd with a zero: first order only)
     (gx,) = autograd.grad(f(x), x, create_graph=True)
     (plain,) = autograd.grad(f(x), x)
     np.testing.assert_array_equal(gx.data, plain.data)  # the first derivative is right
@@ -410,7 +413,7 @@ THIRD = ["conv2d", "conv1d", "max_pool2d", "avg_pool2d", "gather", "getitem_repe
          "softmax", "log_softmax", "cross_entropy", "layer_norm", "batch_norm_train", "sdpa", "gelu", "pow_tensor",
          "index_select", "diag_of_matrix", "cumsum", "embedding", "scatter_add", "conv_transpose2d", "lerp_tensor_weight",
          "rms_norm", "vector_norm_3", "adaptive_avg_pool2d", "max_unpool2d", "baddbmm", "einsum_contract",
-         "einsum_outer_sum", "interpolate_bilinear", "adaptive_max_pool2d", "max_pool1d", "scatter", "cross_entropy_label_smoothing"]
+         "einsum_outer_sum", "interpolate_bilinear", "adaptive_max_pool2d", "max_pool1d", "scatter", "cross_entropy_label_smoothing", "prod_dim", "cumprod"]
 # PyTorch 2.13's third derivatives of layer_norm and batch_norm (the backward of its fused
 # double-backward formulas) disagree with finite differences of its own second
 # derivatives; ours agree (test_third_order_matches_finite_differences), so no parity row.

@@ -344,3 +344,50 @@ def _scatter(ctx, g):
     if need[3]:
         gs = _src_grad(ctx, g)
     return ga, None, None, gs
+
+
+def _log_abs_form(ctx, g, reduce_log):
+    """Prod and CumProd away from zeros: y = sign * exp(reduce(log |x|)), the signs a
+    constant (the same product of the signs). With a zero in the input the first-order
+    backward's exact exclusive products have no smooth Tensor form here: first order only."""
+    x = ctx.parents[0]
+    dev = ctx.device
+    a = x.data
+    if a.dtype.kind != "f" or not bool((a != 0).all()):
+        from ..autograd.higher import _fallback
+        return _fallback(ctx, g)
+    sign = dev.sign(a)
+
+    def composite(X, *_):
+        return const(X, reduce_log(dev, sign, None)) * reduce_log(dev, None, X.abs().log()).exp()
+
+    return _via_composite(ctx, g, composite, (x,) + (None,) * (len(ctx.parents) - 1))
+
+
+@_attach(_scan.Prod)
+def _prod(ctx, g):
+    axis, keepdim = ctx.axis, ctx.keepdim
+
+    def reduce_log(dev, sign, logs):
+        if sign is not None:  # the product of the signs, shaped as the result
+            flat = sign.reshape(1) if sign.ndim == 0 else sign
+            out = dev.asarray(dev.prod(flat, axis=axis, keepdims=keepdim))
+            return out.reshape(()) if sign.ndim == 0 else out
+        if logs.data.ndim == 0:
+            return logs
+        return _red.Sum.apply(logs, axis, keepdim if axis is not None else False)
+
+    return _log_abs_form(ctx, g, reduce_log)
+
+
+@_attach(_scan.CumProd)
+def _cumprod(ctx, g):
+    axis, shape = ctx.axis, ctx.shape
+
+    def reduce_log(dev, sign, logs):
+        if sign is not None:
+            flat = sign.reshape(1) if sign.ndim == 0 else sign
+            return dev.cumprod(flat, axis=axis).reshape(shape)
+        return _scan.CumSum.apply(logs, axis)
+
+    return _log_abs_form(ctx, g, reduce_log)
