@@ -46,15 +46,19 @@ def best_time(fn, repeats, min_s=0.02):
     return best
 
 
-def worker(repeats, min_s):
+def worker(repeats, min_s, isa, only):
     import dlkern
     from dlkern import _C
 
     dlkern.set_num_threads(1)
+    if isa:
+        dlkern.set_isa(isa)
     rng = np.random.default_rng(0)
     out = {}
     has_packed = hasattr(_C, "_gemm_pack_b")
     for m, k, n, _ in STEPS + LARGE:
+        if only and f"{m}x{k}x{n}" not in only:
+            continue
         a = rng.standard_normal((m, k)).astype(np.float32)
         w = rng.standard_normal((k, n)).astype(np.float32)
         c = np.zeros((m, n), np.float32)
@@ -95,8 +99,12 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sample-ms", type=float, default=20.0,
                     help="least length of one sample (short ones dodge a loaded host's preemptions)")
+    ap.add_argument("--isa", help="run this SIMD path (dlkern.set_isa) instead of the best one")
+    ap.add_argument("--only", action="append", default=[], help="time only this MxKxN (repeatable)")
     args = ap.parse_args()
     if args.compare:
-        compare(*args.compare, args.rounds, f"--repeats {args.repeats} --sample-ms {args.sample_ms}")
+        extra = f"--repeats {args.repeats} --sample-ms {args.sample_ms}"
+        extra += (f" --isa {args.isa}" if args.isa else "") + "".join(f" --only {s}" for s in args.only)
+        compare(*args.compare, args.rounds, extra)
     else:
-        worker(args.repeats, args.sample_ms / 1000)
+        worker(args.repeats, args.sample_ms / 1000, args.isa, args.only)

@@ -197,3 +197,17 @@ def test_errors():
 def test_hooks_are_not_public_kernels():
     assert "_gemm_packed" not in _C.KERNELS and "_gemm_pack_b" not in _C.KERNELS
     assert not hasattr(dlkern.ops, "_gemm_packed")
+
+
+@pytest.mark.parametrize("trans_a", [False, True], ids=["a_in_place", "a_packed"])
+def test_plain_gemm_short_row_panels(isa, threads, dtype, trans_a):
+    """Every count of rows left over by the register tile (MR is 4 to 8), on full and
+    partial column panels, through plain gemm: row-major A reads the last rows in place,
+    a transposed A reads them from the zero-padded packed panel."""
+    for m in range(1, 12):
+        for k, n in ((300, 64), (29, 97)):
+            a, b = rand((m, k), dtype), rand((k, n), dtype)
+            c0 = rand((m, n), dtype)
+            a_arg = np.ascontiguousarray(a.T) if trans_a else a
+            got = _C.gemm(a_arg, b, c0.copy(), alpha=1.5, beta=0.5, trans_a=trans_a)
+            check_close(got, a, b, 1.5, 0.5, c0)
