@@ -23,8 +23,12 @@ struct GemmKernel {
   // C[0:MR, 0:NR] = alpha * (A_panel * B_panel) + beta * C. B_panel is (kc, NR) with
   // row stride b_rs (NR when packed). A_panel is packed (kc, MR) when A_PACKED, else
   // read in place from MR rows at stride a_rs with unit column stride (small path).
+  // Never inlined: inlined into run_small, GCC 12 spilled an accumulator of AVX2's
+  // 15-register tile to the stack (a store-to-load chain through every depth step: half
+  // speed); alone, the tile and the row pointers have the registers to themselves. A
+  // call lasts thousands of cycles, so the call costs nothing.
   template <bool A_PACKED = true>
-  static void micro(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b,
+  [[gnu::noinline]] static void micro(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b,
                     int64_t b_rs, T* __restrict c, int64_t ldc, T alpha, T beta) {
     V acc[MR][NV_];
 #pragma GCC unroll 32
