@@ -55,6 +55,7 @@ void gemm_strided_batched(const GemmArgs<T>& args, int64_t batch, int64_t stride
 // panels of every depth block (all of K, however large). gemm_packed always runs that
 // ISA's kernels, even after set_isa() switched the active one, so a layout is never
 // read as another's; repack (compare isa() with active_isa()) to follow a switch.
+// gemm_packed only reads the PackedB: several threads may use one at the same time.
 
 // The ISA kernel's view of a layout: panels NR columns wide, depth blocks of kc rows
 // (the last one shorter); block d starts at element d * kc * n_panels * NR and holds
