@@ -5,6 +5,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -106,11 +108,79 @@ void gemm_strided_batched(const GemmArgs<T>& args, int64_t batch, int64_t stride
   }
 }
 
+// ---- Packed B -------------------------------------------------------------------------
+// The special members live here, compiled with baseline flags (see cpu/isa.h's ODR note).
+
+template <typename T>
+PackedB<T>::PackedB(PackedB&& other) noexcept
+    : data_(other.data_), k_(other.k_), n_(other.n_), isa_(other.isa_), layout_(other.layout_) {
+  other.data_ = nullptr;
+  other.k_ = other.n_ = 0;
+}
+
+template <typename T>
+PackedB<T>& PackedB<T>::operator=(PackedB&& other) noexcept {
+  if (this != &other) {
+    std::free(data_);
+    data_ = other.data_, k_ = other.k_, n_ = other.n_, isa_ = other.isa_, layout_ = other.layout_;
+    other.data_ = nullptr;
+    other.k_ = other.n_ = 0;
+  }
+  return *this;
+}
+
+template <typename T>
+PackedB<T>::~PackedB() {
+  std::free(data_);
+}
+
+template <typename T>
+PackedB<T> gemm_pack_b(const T* b, int64_t b_rs, int64_t b_cs, int64_t k, int64_t n) {
+  if (k < 0 || n < 0)
+    throw std::invalid_argument("gemm_pack_b: negative size (k=" + std::to_string(k) + ", n=" +
+                                std::to_string(n) + ")");
+  PackedB<T> out;
+  out.k_ = k, out.n_ = n, out.isa_ = active_isa();
+  const TypedKernels<T>& kern = isa_kernels(out.isa_).template typed<T>();
+  out.layout_ = kern.gemm_packed_layout(k);
+  if (k == 0 || n == 0) return out;
+  const int nr = out.layout_.nr;
+  const double elems = double(k) * double((n + nr - 1) / nr) * nr;
+  if (elems * sizeof(T) > 0.5 * double(SIZE_MAX))
+    throw std::length_error("gemm_pack_b: a (" + std::to_string(k) + ", " + std::to_string(n) +
+                            ") operand is too large to pack");
+  const size_t bytes = (static_cast<size_t>(elems) * sizeof(T) + 63) / 64 * 64;
+  out.data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+  if (!out.data_) throw std::bad_alloc();
+  kern.gemm_pack_b(b, b_rs, b_cs, k, n, out.layout_.kc, out.data_);
+  return out;
+}
+
+template <typename T>
+void gemm_packed(int64_t m, T alpha, const T* a, int64_t a_rs, int64_t a_cs, const PackedB<T>& b, T beta,
+                 T* c, int64_t ldc) {
+  GemmArgs<T> g;
+  g.m = m, g.n = b.n(), g.k = b.k(), g.alpha = alpha, g.beta = beta;
+  g.a = a, g.a_rs = a_rs, g.a_cs = a_cs, g.b = b.data(), g.c = c, g.ldc = ldc;
+  check_args(g);
+  if (g.m == 0 || g.n == 0) return;
+  if (g.k == 0 || g.alpha == T(0)) {
+    scale_c(g);
+    return;
+  }
+  // The ISA that packed it reads it, whatever is active now (cpu/gemm.h).
+  isa_kernels(b.isa()).template typed<T>().gemm_packed(
+      g, b.layout().kc, threads_for(flops_of(g.m, g.n, g.k), kMinFlopsPerThread));
+}
+
 #define DLKERN_INSTANTIATE_GEMM(T)                                                          \
   template void gemm<T>(const GemmArgs<T>&);                                                \
   template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,        \
                         const T*, int64_t, T, T*, int64_t);                                 \
-  template void gemm_strided_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);
+  template void gemm_strided_batched<T>(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t); \
+  template class PackedB<T>;                                                                \
+  template PackedB<T> gemm_pack_b<T>(const T*, int64_t, int64_t, int64_t, int64_t);         \
+  template void gemm_packed<T>(int64_t, T, const T*, int64_t, int64_t, const PackedB<T>&, T, T*, int64_t);
 DLKERN_INSTANTIATE_GEMM(float)
 DLKERN_INSTANTIATE_GEMM(double)
 #undef DLKERN_INSTANTIATE_GEMM

@@ -11,7 +11,9 @@
 //
 // Only trivially inlined std helpers (std::min) are used here (see cpu/isa.h).
 
-template <class S, int MR_, int NV_>
+// AS_: the depth stride of a packed A panel, MR_ except for the tail kernels (fewer rows
+// than the main tile) that read the main tile's zero-padded panels.
+template <class S, int MR_, int NV_, int AS_ = MR_>
 struct GemmKernel {
   using T = typename S::T;
   using V = typename S::V;
@@ -21,8 +23,12 @@ struct GemmKernel {
   // C[0:MR, 0:NR] = alpha * (A_panel * B_panel) + beta * C. B_panel is (kc, NR) with
   // row stride b_rs (NR when packed). A_panel is packed (kc, MR) when A_PACKED, else
   // read in place from MR rows at stride a_rs with unit column stride (small path).
+  // Never inlined: inlined into run_small, GCC 12 spilled an accumulator of AVX2's
+  // 15-register tile to the stack (a store-to-load chain through every depth step: half
+  // speed); alone, the tile and the row pointers have the registers to themselves. A
+  // call lasts thousands of cycles, so the call costs nothing.
   template <bool A_PACKED = true>
-  static void micro(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b,
+  [[gnu::noinline]] static void micro(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b,
                     int64_t b_rs, T* __restrict c, int64_t ldc, T alpha, T beta) {
     V acc[MR][NV_];
 #pragma GCC unroll 32
@@ -41,7 +47,7 @@ struct GemmKernel {
 #pragma GCC unroll 8
         for (int j = 0; j < NV_; ++j) acc[i][j] = S::fma(av, bv[j], acc[i][j]);
       }
-      a += A_PACKED ? MR : 1;
+      a += A_PACKED ? AS_ : 1;
       b += b_rs;
     }
 
@@ -70,7 +76,7 @@ struct GemmKernel {
   template <bool A_PACKED = true>
   static void micro_edge(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_rs, T* c,
                          int64_t ldc, T alpha, T beta, int rows, int cols) {
-    using Half = GemmKernel<S, MR, (NV_ + 1) / 2>;
+    using Half = GemmKernel<S, MR, (NV_ + 1) / 2, AS_>;
     if constexpr (NV_ > 1) {
       if (cols <= Half::NR) {
         Half::template micro_edge<A_PACKED>(kc, a, a_rs, b, b_rs, c, ldc, alpha, beta, rows, cols);
@@ -87,6 +93,28 @@ struct GemmKernel {
       } else {
         for (int j = 0; j < cols; ++j) cr[j] = alpha * tr[j] + beta * cr[j];
       }
+    }
+  }
+
+  // Tiles of fewer than MR rows (the last row panel: M = 32 leaves 2 rows of a 6-row
+  // tile) run a kernel with exactly that many rows, straight into C when the tile is
+  // full width: no FMAs on padding rows, no scratch tile to merge. Rows read in place
+  // need no padding at all, so the last panel of a row-major A is never packed.
+  template <bool A_PACKED, int R = 1>
+  static void tail(int64_t kc, const T* a, int64_t a_rs, const T* b, int64_t b_rs, T* c, int64_t ldc,
+                   T alpha, T beta, int rows, int cols) {
+    if constexpr (R < MR) {
+      if (rows != R) {
+        tail<A_PACKED, R + 1>(kc, a, a_rs, b, b_rs, c, ldc, alpha, beta, rows, cols);
+        return;
+      }
+      using Tail = GemmKernel<S, R, NV_, AS_>;
+      if (cols == NR)
+        Tail::template micro<A_PACKED>(kc, a, a_rs, b, b_rs, c, ldc, alpha, beta);
+      else
+        Tail::template micro_edge<A_PACKED>(kc, a, a_rs, b, b_rs, c, ldc, alpha, beta, rows, cols);
+    } else {
+      micro_edge<A_PACKED>(kc, a, a_rs, b, b_rs, c, ldc, alpha, beta, rows, cols);
     }
   }
 
@@ -149,7 +177,7 @@ struct GemmKernel {
   }
 
   // Where the micro-kernel reads a block's rows of A: the first `direct_rows` in place
-  // (row-major A: MR rows at stride `rs`, unit column stride), the rest from MR-row
+  // (row-major A: rows at stride `rs`, unit column stride), the rest from MR-row
   // panels packed at `packed`. Reading in place saves the packing pass, which for
   // small or short-and-wide products costs as much as a fifth of the time.
   struct ABlock {
@@ -162,25 +190,29 @@ struct GemmKernel {
   // Rows [0, mc) of A (at most MR*k packed elements per panel) starting at `a`.
   // Packs what cannot be read in place into `buf`.
   static ABlock prepare_a(const T* a, int64_t a_rs, int64_t a_cs, int64_t mc, int64_t kc, T* buf) {
-    ABlock blk{a, a_rs, a_cs == 1 ? mc / MR * MR : 0, buf};
+    ABlock blk{a, a_rs, a_cs == 1 ? mc : 0, buf};
     if (blk.direct_rows < mc)
       pack_a(a + blk.direct_rows * a_rs, a_rs, a_cs, mc - blk.direct_rows, kc, buf);
     return blk;
   }
 
-  // One MR x NR tile of C at row i0 of the block: full tiles straight into C, edge
-  // tiles through micro_edge.
+  // One MR x NR tile of C at row i0 of the block: full tiles straight into C, short
+  // ones through tail, narrow ones through micro_edge.
   static void tile(int64_t kc, const ABlock& A, int64_t i0, int rows, const T* bpanel,
                    int64_t b_rs, int cols, T* ct, int64_t ldc, T alpha, T beta) {
     if (i0 < A.direct_rows) {
       const T* arows = A.direct + i0 * A.rs;
-      if (cols == NR)
+      if (rows < MR)
+        tail<false>(kc, arows, A.rs, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);
+      else if (cols == NR)
         micro<false>(kc, arows, A.rs, bpanel, b_rs, ct, ldc, alpha, beta);
       else
         micro_edge<false>(kc, arows, A.rs, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);
     } else {
       const T* apanel = A.packed + (i0 - A.direct_rows) * kc;
-      if (rows == MR && cols == NR)
+      if (rows < MR)
+        tail<true>(kc, apanel, 0, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);
+      else if (cols == NR)
         micro(kc, apanel, 0, bpanel, b_rs, ct, ldc, alpha, beta);
       else
         micro_edge(kc, apanel, 0, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);

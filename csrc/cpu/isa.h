@@ -55,6 +55,12 @@ template <typename T>
 struct TypedKernels {
   // C = alpha * A B + beta * C; trivial cases (empty, k == 0, alpha == 0) are the caller's.
   void (*gemm)(const GemmArgs<T>& args, int nthreads);
+  // Packed B (cpu/gemm.h): this ISA's layout for k rows, the packing of a (k, n) B into
+  // k * ceil(n / nr) * nr elements at dst, and the product against it, where args.b is
+  // the packed copy (args.b_rs / b_cs unused) and `kc` its depth block. m, n, k > 0.
+  PackedBLayout (*gemm_packed_layout)(int64_t k);
+  void (*gemm_pack_b)(const T* b, int64_t b_rs, int64_t b_cs, int64_t k, int64_t n, int64_t kc, T* dst);
+  void (*gemm_packed)(const GemmArgs<T>& args, int64_t kc, int nthreads);
 
   // softmax / log_softmax over the middle axis of an (outer, dim, inner) array.
   void (*softmax_fwd)(const T* x, T* y, int64_t outer, int64_t dim, int64_t inner, bool log, int nthreads);

@@ -35,6 +35,7 @@ namespace {
 #include "cpu/conv_kernels.h"
 #include "cpu/cross_entropy_kernels.h"
 #include "cpu/gemm_driver.h"
+#include "cpu/gemm_packed_driver.h"
 #include "cpu/norm_segments.h"
 #include "cpu/pool_lanes.h"
 #include "cpu/pool_driver.h"
@@ -47,6 +48,9 @@ TypedKernels<typename S::T> typed_kernels() {
   using T = typename S::T;
   TypedKernels<T> k{};
   k.gemm = &gemm_run<T>;
+  k.gemm_packed_layout = &gemm_packed_layout<T>;
+  k.gemm_pack_b = &gemm_pack_b_run<T>;
+  k.gemm_packed = &gemm_packed_run<T>;
   k.softmax_fwd = &SoftmaxKernels<S>::forward;
   k.softmax_bwd = &SoftmaxKernels<S>::backward;
   k.cross_entropy_fwd = &CrossEntropyKernels<S>::forward;
