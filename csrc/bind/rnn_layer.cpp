@@ -43,8 +43,8 @@ struct Steps {
       if (total > N) break;  // reported below; also bounds the loop over a huge sequence
       sizes.push_back(b);
     }
-    if (total != N) value_error(op, ": batch_sizes sum to ", total > N ? "more than " : "", total, " but the inputs have ",
-                                N, " rows");
+    if (total > N) value_error(op, ": batch_sizes sum to more than the inputs' ", N, " rows");
+    if (total < N) value_error(op, ": batch_sizes sum to ", total, " but the inputs have ", N, " rows");
     if (!py::isinstance<py::bool_>(reverse) &&
         py::str(py::type::of(reverse).attr("__name__")).cast<std::string>() != "bool")
       type_error(op, ": reverse must be a bool, got ", py::str(py::type::of(reverse).attr("__name__")).cast<std::string>());
