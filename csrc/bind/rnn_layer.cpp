@@ -78,15 +78,20 @@ T* out_or_null(std::optional<py::array>& a) {
   return a ? out<T>(*a) : nullptr;
 }
 
-// The recurrent weight (G H, H) and the state (B, H), whose rows give B.
-py::array weight(Operands& ops, const py::object& obj, int G, int64_t H) {
-  py::array w = ops.take(obj, "w_hh");
-  ops.expect(w, "w_hh", G * H, H, "(gates * hidden_size, hidden_size)");
-  return w;
+// A read-only input of the given shape.
+py::array input(Operands& ops, const py::object& obj, const char* arg, int64_t rows, int64_t cols, const char* how) {
+  py::array a = ops.take(obj, arg);
+  ops.expect(a, arg, rows, cols, how);
+  return a;
 }
 
-py::array state(Operands& ops, const py::object& obj, const char* arg, int64_t H, bool inout = true) {
-  py::array a = inout ? ops.take_inout(obj, arg) : ops.take(obj, arg);
+// The recurrent weight (G H, H) and the state (B, H), whose rows give B.
+py::array weight(Operands& ops, const py::object& obj, int G, int64_t H) {
+  return input(ops, obj, "w_hh", G * H, H, "(gates * hidden_size, hidden_size)");
+}
+
+py::array state(Operands& ops, const py::object& obj, const char* arg, int64_t H) {
+  py::array a = ops.take_inout(obj, arg);
   if (a.shape(1) != H)
     value_error(ops.op(), ": ", arg, " has shape ", shape_str(a), ", expected (batch, ", H, ")");
   return a;
@@ -124,16 +129,13 @@ py::array lstm_backward(const py::object& dout_o, const py::object& dh_o, const 
   py::array act = ops.take(act_o, "act");
   const int64_t N = act.shape(0), H = ops.hidden(act, "act", 4, "i, f, g, o");
   const char* rows = "(act's rows, hidden_size)";
-  py::array dout = ops.take(dout_o, "dout");
-  ops.expect(dout, "dout", N, H, rows);
+  py::array dout = input(ops, dout_o, "dout", N, H, rows);
   py::array dh = state(ops, dh_o, "dh", H);
   const int64_t B = dh.shape(0);
   py::array dc = state(ops, dc_o, "dc", H);
   ops.expect(dc, "dc", B, H, "(dh's shape)");
-  py::array c_all = ops.take(c_all_o, "c_all");
-  ops.expect(c_all, "c_all", N, H, rows);
-  py::array c_prev = ops.take(c_prev_o, "c_prev");
-  ops.expect(c_prev, "c_prev", N, H, rows);
+  py::array c_all = input(ops, c_all_o, "c_all", N, H, rows);
+  py::array c_prev = input(ops, c_prev_o, "c_prev", N, H, rows);
   py::array w = weight(ops, w_o, 4, H);
   ops.require_disjoint({{dout, "dout"}, {act, "act"}, {c_all, "c_all"}, {c_prev, "c_prev"}, {w, "w_hh"}});
   Steps st(ops.op(), sizes_o, reverse_o, N, B, H);
@@ -182,12 +184,10 @@ py::tuple gru_backward(const py::object& dout_o, const py::object& dh_o, const p
   py::array saved = ops.take(saved_o, "saved");
   const int64_t N = saved.shape(0), H = ops.hidden(saved, "saved", 4, "r, z, n, h_n");
   const char* rows = "(saved's rows, hidden_size)";
-  py::array dout = ops.take(dout_o, "dout");
-  ops.expect(dout, "dout", N, H, rows);
+  py::array dout = input(ops, dout_o, "dout", N, H, rows);
   py::array dh = state(ops, dh_o, "dh", H);
   const int64_t B = dh.shape(0);
-  py::array h_prev = ops.take(h_prev_o, "h_prev");
-  ops.expect(h_prev, "h_prev", N, H, rows);
+  py::array h_prev = input(ops, h_prev_o, "h_prev", N, H, rows);
   py::array w = weight(ops, w_o, 3, H);
   ops.require_disjoint({{dout, "dout"}, {saved, "saved"}, {h_prev, "h_prev"}, {w, "w_hh"}});
   Steps st(ops.op(), sizes_o, reverse_o, N, B, H);
@@ -227,8 +227,7 @@ py::array rnn_backward(const py::object& dout_o, const py::object& dh_o, const p
   Operands ops("rnn_layer_backward");
   py::array o = ops.take(out_o, "out");
   const int64_t N = o.shape(0), H = o.shape(1);
-  py::array dout = ops.take(dout_o, "dout");
-  ops.expect(dout, "dout", N, H, "(out's shape)");
+  py::array dout = input(ops, dout_o, "dout", N, H, "(out's shape)");
   py::array dh = state(ops, dh_o, "dh", H);
   const int64_t B = dh.shape(0);
   py::array w = weight(ops, w_o, 1, H);
