@@ -104,16 +104,16 @@ class RNNLayer(Function):
         dev.rnn_layer_forward(pre, w_hh, h, out, batch_sizes, reverse, nonlinearity, hprev)
         if train:
             # (the activations are kept apart from the output, which the caller may change)
-            ctx.saved = (x, w_ih, w_hh, hprev, out.copy(), h0.shape, batch_sizes, reverse, nonlinearity)
+            ctx.saved = (x, w_ih, w_hh, hprev, out.copy(), h0.shape, batch_sizes, reverse, nonlinearity == "relu")
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, w_ih, w_hh, hprev, hout, (B, H), batch_sizes, reverse, nonlinearity = ctx.saved
+        x, w_ih, w_hh, hprev, hout, (B, H), batch_sizes, reverse, relu = ctx.saved
         dev = ctx.device
         n = x.shape[0]
         dout, dh, _ = _split_grad(g, n, B, H, None)
-        dpre = dev.rnn_layer_backward(dout, dh, hout, w_hh, batch_sizes, reverse, nonlinearity)
+        dpre = dev.rnn_layer_backward(dout, dh, hout, w_hh, batch_sizes, reverse, "relu" if relu else "tanh")
         need = ctx.needs_input_grad
         grads = _weight_grads(dev, (need[0], need[2], need[3], need[4], need[5]), x, w_ih, dpre, hprev)
         dx, dw_ih, dw_hh, db_ih, db_hh = grads
