@@ -40,8 +40,7 @@ def _median_time(fn, repeats, min_seconds=0.2):
 
 
 def _cases():
-    import dlkern
-    from dlkern import nn, ops, optim
+    from dlkern import ops
 
     rng = np.random.default_rng(0)
     f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
@@ -77,6 +76,19 @@ def _cases():
     go = f32(*out.shape)
     cases["attention bwd"] = lambda: ops.attention_backward(go, q, k, v, out, lse, is_causal=True)
 
+    cases.update(train_cases(rng))
+    return cases
+
+
+def train_cases(rng):
+    """The MLP and LeNet training steps (also bench/higher_order.py's first-order cases)."""
+    import dlkern
+    from dlkern import nn, optim
+    from dlkern.models import LeNet5
+
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    cases = {}
+
     def train_step(model, opt, xb, yb):
         def step():
             opt.zero_grad()
@@ -94,7 +106,6 @@ def _cases():
     assert np.isfinite(first) and abs(first - np.log(10)) < 1.0
     cases["train step MLP 784-256-256-10 b128 Adam"] = step
 
-    from dlkern.models import LeNet5
     lenet = LeNet5(1, 10, input_size=28)
     xl, yl = f32(64, 1, 28, 28), rng.integers(0, 10, 64)
     step = train_step(lenet, optim.SGD(lenet.parameters(), lr=0.01, momentum=0.9), xl, yl)

@@ -334,6 +334,25 @@ def test_train_validation_catches_different_weights():
         train.validate("mlp", torch, (model, opt), (twin, twin_opt), *train.make_batch(shape))
 
 
+@pytest.mark.parametrize("name", ["charlstm", "chargru"])
+def test_char_lm_twin_agrees_and_its_validation_catches_a_changed_weight(name):
+    """The character LSTM/GRU rows: the PyTorch twin loads RNNLM's state_dict and one
+    AdamW step agrees; a perturbed recurrent weight is refused."""
+    torch = pytest.importorskip("torch")
+    train = load_benchmark("train")
+    model, opt, shape = train.build_dlkern(name, 2)
+    x, y = train.make_batch(shape)
+    assert x.shape == y.shape == (2, train.LM_BLOCK) and (x[:, 1:] == y[:, :-1]).all()
+    twin, twin_opt = train.build_torch(torch, name, model)
+    assert train.validate(name, torch, (model, opt), (twin, twin_opt), x, y) < 1e-3
+    model, opt, _ = train.build_dlkern(name, 2)
+    twin, twin_opt = train.build_torch(torch, name, model)
+    with torch.no_grad():
+        twin.rnn.weight_hh_l1.mul_(1.05)
+    with pytest.raises(common.BenchValidationError, match="disagree"):
+        train.validate(name, torch, (model, opt), (twin, twin_opt), x, y)
+
+
 def test_unknown_train_model_is_an_error():
     with pytest.raises(SystemExit, match="unknown model"):
         run_bench("train", "--models", "resnet")

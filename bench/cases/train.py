@@ -1,8 +1,12 @@
 """Training steps per second, dlkern beside PyTorch on the same model, batch and optimizer.
 
 Models (float32, random inputs of the data sets' shapes):
-  mlp    MLP 784-256-256-10, batch 128, Adam lr 1e-3
-  lenet  LeNet-5 on 1x28x28, batch 64, SGD lr 0.01 momentum 0.9
+  mlp       MLP 784-256-256-10, batch 128, Adam lr 1e-3
+  lenet     LeNet-5 on 1x28x28, batch 64, SGD lr 0.01 momentum 0.9
+  charlstm  `train --model lstm`'s defaults: RNNLM (vocab 65, embedding 128, LSTM 256 x 2
+            layers, linear head), batch 16 windows of 128 characters, AdamW lr 2e-3
+            weight decay 0.01, next-token cross-entropy over every position
+  chargru   the same with a GRU
 
 Before timing, both libraries start from the same weights and one step is checked:
 the losses and every parameter after the update must agree. A profile of dlkern's
@@ -21,16 +25,18 @@ import numpy as np
 
 import dlkern
 from dlkern import nn, optim
-from dlkern.models import LeNet5, MLP
+from dlkern.models import RNNLM, LeNet5, MLP
 
 from dlkern.bench import common, harness
 
-DESCRIPTION = "training steps/s of MLP and LeNet-5 vs PyTorch"
-MODELS = ("mlp", "lenet")
+DESCRIPTION = "training steps/s of MLP, LeNet-5 and the character LSTM/GRU vs PyTorch"
+MODELS = ("mlp", "lenet", "charlstm", "chargru")
+LM_MODELS = {"charlstm": "lstm", "chargru": "gru"}
+LM_VOCAB, LM_BLOCK = 65, 128   # Shakespeare's character set; train's default window
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default="mlp,lenet", help="comma list of: " + ", ".join(MODELS))
+    parser.add_argument("--models", default="mlp,lenet,charlstm", help="comma list of: " + ", ".join(MODELS))
     parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="batch 8 and 1-ms samples: a smoke test")
@@ -42,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_dlkern(name: str, batch=None):
     dlkern.manual_seed(0)
+    if name in LM_MODELS:
+        model = RNNLM(LM_VOCAB, d_model=128, hidden_size=256, num_layers=2, cell=LM_MODELS[name])
+        return model, optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01), (batch or 16, LM_BLOCK)
     if name == "mlp":
         model = MLP(784, (256, 256), 10)
         return model, optim.Adam(model.parameters(), lr=1e-3), (batch or 128, 784)
@@ -49,8 +58,29 @@ def build_dlkern(name: str, batch=None):
     return model, optim.SGD(model.parameters(), lr=0.01, momentum=0.9), (batch or 64, 1, 28, 28)
 
 
+def _torch_lm(torch, cell: str):
+    """RNNLM's twin with the same parameter names (wte, rnn, lm_head), so its state_dict loads."""
+    tnn = torch.nn
+
+    class CharLM(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = tnn.Embedding(LM_VOCAB, 128)
+            self.rnn = (tnn.LSTM if cell == "lstm" else tnn.GRU)(128, 256, 2, batch_first=True)
+            self.lm_head = tnn.Linear(256, LM_VOCAB)
+
+        def forward(self, idx):
+            return self.lm_head(self.rnn(self.wte(idx))[0])
+
+    return CharLM()
+
+
 def build_torch(torch, name: str, dl_model):
     tnn = torch.nn
+    if name in LM_MODELS:
+        model = _torch_lm(torch, LM_MODELS[name])
+        model.load_state_dict({k: torch.from_numpy(v.data.copy()) for k, v in dl_model.state_dict().items()})
+        return model, torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     if name == "mlp":
         model = tnn.Sequential(tnn.Flatten(), tnn.Linear(784, 256), tnn.ReLU(), tnn.Linear(256, 256),
                                tnn.ReLU(), tnn.Linear(256, 10))
@@ -71,13 +101,24 @@ def build_torch(torch, name: str, dl_model):
 
 def make_batch(shape, seed=1):
     rng = np.random.default_rng(seed)
+    if len(shape) == 2 and shape[1] == LM_BLOCK:   # token windows and their next tokens
+        tokens = rng.integers(0, LM_VOCAB, (shape[0], shape[1] + 1)).astype(np.int64)
+        return tokens[:, :-1].copy(), tokens[:, 1:].copy()
     return rng.standard_normal(shape).astype(np.float32), rng.integers(0, 10, shape[0]).astype(np.int64)
+
+
+def _flat_logits(logits, y):
+    """(B, T, V) logits and (B, T) targets as (B*T, V) and (B*T,); classifiers pass through."""
+    if y.ndim == 1:
+        return logits, y
+    b, t, v = logits.shape
+    return logits.reshape(b * t, v), y.reshape(b * t)
 
 
 def dlkern_step(model, opt, x, y):
     def step():
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = nn.functional.cross_entropy(*_flat_logits(model(x), y))
         loss.backward()
         opt.step()
         return loss
@@ -87,7 +128,7 @@ def dlkern_step(model, opt, x, y):
 def torch_step(torch, model, opt, x, y):
     def step():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = torch.nn.functional.cross_entropy(*_flat_logits(model(x), y))
         loss.backward()
         opt.step()
         return loss
@@ -187,8 +228,9 @@ def run(args) -> int:
     machine = common.describe_machine(torch, why)
     harness.write_table_report(args.out, "dlkern training-step benchmark", [
         f"- **models**: MLP 784-256-256-10 batch {8 if args.quick else 128} Adam lr 1e-3; LeNet-5 1x28x28 batch "
-        f"{8 if args.quick else 64} SGD lr 0.01 "
-        "momentum 0.9; float32; one step = zero_grad, forward, cross-entropy, backward, optimizer step",
+        f"{8 if args.quick else 64} SGD lr 0.01 momentum 0.9; charlstm/chargru: RNNLM vocab {LM_VOCAB}, embedding "
+        f"128, LSTM/GRU 256 x 2 layers, batch {8 if args.quick else 16} x {LM_BLOCK} characters, AdamW lr 2e-3 "
+        "wd 0.01; float32; one step = zero_grad, forward, cross-entropy, backward, optimizer step",
         "- **method**: same initial weights in both libraries, one step checked (loss and updated weights) "
         "before timing; medians of interleaved samples; ratio = dlkern steps/s / PyTorch steps/s",
         "- **kernel share**: fraction of dlkern's step (cProfile) spent inside compiled dlkern._C calls; "

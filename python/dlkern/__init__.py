@@ -111,3 +111,8 @@ from .tensor_functions import (gather, scatter, scatter_add, index_select, sort,
 __all__ += ["gather", "scatter", "scatter_add", "index_select", "sort", "argsort", "topk", "flip", "roll", "tile",
             "repeat_interleave", "diag"]
 # ---- end indexing and reordering
+
+# ---- robust training (issue 15): adversarial attacks
+from . import adversarial
+__all__ += ["adversarial"]
+# ---- end robust training

@@ -24,6 +24,7 @@ import numpy as np
 from . import functions as _F
 from .autograd import hooks as _autograd_hooks
 from .autograd.engine import backward as _run_backward
+from .autograd import higher as _higher
 from .autograd.grad_mode import GradMode
 from .devices import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
 from .dtypes import DEFAULT_FLOAT, FLOAT_KINDS, as_dtype, float32, float64, int64
@@ -145,9 +146,10 @@ class Tensor(TensorMethods):
         return self
 
     # ------------------------------------------------------------------ autograd
-    def backward(self, gradient=None, retain_graph=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's .grad. A non-scalar needs
-        `gradient` (the cotangent, shaped like self)."""
+        `gradient` (the cotangent, shaped like self). With create_graph the backward is
+        recorded (the .grad tensors carry a graph; retain_graph then defaults to True)."""
         if not self.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
         if gradient is None:
@@ -165,6 +167,10 @@ class Tensor(TensorMethods):
                 grad = self.device.from_host(np.asarray(gradient, dtype=self.dtype))
             if grad.shape != self.data.shape:
                 raise RuntimeError(f"gradient has shape {tuple(grad.shape)} but the tensor has shape {tuple(self.shape)}")
+        if create_graph:
+            _higher.backward(self, gradient if isinstance(gradient, Tensor) else grad,
+                             True if retain_graph is None else retain_graph)
+            return
         _run_backward(self, grad, retain_graph)
 
     def detach(self):

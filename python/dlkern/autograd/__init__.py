@@ -5,7 +5,9 @@ A differentiable op is one ``Function`` subclass with ``forward(ctx, *arrays)`` 
 the forward and, when any input requires grad and grad mode is on, records the ctx as
 the output's ``grad_fn`` (the ctx *is* the graph node). ``backward`` walks the graph
 without recursion. Tensor hooks and anomaly mode: hooks.py; ``grad`` and ``gradcheck``:
-functional.py.
+functional.py. ``create_graph=True`` (higher-order gradients) runs a separate engine path,
+higher.py, on each Function's ``backward_graph`` (functions/double_backward*.py);
+``functional.{vjp, jvp, jacobian, hessian, hvp, vhp}``: jacobians.py.
 """
 
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled

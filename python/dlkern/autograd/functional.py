@@ -3,6 +3,7 @@ touching any .grad) and ``dlkern.autograd.gradcheck`` (finite differences agains
 
 import numpy as np
 
+from . import higher as _higher
 from .engine import count_edges, execute
 from .function import TensorBase
 from .grad_mode import no_grad
@@ -96,11 +97,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     respect to each of `inputs`, as a tuple; no .grad is changed. Hooks on the inputs and
     on the tensors in between run as in backward. An input the outputs do not depend on
     raises RuntimeError unless allow_unused (then None, or zeros with materialize_grads).
-    The graph is freed unless retain_graph (default: create_graph). Higher-order
-    gradients (create_graph=True) are not supported yet."""
-    if create_graph:
-        raise NotImplementedError("dlkern.autograd.grad: create_graph=True (higher-order gradients) is not "
-                                  "supported yet; the backward Functions compute on arrays, not on Tensors")
+    The graph is freed unless retain_graph (default: create_graph). With create_graph
+    the backward is recorded (autograd/higher.py): the gradients returned carry a graph
+    and can be differentiated again, with respect to the inputs and to grad_outputs."""
     if is_grads_batched:
         raise NotImplementedError("dlkern.autograd.grad: is_grads_batched=True is not supported")
     del only_inputs  # deprecated in PyTorch, and ignored there too
@@ -131,6 +130,10 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if not out.requires_grad:
             raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
         g = _root_grad(out, go, i)
+        if create_graph:
+            # The cotangent itself when it is a Tensor of the right dtype: the gradient
+            # then depends on it differentiably (jvp by the double-vjp trick needs that).
+            g = go if go is not None and go.data.dtype == out.data.dtype else _higher.const(out, g)
         node = out.grad_fn
         if node is None:
             if id(out) in leaves:
@@ -147,7 +150,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     # A root on no path to an input runs nothing; seeds go first, as extra edges.
     grads = {n: g for n, g in roots.items() if pending[n] != _NEVER}
     ready = [n for n in grads if pending[n] == 0]
-    execute(grads, ready, pending, leaf_pending, retain_graph, capture, seeds)
+    (_higher.execute_graph if create_graph else execute)(grads, ready, pending, leaf_pending, retain_graph, capture,
+                                                          seeds)
     result = []
     for k, t in enumerate(inputs):
         first = leaves.get(id(t)) if t.grad_fn is None else nodes.get(t.grad_fn)
@@ -158,6 +162,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                                    f"graph. Set allow_unused=True if this is the desired behavior.")
             result.append(t._make(t.device.zeros_like(t.data), t.device, False, None) if materialize_grads
                           else None)
+        elif create_graph:
+            result.append(g)
         else:
             if g.__class__ is not t.device.array_type:
                 g = t.device.asarray(g)  # NumPy's 0-d math gives scalars; a Tensor holds arrays
@@ -267,3 +273,8 @@ def _fail(message, raise_exception):
     if raise_exception:
         raise GradcheckError(message)
     return False
+
+
+# --- issue 15: torch.autograd.functional's API (jacobians.py) ---
+from .jacobians import hessian, hvp, jacobian, jvp, vhp, vjp  # noqa: E402,F401
+# --- end issue 15 ---

@@ -26,3 +26,8 @@ __all__ = [
     "load_digits_arrays", "load_idx", "load_mnist_dir", "normalize", "train_test_split",
     "CharTokenizer", "default_corpus", "python_sources", "read_text", "shakespeare",
 ]
+
+# ---- robust training (issue 15): mixup / CutMix
+from .mixup import Mixup
+__all__ += ["Mixup"]
+# ---- end robust training

@@ -53,3 +53,14 @@ __all__ = [
     # --- end ---
 ]
 __all__ += ["GRULayer", "LSTMLayer", "PackRows", "RNNLayer"]  # (issue 14)
+
+# ---- robust training (issue 15): cross-entropy with probability targets as one Function
+from .soft_loss import SoftCrossEntropy  # noqa: E402
+__all__ += ["SoftCrossEntropy"]
+# ---- end robust training
+# --- issue 15: double backward (backward_graph on the Functions above, for create_graph) ---
+from . import double_backward, double_backward_conv, double_backward_more, double_backward_nn, double_backward_rnn  # noqa: E402,F401,E501
+from .double_backward import IndexAdd  # noqa: E402
+from .double_backward_conv import ConvGradInput, ConvGradWeight, LinearMap  # noqa: E402
+__all__ += ["IndexAdd", "ConvGradInput", "ConvGradWeight", "LinearMap"]
+# --- end issue 15 ---

@@ -97,6 +97,7 @@ class Softplus(Function):
         bx = a * beta
         ctx.saved = bx
         ctx.threshold = threshold
+        ctx.beta = beta  # (for the double backward)
         return dev.where(bx > threshold, a, dev.logaddexp(0, bx) / beta).astype(a.dtype, copy=False)
 
     @staticmethod

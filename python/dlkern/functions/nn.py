@@ -142,12 +142,12 @@ class _MeanRstdNorm(Function):
     def forward(ctx, x, arg, weight, bias, eps):
         y, mean, rstd = getattr(ctx.device, ctx.forward_kernel)(x, arg, weight, bias, eps)
         # (everything in saved: a new ctx attribute would give each call a __dict__)
-        ctx.saved = (x, weight, mean, rstd, arg)
+        ctx.saved = (x, weight, mean, rstd, arg, eps)  # (eps: for the double backward)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, mean, rstd, arg = ctx.saved
+        x, weight, mean, rstd, arg, _ = ctx.saved
         dx, dw, db = getattr(ctx.device, ctx.backward_kernel)(ctx.device.contiguous(g), x, arg, weight, mean, rstd)
         return dx, None, dw, db, None
 
@@ -160,12 +160,12 @@ class RMSNorm(Function):
     @staticmethod
     def forward(ctx, x, normalized_shape, weight, eps):
         y, rstd = ctx.device.rms_norm_forward(x, normalized_shape, weight, eps)
-        ctx.saved = (x, weight, rstd, normalized_shape)
+        ctx.saved = (x, weight, rstd, normalized_shape, eps)  # (eps: for the double backward)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, rstd, normalized_shape = ctx.saved
+        x, weight, rstd, normalized_shape, _ = ctx.saved
         dx, dw = ctx.device.rms_norm_backward(ctx.device.contiguous(g), x, normalized_shape, weight, rstd)
         return dx, None, dw, None
 
@@ -183,6 +183,7 @@ class BatchNorm(Function):
                                                       training, momentum, eps)
         ctx.saved = (x, weight, mean, rstd)
         ctx.training = training
+        ctx.eps = eps  # (for the double backward)
         return y
 
     @staticmethod

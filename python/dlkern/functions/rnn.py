@@ -105,6 +105,7 @@ class RNNLayer(Function):
         if train:
             # (the activations are kept apart from the output, which the caller may change)
             ctx.saved = (x, w_ih, w_hh, hprev, out.copy(), h0.shape, batch_sizes, reverse, nonlinearity == "relu")
+            ctx.has_bias = b_ih is not None  # (for the double backward: a constant bias is not saved)
         return y
 
     @staticmethod
@@ -149,6 +150,7 @@ class LSTMLayer(Function):
                                     (act_all, c_all, cprev, hprev, hraw) if train else None)
         if train:
             ctx.saved = (x, w_ih, w_hh, w_hr, act_all, c_all, cprev, hprev, hraw, batch_sizes, reverse)
+            ctx.has_bias = b_ih is not None  # (for the double backward)
         return y
 
     @staticmethod
@@ -190,6 +192,7 @@ class GRULayer(Function):
         dev.gru_layer_forward(gi, w_hh, b_hh, h, out, batch_sizes, reverse, saved_all, hprev)
         if train:
             ctx.saved = (x, w_ih, w_hh, saved_all, hprev, batch_sizes, reverse)
+            ctx.has_bias = b_ih is not None  # (for the double backward)
         return y
 
     @staticmethod
@@ -254,7 +257,7 @@ class PackRows(Function):
     @staticmethod
     def forward(ctx, a, index, inverse, fill):
         dev = ctx.device
-        ctx.inverse = inverse
+        ctx.inverse, ctx.index = inverse, index  # (index: for the double backward)
         src = a
         if fill is not None:
             src = dev.concatenate([a, dev.full((1,) + tuple(a.shape[1:]), fill, dtype=a.dtype)])

@@ -60,7 +60,12 @@ class GPT(nn.Module):
     (``make_cache``), inference only; caches with per-row starts (KVCache.start) hold
     right-aligned sequences of a ragged batch, each row at its own positions.
     ``GPT(**gpt.config)`` rebuilds the architecture.
+    ``gpt.checkpoint_activations = True``: in training mode each block runs under
+    dlkern.utils.checkpoint (its activations recomputed in the backward; a run-time
+    setting, not part of the config).
     """
+
+    checkpoint_activations = False
 
     def __init__(self, vocab_size, block_size=128, n_layer=6, n_head=6, d_model=192, n_kv_head=None,
                  pos_encoding="learned", dropout=0.0, bias=True, tie_weights=True, dtype=np.float32):
@@ -164,8 +169,14 @@ class GPT(nn.Module):
                 x = self.wpe(x, positions=np.maximum(slots, 0))
         x = self.drop(x)
         mask = self._alibi(t, offset + t, x.dtype)
-        for i, blk in enumerate(self.blocks):
-            x = blk(x, None if cache is None else cache[i], mask)
+        if self.checkpoint_activations and cache is None and self.training:
+            # ---- robust training (issue 15): each block's activations recomputed in the backward
+            from ..utils.checkpoint import checkpoint
+            for blk in self.blocks:
+                x = checkpoint(blk, x, None, mask)
+        else:
+            for i, blk in enumerate(self.blocks):
+                x = blk(x, None if cache is None else cache[i], mask)
         return F.linear(self.ln_f(x), self.lm_head.weight)
 
     def make_cache(self, batch_size, max_seq_len=None):

@@ -4,6 +4,7 @@ import numpy as np
 
 from ..device import array_namespace
 from .. import functions as _F
+from ..autograd import is_grad_enabled as _is_grad_enabled
 from ..generator import RNG as _RNG
 from ..tensor import Tensor, tensor as _tensor
 from ..functions.activation import SELU_ALPHA, SELU_SCALE
@@ -304,7 +305,23 @@ def _cross_entropy_probs(input, target, weight, reduction, label_smoothing):
         raise ValueError(f"cross_entropy: probability target has shape {tuple(target.shape)} but input has "
                          f"shape {tuple(input.shape)}")
     if not isinstance(target, Tensor):
-        target = _tensor(target, dtype=input.dtype)
+        target = _tensor(target, dtype=input.dtype, device=input.device)
+    # ---- robust training (issue 15): one fused Function (log_softmax kernel + closed-form
+    # backward) when no gradient flows to the target; the composite below otherwise
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not (target.requires_grad and _is_grad_enabled()) and target.dtype == input.dtype \
+            and target.device == input.device and input.ndim >= 1:
+        c = input.shape[0 if input.ndim == 1 else 1]
+        t = target.data
+        if label_smoothing:
+            t = t * (1 - label_smoothing) + label_smoothing / c
+        w = None
+        if weight is not None:
+            w = weight.data if isinstance(weight, Tensor) else input.device.to_device(np.asarray(weight))
+            w = w.astype(input.data.dtype)
+        return _F.SoftCrossEntropy.apply(input, t, w, reduction)
+    # ---- end robust training
     c = input.shape[1]
     if label_smoothing:
         target = target * (1 - label_smoothing) + label_smoothing / c

@@ -14,3 +14,9 @@ from .lr_scheduler import scale_lr
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "RAdam", "clip_grad_norm_",
            "clip_grad_value_", "l1_penalty", "l2_penalty", "lr_scheduler", "scale_lr"]
+
+# ---- issue 15: L-BFGS
+from .lbfgs import LBFGS  # noqa: E402
+
+__all__ += ["LBFGS"]
+# ---- end issue 15: L-BFGS

@@ -13,6 +13,7 @@ from .config import (DATASETS, DEFAULTS, LM_MODELS, MODELS, OPTIMIZERS, SCHEDULE
                      make_scheduler, positive_int)
 from .lm import add_gpt_arguments, run_train_gpt
 from .loop import evaluate, fit
+from .robust import InputSpace, add_robust_arguments, check_robust_arguments, make_batch_loss, report_robust
 
 __all__ = ["DATASETS", "DEFAULTS", "MODELS", "OPTIMIZERS", "SCHEDULERS", "add_train_command", "positive_int",
            "run_train"]
@@ -48,6 +49,7 @@ def add_train_command(commands) -> None:
                    help="print the total gradient norm and the largest per-parameter one at each log "
                         "(every epoch; language models: every --eval-interval steps)")
     add_gpt_arguments(p)
+    add_robust_arguments(p)
     p.set_defaults(handler=run_train)
 
 
@@ -74,6 +76,10 @@ def run_train(args) -> int:
         print(f"error: train: --epochs and --batch-size must be >= 1 and --lr > 0 "
               f"(got {args.epochs}, {args.batch_size}, {args.lr})", file=sys.stderr)
         return 2
+    problem = check_robust_arguments(args)
+    if problem:
+        print(f"error: train: {problem}", file=sys.stderr)
+        return 2
     if args.resume and not args.checkpoint:
         print("error: train: --resume needs --checkpoint PATH", file=sys.stderr)
         return 2
@@ -90,6 +96,7 @@ def run_train(args) -> int:
         print(f"error: train: --device {args.device}: {exc}", file=sys.stderr)
         return 2
     model = _model(args.model, side).to(device)
+    space = InputSpace(train_set.tensors[0])
     opt = make_optimizer(args, model.parameters())
     scheduler, per_batch = make_scheduler(args, opt, len(train_loader))
 
@@ -103,7 +110,7 @@ def run_train(args) -> int:
     history = fit(model, opt, train_loader, args.epochs, test_loader=test_loader, scheduler=scheduler,
                   scheduler_per_batch=per_batch, checkpoint=args.checkpoint, resume=args.resume,
                   progress=False if args.no_progress else None, device=device,
-                  log_grad_norm=args.log_grad_norm)
+                  log_grad_norm=args.log_grad_norm, batch_loss=make_batch_loss(args, space, 10))
     wall = time.perf_counter() - started
     if not history.epochs:
         # Resumed from a checkpoint that has done every requested epoch: say so, and report
@@ -112,9 +119,11 @@ def run_train(args) -> int:
         print(f"checkpoint already trained for {history.start_epoch} epochs (--epochs {args.epochs}): "
               f"nothing to do")
         print(f"done: test accuracy {accuracy:.4f} | checkpoint {args.checkpoint}")
+        report_robust(args, model, test_loader, space, device, accuracy)
         return 0
     final = history.test_accuracy[-1] if history.test_accuracy else float("nan")
     print(f"done: test accuracy {final:.4f} | wall time {wall:.1f} s | "
           f"{history.samples_per_second:.0f} train samples/s"
           + (f" | checkpoint {args.checkpoint}" if args.checkpoint else ""))
+    report_robust(args, model, test_loader, space, device, final)
     return 0

@@ -48,6 +48,9 @@ def add_gpt_arguments(p) -> None:
     g.add_argument("--hidden-size", type=int, default=None, help="recurrent state width (lstm/gru; default 256)")
     g.add_argument("--pos-encoding", choices=("learned", "rope"), default="learned", help="(gpt)")
     g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--checkpoint-activations", action="store_true",
+                   help="(gpt) recompute each transformer block's activations in the backward: less memory, "
+                        "about one more forward per step")
     g.add_argument("--eval-interval", type=int, default=100, help="steps between validation losses")
     g.add_argument("--eval-batches", type=int, default=8)
     g.add_argument("--sample-tokens", type=int, default=200, help="characters sampled at the end (0: none)")
@@ -152,6 +155,11 @@ def run_train_gpt(args) -> int:
         except ValueError as exc:
             print(f"error: train: {exc}", file=sys.stderr)
             return 2
+    if getattr(args, "checkpoint_activations", False):
+        if args.model != "gpt":
+            print("error: train: --checkpoint-activations is for --model gpt", file=sys.stderr)
+            return 2
+        model.checkpoint_activations = True
     try:
         device = dlkern.device(args.device)
     except (RuntimeError, ValueError) as exc:

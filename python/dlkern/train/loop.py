@@ -87,7 +87,7 @@ def _set_rng_state(loader, state):
 def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None, test_loader=None,
         scheduler=None, scheduler_per_batch: bool = False, checkpoint=None, resume: bool = False,
         progress: Optional[bool] = None, log: Callable[[str], None] = print, device=None,
-        log_grad_norm: bool = False) -> History:
+        log_grad_norm: bool = False, batch_loss: Callable = None) -> History:
     """Train `model` for `epochs` epochs and return a History.
 
     Each epoch: train on every batch of `train_loader` (zero_grad, forward, loss,
@@ -102,6 +102,8 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     History is empty and its start_epoch says how many the checkpoint holds).
     `log_grad_norm`: each epoch's log also gives the gradient norms of its last batch
     (total and largest parameter, before the optimizer step).
+    `batch_loss(model, xb, yb) -> (output, loss)` replaces the step's forward and loss
+    (adversarial training, mixup); the train accuracy compares that output with yb.
     """
     loss_fn = loss_fn or nn.functional.cross_entropy
     history = History()
@@ -137,8 +139,11 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
             optimizer.zero_grad()
-            out = model(xb)
-            loss = loss_fn(out, yb)
+            if batch_loss is None:
+                out = model(xb)
+                loss = loss_fn(out, yb)
+            else:
+                out, loss = batch_loss(model, xb, yb)
             loss.backward()
             if log_grad_norm:
                 norms = grad_norms(model)
