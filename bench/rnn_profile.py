@@ -45,11 +45,14 @@ def rand(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def module_rows(torch, shape, repeats):
+_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def module_rows(torch, shape, repeats, model="LSTM"):
     b, t, n_in, h, layers = shape
     rng = np.random.default_rng(0)
-    m = dlkern.nn.LSTM(n_in, h, num_layers=layers)
-    tm = torch.nn.LSTM(n_in, h, num_layers=layers)
+    m = getattr(dlkern.nn, model)(n_in, h, num_layers=layers)
+    tm = getattr(torch.nn, model)(n_in, h, num_layers=layers)
     tm.load_state_dict({k: torch.from_numpy(np.asarray(v.numpy()).copy()) for k, v in m.state_dict().items()})
     x, dy = rand(rng, t, b, n_in), rand(rng, t, b, h)
     dx_, ddy = dlkern.from_numpy(x), dlkern.from_numpy(dy)
@@ -79,7 +82,7 @@ def module_rows(torch, shape, repeats):
     def t_fwd_train():
         return tm(tx.detach().requires_grad_())
 
-    flops = sum(2 * t * b * 4 * h * ((n_in if k == 0 else h) + h) for k in range(layers))
+    flops = sum(2 * t * b * _GATES[model] * h * ((n_in if k == 0 else h) + h) for k in range(layers))
     # alternating sample by sample (common.measure_interleaved), so drifting host load
     # lands on both libraries
     named = [("dlkern forward", d_fwd), ("PyTorch forward", t_fwd), ("dlkern forward+backward", d_train),
@@ -247,6 +250,8 @@ def main():
     parser.add_argument("--shape", default="32x128x128x256x2")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--parts", default="module,profile,pieces,overhead,gemm")
+    parser.add_argument("--model", default="LSTM", choices=sorted(_GATES),
+                        help="the module of the 'module' part (the other parts are LSTM's)")
     args = parser.parse_args()
     import threadpoolctl
     import torch
@@ -256,11 +261,11 @@ def main():
     dlkern.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     with threadpoolctl.threadpool_limits(args.threads, user_api="blas"):
-        print(f"# LSTM {shape} at {args.threads} thread(s), torch {torch.__version__}, "
+        print(f"# {args.model} {shape} at {args.threads} thread(s), torch {torch.__version__}, "
               f"dlkern ISA {dlkern.ops.__name__}")
         if "module" in parts or "profile" in parts:
             print("\n| module | min ms | median ms | GFLOP/s (min) |\n|---|---|---|---|")
-            _, d_fwd, d_train, _ = module_rows(torch, shape, args.repeats)
+            _, d_fwd, d_train, _ = module_rows(torch, shape, args.repeats, args.model)
         if "profile" in parts:
             print("\ncProfile, dlkern forward (3 calls):")
             profile(d_fwd)

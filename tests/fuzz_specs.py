@@ -1547,3 +1547,9 @@ def build_rnn_cell(data, name):
         bad[f"{arg} one column too many"] = {arg: np.ones((b, blocks * h + 1), dt)}
     bad[f"{args[-1]} mixed dtype"] = {args[-1]: np.ones((b, h), other)}
     return Case(name, kwargs, check, floats=args, ndims={a: (2,) for a in args}, required=args, bad=bad)
+
+
+# The recurrent layers' time loops (csrc/cpu/rnn_layer.h): their builders live beside.
+from fuzz_specs_rnn_layer import register as _register_rnn_layers  # noqa: E402
+
+_register_rnn_layers(builder)

@@ -474,3 +474,8 @@ ROWS = [
         lambda a, s: 1, bwd=lambda ns, cot, out, a, s: ns.gru_cell_backward(cot, out[1], a["h_prev"]),
         diff=("gi", "gh", "h_prev"), torch=_torch_gru, tol=4.0),
 ]
+
+# The recurrent layers' time loops: their rows live beside (they import Row from here).
+from op_table_rnn_layer import ROWS as _RNN_LAYER_ROWS  # noqa: E402
+
+ROWS += _RNN_LAYER_ROWS

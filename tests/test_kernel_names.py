@@ -31,6 +31,8 @@ SHARED = (
     "max_pool2d", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward",
+    "lstm_layer_forward", "lstm_layer_backward", "gru_layer_forward", "gru_layer_backward",
+    "rnn_layer_forward", "rnn_layer_backward",
 )
 
 # Keywords only the CUDA kernels take (a CPU run has nothing to choose there).

@@ -2,80 +2,12 @@
 // float32/float64 array of one dtype; one of any strides is copied once, C-contiguous,
 // here (the kernels read rows at fixed offsets). The outputs are new C-contiguous arrays.
 // The shape checks live here, once: the Python layers above call these functions.
-#include <string>
-#include <utility>
-#include <vector>
-
 #include "bind/common.h"
+#include "bind/rnn_operands.h"
 #include "cpu/rnn.h"
 
 namespace dlkern::bind {
 namespace {
-
-// The inputs of one call: each checked (ndarray, float dtype, the first one's dtype, 2-D)
-// and made C-contiguous.
-class Operands {
- public:
-  explicit Operands(const char* op) : op_(op) {}
-
-  py::array take(const py::object& obj, const char* arg) {
-    py::array a = require_array(obj, op_, arg);
-    const DType dt = float_dtype(a, op_, arg);
-    if (first_ == nullptr) {
-      dt_ = dt;
-      first_ = arg;
-      first_dtype_ = dtype_str(a);
-    } else if (dt != dt_) {
-      type_error(op_, ": ", arg, " has dtype ", dtype_str(a), " but ", first_, " has dtype ", first_dtype_,
-                 "; all inputs must be the same float type");
-    }
-    if (a.ndim() != 2) value_error(op_, ": ", arg, " must be 2-D (batch, features), got shape ", shape_str(a));
-    if (!(a.flags() & py::array::c_style)) a = py::module_::import("numpy").attr("ascontiguousarray")(a);
-    return a;
-  }
-
-  // ValueError unless a is (rows, cols); `how` says where those numbers come from.
-  void expect(const py::array& a, const char* arg, int64_t rows, int64_t cols, const char* how) const {
-    if (a.shape(0) != rows || a.shape(1) != cols)
-      value_error(op_, ": ", arg, " has shape ", shape_str(a), ", expected (", rows, ", ", cols, ") ", how);
-  }
-
-  // The hidden size of a (B, k * H) gate array.
-  int64_t hidden(const py::array& a, const char* arg, int k, const char* blocks) const {
-    if (a.shape(1) % k != 0)
-      value_error(op_, ": ", arg, " has shape ", shape_str(a), "; its second dimension must be ", k,
-                  " * hidden_size (the ", blocks, " blocks)");
-    return a.shape(1) / k;
-  }
-
-  DType dtype() const { return dt_; }
-
- private:
-  const char* op_;
-  const char* first_ = nullptr;
-  std::string first_dtype_;
-  DType dt_ = DType::f32;
-};
-
-py::array new_like(const py::array& like, int64_t rows, int64_t cols) {
-  return py::array(like.dtype(), std::vector<py::ssize_t>{rows, cols});
-}
-
-// body(T{}) with the GIL released, T the operands' element type.
-template <class F>
-void run(DType dt, F&& body) {
-  py::gil_scoped_release nogil;
-  dispatch_float(dt, std::forward<F>(body));
-}
-
-template <typename T>
-const T* in(const py::array& a) {
-  return static_cast<const T*>(a.data());
-}
-template <typename T>
-T* out(py::array& a) {
-  return static_cast<T*>(a.mutable_data());
-}
 
 py::tuple lstm_forward(const py::object& gates_obj, const py::object& c_prev_obj) {
   Operands ops("lstm_cell_forward");

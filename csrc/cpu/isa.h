@@ -103,6 +103,8 @@ struct TypedKernels {
   void (*gru_fwd)(const T* gi, const T* gh, const T* h_prev, T* h, T* saved, int64_t B, int64_t H, int nthreads);
   void (*gru_bwd)(const T* dh, const T* saved, const T* h_prev, T* dgi, T* dgh, T* dh_prev, int64_t B, int64_t H,
                   int nthreads);
+  void (*rnn_fwd)(const T* pre, T* h, int64_t B, int64_t H, bool relu, int nthreads);
+  void (*rnn_bwd)(const T* dh, const T* h, T* dpre, int64_t B, int64_t H, bool relu, int nthreads);
 };
 
 struct IsaKernels {

@@ -74,6 +74,8 @@ TypedKernels<typename S::T> typed_kernels() {
   k.lstm_bwd = &RnnKernels<S>::lstm_backward;
   k.gru_fwd = &RnnKernels<S>::gru_forward;
   k.gru_bwd = &RnnKernels<S>::gru_backward;
+  k.rnn_fwd = &RnnKernels<S>::rnn_forward;
+  k.rnn_bwd = &RnnKernels<S>::rnn_backward;
   return k;
 }
 

@@ -42,11 +42,25 @@ void gru_cell_backward(const T* dh, const T* saved, const T* h_prev, T* dgi, T* 
   kernels<T>().gru_bwd(dh, saved, h_prev, dgi, dgh, dh_prev, B, H, threads_for(B, 3 * H));
 }
 
+template <typename T>
+void rnn_act_forward(const T* pre, T* h, int64_t B, int64_t H, bool relu) {
+  if (B <= 0 || H <= 0) return;
+  kernels<T>().rnn_fwd(pre, h, B, H, relu, threads_for(B, H));
+}
+
+template <typename T>
+void rnn_act_backward(const T* dh, const T* h, T* dpre, int64_t B, int64_t H, bool relu) {
+  if (B <= 0 || H <= 0) return;
+  kernels<T>().rnn_bwd(dh, h, dpre, B, H, relu, threads_for(B, H));
+}
+
 #define DLKERN_RNN_INSTANTIATE(T)                                                                              \
   template void lstm_cell_forward<T>(const T*, const T*, T*, T*, T*, int64_t, int64_t);                        \
   template void lstm_cell_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, int64_t, int64_t); \
   template void gru_cell_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t);                   \
-  template void gru_cell_backward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t);
+  template void gru_cell_backward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t);             \
+  template void rnn_act_forward<T>(const T*, T*, int64_t, int64_t, bool);                                    \
+  template void rnn_act_backward<T>(const T*, const T*, T*, int64_t, int64_t, bool);
 DLKERN_RNN_INSTANTIATE(float)
 DLKERN_RNN_INSTANTIATE(double)
 #undef DLKERN_RNN_INSTANTIATE

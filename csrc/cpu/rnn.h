@@ -15,6 +15,10 @@
 //  gru_cell_backward: dh (B, H), saved, h_prev -> dgi, dgh (B, 3H), dh_prev (B, H), where
 //    dgh_r = dgi_r, dgh_z = dgi_z, dgh_n = dgi_n r and dh_prev = dh z only (the caller adds
 //    dgh W_hh, the path through the matrix product).
+//  rnn_act_forward: pre (B, H) -> h = tanh(pre) or relu(pre) (the vanilla RNN's step).
+//  rnn_act_backward: dh, h (B, H) -> dpre = dh (1 - h^2) or dh [h > 0].
+//  Outputs may be the very arrays the same position is read from (h == c_prev rows, act ==
+//  gates, dc_prev == dc, dh_prev == dh, h == h_prev): each element is read before it is written.
 #pragma once
 #include <cstdint>
 
@@ -32,5 +36,11 @@ void gru_cell_forward(const T* gi, const T* gh, const T* h_prev, T* h, T* saved,
 
 template <typename T>
 void gru_cell_backward(const T* dh, const T* saved, const T* h_prev, T* dgi, T* dgh, T* dh_prev, int64_t B, int64_t H);
+
+template <typename T>
+void rnn_act_forward(const T* pre, T* h, int64_t B, int64_t H, bool relu);
+
+template <typename T>
+void rnn_act_backward(const T* dh, const T* h, T* dpre, int64_t B, int64_t H, bool relu);
 
 }  // namespace dlkern::cpu

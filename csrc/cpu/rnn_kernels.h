@@ -164,4 +164,30 @@ struct RnnKernels {
       });
     });
   }
+
+  // The vanilla RNN's activation over B rows of H units: h = tanh(pre) or relu(pre) (a NaN
+  // compares false, so relu keeps it, as torch.relu does).
+  static void rnn_forward(const T* pre, T* h, int64_t B, int64_t H, bool relu, int nthreads) {
+    parallel_for(B, nthreads, [&](int64_t b) {
+      const int64_t r = b * H;
+      over_units(H, [&](int64_t j, int64_t n) {
+        const V x = load_n<S>(pre + r + j, n, T(0));
+        store_n<S>(h + r + j, relu ? S::select_lt(x, S::zero(), S::zero(), x) : M::tanh(x), n);
+      });
+    });
+  }
+
+  // dpre = dh (1 - h^2) for tanh, dh [h > 0] for relu (dh times 1 or 0, so an infinite dh
+  // on a zero unit gives NaN, as the product does in PyTorch).
+  static void rnn_backward(const T* dh, const T* h, T* dpre, int64_t B, int64_t H, bool relu, int nthreads) {
+    parallel_for(B, nthreads, [&](int64_t b) {
+      const int64_t r = b * H;
+      const V one = M::one();
+      over_units(H, [&](int64_t j, int64_t n) {
+        const V vdh = load_n<S>(dh + r + j, n, T(0)), hv = load_n<S>(h + r + j, n, T(0));
+        const V d = relu ? S::select_lt(S::zero(), hv, one, S::zero()) : S::sub(one, S::mul(hv, hv));
+        store_n<S>(dpre + r + j, S::mul(vdh, d), n);
+      });
+    });
+  }
 };

@@ -31,6 +31,8 @@ KERNELS = (
     "attention_forward", "attention_backward", "decode_attention", "kv_cache_append", "rope", "rope_backward",
     "gelu_tanh", "gelu_tanh_backward", "gelu_erf", "gelu_erf_backward", "erf", "sigmoid", "relu",
     "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward",
+    "lstm_layer_forward", "lstm_layer_backward", "gru_layer_forward", "gru_layer_backward",
+    "rnn_layer_forward", "rnn_layer_backward",
 )
 
 
@@ -165,6 +167,115 @@ def gru_cell_backward(dh, saved, h_prev):
     dz = dh * (f64(h_prev) - n) * z * (1.0 - z)
     dr = dn * hn * r * (1.0 - r)
     return np.concatenate([dr, dz, dn], axis=1), np.concatenate([dr, dz, dn * r], axis=1), dh * z
+
+
+# ----------------------------------------------------------------------------- recurrent layers
+# One layer in one direction over packed time-major rows (step t owns batch_sizes[t] rows,
+# sizes non-increasing): a plain loop over the cells above. As the kernels, the state
+# (h, c / dh, dc), `out`, the saves and the documented scratch (gates, pre) are written in
+# place; the loop runs in float64 on copies and writes them back at the end (pass float64
+# arrays for float64 results).
+
+
+def _step_rows(batch_sizes, reverse):
+    ends = np.cumsum([int(b) for b in batch_sizes], dtype=np.int64)
+    rows = [(int(e - b), int(e)) for b, e in zip(batch_sizes, ends)]
+    return rows[::-1] if reverse else rows
+
+
+def _write_back(pairs):
+    for dst, value in pairs:
+        if dst is not None:
+            dst[...] = value
+
+
+def _recurrent(h, w_t):
+    with np.errstate(all="ignore"):  # inf * 0 in the product: NaN, as in the kernels
+        return h @ w_t
+
+
+def lstm_layer_forward(gates, w_hh, h, c, out, batch_sizes, reverse=False, c_all=None, c_prev=None, h_prev=None):
+    """gates (N, 4H) -> the activated gates; h, c (B, H) -> the final state; out (N, H) each step's h;
+    c_all / c_prev / h_prev (N, H): each step's new c and the state before it."""
+    act, w, hs, cs = f64(gates).copy(), f64(w_hh), f64(h).copy(), f64(c).copy()
+    n, H = act.shape[0], w.shape[1]
+    y, ca, cp, hp = (np.zeros((n, H)) for _ in range(4))
+    for s, e in _step_rows(batch_sizes, reverse):
+        b = e - s
+        hp[s:e], cp[s:e] = hs[:b], cs[:b]
+        hn, cn, act[s:e] = lstm_cell_forward(act[s:e] + _recurrent(hs[:b], w.T), cs[:b])
+        y[s:e], ca[s:e], hs[:b], cs[:b] = hn, cn, hn, cn
+    _write_back([(gates, act), (h, hs), (c, cs), (out, y), (c_all, ca), (c_prev, cp), (h_prev, hp)])
+
+
+def lstm_layer_backward(dout, dh, dc, act, c_all, c_prev, w_hh, batch_sizes, reverse=False):
+    """-> dgates (N, 4H); dh, dc (B, H) updated in place to the initial state's gradients."""
+    dout, act, c_all, c_prev, w = f64(dout), f64(act), f64(c_all), f64(c_prev), f64(w_hh)
+    dhs, dcs = f64(dh).copy(), f64(dc).copy()
+    dgates = np.zeros(act.shape)
+    for s, e in _step_rows(batch_sizes, not reverse):
+        b = e - s
+        dg, dcs[:b] = lstm_cell_backward(dhs[:b] + dout[s:e], dcs[:b], act[s:e], c_prev[s:e], c_all[s:e])
+        dgates[s:e], dhs[:b] = dg, _recurrent(dg, w)
+    _write_back([(dh, dhs), (dc, dcs)])
+    return dgates
+
+
+def gru_layer_forward(gi, w_hh, b_hh, h, out, batch_sizes, reverse=False, saved=None, h_prev=None):
+    """gi (N, 3H) = x W_ih^T + b_ih; n = tanh(gi_n + r (h W_hn^T + b_hn)); h (B, H) -> the final state;
+    out (N, H); saved (N, 4H) = [r, z, n, h W_hn^T + b_hn], h_prev (N, H)."""
+    gi, w, hs = f64(gi), f64(w_hh), f64(h).copy()
+    n, H = gi.shape[0], w.shape[1]
+    bias = np.zeros(3 * H) if b_hh is None else f64(b_hh)
+    y, sv, hp = np.zeros((n, H)), np.zeros((n, 4 * H)), np.zeros((n, H))
+    for s, e in _step_rows(batch_sizes, reverse):
+        b = e - s
+        hp[s:e] = hs[:b]
+        hn, sv[s:e] = gru_cell_forward(gi[s:e], _recurrent(hs[:b], w.T) + bias, hs[:b])
+        y[s:e], hs[:b] = hn, hn
+    _write_back([(h, hs), (out, y), (saved, sv), (h_prev, hp)])
+
+
+def gru_layer_backward(dout, dh, saved, h_prev, w_hh, batch_sizes, reverse=False):
+    """-> (dgi, dgh) (N, 3H); dh (B, H) updated in place to the initial state's gradient."""
+    dout, saved, h_prev, w = f64(dout), f64(saved), f64(h_prev), f64(w_hh)
+    dhs = f64(dh).copy()
+    n, H = h_prev.shape
+    dgi, dgh = np.zeros((n, 3 * H)), np.zeros((n, 3 * H))
+    for s, e in _step_rows(batch_sizes, not reverse):
+        b = e - s
+        dgi[s:e], dgh[s:e], direct = gru_cell_backward(dhs[:b] + dout[s:e], saved[s:e], h_prev[s:e])
+        dhs[:b] = direct + _recurrent(dgh[s:e], w)
+    _write_back([(dh, dhs)])
+    return dgi, dgh
+
+
+def rnn_layer_forward(pre, w_hh, h, out, batch_sizes, reverse=False, nonlinearity="tanh", h_prev=None):
+    """pre (N, H) -> pre + h W_hh^T per step; h' = tanh or relu of it; h (B, H) -> the final state;
+    out (N, H); h_prev (N, H)."""
+    p, w, hs = f64(pre).copy(), f64(w_hh), f64(h).copy()
+    y, hp = np.zeros(p.shape), np.zeros(p.shape)
+    for s, e in _step_rows(batch_sizes, reverse):
+        b = e - s
+        hp[s:e] = hs[:b]
+        p[s:e] += _recurrent(hs[:b], w.T)
+        y[s:e] = relu(p[s:e]) if nonlinearity == "relu" else np.tanh(p[s:e])
+        hs[:b] = y[s:e]
+    _write_back([(pre, p), (h, hs), (out, y), (h_prev, hp)])
+
+
+def rnn_layer_backward(dout, dh, out, w_hh, batch_sizes, reverse=False, nonlinearity="tanh"):
+    """-> dpre (N, H); dh (B, H) updated in place to the initial state's gradient."""
+    dout, y, w, dhs = f64(dout), f64(out), f64(w_hh), f64(dh).copy()
+    dpre = np.zeros(y.shape)
+    for s, e in _step_rows(batch_sizes, not reverse):
+        b = e - s
+        d = dhs[:b] + dout[s:e]
+        with np.errstate(invalid="ignore"):  # inf * 0: NaN, as in PyTorch
+            d = d * (y[s:e] > 0) if nonlinearity == "relu" else d * (1.0 - y[s:e] * y[s:e])
+        dpre[s:e], dhs[:b] = d, _recurrent(d, w)
+    _write_back([(dh, dhs)])
+    return dpre
 
 
 # ----------------------------------------------------------------------------- softmax

@@ -215,6 +215,74 @@ class CUDADevice:
         dr = dn * hn * r * (1 - r)
         return (self.concatenate([dr, dz, dn], axis=1), self.concatenate([dr, dz, dn * r], axis=1), dh * z)
 
+    # The recurrent layers' time loops (csrc/cpu/rnn_layer.h has the contract; the CPU
+    # kernels check the arguments): per step the recurrent GEMM and the cell above, the
+    # state, the outputs and the saves written in place.
+    def lstm_layer_forward(self, gates, w_hh, h, c, out, batch_sizes, reverse=False, c_all=None, c_prev=None,
+                           h_prev=None):
+        w_t = self.contiguous(w_hh.T)  # once per sequence: the per-step GEMMs read it plain
+        for s, e in _step_rows(batch_sizes, reverse):
+            hp, cp = h[:e - s], c[:e - s]
+            _save(h_prev, s, e, hp)
+            _save(c_prev, s, e, cp)
+            hn, cn, act = self.lstm_cell_forward(self.gemm(hp, w_t, c=gates[s:e], beta=1.0), cp)
+            gates[s:e] = act
+            _save(c_all, s, e, cn)
+            out[s:e] = hn
+            hp[...] = hn
+            cp[...] = cn
+
+    def lstm_layer_backward(self, dout, dh, dc, act, c_all, c_prev, w_hh, batch_sizes, reverse=False):
+        dgates = self.empty(act.shape, dtype=act.dtype)
+        for s, e in _step_rows(batch_sizes, not reverse):
+            dhb = dh[:e - s]
+            dhb += dout[s:e]
+            dg, dc[:e - s] = self.lstm_cell_backward(dhb, dc[:e - s], act[s:e], c_prev[s:e], c_all[s:e])
+            dgates[s:e] = dg
+            self.gemm(dg, w_hh, c=dhb)
+        return dgates
+
+    def gru_layer_forward(self, gi, w_hh, b_hh, h, out, batch_sizes, reverse=False, saved=None, h_prev=None):
+        w_t = self.contiguous(w_hh.T)
+        for s, e in _step_rows(batch_sizes, reverse):
+            hp = h[:e - s]
+            _save(h_prev, s, e, hp)
+            gh = self.gemm(hp, w_t)
+            hn, sv = self.gru_cell_forward(gi[s:e], gh if b_hh is None else gh + b_hh, hp)
+            _save(saved, s, e, sv)
+            out[s:e] = hn
+            hp[...] = hn
+
+    def gru_layer_backward(self, dout, dh, saved, h_prev, w_hh, batch_sizes, reverse=False):
+        n, H = h_prev.shape
+        dgi, dgh = self.empty((n, 3 * H), dtype=saved.dtype), self.empty((n, 3 * H), dtype=saved.dtype)
+        for s, e in _step_rows(batch_sizes, not reverse):
+            dhb = dh[:e - s]
+            dhb += dout[s:e]
+            dgi[s:e], dgh[s:e], dhb[...] = self.gru_cell_backward(dhb, saved[s:e], h_prev[s:e])
+            self.gemm(dgh[s:e], w_hh, c=dhb, beta=1.0)
+        return dgi, dgh
+
+    def rnn_layer_forward(self, pre, w_hh, h, out, batch_sizes, reverse=False, nonlinearity="tanh", h_prev=None):
+        w_t = self.contiguous(w_hh.T)
+        for s, e in _step_rows(batch_sizes, reverse):
+            hp = h[:e - s]
+            _save(h_prev, s, e, hp)
+            p = self.gemm(hp, w_t, c=pre[s:e], beta=1.0)
+            pre[s:e] = p
+            out[s:e] = self.relu(p) if nonlinearity == "relu" else self.tanh(p)
+            hp[...] = out[s:e]
+
+    def rnn_layer_backward(self, dout, dh, out, w_hh, batch_sizes, reverse=False, nonlinearity="tanh"):
+        dpre = self.empty(out.shape, dtype=out.dtype)
+        for s, e in _step_rows(batch_sizes, not reverse):
+            dhb = dh[:e - s]
+            dhb += dout[s:e]
+            hn = out[s:e]
+            dpre[s:e] = dhb * (hn > 0) if nonlinearity == "relu" else dhb * (1 - hn * hn)
+            self.gemm(dpre[s:e], w_hh, c=dhb)
+        return dpre
+
     # ---- views and copies built on the module's primitives
     def broadcast_to(self, x, shape):
         shape = _shape_tuple(shape)
@@ -419,6 +487,21 @@ def cuda_device(spec=0):
     if dev is None:
         dev = _cuda_devices[index] = CUDADevice(index)
     return dev
+
+
+def _step_rows(batch_sizes, reverse):
+    """(start, stop) rows of each step of a packed sequence, in processing order."""
+    rows, start = [], 0
+    for b in batch_sizes:
+        rows.append((start, start + b))
+        start += b
+    return rows[::-1] if reverse else rows
+
+
+def _save(dst, s, e, rows):
+    """dst[s:e] = rows unless the caller asked for no such save (dst None)."""
+    if dst is not None:
+        dst[s:e] = rows
 
 
 def _gate_blocks(x, k):

@@ -1,12 +1,13 @@
 """Recurrent layers: one Function runs one layer in one direction over the whole
 sequence (not one graph node per step).
 
-Forward: the input projection of every step is one GEMM; each step adds one recurrent
-GEMM into its rows and calls one fused pointwise kernel (``lstm_cell_forward``,
-``gru_cell_forward``; tanh/relu for the vanilla RNN), saving what the backward reads.
-Backward through time: per step the fused backward kernel gives the pre-activation
-gradients and one GEMM with W_hh the state gradient; the weight gradients are then a
-few large GEMMs over all steps.
+Forward: the input projection of every step is one GEMM; the time loop is one device
+call per layer and direction (``lstm_layer_forward``, ``gru_layer_forward``,
+``rnn_layer_forward``: per step one recurrent GEMM and one fused pointwise kernel, the
+state, the outputs and what the backward reads written in place). Backward through time:
+``*_layer_backward`` gives the pre-activation gradients of every step and the initial
+state's; the weight gradients are then a few large GEMMs over all steps. An LSTM with a
+projection (proj_size) keeps its loop here, over the cell kernels.
 
 Sequences are time-major rows: x is (N, input), N = sum(batch_sizes), step t owning
 batch_sizes[t] consecutive rows (PackedSequence's layout; an unpacked (T, B, input) is
@@ -27,6 +28,11 @@ def step_rows(batch_sizes, reverse):
         rows.append((start, start + b))
         start += b
     return rows[::-1] if reverse else rows
+
+
+def _nonempty(batch_sizes):
+    """The steps with rows: sizes never grow, so only trailing zeros (an empty batch) go."""
+    return tuple(b for b in batch_sizes if b)
 
 
 def _flat_output(dev, n, h0, c0):
@@ -89,24 +95,16 @@ class RNNLayer(Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity):
         dev = ctx.device
+        batch_sizes = _nonempty(batch_sizes)
         train = any(ctx.needs_input_grad)
         n = x.shape[0]
         pre = _input_projection(dev, x, w_ih, None if b_ih is None else b_ih + b_hh)
         y, out, h, _ = _flat_output(dev, n, h0, None)
         hprev = dev.empty(out.shape, dtype=out.dtype) if train else None
-        relu = nonlinearity == "relu"
-        w_hh_t = _transposed(dev, w_hh)
-        for s, e in step_rows(batch_sizes, reverse):
-            hp = h[:e - s]
-            if train:
-                hprev[s:e] = hp
-            p = dev.gemm(hp, w_hh_t, c=pre[s:e], beta=1.0)
-            hn = dev.maximum(p, 0) if relu else dev.tanh(p)
-            out[s:e] = hn
-            hp[...] = hn
+        dev.rnn_layer_forward(pre, w_hh, h, out, batch_sizes, reverse, nonlinearity, hprev)
         if train:
             # (the activations are kept apart from the output, which the caller may change)
-            ctx.saved = (x, w_ih, w_hh, hprev, out.copy(), h0.shape, batch_sizes, reverse, relu)
+            ctx.saved = (x, w_ih, w_hh, hprev, out.copy(), h0.shape, batch_sizes, reverse, nonlinearity == "relu")
             ctx.has_bias = b_ih is not None  # (for the double backward: a constant bias is not saved)
         return y
 
@@ -116,14 +114,7 @@ class RNNLayer(Function):
         dev = ctx.device
         n = x.shape[0]
         dout, dh, _ = _split_grad(g, n, B, H, None)
-        dpre = dev.empty(hout.shape, dtype=hout.dtype)
-        for s, e in step_rows(batch_sizes, not reverse):
-            dhb = dh[:e - s]
-            dhb += dout[s:e]
-            hn = hout[s:e]
-            d = dhb * (hn > 0) if relu else dhb * (1 - hn * hn)
-            dpre[s:e] = d
-            dev.gemm(d, w_hh, c=dhb)
+        dpre = dev.rnn_layer_backward(dout, dh, hout, w_hh, batch_sizes, reverse, "relu" if relu else "tanh")
         need = ctx.needs_input_grad
         grads = _weight_grads(dev, (need[0], need[2], need[3], need[4], need[5]), x, w_ih, dpre, hprev)
         dx, dw_ih, dw_hh, db_ih, db_hh = grads
@@ -138,35 +129,25 @@ class LSTMLayer(Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
         dev = ctx.device
+        batch_sizes = _nonempty(batch_sizes)
         train = any(ctx.needs_input_grad)
         n, H = x.shape[0], c0.shape[1]
         gates = _input_projection(dev, x, w_ih, None if b_ih is None else b_ih + b_hh)
         y, out, h, c = _flat_output(dev, n, h0, c0)
         dt = out.dtype
+        act_all = c_all = cprev = hprev = hraw = None
         if train:
-            act_all = dev.empty((n, 4 * H), dtype=dt)
             c_all, cprev = dev.empty((n, H), dtype=dt), dev.empty((n, H), dtype=dt)
             hprev = dev.empty(out.shape, dtype=dt)
-            hraw = dev.empty((n, H), dtype=dt) if w_hr is not None else None
-        w_hh_t, w_hr_t = _transposed(dev, w_hh), _transposed(dev, w_hr)
-        for s, e in step_rows(batch_sizes, reverse):
-            b = e - s
-            hp, cp = h[:b], c[:b]
-            if train:
-                hprev[s:e] = hp
-                cprev[s:e] = cp
-            gt = dev.gemm(hp, w_hh_t, c=gates[s:e], beta=1.0)
-            hr, cn, act = dev.lstm_cell_forward(gt, cp)
-            if train:
-                act_all[s:e] = act
-                c_all[s:e] = cn
             if w_hr is not None:
-                if train:
-                    hraw[s:e] = hr
-                hr = dev.gemm(hr, w_hr_t)
-            out[s:e] = hr
-            hp[...] = hr
-            cp[...] = cn
+                act_all, hraw = dev.empty((n, 4 * H), dtype=dt), dev.empty((n, H), dtype=dt)
+        if w_hr is None:
+            # the gates become the activated gates, the backward's `act`
+            dev.lstm_layer_forward(gates, w_hh, h, c, out, batch_sizes, reverse, c_all, cprev, hprev)
+            act_all = gates
+        else:
+            _lstm_projected_forward(dev, gates, w_hh, w_hr, h, c, out, batch_sizes, reverse,
+                                    (act_all, c_all, cprev, hprev, hraw) if train else None)
         if train:
             ctx.saved = (x, w_ih, w_hh, w_hr, act_all, c_all, cprev, hprev, hraw, batch_sizes, reverse)
             ctx.has_bias = b_ih is not None  # (for the double backward)
@@ -180,21 +161,11 @@ class LSTMLayer(Function):
         P = hprev.shape[1]
         B = (g.shape[0] - n * P) // (P + H)
         dout, dh, dc = _split_grad(g, n, B, P, H)
-        dgates = dev.empty(act_all.shape, dtype=act_all.dtype)
-        dhp_all = dev.empty((n, P), dtype=dh.dtype) if w_hr is not None else None
-        for s, e in step_rows(batch_sizes, not reverse):
-            b = e - s
-            dhb = dh[:b]
-            dhb += dout[s:e]
-            if w_hr is not None:
-                dhp_all[s:e] = dhb
-                dhr = dev.gemm(dhb, w_hr)
-            else:
-                dhr = dhb
-            dgt, dcp = dev.lstm_cell_backward(dhr, dc[:b], act_all[s:e], cprev[s:e], c_all[s:e])
-            dgates[s:e] = dgt
-            dev.gemm(dgt, w_hh, c=dhb)
-            dc[:b] = dcp
+        dhp_all = None
+        if w_hr is None:
+            dgates = dev.lstm_layer_backward(dout, dh, dc, act_all, c_all, cprev, w_hh, batch_sizes, reverse)
+        else:
+            dgates, dhp_all = _lstm_projected_backward(dev, dout, dh, dc, ctx.saved)
         need = ctx.needs_input_grad
         dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(
             dev, (need[0], need[3], need[4], need[5], need[6]), x, w_ih, dgates, hprev)
@@ -211,28 +182,14 @@ class GRULayer(Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse):
         dev = ctx.device
+        batch_sizes = _nonempty(batch_sizes)
         train = any(ctx.needs_input_grad)
         n, H = x.shape[0], h0.shape[1]
         gi = _input_projection(dev, x, w_ih, b_ih)
         y, out, h, _ = _flat_output(dev, n, h0, None)
-        if train:
-            saved_all = dev.empty((n, 4 * H), dtype=out.dtype)
-            hprev = dev.empty(out.shape, dtype=out.dtype)
-        w_hh_t = _transposed(dev, w_hh)
-        # every step's h W_hh^T + b_hh lands in its rows of one array prefilled with b_hh
-        # (the GEMM accumulates into it: no per-step allocation or bias add)
-        gh_all = dev.zeros((n, 3 * H), dtype=out.dtype)
-        if b_hh is not None:
-            gh_all[...] = b_hh
-        for s, e in step_rows(batch_sizes, reverse):
-            hp = h[:e - s]
-            gh = dev.gemm(hp, w_hh_t, c=gh_all[s:e], beta=1.0)
-            hn, sv = dev.gru_cell_forward(gi[s:e], gh, hp)
-            if train:
-                hprev[s:e] = hp
-                saved_all[s:e] = sv
-            out[s:e] = hn
-            hp[...] = hn
+        saved_all = dev.empty((n, 4 * H), dtype=out.dtype) if train else None
+        hprev = dev.empty(out.shape, dtype=out.dtype) if train else None
+        dev.gru_layer_forward(gi, w_hh, b_hh, h, out, batch_sizes, reverse, saved_all, hprev)
         if train:
             ctx.saved = (x, w_ih, w_hh, saved_all, hprev, batch_sizes, reverse)
             ctx.has_bias = b_ih is not None  # (for the double backward)
@@ -245,20 +202,50 @@ class GRULayer(Function):
         n, H = hprev.shape
         B = (g.shape[0] - n * H) // H
         dout, dh, _ = _split_grad(g, n, B, H, None)
-        dgi_all = dev.empty((n, 3 * H), dtype=dh.dtype)
-        dgh_all = dev.empty((n, 3 * H), dtype=dh.dtype)
-        for s, e in step_rows(batch_sizes, not reverse):
-            dhb = dh[:e - s]
-            dhb += dout[s:e]
-            dgi, dgh, dhp = dev.gru_cell_backward(dhb, saved_all[s:e], hprev[s:e])
-            dgi_all[s:e] = dgi
-            dgh_all[s:e] = dgh
-            dhb[...] = dhp
-            dev.gemm(dgh, w_hh, c=dhb, beta=1.0)
+        dgi_all, dgh_all = dev.gru_layer_backward(dout, dh, saved_all, hprev, w_hh, batch_sizes, reverse)
         need = ctx.needs_input_grad
         dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(
             dev, (need[0], need[2], need[3], need[4], need[5]), x, w_ih, dgi_all, hprev, dgates_hh=dgh_all)
         return dx, dh if need[1] else None, dw_ih, dw_hh, db_ih, db_hh, None, None
+
+
+def _lstm_projected_forward(dev, gates, w_hh, w_hr, h, c, out, batch_sizes, reverse, saves):
+    """The LSTM loop with a projection h = h_raw W_hr^T (proj_size), over the cell kernels;
+    saves (act_all, c_all, cprev, hprev, hraw) or None."""
+    w_hh_t, w_hr_t = _transposed(dev, w_hh), _transposed(dev, w_hr)
+    for s, e in step_rows(batch_sizes, reverse):
+        b = e - s
+        hp, cp = h[:b], c[:b]
+        if saves is not None:
+            saves[3][s:e] = hp
+            saves[2][s:e] = cp
+        gt = dev.gemm(hp, w_hh_t, c=gates[s:e], beta=1.0)
+        hr, cn, act = dev.lstm_cell_forward(gt, cp)
+        if saves is not None:
+            saves[0][s:e] = act
+            saves[1][s:e] = cn
+            saves[4][s:e] = hr
+        hr = dev.gemm(hr, w_hr_t)
+        out[s:e] = hr
+        hp[...] = hr
+        cp[...] = cn
+
+
+def _lstm_projected_backward(dev, dout, dh, dc, saved):
+    """The projected LSTM's loop backward: (dgates, the gradients reaching each step's h)."""
+    x, w_ih, w_hh, w_hr, act_all, c_all, cprev, hprev, hraw, batch_sizes, reverse = saved
+    dgates = dev.empty(act_all.shape, dtype=act_all.dtype)
+    dhp_all = dev.empty(hprev.shape, dtype=dh.dtype)
+    for s, e in step_rows(batch_sizes, not reverse):
+        b = e - s
+        dhb = dh[:b]
+        dhb += dout[s:e]
+        dhp_all[s:e] = dhb
+        dgt, dcp = dev.lstm_cell_backward(dev.gemm(dhb, w_hr), dc[:b], act_all[s:e], cprev[s:e], c_all[s:e])
+        dgates[s:e] = dgt
+        dev.gemm(dgt, w_hh, c=dhb)
+        dc[:b] = dcp
+    return dgates, dhp_all
 
 
 class PackRows(Function):
