@@ -261,6 +261,20 @@ def test_backtracking_satisfies_armijo_where_the_full_step_overshoots():
     assert abs(x) < 1e-6
 
 
+def test_backtracking_searches_along_minus_g_when_exact_newton_ascends():
+    t0 = np.array([0.3, 0.0])
+    f, g, h = double_well_np(t0)
+    assert g @ np.linalg.solve(h, -g) > 0  # the Newton direction climbs here
+    params, closure = double_well(t0)
+    opt = optim.Newton(params, line_search_fn="backtracking")
+    opt.step(closure)
+    t = 1.0
+    while double_well_np(t0 - t * g)[0] > f - 1e-4 * t * (g @ g):
+        t /= 2
+    np.testing.assert_allclose(flat(params), t0 - t * g, rtol=1e-14)
+    assert float(closure()) < f
+
+
 def test_singular_hessian_without_damping_takes_the_minimum_norm_step():
     p = Parameter(dlkern.tensor(np.zeros(2)))
 
