@@ -339,6 +339,14 @@ def test_errors():
     with pytest.raises(TypeError, match="Tensor"):
         optim.Newton(params).step(lambda: 1.0)
 
+    def lbfgs_style_closure():
+        loss = closure()
+        loss.backward()
+        return loss
+
+    with pytest.raises(RuntimeError, match="without calling backward"):
+        optim.Newton(params).step(lbfgs_style_closure)
+
 
 def test_returns_the_first_loss_and_leaves_unused_parameters():
     params, closure, q, c = quadratic()

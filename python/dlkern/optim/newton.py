@@ -123,7 +123,13 @@ class Newton(Optimizer):
             if not loss.requires_grad:
                 raise RuntimeError("Newton: the loss returned by the closure does not require grad (is it "
                                    "computed from the parameters, outside no_grad?)")
-            grads = _autograd_grad(loss, self._params, create_graph=True, allow_unused=True)
+            try:
+                grads = _autograd_grad(loss, self._params, create_graph=True, allow_unused=True)
+            except RuntimeError as e:
+                if "second time" not in str(e):
+                    raise
+                raise RuntimeError("Newton: the closure's graph was already freed: the closure must return the "
+                                   "loss without calling backward() (Newton differentiates it twice itself)") from e
         grads = _fill(grads, self._params, False, "Newton")
         return loss, grads
 
