@@ -20,3 +20,9 @@ from .lbfgs import LBFGS  # noqa: E402
 
 __all__ += ["LBFGS"]
 # ---- end issue 15: L-BFGS
+
+# ---- issue 15: Newton
+from .newton import Newton  # noqa: E402
+
+__all__ += ["Newton"]
+# ---- end issue 15: Newton
