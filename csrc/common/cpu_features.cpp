@@ -1,6 +1,9 @@
 #include "common/cpu_features.h"
 
 #include <atomic>
+#if defined(DLKERN_X86) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
@@ -19,6 +22,10 @@ const CpuFeatures& cpu_features() {
     f.avx512vl = __builtin_cpu_supports("avx512vl");
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512dq = __builtin_cpu_supports("avx512dq");
+    // CPUID leaf 7 sub-leaf 1, EAX bit 5; the OS saving zmm state is what avx512f's
+    // check above already required.
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) f.avx512bf16 = f.avx512f && ((eax >> 5) & 1u);
 #endif
     return f;
   }();

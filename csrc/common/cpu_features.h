@@ -11,6 +11,8 @@ enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
 struct CpuFeatures {
   bool avx2 = false, fma = false;
   bool avx512f = false, avx512vl = false, avx512bw = false, avx512dq = false;
+  // AVX-512 BF16 (vdpbf16ps): not an ISA level, one kernel of the avx512 table (cpu/isa.h).
+  bool avx512bf16 = false;
 };
 
 const CpuFeatures& cpu_features();

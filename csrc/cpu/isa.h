@@ -18,6 +18,7 @@
 #include "common/cpu_features.h"
 #include "cpu/activation.h"
 #include "cpu/attention.h"
+#include "cpu/bf16.h"
 #include "cpu/gemm.h"
 #include "cpu/pool.h"
 
@@ -107,9 +108,20 @@ struct TypedKernels {
   void (*rnn_bwd)(const T* dh, const T* h, T* dpre, int64_t B, int64_t H, bool relu, int nthreads);
 };
 
+// The bfloat16 kernels (cpu/bf16.h, cpu/bf16_kernels.h): conversions over n elements,
+// one thread; the GEMM (trivial cases are the caller's) on converted float32 panels,
+// and with vdpbf16ps where this ISA has it on this CPU (else nullptr).
+struct Bf16Kernels {
+  void (*from_f32)(const float* x, uint16_t* dst, int64_t n);
+  void (*to_f32)(const uint16_t* x, float* dst, int64_t n);
+  void (*gemm_fallback)(const GemmBf16Args& args, int nthreads);
+  void (*gemm_dpbf16)(const GemmBf16Args& args, int nthreads);
+};
+
 struct IsaKernels {
   TypedKernels<float> f32;
   TypedKernels<double> f64;
+  Bf16Kernels bf16;
 
   // Convolution's layout copies as 8 x 8 register transposes; nullptr where the ISA has
   // none (generic: conv.cpp's scalar loops).
@@ -156,6 +168,14 @@ const IsaKernels& table();
 namespace avx512 {
 const IsaKernels& table();
 }
+// Not an ISA of its own: the one kernel that needs AVX-512 BF16 (vdpbf16ps), in its own
+// TU (gemm_bf16_avx512bf16.cpp, the avx512 flags plus -mavx512bf16), which the avx512
+// table points at only when the CPU has the instruction (cpu_features().avx512bf16).
+#if defined(DLKERN_HAVE_AVX512BF16)
+namespace avx512bf16 {
+void gemm_bf16(const GemmBf16Args& args, int nthreads);
+}
+#endif
 #endif
 
 }  // namespace dlkern::cpu

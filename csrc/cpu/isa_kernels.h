@@ -36,6 +36,7 @@ namespace {
 #include "cpu/cross_entropy_kernels.h"
 #include "cpu/gemm_driver.h"
 #include "cpu/gemm_packed_driver.h"
+#include "cpu/bf16_kernels.h"
 #include "cpu/norm_segments.h"
 #include "cpu/pool_lanes.h"
 #include "cpu/pool_driver.h"
@@ -83,6 +84,7 @@ IsaKernels make_table() {
   IsaKernels k{};
   k.f32 = typed_kernels<VecF32, PoolF32>();
   k.f64 = typed_kernels<VecF64, PoolF64>();
+  k.bf16 = bf16_kernels();
 #if defined(DLKERN_CONV_TRANSPOSES)
   k.conv_transpose_f32 = &conv_transpose_f32;
   k.conv_scatter_rows_f32 = &conv_scatter_rows_f32;

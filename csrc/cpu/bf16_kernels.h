@@ -1,0 +1,100 @@
+// bfloat16 kernels of one ISA (cpu/bf16.h): the conversions and the GEMM's float32
+// fallback. Included by cpu/isa_kernels.h after gemm_driver.h (GemmF32, its blocking).
+//
+// The conversions are written once over GCC vector extensions 16 lanes wide: each ISA's
+// TU lowers them to its own registers (one zmm, two ymm, four xmm). The AVX-512 BF16
+// vcvtneps2bf16 is not used: it flushes denormal inputs to zero, and the conversion
+// must round them like any other value.
+
+namespace bf16 {
+
+typedef uint32_t U32x16 __attribute__((vector_size(64)));
+typedef uint16_t U16x16 __attribute__((vector_size(32)));
+typedef int32_t I32x16 __attribute__((vector_size(64)));
+
+DLKERN_INLINE uint16_t round_one(uint32_t u) {
+  // NaN: truncate and set the quiet bit (a NaN whose payload sits in the low half
+  // would otherwise truncate to Inf). Else add 0x7fff plus the lowest kept bit: RNE,
+  // and a carry out of the mantissa bumps the exponent (max float -> Inf), as it should.
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+void from_f32(const float* x, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    U32x16 u;
+    std::memcpy(&u, x + i, sizeof(u));
+    const U32x16 rne = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const U32x16 quiet = (u >> 16) | 0x40u;
+    const I32x16 is_nan = (u & 0x7fffffffu) > 0x7f800000u;
+    const U32x16 r = (U32x16)((is_nan & (I32x16)quiet) | (~is_nan & (I32x16)rne));
+    const U16x16 h = __builtin_convertvector(r, U16x16);
+    std::memcpy(dst + i, &h, sizeof(h));
+  }
+  for (; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    dst[i] = round_one(u);
+  }
+}
+
+void to_f32(const uint16_t* x, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    U16x16 h;
+    std::memcpy(&h, x + i, sizeof(h));
+    const U32x16 u = __builtin_convertvector(h, U32x16) << 16;
+    std::memcpy(dst + i, &u, sizeof(u));
+  }
+  for (; i < n; ++i) {
+    const uint32_t u = uint32_t(x[i]) << 16;
+    std::memcpy(dst + i, &u, 4);
+  }
+}
+
+DLKERN_INLINE float widen(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// The fallback's panels are the float32 micro-kernel's (gemm_driver.h: A panels
+// (kc, MR), B panels (kc, NR), kc = 2 kcp), converted while packing, with each pair's
+// odd element first: the micro-kernel's FMAs then take a pair in vdpbf16ps' order and
+// round exactly where it does.
+struct FallbackPolicy {
+  using E = float;
+  static constexpr int MR = GemmF32::MR, NR = GemmF32::NR, kPerPair = 2;
+  static DLKERN_INLINE void put(float* step, int stride, int idx, uint16_t even, uint16_t odd) {
+    step[idx] = widen(odd);
+    step[stride + idx] = widen(even);
+  }
+  static void macro(int64_t mc, int64_t nc, int64_t kcp, const float* ap, const float* bp, int64_t n_panels,
+                    float* c, int64_t ldc, float alpha, float beta) {
+    const GemmF32::ABlock A{nullptr, 0, 0, ap};
+    GemmF32::macro(mc, nc, 2 * kcp, A, bp, 0, n_panels, c, ldc, alpha, beta);
+  }
+};
+
+#include "cpu/gemm_bf16_driver.h"
+
+void gemm_fallback(const dlkern::cpu::GemmBf16Args& g, int nthreads) {
+  GemmBf16Driver<FallbackPolicy>::run(g, nthreads, kGemmBlockingF32.mc, kGemmBlockingF32.nc);
+}
+
+}  // namespace bf16
+
+dlkern::cpu::Bf16Kernels bf16_kernels() {
+  dlkern::cpu::Bf16Kernels k{};
+  k.from_f32 = &bf16::from_f32;
+  k.to_f32 = &bf16::to_f32;
+  k.gemm_fallback = &bf16::gemm_fallback;
+#if defined(DLKERN_SIMD_AVX512) && defined(DLKERN_HAVE_AVX512BF16)
+  // A separate TU (built with -mavx512bf16) holds the vdpbf16ps path; the table only
+  // points at it where the CPU has the instruction.
+  if (dlkern::cpu_features().avx512bf16) k.gemm_dpbf16 = &dlkern::cpu::avx512bf16::gemm_bf16;
+#endif
+  return k;
+}

@@ -1,0 +1,120 @@
+// The bf16 GEMM's vdpbf16ps path (cpu/bf16.h), compiled with the avx512 flags plus
+// -mavx512bf16 (CMakeLists.txt). Not an ISA level of its own (a fourth table would
+// recompile every family for one instruction): the avx512 table (cpu/bf16_kernels.h)
+// points at gemm_bf16 only when cpu_features().avx512bf16 holds, so nothing here runs
+// on a CPU without it. The loop nest is gemm_bf16_driver.h's, as the fallback's.
+#if defined(DLKERN_HAVE_AVX512BF16)
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "common/runtime.h"
+#include "cpu/isa.h"
+
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+namespace dlkern::cpu::avx512bf16 {
+namespace {
+
+// A pair of bf16 (even element in the low half, as vdpbf16ps reads it) per uint32.
+// Tile 6 rows x 64 columns as the float32 AVX-512 kernel: 24 accumulators + 4 B vectors
+// + 1 broadcast of 32 registers; each vdpbf16ps does 32 multiply-adds, twice an FMA's.
+struct DpPolicy {
+  using E = uint32_t;
+  static constexpr int MR = 6, NV = 4, NR = NV * 16, kPerPair = 1;
+
+  static inline void put(uint32_t* step, int, int idx, uint16_t even, uint16_t odd) {
+    step[idx] = uint32_t(even) | (uint32_t(odd) << 16);
+  }
+
+  // C[0:MR, 0:NR] = alpha * (A_panel B_panel) + beta * C, the float kernel's epilogue.
+  // Never inlined, for the float kernel's reason (gemm_driver.h's micro).
+  [[gnu::noinline]] static void micro(int64_t kcp, const uint32_t* __restrict a, const uint32_t* __restrict b,
+                                      float* __restrict c, int64_t ldc, float alpha, float beta) {
+    __m512 acc[MR][NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int64_t q = 0; q < kcp; ++q) {
+      __m512bh bv[NV];
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + j * 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i]));
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, bv[j]);
+      }
+      a += MR;
+      b += NR;
+    }
+    const __m512 va = _mm512_set1_ps(alpha);
+    if (beta == 0.0f) {
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) _mm512_storeu_ps(c + i * ldc + j * 16, _mm512_mul_ps(va, acc[i][j]));
+    } else {
+      const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) {
+          float* cp = c + i * ldc + j * 16;
+          _mm512_storeu_ps(cp, _mm512_fmadd_ps(vb, _mm512_loadu_ps(cp), _mm512_mul_ps(va, acc[i][j])));
+        }
+    }
+  }
+
+  // A partial tile: the full tile on the zero-padded panels into scratch, then the
+  // valid part merged with the same roundings as micro's epilogue.
+  static void micro_edge(int64_t kcp, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc, float alpha,
+                         float beta, int rows, int cols) {
+    alignas(64) float tile[MR * NR];
+    micro(kcp, a, b, tile, NR, 1.0f, 0.0f);
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j) {
+        float* cp = c + i * ldc + j;
+        const float v = alpha * tile[i * NR + j];
+        *cp = beta == 0.0f ? v : std::fma(beta, *cp, v);
+      }
+  }
+
+  static void macro(int64_t mc, int64_t nc, int64_t kcp, const uint32_t* ap, const uint32_t* bp,
+                    int64_t n_panels, float* c, int64_t ldc, float alpha, float beta) {
+    for (int64_t jp = 0; jp < n_panels; ++jp) {
+      const int64_t j0 = jp * NR;
+      const int cols = static_cast<int>(std::min<int64_t>(NR, nc - j0));
+      const uint32_t* bpanel = bp + jp * NR * kcp;
+      for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
+        float* ct = c + i0 * ldc + j0;
+        const uint32_t* apanel = ap + i0 * kcp;
+        if (i0 + MR < mc)  // the next tile's C lines, as gemm_driver.h's macro
+          for (int i = 0; i < MR; ++i)
+            for (int j = 0; j < NR; j += 16) __builtin_prefetch(ct + (MR + i) * ldc + j, 1, 3);
+        if (rows == MR && cols == NR)
+          micro(kcp, apanel, bpanel, ct, ldc, alpha, beta);
+        else
+          micro_edge(kcp, apanel, bpanel, ct, ldc, alpha, beta, rows, cols);
+      }
+    }
+  }
+};
+
+#include "cpu/gemm_bf16_driver.h"
+
+}  // namespace
+
+// MC = 192 rows: the packed A block (192 x 384 bf16, 144 KiB) in L2; NC = 4096 as float32.
+void gemm_bf16(const GemmBf16Args& args, int nthreads) { GemmBf16Driver<DpPolicy>::run(args, nthreads, 192, 4096); }
+
+}  // namespace dlkern::cpu::avx512bf16
+#endif

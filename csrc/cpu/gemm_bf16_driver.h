@@ -1,0 +1,126 @@
+// The bf16 GEMM's blocked loop nest (cpu/bf16.h), written once over a panel policy P:
+// included inside an anonymous namespace by cpu/bf16_kernels.h (every ISA: the float32
+// fallback policy) and by gemm_bf16_avx512bf16.cpp (the vdpbf16ps policy).
+//
+// K is split into pairs (elements 2q, 2q + 1; an odd K's last pair has a zero odd
+// element), the unit vdpbf16ps works in. Packed panels are laid out per pair:
+// an A panel of MR rows is kcp pair-steps of MR * P::kPerPair elements of P::E, a B panel
+// of NR columns kcp steps of NR * P::kPerPair. P provides
+//   E, MR, NR, kPerPair;
+//   put(E* step, int stride, int idx, uint16_t even, uint16_t odd): write one pair of
+//     row/column idx into a pair-step whose rows are `stride` (MR or NR) wide;
+//   macro(mc, nc, kcp, ap, bp, n_panels, c, ldc, alpha, beta): every tile of a packed
+//     (mc, kcp) A block against n_panels packed B panels (beta as gemm_driver.h).
+// The depth blocking is the same for every policy (gemm_bf16_depth_block), so every
+// path sums in the same order.
+
+template <class P>
+struct GemmBf16Driver {
+  using E = typename P::E;
+  static constexpr int MR = P::MR, NR = P::NR, KP = P::kPerPair;
+
+  static int64_t round_up(int64_t x, int64_t u) { return (x + u - 1) / u * u; }
+
+  // Pack rows [0, mc) (pairs [0, kcp), elements past `kvalid` read as 0) into MR-row panels.
+  static void pack_a(const uint16_t* a, int64_t a_rs, int64_t a_cs, int64_t mc, int64_t kcp, int64_t kvalid,
+                     E* dst) {
+    for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+      const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
+      for (int64_t q = 0; q < kcp; ++q) {
+        E* step = dst + q * MR * KP;
+        const bool has_odd = 2 * q + 1 < kvalid;
+        for (int i = 0; i < MR; ++i) {
+          uint16_t e = 0, o = 0;
+          if (i < rows) {
+            const uint16_t* src = a + (i0 + i) * a_rs + 2 * q * a_cs;
+            e = src[0];
+            o = has_odd ? src[a_cs] : uint16_t(0);
+          }
+          P::put(step, MR, i, e, o);
+        }
+      }
+      dst += MR * KP * kcp;
+    }
+  }
+
+  // Pack NR-column panels [0, n_panels) of a (2 kcp, nc) block of B.
+  static void pack_b(const uint16_t* b, int64_t b_rs, int64_t b_cs, int64_t nc, int64_t kcp, int64_t kvalid,
+                     E* dst) {
+    const int64_t n_panels = (nc + NR - 1) / NR;
+    for (int64_t jp = 0; jp < n_panels; ++jp) {
+      const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jp * NR));
+      E* out = dst + jp * NR * KP * kcp;
+      for (int64_t q = 0; q < kcp; ++q) {
+        E* step = out + q * NR * KP;
+        const uint16_t* re = b + 2 * q * b_rs + jp * NR * b_cs;
+        const uint16_t* ro = re + b_rs;
+        const bool has_odd = 2 * q + 1 < kvalid;
+        if (cols == NR && b_cs == 1 && has_odd) {
+          // Row-major B, the common case: two rows zipped (a vectorisable loop).
+          for (int j = 0; j < NR; ++j) P::put(step, NR, j, re[j], ro[j]);
+        } else {
+          for (int j = 0; j < NR; ++j) {
+            const uint16_t e = j < cols ? re[j * b_cs] : uint16_t(0);
+            const uint16_t o = j < cols && has_odd ? ro[j * b_cs] : uint16_t(0);
+            P::put(step, NR, j, e, o);
+          }
+        }
+      }
+    }
+  }
+
+  // The blocked algorithm on one thread: jc over NC columns -> pc over depth blocks
+  // (pack B) -> ic over MC rows (pack A) -> P::macro.
+  static void run_serial(const dlkern::cpu::GemmBf16Args& g, int64_t mc_target, int64_t nc_target) {
+    const int64_t kp = (g.k + 1) / 2;
+    const int64_t KCP = dlkern::cpu::gemm_bf16_depth_block(g.k);
+    const int64_t MC = std::min(round_up(g.m, MR), round_up(mc_target, MR));
+    const int64_t NC = std::min(round_up(g.n, NR), round_up(nc_target, NR));
+    static thread_local dlkern::AlignedBuffer a_buffer, b_buffer;
+    E* ap = a_buffer.reserve_elements<E>(static_cast<size_t>(MC * KCP * KP));
+    E* bp = b_buffer.reserve_elements<E>(static_cast<size_t>(NC * KCP * KP));
+    for (int64_t jc = 0; jc < g.n; jc += NC) {
+      const int64_t nc = std::min(NC, g.n - jc);
+      for (int64_t pc = 0; pc < kp; pc += KCP) {
+        const int64_t kcp = std::min(KCP, kp - pc);
+        const int64_t kvalid = g.k - 2 * pc;
+        pack_b(g.b + 2 * pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, nc, kcp, kvalid, bp);
+        const float beta = pc == 0 ? g.beta : 1.0f;
+        for (int64_t ic = 0; ic < g.m; ic += MC) {
+          const int64_t mc = std::min(MC, g.m - ic);
+          pack_a(g.a + ic * g.a_rs + 2 * pc * g.a_cs, g.a_rs, g.a_cs, mc, kcp, kvalid, ap);
+          P::macro(mc, nc, kcp, ap, bp, (nc + NR - 1) / NR, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta);
+        }
+      }
+    }
+  }
+
+  // Threads take disjoint column (or, for narrow products, row) ranges of C, as
+  // gemm_driver.h's GemmKernel::run.
+  static void run(const dlkern::cpu::GemmBf16Args& g, int nthreads, int64_t mc_target, int64_t nc_target) {
+    if (nthreads <= 1) {
+      run_serial(g, mc_target, nc_target);
+      return;
+    }
+    const int64_t n_panels = (g.n + NR - 1) / NR, m_panels = (g.m + MR - 1) / MR;
+    const bool split_cols = n_panels >= 2 * int64_t(nthreads) || n_panels >= m_panels;
+    const int64_t nc_part = std::max<int64_t>(NR, nc_target / nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+      const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t units = split_cols ? n_panels : m_panels;
+      const int64_t lo = units * tid / nt, hi = units * (tid + 1) / nt;
+      dlkern::cpu::GemmBf16Args part = g;
+      if (split_cols) {
+        part.n = std::min(hi * NR, g.n) - lo * NR;
+        part.b = g.b + lo * NR * g.b_cs;
+        part.c = g.c + lo * NR;
+      } else {
+        part.m = std::min(hi * MR, g.m) - lo * MR;
+        part.a = g.a + lo * MR * g.a_rs;
+        part.c = g.c + lo * MR * g.ldc;
+      }
+      if (part.m > 0 && part.n > 0) run_serial(part, mc_target, nc_part);
+    }
+  }
+};
