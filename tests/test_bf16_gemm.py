@@ -131,10 +131,10 @@ def paths_for(isa):
 
 
 # (m, k, n): empty, tiny, odd and prime sizes, odd k (a padded last pair), k past one
-# depth block (192 pairs: 401 and 777 give 2 and 3 blocks), partial tiles on every ISA.
+# depth block (384 pairs: 777 and 1601 give 2 and 3 blocks), partial tiles on every ISA.
 SHAPES = [
     (0, 5, 7), (5, 0, 7), (5, 7, 0), (1, 1, 1), (1, 2, 1), (2, 3, 5), (7, 13, 17),
-    (6, 64, 64), (13, 31, 67), (31, 37, 131), (50, 401, 20), (97, 777, 130), (1, 385, 200), (200, 9, 1),
+    (6, 64, 64), (13, 31, 67), (31, 37, 131), (50, 1601, 20), (97, 777, 130), (1, 385, 200), (200, 9, 1),
 ]
 
 
@@ -241,7 +241,7 @@ def test_gemm_error_bound(isa, m, k, n):
     a, b = bf16_rand(rng, (m, k)), bf16_rand(rng, (k, n))
     a64, b64 = bits_to_f64(a), bits_to_f64(b)
     ref = a64 @ b64
-    s = k + (k + 383) // 384 + 2
+    s = k + (k + 767) // 768 + 2
     u = 2.0**-24
     bound = s * u / (1 - s * u) * (np.abs(a64) @ np.abs(b64))
     for path in paths_for(isa) + ["model"]:

@@ -71,9 +71,11 @@ struct FallbackPolicy {
     step[idx] = widen(odd);
     step[stride + idx] = widen(even);
   }
-  static void macro(int64_t mc, int64_t nc, int64_t kcp, const float* ap, const float* bp, int64_t n_panels,
+  static constexpr bool kDirectA = false;  // every row is converted
+  template <class ABlock>
+  static void macro(int64_t mc, int64_t nc, int64_t kcp, const ABlock& a, const float* bp, int64_t n_panels,
                     float* c, int64_t ldc, float alpha, float beta) {
-    const GemmF32::ABlock A{nullptr, 0, 0, ap};
+    const GemmF32::ABlock A{nullptr, 0, 0, a.packed};
     GemmF32::macro(mc, nc, 2 * kcp, A, bp, 0, n_panels, c, ldc, alpha, beta);
   }
 };

@@ -33,9 +33,12 @@ struct DpPolicy {
   }
 
   // C[0:MR, 0:NR] = alpha * (A_panel B_panel) + beta * C, the float kernel's epilogue.
+  // Row i's pair q is the 32 bits at a + i * a_row + q * a_step (uint16 units): a packed
+  // panel (a_row 2, a_step 2 MR) or rows of A in place (a_row = A's row stride, a_step 2).
   // Never inlined, for the float kernel's reason (gemm_driver.h's micro).
-  [[gnu::noinline]] static void micro(int64_t kcp, const uint32_t* __restrict a, const uint32_t* __restrict b,
-                                      float* __restrict c, int64_t ldc, float alpha, float beta) {
+  [[gnu::noinline]] static void micro(int64_t kcp, const uint16_t* __restrict a, int64_t a_row, int64_t a_step,
+                                      const uint32_t* __restrict b, float* __restrict c, int64_t ldc, float alpha,
+                                      float beta) {
     __m512 acc[MR][NV];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
@@ -48,11 +51,13 @@ struct DpPolicy {
       for (int j = 0; j < NV; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + j * 16);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
-        const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i]));
+        int pair;
+        std::memcpy(&pair, a + i * a_row, sizeof(pair));
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, bv[j]);
       }
-      a += MR;
+      a += a_step;
       b += NR;
     }
     const __m512 va = _mm512_set1_ps(alpha);
@@ -73,12 +78,13 @@ struct DpPolicy {
     }
   }
 
-  // A partial tile: the full tile on the zero-padded panels into scratch, then the
-  // valid part merged with the same roundings as micro's epilogue.
-  static void micro_edge(int64_t kcp, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc, float alpha,
-                         float beta, int rows, int cols) {
+  // A partial tile: the full tile into scratch (the rows past `rows` come from a
+  // zero-padded panel, never from A in place), then the valid part merged with the same
+  // roundings as micro's epilogue.
+  static void micro_edge(int64_t kcp, const uint16_t* a, int64_t a_row, int64_t a_step, const uint32_t* b,
+                         float* c, int64_t ldc, float alpha, float beta, int rows, int cols) {
     alignas(64) float tile[MR * NR];
-    micro(kcp, a, b, tile, NR, 1.0f, 0.0f);
+    micro(kcp, a, a_row, a_step, b, tile, NR, 1.0f, 0.0f);
     for (int i = 0; i < rows; ++i)
       for (int j = 0; j < cols; ++j) {
         float* cp = c + i * ldc + j;
@@ -87,8 +93,11 @@ struct DpPolicy {
       }
   }
 
-  static void macro(int64_t mc, int64_t nc, int64_t kcp, const uint32_t* ap, const uint32_t* bp,
-                    int64_t n_panels, float* c, int64_t ldc, float alpha, float beta) {
+  static constexpr bool kDirectA = true;
+
+  template <class ABlock>
+  static void macro(int64_t mc, int64_t nc, int64_t kcp, const ABlock& A, const uint32_t* bp, int64_t n_panels,
+                    float* c, int64_t ldc, float alpha, float beta) {
     for (int64_t jp = 0; jp < n_panels; ++jp) {
       const int64_t j0 = jp * NR;
       const int cols = static_cast<int>(std::min<int64_t>(NR, nc - j0));
@@ -96,14 +105,17 @@ struct DpPolicy {
       for (int64_t i0 = 0; i0 < mc; i0 += MR) {
         const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
         float* ct = c + i0 * ldc + j0;
-        const uint32_t* apanel = ap + i0 * kcp;
+        const bool direct = i0 < A.direct_rows;
+        const uint16_t* a = direct ? A.direct + i0 * A.rs
+                                   : reinterpret_cast<const uint16_t*>(A.packed + (i0 - A.direct_rows) * kcp);
+        const int64_t a_row = direct ? A.rs : 2, a_step = direct ? 2 : 2 * MR;
         if (i0 + MR < mc)  // the next tile's C lines, as gemm_driver.h's macro
           for (int i = 0; i < MR; ++i)
             for (int j = 0; j < NR; j += 16) __builtin_prefetch(ct + (MR + i) * ldc + j, 1, 3);
         if (rows == MR && cols == NR)
-          micro(kcp, apanel, bpanel, ct, ldc, alpha, beta);
+          micro(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta);
         else
-          micro_edge(kcp, apanel, bpanel, ct, ldc, alpha, beta, rows, cols);
+          micro_edge(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta, rows, cols);
       }
     }
   }
@@ -113,7 +125,7 @@ struct DpPolicy {
 
 }  // namespace
 
-// MC = 192 rows: the packed A block (192 x 384 bf16, 144 KiB) in L2; NC = 4096 as float32.
+// MC = 192 rows: the packed A block (192 x 768 bf16, 288 KiB) in L2; NC = 4096 as float32.
 void gemm_bf16(const GemmBf16Args& args, int nthreads) { GemmBf16Driver<DpPolicy>::run(args, nthreads, 192, 4096); }
 
 }  // namespace dlkern::cpu::avx512bf16

@@ -9,10 +9,24 @@
 //   E, MR, NR, kPerPair;
 //   put(E* step, int stride, int idx, uint16_t even, uint16_t odd): write one pair of
 //     row/column idx into a pair-step whose rows are `stride` (MR or NR) wide;
-//   macro(mc, nc, kcp, ap, bp, n_panels, c, ldc, alpha, beta): every tile of a packed
-//     (mc, kcp) A block against n_panels packed B panels (beta as gemm_driver.h).
+//   kDirectA: whether macro can read rows of a row-major A in place (the pairs of a row
+//     are contiguous, which is all vdpbf16ps' broadcast needs);
+//   macro(mc, nc, kcp, A, bp, n_panels, c, ldc, alpha, beta): every tile of an (mc, kcp)
+//     A block (ABlock: its first direct_rows rows in place, the rest packed) against
+//     n_panels packed B panels (beta as gemm_driver.h).
 // The depth blocking is the same for every policy (gemm_bf16_depth_block), so every
 // path sums in the same order.
+
+// Where a block's rows of A are read: the first direct_rows (a multiple of MR) in place
+// at `direct` (row stride rs, unit column stride, every pair whole), the rest from
+// MR-row panels at `packed`.
+template <class E>
+struct Bf16ABlock {
+  const uint16_t* direct;
+  int64_t rs;
+  int64_t direct_rows;
+  const E* packed;
+};
 
 template <class P>
 struct GemmBf16Driver {
@@ -21,23 +35,25 @@ struct GemmBf16Driver {
 
   static int64_t round_up(int64_t x, int64_t u) { return (x + u - 1) / u * u; }
 
-  // Pack rows [0, mc) (pairs [0, kcp), elements past `kvalid` read as 0) into MR-row panels.
+  // Pack rows [0, mc) (pairs [0, kcp), elements past `kvalid` read as 0) into MR-row
+  // panels, one row at a time: its elements are read in order (a row-major A streams)
+  // and scattered over a panel small enough for L1.
   static void pack_a(const uint16_t* a, int64_t a_rs, int64_t a_cs, int64_t mc, int64_t kcp, int64_t kvalid,
                      E* dst) {
+    const int64_t full = std::min(kcp, kvalid / 2);  // pairs with both elements
     for (int64_t i0 = 0; i0 < mc; i0 += MR) {
       const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
-      for (int64_t q = 0; q < kcp; ++q) {
-        E* step = dst + q * MR * KP;
-        const bool has_odd = 2 * q + 1 < kvalid;
-        for (int i = 0; i < MR; ++i) {
-          uint16_t e = 0, o = 0;
-          if (i < rows) {
-            const uint16_t* src = a + (i0 + i) * a_rs + 2 * q * a_cs;
-            e = src[0];
-            o = has_odd ? src[a_cs] : uint16_t(0);
-          }
-          P::put(step, MR, i, e, o);
+      for (int i = 0; i < MR; ++i) {
+        const uint16_t* src = a + (i0 + i) * a_rs;
+        if (i >= rows) {
+          for (int64_t q = 0; q < kcp; ++q) P::put(dst + q * MR * KP, MR, i, 0, 0);
+        } else if (a_cs == 1) {
+          for (int64_t q = 0; q < full; ++q) P::put(dst + q * MR * KP, MR, i, src[2 * q], src[2 * q + 1]);
+        } else {
+          for (int64_t q = 0; q < full; ++q)
+            P::put(dst + q * MR * KP, MR, i, src[2 * q * a_cs], src[(2 * q + 1) * a_cs]);
         }
+        if (i < rows && full < kcp) P::put(dst + full * MR * KP, MR, i, src[2 * full * a_cs], 0);
       }
       dst += MR * KP * kcp;
     }
@@ -88,8 +104,12 @@ struct GemmBf16Driver {
         const float beta = pc == 0 ? g.beta : 1.0f;
         for (int64_t ic = 0; ic < g.m; ic += MC) {
           const int64_t mc = std::min(MC, g.m - ic);
-          pack_a(g.a + ic * g.a_rs + 2 * pc * g.a_cs, g.a_rs, g.a_cs, mc, kcp, kvalid, ap);
-          P::macro(mc, nc, kcp, ap, bp, (nc + NR - 1) / NR, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta);
+          const uint16_t* ablk = g.a + ic * g.a_rs + 2 * pc * g.a_cs;
+          // Rows read in place skip the packing pass, which costs most where B is narrow.
+          const int64_t direct = P::kDirectA && g.a_cs == 1 && kvalid >= 2 * kcp ? mc / MR * MR : 0;
+          if (direct < mc) pack_a(ablk + direct * g.a_rs, g.a_rs, g.a_cs, mc - direct, kcp, kvalid, ap);
+          const Bf16ABlock<E> A{ablk, g.a_rs, direct, ap};
+          P::macro(mc, nc, kcp, A, bp, (nc + NR - 1) / NR, g.c + ic * g.ldc + jc, g.ldc, g.alpha, beta);
         }
       }
     }
