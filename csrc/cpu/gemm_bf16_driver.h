@@ -35,6 +35,13 @@ struct GemmBf16Driver {
 
   static int64_t round_up(int64_t x, int64_t u) { return (x + u - 1) / u * u; }
 
+  // A block size near `target`, a multiple of `unit`, that splits `total` into nearly
+  // equal blocks (no thin last block: m = 1024 in 192-row blocks would leave 64).
+  static int64_t balanced(int64_t total, int64_t target, int64_t unit) {
+    const int64_t blocks = std::max<int64_t>(1, (total + target - 1) / target);
+    return round_up((total + blocks - 1) / blocks, unit);
+  }
+
   // Pack rows [0, mc) (pairs [0, kcp), elements past `kvalid` read as 0) into MR-row
   // panels, one row at a time: its elements are read in order (a row-major A streams)
   // and scattered over a panel small enough for L1.
@@ -90,8 +97,7 @@ struct GemmBf16Driver {
   static void run_serial(const dlkern::cpu::GemmBf16Args& g, int64_t mc_target, int64_t nc_target) {
     const int64_t kp = (g.k + 1) / 2;
     const int64_t KCP = dlkern::cpu::gemm_bf16_depth_block(g.k);
-    const int64_t MC = std::min(round_up(g.m, MR), round_up(mc_target, MR));
-    const int64_t NC = std::min(round_up(g.n, NR), round_up(nc_target, NR));
+    const int64_t MC = balanced(g.m, mc_target, MR), NC = balanced(g.n, nc_target, NR);
     static thread_local dlkern::AlignedBuffer a_buffer, b_buffer;
     E* ap = a_buffer.reserve_elements<E>(static_cast<size_t>(MC * KCP * KP));
     E* bp = b_buffer.reserve_elements<E>(static_cast<size_t>(NC * KCP * KP));
