@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "cpu/gemm.h"
+
 namespace dlkern::cpu {
 
 // dst[i] = x[i] rounded to bf16, round-to-nearest-even; denormals are rounded like any
@@ -13,21 +15,10 @@ void bf16_from_f32(const float* x, uint16_t* dst, int64_t n);
 // dst[i] = the float32 of bf16 x[i] (exact).
 void bf16_to_f32(const uint16_t* x, float* dst, int64_t n);
 
-// C (float32) = alpha * A B + beta * C with A (m, k) and B (k, n) in bf16, element
-// (i, p) of A at a[i*a_rs + p*a_cs], (p, j) of B at b[p*b_rs + j*b_cs], C with row
-// stride ldc and unit column stride: GemmArgs' contract (cpu/gemm.h), beta == 0 makes
-// C write-only.
-struct GemmBf16Args {
-  int64_t m = 0, n = 0, k = 0;
-  float alpha = 1;
-  const uint16_t* a = nullptr;
-  int64_t a_rs = 0, a_cs = 0;
-  const uint16_t* b = nullptr;
-  int64_t b_rs = 0, b_cs = 0;
-  float beta = 0;
-  float* c = nullptr;
-  int64_t ldc = 0;
-};
+// C (float32) = alpha * A B + beta * C with A (m, k) and B (k, n) in bf16: GemmArgs'
+// contract (cpu/gemm.h: element strides, C with unit column stride, beta == 0 makes C
+// write-only) with A and B as uint16_t bf16 bits.
+using GemmBf16Args = GemmArgs<float, uint16_t>;
 
 // Which kernel runs the product: the best the active ISA has (vdpbf16ps where the CPU
 // has AVX-512 BF16 and the ISA is avx512), or the float32 micro-kernel on converted

@@ -12,13 +12,14 @@ namespace dlkern::cpu {
 // strides, so no operand is ever copied to transpose it. C is (m, n) with row stride
 // ldc and unit column stride. beta == 0 makes C write-only (NaN/Inf in C are not
 // propagated), as in BLAS. Strides may be any value, including 0 (broadcast rows/cols).
-template <typename T>
+// In: the element type of A and B when it is not C's (cpu/bf16.h: uint16_t bf16 bits).
+template <typename T, typename In = T>
 struct GemmArgs {
   int64_t m = 0, n = 0, k = 0;
   T alpha = 1;
-  const T* a = nullptr;
+  const In* a = nullptr;
   int64_t a_rs = 0, a_cs = 0;
-  const T* b = nullptr;
+  const In* b = nullptr;
   int64_t b_rs = 0, b_cs = 0;
   T beta = 0;
   T* c = nullptr;
