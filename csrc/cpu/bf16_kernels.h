@@ -1,16 +1,20 @@
 // bfloat16 kernels of one ISA (cpu/bf16.h): the conversions and the GEMM's float32
 // fallback. Included by cpu/isa_kernels.h after gemm_driver.h (GemmF32, its blocking).
 //
-// The conversions are written once over GCC vector extensions 16 lanes wide: each ISA's
-// TU lowers them to its own registers (one zmm, two ymm, four xmm). The AVX-512 BF16
-// vcvtneps2bf16 is not used: it flushes denormal inputs to zero, and the conversion
+// The conversions are written once over GCC vector extensions as wide as the ISA's
+// float vector (VecF32::L lanes): each TU lowers them to its own registers. Wider
+// vectors than the ISA's are lowered badly (16 lanes on AVX2: 4 GB/s rather than 19,
+// the uint32 -> uint16 narrowing goes scalar). The AVX-512 BF16
+// vcvtneps2bf16 is not used: it flushes denormal inputs to zero (checked on this Zen 4:
+// 0x007fffff gives 0, not 0x0080), and the conversion
 // must round them like any other value.
 
 namespace bf16 {
 
-typedef uint32_t U32x16 __attribute__((vector_size(64)));
-typedef uint16_t U16x16 __attribute__((vector_size(32)));
-typedef int32_t I32x16 __attribute__((vector_size(64)));
+constexpr int kLanes = VecF32::L;
+typedef uint32_t U32xL __attribute__((vector_size(4 * kLanes)));
+typedef uint16_t U16xL __attribute__((vector_size(2 * kLanes)));
+typedef int32_t I32xL __attribute__((vector_size(4 * kLanes)));
 
 DLKERN_INLINE uint16_t round_one(uint32_t u) {
   // NaN: truncate and set the quiet bit (a NaN whose payload sits in the low half
@@ -22,14 +26,14 @@ DLKERN_INLINE uint16_t round_one(uint32_t u) {
 
 void from_f32(const float* x, uint16_t* dst, int64_t n) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    U32x16 u;
+  for (; i + kLanes <= n; i += kLanes) {
+    U32xL u;
     std::memcpy(&u, x + i, sizeof(u));
-    const U32x16 rne = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const U32x16 quiet = (u >> 16) | 0x40u;
-    const I32x16 is_nan = (u & 0x7fffffffu) > 0x7f800000u;
-    const U32x16 r = (U32x16)((is_nan & (I32x16)quiet) | (~is_nan & (I32x16)rne));
-    const U16x16 h = __builtin_convertvector(r, U16x16);
+    const U32xL rne = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const U32xL quiet = (u >> 16) | 0x40u;
+    const I32xL is_nan = (u & 0x7fffffffu) > 0x7f800000u;
+    const U32xL r = (U32xL)((is_nan & (I32xL)quiet) | (~is_nan & (I32xL)rne));
+    const U16xL h = __builtin_convertvector(r, U16xL);
     std::memcpy(dst + i, &h, sizeof(h));
   }
   for (; i < n; ++i) {
@@ -41,10 +45,10 @@ void from_f32(const float* x, uint16_t* dst, int64_t n) {
 
 void to_f32(const uint16_t* x, float* dst, int64_t n) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    U16x16 h;
+  for (; i + kLanes <= n; i += kLanes) {
+    U16xL h;
     std::memcpy(&h, x + i, sizeof(h));
-    const U32x16 u = __builtin_convertvector(h, U32x16) << 16;
+    const U32xL u = __builtin_convertvector(h, U32xL) << 16;
     std::memcpy(dst + i, &u, sizeof(u));
   }
   for (; i < n; ++i) {
