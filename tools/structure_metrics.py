@@ -6,7 +6,7 @@
 - function-local imports of dlkern modules (target: <= 10);
 - the largest package modules (flagged over 600 lines);
 - lines of benchmark code inside the package (python/dlkern/bench);
-- per-ISA translation units (csrc/cpu/*_{generic,avx2,avx512}.cpp, isa_*.cpp) and *_isa.h headers;
+- per-ISA translation units (csrc/cpu/*_{generic,avx2,avx512,avx512bf16}.cpp, isa_*.cpp) and *_isa.h headers;
 - CPU vs CUDA binding lines (csrc/bind: cuda_* against the rest).
 
 Static analysis only (ast), so it needs no build and imports nothing from dlkern.
@@ -197,7 +197,7 @@ def main():
           f"({share:.0f}% of {package_lines}; target <= 1500)")
 
     cpu = root / "csrc" / "cpu"
-    isa_tu = re.compile(r"(_(generic|avx2|avx512)|^isa_.*)\.cpp$")
+    isa_tu = re.compile(r"(_(generic|avx2|avx512|avx512bf16)|^isa_.*)\.cpp$")
     tus = sorted(p.name for p in cpu.rglob("*.cpp") if isa_tu.search(p.name)) if cpu.is_dir() else []
     isa_h = sorted(p.name for p in cpu.rglob("*_isa.h")) if cpu.is_dir() else []
     print(f"\n== per-ISA translation units in csrc/cpu: {len(tus)} (target <= 4)")
