@@ -130,11 +130,14 @@ def paths_for(isa):
     return paths
 
 
-# (m, k, n): empty, tiny, odd and prime sizes, odd k (a padded last pair), k past one
-# depth block (384 pairs: 777 and 1601 give 2 and 3 blocks), partial tiles on every ISA.
+# (m, k, n): empty, tiny, odd and prime sizes, odd k (a padded last pair: A is packed),
+# even k (rows of A read in place by the vdpbf16ps kernel, the last partial row panel
+# packed), k past one depth block (384 pairs: 777, 800 and 1601 give 2, 2 and 3 blocks),
+# partial tiles on every ISA.
 SHAPES = [
     (0, 5, 7), (5, 0, 7), (5, 7, 0), (1, 1, 1), (1, 2, 1), (2, 3, 5), (7, 13, 17),
     (6, 64, 64), (13, 31, 67), (31, 37, 131), (50, 1601, 20), (97, 777, 130), (1, 385, 200), (200, 9, 1),
+    (13, 40, 67), (97, 800, 130), (200, 10, 3),
 ]
 
 
@@ -166,10 +169,11 @@ def test_gemm_matches_model(isa, threads, m, k, n):
             assert np.all(want == 0)
 
 
+@pytest.mark.parametrize("k", [45, 46])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, True), (True, False), (True, True)])
-def test_gemm_transposes_and_strides(isa, threads, trans_a, trans_b):
+def test_gemm_transposes_and_strides(isa, threads, trans_a, trans_b, k):
     rng = np.random.default_rng(7)
-    m, k, n = 23, 45, 70
+    m, n = 23, 70
     a = bf16_rand(rng, (k, m) if trans_a else (m, k))
     b = bf16_rand(rng, (n, k) if trans_b else (k, n))
     oa, ob = (a.T if trans_a else a), (b.T if trans_b else b)
@@ -181,11 +185,16 @@ def test_gemm_transposes_and_strides(isa, threads, trans_a, trans_b):
     a2 = big[::2, ::3][::-1]
     b2 = np.broadcast_to(bf16_rand(rng, (1, n)), (k, n))
     want = run("model", np.ascontiguousarray(a2), np.ascontiguousarray(b2))
+    # Rows read in place from an odd offset and an odd row stride (pairs not 4-byte aligned).
+    a3 = bf16_rand(rng, (m, k + 3))[:, 1 : k + 1]
+    b3 = np.ascontiguousarray(b2)
+    want3 = run("model", np.ascontiguousarray(a3), b3)
     cbig = np.zeros((m, 2 * n), np.float32)
     for path in paths_for(isa):
         assert_same(run(path, a2, b2), want)
         out = _C._gemm_bf16(a2, b2, cbig[:, :n], path=path)  # c with a row stride 2n
         assert_same(out, want)
+        assert_same(run(path, a3, b3), want3)
 
 
 def test_gemm_nan_inf(isa, threads):
