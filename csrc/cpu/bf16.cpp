@@ -11,6 +11,7 @@
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
+#include "cpu/gemm_args.h"
 #include "cpu/isa.h"
 
 namespace dlkern::cpu {
@@ -25,22 +26,9 @@ constexpr int64_t kMinFlopsPerThread = 2'000'000;
 // packed A block (192 rows x 768, 288 KiB) still sits in the 1 MiB L2.
 constexpr int64_t kDepthPairs = 384;
 
-void check_args(const GemmBf16Args& g) {
-  if (g.m < 0 || g.n < 0 || g.k < 0)
-    throw std::invalid_argument("gemm_bf16: negative size (m=" + std::to_string(g.m) + ", n=" +
-                                std::to_string(g.n) + ", k=" + std::to_string(g.k) + ")");
-  if (g.m > 1 && g.n > 1 && g.ldc < g.n && -g.ldc < g.n)
-    throw std::invalid_argument("gemm_bf16: |ldc|=" + std::to_string(g.ldc) + " is smaller than n=" +
-                                std::to_string(g.n) + ", so rows of C overlap");
-}
+void check_args(const GemmBf16Args& g) { gemm_args::check(g, "gemm_bf16"); }
 
-// C = beta * C, beta == 0 writing zeros (gemm.cpp's scale_c).
-void scale_c(const GemmBf16Args& g) {
-  for (int64_t i = 0; i < g.m; ++i) {
-    float* row = g.c + i * g.ldc;
-    for (int64_t j = 0; j < g.n; ++j) row[j] = g.beta == 0.0f ? 0.0f : (g.beta == 1.0f ? row[j] : g.beta * row[j]);
-  }
-}
+using gemm_args::scale_c;
 
 float widen(uint16_t h) {
   const uint32_t u = uint32_t(h) << 16;

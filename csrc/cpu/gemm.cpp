@@ -12,6 +12,7 @@
 
 #include "common/cpu_features.h"
 #include "common/runtime.h"
+#include "cpu/gemm_args.h"
 #include "cpu/isa.h"
 
 namespace dlkern::cpu {
@@ -28,26 +29,10 @@ int64_t flops_of(int64_t m, int64_t n, int64_t k, int64_t batch = 1) {
 
 template <typename T>
 void check_args(const GemmArgs<T>& g) {
-  if (g.m < 0 || g.n < 0 || g.k < 0)
-    throw std::invalid_argument("gemm: negative size (m=" + std::to_string(g.m) + ", n=" +
-                                std::to_string(g.n) + ", k=" + std::to_string(g.k) + ")");
-  // A negative ldc (rows stored bottom-up) is fine; rows that overlap are not.
-  if (g.m > 1 && g.n > 1 && g.ldc < g.n && -g.ldc < g.n)
-    throw std::invalid_argument("gemm: |ldc|=" + std::to_string(g.ldc) + " is smaller than n=" +
-                                std::to_string(g.n) + ", so rows of C overlap");
+  gemm_args::check(g, "gemm");
 }
 
-// C = beta * C (beta == 0 writes zeros, so NaNs in an uninitialised C do not survive).
-template <typename T>
-void scale_c(const GemmArgs<T>& g) {
-  for (int64_t i = 0; i < g.m; ++i) {
-    T* row = g.c + i * g.ldc;
-    if (g.beta == T(0))
-      std::fill(row, row + g.n, T(0));
-    else if (g.beta != T(1))
-      for (int64_t j = 0; j < g.n; ++j) row[j] *= g.beta;
-  }
-}
+using gemm_args::scale_c;
 
 template <typename T>
 void run_one(const GemmArgs<T>& g, int nthreads) {
