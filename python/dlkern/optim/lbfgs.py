@@ -205,6 +205,10 @@ class LBFGS(Optimizer):
                         line_search_fn=line_search_fn)
         self._check_group(defaults)
         super().__init__(params, defaults)
+        self._flat_layout()
+
+    def _flat_layout(self):
+        """The single group's parameters, their sizes and the flat vectors' dtype."""
         self._params = self.param_groups[0]["params"]
         self._sizes = [int(p.data.size) for p in self._params]
         self._dtype = np.result_type(*[p.data.dtype for p in self._params])

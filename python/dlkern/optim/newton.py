@@ -79,9 +79,7 @@ class Newton(Optimizer):
                         cg_max_iter=cg_max_iter, cg_tol=cg_tol, line_search_fn=line_search_fn)
         self._check_group(defaults)
         super().__init__(params, defaults)
-        self._params = self.param_groups[0]["params"]
-        self._sizes = [int(p.data.size) for p in self._params]
-        self._dtype = np.result_type(*[p.data.dtype for p in self._params])
+        self._flat_layout()
 
     def _check_group(self, group):
         _check_real("lr", group["lr"], 0.0, strict=True)
@@ -104,6 +102,7 @@ class Newton(Optimizer):
         super().add_param_group(param_group)
 
     # The flat-vector helpers are LBFGS's (same attributes: _params, _sizes, _dtype).
+    _flat_layout = LBFGS._flat_layout
     _gather = LBFGS._gather
     _set_params = LBFGS._set_params
 
