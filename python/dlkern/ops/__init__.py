@@ -9,9 +9,11 @@ re-exported here (``dlkern.ops.matmul``, ``dlkern.ops.softmax``, ...).
 from . import activation as _activation, attention as _attention, conv as _conv, loss as _loss
 from . import matmul as _matmul, norm as _norm, pool as _pool, softmax as _softmax
 from . import rnn as _rnn
+from . import convert as _convert
 from .activation import *  # noqa: F401,F403  (each family's __all__)
 from .attention import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
+from .convert import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .matmul import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
@@ -21,4 +23,4 @@ from .softmax import *  # noqa: F401,F403
 
 # The functions shadow their family modules' names here (dlkern.ops.softmax is the function).
 __all__ = [*_matmul.__all__, *_conv.__all__, *_pool.__all__, *_softmax.__all__, *_norm.__all__, *_loss.__all__,
-           *_attention.__all__, *_activation.__all__, *_rnn.__all__]
+           *_attention.__all__, *_activation.__all__, *_rnn.__all__, *_convert.__all__]
