@@ -193,7 +193,8 @@ DType dtype_arg(const py::handle& obj, const char* op, const char* arg) {
   DType dt;
   // NumPy knows the name only once ml_dtypes is imported.
   if (py::isinstance<py::str>(obj) && obj.cast<std::string>() == "bfloat16") return DType::bf16;
-  try {
+  // np.dtype(None) is float64; a dtype argument must name its type.
+  if (!obj.is_none()) try {
     if (float_kind(py::dtype::from_args(py::reinterpret_borrow<py::object>(obj)), &dt)) return dt;
   } catch (const py::error_already_set&) {
     // not a dtype at all: the TypeError below
