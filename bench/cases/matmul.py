@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from dlkern import ops, reference
-from dlkern.bench.harness import Bench, Case, f64, matmul_probe, pick, rng_for, sampled_rows
+from dlkern.bench.harness import LABELS, Bench, Case, f64, matmul_probe, pick, rng_for, sampled_rows
 
 
 PEAK_GFLOPS_PER_CORE_F32 = 116.8  # MACHINE.md: 32 FLOP/cycle at 3.65 GHz
@@ -84,10 +84,89 @@ def matmul_case(m: int, k: int, n: int, note: str = "", dtype=np.float32) -> Cas
         check=lambda got, inp: (sample(got[0], inp),))
 
 
+# ---- 16-bit operands (issue 16) -------------------------------------------------------
+# --dtype bf16 / fp16: dlkern's 16-bit matmul (float32 accumulation, one rounding to the
+# input dtype) beside PyTorch's torch.mm on the same dtype and dlkern's own float32 matmul
+# of the same values. NumPy is left out (its float16 matmul has no BLAS: ~100x slower).
+LOWP_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
+# Keyed under "numpy_" only so the harness runs it with the default peers (wanted():
+# "<peer>_..." rows follow --peers); the report labels it as what it is.
+F32_LIB = "numpy_f32"
+LOWP_LABELS = {F32_LIB: "dlkern float32"}
+
+
+class _AsFloat32:
+    """A 16-bit torch tensor handed to the harness's check as float32 (NumPy has no
+    bfloat16 view of it); made once per case, so the timed call only returns it."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def numpy(self):
+        return self.tensor.float().numpy()
+
+
+def lowp_matmul_case(m: int, k: int, n: int, note: str, dtype) -> Case:
+    import ml_dtypes
+
+    np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(np.float16)
+
+    def make():
+        rng = rng_for(0, m, k, n)
+        a = rng.uniform(-1.0, 1.0, (m, k)).astype(np.float32).astype(np_dtype)
+        b = rng.uniform(-1.0, 1.0, (k, n)).astype(np.float32).astype(np_dtype)
+        full = m * k * n <= FULL_CHECK_LIMIT
+        return dict(a=a, b=b, a32=a.astype(np.float32), b32=b.astype(np.float32),
+                    rows=slice(None) if full else sampled_rows(rng, m, 24),
+                    cols=slice(0) if full else sampled_rows(rng, n, 24))
+
+    base = matmul_case(m, k, n, note)  # the float64 reference of the (16-bit) inputs and its check
+
+    def dlkern_mm(inp, torch):
+        out = np.empty((m, n), np_dtype)
+        return lambda: ops.matmul(inp["a"], inp["b"], out=out)
+
+    def f32_mm(inp, torch):
+        out = np.empty((m, n), np.float32)
+        return lambda: ops.matmul(inp["a32"], inp["b32"], out=out)
+
+    def torch_mm(inp, torch):
+        tdt = getattr(torch, dtype)
+        ta, tb = torch.from_numpy(inp["a32"]).to(tdt), torch.from_numpy(inp["b32"]).to(tdt)
+        out = torch.empty((m, n), dtype=tdt)
+        view = _AsFloat32(out)
+        return lambda: (torch.mm(ta, tb, out=out), view)[1]
+
+    # Error bound in units of |A|@|B|: float32 accumulation over k exact products (plus a
+    # few depth-block merges), then the one rounding to 8 (bf16) or 11 (fp16) bits.
+    s = k + (k + 767) // 768 + 2
+    tol = s * 2.0**-24 / (1 - s * 2.0**-24) + (2.0**-8 if dtype == "bfloat16" else 2.0**-11)
+    return Case(base.cells, make, {"dlkern": dlkern_mm, "torch": torch_mm, F32_LIB: f32_mm}, base.expected,
+                base.work, tol=tol, compare=base.compare, check=base.check)
+
+
+def matmul_cases(args):
+    shapes = pick(args, MATMUL_SHAPES, MATMUL_QUICK)
+    if args.dtype in LOWP_DTYPES:
+        return [lowp_matmul_case(*s, dtype=LOWP_DTYPES[args.dtype]) for s in shapes]
+    return [matmul_case(*s, dtype=np.dtype(args.dtype)) for s in shapes]
+
+
+def matmul_peak(args, threads):
+    """bf16 runs vdpbf16ps (twice the float32 FMA rate), fp16 the float32 micro-kernel."""
+    if LOWP_DTYPES.get(args.dtype) == "bfloat16":
+        return 2 * args.peak * threads
+    if LOWP_DTYPES.get(args.dtype) == "float16":
+        return args.peak * threads
+    return args.peak * threads * 4 / np.dtype(args.dtype).itemsize
+# ---- end 16-bit
+
+
 def matmul_arguments(parser):
     parser.add_argument("--shapes", type=lambda t: [parse_matmul_shape(p) for p in t.split(",") if p.strip()],
                         default=None, help="N (square) or MxKxN, comma separated (default: the standard set)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--dtype", choices=("float32", "float64", *LOWP_DTYPES), default="float32",
+                        help="bf16/fp16: 16-bit operands against torch on that dtype and dlkern float32")
     parser.add_argument("--peak", type=float, default=PEAK_GFLOPS_PER_CORE_F32,
                         help="float32 peak GFLOP/s per core (float64: half); default from MACHINE.md")
 
@@ -95,9 +174,8 @@ def matmul_arguments(parser):
 BENCH = Bench(
     "matmul", "matrix product (A @ B) against NumPy and PyTorch", "dlkern matmul benchmark",
     ("shape MxKxN", "what"),
-    lambda args: [matmul_case(*s, dtype=np.dtype(args.dtype)) for s in pick(args, MATMUL_SHAPES, MATMUL_QUICK)],
-    unit="GFLOP/s", extra_arguments=matmul_arguments, probe=matmul_probe, chart=True,
-    peak=lambda args, threads: args.peak * threads * 4 / np.dtype(args.dtype).itemsize,
+    matmul_cases, unit="GFLOP/s", extra_arguments=matmul_arguments, probe=matmul_probe, chart=True,
+    peak=matmul_peak, labels={**LABELS, **LOWP_LABELS},
     method=["- **method**: every library writes into its own preallocated output (a fresh output over ~32 MiB "
             "adds page faults to every call); PyTorch is `torch.mm(a, b, out=)` on the same buffers. Checked "
             "against a float64 product (sampled full rows and columns above 2^24 multiply-adds) in units of "
