@@ -106,22 +106,6 @@ py::array require_array(const py::handle& obj, const char* op, const char* arg) 
   return a;
 }
 
-DType float_dtype(const py::array& a, const char* op, const char* arg) {
-  const py::dtype dt = a.dtype();
-  const char order = dt.byteorder();
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  constexpr char kNativeOrder = '>';
-#else
-  constexpr char kNativeOrder = '<';
-#endif
-  const bool native = order == '=' || order == '|' || order == kNativeOrder;
-  if (dt.kind() == 'f' && native) {
-    if (dt.itemsize() == 4) return DType::f32;
-    if (dt.itemsize() == 8) return DType::f64;
-  }
-  type_error(op, ": ", arg, " has dtype ", dtype_str(a), "; expected float32 or float64");
-}
-
 namespace {
 bool native_order(const py::dtype& dt) {
   const char order = dt.byteorder();
@@ -160,6 +144,12 @@ bool float_kind(const py::dtype& dt, DType* out) {
   return false;
 }
 }  // namespace
+
+DType float_dtype(const py::array& a, const char* op, const char* arg) {
+  DType dt;
+  if (float_kind(a.dtype(), &dt) && (dt == DType::f32 || dt == DType::f64)) return dt;
+  type_error(op, ": ", arg, " has dtype ", dtype_str(a), "; expected float32 or float64");
+}
 
 DType any_float_dtype(const py::array& a, const char* op, const char* arg) {
   DType dt;
