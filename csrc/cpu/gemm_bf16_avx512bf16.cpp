@@ -32,6 +32,10 @@ struct DpPolicy {
     step[idx] = uint32_t(even) | (uint32_t(odd) << 16);
   }
 
+  static inline void put_rows(uint32_t* step, const uint16_t* even, const uint16_t* odd) {
+    for (int j = 0; j < NR; ++j) put(step, NR, j, even[j], odd[j]);  // two rows zipped (vectorised)
+  }
+
   // C[0:MR, 0:NR] = alpha * (A_panel B_panel) + beta * C, the float kernel's epilogue.
   // Row i's pair q is the 32 bits at a + i * a_row + q * a_step (uint16 units): a packed
   // panel (a_row 2, a_step 2 MR) or rows of A in place (a_row = A's row stride, a_step 2).

@@ -9,6 +9,8 @@
 //   E, MR, NR, kPerPair;
 //   put(E* step, int stride, int idx, uint16_t even, uint16_t odd): write one pair of
 //     row/column idx into a pair-step whose rows are `stride` (MR or NR) wide;
+//   put_rows(E* step, even_row, odd_row): a B pair-step's NR columns from two rows of B
+//     (unit stride), as NR put() calls would write them;
 //   kDirectA: whether macro can read rows of a row-major A in place (the pairs of a row
 //     are contiguous, which is all vdpbf16ps' broadcast needs);
 //   macro(mc, nc, kcp, A, bp, n_panels, c, ldc, alpha, beta): every tile of an (mc, kcp)
@@ -79,8 +81,7 @@ struct GemmBf16Driver {
         const uint16_t* ro = re + b_rs;
         const bool has_odd = 2 * q + 1 < kvalid;
         if (cols == NR && b_cs == 1 && has_odd) {
-          // Row-major B, the common case: two rows zipped (a vectorisable loop).
-          for (int j = 0; j < NR; ++j) P::put(step, NR, j, re[j], ro[j]);
+          P::put_rows(step, re, ro);  // row-major B, the common case: NR whole columns
         } else {
           for (int j = 0; j < NR; ++j) {
             const uint16_t e = j < cols ? re[j * b_cs] : uint16_t(0);
