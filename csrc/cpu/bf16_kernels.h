@@ -107,8 +107,9 @@ void gemm_fallback(const dlkern::cpu::GemmBf16Args& g, int nthreads) {
 
 #if defined(DLKERN_SIMD_AVX512) || defined(DLKERN_SIMD_AVX2)
 // F16C where the CPU has it (an out-of-line call per row: the driver is not compiled
-// for F16C); packing B that way took 128 x 784 x 256 from 0.89x to 0.99x of float32
-// (256^3 0.90x -> 0.96x; 1 thread, loaded host).
+// for F16C). The float16 GEMM runs at 0.90-0.97x of dlkern's float32 at 256-1024 (1
+// thread): that gap is the loop nest (depth blocks of 768, every A row packed), not the
+// conversion: widening A rows with F16C as well (then scattering) gained nothing.
 void f16_row(const uint16_t* x, float* dst, int64_t n) {
   static const bool f16c = f16::has_f16c();
   if (f16c)
