@@ -270,6 +270,29 @@ def test_bound_is_tight_enough_to_fail():
 
 # ---- GEMM: shapes, layouts, dtypes -----------------------------------------------------
 
+@pytest.mark.parametrize("k", [1, 2, 3, 769, 1601])
+@pytest.mark.parametrize("n", [16, 33, 2100])
+def test_gemv_equals_the_packed_path(isa, threads, k, n):
+    """m == 1 with a row-major B takes an unpacked GEMV (both dtypes); its result is the
+    packed loop nest's bit for bit: row 0 of a 2-row product with the same first row, and
+    the product with B read transposed (packed). Subnormal, NaN and Inf entries included."""
+    rng = np.random.default_rng(k * 7 + n)
+    for dtype in (BF16, F16):
+        a, b = rand(rng, (1, k), dtype), rand(rng, (k, n), dtype)
+        if dtype == F16:
+            b.view(np.uint16)[0, :3] = [0x0001, 0x83FF, 0x0200]  # half subnormals
+        check_bound(ops.matmul(a, b), a, b, k, dtype, "gemv")
+        b[min(1, k - 1), 5] = np.nan
+        b[k - 1, 7] = np.inf
+        got = ops.matmul(a, b)
+        two = ops.matmul(np.concatenate([a, rand(rng, (1, k), dtype)]), b)
+        bt = np.ascontiguousarray(b.T).T  # same values, B read transposed: the packed path
+        for want in (two[:1], ops.matmul(a, bt)):
+            np.testing.assert_array_equal(bits(got), bits(np.ascontiguousarray(want)))
+        c32 = ops.matmul(a[0], b, out_dtype=np.float32)  # 1-D a: the same GEMV
+        assert_bits(astype(c32, dtype), got[0])
+
+
 @pytest.mark.parametrize("dtype", [BF16, F16], ids=["bf16", "f16"])
 def test_matmul_batches_strides_and_vectors(threads, dtype):
     rng = np.random.default_rng(7)

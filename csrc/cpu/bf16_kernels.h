@@ -121,7 +121,73 @@ void f16_row(const uint16_t* x, float* dst, int64_t n) {
 void f16_row(const uint16_t* x, float* dst, int64_t n) { f16::to_f32_scalar(x, dst, n); }
 #endif
 
+// acc[j] = fma(ae, even[j], fma(ao, odd[j], acc[j])) over n columns (odd == nullptr: a
+// padded pair, zeros): the widening fused into the FMA pass. F16C's quieting of a
+// signalling NaN cannot show: any NaN operand makes the FMA's result a quiet NaN anyway.
+void f16_fma_rows_scalar(float* acc, const uint16_t* even, const uint16_t* odd, float ae, float ao, int64_t n) {
+  for (int64_t j = 0; j < n; ++j)
+    acc[j] = std::fma(ae, f16::widen(even[j]), std::fma(ao, odd ? f16::widen(odd[j]) : 0.0f, acc[j]));
+}
+
+#if defined(DLKERN_SIMD_AVX512) || defined(DLKERN_SIMD_AVX2)
+[[gnu::target("f16c")]] void f16_fma_rows_f16c(float* acc, const uint16_t* even, const uint16_t* odd, float ae,
+                                               float ao, int64_t n) {
+  const __m256 ve = _mm256_set1_ps(ae), vo = _mm256_set1_ps(ao);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 bo =
+        odd ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(odd + j))) : _mm256_setzero_ps();
+    const __m256 be = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(even + j)));
+    _mm256_storeu_ps(acc + j, _mm256_fmadd_ps(ve, be, _mm256_fmadd_ps(vo, bo, _mm256_loadu_ps(acc + j))));
+  }
+  f16_fma_rows_scalar(acc + j, even + j, odd ? odd + j : nullptr, ae, ao, n - j);
+}
+
+void f16_fma_rows(float* acc, const uint16_t* even, const uint16_t* odd, float ae, float ao, int64_t n) {
+  static const bool f16c = f16::has_f16c();
+  (f16c ? f16_fma_rows_f16c : f16_fma_rows_scalar)(acc, even, odd, ae, ao, n);
+}
+#else
+void f16_fma_rows(float* acc, const uint16_t* even, const uint16_t* odd, float ae, float ao, int64_t n) {
+  f16_fma_rows_scalar(acc, even, odd, ae, ao, n);
+}
+#endif
+
+// m == 1 with a row-major B (a GEMV): packing B into float32 panels cost 5.6x the float32
+// GEMV at 1 x 4096 x 4096. Rows of B are widened while accumulated over blocks of
+// columns, in the fallback's order (per depth block from zero, per pair the odd
+// element's FMA then the even's, a padded pair's zeros included), so the result is the
+// packed path's bit for bit when alpha = 1 and beta = 0 (matmul's call), and the
+// model's epilogue otherwise.
+void gemv_f16(const dlkern::cpu::GemmBf16Args& g, int nthreads) {
+  constexpr int64_t kBlock = 2048;  // columns: 8 KiB of float32 accumulators in L1
+  const int64_t pairs = (g.k + 1) / 2, kcp = gemm_bf16_depth_block(g.k);
+  // Narrower blocks where that gives every thread one (16-column multiples).
+  const int64_t width = std::min(kBlock, (g.n + 16 * nthreads - 1) / (16 * nthreads) * 16);
+  const int64_t blocks = (g.n + width - 1) / width;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    alignas(64) float acc[kBlock];
+    const int64_t j0 = blk * width, cols = std::min(width, g.n - j0);
+    for (int64_t q0 = 0; q0 < pairs; q0 += kcp) {
+      std::fill(acc, acc + cols, 0.0f);
+      for (int64_t q = q0; q < std::min(pairs, q0 + kcp); ++q) {
+        const int64_t e = 2 * q, o = e + 1;
+        const float ae = f16::widen(g.a[e * g.a_cs]), ao = o < g.k ? f16::widen(g.a[o * g.a_cs]) : 0.0f;
+        f16_fma_rows(acc, g.b + e * g.b_rs + j0, o < g.k ? g.b + o * g.b_rs + j0 : nullptr, ae, ao, cols);
+      }
+      float* c = g.c + j0;
+      const float beta = q0 == 0 ? g.beta : 1.0f;
+      for (int64_t j = 0; j < cols; ++j) c[j] = beta == 0.0f ? g.alpha * acc[j] : std::fma(beta, c[j], g.alpha * acc[j]);
+    }
+  }
+}
+
 void gemm_f16(const dlkern::cpu::GemmBf16Args& g, int nthreads) {
+  if (g.m == 1 && g.b_cs == 1 && g.n >= 16) {
+    gemv_f16(g, nthreads);
+    return;
+  }
   GemmBf16Driver<FallbackPolicy<&f16::widen, &f16_row>>::run(g, nthreads, kGemmBlockingF32.mc,
                                                              kGemmBlockingF32.nc);
 }

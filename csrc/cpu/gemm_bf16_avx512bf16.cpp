@@ -181,11 +181,13 @@ struct Gemv {
 
   static void run(const GemmBf16Args& g, int nthreads) {
     const int64_t pairs = (g.k + 1) / 2, kcp = gemm_bf16_depth_block(g.k);
-    const int64_t blocks = (g.n + kBlock - 1) / kBlock;
+    // Narrower blocks where that gives every thread one (32-column multiples).
+    const int64_t width = std::min(kBlock, (g.n + 32 * nthreads - 1) / (32 * nthreads) * 32);
+    const int64_t blocks = (g.n + width - 1) / width;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (int64_t blk = 0; blk < blocks; ++blk) {
       alignas(64) __m512 acc[kBlock / 16];
-      const int64_t j0 = blk * kBlock, cols = std::min(kBlock, g.n - j0);
+      const int64_t j0 = blk * width, cols = std::min(width, g.n - j0);
       for (int64_t q0 = 0; q0 < pairs; q0 += kcp) {
         for (int64_t i = 0; i < (cols + 31) / 32 * 2; ++i) acc[i] = _mm512_setzero_ps();
         accumulate(g, q0, std::min(pairs, q0 + kcp), j0, cols, acc);
