@@ -1,6 +1,15 @@
 """Reductions with dim/keepdim: sum, mean, max, min, var, logsumexp."""
 
 from ..autograd import Function
+from ..dtypes import float32, is_low_precision
+
+
+def _accumulate(a, method, axes, keepdims):
+    """a.sum / a.mean over axes; a bfloat16/float16 array is accumulated in float32 and the
+    result rounded once (NumPy would accumulate a bfloat16 sum in bfloat16)."""
+    if is_low_precision(a.dtype):
+        return getattr(a, method)(axis=axes, keepdims=keepdims, dtype=float32).astype(a.dtype)
+    return getattr(a, method)(axis=axes, keepdims=keepdims)
 
 
 def _axes(dim, ndim):
@@ -40,7 +49,7 @@ class Sum(Function):
     def forward(ctx, a, dim, keepdim):
         axes = _axes(dim, a.ndim)
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
-        return ctx.device.asarray(a.sum(axis=axes, keepdims=keepdim))
+        return ctx.device.asarray(_accumulate(a, "sum", axes, keepdim))
 
     @staticmethod
     def backward(ctx, g):
@@ -56,7 +65,7 @@ class Mean(Function):
         for ax in axes:
             count *= a.shape[ax]
         ctx.count = count
-        return ctx.device.asarray(a.mean(axis=axes, keepdims=keepdim))
+        return ctx.device.asarray(_accumulate(a, "mean", axes, keepdim))
 
     @staticmethod
     def backward(ctx, g):

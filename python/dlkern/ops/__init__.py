@@ -22,3 +22,15 @@ from .softmax import *  # noqa: F401,F403
 # The functions shadow their family modules' names here (dlkern.ops.softmax is the function).
 __all__ = [*_matmul.__all__, *_conv.__all__, *_pool.__all__, *_softmax.__all__, *_norm.__all__, *_loss.__all__,
            *_attention.__all__, *_activation.__all__, *_rnn.__all__]
+
+# bfloat16/float16 operands: every kernel without a 16-bit path of its own computes them
+# in float32 (ops/lowp.py). Left out: classes, and kv_cache_append, which writes into its
+# cache argument in place (a widened copy would take the write).
+from . import lowp as _lowp  # noqa: E402
+
+_NO_FLOAT32_INSIDE = {"Conv1dStream", "kv_cache_append"}
+for _name in __all__:
+    if _name not in _NO_FLOAT32_INSIDE:
+        globals()[_name] = _lowp.float32_inside(globals()[_name], _name)
+del _name
+
