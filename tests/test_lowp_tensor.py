@@ -157,3 +157,17 @@ def test_float32_call_takes_the_kernel_itself():
     # a float32/float64 call is the compiled kernel's: its own error for a bad argument
     with pytest.raises(ValueError, match="^softmax: dim"):
         ops.softmax(np.ones((2, 2), np.float32), 5)
+
+
+def test_broadcast_and_bias_gradients_accumulate_in_float32():
+    # 512 rows of gradient 1 summed into a bias: accumulated in bfloat16 they would stop at 256
+    x = dlkern.ones((512, 3), dtype=BF16)
+    b = dlkern.zeros(3, dtype=BF16, requires_grad=True)
+    (x + b).sum().backward()
+    assert b.grad.dtype == BF16
+    np.testing.assert_array_equal(b.grad.numpy().astype(np.float32), [512, 512, 512])
+    w = dlkern.zeros((2, 3), dtype=BF16, requires_grad=True)
+    b2 = dlkern.zeros(2, dtype=BF16, requires_grad=True)
+    dlkern.nn.functional.linear(x, w, b2).sum().backward()
+    np.testing.assert_array_equal(b2.grad.numpy().astype(np.float32), [512, 512])
+    np.testing.assert_array_equal(w.grad.numpy().astype(np.float32), np.full((2, 3), 512))

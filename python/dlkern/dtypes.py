@@ -54,3 +54,13 @@ def as_dtype(dtype):
 def float_or_default(dtype):
     """The dtype of a factory's result: `dtype`, or float32 when none is given."""
     return as_dtype(dtype) or DEFAULT_FLOAT
+
+
+def summed(a, axis=None, keepdims=False, method="sum"):
+    """a.sum (or a.mean with method="mean") over axis, accumulated as PyTorch does: a
+    bfloat16/float16 array in float32, its result rounded once (NumPy would accumulate a
+    bfloat16 sum in bfloat16, which stops growing at 256 for a sum of ones)."""
+    if is_low_precision(a.dtype):
+        return getattr(a, method)(axis=axis, keepdims=keepdims, dtype=float32).astype(a.dtype)
+    return getattr(a, method)(axis=axis, keepdims=keepdims)
+

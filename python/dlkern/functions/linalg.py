@@ -2,6 +2,7 @@
 flags, never copied."""
 
 from ..autograd import Function
+from ..dtypes import summed
 
 
 class MatMul(Function):
@@ -69,5 +70,5 @@ class Linear(Function):
         if need[1]:
             gw = dev.gemm(g2, x2, trans_a=True)
         if need[2]:
-            gb = g2.sum(axis=0)
+            gb = summed(g2, 0)
         return gx, gw, gb

@@ -1,15 +1,7 @@
 """Reductions with dim/keepdim: sum, mean, max, min, var, logsumexp."""
 
 from ..autograd import Function
-from ..dtypes import float32, is_low_precision
-
-
-def _accumulate(a, method, axes, keepdims):
-    """a.sum / a.mean over axes; a bfloat16/float16 array is accumulated in float32 and the
-    result rounded once (NumPy would accumulate a bfloat16 sum in bfloat16)."""
-    if is_low_precision(a.dtype):
-        return getattr(a, method)(axis=axes, keepdims=keepdims, dtype=float32).astype(a.dtype)
-    return getattr(a, method)(axis=axes, keepdims=keepdims)
+from ..dtypes import summed
 
 
 def _axes(dim, ndim):
@@ -49,7 +41,7 @@ class Sum(Function):
     def forward(ctx, a, dim, keepdim):
         axes = _axes(dim, a.ndim)
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
-        return ctx.device.asarray(_accumulate(a, "sum", axes, keepdim))
+        return ctx.device.asarray(summed(a, axes, keepdim))
 
     @staticmethod
     def backward(ctx, g):
@@ -65,7 +57,7 @@ class Mean(Function):
         for ax in axes:
             count *= a.shape[ax]
         ctx.count = count
-        return ctx.device.asarray(_accumulate(a, "mean", axes, keepdim))
+        return ctx.device.asarray(summed(a, axes, keepdim, "mean"))
 
     @staticmethod
     def backward(ctx, g):
