@@ -1553,3 +1553,8 @@ def build_rnn_cell(data, name):
 from fuzz_specs_rnn_layer import register as _register_rnn_layers  # noqa: E402
 
 _register_rnn_layers(builder)
+
+# The float format conversion (dlkern.ops.convert): its builder lives beside.
+from fuzz_specs_convert import register as _register_convert  # noqa: E402
+
+_register_convert(builder)

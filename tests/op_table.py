@@ -272,6 +272,17 @@ def _make_x(rng, dtype, shape):
     return {"x": u(rng, shape, dtype, -4, 4)}, {}
 
 
+# ---- convert (issue 16): a round trip through a 16-bit format, back in the case's dtype
+def _make_convert(rng, dtype, shape, via):
+    return {"x": u(rng, shape, dtype, -6e4, 6e4)}, {"via": via}
+
+
+def _convert_fwd(ns, a, s):
+    convert = ns.convert  # looked up first: the CUDA namespace refuses it here
+    return convert(convert(a["x"], s["via"]), a["x"].dtype)
+# ---- end convert
+
+
 # ----------------------------------------------------------------------------- recurrent cells
 
 
@@ -468,6 +479,10 @@ ROWS = [
     Row("erf", _cases(("0", dict(shape=(0,))), ("1", dict(shape=(1,))), ("odd", dict(shape=(3, 5, 7))),
                       ("prime", dict(shape=(1009,))), ("noncontig", dict(shape=(7, 9)))),
         _make_x, lambda ns, a, s: ns.erf(a["x"]), lambda a, s: 1, torch=lambda F, t, a, s: t.erf(a["x"])),
+    Row("convert", _cases(("0", dict(shape=(0, 3), via="bfloat16")), ("1", dict(shape=(1,), via="float16")),
+                          ("odd", dict(shape=(3, 5, 7), via="bfloat16")), ("prime", dict(shape=(1009,), via="float16")),
+                          ("noncontig", dict(shape=(7, 9), via="float16"))),
+        _make_convert, _convert_fwd, lambda a, s: 1, cuda=False),
     _lstm_row("lstm_cell", 0),
     _lstm_row("lstm_cell_c", 1),
     Row("gru_cell", _RNN_CASES, _make_gru, lambda ns, a, s: ns.gru_cell_forward(a["gi"], a["gh"], a["h_prev"]),

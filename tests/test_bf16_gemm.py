@@ -23,7 +23,8 @@ def bits_to_f64(h):
 
 def ref_round(x):
     """Nearest bf16 of each float32 by float64 distances, ties to the even pattern;
-    NaN -> a quiet NaN of the same sign. Independent of the kernel's integer trick."""
+    NaN -> the canonical quiet NaN 0x7fc0 with the sign kept (ml_dtypes' astype).
+    Independent of the kernel's integer trick."""
     x = np.asarray(x, np.float32).ravel()
     u = x.view(np.uint32)
     lo = (u >> 16).astype(np.uint32)              # toward zero
@@ -39,7 +40,7 @@ def ref_round(x):
     out = np.where(pick_hi, hi, lo).astype(np.uint32)
     finite = np.isfinite(x)
     out = np.where(finite, out, lo)               # inf: exact
-    out = np.where(np.isnan(x), lo | 0x40, out)
+    out = np.where(np.isnan(x), (lo & 0x8000) | 0x7FC0, out)
     return out.astype(np.uint16)
 
 
@@ -79,7 +80,7 @@ def test_from_f32_special_values(isa):
     got = _C._bf16_from_f32(np.concatenate([x] * 3))[: len(x)]  # vector lanes and tail
     back = f32(got)
     nan = np.isnan(x)
-    assert np.all(np.isnan(back[nan])) and np.all(got[nan] & 0x40)          # quiet NaN
+    assert np.all(np.isnan(back[nan])) and np.all(got[nan] & 0x7FFF == 0x7FC0)  # canonical quiet NaN
     assert np.all(np.signbit(back[nan]) == np.signbit(x[nan]))
     assert back[2] == np.inf and back[3] == -np.inf
     assert back[10] == np.inf and back[11] == -np.inf                       # FLT_MAX overflows
@@ -104,11 +105,12 @@ def test_to_f32_every_pattern(isa):
     got = _C._bf16_to_f32(h)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got.view(np.uint32), h.astype(np.uint32) << 16)
-    # Round trip: bf16 -> f32 -> bf16 is the identity except NaNs, which become quiet.
+    # Round trip: bf16 -> f32 -> bf16 is the identity except NaNs, which become the
+    # canonical quiet NaN of their sign.
     back = _C._bf16_from_f32(got)
     is_nan = np.isnan(got)
     np.testing.assert_array_equal(back[~is_nan], h[~is_nan])
-    np.testing.assert_array_equal(back[is_nan], h[is_nan] | 0x40)
+    np.testing.assert_array_equal(back[is_nan], (h[is_nan] & 0x8000) | 0x7FC0)
     assert _C._bf16_to_f32(h[::-7]).shape == h[::-7].shape
 
 

@@ -40,23 +40,23 @@ MATMUL_ERRORS = [
     ("b_numpy_scalar", lambda: matmul(_ones((2, 2)), np.float32(2.0)), TypeError,
      r"^matmul: b must be a numpy\.ndarray, got float32$"),
     ("a_int64", lambda: matmul(_ones((2, 3), np.int64), _ones((3, 2))), TypeError,
-     r"^matmul: a has dtype int64; expected float32 or float64$"),
+     r"^matmul: a has dtype int64; expected float32, float64, bfloat16 or float16$"),
     ("b_int32", lambda: matmul(_ones((2, 3)), _ones((3, 2), np.int32)), TypeError,
-     r"^matmul: b has dtype int32; expected float32 or float64$"),
-    ("a_int16", lambda: matmul(_ones((2, 3), np.int16), _ones((3, 2))), TypeError,
-     r"^matmul: a has dtype int16; expected float32 or float64$"),
+     r"^matmul: b has dtype int32; expected float32, float64, bfloat16 or float16$"),
+    ("a_float16", lambda: matmul(_ones((2, 3), np.float16), _ones((3, 2))), TypeError,
+     r"^matmul: a has dtype float16 but b has dtype float32; both must be the same float type$"),
     ("a_longdouble", lambda: matmul(_ones((2, 3), np.longdouble), _ones((3, 2), np.longdouble)), TypeError,
-     r"^matmul: a has dtype float(128|96|64); expected float32 or float64$"),
+     r"^matmul: a has dtype float(128|96|64); expected float32, float64, bfloat16 or float16$"),
     ("a_complex64", lambda: matmul(_ones((2, 3), np.complex64), _ones((3, 2))), TypeError,
-     r"^matmul: a has dtype complex64; expected float32 or float64$"),
+     r"^matmul: a has dtype complex64; expected float32, float64, bfloat16 or float16$"),
     ("b_complex128", lambda: matmul(_ones((2, 3), F64), _ones((3, 2), np.complex128)), TypeError,
-     r"^matmul: b has dtype complex128; expected float32 or float64$"),
+     r"^matmul: b has dtype complex128; expected float32, float64, bfloat16 or float16$"),
     ("a_bool", lambda: matmul(_ones((2, 3), bool), _ones((3, 2))), TypeError,
-     r"^matmul: a has dtype bool; expected float32 or float64$"),
+     r"^matmul: a has dtype bool; expected float32, float64, bfloat16 or float16$"),
     ("b_object", lambda: matmul(_ones((2, 3)), _ones((3, 2), object)), TypeError,
-     r"^matmul: b has dtype object; expected float32 or float64$"),
+     r"^matmul: b has dtype object; expected float32, float64, bfloat16 or float16$"),
     ("a_big_endian", lambda: matmul(_ones((2, 3), ">f4"), _ones((3, 2))), TypeError,
-     r"^matmul: a has dtype >f4; expected float32 or float64$"),
+     r"^matmul: a has dtype >f4; expected float32, float64, bfloat16 or float16$"),
     ("mixed_f32_f64", lambda: matmul(_ones((2, 3)), _ones((3, 2), F64)), TypeError,
      r"^matmul: a has dtype float32 but b has dtype float64"),
     ("mixed_f64_f32", lambda: matmul(_ones((2, 3), F64), _ones((3, 2))), TypeError,
@@ -86,7 +86,7 @@ MATMUL_ERRORS = [
     ("out_dtype", lambda: matmul(_ones((3, 4)), _ones((4, 5)), out=np.empty((3, 5), F64)), TypeError,
      r"^matmul: out has dtype float64 but the inputs have dtype float32$"),
     ("out_int", lambda: matmul(_ones((3, 4)), _ones((4, 5)), out=np.empty((3, 5), np.int32)), TypeError,
-     r"^matmul: out has dtype int32; expected float32 or float64$"),
+     r"^matmul: out has dtype int32; expected float32, float64, bfloat16 or float16$"),
     ("out_readonly", lambda: matmul(_ones((3, 4)), _ones((4, 5)), out=_readonly((3, 5))), ValueError,
      r"^matmul: out is read-only$"),
     ("out_list", lambda: matmul(_ones((1, 1)), _ones((1, 1)), out=[[0.0]]), TypeError,
@@ -119,11 +119,11 @@ GEMM_ERRORS = [
     ("a_0d", lambda: gemm(np.array(1.0, F32), _ones((2, 2))), ValueError,
      r"^gemm: a must be 2-D, got shape \(\)$"),
     ("a_int", lambda: gemm(_ones((2, 3), np.int64), _ones((3, 2))), TypeError,
-     r"^gemm: a has dtype int64; expected float32 or float64$"),
-    ("b_int16", lambda: gemm(_ones((2, 3)), _ones((3, 2), np.int16)), TypeError,
-     r"^gemm: b has dtype int16; expected float32 or float64$"),
+     r"^gemm: a has dtype int64; expected float32, float64, bfloat16 or float16$"),
+    ("b_float16", lambda: gemm(_ones((2, 3)), _ones((3, 2), np.float16)), TypeError,
+     r"^gemm: a has dtype float32 but b has dtype float16; both must be the same float type$"),
     ("a_complex", lambda: gemm(_ones((2, 3), np.complex128), _ones((3, 2))), TypeError,
-     r"^gemm: a has dtype complex128; expected float32 or float64$"),
+     r"^gemm: a has dtype complex128; expected float32, float64, bfloat16 or float16$"),
     ("mixed", lambda: gemm(_ones((2, 3), F64), _ones((3, 2))), TypeError,
      r"^gemm: a has dtype float64 but b has dtype float32"),
     ("inner", lambda: gemm(_ones((3, 4)), _ones((5, 6))), ValueError,
@@ -143,7 +143,7 @@ GEMM_ERRORS = [
     ("c_dtype", lambda: gemm(_ones((3, 4)), _ones((4, 5)), np.empty((3, 5), F64)), TypeError,
      r"^gemm: c has dtype float64 but a and b have dtype float32$"),
     ("c_int", lambda: gemm(_ones((3, 4)), _ones((4, 5)), np.empty((3, 5), np.int64)), TypeError,
-     r"^gemm: c has dtype int64; expected float32 or float64$"),
+     r"^gemm: c has dtype int64; expected float32, float64, bfloat16 or float16$"),
     ("c_list", lambda: gemm(_ones((1, 1)), _ones((1, 1)), [[0.0]]), TypeError,
      r"^gemm: c must be a numpy\.ndarray, got list$"),
     ("c_readonly", lambda: gemm(_ones((3, 4)), _ones((4, 5)), _readonly((3, 5))), ValueError,
@@ -253,9 +253,9 @@ def test_python_scalars_and_sequences_are_type_errors(value):
                          ids=["bool", "object", "str", "datetime", "record"])
 def test_non_float_arrays_are_type_errors(dtype):
     odd = np.zeros((2, 2), dtype)
-    with pytest.raises(TypeError, match=r"^matmul: b has dtype .*; expected float32 or float64$"):
+    with pytest.raises(TypeError, match=r"^matmul: b has dtype .*; expected float32, float64, bfloat16 or float16$"):
         matmul(_ones((2, 2)), odd)
-    with pytest.raises(TypeError, match=r"^gemm: a has dtype .*; expected float32 or float64$"):
+    with pytest.raises(TypeError, match=r"^gemm: a has dtype .*; expected float32, float64, bfloat16 or float16$"):
         gemm(odd, _ones((2, 2)))
 
 

@@ -37,6 +37,9 @@ SHARED = (
 
 # Keywords only the CUDA kernels take (a CPU run has nothing to choose there).
 CUDA_ONLY_KEYWORDS = {"matmul": ("allow_tf32",), "gemm": ("allow_tf32",)}
+# Keywords only the CPU kernels take: out_dtype of the bfloat16/float16 products, which
+# have no CUDA kernel (the CUDA module refuses those dtypes).
+CPU_ONLY_KEYWORDS = {"matmul": ("out_dtype",), "gemm": ("out_dtype",)}
 # Keyword-only aliases that dlkern.ops adds in Python (NumPy's spelling axis= for dim=).
 OPS_ALIASES = {n: ("axis",) for n in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")}
 
@@ -89,7 +92,7 @@ def _norm(default):
 
 
 def _without(params, name):
-    drop = CUDA_ONLY_KEYWORDS.get(name, ())
+    drop = CUDA_ONLY_KEYWORDS.get(name, ()) + CPU_ONLY_KEYWORDS.get(name, ())
     return [p for p in params if p[0] not in drop]
 
 

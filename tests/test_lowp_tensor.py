@@ -171,3 +171,36 @@ def test_broadcast_and_bias_gradients_accumulate_in_float32():
     dlkern.nn.functional.linear(x, w, b2).sum().backward()
     np.testing.assert_array_equal(b2.grad.numpy().astype(np.float32), [512, 512])
     np.testing.assert_array_equal(w.grad.numpy().astype(np.float32), np.full((2, 3), 512))
+
+
+SPECIALS = [1.5, -2.0, 0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-40, -1e-40, 3e38, -3e38, 6e-8, -6e-8]
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=str)
+def test_relu_16_bit_values_and_gradient(dtype):
+    rng = np.random.default_rng(6)
+    with np.errstate(over="ignore"):  # 3e38 is Inf in float16, on purpose
+        x = np.concatenate([np.array(SPECIALS, np.float32), rng.standard_normal(200).astype(np.float32)]).astype(dtype)
+    t = dlkern.tensor(x, requires_grad=True)
+    y = dlkern.nn.functional.relu(t)
+    x32 = x.astype(np.float32)
+    want = np.where(np.isnan(x32), x32, np.maximum(x32, 0))  # NaN kept, as torch.relu
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y.detach().numpy().astype(np.float32), want)
+    g = rng.standard_normal(x.shape).astype(np.float32).astype(dtype)
+    y.backward(dlkern.tensor(g))
+    # torch's threshold_backward: g where the output is > 0 (a NaN output passes none here)
+    np.testing.assert_array_equal(t.grad.numpy().astype(np.float32), np.where(want > 0, g.astype(np.float32), 0))
+    assert t.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", LOWP, ids=str)
+def test_linear_16_bit_bias_enters_the_accumulator(dtype):
+    rng = np.random.default_rng(7)
+    x, w, b = _lowp(rng, (9, 40), dtype), _lowp(rng, (6, 40), dtype), _lowp(rng, (6,), dtype)
+    y = dlkern.nn.functional.linear(dlkern.tensor(x), dlkern.tensor(w), dlkern.tensor(b))
+    want = x.astype(np.float64) @ w.astype(np.float64).T + b.astype(np.float64)
+    assert y.dtype == dtype
+    _rounded_close(y.numpy(), want, dtype, rel_terms=40)
+    one_row = dlkern.nn.functional.linear(dlkern.tensor(x[:1]), dlkern.tensor(w), dlkern.tensor(b))
+    np.testing.assert_array_equal(one_row.numpy().view(np.uint16), y.numpy()[:1].view(np.uint16))

@@ -122,6 +122,87 @@ DType float_dtype(const py::array& a, const char* op, const char* arg) {
   type_error(op, ": ", arg, " has dtype ", dtype_str(a), "; expected float32 or float64");
 }
 
+namespace {
+bool native_order(const py::dtype& dt) {
+  const char order = dt.byteorder();
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  constexpr char kNativeOrder = '>';
+#else
+  constexpr char kNativeOrder = '<';
+#endif
+  return order == '=' || order == '|' || order == kNativeOrder;
+}
+
+// ml_dtypes.bfloat16's dtype, imported on first use (only a 2-byte 'V' dtype or a bf16
+// result asks) and kept for the process; nullptr where ml_dtypes is not installed.
+const py::dtype* bf16_dtype_or_null() {
+  static const py::dtype* dt = []() -> const py::dtype* {
+    try {
+      return new py::dtype(py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")));
+    } catch (const py::error_already_set&) {
+      return nullptr;
+    }
+  }();
+  return dt;
+}
+
+// The four float dtypes, or false.
+bool float_kind(const py::dtype& dt, DType* out) {
+  if (dt.kind() == 'f' && native_order(dt)) {
+    if (dt.itemsize() == 4) return *out = DType::f32, true;
+    if (dt.itemsize() == 8) return *out = DType::f64, true;
+    if (dt.itemsize() == 2) return *out = DType::f16, true;
+  }
+  if (dt.kind() == 'V' && dt.itemsize() == 2) {
+    const py::dtype* bf = bf16_dtype_or_null();
+    if (bf && (dt.is(*bf) || dt.equal(*bf))) return *out = DType::bf16, true;
+  }
+  return false;
+}
+}  // namespace
+
+DType any_float_dtype(const py::array& a, const char* op, const char* arg) {
+  DType dt;
+  if (float_kind(a.dtype(), &dt)) return dt;
+  type_error(op, ": ", arg, " has dtype ", dtype_str(a), "; expected float32, float64, bfloat16 or float16");
+}
+
+py::dtype numpy_dtype(DType dt) {
+  switch (dt) {
+    case DType::f32: return py::dtype::of<float>();
+    case DType::f64: return py::dtype::of<double>();
+    case DType::f16: return py::dtype("float16");
+    case DType::bf16: break;
+  }
+  const py::dtype* bf = bf16_dtype_or_null();
+  if (!bf) throw py::import_error("dlkern: bfloat16 needs the ml_dtypes package");
+  return *bf;
+}
+
+const char* dtype_name(DType dt) {
+  switch (dt) {
+    case DType::f32: return "float32";
+    case DType::f64: return "float64";
+    case DType::bf16: return "bfloat16";
+    case DType::f16: return "float16";
+  }
+  return "?";
+}
+
+DType dtype_arg(const py::handle& obj, const char* op, const char* arg) {
+  DType dt;
+  // NumPy knows the name only once ml_dtypes is imported.
+  if (py::isinstance<py::str>(obj) && obj.cast<std::string>() == "bfloat16") return DType::bf16;
+  // np.dtype(None) is float64; a dtype argument must name its type.
+  if (!obj.is_none()) try {
+    if (float_kind(py::dtype::from_args(py::reinterpret_borrow<py::object>(obj)), &dt)) return dt;
+  } catch (const py::error_already_set&) {
+    // not a dtype at all: the TypeError below
+  }
+  type_error(op, ": ", arg, " must be a float dtype (float32, float64, bfloat16 or float16), got ",
+             py::repr(obj).cast<std::string>());
+}
+
 int64_t elem_stride(const py::array& a, int axis, const char* op, const char* arg) {
   const py::ssize_t bytes = a.strides(axis), item = a.itemsize();
   if (bytes % item != 0)

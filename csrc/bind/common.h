@@ -17,7 +17,9 @@ namespace dlkern::bind {
 
 namespace py = pybind11;
 
-enum class DType { f32, f64 };
+// bf16 and f16 (16-bit floats, stored as uint16_t bits) only where a binding asks for
+// them through any_float_dtype; dispatch_float never sees them.
+enum class DType { f32, f64, bf16, f16 };
 
 // The message builder of the framework-free checks (common/errors.h).
 template <typename... Args>
@@ -45,6 +47,19 @@ py::array require_array(const py::handle& obj, const char* op, const char* arg);
 
 // float32 or float64 in native byte order, or TypeError naming the dtype seen.
 DType float_dtype(const py::array& a, const char* op, const char* arg);
+
+// float32, float64, bfloat16 (ml_dtypes.bfloat16) or float16 in native byte order, or
+// TypeError "<op>: <arg> has dtype <d>; expected float32, float64, bfloat16 or float16".
+DType any_float_dtype(const py::array& a, const char* op, const char* arg);
+
+// The NumPy dtype of dt (bfloat16: ml_dtypes', imported once, on first use).
+py::dtype numpy_dtype(DType dt);
+// "float32", "float64", "bfloat16", "float16".
+const char* dtype_name(DType dt);
+// A dtype argument (anything np.dtype() accepts: np.float16, "float32", dlkern.bfloat16)
+// as one of the four, or TypeError "<op>: <arg> must be a float dtype (float32, float64,
+// bfloat16 or float16), got <repr>".
+DType dtype_arg(const py::handle& obj, const char* op, const char* arg);
 
 // Element stride of axis `axis`; ValueError if the byte stride is not a whole
 // number of elements (possible with some record views).

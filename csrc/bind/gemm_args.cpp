@@ -3,7 +3,8 @@
 namespace dlkern::bind {
 
 GemmCall check_gemm_call(const py::object& a_obj, const py::object& b_obj,
-                         const py::object& c_obj, double beta, bool trans_a, bool trans_b) {
+                         const py::object& c_obj, double beta, bool trans_a, bool trans_b,
+                         const py::object* out_dtype) {
   const char* op = "gemm";
   GemmCall call;
   call.a = require_array(a_obj, op, "a");
@@ -12,8 +13,11 @@ GemmCall check_gemm_call(const py::object& a_obj, const py::object& b_obj,
   const py::array& b = call.b;
   if (a.ndim() != 2) value_error(op, ": a must be 2-D, got shape ", shape_str(a));
   if (b.ndim() != 2) value_error(op, ": b must be 2-D, got shape ", shape_str(b));
-  call.dtype = float_dtype(a, op, "a");
-  if (float_dtype(b, op, "b") != call.dtype)
+  auto dtype_of = [&](const py::array& x, const char* arg) {
+    return out_dtype ? any_float_dtype(x, op, arg) : float_dtype(x, op, arg);
+  };
+  call.dtype = dtype_of(a, "a");
+  if (dtype_of(b, "b") != call.dtype)
     type_error(op, ": a has dtype ", dtype_str(a), " but b has dtype ", dtype_str(b),
                "; both must be the same float type");
 
@@ -28,19 +32,36 @@ GemmCall check_gemm_call(const py::object& a_obj, const py::object& b_obj,
 
   if (c_obj.is_none()) {
     if (beta != 0.0) value_error(op, ": beta=", beta, " needs an input c, but c is None");
-    call.c = py::array(a.dtype(), std::vector<py::ssize_t>{m, n});
+    call.c_dtype = out_dtype ? product_dtype(call.dtype, *out_dtype, op) : call.dtype;
+    call.c = py::array(numpy_dtype(call.c_dtype), std::vector<py::ssize_t>{m, n});
   } else {
     call.c = require_array(c_obj, op, "c");
     const py::array& c = call.c;
     if (c.ndim() != 2 || c.shape(0) != m || c.shape(1) != n)
       value_error(op, ": c has shape ", shape_str(c), ", expected (", m, ", ", n, ")");
-    if (float_dtype(c, op, "c") != call.dtype)
-      type_error(op, ": c has dtype ", dtype_str(c), " but a and b have dtype ", dtype_str(a));
+    call.c_dtype = dtype_of(c, "c");
+    const bool lowp = call.dtype == DType::bf16 || call.dtype == DType::f16;
+    if (call.c_dtype != call.dtype && !(lowp && call.c_dtype == DType::f32))
+      type_error(op, ": c has dtype ", dtype_str(c), " but a and b have dtype ", dtype_str(a),
+                 lowp ? " (c may be float32 or the inputs' dtype)" : "");
+    if (out_dtype && !out_dtype->is_none() && product_dtype(call.dtype, *out_dtype, op) != call.c_dtype)
+      type_error(op, ": out_dtype is ", dtype_name(product_dtype(call.dtype, *out_dtype, op)), " but c has dtype ",
+                 dtype_str(c));
     require_writeable(c, op, "c");
     if (may_overlap(c, a) || may_overlap(c, b))
       value_error(op, ": c shares memory with an input; pass a separate output array");
   }
   return call;
+}
+
+DType product_dtype(DType in, const py::object& out_dtype, const char* op) {
+  if (out_dtype.is_none()) return in;
+  const DType want = dtype_arg(out_dtype, op, "out_dtype");
+  const bool lowp = in == DType::bf16 || in == DType::f16;
+  if (want != in && !(lowp && want == DType::f32))
+    type_error(op, ": out_dtype ", dtype_name(want), " is not available for ", dtype_name(in), " inputs (",
+               lowp ? "float32 or the inputs' dtype" : "only the inputs' dtype", ")");
+  return want;
 }
 
 }  // namespace dlkern::bind

@@ -13,7 +13,7 @@
 namespace dlkern::bind {
 
 inline constexpr const char* kSharedKernels[] = {
-    "matmul", "gemm",
+    "matmul", "gemm", "convert",
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "causal_conv1d", "causal_conv1d_backward",
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
     "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",

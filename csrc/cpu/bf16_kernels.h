@@ -17,10 +17,11 @@ typedef uint16_t U16xL __attribute__((vector_size(2 * kLanes)));
 typedef int32_t I32xL __attribute__((vector_size(4 * kLanes)));
 
 DLKERN_INLINE uint16_t round_one(uint32_t u) {
-  // NaN: truncate and set the quiet bit (a NaN whose payload sits in the low half
-  // would otherwise truncate to Inf). Else add 0x7fff plus the lowest kept bit: RNE,
-  // and a carry out of the mantissa bumps the exponent (max float -> Inf), as it should.
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  // NaN: the canonical quiet NaN with the sign kept, as ml_dtypes' astype (truncating
+  // would turn a NaN whose payload sits in the low half into Inf). Else add 0x7fff plus
+  // the lowest kept bit: RNE, and a carry out of the mantissa bumps the exponent (max
+  // float -> Inf), as it should.
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>(((u >> 16) & 0x8000u) | 0x7fc0u);
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
@@ -30,7 +31,7 @@ void from_f32(const float* x, uint16_t* dst, int64_t n) {
     U32xL u;
     std::memcpy(&u, x + i, sizeof(u));
     const U32xL rne = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const U32xL quiet = (u >> 16) | 0x40u;
+    const U32xL quiet = ((u >> 16) & 0x8000u) | 0x7fc0u;
     const I32xL is_nan = (u & 0x7fffffffu) > 0x7f800000u;
     const U32xL r = (U32xL)((is_nan & (I32xL)quiet) | (~is_nan & (I32xL)rne));
     const U16xL h = __builtin_convertvector(r, U16xL);
@@ -64,16 +65,24 @@ DLKERN_INLINE float widen(uint16_t h) {
   return f;
 }
 
+}  // namespace bf16
+
+#include "cpu/f16_kernels.h"
+
+namespace bf16 {
+
 // The fallback's panels are the float32 micro-kernel's (gemm_driver.h: A panels
 // (kc, MR), B panels (kc, NR), kc = 2 kcp), converted while packing, with each pair's
 // odd element first: the micro-kernel's FMAs then take a pair in vdpbf16ps' order and
-// round exactly where it does.
+// round exactly where it does. Widen: the 16-bit format's exact float32 (bf16 here,
+// f16::widen for the float16 GEMM, which shares the loop nest and its summation order).
+template <float (*Widen)(uint16_t)>
 struct FallbackPolicy {
   using E = float;
   static constexpr int MR = GemmF32::MR, NR = GemmF32::NR, kPerPair = 2;
   static DLKERN_INLINE void put(float* step, int stride, int idx, uint16_t even, uint16_t odd) {
-    step[idx] = widen(odd);
-    step[stride + idx] = widen(even);
+    step[idx] = Widen(odd);
+    step[stride + idx] = Widen(even);
   }
   static constexpr bool kDirectA = false;  // every row is converted
   template <class ABlock>
@@ -87,7 +96,11 @@ struct FallbackPolicy {
 #include "cpu/gemm_bf16_driver.h"
 
 void gemm_fallback(const dlkern::cpu::GemmBf16Args& g, int nthreads) {
-  GemmBf16Driver<FallbackPolicy>::run(g, nthreads, kGemmBlockingF32.mc, kGemmBlockingF32.nc);
+  GemmBf16Driver<FallbackPolicy<&widen>>::run(g, nthreads, kGemmBlockingF32.mc, kGemmBlockingF32.nc);
+}
+
+void gemm_f16(const dlkern::cpu::GemmBf16Args& g, int nthreads) {
+  GemmBf16Driver<FallbackPolicy<&f16::widen>>::run(g, nthreads, kGemmBlockingF32.mc, kGemmBlockingF32.nc);
 }
 
 }  // namespace bf16
@@ -97,6 +110,15 @@ dlkern::cpu::Bf16Kernels bf16_kernels() {
   k.from_f32 = &bf16::from_f32;
   k.to_f32 = &bf16::to_f32;
   k.gemm_fallback = &bf16::gemm_fallback;
+  k.f16_from_f32 = &f16::from_f32_scalar;
+  k.f16_to_f32 = &f16::to_f32_scalar;
+#if defined(DLKERN_SIMD_AVX512) || defined(DLKERN_SIMD_AVX2)
+  if (f16::has_f16c()) {
+    k.f16_from_f32 = &f16::from_f32_f16c;
+    k.f16_to_f32 = &f16::to_f32_f16c;
+  }
+#endif
+  k.gemm_f16 = &bf16::gemm_f16;
 #if defined(DLKERN_SIMD_AVX512) && defined(DLKERN_HAVE_AVX512BF16)
   // A separate TU (built with -mavx512bf16) holds the vdpbf16ps path; the table only
   // points at it where the CPU has the instruction.

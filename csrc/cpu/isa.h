@@ -116,6 +116,11 @@ struct Bf16Kernels {
   void (*to_f32)(const uint16_t* x, float* dst, int64_t n);
   void (*gemm_fallback)(const GemmBf16Args& args, int nthreads);
   void (*gemm_dpbf16)(const GemmBf16Args& args, int nthreads);
+  // float16 (cpu/f16.h, cpu/f16_kernels.h): conversions as NumPy's astype, and the
+  // GEMM on f16 panels widened while packing (the bf16 fallback's loop nest).
+  void (*f16_from_f32)(const float* x, uint16_t* dst, int64_t n);
+  void (*f16_to_f32)(const uint16_t* x, float* dst, int64_t n);
+  void (*gemm_f16)(const GemmBf16Args& args, int nthreads);
 };
 
 struct IsaKernels {

@@ -19,7 +19,7 @@ import numpy as np
 
 # The kernel names this namespace offers (the CPU namespace's ops, one list).
 KERNELS = (
-    "matmul", "gemm",
+    "matmul", "gemm", "convert",
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
     "layer_norm", "layer_norm_forward", "layer_norm_backward", "rms_norm", "rms_norm_forward", "rms_norm_backward",
     "group_norm", "group_norm_forward", "group_norm_backward", "batch_norm", "batch_norm_forward",
@@ -52,12 +52,14 @@ def _into(out, y):
     return out
 
 
-def matmul(a, b, out=None):
+def matmul(a, b, out=None, out_dtype=None):
+    """The exact product (out_dtype, which only picks the kernels' result dtype, is moot)."""
     return _into(out, np.matmul(f64(a), f64(b)))
 
 
-def gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
-    """alpha op(a) @ op(b) + beta c; c (when given) is updated in place and returned."""
+def gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, out_dtype=None):
+    """alpha op(a) @ op(b) + beta c; c (when given) is updated in place and returned
+    (out_dtype: as matmul)."""
     a, b = f64(a), f64(b)
     y = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b))
     if c is None:
@@ -66,6 +68,11 @@ def gemm(a, b, c=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
         y = y + beta * f64(c)
     c[...] = y
     return c
+
+
+def convert(x, dtype, out=None):
+    """x rounded to dtype (NumPy's / ml_dtypes' astype: round to nearest even), as float64."""
+    return _into(out, np.asarray(x).astype(np.dtype(dtype)).astype(np.float64))
 
 
 # ----------------------------------------------------------------------------- elementwise

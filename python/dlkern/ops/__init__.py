@@ -9,9 +9,11 @@ re-exported here (``dlkern.ops.matmul``, ``dlkern.ops.softmax``, ...).
 from . import activation as _activation, attention as _attention, conv as _conv, loss as _loss
 from . import matmul as _matmul, norm as _norm, pool as _pool, softmax as _softmax
 from . import rnn as _rnn
+from . import convert as _convert
 from .activation import *  # noqa: F401,F403  (each family's __all__)
 from .attention import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
+from .convert import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .matmul import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
@@ -21,16 +23,17 @@ from .softmax import *  # noqa: F401,F403
 
 # The functions shadow their family modules' names here (dlkern.ops.softmax is the function).
 __all__ = [*_matmul.__all__, *_conv.__all__, *_pool.__all__, *_softmax.__all__, *_norm.__all__, *_loss.__all__,
-           *_attention.__all__, *_activation.__all__, *_rnn.__all__]
+           *_attention.__all__, *_activation.__all__, *_rnn.__all__, *_convert.__all__]
 
 # bfloat16/float16 operands: every kernel without a 16-bit path of its own computes them
-# in float32 (ops/lowp.py). Left out: classes, and kv_cache_append, which writes into its
-# cache argument in place (a widened copy would take the write).
+# in float32 (ops/lowp.py). Left out: the kernels with their own 16-bit paths (gemm,
+# matmul, convert: they refuse mixed dtypes, which the wrapper would widen), classes, and
+# kv_cache_append, which writes into its cache argument in place (a widened copy would
+# take the write).
 from . import lowp as _lowp  # noqa: E402
 
-_NO_FLOAT32_INSIDE = {"Conv1dStream", "kv_cache_append"}
+_NO_FLOAT32_INSIDE = {"gemm", "matmul", "convert", "Conv1dStream", "kv_cache_append"}
 for _name in __all__:
     if _name not in _NO_FLOAT32_INSIDE:
         globals()[_name] = _lowp.float32_inside(globals()[_name], _name)
 del _name
-

@@ -17,21 +17,17 @@ import functools
 import numpy as np
 
 from .. import _C
-from ..dtypes import bfloat16, float16, float32, is_low_precision
+from ..dtypes import float32, is_low_precision
 
 
 def to_float32(a):
-    """A bfloat16 or float16 array widened to float32 (exact; vectorised for bfloat16)."""
-    if a.dtype == bfloat16:
-        return _C._bf16_to_f32(np.asarray(a, order="C").view(np.uint16))  # (asarray keeps 0-d)
-    return a.astype(float32)
+    """A bfloat16 or float16 array widened to float32 (exact)."""
+    return _C.convert(a, float32)
 
 
 def from_float32(a, dtype):
     """A float32 array rounded to `dtype` (bfloat16 or float16), round-to-nearest-even."""
-    if dtype == bfloat16:
-        return _C._bf16_from_f32(np.asarray(a, dtype=float32, order="C")).view(bfloat16)
-    return a.astype(dtype)
+    return _C.convert(a, dtype)
 
 
 def _low_precision_of(values):
