@@ -28,12 +28,16 @@ __all__ = [*_matmul.__all__, *_conv.__all__, *_pool.__all__, *_softmax.__all__, 
 # bfloat16/float16 operands: every kernel without a 16-bit path of its own computes them
 # in float32 (ops/lowp.py). Left out: the kernels with their own 16-bit paths (gemm,
 # matmul, convert: they refuse mixed dtypes, which the wrapper would widen), classes, and
-# kv_cache_append, which writes into its cache argument in place (a widened copy would
-# take the write).
+# kv_cache_append, whose cache argument is written in place and too large to widen per
+# call. Kernels that write into other arguments get the float32 values written back.
 from . import lowp as _lowp  # noqa: E402
 
 _NO_FLOAT32_INSIDE = {"gemm", "matmul", "convert", "Conv1dStream", "kv_cache_append"}
+_WRITES_ARGUMENTS = {"batch_norm", "batch_norm_forward", "lstm_layer_forward", "lstm_layer_backward",
+                     "gru_layer_forward", "gru_layer_backward", "rnn_layer_forward", "rnn_layer_backward"}
+_FORWARD_RESULTS = {"lstm_cell_forward": 2}  # (h, c, saved gates); every other *_forward: 1
 for _name in __all__:
     if _name not in _NO_FLOAT32_INSIDE:
-        globals()[_name] = _lowp.float32_inside(globals()[_name], _name)
+        globals()[_name] = _lowp.float32_inside(globals()[_name], _name, _name in _WRITES_ARGUMENTS,
+                                                _FORWARD_RESULTS.get(_name, 1))
 del _name

@@ -43,11 +43,14 @@ def _low_precision_of(values):
     return None
 
 
-def _widen(v):
+def _widen(v, widened):
+    # v with its 16-bit arrays widened; each (original, float32 copy) pair goes to `widened`.
     if isinstance(v, np.ndarray) and is_low_precision(v.dtype):
-        return to_float32(v)
+        wide = to_float32(v)
+        widened.append((v, wide))
+        return wide
     if isinstance(v, (list, tuple)):
-        return type(v)(_widen(x) for x in v)
+        return type(v)(_widen(x, widened) for x in v)
     return v
 
 
@@ -57,9 +60,13 @@ def _narrow(v, dtype):
     return v
 
 
-def float32_inside(fn, name):
+def float32_inside(fn, name, writes_arguments=False, results=1):
     """`fn` that also takes bfloat16/float16 arrays, computing them in float32 (see the
-    module docstring). An `out=` of a 16-bit dtype receives the rounded result."""
+    module docstring). An `out=` of a 16-bit dtype receives the rounded result. For a
+    kernel that `writes_arguments` in place (running statistics, recurrent states), every
+    writeable 16-bit argument gets its float32 copy's values back, rounded. A `*_forward`
+    returns its `results` leading outputs in 16 bits and the saved state after them in
+    float32."""
     saves_state = name.endswith("_forward")
 
     @functools.wraps(fn)
@@ -74,11 +81,15 @@ def float32_inside(fn, name):
         if out is not None and not (isinstance(out, np.ndarray) and out.dtype == dtype):
             raise TypeError(f"{name}: out has dtype {getattr(out, 'dtype', type(out).__name__)} but the "
                             f"inputs have dtype {dtype}")
-        result = fn(*[_widen(a) for a in args], **{k: _widen(v) for k, v in kwargs.items()})
+        widened = []
+        result = fn(*[_widen(a, widened) for a in args], **{k: _widen(v, widened) for k, v in kwargs.items()})
+        if writes_arguments:
+            for original, wide in widened:
+                if original.flags.writeable:
+                    _C.convert(wide, original.dtype, out=original)
         if isinstance(result, tuple):
-            head = _narrow(result[0], dtype)
-            tail = result[1:] if saves_state else tuple(_narrow(r, dtype) for r in result[1:])
-            result = (head, *tail)
+            kept = results if saves_state else len(result)
+            result = tuple(_narrow(r, dtype) if i < kept else r for i, r in enumerate(result))
         else:
             result = _narrow(result, dtype)
         if out is not None:
