@@ -204,3 +204,26 @@ def test_linear_16_bit_bias_enters_the_accumulator(dtype):
     _rounded_close(y.numpy(), want, dtype, rel_terms=40)
     one_row = dlkern.nn.functional.linear(dlkern.tensor(x[:1]), dlkern.tensor(w), dlkern.tensor(b))
     np.testing.assert_array_equal(one_row.numpy().view(np.uint16), y.numpy()[:1].view(np.uint16))
+
+
+def test_module_casts_and_state_dict_in_bfloat16():
+    m = dlkern.nn.Sequential(dlkern.nn.Linear(5, 4), dlkern.nn.BatchNorm1d(4))
+    w32 = m[0].weight.detach().numpy().copy()
+    param = m[0].weight
+    assert m.bfloat16() is m and m[0].weight is param  # in place, the same Parameter
+    assert m[0].weight.dtype == BF16 and m[1].running_mean.dtype == BF16
+    np.testing.assert_array_equal(m[0].weight.detach().numpy().view(np.uint16), w32.astype(BF16).view(np.uint16))
+    other = dlkern.nn.Sequential(dlkern.nn.Linear(5, 4), dlkern.nn.BatchNorm1d(4)).bfloat16()
+    other.load_state_dict(m.state_dict())
+    np.testing.assert_array_equal(other[0].weight.detach().numpy().view(np.uint16),
+                                  m[0].weight.detach().numpy().view(np.uint16))
+    assert m.half()[0].weight.dtype == F16 and m.float()[0].weight.dtype == np.float32
+    with pytest.raises(TypeError, match="only floating dtypes"):
+        m.to(np.int32)
+    # a 16-bit model trains: the forward, loss and gradients stay 16-bit, running stats update
+    m.bfloat16().train()
+    x = dlkern.tensor(np.random.default_rng(8).standard_normal((6, 5)).astype(BF16))
+    before = m[1].running_mean.numpy().astype(np.float32).copy()
+    m(x).float().sum().backward()
+    assert m[0].weight.grad.dtype == BF16
+    assert not np.array_equal(m[1].running_mean.numpy().astype(np.float32), before)
