@@ -417,7 +417,7 @@ def pool_bad(dt, x_shape, extra=None):
         "x 5-D": dict(x=np.ones((1, 1, 1, 3, 3), dt)),
         "x zero height": dict(x=np.ones((1, 1, 0, 3), dt), kernel_size=1),
         "x int": dict(x=np.ones(x_shape, np.int64)),
-        "x float16": dict(x=np.ones(x_shape, np.float16)),
+        "x int16": dict(x=np.ones(x_shape, np.int16)),
         "x None": dict(x=None),
         "x list": dict(x=np.ones(x_shape).tolist()),
         "kernel larger than input": dict(x=np.ones((1, 1, 2, 2), dt), kernel_size=3, padding=0, stride=1),
@@ -1431,7 +1431,7 @@ def build_rope(data, name):
         f"{arg} 1-D": {arg: np.ones((4,), dt)},
         f"{arg} 0-d": {arg: np.ones((), dt)},
         f"{arg} int": {arg: np.ones(lead + (t, d), np.int64)},
-        f"{arg} float16": {arg: np.ones(lead + (t, d), np.float16)},
+        f"{arg} int16": {arg: np.ones(lead + (t, d), np.int16)},
         f"{arg} None": {arg: None},
         f"{arg} list": {arg: np.ones((2, 2)).tolist()},
         "base=0": dict(base=0.0),
@@ -1460,7 +1460,7 @@ def build_activation(data, name):
     scale = 1 + amax(x)
     other = F64 if dt == F32 else F32
     bad = {"x int": dict(x=np.ones(shape, np.int64)), "x None": dict(x=None), "x list": dict(x=[1.0]),
-           "x float16": dict(x=np.ones(shape, np.float16)), "x bool": dict(x=np.ones(shape, bool))}
+           "x int16": dict(x=np.ones(shape, np.int16)), "x bool": dict(x=np.ones(shape, bool))}
     if name == base:
         exp = getattr(reference, base)(x)
         return Case(name, dict(x=x), lambda res: close(name, res, exp, dt, scale), bad=bad)
@@ -1494,7 +1494,7 @@ def build_unary(data, name):
         kwargs["out"] = np.full(shape + (2,), 7.0, dt)[..., 0]
     other = F64 if dt == F32 else F32
     bad = {"x int": dict(x=np.ones(shape, np.int64)), "x None": dict(x=None), "x list": dict(x=[1.0]),
-           "x float16": dict(x=np.ones(shape, np.float16)), "x bool": dict(x=np.ones(shape, bool)),
+           "x int16": dict(x=np.ones(shape, np.int16)), "x bool": dict(x=np.ones(shape, bool)),
            "out wrong shape": dict(out=np.ones(shape + (2,), dt)), "out mixed dtype": dict(out=np.ones(shape, other)),
            "out read-only": dict(out=ro(shape, dt)), "out list": dict(out=[0.0])}
     if int(np.prod(shape)):
@@ -1553,3 +1553,8 @@ def build_rnn_cell(data, name):
 from fuzz_specs_rnn_layer import register as _register_rnn_layers  # noqa: E402
 
 _register_rnn_layers(builder)
+
+# The float format conversion (dlkern.ops.convert): its builder lives beside.
+from fuzz_specs_convert import register as _register_convert  # noqa: E402
+
+_register_convert(builder)

@@ -237,12 +237,13 @@ sweep("focal_loss", lambda m, x: _f(m).focal_loss(x, m.tensor(np.zeros(0, np.int
 sweep("sigmoid_focal_loss", lambda m, x: _f(m).sigmoid_focal_loss(x, m.tensor(np.zeros((0, 3)))), E, torch=False)
 sweep("rope", lambda m, x: _f(m).rope(x), A(1, 2, 0, 4), torch=False)
 sweep("apply_rotary_emb", lambda m, x: _f(m).apply_rotary_emb(x, offset=3), A(1, 2, 0, 4), torch=False)
+sweep("bfloat16", lambda m, x: x.bfloat16().float(), E)
 
 # Public names the sweep does not call, each with the reason.
 NOT_SWEPT = {
     # not ops: attributes, autograd state, conversion to Python/NumPy, devices
     "backward": "autograd", "data": "attribute", "device": "attribute", "dtype": "attribute", "grad": "attribute",
-    "grad_fn": "attribute", "is_leaf": "attribute", "ndim": "attribute", "shape": "attribute",
+    "grad_fn": "attribute", "is_leaf": "attribute", "is_floating_point": "attribute", "ndim": "attribute", "shape": "attribute",
     "requires_grad": "attribute", "requires_grad_": "autograd", "retain_grad": "autograd",
     "register_hook": "autograd", "register_post_accumulate_grad_hook": "autograd", "retains_grad": "attribute",
     "detach": "autograd", "detach_": "autograd", "dim": "shape query", "numel": "shape query", "size": "shape query",

@@ -74,6 +74,7 @@ def compiled_params(fn, name):
 
 
 def python_params(fn):
+    fn = inspect.unwrap(fn)  # the ops' bfloat16/float16 wrapper (ops/lowp.py) has fn's signature
     if not inspect.isfunction(fn):  # the compiled function itself (dlkern.ops.matmul is _C.matmul)
         return compiled_params(fn, fn.__name__)
     out = []

@@ -10,12 +10,14 @@ cotangent; and the forward against PyTorch where it is installed.
 
 import contextlib
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 import dlkern
 from dlkern import reference as R
 from dlkern.device import CUDADevice
+from dlkern.dtypes import is_low_precision
 
 import host_cuda
 from cuda_support import HAS_GPU
@@ -155,6 +157,48 @@ def test_row_against_reference(env, row, case_id, params, dtype):
         assert len(grads) == len(present), f"{row.name}: {len(grads)} gradients for {present}"
         for name, g, e in zip(present, grads, expected_grads):
             close(g, e, dtype, max(k, cot.size), row.tol, f"{row.name}[{case_id}] d{name}")
+
+
+REFUSE_16_BITS = ("kv_cache_append",)  # the cache is written in place; too large to widen per call
+
+
+def _wide(x):
+    """A float64 copy of a 16-bit output (None, ints and tuples as they are)."""
+    if isinstance(x, tuple):
+        return tuple(_wide(v) for v in x)
+    return x.astype(np.float64) if isinstance(x, np.ndarray) and is_low_precision(x.dtype) else x
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("row, case_id, params", list(_cases(ROWS)))
+def test_row_in_16_bits(row, case_id, params, dtype):
+    """bfloat16 / float16 on the CPU (dlkern.ops' 16-bit paths: gemm/matmul's own, float32
+    inside for the rest): the first output in the inputs' dtype, other outputs in it or in
+    float32 (the state a *_forward keeps, as PyTorch); every output and gradient within the
+    16-bit tolerance of the float64 reference of the same (16-bit) inputs."""
+    arrays, static = _inputs(row, case_id, params, dtype)
+    ns = dlkern.device("cpu")
+    if row.name in REFUSE_16_BITS:
+        with pytest.raises(TypeError, match=f"^{row.name}: .* has dtype {np.dtype(dtype)}"):
+            row.fwd(ns, arrays, static)
+        return
+    k = row.k(arrays, static)
+    wide = {n: a.astype(np.float64) if a.dtype == dtype else a for n, a in arrays.items()}
+    out = _tuple(row.fwd(ns, {n: a.copy() for n, a in arrays.items()}, static))
+    expected = _tuple(row.fwd(R, {n: a.copy() for n, a in wide.items()}, static))
+    assert len(out) == len(expected), f"{row.name}: {len(out)} outputs, expected {len(expected)}"
+    for i, (g, e) in enumerate(zip(out, expected)):
+        got_dtype = np.asarray(g).dtype if g is not None else None
+        want = dtype if i == 0 or got_dtype != np.float32 else np.float32
+        close(g, e, want, k, row.tol, f"{row.name}[{case_id}] output {i}")
+    if row.bwd is None:
+        return
+    cot = np.random.default_rng(1).standard_normal(np.shape(expected[0])).astype(dtype)
+    grads = _tuple(row.bwd(ns, cot.copy(), out, {n: a.copy() for n, a in arrays.items()}, static))
+    expected_grads = _tuple(row.bwd(R, cot.astype(np.float64), _wide(out), wide, static))
+    present = [n for n in row.diff if n in arrays]
+    for name, g, e in zip(present, grads, expected_grads):
+        close(g, e, dtype, max(k, cot.size), row.tol, f"{row.name}[{case_id}] d{name}")
 
 
 @pytest.mark.parametrize("env, row, case_id, params", list(_cases([r for r in ROWS if r.bwd], ENVS, only_grad=True)))

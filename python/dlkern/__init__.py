@@ -14,7 +14,7 @@ from . import ops
 from . import device as _device_module
 from .device import device, cpu
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled, Function
-from .dtypes import float32, float64, float16, int32, int64, long, bool_
+from .dtypes import float32, float64, float16, bfloat16, half, int32, int64, long, bool_, is_floating
 from .generator import manual_seed
 from .tensor import Tensor
 from .creation import (tensor, from_numpy, zeros, ones, empty, full, arange, zeros_like, ones_like, empty_like,
@@ -96,7 +96,7 @@ __all__ = [
     "cat", "concatenate", "stack", "split", "chunk", "where", "matmul", "gelu", "exp", "log", "sqrt", "abs",
     "clamp", "tanh", "sigmoid", "relu", "selu", "softplus", "silu", "sum", "mean", "max", "min", "amax",
     "amin", "var", "std", "logsumexp", "argmax", "argmin", "reshape", "transpose", "permute", "flatten",
-    "squeeze", "unsqueeze", "softmax", "log_softmax", "sin", "cos", "maximum", "minimum", "masked_fill", "tril", "triu", "erf", "float32", "float64", "float16", "int32", "int64",
+    "squeeze", "unsqueeze", "softmax", "log_softmax", "sin", "cos", "maximum", "minimum", "masked_fill", "tril", "triu", "erf", "float32", "float64", "float16", "bfloat16", "half", "int32", "int64",
     "long", "bool_", "nn", "utils",
     # --- math breadth (issue 13)
     "add", "sub", "cumsum", "cumprod", "prod", "norm", "einsum", "bmm", "baddbmm", "outer", "any", "all", "lerp",

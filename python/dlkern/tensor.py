@@ -27,7 +27,7 @@ from .autograd.engine import backward as _run_backward
 from .autograd import higher as _higher
 from .autograd.grad_mode import GradMode
 from .devices import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
-from .dtypes import DEFAULT_FLOAT, FLOAT_KINDS, as_dtype, float32, float64, int64
+from .dtypes import DEFAULT_FLOAT, as_dtype, bfloat16, is_floating, float32, float64, int64
 from .tensor_methods import TensorMethods, check_pair, index_arg
 
 
@@ -138,7 +138,7 @@ class Tensor(TensorMethods):
         return self.permute(*reversed(range(self.ndim)))
 
     def requires_grad_(self, requires_grad=True):
-        if requires_grad and self.data.dtype.kind not in FLOAT_KINDS:
+        if requires_grad and not is_floating(self.data.dtype):
             raise RuntimeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
         if not requires_grad and self.grad_fn is not None:
             raise RuntimeError("cannot set requires_grad=False on a non-leaf tensor; use .detach()")
@@ -289,7 +289,7 @@ class Tensor(TensorMethods):
         out = self
         if target_dtype is not None and as_dtype(target_dtype) != self.dtype:
             target_dtype = as_dtype(target_dtype)
-            if target_dtype.kind in FLOAT_KINDS:
+            if is_floating(target_dtype):
                 out = _F.Cast.apply(out, target_dtype)
             else:  # integer and bool results carry no gradient (as PyTorch): a plain cast
                 out = Tensor._make(self.data.astype(target_dtype), self.device, False, None)
@@ -317,6 +317,8 @@ class Tensor(TensorMethods):
 
     def __repr__(self):
         host = self.data if self.device is _cpu else self.data.numpy()
+        if host.dtype == bfloat16:  # NumPy prints bfloat16 like an integer where it can
+            host = host.astype(float32)
         body = np.array2string(host, separator=", ", prefix="tensor(")
         extra = "" if self.device is _cpu else f", device='{self.device}'"
         if self.data.dtype != float32 and self.data.dtype != int64:
@@ -507,7 +509,7 @@ def _operand(t, other):
     """The other operand of a binary op: Tensors are checked against t (dtype, device);
     scalars pass through (NumPy keeps t's precision for Python scalars)."""
     if isinstance(other, Tensor):
-        if other.data.dtype != t.data.dtype and other.data.dtype.kind == "f" and t.data.dtype.kind == "f":
+        if other.data.dtype != t.data.dtype and is_floating(other.data.dtype) and is_floating(t.data.dtype):
             raise TypeError(f"dtype mismatch: {t.data.dtype} and {other.data.dtype}; convert one with .to(dtype)")
         return other
     if isinstance(other, numbers.Number):

@@ -11,11 +11,11 @@ import numpy as np
 from . import functions as _F
 from . import linalg as _linalg
 from .autograd import TensorBase
-from .dtypes import FLOAT_KINDS, as_dtype
+from .dtypes import as_dtype, bfloat16 as _BFLOAT16, is_floating, is_low_precision
 from .functions.reduce import _axes
 from .tensor_indexing import IndexingMethods  # gather, scatter, sort, flip, ..., masked_fill
 from .ops.softmax import resolve_dim
-from .dtypes import float16 as _FLOAT16, float32 as _FLOAT32
+from .dtypes import float32 as _FLOAT32
 
 MinMaxResult = collections.namedtuple("MinMaxResult", ["values", "indices"])
 
@@ -166,7 +166,7 @@ class TensorMethods(IndexingMethods):
         return _F.Sum.apply(self, dim, keepdim)
 
     def mean(self, dim=None, keepdim=False):
-        if self.data.dtype.kind not in FLOAT_KINDS:
+        if not is_floating(self.data.dtype):
             raise TypeError(f"mean() needs a floating-point tensor, got {self.dtype}")
         return _F.Mean.apply(self, dim, keepdim)
 
@@ -245,10 +245,10 @@ class TensorMethods(IndexingMethods):
     # ---- erf (issue 13)
     def erf(self):
         """The error function, elementwise (differentiable). As torch.erf, an integer or bool
-        tensor gives float32; float16 is computed in float32 and rounded back."""
-        if self.dtype == _FLOAT16 or self.data.dtype.kind not in FLOAT_KINDS:
+        tensor gives float32; float16 and bfloat16 are computed in float32 and rounded back."""
+        if is_low_precision(self.dtype) or not is_floating(self.data.dtype):
             y = self.to(_FLOAT32).erf()
-            return y.to(_FLOAT16) if self.dtype == _FLOAT16 else y
+            return y.to(self.dtype) if is_low_precision(self.dtype) else y
         return _F.Erf.apply(self)
     # ---- end erf
 
@@ -396,7 +396,7 @@ class TensorMethods(IndexingMethods):
 
     def lerp(self, end, weight):
         """self + weight * (end - self); weight a number or a tensor; all three broadcast."""
-        if self.dtype.kind not in FLOAT_KINDS:
+        if not is_floating(self.dtype):
             raise NotImplementedError(f"lerp: not implemented for dtype {self.dtype}; it needs floating point")
         check_pair("lerp", self, end)
         if isinstance(weight, TensorBase):
@@ -407,6 +407,13 @@ class TensorMethods(IndexingMethods):
 
     def half(self):
         return self.to(np.float16)
+
+    def bfloat16(self):
+        return self.to(_BFLOAT16)
+
+    def is_floating_point(self):
+        """Whether the dtype is a floating-point one (bfloat16 included), as torch's."""
+        return is_floating(self.dtype)
 
     def int(self):
         return self.to(np.dtype(np.int32))

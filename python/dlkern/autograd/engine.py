@@ -7,6 +7,7 @@ runs tensor hooks (hooks.py). Both are off the plain path: a backward with no ho
 registered anywhere, no capture and anomaly mode off tests one local flag per node."""
 
 from . import hooks as _hooks
+from ..dtypes import summed
 from .grad_mode import GradMode
 from .hooks import LEAF_HOOKS, leaf_record
 
@@ -21,10 +22,10 @@ def sum_to_shape(grad, shape):
         return grad
     lead = grad.ndim - len(shape)
     if lead > 0:
-        grad = grad.sum(axis=tuple(range(lead)))
+        grad = summed(grad, tuple(range(lead)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
+        grad = summed(grad, axes, True)
     if grad.shape != shape:
         grad = grad.reshape(shape)
     return grad

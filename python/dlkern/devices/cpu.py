@@ -4,6 +4,7 @@ primitives are NumPy's, kernels are dlkern.ops' (see dlkern.devices)."""
 import numpy as np
 
 from .. import ops
+from ..dtypes import bfloat16, float16, is_floating, is_low_precision
 from ..generator import RNG
 
 
@@ -19,6 +20,32 @@ def _sigmoid(x):
     # shorter 0.5 * tanh(x / 2) + 0.5 rounds everything under float32's 2^-25 to 0.
     e = np.exp(-np.abs(x))
     return np.asarray(np.where(x < 0, e, 1) / (1 + e))
+
+
+# The bits of the smallest positive NaN of each 16-bit float: above it (sign bit clear) is
+# NaN, as int16 (sign bit set) every negative value and -0.
+_NAN_BITS = {bfloat16: 0x7F80, float16: 0x7C00}
+
+
+def _relu(x):
+    """max(x, 0), NaN kept. A 16-bit array is done on its bits (ml_dtypes' ufunc loops
+    convert every element to float32 and back, ~10x slower): a value whose int16 is > 0 is
+    positive, and a NaN of either sign is kept."""
+    if not is_low_precision(x.dtype):
+        return np.maximum(x, 0)
+    bits = x.view(np.int16)
+    keep = (bits > 0) | ((bits & 0x7FFF) > _NAN_BITS[x.dtype])
+    return (bits * keep).view(x.dtype)  # (int16 times bool: ~30x faster than np.where here)
+
+
+def _relu_backward(g, y):
+    """g where relu's output y > 0, else 0 (as g * (y > 0); a NaN y passes no gradient).
+    On 16-bit arrays through the bits, as _relu."""
+    if not is_low_precision(y.dtype):
+        return g * (y > 0)
+    bits = y.view(np.int16)
+    passes = (bits > 0) & (bits <= _NAN_BITS[y.dtype])
+    return (g.view(np.int16) * passes).view(g.dtype)
 
 
 class CPUDevice:
@@ -53,6 +80,8 @@ class CPUDevice:
     where = staticmethod(np.where)
     logaddexp = staticmethod(np.logaddexp)
     sigmoid = staticmethod(_sigmoid)
+    relu = staticmethod(_relu)
+    relu_backward = staticmethod(_relu_backward)
     sum = staticmethod(np.sum)
     mean = staticmethod(np.mean)
     amax = staticmethod(np.amax)
@@ -86,6 +115,17 @@ class CPUDevice:
     # take) and argsort (no CUDA primitive, so sort/argsort/topk stay CPU-only)
     take = staticmethod(np.take)
     argsort = staticmethod(np.argsort)
+
+    @staticmethod
+    def cast(x, dtype):
+        """x converted to dtype (x itself when it has it already). Casts to and from the
+        16-bit floats go through dlkern.ops.convert: ml_dtypes' own bfloat16 astype is a
+        scalar loop, ~10x slower; the results are the same bits."""
+        if x.dtype == dtype:
+            return x
+        if (is_low_precision(dtype) or is_low_precision(x.dtype)) and is_floating(dtype) and is_floating(x.dtype):
+            return ops.convert(x, dtype)
+        return x.astype(dtype)
 
     def fused(self, name):
         """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy

@@ -130,6 +130,14 @@ class CUDADevice:
             x = module.astype(x, dtype)
         return x
 
+    def relu_backward(self, g, y):
+        """g where relu's output y > 0, else 0 (the CPU namespace's name)."""
+        return g * (y > 0)
+
+    def cast(self, x, dtype):
+        """x converted to dtype (x itself when it has it already)."""
+        return x if x.dtype == dtype else x.astype(dtype)
+
     def fused(self, name):
         """The module's fused optimizer kernel `name` (adam_step, sgd_step), or None."""
         return getattr(self.module, name, None)

@@ -17,13 +17,13 @@ Sigmoid = unary("Sigmoid", "sigmoid", lambda dev, g, y: g * y * (1 - y), keep="o
 class Relu(Function):
     @staticmethod
     def forward(ctx, a):
-        y = ctx.device.maximum(a, 0)
+        y = ctx.device.relu(a)
         ctx.saved = y
         return y
 
     @staticmethod
     def backward(ctx, g):
-        return g * (ctx.saved > 0)
+        return ctx.device.relu_backward(g, ctx.saved)
 
 
 class LeakyRelu(Function):

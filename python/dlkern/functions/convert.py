@@ -12,11 +12,11 @@ class Cast(Function):
     @staticmethod
     def forward(ctx, a, dtype):
         ctx.src = a.dtype
-        return a.copy() if dtype is None else a.astype(dtype)
+        return a.copy() if dtype is None else ctx.device.cast(a, dtype)
 
     @staticmethod
     def backward(ctx, g):
-        return g.astype(ctx.src, copy=False), None
+        return ctx.device.cast(g, ctx.src), None
 
 
 class ToDevice(Function):

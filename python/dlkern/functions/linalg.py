@@ -2,6 +2,7 @@
 flags, never copied."""
 
 from ..autograd import Function
+from ..dtypes import is_low_precision, summed
 
 
 class MatMul(Function):
@@ -47,9 +48,16 @@ class Linear(Function):
     def forward(ctx, x, weight, bias):
         dev = ctx.device
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-        y = dev.gemm(x2, weight, trans_b=True)
-        if bias is not None:
-            y += bias
+        if bias is not None and is_low_precision(x.dtype):
+            # 16 bits: the bias enters the GEMM's float32 accumulator (c, beta = 1), so the
+            # output is rounded once, and no separate 16-bit add runs.
+            y = dev.empty((x2.shape[0], weight.shape[0]), dtype=x.dtype)
+            y[...] = bias
+            y = dev.gemm(x2, weight, c=y, beta=1.0, trans_b=True)
+        else:
+            y = dev.gemm(x2, weight, trans_b=True)
+            if bias is not None:
+                y += bias
         ctx.saved = (x2, weight, x.shape)  # (in saved: a new attribute would give ctx a __dict__)
         if x.ndim != 2:
             y = y.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -69,5 +77,5 @@ class Linear(Function):
         if need[1]:
             gw = dev.gemm(g2, x2, trans_a=True)
         if need[2]:
-            gb = g2.sum(axis=0)
+            gb = summed(g2, 0)
         return gx, gw, gb

@@ -1,6 +1,7 @@
 """Reductions with dim/keepdim: sum, mean, max, min, var, logsumexp."""
 
 from ..autograd import Function
+from ..dtypes import summed
 
 
 def _axes(dim, ndim):
@@ -40,7 +41,7 @@ class Sum(Function):
     def forward(ctx, a, dim, keepdim):
         axes = _axes(dim, a.ndim)
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
-        return ctx.device.asarray(a.sum(axis=axes, keepdims=keepdim))
+        return ctx.device.asarray(summed(a, axes, keepdim))
 
     @staticmethod
     def backward(ctx, g):
@@ -56,7 +57,7 @@ class Mean(Function):
         for ax in axes:
             count *= a.shape[ax]
         ctx.count = count
-        return ctx.device.asarray(a.mean(axis=axes, keepdims=keepdim))
+        return ctx.device.asarray(summed(a, axes, keepdim, "mean"))
 
     @staticmethod
     def backward(ctx, g):

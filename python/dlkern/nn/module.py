@@ -5,6 +5,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from ..device import device as get_device
+from ..dtypes import as_dtype, bfloat16, float16, is_floating
 from ..tensor import Tensor
 from ..interop import host_array
 from . import hooks as _hooks
@@ -262,16 +263,16 @@ class Module:
             for _, b in self.named_buffers():
                 _move_in_place(b, target)
         if dtype is not None:
-            dtype = np.dtype(dtype)
-            if dtype.kind != "f":
+            dtype = as_dtype(dtype)
+            if not is_floating(dtype):
                 raise TypeError(f"Module.to: only floating dtypes are allowed, got {dtype}")
             for p in self.parameters():
-                p.data = p.data.astype(dtype, copy=False)
+                p.data = p.device.cast(p.data, dtype)
                 if p.grad is not None:
-                    p.grad.data = p.grad.data.astype(dtype, copy=False)
+                    p.grad.data = p.device.cast(p.grad.data, dtype)
             for _, b in self.named_buffers():
-                if b.data.dtype.kind == "f":
-                    b.data = b.data.astype(dtype, copy=False)
+                if is_floating(b.data.dtype):
+                    b.data = b.device.cast(b.data, dtype)
         return self
 
     def cuda(self, device=None):
@@ -285,6 +286,12 @@ class Module:
 
     def double(self):
         return self.to(np.float64)
+
+    def half(self):
+        return self.to(float16)
+
+    def bfloat16(self):
+        return self.to(bfloat16)
 
     # -------------------------------------------------------------- state
     def state_dict(self, prefix=""):
@@ -321,7 +328,7 @@ class Module:
                 continue
             value = state_dict[key]
             array = value if isinstance(value, Tensor) else host_array(value, f"load_state_dict: {key}")
-            if array.dtype.kind not in "biuf":
+            if array.dtype.kind not in "biu" and not is_floating(array.dtype):
                 problems.append(f"value for {key} is not numeric (dtype {array.dtype}, "
                                 f"{type(value).__name__})")
             elif array.shape != target.data.shape:

@@ -24,3 +24,20 @@ from .softmax import *  # noqa: F401,F403
 # The functions shadow their family modules' names here (dlkern.ops.softmax is the function).
 __all__ = [*_matmul.__all__, *_conv.__all__, *_pool.__all__, *_softmax.__all__, *_norm.__all__, *_loss.__all__,
            *_attention.__all__, *_activation.__all__, *_rnn.__all__, *_convert.__all__]
+
+# bfloat16/float16 operands: every kernel without a 16-bit path of its own computes them
+# in float32 (ops/lowp.py). Left out: the kernels with their own 16-bit paths (gemm,
+# matmul, convert: they refuse mixed dtypes, which the wrapper would widen), classes, and
+# kv_cache_append, whose cache argument is written in place and too large to widen per
+# call. Kernels that write into other arguments get the float32 values written back.
+from . import lowp as _lowp  # noqa: E402
+
+_NO_FLOAT32_INSIDE = {"gemm", "matmul", "convert", "Conv1dStream", "kv_cache_append"}
+_WRITES_ARGUMENTS = {"batch_norm", "batch_norm_forward", "lstm_layer_forward", "lstm_layer_backward",
+                     "gru_layer_forward", "gru_layer_backward", "rnn_layer_forward", "rnn_layer_backward"}
+_FORWARD_RESULTS = {"lstm_cell_forward": 2}  # (h, c, saved gates); every other *_forward: 1
+for _name in __all__:
+    if _name not in _NO_FLOAT32_INSIDE:
+        globals()[_name] = _lowp.float32_inside(globals()[_name], _name, _name in _WRITES_ARGUMENTS,
+                                                _FORWARD_RESULTS.get(_name, 1))
+del _name
