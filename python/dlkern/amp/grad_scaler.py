@@ -149,7 +149,8 @@ class GradScaler:
             else:
                 self._growth_tracker += 1
                 if self._growth_tracker == self._growth_interval:
-                    grown = np.float32(self._scale) * np.float32(self._growth_factor)
+                    with np.errstate(over="ignore"):
+                        grown = np.float32(self._scale) * np.float32(self._growth_factor)
                     if np.isfinite(grown):  # (an overflowing scale stays where it is)
                         self._scale = float(grown)
                     self._growth_tracker = 0
