@@ -216,6 +216,21 @@ def test_gradients_finite_differences_float64_under_autocast():
     check_grads(forward, backward, [x0, w0, b0], rng)
 
 
+def test_16_bit_bias_gradients_accumulate_in_float32():
+    # 4096 rows of gradient 1: a sum kept in bfloat16 stalls at 256 (256 + 1 rounds back
+    # to 256); Linear's bias gradient and a broadcast add's (the engine's sum_to_shape)
+    # must accumulate in float32 and round once.
+    x = dlkern.ones((4096, 2))
+    w, b = _t(np.ones((3, 2)), True), _t(np.zeros(3), True)
+    c = dlkern.zeros(3, dtype=BF16).requires_grad_(True)
+    with dlkern.autocast():
+        out = F.linear(x, w, b) + c
+    out.sum().backward()
+    np.testing.assert_array_equal(b.grad.data, np.full(3, 4096.0))
+    np.testing.assert_array_equal(c.grad.data.astype(np.float32), np.full(3, 4096.0))
+    assert c.grad.dtype == BF16
+
+
 # ---------------------------------------------------------------------- regions
 def test_nesting_and_disabled_inner_region():
     x, w = dlkern.ones((2, 4)), dlkern.ones((3, 4))

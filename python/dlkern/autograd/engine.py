@@ -7,6 +7,7 @@ runs tensor hooks (hooks.py). Both are off the plain path: a backward with no ho
 registered anywhere, no capture and anomaly mode off tests one local flag per node."""
 
 from . import hooks as _hooks
+from ..dtypes import float32, is_low_precision
 from .grad_mode import GradMode
 from .hooks import LEAF_HOOKS, leaf_record
 
@@ -19,12 +20,18 @@ def sum_to_shape(grad, shape):
     """Sum a broadcast gradient back to `shape` (leading axes, then axes of size 1)."""
     if grad.shape == shape:
         return grad
+    # A 16-bit gradient is summed in float32 and rounded once (NumPy would accumulate it in
+    # 16 bits, losing the small terms once the sum grows).
+    dtype = grad.dtype
+    acc = {"dtype": float32} if is_low_precision(dtype) else {}  # (device arrays: no dtype argument)
     lead = grad.ndim - len(shape)
     if lead > 0:
-        grad = grad.sum(axis=tuple(range(lead)))
+        grad = grad.sum(axis=tuple(range(lead)), **acc)
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
+        grad = grad.sum(axis=axes, keepdims=True, **acc)
+    if acc:
+        grad = grad.astype(dtype)
     if grad.shape != shape:
         grad = grad.reshape(shape)
     return grad

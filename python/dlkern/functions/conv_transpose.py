@@ -12,6 +12,7 @@ output's size is longer than x by output_padding // stride; x is then extended w
 that many zero columns at the end, which contribute nothing."""
 
 from ..autograd import Function
+from ..dtypes import float32, is_low_precision
 
 
 def _pad_end(dev, x, extra):
@@ -59,7 +60,10 @@ class _ConvTranspose(Function):
         if need[1]:
             dw = getattr(dev, ctx.backward_kernel)(xe, g, weight, *ctx.args, need=(False, True, False))[1]
         if need[2]:
-            db = dev.sum(g, axis=(0,) + tuple(range(2, g.ndim)))
+            axes = (0,) + tuple(range(2, g.ndim))
+            # (a 16-bit gradient is summed in float32: NumPy would accumulate in 16 bits)
+            db = dev.sum(g, axis=axes, dtype=float32).astype(g.dtype) if is_low_precision(g.dtype) \
+                else dev.sum(g, axis=axes)
         return dx, dw, db, None, None, None, None, None, None
 
 

@@ -2,6 +2,7 @@
 flags, never copied."""
 
 from ..autograd import Function
+from ..dtypes import float32, is_low_precision
 
 
 class MatMul(Function):
@@ -70,4 +71,6 @@ class Linear(Function):
             gw = dev.gemm(g2, x2, trans_a=True)
         if need[2]:
             gb = g2.sum(axis=0)
+            if is_low_precision(g2.dtype):  # (NumPy would accumulate a 16-bit sum in 16 bits)
+                gb = g2.sum(axis=0, dtype=float32).astype(g2.dtype)
         return gx, gw, gb
