@@ -107,3 +107,34 @@ def test_mixed_precision_off_is_the_plain_step():
     with pytest.raises(ValueError, match="mode"):
         MixedPrecision("fp8")
     assert np.isfinite(MixedPrecision("fp16").scaler.get_scale())
+
+
+# ---------------------------------------------------------------------- bench train --amp
+def _run_bench(*argv):
+    import argparse
+    from dlkern.bench import load_benchmark
+    bench = load_benchmark("train")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return bench.run(parser.parse_args([str(a) for a in argv]))
+
+
+def test_bench_train_amp_quick_without_torch(tmp_path):
+    out = tmp_path / "amp.md"
+    assert _run_bench("--amp", "bf16", "--quick", "--no-torch", "--models", "mlp", "--threads", 1,
+                      "--repeats", 1, "--out", out) == 0
+    text = out.read_text()
+    assert "| mlp1024 | 1 |" in text and "dlkern autocast steps/s" in text
+    assert "self time: GEMM" in text and "phase: optimizer step" in text
+    with pytest.raises(SystemExit, match="unknown model"):
+        _run_bench("--amp", "bf16", "--quick", "--no-torch", "--models", "charlstm", "--out", out)
+
+
+def test_bench_train_amp_validates_against_torch(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "amp.md"
+    assert _run_bench("--amp", "bf16", "--quick", "--models", "mlp,lenet", "--threads", 1, "--repeats", 1,
+                      "--out", out) == 0
+    text = out.read_text()
+    assert "PyTorch autocast steps/s" in text and "| lenet | 1 |" in text
+    assert "torch amp grad err" in text
