@@ -322,3 +322,20 @@ def test_errors(call, exc, pattern):
 def test_unsupported_dtype_is_fine_when_disabled():
     with dlkern.autocast("cpu", dtype=F64, enabled=False):
         assert not AutocastState.active
+
+
+def test_cuda_policy_on_the_host_twin():
+    # The policy is device-neutral: a "cuda" region casts CUDA tensors (a "cpu" region
+    # leaves them alone). The CUDA module has no 16-bit arrays yet, so the cast itself
+    # is refused there with the device's dtype error.
+    import host_cuda
+    from dlkern.devices import CUDADevice
+    dev = CUDADevice(0, module=host_cuda)
+    lin = nn.Linear(4, 3).to(dev)
+    x = dlkern.ones((2, 4), device=dev)
+    with dlkern.autocast("cpu"):
+        assert lin(x).dtype == F32
+    with dlkern.autocast("cuda", dtype=BF16):
+        with pytest.raises(TypeError, match="unsupported dtype bfloat16"):
+            lin(x)
+    assert not AutocastState.active

@@ -244,6 +244,12 @@ def run(args) -> int:
     notes, rows = [f"load average before the run: {', '.join(f'{v:.2f}' for v in os.getloadavg())}"], []
     names = ["dlkern autocast", "dlkern float32"] + (["PyTorch autocast", "PyTorch float32"] if torch else [])
     for n_threads in [int(t) for t in args.threads.split(",")]:
+        if n_threads > 1:  # (is the host giving us the cores? as bench train says)
+            a = np.random.default_rng(2).standard_normal((512, 512)).astype(np.float32)
+            c = np.empty_like(a)
+            notes.append("scaling probe (512^3 matmul): " + common.check_thread_scaling(
+                lambda: dlkern.ops.matmul(a, a, out=c), n_threads).describe())
+            print(notes[-1])
         for name in models:
             row = bench_model(name, n_threads, args, torch)
             rows.append(row)
