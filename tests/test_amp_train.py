@@ -138,3 +138,21 @@ def test_bench_train_amp_validates_against_torch(tmp_path):
     text = out.read_text()
     assert "PyTorch autocast steps/s" in text and "| lenet | 1 |" in text
     assert "torch amp grad err" in text
+
+
+def test_bench_amp_validation_catches_a_wrong_gradient(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from dlkern.bench import common, load_module
+    amp_bench = load_module("_train_amp")
+    real = amp_bench._grads
+
+    def corrupted(name, torch, amp, quick):
+        loss, t_loss, pairs = real(name, torch, amp, quick)
+        if amp:  # dlkern's autocast gradients 20% off: far beyond bf16 rounding
+            pairs = [(g * 1.2, tg) for g, tg in pairs]
+        return loss, t_loss, pairs
+
+    assert amp_bench.validate("mlp1024", torch, True)["amp grad err"] < 0.2
+    monkeypatch.setattr(amp_bench, "_grads", corrupted)
+    with pytest.raises(common.BenchValidationError, match="disagree"):
+        amp_bench.validate("mlp1024", torch, True)
