@@ -156,3 +156,11 @@ def test_bench_amp_validation_catches_a_wrong_gradient(monkeypatch):
     monkeypatch.setattr(amp_bench, "_grads", corrupted)
     with pytest.raises(common.BenchValidationError, match="disagree"):
         amp_bench.validate("mlp1024", torch, True)
+
+
+def test_grad_norm_log_sees_unscaled_fp16_gradients(capsys):
+    # with --log-grad-norm the scaler unscales before the norms are read: gradients of a
+    # cross-entropy are O(1), the loss-scaled ones would be ~65536 times that
+    out, _ = _train(capsys, "--epochs", "1", "--amp", "fp16", "--log-grad-norm")
+    norm = float(re.search(r"grad norm ([0-9.e+-]+)", out).group(1))
+    assert 0 < norm < 100, out
