@@ -73,6 +73,8 @@ def _cast_args(cls, args):
     policy = cls.autocast
     if policy is None:
         return args
+    if policy == PROMOTE:  # (most ops: kept cheapest, the device is looked at only if mixed)
+        return _promote(args)
     device = None
     for a in args:
         if isinstance(a, TensorBase):
@@ -83,9 +85,9 @@ def _cast_args(cls, args):
     target = AutocastState.dtypes.get(device.type)
     if target is None:  # autocast is on for another device type only
         return args
+    out = None
     if policy == LOWER:
         cache = AutocastState.cache_enabled.get(device.type)
-        out = None
         for i, a in enumerate(args):
             if isinstance(a, TensorBase):
                 dt = a.data.dtype
@@ -94,27 +96,31 @@ def _cast_args(cls, args):
                         out = list(args)
                     leaf_param = cache and dt == float32 and a.requires_grad and a.grad_fn is None
                     out[i] = _cast_cached(a, target) if leaf_param else _cast(a, target)
-        return args if out is None else tuple(out)
-    if policy == FLOAT32:
-        out = None
+    else:  # FLOAT32
         for i, a in enumerate(args):
             if isinstance(a, TensorBase) and (a.data.dtype == bfloat16 or a.data.dtype == float16):
                 if out is None:
                     out = list(args)
                 out[i] = _cast(a, float32)
-        return args if out is None else tuple(out)
-    # PROMOTE: only when the floating inputs disagree.
-    first = widest = None
+    return args if out is None else tuple(out)
+
+
+def _promote(args):
+    """args with floating tensors of different dtypes cast to the widest (unchanged when
+    they agree, or when autocast is off for their device type)."""
+    first = widest = device = None
     mixed = False
     for a in args:
-        if isinstance(a, TensorBase) and is_floating(a.data.dtype):
+        if isinstance(a, TensorBase):
             dt = a.data.dtype
             if first is None:
-                first = widest = dt
-            elif dt != first:
+                if is_floating(dt):
+                    first = widest = dt
+                    device = a.device
+            elif dt != first and is_floating(dt):
                 mixed = True
                 widest = _wider(widest, dt)
-    if not mixed:
+    if not mixed or AutocastState.dtypes.get(device.type) is None:
         return args
     return tuple(_cast(a, widest) if isinstance(a, TensorBase) and is_floating(a.data.dtype)
                  and a.data.dtype != widest else a for a in args)
