@@ -27,21 +27,26 @@ import dlkern
 from dlkern import nn, optim
 from dlkern.models import RNNLM, LeNet5, MLP
 
-from dlkern.bench import common, harness
+from dlkern.bench import common, harness, load_module
 
 DESCRIPTION = "training steps/s of MLP, LeNet-5 and the character LSTM/GRU vs PyTorch"
 MODELS = ("mlp", "lenet", "charlstm", "chargru")
 LM_MODELS = {"charlstm": "lstm", "chargru": "gru"}
 LM_VOCAB, LM_BLOCK = 65, 128   # Shakespeare's character set; train's default window
+DEFAULT_MODELS = "mlp,lenet,charlstm"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default="mlp,lenet,charlstm", help="comma list of: " + ", ".join(MODELS))
+    parser.add_argument("--models", default=DEFAULT_MODELS, help="comma list of: " + ", ".join(MODELS)
+                        + " (with --amp: mlp1024, lenet, gpt; default all three)")
     parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="batch 8 and 1-ms samples: a smoke test")
     parser.add_argument("--out", default=harness.default_out("train"))
     parser.add_argument("--no-torch", action="store_true", help="benchmark dlkern alone")
+    parser.add_argument("--amp", choices=("bf16",), default=None,
+                        help="autocast rows instead (bench/cases/_train_amp.py): dlkern and PyTorch, "
+                             "bfloat16 autocast beside float32, on issue 16's MLP, LeNet and the tiny GPT")
 
 
 # ----------------------------------------------------------------------------- models
@@ -192,6 +197,8 @@ def bench_model(name, n_threads, args, torch) -> Dict:
 
 
 def run(args) -> int:
+    if getattr(args, "amp", None):
+        return load_module("_train_amp").run(args)
     torch, why = (None, "--no-torch") if args.no_torch else common.optional_import("torch")
     if torch is None:
         print(f"PyTorch not available, benchmarking dlkern alone ({why})")

@@ -33,6 +33,10 @@ from . import nn
 from . import optim, data
 from . import utils
 from . import cuda
+# ---- mixed precision (issue 16)
+from . import amp
+from .amp import autocast
+# ---- end mixed precision
 from .devices.cuda import cuda_module as _cuda_module
 # ---- interop: DLPack and files (safetensors, torch.save state_dicts)
 from .interop import from_dlpack, as_tensor

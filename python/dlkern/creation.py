@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from . import functions as _F
+from .autograd.autocast_state import autocast_allows_mixed_dtypes as _autocast_mixed
 from .dtypes import DEFAULT_FLOAT, as_dtype, float_or_default, int64
 from .tensor import Tensor, from_numpy, tensor  # noqa: F401  (defined with the class; they make tensors too)
 from .tensor_methods import shape_arg
@@ -63,7 +64,7 @@ def _tensors(seq, op):
     for t in seq:
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: expected Tensors, got {type(t).__name__}")
-        if t.dtype != first.dtype:
+        if t.dtype != first.dtype and not _autocast_mixed():
             raise TypeError(f"{op}: dtype mismatch: {first.dtype} and {t.dtype}")
     return seq
 
@@ -112,7 +113,7 @@ def chunk(t, chunks, dim=0):
 
 def where(condition, a, b):
     ref = a if isinstance(a, Tensor) else b
-    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype != b.dtype:
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype != b.dtype and not _autocast_mixed():
         raise TypeError(f"where: dtype mismatch: {a.dtype} and {b.dtype}")
     if isinstance(condition, Tensor):
         if isinstance(ref, Tensor) and condition.device != ref.device:

@@ -24,6 +24,7 @@ import numpy as np
 from . import functions as _F
 from .autograd import hooks as _autograd_hooks
 from .autograd.engine import backward as _run_backward
+from .autograd.autocast_state import autocast_allows_mixed_dtypes as _autocast_mixed
 from .autograd import higher as _higher
 from .autograd.grad_mode import GradMode
 from .devices import CPUDevice, CUDADevice, cpu as _cpu, device as _get_device
@@ -509,7 +510,8 @@ def _operand(t, other):
     """The other operand of a binary op: Tensors are checked against t (dtype, device);
     scalars pass through (NumPy keeps t's precision for Python scalars)."""
     if isinstance(other, Tensor):
-        if other.data.dtype != t.data.dtype and is_floating(other.data.dtype) and is_floating(t.data.dtype):
+        if (other.data.dtype != t.data.dtype and is_floating(other.data.dtype) and is_floating(t.data.dtype)
+                and not _autocast_mixed()):  # (under autocast the op promotes)
             raise TypeError(f"dtype mismatch: {t.data.dtype} and {other.data.dtype}; convert one with .to(dtype)")
         return other
     if isinstance(other, numbers.Number):

@@ -5,6 +5,7 @@ only gives them NumPy/PyTorch's free-function spelling."""
 
 from . import functions as _F
 from .autograd import TensorBase
+from .autograd.autocast_state import autocast_allows_mixed_dtypes as _autocast_mixed
 from .tensor_methods import scaled_operand
 
 
@@ -176,7 +177,7 @@ def einsum(equation, *operands):
     for k, t in enumerate(operands):
         if not isinstance(t, TensorBase):
             raise TypeError(f"einsum(): operand {k} must be a Tensor, got {type(t).__name__}")
-        if t.dtype != operands[0].dtype:
+        if t.dtype != operands[0].dtype and not _autocast_mixed():
             raise TypeError(f"einsum(): operands must share one dtype: operand 0 is {operands[0].dtype}, operand "
                             f"{k} is {t.dtype}; convert one with .to(dtype)")
     terms, out, _ = _F.einsum_spec(equation, [t.shape for t in operands])

@@ -11,6 +11,7 @@ import numpy as np
 from . import functions as _F
 from . import linalg as _linalg
 from .autograd import TensorBase
+from .autograd.autocast_state import autocast_allows_mixed_dtypes as _autocast_mixed
 from .dtypes import as_dtype, bfloat16 as _BFLOAT16, is_floating, is_low_precision
 from .functions.reduce import _axes
 from .tensor_indexing import IndexingMethods  # gather, scatter, sort, flip, ..., masked_fill
@@ -24,7 +25,7 @@ def check_pair(op, a, b):
     """The two tensors of a binary op that takes no scalars: same dtype, same device."""
     if not isinstance(b, TensorBase):
         raise TypeError(f"{op}: expected a Tensor, got {type(b).__name__}")
-    if a.data.dtype != b.data.dtype:
+    if a.data.dtype != b.data.dtype and not _autocast_mixed():  # (autocast casts them)
         raise TypeError(f"{op}: dtype mismatch: {a.data.dtype} and {b.data.dtype}; convert one with .to(dtype)")
     if a.device is not b.device:
         raise RuntimeError(f"{op}: tensors on different devices: {a.device} and {b.device}")

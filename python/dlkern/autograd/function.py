@@ -1,5 +1,6 @@
 """The Function base class: one differentiable op, forward and backward side by side."""
 
+from .autocast_state import AutocastState
 from .grad_mode import GradMode
 
 
@@ -17,9 +18,15 @@ class Function:
     ``backward(ctx, grad)`` (one gradient array in; a tuple with one entry per forward
     argument out: an array or None). ``ctx.save_for_backward(...)`` keeps arrays for the
     backward (``ctx.saved``); ``ctx.device`` is the device namespace to compute with;
-    ``ctx.needs_input_grad[i]`` says whether input i wants a gradient."""
+    ``ctx.needs_input_grad[i]`` says whether input i wants a gradient.
+
+    ``autocast`` is the op's policy under dlkern.autocast (dlkern/amp/autocast.py sets it
+    per class from one table): "lower" (computes in the autocast dtype), "float32" (16-bit
+    inputs computed in float32), "promote" (mixed floating inputs cast to the widest; the
+    default) or None (never cast: the casts themselves)."""
 
     __slots__ = ("parents", "saved", "device", "needs_input_grad", "__dict__")
+    autocast = "promote"
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -29,6 +36,8 @@ class Function:
         # The hot path of every op: one pass over the arguments, no generators. Under
         # no_grad nothing is recorded (inference, generation: dozens of ops on tiny tensors
         # per decode step), so no needs list is built and no parents are kept.
+        if AutocastState.active:  # (the one check autocast costs while it is off)
+            args = AutocastState.cast_args(cls, args)
         ctx = object.__new__(cls)
         device = first = None
         need = False

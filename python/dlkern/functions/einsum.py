@@ -132,7 +132,9 @@ class Einsum(Function):
         terms, out = spec
         ctx.spec = spec
         ctx.saved = ops
-        return ctx.device.einsum(",".join(terms) + "->" + out, *ops, optimize=True)
+        y = ctx.device.einsum(",".join(terms) + "->" + out, *ops, optimize=True)
+        # (NumPy's contraction of 16-bit operands can come back float32; keep their dtype)
+        return y if y.dtype == ops[0].dtype else y.astype(ops[0].dtype)
 
     @staticmethod
     def backward(ctx, g):

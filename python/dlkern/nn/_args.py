@@ -3,6 +3,7 @@
 
 import numbers
 
+from ..autograd.autocast_state import autocast_allows_mixed_dtypes as _autocast_mixed
 from ..tensor import Tensor
 
 
@@ -12,7 +13,7 @@ def _same_dtype(op, *tensors):
         if isinstance(t, Tensor):
             if first is None:
                 first = t.data.dtype
-            elif t.data.dtype != first:
+            elif t.data.dtype != first and not _autocast_mixed():
                 raise TypeError(f"{op}: dtype mismatch: {first} and {t.data.dtype}")
 
 

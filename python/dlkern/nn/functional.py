@@ -5,6 +5,7 @@ import numpy as np
 from ..device import array_namespace
 from .. import functions as _F
 from ..autograd import is_grad_enabled as _is_grad_enabled
+from ..autograd.autocast_state import autocast_allows_mixed_dtypes as _autocast_mixed
 from ..generator import RNG as _RNG
 from ..tensor import Tensor, tensor as _tensor
 from ..functions.activation import SELU_ALPHA, SELU_SCALE
@@ -472,7 +473,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         if t.ndim < 2:
             raise ValueError(f"{op}: {name} must have at least 2 dims (..., seq, head_dim), "
                              f"got shape {tuple(t.shape)}")
-        if t.dtype != query.dtype:
+        if t.dtype != query.dtype and not _autocast_mixed():
             raise TypeError(f"{op}: dtype mismatch: query is {query.dtype} but {name} is {t.dtype}")
     qs, ks, vs = tuple(query.shape), tuple(key.shape), tuple(value.shape)
     if qs[-1] != ks[-1]:

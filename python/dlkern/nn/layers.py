@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from .. import functions as _F
+from ..autograd.autocast_state import autocast_allows_mixed_dtypes as _autocast_mixed
 from ..dtypes import as_dtype as _as_dtype
 from ..tensor import Tensor
 from . import functional as F
@@ -47,7 +48,7 @@ class Linear(Module):
         shape = x.data.shape  # (read once: a decode step runs this a few times per layer)
         if not shape or shape[-1] != self.in_features:
             raise ValueError(f"Linear: input has shape {tuple(x.shape)}, expected (..., {self.in_features})")
-        if x.data.dtype != self.weight.data.dtype:
+        if x.data.dtype != self.weight.data.dtype and not _autocast_mixed():
             raise TypeError(f"Linear: input dtype {x.dtype} differs from the weight dtype {self.weight.dtype}")
         return _F.Linear.apply(x, self.weight, self.bias)
 

@@ -6,6 +6,7 @@ import math
 import warnings
 
 from .. import functions as _F
+from ..autograd.autocast_state import autocast_allows_mixed_dtypes as _autocast_mixed
 from ..creation import cat, stack
 from ..dtypes import as_dtype as _as_dtype
 from ..tensor import Tensor
@@ -136,7 +137,7 @@ class RNNBase(Module):
         if x.shape[-1] != self.input_size:
             raise RuntimeError(f"{name}: input.size(-1) must be equal to input_size. Expected {self.input_size}, "
                                f"got {x.shape[-1]}")
-        if x.dtype != self.weight_ih_l0.dtype:
+        if x.dtype != self.weight_ih_l0.dtype and not _autocast_mixed():
             raise TypeError(f"{name}: input dtype {x.dtype} differs from the weight dtype {self.weight_ih_l0.dtype}")
         h_shape, c_shape = self._state_shapes(batch)
         if hx is None:
@@ -304,7 +305,7 @@ class RNNCellBase(Module):
         if input.shape[1] != self.input_size:
             raise RuntimeError(f"{name}: input has inconsistent input_size: got {input.shape[1]} expected "
                                f"{self.input_size}")
-        if input.dtype != self.weight_ih.dtype:
+        if input.dtype != self.weight_ih.dtype and not _autocast_mixed():
             raise TypeError(f"{name}: input dtype {input.dtype} differs from the weight dtype {self.weight_ih.dtype}")
         if hx is None:
             zeros = input.device.zeros((batch, H), dtype=input.data.dtype)

@@ -11,6 +11,7 @@ from .. import data
 from ..models import LeNet5, MLP
 from .config import (DATASETS, DEFAULTS, LM_MODELS, MODELS, OPTIMIZERS, SCHEDULERS, make_optimizer,
                      make_scheduler, positive_int)
+from .amp import MixedPrecision, add_amp_argument
 from .lm import add_gpt_arguments, run_train_gpt
 from .loop import evaluate, fit
 from .robust import InputSpace, add_robust_arguments, check_robust_arguments, make_batch_loss, report_robust
@@ -48,6 +49,7 @@ def add_train_command(commands) -> None:
     p.add_argument("--log-grad-norm", action="store_true",
                    help="print the total gradient norm and the largest per-parameter one at each log "
                         "(every epoch; language models: every --eval-interval steps)")
+    add_amp_argument(p)
     add_gpt_arguments(p)
     add_robust_arguments(p)
     p.set_defaults(handler=run_train)
@@ -96,13 +98,14 @@ def run_train(args) -> int:
         print(f"error: train: --device {args.device}: {exc}", file=sys.stderr)
         return 2
     model = _model(args.model, side).to(device)
+    amp = MixedPrecision(args.amp, device.type)
     space = InputSpace(train_set.tensors[0])
     opt = make_optimizer(args, model.parameters())
     scheduler, per_batch = make_scheduler(args, opt, len(train_loader))
 
     print(f"training {args.model} on {args.dataset}: {len(train_set)} train / {len(test_set)} test samples, "
           f"{args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}, "
-          f"scheduler {args.scheduler}, "
+          f"scheduler {args.scheduler}, {amp.describe()}, "
           f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}")
     # per sample (batch 1); eval mode and its own inputs: the training run is unchanged
     print(dlkern.utils.summary(model, (1, 1, side, side), depth=2))
@@ -110,12 +113,12 @@ def run_train(args) -> int:
     history = fit(model, opt, train_loader, args.epochs, test_loader=test_loader, scheduler=scheduler,
                   scheduler_per_batch=per_batch, checkpoint=args.checkpoint, resume=args.resume,
                   progress=False if args.no_progress else None, device=device,
-                  log_grad_norm=args.log_grad_norm, batch_loss=make_batch_loss(args, space, 10))
+                  log_grad_norm=args.log_grad_norm, batch_loss=make_batch_loss(args, space, 10), amp=amp)
     wall = time.perf_counter() - started
     if not history.epochs:
         # Resumed from a checkpoint that has done every requested epoch: say so, and report
         # the checkpoint's real test accuracy (one pass over the test set), not a NaN.
-        accuracy = evaluate(model, test_loader, device)
+        accuracy = evaluate(model, test_loader, device, amp)
         print(f"checkpoint already trained for {history.start_epoch} epochs (--epochs {args.epochs}): "
               f"nothing to do")
         print(f"done: test accuracy {accuracy:.4f} | checkpoint {args.checkpoint}")

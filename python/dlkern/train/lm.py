@@ -24,6 +24,7 @@ from ..data import text as text_data
 from ..models import GPT, RNNLM
 from ..nn import functional as F
 from ..utils.grad_norms import format_grad_norms, grad_norms
+from .amp import MixedPrecision
 from .checkpoint import CheckpointError, load_checkpoint, mismatch_error, save_checkpoint
 from .config import (DEFAULT_GPT_CHECKPOINT, GPT_DEFAULTS, LM_ARCH_DEFAULTS, LM_MODELS, make_optimizer,
                      make_scheduler, positive_int)
@@ -75,13 +76,14 @@ def lm_loss(model, x, y):
     return F.cross_entropy(logits.reshape(b * t, v), y.reshape(b * t))
 
 
-def estimate_loss(model, ids, batch_size, block_size, batches, seed) -> float:
-    """Mean loss over `batches` fixed random windows of ids, in eval mode without gradients."""
+def estimate_loss(model, ids, batch_size, block_size, batches, seed, amp=None) -> float:
+    """Mean loss over `batches` fixed random windows of ids, in eval mode without gradients
+    (under `amp`'s autocast when given: the precision the model trains in)."""
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()
     total = 0.0
-    with no_grad():
+    with no_grad(), (amp or MixedPrecision()).autocast():
         for _ in range(batches):
             x, y = sample_batch(ids, batch_size, block_size, rng)
             total += float(lm_loss(model, x, y).item())
@@ -95,8 +97,8 @@ def _corpus(args):
     return text_data.default_corpus()
 
 
-def _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus):
-    return {"kind": _kind(model), "config": model.config, "vocab": "".join(tokenizer.chars),
+def _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus, amp):
+    return {"amp": amp.state_dict(), "kind": _kind(model), "config": model.config, "vocab": "".join(tokenizer.chars),
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "step": step, "rng": rng.bit_generator.state, "corpus": corpus}
@@ -166,6 +168,7 @@ def run_train_gpt(args) -> int:
         print(f"error: train: --device {args.device}: {exc}", file=sys.stderr)
         return 2
     model.to(device)
+    amp = MixedPrecision(getattr(args, "amp", None), device.type)
     opt = make_optimizer(args, model.parameters())
     scheduler, _ = make_scheduler(args, opt, 1, epochs=args.steps)
     rng = np.random.default_rng(args.seed)
@@ -178,6 +181,7 @@ def run_train_gpt(args) -> int:
                 scheduler.load_state_dict(resume_state["scheduler"])
             rng.bit_generator.state = resume_state["rng"]
             step = int(resume_state["step"])
+            amp.load_state_dict(resume_state.get("amp"))
         except _MISMATCH_ERRORS as exc:
             raise mismatch_error(checkpoint, f"this {args.model.upper()} and optimizer", exc) from exc
         print(f"resumed from {checkpoint} at step {step}")
@@ -185,7 +189,7 @@ def run_train_gpt(args) -> int:
             # Every requested step is done: say so and report the real validation loss
             # instead of a run of 0 steps with a NaN loss.
             val = estimate_loss(model, val_ids, args.batch_size, model.config.get("block_size", args.block_size),
-                                args.eval_batches, seed=1)
+                                args.eval_batches, seed=1, amp=amp)
             print(f"checkpoint already trained for {step} steps (--steps {args.steps}): nothing to do")
             print(f"done: val loss {val:.4f} | checkpoint {checkpoint}")
             return 0
@@ -194,7 +198,7 @@ def run_train_gpt(args) -> int:
     block = model.config.get("block_size", args.block_size)  # an RNN trains on --block-size windows
     print(f"training {args.model} on {corpus}: {len(train_ids)} train / {len(val_ids)} validation characters, "
           f"vocab {tokenizer.vocab_size}, {n_params / 1e6:.2f}M parameters, {args.steps} steps of batch "
-          f"{args.batch_size} x {block}, {args.optimizer} lr {args.lr}, "
+          f"{args.batch_size} x {block}, {args.optimizer} lr {args.lr}, {amp.describe()}, "
           f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}")
     # one sequence of block tokens; eval mode and its own inputs: the training run is unchanged
     print(dlkern.utils.summary(model, (1, block), dtypes=np.int64, depth=2))
@@ -203,11 +207,15 @@ def run_train_gpt(args) -> int:
     while step < args.steps:
         x, y = sample_batch(train_ids, args.batch_size, block, rng)
         opt.zero_grad()
-        loss = lm_loss(model, x, y)
-        loss.backward()
+        with amp.autocast():
+            loss = lm_loss(model, x, y)
+        amp.backward(loss)
         logging = (step + 1) % args.eval_interval == 0 or step + 1 == args.steps
-        norms = grad_norms(model) if logging and getattr(args, "log_grad_norm", False) else None
-        opt.step()
+        norms = None
+        if logging and getattr(args, "log_grad_norm", False):
+            amp.unscale_(opt)  # (the true gradients, not the loss-scaled ones)
+            norms = grad_norms(model)
+        amp.step(opt)
         if scheduler is not None:
             scheduler.step()
         step += 1
@@ -217,12 +225,12 @@ def run_train_gpt(args) -> int:
             print(f"error: train: the loss became {train_loss} at step {step}; lower --lr", file=sys.stderr)
             return 1
         if step % args.eval_interval == 0 or step == args.steps:
-            val = estimate_loss(model, val_ids, args.batch_size, block, args.eval_batches, seed=1)
+            val = estimate_loss(model, val_ids, args.batch_size, block, args.eval_batches, seed=1, amp=amp)
             rate = trained_steps / (time.perf_counter() - started)
             print(f"step {step:5d}/{args.steps}  train loss {train_loss:.4f}  val loss {val:.4f}  "
                   f"({rate:.2f} steps/s)" + (f"  {format_grad_norms(norms)}" if norms is not None else ""),
                   flush=True)
-            save_checkpoint(checkpoint, _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus))
+            save_checkpoint(checkpoint, _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus, amp))
     wall = time.perf_counter() - started
     print(f"done: {trained_steps} steps in {wall:.1f} s ({trained_steps / max(wall, 1e-9):.2f} steps/s), "
           f"final train loss {train_loss:.4f} | checkpoint {checkpoint}")

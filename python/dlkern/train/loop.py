@@ -12,6 +12,7 @@ import numpy as np
 from .. import nn, no_grad
 from ..generator import default_generator
 from ..utils.grad_norms import format_grad_norms, grad_norms
+from .amp import MixedPrecision
 from .checkpoint import load_checkpoint, mismatch_error, save_checkpoint
 
 # What applying a checkpoint of the wrong structure raises (another model's weights,
@@ -39,13 +40,14 @@ class History:
         return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
-def evaluate(model, loader, device=None) -> float:
+def evaluate(model, loader, device=None, amp=None) -> float:
     """Classification accuracy of `model` over `loader` (eval mode, no graph); batches
-    are moved to `device` (default: where they are)."""
+    are moved to `device` (default: where they are); `amp`: a train.amp.MixedPrecision
+    whose autocast the forward runs under (the precision the model was trained in)."""
     was_training = model.training
     model.eval()
     correct = total = 0
-    with no_grad():
+    with no_grad(), (amp or MixedPrecision()).autocast():
         for xb, yb in loader:
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
@@ -87,7 +89,7 @@ def _set_rng_state(loader, state):
 def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None, test_loader=None,
         scheduler=None, scheduler_per_batch: bool = False, checkpoint=None, resume: bool = False,
         progress: Optional[bool] = None, log: Callable[[str], None] = print, device=None,
-        log_grad_norm: bool = False, batch_loss: Callable = None) -> History:
+        log_grad_norm: bool = False, batch_loss: Callable = None, amp: MixedPrecision = None) -> History:
     """Train `model` for `epochs` epochs and return a History.
 
     Each epoch: train on every batch of `train_loader` (zero_grad, forward, loss,
@@ -104,8 +106,11 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     (total and largest parameter, before the optimizer step).
     `batch_loss(model, xb, yb) -> (output, loss)` replaces the step's forward and loss
     (adversarial training, mixup); the train accuracy compares that output with yb.
+    `amp`: a train.amp.MixedPrecision (autocast around forward and loss, a GradScaler for
+    float16; its state is checkpointed); default: float32.
     """
     loss_fn = loss_fn or nn.functional.cross_entropy
+    amp = amp or MixedPrecision()
     history = History()
     start_epoch = 0
     if resume:
@@ -123,6 +128,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
             if scheduler is not None and state.get("scheduler") is not None:
                 scheduler.load_state_dict(state["scheduler"])
             _set_rng_state(train_loader, state["rng"])
+            amp.load_state_dict(state.get("amp"))
         except _MISMATCH_ERRORS as exc:
             raise mismatch_error(checkpoint, f"this {type(model).__name__} model and optimizer", exc) from exc
         history.start_epoch = start_epoch
@@ -139,15 +145,17 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
             optimizer.zero_grad()
-            if batch_loss is None:
-                out = model(xb)
-                loss = loss_fn(out, yb)
-            else:
-                out, loss = batch_loss(model, xb, yb)
-            loss.backward()
+            with amp.autocast():
+                if batch_loss is None:
+                    out = model(xb)
+                    loss = loss_fn(out, yb)
+                else:
+                    out, loss = batch_loss(model, xb, yb)
+            amp.backward(loss)
             if log_grad_norm:
+                amp.unscale_(optimizer)  # (the true gradients, not the loss-scaled ones)
                 norms = grad_norms(model)
-            optimizer.step()
+            amp.step(optimizer)
             if scheduler is not None and scheduler_per_batch:
                 scheduler.step()
             n = yb.shape[0]
@@ -161,7 +169,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         history.train_loss.append(loss_sum / max(seen, 1))
         history.train_accuracy.append(correct / max(seen, 1))
         history.samples += seen
-        test_acc = evaluate(model, test_loader, device) if test_loader is not None else float("nan")
+        test_acc = evaluate(model, test_loader, device, amp) if test_loader is not None else float("nan")
         history.test_accuracy.append(test_acc)
         log(f"epoch {epoch + 1:3d}/{epochs}  train loss {history.train_loss[-1]:.4f}  "
             f"train acc {history.train_accuracy[-1]:.4f}  test acc {test_acc:.4f}"
@@ -173,6 +181,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "rng": _rng_state(train_loader),
+                "amp": amp.state_dict(),
             })
     history.seconds = time.perf_counter() - started
     return history
