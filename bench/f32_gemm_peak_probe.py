@@ -3,9 +3,9 @@ process (issue 16: >= 93% at 512-2048), beside torch.mm, interleaved.
 
     python bench/f32_gemm_peak_probe.py [--repeats 7] [--shapes 512,1024,1536,2048]
 
-The peak is a register-only loop of 24 independent zmm FMA chains (C source below,
-compiled with the system cc into a temporary directory and loaded with ctypes), timed
-like the GEMMs: each round times the peak loop, dlkern and torch back to back, and the
+The peak is a register-only loop of independent FMA chains (24 zmm, or 12 ymm without
+AVX-512; C source below, compiled with the system cc into a temporary directory and
+loaded with ctypes), timed like the GEMMs: each round times the peak loop, dlkern and torch back to back, and the
 medians over --repeats rounds are reported, by wall clock and by thread CPU time (the
 host is shared: the CPU clock excludes time the thread was descheduled).
 """
@@ -13,6 +13,7 @@ host is shared: the CPU clock excludes time the thread was descheduled).
 import argparse
 import ctypes
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -24,34 +25,60 @@ SHAPES = [(s, s, s) for s in (512, 1024, 1536, 2048)] + [(4096, 768, 3072), (409
 FMA_LOOP = r"""
 #include <immintrin.h>
 #include <stdint.h>
-// 24 independent accumulator chains: more than latency x throughput (4 x 2 on Zen 4,
-// 4 x 2 on Skylake-X), so the loop runs at the FMA issue rate. Returns a lane sum so
-// the work cannot be removed (no -ffast-math: the FMAs cannot be folded).
+// Independent accumulator chains, more than FMA latency x FMA issue per cycle (4 x 2 on
+// Zen 4 and Skylake-X), so the loop runs at the FMA issue rate: 24 zmm (of 32 registers)
+// with AVX-512, 12 ymm (of 16) with AVX2. Returns a lane sum so the work cannot be
+// removed (no -ffast-math: the FMAs cannot be folded).
+#if defined(__AVX512F__)
+#define CHAINS 24
+#define VEC __m512
+#define SET1 _mm512_set1_ps
+#define FMA _mm512_fmadd_ps
+#define ADD _mm512_add_ps
+#define LANES 16
+#else
+#define CHAINS 12
+#define VEC __m256
+#define SET1 _mm256_set1_ps
+#define FMA _mm256_fmadd_ps
+#define ADD _mm256_add_ps
+#define LANES 8
+#endif
+int64_t fma_flop_per_iter(void) { return CHAINS * LANES * 2; }
 float fma_peak(int64_t iters) {
-  __m512 acc[24];
-  const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-  for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps((float)i);
+  VEC acc[CHAINS];
+  const VEC x = SET1(0.999999f), y = SET1(1e-7f);
+  for (int i = 0; i < CHAINS; ++i) acc[i] = SET1((float)i);
   for (int64_t t = 0; t < iters; ++t) {
 #pragma GCC unroll 24
-    for (int i = 0; i < 24; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+    for (int i = 0; i < CHAINS; ++i) acc[i] = FMA(acc[i], x, y);
   }
-  __m512 s = acc[0];
-  for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
-  return _mm512_reduce_add_ps(s);
+  VEC s = acc[0];
+  for (int i = 1; i < CHAINS; ++i) s = ADD(s, acc[i]);
+  float lanes[LANES], sum = 0;
+  __builtin_memcpy(lanes, &s, sizeof(lanes));
+  for (int i = 0; i < LANES; ++i) sum += lanes[i];
+  return sum;
 }
 """
-FLOP_PER_ITER = 24 * 16 * 2
 
 
 def load_fma_peak():
+    """(fn(iters), FLOP per iteration), built for AVX-512 where the CPU has it, else AVX2."""
+    with open("/proc/cpuinfo") as f:
+        avx512 = " avx512f" in f.read()
     d = tempfile.mkdtemp(prefix="dlkern_fma_")
     src, lib = os.path.join(d, "fma.c"), os.path.join(d, "fma.so")
     with open(src, "w") as f:
         f.write(FMA_LOOP)
-    subprocess.check_call(["cc", "-O2", "-mavx512f", "-mfma", "-shared", "-fPIC", src, "-o", lib])
-    fn = ctypes.CDLL(lib).fma_peak
+    isa = ["-mavx512f", "-mfma"] if avx512 else ["-mavx2", "-mfma"]
+    subprocess.check_call(["cc", "-O2", *isa, "-shared", "-fPIC", src, "-o", lib])
+    so = ctypes.CDLL(lib)  # stays mapped after its files are removed
+    shutil.rmtree(d)
+    fn, per = so.fma_peak, so.fma_flop_per_iter
     fn.argtypes, fn.restype = [ctypes.c_int64], ctypes.c_float
-    return fn
+    per.argtypes, per.restype = [], ctypes.c_int64
+    return fn, per()
 
 
 def timed(fn, calls):
@@ -91,7 +118,7 @@ def main():
         import torch
 
         torch.set_num_threads(1)
-    peak = load_fma_peak()
+    peak, flop_per_iter = load_fma_peak()
     iters = 2_000_000
     peak_fn = lambda: peak(iters)
     print(f"isa={dlkern.get_isa()} load={os.getloadavg()} repeats={args.repeats} (medians; GFLOP/s wall / cpu)")
@@ -105,7 +132,7 @@ def main():
         ref = a.astype(np.float64) @ b.astype(np.float64)
         assert np.abs(c - ref).max() <= 1e-5 * np.sqrt(k) * np.abs(ref).max() + 1e-6, "dlkern GEMM is wrong"
         flop = 2.0 * m * n * k
-        fns = {"peak": (peak_fn, FLOP_PER_ITER * iters), "dlkern": (lambda: ops.matmul(a, b, out=c), flop)}
+        fns = {"peak": (peak_fn, flop_per_iter * iters), "dlkern": (lambda: ops.matmul(a, b, out=c), flop)}
         if torch is not None:
             ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.empty((m, n))
             fns["torch"] = (lambda: torch.mm(ta, tb, out=tc), flop)

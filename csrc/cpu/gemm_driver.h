@@ -25,9 +25,10 @@ struct GemmKernel {
   static constexpr int kTileLines = MR * kRowLines;
   // Whether micro() fetches the next C tile spread over its depth loop (see micro) rather
   // than all at once before the call. Measured on Zen 4: spreading the AVX-512 tiles'
-  // 16-24 lines took float32 from 90-92% to 94-96% of the FMA peak at n = 1024-2048;
-  // the AVX2 tile's 6-line burst costs nothing, and the per-step check cost AVX2's
-  // 12-FMA depth step 2-3%.
+  // 16-24 lines took float32 from 90-92% to 94-96% of the FMA peak at n = 1024-2048
+  // (bench/results/issue16_f32_gemm_peak.md); AVX2's 6-line tile measured 2-3% slower
+  // spread (the per-step check weighs more in its 12-FMA depth step), so it keeps the
+  // burst.
   static constexpr bool kSpreadPrefetch = kTileLines > 8;
 
   // C[0:MR, 0:NR] = alpha * (A_panel * B_panel) + beta * C. B_panel is (kc, NR) with
