@@ -19,6 +19,17 @@ struct GemmKernel {
   using V = typename S::V;
   static constexpr int MR = MR_;
   static constexpr int NR = NV_ * S::L;
+  // Cache lines of one C tile row and of the whole tile (a row at a 64-byte boundary).
+  static constexpr int kLine = 64 / sizeof(T);
+  static constexpr int kRowLines = (NR + kLine - 1) / kLine;
+  static constexpr int kTileLines = MR * kRowLines;
+  // Whether micro() fetches the next C tile spread over its depth loop (see micro) rather
+  // than all at once before the call. Measured on Zen 4: spreading the AVX-512 tiles'
+  // 16-24 lines took float32 from 90-92% to 94-96% of the FMA peak at n = 1024-2048
+  // (bench/results/issue16_f32_gemm_peak.md); AVX2's 6-line tile measured 2-3% slower
+  // spread (the per-step check weighs more in its 12-FMA depth step), so it keeps the
+  // burst.
+  static constexpr bool kSpreadPrefetch = kTileLines > 8;
 
   // C[0:MR, 0:NR] = alpha * (A_panel * B_panel) + beta * C. B_panel is (kc, NR) with
   // row stride b_rs (NR when packed). A_panel is packed (kc, MR) when A_PACKED, else
@@ -27,10 +38,21 @@ struct GemmKernel {
   // 15-register tile to the stack (a store-to-load chain through every depth step: half
   // speed); alone, the tile and the row pointers have the registers to themselves. A
   // call lasts thousands of cycles, so the call costs nothing.
+  // next_c: the C tile (same ldc) the next call will update, or nullptr; with
+  // kSpreadPrefetch its cache lines are prefetched one at a time, every few depth steps,
+  // instead of all at once before the call: a burst of prefetches that miss to L3/DRAM
+  // holds the L1 miss buffers that the B panel's stream from L2 needs, stalling the
+  // first hundreds of cycles of every call.
   template <bool A_PACKED = true>
   [[gnu::noinline]] static void micro(int64_t kc, const T* __restrict a, int64_t a_rs, const T* __restrict b,
-                    int64_t b_rs, T* __restrict c, int64_t ldc, T alpha, T beta) {
+                    int64_t b_rs, T* __restrict c, int64_t ldc, T alpha, T beta,
+                    const T* next_c = nullptr) {
     V acc[MR][NV_];
+    // One line every 2^shift depth steps, 8 at most (all lines issued within the first
+    // 8 * kTileLines steps), fewer when kc is short so that every line is still issued.
+    int shift = 3;
+    while (shift > 0 && (int64_t(kTileLines) << shift) > kc) --shift;
+    const int64_t mask = (int64_t(1) << shift) - 1;
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
@@ -38,6 +60,10 @@ struct GemmKernel {
 
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
+      if (kSpreadPrefetch && next_c && (p & mask) == 0 && (p >> shift) < kTileLines) {
+        const int l = static_cast<int>(p >> shift);
+        __builtin_prefetch(next_c + (l / kRowLines) * ldc + (l % kRowLines) * kLine, 1, 3);
+      }
       V bv[NV_];
 #pragma GCC unroll 8
       for (int j = 0; j < NV_; ++j) bv[j] = S::load(b + j * S::L);
@@ -197,30 +223,33 @@ struct GemmKernel {
   }
 
   // One MR x NR tile of C at row i0 of the block: full tiles straight into C, short
-  // ones through tail, narrow ones through micro_edge.
+  // ones through tail, narrow ones through micro_edge. next_c (or nullptr): the tile the
+  // following call updates, fetched during this one (spread over a full tile's depth
+  // loop, at once before the smaller kernels, which do not take it).
   static void tile(int64_t kc, const ABlock& A, int64_t i0, int rows, const T* bpanel,
-                   int64_t b_rs, int cols, T* ct, int64_t ldc, T alpha, T beta) {
+                   int64_t b_rs, int cols, T* ct, int64_t ldc, T alpha, T beta, const T* next_c) {
+    const bool full = rows == MR && cols == NR;
+    if (next_c && !(full && kSpreadPrefetch)) prefetch_tile(next_c, ldc);
     if (i0 < A.direct_rows) {
       const T* arows = A.direct + i0 * A.rs;
       if (rows < MR)
         tail<false>(kc, arows, A.rs, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);
-      else if (cols == NR)
-        micro<false>(kc, arows, A.rs, bpanel, b_rs, ct, ldc, alpha, beta);
+      else if (full)
+        micro<false>(kc, arows, A.rs, bpanel, b_rs, ct, ldc, alpha, beta, next_c);
       else
         micro_edge<false>(kc, arows, A.rs, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);
     } else {
       const T* apanel = A.packed + (i0 - A.direct_rows) * kc;
       if (rows < MR)
         tail<true>(kc, apanel, 0, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);
-      else if (cols == NR)
-        micro(kc, apanel, 0, bpanel, b_rs, ct, ldc, alpha, beta);
+      else if (full)
+        micro(kc, apanel, 0, bpanel, b_rs, ct, ldc, alpha, beta, next_c);
       else
         micro_edge(kc, apanel, 0, bpanel, b_rs, ct, ldc, alpha, beta, rows, cols);
     }
   }
 
   static void prefetch_tile(const T* c, int64_t ldc) {
-    constexpr int kLine = 64 / sizeof(T);
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; j += kLine) __builtin_prefetch(c + i * ldc + j, 1, 3);
   }
@@ -239,8 +268,7 @@ struct GemmKernel {
         // C tiles are touched once per KC pass and usually sit in L3 or DRAM: fetch the
         // next tile while this one computes (a micro-kernel call lasts thousands of cycles).
         const T* next = i0 + MR < mc ? ct + MR * ldc : (jp + 1 < panel1 ? c + j0 + NR : nullptr);
-        if (next) prefetch_tile(next, ldc);
-        tile(kc, A, i0, rows, bpanel, NR, cols, ct, ldc, alpha, beta);
+        tile(kc, A, i0, rows, bpanel, NR, cols, ct, ldc, alpha, beta, next);
       }
     }
   }
@@ -264,7 +292,7 @@ struct GemmKernel {
       }
       for (int64_t i0 = 0; i0 < m; i0 += MR) {
         const int rows = static_cast<int>(std::min<int64_t>(MR, m - i0));
-        tile(k, A, i0, rows, bpanel, b_rs, cols, g.c + i0 * g.ldc + j0, g.ldc, g.alpha, g.beta);
+        tile(k, A, i0, rows, bpanel, b_rs, cols, g.c + i0 * g.ldc + j0, g.ldc, g.alpha, g.beta, nullptr);
       }
     }
   }
