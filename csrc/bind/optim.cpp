@@ -49,9 +49,20 @@ void require_like_param(const char* op, const std::vector<Operand>& ops) {
         value_error(op, ": ", ops[j].name, " overlaps ", ops[i].name, " in memory");
 }
 
-template <typename T>
-T* ptr(const py::array& a) {
-  return static_cast<T*>(const_cast<void*>(a.data()));
+// The checks every operand shares, then kernel(at, n) with the GIL released, where at(i)
+// is operand i's data as T* (nullptr past the operands given: the optional buffer).
+template <class Kernel>
+void run(const char* op, const std::vector<Operand>& ops, Kernel&& kernel) {
+  require_like_param(op, ops);
+  const DType dt = float_dtype(ops[0].a, op, "param");
+  const int64_t n = ops[0].a.size();
+  std::vector<void*> data;
+  for (const Operand& o : ops) data.push_back(const_cast<void*>(o.a.data()));
+  py::gil_scoped_release nogil;
+  dispatch_float(dt, [&](auto zero) {
+    using T = decltype(zero);
+    kernel([&](size_t i) { return i < data.size() ? static_cast<T*>(data[i]) : nullptr; }, n);
+  });
 }
 
 void adam_step(const py::object& param_obj, const py::object& grad_obj, const py::object& m_obj,
@@ -65,15 +76,7 @@ void adam_step(const py::object& param_obj, const py::object& grad_obj, const py
   const AdamFactors f = adam_factors(op, !vmax_obj.is_none(), step, lr, beta1, beta2, eps, weight_decay, decoupled,
                                      amsgrad, maximize);
   if (amsgrad) ops.push_back({"max_exp_avg_sq", operand(vmax_obj, op, "max_exp_avg_sq", true)});
-  require_like_param(op, ops);
-  const DType dt = float_dtype(ops[0].a, op, "param");
-  const int64_t n = ops[0].a.size();
-  py::gil_scoped_release nogil;
-  dispatch_float(dt, [&](auto zero) {
-    using T = decltype(zero);
-    cpu::adam_step<T>(ptr<T>(ops[0].a), ptr<T>(ops[1].a), ptr<T>(ops[2].a), ptr<T>(ops[3].a),
-                      amsgrad ? ptr<T>(ops[4].a) : nullptr, n, f);
-  });
+  run(op, ops, [&](auto at, int64_t n) { cpu::adam_step(at(0), at(1), at(2), at(3), at(4), n, f); });
 }
 
 void sgd_step(const py::object& param_obj, const py::object& grad_obj, const py::object& buf_obj, double lr,
@@ -84,14 +87,7 @@ void sgd_step(const py::object& param_obj, const py::object& grad_obj, const py:
   const SgdFactors f = sgd_factors(op, !buf_obj.is_none(), lr, momentum, dampening, weight_decay, nesterov, maximize,
                                    first);
   if (momentum != 0.0) ops.push_back({"momentum_buffer", operand(buf_obj, op, "momentum_buffer", true)});
-  require_like_param(op, ops);
-  const DType dt = float_dtype(ops[0].a, op, "param");
-  const int64_t n = ops[0].a.size();
-  py::gil_scoped_release nogil;
-  dispatch_float(dt, [&](auto zero) {
-    using T = decltype(zero);
-    cpu::sgd_step<T>(ptr<T>(ops[0].a), ptr<T>(ops[1].a), momentum != 0.0 ? ptr<T>(ops[2].a) : nullptr, n, f);
-  });
+  run(op, ops, [&](auto at, int64_t n) { cpu::sgd_step(at(0), at(1), at(2), n, f); });
 }
 
 }  // namespace
