@@ -79,7 +79,8 @@ def run(threads, repeats):
     for label, name, kwargs in [("AdamW (lr 1e-3, wd 0.01)", "AdamW", dict(lr=1e-3, weight_decay=0.01)),
                                 ("SGD momentum 0.9", "SGD", dict(lr=0.01, momentum=0.9))]:
         cls = getattr(optim, name)
-        contenders = {"dlkern fused": _dlkern(cls, kwargs, True), "dlkern NumPy composition": _dlkern(cls, kwargs, False)}
+        contenders = {"dlkern fused": _dlkern(cls, kwargs, True),
+                      "dlkern NumPy composition": _dlkern(cls, kwargs, False)}
         # validation: one step of each from the same start
         a, b = contenders["dlkern fused"][1], contenders["dlkern NumPy composition"][1]
         for fn, _ in contenders.values():

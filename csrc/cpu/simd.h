@@ -131,7 +131,9 @@ struct VecF32 {
   DLKERN_INLINE static V div(V a, V b) { return _mm512_div_ps(a, b); }
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm512_max_ps(a, b); }
-  DLKERN_INLINE static V max_nan(V a, V b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), max(a, b), a); }
+  DLKERN_INLINE static V max_nan(V a, V b) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), max(a, b), a);
+  }
   DLKERN_INLINE static V sqrt(V a) { return _mm512_sqrt_ps(a); }
   DLKERN_INLINE static V min(V a, V b) { return _mm512_min_ps(a, b); }
   DLKERN_INLINE static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -182,7 +184,9 @@ struct VecF64 {
   DLKERN_INLINE static V div(V a, V b) { return _mm512_div_pd(a, b); }
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm512_max_pd(a, b); }
-  DLKERN_INLINE static V max_nan(V a, V b) { return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q), max(a, b), a); }
+  DLKERN_INLINE static V max_nan(V a, V b) {
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q), max(a, b), a);
+  }
   DLKERN_INLINE static V sqrt(V a) { return _mm512_sqrt_pd(a); }
   DLKERN_INLINE static V min(V a, V b) { return _mm512_min_pd(a, b); }
   DLKERN_INLINE static V exp(V x) { return lanes_exp<V, L>(x); }
@@ -230,7 +234,9 @@ struct VecF32 {
   DLKERN_INLINE static V div(V a, V b) { return _mm256_div_ps(a, b); }
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm256_max_ps(a, b); }
-  DLKERN_INLINE static V max_nan(V a, V b) { return _mm256_blendv_ps(max(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q)); }
+  DLKERN_INLINE static V max_nan(V a, V b) {
+    return _mm256_blendv_ps(max(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  }
   DLKERN_INLINE static V sqrt(V a) { return _mm256_sqrt_ps(a); }
   DLKERN_INLINE static V min(V a, V b) { return _mm256_min_ps(a, b); }
   DLKERN_INLINE static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -286,7 +292,9 @@ struct VecF64 {
   DLKERN_INLINE static V div(V a, V b) { return _mm256_div_pd(a, b); }
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm256_max_pd(a, b); }
-  DLKERN_INLINE static V max_nan(V a, V b) { return _mm256_blendv_pd(max(a, b), a, _mm256_cmp_pd(a, a, _CMP_UNORD_Q)); }
+  DLKERN_INLINE static V max_nan(V a, V b) {
+    return _mm256_blendv_pd(max(a, b), a, _mm256_cmp_pd(a, a, _CMP_UNORD_Q));
+  }
   DLKERN_INLINE static V sqrt(V a) { return _mm256_sqrt_pd(a); }
   DLKERN_INLINE static V min(V a, V b) { return _mm256_min_pd(a, b); }
   DLKERN_INLINE static V exp(V x) { return lanes_exp<V, L>(x); }
