@@ -1558,3 +1558,8 @@ _register_rnn_layers(builder)
 from fuzz_specs_convert import register as _register_convert  # noqa: E402
 
 _register_convert(builder)
+
+# The fused optimizer steps (dlkern.ops.adam_step, sgd_step): their builders live beside.
+from fuzz_specs_optim import register as _register_optim  # noqa: E402
+
+_register_optim(builder)

@@ -33,6 +33,7 @@ SHARED = (
     "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward",
     "lstm_layer_forward", "lstm_layer_backward", "gru_layer_forward", "gru_layer_backward",
     "rnn_layer_forward", "rnn_layer_backward",
+    "adam_step", "sgd_step",
 )
 
 # Keywords only the CUDA kernels take (a CPU run has nothing to choose there).

@@ -282,5 +282,16 @@ def test_every_cpu_op_has_a_row():
             row.bwd(ns, np.ones(np.shape(out[0])), out, arrays, static)
     ops = {n for n, f in vars(dlkern.ops).items() if callable(f) and not n.startswith("_") and not inspect.isclass(f)
            and not inspect.ismodule(f)}
-    missing = sorted(n for n in ops if n not in ns.names and n + "_forward" not in ns.names)
+    missing = sorted(n for n in ops if n not in ns.names and n + "_forward" not in ns.names
+                     and n not in TABLES_ELSEWHERE)
     assert not missing, f"ops without a row in tests/op_table.py: {missing}"
+
+
+# Ops whose table lives in their own test file, with the reason a row here cannot hold them.
+TABLES_ELSEWHERE = {
+    # In-place steps over an optimizer's state, float32/float64 only (16-bit refused): the
+    # rows' out-of-place outputs and 16-bit rerun do not fit; the same sweep (every ISA, 1
+    # and 2 threads, sizes, dlkern.reference, PyTorch) is tests/test_optim_kernels.py's.
+    "adam_step": "tests/test_optim_kernels.py",
+    "sgd_step": "tests/test_optim_kernels.py",
+}

@@ -5,10 +5,11 @@
 //            maximize, first)
 // The optimizers in python/dlkern/optim call them when a parameter lives on a CUDA device
 // and every array is contiguous (else they compose elementwise ops). All arrays: one
-// float dtype, one shape, one device, contiguous; checked before any device work.
-#include <cmath>
-
+// float dtype, one shape, one device, contiguous; checked before any device work. The
+// scalar checks and factors are common/optim_checks.h's, shared with the CPU binding.
 #include "bind/cuda_common.h"
+#include "bind/optim_defs.h"
+#include "common/optim_checks.h"
 #include "cuda/check.h"
 #include "cuda/optim.h"
 
@@ -31,10 +32,6 @@ DeviceArray& param_array(const py::handle& obj, const char* op) {
   return p;
 }
 
-void check_rate(const char* op, const char* name, double value) {
-  if (!std::isfinite(value)) value_error(op, ": ", name, " must be finite, got ", value);
-}
-
 void adam_step(const py::object& param_obj, const py::object& grad_obj, const py::object& m_obj,
                const py::object& v_obj, const py::object& vmax_obj, int64_t step, double lr, double beta1,
                double beta2, double eps, double weight_decay, bool decoupled, bool amsgrad, bool maximize) {
@@ -43,27 +40,9 @@ void adam_step(const py::object& param_obj, const py::object& grad_obj, const py
   const DeviceArray& g = state_like(grad_obj, p, op, "grad");
   DeviceArray& m = state_like(m_obj, p, op, "exp_avg");
   DeviceArray& v = state_like(v_obj, p, op, "exp_avg_sq");
-  DeviceArray* vmax = nullptr;
-  if (amsgrad) {
-    if (vmax_obj.is_none()) value_error(op, ": amsgrad=True needs max_exp_avg_sq");
-    vmax = &state_like(vmax_obj, p, op, "max_exp_avg_sq");
-  }
-  if (step < 1) value_error(op, ": step counts from 1, got ", step);
-  for (const auto& [name, value] : {std::pair{"lr", lr}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps},
-                                    {"weight_decay", weight_decay}})
-    check_rate(op, name, value);
-  cuda::AdamFactors f{};
-  f.decay = decoupled && weight_decay != 0.0 ? 1.0 - lr * weight_decay : 1.0;
-  f.l2 = decoupled ? 0.0 : weight_decay;
-  f.beta1 = beta1;
-  f.one_minus_beta1 = 1.0 - beta1;
-  f.beta2 = beta2;
-  f.one_minus_beta2 = 1.0 - beta2;
-  f.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(beta2, double(step)));
-  f.eps = eps;
-  f.step_size = -lr / (1.0 - std::pow(beta1, double(step)));
-  f.amsgrad = amsgrad;
-  f.maximize = maximize;
+  const AdamFactors f = adam_factors(op, !vmax_obj.is_none(), step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                                     amsgrad, maximize);
+  DeviceArray* vmax = amsgrad ? &state_like(vmax_obj, p, op, "max_exp_avg_sq") : nullptr;
   py::gil_scoped_release nogil;
   cuda::DeviceGuard guard(p.device, op);
   wait_for_inputs(p.stream, {&g, &m, &v, vmax}, op);
@@ -83,22 +62,9 @@ void sgd_step(const py::object& param_obj, const py::object& grad_obj, const py:
   const char* op = "sgd_step";
   DeviceArray& p = param_array(param_obj, op);
   const DeviceArray& g = state_like(grad_obj, p, op, "grad");
-  DeviceArray* buf = nullptr;
-  if (momentum != 0.0) {
-    if (buf_obj.is_none()) value_error(op, ": momentum != 0 needs momentum_buffer");
-    buf = &state_like(buf_obj, p, op, "momentum_buffer");
-  }
-  for (const auto& [name, value] : {std::pair{"lr", lr}, {"momentum", momentum}, {"dampening", dampening},
-                                    {"weight_decay", weight_decay}})
-    check_rate(op, name, value);
-  cuda::SgdFactors f{};
-  f.l2 = weight_decay;
-  f.momentum = momentum;
-  f.one_minus_dampening = 1.0 - dampening;
-  f.neg_lr = -lr;
-  f.nesterov = nesterov;
-  f.maximize = maximize;
-  f.first = first;
+  const SgdFactors f = sgd_factors(op, !buf_obj.is_none(), lr, momentum, dampening, weight_decay, nesterov, maximize,
+                                   first);
+  DeviceArray* buf = momentum != 0.0 ? &state_like(buf_obj, p, op, "momentum_buffer") : nullptr;
   py::gil_scoped_release nogil;
   cuda::DeviceGuard guard(p.device, op);
   wait_for_inputs(p.stream, {&g, buf}, op);
@@ -113,15 +79,7 @@ void sgd_step(const py::object& param_obj, const py::object& grad_obj, const py:
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(cuda_optim) {
-  m.def("adam_step", &adam_step, py::arg("param"), py::arg("grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
-        py::arg("max_exp_avg_sq"), py::kw_only(), py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
-        py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled_weight_decay"), py::arg("amsgrad"),
-        py::arg("maximize"),
-        "One Adam/AdamW step in place (dlkern.optim.Adam's rule), one fused pass over contiguous arrays.");
-  m.def("sgd_step", &sgd_step, py::arg("param"), py::arg("grad"), py::arg("momentum_buffer"), py::kw_only(),
-        py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
-        py::arg("maximize"), py::arg("first"),
-        "One SGD step in place (dlkern.optim.SGD's rule); first=True sets the momentum buffer to the gradient.");
+  def_optim_steps(m, &adam_step, &sgd_step);
 }
 
 }  // namespace dlkern::bind

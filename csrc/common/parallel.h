@@ -6,6 +6,7 @@
 // rather than split in fixed shares: on a shared host a thread that loses its core for a
 // time slice leaves its rest to the others instead of holding up the whole call.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "common/runtime.h"
@@ -34,6 +35,22 @@ inline void parallel_for(int64_t n, int nthreads, F&& body, G&& per_thread_end) 
     for (int64_t i = 0; i < n; ++i) body(i);
     per_thread_end();
   }
+}
+
+// body(start, len) over [0, n) cut in blocks of `block` elements, for elementwise
+// kernels (any split gives the same result): one call on the calling thread when
+// threads_for gives one thread (below two blocks a thread), else a block per task,
+// handed out as threads come free.
+template <typename F>
+inline void parallel_blocks(int64_t n, int64_t block, F&& body) {
+  const int64_t blocks = (n + block - 1) / block;
+  const int nt = threads_for(n, 2 * block, blocks);
+  if (nt == 1) {
+    body(int64_t(0), n);
+    return;
+  }
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (int64_t b = 0; b < blocks; ++b) body(b * block, std::min(block, n - b * block));
 }
 
 }  // namespace dlkern

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "common/cpu_features.h"
+#include "common/parallel.h"
 #include "common/runtime.h"
 #include "cpu/isa.h"
 
@@ -20,14 +21,7 @@ constexpr int64_t kBlock = 1 << 14;
 
 template <typename F>
 void over_blocks(int64_t n, F&& body) {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  const int nt = threads_for(n, 2 * kBlock, blocks);
-  if (nt == 1) {
-    body(int64_t(0), n);
-    return;
-  }
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t b = 0; b < blocks; ++b) body(b * kBlock, std::min(kBlock, n - b * kBlock));
+  parallel_blocks(n, kBlock, body);
 }
 
 }  // namespace

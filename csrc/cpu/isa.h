@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "common/cpu_features.h"
+#include "common/optim_checks.h"
 #include "cpu/activation.h"
 #include "cpu/attention.h"
 #include "cpu/bf16.h"
@@ -106,6 +107,12 @@ struct TypedKernels {
                   int nthreads);
   void (*rnn_fwd)(const T* pre, T* h, int64_t B, int64_t H, bool relu, int nthreads);
   void (*rnn_bwd)(const T* dh, const T* h, T* dpre, int64_t B, int64_t H, bool relu, int nthreads);
+
+  // The fused optimizer steps (cpu/optim.h has the contract) over one contiguous block;
+  // optim.cpp threads over blocks.
+  void (*adam_step)(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, int64_t n,
+                    const AdamFactors& f);
+  void (*sgd_step)(T* param, const T* grad, T* momentum_buffer, int64_t n, const SgdFactors& f);
 };
 
 // The bfloat16 kernels (cpu/bf16.h, cpu/bf16_kernels.h): conversions over n elements,

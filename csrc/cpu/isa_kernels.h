@@ -38,6 +38,7 @@ namespace {
 #include "cpu/gemm_packed_driver.h"
 #include "cpu/bf16_kernels.h"
 #include "cpu/norm_segments.h"
+#include "cpu/optim_kernels.h"
 #include "cpu/pool_lanes.h"
 #include "cpu/pool_driver.h"
 #include "cpu/rnn_kernels.h"
@@ -77,6 +78,8 @@ TypedKernels<typename S::T> typed_kernels() {
   k.gru_bwd = &RnnKernels<S>::gru_backward;
   k.rnn_fwd = &RnnKernels<S>::rnn_forward;
   k.rnn_bwd = &RnnKernels<S>::rnn_backward;
+  k.adam_step = &OptimKernels<S>::adam;
+  k.sgd_step = &OptimKernels<S>::sgd;
   return k;
 }
 

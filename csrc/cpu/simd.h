@@ -6,6 +6,7 @@
 // loops only: no std templates (see cpu/isa.h).
 //
 // Every type provides: T, V, L, zero, load, store, bcast, add, sub, mul, div, fma, max,
+// max_nan (numpy.maximum: NaN when either is NaN), sqrt,
 // min, exp, abs, copysign(mag, sgn), select_lt(a, b, x, y) (a < b ? x : y per lane; a NaN
 // compares false), hmax, hsum (lane order), hsum_tree (pairwise; the norm and pooling
 // reductions), load_tail (first n lanes, the rest filled), store_tail, stream (a
@@ -130,6 +131,10 @@ struct VecF32 {
   DLKERN_INLINE static V div(V a, V b) { return _mm512_div_ps(a, b); }
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  DLKERN_INLINE static V max_nan(V a, V b) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), max(a, b), a);
+  }
+  DLKERN_INLINE static V sqrt(V a) { return _mm512_sqrt_ps(a); }
   DLKERN_INLINE static V min(V a, V b) { return _mm512_min_ps(a, b); }
   DLKERN_INLINE static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // scalef computes p * 2^floor(n) with IEEE overflow/underflow.
@@ -179,6 +184,10 @@ struct VecF64 {
   DLKERN_INLINE static V div(V a, V b) { return _mm512_div_pd(a, b); }
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm512_max_pd(a, b); }
+  DLKERN_INLINE static V max_nan(V a, V b) {
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q), max(a, b), a);
+  }
+  DLKERN_INLINE static V sqrt(V a) { return _mm512_sqrt_pd(a); }
   DLKERN_INLINE static V min(V a, V b) { return _mm512_min_pd(a, b); }
   DLKERN_INLINE static V exp(V x) { return lanes_exp<V, L>(x); }
   DLKERN_INLINE static V abs(V a) { return _mm512_abs_pd(a); }
@@ -225,6 +234,10 @@ struct VecF32 {
   DLKERN_INLINE static V div(V a, V b) { return _mm256_div_ps(a, b); }
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  DLKERN_INLINE static V max_nan(V a, V b) {
+    return _mm256_blendv_ps(max(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  }
+  DLKERN_INLINE static V sqrt(V a) { return _mm256_sqrt_ps(a); }
   DLKERN_INLINE static V min(V a, V b) { return _mm256_min_ps(a, b); }
   DLKERN_INLINE static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // p * 2^n in two steps (2^(n>>1) * 2^(n - (n>>1))), each a normal power of two for
@@ -279,6 +292,10 @@ struct VecF64 {
   DLKERN_INLINE static V div(V a, V b) { return _mm256_div_pd(a, b); }
   DLKERN_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   DLKERN_INLINE static V max(V a, V b) { return _mm256_max_pd(a, b); }
+  DLKERN_INLINE static V max_nan(V a, V b) {
+    return _mm256_blendv_pd(max(a, b), a, _mm256_cmp_pd(a, a, _CMP_UNORD_Q));
+  }
+  DLKERN_INLINE static V sqrt(V a) { return _mm256_sqrt_pd(a); }
   DLKERN_INLINE static V min(V a, V b) { return _mm256_min_pd(a, b); }
   DLKERN_INLINE static V exp(V x) { return lanes_exp<V, L>(x); }
   DLKERN_INLINE static V abs(V a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
@@ -339,6 +356,11 @@ struct VecExt {
     return out;
   }
   DLKERN_INLINE static V max(V a, V b) { return select(a > b, a, b); }
+  DLKERN_INLINE static V max_nan(V a, V b) { return select(a != a, a, max(a, b)); }
+  DLKERN_INLINE static V sqrt(V a) {
+    for (int i = 0; i < L; ++i) a[i] = std::sqrt(a[i]);  // sqrtps/sqrtpd once vectorised
+    return a;
+  }
   DLKERN_INLINE static V min(V a, V b) { return select(a < b, a, b); }
   DLKERN_INLINE static V select_lt(V a, V b, V x, V y) { return select(a < b, x, y); }
   // The sign bit of each lane as an integer mask (no std::signbit per lane).

@@ -33,6 +33,7 @@ KERNELS = (
     "lstm_cell_forward", "lstm_cell_backward", "gru_cell_forward", "gru_cell_backward",
     "lstm_layer_forward", "lstm_layer_backward", "gru_layer_forward", "gru_layer_backward",
     "rnn_layer_forward", "rnn_layer_backward",
+    "adam_step", "sgd_step",
 )
 
 
@@ -480,3 +481,41 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_rstd, training, nee
     dw = None if weight is None else np.sum(g * xhat, axis=red)
     return dx, dw, np.sum(g, axis=red) if need_bias else None
 
+
+
+# ----------------------------------------------------------------------------- optimizer steps
+# In place, as the kernels: computed in float64 from the arrays' values, then written
+# back into them (in their own dtype). The rules of torch.optim.Adam / AdamW / SGD.
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay,
+              decoupled_weight_decay, amsgrad, maximize):
+    p, g = f64(param), f64(grad)
+    if maximize:
+        g = -g
+    if decoupled_weight_decay:
+        p = p * (1.0 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    m = beta1 * f64(exp_avg) + (1.0 - beta1) * g
+    v = beta2 * f64(exp_avg_sq) + (1.0 - beta2) * g * g
+    exp_avg[...] = m
+    exp_avg_sq[...] = v
+    if amsgrad:
+        v = np.maximum(f64(max_exp_avg_sq), v)
+        max_exp_avg_sq[...] = v
+    m_hat = m / (1.0 - beta1 ** step)
+    v_hat_sqrt = np.sqrt(v) / math.sqrt(1.0 - beta2 ** step)
+    param[...] = p - lr * m_hat / (v_hat_sqrt + eps)
+
+
+def sgd_step(param, grad, momentum_buffer, *, lr, momentum, dampening, weight_decay, nesterov, maximize, first):
+    p, g = f64(param), f64(grad)
+    if maximize:
+        g = -g
+    g = g + weight_decay * p
+    if momentum != 0:
+        b = g if first else momentum * f64(momentum_buffer) + (1.0 - dampening) * g
+        momentum_buffer[...] = b
+        g = g + momentum * b if nesterov else b
+    param[...] = p - lr * g

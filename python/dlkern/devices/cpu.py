@@ -127,10 +127,13 @@ class CPUDevice:
             return ops.convert(x, dtype)
         return x.astype(dtype)
 
+    # --- fused optimizer steps (issue 16) ---------------------------------------
     def fused(self, name):
-        """A fused optimizer kernel (adam_step, sgd_step): none on the CPU, whose NumPy
-        updates run in place already."""
-        return None
+        """The fused optimizer kernel `name` (dlkern.ops.adam_step, sgd_step): one pass over
+        a parameter and its state instead of the NumPy composition's dozen; None for
+        another name."""
+        return getattr(ops, name, None) if name in ("adam_step", "sgd_step") else None
+    # --- end fused optimizer steps ---------------------------------------------
 
     def uniform(self, shape):
         """Uniform [0, 1) samples (float64) from dlkern's generator (dlkern.manual_seed)."""

@@ -329,13 +329,24 @@ def _host_copy(value):
     return copy.deepcopy(value)
 
 
+_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def fused_step(xp, name, *arrays):
     """The device's fused optimizer kernel `name` (one pass per parameter instead of a
-    dozen elementwise launches), when it has one and every array given is contiguous;
-    else None and the caller composes elementwise ops."""
+    dozen elementwise passes or launches), when it has one and every array given is
+    C-contiguous, float32 or float64, and of the first one's dtype and shape (the
+    kernels' contract); else None and the caller composes elementwise ops (which also
+    take 16-bit and mixed-dtype parameters)."""
     fn = xp.fused(name)
-    if fn is None or any(a is not None and not a.is_contiguous() for a in arrays):  # device arrays
+    if fn is None:
         return None
+    first = arrays[0]
+    if first.dtype not in _FUSED_DTYPES:
+        return None
+    for a in arrays:  # NumPy arrays and device arrays both have .flags.c_contiguous
+        if a is not None and (not a.flags.c_contiguous or a.dtype != first.dtype or a.shape != first.shape):
+            return None
     return fn
 
 
