@@ -50,9 +50,12 @@ def assert_same(got, want):
 
 # (m, k, n): the MLP's shapes scaled down, k with whole and partial 16-pair blocks, odd k
 # (a padded pair), k past one depth block (800: 2 blocks of 200 pairs), n on each side of
-# the narrow tiles (16, 32) and of the 64-column panel, m not a multiple of any tile.
+# the narrow tiles (16, 32) and of the 64-column panel, m not a multiple of any tile, and
+# last column panels computed with fewer vectors.
 SHAPES = [(37, 64, 10), (40, 70, 16), (23, 33, 17), (50, 96, 32), (19, 45, 33), (61, 800, 70), (13, 31, 130),
-          (64, 784, 10), (1, 64, 40), (7, 2, 3)]
+          (64, 784, 10), (1, 64, 40), (7, 2, 3),
+          # a last column panel of whole vectors (16, 32, 48 of 64) or a partial one (36)
+          (24, 46, 80), (18, 64, 96), (12, 40, 112), (18, 50, 100)]
 
 
 @pytest.mark.parametrize("m,k,n", SHAPES)

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "common/runtime.h"
 #include "cpu/isa.h"
@@ -97,27 +98,30 @@ struct DpPolicy {
   // C[0:MR, 0:NR] = alpha * (A_panel B_panel) + beta * C, the float kernel's epilogue.
   // Row i's pair q is the 32 bits at a + i * a_row + q * a_step (uint16 units): a packed
   // panel (a_row 2, a_step 2 MR) or rows of A in place (a_row = A's row stride, a_step 2).
-  // Never inlined, for the float kernel's reason (gemm_driver.h's micro).
+  // VC <= NV: the vectors of the panel computed (a panel's last columns: n = 784 leaves 16
+  // of 64, which full tiles computed 4x over: 6% of 1024 x 256 x 784). Never inlined,
+  // for the float kernel's reason (gemm_driver.h's micro).
+  template <int VC = NV>
   [[gnu::noinline]] static void micro(int64_t kcp, const uint16_t* __restrict a, int64_t a_row, int64_t a_step,
                                       const uint32_t* __restrict b, float* __restrict c, int64_t ldc, float alpha,
                                       float beta) {
-    __m512 acc[MR][NV];
+    __m512 acc[MR][VC];
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
+      for (int j = 0; j < VC; ++j) acc[i][j] = _mm512_setzero_ps();
 #pragma GCC unroll 2
     for (int64_t q = 0; q < kcp; ++q) {
-      __m512bh bv[NV];
+      __m512bh bv[VC];
 #pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + j * 16);
+      for (int j = 0; j < VC; ++j) bv[j] = (__m512bh)_mm512_loadu_si512(b + j * 16);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         int pair;
         std::memcpy(&pair, a + i * a_row, sizeof(pair));
         const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, bv[j]);
+        for (int j = 0; j < VC; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, bv[j]);
       }
       a += a_step;
       b += NR;
@@ -127,32 +131,45 @@ struct DpPolicy {
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) _mm512_storeu_ps(c + i * ldc + j * 16, _mm512_mul_ps(va, acc[i][j]));
+        for (int j = 0; j < VC; ++j) _mm512_storeu_ps(c + i * ldc + j * 16, _mm512_mul_ps(va, acc[i][j]));
     } else {
       const __m512 vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) {
+        for (int j = 0; j < VC; ++j) {
           float* cp = c + i * ldc + j * 16;
           _mm512_storeu_ps(cp, _mm512_fmadd_ps(vb, _mm512_loadu_ps(cp), _mm512_mul_ps(va, acc[i][j])));
         }
     }
   }
 
-  // A partial tile: the full tile into scratch (the rows past `rows` come from a
-  // zero-padded panel, never from A in place), then the valid part merged with the same
-  // roundings as micro's epilogue.
+  // A partial tile: the vectors covering `cols` into scratch (the rows past `rows` come
+  // from a zero-padded panel, never from A in place), then the valid part merged with the
+  // same roundings as micro's epilogue.
   static void micro_edge(int64_t kcp, const uint16_t* a, int64_t a_row, int64_t a_step, const uint32_t* b,
                          float* c, int64_t ldc, float alpha, float beta, int rows, int cols) {
     alignas(64) float tile[MR * NR];
-    micro(kcp, a, a_row, a_step, b, tile, NR, 1.0f, 0.0f);
+    with_vectors(cols, [&](auto vc) { micro<decltype(vc)::value>(kcp, a, a_row, a_step, b, tile, NR, 1.0f, 0.0f); });
     for (int i = 0; i < rows; ++i)
       for (int j = 0; j < cols; ++j) {
         float* cp = c + i * ldc + j;
         const float v = alpha * tile[i * NR + j];
         *cp = beta == 0.0f ? v : std::fma(beta, *cp, v);
       }
+  }
+
+  // f(std::integral_constant<int, VC>) with VC = the vectors covering `cols` (1..NV).
+  template <class F>
+  static void with_vectors(int cols, F&& f) {
+    const int vc = (cols + 15) / 16;
+    if constexpr (NV >= 4)
+      if (vc == 3) return f(std::integral_constant<int, 3>());
+    if constexpr (NV >= 3)
+      if (vc == 2) return f(std::integral_constant<int, 2>());
+    if constexpr (NV >= 2)
+      if (vc == 1) return f(std::integral_constant<int, 1>());
+    f(std::integral_constant<int, NV>());
   }
 
   static constexpr bool kDirectA = true;
@@ -176,6 +193,10 @@ struct DpPolicy {
             for (int j = 0; j < NR; j += 16) __builtin_prefetch(ct + (MR + i) * ldc + j, 1, 3);
         if (rows == MR && cols == NR)
           micro(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta);
+        else if (rows == MR && cols % 16 == 0)  // whole vectors: straight into C
+          with_vectors(cols, [&](auto vc) {
+            micro<decltype(vc)::value>(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta);
+          });
         else
           micro_edge(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta, rows, cols);
       }

@@ -92,8 +92,13 @@ struct GemmBf16Driver {
         const int rows = static_cast<int>(std::min<int64_t>(MR, mc - p * MR));
         E* step = dst + p * MR * KP * kcp + q * MR * KP;
         for (int h = 0; h < KP; ++h) {  // each half of a step: MR values (put_zip's layout)
-          std::copy(zip + h * mc + p * MR, zip + h * mc + p * MR + rows, step + h * MR);
-          std::fill(step + h * MR + rows, step + (h + 1) * MR, E(0));
+          const E* src = zip + h * mc + p * MR;
+          if (rows == MR) {
+            for (int i = 0; i < MR; ++i) step[h * MR + i] = src[i];  // a fixed-size copy, not a call
+          } else {
+            std::copy(src, src + rows, step + h * MR);
+            std::fill(step + h * MR + rows, step + (h + 1) * MR, E(0));
+          }
         }
       }
     }
