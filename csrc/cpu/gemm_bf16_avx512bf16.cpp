@@ -174,31 +174,48 @@ struct DpPolicy {
 
   static constexpr bool kDirectA = true;
 
+  // One tile: rows [i0, i0 + MR) x panel jp.
+  template <class ABlock>
+  static inline void tile(int64_t i0, int64_t jp, int64_t mc, int64_t nc, int64_t kcp, const ABlock& A,
+                          const uint32_t* bp, float* c, int64_t ldc, float alpha, float beta) {
+    const int64_t j0 = jp * NR;
+    const int cols = static_cast<int>(std::min<int64_t>(NR, nc - j0));
+    const uint32_t* bpanel = bp + jp * NR * kcp;
+    const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
+    float* ct = c + i0 * ldc + j0;
+    const bool direct = i0 < A.direct_rows;
+    const uint16_t* a = direct ? A.direct + i0 * A.rs
+                               : reinterpret_cast<const uint16_t*>(A.packed + (i0 - A.direct_rows) * kcp);
+    const int64_t a_row = direct ? A.rs : 2, a_step = direct ? 2 : 2 * MR;
+    if (rows == MR && cols == NR)
+      micro(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta);
+    else if (rows == MR && cols % 16 == 0)  // whole vectors: straight into C
+      with_vectors(cols, [&](auto vc) {
+        micro<decltype(vc)::value>(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta);
+      });
+    else
+      micro_edge(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta, rows, cols);
+  }
+
+  // Column panels outer (a panel of B stays in L1 over the block's rows), each next
+  // tile's C lines prefetched. A shallow product (kcp <= 16 pairs: the backward's g @ W3,
+  // k = 10) is bound by writing C instead: rows outer, so C is written a row strip at a
+  // time, whole rows in order (panels outer walked it 64 columns wide down rows 4 KiB
+  // apart); every B panel then sits in L1 anyway.
   template <class ABlock>
   static void macro(int64_t mc, int64_t nc, int64_t kcp, const ABlock& A, const uint32_t* bp, int64_t n_panels,
                     float* c, int64_t ldc, float alpha, float beta) {
+    if (kcp <= 16) {
+      for (int64_t i0 = 0; i0 < mc; i0 += MR)
+        for (int64_t jp = 0; jp < n_panels; ++jp) tile(i0, jp, mc, nc, kcp, A, bp, c, ldc, alpha, beta);
+      return;
+    }
     for (int64_t jp = 0; jp < n_panels; ++jp) {
-      const int64_t j0 = jp * NR;
-      const int cols = static_cast<int>(std::min<int64_t>(NR, nc - j0));
-      const uint32_t* bpanel = bp + jp * NR * kcp;
       for (int64_t i0 = 0; i0 < mc; i0 += MR) {
-        const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
-        float* ct = c + i0 * ldc + j0;
-        const bool direct = i0 < A.direct_rows;
-        const uint16_t* a = direct ? A.direct + i0 * A.rs
-                                   : reinterpret_cast<const uint16_t*>(A.packed + (i0 - A.direct_rows) * kcp);
-        const int64_t a_row = direct ? A.rs : 2, a_step = direct ? 2 : 2 * MR;
         if (i0 + MR < mc)  // the next tile's C lines, as gemm_driver.h's macro
           for (int i = 0; i < MR; ++i)
-            for (int j = 0; j < NR; j += 16) __builtin_prefetch(ct + (MR + i) * ldc + j, 1, 3);
-        if (rows == MR && cols == NR)
-          micro(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta);
-        else if (rows == MR && cols % 16 == 0)  // whole vectors: straight into C
-          with_vectors(cols, [&](auto vc) {
-            micro<decltype(vc)::value>(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta);
-          });
-        else
-          micro_edge(kcp, a, a_row, a_step, bpanel, ct, ldc, alpha, beta, rows, cols);
+            for (int j = 0; j < NR; j += 16) __builtin_prefetch(c + (i0 + MR + i) * ldc + jp * NR + j, 1, 3);
+        tile(i0, jp, mc, nc, kcp, A, bp, c, ldc, alpha, beta);
       }
     }
   }
