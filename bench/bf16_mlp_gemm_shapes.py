@@ -15,6 +15,7 @@ import argparse
 import time
 
 import numpy as np
+from bf16_gemm_probe import best_time  # same timing rule (run as a script: bench/ is on sys.path)
 
 # (name, stored A shape, stored B shape, trans_a, trans_b): the forward x @ W^T (W
 # row-major (out, in)), the backward's input gradients g @ W and weight gradients g^T @ x.
@@ -28,20 +29,6 @@ CASES = [
     ("bwd  g^T@h", (256, 1024), (256, 1024), True, False),
     ("bwd  g^T@h3", (256, 10), (256, 1024), True, False),
 ]
-
-
-def best_time(fn, clock, repeats, min_s=0.2):
-    fn()
-    t0 = clock()
-    fn()
-    calls = max(1, int(min_s / max(clock() - t0, 1e-7)) + 1)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = clock()
-        for _ in range(calls):
-            fn()
-        best = min(best, (clock() - t0) / calls)
-    return best
 
 
 def main():
