@@ -109,3 +109,23 @@ def test_nan_inf_through_transposed_packing(isa):
         got = run(path, np.ascontiguousarray(a.T), np.ascontiguousarray(b.T), trans_a=True, trans_b=True)
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_array_equal(got[~np.isnan(want)], want[~np.isnan(want)])
+
+
+@pytest.mark.parametrize("m,k,n", [(40, 70, 100), (37, 64, 10), (64, 33, 17), (9, 800, 70)])
+def test_float16_transposed_operands(isa, threads, m, k, n):
+    """float16 shares the loop nest (the float32 micro-kernel on widened panels) and so the
+    transposed packing: stored transposes give the plain layout's result bit for bit, and
+    that is the float64 product within K-term float32 accumulation."""
+    import dlkern
+
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((m, k)).astype(np.float16)
+    b = rng.standard_normal((k, n)).astype(np.float16)
+    plain = dlkern.ops.gemm(a, b, out_dtype=np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    bound = k * np.finfo(np.float32).eps * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    assert np.all(np.abs(plain - ref) <= bound)
+    for ta, tb in [(True, False), (False, True), (True, True)]:
+        sa = np.ascontiguousarray(a.T) if ta else a
+        sb = np.ascontiguousarray(b.T) if tb else b
+        np.testing.assert_array_equal(dlkern.ops.gemm(sa, sb, trans_a=ta, trans_b=tb, out_dtype=np.float32), plain)
