@@ -86,9 +86,16 @@ struct FallbackPolicy {
     step[idx] = Widen(odd);
     step[stride + idx] = Widen(even);
   }
-  static DLKERN_INLINE void put_rows(float* step, const uint16_t* even, const uint16_t* odd) {
-    WidenRow(odd, step, NR);
-    WidenRow(even, step + NR, NR);
+  static DLKERN_INLINE void put_zip(float* step, int n, const uint16_t* even, const uint16_t* odd) {
+    WidenRow(odd, step, n);
+    WidenRow(even, step + n, n);
+  }
+  static void put_cols(float* out, const uint16_t* col0, int64_t cs, int cols, int64_t pairs) {
+    for (int j = 0; j < NR; ++j) {
+      const uint16_t* col = col0 + j * cs;
+      for (int64_t q = 0; q < pairs; ++q)
+        put(out + q * 2 * NR, NR, j, j < cols ? col[2 * q] : uint16_t(0), j < cols ? col[2 * q + 1] : uint16_t(0));
+    }
   }
   static constexpr bool kDirectA = false;  // every row is converted
   template <class ABlock>
