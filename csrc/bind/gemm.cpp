@@ -2,6 +2,7 @@
 // (numpy.matmul semantics). Views, transposes and broadcast batch dimensions are passed
 // to the kernel as strides, so the inputs are never copied.
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -63,13 +64,13 @@ void convert_rows(const void* src, cpu::FloatFormat from, int64_t ld_src, void* 
 void lowp_gemm(const GemmCall& call, double alpha, double beta, const MatrixOperand& A, const MatrixOperand& B,
                void* c_data, int64_t ldc) {
   const int64_t m = call.m, n = call.n;
-  std::vector<float> scratch;
+  std::unique_ptr<float[]> scratch;  // (new float[]: no zero fill; beta == 0 makes C write-only)
   float* c32 = static_cast<float*>(c_data);
   int64_t ld32 = ldc;
   const bool narrow = call.c_dtype != DType::f32;
   if (narrow) {
-    scratch.resize(static_cast<size_t>(m * n));
-    c32 = scratch.data(), ld32 = n;
+    scratch.reset(new float[static_cast<size_t>(m * n)]);
+    c32 = scratch.get(), ld32 = n;
     if (beta != 0.0) convert_rows(c_data, format_of(call.c_dtype), ldc, c32, cpu::FloatFormat::f32, n, m, n);
   }
   lowp_product(call.dtype, make_args<float, uint16_t>(m, n, call.k, alpha, A, B, beta, c32, ld32));
