@@ -30,17 +30,14 @@ def best_time(fn, clock, repeats, min_s=0.2):
     return best
 
 
-def main():
-    ap = argparse.ArgumentParser()
+def setup(ap):
+    """The probes' common command line (--cpu-clock, --repeats, --no-torch) parsed, one
+    thread pinned for dlkern and torch: -> (args, clock, torch or None)."""
     ap.add_argument("--cpu-clock", action="store_true")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--path", default="best")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args()
-    clock = time.thread_time if args.cpu_clock else time.perf_counter
-
     import dlkern
-    from dlkern import _C
 
     dlkern.set_num_threads(1)
     torch = None
@@ -48,6 +45,16 @@ def main():
         import torch
 
         torch.set_num_threads(1)
+    return args, time.thread_time if args.cpu_clock else time.perf_counter, torch
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--path", default="best")
+    args, clock, torch = setup(ap)
+
+    import dlkern
+    from dlkern import _C
     print(f"isa={dlkern.get_isa()} dpbf16={_C._bf16_has_dpbf16()} path={args.path} "
           f"clock={'thread cpu' if args.cpu_clock else 'wall'}")
     print(f"{'m x k x n':>18} {'bf16':>8} {'f32':>8} {'torch':>8} {'/f32':>6} {'/torch':>6}  (GFLOP/s)")

@@ -12,10 +12,9 @@ thread's CPU time (on a loaded host the wall clock mostly measures the load).
 """
 
 import argparse
-import time
 
 import numpy as np
-from bf16_gemm_probe import best_time  # same timing rule (run as a script: bench/ is on sys.path)
+from bf16_gemm_probe import best_time, setup  # same timing rule (run as a script: bench/ is on sys.path)
 
 # (name, stored A shape, stored B shape, trans_a, trans_b): the forward x @ W^T (W
 # row-major (out, in)), the backward's input gradients g @ W and weight gradients g^T @ x.
@@ -32,24 +31,12 @@ CASES = [
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cpu-clock", action="store_true")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--no-torch", action="store_true")
-    args = ap.parse_args()
-    clock = time.thread_time if args.cpu_clock else time.perf_counter
-
+    args, clock, torch = setup(argparse.ArgumentParser())
     import ml_dtypes
 
     import dlkern
     from dlkern import _C
 
-    dlkern.set_num_threads(1)
-    torch = None
-    if not args.no_torch:
-        import torch
-
-        torch.set_num_threads(1)
     print(f"isa={dlkern.get_isa()} clock={'thread cpu' if args.cpu_clock else 'wall'}  (GFLOP/s; ms in the totals)")
     print(f"{'shape':>12} {'m x k x n':>15} {'ops':>7} {'kernel':>7} {'f32':>7} {'torch':>7} {'ops/torch':>9}")
     rng = np.random.default_rng(0)
