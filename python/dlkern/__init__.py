@@ -14,7 +14,7 @@ from . import ops
 from . import device as _device_module
 from .device import device, cpu
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled, Function
-from .dtypes import float32, float64, float16, bfloat16, half, int32, int64, long, bool_, is_floating
+from .dtypes import float32, float64, float16, bfloat16, half, int32, int64, long, bool_
 from .generator import manual_seed
 from .tensor import Tensor
 from .creation import (tensor, from_numpy, zeros, ones, empty, full, arange, zeros_like, ones_like, empty_like,
