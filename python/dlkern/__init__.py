@@ -35,6 +35,7 @@ from . import utils
 from . import cuda
 # ---- mixed precision (issue 16)
 from . import amp
+from . import distributed
 from .amp import autocast
 # ---- end mixed precision
 from .devices.cuda import cuda_module as _cuda_module
