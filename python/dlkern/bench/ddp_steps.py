@@ -1,0 +1,147 @@
+"""Training steps the scaling part of ``bench ddp`` times (see ddp_worker): the CLI's
+MLP and LeNet-5 on one rank alone, and on every rank under DistributedDataParallel with
+its bucketed overlap and with the all-reduce after the backward.
+
+Every variant starts from the same weights (seed 0) and trains on its rank's own batch
+(seeded by the rank), the CLI's optimizer for the model. Before timing, one step of each
+multi-rank variant is checked: its gradients must equal the mean of the ranks' local
+gradients, and its updated weights must agree on every rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, List
+
+import numpy as np
+
+import dlkern
+import dlkern.distributed as dist
+from dlkern import nn, optim
+from dlkern.models import LeNet5, MLP
+
+SIDE = 28  # Fashion-MNIST's 28x28 images (train --dataset fashion), not the 8x8 digits
+
+
+@dataclasses.dataclass
+class Variant:
+    name: str
+    step: Callable[[], object]
+    solo: bool          # rank 0 runs it alone
+    model: object       # the module whose parameters the step updates
+    n_params: int
+    grad_bytes: int
+    x: object           # this rank's batch
+    y: object
+    describe: str = ""
+
+
+def build(name: str):
+    """The CLI's model and optimizer (train/cli.py, train/config.py DEFAULTS), seed 0."""
+    dlkern.manual_seed(0)
+    if name == "mlp":
+        model = MLP(SIDE * SIDE, (256, 256), 10)
+        return model, optim.Adam(model.parameters(), lr=1e-3), (SIDE * SIDE,)
+    if name == "lenet":
+        model = LeNet5(1, 10, input_size=SIDE)
+        return model, optim.SGD(model.parameters(), lr=0.05), (1, SIDE, SIDE)
+    raise SystemExit(f"bench ddp: unknown model {name!r}; choose mlp or lenet")
+
+
+def batch(shape, n: int, rank: int):
+    rng = np.random.default_rng(1 + rank)
+    x = rng.standard_normal((n,) + tuple(shape)).astype(np.float32)
+    return dlkern.from_numpy(x), dlkern.from_numpy(rng.integers(0, 10, n).astype(np.int64))
+
+
+def ddp_class():
+    """nn.parallel.DistributedDataParallel, or None in a dlkern without it."""
+    parallel = getattr(nn, "parallel", None)
+    return getattr(parallel, "DistributedDataParallel", None)
+
+
+def plain_step(model, opt, x, y, backward=None):
+    def step():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        (backward or (lambda l: l.backward()))(loss)
+        opt.step()
+        return loss
+    return step
+
+
+def average_after(params, ddp=None):
+    """The backward without DDP's hooks (``no_sync``), then one averaging all-reduce per
+    gradient, all in flight together: communication starts only once the backward ends."""
+    def backward(loss):
+        if ddp is not None:
+            with ddp.no_sync():
+                loss.backward()
+        else:
+            loss.backward()
+        works = [dist.all_reduce(p.grad, op=dist.ReduceOp.AVG, async_op=True) for p in params if p.grad is not None]
+        for work in works:
+            work.wait()
+    return backward
+
+
+def build_variants(name: str, per_rank: int, comm) -> List[Variant]:
+    rank = comm.Get_rank()
+    variants = []
+    DDP = ddp_class()
+    for kind in ("single", "ddp", "after_backward"):
+        if kind == "ddp" and DDP is None:
+            continue
+        model, opt, shape = build(name)
+        x, y = batch(shape, per_rank, rank)
+        params = list(model.parameters())
+        n_params = sum(int(p.numel()) for p in params)
+        if kind == "single":
+            v = Variant("single", plain_step(model, opt, x, y), True, model, n_params, 4 * n_params, x, y)
+        elif kind == "ddp":
+            wrapped = DDP(model, bucket_cap_mb=25)
+            v = Variant("ddp", plain_step(wrapped, opt, x, y), False, model, n_params, 4 * n_params, x, y,
+                        "DistributedDataParallel(bucket_cap_mb=25), buckets launched from gradient hooks")
+        else:
+            wrapped = DDP(model, bucket_cap_mb=25) if DDP is not None else None
+            v = Variant("after_backward", plain_step(wrapped or model, opt, x, y, average_after(params, wrapped)),
+                        False, model, n_params, 4 * n_params, x, y,
+                        ("DDP's no_sync() for the backward" if wrapped is not None else "a plain backward")
+                        + ", then one async averaging all_reduce per gradient, waited together, then the step")
+        variants.append(v)
+    return variants
+
+
+def validate(variants: List[Variant], comm) -> Dict[str, float]:
+    """One step of each multi-rank variant against the mean of the local gradients
+    (computed on the solo variant's model, which has the same initial weights)."""
+    from mpi4py import MPI
+    single = variants[0]
+    model = single.model
+    model.zero_grad()
+    nn.functional.cross_entropy(model(single.x), single.y).backward()
+    mean = []
+    for p in model.parameters():
+        g = np.ascontiguousarray(p.grad.numpy(), dtype=np.float64)
+        comm.Allreduce(MPI.IN_PLACE, g, op=MPI.SUM)
+        mean.append(g / comm.Get_size())
+    model.zero_grad()
+    checks = {}
+    for v in variants[1:]:
+        v.step()
+        worst_grad = max(float(np.abs(p.grad.numpy() - m).max()) / max(float(np.abs(m).max()), 1e-12)
+                         for p, m in zip(v.model.parameters(), mean))
+        worst_rank = 0.0
+        for p in v.model.parameters():
+            w = np.ascontiguousarray(p.detach().numpy(), dtype=np.float64)
+            lo, hi = w.copy(), w.copy()
+            comm.Allreduce(MPI.IN_PLACE, lo, op=MPI.MIN)
+            comm.Allreduce(MPI.IN_PLACE, hi, op=MPI.MAX)
+            worst_rank = max(worst_rank, float((hi - lo).max(initial=0.0)))
+        worst_grad = comm.allreduce(worst_grad, op=MPI.MAX)
+        if not (worst_grad < 1e-4 and worst_rank == 0.0):
+            raise SystemExit(f"bench ddp: {v.name}: gradients differ from the ranks' mean by {worst_grad:.2e} "
+                             f"(relative) or weights differ across ranks by {worst_rank:.2e} after one step")
+        checks[v.name] = worst_grad
+    return checks
+
