@@ -38,6 +38,7 @@ from dlkern.bench import scaling_model as sm
 DESCRIPTION = "MPI all-reduce vs raw mpi4py, alpha-beta fit, DDP scaling (measured on 2 ranks, modelled to 256)"
 doc = __doc__
 MiB = 2**20
+VARIANTS = ("single", "ddp", "after_backward")
 RESNET50_PARAMS = 25_557_032  # torchvision's resnet50 (weights and biases; BN running stats are not gradients)
 
 
@@ -235,6 +236,7 @@ def model_section(args, gpt: Dict, fits) -> List[str]:
            for r in rows]
     comm = [[r["model"], f"{r['gbit']:g}"] + [ms(c[2]) for c in r["cells"].values()] for r in rows]
     here = fits["dlkern"]
+    resnet_buckets = len(sm.bucket_sizes(4 * RESNET50_PARAMS, 25 * MiB))
     return ["## Model: ring all-reduce and DDP efficiency on 8-256 ranks", "",
             f"- **ring all-reduce**: t_ring(p, n) = 2(p-1) alpha + 2(p-1)/p x n x beta_net per bucket; DDP's "
             "25 MiB buckets each pay their own 2(p-1) alpha",
@@ -247,13 +249,14 @@ def model_section(args, gpt: Dict, fits) -> List[str]:
             f"{gpt['cfg']['d_model']}, {gpt['cfg']['n_head']} heads, block {gpt['cfg']['block_size']}, vocab 65 "
             f"Shakespeare characters): {gpt['params']:,} parameters = {4 * gpt['params'] / MiB:.2f} MiB of float32 "
             f"gradients; one AdamW step of batch {gpt['batch']} x {gpt['cfg']['block_size']} measured here at 1 "
-            f"thread: {gpt['step_s'] * 1e3:.0f} ms (spread {100 * gpt['spread']:.0f}%), {gpt['per_sample_s'] * 1e3:.1f} "
-            f"ms per sample; batch per rank {gpt['batch_model']} -> {gpt_step * 1e3:.0f} ms of compute per step. The "
+            f"thread: {gpt['step_s'] * 1e3:.0f} ms (spread {100 * gpt['spread']:.0f}%), "
+            f"{gpt['per_sample_s'] * 1e3:.1f} ms per sample; batch per rank {gpt['batch_model']} -> "
+            f"{gpt_step * 1e3:.0f} ms of compute per step. The "
             f"socket row divides it by {args.socket_cores} (ideal thread scaling: an upper bound on the compute "
             "speed, so a lower bound on efficiency)",
             f"- **ResNet-50-sized model**: {RESNET50_PARAMS:,} parameters (torchvision's ResNet-50; not built "
-            f"here) = {4 * RESNET50_PARAMS / MiB:.1f} MiB of gradients in {len(sm.bucket_sizes(4 * RESNET50_PARAMS, 25 * MiB))} "
-            f"buckets; compute stated: {args.resnet_ms_per_sample:g} ms per 224x224 sample (~3 x 4.1 GMAC x 2 "
+            f"here) = {4 * RESNET50_PARAMS / MiB:.1f} MiB of gradients in {resnet_buckets} buckets"
+            f"; compute stated: {args.resnet_ms_per_sample:g} ms per 224x224 sample (~3 x 4.1 GMAC x 2 "
             f"FLOP = ~24.6 GFLOP at an assumed 1 TFLOP/s fp32 per socket), batch {args.resnet_batch} per rank -> "
             f"{args.resnet_ms_per_sample * args.resnet_batch:.0f} ms per step",
             "- **efficiency** = t_compute / (t_compute + exposed communication). Without overlap all the "
@@ -277,7 +280,7 @@ def scaling_section(scaling: Dict, p: int) -> List[str]:
         table.append([name, f"{r['params']:,}", str(b), ms(single), ms(ddp) if "ddp" in r else "-", ms(after),
                       f"{b / single:.0f}", f"{p * b / ddp:.0f}", f"{100 * eff:.0f}%",
                       "yes" if eff >= 0.85 else "**no**", f"{after / ddp:.2f}x" if "ddp" in r else "-",
-                      " / ".join(f"{100 * r[v]['spread']:.0f}%" for v in ("single", "ddp", "after_backward") if v in r)])
+                      " / ".join(f"{100 * r[v]['spread']:.0f}%" for v in VARIANTS if v in r)])
     first = next(iter(scaling["models"].values()), {})
     return ["## Measured scaling: 2 ranks x 1 thread vs 1 rank x 1 thread", "",
             f"Per-rank batch {scaling['batch_per_rank']} of 28x28 inputs (the CLI's MLP 784-256-256-10 with Adam "

@@ -20,6 +20,8 @@ import dlkern.distributed as dist
 from dlkern import nn, optim
 from dlkern.models import LeNet5, MLP
 
+from .common import BenchValidationError
+
 SIDE = 28  # Fashion-MNIST's 28x28 images (train --dataset fashion), not the 8x8 digits
 
 
@@ -140,8 +142,9 @@ def validate(variants: List[Variant], comm) -> Dict[str, float]:
             worst_rank = max(worst_rank, float((hi - lo).max(initial=0.0)))
         worst_grad = comm.allreduce(worst_grad, op=MPI.MAX)
         if not (worst_grad < 1e-4 and worst_rank == 0.0):
-            raise SystemExit(f"bench ddp: {v.name}: gradients differ from the ranks' mean by {worst_grad:.2e} "
-                             f"(relative) or weights differ across ranks by {worst_rank:.2e} after one step")
+            raise BenchValidationError(f"bench ddp: {v.name}: gradients differ from the ranks' mean by "
+                                       f"{worst_grad:.2e} (relative) or weights differ across ranks by {worst_rank:.2e} "
+                                       "after one step")
         checks[v.name] = worst_grad
     return checks
 

@@ -30,6 +30,8 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
+from .common import BenchValidationError
+
 MB = 2**20
 # An idle rank polls its barrier this rarely: it must leave its core to the busy rank.
 IDLE_POLL_S = 0.002
@@ -126,7 +128,7 @@ def validate_allreduce(comm, buf: np.ndarray, contenders) -> None:
             expected = size * pattern(buf.size, 0) + np.float32(3 * sum(range(size)))
         if not np.array_equal(buf, expected):
             bad = int(np.flatnonzero(buf != expected)[0])
-            raise SystemExit(f"bench ddp: {name} all-reduce of {buf.nbytes} bytes is wrong on rank "
+            raise BenchValidationError(f"bench ddp: {name} all-reduce of {buf.nbytes} bytes is wrong on rank "
                              f"{comm.Get_rank()} at element {bad}: {buf[bad]} != {expected[bad]}")
 
 
