@@ -92,6 +92,9 @@ def test_bucket_sizes():
     assert sm.bucket_sizes(60, 25) == [25, 25, 10]
     assert sm.bucket_sizes(3, 25) == [3]
     assert sm.bucket_sizes(0, 25) == []
+    # DDP's small first bucket: 1 + 3 x 25 + 24 MiB.
+    assert sm.bucket_sizes(100 * MiB, 25 * MiB, MiB) == [MiB] + [25 * MiB] * 3 + [24 * MiB]
+    assert sm.bucket_sizes(0.5 * MiB, 25 * MiB, MiB) == [0.5 * MiB]
 
 
 def test_network_beta():
@@ -101,20 +104,26 @@ def test_network_beta():
 
 def test_predict_ddp_by_hand():
     # 3 buckets (25, 25, 10 bytes), p = 2, alpha 1, beta 1: each 2 + n.
-    pred = sm.predict_ddp(2, 60, compute_s=90.0, alpha_s=1.0, beta_s_per_byte=1.0, bucket_bytes=25)
+    pred = sm.predict_ddp(2, 60, compute_s=90.0, alpha_s=1.0, beta_s_per_byte=1.0, bucket_bytes=25,
+                          first_bucket_bytes=None)
     assert pred.comm_s == pytest.approx(27 + 27 + 12) and pred.last_bucket_s == pytest.approx(12)
     assert pred.backward_s == pytest.approx(60.0)
     assert pred.efficiency_no_overlap == pytest.approx(90 / (90 + 66))
     assert pred.exposed_overlap_s == pytest.approx(12)  # 66 - 60 = 6 < the last bucket's 12
     assert pred.efficiency_overlap == pytest.approx(90 / 102)
-    slow = sm.predict_ddp(2, 60, compute_s=30.0, alpha_s=1.0, beta_s_per_byte=1.0, bucket_bytes=25)
+    slow = sm.predict_ddp(2, 60, compute_s=30.0, alpha_s=1.0, beta_s_per_byte=1.0, bucket_bytes=25,
+                          first_bucket_bytes=None)
     assert slow.exposed_overlap_s == pytest.approx(66 - 20)  # the excess over the backward
 
 
 def test_one_bucket_gains_nothing_from_overlap():
-    pred = sm.predict_ddp(64, 3 * MiB, 0.1, 10e-6, sm.network_beta(10))
+    pred = sm.predict_ddp(64, 0.5 * MiB, 0.1, 10e-6, sm.network_beta(10))
     assert pred.efficiency_overlap == pytest.approx(pred.efficiency_no_overlap)
     assert 0 < pred.efficiency_no_overlap < 1
+    # 3 MiB: the 1 MiB first bucket hides behind the backward, the 2 MiB rest does not.
+    two = sm.predict_ddp(64, 3 * MiB, 0.1, 10e-6, sm.network_beta(10))
+    rest = sm.ring_allreduce_seconds(64, 2 * MiB, 10e-6, sm.network_beta(10))
+    assert two.exposed_overlap_s == pytest.approx(rest) and two.efficiency_overlap > two.efficiency_no_overlap
 
 
 def test_efficiency_table_shape_and_monotony():

@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-points", type=int, default=16, help="sizes from 4 B up for the alpha-beta fit")
     parser.add_argument("--models", default="mlp,lenet", help="models of the measured scaling: mlp, lenet")
     parser.add_argument("--batch", type=int, default=64, help="per-rank batch of the measured scaling (CLI default 64)")
+    parser.add_argument("--bucket-cap-mb", type=float, default=25.0,
+                        help="DDP's bucket_cap_mb in the measured scaling (default 25, PyTorch's)")
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--min-sample-ms", type=float, default=20.0)
     parser.add_argument("--alpha-us", type=float, default=10.0,
@@ -102,7 +104,8 @@ def worker_command(args, out: str) -> List[str]:
         cmd.append("--oversubscribe")
     cmd += [sys.executable, "-m", "dlkern.bench.ddp_worker", "--out", out,
             "--sizes-mb", args.sizes_mb, "--latency-points", str(args.latency_points), "--models", args.models,
-            "--batch", str(args.batch), "--repeats", str(args.repeats), "--min-sample-ms", str(args.min_sample_ms)]
+            "--batch", str(args.batch), "--bucket-cap-mb", str(args.bucket_cap_mb), "--repeats", str(args.repeats),
+            "--min-sample-ms", str(args.min_sample_ms)]
     return cmd
 
 
@@ -236,10 +239,12 @@ def model_section(args, gpt: Dict, fits) -> List[str]:
            for r in rows]
     comm = [[r["model"], f"{r['gbit']:g}"] + [ms(c[2]) for c in r["cells"].values()] for r in rows]
     here = fits["dlkern"]
-    resnet_buckets = len(sm.bucket_sizes(4 * RESNET50_PARAMS, 25 * MiB))
+    def buckets(n_bytes):
+        return " + ".join(f"{b / MiB:.2f}".rstrip("0").rstrip(".")
+                          for b in sm.bucket_sizes(n_bytes, sm.BUCKET_BYTES, sm.FIRST_BUCKET_BYTES)) + " MiB"
     return ["## Model: ring all-reduce and DDP efficiency on 8-256 ranks", "",
-            f"- **ring all-reduce**: t_ring(p, n) = 2(p-1) alpha + 2(p-1)/p x n x beta_net per bucket; DDP's "
-            "25 MiB buckets each pay their own 2(p-1) alpha",
+            "- **ring all-reduce**: t_ring(p, n) = 2(p-1) alpha + 2(p-1)/p x n x beta_net per bucket; DDP's "
+            "buckets (the first 1 MiB, then 25 MiB: bucket_cap_mb=25) each pay their own 2(p-1) alpha",
             f"- **alpha = {args.alpha_us:g} us** per message (stated, not measured: MPI over TCP on Ethernet "
             "costs ~10-20 us per hop in the kernel's network stack and the NIC; RDMA/InfiniBand 1-3 us). The "
             f"shared-memory fit here gives {here.alpha_s * 1e6:.1f} us per 2-rank call, which says nothing about a "
@@ -248,21 +253,21 @@ def model_section(args, gpt: Dict, fits) -> List[str]:
             f"- **GPT**: the CLI's default (`train --model gpt`: {gpt['cfg']['n_layer']} layers, d_model "
             f"{gpt['cfg']['d_model']}, {gpt['cfg']['n_head']} heads, block {gpt['cfg']['block_size']}, vocab 65 "
             f"Shakespeare characters): {gpt['params']:,} parameters = {4 * gpt['params'] / MiB:.2f} MiB of float32 "
-            f"gradients; one AdamW step of batch {gpt['batch']} x {gpt['cfg']['block_size']} measured here at 1 "
+            f"gradients ({buckets(4 * gpt['params'])}); one AdamW step of batch {gpt['batch']} x {gpt['cfg']['block_size']} measured here at 1 "
             f"thread: {gpt['step_s'] * 1e3:.0f} ms (spread {100 * gpt['spread']:.0f}%), "
             f"{gpt['per_sample_s'] * 1e3:.1f} ms per sample; batch per rank {gpt['batch_model']} -> "
             f"{gpt_step * 1e3:.0f} ms of compute per step. The "
             f"socket row divides it by {args.socket_cores} (ideal thread scaling: an upper bound on the compute "
             "speed, so a lower bound on efficiency)",
             f"- **ResNet-50-sized model**: {RESNET50_PARAMS:,} parameters (torchvision's ResNet-50; not built "
-            f"here) = {4 * RESNET50_PARAMS / MiB:.1f} MiB of gradients in {resnet_buckets} buckets"
-            f"; compute stated: {args.resnet_ms_per_sample:g} ms per 224x224 sample (~3 x 4.1 GMAC x 2 "
+            f"here) = {4 * RESNET50_PARAMS / MiB:.1f} MiB of gradients "
+            f"({buckets(4 * RESNET50_PARAMS)}); compute stated: {args.resnet_ms_per_sample:g} ms per 224x224 sample (~3 x 4.1 GMAC x 2 "
             f"FLOP = ~24.6 GFLOP at an assumed 1 TFLOP/s fp32 per socket), batch {args.resnet_batch} per rank -> "
             f"{args.resnet_ms_per_sample * args.resnet_batch:.0f} ms per step",
             "- **efficiency** = t_compute / (t_compute + exposed communication). Without overlap all the "
             "all-reduce time is exposed; with overlap the buckets run during the backward (~2/3 of the step), so "
             "only the excess over it is exposed, and never less than the last bucket (it starts when the "
-            "backward ends). A 1-bucket model (the GPT) gains nothing from overlap", "",
+            "backward ends), so the GPT, whose last bucket is 2/3 of its gradient, gains little from overlap", "",
             "### Predicted DDP efficiency (without overlap / with overlap)", ""] + \
         common.markdown_table(["model", "Gb/s"] + [f"{p} ranks" for p in ranks], eff) + \
         ["", "### Predicted all-reduce time of one step's gradients (ms, all buckets)", ""] + \
@@ -281,15 +286,16 @@ def scaling_section(scaling: Dict, p: int) -> List[str]:
                       f"{b / single:.0f}", f"{p * b / ddp:.0f}", f"{100 * eff:.0f}%",
                       "yes" if eff >= 0.85 else "**no**", f"{after / ddp:.2f}x" if "ddp" in r else "-",
                       " / ".join(f"{100 * r[v]['spread']:.0f}%" for v in VARIANTS if v in r)])
-    first = next(iter(scaling["models"].values()), {})
+    methods = [f"- **{name}** {v}: {m}" for name, r in scaling["models"].items() for v, m in r["methods"].items()
+               if m]
     return ["## Measured scaling: 2 ranks x 1 thread vs 1 rank x 1 thread", "",
             f"Per-rank batch {scaling['batch_per_rank']} of 28x28 inputs (the CLI's MLP 784-256-256-10 with Adam "
             "lr 1e-3 and LeNet-5 with SGD lr 0.05), float32, one step = zero_grad, forward, cross-entropy, backward "
             f"(+ all-reduce), step. `single`: rank 0 alone, a plain model, while the other rank sleeps; `ddp`: all "
-            f"{p} ranks under DistributedDataParallel; `after backward`: {first.get('no_overlap_method', '-')}. "
+            f"{p} ranks under DistributedDataParallel; `after backward`: the same without overlap (below). "
             f"Efficiency = samples/s of {p} ranks / ({p} x samples/s of one) = single ms / ddp ms (target >= 85%); "
             "overlap gain = after-backward ms / ddp ms. Each multi-rank step was first checked: its gradients "
-            "equal the mean of the ranks' local ones, its new weights agree on every rank.", ""] + \
+            "equal the mean of the ranks' local ones, its new weights agree on every rank.", ""] + methods + [""] + \
         common.markdown_table(["model", "params", "batch/rank", "single ms", "ddp ms", "after backward ms",
                                "1 rank samples/s", f"{p} ranks samples/s", "efficiency", ">= 85%", "overlap gain",
                                "spread"], table) + [""]

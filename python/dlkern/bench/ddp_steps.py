@@ -87,7 +87,20 @@ def average_after(params, ddp=None):
     return backward
 
 
-def build_variants(name: str, per_rank: int, comm) -> List[Variant]:
+def no_overlap_ddp(DDP, model, cap_mb):
+    """DDP with its private ``_overlap=False`` switch (same buckets, all reduced after the
+    backward), or None in a DDP without it."""
+    try:
+        return DDP(model, bucket_cap_mb=cap_mb, _overlap=False)
+    except TypeError:
+        return None
+
+
+def n_buckets(wrapped) -> int:
+    return len(getattr(wrapped, "_buckets", ())) or -1  # -1: this DDP does not say
+
+
+def build_variants(name: str, per_rank: int, comm, cap_mb: float = 25) -> List[Variant]:
     rank = comm.Get_rank()
     variants = []
     DDP = ddp_class()
@@ -98,18 +111,26 @@ def build_variants(name: str, per_rank: int, comm) -> List[Variant]:
         x, y = batch(shape, per_rank, rank)
         params = list(model.parameters())
         n_params = sum(int(p.numel()) for p in params)
+        common = (model, n_params, 4 * n_params, x, y)
         if kind == "single":
-            v = Variant("single", plain_step(model, opt, x, y), True, model, n_params, 4 * n_params, x, y)
+            v = Variant("single", plain_step(model, opt, x, y), True, *common)
         elif kind == "ddp":
-            wrapped = DDP(model, bucket_cap_mb=25)
-            v = Variant("ddp", plain_step(wrapped, opt, x, y), False, model, n_params, 4 * n_params, x, y,
-                        "DistributedDataParallel(bucket_cap_mb=25), buckets launched from gradient hooks")
+            wrapped = DDP(model, bucket_cap_mb=cap_mb)
+            v = Variant("ddp", plain_step(wrapped, opt, x, y), False, *common,
+                        f"DistributedDataParallel(bucket_cap_mb={cap_mb:g}): {n_buckets(wrapped)} bucket(s) "
+                        "launched from the gradient hooks")
         else:
-            wrapped = DDP(model, bucket_cap_mb=25) if DDP is not None else None
-            v = Variant("after_backward", plain_step(wrapped or model, opt, x, y, average_after(params, wrapped)),
-                        False, model, n_params, 4 * n_params, x, y,
-                        ("DDP's no_sync() for the backward" if wrapped is not None else "a plain backward")
-                        + ", then one async averaging all_reduce per gradient, waited together, then the step")
+            wrapped = no_overlap_ddp(DDP, model, cap_mb) if DDP is not None else None
+            if wrapped is not None:
+                v = Variant("after_backward", plain_step(wrapped, opt, x, y), False, *common,
+                            f"DDP's private `_overlap=False`: the same {n_buckets(wrapped)} bucket(s), all "
+                            "all-reduced after the backward")
+            else:
+                wrapped = DDP(model, bucket_cap_mb=cap_mb) if DDP is not None else None
+                v = Variant("after_backward", plain_step(wrapped or model, opt, x, y, average_after(params, wrapped)),
+                            False, *common, ("DDP's no_sync() for the backward" if wrapped is not None else
+                                             "a plain backward") + ", then one async averaging all_reduce per "
+                            "gradient, waited together, then the step")
         variants.append(v)
     return variants
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 GBIT = 1e9 / 8  # bytes per second in one Gb/s
+BUCKET_BYTES = 25 * 2**20       # DDP's bucket_cap_mb=25
+FIRST_BUCKET_BYTES = 2**20      # DDP's (and PyTorch's) smaller first bucket
 
 
 @dataclasses.dataclass
@@ -84,13 +86,18 @@ def ring_allreduce_seconds(p: int, n_bytes: float, alpha_s: float, beta_s_per_by
     return 2 * (p - 1) * alpha_s + 2 * (p - 1) / p * n_bytes * beta_s_per_byte
 
 
-def bucket_sizes(n_bytes: float, bucket_bytes: float) -> List[float]:
-    """The gradient split into DDP buckets of at most ``bucket_bytes`` (the last one smaller)."""
+def bucket_sizes(n_bytes: float, bucket_bytes: float, first_bytes: Optional[float] = None) -> List[float]:
+    """The gradient split into DDP buckets: the first of ``first_bytes`` (DDP makes it
+    small, 1 MiB, so communication starts early; None: like the others), then
+    ``bucket_bytes`` each, the last one what remains. Real buckets end at parameter
+    boundaries; this is the byte-exact idealisation."""
     if n_bytes <= 0:
         return []
-    full = int(n_bytes // bucket_bytes)
-    rest = n_bytes - full * bucket_bytes
-    return [float(bucket_bytes)] * full + ([float(rest)] if rest > 0 else [])
+    first = min(float(first_bytes if first_bytes is not None else bucket_bytes), float(n_bytes))
+    rest = n_bytes - first
+    full = int(rest // bucket_bytes)
+    tail = rest - full * bucket_bytes
+    return [first] + [float(bucket_bytes)] * full + ([float(tail)] if tail > 0 else [])
 
 
 @dataclasses.dataclass
@@ -119,12 +126,13 @@ class DDPPrediction:
 
 
 def predict_ddp(p: int, grad_bytes: float, compute_s: float, alpha_s: float, beta_s_per_byte: float,
-                bucket_bytes: float = 25 * 2**20, backward_fraction: float = 2 / 3) -> DDPPrediction:
+                bucket_bytes: float = BUCKET_BYTES, backward_fraction: float = 2 / 3,
+                first_bucket_bytes: Optional[float] = FIRST_BUCKET_BYTES) -> DDPPrediction:
     """One data-parallel step on ``p`` ranks: ``compute_s`` of forward+backward+update per
     rank, then the gradient's ring all-reduce in buckets. DDP efficiency is
     ``compute / (compute + exposed communication)``; with overlap the buckets run during
     the backward (``backward_fraction`` of the step), without it after."""
-    buckets = bucket_sizes(grad_bytes, bucket_bytes)
+    buckets = bucket_sizes(grad_bytes, bucket_bytes, first_bucket_bytes)
     times = [ring_allreduce_seconds(p, b, alpha_s, beta_s_per_byte) for b in buckets]
     return DDPPrediction(sum(times), times[-1] if times else 0.0, compute_s, backward_fraction * compute_s)
 
@@ -135,7 +143,7 @@ def network_beta(gbit_per_s: float) -> float:
 
 
 def efficiency_table(models: Dict[str, Dict[str, float]], networks_gbit: Sequence[float], ranks: Sequence[int],
-                     alpha_s: float, bucket_bytes: float = 25 * 2**20) -> List[Dict[str, object]]:
+                     alpha_s: float, bucket_bytes: float = BUCKET_BYTES) -> List[Dict[str, object]]:
     """Rows (model, network) with, per rank count, (efficiency without, with overlap).
 
     ``models[name]`` has ``grad_bytes`` and ``compute_s`` (one step's compute per rank)."""
@@ -151,5 +159,5 @@ def efficiency_table(models: Dict[str, Dict[str, float]], networks_gbit: Sequenc
     return rows
 
 
-__all__ = ["AlphaBetaFit", "DDPPrediction", "GBIT", "bucket_sizes", "efficiency_table", "fit_alpha_beta",
+__all__ = ["BUCKET_BYTES", "FIRST_BUCKET_BYTES", "AlphaBetaFit", "DDPPrediction", "GBIT", "bucket_sizes", "efficiency_table", "fit_alpha_beta",
            "network_beta", "predict_ddp", "ring_allreduce_seconds"]
