@@ -38,7 +38,7 @@ from dlkern.bench import scaling_model as sm
 DESCRIPTION = "MPI all-reduce vs raw mpi4py, alpha-beta fit, DDP scaling (measured on 2 ranks, modelled to 256)"
 doc = __doc__
 MiB = 2**20
-VARIANTS = ("single", "ddp", "after_backward")
+VARIANTS = ("single", "no_comm", "ddp", "after_backward")
 RESNET50_PARAMS = 25_557_032  # torchvision's resnet50 (weights and biases; BN running stats are not gradients)
 
 
@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes-mb", default="1,4,16,64,100", help="all-reduce sizes in MiB")
     parser.add_argument("--latency-points", type=int, default=16, help="sizes from 4 B up for the alpha-beta fit")
     parser.add_argument("--models", default="mlp,lenet", help="models of the measured scaling: mlp, lenet")
-    parser.add_argument("--batch", type=int, default=64, help="per-rank batch of the measured scaling (CLI default 64)")
+    parser.add_argument("--batch", default="64,256",
+                        help="per-rank batches of the measured scaling, comma list (default 64,256; the CLI's is 64)")
     parser.add_argument("--bucket-cap-mb", type=float, default=25.0,
                         help="DDP's bucket_cap_mb in the measured scaling (default 25, PyTorch's)")
     parser.add_argument("--repeats", type=int, default=11)
@@ -277,34 +278,33 @@ def model_section(args, gpt: Dict, fits) -> List[str]:
 def scaling_section(scaling: Dict, p: int, fit: sm.AlphaBetaFit) -> List[str]:
     table = []
     cap = scaling["bucket_cap_mb"] * MiB
-    for name, r in scaling["models"].items():
-        single = r["single"]["median_s"]
-        ddp = r.get("ddp", r["after_backward"])["median_s"]
-        after = r["after_backward"]["median_s"]
-        b = scaling["batch_per_rank"]
-        eff = single / ddp
+    for r in scaling["runs"]:
+        b = r["batch"]
+        t = {v: r[v]["median_s"] for v in VARIANTS if v in r}
+        ddp = t.get("ddp", t["after_backward"])
+        eff = t["single"] / ddp
         # The alpha-beta fit of this host's all-reduce, bucket by bucket, after a backward.
-        comm = sum(fit.predict(b) for b in sm.bucket_sizes(r["grad_bytes"], cap, sm.FIRST_BUCKET_BYTES))
-        table.append([name, f"{r['params']:,}", str(b), ms(single), ms(ddp) if "ddp" in r else "-", ms(after),
-                      f"{b / single:.0f}", f"{p * b / ddp:.0f}", f"{100 * eff:.0f}%",
-                      f"{100 * single / (single + comm):.0f}%",
-                      "yes" if eff >= 0.85 else "**no**", f"{after / ddp:.2f}x" if "ddp" in r else "-",
-                      " / ".join(f"{100 * r[v]['spread']:.0f}%" for v in VARIANTS if v in r)])
-    methods = [f"- **{name}** {v}: {m}" for name, r in scaling["models"].items() for v, m in r["methods"].items()
-               if m]
-    return ["## Measured scaling: 2 ranks x 1 thread vs 1 rank x 1 thread", "",
-            f"Per-rank batch {scaling['batch_per_rank']} of 28x28 inputs (the CLI's MLP 784-256-256-10 with Adam "
-            "lr 1e-3 and LeNet-5 with SGD lr 0.05), float32, one step = zero_grad, forward, cross-entropy, backward "
-            f"(+ all-reduce), step. `single`: rank 0 alone, a plain model, while the other rank sleeps; `ddp`: all "
-            f"{p} ranks under DistributedDataParallel; `after backward`: the same without overlap (below). "
-            f"Efficiency = samples/s of {p} ranks / ({p} x samples/s of one) = single ms / ddp ms (target >= 85%); "
-            "overlap gain = after-backward ms / ddp ms; fit predicts = single / (single + the fitted all-reduce "
-            "time of the gradient's buckets), no overlap, no contention between the ranks. Each multi-rank step was first checked: its gradients "
-            "equal the mean of the ranks' local ones, its new weights agree on every rank.", ""] + methods + [""] + \
-        common.markdown_table(["model", "params", "batch/rank", "single ms", "ddp ms", "after backward ms",
-                               "1 rank samples/s", f"{p} ranks samples/s", "efficiency", "fit predicts",
-                               ">= 85%", "overlap gain",
-                               "spread"], table) + [""]
+        comm = sum(fit.predict(n) for n in sm.bucket_sizes(r["grad_bytes"], cap, sm.FIRST_BUCKET_BYTES))
+        table.append([r["model"], f"{r['params']:,}", str(b)] + [ms(t[v]) if v in t else "-" for v in VARIANTS] +
+                     [f"{b / t['single']:.0f}", f"{p * b / ddp:.0f}", f"{100 * eff:.0f}%",
+                      "yes" if eff >= 0.85 else "**no**", f"{100 * t['single'] / t['no_comm']:.0f}%",
+                      f"{100 * t['single'] / (t['single'] + comm):.0f}%",
+                      f"{t['after_backward'] / t['ddp']:.2f}x" if "ddp" in t else "-",
+                      " / ".join(f"{100 * r[v]['spread']:.0f}%" if v in r else "-" for v in VARIANTS)])
+    methods = sorted({f"- `{v}`: {m}" for r in scaling["runs"] for v, m in r["methods"].items() if m})
+    return [f"## Measured scaling: {p} ranks x 1 thread vs 1 rank x 1 thread", "",
+            "Per-rank batches of 28x28 inputs (the CLI's MLP 784-256-256-10 with Adam lr 1e-3 and LeNet-5 with "
+            "SGD lr 0.05), float32, one step = zero_grad, forward, cross-entropy, backward (+ all-reduce), step. "
+            "Each multi-rank step was first checked: its gradients equal the mean of the ranks' local ones and its "
+            "new weights agree on every rank.", "",
+            "- `single`: rank 0 alone, a plain model, while the other ranks sleep"] + methods + [
+            f"- **efficiency** = samples/s of {p} ranks / ({p} x samples/s of one) = single ms / ddp ms (target "
+            f">= 85%); **host alone** = single ms / no_comm ms: the ceiling this host's sharing sets, before any "
+            "communication; **fit predicts** = single / (single + the fitted all-reduce time of the gradient's "
+            "buckets): no overlap, no contention; **overlap gain** = after_backward ms / ddp ms", ""] + \
+        common.markdown_table(["model", "params", "batch/rank"] + [f"{v} ms" for v in VARIANTS] +
+                              ["1 rank samples/s", f"{p} ranks samples/s", "efficiency", ">= 85%", "host alone",
+                               "fit predicts", "overlap gain", "spread (" + " / ".join(VARIANTS) + ")"], table) + [""]
 
 
 def run(args) -> int:
@@ -314,7 +314,7 @@ def run(args) -> int:
         return 2
     if args.quick:
         args.sizes_mb, args.latency_points, args.repeats, args.min_sample_ms = "0.0625,0.25", 4, 2, 1.0
-        args.batch = min(args.batch, 8)
+        args.batch = "8"
     started = time.perf_counter()
     load_before = load()
     cfg = gpt_config()

@@ -113,7 +113,11 @@ def build_variants(name: str, per_rank: int, comm, cap_mb: float = 25) -> List[V
         n_params = sum(int(p.numel()) for p in params)
         common = (model, n_params, 4 * n_params, x, y)
         if kind == "single":
-            v = Variant("single", plain_step(model, opt, x, y), True, *common)
+            variants.append(Variant("single", plain_step(model, opt, x, y), True, *common))
+            # The same step on every rank at once, nothing exchanged: what sharing the host
+            # alone costs (memory bandwidth, caches, other processes), apart from DDP.
+            v = Variant("no_comm", variants[0].step, False, *common, "every rank runs `single`'s plain step "
+                        "at the same time, nothing exchanged: the host's own scaling")
         elif kind == "ddp":
             wrapped = DDP(model, bucket_cap_mb=cap_mb)
             v = Variant("ddp", plain_step(wrapped, opt, x, y), False, *common,
@@ -151,6 +155,8 @@ def validate(variants: List[Variant], comm) -> Dict[str, float]:
     model.zero_grad()
     checks = {}
     for v in variants[1:]:
+        if v.step is single.step:
+            continue
         v.step()
         worst_grad = max(float(np.abs(p.grad.numpy() - m).max()) / max(float(np.abs(m).max()), 1e-12)
                          for p, m in zip(v.model.parameters(), mean))

@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--sizes-mb", default="1,4,16,64,100", help="all-reduce sizes in MiB (float32 buffers)")
     p.add_argument("--latency-points", type=int, default=16, help="log-spaced sizes from 4 B to the largest")
     p.add_argument("--models", default="mlp,lenet")
-    p.add_argument("--batch", type=int, default=64, help="per-rank batch of the scaling part")
+    p.add_argument("--batch", default="64", help="per-rank batches of the scaling part (comma list)")
     p.add_argument("--bucket-cap-mb", type=float, default=25.0, help="DDP's bucket_cap_mb in the scaling part")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--min-sample-ms", type=float, default=20.0)
@@ -184,18 +184,19 @@ def part_latency(comm, timer: Timer, args) -> List[Dict]:
 
 def part_scaling(comm, timer: Timer, args) -> Dict:
     from . import ddp_steps
-    out = {"batch_per_rank": args.batch, "bucket_cap_mb": args.bucket_cap_mb, "models": {}}
+    out = {"bucket_cap_mb": args.bucket_cap_mb, "runs": []}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        variants = ddp_steps.build_variants(name, args.batch, comm, args.bucket_cap_mb)
-        checks = ddp_steps.validate(variants, comm)
-        contenders = [(v.name, v.step, v.solo) for v in variants]
-        samples = timer.interleaved(contenders, args.repeats)
-        out["models"][name] = {"checks": checks, "params": variants[0].n_params, "grad_bytes": variants[0].grad_bytes,
-                               "methods": {v.name: v.describe for v in variants},
-                               **{v: summary(s) for v, s in samples.items()}}
-        if timer.rank == 0:
-            med = {v: statistics.median(s) for v, s in samples.items()}
-            print(f"{name}: " + ", ".join(f"{v} {t * 1e3:.2f} ms/step" for v, t in med.items()), flush=True)
+        for per_rank in [int(b) for b in args.batch.split(",")]:
+            variants = ddp_steps.build_variants(name, per_rank, comm, args.bucket_cap_mb)
+            checks = ddp_steps.validate(variants, comm)
+            samples = timer.interleaved([(v.name, v.step, v.solo) for v in variants], args.repeats)
+            out["runs"].append({"model": name, "batch": per_rank, "checks": checks, "params": variants[0].n_params,
+                                "grad_bytes": variants[0].grad_bytes, "methods": {v.name: v.describe for v in variants},
+                                **{v: summary(s) for v, s in samples.items()}})
+            if timer.rank == 0:
+                med = {v: statistics.median(s) for v, s in samples.items()}
+                print(f"{name} batch {per_rank}: " + ", ".join(f"{v} {t * 1e3:.2f} ms/step" for v, t in med.items()),
+                      flush=True)
     return out
 
 
