@@ -223,56 +223,66 @@ def fit_section(rows: List[Dict], p: int):
     return lines + [""], fits
 
 
+def buckets_text(n_bytes: float) -> str:
+    """DDP's buckets of a gradient, in MiB: "1 + 2.12 MiB"."""
+    sizes = sm.bucket_sizes(n_bytes, sm.BUCKET_BYTES, sm.FIRST_BUCKET_BYTES)
+    return " + ".join(f"{b / MiB:.2f}".rstrip("0").rstrip(".") for b in sizes) + " MiB"
+
+
+def gpt_bullet(gpt: Dict, socket_cores: int) -> str:
+    cfg, step = gpt["cfg"], gpt["per_sample_s"] * gpt["batch_model"]
+    return (f"- **GPT**: the CLI's default (`train --model gpt`: {cfg['n_layer']} layers, d_model {cfg['d_model']}, "
+            f"{cfg['n_head']} heads, block {cfg['block_size']}, vocab 65 Shakespeare characters): {gpt['params']:,} "
+            f"parameters = {4 * gpt['params'] / MiB:.2f} MiB of float32 gradients ({buckets_text(4 * gpt['params'])}); "
+            f"one AdamW step of batch {gpt['batch']} x {cfg['block_size']} measured here at 1 thread: "
+            f"{gpt['step_s'] * 1e3:.0f} ms (spread {100 * gpt['spread']:.0f}%), {gpt['per_sample_s'] * 1e3:.1f} ms "
+            f"per sample; batch per rank {gpt['batch_model']} -> {step * 1e3:.0f} ms of compute per step. The socket "
+            f"row divides it by {socket_cores} (ideal thread scaling: an upper bound on the compute speed, so a lower "
+            "bound on efficiency)")
+
+
+def resnet_bullet(args) -> str:
+    return (f"- **ResNet-50-sized model**: {RESNET50_PARAMS:,} parameters (torchvision's ResNet-50; not built "
+            f"here) = {4 * RESNET50_PARAMS / MiB:.1f} MiB of gradients ({buckets_text(4 * RESNET50_PARAMS)}); "
+            f"compute stated: {args.resnet_ms_per_sample:g} ms per 224x224 sample (~3 x 4.1 GMAC x 2 FLOP = "
+            f"~24.6 GFLOP at an assumed 1 TFLOP/s fp32 per socket), batch {args.resnet_batch} per rank -> "
+            f"{args.resnet_ms_per_sample * args.resnet_batch:.0f} ms per step")
+
+
 def model_section(args, gpt: Dict, fits) -> List[str]:
-    alpha = args.alpha_us * 1e-6
     networks = [float(g) for g in args.networks.split(",")]
     ranks = [int(p) for p in args.scale_ranks.split(",")]
     gpt_step = gpt["per_sample_s"] * gpt["batch_model"]
     models = {
-        f"GPT, 1 core per rank (measured)": {"grad_bytes": 4 * gpt["params"], "compute_s": gpt_step},
+        "GPT, 1 core per rank (measured)": {"grad_bytes": 4 * gpt["params"], "compute_s": gpt_step},
         f"GPT, {args.socket_cores}-core socket per rank": {"grad_bytes": 4 * gpt["params"],
                                                            "compute_s": gpt_step / args.socket_cores},
         "ResNet-50-sized (stated)": {"grad_bytes": 4 * RESNET50_PARAMS,
                                      "compute_s": args.resnet_ms_per_sample * 1e-3 * args.resnet_batch},
     }
-    rows = sm.efficiency_table(models, networks, ranks, alpha)
+    rows = sm.efficiency_table(models, networks, ranks, args.alpha_us * 1e-6)
     eff = [[r["model"], f"{r['gbit']:g}"] + [f"{100 * c[0]:.0f}% / {100 * c[1]:.0f}%" for c in r["cells"].values()]
            for r in rows]
     comm = [[r["model"], f"{r['gbit']:g}"] + [ms(c[2]) for c in r["cells"].values()] for r in rows]
-    here = fits["dlkern"]
-    def buckets(n_bytes):
-        return " + ".join(f"{b / MiB:.2f}".rstrip("0").rstrip(".")
-                          for b in sm.bucket_sizes(n_bytes, sm.BUCKET_BYTES, sm.FIRST_BUCKET_BYTES)) + " MiB"
+    headers = ["model", "Gb/s"] + [f"{p} ranks" for p in ranks]
     return ["## Model: ring all-reduce and DDP efficiency on 8-256 ranks", "",
             "- **ring all-reduce**: t_ring(p, n) = 2(p-1) alpha + 2(p-1)/p x n x beta_net per bucket; DDP's "
             "buckets (the first 1 MiB, then 25 MiB: bucket_cap_mb=25) each pay their own 2(p-1) alpha",
             f"- **alpha = {args.alpha_us:g} us** per message (stated, not measured: MPI over TCP on Ethernet "
             "costs ~10-20 us per hop in the kernel's network stack and the NIC; RDMA/InfiniBand 1-3 us). The "
-            f"shared-memory fit here gives {here.alpha_s * 1e6:.1f} us per 2-rank call, which says nothing about a "
-            "network", "- **beta_net** = 1 / link speed (8 / (Gb/s x 1e9) s per byte); the link is the bottleneck "
-            "(one rank per node, full-duplex, no contention)",
-            f"- **GPT**: the CLI's default (`train --model gpt`: {gpt['cfg']['n_layer']} layers, d_model "
-            f"{gpt['cfg']['d_model']}, {gpt['cfg']['n_head']} heads, block {gpt['cfg']['block_size']}, vocab 65 "
-            f"Shakespeare characters): {gpt['params']:,} parameters = {4 * gpt['params'] / MiB:.2f} MiB of float32 "
-            f"gradients ({buckets(4 * gpt['params'])}); one AdamW step of batch {gpt['batch']} x {gpt['cfg']['block_size']} measured here at 1 "
-            f"thread: {gpt['step_s'] * 1e3:.0f} ms (spread {100 * gpt['spread']:.0f}%), "
-            f"{gpt['per_sample_s'] * 1e3:.1f} ms per sample; batch per rank {gpt['batch_model']} -> "
-            f"{gpt_step * 1e3:.0f} ms of compute per step. The "
-            f"socket row divides it by {args.socket_cores} (ideal thread scaling: an upper bound on the compute "
-            "speed, so a lower bound on efficiency)",
-            f"- **ResNet-50-sized model**: {RESNET50_PARAMS:,} parameters (torchvision's ResNet-50; not built "
-            f"here) = {4 * RESNET50_PARAMS / MiB:.1f} MiB of gradients "
-            f"({buckets(4 * RESNET50_PARAMS)}); compute stated: {args.resnet_ms_per_sample:g} ms per 224x224 sample (~3 x 4.1 GMAC x 2 "
-            f"FLOP = ~24.6 GFLOP at an assumed 1 TFLOP/s fp32 per socket), batch {args.resnet_batch} per rank -> "
-            f"{args.resnet_ms_per_sample * args.resnet_batch:.0f} ms per step",
+            f"shared-memory fit here gives {fits['dlkern'].alpha_s * 1e6:.1f} us per 2-rank call, which says nothing "
+            "about a network",
+            "- **beta_net** = 1 / link speed (8 / (Gb/s x 1e9) s per byte); the link is the bottleneck (one rank "
+            "per node, full-duplex, no contention)",
+            gpt_bullet(gpt, args.socket_cores), resnet_bullet(args),
             "- **efficiency** = t_compute / (t_compute + exposed communication). Without overlap all the "
             "all-reduce time is exposed; with overlap the buckets run during the backward (~2/3 of the step), so "
             "only the excess over it is exposed, and never less than the last bucket (it starts when the "
             "backward ends), so the GPT, whose last bucket is 2/3 of its gradient, gains little from overlap", "",
             "### Predicted DDP efficiency (without overlap / with overlap)", ""] + \
-        common.markdown_table(["model", "Gb/s"] + [f"{p} ranks" for p in ranks], eff) + \
+        common.markdown_table(headers, eff) + \
         ["", "### Predicted all-reduce time of one step's gradients (ms, all buckets)", ""] + \
-        common.markdown_table(["model", "Gb/s"] + [f"{p} ranks" for p in ranks], comm) + [""]
+        common.markdown_table(headers, comm) + [""]
 
 
 def scaling_section(scaling: Dict, p: int, fit: sm.AlphaBetaFit) -> List[str]:

@@ -16,9 +16,9 @@ from typing import Callable, Dict, List
 import numpy as np
 
 import dlkern
-import dlkern.distributed as dist
 from dlkern import nn, optim
 from dlkern.models import LeNet5, MLP
+from dlkern.nn.parallel import DistributedDataParallel
 
 from .common import BenchValidationError
 
@@ -56,61 +56,27 @@ def batch(shape, n: int, rank: int):
     return dlkern.from_numpy(x), dlkern.from_numpy(rng.integers(0, 10, n).astype(np.int64))
 
 
-def ddp_class():
-    """nn.parallel.DistributedDataParallel, or None in a dlkern without it."""
-    parallel = getattr(nn, "parallel", None)
-    return getattr(parallel, "DistributedDataParallel", None)
-
-
-def plain_step(model, opt, x, y, backward=None):
+def plain_step(model, opt, x, y):
     def step():
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y)
-        (backward or (lambda l: l.backward()))(loss)
+        loss.backward()
         opt.step()
         return loss
     return step
 
 
-def average_after(params, ddp=None):
-    """The backward without DDP's hooks (``no_sync``), then one averaging all-reduce per
-    gradient, all in flight together: communication starts only once the backward ends."""
-    def backward(loss):
-        if ddp is not None:
-            with ddp.no_sync():
-                loss.backward()
-        else:
-            loss.backward()
-        works = [dist.all_reduce(p.grad, op=dist.ReduceOp.AVG, async_op=True) for p in params if p.grad is not None]
-        for work in works:
-            work.wait()
-    return backward
-
-
-def no_overlap_ddp(DDP, model, cap_mb):
-    """DDP with its private ``_overlap=False`` switch (same buckets, all reduced after the
-    backward), or None in a DDP without it."""
-    try:
-        return DDP(model, bucket_cap_mb=cap_mb, _overlap=False)
-    except TypeError:
-        return None
-
-
 def n_buckets(wrapped) -> int:
-    return len(getattr(wrapped, "_buckets", ())) or -1  # -1: this DDP does not say
+    return len(wrapped._buckets)  # private, but the number explains the overlap measured
 
 
 def build_variants(name: str, per_rank: int, comm, cap_mb: float = 25) -> List[Variant]:
     rank = comm.Get_rank()
     variants = []
-    DDP = ddp_class()
     for kind in ("single", "ddp", "after_backward"):
-        if kind == "ddp" and DDP is None:
-            continue
         model, opt, shape = build(name)
         x, y = batch(shape, per_rank, rank)
-        params = list(model.parameters())
-        n_params = sum(int(p.numel()) for p in params)
+        n_params = sum(int(p.numel()) for p in model.parameters())
         common = (model, n_params, 4 * n_params, x, y)
         if kind == "single":
             variants.append(Variant("single", plain_step(model, opt, x, y), True, *common))
@@ -119,22 +85,16 @@ def build_variants(name: str, per_rank: int, comm, cap_mb: float = 25) -> List[V
             v = Variant("no_comm", variants[0].step, False, *common, "every rank runs `single`'s plain step "
                         "at the same time, nothing exchanged: the host's own scaling")
         elif kind == "ddp":
-            wrapped = DDP(model, bucket_cap_mb=cap_mb)
+            wrapped = DistributedDataParallel(model, bucket_cap_mb=cap_mb)
             v = Variant("ddp", plain_step(wrapped, opt, x, y), False, *common,
-                        f"DistributedDataParallel(bucket_cap_mb={cap_mb:g}): {n_buckets(wrapped)} bucket(s) "
-                        "launched from the gradient hooks")
+                        f"DistributedDataParallel(bucket_cap_mb={cap_mb:g}): {n_buckets(wrapped)} bucket(s), each "
+                        "all-reduced from the gradient hooks as soon as it is full, during the backward")
         else:
-            wrapped = no_overlap_ddp(DDP, model, cap_mb) if DDP is not None else None
-            if wrapped is not None:
-                v = Variant("after_backward", plain_step(wrapped, opt, x, y), False, *common,
-                            f"DDP's private `_overlap=False`: the same {n_buckets(wrapped)} bucket(s), all "
-                            "all-reduced after the backward")
-            else:
-                wrapped = DDP(model, bucket_cap_mb=cap_mb) if DDP is not None else None
-                v = Variant("after_backward", plain_step(wrapped or model, opt, x, y, average_after(params, wrapped)),
-                            False, *common, ("DDP's no_sync() for the backward" if wrapped is not None else
-                                             "a plain backward") + ", then one async averaging all_reduce per "
-                            "gradient, waited together, then the step")
+            # DDP's private switch: same buckets, same copies, every all-reduce after the backward.
+            wrapped = DistributedDataParallel(model, bucket_cap_mb=cap_mb, _overlap=False)
+            v = Variant("after_backward", plain_step(wrapped, opt, x, y), False, *common,
+                        f"DistributedDataParallel(..., _overlap=False): the same {n_buckets(wrapped)} bucket(s), "
+                        "all all-reduced after the backward")
         variants.append(v)
     return variants
 
@@ -170,7 +130,8 @@ def validate(variants: List[Variant], comm) -> Dict[str, float]:
         worst_grad = comm.allreduce(worst_grad, op=MPI.MAX)
         if not (worst_grad < 1e-4 and worst_rank == 0.0):
             raise BenchValidationError(f"bench ddp: {v.name}: gradients differ from the ranks' mean by "
-                                       f"{worst_grad:.2e} (relative) or weights differ across ranks by {worst_rank:.2e} "
+                                       f"{worst_grad:.2e} (relative) or weights differ across ranks by "
+                                       f"{worst_rank:.2e} "
                                        "after one step")
         checks[v.name] = worst_grad
     return checks
