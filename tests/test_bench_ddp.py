@@ -203,10 +203,11 @@ def test_quick_bench_ddp_under_mpi(tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     text = report.read_text()
+    assert "\0" not in text
     for snippet in ["## All-reduce: dlkern.distributed vs raw mpi4py", "| 0.0625 |", "| 0.25 |",
                     "dlkern/mpi4py throughput", "dlkern bus GB/s", "## Alpha-beta fit", "1/beta =",
                     "## Measured scaling", "fit predicts", "| mlp | 269,322 | 8 |", "| lenet | 61,706 | 8 |",
-                    "| 2 ranks samples/s |", "_overlap=False", "host alone",
+                    "| 2 ranks samples/s |", "_overlap=False", "host alone", "lock-step",
                     "## Model: ring all-reduce", "| 8 ranks |", "| 256 ranks |", "ResNet-50-sized", "25,557,032",
                     "GPT, 1 core per rank", "load", "mpirun -n 2", "## Machine", "python -m dlkern bench ddp"]:
         assert snippet in text, snippet

@@ -38,7 +38,7 @@ from dlkern.bench import scaling_model as sm
 DESCRIPTION = "MPI all-reduce vs raw mpi4py, alpha-beta fit, DDP scaling (measured on 2 ranks, modelled to 256)"
 doc = __doc__
 MiB = 2**20
-VARIANTS = ("single", "no_comm", "ddp", "after_backward")
+VARIANTS = ("single", "no_comm", "lockstep", "ddp", "after_backward")
 RESNET50_PARAMS = 25_557_032  # torchvision's resnet50 (weights and biases; BN running stats are not gradients)
 
 
@@ -298,6 +298,7 @@ def scaling_section(scaling: Dict, p: int, fit: sm.AlphaBetaFit) -> List[str]:
         table.append([r["model"], f"{r['params']:,}", str(b)] + [ms(t[v]) if v in t else "-" for v in VARIANTS] +
                      [f"{b / t['single']:.0f}", f"{p * b / ddp:.0f}", f"{100 * eff:.0f}%",
                       "yes" if eff >= 0.85 else "**no**", f"{100 * t['single'] / t['no_comm']:.0f}%",
+                      f"{100 * t['single'] / t['lockstep']:.0f}%",
                       f"{100 * t['single'] / (t['single'] + comm):.0f}%",
                       f"{t['after_backward'] / t['ddp']:.2f}x" if "ddp" in t else "-",
                       " / ".join(f"{100 * r[v]['spread']:.0f}%" if v in r else "-" for v in VARIANTS)])
@@ -310,10 +311,13 @@ def scaling_section(scaling: Dict, p: int, fit: sm.AlphaBetaFit) -> List[str]:
             "- `single`: rank 0 alone, a plain model, while the other ranks sleep"] + methods + [
             f"- **efficiency** = samples/s of {p} ranks / ({p} x samples/s of one) = single ms / ddp ms (target "
             f">= 85%); **host alone** = single ms / no_comm ms: the ceiling this host's sharing sets, before any "
-            "communication; **fit predicts** = single / (single + the fitted all-reduce time of the gradient's "
-            "buckets): no overlap, no contention; **overlap gain** = after_backward ms / ddp ms", ""] + \
+            "communication; **lock-step** = single ms / lockstep ms: the ceiling once every step waits for the "
+            "slowest rank (jitter), before any data moves; **fit predicts** = single / (single + the fitted "
+            "all-reduce time of the gradient's buckets): no overlap, no contention; **overlap gain** = "
+            "after_backward ms / ddp ms", ""] + \
         common.markdown_table(["model", "params", "batch/rank"] + [f"{v} ms" for v in VARIANTS] +
                               ["1 rank samples/s", f"{p} ranks samples/s", "efficiency", ">= 85%", "host alone",
+                               "lock-step",
                                "fit predicts", "overlap gain", "spread (" + " / ".join(VARIANTS) + ")"], table) + [""]
 
 

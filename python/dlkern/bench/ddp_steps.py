@@ -16,12 +16,14 @@ from typing import Callable, Dict, List
 import numpy as np
 
 import dlkern
+import dlkern.distributed as dist
 from dlkern import nn, optim
 from dlkern.models import LeNet5, MLP
 from dlkern.nn.parallel import DistributedDataParallel
 
 from .common import BenchValidationError
 
+SYNCED = ("ddp", "after_backward")  # the variants that average gradients (the others exchange none)
 SIDE = 28  # Fashion-MNIST's 28x28 images (train --dataset fashion), not the 8x8 digits
 
 
@@ -66,6 +68,13 @@ def plain_step(model, opt, x, y):
     return step
 
 
+def lockstep(step):
+    def run():
+        step()
+        dist.barrier()
+    return run
+
+
 def n_buckets(wrapped) -> int:
     return len(wrapped._buckets)  # private, but the number explains the overlap measured
 
@@ -82,8 +91,12 @@ def build_variants(name: str, per_rank: int, comm, cap_mb: float = 25) -> List[V
             variants.append(Variant("single", plain_step(model, opt, x, y), True, *common))
             # The same step on every rank at once, nothing exchanged: what sharing the host
             # alone costs (memory bandwidth, caches, other processes), apart from DDP.
-            v = Variant("no_comm", variants[0].step, False, *common, "every rank runs `single`'s plain step "
-                        "at the same time, nothing exchanged: the host's own scaling")
+            variants.append(Variant("no_comm", variants[0].step, False, *common, "every rank runs `single`'s "
+                                    "plain step at the same time, nothing exchanged: the host's own scaling"))
+            # Lock-step without data: each step waits for the slowest rank, as DDP's does.
+            v = Variant("lockstep", lockstep(variants[0].step), False, *common, "`no_comm` plus a "
+                        "dlkern.distributed.barrier() after every step: the ranks wait for each other as under DDP, "
+                        "but exchange no data")
         elif kind == "ddp":
             wrapped = DistributedDataParallel(model, bucket_cap_mb=cap_mb)
             v = Variant("ddp", plain_step(wrapped, opt, x, y), False, *common,
@@ -114,8 +127,8 @@ def validate(variants: List[Variant], comm) -> Dict[str, float]:
         mean.append(g / comm.Get_size())
     model.zero_grad()
     checks = {}
-    for v in variants[1:]:
-        if v.step is single.step:
+    for v in variants:
+        if v.name not in SYNCED:
             continue
         v.step()
         worst_grad = max(float(np.abs(p.grad.numpy() - m).max()) / max(float(np.abs(m).max()), 1e-12)

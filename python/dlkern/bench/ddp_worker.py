@@ -217,7 +217,8 @@ def main(argv=None) -> int:
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     timer = Timer(comm, args.min_sample_ms / 1e3)
-    result = {"world_size": comm.Get_size(), "mpi": MPI.Get_library_version().strip().splitlines()[0],
+    library = MPI.Get_library_version().replace("\0", "").strip()  # Open MPI's ends in a NUL
+    result = {"world_size": comm.Get_size(), "mpi": library.splitlines()[0].strip(),
               "mpi4py": __import__("mpi4py").__version__, "threads_per_rank": dlkern.get_num_threads()}
     for part in parts:
         result[part] = PARTS[part](comm, timer, args)
