@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-rank batches of the measured scaling, comma list (default 64,256; the CLI's is 64)")
     parser.add_argument("--bucket-cap-mb", type=float, default=25.0,
                         help="DDP's bucket_cap_mb in the measured scaling (default 25, PyTorch's)")
+    parser.add_argument("--small-buckets-mb", default="0.1",
+                        help="extra bucket caps (MiB, comma list) timed with and without overlap: at 25 the MLP "
+                             "and LeNet are one bucket each, which nothing can overlap")
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--min-sample-ms", type=float, default=20.0)
     parser.add_argument("--alpha-us", type=float, default=10.0,
@@ -105,7 +108,8 @@ def worker_command(args, out: str) -> List[str]:
         cmd.append("--oversubscribe")
     cmd += [sys.executable, "-m", "dlkern.bench.ddp_worker", "--out", out,
             "--sizes-mb", args.sizes_mb, "--latency-points", str(args.latency_points), "--models", args.models,
-            "--batch", str(args.batch), "--bucket-cap-mb", str(args.bucket_cap_mb), "--repeats", str(args.repeats),
+            "--batch", str(args.batch), "--bucket-cap-mb", str(args.bucket_cap_mb),
+            "--small-buckets-mb", args.small_buckets_mb, "--repeats", str(args.repeats),
             "--min-sample-ms", str(args.min_sample_ms)]
     return cmd
 
@@ -286,39 +290,48 @@ def model_section(args, gpt: Dict, fits) -> List[str]:
 
 
 def scaling_section(scaling: Dict, p: int, fit: sm.AlphaBetaFit) -> List[str]:
-    table = []
+    small = [f"@{c:g}" for c in scaling.get("small_buckets_mb", [])]
+    names = list(VARIANTS) + [k + c for c in small for k in ("ddp", "after_backward")]
+    times, derived = [], []
     cap = scaling["bucket_cap_mb"] * MiB
     for r in scaling["runs"]:
-        b = r["batch"]
-        t = {v: r[v]["median_s"] for v in VARIANTS if v in r}
-        ddp = t.get("ddp", t["after_backward"])
-        eff = t["single"] / ddp
+        b, t = r["batch"], {v: r[v]["median_s"] for v in names}
+        cells = [r["model"], f"{r['params']:,}", str(b)]
+        times.append(cells + [f"{ms(t[v])} ({100 * r[v]['spread']:.0f}%)" for v in names])
+        eff = t["single"] / t["ddp"]
         # The alpha-beta fit of this host's all-reduce, bucket by bucket, after a backward.
         comm = sum(fit.predict(n) for n in sm.bucket_sizes(r["grad_bytes"], cap, sm.FIRST_BUCKET_BYTES))
-        table.append([r["model"], f"{r['params']:,}", str(b)] + [ms(t[v]) if v in t else "-" for v in VARIANTS] +
-                     [f"{b / t['single']:.0f}", f"{p * b / ddp:.0f}", f"{100 * eff:.0f}%",
-                      "yes" if eff >= 0.85 else "**no**", f"{100 * t['single'] / t['no_comm']:.0f}%",
-                      f"{100 * t['single'] / t['lockstep']:.0f}%",
-                      f"{100 * t['single'] / (t['single'] + comm):.0f}%",
-                      f"{t['after_backward'] / t['ddp']:.2f}x" if "ddp" in t else "-",
-                      " / ".join(f"{100 * r[v]['spread']:.0f}%" if v in r else "-" for v in VARIANTS)])
-    methods = sorted({f"- `{v}`: {m}" for r in scaling["runs"] for v, m in r["methods"].items() if m})
+        derived.append(cells + [f"{b / t['single']:.0f}", f"{p * b / t['ddp']:.0f}", f"{100 * eff:.0f}%",
+                                "yes" if eff >= 0.85 else "**no**", f"{100 * t['single'] / t['no_comm']:.0f}%",
+                                f"{100 * t['single'] / t['lockstep']:.0f}%",
+                                f"{100 * t['single'] / (t['single'] + comm):.0f}%"] +
+                       [f"{t['after_backward' + c] / t['ddp' + c]:.2f}x" for c in [""] + small])
+    methods = []
+    for v, m in scaling["runs"][0]["methods"].items() if scaling["runs"] else ():
+        counts = {(r["model"], r["buckets"][v]) for r in scaling["runs"] if v in r.get("buckets", {})}
+        buckets = (" (buckets: " + ", ".join(f"{name} {n}" for name, n in sorted(counts)) + ")") if counts else ""
+        if m:
+            methods.append(f"- `{v}`: {m}{buckets}")
+    head = ["model", "params", "batch/rank"]
     return [f"## Measured scaling: {p} ranks x 1 thread vs 1 rank x 1 thread", "",
             "Per-rank batches of 28x28 inputs (the CLI's MLP 784-256-256-10 with Adam lr 1e-3 and LeNet-5 with "
             "SGD lr 0.05), float32, one step = zero_grad, forward, cross-entropy, backward (+ all-reduce), step. "
-            "Each multi-rank step was first checked: its gradients equal the mean of the ranks' local ones and its "
-            "new weights agree on every rank.", "",
+            "Each gradient-averaging step was first checked: its gradients equal the mean of the ranks' local ones "
+            "and its new weights agree on every rank.", "",
             "- `single`: rank 0 alone, a plain model, while the other ranks sleep"] + methods + [
-            f"- **efficiency** = samples/s of {p} ranks / ({p} x samples/s of one) = single ms / ddp ms (target "
-            f">= 85%); **host alone** = single ms / no_comm ms: the ceiling this host's sharing sets, before any "
-            "communication; **lock-step** = single ms / lockstep ms: the ceiling once every step waits for the "
-            "slowest rank (jitter), before any data moves; **fit predicts** = single / (single + the fitted "
-            "all-reduce time of the gradient's buckets): no overlap, no contention; **overlap gain** = "
-            "after_backward ms / ddp ms", ""] + \
-        common.markdown_table(["model", "params", "batch/rank"] + [f"{v} ms" for v in VARIANTS] +
-                              ["1 rank samples/s", f"{p} ranks samples/s", "efficiency", ">= 85%", "host alone",
-                               "lock-step",
-                               "fit predicts", "overlap gain", "spread (" + " / ".join(VARIANTS) + ")"], table) + [""]
+            "", "Step time, ms (median; spread in parentheses):", ""] + \
+        common.markdown_table(head + names, times) + [
+            "", f"- **efficiency** = samples/s of {p} ranks / ({p} x samples/s of one) = single ms / ddp ms (target "
+            ">= 85%)",
+            "- **host alone** = single / no_comm: the ceiling this host's sharing sets, before any communication",
+            "- **lock-step** = single / lockstep: the ceiling once every step waits for the slowest rank (jitter), "
+            "before any data moves",
+            "- **fit predicts** = single / (single + the fitted all-reduce time of the gradient's buckets): no "
+            "overlap, no contention, a gradient as hot in cache as the fit's buffers",
+            "- **overlap gain** = after_backward ms / ddp ms, at each bucket cap", ""] + \
+        common.markdown_table(head + ["1 rank samples/s", f"{p} ranks samples/s", "efficiency", ">= 85%",
+                                      "host alone", "lock-step", "fit predicts", "overlap gain"] +
+                              [f"overlap gain {c}" for c in small], derived) + [""]
 
 
 def run(args) -> int:

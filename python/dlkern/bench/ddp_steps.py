@@ -38,6 +38,7 @@ class Variant:
     x: object           # this rank's batch
     y: object
     describe: str = ""
+    buckets: int = 0    # DDP's buckets (0: no DDP)
 
 
 def build(name: str):
@@ -79,36 +80,39 @@ def n_buckets(wrapped) -> int:
     return len(wrapped._buckets)  # private, but the number explains the overlap measured
 
 
-def build_variants(name: str, per_rank: int, comm, cap_mb: float = 25) -> List[Variant]:
+def variant_name(kind: str, cap_mb: float, main_cap_mb: float) -> str:
+    """``ddp`` / ``after_backward`` at the main bucket cap, ``ddp@0.1`` ... at another."""
+    return kind if cap_mb == main_cap_mb else f"{kind}@{cap_mb:g}"
+
+
+def build_variants(name: str, per_rank: int, comm, cap_mb: float = 25, extra_caps=()) -> List[Variant]:
+    """single, no_comm, lockstep, then ddp and after_backward at ``cap_mb`` and at each of
+    ``extra_caps`` (smaller buckets: several per model, so the overlap has something to hide)."""
     rank = comm.Get_rank()
-    variants = []
-    for kind in ("single", "ddp", "after_backward"):
-        model, opt, shape = build(name)
-        x, y = batch(shape, per_rank, rank)
-        n_params = sum(int(p.numel()) for p in model.parameters())
-        common = (model, n_params, 4 * n_params, x, y)
-        if kind == "single":
-            variants.append(Variant("single", plain_step(model, opt, x, y), True, *common))
-            # The same step on every rank at once, nothing exchanged: what sharing the host
-            # alone costs (memory bandwidth, caches, other processes), apart from DDP.
-            variants.append(Variant("no_comm", variants[0].step, False, *common, "every rank runs `single`'s "
-                                    "plain step at the same time, nothing exchanged: the host's own scaling"))
-            # Lock-step without data: each step waits for the slowest rank, as DDP's does.
-            v = Variant("lockstep", lockstep(variants[0].step), False, *common, "`no_comm` plus a "
-                        "dlkern.distributed.barrier() after every step: the ranks wait for each other as under DDP, "
-                        "but exchange no data")
-        elif kind == "ddp":
-            wrapped = DistributedDataParallel(model, bucket_cap_mb=cap_mb)
-            v = Variant("ddp", plain_step(wrapped, opt, x, y), False, *common,
-                        f"DistributedDataParallel(bucket_cap_mb={cap_mb:g}): {n_buckets(wrapped)} bucket(s), each "
-                        "all-reduced from the gradient hooks as soon as it is full, during the backward")
-        else:
-            # DDP's private switch: same buckets, same copies, every all-reduce after the backward.
-            wrapped = DistributedDataParallel(model, bucket_cap_mb=cap_mb, _overlap=False)
-            v = Variant("after_backward", plain_step(wrapped, opt, x, y), False, *common,
-                        f"DistributedDataParallel(..., _overlap=False): the same {n_buckets(wrapped)} bucket(s), "
-                        "all all-reduced after the backward")
-        variants.append(v)
+    model, opt, shape = build(name)
+    x, y = batch(shape, per_rank, rank)
+    n_params = sum(int(p.numel()) for p in model.parameters())
+    single = Variant("single", plain_step(model, opt, x, y), True, model, n_params, 4 * n_params, x, y)
+    variants = [
+        single,
+        # The same step on every rank at once, nothing exchanged: what sharing the host
+        # alone costs (memory bandwidth, caches, other processes), apart from DDP.
+        dataclasses.replace(single, name="no_comm", solo=False, describe="every rank runs `single`'s plain step "
+                            "at the same time, nothing exchanged: the host's own scaling"),
+        # Lock-step without data: each step waits for the slowest rank, as DDP's does.
+        dataclasses.replace(single, name="lockstep", step=lockstep(single.step), solo=False,
+                            describe="`no_comm` plus a dlkern.distributed.barrier() after every step: the ranks wait "
+                            "for each other as under DDP, but exchange no data")]
+    for cap in (cap_mb, *extra_caps):
+        for kind in ("ddp", "after_backward"):
+            model, opt, shape = build(name)
+            # DDP's private _overlap=False: same buckets, same copies, every all-reduce after the backward.
+            wrapped = DistributedDataParallel(model, bucket_cap_mb=cap, _overlap=kind == "ddp")
+            how = ("its buckets each all-reduced from the gradient hooks as soon as full, during the backward"
+                   if kind == "ddp" else "with `_overlap=False`: its buckets all all-reduced after the backward")
+            variants.append(Variant(variant_name(kind, cap, cap_mb), plain_step(wrapped, opt, x, y), False, model,
+                                    n_params, 4 * n_params, x, y, f"DistributedDataParallel(bucket_cap_mb={cap:g}), "
+                                    f"{how}", n_buckets(wrapped)))
     return variants
 
 
@@ -128,7 +132,7 @@ def validate(variants: List[Variant], comm) -> Dict[str, float]:
     model.zero_grad()
     checks = {}
     for v in variants:
-        if v.name not in SYNCED:
+        if not v.name.startswith(SYNCED):
             continue
         v.step()
         worst_grad = max(float(np.abs(p.grad.numpy() - m).max()) / max(float(np.abs(m).max()), 1e-12)

@@ -47,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--models", default="mlp,lenet")
     p.add_argument("--batch", default="64", help="per-rank batches of the scaling part (comma list)")
     p.add_argument("--bucket-cap-mb", type=float, default=25.0, help="DDP's bucket_cap_mb in the scaling part")
+    p.add_argument("--small-buckets-mb", default="0.1",
+                   help="more bucket caps for the overlap comparison (comma list, may be empty)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--min-sample-ms", type=float, default=20.0)
     return p.parse_args(argv)
@@ -184,14 +186,16 @@ def part_latency(comm, timer: Timer, args) -> List[Dict]:
 
 def part_scaling(comm, timer: Timer, args) -> Dict:
     from . import ddp_steps
-    out = {"bucket_cap_mb": args.bucket_cap_mb, "runs": []}
+    extra_caps = [float(c) for c in args.small_buckets_mb.split(",") if c.strip()]
+    out = {"bucket_cap_mb": args.bucket_cap_mb, "small_buckets_mb": extra_caps, "runs": []}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         for per_rank in [int(b) for b in args.batch.split(",")]:
-            variants = ddp_steps.build_variants(name, per_rank, comm, args.bucket_cap_mb)
+            variants = ddp_steps.build_variants(name, per_rank, comm, args.bucket_cap_mb, extra_caps)
             checks = ddp_steps.validate(variants, comm)
             samples = timer.interleaved([(v.name, v.step, v.solo) for v in variants], args.repeats)
             out["runs"].append({"model": name, "batch": per_rank, "checks": checks, "params": variants[0].n_params,
                                 "grad_bytes": variants[0].grad_bytes, "methods": {v.name: v.describe for v in variants},
+                                "buckets": {v.name: v.buckets for v in variants if v.buckets},
                                 **{v: summary(s) for v, s in samples.items()}})
             if timer.rank == 0:
                 med = {v: statistics.median(s) for v, s in samples.items()}
