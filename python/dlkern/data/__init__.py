@@ -31,3 +31,8 @@ __all__ = [
 from .mixup import Mixup
 __all__ += ["Mixup"]
 # ---- end robust training
+
+# ---- data parallelism (issue 17): each rank's shard
+from .distributed import DistributedSampler
+__all__ += ["DistributedSampler"]
+# ---- end data parallelism

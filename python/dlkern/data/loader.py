@@ -31,17 +31,22 @@ class DataLoader:
 
     Args follow PyTorch: batch_size (None yields single items), shuffle (a fresh
     permutation every epoch, drawn from ``generator``, a ``numpy.random.Generator``
-    or an int seed), drop_last, collate_fn. TensorDataset (and Subsets of it) are
+    or an int seed), drop_last, collate_fn, sampler (an iterable of indices, such as a
+    ``DistributedSampler``; it sets the order and the length, so it excludes shuffle).
+    TensorDataset (and Subsets of it) are
     batched by fancy indexing, one gather per array per batch, instead of per item.
     """
 
     def __init__(self, dataset: Dataset, batch_size: Optional[int] = 1, shuffle: bool = False,
-                 drop_last: bool = False, collate_fn: Optional[Callable] = None, generator=None):
+                 drop_last: bool = False, collate_fn: Optional[Callable] = None, generator=None, sampler=None):
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise ValueError(f"DataLoader: batch_size must be a positive integer or None, got {batch_size!r}")
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = bool(shuffle)
+        self.sampler = sampler
         self.drop_last = bool(drop_last)
         self.collate_fn = collate_fn
         if generator is None or isinstance(generator, (int, np.integer)):
@@ -52,12 +57,14 @@ class DataLoader:
         self.generator = generator
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         if self.batch_size is None:
             return n
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self):
+        if self.sampler is not None:
+            return np.fromiter(iter(self.sampler), dtype=np.intp)
         n = len(self.dataset)
         return self.generator.permutation(n) if self.shuffle else np.arange(n)
 
