@@ -50,8 +50,41 @@ def _accumulate_leaf(tensor, grad, fresh=False):
         existing.data += grad
 
 
+# --- issue 17: queue_callback (DistributedDataParallel's end-of-backward step) ---
+_CALLBACKS = []  # one list per running backward (nested backwards stack): what queue_callback added
+
+
+def queue_callback(callback):
+    """Run ``callback()`` once the running ``backward()`` has finished (PyTorch's
+    ``Variable._execution_engine.queue_callback``): a gradient hook that starts work for
+    several tensors (DDP's bucketed all-reduce) finishes it there, before .grad is read."""
+    if not _CALLBACKS:
+        raise RuntimeError("queue_callback: no backward pass is running; call it from a gradient hook")
+    _CALLBACKS[-1].append(callback)
+
+
+def run_with_callbacks(run, *args):
+    """``run(*args)`` (one backward pass), then the callbacks queued during it, in order
+    (a callback may queue more). None run when the pass raises."""
+    queued = []
+    _CALLBACKS.append(queued)
+    try:
+        run(*args)
+        i = 0
+        while i < len(queued):
+            queued[i]()
+            i += 1
+    finally:
+        _CALLBACKS.pop()
+# --- end issue 17 ---
+
+
 def backward(root, grad, retain_graph=False):
     """Backpropagate `grad` (an array shaped like root) from Tensor `root`."""
+    run_with_callbacks(_backward, root, grad, retain_graph)
+
+
+def _backward(root, grad, retain_graph):
     node = root.grad_fn
     if node is None:
         if root.requires_grad:

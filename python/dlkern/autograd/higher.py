@@ -17,7 +17,7 @@ Here every gradient is a Tensor and each node runs under grad mode:
 """
 
 from . import hooks as _hooks
-from .engine import count_edges
+from .engine import count_edges, run_with_callbacks
 from .function import Function, TensorBase
 from .grad_mode import GradMode
 from .hooks import LEAF_HOOKS, leaf_record
@@ -213,6 +213,10 @@ def as_tensor_grad(like, grad):
 def backward(root, grad, retain_graph=True):
     """engine.backward with create_graph=True: `grad` (a Tensor shaped like root, which
     may itself require grad) backpropagated into every leaf's .grad, recorded."""
+    run_with_callbacks(_backward, root, grad, retain_graph)  # queue_callback works here too (issue 17)
+
+
+def _backward(root, grad, retain_graph):
     grad = as_tensor_grad(root, grad)
     node = root.grad_fn
     if node is None:

@@ -22,6 +22,9 @@ from .layers_resample import (ConvTranspose1d, ConvTranspose2d, Upsample, Upsamp
 from .rnn import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell
 # --- end issue 14 ---
 from . import functional, init, utils
+# --- issue 17: data parallelism ---
+from . import parallel
+# --- end issue 17 ---
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
            "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
@@ -37,3 +40,4 @@ __all__ += ["ConvTranspose1d", "ConvTranspose2d", "Upsample", "UpsamplingNearest
 # --- end issue 13: layers ---
 __all__ += ["MaxUnpool2d"]  # (issue 13: edge semantics)
 __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]  # (issue 14)
+__all__ += ["parallel"]  # (issue 17)
