@@ -14,6 +14,7 @@ import dlkern.nn as nn
 import dlkern.nn.functional as F
 from dlkern.data import DataLoader, DistributedSampler, TensorDataset
 from dlkern.nn.parallel import DistributedDataParallel as DDP
+from worker_checks import expect
 
 B = 4  # per-rank batch
 STEPS = 5
@@ -183,15 +184,6 @@ class Branches(nn.Module):
     def forward(self, x, with_sometimes=True):
         out = self.used(x)
         return out + self.sometimes(x) if with_sometimes else out
-
-
-def expect(exc, text, fn, *args, **kwargs):
-    try:
-        fn(*args, **kwargs)
-    except exc as e:
-        assert text in str(e), f"{text!r} not in {e}"
-        return
-    raise AssertionError(f"{fn.__name__} did not raise {exc.__name__} ({text})")
 
 
 def case_unused(rank, size):
