@@ -24,8 +24,8 @@ def test_n_ranks_equal_one_process_with_the_full_batch(n):
     _run(n, "equal", "no_sync")
 
 
-def test_overlap_unused_buffers_and_errors_on_2_ranks():
-    _run(2, "overlap", "unused", "buffers", "errors")
+def test_overlap_checkpoint_unused_buffers_and_errors_on_2_ranks():
+    _run(2, "overlap", "checkpoint", "unused", "buffers", "errors")
 
 
 def test_one_rank_group_is_a_plain_step():
@@ -59,6 +59,22 @@ def test_queue_callback_runs_after_the_backward():
     h.remove()
     with pytest.raises(RuntimeError, match="no backward pass is running"):
         queue_callback(lambda: None)
+
+
+def test_queue_callback_in_a_nested_backward_waits_for_the_outer_one():
+    # checkpoint's recomputation runs a backward inside the backward: a callback queued
+    # from a hook there runs when the whole (outer) backward is done.
+    from dlkern.utils.checkpoint import checkpoint
+    inner = nn.Linear(2, 2)
+    outer = nn.Parameter(dlkern.tensor(np.array([3.0, 4.0], np.float32)))
+    order = []
+    inner.weight.register_post_accumulate_grad_hook(
+        lambda p: (order.append("inner hook"), queue_callback(lambda: order.append(("callback", outer.grad)))))
+    outer.register_post_accumulate_grad_hook(lambda p: order.append("outer hook"))
+    x = dlkern.ones(1, 2)
+    (checkpoint(inner, x * outer) * 2).sum().backward()
+    assert [o if isinstance(o, str) else o[0] for o in order] == ["inner hook", "outer hook", "callback"]
+    assert order[2][1] is not None
 
 
 def test_queue_callback_not_run_when_the_backward_raises():

@@ -143,7 +143,8 @@ def test_parity_with_torch(drop_last):
     for n in SIZES:
         for replicas in REPLICAS:
             for rank in range(replicas):
-                ours = DistributedSampler(range(n), num_replicas=replicas, rank=rank, shuffle=False, drop_last=drop_last)
+                ours = DistributedSampler(range(n), num_replicas=replicas, rank=rank, shuffle=False,
+                                          drop_last=drop_last)
                 theirs = TorchSampler(range(n), num_replicas=replicas, rank=rank, shuffle=False, drop_last=drop_last)
                 assert list(ours) == list(theirs), (n, replicas, rank)
                 assert (len(ours), ours.total_size, ours.num_samples) == (len(theirs), theirs.total_size,

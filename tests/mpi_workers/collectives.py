@@ -10,6 +10,7 @@ import numpy as np
 
 import dlkern
 import dlkern.distributed as dist
+from worker_checks import expect
 
 
 def sent(rank, shape=(3, 5), dtype=np.float64):
@@ -83,15 +84,6 @@ def case_reduce_scatter(rank, size):
     out2 = np.zeros(4)
     dist.reduce_scatter_tensor(out2, full[rank], op="avg")
     np.testing.assert_allclose(out2, sum(f[rank] for f in full) / size, rtol=1e-15)
-
-
-def expect(exc, text, fn, *args, **kwargs):
-    try:
-        fn(*args, **kwargs)
-    except exc as e:
-        assert text in str(e), f"{text!r} not in {e}"
-        return
-    raise AssertionError(f"{fn.__name__} did not raise {exc.__name__} ({text})")
 
 
 def case_errors(rank, size):

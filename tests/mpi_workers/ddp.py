@@ -14,6 +14,7 @@ import dlkern.nn as nn
 import dlkern.nn.functional as F
 from dlkern.data import DataLoader, DistributedSampler, TensorDataset
 from dlkern.nn.parallel import DistributedDataParallel as DDP
+from worker_checks import expect
 
 B = 4  # per-rank batch
 STEPS = 5
@@ -146,6 +147,31 @@ def case_no_sync(rank, size):
         check_close(weights(model), weights(ref), f"no_sync as_view={as_view}")
 
 
+class Checkpointed(nn.Module):
+    """The MLP with its last layers under activation checkpointing: their parameters get
+    their gradients (the backward's first) in a backward nested inside the outer one."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.net = mlp(seed)
+
+    def forward(self, x):
+        from dlkern.utils.checkpoint import checkpoint
+        h = self.net[3](self.net[2](self.net[1](self.net[0](x))))
+        return checkpoint(lambda t: self.net[6](self.net[5](self.net[4](t))), h)
+
+
+def case_checkpoint(rank, size):
+    (x, y), = data(size, 1)
+    ref = Checkpointed(0)
+    F.mse_loss(ref(dlkern.tensor(x)), dlkern.tensor(y)).backward()
+    model = Checkpointed(rank)
+    ddp = DDP(model, bucket_cap_mb=CAP_MB)
+    F.mse_loss(ddp(dlkern.tensor(x[rank::size])), dlkern.tensor(y[rank::size])).backward()
+    check_close([p.grad.numpy() for p in model.parameters()], [p.grad.numpy() for p in ref.parameters()],
+                "gradients through checkpoint")
+
+
 class Branches(nn.Module):
     """`used` always takes part; `sometimes` only when forward is told so."""
 
@@ -158,15 +184,6 @@ class Branches(nn.Module):
     def forward(self, x, with_sometimes=True):
         out = self.used(x)
         return out + self.sometimes(x) if with_sometimes else out
-
-
-def expect(exc, text, fn, *args, **kwargs):
-    try:
-        fn(*args, **kwargs)
-    except exc as e:
-        assert text in str(e), f"{text!r} not in {e}"
-        return
-    raise AssertionError(f"{fn.__name__} did not raise {exc.__name__} ({text})")
 
 
 def case_unused(rank, size):

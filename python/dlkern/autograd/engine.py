@@ -57,10 +57,12 @@ _CALLBACKS = []  # one list per running backward (nested backwards stack): what 
 def queue_callback(callback):
     """Run ``callback()`` once the running ``backward()`` has finished (PyTorch's
     ``Variable._execution_engine.queue_callback``): a gradient hook that starts work for
-    several tensors (DDP's bucketed all-reduce) finishes it there, before .grad is read."""
+    several tensors (DDP's bucketed all-reduce) finishes it there, before .grad is read.
+    A backward started inside another one (checkpoint's recomputation) is part of the
+    outer one: the callback waits for the outermost, whose hooks are not all run yet."""
     if not _CALLBACKS:
         raise RuntimeError("queue_callback: no backward pass is running; call it from a gradient hook")
-    _CALLBACKS[-1].append(callback)
+    _CALLBACKS[0].append(callback)
 
 
 def run_with_callbacks(run, *args):

@@ -8,11 +8,12 @@ What it does, as PyTorch's DDP:
   the order in which backward produces their gradients. Each bucket is one flat,
   contiguous buffer;
 - each parameter has a post-accumulate-grad hook. When the last gradient of a bucket is
-  in, the hook starts a non-blocking ``all_reduce(bucket, AVG)``, so the transfer runs
-  while backward computes the earlier layers. Buckets start in bucket order on every
-  rank (MPI matches collectives by order). Open MPI moves a non-blocking collective only
-  inside MPI calls, so every later hook tests the oldest bucket in flight (one
-  ``MPI_Test``), which drives all of them;
+  in, the hook starts a non-blocking ``all_reduce`` of the bucket, so the transfer runs
+  while backward computes the earlier layers. The gradients are divided by the world
+  size on their way into the bucket, so the reduction is a plain sum that averages.
+  Buckets start in bucket order on every rank (MPI matches collectives by order). Open
+  MPI moves a non-blocking collective only inside MPI calls, so every later hook tests
+  the oldest bucket in flight (one ``MPI_Test``), which drives all of them;
 - when the backward pass ends (``autograd.engine.queue_callback``: the engine runs it
   right after the graph, before anyone reads .grad) the rest is started, everything is
   waited for and the averages are copied back into ``p.grad`` (or ``p.grad`` already is
@@ -203,6 +204,10 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         self._overlap = bool(_overlap)
         self._world = dist.get_world_size()
+        # The gradients are divided by the world size as they are copied into the buckets,
+        # so the all-reduce sums averages: one pass over the buffer fewer than dividing
+        # the sum afterwards (PyTorch's order too).
+        self._scale = 1.0 / self._world
         self._params = params
         self._names = [names[id(p)] for p in params]
 
@@ -324,10 +329,17 @@ class DistributedDataParallel(Module):
         """Parameter i's gradient into its bucket slot (zeros when it has none)."""
         view = self._views[i]
         grad = self._params[i].grad
+        scale = self._scale
         if grad is None:
             view[...] = 0
-        elif grad.data is not view:
-            view[...] = grad.data
+        elif grad.data is view:
+            if scale != 1:
+                view *= scale
+        else:
+            if scale != 1:
+                np.multiply(grad.data, scale, out=view)
+            else:
+                view[...] = grad.data
             if self.gradient_as_bucket_view:
                 grad.data = view
 
@@ -344,7 +356,7 @@ class DistributedDataParallel(Module):
         while self._launched < len(buckets) and buckets[self._launched].pending == 0:
             b = buckets[self._launched]
             if self._world > 1:
-                b.work = dist.all_reduce(b.buffer, op=dist.ReduceOp.AVG, async_op=True)
+                b.work = dist.all_reduce(b.buffer, op=dist.ReduceOp.SUM, async_op=True)
             self._launched += 1
 
     def _progress(self):
