@@ -100,7 +100,7 @@ class SyncBatchNorm(Function):
         xc, weight, bias = _checked(x, weight, bias)
         ct = xc.dtype
         channels = x.shape[1]
-        x3 = xc.reshape(x.shape[0], channels, -1)
+        x3 = xc.reshape(x.shape[0], channels, int(np.prod(x.shape[2:])))
         n, mean, m2 = _local_moments(x3)
         mine = np.concatenate(([float(n)], mean, m2))
         if world > 1:
