@@ -10,7 +10,7 @@ import dlkern
 from dlkern import nn
 from dlkern.devices.cuda import CUDADevice
 from dlkern.functions import SyncBatchNorm as SyncBatchNormFn
-from dlkern.functions.sync_batch_norm import _local_moments, combine_moments
+from dlkern.functions.sync_batch_norm import combine_moments, local_moments
 from helpers import numeric_grad
 from mpi_support import check_ok, run_mpi
 
@@ -119,18 +119,25 @@ def test_function_16_bit_input_float32_statistics(dtype):
 def test_moments_combine_exactly_when_the_mean_dwarfs_the_spread():
     """What the ranks exchange: per-chunk (count, mean, M2) combined equal the full batch's
     statistics to float64 precision even at |mean| = 1e6 std (sum / sum of squares
-    would lose ~1e-4 relative here), chunks of unequal and zero size included."""
+    would lose ~1e-4 relative here), chunks of 0, 1 and several values included."""
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((11, 2, 3)) + 1e6
+    x = rng.standard_normal((7, 2)) + 1e6
+    cpu = dlkern.tensor(x).device
     table = []
-    for lo, hi in ((0, 0), (0, 2), (2, 3), (3, 11)):
-        n, mean, m2 = _local_moments(x[lo:hi])
+    for lo, hi in ((0, 0), (0, 1), (1, 4), (4, 7)):
+        n, mean, m2 = local_moments(cpu, np.ascontiguousarray(x[lo:hi]))
+        assert n == hi - lo
         table.append(np.concatenate(([n], mean, m2)))
     total, mean, m2 = combine_moments(np.array(table))
-    assert total == 33
-    np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-15)
-    want = ((x - x.mean(axis=(0, 2), keepdims=True)) ** 2).sum(axis=(0, 2))
+    assert total == 7
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-15)
+    want = ((x - x.mean(axis=0)) ** 2).sum(axis=0)
     np.testing.assert_allclose(m2, want, rtol=1e-9)
+    # (N, C, L) chunks
+    x = rng.standard_normal((5, 3, 4)) * 1e-3 + 1e3
+    n, mean, m2 = local_moments(cpu, x)
+    assert n == 20
+    np.testing.assert_allclose(m2, ((x - x.mean(axis=(0, 2), keepdims=True)) ** 2).sum(axis=(0, 2)), rtol=1e-9)
 
 
 def test_function_on_cuda_is_refused():

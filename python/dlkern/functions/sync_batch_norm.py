@@ -58,20 +58,18 @@ def _checked(x, weight, bias):
     return out
 
 
-def _local_moments(x3):
-    """(count, mean, M2) of x3 (N, C, L) per channel, mean and M2 in float64. The
-    deviations are taken from the mean rounded to x's dtype (no float64 copy of x); the
-    shift is corrected exactly: M2 = sum(d^2) - sum(d)^2 / n for d = x - shift."""
-    n = x3.shape[0] * x3.shape[2]
-    c = x3.shape[1]
-    if n == 0:
-        return 0, np.zeros(c), np.zeros(c)
-    mean = np.add.reduce(x3, axis=(0, 2), dtype=np.float64) / n
-    shift = mean.astype(x3.dtype)
-    d = x3 - shift[:, None]
-    sd = np.add.reduce(d, axis=(0, 2), dtype=np.float64)
-    sdd = np.einsum("ncl,ncl->c", d, d, dtype=np.float64)
-    return n, mean, np.maximum(sdd - sd * sd / n, 0.0)
+def local_moments(device, x):
+    """(count, mean, M2) per channel of this rank's contiguous x (N, C, *), in float64.
+    The batch-norm kernel's training statistics (a shifted two-pass, accumulated in
+    double) with eps=0 give mean and rstd = 1/sqrt(M2/count) exactly enough; the kernel
+    refuses fewer than 2 values per channel, which need no arithmetic."""
+    c = x.shape[1]
+    n = x.size // c if c else 0
+    if n <= 1:
+        mean = x.reshape(c).astype(np.float64) if n == 1 else np.zeros(c)
+        return n, mean, np.zeros(c)
+    _, mean, rstd = device.batch_norm_forward(x, None, None, None, None, True, 0.0, 0.0)
+    return n, mean.astype(np.float64), n / np.square(rstd.astype(np.float64))
 
 
 def combine_moments(table):
@@ -99,9 +97,7 @@ class SyncBatchNorm(Function):
         world = _world_size(process_group)
         xc, weight, bias = _checked(x, weight, bias)
         ct = xc.dtype
-        channels = x.shape[1]
-        x3 = xc.reshape(x.shape[0], channels, int(np.prod(x.shape[2:])))
-        n, mean, m2 = _local_moments(x3)
+        n, mean, m2 = local_moments(ctx.device, xc)
         mine = np.concatenate(([float(n)], mean, m2))
         if world > 1:
             from .. import distributed as dist
@@ -142,13 +138,12 @@ class SyncBatchNorm(Function):
                 dist.all_reduce(sums, group=ctx.group)
             mean_dy, mean_dy_xhat = sums[:channels] / ctx.total, sums[channels:] / ctx.total
             wr = w.astype(np.float64) * rstd
-            # dx = w rstd (g - mean(g) - xhat mean(g xhat)), xhat = (x - mean) rstd
+            # dx = w rstd (g - mean(g) - xhat mean(g xhat)), xhat = (x - mean) rstd: the eval
+            # backward gave w rstd g; the rest, b (x - mean) + c per channel, is an affine map
+            # of x, which the eval-mode forward computes in one pass (variance 1, eps 0).
             b = (-wr * rstd * mean_dy_xhat).astype(ct)
             c = (-wr * mean_dy).astype(ct)
-            shape = (1, channels) + (1,) * (xc.ndim - 2)
-            corr = xc - mean.reshape(shape)
-            corr *= b.reshape(shape)
-            corr += c.reshape(shape)
+            corr, _, _ = ctx.device.batch_norm_forward(xc, mean, np.ones(channels, ct), b, c, False, 0.0, 0.0)
             dx += corr
             dx = dx.astype(ctx.dtype) if is_low_precision(ctx.dtype) else dx
         else:
