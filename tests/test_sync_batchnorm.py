@@ -116,6 +116,18 @@ def test_function_16_bit_input_float32_statistics(dtype):
     assert xt.grad.dtype == dtype and w.grad.dtype == np.float32
 
 
+def test_function_under_autocast_computes_in_float32_as_batchnorm():
+    rng = np.random.default_rng(12)
+    x = dlkern.tensor(rng.standard_normal((4, 3, 5)).astype(np.float32))
+    bn = nn.BatchNorm1d(3, affine=False)  # (no float32 weight to promote the input to float32)
+    with dlkern.autocast("cpu", dtype=dlkern.bfloat16):
+        h = nn.functional.linear(x.transpose(1, 2), dlkern.tensor(np.eye(3, dtype=np.float32))).transpose(1, 2)  # bfloat16
+        assert h.dtype == dlkern.bfloat16
+        y, want = _apply(h, None, None), bn(h)
+    assert y.dtype == want.dtype == np.float32
+    np.testing.assert_allclose(y.detach().numpy(), want.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_moments_combine_exactly_when_the_mean_dwarfs_the_spread():
     """What the ranks exchange: per-chunk (count, mean, M2) combined equal the full batch's
     statistics to float64 precision even at |mean| = 1e6 std (sum / sum of squares

@@ -89,6 +89,8 @@ class SyncBatchNorm(Function):
     training-mode batch norm over the union of all ranks' batches; running statistics
     (arrays or None) updated in place with the global unbiased variance."""
 
+    autocast = "float32"  # as BatchNorm's row in amp/autocast.py: statistics need float32
+
     @staticmethod
     def forward(ctx, x, running_mean, running_var, weight, bias, momentum, eps, process_group):
         if ctx.device.type != "cpu":
