@@ -209,6 +209,9 @@ def test_one_rank_5d_and_no_running_stats():
     m.eval()  # batch statistics in eval too without running statistics
     np.testing.assert_allclose(m(dlkern.tensor(x)).numpy(), ref_bn(x, None, None)[0], rtol=1e-12, atol=1e-12)
     assert m.running_mean is None and "SyncBatchNorm(3, eps=1e-05" in repr(m)
+    # PyTorch's argument order: ..., process_group, device, dtype
+    m = nn.SyncBatchNorm(2, 1e-3, 0.2, True, True, None, "cpu", np.float64)
+    assert m.eps == 1e-3 and m.momentum == 0.2 and m.weight.dtype == np.float64 and m.running_var.device.type == "cpu"
 
 
 def test_one_rank_matches_torch():

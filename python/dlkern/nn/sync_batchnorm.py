@@ -19,12 +19,15 @@ def _array(t):
 
 class SyncBatchNorm(_BatchNorm):
     """SyncBatchNorm(num_features, eps=1e-5, momentum=0.1, affine=True,
-    track_running_stats=True, process_group=None): input (N, C, *) of any rank >= 2."""
+    track_running_stats=True, process_group=None, device=None, dtype=None): input (N, C, *)
+    of any rank >= 2."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 process_group=None, dtype=None):
+                 process_group=None, device=None, dtype=None):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype)
         self.process_group = process_group
+        if device is not None:
+            self.to(device)
 
     def _check_input(self, x):
         if x.ndim < 2:
