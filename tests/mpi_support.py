@@ -54,14 +54,19 @@ def mpi_env(extra=None):
     return env
 
 
-def run_mpi(script, n=2, *args, timeout=120, env=None):
-    """Run tests/mpi_workers/<script> on n ranks; the CompletedProcess (stdout+stderr text)."""
+def mpirun(n, argv, timeout=120, env=None, cwd=None):
+    """Run ``python argv...`` on n ranks; the CompletedProcess (stdout+stderr text)."""
     require_mpi()
-    cmd = [mpirun_path(), "-n", str(n), "--oversubscribe", sys.executable, str(WORKERS / script), *map(str, args)]
+    cmd = [mpirun_path(), "-n", str(n), "--oversubscribe", sys.executable, *map(str, argv)]
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(env))
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(env), cwd=cwd)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{' '.join(cmd)} did not finish in {timeout} s (a hang):\n{e.stdout}\n{e.stderr}")
+
+
+def run_mpi(script, n=2, *args, timeout=120, env=None):
+    """Run tests/mpi_workers/<script> on n ranks."""
+    return mpirun(n, [WORKERS / script, *args], timeout=timeout, env=env)
 
 
 def check_ok(proc):

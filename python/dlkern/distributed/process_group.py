@@ -44,12 +44,13 @@ class DistributedTimeoutError(DistributedError):
 
 
 class _Group:
-    __slots__ = ("comm", "mpi", "timeout", "broken")
+    __slots__ = ("comm", "mpi", "timeout", "broken", "local_size")
 
-    def __init__(self, comm, mpi, timeout):
+    def __init__(self, comm, mpi, timeout, local_size):
         self.comm = comm
         self.mpi = mpi
         self.timeout = timeout
+        self.local_size = local_size  # ranks sharing this host (they share its cores)
         self.broken = None  # the message of the failure that broke the group
 
 
@@ -114,7 +115,10 @@ def init_process_group(backend="mpi", init_method=None, timeout=None, world_size
         if given not in (-1, None) and given != actual:
             comm.Free()
             raise ValueError(f"{op}: {name}={given} disagrees with the MPI launcher's {actual}")
-    _state["group"] = _Group(comm, MPI, seconds)
+    host = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    local_size = host.Get_size()
+    host.Free()
+    _state["group"] = _Group(comm, MPI, seconds, local_size)
 
 
 def is_available():
@@ -170,6 +174,12 @@ def get_world_size(group=None):
     """The number of ranks; 1 when no group is initialized."""
     g = _state["group"]
     return 1 if g is None else g.comm.Get_size()
+
+
+def local_world_size(group=None):
+    """How many ranks of the group run on this host (1 when no group is initialized)."""
+    g = _state["group"]
+    return 1 if g is None else g.local_size
 
 
 def _at_exit():

@@ -64,3 +64,7 @@ from .double_backward import IndexAdd  # noqa: E402
 from .double_backward_conv import ConvGradInput, ConvGradWeight, LinearMap  # noqa: E402
 __all__ += ["IndexAdd", "ConvGradInput", "ConvGradWeight", "LinearMap"]
 # --- end issue 15 ---
+# --- issue 17: SyncBatchNorm (cross-rank batch statistics) ---
+from .sync_batch_norm import SyncBatchNorm  # noqa: E402
+__all__ += ["SyncBatchNorm"]
+# --- end issue 17 ---

@@ -41,3 +41,7 @@ __all__ += ["ConvTranspose1d", "ConvTranspose2d", "Upsample", "UpsamplingNearest
 __all__ += ["MaxUnpool2d"]  # (issue 13: edge semantics)
 __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]  # (issue 14)
 __all__ += ["parallel"]  # (issue 17)
+# --- issue 17: SyncBatchNorm ---
+from .sync_batchnorm import SyncBatchNorm  # noqa: E402
+__all__ += ["SyncBatchNorm"]
+# --- end issue 17: SyncBatchNorm ---

@@ -214,10 +214,17 @@ class _BatchNorm(Module):
             self.running_var.data[...] = 1
             self.num_batches_tracked.data[...] = 0
 
-    def forward(self, x):
+    def _check_input(self, x):
         if x.ndim not in self._ndims or x.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}: input has shape {tuple(x.shape)}, expected "
                              f"{' or '.join(f'{n}-D' for n in self._ndims)} with {self.num_features} channels")
+
+    def _normalize(self, x, running_mean, running_var, use_batch, momentum):
+        """The normalization proper (SyncBatchNorm replaces it with the cross-rank one)."""
+        return F.batch_norm(x, running_mean, running_var, self.weight, self.bias, use_batch, momentum, self.eps)
+
+    def forward(self, x):
+        self._check_input(x)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
@@ -226,7 +233,7 @@ class _BatchNorm(Module):
         use_batch = self.training or not self.track_running_stats
         rm = self.running_mean if (not self.training or self.track_running_stats) else None
         rv = self.running_var if (not self.training or self.track_running_stats) else None
-        return F.batch_norm(x, rm, rv, self.weight, self.bias, use_batch, momentum, self.eps)
+        return self._normalize(x, rm, rv, use_batch, momentum)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

@@ -12,6 +12,7 @@ from ..models import LeNet5, MLP
 from .config import (DATASETS, DEFAULTS, LM_MODELS, MODELS, OPTIMIZERS, SCHEDULERS, make_optimizer,
                      make_scheduler, positive_int)
 from .amp import MixedPrecision, add_amp_argument
+from .distributed import add_distributed_argument, start as start_run
 from .lm import add_gpt_arguments, run_train_gpt
 from .loop import evaluate, fit
 from .robust import InputSpace, add_robust_arguments, check_robust_arguments, make_batch_loss, report_robust
@@ -40,9 +41,13 @@ def add_train_command(commands) -> None:
     p.add_argument("--weight-decay", type=float, default=None, help="(default 0; gpt: 0.01)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="(default cosine; gpt: warmup-cosine over the steps)")
-    p.add_argument("--threads", type=positive_int, default=None, help="kernel threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="kernel threads (default: all cores; --distributed: per rank, the cores mpirun bound "
+                        "it to, else this host's cores shared out among its ranks)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (needs a CUDA build and a GPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-norm", action="store_true",
+                   help="(lenet) BatchNorm after each convolution (SyncBatchNorm with --distributed)")
     p.add_argument("--checkpoint", default=None, help="save a checkpoint here after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -50,6 +55,7 @@ def add_train_command(commands) -> None:
                    help="print the total gradient norm and the largest per-parameter one at each log "
                         "(every epoch; language models: every --eval-interval steps)")
     add_amp_argument(p)
+    add_distributed_argument(p)
     add_gpt_arguments(p)
     add_robust_arguments(p)
     p.set_defaults(handler=run_train)
@@ -61,10 +67,17 @@ def _datasets(args, flatten):
     return data.fashion_mnist(root=args.data_dir, flatten=flatten), 28
 
 
-def _model(name, side):
+def _model(name, side, batch_norm=False):
     if name == "mlp":
         return MLP(side * side, (256, 256), 10)
-    return LeNet5(1, 10, input_size=side)
+    return LeNet5(1, 10, input_size=side, batch_norm=batch_norm)
+
+
+def _shard(dataset, run):
+    """This rank's part of the test set: every world_size-th sample (each counted once)."""
+    if run.world_size == 1:
+        return dataset
+    return data.Subset(dataset, list(range(run.rank, len(dataset), run.world_size)))
 
 
 def run_train(args) -> int:
@@ -85,48 +98,64 @@ def run_train(args) -> int:
     if args.resume and not args.checkpoint:
         print("error: train: --resume needs --checkpoint PATH", file=sys.stderr)
         return 2
-    if args.threads is not None:
-        dlkern.set_num_threads(args.threads)
+    if args.distributed and (args.adversarial or args.eps is not None):
+        print("error: train: --distributed does not combine with --adversarial / --eps (their attacks would "
+              "run backward passes through the gradient all-reduce)", file=sys.stderr)
+        return 2
+    if args.batch_norm and args.model != "lenet":
+        print("error: train: --batch-norm is for --model lenet", file=sys.stderr)
+        return 2
+    run = start_run(args)
+    if isinstance(run, int):
+        return run
+    say = run.print
     dlkern.manual_seed(args.seed)
 
     (train_set, test_set), side = _datasets(args, flatten=False)
-    train_loader = data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=args.seed)
-    test_loader = data.DataLoader(test_set, batch_size=512)
+    if run.distributed:
+        sampler = data.DistributedSampler(train_set, seed=args.seed)
+        train_loader = data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler)
+    else:
+        train_loader = data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=args.seed)
+    test_loader = data.DataLoader(_shard(test_set, run), batch_size=512)
     try:
         device = dlkern.device(args.device)
     except (RuntimeError, ValueError) as exc:
         print(f"error: train: --device {args.device}: {exc}", file=sys.stderr)
         return 2
-    model = _model(args.model, side).to(device)
+    model = run.wrap(_model(args.model, side, args.batch_norm).to(device))
     amp = MixedPrecision(args.amp, device.type)
     space = InputSpace(train_set.tensors[0])
     opt = make_optimizer(args, model.parameters())
     scheduler, per_batch = make_scheduler(args, opt, len(train_loader))
 
-    print(f"training {args.model} on {args.dataset}: {len(train_set)} train / {len(test_set)} test samples, "
-          f"{args.epochs} epochs, batch {args.batch_size}, {args.optimizer} lr {args.lr}, "
-          f"scheduler {args.scheduler}, {amp.describe()}, "
-          f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}")
-    # per sample (batch 1); eval mode and its own inputs: the training run is unchanged
-    print(dlkern.utils.summary(model, (1, 1, side, side), depth=2))
+    batch = (f"batch {args.batch_size}" if not run.distributed else
+             f"batch {args.batch_size} per rank ({args.batch_size * run.world_size} in all)")
+    say(f"training {args.model} on {args.dataset}: {len(train_set)} train / {len(test_set)} test samples, "
+        f"{args.epochs} epochs, {batch}, {args.optimizer} lr {args.lr}, "
+        f"scheduler {args.scheduler}, {amp.describe()}, "
+        f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}{run.describe()}")
+    if run.is_main:
+        # per sample (batch 1); eval mode and its own inputs: the training run is unchanged
+        print(dlkern.utils.summary(getattr(model, "module", model), (1, 1, side, side), depth=2))
     started = time.perf_counter()
     history = fit(model, opt, train_loader, args.epochs, test_loader=test_loader, scheduler=scheduler,
                   scheduler_per_batch=per_batch, checkpoint=args.checkpoint, resume=args.resume,
-                  progress=False if args.no_progress else None, device=device,
+                  progress=run.progress(args.no_progress), log=say, device=device,
                   log_grad_norm=args.log_grad_norm, batch_loss=make_batch_loss(args, space, 10), amp=amp)
     wall = time.perf_counter() - started
     if not history.epochs:
         # Resumed from a checkpoint that has done every requested epoch: say so, and report
         # the checkpoint's real test accuracy (one pass over the test set), not a NaN.
         accuracy = evaluate(model, test_loader, device, amp)
-        print(f"checkpoint already trained for {history.start_epoch} epochs (--epochs {args.epochs}): "
-              f"nothing to do")
-        print(f"done: test accuracy {accuracy:.4f} | checkpoint {args.checkpoint}")
+        say(f"checkpoint already trained for {history.start_epoch} epochs (--epochs {args.epochs}): "
+            f"nothing to do")
+        say(f"done: test accuracy {accuracy:.4f} | checkpoint {args.checkpoint}")
         report_robust(args, model, test_loader, space, device, accuracy)
         return 0
     final = history.test_accuracy[-1] if history.test_accuracy else float("nan")
-    print(f"done: test accuracy {final:.4f} | wall time {wall:.1f} s | "
-          f"{history.samples_per_second:.0f} train samples/s"
-          + (f" | checkpoint {args.checkpoint}" if args.checkpoint else ""))
+    say(f"done: test accuracy {final:.4f} | wall time {wall:.1f} s | "
+        f"{history.samples_per_second:.0f} train samples/s"
+        + (f" | checkpoint {args.checkpoint}" if args.checkpoint else ""))
     report_robust(args, model, test_loader, space, device, final)
     return 0

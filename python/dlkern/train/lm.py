@@ -25,6 +25,7 @@ from ..models import GPT, RNNLM
 from ..nn import functional as F
 from ..utils.grad_norms import format_grad_norms, grad_norms
 from .amp import MixedPrecision
+from .distributed import start as start_run
 from .checkpoint import CheckpointError, load_checkpoint, mismatch_error, save_checkpoint
 from .config import (DEFAULT_GPT_CHECKPOINT, GPT_DEFAULTS, LM_ARCH_DEFAULTS, LM_MODELS, make_optimizer,
                      make_scheduler, positive_int)
@@ -69,7 +70,7 @@ def sample_batch(ids: np.ndarray, batch_size: int, block_size: int, rng: np.rand
 def lm_loss(model, x, y):
     """Mean next-token cross-entropy; host batches x, y go to the model's device (a GPT
     or an RNNLM: both call their token embedding wte)."""
-    device = model.wte.weight.device
+    device = getattr(model, "module", model).wte.weight.device  # (model may be DDP-wrapped)
     x, y = Tensor(x).to(device), Tensor(y).to(device)
     logits = model(x)
     b, t, v = logits.shape
@@ -128,8 +129,10 @@ def run_train_gpt(args) -> int:
         print("error: train: --steps, --batch-size and --block-size must be >= 1 and --lr > 0", file=sys.stderr)
         return 2
     checkpoint = args.checkpoint or DEFAULT_GPT_CHECKPOINT
-    if args.threads is not None:
-        dlkern.set_num_threads(args.threads)
+    run = start_run(args)
+    if isinstance(run, int):
+        return run
+    say = run.print
     dlkern.manual_seed(args.seed)
 
     corpus, text = _corpus(args)
@@ -171,7 +174,9 @@ def run_train_gpt(args) -> int:
     amp = MixedPrecision(getattr(args, "amp", None), device.type)
     opt = make_optimizer(args, model.parameters())
     scheduler, _ = make_scheduler(args, opt, 1, epochs=args.steps)
-    rng = np.random.default_rng(args.seed)
+    # Each rank draws its own windows; a distributed run's stream depends on (seed, rank,
+    # step) alone, so it resumes on any number of ranks.
+    rng = np.random.default_rng([args.seed, run.rank] if run.distributed else args.seed)
     step = 0
     if resume_state:
         try:
@@ -179,36 +184,42 @@ def run_train_gpt(args) -> int:
             opt.load_state_dict(resume_state["optimizer"])
             if scheduler is not None and resume_state.get("scheduler") is not None:
                 scheduler.load_state_dict(resume_state["scheduler"])
-            rng.bit_generator.state = resume_state["rng"]
             step = int(resume_state["step"])
+            if run.distributed:
+                rng = np.random.default_rng([args.seed, run.rank, step])
+            else:
+                rng.bit_generator.state = resume_state["rng"]
             amp.load_state_dict(resume_state.get("amp"))
         except _MISMATCH_ERRORS as exc:
             raise mismatch_error(checkpoint, f"this {args.model.upper()} and optimizer", exc) from exc
-        print(f"resumed from {checkpoint} at step {step}")
+        say(f"resumed from {checkpoint} at step {step}")
         if step >= args.steps:
             # Every requested step is done: say so and report the real validation loss
             # instead of a run of 0 steps with a NaN loss.
             val = estimate_loss(model, val_ids, args.batch_size, model.config.get("block_size", args.block_size),
                                 args.eval_batches, seed=1, amp=amp)
-            print(f"checkpoint already trained for {step} steps (--steps {args.steps}): nothing to do")
-            print(f"done: val loss {val:.4f} | checkpoint {checkpoint}")
+            say(f"checkpoint already trained for {step} steps (--steps {args.steps}): nothing to do")
+            say(f"done: val loss {val:.4f} | checkpoint {checkpoint}")
             return 0
+    trained = run.wrap(model)  # what the steps run through: DDP on several ranks
 
     n_params = sum(p.data.size for p in model.parameters())
     block = model.config.get("block_size", args.block_size)  # an RNN trains on --block-size windows
-    print(f"training {args.model} on {corpus}: {len(train_ids)} train / {len(val_ids)} validation characters, "
-          f"vocab {tokenizer.vocab_size}, {n_params / 1e6:.2f}M parameters, {args.steps} steps of batch "
-          f"{args.batch_size} x {block}, {args.optimizer} lr {args.lr}, {amp.describe()}, "
-          f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}")
-    # one sequence of block tokens; eval mode and its own inputs: the training run is unchanged
-    print(dlkern.utils.summary(model, (1, block), dtypes=np.int64, depth=2))
+    per_rank = "" if not run.distributed else f" per rank ({args.batch_size * run.world_size} in all)"
+    say(f"training {args.model} on {corpus}: {len(train_ids)} train / {len(val_ids)} validation characters, "
+        f"vocab {tokenizer.vocab_size}, {n_params / 1e6:.2f}M parameters, {args.steps} steps of batch "
+        f"{args.batch_size} x {block}{per_rank}, {args.optimizer} lr {args.lr}, {amp.describe()}, "
+        f"on {device}, {dlkern.get_num_threads()} CPU thread(s), ISA {dlkern.get_isa()}{run.describe()}")
+    if run.is_main:
+        # one sequence of block tokens; eval mode and its own inputs: the training run is unchanged
+        print(dlkern.utils.summary(model, (1, block), dtypes=np.int64, depth=2))
     model.train()
     started, trained_steps, train_loss = time.perf_counter(), 0, float("nan")
     while step < args.steps:
         x, y = sample_batch(train_ids, args.batch_size, block, rng)
         opt.zero_grad()
         with amp.autocast():
-            loss = lm_loss(model, x, y)
+            loss = lm_loss(trained, x, y)
         amp.backward(loss)
         logging = (step + 1) % args.eval_interval == 0 or step + 1 == args.steps
         norms = None
@@ -224,7 +235,8 @@ def run_train_gpt(args) -> int:
         if not math.isfinite(train_loss):
             print(f"error: train: the loss became {train_loss} at step {step}; lower --lr", file=sys.stderr)
             return 1
-        if step % args.eval_interval == 0 or step == args.steps:
+        if run.is_main and (step % args.eval_interval == 0 or step == args.steps):
+            # rank 0 alone evaluates and saves; the others go on and wait in the next all-reduce
             val = estimate_loss(model, val_ids, args.batch_size, block, args.eval_batches, seed=1, amp=amp)
             rate = trained_steps / (time.perf_counter() - started)
             print(f"step {step:5d}/{args.steps}  train loss {train_loss:.4f}  val loss {val:.4f}  "
@@ -232,9 +244,9 @@ def run_train_gpt(args) -> int:
                   flush=True)
             save_checkpoint(checkpoint, _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus, amp))
     wall = time.perf_counter() - started
-    print(f"done: {trained_steps} steps in {wall:.1f} s ({trained_steps / max(wall, 1e-9):.2f} steps/s), "
-          f"final train loss {train_loss:.4f} | checkpoint {checkpoint}")
-    if args.sample_tokens > 0:
+    say(f"done: {trained_steps} steps in {wall:.1f} s ({trained_steps / max(wall, 1e-9):.2f} steps/s), "
+        f"final train loss {train_loss:.4f} | checkpoint {checkpoint}")
+    if args.sample_tokens > 0 and run.is_main:
         prompt = "\n"
         out, seconds = _generate(model, tokenizer, prompt, args.sample_tokens, 0.8, 20, args.seed)
         print(f"--- sample ({args.sample_tokens} characters, {args.sample_tokens / seconds:.0f} tokens/s) ---")

@@ -40,10 +40,35 @@ class History:
         return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
+def _data_parallel(model) -> bool:
+    """Whether `model` trains data-parallel (a DistributedDataParallel on several ranks)."""
+    from ..nn.parallel import DistributedDataParallel
+    return isinstance(model, DistributedDataParallel)
+
+
+def _unwrapped(model):
+    """The model whose weights a checkpoint holds: DDP's inner module, so a checkpoint
+    resumes on any number of ranks, or in a plain single-process run."""
+    return model.module if _data_parallel(model) else model
+
+
+def _sum_over_ranks(model, values):
+    """`values` summed over the ranks when `model` trains data-parallel, else unchanged."""
+    if not _data_parallel(model):
+        return values
+    from .. import distributed as dist
+    total = np.array(values, dtype=np.float64)
+    dist.all_reduce(total)
+    return [type(v)(t) for v, t in zip(values, total)]
+
+
 def evaluate(model, loader, device=None, amp=None) -> float:
     """Classification accuracy of `model` over `loader` (eval mode, no graph); batches
     are moved to `device` (default: where they are); `amp`: a train.amp.MixedPrecision
-    whose autocast the forward runs under (the precision the model was trained in)."""
+    whose autocast the forward runs under (the precision the model was trained in).
+    A DistributedDataParallel model counts over every rank's `loader` (each rank passes
+    its own shard of the test set)."""
+    wrapper, model = model, _unwrapped(model)
     was_training = model.training
     model.eval()
     correct = total = 0
@@ -56,6 +81,7 @@ def evaluate(model, loader, device=None, amp=None) -> float:
             correct += int((pred == labels).sum())
             total += labels.shape[0]
     model.train(was_training)
+    correct, total = _sum_over_ranks(wrapper, [correct, total])
     return correct / max(total, 1)
 
 
@@ -108,6 +134,10 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     (adversarial training, mixup); the train accuracy compares that output with yb.
     `amp`: a train.amp.MixedPrecision (autocast around forward and loss, a GradScaler for
     float16; its state is checkpointed); default: float32.
+    A DistributedDataParallel `model` trains data-parallel: the epoch's loss, accuracy and
+    samples are summed over the ranks (samples/s is then the job's), a DistributedSampler
+    behind `train_loader` gets set_epoch each epoch, rank 0 alone writes the checkpoint,
+    and the checkpoint holds the inner module's weights.
     """
     loss_fn = loss_fn or nn.functional.cross_entropy
     amp = amp or MixedPrecision()
@@ -123,7 +153,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
             if state.get("kind") is not None:  # fit() writes no kind; train --model gpt writes "gpt"
                 raise ValueError(f"it is a {state['kind']!r} checkpoint, not one written by fit()")
             start_epoch = int(state["epoch"])
-            model.load_state_dict(state["model"])
+            _unwrapped(model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state.get("scheduler") is not None:
                 scheduler.load_state_dict(state["scheduler"])
@@ -134,8 +164,13 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         history.start_epoch = start_epoch
         log(f"resumed from {checkpoint} at epoch {start_epoch}")
 
+    from .. import distributed as dist
+    saves = dist.get_rank() == 0 or not _data_parallel(model)  # one writer per checkpoint
+    sampler = getattr(train_loader, "sampler", None)
     started = time.perf_counter()
     for epoch in range(start_epoch, epochs):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # a DistributedSampler's shuffle follows the epoch
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         batches = _progress(train_loader, len(train_loader), f"epoch {epoch + 1}/{epochs}", progress)
@@ -165,6 +200,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         history.train_seconds += time.perf_counter() - epoch_started
         if scheduler is not None and not scheduler_per_batch:
             scheduler.step()
+        loss_sum, correct, seen = _sum_over_ranks(model, [loss_sum, correct, seen])
         history.epochs.append(epoch + 1)
         history.train_loss.append(loss_sum / max(seen, 1))
         history.train_accuracy.append(correct / max(seen, 1))
@@ -174,10 +210,10 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         log(f"epoch {epoch + 1:3d}/{epochs}  train loss {history.train_loss[-1]:.4f}  "
             f"train acc {history.train_accuracy[-1]:.4f}  test acc {test_acc:.4f}"
             + (f"  {format_grad_norms(norms)}" if norms is not None else ""))
-        if checkpoint is not None:
+        if checkpoint is not None and saves:
             save_checkpoint(checkpoint, {
                 "epoch": epoch + 1,
-                "model": model.state_dict(),
+                "model": _unwrapped(model).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "rng": _rng_state(train_loader),
