@@ -267,7 +267,11 @@ def model_section(args, gpt: Dict, fits) -> List[str]:
     rows = sm.efficiency_table(models, networks, ranks, args.alpha_us * 1e-6)
     eff = [[r["model"], f"{r['gbit']:g}"] + [f"{100 * c[0]:.0f}% / {100 * c[1]:.0f}%" for c in r["cells"].values()]
            for r in rows]
-    comm = [[r["model"], f"{r['gbit']:g}"] + [ms(c[2]) for c in r["cells"].values()] for r in rows]
+    comm = []  # the communication depends on the gradient alone: one row per model and network
+    for r in rows:
+        row = [r["model"].split(",")[0], f"{r['gbit']:g}"] + [ms(c[2]) for c in r["cells"].values()]
+        if row not in comm:
+            comm.append(row)
     headers = ["model", "Gb/s"] + [f"{p} ranks" for p in ranks]
     return ["## Model: ring all-reduce and DDP efficiency on 8-256 ranks", "",
             "- **ring all-reduce**: t_ring(p, n) = 2(p-1) alpha + 2(p-1)/p x n x beta_net per bucket; DDP's "
