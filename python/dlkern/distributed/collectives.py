@@ -11,11 +11,12 @@ form is the same request waited on at once, so both honour the group's timeout.
 
 import numpy as np
 
+from ..tensor import Tensor
 from .process_group import _group, wait
 
 # The dtypes MPI has a native type for (mpi4py maps them by their type code). The 16-bit
 # floats have none: an all-reduce of them would need a user-defined reduction in Python.
-_MPI_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+_MPI_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
                                           np.uint8, np.uint16, np.uint32, np.uint64))
 
 
@@ -67,7 +68,6 @@ class Work:
 
 def _array(x, op, name, writable=True):
     """The host ndarray behind a Tensor or ndarray, checked for MPI."""
-    from ..tensor import Tensor
     if isinstance(x, Tensor):
         if x.device.type != "cpu":
             raise NotImplementedError(f"dlkern.distributed.{op}: {name} is a {x.device} tensor; the MPI backend "
