@@ -264,10 +264,29 @@ def test_persistent_workers_survive_epochs_and_an_abandoned_epoch():
     assert _no_children()
 
 
+def test_persistent_workers_restart_after_a_worker_error():
+    ds = Items(8, bad=5)
+    loader = data.DataLoader(ds, batch_size=2, num_workers=2, persistent_workers=True)
+    with pytest.raises(ValueError, match="item 5 is broken"):
+        list(loader)
+    assert _no_children()
+    ds.bad = None  # fork: the next pool sees the repaired data set
+    assert _same(_labels(loader), [np.array([0, 1]), np.array([2, 3]), np.array([4, 5]), np.array([6, 7])])
+    del loader
+    gc.collect()
+    assert _no_children()
+
+
 def test_spawn_context():
     ds = data.TensorDataset(np.arange(10, dtype=np.float32), np.arange(10))
     got = _labels(data.DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn"))
     assert _same(got, [np.arange(0, 4), np.arange(4, 8), np.arange(8, 10)])
+
+    class Local(Items):  # a class local to a function cannot be pickled for spawn
+        pass
+
+    with pytest.raises(Exception, match="pickle|Pickl"):
+        list(data.DataLoader(Local(6), batch_size=2, num_workers=2, multiprocessing_context="spawn"))
     assert _no_children()
 
 
@@ -291,4 +310,39 @@ def test_bad_worker_arguments():
         data.DataLoader(ds, generator="seed")
     loader = data.DataLoader(ds, num_workers=2)
     assert loader.prefetch_factor == 2 and data.DataLoader(ds).prefetch_factor is None
+    assert _no_children()
+
+
+# --------------------------------------------------------------------------- resume
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_fit_resumes_exactly_with_default_generator_shuffles(tmp_path, num_workers):
+    """No loader generator: the shuffles (and, with workers, the augmentation seeds) come
+    from dlkern's default generator, whose state the checkpoint holds."""
+    from dlkern import nn, optim
+    from dlkern.data import transforms as T
+    from dlkern.models import MLP
+    from dlkern.train import fit
+
+    train, _ = data.digits(seed=0, flatten=True)
+    jitter = lambda v: v + 0.05 * dlkern.generator.default_generator().standard_normal(v.shape).astype(v.dtype)
+
+    def run(epochs, checkpoint=None, resume=False, seed=3):
+        dlkern.manual_seed(seed)
+        ds = data.TransformDataset(train, jitter)
+        loader = data.DataLoader(ds, batch_size=128, shuffle=True, num_workers=num_workers)
+        model = MLP(64, (16,), 10, dropout=0.2)
+        opt = optim.Adam(model.parameters(), lr=3e-3)
+        fit(model, opt, loader, epochs, checkpoint=checkpoint, resume=resume, log=lambda _m: None,
+            progress=False)
+        return {k: np.array(v.numpy()) for k, v in model.state_dict().items()}
+
+    whole = run(3)
+    ck = tmp_path / "run.npz"
+    run(1, checkpoint=ck)
+    resumed = run(3, checkpoint=ck, resume=True, seed=99)  # the checkpoint's RNG state wins
+    for name, value in whole.items():
+        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+    # and the shuffles do depend on the seed
+    assert not all(np.array_equal(run(1, seed=4)[k], run(1, seed=5)[k]) for k in whole)
     assert _no_children()

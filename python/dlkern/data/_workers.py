@@ -122,18 +122,24 @@ class WorkerPool:
         self.index_queues = []
         self.processes = []
         self.epoch = 0
-        for worker_id in range(num_workers):
-            index_queue = context.Queue()
-            # Index lists are tiny; never let exit wait on the feeder thread.
-            index_queue.cancel_join_thread()
-            process = context.Process(
-                target=_worker_loop, daemon=True, name=f"dlkern-DataLoader-{worker_id}",
-                args=(fetch, index_queue, self.result_queue, worker_id, num_workers,
-                      seed + worker_id, init_fn, os.getpid(), dataset))
-            process.start()
-            self.index_queues.append(index_queue)
-            self.processes.append(process)
         self.closed = False
+        try:
+            for worker_id in range(num_workers):
+                index_queue = context.Queue()
+                # Index lists are tiny; never let exit wait on the feeder thread.
+                index_queue.cancel_join_thread()
+                process = context.Process(
+                    target=_worker_loop, daemon=True, name=f"dlkern-DataLoader-{worker_id}",
+                    args=(fetch, index_queue, self.result_queue, worker_id, num_workers,
+                          seed + worker_id, init_fn, os.getpid(), dataset))
+                self.index_queues.append(index_queue)
+                self.processes.append(process)
+                process.start()
+        except BaseException:
+            # e.g. a dataset that spawn cannot pickle: stop the workers already running
+            self.processes = [p for p in self.processes if p.pid is not None]
+            self.shutdown()
+            raise
 
     def check_alive(self):
         dead = [p for p in self.processes if not p.is_alive()]
