@@ -68,7 +68,8 @@ class DataLoader:
     default generator when the epoch starts, so ``dlkern.manual_seed`` makes the
     shuffles reproducible, as ``torch.manual_seed`` does).
 
-    Keyword-only, as in PyTorch: num_workers (0 loads in this process; N > 0 starts N
+    Keyword-only here (this signature's positional order already differs from
+    PyTorch's after shuffle): num_workers (0 loads in this process; N > 0 starts N
     worker processes, 'fork' on Linux and 'spawn' elsewhere unless
     ``multiprocessing_context`` says otherwise; the batches and their order are the same
     as with 0), prefetch_factor (batches in flight per worker, default 2),
