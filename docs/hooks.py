@@ -54,9 +54,11 @@ def _reports_table() -> str:
 def _help(args: str) -> str:
     # The same interpreter and environment as the build, so the help comes from the
     # dlkern that the API pages document (installed, or on PYTHONPATH).
-    env = dict(os.environ, COLUMNS="88")
+    # `bench` lists the case tables of this checkout's bench/cases, which an installed
+    # dlkern finds only through $DLKERN_BENCH_CASES or the working directory.
+    env = dict(os.environ, COLUMNS="88", DLKERN_BENCH_CASES=str(ROOT / "bench" / "cases"))
     out = subprocess.run([sys.executable, "-m", "dlkern", *args.split(), "--help"], capture_output=True,
-                         text=True, env=env, timeout=120, cwd=ROOT / "docs")
+                         text=True, env=env, timeout=120, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"docs: `python -m dlkern {args} --help` failed:\n{out.stderr}")
     return f"```text\n{out.stdout.rstrip()}\n```"
