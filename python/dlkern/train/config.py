@@ -48,12 +48,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+# --momentum when not given: SGD's CLI default, RMSprop's PyTorch default.
+MOMENTUM_DEFAULTS = {"sgd": 0.9, "rmsprop": 0.0}
+
+
 def make_optimizer(args, params):
     """The optimizer args.optimizer names, with args.lr and args.weight_decay (and
-    args.momentum for SGD, the one that takes it from the command line)."""
+    args.momentum for SGD and RMSprop, the ones that take a momentum; None: their
+    MOMENTUM_DEFAULTS)."""
     cls = _OPTIMIZER_CLASSES[args.optimizer]
-    if cls is optim.SGD:
-        return cls(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    if args.optimizer in MOMENTUM_DEFAULTS:
+        momentum = getattr(args, "momentum", None)
+        momentum = MOMENTUM_DEFAULTS[args.optimizer] if momentum is None else momentum
+        return cls(params, lr=args.lr, momentum=momentum, weight_decay=args.weight_decay)
     return cls(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
@@ -71,7 +78,12 @@ def make_scheduler(args, opt, steps_per_epoch, epochs=None):
     if name == "exponential":
         return sched.ExponentialLR(opt, gamma=0.95), False
     if name == "onecycle":
-        return sched.OneCycleLR(opt, max_lr=args.lr, epochs=epochs, steps_per_epoch=steps_per_epoch), True
+        # OneCycle also cycles the momentum (or Adam's beta1); an optimizer with neither
+        # (Adagrad) gets the learning-rate cycle alone instead of PyTorch's ValueError.
+        defaults = opt.defaults
+        cycle = "momentum" in defaults or "betas" in defaults
+        return sched.OneCycleLR(opt, max_lr=args.lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                cycle_momentum=cycle), True
     warmup = max(1, epochs // 10)  # warmup-cosine: linear warm-up, then cosine decay
     return sched.SequentialLR(opt, [sched.LinearLR(opt, start_factor=0.1, total_iters=warmup),
                                      sched.CosineAnnealingLR(opt, T_max=max(1, epochs - warmup))],
