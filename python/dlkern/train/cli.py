@@ -12,8 +12,8 @@ import dlkern
 from .. import data
 from ..models import LeNet5, MLP
 from .._cli import DefaultsHelpFormatter, RunError
-from .config import (DATASETS, DEFAULT_GPT_CHECKPOINT, DEFAULTS, LM_MODELS, MODELS, OPTIMIZERS, SCHEDULERS, make_optimizer,
-                     make_scheduler, positive_int)
+from .config import (DATASETS, DEFAULT_GPT_CHECKPOINT, DEFAULTS, LM_MODELS, MODELS, OPTIMIZERS, SCHEDULERS,
+                     make_optimizer, make_scheduler, positive_int)
 from .amp import MixedPrecision, add_amp_argument
 from .distributed import add_distributed_argument, start as start_run
 from .history import HISTORY_SUFFIX, RunHistory, history_path
@@ -63,7 +63,7 @@ def add_train_command(commands) -> None:
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--history", default=None, metavar="PATH",
                    help="write the run's history (JSON) here, updated at every epoch or evaluation"
-                   ).shown_default = f"CHECKPOINT's name with {HISTORY_SUFFIX} for .npz, beside it; none without a checkpoint"
+                   ).shown_default = f"beside the checkpoint, its .npz replaced by {HISTORY_SUFFIX}; none without one"
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (there are none off a terminal, without tqdm, or on ranks other than 0)")
     p.add_argument("--log-grad-norm", action="store_true",
