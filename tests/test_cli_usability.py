@@ -386,3 +386,21 @@ def test_fit_bar_postfix_is_the_last_batch_loss(monkeypatch):
         log=lambda s: None)
     (bar,) = _FakeTqdmIterable.made
     assert bar.postfix == {"loss": f"{seen[-1]:.4f}"}
+
+
+def test_bench_cases_have_a_bar(tmp_path, capsys, monkeypatch):
+    from dlkern.bench import benchmarks
+
+    if "softmax" not in benchmarks():
+        pytest.skip("the benchmark tables live in a source checkout (bench/cases)")
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=_FakeTqdm))
+    monkeypatch.setattr("dlkern.train.progress.sys.stderr", types.SimpleNamespace(isatty=lambda: True))
+    _FakeTqdm.made.clear()
+    assert main(["bench", "softmax", "--shapes", "8x16,4x8", "--threads", "1", "--repeats", "1", "--peers",
+                 "numpy", "--out", str(tmp_path / "s.md")]) == 0
+    out = capsys.readouterr().out
+    (bar,) = _FakeTqdm.made
+    rows = [line for line in out.splitlines() if line.startswith("[1T] ")]  # one per case: (log_)softmax x 2
+    assert len(rows) == 4
+    assert (bar.total, bar.n, bar.closed, bar.desc) == (4, 4, True, "bench softmax")
+    assert (tmp_path / "s.md").is_file()
