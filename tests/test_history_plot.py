@@ -186,3 +186,15 @@ def test_plot_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     assert main(["plot", str(other)]) == 1
     assert "pip install 'dlkern[plot]'" in capsys.readouterr().err
+
+
+def test_a_diverged_run_stops_with_its_history_and_no_nan_checkpoint(tmp_path, capsys):
+    ck = tmp_path / "nan.npz"
+    rc = main(MLP + ["--epochs", "2", "--optimizer", "sgd", "--lr", "1e12", "--scheduler", "none",
+                     "--checkpoint", str(ck)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "error: train: the loss became nan in epoch 1; lower --lr" in err
+    assert not ck.exists()  # the diverged weights are not saved
+    data = _strict(tmp_path / "nan.history.json")
+    assert [e["epoch"] for e in data["epochs"]] == [1] and data["epochs"][0]["train_loss"] is None
+    assert data["finished"] is False

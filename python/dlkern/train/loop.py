@@ -135,7 +135,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     (adversarial training, mixup); the train accuracy compares that output with yb.
     `amp`: a train.amp.MixedPrecision (autocast around forward and loss, a GradScaler for
     float16; its state is checkpointed); default: float32.
-    `on_epoch(record)` is called after each epoch (after its checkpoint) with a dict of
+    `on_epoch(record)` is called after each epoch (before its checkpoint) with a dict of
     its metrics: epoch, train_loss, train_accuracy, test_accuracy, lr (of the epoch's
     last step), samples_per_second and train_seconds (the training steps alone).
     A DistributedDataParallel `model` trains data-parallel: the epoch's loss, accuracy and
@@ -220,6 +220,11 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         log(f"epoch {epoch + 1:3d}/{epochs}  train loss {history.train_loss[-1]:.4f}  "
             f"train acc {history.train_accuracy[-1]:.4f}  test acc {test_acc:.4f}"
             + (f"  {format_grad_norms(norms)}" if norms is not None else ""))
+        if on_epoch is not None:  # before the save: an exception from it keeps the last checkpoint
+            on_epoch({"epoch": epoch + 1, "train_loss": history.train_loss[-1],
+                      "train_accuracy": history.train_accuracy[-1], "test_accuracy": test_acc, "lr": lr,
+                      "samples_per_second": seen / epoch_seconds if epoch_seconds > 0 else 0.0,
+                      "train_seconds": epoch_seconds})
         if checkpoint is not None and saves:
             save_checkpoint(checkpoint, {
                 "epoch": epoch + 1,
@@ -229,10 +234,5 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
                 "rng": _rng_state(train_loader),
                 "amp": amp.state_dict(),
             })
-        if on_epoch is not None:
-            on_epoch({"epoch": epoch + 1, "train_loss": history.train_loss[-1],
-                      "train_accuracy": history.train_accuracy[-1], "test_accuracy": test_acc, "lr": lr,
-                      "samples_per_second": seen / epoch_seconds if epoch_seconds > 0 else 0.0,
-                      "train_seconds": epoch_seconds})
     history.seconds = time.perf_counter() - started
     return history
