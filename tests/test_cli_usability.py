@@ -235,15 +235,25 @@ def test_exit_statuses_agree_between_train_and_generate(tmp_path, corpus, capsys
         (["generate", "--max-new-tokens", "0"], 2, "--max-new-tokens"),
         (["train", "--resume"] + MLP[1:], 2, "--resume needs --checkpoint"),
         (["train", "--model", "resnet"], 2, "invalid choice"),
+        # values an optimizer or a generator refuses: 2 with a message, never a traceback
+        (MLP + ["--optimizer", "sgd", "--momentum", "-1"], 2, "--optimizer sgd: Invalid momentum value"),
+        (MLP + ["--weight-decay", "-1"], 2, "Invalid weight_decay value"),
+        (MLP + ["--lr", "nan"], 2, "Invalid learning rate value: nan"),
+        (MLP + ["--seed", "-1"], 2, "argument --seed: must be >= 0"),
+        (["generate", "--seed", "-1"], 2, "argument --seed: must be >= 0"),
+        (["train", "--model", "gpt", "--text", str(corpus), "--eval-interval", "0"], 2, "--eval-interval"),
+        (["train", "--model", "gpt", "--text", str(corpus), "--eval-batches", "0"], 2, "--eval-batches"),
     ]
     for argv, status, message in cases:
         rc, _, err = _exit_code(argv, capsys)
         assert rc == status, (argv, err)
-        line = _one_line(err) if status == 1 or "invalid choice" not in message else err.splitlines()[-1]
+        assert "Traceback" not in err, err
+        line = err.splitlines()[-1]
         assert message in line, (argv, err)
-        assert line.startswith("error: ") or "invalid choice" in line, err
-        if "invalid choice" not in message:
-            assert line.startswith(f"error: {argv[0]}: "), err
+        if line.startswith("error: "):  # ours: one line naming the command
+            assert line.startswith(f"error: {argv[0]}: ") and _one_line(err) == line, err
+        else:  # argparse's: usage, then "<prog> <command>: error: argument ..."
+            assert status == 2 and f"dlkern {argv[0]}: error: " in line, err
 
 
 def test_generate_bad_prompt_is_a_usage_error(tmp_path, corpus, capsys):

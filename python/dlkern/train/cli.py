@@ -13,7 +13,7 @@ from .. import data
 from ..models import LeNet5, MLP
 from .._cli import DefaultsHelpFormatter, RunError
 from .config import (DATASETS, DEFAULT_GPT_CHECKPOINT, DEFAULTS, LM_MODELS, MODELS, OPTIMIZERS, SCHEDULERS,
-                     make_optimizer, make_scheduler, positive_int)
+                     make_optimizer, make_scheduler, non_negative_int, positive_int)
 from .amp import MixedPrecision, add_amp_argument
 from .distributed import add_distributed_argument, start as start_run
 from .history import HISTORY_SUFFIX, RunHistory, history_path
@@ -54,7 +54,7 @@ def add_train_command(commands) -> None:
                    help="kernel threads (default: all cores; --distributed: per rank, the cores mpirun bound "
                         "it to, else this host's cores shared out among its ranks)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (needs a CUDA build and a GPU)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the weights, the shuffling and the sampling")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the weights, the shuffling and the sampling")
     p.add_argument("--batch-norm", action="store_true", default=None,
                    help="(lenet) BatchNorm after each convolution (SyncBatchNorm with --distributed)")
     p.add_argument("--checkpoint", default=None,

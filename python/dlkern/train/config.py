@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .. import optim
+from .._cli import UsageError
 from ..optim import lr_scheduler as sched
 
 MODELS = ("mlp", "lenet", "gpt", "lstm", "gru")
@@ -37,6 +38,17 @@ _OPTIMIZER_CLASSES = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW
                       "adagrad": optim.Adagrad, "radam": optim.RAdam}
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0 (a seed; else an argparse error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an int >= 1 (else an argparse error, exit 2)."""
     try:
@@ -57,11 +69,14 @@ def make_optimizer(args, params):
     args.momentum for SGD and RMSprop, the ones that take a momentum; None: their
     MOMENTUM_DEFAULTS)."""
     cls = _OPTIMIZER_CLASSES[args.optimizer]
+    options = {"lr": args.lr, "weight_decay": args.weight_decay}
     if args.optimizer in MOMENTUM_DEFAULTS:
         momentum = getattr(args, "momentum", None)
-        momentum = MOMENTUM_DEFAULTS[args.optimizer] if momentum is None else momentum
-        return cls(params, lr=args.lr, momentum=momentum, weight_decay=args.weight_decay)
-    return cls(params, lr=args.lr, weight_decay=args.weight_decay)
+        options["momentum"] = MOMENTUM_DEFAULTS[args.optimizer] if momentum is None else momentum
+    try:
+        return cls(params, **options)
+    except ValueError as exc:  # a negative --momentum or --weight-decay, a NaN --lr: the command line's
+        raise UsageError(f"--optimizer {args.optimizer}: {exc}") from None
 
 
 def make_scheduler(args, opt, steps_per_epoch, epochs=None):

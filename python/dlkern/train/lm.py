@@ -29,7 +29,7 @@ from .distributed import start as start_run
 from .checkpoint import CheckpointError, load_checkpoint, mismatch_error, save_checkpoint
 from .._cli import DefaultsHelpFormatter, UsageError
 from .config import (DEFAULT_GPT_CHECKPOINT, GPT_DEFAULTS, LM_MODELS, make_optimizer,
-                     make_scheduler, positive_int)
+                     make_scheduler, non_negative_int, positive_int)
 from .history import RunHistory, history_path
 from .options import resolve
 from .progress import StepBar
@@ -57,8 +57,8 @@ def add_gpt_arguments(p) -> None:
     g.add_argument("--checkpoint-activations", action="store_true", default=None,
                    help="(gpt) recompute each transformer block's activations in the backward: less memory, "
                         "about one more forward per step")
-    g.add_argument("--eval-interval", type=int, default=None, help="steps between validation losses")
-    g.add_argument("--eval-batches", type=int, default=None, help="batches per validation loss")
+    g.add_argument("--eval-interval", type=positive_int, default=None, help="steps between validation losses")
+    g.add_argument("--eval-batches", type=positive_int, default=None, help="batches per validation loss")
     g.add_argument("--sample-tokens", type=int, default=None, help="characters sampled at the end (0: none)")
 
 
@@ -378,7 +378,7 @@ def add_generate_command(commands) -> None:
     p.add_argument("--max-new-tokens", type=int, default=200, help="characters to add")
     p.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely token")
     p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens (none: all)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the sampling")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the sampling")
     p.add_argument("--threads", type=positive_int, default=None, help="kernel threads (default: all cores)")
     p.set_defaults(handler=run_generate)
 
