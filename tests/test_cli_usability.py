@@ -395,7 +395,21 @@ def test_fit_bar_postfix_is_the_last_batch_loss(monkeypatch):
     fit(model, optim.SGD(model.parameters(), lr=0.1), loader, 1, loss_fn=loss_fn, progress=True,
         log=lambda s: None)
     (bar,) = _FakeTqdmIterable.made
-    assert bar.postfix == {"loss": f"{seen[-1]:.4f}"}
+    assert bar.postfix == {"loss": f"{seen[-1]:.4f}"}  # one epoch: nothing after it
+    # three epochs: from the second on, the bar also estimates the epochs after it
+    _FakeTqdmIterable.made.clear()
+    seen.clear()
+    fit(model, optim.SGD(model.parameters(), lr=0.1), loader, 3, loss_fn=loss_fn, progress=True,
+        log=lambda s: None)
+    first, second, third = _FakeTqdmIterable.made
+    assert first.postfix.keys() == {"loss"} and third.postfix.keys() == {"loss"}
+    assert second.postfix["loss"] == f"{seen[5]:.4f}" and re.fullmatch(r"\d+:\d\d", second.postfix["then"])
+
+
+def test_clock_format():
+    from dlkern.train.loop import _clock
+    assert [_clock(s) for s in (0, 59.6, 61, 3599, 3600, 7325)] == ["0:00", "1:00", "1:01", "59:59", "1:00:00",
+                                                                      "2:02:05"]
 
 
 def test_bench_cases_have_a_bar(tmp_path, capsys, monkeypatch):

@@ -172,7 +172,9 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     saves = dist.get_rank() == 0 or not _data_parallel(model)  # one writer per checkpoint
     sampler = getattr(train_loader, "sampler", None)
     started = time.perf_counter()
+    epoch_walls = []  # whole epochs (evaluation and checkpoint included): the bar's estimate of the rest
     for epoch in range(start_epoch, epochs):
+        wall_started = time.perf_counter()
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)  # a DistributedSampler's shuffle follows the epoch
         model.train()
@@ -205,7 +207,10 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
             correct += int((out.data.argmax(axis=1) == yb.data).sum())
             seen += n
             if hasattr(batches, "set_postfix"):  # a tqdm bar (progress=None/True with tqdm)
-                batches.set_postfix(loss=f"{value:.4f}", refresh=False)
+                postfix = {"loss": f"{value:.4f}"}
+                if epoch_walls and epoch + 1 < epochs:  # the epochs after this one, at the mean pace so far
+                    postfix["then"] = _clock(sum(epoch_walls) / len(epoch_walls) * (epochs - epoch - 1))
+                batches.set_postfix(postfix, refresh=False)
         epoch_seconds = time.perf_counter() - epoch_started
         history.train_seconds += epoch_seconds
         if scheduler is not None and not scheduler_per_batch:
@@ -234,5 +239,13 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
                 "rng": _rng_state(train_loader),
                 "amp": amp.state_dict(),
             })
+        epoch_walls.append(time.perf_counter() - wall_started)
     history.seconds = time.perf_counter() - started
     return history
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss or m:ss, as tqdm shows its own estimate."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
