@@ -38,26 +38,21 @@ _OPTIMIZER_CLASSES = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW
                       "adagrad": optim.Adagrad, "radam": optim.RAdam}
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an int >= 0 (a seed; else an argparse error, exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _int_at_least(least: int, what: str):
+    """An argparse type: an int >= `least` (else an argparse error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
+        return value
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (else an argparse error, exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+non_negative_int = _int_at_least(0, "an integer >= 0")  # a seed
+positive_int = _int_at_least(1, "a positive integer")   # counts: threads, steps, batches
 
 
 # --momentum when not given: SGD's CLI default, RMSprop's PyTorch default.
