@@ -103,18 +103,14 @@ def add_plot_command(commands) -> None:
 
 
 def _version() -> str:
-    """The installed version, without loading the compiled module when the package
-    metadata knows it (so --version answers even from a broken build)."""
+    """The version of the dlkern that runs (its compiled module's), or, when that does
+    not import (a broken build), the installed package's metadata."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            return version("dlkern")
-        except PackageNotFoundError:
-            pass
+        import dlkern
+        return dlkern.__version__
     except ImportError:
-        pass
-    import dlkern
-    return dlkern.__version__
+        from importlib.metadata import version
+        return version("dlkern")
 
 
 class _VersionAction(argparse.Action):
