@@ -19,6 +19,7 @@ benchmark's ratio exceeds R (a regression gate). Standard library only.
 import argparse
 import json
 import math
+import os
 import re
 import statistics
 import sys
@@ -179,4 +180,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # piped into head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(0)
