@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#include "cpu/gemm.h"
+#include "gemm.h"  // relative: the installed header set has no csrc/ on the path
 
 namespace dlkern::cpu {
 

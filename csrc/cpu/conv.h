@@ -17,7 +17,7 @@
 #pragma once
 #include <cstdint>
 
-#include "common/geometry.h"
+#include "../common/geometry.h"  // relative: see gemm.h
 
 namespace dlkern::cpu {
 

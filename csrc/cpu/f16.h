@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "cpu/bf16.h"
+#include "bf16.h"  // relative: see gemm.h
 
 namespace dlkern::cpu {
 

@@ -3,7 +3,9 @@
 #pragma once
 #include <cstdint>
 
-#include "common/cpu_features.h"
+// Relative includes in the public headers (cmake/dlkernInstall.cmake installs them under
+// include/dlkern/): a consumer has only include/ on its path, never csrc/.
+#include "../common/cpu_features.h"
 
 namespace dlkern::cpu {
 

@@ -13,7 +13,7 @@
 #pragma once
 #include <cstdint>
 
-#include "common/optim_checks.h"
+#include "../common/optim_checks.h"  // relative: see gemm.h
 
 namespace dlkern::cpu {
 
