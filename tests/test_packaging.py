@@ -29,7 +29,7 @@ REQUIRED_CLASSIFIERS = {
 URL_LABELS = {"Homepage", "Documentation", "Source", "Issues"}
 
 
-def pyproject() -> dict:
+def load_pyproject() -> dict:
     if sys.version_info < (3, 11):
         tomllib = pytest.importorskip("tomli")
     else:
@@ -37,7 +37,11 @@ def pyproject() -> dict:
     if not PYPROJECT.is_file():
         pytest.skip("no pyproject.toml beside the tests (installed tests only)")
     with open(PYPROJECT, "rb") as f:
-        return tomllib.load(f)["project"]
+        return tomllib.load(f)
+
+
+def pyproject() -> dict:
+    return load_pyproject()["project"]
 
 
 def installed_distribution():
@@ -78,14 +82,7 @@ def test_pyproject_classifiers_and_urls():
 
 
 def test_build_requirements_support_pep_639():
-    if sys.version_info < (3, 11):
-        tomllib = pytest.importorskip("tomli")
-    else:
-        import tomllib
-    if not PYPROJECT.is_file():
-        pytest.skip("no pyproject.toml beside the tests")
-    with open(PYPROJECT, "rb") as f:
-        requires = tomllib.load(f)["build-system"]["requires"]
+    requires = load_pyproject()["build-system"]["requires"]
     # scikit-build-core writes PEP 639's License-Expression from 0.11 on.
     assert "scikit-build-core>=0.11" in requires
 
