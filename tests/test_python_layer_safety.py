@@ -382,7 +382,7 @@ def test_cli_resume_with_another_models_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     rc = main(["train", "--model", "lenet", "--checkpoint", str(ck), "--resume"] + DIGITS)
     err = capsys.readouterr().err
-    assert rc == 2
+    assert rc == 1
     _one_line_error(err, "error: train:", str(ck), "does not fit", "missing keys")
 
 
@@ -390,7 +390,7 @@ def test_cli_resume_with_a_checkpoint_missing_entries(tmp_path, capsys):
     ck = tmp_path / "partial.npz"
     save_checkpoint(ck, {"model": {}, "epoch": 1})
     rc = main(["train", "--checkpoint", str(ck), "--resume"] + DIGITS)
-    assert rc == 2
+    assert rc == 1
     _one_line_error(capsys.readouterr().err, "error: train:", "does not fit")
 
 
@@ -398,7 +398,7 @@ def test_cli_gpt_checkpoint_mismatches(tmp_path, corpus, capsys):
     mlp_ck = tmp_path / "mlp.npz"
     save_checkpoint(mlp_ck, {"model": Small().state_dict(), "epoch": 1})
     # generate with a non-GPT checkpoint
-    assert main(["generate", "--checkpoint", str(mlp_ck), "--max-new-tokens", "2"]) == 2
+    assert main(["generate", "--checkpoint", str(mlp_ck), "--max-new-tokens", "2"]) == 1
     _one_line_error(capsys.readouterr().err, "error: generate:", "not a GPT checkpoint")
     # generate with a GPT checkpoint whose weights do not fit its config
     gpt_ck = tmp_path / "gpt.npz"
@@ -409,31 +409,32 @@ def test_cli_gpt_checkpoint_mismatches(tmp_path, corpus, capsys):
     state["config"]["d_model"] = 32
     broken = tmp_path / "broken.npz"
     save_checkpoint(broken, state)
-    assert main(["generate", "--checkpoint", str(broken), "--max-new-tokens", "2"]) == 2
+    assert main(["generate", "--checkpoint", str(broken), "--max-new-tokens", "2"]) == 1
     _one_line_error(capsys.readouterr().err, "error: generate:", "does not fit", "size mismatch")
     # train --model gpt --resume from the classifier checkpoint, or the broken one
     for ck in (mlp_ck, broken):
         rc = main(["train", "--model", "gpt", "--text", str(corpus), "--steps", "4", "--resume",
                    "--checkpoint", str(ck)] + GPT_SMALL)
-        assert rc == 2
+        assert rc == 1
         _one_line_error(capsys.readouterr().err, "error: train:", str(ck))
     # resume on a text with characters the checkpoint's vocabulary lacks
     other = tmp_path / "other.txt"
     other.write_text(CORPUS_TEXT.replace("a", "\u00e9"))
     rc = main(["train", "--model", "gpt", "--text", str(other), "--steps", "4", "--resume",
                "--checkpoint", str(gpt_ck)] + GPT_SMALL)
-    assert rc == 2
+    assert rc == 1
     _one_line_error(capsys.readouterr().err, "error: train:", "not in the vocabulary")
     # a classifier resume from the GPT checkpoint
-    assert main(["train", "--checkpoint", str(gpt_ck), "--resume"] + DIGITS) == 2
+    assert main(["train", "--checkpoint", str(gpt_ck), "--resume"] + DIGITS) == 1
     _one_line_error(capsys.readouterr().err, "error: train:", "'gpt' checkpoint")
 
 
-def test_cli_missing_checkpoint_exits_2_for_train_and_generate(tmp_path, capsys):
+def test_cli_missing_checkpoint_exits_1_for_train_and_generate(tmp_path, capsys):
+    # (the exit-status convention: 1 for what fails while running, 2 for a wrong command line)
     missing = tmp_path / "nope.npz"
-    assert main(["train", "--checkpoint", str(missing), "--resume"] + DIGITS) == 2
+    assert main(["train", "--checkpoint", str(missing), "--resume"] + DIGITS) == 1
     _one_line_error(capsys.readouterr().err, "does not exist")
-    assert main(["generate", "--checkpoint", str(missing)]) == 2
+    assert main(["generate", "--checkpoint", str(missing)]) == 1
     _one_line_error(capsys.readouterr().err, "does not exist")
 
 

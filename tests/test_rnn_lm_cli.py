@@ -176,7 +176,8 @@ def test_resume_continues_from_the_checkpoint(corpus, tmp_path, capsys):
     rc = main(["train", "--model", "gru", "--text", str(corpus), "--checkpoint", str(ckpt), "--steps", "30",
                "--resume"] + SMALL)
     err = capsys.readouterr().err
-    assert rc == 2 and "holds a 'lstm' model, not --model gru" in err
+    # (exit 1: a checkpoint that does not fit is a run-time failure, as a missing or damaged one)
+    assert rc == 1 and "holds a 'lstm' model, not --model gru" in err
 
 
 def test_generate_rejects_a_checkpoint_whose_config_does_not_fit(corpus, tmp_path, capsys):
@@ -188,7 +189,7 @@ def test_generate_rejects_a_checkpoint_whose_config_does_not_fit(corpus, tmp_pat
     state["config"]["hidden_size"] = 7
     save_checkpoint(tmp_path / "broken.npz", state)
     capsys.readouterr()
-    assert main(["generate", "--checkpoint", str(tmp_path / "broken.npz")]) == 2
+    assert main(["generate", "--checkpoint", str(tmp_path / "broken.npz")]) == 1  # a damaged checkpoint
     assert "does not fit the LSTM its config describes" in capsys.readouterr().err
     assert main(["train", "--model", "lstm", "--text", str(corpus), "--checkpoint", str(tmp_path / "x.npz"),
                  ] + _with(SMALL, "--hidden-size", "0")) == 2

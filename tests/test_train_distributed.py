@@ -28,7 +28,8 @@ def test_mlp_two_ranks_log_once_and_resume_on_one(tmp_path):
     assert out.count("epoch   2/2") == 1, out
     state = load_checkpoint(ckpt)
     assert state["epoch"] == 2 and all(not k.startswith("module.") for k in state["model"]), list(state["model"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.npz"]  # one writer, no temporaries left
+    # one writer (rank 0: the checkpoint and its history), no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.history.json", "mlp.npz"]
     accuracy = float(out.split("done: test accuracy ")[1].split()[0])
     assert accuracy > 0.8, out
 

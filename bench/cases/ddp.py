@@ -133,14 +133,11 @@ def run_worker(args) -> Dict:
 
 def gpt_config() -> Dict:
     """The GPT `python -m dlkern train --model gpt` builds by default (its CLI defaults)."""
-    from dlkern.train.config import GPT_DEFAULTS, LM_ARCH_DEFAULTS
-    from dlkern.train.lm import add_gpt_arguments
+    from dlkern.train.options import MODEL_OPTIONS, model_defaults
 
-    parser = argparse.ArgumentParser()
-    add_gpt_arguments(parser)
-    a = parser.parse_args([])
-    return {"vocab_size": 65, "block_size": a.block_size, "n_layer": a.n_layer or LM_ARCH_DEFAULTS["gpt"]["n_layer"],
-            "n_head": a.n_head, "d_model": a.d_model, "batch": GPT_DEFAULTS["batch_size"]}
+    gpt = model_defaults("gpt")
+    return {"vocab_size": 65, "block_size": MODEL_OPTIONS["block_size"][1], "n_layer": gpt["n_layer"],
+            "n_head": MODEL_OPTIONS["n_head"][1], "d_model": MODEL_OPTIONS["d_model"][1], "batch": gpt["batch_size"]}
 
 
 def time_gpt_step(cfg: Dict, repeats: int, quick: bool) -> Dict:

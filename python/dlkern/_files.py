@@ -36,6 +36,13 @@ def _remove_stale_temporaries(path: Path, own_started: float) -> None:
             pass
 
 
+def _current_umask() -> int:
+    """The process umask (read by setting it and setting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path, write) -> Path:
     """Make `path` by calling write(temporary_path) and renaming the result over it
     (creating the directory if needed); on any failure the temporary file is removed and
@@ -48,6 +55,9 @@ def write_atomically(path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes the file 0600; the result gets the mode open() would give it
+        # (0666 less the umask), as PyTorch's torch.save and every plain write do.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

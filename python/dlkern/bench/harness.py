@@ -256,13 +256,18 @@ class Bench:
         torch, why = resolve(args, self.repeats, self.quick_repeats)
         cases = self.cases(args)
         notes, results, started = [], [], time.perf_counter()
+        # a bar with an ETA on a terminal (tqdm), moved between cases only: never while timing
+        from ..train.progress import StepBar
+        bar = StepBar(len(args.threads) * len(cases), f"bench {self.name}", unit="case")
         for threads in args.threads:
             notes += scaling_note(self, threads, args, "Before")
             for case in cases:
                 result = bench_case(case, threads, args, torch, self.labels)
                 results.append(result)
-                print(progress_line(self, result, args), flush=True)
+                bar.write(progress_line(self, result, args))
+                bar.update(1)
             notes += scaling_note(self, threads, args, "After")
+        bar.close()
         path = common.resolve_output_path(args.out)
         chart = write_chart(self, path.with_suffix(".png"), results, args) if self.chart else None
         sections = {}

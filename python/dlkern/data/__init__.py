@@ -36,3 +36,12 @@ __all__ += ["Mixup"]
 from .distributed import DistributedSampler
 __all__ += ["DistributedSampler"]
 # ---- end data parallelism
+
+# ---- data loading (issue 18): worker processes, image transforms
+from ._workers import WorkerInfo, get_worker_info
+from . import transforms
+from .transforms import (Compose, Normalize, RandomCrop, RandomHorizontalFlip, ToTensor,
+                         TransformDataset)
+__all__ += ["WorkerInfo", "get_worker_info", "transforms", "Compose", "Normalize", "RandomCrop",
+            "RandomHorizontalFlip", "ToTensor", "TransformDataset"]
+# ---- end data loading

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import textwrap
 import time
 
 import dlkern
 
 from .. import data
 from ..models import LeNet5, MLP
-from .config import (DATASETS, DEFAULTS, LM_MODELS, MODELS, OPTIMIZERS, SCHEDULERS, make_optimizer,
-                     make_scheduler, positive_int)
+from .._cli import DefaultsHelpFormatter, RunError
+from .config import (DATASETS, DEFAULT_GPT_CHECKPOINT, DEFAULTS, LM_MODELS, MODELS, OPTIMIZERS, SCHEDULERS,
+                     make_optimizer, make_scheduler, non_negative_int, positive_int)
 from .amp import MixedPrecision, add_amp_argument
 from .distributed import add_distributed_argument, start as start_run
+from .history import HISTORY_SUFFIX, RunHistory, history_path
 from .lm import add_gpt_arguments, run_train_gpt
 from .loop import evaluate, fit
+from .options import defaults_table, resolve, shown_default
 from .robust import InputSpace, add_robust_arguments, check_robust_arguments, make_batch_loss, report_robust
 
 __all__ = ["DATASETS", "DEFAULTS", "MODELS", "OPTIMIZERS", "SCHEDULERS", "add_train_command", "positive_int",
@@ -24,33 +29,43 @@ __all__ = ["DATASETS", "DEFAULTS", "MODELS", "OPTIMIZERS", "SCHEDULERS", "add_tr
 def add_train_command(commands) -> None:
     p = commands.add_parser(
         "train", help="train a model on a real data set (default: an MLP on the 8x8 digits)",
-        description="Train MLP or LeNet-5 on the scikit-learn digits or Fashion-MNIST, with progress, "
-                    "per-epoch accuracy, checkpoints and resume; prints a summary at the end. "
-                    "--model gpt|lstm|gru trains a character-level GPT, LSTM or GRU language model on a "
-                    "text instead (see the language-model options) and saves a checkpoint for 'generate'.")
-    p.add_argument("--model", choices=MODELS, default="mlp")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
+        formatter_class=DefaultsHelpFormatter, epilog=defaults_table(),
+        description=textwrap.fill(
+            "Train MLP or LeNet-5 on the scikit-learn digits or Fashion-MNIST, with progress, "
+            "per-epoch accuracy, checkpoints and resume; prints a summary at the end. "
+            "--model gpt|lstm|gru trains a character-level GPT, LSTM or GRU language model on a "
+            "text instead (see the language-model options) and saves a checkpoint for 'generate'. "
+            "Every run with a checkpoint writes its history (losses, accuracy, lr, throughput per epoch "
+            "or evaluation) to <checkpoint>.history.json beside it: 'plot' draws it.", 88))
+    p.add_argument("--model", choices=MODELS, default="mlp", help="what to train (see the table below)")
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="(mlp / lenet)")
     p.add_argument("--data-dir", default=None,
                    help="directory of the MNIST-format files (fashion-mnist; default "
                         "/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD/RMSprop momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=None, help="(default 0; gpt: 0.01)")
+    p.add_argument("--epochs", type=int, default=None, help="(mlp / lenet)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples (language models: windows) per step")
+    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="as torch.optim's")
+    p.add_argument("--momentum", type=float, default=None, help="momentum of --optimizer sgd or rmsprop")
+    p.add_argument("--weight-decay", type=float, default=None, help="the optimizer's weight_decay")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
-                   help="(default cosine; gpt: warmup-cosine over the steps)")
+                   help="learning-rate schedule (language models: over the steps)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="kernel threads (default: all cores; --distributed: per rank, the cores mpirun bound "
                         "it to, else this host's cores shared out among its ranks)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (needs a CUDA build and a GPU)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-norm", action="store_true",
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (needs a CUDA build and a GPU)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the weights, the shuffling and the sampling")
+    p.add_argument("--batch-norm", action="store_true", default=None,
                    help="(lenet) BatchNorm after each convolution (SyncBatchNorm with --distributed)")
-    p.add_argument("--checkpoint", default=None, help="save a checkpoint here after every epoch")
+    p.add_argument("--checkpoint", default=None,
+                   help="save a checkpoint here after every epoch (language models: every evaluation)"
+                   ).shown_default = f"none; gpt/lstm/gru {DEFAULT_GPT_CHECKPOINT}"
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--history", default=None, metavar="PATH",
+                   help="write the run's history (JSON) here, updated at every epoch or evaluation"
+                   ).shown_default = f"beside the checkpoint, its .npz replaced by {HISTORY_SUFFIX}; none without one"
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (there are none off a terminal, without tqdm, or on ranks other than 0)")
     p.add_argument("--log-grad-norm", action="store_true",
                    help="print the total gradient norm and the largest per-parameter one at each log "
                         "(every epoch; language models: every --eval-interval steps)")
@@ -58,6 +73,9 @@ def add_train_command(commands) -> None:
     add_distributed_argument(p)
     add_gpt_arguments(p)
     add_robust_arguments(p)
+    for action in p._actions:  # (argparse has no public list of a parser's options)
+        if action.default is None and shown_default(action.dest) is not None:
+            action.shown_default = shown_default(action.dest)
     p.set_defaults(handler=run_train)
 
 
@@ -80,13 +98,27 @@ def _shard(dataset, run):
     return data.Subset(dataset, list(range(run.rank, len(dataset), run.world_size)))
 
 
+def _history_recorder(args, run):
+    """fit()'s on_epoch for this run: append the epoch to the history file (rank 0, when
+    there is a file) and stop with exit status 1 once the loss is not finite."""
+    path = history_path(args.checkpoint, args.history) if run.is_main else None
+    history = RunHistory(path, args, "epoch") if path is not None else None
+
+    def record(entry):
+        if history is not None:
+            if args.resume and "resumed_at" not in history.data:  # the first epoch after the resume point
+                history.resume_from(entry["epoch"] - 1)
+            history.add_epoch(entry)
+        if not math.isfinite(entry["train_loss"]):
+            raise RunError(f"the loss became {entry['train_loss']} in epoch {entry['epoch']}; lower --lr")
+    record.history = history
+    return record
+
+
 def run_train(args) -> int:
+    resolve(args)
     if args.model in LM_MODELS:
         return run_train_gpt(args)
-    defaults = DEFAULTS[args.model]
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         print(f"error: train: --epochs and --batch-size must be >= 1 and --lr > 0 "
               f"(got {args.epochs}, {args.batch_size}, {args.lr})", file=sys.stderr)
@@ -101,9 +133,6 @@ def run_train(args) -> int:
     if args.distributed and (args.adversarial or args.eps is not None):
         print("error: train: --distributed does not combine with --adversarial / --eps (their attacks would "
               "run backward passes through the gradient all-reduce)", file=sys.stderr)
-        return 2
-    if args.batch_norm and args.model != "lenet":
-        print("error: train: --batch-norm is for --model lenet", file=sys.stderr)
         return 2
     run = start_run(args)
     if isinstance(run, int):
@@ -138,11 +167,13 @@ def run_train(args) -> int:
     if run.is_main:
         # per sample (batch 1); eval mode and its own inputs: the training run is unchanged
         print(dlkern.utils.summary(getattr(model, "module", model), (1, 1, side, side), depth=2))
+    record = _history_recorder(args, run)
     started = time.perf_counter()
     history = fit(model, opt, train_loader, args.epochs, test_loader=test_loader, scheduler=scheduler,
                   scheduler_per_batch=per_batch, checkpoint=args.checkpoint, resume=args.resume,
                   progress=run.progress(args.no_progress), log=say, device=device,
-                  log_grad_norm=args.log_grad_norm, batch_loss=make_batch_loss(args, space, 10), amp=amp)
+                  log_grad_norm=args.log_grad_norm, batch_loss=make_batch_loss(args, space, 10), amp=amp,
+                  on_epoch=record)
     wall = time.perf_counter() - started
     if not history.epochs:
         # Resumed from a checkpoint that has done every requested epoch: say so, and report
@@ -154,8 +185,14 @@ def run_train(args) -> int:
         report_robust(args, model, test_loader, space, device, accuracy)
         return 0
     final = history.test_accuracy[-1] if history.test_accuracy else float("nan")
+    # samples/s: the training steps' throughput (evaluation, checkpoints and the set-up
+    # before the first epoch are in the wall time only)
     say(f"done: test accuracy {final:.4f} | wall time {wall:.1f} s | "
-        f"{history.samples_per_second:.0f} train samples/s"
-        + (f" | checkpoint {args.checkpoint}" if args.checkpoint else ""))
+        f"{history.samples_per_second:.0f} train samples/s (training steps only)"
+        + (f" | checkpoint {args.checkpoint}" if args.checkpoint else "")
+        + (f" | history {record.history.path}" if record.history is not None else ""))
+    if record.history is not None:
+        record.history.finish({"test_accuracy": final, "wall_seconds": wall,
+                               "samples_per_second": history.samples_per_second, "epochs": history.epochs[-1]})
     report_robust(args, model, test_loader, space, device, final)
     return 0

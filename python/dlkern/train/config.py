@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .. import optim
+from .._cli import UsageError
 from ..optim import lr_scheduler as sched
 
 MODELS = ("mlp", "lenet", "gpt", "lstm", "gru")
@@ -37,24 +38,40 @@ _OPTIMIZER_CLASSES = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW
                       "adagrad": optim.Adagrad, "radam": optim.RAdam}
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (else an argparse error, exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(least: int, what: str):
+    """An argparse type: an int >= `least` (else an argparse error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
+        return value
+    return parse
+
+
+non_negative_int = _int_at_least(0, "an integer >= 0")  # a seed
+positive_int = _int_at_least(1, "a positive integer")   # counts: threads, steps, batches
+
+
+# --momentum when not given: SGD's CLI default, RMSprop's PyTorch default.
+MOMENTUM_DEFAULTS = {"sgd": 0.9, "rmsprop": 0.0}
 
 
 def make_optimizer(args, params):
     """The optimizer args.optimizer names, with args.lr and args.weight_decay (and
-    args.momentum for SGD, the one that takes it from the command line)."""
+    args.momentum for SGD and RMSprop, the ones that take a momentum; None: their
+    MOMENTUM_DEFAULTS)."""
     cls = _OPTIMIZER_CLASSES[args.optimizer]
-    if cls is optim.SGD:
-        return cls(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    return cls(params, lr=args.lr, weight_decay=args.weight_decay)
+    options = {"lr": args.lr, "weight_decay": args.weight_decay}
+    if args.optimizer in MOMENTUM_DEFAULTS:
+        momentum = getattr(args, "momentum", None)
+        options["momentum"] = MOMENTUM_DEFAULTS[args.optimizer] if momentum is None else momentum
+    try:
+        return cls(params, **options)
+    except ValueError as exc:  # a negative --momentum or --weight-decay, a NaN --lr: the command line's
+        raise UsageError(f"--optimizer {args.optimizer}: {exc}") from None
 
 
 def make_scheduler(args, opt, steps_per_epoch, epochs=None):
@@ -71,7 +88,12 @@ def make_scheduler(args, opt, steps_per_epoch, epochs=None):
     if name == "exponential":
         return sched.ExponentialLR(opt, gamma=0.95), False
     if name == "onecycle":
-        return sched.OneCycleLR(opt, max_lr=args.lr, epochs=epochs, steps_per_epoch=steps_per_epoch), True
+        # OneCycle also cycles the momentum (or Adam's beta1); an optimizer with neither
+        # (Adagrad) gets the learning-rate cycle alone instead of PyTorch's ValueError.
+        defaults = opt.defaults
+        cycle = "momentum" in defaults or "betas" in defaults
+        return sched.OneCycleLR(opt, max_lr=args.lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                cycle_momentum=cycle), True
     warmup = max(1, epochs // 10)  # warmup-cosine: linear warm-up, then cosine decay
     return sched.SequentialLR(opt, [sched.LinearLR(opt, start_factor=0.1, total_iters=warmup),
                                      sched.CosineAnnealingLR(opt, T_max=max(1, epochs - warmup))],

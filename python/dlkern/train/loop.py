@@ -115,7 +115,8 @@ def _set_rng_state(loader, state):
 def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None, test_loader=None,
         scheduler=None, scheduler_per_batch: bool = False, checkpoint=None, resume: bool = False,
         progress: Optional[bool] = None, log: Callable[[str], None] = print, device=None,
-        log_grad_norm: bool = False, batch_loss: Callable = None, amp: MixedPrecision = None) -> History:
+        log_grad_norm: bool = False, batch_loss: Callable = None, amp: MixedPrecision = None,
+        on_epoch: Callable[[dict], None] = None) -> History:
     """Train `model` for `epochs` epochs and return a History.
 
     Each epoch: train on every batch of `train_loader` (zero_grad, forward, loss,
@@ -134,6 +135,9 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     (adversarial training, mixup); the train accuracy compares that output with yb.
     `amp`: a train.amp.MixedPrecision (autocast around forward and loss, a GradScaler for
     float16; its state is checkpointed); default: float32.
+    `on_epoch(record)` is called after each epoch (before its checkpoint) with a dict of
+    its metrics: epoch, train_loss, train_accuracy, test_accuracy, lr (of the epoch's
+    last step), samples_per_second and train_seconds (the training steps alone).
     A DistributedDataParallel `model` trains data-parallel: the epoch's loss, accuracy and
     samples are summed over the ranks (samples/s is then the job's), a DistributedSampler
     behind `train_loader` gets set_epoch each epoch, rank 0 alone writes the checkpoint,
@@ -168,7 +172,9 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
     saves = dist.get_rank() == 0 or not _data_parallel(model)  # one writer per checkpoint
     sampler = getattr(train_loader, "sampler", None)
     started = time.perf_counter()
+    epoch_walls = []  # whole epochs (evaluation and checkpoint included): the bar's estimate of the rest
     for epoch in range(start_epoch, epochs):
+        wall_started = time.perf_counter()
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)  # a DistributedSampler's shuffle follows the epoch
         model.train()
@@ -176,6 +182,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         batches = _progress(train_loader, len(train_loader), f"epoch {epoch + 1}/{epochs}", progress)
         epoch_started = time.perf_counter()
         norms = None
+        lr = optimizer.param_groups[0]["lr"]
         for xb, yb in batches:
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
@@ -190,14 +197,22 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
             if log_grad_norm:
                 amp.unscale_(optimizer)  # (the true gradients, not the loss-scaled ones)
                 norms = grad_norms(model)
+            lr = optimizer.param_groups[0]["lr"]
             amp.step(optimizer)
             if scheduler is not None and scheduler_per_batch:
                 scheduler.step()
             n = yb.shape[0]
-            loss_sum += float(loss.item()) * n
+            value = float(loss.item())
+            loss_sum += value * n
             correct += int((out.data.argmax(axis=1) == yb.data).sum())
             seen += n
-        history.train_seconds += time.perf_counter() - epoch_started
+            if hasattr(batches, "set_postfix"):  # a tqdm bar (progress=None/True with tqdm)
+                postfix = {"loss": f"{value:.4f}"}
+                if epoch_walls and epoch + 1 < epochs:  # the epochs after this one, at the mean pace so far
+                    postfix["then"] = _clock(sum(epoch_walls) / len(epoch_walls) * (epochs - epoch - 1))
+                batches.set_postfix(postfix, refresh=False)
+        epoch_seconds = time.perf_counter() - epoch_started
+        history.train_seconds += epoch_seconds
         if scheduler is not None and not scheduler_per_batch:
             scheduler.step()
         loss_sum, correct, seen = _sum_over_ranks(model, [loss_sum, correct, seen])
@@ -210,6 +225,11 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         log(f"epoch {epoch + 1:3d}/{epochs}  train loss {history.train_loss[-1]:.4f}  "
             f"train acc {history.train_accuracy[-1]:.4f}  test acc {test_acc:.4f}"
             + (f"  {format_grad_norms(norms)}" if norms is not None else ""))
+        if on_epoch is not None:  # before the save: an exception from it keeps the last checkpoint
+            on_epoch({"epoch": epoch + 1, "train_loss": history.train_loss[-1],
+                      "train_accuracy": history.train_accuracy[-1], "test_accuracy": test_acc, "lr": lr,
+                      "samples_per_second": seen / epoch_seconds if epoch_seconds > 0 else 0.0,
+                      "train_seconds": epoch_seconds})
         if checkpoint is not None and saves:
             save_checkpoint(checkpoint, {
                 "epoch": epoch + 1,
@@ -219,5 +239,13 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
                 "rng": _rng_state(train_loader),
                 "amp": amp.state_dict(),
             })
+        epoch_walls.append(time.perf_counter() - wall_started)
     history.seconds = time.perf_counter() - started
     return history
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss or m:ss, as tqdm shows its own estimate."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

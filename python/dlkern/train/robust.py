@@ -23,19 +23,19 @@ def add_robust_arguments(p) -> None:
     g.add_argument("--eps", type=float, default=None,
                    help="attack radius in units of the pixel range (0.125 = 2/16 of it); with it, the "
                         "summary also gives the PGD-10 robust test accuracy, even without --adversarial")
-    g.add_argument("--adv-norm", choices=adversarial.NORMS, default="linf", help="attack norm (default linf)")
-    g.add_argument("--pgd-steps", type=positive_int, default=7, help="PGD steps in training (default 7)")
+    g.add_argument("--adv-norm", choices=adversarial.NORMS, default=None, help="attack norm")
+    g.add_argument("--pgd-steps", type=positive_int, default=None, help="PGD steps in training")
     g.add_argument("--pgd-alpha", type=float, default=None,
                    help="PGD step in pixel-range units (default 2.5 eps / steps)")
-    g.add_argument("--clean-weight", type=float, default=0.0,
-                   help="loss = w * clean loss + (1 - w) * adversarial loss (default 0: adversarial only)")
+    g.add_argument("--clean-weight", type=float, default=None,
+                   help="loss = w * clean loss + (1 - w) * adversarial loss (0: adversarial only)")
     g.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
                    help="mixup with Beta(ALPHA, ALPHA) mixing weights and soft-target cross-entropy")
     g.add_argument("--cutmix", type=float, default=None, metavar="ALPHA",
                    help="CutMix with Beta(ALPHA, ALPHA) box areas (with --mixup too: one of them per "
                         "batch, each with probability 1/2)")
-    g.add_argument("--mix-label-smoothing", type=float, default=0.1,
-                   help="label smoothing of the mixup / CutMix soft targets (default 0.1)")
+    g.add_argument("--mix-label-smoothing", type=float, default=None,
+                   help="label smoothing of the mixup / CutMix soft targets")
 
 
 def check_robust_arguments(args) -> str:
