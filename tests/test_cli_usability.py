@@ -62,8 +62,10 @@ def _one_line(err):
 def test_version_in_process_and_as_module(capsys):
     rc, out, _ = _exit_code(["--version"], capsys)
     assert rc == 0 and out == f"dlkern {dlkern.__version__}\n"
+    # The child imports the dlkern this test imports (same interpreter and environment: an
+    # installed wheel has no _C in the source tree, so no PYTHONPATH of our own).
     proc = subprocess.run([sys.executable, "-m", "dlkern", "--version"], capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT / "python")))
+                          timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == f"dlkern {dlkern.__version__}", proc.stderr
 
 
