@@ -54,8 +54,8 @@ def _reports_table() -> str:
 def _help(args: str) -> str:
     # The same interpreter and environment as the build, so the help comes from the
     # dlkern that the API pages document (installed, or on PYTHONPATH).
-    # `bench` lists the case tables of this checkout's bench/cases, which an installed
-    # dlkern finds only through $DLKERN_BENCH_CASES or the working directory.
+    # `bench` lists the case tables of this checkout's bench/cases, not the copy an
+    # installed dlkern ships, so the page matches the sources it is built from.
     env = dict(os.environ, COLUMNS="88", DLKERN_BENCH_CASES=str(ROOT / "bench" / "cases"))
     out = subprocess.run([sys.executable, "-m", "dlkern", *args.split(), "--help"], capture_output=True,
                          text=True, env=env, timeout=120, cwd=ROOT)

@@ -67,14 +67,63 @@ def test_every_benchmark_is_offered():
     assert all(name in result.stdout for name in KERNELS + MODELS)
 
 
-def test_without_a_checkout_bench_says_where_the_benchmarks_are(tmp_path):
+def test_without_any_tables_bench_says_where_they_would_be(tmp_path):
     import os
 
     env = dict(os.environ, DLKERN_BENCH_CASES=str(tmp_path / "none"))
     code = "import sys, dlkern.bench as b; b.source_cases_dir = lambda: None; from dlkern.__main__ import main; " \
            "sys.exit(main(['bench']))"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 2 and "bench/cases" in result.stderr
+    # Missing tables are a broken install, not a wrong command line: exit 1, and say where they go.
+    assert result.returncode == 1, result.stderr
+    assert "dlkern/bench/cases" in result.stderr and "DLKERN_BENCH_CASES" in result.stderr
+
+
+def load_bench_package_from(root: Path):
+    """dlkern/bench/__init__.py loaded from a copy under ``root`` (laid out as site-packages)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("copied_dlkern_bench", root / "dlkern" / "bench" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_installed_copy_of_the_tables_is_found_before_the_working_directory(tmp_path, monkeypatch):
+    import dlkern.bench
+
+    site = tmp_path / "site-packages"
+    (site / "dlkern" / "bench" / "cases").mkdir(parents=True)
+    (site / "dlkern" / "bench" / "__init__.py").write_text(Path(dlkern.bench.__file__).read_text())
+    (site / "dlkern" / "bench" / "cases" / "shipped.py").write_text("")
+    elsewhere = tmp_path / "some-checkout"
+    (elsewhere / "bench" / "cases").mkdir(parents=True)
+    (elsewhere / "bench" / "cases" / "other.py").write_text("")
+    monkeypatch.delenv("DLKERN_BENCH_CASES")
+    monkeypatch.chdir(elsewhere)
+    copied = load_bench_package_from(site)
+    assert copied.source_cases_dir() == site / "dlkern" / "bench" / "cases"
+    assert list(copied.benchmarks()) == ["shipped"]
+    # The environment variable still wins, and the working directory is the last resort.
+    monkeypatch.setenv("DLKERN_BENCH_CASES", str(elsewhere / "bench" / "cases"))
+    assert list(copied.benchmarks()) == ["other"]
+    monkeypatch.delenv("DLKERN_BENCH_CASES")
+    (site / "dlkern" / "bench" / "cases" / "shipped.py").unlink()
+    (site / "dlkern" / "bench" / "cases").rmdir()
+    assert list(copied.benchmarks()) == ["other"]
+
+
+def test_an_installed_dlkern_ships_the_current_tables(tmp_path, monkeypatch):
+    import dlkern.bench
+
+    installed = Path(dlkern.bench.__file__).resolve().parent / "cases"
+    if not installed.is_dir():
+        pytest.skip("dlkern is imported from a source checkout, which has no installed copy of bench/cases")
+    monkeypatch.delenv("DLKERN_BENCH_CASES")
+    monkeypatch.chdir(tmp_path)
+    assert dlkern.bench.source_cases_dir() == installed
+    source = {p.name: p.read_bytes() for p in CASES_DIR.glob("*.py")}
+    assert {p.name: p.read_bytes() for p in installed.glob("*.py")} == source
 
 
 def test_default_report_is_outside_the_package_and_tracked_results():

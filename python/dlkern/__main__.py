@@ -68,11 +68,12 @@ def add_bench_command(commands) -> None:
     parser = commands.add_parser("bench", help="benchmark an op against NumPy/PyTorch",
                                  description="Validate, then time dlkern beside its peers in one process.")
     if not found:
-        # The benchmark tables live in a source checkout (see dlkern.bench), not in the wheel.
+        # A wheel ships the tables as dlkern/bench/cases (see dlkern.bench); an install
+        # without them (a package copied by hand) can still point at a checkout.
         def missing(args) -> int:
-            print(f"error: bench: no benchmarks found; they live in a dlkern checkout's bench/cases "
-                  f"(run from the checkout, or set {CASES_ENV})", file=sys.stderr)
-            return 2
+            print(f"error: bench: no benchmark tables found: this dlkern has no dlkern/bench/cases "
+                  f"and no checkout's bench/cases is in reach (set {CASES_ENV} to one)", file=sys.stderr)
+            return 1
         parser.set_defaults(handler=missing)
         return
     what = parser.add_subparsers(dest="what", metavar="what", required=True, help="one of: " + ", ".join(found))

@@ -5,14 +5,16 @@ What ships and what does not: this package holds the machinery only --
 :mod:`.harness` (the ``Case`` row, and the runner that validates each row against its
 float64 reference from :mod:`dlkern.reference`, times it and writes the report). The
 benchmarks themselves -- tables of rows with their shapes, peers and targets, and the
-model-level comparisons with PyTorch twins of whole models -- are developer tools and
+model-level comparisons with PyTorch twins of whole models -- are developer tables and
 live in the source tree, one file per subcommand: ``bench/cases/<name>.py``. Adding an
 op's benchmark is adding rows there (or a file whose ``BENCH`` is a ``harness.Bench``).
+The wheel ships a copy of them as ``dlkern/bench/cases`` (CMakeLists.txt installs it).
 
 The case files are found through ``$DLKERN_BENCH_CASES``, else the checkout this package
-was imported from (editable install or ``PYTHONPATH=python``), else ``./bench/cases``
-under the current directory. An installed package outside a checkout offers none and
-``python -m dlkern bench`` says where they would be.
+was imported from (editable install or ``PYTHONPATH=python``), else the copy installed
+with the package, else ``./bench/cases`` under the current directory. The installed copy
+comes before the working directory so a wheel runs its own tables, not those of whatever
+checkout the shell happens to be in.
 
 A benchmark is ``module.BENCH`` (a ``harness.Bench``) or the module itself; either has
 ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> exit status``. Files whose
@@ -34,7 +36,8 @@ CASES_ENV = "DLKERN_BENCH_CASES"
 
 
 def source_cases_dir() -> Optional[Path]:
-    candidates = [os.environ.get(CASES_ENV), Path(__file__).resolve().parents[3] / "bench" / "cases",
+    here = Path(__file__).resolve()
+    candidates = [os.environ.get(CASES_ENV), here.parents[3] / "bench" / "cases", here.parent / "cases",
                   Path.cwd() / "bench" / "cases"]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
