@@ -143,6 +143,22 @@ def test_top_level_help_is_plain_text(capsys):
     assert "exit status" in out
 
 
+def test_every_command_help_is_plain_text(capsys, monkeypatch):
+    # Descriptions come from docstrings written for the API pages; a terminal gets no
+    # ``literal`` markup from them. Every bench table of this checkout is included.
+    from pathlib import Path
+
+    from dlkern.bench import benchmarks
+
+    monkeypatch.setenv("DLKERN_BENCH_CASES", str(Path(__file__).resolve().parents[1] / "bench" / "cases"))
+    commands = [["info"], ["train"], ["generate"], ["plot"], ["bench"]] + [["bench", b] for b in benchmarks()]
+    assert len(commands) > 10
+    for command in commands:
+        rc, out, _ = _exit_code(command + ["--help"], capsys)
+        assert rc == 0 and out.startswith("usage:"), command
+        assert "``" not in out, (command, out)
+
+
 # ------------------------------------------------------------- options of another model
 
 @pytest.mark.parametrize("argv, option, model", [

@@ -6,6 +6,7 @@ is None in the parser), from the text the command set as the action's ``shown_de
 from __future__ import annotations
 
 import argparse
+import re
 
 
 class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -30,6 +31,11 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
         else:
             shown = "none"
         return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+    def _format_text(self, text):
+        # Descriptions are often a module's docstring, written for the API pages: its
+        # ``literal`` markup reads as noise in a terminal, so it becomes 'literal'.
+        return super()._format_text(re.sub(r"``(.+?)``", r"'\1'", text, flags=re.S))
 
 
 # The exit-status convention of every command: 2 for a command line that cannot work

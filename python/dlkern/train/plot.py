@@ -5,7 +5,7 @@ a loss panel (train loss per epoch, or per step and at each evaluation with the
 validation loss), an accuracy panel (image models: train and test accuracy) and a
 learning-rate panel, drawn with matplotlib's Agg backend (no display needed) to a PNG:
 by default the history's name with .png (``run.history.json`` -> ``run.history.png``).
-matplotlib is optional: ``pip install 'dlkern[plot]'``.
+matplotlib is optional: ``pip install "dlkern[plot]"``.
 """
 
 from __future__ import annotations
