@@ -148,6 +148,22 @@ def test_cli_trains_and_resumes(tmp_path):
     assert "resumed from" in again.stdout and "epoch   3/3" in again.stdout
 
 
+def test_cli_resume_past_a_onecycle_schedule_is_a_clear_error(tmp_path):
+    # README's Fashion-MNIST pair once resumed a 5-epoch onecycle run with --epochs 10: a
+    # traceback from OneCycleLR one epoch in. The restored schedule cannot be extended, so
+    # say so before training, in one line; resuming with the same epochs works.
+    ck = tmp_path / "cycle.npz"
+    opts = ["--scheduler", "onecycle", "--checkpoint", str(ck), "--no-progress"]
+    assert _cli("--epochs", "1", *opts).returncode == 0
+    longer = _cli("--epochs", "2", "--resume", *opts)
+    assert longer.returncode == 1
+    assert "Traceback" not in longer.stderr, longer.stderr
+    assert "one-cycle schedule cannot be extended" in longer.stderr, longer.stderr
+    assert "epoch   2/2" not in longer.stdout
+    same = _cli("--epochs", "1", "--resume", *opts)
+    assert same.returncode == 0, same.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "resnet"], "invalid choice: 'resnet'"),
     (["--optimizer", "lion"], "invalid choice: 'lion'"),

@@ -20,6 +20,19 @@ from .checkpoint import load_checkpoint, mismatch_error, save_checkpoint
 _MISMATCH_ERRORS = (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError)
 
 
+def _check_schedule_length(scheduler, per_batch, epochs, steps_per_epoch) -> None:
+    """A resumed schedule of fixed length (OneCycleLR's total_steps, restored from the
+    checkpoint) must cover the run's epochs: raise a ValueError saying so now, rather than
+    the scheduler's own error in the middle of the first epoch past its end."""
+    total = getattr(scheduler, "total_steps", None)
+    if total is None or not per_batch or epochs * steps_per_epoch <= total:
+        return
+    raise ValueError(f"its {type(scheduler).__name__} schedule ends after {total} steps "
+                     f"({total // steps_per_epoch} epochs of {steps_per_epoch} batches) and {epochs} epochs "
+                     f"need {epochs * steps_per_epoch}; a one-cycle schedule cannot be extended: resume "
+                     f"with the epochs it was started with")
+
+
 @dataclass
 class History:
     """Per-epoch metrics of a fit() run (lists indexed by epoch, resumed epochs included
@@ -161,6 +174,7 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state.get("scheduler") is not None:
                 scheduler.load_state_dict(state["scheduler"])
+                _check_schedule_length(scheduler, scheduler_per_batch, epochs, len(train_loader))
             _set_rng_state(train_loader, state["rng"])
             amp.load_state_dict(state.get("amp"))
         except _MISMATCH_ERRORS as exc:
