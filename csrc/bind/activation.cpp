@@ -7,6 +7,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 py::array contiguous_float(const py::object& obj, const char* op, const char* arg, DType* dt) {
   py::array a = require_array(obj, op, arg);
@@ -93,6 +94,7 @@ py::object unary(cpu::Unary f, const char* op, const py::object& x_obj, const py
   return std::move(out);
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 // Every row of cpu/activation.h's list becomes <name>(x) and <name>_backward(grad_out, x);

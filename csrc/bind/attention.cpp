@@ -15,6 +15,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 using cpu::AttentionProblem;
 using cpu::HeadView;
@@ -260,6 +261,7 @@ py::array rope(const py::object& x_obj, const py::object& offset_obj, const py::
   return y;
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(attention) {

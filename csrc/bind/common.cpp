@@ -207,6 +207,8 @@ std::string type_name(const py::handle& obj) {
 }
 }  // namespace
 
+std::string py_repr(const py::handle& obj) { return py::repr(obj).cast<std::string>(); }
+
 int64_t int64_arg(const py::handle& obj, const char* op, const char* arg) {
   if (py::isinstance<py::bool_>(obj) || !PyIndex_Check(obj.ptr()))
     type_error(op, ": ", arg, " must be an int, got ", type_name(obj));

@@ -85,6 +85,9 @@ void require_writeable(const py::array& a, const char* op, const char* arg);
 // True when the byte ranges spanned by the two arrays intersect (conservative).
 bool may_overlap(const py::array& a, const py::array& b);
 
+// repr(obj), for error messages that show the value a caller passed.
+std::string py_repr(const py::handle& obj);
+
 // True when two elements of the array may share memory (a zero or interleaved stride,
 // as np.lib.stride_tricks.as_strided can make); conservative: false means they don't.
 bool may_self_overlap(const py::array& a);
@@ -100,11 +103,25 @@ struct RegisterBindings {
 // (family, function) pairs in registration order.
 const std::vector<std::pair<const char*, BindingRegistrar>>& registered_bindings();
 
+// A binding file keeps its helpers in `namespace { namespace DLKERN_TU_LOCAL {`. dlkern._C
+// is a unity build (CMakeLists.txt: its binding files compile a batch at a time, so
+// pybind11's templates are instantiated once per batch, not once per file), and there
+// CMake defines DLKERN_TU_LOCAL to a different name in each file, so two files' helpers
+// of the same name (forward, backward, ...) do not collide. The registered function is
+// defined inside that namespace, so its body sees its own file's helpers unqualified.
+#ifndef DLKERN_TU_LOCAL
+#define DLKERN_TU_LOCAL tu_local
+#endif
+
 #define DLKERN_REGISTER_BINDINGS(family)                                                  \
-  static void dlkern_register_##family(::pybind11::module_& m);                          \
-  static const ::dlkern::bind::RegisterBindings dlkern_registrar_##family(               \
+  namespace {                                                                             \
+  namespace DLKERN_TU_LOCAL {                                                             \
+  void dlkern_register_##family(::pybind11::module_& m);                                  \
+  const ::dlkern::bind::RegisterBindings dlkern_registrar_##family(                       \
       #family, dlkern_register_##family);                                                 \
-  static void dlkern_register_##family(::pybind11::module_& m)
+  }                                                                                       \
+  }                                                                                       \
+  void DLKERN_TU_LOCAL::dlkern_register_##family(::pybind11::module_& m)
 
 // Sets m.KERNELS to the names of bind/kernels.h that m defines, after every family has
 // registered, and m.KERNEL_NAMES to the whole list. With require_shared (dlkern._C, which has every shared kernel), a missing

@@ -6,6 +6,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 Dims dims_of(const py::array& a) { return Dims(a.shape(), a.shape() + a.ndim()); }
 
@@ -99,6 +100,7 @@ py::tuple conv_backward(const char* op, int nd, bool causal, const py::object& d
   return py::make_tuple(dx, dw, db);
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(conv) { def_conv_kernels(m, &conv_forward, &conv_backward); }

@@ -6,8 +6,6 @@
 namespace dlkern::bind {
 namespace {
 
-std::string py_repr(const py::handle& v) { return py::repr(v).cast<std::string>(); }
-
 // numbers.Integral but not bool (Python's or NumPy's).
 bool is_int(const py::handle& v) {
   if (PyBool_Check(v.ptr()) || !PyIndex_Check(v.ptr()) || PyFloat_Check(v.ptr())) return false;

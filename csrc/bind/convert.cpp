@@ -8,6 +8,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 py::array convert(const py::object& x_obj, const py::object& dtype_obj, const py::object& out_obj) {
   const char* op = "convert";
@@ -47,6 +48,7 @@ py::array convert(const py::object& x_obj, const py::object& dtype_obj, const py
   return result;
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(convert) {

@@ -14,6 +14,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 struct MatrixOperand {
   const void* data;
@@ -269,6 +270,7 @@ py::array matmul(const py::object& a_obj, const py::object& b_obj, const py::obj
   return result;
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(gemm) {

@@ -8,6 +8,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 py::array require_dtype(const py::object& obj, const char* op, const char* arg, const py::dtype& want) {
   py::array a = require_array(obj, op, arg);
@@ -95,6 +96,7 @@ py::array product(const char* op, const py::object& a_obj, const py::object& b_o
   return c;
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(gemm_bf16) {

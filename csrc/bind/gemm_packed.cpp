@@ -11,6 +11,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 struct PyPackedB {
   DType dtype = DType::f32;
@@ -82,6 +83,7 @@ py::array packed_product(const py::object& a_obj, const PyPackedB& pb, const py:
   return c;
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(gemm_packed) {

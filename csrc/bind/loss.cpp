@@ -9,6 +9,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 constexpr char kNativeOrder = '>';
@@ -205,6 +206,7 @@ py::array ce_backward(const py::object& grad_obj, const py::object& input, const
   return dx;
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(loss) {

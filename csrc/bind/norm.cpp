@@ -19,6 +19,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 using Shape = std::vector<py::ssize_t>;
 
@@ -383,6 +384,7 @@ py::tuple batch_norm_backward(const py::object& dy_obj, const py::object& x_obj,
   return py::make_tuple(dx, dw, db);
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(norm) {

@@ -17,6 +17,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 struct Operand {
   const char* name;
@@ -90,6 +91,7 @@ void sgd_step(const py::object& param_obj, const py::object& grad_obj, const py:
   run(op, ops, [&](auto at, int64_t n) { cpu::sgd_step(at(0), at(1), at(2), n, f); });
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(optim) {

@@ -6,6 +6,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 Dims dims_of(const py::array& a) { return Dims(a.shape(), a.shape() + a.ndim()); }
 
@@ -163,6 +164,7 @@ py::object adaptive_backward(const py::object& grad_obj, const py::object& input
   return adaptive_run<true>(gr, in4, gr.shape4, in4);
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(pool) {

@@ -6,8 +6,6 @@
 namespace dlkern::bind {
 namespace {
 
-std::string py_repr(const py::handle& v) { return py::repr(v).cast<std::string>(); }
-
 // numbers.Integral but not bool (Python's or NumPy's). One past int64 would not even
 // convert, so it is refused as too large, by name, like the geometry's limit.
 int64_t as_int(const py::handle& v, const char* op, const char* name) {

@@ -8,6 +8,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 py::tuple lstm_forward(const py::object& gates_obj, const py::object& c_prev_obj) {
   Operands ops("lstm_cell_forward");
@@ -78,6 +79,7 @@ py::tuple gru_backward(const py::object& dh_obj, const py::object& saved_obj, co
   return py::make_tuple(dgi, dgh, dh_prev);
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(rnn) {

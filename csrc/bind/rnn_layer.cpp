@@ -14,6 +14,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 using ArrayList = std::vector<std::pair<py::array, const char*>>;
 
@@ -242,6 +243,7 @@ py::array rnn_backward(const py::object& dout_o, const py::object& dh_o, const p
   return dpre;
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(rnn_layer) {

@@ -8,6 +8,7 @@
 
 namespace dlkern::bind {
 namespace {
+namespace DLKERN_TU_LOCAL {
 
 struct AxisView {
   int64_t outer = 1, dim = 1, inner = 1;
@@ -101,6 +102,7 @@ py::array backward(const py::object& g_obj, const py::object& y_obj, const py::o
   return dx;
 }
 
+}  // namespace DLKERN_TU_LOCAL
 }  // namespace
 
 DLKERN_REGISTER_BINDINGS(softmax) {
