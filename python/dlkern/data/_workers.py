@@ -18,7 +18,6 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from multiprocessing.reduction import ForkingPickler
 from typing import Any, Optional
 
 import numpy as np
@@ -79,11 +78,11 @@ def _seed_worker(seed: int):
     manual_seed(seed)
 
 
-def _worker_loop(fetch, index_queue, result_queue, worker_id, num_workers, seed, init_fn, parent_pid, dataset):
+def _worker_loop(fetch, index_queue, result_queue, worker_id, num_workers, seed, init_fn, parent_pid):
     global _worker_info
     try:
         _seed_worker(seed)
-        _worker_info = WorkerInfo(worker_id, num_workers, seed, dataset)
+        _worker_info = WorkerInfo(worker_id, num_workers, seed, fetch.dataset)
         init_error = None
         if init_fn is not None:
             init_fn(worker_id)
@@ -102,9 +101,9 @@ def _worker_loop(fetch, index_queue, result_queue, worker_id, num_workers, seed,
             key, indices = task
             try:
                 result = init_error if init_error is not None else fetch(indices)
-                payload = bytes(ForkingPickler.dumps(result))
+                payload = pickle.dumps(result)
             except Exception:
-                payload = bytes(ForkingPickler.dumps(_WorkerError(worker_id, "while loading a batch")))
+                payload = pickle.dumps(_WorkerError(worker_id, "while loading a batch"))
             result_queue.put((key, payload))
     except KeyboardInterrupt:
         pass  # Ctrl-C reaches the whole process group; the main process reports it
@@ -116,7 +115,7 @@ def _worker_loop(fetch, index_queue, result_queue, worker_id, num_workers, seed,
 class WorkerPool:
     """``num_workers`` processes with one index queue each and a shared result queue."""
 
-    def __init__(self, fetch, dataset, num_workers, context, seed, init_fn):
+    def __init__(self, fetch, num_workers, context, seed, init_fn):
         self.num_workers = num_workers
         self.result_queue = context.Queue()
         self.index_queues = []
@@ -131,7 +130,7 @@ class WorkerPool:
                 process = context.Process(
                     target=_worker_loop, daemon=True, name=f"dlkern-DataLoader-{worker_id}",
                     args=(fetch, index_queue, self.result_queue, worker_id, num_workers,
-                          seed + worker_id, init_fn, os.getpid(), dataset))
+                          seed + worker_id, init_fn, os.getpid()))
                 self.index_queues.append(index_queue)
                 self.processes.append(process)
                 process.start()

@@ -24,6 +24,28 @@ def _as_array(x):
     return np.asarray(x)
 
 
+def _generator_arg(generator, name: str):
+    """A ``generator=`` argument checked: an int seed becomes a private NumPy Generator, a
+    Generator stays, None stays None (dlkern's default generator, looked up when drawing)."""
+    if generator is None:
+        return None
+    if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
+        return np.random.default_rng(int(generator))
+    if isinstance(generator, np.random.Generator):
+        return generator
+    raise TypeError(f"{name}: generator must be a numpy.random.Generator, an int seed or None, "
+                    f"got {type(generator).__name__}")
+
+
+def _generator_or_default(generator):
+    """``generator``, or dlkern's default generator (at call time, so manual_seed governs it)."""
+    if generator is not None:
+        return generator
+    from ..generator import default_generator
+
+    return default_generator()
+
+
 class TensorDataset(Dataset):
     """Arrays (or Tensors) indexed together along their first axis.
 

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .dataset import Dataset, Subset, TensorDataset
+from .dataset import Dataset, Subset, TensorDataset, _generator_arg
 
 
 def _to_batch(array: np.ndarray):
@@ -100,13 +100,8 @@ class DataLoader:
         self.sampler = sampler
         self.drop_last = bool(drop_last)
         self.collate_fn = collate_fn
-        if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
-            generator = np.random.default_rng(int(generator))
-        if generator is not None and not isinstance(generator, np.random.Generator):
-            raise TypeError(f"DataLoader: generator must be a numpy.random.Generator or an int seed, "
-                            f"got {type(generator).__name__}")
         # None: each epoch's permutation is seeded from dlkern's default generator.
-        self.generator = generator
+        self.generator = _generator_arg(generator, "DataLoader")
         self.num_workers = int(num_workers)
         self.prefetch_factor = (2 if prefetch_factor is None else int(prefetch_factor)) if num_workers else None
         self.worker_init_fn = worker_init_fn
@@ -199,7 +194,7 @@ class DataLoader:
 
         # Drawn after the epoch's order, so the order matches num_workers=0.
         seed = int(default_generator().integers(0, 2**62))
-        return WorkerPool(self._fetcher(), self.dataset, self.num_workers, _mp_context(self.multiprocessing_context),
+        return WorkerPool(self._fetcher(), self.num_workers, _mp_context(self.multiprocessing_context),
                           seed, self.worker_init_fn)
 
     def __del__(self):

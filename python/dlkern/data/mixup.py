@@ -16,6 +16,8 @@ import numbers
 
 import numpy as np
 
+from .dataset import _generator_or_default
+
 __all__ = ["Mixup", "one_hot_smoothed", "cutmix_box"]
 
 
@@ -93,10 +95,7 @@ class Mixup:
         self.generator = generator
 
     def _rng(self):
-        if self.generator is not None:
-            return self.generator
-        from ..generator import default_generator
-        return default_generator()
+        return _generator_or_default(self.generator)
 
     def _params(self, rng):
         """(lam, use_cutmix) for one batch."""

@@ -21,7 +21,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .dataset import Dataset, _as_array
+from .dataset import Dataset, _as_array, _generator_arg, _generator_or_default
+from .loader import _to_batch
 
 _PAD_MODES = ("constant", "edge", "reflect", "symmetric")
 
@@ -34,11 +35,7 @@ def _is_tensor(x) -> bool:
 
 def _like(result: np.ndarray, original):
     """``result`` as the same kind of object as the transform's input."""
-    if _is_tensor(original):
-        from ..tensor import from_numpy
-
-        return from_numpy(np.ascontiguousarray(result))
-    return result
+    return _to_batch(result) if _is_tensor(original) else result
 
 
 def _image(x, name: str) -> np.ndarray:
@@ -48,25 +45,9 @@ def _image(x, name: str) -> np.ndarray:
     return array
 
 
-def _rng(generator, name: str):
-    """The generator a random transform draws from (None: dlkern's default, at call time)."""
-    if generator is None:
-        return None
-    if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
-        return np.random.default_rng(int(generator))
-    if isinstance(generator, np.random.Generator):
-        return generator
-    raise TypeError(f"{name}: generator must be a numpy.random.Generator, an int seed or None, "
-                    f"got {type(generator).__name__}")
-
-
 class _Random:
     def _generator(self):
-        if self.generator is not None:
-            return self.generator
-        from ..generator import default_generator
-
-        return default_generator()
+        return _generator_or_default(self.generator)
 
 
 class Compose:
@@ -104,9 +85,12 @@ class ToTensor:
             array = array[:, :, None]
         if array.ndim != 3:
             raise ValueError(f"ToTensor: expected an (H, W) or (H, W, C) image, got shape {array.shape}")
-        chw = np.ascontiguousarray(array.transpose(2, 0, 1))
-        if chw.dtype == np.uint8:
-            chw = chw.astype(np.float32) / np.float32(255)
+        chw = array.transpose(2, 0, 1)
+        if chw.dtype == np.uint8:  # one float32 copy, scaled in place
+            chw = np.ascontiguousarray(chw, dtype=np.float32)
+            chw /= np.float32(255)
+        else:
+            chw = np.ascontiguousarray(chw)
         return from_numpy(chw)
 
     def __repr__(self):
@@ -205,7 +189,7 @@ class RandomCrop(_Random):
         self.pad_if_needed = bool(pad_if_needed)
         self.fill = fill
         self.padding_mode = padding_mode
-        self.generator = _rng(generator, "RandomCrop")
+        self.generator = _generator_arg(generator, "RandomCrop")
 
     def __call__(self, x):
         array = _pad(_image(x, "RandomCrop"), self.padding, self.padding_mode, self.fill)
@@ -234,7 +218,7 @@ class RandomHorizontalFlip(_Random):
         if not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
             raise ValueError(f"RandomHorizontalFlip: p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
-        self.generator = _rng(generator, "RandomHorizontalFlip")
+        self.generator = _generator_arg(generator, "RandomHorizontalFlip")
 
     def __call__(self, x):
         array = _image(x, "RandomHorizontalFlip")
