@@ -20,7 +20,7 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if not action.option_strings or action.default is argparse.SUPPRESS:
             return text
-        if "default" in text or "%(default)" in text:
+        if "default" in text:  # (a %(default)s included)
             return text
         if getattr(action, "shown_default", None) is not None:
             shown = action.shown_default.replace("%", "%%")

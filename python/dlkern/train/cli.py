@@ -74,8 +74,9 @@ def add_train_command(commands) -> None:
     add_gpt_arguments(p)
     add_robust_arguments(p)
     for action in p._actions:  # (argparse has no public list of a parser's options)
-        if action.default is None and shown_default(action.dest) is not None:
-            action.shown_default = shown_default(action.dest)
+        shown = shown_default(action.dest)
+        if action.default is None and shown is not None:
+            action.shown_default = shown
     p.set_defaults(handler=run_train)
 
 

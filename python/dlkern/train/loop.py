@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -14,6 +13,7 @@ from ..generator import default_generator
 from ..utils.grad_norms import format_grad_norms, grad_norms
 from .amp import MixedPrecision
 from .checkpoint import load_checkpoint, mismatch_error, save_checkpoint
+from .progress import tqdm_or_none
 
 # What applying a checkpoint of the wrong structure raises (another model's weights,
 # missing entries, wrong types): turned into one CheckpointError.
@@ -100,16 +100,8 @@ def evaluate(model, loader, device=None, amp=None) -> float:
 
 def _progress(iterable, total, desc, enabled):
     """tqdm over `iterable` when it is installed and stderr is a terminal."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if enabled:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            enabled = False
-        else:
-            return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-    return iterable
+    tqdm = tqdm_or_none(enabled)
+    return iterable if tqdm is None else tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def _rng_state(loader):
@@ -197,6 +189,10 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
         epoch_started = time.perf_counter()
         norms = None
         lr = optimizer.param_groups[0]["lr"]
+        bar = batches if hasattr(batches, "set_postfix") else None  # a tqdm bar (progress=None/True with tqdm)
+        # The epochs after this one, at the mean pace so far (shown in the bar).
+        then = _clock(sum(epoch_walls) / len(epoch_walls) * (epochs - epoch - 1)) \
+            if epoch_walls and epoch + 1 < epochs else None
         for xb, yb in batches:
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
@@ -220,11 +216,11 @@ def fit(model, optimizer, train_loader, epochs: int, *, loss_fn: Callable = None
             loss_sum += value * n
             correct += int((out.data.argmax(axis=1) == yb.data).sum())
             seen += n
-            if hasattr(batches, "set_postfix"):  # a tqdm bar (progress=None/True with tqdm)
+            if bar is not None:
                 postfix = {"loss": f"{value:.4f}"}
-                if epoch_walls and epoch + 1 < epochs:  # the epochs after this one, at the mean pace so far
-                    postfix["then"] = _clock(sum(epoch_walls) / len(epoch_walls) * (epochs - epoch - 1))
-                batches.set_postfix(postfix, refresh=False)
+                if then is not None:
+                    postfix["then"] = then
+                bar.set_postfix(postfix, refresh=False)
         epoch_seconds = time.perf_counter() - epoch_started
         history.train_seconds += epoch_seconds
         if scheduler is not None and not scheduler_per_batch:

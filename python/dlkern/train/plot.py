@@ -97,7 +97,6 @@ def run_plot(args) -> int:
         history = load_history(path)
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    out = Path(args.out) if args.out else path.with_name(
-        (path.name[:-len(".json")] if path.name.endswith(".json") else path.name) + ".png")
+    out = Path(args.out) if args.out else path.with_suffix(".png")  # (find_history gives a *.json)
     print(draw(history, out))
     return 0
