@@ -50,8 +50,6 @@ HeadView<T> head_view(const py::array& a, const char* op, const char* arg) {
 
 using Shape = AttentionDims;
 
-Dims dims_of(const py::array& a) { return Dims(a.shape(), a.shape() + a.ndim()); }
-
 // q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv): dtypes here, shapes in
 // common/attention_checks.h.
 Shape check_qkv(const py::array& q, const py::array& k, const py::array& v, const char* op, const char* kname,

@@ -64,7 +64,7 @@ int reduction_arg(const py::handle& obj, const char* op) {
     if (r == "mean") return 1;
     if (r == "sum") return 2;
   }
-  value_error(op, ": reduction must be 'none', 'mean' or 'sum', got ", py::repr(obj).cast<std::string>());
+  value_error(op, ": reduction must be 'none', 'mean' or 'sum', got ", py_repr(obj));
 }
 
 std::string shape_str(const py::array& a) {
@@ -190,7 +190,7 @@ DType dtype_arg(const py::handle& obj, const char* op, const char* arg) {
     // not a dtype at all: the TypeError below
   }
   type_error(op, ": ", arg, " must be a float dtype (float32, float64, bfloat16 or float16), got ",
-             py::repr(obj).cast<std::string>());
+             py_repr(obj));
 }
 
 int64_t elem_stride(const py::array& a, int axis, const char* op, const char* arg) {
@@ -208,6 +208,8 @@ std::string type_name(const py::handle& obj) {
 }  // namespace
 
 std::string py_repr(const py::handle& obj) { return py::repr(obj).cast<std::string>(); }
+
+std::vector<int64_t> dims_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
 
 int64_t int64_arg(const py::handle& obj, const char* op, const char* arg) {
   if (py::isinstance<py::bool_>(obj) || !PyIndex_Check(obj.ptr()))

@@ -88,6 +88,9 @@ bool may_overlap(const py::array& a, const py::array& b);
 // repr(obj), for error messages that show the value a caller passed.
 std::string py_repr(const py::handle& obj);
 
+// An array's shape as the framework-free checks take it (common/geometry.h's Dims).
+std::vector<int64_t> dims_of(const py::array& a);
+
 // True when two elements of the array may share memory (a zero or interleaved stride,
 // as np.lib.stride_tricks.as_strided can make); conservative: false means they don't.
 bool may_self_overlap(const py::array& a);

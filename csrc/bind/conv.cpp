@@ -8,8 +8,6 @@ namespace dlkern::bind {
 namespace {
 namespace DLKERN_TU_LOCAL {
 
-Dims dims_of(const py::array& a) { return Dims(a.shape(), a.shape() + a.ndim()); }
-
 // A C-contiguous float array, of x's dtype when `x` is given.
 py::array conv_array(const py::handle& obj, const char* op, const char* arg, const py::array* x) {
   py::array a = require_array(obj, op, arg);

@@ -8,8 +8,6 @@ namespace dlkern::bind {
 namespace {
 namespace DLKERN_TU_LOCAL {
 
-Dims dims_of(const py::array& a) { return Dims(a.shape(), a.shape() + a.ndim()); }
-
 // A C-contiguous float array of 3 or 4 dimensions with its 4-D shape.
 struct Planes {
   py::array array;

@@ -62,7 +62,7 @@ bool relu_arg(const char* op, const py::object& obj) {
     const std::string v = obj.cast<std::string>();
     if (v == "tanh" || v == "relu") return v == "relu";
   }
-  value_error(op, ": nonlinearity must be 'tanh' or 'relu', got ", py::repr(obj).cast<std::string>());
+  value_error(op, ": nonlinearity must be 'tanh' or 'relu', got ", py_repr(obj));
 }
 
 // An optional save (N, cols): None (nullopt) or an array written in place.
